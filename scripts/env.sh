@@ -1,0 +1,35 @@
+# SPDX-License-Identifier: GPL-2.0
+# Shared settings for the LCFS scripts; sourced, never run.
+#
+# Everything built outside the repository (toolchain helpers, kernel source, kernel builds, guest
+# images) lives under LCFS_CACHE so fresh clones and CI on the same machine reuse it.
+
+LCFS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LCFS_CACHE=${LCFS_CACHE:-/var/cache/lcfs}
+LCFS_KERNEL_SERIES=7.3
+LCFS_BINDGEN_VERSION=0.73.2
+LCFS_LLVM_SUFFIX=-19
+export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm${LCFS_LLVM_SUFFIX}/lib}
+export PATH="$LCFS_CACHE/tools/bin:$HOME/.cargo/bin:$PATH"
+
+log() { printf '[lcfs %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '[lcfs] error: %s\n' "$*" >&2; exit 1; }
+
+# The kernel build directory is keyed by the kernel source version, the config fragment and the
+# compilers: modules must be built with the exact rustc that built the kernel's rust/ crates.
+kernel_key() {
+	local ver
+	ver=$(cat "$LCFS_CACHE/src/linux-source-version" 2>/dev/null) || die "kernel source missing: run scripts/setup.sh"
+	{
+		echo "$ver"
+		cat "$LCFS_ROOT/kernel/lcfs.config"
+		rustc --version
+		"clang$LCFS_LLVM_SUFFIX" --version | head -1
+		bindgen --version
+	} | sha256sum | cut -c1-12 | sed "s/^/$ver-/"
+}
+
+kernel_dir() {
+	if [ -n "${LCFS_KDIR:-}" ]; then echo "$LCFS_KDIR"; return; fi
+	echo "$LCFS_CACHE/kernel/$(kernel_key)"
+}

@@ -1,0 +1,150 @@
+//! `lcfs`: the LCFS command-line tool.
+//!
+//! Layer commands (clone, snapshot, remove, diff, stats) arrive with the layer ioctls; today the
+//! tool inspects filesystems offline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use lcfs_format::superblock::{Superblock, VERSION};
+use lcfs_format::BLOCK_SIZE;
+use lcfs_image::{Access, Device};
+use serde::Serialize;
+
+/// Manage LCFS (Layer Cloning Filesystem) filesystems.
+#[derive(Debug, Parser)]
+#[command(name = "lcfs", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect on-disk structures (offline, read-only).
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugCommand {
+    /// Print both superblock copies and which one is current.
+    Super {
+        /// Block device or image file.
+        device: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// One superblock copy as printed.
+#[derive(Debug, Serialize)]
+struct CopyReport {
+    slot: u64,
+    current: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    superblock: Option<SuperReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct SuperReport {
+    version: u32,
+    block_size: u32,
+    uuid: String,
+    label: String,
+    generation: u64,
+    total_blocks: u64,
+    free_blocks: u64,
+    create_time: u64,
+    commit_time: u64,
+    root_mode: String,
+    root_uid: u32,
+    root_gid: u32,
+    incompat: u64,
+    ro_compat: u64,
+    compat: u64,
+}
+
+impl From<&Superblock> for SuperReport {
+    fn from(sb: &Superblock) -> Self {
+        Self {
+            version: VERSION,
+            block_size: BLOCK_SIZE,
+            uuid: uuid::Uuid::from_bytes(sb.uuid).to_string(),
+            label: sb.label().unwrap_or("<invalid utf-8>").to_owned(),
+            generation: sb.generation,
+            total_blocks: sb.total_blocks,
+            free_blocks: sb.free_blocks,
+            create_time: sb.create_time,
+            commit_time: sb.commit_time,
+            root_mode: format!("{:o}", sb.root_mode),
+            root_uid: sb.root_uid,
+            root_gid: sb.root_gid,
+            incompat: sb.incompat,
+            ro_compat: sb.ro_compat,
+            compat: sb.compat,
+        }
+    }
+}
+
+fn debug_super(device: &std::path::Path, json: bool) -> Result<bool> {
+    let mut dev = Device::open(device, Access::ReadOnly)?;
+    let current = dev.read_superblock().ok().map(|sel| sel.sb.slot());
+    let mut reports = Vec::new();
+    for slot in 0..lcfs_format::superblock::SUPERBLOCK_COPIES {
+        let copy = dev.read_superblock_copy(slot)?;
+        reports.push(CopyReport {
+            slot,
+            current: current == Some(slot),
+            error: copy.as_ref().err().map(ToString::to_string),
+            superblock: copy.as_ref().ok().map(SuperReport::from),
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            println!(
+                "superblock copy {} (block {}){}",
+                r.slot,
+                r.slot,
+                if r.current { " [current]" } else { "" }
+            );
+            if let Some(e) = &r.error {
+                println!("  invalid: {e}");
+            }
+            if let Some(s) = &r.superblock {
+                let value = serde_json::to_value(s)?;
+                if let Some(map) = value.as_object() {
+                    for (k, v) in map {
+                        println!("  {k:<13} {}", v.to_string().trim_matches('"'));
+                    }
+                }
+            }
+        }
+    }
+    Ok(current.is_some())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Debug(DebugCommand::Super { device, json }) => debug_super(device, *json),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("lcfs: no valid superblock");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("lcfs: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `mkfs.lcfs` (built as `mkfs-lcfs`, installed as `mkfs.lcfs`): creates an LCFS filesystem on a block device or an image file.
+//!
+//! Exit status, as mkfs(8): 0 on success, 1 on any failure (including usage errors and a device
+//! that already holds a filesystem when `--force` is not given).
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use lcfs_format::superblock::{Superblock, MIN_BLOCKS};
+use lcfs_format::BLOCK_SIZE;
+use lcfs_image::{probe, Access, Device};
+
+/// Create an LCFS (Layer Cloning Filesystem) filesystem.
+#[derive(Debug, Parser)]
+#[command(name = "mkfs.lcfs", version, about, long_about = None)]
+struct Args {
+    /// Block device or image file to format.
+    device: PathBuf,
+
+    /// Overwrite an existing filesystem or partition table signature.
+    #[arg(short, long)]
+    force: bool,
+
+    /// Volume label (at most 63 bytes).
+    #[arg(short = 'L', long)]
+    label: Option<String>,
+
+    /// Filesystem UUID (default: random).
+    #[arg(short = 'U', long)]
+    uuid: Option<uuid::Uuid>,
+
+    /// Size of an image file to create or resize, e.g. 512M or 10G (regular files only).
+    #[arg(short, long, value_parser = parse_size)]
+    size: Option<u64>,
+
+    /// Show what would be done without writing anything.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Parses a byte count with an optional binary suffix (K, M, G, T; `KiB` style accepted).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("invalid size suffix in '{s}'")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size '{s}' too large"))
+}
+
+fn run(args: &Args) -> Result<()> {
+    if args.size.is_some() {
+        let is_blockdev = std::fs::metadata(&args.device)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+            .unwrap_or(false);
+        if is_blockdev {
+            bail!(
+                "{}: --size applies to image files only",
+                args.device.display()
+            );
+        }
+        if !args.dry_run {
+            // Create the file if needed; resizing waits until the signature check passed.
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&args.device)
+                .with_context(|| format!("cannot create {}", args.device.display()))?;
+        }
+    }
+
+    let access = if args.dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let mut dev = Device::open(&args.device, access).context("cannot open device")?;
+
+    let existing = probe::signatures(&mut dev)?;
+    if !existing.is_empty() && !args.force {
+        bail!(
+            "{} contains a {} signature; use -f to overwrite it",
+            args.device.display(),
+            existing.join(", ")
+        );
+    }
+
+    let size = match args.size {
+        Some(size) => size,
+        None => dev.size(),
+    };
+    let blocks = size / u64::from(BLOCK_SIZE);
+    if blocks < MIN_BLOCKS {
+        bail!(
+            "{}: device too small ({size} bytes); LCFS needs at least {} bytes",
+            args.device.display(),
+            MIN_BLOCKS * u64::from(BLOCK_SIZE)
+        );
+    }
+
+    let uuid = args.uuid.unwrap_or_else(uuid::Uuid::new_v4);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut sb = Superblock::new(blocks, *uuid.as_bytes(), now);
+    if let Some(label) = &args.label {
+        sb.set_label(label)
+            .map_err(|_| anyhow::anyhow!("label must be at most 63 bytes without NUL"))?;
+    }
+
+    if !args.quiet {
+        println!(
+            "{}Creating LCFS filesystem on {}",
+            if args.dry_run { "[dry run] " } else { "" },
+            args.device.display()
+        );
+        if !existing.is_empty() {
+            println!("  overwriting existing signature: {}", existing.join(", "));
+        }
+        println!(
+            "  size:        {} blocks of {} bytes ({} MiB)",
+            blocks,
+            BLOCK_SIZE,
+            (blocks * u64::from(BLOCK_SIZE)) >> 20
+        );
+        println!("  uuid:        {uuid}");
+        println!("  label:       {}", args.label.as_deref().unwrap_or(""));
+        println!("  free blocks: {}", sb.free_blocks);
+    }
+    if args.dry_run {
+        return Ok(());
+    }
+
+    if args.size.is_some() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&args.device)
+            .and_then(|f| f.set_len(size))
+            .with_context(|| format!("cannot resize {}", args.device.display()))?;
+        dev = Device::open(&args.device, Access::ReadWrite)?;
+    }
+
+    // Old signatures must not survive next to the new filesystem (blkid would report both).
+    dev.write_at(0, &vec![0u8; probe::PROBE_BYTES])?;
+    // Both copies describe the same empty filesystem; generation 1 is current, and the copy with
+    // generation 0 is the fallback if block 1 is ever damaged.
+    let mut fallback = sb.clone();
+    fallback.generation = 0;
+    dev.write_superblock(&fallback)?;
+    dev.write_superblock(&sb)?;
+    dev.sync()?;
+    if !args.quiet {
+        println!("Done.");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mkfs.lcfs: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! End-to-end tests of the `mkfs.lcfs` binary on image files.
+
+use std::process::Command;
+
+use lcfs_format::superblock::Superblock;
+use lcfs_image::{Access, Device};
+
+fn mkfs(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mkfs-lcfs"))
+        .args(args)
+        .output()
+        .expect("run mkfs.lcfs")
+}
+
+#[test]
+fn formats_an_image_file_with_both_superblock_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let img_s = img.to_str().unwrap();
+    let out = mkfs(&[
+        "-q",
+        "-s",
+        "64M",
+        "-L",
+        "data",
+        "-U",
+        "01234567-89ab-cdef-0123-456789abcdef",
+        img_s,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 64 << 20);
+
+    let mut dev = Device::open(&img, Access::ReadOnly).unwrap();
+    let sel = dev.read_superblock().unwrap();
+    assert_eq!(sel.other_error, None, "both copies valid");
+    assert_eq!(sel.sb.generation, 1);
+    assert_eq!(sel.sb.total_blocks, 16384);
+    assert_eq!(sel.sb.free_blocks, 16384 - Superblock::FIXED_BLOCKS);
+    assert_eq!(sel.sb.label(), Some("data"));
+    assert_eq!(sel.sb.uuid[0], 0x01);
+    let copy0 = dev.read_superblock_copy(0).unwrap().unwrap();
+    assert_eq!(copy0.generation, 0);
+}
+
+#[test]
+fn refuses_existing_filesystem_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let img_s = img.to_str().unwrap();
+    assert!(mkfs(&["-q", "-s", "8M", img_s]).status.success());
+
+    let out = mkfs(&["-q", img_s]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lcfs signature"));
+
+    // An ext4 signature is refused too, and -f overwrites it.
+    let mut head = vec![0u8; 4096];
+    head[1080] = 0x53;
+    head[1081] = 0xef;
+    std::fs::write(&img, [head, vec![0u8; 8 << 20]].concat()).unwrap();
+    let out = mkfs(&["-q", img_s]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ext2/ext3/ext4"));
+    assert!(mkfs(&["-q", "-f", img_s]).status.success());
+    let mut dev = Device::open(&img, Access::ReadOnly).unwrap();
+    assert!(dev.read_superblock().is_ok());
+    assert!(lcfs_image::probe::signatures(&mut dev).unwrap() == vec!["lcfs"]);
+}
+
+#[test]
+fn clear_errors_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.img");
+    std::fs::write(&small, vec![0u8; 512 * 1024]).unwrap();
+    let out = mkfs(&[small.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too small"));
+
+    let out = mkfs(&[dir.path().join("missing").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"));
+
+    let out = mkfs(&["--bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = mkfs(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--force"));
+
+    let long = "x".repeat(64);
+    let img = dir.path().join("l.img");
+    let out = mkfs(&["-s", "4M", "-L", &long, img.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("label"));
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, vec![0u8; 4 << 20]).unwrap();
+    let out = mkfs(&["-n", img.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(std::fs::read(&img).unwrap().iter().all(|&b| b == 0));
+}
