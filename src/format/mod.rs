@@ -25,6 +25,12 @@ pub const BLOCK_SIZE: u32 = 4096;
 /// `log2(BLOCK_SIZE)`.
 pub const BLOCK_SHIFT: u32 = 12;
 
+/// Inode number of the root directory.
+pub const ROOT_INO: u64 = 1;
+
+/// Longest file name, in bytes.
+pub const NAME_MAX: usize = 255;
+
 /// Why an on-disk structure was rejected.
 ///
 /// The kernel maps [`FormatError::Io`] to `EIO` and everything else to `EUCLEAN` (corruption) or

@@ -1,0 +1,62 @@
+# SPDX-License-Identifier: GPL-2.0
+# LCFS top-level Makefile. Kbuild (the module) is driven from here with `make -C $(KDIR) M=...`.
+#
+#   make test    set up everything needed, build, run host, KUnit and VM tests
+#   make run     set up, build, boot a VM with a file-backed disk and run the demo
+#   make shell   interactive guest with the module and tools
+#
+# Everything outside the repository (toolchain, kernel source and build, guest images) is cached
+# under $(LCFS_CACHE), default /var/cache/lcfs.
+
+SHELL := /bin/bash
+export LCFS_CACHE ?= /var/cache/lcfs
+LLVM_SUFFIX := -19
+export LIBCLANG_PATH ?= /usr/lib/llvm$(LLVM_SUFFIX)/lib
+BUILD := $(CURDIR)/build
+
+.PHONY: all setup kernel module userspace guest-tools test run shell clippy fmt-check clean
+
+all: module userspace
+
+setup:
+	@scripts/setup.sh
+
+kernel: setup
+	@scripts/build-kernel.sh >/dev/null
+
+# Kbuild decides what to rebuild; KDIR comes from the kernel cache.
+module: kernel
+	@$(MAKE) -s -C "$$(scripts/build-kernel.sh)" LLVM=$(LLVM_SUFFIX) M=$(CURDIR) modules
+
+userspace: setup
+	@cd userspace && cargo build --release --quiet
+	@mkdir -p $(BUILD)/host
+	@install -m755 userspace/target/release/mkfs-lcfs $(BUILD)/host/mkfs.lcfs
+	@install -m755 userspace/target/release/lcfs $(BUILD)/host/lcfs
+
+# Static binaries for the busybox guest.
+guest-tools: setup
+	@cd userspace && cargo build --release --quiet --target x86_64-unknown-linux-musl
+	@mkdir -p $(BUILD)/guest
+	@install -m755 userspace/target/x86_64-unknown-linux-musl/release/mkfs-lcfs $(BUILD)/guest/mkfs.lcfs
+	@install -m755 userspace/target/x86_64-unknown-linux-musl/release/lcfs $(BUILD)/guest/lcfs
+
+test: setup
+	@scripts/test.sh
+
+run: module guest-tools
+	@scripts/vm.sh --run demo
+
+shell: module guest-tools
+	@scripts/vm.sh --shell
+
+clippy: setup
+	@cd userspace && cargo clippy --release --all-targets --quiet -- -D warnings
+
+fmt-check:
+	@cd userspace && cargo fmt --all --check
+
+clean:
+	@if [ -d "$(LCFS_CACHE)/kernel" ]; then kdir=$$(scripts/build-kernel.sh 2>/dev/null) && \
+		$(MAKE) -s -C "$$kdir" LLVM=$(LLVM_SUFFIX) M=$(CURDIR) clean || true; fi
+	@rm -rf $(BUILD) userspace/target

@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Input of lcfs.ko's own bindgen run (see Kbuild): the VFS and block APIs that the kernel crate's
+ * `bindings` leaves opaque or out, plus the module's C helpers and its uapi header.
+ */
+#include <linux/fs.h>
+#include <linux/fs_context.h>
+#include <linux/fs_parser.h>
+#include <linux/pagemap.h>
+#include <linux/statfs.h>
+#include <linux/blkdev.h>
+#include "lcfs_helpers.h"
+#include "uapi/linux/lcfs.h"

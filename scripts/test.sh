@@ -1,0 +1,123 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# `make test`: set-up, builds, host tests, KUnit and VM tests. Every check is counted; the last
+# line is "N passed, N failed" and the exit status is non-zero if anything failed.
+set -uo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$LCFS_ROOT"
+
+build="$LCFS_ROOT/build"
+mkdir -p "$build/logs"
+results="$build/results.txt"
+: >"$results"
+pass=0 fail=0
+t0=$(date +%s)
+
+record() { # record ok|fail NAME [detail]
+	if [ "$1" = ok ]; then
+		pass=$((pass + 1)); echo "ok $2" >>"$results"
+	else
+		fail=$((fail + 1)); echo "not ok $2${3:+ # $3}" >>"$results"
+		echo "FAILED: $2${3:+ ($3)}" >&2
+	fi
+}
+
+finish() {
+	echo
+	echo "=== results (${results#$LCFS_ROOT/}, $(( $(date +%s) - t0 )) s) ==="
+	grep '^not ok' "$results" || true
+	echo "$pass passed, $fail failed"
+	[ "$fail" = 0 ]
+	exit
+}
+
+step() { # step NAME LOGFILE COMMAND...: run, record, keep the log
+	local name=$1 logf=$2; shift 2
+	log "$name"
+	if "$@" >"$logf" 2>&1; then record ok "$name"; return 0; fi
+	tail -30 "$logf" >&2
+	record fail "$name" "see ${logf#$LCFS_ROOT/}"
+	return 1
+}
+
+# --- set-up and builds -----------------------------------------------------------------------
+step "setup: toolchain and kernel source" "$build/logs/setup.log" scripts/setup.sh || finish
+step "build: test kernel" "$build/logs/kernel.log" scripts/build-kernel.sh || finish
+kdir=$(kernel_dir)
+
+# --- host tests ------------------------------------------------------------------------------
+log "host: cargo test"
+(cd userspace && cargo test --release --workspace --no-fail-fast) >"$build/logs/cargo-test.log" 2>&1
+crc=$?
+n_before=$((pass + fail))
+while read -r status name; do
+	if [ "$status" = ok ]; then record ok "host: $name"; else record fail "host: $name"; fi
+done < <(sed -n 's/^test \(.*\) \.\.\. \(ok\|FAILED\)$/\2 \1/p' "$build/logs/cargo-test.log" | sed 's/^FAILED/fail/')
+if [ $crc != 0 ] && [ $((pass + fail)) = "$n_before" ]; then
+	tail -30 "$build/logs/cargo-test.log" >&2
+	record fail "host: cargo test" "build failed, see build/logs/cargo-test.log"
+fi
+step "host: clippy -D warnings" "$build/logs/clippy.log" make -s clippy
+step "host: rustfmt" "$build/logs/fmt.log" make -s fmt-check
+
+# --- module ----------------------------------------------------------------------------------
+if step "build: lcfs.ko" "$build/logs/module.log" make -s module; then
+	if grep -E -q 'warning|error' "$build/logs/module.log"; then
+		grep -E -A5 'warning|error' "$build/logs/module.log" | head -40 >&2
+		record fail "build: lcfs.ko without compiler warnings"
+	else
+		record ok "build: lcfs.ko without compiler warnings"
+	fi
+	# All unsafe code stays in the VFS layer.
+	if grep -n 'unsafe' src/fs.rs src/fs/*.rs src/format/*.rs | grep -v -E 'forbid\(unsafe_code\)|deny\(unsafe_code\)|^\S+:\s*//'; then
+		record fail "source: unsafe only in src/vfs"
+	else
+		record ok "source: unsafe only in src/vfs"
+	fi
+else
+	finish
+fi
+step "build: guest tools (musl)" "$build/logs/guest-tools.log" make -s guest-tools || finish
+
+# --- VM suites -------------------------------------------------------------------------------
+expected_suites=$(grep -rho 'kunit_tests([a-z_0-9]*)' src | sed 's/kunit_tests(\(.*\))/\1/' | sort -u)
+
+run_suite() {
+	local suite=$1 logf="$build/logs/$1.log" vmout="$build/logs/$1.vm"
+	log "vm: suite $suite"
+	scripts/vm.sh --run "$suite" >"$vmout" 2>&1
+	local vrc=$?
+	# Guest tests.
+	local got=0
+	while IFS= read -r line; do
+		got=1
+		case "$line" in
+		"LCFS-RESULT: ok "*) record ok "vm $suite: ${line#LCFS-RESULT: ok }" ;;
+		"LCFS-RESULT: not ok "*) record fail "vm $suite: ${line#LCFS-RESULT: not ok }" ;;
+		esac
+	done < <(grep '^LCFS-RESULT: ' "$logf" 2>/dev/null)
+	[ $got = 1 ] || record fail "vm $suite: any guest result"
+	# KUnit cases (KTAP on the console at module load); one result per case, worst wins.
+	awk '
+		/# Subtest: / { suite = $NF; next }
+		/^[ \t]+(ok|not ok) [0-9]+ / {
+			line = $0; sub(/^[ \t]+/, "", line)
+			st = (line ~ /^ok/) ? "ok" : "fail"
+			sub(/^(ok|not ok) [0-9]+ /, "", line); sub(/ #.*/, "", line)
+			if (suite ~ /^lcfs_/) { key = suite "." line; if (!(key in r) || st == "fail") r[key] = st }
+		}
+		END { for (k in r) print r[k], k }' "$logf" | sort -k2 >"$build/logs/$suite.kunit"
+	while read -r st name; do record "$st" "kunit: $name"; done <"$build/logs/$suite.kunit"
+	for s in $expected_suites; do
+		grep -q " $s\." "$build/logs/$suite.kunit" || record fail "kunit: suite $s ran" "no results in $suite log"
+	done
+	if [ $vrc = 0 ]; then
+		record ok "vm $suite: completed, kernel log clean"
+	else
+		grep '^VM-CHECK' -A20 "$vmout" >&2
+		record fail "vm $suite: completed, kernel log clean" "$(grep -m1 '^VM-CHECK' "$vmout")"
+	fi
+}
+
+run_suite basic
+finish

@@ -1,0 +1,100 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Boots the test kernel in QEMU with a busybox initramfs holding lcfs.ko (installed under
+# /lib/modules with depmod, as users install it), the static userspace tools and the guest scripts.
+#
+#   scripts/vm.sh --run SUITE [--disk SIZE]   run tests/guest/SUITE.sh, log to build/logs/SUITE.log
+#   scripts/vm.sh --shell [--disk SIZE]       interactive shell (exit with `reboot -f` or Ctrl-A X)
+#
+# The exit status is 0 only if the suite finished (no hang, no crash) and the console shows no
+# kernel WARNING, BUG, Oops, KASAN, lockdep, hung-task or leak report. Environment:
+#   LCFS_VM_TIMEOUT  seconds before a run counts as hung (default 900)
+#   LCFS_KVM=1       use KVM instead of TCG (KVM does not work on our CI machines)
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+
+mode="" suite="" disk_size=256M
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--run) mode=run; suite=$2; shift 2 ;;
+	--shell) mode=shell; suite=shell; shift ;;
+	--disk) disk_size=$2; shift 2 ;;
+	*) die "usage: $0 --run SUITE | --shell [--disk SIZE]" ;;
+	esac
+done
+[ -n "$mode" ] || die "usage: $0 --run SUITE | --shell [--disk SIZE]"
+[ "$mode" = shell ] || [ -f "$LCFS_ROOT/tests/guest/$suite.sh" ] || die "no guest suite $suite"
+
+kdir=$(kernel_dir)
+[ -f "$kdir/.lcfs-built" ] || die "test kernel not built (make kernel)"
+kver=$(make -s -C "$kdir" kernelrelease)
+build="$LCFS_ROOT/build"
+[ -f "$LCFS_ROOT/lcfs.ko" ] || die "lcfs.ko not built (make module)"
+[ -x "$build/guest/mkfs.lcfs" ] || die "guest tools not built (make guest-tools)"
+
+# --- initramfs -------------------------------------------------------------------------------
+root="$build/initramfs"
+rm -rf "$root"
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,mnt,etc,root,tests}
+cp /bin/busybox "$root/bin/busybox"
+# The base kernel's module metadata (modules.builtin, ...), then lcfs.ko the way users install an
+# out-of-tree module: modules_install into /lib/modules/<version>/updates and depmod.
+make -s -C "$kdir" INSTALL_MOD_PATH="$root" modules_install >/dev/null
+make -s -C "$kdir" LLVM="$LCFS_LLVM_SUFFIX" M="$LCFS_ROOT" INSTALL_MOD_PATH="$root" \
+	INSTALL_MOD_DIR=updates modules_install >/dev/null 2>"$build/modules_install.err" ||
+	{ cat "$build/modules_install.err" >&2; die "modules_install failed"; }
+depmod -b "$root" "$kver"
+grep -q 'alias fs-lcfs lcfs' "$root/lib/modules/$kver/modules.alias" || die "fs-lcfs alias missing"
+install -m755 "$build"/guest/* "$root/bin/"
+install -m755 "$LCFS_ROOT/tests/guest/init.sh" "$root/init"
+cp "$LCFS_ROOT"/tests/guest/*.sh "$root/tests/"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$build/initramfs.cpio.gz"
+
+# --- disks -----------------------------------------------------------------------------------
+# vdb: a scratch disk, file-backed, recreated for every boot.
+mkdir -p "$build/logs"
+disk="$build/disk-$suite.img"
+rm -f "$disk"
+truncate -s "$disk_size" "$disk"
+
+accel=tcg
+[ "${LCFS_KVM:-0}" = 1 ] && accel=kvm
+qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 2G -nographic -no-reboot
+	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
+	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
+	-append "console=ttyS0 panic=-1 loglevel=6 kasan.fault=report lcfs.run=$suite")
+
+if [ "$mode" = shell ]; then
+	log "interactive guest (scratch disk /dev/vda, $disk_size); leave with 'reboot -f'"
+	exec "${qemu[@]}"
+fi
+
+logf="$build/logs/$suite.log"
+log "booting guest for suite '$suite' ($accel, log: ${logf#$LCFS_ROOT/})"
+start=$(date +%s)
+set +e
+timeout --foreground -k 10 "${LCFS_VM_TIMEOUT:-900}" "${qemu[@]}" </dev/null 2>&1 | tr -d '\r' | tee "$logf"
+qrc=${PIPESTATUS[0]}
+set -e
+log "guest finished in $(( $(date +%s) - start )) s (qemu status $qrc)"
+
+# --- verdict ---------------------------------------------------------------------------------
+bad=0
+if ! grep -q '^LCFS-DONE' "$logf"; then
+	if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+		echo "VM-CHECK: guest hung (no completion within ${LCFS_VM_TIMEOUT:-900} s)"
+	else
+		echo "VM-CHECK: guest died before completing the suite"
+	fi
+	bad=1
+fi
+# Kernel problem reports. Test output lines are prefixed by LCFS- and never match.
+pattern='WARNING:|BUG:|Oops|KASAN:|general protection fault|Kernel panic|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|INFO: task .* blocked|soft lockup|hard LOCKUP|UBSAN:|unreferenced object|Objects remaining|kernel BUG'
+if grep -v '^LCFS-' "$logf" | grep -E -q "$pattern"; then
+	echo "VM-CHECK: kernel problem reported:"
+	grep -v '^LCFS-' "$logf" | grep -E "$pattern" | head -20 | sed 's/^/    /'
+	bad=1
+fi
+exit $bad

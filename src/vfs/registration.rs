@@ -1,0 +1,277 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Filesystem type registration and the superblock-level callbacks.
+
+use core::marker::PhantomData;
+use core::ptr;
+use core::sync::atomic::{AtomicIsize, Ordering};
+
+use kernel::bindings;
+use kernel::error::{from_result, to_result};
+use kernel::prelude::*;
+use kernel::types::Opaque;
+
+use super::bindings as ext;
+use super::inode::{self, Inode, InodeSlot};
+use super::super_block::{NewSuperBlock, SuperBlock};
+use super::DirContext;
+use crate::format::BLOCK_SIZE;
+
+/// Numbers reported by `statfs(2)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StatFs {
+    /// Total data blocks.
+    pub(crate) blocks: u64,
+    /// Free blocks.
+    pub(crate) free_blocks: u64,
+    /// Free blocks available to unprivileged users.
+    pub(crate) avail_blocks: u64,
+    /// Total inodes (0 if unlimited).
+    pub(crate) files: u64,
+    /// Free inodes.
+    pub(crate) free_files: u64,
+    /// Filesystem id.
+    pub(crate) fsid: [u32; 2],
+    /// Longest file name in bytes.
+    pub(crate) name_len: u32,
+}
+
+/// A filesystem implemented in safe Rust on top of this layer.
+pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
+    /// Name of the filesystem type (`mount -t NAME`).
+    const NAME: &'static CStr;
+    /// Value of `statfs.f_type`.
+    const MAGIC: u32;
+    /// Per-mount state, available through [`SuperBlock::info`] once `fill_super` succeeded.
+    type Info: Send + Sync;
+    /// Per-inode state. Dropped when the inode is freed, possibly in softirq context (after an RCU
+    /// grace period): its `Drop` must not sleep.
+    type InodeInfo: Send + Sync;
+
+    /// Reads and validates the on-disk superblock and returns the per-mount state.
+    fn fill_super(sb: &NewSuperBlock<'_, Self>) -> Result<Self::Info>;
+
+    /// Returns the root directory inode; called after `fill_super` succeeded.
+    fn root(sb: &SuperBlock<Self>) -> Result<ARef<Inode<Self>>>;
+
+    /// Reports filesystem usage.
+    fn statfs(sb: &SuperBlock<Self>) -> Result<StatFs>;
+
+    /// Looks `name` up in directory `dir`; `Ok(None)` when it does not exist.
+    fn lookup(dir: &Inode<Self>, name: &[u8]) -> Result<Option<ARef<Inode<Self>>>>;
+
+    /// Emits the entries of `dir` from `ctx.pos()` on.
+    fn readdir(dir: &Inode<Self>, ctx: &mut DirContext<'_>) -> Result;
+}
+
+pub(crate) use kernel::sync::aref::ARef;
+
+/// Inodes allocated from the inode caches of all registered LCFS types and not yet freed.
+///
+/// Checked at module unload: anything but zero is a leak.
+pub(crate) static LIVE_INODES: AtomicIsize = AtomicIsize::new(0);
+
+/// A registered filesystem type with its inode cache.
+///
+/// # Invariants
+///
+/// While this object exists, `fst` is registered with the VFS and `inode_cache` is a live
+/// `kmem_cache` whose objects are `InodeSlot<T>`.
+#[pin_data(PinnedDrop)]
+pub(crate) struct Registration<T: FileSystem> {
+    #[pin]
+    fst: Opaque<bindings::file_system_type>,
+    inode_cache: *mut bindings::kmem_cache,
+    _p: PhantomData<T>,
+}
+
+// SAFETY: the registration is only touched at module init and exit; the C objects it owns are
+// safe to use from any thread.
+unsafe impl<T: FileSystem> Send for Registration<T> {}
+// SAFETY: as above; shared access only reads `inode_cache`, which never changes.
+unsafe impl<T: FileSystem> Sync for Registration<T> {}
+
+impl<T: FileSystem> Registration<T> {
+    /// Creates the inode cache and registers the filesystem type.
+    pub(crate) fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            inode_cache: inode::create_cache::<T>()?,
+            fst <- Opaque::try_ffi_init(move |slot: *mut bindings::file_system_type| {
+                // SAFETY: `slot` is valid for writes (pin-init contract) and all-zero is a valid
+                // `file_system_type`.
+                unsafe {
+                    slot.write(pin_init::zeroed());
+                    (*slot).name = T::NAME.as_char_ptr();
+                    (*slot).owner = module.as_ptr();
+                    (*slot).fs_flags = bindings::FS_REQUIRES_DEV as c_int;
+                    (*slot).init_fs_context = Some(init_fs_context_callback::<T>);
+                    (*slot).kill_sb = Some(kill_sb_callback::<T>);
+                }
+                // SAFETY: `slot` is initialised and pinned inside the registration, which
+                // unregisters it before it is dropped.
+                to_result(unsafe { bindings::register_filesystem(slot) })
+            }),
+            _p: PhantomData,
+        })
+        .pin_chain(|_| Ok(()))
+    }
+
+    /// The registration owning filesystem type `fst`.
+    ///
+    /// # Safety
+    ///
+    /// `fst` must be the `fst` field of a live `Registration<T>`.
+    pub(super) unsafe fn from_fst<'a>(fst: *const bindings::file_system_type) -> &'a Self {
+        // SAFETY: per the contract, `fst` lies inside a live `Registration<T>`.
+        unsafe { &*kernel::container_of!(Opaque::cast_from(fst), Self, fst) }
+    }
+
+    /// The inode cache.
+    pub(super) fn inode_cache(&self) -> *mut bindings::kmem_cache {
+        self.inode_cache
+    }
+}
+
+#[pinned_drop]
+impl<T: FileSystem> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: `fst` was registered in `new` (type invariant). After this no new mounts can
+        // start, and the module cannot be unloaded while a mount exists.
+        unsafe { bindings::unregister_filesystem(self.fst.get()) };
+        // SAFETY: plain call. Freed inodes go through call_rcu(): wait for them before destroying
+        // the cache they belong to.
+        unsafe { bindings::rcu_barrier() };
+        let live = LIVE_INODES.load(Ordering::Relaxed);
+        if live != 0 {
+            pr_err!("lcfs: {} inodes leaked at unload\n", live);
+        } else {
+            pr_info!("lcfs: unloaded, no inodes left\n");
+        }
+        // SAFETY: the cache was created in `new`; all its objects are freed (or leaked, which the
+        // kernel reports).
+        unsafe { bindings::kmem_cache_destroy(self.inode_cache) };
+    }
+}
+
+/// The `super_operations` of `T`.
+struct Tables<T>(PhantomData<T>);
+
+impl<T: FileSystem> Tables<T> {
+    const SUPER_OPS: bindings::super_operations = bindings::super_operations {
+        alloc_inode: Some(inode::alloc_inode_callback::<T>),
+        free_inode: Some(inode::free_inode_callback::<T>),
+        statfs: Some(statfs_callback::<T>),
+        // SAFETY: all-zero (all `None`) is a valid operations table.
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    const CONTEXT_OPS: ext::fs_context_operations = ext::fs_context_operations {
+        get_tree: Some(get_tree_callback::<T>),
+        // SAFETY: all-zero (all `None`) is a valid operations table.
+        ..unsafe { core::mem::zeroed() }
+    };
+}
+
+unsafe extern "C" fn init_fs_context_callback<T: FileSystem>(fc: *mut bindings::fs_context) -> c_int {
+    let fc = fc.cast::<ext::fs_context>();
+    // SAFETY: the VFS passes a valid context it is setting up; `ops` points to a static table.
+    // No `parse_param` operation: the VFS rejects every option but the generic ones ("ro",
+    // "source", ...) with "Unknown parameter".
+    unsafe { (*fc).ops = &Tables::<T>::CONTEXT_OPS };
+    0
+}
+
+unsafe extern "C" fn get_tree_callback<T: FileSystem>(fc: *mut ext::fs_context) -> c_int {
+    // SAFETY: `fc` is the context the VFS is mounting; `get_tree_bdev` opens the source device and
+    // calls our `fill_super` for a new superblock.
+    unsafe { ext::get_tree_bdev(fc, Some(fill_super_callback::<T>)) }
+}
+
+unsafe extern "C" fn fill_super_callback<T: FileSystem>(
+    sb: *mut bindings::super_block,
+    _fc: *mut ext::fs_context,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: the VFS passes a new superblock of a block device, locked, not yet visible to
+        // anyone else; it stays alive for the call.
+        let new = unsafe { NewSuperBlock::<T>::from_raw(sb) };
+        // SAFETY: as above.
+        if unsafe { ext::sb_set_blocksize(sb.cast(), BLOCK_SIZE as c_int) } == 0 {
+            pr_err!(
+                "lcfs ({}): device does not support {}-byte blocks\n",
+                new.id(),
+                BLOCK_SIZE
+            );
+            return Err(EINVAL);
+        }
+        let info = T::fill_super(&new)?;
+        let info = KBox::new(info, GFP_KERNEL)?;
+        // SAFETY: the superblock is not yet live; `s_fs_info` is freed in `kill_sb_callback`
+        // after all inodes are gone.
+        unsafe {
+            (*sb).s_fs_info = KBox::into_raw(info).cast();
+            (*sb).s_op = &Tables::<T>::SUPER_OPS;
+            (*sb).s_magic = T::MAGIC.into();
+            (*sb).s_time_gran = 1;
+            (*sb).s_time_min = i64::MIN;
+            (*sb).s_time_max = i64::MAX;
+            (*sb).s_maxbytes = i64::MAX;
+        }
+        // SAFETY: `s_fs_info` now holds `T::Info`, which makes the superblock a `SuperBlock<T>`.
+        let sb_ref = unsafe { SuperBlock::<T>::from_raw(sb) };
+        let root = T::root(sb_ref)?;
+        // SAFETY: `d_make_root` consumes the inode reference, also on failure.
+        let dentry = unsafe { bindings::d_make_root(ARef::into_raw(root).as_ptr().cast()) };
+        if dentry.is_null() {
+            return Err(ENOMEM);
+        }
+        // SAFETY: the superblock is still private to this mount.
+        unsafe { (*sb).s_root = dentry };
+        Ok(0)
+    })
+}
+
+unsafe extern "C" fn kill_sb_callback<T: FileSystem>(sb: *mut bindings::super_block) {
+    // SAFETY: the VFS tears the superblock down; this evicts all inodes and closes the device.
+    unsafe { bindings::kill_block_super(sb) };
+    // SAFETY: `s_fs_info` is null or the `KBox<T::Info>` stored by `fill_super_callback`; no inode
+    // can use it any more.
+    unsafe {
+        let info = (*sb).s_fs_info.cast::<T::Info>();
+        if !info.is_null() {
+            (*sb).s_fs_info = ptr::null_mut();
+            drop(KBox::from_raw(info));
+        }
+    }
+}
+
+unsafe extern "C" fn statfs_callback<T: FileSystem>(
+    dentry: *mut bindings::dentry,
+    buf: *mut bindings::kstatfs,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: the VFS passes a live dentry of a mounted LCFS superblock.
+        let sb = unsafe { SuperBlock::<T>::from_raw((*dentry).d_sb) };
+        let st = T::statfs(sb)?;
+        let buf = buf.cast::<ext::kstatfs>();
+        // SAFETY: `buf` points to a `kstatfs` the caller owns for this call.
+        unsafe {
+            (*buf).f_type = T::MAGIC.into();
+            (*buf).f_bsize = BLOCK_SIZE.into();
+            (*buf).f_frsize = BLOCK_SIZE.into();
+            (*buf).f_blocks = st.blocks;
+            (*buf).f_bfree = st.free_blocks;
+            (*buf).f_bavail = st.avail_blocks;
+            (*buf).f_files = st.files;
+            (*buf).f_ffree = st.free_files;
+            (*buf).f_fsid.val = [st.fsid[0] as c_int, st.fsid[1] as c_int];
+            (*buf).f_namelen = st.name_len.into();
+        }
+        Ok(0)
+    })
+}
+
+/// Size of one inode slot of `T`, for the cache.
+pub(super) const fn slot_size<T: FileSystem>() -> usize {
+    size_of::<InodeSlot<T>>()
+}

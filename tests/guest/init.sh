@@ -1,0 +1,26 @@
+#!/bin/busybox sh
+# PID 1 of the test guest: mounts the pseudo filesystems, then runs the suite named by lcfs.run=
+# on the kernel command line (or a shell), then powers off.
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tmpfs tmpfs /tmp
+hostname lcfs-guest
+
+suite=shell
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in lcfs.run=*) suite=${arg#lcfs.run=} ;; esac
+done
+
+if [ "$suite" = shell ]; then
+	echo "LCFS guest: lcfs.ko is installed (modprobe lcfs); scratch disk /dev/vda; mkfs.lcfs, lcfs in PATH"
+	setsid cttyhack sh -l
+else
+	cd /tests && sh "/tests/$suite.sh"
+	echo "LCFS-DONE rc=$?"
+fi
+sync
+reboot -f
