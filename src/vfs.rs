@@ -16,7 +16,7 @@ pub(crate) mod inode;
 pub(crate) mod registration;
 pub(crate) mod super_block;
 
-pub(crate) use dir::{DirContext, DirEntryType};
-pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams, NewInode};
+pub(crate) use dir::DirContext;
+pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams};
 pub(crate) use registration::{ARef, FileSystem, Registration, StatFs};
 pub(crate) use super_block::{NewSuperBlock, SuperBlock};

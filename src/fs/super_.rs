@@ -27,6 +27,13 @@ pub(crate) struct InodeInfo;
 /// `statfs.f_type` of LCFS: "LCFS" in ASCII.
 const LCFS_MAGIC: u32 = 0x4c43_4653;
 
+// The kernel formats through its own `Display` trait; forward to the format core's impl.
+impl kernel::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        core::fmt::Display::fmt(self, f)
+    }
+}
+
 /// Maps a format error to the errno mount returns: damaged LCFS structures are `EUCLEAN`
 /// (the kernel's `EFSCORRUPTED`), anything that is not (this version of) LCFS is `EINVAL`.
 fn format_errno(e: &FormatError) -> Error {
@@ -138,7 +145,10 @@ impl FileSystem for Lcfs {
     }
 
     fn readdir(_dir: &Inode<Self>, ctx: &mut DirContext<'_>) -> Result {
-        ctx.emit_dots();
+        // Positions 0 and 1 are "." and ".."; the root has nothing after them yet.
+        if ctx.pos() < 2 {
+            ctx.emit_dots();
+        }
         Ok(())
     }
 }

@@ -21,6 +21,7 @@
 
 use kernel::bindings::*;
 use kernel::ffi;
+use kernel::prelude::kunit_tests;
 
 include!("bindings_generated.rs");
 

@@ -53,12 +53,6 @@ impl DirContext<'_> {
         unsafe { (*self.ctx).pos }
     }
 
-    /// Moves the position on (after an entry was emitted or skipped).
-    pub(crate) fn set_pos(&mut self, pos: i64) {
-        // SAFETY: `ctx` is live and ours for the call (type invariant).
-        unsafe { (*self.ctx).pos = pos };
-    }
-
     /// Emits "." and ".." if the position is before them (positions 0 and 1).
     ///
     /// Returns `false` when the caller's buffer is full.

@@ -13,7 +13,6 @@ use kernel::types::Opaque;
 
 use super::bindings as ext;
 use super::registration::{self, ARef, FileSystem, Registration, LIVE_INODES};
-use super::super_block::SuperBlock;
 
 /// One object of the inode cache: the VFS inode and the filesystem's data next to it.
 ///
@@ -126,6 +125,11 @@ pub(crate) struct InodeParams {
     pub(crate) ctime: (i64, u32),
 }
 
+/// Nanoseconds as the C `long` the time setters take; values over a second are clamped.
+fn nsec(ns: u32) -> c_long {
+    c_long::try_from(ns.min(999_999_999)).unwrap_or(0)
+}
+
 /// A referenced, fully initialised inode of `T`.
 ///
 /// # Invariants
@@ -155,30 +159,6 @@ impl<T: FileSystem> Inode<T> {
     pub(super) unsafe fn from_raw<'a>(inode: *mut bindings::inode) -> &'a Self {
         // SAFETY: transparent wrapper; validity per the contract.
         unsafe { &*inode.cast::<Self>() }
-    }
-
-    pub(super) fn as_ptr(&self) -> *mut bindings::inode {
-        self.0.get()
-    }
-
-    /// Inode number.
-    pub(crate) fn ino(&self) -> u64 {
-        // SAFETY: `i_ino` is set before the inode is initialised and never changes after.
-        unsafe { (*self.as_ptr()).i_ino }
-    }
-
-    /// The superblock the inode belongs to.
-    pub(crate) fn super_block(&self) -> &SuperBlock<T> {
-        // SAFETY: an initialised inode of `T` belongs to a live superblock of `T` with its info
-        // set (type invariant).
-        unsafe { SuperBlock::from_raw((*self.as_ptr()).i_sb) }
-    }
-
-    /// The filesystem's data for this inode.
-    pub(crate) fn info(&self) -> Option<&T::InodeInfo> {
-        // SAFETY: the inode lives in an `InodeSlot<T>` (type invariant); `info` is only written
-        // before the inode is published.
-        unsafe { (*slot_of::<T>(self.as_ptr())).info.as_ref() }
     }
 }
 
@@ -230,9 +210,9 @@ impl<T: FileSystem> NewInode<T> {
             ext::lcfs_i_uid_write(inode.cast(), params.uid);
             ext::lcfs_i_gid_write(inode.cast(), params.gid);
             ext::lcfs_i_size_write(inode.cast(), i64::try_from(params.size).unwrap_or(i64::MAX));
-            ext::lcfs_inode_set_atime(inode.cast(), params.atime.0, params.atime.1.into());
-            ext::lcfs_inode_set_mtime(inode.cast(), params.mtime.0, params.mtime.1.into());
-            ext::lcfs_inode_set_ctime(inode.cast(), params.ctime.0, params.ctime.1.into());
+            ext::lcfs_inode_set_atime(inode.cast(), params.atime.0, nsec(params.atime.1));
+            ext::lcfs_inode_set_mtime(inode.cast(), params.mtime.0, nsec(params.mtime.1));
+            ext::lcfs_inode_set_ctime(inode.cast(), params.ctime.0, nsec(params.ctime.1));
             match params.kind {
                 InodeKind::Directory => {
                     (*inode).i_op = super::dir::inode_operations::<T>();

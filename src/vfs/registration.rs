@@ -211,7 +211,8 @@ unsafe extern "C" fn fill_super_callback<T: FileSystem>(
         unsafe {
             (*sb).s_fs_info = KBox::into_raw(info).cast();
             (*sb).s_op = &Tables::<T>::SUPER_OPS;
-            (*sb).s_magic = T::MAGIC.into();
+            // CAST: u32 to the 64-bit `unsigned long`, lossless.
+            (*sb).s_magic = T::MAGIC as c_ulong;
             (*sb).s_time_gran = 1;
             (*sb).s_time_min = i64::MIN;
             (*sb).s_time_max = i64::MAX;
@@ -256,16 +257,17 @@ unsafe extern "C" fn statfs_callback<T: FileSystem>(
         let buf = buf.cast::<ext::kstatfs>();
         // SAFETY: `buf` points to a `kstatfs` the caller owns for this call.
         unsafe {
-            (*buf).f_type = T::MAGIC.into();
-            (*buf).f_bsize = BLOCK_SIZE.into();
-            (*buf).f_frsize = BLOCK_SIZE.into();
+            // CAST (these four): u32 to the 64-bit `long`, lossless.
+            (*buf).f_type = T::MAGIC as c_long;
+            (*buf).f_bsize = BLOCK_SIZE as c_long;
+            (*buf).f_frsize = BLOCK_SIZE as c_long;
             (*buf).f_blocks = st.blocks;
             (*buf).f_bfree = st.free_blocks;
             (*buf).f_bavail = st.avail_blocks;
             (*buf).f_files = st.files;
             (*buf).f_ffree = st.free_files;
             (*buf).f_fsid.val = [st.fsid[0] as c_int, st.fsid[1] as c_int];
-            (*buf).f_namelen = st.name_len.into();
+            (*buf).f_namelen = st.name_len as c_long;
         }
         Ok(0)
     })

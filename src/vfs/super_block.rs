@@ -126,18 +126,6 @@ impl<T: FileSystem> SuperBlock<T> {
         unsafe { &*(*self.as_ptr()).s_fs_info.cast::<T::Info>() }
     }
 
-    /// Device name, for log messages.
-    pub(crate) fn id(&self) -> &str {
-        // SAFETY: live by the type invariant.
-        unsafe { id(self.as_ptr()) }
-    }
-
-    /// Reads block `block` and calls `f` with its bytes.
-    pub(crate) fn read_block<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        // SAFETY: live block-device superblock (type invariant).
-        unsafe { read_block(self.as_ptr(), block, f) }
-    }
-
     /// Finds inode `ino` in the inode cache, or allocates a new one to be initialised.
     pub(crate) fn iget(&self, ino: u64) -> Result<Iget<T>> {
         // SAFETY: the superblock is live; `iget_locked` returns a referenced inode or null.
