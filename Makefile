@@ -26,7 +26,7 @@ kernel: setup
 
 # Kbuild decides what to rebuild; KDIR comes from the kernel cache.
 module: kernel
-	@$(MAKE) -s -C "$$(scripts/build-kernel.sh)" LLVM=$(LLVM_SUFFIX) M=$(CURDIR) modules
+	@$(MAKE) -s -C "$$(scripts/build-kernel.sh)" LLVM=$(LLVM_SUFFIX) CLIPPY=1 M=$(CURDIR) modules
 
 userspace: setup
 	@cd userspace && cargo build --release --quiet

@@ -16,6 +16,9 @@
     missing_docs,
     unreachable_pub,
     clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
+    clippy::restriction,
     clippy::undocumented_unsafe_blocks
 )]
 

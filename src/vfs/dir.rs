@@ -108,6 +108,9 @@ pub(super) fn file_operations<T: FileSystem>() -> &'static bindings::file_operat
     &Tables::<T>::FILE_OPS
 }
 
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `lookup`.
 unsafe extern "C" fn lookup_callback<T: FileSystem>(
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
@@ -131,6 +134,9 @@ unsafe extern "C" fn lookup_callback<T: FileSystem>(
     unsafe { bindings::d_splice_alias(inode, dentry) }
 }
 
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `readdir`.
 unsafe extern "C" fn readdir_callback<T: FileSystem>(
     file: *mut bindings::file,
     ctx: *mut bindings::dir_context,

@@ -37,6 +37,9 @@ unsafe fn slot_of<T: FileSystem>(inode: *const bindings::inode) -> *mut InodeSlo
     unsafe { kernel::container_of!(Opaque::cast_from(inode), InodeSlot<T>, vfs_inode).cast_mut() }
 }
 
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `inode_ctor`.
 unsafe extern "C" fn inode_ctor<T: FileSystem>(obj: *mut c_void) {
     let slot = obj.cast::<InodeSlot<T>>();
     // SAFETY: the slab calls the constructor once per object of our cache, sized for the slot.
@@ -57,6 +60,9 @@ pub(super) fn create_cache<T: FileSystem>() -> Result<*mut bindings::kmem_cache>
     Ok(cache.cast())
 }
 
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `alloc_inode`.
 pub(super) unsafe extern "C" fn alloc_inode_callback<T: FileSystem>(
     sb: *mut bindings::super_block,
 ) -> *mut bindings::inode {
@@ -81,6 +87,9 @@ pub(super) unsafe extern "C" fn alloc_inode_callback<T: FileSystem>(
     Opaque::cast_into(unsafe { ptr::addr_of!((*slot).vfs_inode) })
 }
 
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `free_inode`.
 pub(super) unsafe extern "C" fn free_inode_callback<T: FileSystem>(inode: *mut bindings::inode) {
     // SAFETY: the VFS frees only inodes it got from `alloc_inode_callback`.
     let slot = unsafe { slot_of::<T>(inode) };

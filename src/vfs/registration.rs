@@ -172,6 +172,9 @@ impl<T: FileSystem> Tables<T> {
     };
 }
 
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `init_fs_context`.
 unsafe extern "C" fn init_fs_context_callback<T: FileSystem>(fc: *mut bindings::fs_context) -> c_int {
     let fc = fc.cast::<ext::fs_context>();
     // SAFETY: the VFS passes a valid context it is setting up; `ops` points to a static table.
@@ -181,12 +184,18 @@ unsafe extern "C" fn init_fs_context_callback<T: FileSystem>(fc: *mut bindings::
     0
 }
 
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `get_tree`.
 unsafe extern "C" fn get_tree_callback<T: FileSystem>(fc: *mut ext::fs_context) -> c_int {
     // SAFETY: `fc` is the context the VFS is mounting; `get_tree_bdev` opens the source device and
     // calls our `fill_super` for a new superblock.
     unsafe { ext::get_tree_bdev(fc, Some(fill_super_callback::<T>)) }
 }
 
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `fill_super`.
 unsafe extern "C" fn fill_super_callback<T: FileSystem>(
     sb: *mut bindings::super_block,
     _fc: *mut ext::fs_context,
@@ -232,6 +241,9 @@ unsafe extern "C" fn fill_super_callback<T: FileSystem>(
     })
 }
 
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `kill_sb`.
 unsafe extern "C" fn kill_sb_callback<T: FileSystem>(sb: *mut bindings::super_block) {
     // SAFETY: the VFS tears the superblock down; this evicts all inodes and closes the device.
     unsafe { bindings::kill_block_super(sb) };
@@ -246,6 +258,9 @@ unsafe extern "C" fn kill_sb_callback<T: FileSystem>(sb: *mut bindings::super_bl
     }
 }
 
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `statfs`.
 unsafe extern "C" fn statfs_callback<T: FileSystem>(
     dentry: *mut bindings::dentry,
     buf: *mut bindings::kstatfs,
