@@ -38,8 +38,8 @@ userspace: setup
 guest-tools: setup
 	@cd userspace && cargo build --release --quiet --target x86_64-unknown-linux-musl
 	@mkdir -p $(BUILD)/guest
-	@install -m755 userspace/target/x86_64-unknown-linux-musl/release/mkfs-lcfs $(BUILD)/guest/mkfs.lcfs
-	@install -m755 userspace/target/x86_64-unknown-linux-musl/release/lcfs $(BUILD)/guest/lcfs
+	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/mkfs-lcfs $(BUILD)/guest/mkfs.lcfs
+	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/lcfs $(BUILD)/guest/lcfs
 
 test: setup
 	@scripts/test.sh

@@ -48,5 +48,6 @@ bool lcfs_dir_emit(struct dir_context *ctx, const char *name, int len, u64 ino,
 size_t lcfs_sizeof_fs_context(void);
 size_t lcfs_sizeof_kstatfs(void);
 size_t lcfs_offsetof_fs_context_ops(void);
+unsigned int lcfs_ioc_fs_info(void);
 
 #endif /* LCFS_HELPERS_H */

@@ -64,7 +64,7 @@ accel=tcg
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 2G -nographic -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
 	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
-	-append "console=ttyS0 panic=-1 loglevel=6 kasan.fault=report lcfs.run=$suite")
+	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report kunit.filter_glob=lcfs_* lcfs_suite=$suite")
 
 if [ "$mode" = shell ]; then
 	log "interactive guest (scratch disk /dev/vda, $disk_size); leave with 'reboot -f'"

@@ -11,6 +11,7 @@
 #include <linux/slab.h>
 #include <linux/statfs.h>
 #include "lcfs_helpers.h"
+#include "uapi/linux/lcfs.h"
 
 struct folio *lcfs_read_mapping_folio(struct address_space *mapping, pgoff_t index)
 {
@@ -62,3 +63,4 @@ bool lcfs_dir_emit(struct dir_context *ctx, const char *name, int len, u64 ino, 
 size_t lcfs_sizeof_fs_context(void) { return sizeof(struct fs_context); }
 size_t lcfs_sizeof_kstatfs(void) { return sizeof(struct kstatfs); }
 size_t lcfs_offsetof_fs_context_ops(void) { return offsetof(struct fs_context, ops); }
+unsigned int lcfs_ioc_fs_info(void) { return LCFS_IOC_FS_INFO; }

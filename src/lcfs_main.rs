@@ -36,7 +36,7 @@ struct LcfsModule {
 impl kernel::InPlaceModule for LcfsModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         pr_info!(
-            "lcfs: format version {}, block size {}\n",
+            "format version {}, block size {}\n",
             format::superblock::VERSION,
             format::BLOCK_SIZE
         );

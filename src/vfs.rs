@@ -13,10 +13,12 @@ pub(crate) mod bindings;
 pub(crate) mod block;
 pub(crate) mod dir;
 pub(crate) mod inode;
+pub(crate) mod ioctl;
 pub(crate) mod registration;
 pub(crate) mod super_block;
 
 pub(crate) use dir::DirContext;
 pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams};
+pub(crate) use ioctl::{FsInfo, Output, Request};
 pub(crate) use registration::{ARef, FileSystem, Registration, StatFs};
 pub(crate) use super_block::{NewSuperBlock, SuperBlock};

@@ -8,7 +8,7 @@ use crate::format::bytes::get_u32;
 use crate::format::superblock::{self, Superblock, SUPERBLOCK_COPIES};
 use crate::format::{FormatError, BLOCK_SIZE, NAME_MAX, ROOT_INO};
 use crate::vfs::{
-    ARef, DirContext, FileSystem, Iget, Inode, InodeKind, InodeParams, NewSuperBlock, StatFs,
+    ARef, DirContext, FsInfo, Output, Request, FileSystem, Iget, Inode, InodeKind, InodeParams, NewSuperBlock, StatFs,
     SuperBlock,
 };
 
@@ -50,7 +50,7 @@ fn read_superblock(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Superblock> {
     let device_blocks = device_bytes / u64::from(BLOCK_SIZE);
     if device_blocks < SUPERBLOCK_COPIES {
         pr_err!(
-            "lcfs ({}): device too small ({} bytes) to hold an LCFS filesystem\n",
+            "{}: device too small ({} bytes) to hold an LCFS filesystem\n",
             sb.id(),
             device_bytes
         );
@@ -62,7 +62,7 @@ fn read_superblock(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Superblock> {
         Ok(sel) => {
             if let Some((slot, e)) = sel.other_error {
                 pr_warn!(
-                    "lcfs ({}): superblock copy {} is invalid ({}); using copy {}\n",
+                    "{}: superblock copy {} is invalid ({}); using copy {}\n",
                     sb.id(),
                     slot,
                     e,
@@ -72,10 +72,28 @@ fn read_superblock(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Superblock> {
             Ok(sel.sb)
         }
         Err(e) => {
-            pr_err!("lcfs ({}): cannot mount: {}\n", sb.id(), e);
+            pr_err!("{}: cannot mount: {}\n", sb.id(), e);
             Err(format_errno(&e))
         }
     }
+}
+
+/// `LCFS_IOC_FS_INFO` output for superblock `disk`.
+fn fs_info(disk: &Superblock) -> FsInfo {
+    let mut info = FsInfo {
+        format_version: superblock::VERSION,
+        block_size: BLOCK_SIZE,
+        generation: disk.generation,
+        total_blocks: disk.total_blocks,
+        free_blocks: disk.free_blocks,
+        uuid: disk.uuid,
+        ..FsInfo::default()
+    };
+    // The on-disk label is NUL-padded and at most 63 bytes, so the copy stays NUL-terminated.
+    for (dst, src) in info.label.iter_mut().zip(disk.label.iter()) {
+        *dst = c_char::from_ne_bytes([*src]);
+    }
+    info
 }
 
 impl FileSystem for Lcfs {
@@ -88,7 +106,7 @@ impl FileSystem for Lcfs {
         let disk = read_superblock(sb)?;
         sb.set_uuid(&disk.uuid);
         pr_info!(
-            "lcfs ({}): mounted generation {}, {} of {} blocks free\n",
+            "{}: mounted generation {}, {} of {} blocks free\n",
             sb.id(),
             disk.generation,
             disk.free_blocks,
@@ -150,6 +168,12 @@ impl FileSystem for Lcfs {
             ctx.emit_dots();
         }
         Ok(())
+    }
+
+    fn ioctl(inode: &Inode<Self>, request: Request, out: Output) -> Result {
+        match request {
+            Request::FsInfo => out.write_fs_info(&fs_info(&inode.super_block().info().sb)),
+        }
     }
 }
 

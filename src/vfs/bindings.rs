@@ -52,6 +52,12 @@ mod tests {
     }
 
     #[test]
+    fn ioctl_codes_match_c() {
+        // SAFETY: pure function without arguments.
+        assert_eq!(crate::vfs::ioctl::IOC_FS_INFO, unsafe { super::lcfs_ioc_fs_info() });
+    }
+
+    #[test]
     fn uapi_sizes_are_fixed() {
         assert_eq!(size_of::<super::lcfs_fs_info>(), 176);
     }

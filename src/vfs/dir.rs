@@ -95,6 +95,7 @@ impl<T: FileSystem> Tables<T> {
         read: Some(bindings::generic_read_dir),
         iterate_shared: Some(readdir_callback::<T>),
         fsync: Some(bindings::noop_fsync),
+        unlocked_ioctl: Some(super::ioctl::ioctl_callback::<T>),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };

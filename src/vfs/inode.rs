@@ -13,6 +13,7 @@ use kernel::types::Opaque;
 
 use super::bindings as ext;
 use super::registration::{self, ARef, FileSystem, Registration, LIVE_INODES};
+use super::super_block::SuperBlock;
 
 /// One object of the inode cache: the VFS inode and the filesystem's data next to it.
 ///
@@ -168,6 +169,13 @@ impl<T: FileSystem> Inode<T> {
     pub(super) unsafe fn from_raw<'a>(inode: *mut bindings::inode) -> &'a Self {
         // SAFETY: transparent wrapper; validity per the contract.
         unsafe { &*inode.cast::<Self>() }
+    }
+
+    /// The superblock the inode belongs to.
+    pub(crate) fn super_block(&self) -> &SuperBlock<T> {
+        // SAFETY: an initialised inode of `T` belongs to a live superblock of `T` whose info is
+        // set (type invariant).
+        unsafe { SuperBlock::from_raw((*self.0.get()).i_sb) }
     }
 }
 

@@ -14,6 +14,7 @@ use kernel::types::Opaque;
 use super::bindings as ext;
 use super::inode::{self, Inode, InodeSlot};
 use super::super_block::{NewSuperBlock, SuperBlock};
+use super::ioctl::{Output, Request};
 use super::DirContext;
 use crate::format::BLOCK_SIZE;
 
@@ -62,6 +63,9 @@ pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
 
     /// Emits the entries of `dir` from `ctx.pos()` on.
     fn readdir(dir: &Inode<Self>, ctx: &mut DirContext<'_>) -> Result;
+
+    /// Handles an LCFS ioctl on an open file of `inode`.
+    fn ioctl(inode: &Inode<Self>, request: Request, out: Output) -> Result;
 }
 
 pub(crate) use kernel::sync::aref::ARef;
@@ -143,9 +147,9 @@ impl<T: FileSystem> PinnedDrop for Registration<T> {
         unsafe { bindings::rcu_barrier() };
         let live = LIVE_INODES.load(Ordering::Relaxed);
         if live != 0 {
-            pr_err!("lcfs: {} inodes leaked at unload\n", live);
+            pr_err!("{} inodes leaked at unload\n", live);
         } else {
-            pr_info!("lcfs: unloaded, no inodes left\n");
+            pr_info!("unloaded, no inodes left\n");
         }
         // SAFETY: the cache was created in `new`; all its objects are freed (or leaked, which the
         // kernel reports).
@@ -207,7 +211,7 @@ unsafe extern "C" fn fill_super_callback<T: FileSystem>(
         // SAFETY: as above.
         if unsafe { ext::sb_set_blocksize(sb.cast(), BLOCK_SIZE as c_int) } == 0 {
             pr_err!(
-                "lcfs ({}): device does not support {}-byte blocks\n",
+                "{}: device does not support {}-byte blocks\n",
                 new.id(),
                 BLOCK_SIZE
             );

@@ -41,6 +41,16 @@ t_statfs() {
 	df -k /mnt | grep -q '262144'
 }
 
+t_fs_info_ioctl() {
+	lcfs info /mnt
+	lcfs info /mnt | grep -q '^label *guest$'
+	lcfs info --json /mnt | grep -q '"free_blocks": 65534'
+	uuid=$(lcfs debug super "$DEV" | awk '/uuid/ {print $2; exit}')
+	lcfs info /mnt | grep -q "^uuid *$uuid$" || fail "uuid differs from the superblock ($uuid)"
+	if lcfs info /tmp 2>/tmp/err; then fail "ioctl worked on tmpfs"; fi
+	grep -q 'not on an LCFS filesystem' /tmp/err
+}
+
 t_umount() {
 	umount /mnt
 	! grep -q ' /mnt ' /proc/mounts || fail "still mounted"
@@ -151,8 +161,8 @@ t_one_copy_damaged() {
 	# Copy 1 (generation 1) is current; damage it and mount must fall back to copy 0.
 	poke "$IMG" 4200 001
 	mount -t lcfs "$LOOP" /mnt
-	dmesg | grep "lcfs (" | tail -2
-	dmesg | grep "lcfs (" | tail -2 | grep -q 'superblock copy 1 is invalid'
+	dmesg | grep "lcfs: [a-z]*[0-9]*: " | tail -2
+	dmesg | grep "lcfs: [a-z]*[0-9]*: " | tail -2 | grep -q 'superblock copy 1 is invalid'
 	stat /mnt >/dev/null
 	umount /mnt
 	drop_image
@@ -183,6 +193,7 @@ run_test mkfs_in_guest t_mkfs_in_guest
 run_test mount_autoloads_module t_mount_autoloads_module
 run_test empty_root t_empty_root
 run_test statfs t_statfs
+run_test fs_info_ioctl t_fs_info_ioctl
 run_test umount t_umount
 run_test mount_options t_mount_options
 run_test busy_device_refused_by_mkfs t_busy_device_refused_by_mkfs

@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# PID 1 of the test guest: mounts the pseudo filesystems, then runs the suite named by lcfs.run=
+# PID 1 of the test guest: mounts the pseudo filesystems, then runs the suite named by lcfs_suite=
 # on the kernel command line (or a shell), then powers off.
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -12,7 +12,7 @@ hostname lcfs-guest
 
 suite=shell
 for arg in $(cat /proc/cmdline); do
-	case "$arg" in lcfs.run=*) suite=${arg#lcfs.run=} ;; esac
+	case "$arg" in lcfs_suite=*) suite=${arg#lcfs_suite=} ;; esac
 done
 
 if [ "$suite" = shell ]; then

@@ -28,17 +28,17 @@ assert_eq() {
 # expect_mount_error DEV ERRNO_TEXT LOG_TEXT: the mount must fail with that error message and
 # add exactly one kernel log line containing LOG_TEXT.
 expect_mount_error() {
-	_before=$(dmesg | grep -c "lcfs (")
+	_before=$(dmesg | grep -c "lcfs: [a-z]*[0-9]*: ")
 	if mount -t lcfs "$1" /mnt 2>/tmp/mount.err; then
 		umount /mnt
 		fail "mount of $1 succeeded"
 	fi
 	cat /tmp/mount.err
 	grep -q "$2" /tmp/mount.err || fail "expected '$2' from mount"
-	_after=$(dmesg | grep -c "lcfs (")
+	_after=$(dmesg | grep -c "lcfs: [a-z]*[0-9]*: ")
 	assert_eq "$((_after - _before))" 1 "new lcfs kernel log lines"
-	dmesg | grep "lcfs (" | tail -1
-	dmesg | grep "lcfs (" | tail -1 | grep -q "$3" || fail "kernel log lacks '$3'"
+	dmesg | grep "lcfs: [a-z]*[0-9]*: " | tail -1
+	dmesg | grep "lcfs: [a-z]*[0-9]*: " | tail -1 | grep -q "$3" || fail "kernel log lacks '$3'"
 }
 
 # poke FILE OFFSET OCTAL_BYTE: overwrite one byte in place.

@@ -40,6 +40,11 @@ struct lcfs_fs_info {
 	__u64 reserved[8];
 };
 
-#define LCFS_IOC_FS_INFO _IOR(LCFS_IOCTL_MAGIC, 1, struct lcfs_fs_info)
+/*
+ * Request numbers. Rust users (lcfs.ko, the lcfs tool) build the ioctl codes from the *_NR values
+ * and the structure sizes, as _IOR() does; bindgen cannot expand _IOR() itself.
+ */
+#define LCFS_IOC_FS_INFO_NR	1
+#define LCFS_IOC_FS_INFO	_IOR(LCFS_IOCTL_MAGIC, LCFS_IOC_FS_INFO_NR, struct lcfs_fs_info)
 
 #endif /* _UAPI_LINUX_LCFS_H */

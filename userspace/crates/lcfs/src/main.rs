@@ -1,12 +1,13 @@
 //! `lcfs`: the LCFS command-line tool.
 //!
-//! Layer commands (clone, snapshot, remove, diff, stats) arrive with the layer ioctls; today the
-//! tool inspects filesystems offline.
+//! Online commands talk to a mounted filesystem through the ioctls of
+//! `include/uapi/linux/lcfs.h`; `debug` commands read a device offline. Layer commands (clone,
+//! snapshot, remove, diff, stats) arrive with the layer ioctls.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lcfs_format::superblock::{Superblock, VERSION};
 use lcfs_format::BLOCK_SIZE;
@@ -23,6 +24,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show information about the mounted LCFS filesystem holding PATH.
+    Info {
+        /// Any file or directory on a mounted LCFS filesystem.
+        path: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect on-disk structures (offline, read-only).
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -131,9 +140,54 @@ fn debug_super(device: &std::path::Path, json: bool) -> Result<bool> {
     Ok(current.is_some())
 }
 
+/// `lcfs info` output.
+#[derive(Debug, Serialize)]
+struct InfoReport {
+    format_version: u32,
+    block_size: u32,
+    generation: u64,
+    total_blocks: u64,
+    free_blocks: u64,
+    uuid: String,
+    label: String,
+}
+
+fn info(path: &std::path::Path, json: bool) -> Result<bool> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let raw = lcfs_uapi::fs_info(&file).map_err(|e| {
+        if lcfs_uapi::is_not_lcfs(&e) {
+            anyhow::anyhow!("{} is not on an LCFS filesystem", path.display())
+        } else {
+            anyhow::Error::new(e).context("LCFS_IOC_FS_INFO failed")
+        }
+    })?;
+    let report = InfoReport {
+        format_version: raw.format_version,
+        block_size: raw.block_size,
+        generation: raw.generation,
+        total_blocks: raw.total_blocks,
+        free_blocks: raw.free_blocks,
+        uuid: uuid::Uuid::from_bytes(raw.uuid).to_string(),
+        label: raw.label_string(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let value = serde_json::to_value(&report)?;
+        if let Some(map) = value.as_object() {
+            for (k, v) in map {
+                println!("{k:<15} {}", v.to_string().trim_matches('"'));
+            }
+        }
+    }
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Info { path, json } => info(path, *json),
         Command::Debug(DebugCommand::Super { device, json }) => debug_super(device, *json),
     };
     match result {
