@@ -19,7 +19,7 @@ BUILD := $(CURDIR)/build
 all: module userspace
 
 setup:
-	@scripts/setup.sh
+	@LCFS_QUIET=1 scripts/setup.sh
 
 kernel: setup
 	@scripts/build-kernel.sh >/dev/null

@@ -24,7 +24,7 @@ kernel_key() {
 		echo "$ver"
 		cat "$LCFS_ROOT/kernel/lcfs.config"
 		rustc --version
-		"clang$LCFS_LLVM_SUFFIX" --version | head -1
+		"clang$LCFS_LLVM_SUFFIX" --version | sed -n 1p
 		bindgen --version
 	} | sha256sum | cut -c1-12 | sed "s/^/$ver-/"
 }

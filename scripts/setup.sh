@@ -18,7 +18,7 @@ mkdir -p "$LCFS_CACHE"/{src,tools,kernel,guest}
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
 	case "$p" in '#'*) continue ;; esac
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
 	log "installing Debian packages: ${missing[*]}"
@@ -29,10 +29,13 @@ fi
 
 # Rust pieces: the kernel needs the standard library sources of the exact toolchain in use; the guest
 # tools are static musl binaries so they run in a busybox initramfs without shared libraries.
-rustup component list --installed | grep -q '^rust-src' || { log "adding rust-src"; rustup component add rust-src; }
-rustup target list --installed | grep -q '^x86_64-unknown-linux-musl$' ||
+# (Output is captured before matching: `grep -q` in a pipeline fails under pipefail by SIGPIPE.)
+components=$(rustup component list --installed)
+[[ $'\n'$components == *$'\n'rust-src* ]] || { log "adding rust-src"; rustup component add rust-src; }
+targets=$(rustup target list --installed)
+[[ $'\n'$targets$'\n' == *$'\n'x86_64-unknown-linux-musl$'\n'* ]] ||
 	{ log "adding musl target"; rustup target add x86_64-unknown-linux-musl; }
-if ! bindgen --version 2>/dev/null | grep -q "$LCFS_BINDGEN_VERSION"; then
+if [[ $(bindgen --version 2>/dev/null) != *" $LCFS_BINDGEN_VERSION" ]]; then
 	log "installing bindgen-cli $LCFS_BINDGEN_VERSION"
 	cargo install --locked --quiet --root "$LCFS_CACHE/tools" bindgen-cli --version "$LCFS_BINDGEN_VERSION"
 fi
@@ -62,7 +65,7 @@ if [ ! -f "$LCFS_CACHE/src/linux-source-version" ]; then
 	log "fetching linux-source-$LCFS_KERNEL_SERIES index (trixie-backports)"
 	apt-get "${aptopts[@]}" update -qq
 	(cd "$work" && apt-get "${aptopts[@]}" download "linux-source-$LCFS_KERNEL_SERIES")
-	deb=$(ls "$work"/linux-source-"$LCFS_KERNEL_SERIES"_*.deb | head -1)
+	deb=$(ls "$work"/linux-source-"$LCFS_KERNEL_SERIES"_*.deb | sed -n 1p)
 	pkgver=$(dpkg-deb -f "$deb" Version)
 	log "extracting $deb"
 	rm -rf "$work/x"; mkdir -p "$work/x"
@@ -77,9 +80,9 @@ fi
 	rustc --version
 	cargo --version
 	bindgen --version
-	"clang$LCFS_LLVM_SUFFIX" --version | head -1
-	"ld.lld$LCFS_LLVM_SUFFIX" --version | head -1
-	qemu-system-x86_64 --version | head -1
-	busybox | head -1
+	"clang$LCFS_LLVM_SUFFIX" --version | sed -n 1p
+	"ld.lld$LCFS_LLVM_SUFFIX" --version | sed -n 1p
+	qemu-system-x86_64 --version | sed -n 1p
+	busybox | sed -n 1p
 } >"$LCFS_CACHE/versions.txt"
-log "toolchain ready:"; sed 's/^/    /' "$LCFS_CACHE/versions.txt" >&2
+[ -n "${LCFS_QUIET:-}" ] || { log "toolchain ready:"; sed 's/^/    /' "$LCFS_CACHE/versions.txt" >&2; }

@@ -50,9 +50,14 @@ log "host: cargo test"
 (cd userspace && cargo test --release --workspace --no-fail-fast) >"$build/logs/cargo-test.log" 2>&1
 crc=$?
 n_before=$((pass + fail))
+# Test names are prefixed with their crate and target ("lcfs_image/lib: tests::x").
 while read -r status name; do
 	if [ "$status" = ok ]; then record ok "host: $name"; else record fail "host: $name"; fi
-done < <(sed -n 's/^test \(.*\) \.\.\. \(ok\|FAILED\)$/\2 \1/p' "$build/logs/cargo-test.log" | sed 's/^FAILED/fail/')
+done < <(awk '
+	/^ *Running / { t = $NF; gsub(/[()]/, "", t); n = split(t, p, "/"); t = p[n]; sub(/-[0-9a-f]+$/, "", t)
+		kind = ($2 == "unittests") ? "unit" : $2; sub(/^tests\//, "", kind); sub(/\.rs$/, "", kind); next }
+	/^test .* \.\.\. (ok|FAILED)$/ { st = ($NF == "ok") ? "ok" : "fail"; name = $2; print st, t "/" kind ": " name }
+	' "$build/logs/cargo-test.log")
 if [ $crc != 0 ] && [ $((pass + fail)) = "$n_before" ]; then
 	tail -30 "$build/logs/cargo-test.log" >&2
 	record fail "host: cargo test" "build failed, see build/logs/cargo-test.log"
@@ -63,7 +68,7 @@ step "host: rustfmt" "$build/logs/fmt.log" make -s fmt-check
 # --- module ----------------------------------------------------------------------------------
 if step "build: lcfs.ko" "$build/logs/module.log" make -s module; then
 	if grep -E -q 'warning|error' "$build/logs/module.log"; then
-		grep -E -A5 'warning|error' "$build/logs/module.log" | head -40 >&2
+		grep -E -A5 'warning|error' "$build/logs/module.log" | sed -n 1,40p >&2
 		record fail "build: lcfs.ko without compiler warnings"
 	else
 		record ok "build: lcfs.ko without compiler warnings"

@@ -94,7 +94,7 @@ fi
 pattern='WARNING:|BUG:|Oops|KASAN:|general protection fault|Kernel panic|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|INFO: task .* blocked|soft lockup|hard LOCKUP|UBSAN:|unreferenced object|Objects remaining|kernel BUG'
 if grep -v '^LCFS-' "$logf" | grep -E -q "$pattern"; then
 	echo "VM-CHECK: kernel problem reported:"
-	grep -v '^LCFS-' "$logf" | grep -E "$pattern" | head -20 | sed 's/^/    /'
+	grep -v '^LCFS-' "$logf" | grep -E "$pattern" | sed -n 1,20p | sed 's/^/    /'
 	bad=1
 fi
 exit $bad
