@@ -41,7 +41,7 @@ guest-tools: setup
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/mkfs-lcfs $(BUILD)/guest/mkfs.lcfs
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/lcfs $(BUILD)/guest/lcfs
 
-test: setup
+test:
 	@scripts/test.sh
 
 run: module guest-tools

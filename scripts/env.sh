@@ -33,3 +33,16 @@ kernel_dir() {
 	if [ -n "${LCFS_KDIR:-}" ]; then echo "$LCFS_KDIR"; return; fi
 	echo "$LCFS_CACHE/kernel/$(kernel_key)"
 }
+
+# The Debian mirror this machine's apt uses (deb822 or one-line sources), never a hard-coded host.
+mirror_uri() {
+	local uri=""
+	if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+		uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+	fi
+	if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+		uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i ~ /:\/\//) { print $i; exit } }' /etc/apt/sources.list)
+	fi
+	[ -n "$uri" ] || die "cannot find the Debian mirror in the apt configuration"
+	echo "$uri"
+}

@@ -9,6 +9,7 @@ APT_PACKAGES=(
 	clang-19 lld-19 llvm-19 libclang-19-dev	# kernel + Rust build (LLVM=-19), bindgen's libclang
 	flex bison bc libelf-dev libssl-dev cpio kmod rsync xz-utils
 	busybox-static qemu-system-x86		# guest userland and the VM
+	mmdebstrap				# Debian root filesystem for guest tools (scripts/mkrootfs.sh)
 	e2fsprogs				# ext4 baseline in later benchmarks
 )
 
@@ -41,19 +42,8 @@ if [[ $(bindgen --version 2>/dev/null) != *" $LCFS_BINDGEN_VERSION" ]]; then
 fi
 
 # Kernel source from Debian's linux-source-7.3 (trixie-backports). The mirror is the one this
-# machine's apt already uses; we only add the suite, in a private apt state directory.
-mirror_uri() {
-	local uri=""
-	if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-		uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-	fi
-	if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-		uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i ~ /:\/\//) { print $i; exit } }' /etc/apt/sources.list)
-	fi
-	[ -n "$uri" ] || die "cannot find the Debian mirror in the apt configuration"
-	echo "$uri"
-}
-
+# machine's apt already uses (mirror_uri, env.sh); we only add the suite, in a private apt state
+# directory.
 if [ ! -f "$LCFS_CACHE/src/linux-source-version" ]; then
 	uri=$(mirror_uri)
 	work="$LCFS_CACHE/src/apt"

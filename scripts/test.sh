@@ -125,4 +125,5 @@ run_suite() {
 }
 
 run_suite basic
+run_suite userland
 finish

@@ -5,6 +5,9 @@
 #
 #   scripts/vm.sh --run SUITE [--disk SIZE]   run tests/guest/SUITE.sh, log to build/logs/SUITE.log
 #   scripts/vm.sh --shell [--disk SIZE]       interactive shell (exit with `reboot -f` or Ctrl-A X)
+#   --rootfs                                 also attach the Debian root filesystem (fio, stress-ng,
+#                                            ...; scripts/mkrootfs.sh) at /debian in the guest; a
+#                                            suite asks for it with a "# lcfs-needs: debian-rootfs" line
 #
 # The exit status is 0 only if the suite finished (no hang, no crash) and the console shows no
 # kernel WARNING, BUG, Oops, KASAN, lockdep, hung-task or leak report. Environment:
@@ -13,17 +16,19 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-mode="" suite="" disk_size=256M
+mode="" suite="" disk_size=256M rootfs=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--run) mode=run; suite=$2; shift 2 ;;
 	--shell) mode=shell; suite=shell; shift ;;
 	--disk) disk_size=$2; shift 2 ;;
+	--rootfs) rootfs=1; shift ;;
 	*) die "usage: $0 --run SUITE | --shell [--disk SIZE]" ;;
 	esac
 done
 [ -n "$mode" ] || die "usage: $0 --run SUITE | --shell [--disk SIZE]"
 [ "$mode" = shell ] || [ -f "$LCFS_ROOT/tests/guest/$suite.sh" ] || die "no guest suite $suite"
+[ "$mode" = shell ] || ! grep -q '^# lcfs-needs: debian-rootfs' "$LCFS_ROOT/tests/guest/$suite.sh" || rootfs=1
 
 kdir=$(kernel_dir)
 [ -f "$kdir/.lcfs-built" ] || die "test kernel not built (make kernel)"
@@ -64,10 +69,15 @@ accel=tcg
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 2G -nographic -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
 	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
-	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report kunit.filter_glob=lcfs_* lcfs_suite=$suite")
+	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report kunit.filter_glob=lcfs_* lcfs_suite=$suite lcfs_rootfs=$rootfs")
+if [ "$rootfs" = 1 ]; then
+	# Read-only for the guest: writes go to a temporary overlay that QEMU discards.
+	rootimg=$("$LCFS_ROOT/scripts/mkrootfs.sh") || die "cannot build the Debian root filesystem"
+	qemu+=(-drive "file=$rootimg,if=virtio,format=raw,snapshot=on")
+fi
 
 if [ "$mode" = shell ]; then
-	log "interactive guest (scratch disk /dev/vda, $disk_size); leave with 'reboot -f'"
+	log "interactive guest (scratch disk /dev/vda, $disk_size$([ $rootfs = 1 ] && echo ', Debian tools under /debian')); leave with 'reboot -f'"
 	exec "${qemu[@]}"
 fi
 

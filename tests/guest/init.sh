@@ -10,10 +10,21 @@ mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
 hostname lcfs-guest
 
-suite=shell
+suite=shell rootfs=0
 for arg in $(cat /proc/cmdline); do
-	case "$arg" in lcfs_suite=*) suite=${arg#lcfs_suite=} ;; esac
+	case "$arg" in
+	lcfs_suite=*) suite=${arg#lcfs_suite=} ;;
+	lcfs_rootfs=*) rootfs=${arg#lcfs_rootfs=} ;;
+	esac
 done
+
+# The Debian root filesystem (second virtio disk) provides tools busybox lacks; tests run them
+# with `chroot /debian CMD`, which sees the guest's /dev, /proc, /sys, /tmp and /mnt.
+if [ "$rootfs" = 1 ]; then
+	mkdir -p /debian
+	mount -t ext4 /dev/vdb /debian
+	for d in dev proc sys tmp mnt; do mount --bind "/$d" "/debian/$d"; done
+fi
 
 if [ "$suite" = shell ]; then
 	echo "LCFS guest: lcfs.ko is installed (modprobe lcfs); scratch disk /dev/vda; mkfs.lcfs, lcfs in PATH"
