@@ -47,18 +47,41 @@ unsafe extern "C" fn inode_ctor<T: FileSystem>(obj: *mut c_void) {
     unsafe { bindings::inode_init_once(Opaque::cast_into(ptr::addr_of!((*slot).vfs_inode))) };
 }
 
+/// The inode cache of a filesystem type; destroyed on drop.
+///
+/// # Invariants
+///
+/// `0` is a live `kmem_cache` owned by this object.
+pub(super) struct InodeCache(NonNull<bindings::kmem_cache>);
+
+impl InodeCache {
+    pub(super) fn as_ptr(&self) -> *mut bindings::kmem_cache {
+        self.0.as_ptr()
+    }
+}
+
+impl Drop for InodeCache {
+    fn drop(&mut self) {
+        // SAFETY: plain call. Freed inodes go through call_rcu(): wait for them before destroying
+        // the cache they belong to.
+        unsafe { bindings::rcu_barrier() };
+        // SAFETY: the cache is live and owned (type invariant); its objects are all freed now (a
+        // leak would be reported by the slab allocator).
+        unsafe { bindings::kmem_cache_destroy(self.as_ptr()) };
+    }
+}
+
 /// Creates the inode cache of `T`.
-pub(super) fn create_cache<T: FileSystem>() -> Result<*mut bindings::kmem_cache> {
+pub(super) fn create_cache<T: FileSystem>() -> Result<InodeCache> {
     let size = u32::try_from(registration::slot_size::<T>()).map_err(|_| EINVAL)?;
     let align = u32::try_from(align_of::<InodeSlot<T>>()).map_err(|_| EINVAL)?;
     // SAFETY: the name is a static string; the constructor matches the object size.
     let cache = unsafe {
         ext::lcfs_inode_cache_create(c"lcfs_inode".as_char_ptr(), size, align, Some(inode_ctor::<T>))
     };
-    if cache.is_null() {
-        return Err(ENOMEM);
-    }
-    Ok(cache.cast())
+    let cache = NonNull::new(cache.cast()).ok_or(ENOMEM)?;
+    // INVARIANT: a live cache, owned from here on.
+    Ok(InodeCache(cache))
 }
 
 /// # Safety

@@ -12,7 +12,7 @@ use kernel::prelude::*;
 use kernel::types::Opaque;
 
 use super::bindings as ext;
-use super::inode::{self, Inode, InodeSlot};
+use super::inode::{self, Inode, InodeCache, InodeSlot};
 use super::super_block::{NewSuperBlock, SuperBlock};
 use super::ioctl::{Output, Request};
 use super::DirContext;
@@ -79,13 +79,13 @@ pub(crate) static LIVE_INODES: AtomicIsize = AtomicIsize::new(0);
 ///
 /// # Invariants
 ///
-/// While this object exists, `fst` is registered with the VFS and `inode_cache` is a live
-/// `kmem_cache` whose objects are `InodeSlot<T>`.
+/// While this object exists, `fst` is registered with the VFS and `inode_cache` holds objects of
+/// type `InodeSlot<T>`. Fields drop after `PinnedDrop` ran, so the cache outlives the registration.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Registration<T: FileSystem> {
+    inode_cache: InodeCache,
     #[pin]
     fst: Opaque<bindings::file_system_type>,
-    inode_cache: *mut bindings::kmem_cache,
     _p: PhantomData<T>,
 }
 
@@ -97,6 +97,8 @@ unsafe impl<T: FileSystem> Sync for Registration<T> {}
 
 impl<T: FileSystem> Registration<T> {
     /// Creates the inode cache and registers the filesystem type.
+    ///
+    /// If registration fails, the cache is destroyed again when the partly built object drops.
     pub(crate) fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             inode_cache: inode::create_cache::<T>()?,
@@ -117,7 +119,6 @@ impl<T: FileSystem> Registration<T> {
             }),
             _p: PhantomData,
         })
-        .pin_chain(|_| Ok(()))
     }
 
     /// The registration owning filesystem type `fst`.
@@ -132,7 +133,7 @@ impl<T: FileSystem> Registration<T> {
 
     /// The inode cache.
     pub(super) fn inode_cache(&self) -> *mut bindings::kmem_cache {
-        self.inode_cache
+        self.inode_cache.as_ptr()
     }
 }
 
@@ -142,8 +143,7 @@ impl<T: FileSystem> PinnedDrop for Registration<T> {
         // SAFETY: `fst` was registered in `new` (type invariant). After this no new mounts can
         // start, and the module cannot be unloaded while a mount exists.
         unsafe { bindings::unregister_filesystem(self.fst.get()) };
-        // SAFETY: plain call. Freed inodes go through call_rcu(): wait for them before destroying
-        // the cache they belong to.
+        // SAFETY: plain call; waits for inodes still being freed through call_rcu().
         unsafe { bindings::rcu_barrier() };
         let live = LIVE_INODES.load(Ordering::Relaxed);
         if live != 0 {
@@ -151,9 +151,7 @@ impl<T: FileSystem> PinnedDrop for Registration<T> {
         } else {
             pr_info!("unloaded, no inodes left\n");
         }
-        // SAFETY: the cache was created in `new`; all its objects are freed (or leaked, which the
-        // kernel reports).
-        unsafe { bindings::kmem_cache_destroy(self.inode_cache) };
+        // `inode_cache` is destroyed when the fields drop, after this.
     }
 }
 
