@@ -42,6 +42,7 @@ step() { # step NAME LOGFILE COMMAND...: run, record, keep the log
 
 # --- set-up and builds -----------------------------------------------------------------------
 step "setup: toolchain and kernel source" "$build/logs/setup.log" scripts/setup.sh || finish
+sed 's/^/    /' "$LCFS_CACHE/versions.txt" >&2
 step "build: test kernel" "$build/logs/kernel.log" scripts/build-kernel.sh || finish
 kdir=$(kernel_dir)
 
