@@ -16,6 +16,7 @@
 
 pub mod bytes;
 pub mod crc32c;
+pub mod node;
 pub mod superblock;
 
 /// Size in bytes of every LCFS block. Fixed by the format: the kernel page size on the supported

@@ -1,0 +1,818 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! B+tree nodes: the 4 KiB blocks of every LCFS metadata tree.
+//!
+//! A node is a header followed by items. Internal nodes hold `(key, child block)` pairs; leaves
+//! hold `(key, value)` pairs whose values are packed from the end of the block downwards, in item
+//! order, so that a valid leaf has exactly one byte layout for its contents (which makes validation
+//! complete and cheap).
+//!
+//! Layout (all integers little-endian):
+//!
+//! | offset | size | field         | meaning                                                 |
+//! |-------:|-----:|---------------|---------------------------------------------------------|
+//! |      0 |    4 | `magic`       | [`NODE_MAGIC`]                                          |
+//! |      4 |    4 | `checksum`    | CRC-32C of the block with this field zero               |
+//! |      8 |    8 | `blocknr`     | the block's own number (catches misdirected I/O)        |
+//! |     16 |    8 | `generation`  | transaction that wrote the node                         |
+//! |     24 |    8 | `fsid`        | first 8 bytes of the filesystem UUID, little-endian     |
+//! |     32 |    1 | `tree`        | kind of tree the node belongs to                        |
+//! |     33 |    1 | `level`       | 0 for leaves, parent level = child level + 1            |
+//! |     34 |    2 | `nitems`      | number of items                                         |
+//! |     36 |    2 | `value_start` | leaves: offset of the lowest value byte; internal: 0    |
+//! |     38 |   26 | reserved      | zero                                                    |
+//! |     64 |      | items         | internal: 25-byte `key, child u64`;                     |
+//! |        |      |               | leaf: 21-byte `key, value offset u16, value length u16` |
+//!
+//! A key is 17 bytes: `id u64, kind u8, offset u64`, compared in that order.
+//!
+//! All functions take the node's bytes and check every offset they use: a damaged node gives an
+//! error, never a panic. Callers run [`check`] on every block they read before using it.
+
+use super::bytes::{get_array, get_u16, get_u64, put_bytes, put_u16, put_u32, put_u64};
+use super::crc32c::crc32c_append;
+use super::{FormatError, BLOCK_SIZE};
+
+/// Magic number of every tree node.
+pub const NODE_MAGIC: [u8; 4] = *b"LCFN";
+
+/// Bytes in a node (one block).
+pub const NODE_SIZE: usize = BLOCK_SIZE as usize;
+
+/// Bytes of the node header.
+pub const HEADER_SIZE: usize = 64;
+
+/// Bytes of an encoded [`Key`].
+pub const KEY_SIZE: usize = 17;
+
+/// Bytes of one internal item (key and child block number).
+pub const INTERNAL_ITEM_SIZE: usize = KEY_SIZE + 8;
+
+/// Bytes of one leaf item header (key, value offset, value length).
+pub const LEAF_ITEM_SIZE: usize = KEY_SIZE + 4;
+
+/// Most items an internal node holds.
+pub const MAX_INTERNAL_ITEMS: usize = (NODE_SIZE - HEADER_SIZE) / INTERNAL_ITEM_SIZE;
+
+/// Largest value a leaf item may hold; bigger objects are split into several items. Chosen so a
+/// leaf always holds at least three items, which splitting relies on.
+pub const MAX_VALUE_SIZE: usize = 1024;
+
+/// Deepest tree: level of the highest possible root. With at least two children per internal
+/// node and at least one item per leaf, eight levels address far more items than any device has
+/// blocks.
+pub const MAX_LEVEL: u8 = 8;
+
+mod off {
+    pub(super) const MAGIC: usize = 0;
+    pub(super) const CHECKSUM: usize = 4;
+    pub(super) const BLOCKNR: usize = 8;
+    pub(super) const GENERATION: usize = 16;
+    pub(super) const FSID: usize = 24;
+    pub(super) const TREE: usize = 32;
+    pub(super) const LEVEL: usize = 33;
+    pub(super) const NITEMS: usize = 34;
+    pub(super) const VALUE_START: usize = 36;
+    pub(super) const RESERVED: usize = 38;
+}
+
+/// The key of a tree item, ordered by `id`, then `kind`, then `offset`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    /// Object the item belongs to (inode number, layer id, block number, ...).
+    pub id: u64,
+    /// Item type.
+    pub kind: u8,
+    /// Type-specific offset (file offset, name hash, ...).
+    pub offset: u64,
+}
+
+impl Key {
+    /// The smallest key.
+    pub const MIN: Key = Key {
+        id: 0,
+        kind: 0,
+        offset: 0,
+    };
+
+    /// A key.
+    pub const fn new(id: u64, kind: u8, offset: u64) -> Self {
+        Self { id, kind, offset }
+    }
+
+    fn decode(buf: &[u8], at: usize) -> Result<Self, FormatError> {
+        Ok(Self {
+            id: get_u64(buf, at)?,
+            kind: get_array::<1>(buf, at.checked_add(8).ok_or(FormatError::Truncated)?)?[0],
+            offset: get_u64(buf, at.checked_add(9).ok_or(FormatError::Truncated)?)?,
+        })
+    }
+
+    fn encode(&self, buf: &mut [u8], at: usize) -> Result<(), FormatError> {
+        put_u64(buf, at, self.id)?;
+        put_bytes(
+            buf,
+            at.checked_add(8).ok_or(FormatError::Truncated)?,
+            &[self.kind],
+        )?;
+        put_u64(
+            buf,
+            at.checked_add(9).ok_or(FormatError::Truncated)?,
+            self.offset,
+        )
+    }
+}
+
+/// The header fields of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The block's own number.
+    pub blocknr: u64,
+    /// Transaction that wrote the node.
+    pub generation: u64,
+    /// First 8 bytes of the filesystem UUID.
+    pub fsid: u64,
+    /// Tree kind.
+    pub tree: u8,
+    /// Level, 0 for leaves.
+    pub level: u8,
+    /// Number of items.
+    pub nitems: u16,
+}
+
+impl Header {
+    /// Whether the node is a leaf.
+    pub fn is_leaf(&self) -> bool {
+        self.level == 0
+    }
+}
+
+/// What the reader of a node expects of it.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect {
+    /// Block number the node was read from.
+    pub blocknr: u64,
+    /// Filesystem id.
+    pub fsid: u64,
+    /// Tree kind.
+    pub tree: u8,
+    /// Level, if known (it is, except for a root).
+    pub level: Option<u8>,
+    /// First block past the filesystem: child pointers must be below it.
+    pub total_blocks: u64,
+}
+
+fn node(buf: &[u8]) -> Result<&[u8], FormatError> {
+    buf.get(..NODE_SIZE).ok_or(FormatError::Truncated)
+}
+
+fn node_mut(buf: &mut [u8]) -> Result<&mut [u8], FormatError> {
+    buf.get_mut(..NODE_SIZE).ok_or(FormatError::Truncated)
+}
+
+/// Reads the header without validating the node (use [`check`] for blocks read from disk).
+pub fn header(buf: &[u8]) -> Result<Header, FormatError> {
+    let buf = node(buf)?;
+    Ok(Header {
+        blocknr: get_u64(buf, off::BLOCKNR)?,
+        generation: get_u64(buf, off::GENERATION)?,
+        fsid: get_u64(buf, off::FSID)?,
+        tree: get_array::<1>(buf, off::TREE)?[0],
+        level: get_array::<1>(buf, off::LEVEL)?[0],
+        nitems: get_u16(buf, off::NITEMS)?,
+    })
+}
+
+fn nitems(buf: &[u8]) -> Result<usize, FormatError> {
+    Ok(usize::from(get_u16(buf, off::NITEMS)?))
+}
+
+fn set_nitems(buf: &mut [u8], n: usize) -> Result<(), FormatError> {
+    put_u16(
+        buf,
+        off::NITEMS,
+        u16::try_from(n).map_err(|_| FormatError::BadField("nitems"))?,
+    )
+}
+
+fn value_start(buf: &[u8]) -> Result<usize, FormatError> {
+    Ok(usize::from(get_u16(buf, off::VALUE_START)?))
+}
+
+fn set_value_start(buf: &mut [u8], v: usize) -> Result<(), FormatError> {
+    // NODE_SIZE (4096) fits in u16; an empty leaf stores it as is.
+    put_u16(
+        buf,
+        off::VALUE_START,
+        u16::try_from(v).map_err(|_| FormatError::BadField("value_start"))?,
+    )
+}
+
+/// CRC-32C of a node with its checksum field taken as zero.
+fn node_checksum(buf: &[u8]) -> Result<u32, FormatError> {
+    let head = buf.get(..off::CHECKSUM).ok_or(FormatError::Truncated)?;
+    let tail = buf
+        .get(off::CHECKSUM + 4..NODE_SIZE)
+        .ok_or(FormatError::Truncated)?;
+    let crc = crc32c_append(0, head);
+    let crc = crc32c_append(crc, &[0; 4]);
+    Ok(crc32c_append(crc, tail))
+}
+
+/// Starts an empty node in `buf` (which is zeroed first).
+pub fn init(buf: &mut [u8], hdr: &Header) -> Result<(), FormatError> {
+    let buf = node_mut(buf)?;
+    buf.fill(0);
+    put_bytes(buf, off::MAGIC, &NODE_MAGIC)?;
+    set_header(buf, hdr)?;
+    set_nitems(buf, 0)?;
+    set_value_start(buf, if hdr.is_leaf() { NODE_SIZE } else { 0 })
+}
+
+/// Rewrites the location fields of a node (for a copy-on-write copy): block number, generation.
+pub fn relocate(buf: &mut [u8], blocknr: u64, generation: u64) -> Result<(), FormatError> {
+    let buf = node_mut(buf)?;
+    put_u64(buf, off::BLOCKNR, blocknr)?;
+    put_u64(buf, off::GENERATION, generation)
+}
+
+fn set_header(buf: &mut [u8], hdr: &Header) -> Result<(), FormatError> {
+    put_u64(buf, off::BLOCKNR, hdr.blocknr)?;
+    put_u64(buf, off::GENERATION, hdr.generation)?;
+    put_u64(buf, off::FSID, hdr.fsid)?;
+    put_bytes(buf, off::TREE, &[hdr.tree])?;
+    put_bytes(buf, off::LEVEL, &[hdr.level])
+}
+
+/// Computes and stores the checksum; call before writing the node out.
+pub fn seal(buf: &mut [u8]) -> Result<(), FormatError> {
+    let sum = node_checksum(node(buf)?)?;
+    put_u32(node_mut(buf)?, off::CHECKSUM, sum)
+}
+
+/// Validates a node read from disk: magic, checksum, location, tree, level, item count, key
+/// order, value layout and child pointers. Returns its header.
+pub fn check(buf: &[u8], expect: &Expect) -> Result<Header, FormatError> {
+    let buf = node(buf)?;
+    if get_array::<4>(buf, off::MAGIC)? != NODE_MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let stored = super::bytes::get_u32(buf, off::CHECKSUM)?;
+    let computed = node_checksum(buf)?;
+    if stored != computed {
+        return Err(FormatError::BadChecksum { stored, computed });
+    }
+    let hdr = header(buf)?;
+    if hdr.blocknr != expect.blocknr {
+        return Err(FormatError::BadField("node blocknr"));
+    }
+    if hdr.fsid != expect.fsid {
+        return Err(FormatError::BadField("node fsid"));
+    }
+    if hdr.tree != expect.tree {
+        return Err(FormatError::BadField("node tree"));
+    }
+    if hdr.level > MAX_LEVEL || expect.level.is_some_and(|l| l != hdr.level) {
+        return Err(FormatError::BadField("node level"));
+    }
+    if buf
+        .get(off::RESERVED..HEADER_SIZE)
+        .is_none_or(|r| r.iter().any(|&b| b != 0))
+    {
+        return Err(FormatError::BadField("node reserved"));
+    }
+    let n = usize::from(hdr.nitems);
+    let mut prev: Option<Key> = None;
+    if hdr.is_leaf() {
+        let items_end = HEADER_SIZE
+            + n.checked_mul(LEAF_ITEM_SIZE)
+                .ok_or(FormatError::Truncated)?;
+        let mut expected_end = NODE_SIZE;
+        for i in 0..n {
+            let (vo, vl) = leaf_value_range(buf, i)?;
+            if vl > MAX_VALUE_SIZE || vo.checked_add(vl) != Some(expected_end) || vo < items_end {
+                return Err(FormatError::BadField("leaf value layout"));
+            }
+            expected_end = vo;
+            let key = leaf_key(buf, i)?;
+            if prev.is_some_and(|p| p >= key) {
+                return Err(FormatError::BadField("key order"));
+            }
+            prev = Some(key);
+        }
+        if value_start(buf)? != expected_end || items_end > expected_end {
+            return Err(FormatError::BadField("leaf value_start"));
+        }
+    } else {
+        if n == 0 || n > MAX_INTERNAL_ITEMS {
+            return Err(FormatError::BadField("internal nitems"));
+        }
+        if value_start(buf)? != 0 {
+            return Err(FormatError::BadField("internal value_start"));
+        }
+        for i in 0..n {
+            let key = internal_key(buf, i)?;
+            if prev.is_some_and(|p| p >= key) {
+                return Err(FormatError::BadField("key order"));
+            }
+            prev = Some(key);
+            let child = internal_child(buf, i)?;
+            if child == 0 || child >= expect.total_blocks || child == hdr.blocknr {
+                return Err(FormatError::BadField("child pointer"));
+            }
+        }
+    }
+    Ok(hdr)
+}
+
+// ---- item access ------------------------------------------------------------------------------
+
+fn leaf_item_at(i: usize) -> Result<usize, FormatError> {
+    i.checked_mul(LEAF_ITEM_SIZE)
+        .and_then(|o| o.checked_add(HEADER_SIZE))
+        .ok_or(FormatError::Truncated)
+}
+
+fn internal_item_at(i: usize) -> Result<usize, FormatError> {
+    i.checked_mul(INTERNAL_ITEM_SIZE)
+        .and_then(|o| o.checked_add(HEADER_SIZE))
+        .ok_or(FormatError::Truncated)
+}
+
+fn check_index(buf: &[u8], i: usize) -> Result<(), FormatError> {
+    if i < nitems(buf)? {
+        Ok(())
+    } else {
+        Err(FormatError::BadField("item index"))
+    }
+}
+
+/// Key of leaf item `i`.
+pub fn leaf_key(buf: &[u8], i: usize) -> Result<Key, FormatError> {
+    check_index(buf, i)?;
+    Key::decode(node(buf)?, leaf_item_at(i)?)
+}
+
+fn leaf_value_range(buf: &[u8], i: usize) -> Result<(usize, usize), FormatError> {
+    check_index(buf, i)?;
+    let at = leaf_item_at(i)?;
+    let vo = usize::from(get_u16(buf, at + KEY_SIZE)?);
+    let vl = usize::from(get_u16(buf, at + KEY_SIZE + 2)?);
+    Ok((vo, vl))
+}
+
+/// Value of leaf item `i`.
+pub fn leaf_value(buf: &[u8], i: usize) -> Result<&[u8], FormatError> {
+    let (vo, vl) = leaf_value_range(buf, i)?;
+    let end = vo.checked_add(vl).ok_or(FormatError::Truncated)?;
+    node(buf)?.get(vo..end).ok_or(FormatError::Truncated)
+}
+
+/// Key of internal item `i`: the smallest key in child `i`'s subtree (a lower bound).
+pub fn internal_key(buf: &[u8], i: usize) -> Result<Key, FormatError> {
+    check_index(buf, i)?;
+    Key::decode(node(buf)?, internal_item_at(i)?)
+}
+
+/// Child block of internal item `i`.
+pub fn internal_child(buf: &[u8], i: usize) -> Result<u64, FormatError> {
+    check_index(buf, i)?;
+    get_u64(node(buf)?, internal_item_at(i)? + KEY_SIZE)
+}
+
+/// Number of items.
+pub fn len(buf: &[u8]) -> Result<usize, FormatError> {
+    nitems(node(buf)?)
+}
+
+/// First key of the node (leaf or internal); `None` if it is empty.
+pub fn first_key(buf: &[u8]) -> Result<Option<Key>, FormatError> {
+    if len(buf)? == 0 {
+        return Ok(None);
+    }
+    if header(buf)?.is_leaf() {
+        leaf_key(buf, 0).map(Some)
+    } else {
+        internal_key(buf, 0).map(Some)
+    }
+}
+
+/// Binary search: `Ok(i)` if item `i` has `key`, else `Err(i)` where it would be inserted.
+pub fn search(buf: &[u8], key: &Key) -> Result<Result<usize, usize>, FormatError> {
+    let leaf = header(buf)?.is_leaf();
+    let (mut lo, mut hi) = (0usize, len(buf)?);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let k = if leaf {
+            leaf_key(buf, mid)?
+        } else {
+            internal_key(buf, mid)?
+        };
+        match k.cmp(key) {
+            core::cmp::Ordering::Less => lo = mid + 1,
+            core::cmp::Ordering::Greater => hi = mid,
+            core::cmp::Ordering::Equal => return Ok(Ok(mid)),
+        }
+    }
+    Ok(Err(lo))
+}
+
+/// Index of the child of an internal node whose subtree may hold `key`.
+pub fn child_index(buf: &[u8], key: &Key) -> Result<usize, FormatError> {
+    Ok(match search(buf, key)? {
+        Ok(i) => i,
+        // Keys below the first separator still go to child 0 (its key is a lower bound only).
+        Err(i) => i.saturating_sub(1),
+    })
+}
+
+// ---- leaf mutation ----------------------------------------------------------------------------
+
+/// Free bytes in a leaf.
+pub fn leaf_free(buf: &[u8]) -> Result<usize, FormatError> {
+    let used_items = leaf_item_at(len(buf)?)?;
+    value_start(buf)?
+        .checked_sub(used_items)
+        .ok_or(FormatError::BadField("leaf value_start"))
+}
+
+/// Whether a leaf has room for one more item with a `value_len`-byte value.
+pub fn leaf_fits(buf: &[u8], value_len: usize) -> Result<bool, FormatError> {
+    Ok(leaf_free(buf)? >= LEAF_ITEM_SIZE + value_len)
+}
+
+/// Inserts `(key, value)` as item `i` of a leaf. Fails without change if it does not fit.
+///
+/// The caller keeps keys ordered (use [`search`]).
+pub fn leaf_insert(buf: &mut [u8], i: usize, key: &Key, value: &[u8]) -> Result<(), FormatError> {
+    let n = len(buf)?;
+    if i > n || value.len() > MAX_VALUE_SIZE {
+        return Err(FormatError::BadField("leaf insert"));
+    }
+    if !leaf_fits(buf, value.len())? {
+        return Err(FormatError::BadField("leaf full"));
+    }
+    let vl = value.len();
+    let vs = value_start(buf)?;
+    // Values of items i.. sit below the new one: move them down by `vl`.
+    let split = if i == 0 {
+        NODE_SIZE
+    } else {
+        leaf_value_range(buf, i - 1)?.0
+    };
+    let buf = node_mut(buf)?;
+    buf.copy_within(vs..split, vs - vl);
+    for j in i..n {
+        let at = leaf_item_at(j)? + KEY_SIZE;
+        let vo = usize::from(get_u16(buf, at)?);
+        put_u16(
+            buf,
+            at,
+            u16::try_from(vo - vl).map_err(|_| FormatError::Truncated)?,
+        )?;
+    }
+    // Item headers i.. move up one slot.
+    let hs = leaf_item_at(i)?;
+    let he = leaf_item_at(n)?;
+    buf.copy_within(hs..he, hs + LEAF_ITEM_SIZE);
+    let vo = split - vl;
+    key.encode(buf, hs)?;
+    put_u16(
+        buf,
+        hs + KEY_SIZE,
+        u16::try_from(vo).map_err(|_| FormatError::Truncated)?,
+    )?;
+    put_u16(
+        buf,
+        hs + KEY_SIZE + 2,
+        u16::try_from(vl).map_err(|_| FormatError::Truncated)?,
+    )?;
+    put_bytes(buf, vo, value)?;
+    set_nitems(buf, n + 1)?;
+    set_value_start(buf, vs - vl)
+}
+
+/// Removes leaf item `i`.
+pub fn leaf_remove(buf: &mut [u8], i: usize) -> Result<(), FormatError> {
+    let n = len(buf)?;
+    let (vo, vl) = leaf_value_range(buf, i)?;
+    let vs = value_start(buf)?;
+    let buf = node_mut(buf)?;
+    // Values below item i's move up by `vl`, closing the gap.
+    buf.copy_within(vs..vo, vs + vl);
+    for j in i + 1..n {
+        let at = leaf_item_at(j)? + KEY_SIZE;
+        let o = usize::from(get_u16(buf, at)?);
+        put_u16(
+            buf,
+            at,
+            u16::try_from(o + vl).map_err(|_| FormatError::Truncated)?,
+        )?;
+    }
+    let hs = leaf_item_at(i)?;
+    let he = leaf_item_at(n)?;
+    buf.copy_within(hs + LEAF_ITEM_SIZE..he, hs);
+    buf.get_mut(he - LEAF_ITEM_SIZE..he)
+        .ok_or(FormatError::Truncated)?
+        .fill(0);
+    buf.get_mut(vs..vs + vl)
+        .ok_or(FormatError::Truncated)?
+        .fill(0);
+    set_nitems(buf, n - 1)?;
+    set_value_start(buf, vs + vl)
+}
+
+/// Bytes a leaf's items use (headers and values).
+pub fn leaf_used(buf: &[u8]) -> Result<usize, FormatError> {
+    Ok(NODE_SIZE - HEADER_SIZE - leaf_free(buf)?)
+}
+
+/// Moves items `from..` of leaf `src` to the end of leaf `dst`.
+pub fn leaf_move_tail(src: &mut [u8], from: usize, dst: &mut [u8]) -> Result<(), FormatError> {
+    while len(src)? > from {
+        let key = leaf_key(src, from)?;
+        let (vo, vl) = leaf_value_range(src, from)?;
+        let at = len(dst)?;
+        let value = node(src)?.get(vo..vo + vl).ok_or(FormatError::Truncated)?;
+        leaf_insert(dst, at, &key, value)?;
+        leaf_remove(src, from)?;
+    }
+    Ok(())
+}
+
+/// Moves items `..count` of leaf `src` to the end of leaf `dst` (dst's keys are all smaller).
+pub fn leaf_move_head(src: &mut [u8], count: usize, dst: &mut [u8]) -> Result<(), FormatError> {
+    for _ in 0..count {
+        let key = leaf_key(src, 0)?;
+        let (vo, vl) = leaf_value_range(src, 0)?;
+        let at = len(dst)?;
+        let value = node(src)?.get(vo..vo + vl).ok_or(FormatError::Truncated)?;
+        leaf_insert(dst, at, &key, value)?;
+        leaf_remove(src, 0)?;
+    }
+    Ok(())
+}
+
+// ---- internal mutation ------------------------------------------------------------------------
+
+/// Inserts `(key, child)` as item `i` of an internal node.
+pub fn internal_insert(buf: &mut [u8], i: usize, key: &Key, child: u64) -> Result<(), FormatError> {
+    let n = len(buf)?;
+    if i > n || n >= MAX_INTERNAL_ITEMS {
+        return Err(FormatError::BadField("internal insert"));
+    }
+    let buf = node_mut(buf)?;
+    let hs = internal_item_at(i)?;
+    let he = internal_item_at(n)?;
+    buf.copy_within(hs..he, hs + INTERNAL_ITEM_SIZE);
+    key.encode(buf, hs)?;
+    put_u64(buf, hs + KEY_SIZE, child)?;
+    set_nitems(buf, n + 1)
+}
+
+/// Removes internal item `i`.
+pub fn internal_remove(buf: &mut [u8], i: usize) -> Result<(), FormatError> {
+    let n = len(buf)?;
+    check_index(buf, i)?;
+    let buf = node_mut(buf)?;
+    let hs = internal_item_at(i)?;
+    let he = internal_item_at(n)?;
+    buf.copy_within(hs + INTERNAL_ITEM_SIZE..he, hs);
+    buf.get_mut(he - INTERNAL_ITEM_SIZE..he)
+        .ok_or(FormatError::Truncated)?
+        .fill(0);
+    set_nitems(buf, n - 1)
+}
+
+/// Replaces the key of internal item `i`.
+pub fn internal_set_key(buf: &mut [u8], i: usize, key: &Key) -> Result<(), FormatError> {
+    check_index(buf, i)?;
+    key.encode(node_mut(buf)?, internal_item_at(i)?)
+}
+
+/// Replaces the child of internal item `i`.
+pub fn internal_set_child(buf: &mut [u8], i: usize, child: u64) -> Result<(), FormatError> {
+    check_index(buf, i)?;
+    put_u64(node_mut(buf)?, internal_item_at(i)? + KEY_SIZE, child)
+}
+
+/// Moves items `from..` of internal node `src` to the end of `dst`.
+pub fn internal_move_tail(src: &mut [u8], from: usize, dst: &mut [u8]) -> Result<(), FormatError> {
+    while len(src)? > from {
+        let (k, c) = (internal_key(src, from)?, internal_child(src, from)?);
+        let at = len(dst)?;
+        internal_insert(dst, at, &k, c)?;
+        internal_remove(src, from)?;
+    }
+    Ok(())
+}
+
+/// Moves items `..count` of internal node `src` to the end of `dst`.
+pub fn internal_move_head(src: &mut [u8], count: usize, dst: &mut [u8]) -> Result<(), FormatError> {
+    for _ in 0..count {
+        let (k, c) = (internal_key(src, 0)?, internal_child(src, 0)?);
+        let at = len(dst)?;
+        internal_insert(dst, at, &k, c)?;
+        internal_remove(src, 0)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // Small test indices.
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    const FSID: u64 = 0x1234;
+
+    fn leaf(blocknr: u64) -> Vec<u8> {
+        let mut b = vec![0u8; NODE_SIZE];
+        init(
+            &mut b,
+            &Header {
+                blocknr,
+                generation: 1,
+                fsid: FSID,
+                tree: 1,
+                level: 0,
+                nitems: 0,
+            },
+        )
+        .unwrap();
+        b
+    }
+
+    fn expect(blocknr: u64, level: Option<u8>) -> Expect {
+        Expect {
+            blocknr,
+            fsid: FSID,
+            tree: 1,
+            level,
+            total_blocks: 1000,
+        }
+    }
+
+    fn k(i: u64) -> Key {
+        Key::new(i, 1, i * 10)
+    }
+
+    #[test]
+    fn key_order_is_id_kind_offset() {
+        assert!(Key::new(1, 9, 9) < Key::new(2, 0, 0));
+        assert!(Key::new(1, 1, 9) < Key::new(1, 2, 0));
+        assert!(Key::new(1, 1, 1) < Key::new(1, 1, 2));
+    }
+
+    #[test]
+    fn leaf_insert_remove_keeps_layout_valid() {
+        let mut b = leaf(5);
+        for (n, i) in [5u64, 1, 9, 3, 7].into_iter().enumerate() {
+            let pos = search(&b, &k(i)).unwrap().unwrap_err();
+            leaf_insert(&mut b, pos, &k(i), &vec![i as u8; i as usize * 3]).unwrap();
+            seal(&mut b).unwrap();
+            check(&b, &expect(5, Some(0))).unwrap();
+            assert_eq!(len(&b).unwrap(), n + 1);
+        }
+        let keys: Vec<u64> = (0..5).map(|i| leaf_key(&b, i).unwrap().id).collect();
+        assert_eq!(keys, [1, 3, 5, 7, 9]);
+        for i in [1u64, 3, 5, 7, 9] {
+            let pos = search(&b, &k(i)).unwrap().unwrap();
+            assert_eq!(
+                leaf_value(&b, pos).unwrap(),
+                &vec![i as u8; i as usize * 3][..]
+            );
+        }
+        leaf_remove(&mut b, 2).unwrap();
+        seal(&mut b).unwrap();
+        check(&b, &expect(5, Some(0))).unwrap();
+        assert_eq!(search(&b, &k(5)).unwrap(), Err(2));
+        while len(&b).unwrap() > 0 {
+            leaf_remove(&mut b, 0).unwrap();
+        }
+        seal(&mut b).unwrap();
+        check(&b, &expect(5, Some(0))).unwrap();
+        // An emptied leaf is byte-identical to a fresh one.
+        let mut fresh = leaf(5);
+        seal(&mut fresh).unwrap();
+        assert_eq!(b, fresh);
+    }
+
+    #[test]
+    fn leaf_fills_up_and_refuses() {
+        let mut b = leaf(5);
+        let mut n = 0u64;
+        while leaf_fits(&b, 100).unwrap() {
+            leaf_insert(&mut b, n as usize, &k(n), &[7; 100]).unwrap();
+            n += 1;
+        }
+        assert_eq!(
+            n as usize,
+            (NODE_SIZE - HEADER_SIZE) / (LEAF_ITEM_SIZE + 100)
+        );
+        assert!(leaf_insert(&mut b, 0, &k(1000), &[1; 100]).is_err());
+        seal(&mut b).unwrap();
+        check(&b, &expect(5, Some(0))).unwrap();
+        assert!(leaf_insert(&mut b, 0, &k(1000), &[0; MAX_VALUE_SIZE + 1]).is_err());
+    }
+
+    #[test]
+    fn check_rejects_damage() {
+        let mut b = leaf(5);
+        leaf_insert(&mut b, 0, &k(1), b"abc").unwrap();
+        leaf_insert(&mut b, 1, &k(2), b"defg").unwrap();
+        seal(&mut b).unwrap();
+        assert!(check(&b, &expect(6, None)).is_err(), "wrong location");
+        assert!(check(&b, &expect(5, Some(1))).is_err(), "wrong level");
+        // Every single-bit flip is caught (checksum or field checks).
+        for byte in 0..NODE_SIZE {
+            let mut bad = b.clone();
+            bad[byte] ^= 0x10;
+            assert!(check(&bad, &expect(5, None)).is_err(), "flip at {byte}");
+        }
+        // Structural damage with a valid checksum: keys out of order.
+        let mut bad = b.clone();
+        k(9).encode(&mut bad, HEADER_SIZE).unwrap();
+        seal(&mut bad).unwrap();
+        assert_eq!(
+            check(&bad, &expect(5, None)),
+            Err(FormatError::BadField("key order"))
+        );
+        // A value pointing outside the packed area.
+        let mut bad = b.clone();
+        put_u16(&mut bad, HEADER_SIZE + KEY_SIZE, 10).unwrap();
+        seal(&mut bad).unwrap();
+        assert!(check(&bad, &expect(5, None)).is_err());
+        assert!(check(&b[..100], &expect(5, None)).is_err());
+    }
+
+    #[test]
+    fn internal_nodes() {
+        let mut b = vec![0u8; NODE_SIZE];
+        init(
+            &mut b,
+            &Header {
+                blocknr: 9,
+                generation: 1,
+                fsid: FSID,
+                tree: 1,
+                level: 1,
+                nitems: 0,
+            },
+        )
+        .unwrap();
+        for i in 0..MAX_INTERNAL_ITEMS as u64 {
+            internal_insert(&mut b, i as usize, &k(i), 100 + i).unwrap();
+        }
+        assert!(internal_insert(&mut b, 0, &k(999), 5).is_err());
+        seal(&mut b).unwrap();
+        check(&b, &expect(9, Some(1))).unwrap();
+        assert_eq!(child_index(&b, &Key::MIN).unwrap(), 0);
+        assert_eq!(child_index(&b, &k(3)).unwrap(), 3);
+        assert_eq!(child_index(&b, &Key::new(3, 200, 0)).unwrap(), 3);
+        assert_eq!(internal_child(&b, 3).unwrap(), 103);
+        let mut other = vec![0u8; NODE_SIZE];
+        init(
+            &mut other,
+            &Header {
+                blocknr: 10,
+                generation: 1,
+                fsid: FSID,
+                tree: 1,
+                level: 1,
+                nitems: 0,
+            },
+        )
+        .unwrap();
+        internal_move_tail(&mut b, 100, &mut other).unwrap();
+        assert_eq!(len(&b).unwrap(), 100);
+        assert_eq!(internal_key(&other, 0).unwrap(), k(100));
+        internal_set_child(&mut b, 0, 0).unwrap();
+        seal(&mut b).unwrap();
+        assert_eq!(
+            check(&b, &expect(9, Some(1))),
+            Err(FormatError::BadField("child pointer"))
+        );
+    }
+
+    #[test]
+    fn moving_items_between_leaves() {
+        let mut a = leaf(1);
+        let mut b = leaf(2);
+        for i in 0..10u64 {
+            leaf_insert(&mut a, i as usize, &k(i), &[i as u8; 50]).unwrap();
+        }
+        leaf_move_tail(&mut a, 6, &mut b).unwrap();
+        assert_eq!((len(&a).unwrap(), len(&b).unwrap()), (6, 4));
+        assert_eq!(leaf_key(&b, 0).unwrap(), k(6));
+        leaf_move_head(&mut b, 2, &mut a).unwrap();
+        assert_eq!(leaf_key(&a, 7).unwrap(), k(7));
+        assert_eq!(leaf_value(&a, 7).unwrap(), &[7u8; 50][..]);
+        for (buf, nr) in [(&mut a, 1), (&mut b, 2)] {
+            seal(buf).unwrap();
+            check(buf, &expect(nr, Some(0))).unwrap();
+        }
+    }
+}
