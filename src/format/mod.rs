@@ -18,6 +18,7 @@ pub mod bytes;
 pub mod crc32c;
 pub mod node;
 pub mod superblock;
+pub mod tree;
 
 /// Size in bytes of every LCFS block. Fixed by the format: the kernel page size on the supported
 /// architectures, so one metadata block is one page-cache folio of the block device.

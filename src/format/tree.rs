@@ -1,0 +1,583 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! Copy-on-write B+trees over a block store.
+//!
+//! A tree is named by its root block (0 for an empty tree). Every change runs inside a transaction
+//! ([`Txn`]) with a generation number: a node written by an earlier transaction is never modified in
+//! place but *shadowed*, copied to a newly allocated block whose parent is then updated, up to a new
+//! root. A node already written by the current transaction is modified in place. The committed
+//! trees therefore stay intact until the superblock switches to the new roots.
+//!
+//! Insertion splits full nodes bottom-up; removal merges or rebalances a node that falls below a
+//! quarter full with a sibling, and collapses a root left with one child. Separator keys in internal
+//! nodes are lower bounds of their child's subtree.
+//!
+//! Memory: nodes are held in buffers from [`BlockStore::alloc_buf`], at most two per tree level
+//! (eight levels at most), so the kernel can allocate them fallibly and never on the stack.
+
+use super::node::{
+    self, Expect, Header, Key, MAX_INTERNAL_ITEMS, MAX_LEVEL, MAX_VALUE_SIZE, NODE_SIZE,
+};
+use super::FormatError;
+
+/// Errors of tree operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// A block failed validation.
+    Corrupt(FormatError),
+    /// The block store failed to read or write.
+    Io,
+    /// No free block is left.
+    NoSpace,
+    /// A buffer could not be allocated.
+    NoMemory,
+    /// The caller passed something invalid (for example an oversized value).
+    Invalid,
+}
+
+impl From<FormatError> for Error {
+    fn from(e: FormatError) -> Self {
+        Self::Corrupt(e)
+    }
+}
+
+/// Where tree nodes live: a block device's page cache in the kernel, a file or memory in userspace.
+pub trait BlockStore {
+    /// A block-sized buffer.
+    type Buf: AsRef<[u8]> + AsMut<[u8]>;
+
+    /// Allocates a zeroed buffer of one block.
+    fn alloc_buf(&mut self) -> Result<Self::Buf, Error>;
+
+    /// Reads block `blocknr` into `buf`.
+    fn read(&mut self, blocknr: u64, buf: &mut Self::Buf) -> Result<(), Error>;
+
+    /// Writes `buf` to block `blocknr`.
+    fn write(&mut self, blocknr: u64, buf: &Self::Buf) -> Result<(), Error>;
+
+    /// Number of blocks of the filesystem.
+    fn total_blocks(&self) -> u64;
+}
+
+/// Hands out and takes back blocks within a transaction.
+///
+/// A freed block must not be handed out again before the transaction commits: the committed trees
+/// may still reference it.
+pub trait Allocator {
+    /// A free block.
+    fn alloc(&mut self) -> Result<u64, Error>;
+    /// Releases a block that the new trees no longer reference.
+    fn free(&mut self, blocknr: u64) -> Result<(), Error>;
+}
+
+/// One transaction's view of a tree kind.
+pub struct Txn<'a, S: BlockStore, A: Allocator> {
+    /// Where nodes are read and written.
+    pub store: &'a mut S,
+    /// Where new blocks come from.
+    pub alloc: &'a mut A,
+    /// Generation of this transaction; nodes with it may be modified in place.
+    pub generation: u64,
+    /// Filesystem id stored in every node.
+    pub fsid: u64,
+    /// Tree kind stored in every node.
+    pub tree: u8,
+}
+
+/// Outcome of inserting into a subtree.
+enum Grown {
+    /// The subtree now has root `0`.
+    One(u64),
+    /// The subtree split: left root, first key of the right part, right root.
+    Two(u64, Key, u64),
+}
+
+/// Outcome of removing from a subtree.
+struct Shrunk {
+    /// New root of the subtree.
+    block: u64,
+    /// Whether it fell below the fill threshold and wants a merge.
+    underfull: bool,
+}
+
+impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
+    fn expect(&self, blocknr: u64, level: Option<u8>) -> Expect {
+        Expect {
+            blocknr,
+            fsid: self.fsid,
+            tree: self.tree,
+            level,
+            total_blocks: self.store.total_blocks(),
+        }
+    }
+
+    /// Reads and validates a node.
+    fn read(&mut self, blocknr: u64, level: Option<u8>) -> Result<(S::Buf, Header), Error> {
+        if blocknr == 0 || blocknr >= self.store.total_blocks() {
+            return Err(Error::Corrupt(FormatError::BadField("block number")));
+        }
+        let mut buf = self.store.alloc_buf()?;
+        self.store.read(blocknr, &mut buf)?;
+        let hdr = node::check(buf.as_ref(), &self.expect(blocknr, level))?;
+        if hdr.generation > self.generation {
+            return Err(Error::Corrupt(FormatError::BadField("node generation")));
+        }
+        Ok((buf, hdr))
+    }
+
+    fn write(&mut self, blocknr: u64, buf: &mut S::Buf) -> Result<(), Error> {
+        node::seal(buf.as_mut())?;
+        self.store.write(blocknr, buf)
+    }
+
+    /// Makes the node writable in this transaction: shadows it to a new block unless this
+    /// transaction wrote it. Returns the block it now lives in.
+    fn cow(&mut self, blocknr: u64, hdr: &Header, buf: &mut S::Buf) -> Result<u64, Error> {
+        if hdr.generation == self.generation {
+            return Ok(blocknr);
+        }
+        let new = self.alloc.alloc()?;
+        node::relocate(buf.as_mut(), new, self.generation)?;
+        self.alloc.free(blocknr)?;
+        Ok(new)
+    }
+
+    fn new_node(&mut self, level: u8) -> Result<(u64, S::Buf), Error> {
+        let blocknr = self.alloc.alloc()?;
+        let mut buf = self.store.alloc_buf()?;
+        node::init(
+            buf.as_mut(),
+            &Header {
+                blocknr,
+                generation: self.generation,
+                fsid: self.fsid,
+                tree: self.tree,
+                level,
+                nitems: 0,
+            },
+        )?;
+        Ok((blocknr, buf))
+    }
+
+    /// Calls `f` with the value of `key`; `Ok(None)` if the key is absent.
+    pub fn lookup<R>(
+        &mut self,
+        root: u64,
+        key: &Key,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
+        if root == 0 {
+            return Ok(None);
+        }
+        let (mut buf, mut hdr) = self.read(root, None)?;
+        while !hdr.is_leaf() {
+            let i = node::child_index(buf.as_ref(), key)?;
+            let child = node::internal_child(buf.as_ref(), i)?;
+            let level = hdr.level - 1;
+            (buf, hdr) = self.read(child, Some(level))?;
+        }
+        match node::search(buf.as_ref(), key)? {
+            Ok(i) => Ok(Some(f(node::leaf_value(buf.as_ref(), i)?))),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The first item with a key of at least `from`, passed to `f` with its key.
+    pub fn next<R>(
+        &mut self,
+        root: u64,
+        from: &Key,
+        f: impl FnOnce(&Key, &[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
+        if root == 0 {
+            return Ok(None);
+        }
+        // Descend towards `from`, remembering at each level the next subtree to the right.
+        let mut right: Option<(u64, u8)> = None;
+        let (mut buf, mut hdr) = self.read(root, None)?;
+        loop {
+            if hdr.is_leaf() {
+                let i = match node::search(buf.as_ref(), from)? {
+                    Ok(i) | Err(i) => i,
+                };
+                if i < node::len(buf.as_ref())? {
+                    let k = node::leaf_key(buf.as_ref(), i)?;
+                    return Ok(Some(f(&k, node::leaf_value(buf.as_ref(), i)?)));
+                }
+                // Past this leaf: the leftmost item of the next subtree, if any.
+                let Some((block, level)) = right.take() else {
+                    return Ok(None);
+                };
+                (buf, hdr) = self.read(block, Some(level))?;
+                while !hdr.is_leaf() {
+                    let child = node::internal_child(buf.as_ref(), 0)?;
+                    let level = hdr.level - 1;
+                    (buf, hdr) = self.read(child, Some(level))?;
+                }
+                if node::len(buf.as_ref())? == 0 {
+                    return Err(Error::Corrupt(FormatError::BadField("empty leaf")));
+                }
+                let k = node::leaf_key(buf.as_ref(), 0)?;
+                return Ok(Some(f(&k, node::leaf_value(buf.as_ref(), 0)?)));
+            }
+            let i = node::child_index(buf.as_ref(), from)?;
+            if i + 1 < node::len(buf.as_ref())? {
+                right = Some((node::internal_child(buf.as_ref(), i + 1)?, hdr.level - 1));
+            }
+            let child = node::internal_child(buf.as_ref(), i)?;
+            let level = hdr.level - 1;
+            (buf, hdr) = self.read(child, Some(level))?;
+        }
+    }
+
+    /// Inserts or replaces `key`. Returns the new root.
+    pub fn insert(&mut self, root: u64, key: &Key, value: &[u8]) -> Result<u64, Error> {
+        if value.len() > MAX_VALUE_SIZE {
+            return Err(Error::Invalid);
+        }
+        if root == 0 {
+            let (blocknr, mut buf) = self.new_node(0)?;
+            node::leaf_insert(buf.as_mut(), 0, key, value)?;
+            self.write(blocknr, &mut buf)?;
+            return Ok(blocknr);
+        }
+        match self.insert_rec(root, None, key, value)? {
+            Grown::One(block) => Ok(block),
+            Grown::Two(left, right_key, right) => {
+                let (_, hdr) = self.read(left, None)?;
+                if hdr.level >= MAX_LEVEL {
+                    return Err(Error::NoSpace);
+                }
+                let (blocknr, mut buf) = self.new_node(hdr.level + 1)?;
+                let left_key = self.first_key(left)?;
+                node::internal_insert(buf.as_mut(), 0, &left_key, left)?;
+                node::internal_insert(buf.as_mut(), 1, &right_key, right)?;
+                self.write(blocknr, &mut buf)?;
+                Ok(blocknr)
+            }
+        }
+    }
+
+    fn first_key(&mut self, block: u64) -> Result<Key, Error> {
+        let (buf, _) = self.read(block, None)?;
+        node::first_key(buf.as_ref())?.ok_or(Error::Corrupt(FormatError::BadField("empty node")))
+    }
+
+    fn insert_rec(
+        &mut self,
+        block: u64,
+        level: Option<u8>,
+        key: &Key,
+        value: &[u8],
+    ) -> Result<Grown, Error> {
+        let (mut buf, hdr) = self.read(block, level)?;
+        if hdr.is_leaf() {
+            let me = self.cow(block, &hdr, &mut buf)?;
+            let pos = match node::search(buf.as_ref(), key)? {
+                Ok(i) => {
+                    node::leaf_remove(buf.as_mut(), i)?;
+                    i
+                }
+                Err(i) => i,
+            };
+            if node::leaf_fits(buf.as_ref(), value.len())? {
+                node::leaf_insert(buf.as_mut(), pos, key, value)?;
+                self.write(me, &mut buf)?;
+                return Ok(Grown::One(me));
+            }
+            // Split: move the upper half (by bytes) to a new right leaf, then insert.
+            let (right, mut rbuf) = self.new_node(0)?;
+            let n = node::len(buf.as_ref())?;
+            let half = split_point_leaf(buf.as_ref(), n)?;
+            node::leaf_move_tail(buf.as_mut(), half, rbuf.as_mut())?;
+            if pos <= half && (pos < half || node::leaf_fits(buf.as_ref(), value.len())?) {
+                node::leaf_insert(buf.as_mut(), pos, key, value)?;
+            } else {
+                node::leaf_insert(rbuf.as_mut(), pos - half, key, value)?;
+            }
+            let right_key = node::leaf_key(rbuf.as_ref(), 0)?;
+            self.write(me, &mut buf)?;
+            self.write(right, &mut rbuf)?;
+            return Ok(Grown::Two(me, right_key, right));
+        }
+
+        let i = node::child_index(buf.as_ref(), key)?;
+        let child = node::internal_child(buf.as_ref(), i)?;
+        let grown = self.insert_rec(child, Some(hdr.level - 1), key, value)?;
+        let me = self.cow(block, &hdr, &mut buf)?;
+        if node::internal_key(buf.as_ref(), i)? > *key {
+            // Only possible for child 0: keep the separator a lower bound.
+            node::internal_set_key(buf.as_mut(), i, key)?;
+        }
+        match grown {
+            Grown::One(nb) => {
+                node::internal_set_child(buf.as_mut(), i, nb)?;
+                self.write(me, &mut buf)?;
+                Ok(Grown::One(me))
+            }
+            Grown::Two(l, rk, r) => {
+                node::internal_set_child(buf.as_mut(), i, l)?;
+                if node::len(buf.as_ref())? < MAX_INTERNAL_ITEMS {
+                    node::internal_insert(buf.as_mut(), i + 1, &rk, r)?;
+                    self.write(me, &mut buf)?;
+                    return Ok(Grown::One(me));
+                }
+                let (right, mut rbuf) = self.new_node(hdr.level)?;
+                let half = MAX_INTERNAL_ITEMS / 2;
+                node::internal_move_tail(buf.as_mut(), half, rbuf.as_mut())?;
+                if i < half {
+                    node::internal_insert(buf.as_mut(), i + 1, &rk, r)?;
+                } else {
+                    node::internal_insert(rbuf.as_mut(), i + 1 - half, &rk, r)?;
+                }
+                let right_key = node::internal_key(rbuf.as_ref(), 0)?;
+                self.write(me, &mut buf)?;
+                self.write(right, &mut rbuf)?;
+                Ok(Grown::Two(me, right_key, right))
+            }
+        }
+    }
+
+    /// Removes `key`. Returns the new root (0 when the tree became empty) and whether the key
+    /// was present. An absent key changes nothing.
+    pub fn remove(&mut self, root: u64, key: &Key) -> Result<(u64, bool), Error> {
+        if root == 0 {
+            return Ok((0, false));
+        }
+        let Some(shrunk) = self.remove_rec(root, None, key)? else {
+            return Ok((root, false));
+        };
+        // Collapse a root that has become trivial.
+        let (buf, hdr) = self.read(shrunk.block, None)?;
+        let n = node::len(buf.as_ref())?;
+        if hdr.is_leaf() && n == 0 {
+            self.alloc.free(shrunk.block)?;
+            return Ok((0, true));
+        }
+        if !hdr.is_leaf() && n == 1 {
+            let child = node::internal_child(buf.as_ref(), 0)?;
+            self.alloc.free(shrunk.block)?;
+            return Ok((child, true));
+        }
+        Ok((shrunk.block, true))
+    }
+
+    fn remove_rec(
+        &mut self,
+        block: u64,
+        level: Option<u8>,
+        key: &Key,
+    ) -> Result<Option<Shrunk>, Error> {
+        let (mut buf, hdr) = self.read(block, level)?;
+        if hdr.is_leaf() {
+            let Ok(i) = node::search(buf.as_ref(), key)? else {
+                return Ok(None);
+            };
+            let me = self.cow(block, &hdr, &mut buf)?;
+            node::leaf_remove(buf.as_mut(), i)?;
+            self.write(me, &mut buf)?;
+            let underfull = node::leaf_used(buf.as_ref())? < NODE_SIZE / 4;
+            return Ok(Some(Shrunk {
+                block: me,
+                underfull,
+            }));
+        }
+        let i = node::child_index(buf.as_ref(), key)?;
+        let child = node::internal_child(buf.as_ref(), i)?;
+        let child_level = hdr.level - 1;
+        let Some(shrunk) = self.remove_rec(child, Some(child_level), key)? else {
+            return Ok(None);
+        };
+        let me = self.cow(block, &hdr, &mut buf)?;
+        node::internal_set_child(buf.as_mut(), i, shrunk.block)?;
+        if shrunk.underfull && node::len(buf.as_ref())? > 1 {
+            // Rebalance with the right sibling, or the left one for the last child.
+            let left = if i + 1 < node::len(buf.as_ref())? {
+                i
+            } else {
+                i - 1
+            };
+            self.rebalance(&mut buf, left, child_level)?;
+        }
+        self.write(me, &mut buf)?;
+        let underfull = node::len(buf.as_ref())? < MAX_INTERNAL_ITEMS / 4;
+        Ok(Some(Shrunk {
+            block: me,
+            underfull,
+        }))
+    }
+
+    /// Merges children `left` and `left + 1` of `parent`, or evens them out if both do not fit
+    /// in one node, updating the parent's entries.
+    fn rebalance(&mut self, parent: &mut S::Buf, left: usize, level: u8) -> Result<(), Error> {
+        let lblock = node::internal_child(parent.as_ref(), left)?;
+        let rblock = node::internal_child(parent.as_ref(), left + 1)?;
+        let (mut lbuf, lhdr) = self.read(lblock, Some(level))?;
+        let (mut rbuf, rhdr) = self.read(rblock, Some(level))?;
+        let lb = self.cow(lblock, &lhdr, &mut lbuf)?;
+        let rb = self.cow(rblock, &rhdr, &mut rbuf)?;
+        let ln = node::len(lbuf.as_ref())?;
+        let rn = node::len(rbuf.as_ref())?;
+        let merge = if level == 0 {
+            node::leaf_used(lbuf.as_ref())? + node::leaf_used(rbuf.as_ref())?
+                <= NODE_SIZE - node::HEADER_SIZE
+        } else {
+            ln + rn <= MAX_INTERNAL_ITEMS
+        };
+        if merge {
+            if level == 0 {
+                node::leaf_move_head(rbuf.as_mut(), rn, lbuf.as_mut())?;
+            } else {
+                node::internal_move_head(rbuf.as_mut(), rn, lbuf.as_mut())?;
+            }
+            self.write(lb, &mut lbuf)?;
+            self.alloc.free(rb)?;
+            node::internal_set_child(parent.as_mut(), left, lb)?;
+            node::internal_remove(parent.as_mut(), left + 1)?;
+            return Ok(());
+        }
+        // Even out: move items from the fuller side until the sizes are balanced.
+        if level == 0 {
+            let (lu, ru) = (
+                node::leaf_used(lbuf.as_ref())?,
+                node::leaf_used(rbuf.as_ref())?,
+            );
+            if lu < ru {
+                let count = leaf_prefix_for(rbuf.as_ref(), (ru - lu) / 2)?;
+                node::leaf_move_head(rbuf.as_mut(), count, lbuf.as_mut())?;
+            } else {
+                let keep = split_point_leaf(lbuf.as_ref(), ln)?.max(1);
+                let from = keep.min(ln);
+                let mut tmp = self.store.alloc_buf()?;
+                tmp.as_mut().copy_from_slice(rbuf.as_ref());
+                // Prepend by rebuilding the right node: left's tail, then right's items.
+                node::init(
+                    rbuf.as_mut(),
+                    &Header {
+                        blocknr: rb,
+                        generation: self.generation,
+                        fsid: self.fsid,
+                        tree: self.tree,
+                        level,
+                        nitems: 0,
+                    },
+                )?;
+                node::leaf_move_tail(lbuf.as_mut(), from, rbuf.as_mut())?;
+                node::leaf_move_head(tmp.as_mut(), rn, rbuf.as_mut())?;
+            }
+        } else if ln < rn {
+            node::internal_move_head(rbuf.as_mut(), (rn - ln) / 2, lbuf.as_mut())?;
+        } else {
+            let from = ln - (ln - rn) / 2;
+            let mut tmp = self.store.alloc_buf()?;
+            tmp.as_mut().copy_from_slice(rbuf.as_ref());
+            node::init(
+                rbuf.as_mut(),
+                &Header {
+                    blocknr: rb,
+                    generation: self.generation,
+                    fsid: self.fsid,
+                    tree: self.tree,
+                    level,
+                    nitems: 0,
+                },
+            )?;
+            node::internal_move_tail(lbuf.as_mut(), from, rbuf.as_mut())?;
+            node::internal_move_head(tmp.as_mut(), rn, rbuf.as_mut())?;
+        }
+        self.write(lb, &mut lbuf)?;
+        self.write(rb, &mut rbuf)?;
+        let rkey = node::first_key(rbuf.as_ref())?
+            .ok_or(Error::Corrupt(FormatError::BadField("empty node")))?;
+        node::internal_set_child(parent.as_mut(), left, lb)?;
+        node::internal_set_child(parent.as_mut(), left + 1, rb)?;
+        node::internal_set_key(parent.as_mut(), left + 1, &rkey)?;
+        Ok(())
+    }
+}
+
+impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
+    /// Checks the whole tree under `root`: every node valid, levels decreasing by one, keys
+    /// within the bounds their parents give, no empty non-root node. Calls `visit` for every node.
+    /// Returns the number of items.
+    pub fn verify(&mut self, root: u64, visit: &mut dyn FnMut(u64, &Header)) -> Result<u64, Error> {
+        if root == 0 {
+            return Ok(0);
+        }
+        self.verify_rec(root, None, None, None, true, visit)
+    }
+
+    fn verify_rec(
+        &mut self,
+        block: u64,
+        level: Option<u8>,
+        low: Option<Key>,
+        high: Option<Key>,
+        is_root: bool,
+        visit: &mut dyn FnMut(u64, &Header),
+    ) -> Result<u64, Error> {
+        let (buf, hdr) = self.read(block, level)?;
+        visit(block, &hdr);
+        let n = node::len(buf.as_ref())?;
+        if n == 0 && !is_root {
+            return Err(Error::Corrupt(FormatError::BadField("empty node")));
+        }
+        let bad = Error::Corrupt(FormatError::BadField("key outside parent bounds"));
+        if let Some(first) = node::first_key(buf.as_ref())? {
+            if low.is_some_and(|l| first < l) {
+                return Err(bad);
+            }
+        }
+        if hdr.is_leaf() {
+            if n > 0
+                && high.is_some_and(|h| node::leaf_key(buf.as_ref(), n - 1).is_ok_and(|k| k >= h))
+            {
+                return Err(bad);
+            }
+            // CAST: item counts are at most a few hundred.
+            return Ok(n as u64);
+        }
+        let mut total = 0u64;
+        for i in 0..n {
+            let lo = node::internal_key(buf.as_ref(), i)?;
+            let hi = if i + 1 < n {
+                Some(node::internal_key(buf.as_ref(), i + 1)?)
+            } else {
+                high
+            };
+            let child = node::internal_child(buf.as_ref(), i)?;
+            total += self.verify_rec(child, Some(hdr.level - 1), Some(lo), hi, false, visit)?;
+        }
+        Ok(total)
+    }
+}
+
+/// Index from which the upper half of a leaf's bytes starts (at least one item stays on each side).
+fn split_point_leaf(buf: &[u8], n: usize) -> Result<usize, Error> {
+    let total = node::leaf_used(buf)?;
+    let mut acc = 0;
+    for i in 0..n {
+        acc += node::LEAF_ITEM_SIZE + node::leaf_value(buf, i)?.len();
+        if acc >= total / 2 {
+            return Ok((i + 1).clamp(1, n.saturating_sub(1).max(1)));
+        }
+    }
+    Ok(n / 2)
+}
+
+/// Number of leading items of a leaf whose bytes add up to at least `bytes` (at least one).
+fn leaf_prefix_for(buf: &[u8], bytes: usize) -> Result<usize, Error> {
+    let n = node::len(buf)?;
+    let mut acc = 0;
+    for i in 0..n {
+        acc += node::LEAF_ITEM_SIZE + node::leaf_value(buf, i)?.len();
+        if acc >= bytes {
+            return Ok((i + 1).min(n.saturating_sub(1)).max(1));
+        }
+    }
+    Ok(1)
+}
+
+#[cfg(test)]
+#[path = "tree_tests.rs"]
+mod tests;
