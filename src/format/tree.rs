@@ -8,6 +8,11 @@
 //! root. A node already written by the current transaction is modified in place. The committed
 //! trees therefore stay intact until the superblock switches to the new roots.
 //!
+//! Trees are cloned in O(1) by sharing the root (Rodeh, "B-trees, Shadowing, and Clones", ACM TOS
+//! 2008): the root's reference count goes up and nothing is copied. A shared node is copied on its
+//! first write; the copy's children gain a reference each (the count is pushed down lazily), and
+//! the original loses one. Dropping a tree frees exactly the nodes no other tree references.
+//!
 //! Insertion splits full nodes bottom-up; removal merges or rebalances a node that falls below a
 //! quarter full with a sibling, and collapses a root left with one child. Separator keys in internal
 //! nodes are lower bounds of their child's subtree.
@@ -59,15 +64,20 @@ pub trait BlockStore {
     fn total_blocks(&self) -> u64;
 }
 
-/// Hands out and takes back blocks within a transaction.
+/// Hands out blocks and keeps their reference counts.
 ///
-/// A freed block must not be handed out again before the transaction commits: the committed trees
-/// may still reference it.
+/// A node referenced by one parent (or one tree root) has count 1; cloning a tree and sharing a
+/// node raise it. A block whose count drops to 0 is free, but must not be handed out again before
+/// the transaction commits: the committed trees may still reference it.
 pub trait Allocator {
-    /// A free block.
+    /// A free block, with reference count 1.
     fn alloc(&mut self) -> Result<u64, Error>;
-    /// Releases a block that the new trees no longer reference.
-    fn free(&mut self, blocknr: u64) -> Result<(), Error>;
+    /// Reference count of a block in use.
+    fn refcount(&mut self, blocknr: u64) -> Result<u32, Error>;
+    /// Adds a reference.
+    fn inc_ref(&mut self, blocknr: u64) -> Result<(), Error>;
+    /// Drops a reference; at 0 the block is free. Returns the new count.
+    fn dec_ref(&mut self, blocknr: u64) -> Result<u32, Error>;
 }
 
 /// One transaction's view of a tree kind.
@@ -131,15 +141,56 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
     }
 
     /// Makes the node writable in this transaction: shadows it to a new block unless this
-    /// transaction wrote it. Returns the block it now lives in.
+    /// transaction wrote it and no other tree shares it. Returns the block it now lives in.
     fn cow(&mut self, blocknr: u64, hdr: &Header, buf: &mut S::Buf) -> Result<u64, Error> {
-        if hdr.generation == self.generation {
+        let refs = self.alloc.refcount(blocknr)?;
+        if refs == 1 && hdr.generation == self.generation {
             return Ok(blocknr);
         }
         let new = self.alloc.alloc()?;
+        if refs > 1 && !hdr.is_leaf() {
+            // The copy is a new parent of every child: push the sharing down one level.
+            for i in 0..node::len(buf.as_ref())? {
+                self.alloc.inc_ref(node::internal_child(buf.as_ref(), i)?)?;
+            }
+        }
         node::relocate(buf.as_mut(), new, self.generation)?;
-        self.alloc.free(blocknr)?;
+        self.alloc.dec_ref(blocknr)?;
         Ok(new)
+    }
+
+    /// Clones the tree under `root` in O(1): both trees share every node until one changes it.
+    /// Returns the clone's root.
+    pub fn clone_tree(&mut self, root: u64) -> Result<u64, Error> {
+        if root != 0 {
+            self.alloc.inc_ref(root)?;
+        }
+        Ok(root)
+    }
+
+    /// Drops the tree under `root`: frees the nodes only it references and releases its share
+    /// of the others.
+    pub fn drop_tree(&mut self, root: u64) -> Result<(), Error> {
+        if root == 0 {
+            return Ok(());
+        }
+        self.drop_rec(root, None)
+    }
+
+    fn drop_rec(&mut self, block: u64, level: Option<u8>) -> Result<(), Error> {
+        if self.alloc.refcount(block)? > 1 {
+            self.alloc.dec_ref(block)?;
+            return Ok(());
+        }
+        let (buf, hdr) = self.read(block, level)?;
+        if !hdr.is_leaf() {
+            for i in 0..node::len(buf.as_ref())? {
+                let child = node::internal_child(buf.as_ref(), i)?;
+                self.drop_rec(child, Some(hdr.level - 1))?;
+            }
+        }
+        self.alloc.dec_ref(block)?;
+        Ok(())
     }
 
     fn new_node(&mut self, level: u8) -> Result<(u64, S::Buf), Error> {
@@ -301,10 +352,12 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
             return Ok(Grown::Two(me, right_key, right));
         }
 
+        // Copy the parent first: if it is shared, that pushes the sharing down to its children,
+        // so the child's own copy-on-write sees the right reference count.
+        let me = self.cow(block, &hdr, &mut buf)?;
         let i = node::child_index(buf.as_ref(), key)?;
         let child = node::internal_child(buf.as_ref(), i)?;
         let grown = self.insert_rec(child, Some(hdr.level - 1), key, value)?;
-        let me = self.cow(block, &hdr, &mut buf)?;
         if node::internal_key(buf.as_ref(), i)? > *key {
             // Only possible for child 0: keep the separator a lower bound.
             node::internal_set_key(buf.as_mut(), i, key)?;
@@ -344,51 +397,46 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
         if root == 0 {
             return Ok((0, false));
         }
-        let Some(shrunk) = self.remove_rec(root, None, key)? else {
+        // An absent key must change nothing, and the removal copies parents before children.
+        if self.lookup(root, key, |_| ())?.is_none() {
             return Ok((root, false));
-        };
+        }
+        let shrunk = self.remove_rec(root, None, key)?;
         // Collapse a root that has become trivial.
         let (buf, hdr) = self.read(shrunk.block, None)?;
         let n = node::len(buf.as_ref())?;
         if hdr.is_leaf() && n == 0 {
-            self.alloc.free(shrunk.block)?;
+            self.alloc.dec_ref(shrunk.block)?;
             return Ok((0, true));
         }
         if !hdr.is_leaf() && n == 1 {
             let child = node::internal_child(buf.as_ref(), 0)?;
-            self.alloc.free(shrunk.block)?;
+            self.alloc.dec_ref(shrunk.block)?;
             return Ok((child, true));
         }
         Ok((shrunk.block, true))
     }
 
-    fn remove_rec(
-        &mut self,
-        block: u64,
-        level: Option<u8>,
-        key: &Key,
-    ) -> Result<Option<Shrunk>, Error> {
+    fn remove_rec(&mut self, block: u64, level: Option<u8>, key: &Key) -> Result<Shrunk, Error> {
         let (mut buf, hdr) = self.read(block, level)?;
+        let me = self.cow(block, &hdr, &mut buf)?;
         if hdr.is_leaf() {
             let Ok(i) = node::search(buf.as_ref(), key)? else {
-                return Ok(None);
+                // `remove` looked the key up first: the tree changed under us.
+                return Err(Error::Corrupt(FormatError::BadField("key vanished")));
             };
-            let me = self.cow(block, &hdr, &mut buf)?;
             node::leaf_remove(buf.as_mut(), i)?;
             self.write(me, &mut buf)?;
             let underfull = node::leaf_used(buf.as_ref())? < NODE_SIZE / 4;
-            return Ok(Some(Shrunk {
+            return Ok(Shrunk {
                 block: me,
                 underfull,
-            }));
+            });
         }
         let i = node::child_index(buf.as_ref(), key)?;
         let child = node::internal_child(buf.as_ref(), i)?;
         let child_level = hdr.level - 1;
-        let Some(shrunk) = self.remove_rec(child, Some(child_level), key)? else {
-            return Ok(None);
-        };
-        let me = self.cow(block, &hdr, &mut buf)?;
+        let shrunk = self.remove_rec(child, Some(child_level), key)?;
         node::internal_set_child(buf.as_mut(), i, shrunk.block)?;
         if shrunk.underfull && node::len(buf.as_ref())? > 1 {
             // Rebalance with the right sibling, or the left one for the last child.
@@ -401,10 +449,10 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
         }
         self.write(me, &mut buf)?;
         let underfull = node::len(buf.as_ref())? < MAX_INTERNAL_ITEMS / 4;
-        Ok(Some(Shrunk {
+        Ok(Shrunk {
             block: me,
             underfull,
-        }))
+        })
     }
 
     /// Merges children `left` and `left + 1` of `parent`, or evens them out if both do not fit
@@ -431,7 +479,7 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
                 node::internal_move_head(rbuf.as_mut(), rn, lbuf.as_mut())?;
             }
             self.write(lb, &mut lbuf)?;
-            self.alloc.free(rb)?;
+            self.alloc.dec_ref(rb)?;
             node::internal_set_child(parent.as_mut(), left, lb)?;
             node::internal_remove(parent.as_mut(), left + 1)?;
             return Ok(());

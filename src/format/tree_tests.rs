@@ -39,11 +39,12 @@ impl BlockStore for MemStore {
     }
 }
 
-/// Allocator that tracks live blocks and refuses to reuse a block freed in the same transaction.
+/// Allocator that keeps reference counts and refuses to reuse a block freed in the same
+/// transaction.
 #[derive(Default)]
 struct MemAlloc {
     next: u64,
-    live: BTreeSet<u64>,
+    refs: BTreeMap<u64, u32>,
     freed_this_txn: BTreeSet<u64>,
     reusable: Vec<u64>,
 }
@@ -65,16 +66,34 @@ impl Allocator for MemAlloc {
             }
         };
         assert!(!self.freed_this_txn.contains(&b));
-        assert!(self.live.insert(b), "block {b} handed out twice");
+        assert!(
+            self.refs.insert(b, 1).is_none(),
+            "block {b} handed out twice"
+        );
         Ok(b)
     }
-    fn free(&mut self, blocknr: u64) -> Result<(), Error> {
-        assert!(
-            self.live.remove(&blocknr),
-            "block {blocknr} freed but not live"
-        );
-        self.freed_this_txn.insert(blocknr);
+    fn refcount(&mut self, blocknr: u64) -> Result<u32, Error> {
+        Ok(*self.refs.get(&blocknr).expect("refcount of a free block"))
+    }
+    fn inc_ref(&mut self, blocknr: u64) -> Result<(), Error> {
+        *self
+            .refs
+            .get_mut(&blocknr)
+            .expect("inc_ref of a free block") += 1;
         Ok(())
+    }
+    fn dec_ref(&mut self, blocknr: u64) -> Result<u32, Error> {
+        let r = self
+            .refs
+            .get_mut(&blocknr)
+            .expect("dec_ref of a free block");
+        *r -= 1;
+        let left = *r;
+        if left == 0 {
+            self.refs.remove(&blocknr);
+            self.freed_this_txn.insert(blocknr);
+        }
+        Ok(left)
     }
 }
 
@@ -86,12 +105,12 @@ fn value(id: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (id as usize + i) as u8).collect()
 }
 
+/// Several trees, possibly clones of each other, with one model map each.
 struct World {
     store: MemStore,
     alloc: MemAlloc,
-    root: u64,
+    trees: Vec<(u64, BTreeMap<Key, Vec<u8>>)>,
     generation: u64,
-    model: BTreeMap<Key, Vec<u8>>,
 }
 
 impl World {
@@ -101,9 +120,8 @@ impl World {
                 blocks: BTreeMap::new(),
             },
             alloc: MemAlloc::default(),
-            root: 0,
+            trees: vec![(0, BTreeMap::new())],
             generation: 1,
-            model: BTreeMap::new(),
         }
     }
 
@@ -117,36 +135,89 @@ impl World {
         }
     }
 
+    fn root(&self) -> u64 {
+        self.trees[0].0
+    }
+
     fn commit(&mut self) {
         self.alloc.commit();
         self.generation += 1;
     }
 
-    fn insert(&mut self, id: u64, len: usize) {
+    fn insert_in(&mut self, t: usize, id: u64, len: usize) {
         let (k, v) = (key(id), value(id, len));
-        let root = self.root;
-        self.root = self.txn().insert(root, &k, &v).unwrap();
-        self.model.insert(k, v);
+        let root = self.trees[t].0;
+        self.trees[t].0 = self.txn().insert(root, &k, &v).unwrap();
+        self.trees[t].1.insert(k, v);
+    }
+
+    fn remove_in(&mut self, t: usize, id: u64) {
+        let k = key(id);
+        let root = self.trees[t].0;
+        let (new_root, found) = self.txn().remove(root, &k).unwrap();
+        self.trees[t].0 = new_root;
+        assert_eq!(found, self.trees[t].1.remove(&k).is_some());
+    }
+
+    fn clone_tree(&mut self, t: usize) {
+        let root = self.trees[t].0;
+        let new = self.txn().clone_tree(root).unwrap();
+        let model = self.trees[t].1.clone();
+        self.trees.push((new, model));
+    }
+
+    fn drop_tree(&mut self, t: usize) {
+        let (root, _) = self.trees.remove(t);
+        self.txn().drop_tree(root).unwrap();
+    }
+
+    fn insert(&mut self, id: u64, len: usize) {
+        self.insert_in(0, id, len);
     }
 
     fn remove(&mut self, id: u64) {
-        let k = key(id);
-        let root = self.root;
-        let (new_root, found) = self.txn().remove(root, &k).unwrap();
-        self.root = new_root;
-        assert_eq!(found, self.model.remove(&k).is_some());
+        self.remove_in(0, id);
     }
 
-    /// Full comparison with the model plus structural and allocation checks.
+    /// Full comparison of every tree with its model, plus the reference-count invariant: each
+    /// block's count equals the number of tree roots and distinct parent nodes pointing at it, and
+    /// no other block is in use.
     fn check(&mut self) {
-        let root = self.root;
-        let mut reachable = BTreeSet::new();
-        let items = self
-            .txn()
-            .verify(root, &mut |b, _| assert!(reachable.insert(b)))
-            .unwrap();
-        assert_eq!(items, self.model.len() as u64);
-        assert_eq!(reachable, self.alloc.live, "leaked or dangling blocks");
+        for t in 0..self.trees.len() {
+            self.check_tree(t);
+        }
+        let mut expected: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<u64> = Vec::new();
+        for (root, _) in &self.trees {
+            if *root != 0 {
+                *expected.entry(*root).or_default() += 1;
+                stack.push(*root);
+            }
+        }
+        while let Some(b) = stack.pop() {
+            if !seen.insert(b) {
+                continue;
+            }
+            let buf = &self.store.blocks[&b];
+            if !node::header(buf).unwrap().is_leaf() {
+                for i in 0..node::len(buf).unwrap() {
+                    let c = node::internal_child(buf, i).unwrap();
+                    *expected.entry(c).or_default() += 1;
+                    stack.push(c);
+                }
+            }
+        }
+        assert_eq!(
+            expected, self.alloc.refs,
+            "reference counts differ from the references found"
+        );
+    }
+
+    fn check_tree(&mut self, t: usize) {
+        let root = self.trees[t].0;
+        let items = self.txn().verify(root, &mut |_, _| {}).unwrap();
+        assert_eq!(items, self.trees[t].1.len() as u64);
         // In-order iteration through `next` equals the model.
         let mut got = Vec::new();
         let mut from = Key::MIN;
@@ -156,19 +227,19 @@ impl World {
             .unwrap()
         {
             got.push((k, v));
-            from = Key::new(k.id, k.kind, k.offset.wrapping_add(1));
             if k.offset == u64::MAX {
                 break;
             }
+            from = Key::new(k.id, k.kind, k.offset + 1);
         }
-        let want: Vec<_> = self.model.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let model = core::mem::take(&mut self.trees[t].1);
+        let want: Vec<_> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
         assert_eq!(got, want);
-        let model = core::mem::take(&mut self.model);
         for (k, v) in &model {
             let found = self.txn().lookup(root, k, |x| x.to_vec()).unwrap();
             assert_eq!(found.as_ref(), Some(v));
         }
-        self.model = model;
+        self.trees[t].1 = model;
     }
 }
 
@@ -184,6 +255,26 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0u64..2000, 0usize..=MAX_VALUE_SIZE).prop_map(|(k, l)| Op::Insert(k, l)),
         4 => (0u64..2000).prop_map(Op::Remove),
         1 => Just(Op::Commit),
+    ]
+}
+
+/// Operations on a forest of clones; tree indexes are taken modulo the number of trees.
+#[derive(Clone, Debug)]
+enum ForestOp {
+    Insert(usize, u64, usize),
+    Remove(usize, u64),
+    Clone(usize),
+    Drop(usize),
+    Commit,
+}
+
+fn forest_op() -> impl Strategy<Value = ForestOp> {
+    prop_oneof![
+        8 => (0usize..8, 0u64..1500, 0usize..200).prop_map(|(t, k, l)| ForestOp::Insert(t, k, l)),
+        5 => (0usize..8, 0u64..1500).prop_map(|(t, k)| ForestOp::Remove(t, k)),
+        1 => (0usize..8).prop_map(ForestOp::Clone),
+        1 => (0usize..8).prop_map(ForestOp::Drop),
+        1 => Just(ForestOp::Commit),
     ]
 }
 
@@ -207,6 +298,69 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn clones_are_independent_and_refcounts_exact(
+        seed in proptest::collection::vec(0u64..1500, 200..800),
+        ops in proptest::collection::vec(forest_op(), 1..300),
+    ) {
+        let mut w = World::new();
+        // A base big enough to have internal nodes, so clones share whole subtrees.
+        for id in seed {
+            w.insert(id, 120);
+        }
+        w.commit();
+        for (n, op) in ops.iter().enumerate() {
+            let nt = w.trees.len();
+            match *op {
+                ForestOp::Insert(t, k, l) if nt > 0 => w.insert_in(t % nt, k, l),
+                ForestOp::Remove(t, k) if nt > 0 => w.remove_in(t % nt, k),
+                ForestOp::Clone(t) if nt > 0 && nt < 12 => w.clone_tree(t % nt),
+                ForestOp::Drop(t) if nt > 1 => w.drop_tree(t % nt),
+                ForestOp::Commit => w.commit(),
+                _ => {}
+            }
+            if n % 40 == 0 {
+                w.check();
+            }
+        }
+        w.check();
+        // Dropping every tree frees every block.
+        while !w.trees.is_empty() {
+            w.drop_tree(0);
+        }
+        prop_assert!(w.alloc.refs.is_empty());
+    }
+}
+
+#[test]
+fn clone_is_constant_time_and_writes_copy_only_the_path() {
+    let mut w = World::new();
+    for i in 0..20_000 {
+        w.insert(i, 40);
+    }
+    w.commit();
+    let before = w.alloc.refs.len();
+    w.clone_tree(0);
+    assert_eq!(w.alloc.refs.len(), before, "clone allocated blocks");
+    assert_eq!(w.trees[1].0, w.root());
+    w.commit();
+    // One insert into the clone copies one root-to-leaf path only.
+    w.insert_in(1, 1_000_000, 40);
+    let (_, hdr) = {
+        let r = w.root();
+        w.txn().read(r, None).unwrap()
+    };
+    let path = usize::from(hdr.level) + 1;
+    assert_eq!(w.alloc.refs.len(), before + path);
+    w.check();
+    // The original never saw the change.
+    let r0 = w.root();
+    assert_eq!(w.txn().lookup(r0, &key(1_000_000), |_| ()).unwrap(), None);
+}
+
 #[test]
 fn grows_to_several_levels_and_shrinks_back() {
     let mut w = World::new();
@@ -217,7 +371,7 @@ fn grows_to_several_levels_and_shrinks_back() {
         }
     }
     w.check();
-    let root = w.root;
+    let root = w.root();
     let (_, hdr) = w.txn().read(root, None).unwrap();
     assert!(hdr.level >= 2, "20k items should need three levels");
     for i in 0..20_000 {
@@ -227,8 +381,8 @@ fn grows_to_several_levels_and_shrinks_back() {
         }
     }
     w.check();
-    assert_eq!(w.root, 0);
-    assert!(w.alloc.live.is_empty());
+    assert_eq!(w.root(), 0);
+    assert!(w.alloc.refs.is_empty());
 }
 
 #[test]
@@ -238,9 +392,9 @@ fn committed_tree_is_never_modified() {
         w.insert(i, 30);
     }
     w.commit();
-    let old_root = w.root;
+    let old_root = w.root();
     let old_blocks = w.store.blocks.clone();
-    let old_model = w.model.clone();
+    let old_model = w.trees[0].1.clone();
     for i in 0..1500 {
         w.insert(i * 2 + 10_000, 30);
         w.remove(i);
@@ -280,11 +434,11 @@ fn damaged_nodes_are_errors_not_panics() {
         let mut bad = saved.clone();
         bad[100 + n % 3000] ^= 0xff;
         w.store.blocks.insert(*b, bad);
-        let root = w.root;
+        let root = w.root();
         assert!(w.txn().verify(root, &mut |_, _| {}).is_err());
         w.store.blocks.insert(*b, saved);
     }
-    let root = w.root;
+    let root = w.root();
     assert!(w
         .txn()
         .insert(root, &key(1), &[0; MAX_VALUE_SIZE + 1])
