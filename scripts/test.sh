@@ -64,6 +64,14 @@ if [ $crc != 0 ] && [ $((pass + fail)) = "$n_before" ]; then
 	record fail "host: cargo test" "build failed, see build/logs/cargo-test.log"
 fi
 step "host: clippy -D warnings" "$build/logs/clippy.log" make -s clippy
+log "host: fuzzing (${LCFS_FUZZ_SECONDS:-20} s per target)"
+while IFS= read -r line; do
+	case "$line" in
+	"ok "*) record ok "${line#ok }" ;;
+	"not ok "*) record fail "${line#not ok }" ;;
+	esac
+done < <(scripts/fuzz.sh "${LCFS_FUZZ_SECONDS:-20}" 2>"$build/logs/fuzz.log")
+grep -q '^ok fuzz: tree' "$results" || grep -q '^not ok fuzz' "$results" || record fail "fuzz: run" "see build/logs/fuzz.log"
 step "host: rustfmt" "$build/logs/fmt.log" make -s fmt-check
 
 # --- module ----------------------------------------------------------------------------------
