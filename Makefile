@@ -54,7 +54,7 @@ clippy: setup
 	@cd userspace && cargo clippy --release --all-targets --quiet -- -D warnings
 
 fmt-check:
-	@cd userspace && cargo fmt --all --check
+	@cd userspace && cargo fmt --all --check && cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 clean:
 	@if [ -d "$(LCFS_CACHE)/kernel" ]; then kdir=$$(scripts/build-kernel.sh 2>/dev/null) && \

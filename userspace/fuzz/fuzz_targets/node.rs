@@ -16,7 +16,13 @@ fuzz_target!(|data: &[u8]| {
         Ok(h) => h,
         Err(_) => return,
     };
-    let expect = Expect { blocknr: hdr.blocknr, fsid: hdr.fsid, tree: hdr.tree, level: None, total_blocks: u64::MAX };
+    let expect = Expect {
+        blocknr: hdr.blocknr,
+        fsid: hdr.fsid,
+        tree: hdr.tree,
+        level: None,
+        total_blocks: u64::MAX,
+    };
     let valid = node::check(&block, &expect).is_ok();
     // Accessors must not panic on any block, valid or not.
     let key = Key::new(u64::from(data.len() as u32), 1, 7);

@@ -65,8 +65,17 @@ fuzz_target!(|data: &[u8]| {
     let mut input = data.iter().copied();
     let mut byte = move || input.next().unwrap_or(0);
     let mut store = Store(BTreeMap::new());
-    let mut alloc = Alloc { next: 0, refs: BTreeMap::new() };
-    let mut txn = Txn { store: &mut store, alloc: &mut alloc, generation: 1, fsid: 9, tree: 2 };
+    let mut alloc = Alloc {
+        next: 0,
+        refs: BTreeMap::new(),
+    };
+    let mut txn = Txn {
+        store: &mut store,
+        alloc: &mut alloc,
+        generation: 1,
+        fsid: 9,
+        tree: 2,
+    };
 
     // 1. A valid tree built from the input (up to a few hundred items, several leaves).
     let mut root = 0u64;
@@ -105,12 +114,30 @@ fuzz_target!(|data: &[u8]| {
         let (op, k, v) = (byte(), byte(), byte());
         let key = Key::new(u64::from(k), v % 4, u64::from(v));
         match op % 6 {
-            0 => { let _ = txn.lookup(root, &key, |v| v.len()); }
-            1 => { let _ = txn.next(root, &key, |k, _| *k); }
-            2 => { if let Ok(r) = txn.insert(root, &key, &[v; 40]) { root = r; } }
-            3 => { if let Ok((r, _)) = txn.remove(root, &key) { root = r; } }
-            4 => { let _ = txn.verify(root, &mut |_, _| {}); }
-            _ => { if let Ok(r) = txn.clone_tree(root) { let _ = txn.drop_tree(r); } }
+            0 => {
+                let _ = txn.lookup(root, &key, |v| v.len());
+            }
+            1 => {
+                let _ = txn.next(root, &key, |k, _| *k);
+            }
+            2 => {
+                if let Ok(r) = txn.insert(root, &key, &[v; 40]) {
+                    root = r;
+                }
+            }
+            3 => {
+                if let Ok((r, _)) = txn.remove(root, &key) {
+                    root = r;
+                }
+            }
+            4 => {
+                let _ = txn.verify(root, &mut |_, _| {});
+            }
+            _ => {
+                if let Ok(r) = txn.clone_tree(root) {
+                    let _ = txn.drop_tree(r);
+                }
+            }
         }
     }
 });
