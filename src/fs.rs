@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+mod core_kunit;
 mod super_;
 
 pub(crate) use super_::Lcfs;

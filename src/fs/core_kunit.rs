@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! KUnit tests that run the shared format core inside the kernel: the same tree code the tools
+//! use, built with the kernel's flags (overflow checks on) and run under KASAN and lockdep.
+
+use kernel::prelude::kunit_tests;
+
+#[kunit_tests(lcfs_core_tree)]
+mod tests {
+    use kernel::prelude::*;
+
+    use crate::format::node::{Key, NODE_SIZE};
+    use crate::format::tree::{Allocator, BlockStore, Error, Txn};
+
+    const BLOCKS: usize = 256;
+
+    /// Blocks in one vmalloc'ed area; allocation failures are errors, not panics.
+    struct MemStore {
+        data: KVVec<u8>,
+    }
+
+    /// A block buffer from kmalloc.
+    struct Block(KVec<u8>);
+
+    impl AsRef<[u8]> for Block {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl AsMut<[u8]> for Block {
+        fn as_mut(&mut self) -> &mut [u8] {
+            &mut self.0
+        }
+    }
+
+    impl BlockStore for MemStore {
+        type Buf = Block;
+
+        fn alloc_buf(&mut self) -> Result<Block, Error> {
+            KVec::from_elem(0u8, NODE_SIZE, GFP_KERNEL).map(Block).map_err(|_| Error::NoMemory)
+        }
+
+        fn read(&mut self, blocknr: u64, buf: &mut Block) -> Result<(), Error> {
+            let start = usize::try_from(blocknr).map_err(|_| Error::Io)? * NODE_SIZE;
+            let src = self.data.get(start..start + NODE_SIZE).ok_or(Error::Io)?;
+            buf.0.copy_from_slice(src);
+            Ok(())
+        }
+
+        fn write(&mut self, blocknr: u64, buf: &Block) -> Result<(), Error> {
+            let start = usize::try_from(blocknr).map_err(|_| Error::Io)? * NODE_SIZE;
+            let dst = self.data.get_mut(start..start + NODE_SIZE).ok_or(Error::Io)?;
+            dst.copy_from_slice(&buf.0);
+            Ok(())
+        }
+
+        fn total_blocks(&self) -> u64 {
+            BLOCKS as u64
+        }
+    }
+
+    /// Reference counts in an array; freed blocks are reused only after `commit`.
+    struct MemAlloc {
+        refs: [u32; BLOCKS],
+        freed: [bool; BLOCKS],
+    }
+
+    impl MemAlloc {
+        fn live(&self) -> usize {
+            self.refs.iter().filter(|&&r| r > 0).count()
+        }
+    }
+
+    impl Allocator for MemAlloc {
+        fn alloc(&mut self) -> Result<u64, Error> {
+            // Block 0 is never handed out: it means "empty tree".
+            for b in 1..BLOCKS {
+                if self.refs[b] == 0 && !self.freed[b] {
+                    self.refs[b] = 1;
+                    return Ok(b as u64);
+                }
+            }
+            Err(Error::NoSpace)
+        }
+
+        fn refcount(&mut self, blocknr: u64) -> Result<u32, Error> {
+            let b = usize::try_from(blocknr).map_err(|_| Error::Invalid)?;
+            self.refs.get(b).copied().ok_or(Error::Invalid)
+        }
+
+        fn inc_ref(&mut self, blocknr: u64) -> Result<(), Error> {
+            let b = usize::try_from(blocknr).map_err(|_| Error::Invalid)?;
+            let r = self.refs.get_mut(b).ok_or(Error::Invalid)?;
+            *r += 1;
+            Ok(())
+        }
+
+        fn dec_ref(&mut self, blocknr: u64) -> Result<u32, Error> {
+            let b = usize::try_from(blocknr).map_err(|_| Error::Invalid)?;
+            let r = self.refs.get_mut(b).ok_or(Error::Invalid)?;
+            *r = r.checked_sub(1).ok_or(Error::Invalid)?;
+            if *r == 0 {
+                self.freed[b] = true;
+            }
+            Ok(*r)
+        }
+    }
+
+    fn key(i: u64) -> Key {
+        Key::new(i * 7 % 1000, (i % 3) as u8, i)
+    }
+
+    #[test]
+    fn tree_insert_clone_remove_in_kernel() -> Result {
+        let mut store = MemStore { data: KVVec::from_elem(0u8, BLOCKS * NODE_SIZE, GFP_KERNEL)? };
+        let mut alloc = KBox::new(MemAlloc { refs: [0; BLOCKS], freed: [false; BLOCKS] }, GFP_KERNEL)?;
+        let mut txn = Txn { store: &mut store, alloc: &mut *alloc, generation: 1, fsid: 1, tree: 1 };
+        let mut root = 0;
+        for i in 0..400 {
+            root = txn.insert(root, &key(i), &[i as u8; 60]).map_err(|_| EIO)?;
+        }
+        assert_eq!(txn.verify(root, &mut |_, _| {}), Ok(400));
+        for i in 0..400 {
+            assert_eq!(txn.lookup(root, &key(i), |v| v.first().copied()), Ok(Some(Some(i as u8))));
+        }
+        // A clone shares everything; removing from it leaves the original whole.
+        txn.generation = 2;
+        let clone = txn.clone_tree(root).map_err(|_| EIO)?;
+        let mut croot = clone;
+        for i in 0..200 {
+            croot = txn.remove(croot, &key(i)).map_err(|_| EIO)?.0;
+        }
+        assert_eq!(txn.verify(croot, &mut |_, _| {}), Ok(200));
+        assert_eq!(txn.verify(root, &mut |_, _| {}), Ok(400));
+        txn.drop_tree(croot).map_err(|_| EIO)?;
+        txn.drop_tree(root).map_err(|_| EIO)?;
+        assert_eq!(alloc.live(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn damaged_node_is_an_error() -> Result {
+        let mut store = MemStore { data: KVVec::from_elem(0u8, BLOCKS * NODE_SIZE, GFP_KERNEL)? };
+        let mut alloc = KBox::new(MemAlloc { refs: [0; BLOCKS], freed: [false; BLOCKS] }, GFP_KERNEL)?;
+        let mut txn = Txn { store: &mut store, alloc: &mut *alloc, generation: 1, fsid: 1, tree: 1 };
+        let mut root = 0;
+        for i in 0..300 {
+            root = txn.insert(root, &key(i), &[1; 30]).map_err(|_| EIO)?;
+        }
+        let at = usize::try_from(root).map_err(|_| EINVAL)? * NODE_SIZE + 200;
+        txn.store.data[at] ^= 0x40;
+        assert!(txn.verify(root, &mut |_, _| {}).is_err());
+        assert!(txn.lookup(root, &key(5), |_| ()).is_err());
+        Ok(())
+    }
+}
