@@ -527,15 +527,16 @@ pub fn leaf_used(buf: &[u8]) -> Result<usize, FormatError> {
     Ok(NODE_SIZE - HEADER_SIZE - leaf_free(buf)?)
 }
 
-/// Moves items `from..` of leaf `src` to the end of leaf `dst`.
+/// Moves items `from..` of leaf `src` to the front of leaf `dst` (whose keys are all larger).
 pub fn leaf_move_tail(src: &mut [u8], from: usize, dst: &mut [u8]) -> Result<(), FormatError> {
+    let mut at = 0;
     while len(src)? > from {
         let key = leaf_key(src, from)?;
         let (vo, vl) = leaf_value_range(src, from)?;
-        let at = len(dst)?;
         let value = node(src)?.get(vo..vo + vl).ok_or(FormatError::Truncated)?;
         leaf_insert(dst, at, &key, value)?;
         leaf_remove(src, from)?;
+        at += 1;
     }
     Ok(())
 }
@@ -596,13 +597,14 @@ pub fn internal_set_child(buf: &mut [u8], i: usize, child: u64) -> Result<(), Fo
     put_u64(node_mut(buf)?, internal_item_at(i)? + KEY_SIZE, child)
 }
 
-/// Moves items `from..` of internal node `src` to the end of `dst`.
+/// Moves items `from..` of internal node `src` to the front of `dst` (whose keys are all larger).
 pub fn internal_move_tail(src: &mut [u8], from: usize, dst: &mut [u8]) -> Result<(), FormatError> {
+    let mut at = 0;
     while len(src)? > from {
         let (k, c) = (internal_key(src, from)?, internal_child(src, from)?);
-        let at = len(dst)?;
         internal_insert(dst, at, &k, c)?;
         internal_remove(src, from)?;
+        at += 1;
     }
     Ok(())
 }

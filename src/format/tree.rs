@@ -494,44 +494,13 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
                 let count = leaf_prefix_for(rbuf.as_ref(), (ru - lu) / 2)?;
                 node::leaf_move_head(rbuf.as_mut(), count, lbuf.as_mut())?;
             } else {
-                let keep = split_point_leaf(lbuf.as_ref(), ln)?.max(1);
-                let from = keep.min(ln);
-                let mut tmp = self.store.alloc_buf()?;
-                tmp.as_mut().copy_from_slice(rbuf.as_ref());
-                // Prepend by rebuilding the right node: left's tail, then right's items.
-                node::init(
-                    rbuf.as_mut(),
-                    &Header {
-                        blocknr: rb,
-                        generation: self.generation,
-                        fsid: self.fsid,
-                        tree: self.tree,
-                        level,
-                        nitems: 0,
-                    },
-                )?;
+                let from = split_point_leaf(lbuf.as_ref(), ln)?;
                 node::leaf_move_tail(lbuf.as_mut(), from, rbuf.as_mut())?;
-                node::leaf_move_head(tmp.as_mut(), rn, rbuf.as_mut())?;
             }
         } else if ln < rn {
             node::internal_move_head(rbuf.as_mut(), (rn - ln) / 2, lbuf.as_mut())?;
         } else {
-            let from = ln - (ln - rn) / 2;
-            let mut tmp = self.store.alloc_buf()?;
-            tmp.as_mut().copy_from_slice(rbuf.as_ref());
-            node::init(
-                rbuf.as_mut(),
-                &Header {
-                    blocknr: rb,
-                    generation: self.generation,
-                    fsid: self.fsid,
-                    tree: self.tree,
-                    level,
-                    nitems: 0,
-                },
-            )?;
-            node::internal_move_tail(lbuf.as_mut(), from, rbuf.as_mut())?;
-            node::internal_move_head(tmp.as_mut(), rn, rbuf.as_mut())?;
+            node::internal_move_tail(lbuf.as_mut(), ln - (ln - rn) / 2, rbuf.as_mut())?;
         }
         self.write(lb, &mut lbuf)?;
         self.write(rb, &mut rbuf)?;
