@@ -64,12 +64,16 @@ disk="$build/disk-$suite.img"
 rm -f "$disk"
 truncate -s "$disk_size" "$disk"
 
+# Test runs execute the module's KUnit suites at load (and only those); the demo and the shell
+# skip KUnit to keep the console readable.
+kunit="kunit.filter_glob=lcfs_*"
+[ "$suite" = demo ] || [ "$mode" = shell ] && kunit="kunit.enable=0"
 accel=tcg
 [ "${LCFS_KVM:-0}" = 1 ] && accel=kvm
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 2G -nographic -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
 	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
-	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report kunit.filter_glob=lcfs_* lcfs_suite=$suite lcfs_rootfs=$rootfs")
+	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs")
 if [ "$rootfs" = 1 ]; then
 	# Read-only for the guest: writes go to a temporary overlay that QEMU discards.
 	rootimg=$("$LCFS_ROOT/scripts/mkrootfs.sh") || die "cannot build the Debian root filesystem"

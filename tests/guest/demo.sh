@@ -22,6 +22,6 @@ lcfs debug super "$DEV"
 step "umount /mnt; rmmod lcfs"
 umount /mnt
 rmmod lcfs
-dmesg | grep -E 'lcfs' | tail -5
+dmesg | grep 'lcfs: ' | tail -5
 echo
 echo "LCFS-RESULT: ok demo"
