@@ -129,29 +129,28 @@ t_device_too_small() {
 	drop_image
 }
 
-t_tiny_device() {
+# raw_image SOURCE BLOCKSIZE COUNT: a loop device over bytes copied from SOURCE.
+raw_image() {
 	rm -f "$IMG"
-	dd if=/dev/zero of="$IMG" bs=4096 count=1 2>/dev/null
+	dd if="$1" of="$IMG" bs="$2" count="$3" 2>/dev/null
 	LOOP=$(losetup -f)
 	losetup "$LOOP" "$IMG"
+}
+
+t_tiny_device() {
+	raw_image /dev/zero 4096 1
 	expect_mount_error "$LOOP" "Invalid argument" "device too small"
 	drop_image
 }
 
 t_garbage() {
-	rm -f "$IMG"
-	dd if=/dev/urandom of="$IMG" bs=1M count=4 2>/dev/null
-	LOOP=$(losetup -f)
-	losetup "$LOOP" "$IMG"
+	raw_image /dev/urandom 1M 4
 	expect_mount_error "$LOOP" "Invalid argument" "bad magic"
 	drop_image
 }
 
 t_zeroed() {
-	rm -f "$IMG"
-	dd if=/dev/zero of="$IMG" bs=1M count=4 2>/dev/null
-	LOOP=$(losetup -f)
-	losetup "$LOOP" "$IMG"
+	raw_image /dev/zero 1M 4
 	expect_mount_error "$LOOP" "Invalid argument" "bad magic"
 	drop_image
 }
