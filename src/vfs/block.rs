@@ -34,7 +34,8 @@ pub(super) unsafe fn with_block<R>(
         .checked_mul(u64::from(BLOCK_SIZE))
         .and_then(|p| i64::try_from(p).ok())
         .ok_or(EINVAL)?;
-    let index = usize::try_from(block).map_err(|_| EINVAL)?;
+    // Page-cache index of the page holding the block (a block is never larger than a page).
+    let index = usize::try_from(pos).map_err(|_| EINVAL)? >> kernel::page::PAGE_SHIFT;
     // SAFETY: `mapping` is a live block device mapping (function contract). The helper returns a
     // referenced, uptodate folio or an error pointer.
     let folio = from_err_ptr(unsafe { ext::lcfs_read_mapping_folio(mapping.cast(), index) })?;

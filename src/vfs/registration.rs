@@ -283,7 +283,7 @@ unsafe extern "C" fn statfs_callback<T: FileSystem>(
             (*buf).f_bavail = st.avail_blocks;
             (*buf).f_files = st.files;
             (*buf).f_ffree = st.free_files;
-            (*buf).f_fsid.val = [st.fsid[0] as c_int, st.fsid[1] as c_int];
+            (*buf).f_fsid.val = st.fsid.map(|w| c_int::from_ne_bytes(w.to_ne_bytes()));
             (*buf).f_namelen = st.name_len as c_long;
         }
         Ok(0)
