@@ -11,6 +11,7 @@ set -euo pipefail
 SUITE=bookworm
 PACKAGES=(fio stress-ng e2fsprogs)
 
+# Only the image path goes to stdout (callers capture it); everything else to stderr.
 key=$( { echo "$SUITE ${PACKAGES[*]}"; cat "$0"; } | sha256sum | cut -c1-12)
 img="$LCFS_CACHE/guest/debian-$SUITE-$key.img"
 if [ -f "$img.done" ]; then echo "$img"; exit 0; fi
@@ -27,7 +28,7 @@ mmdebstrap --quiet --variant=minbase --include="$include" "$SUITE" "$dir" \
 rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
 # Sparse image, sized with room to spare; the guest never writes to it (snapshot mode).
 size_mb=$(( $(du -sm "$dir" | cut -f1) * 3 / 2 + 256 ))
-mkfs.ext4 -q -F -L lcfs-debian -d "$dir" "$img" "${size_mb}M"
+mkfs.ext4 -q -F -L lcfs-debian -d "$dir" "$img" "${size_mb}M" >&2
 rm -rf "$dir"
 touch "$img.done"
 log "root filesystem built in $(( $(date +%s) - start )) s: $img"
