@@ -14,7 +14,7 @@ LLVM_SUFFIX := -19
 export LIBCLANG_PATH ?= /usr/lib/llvm$(LLVM_SUFFIX)/lib
 BUILD := $(CURDIR)/build
 
-.PHONY: all setup kernel module userspace guest-tools test run shell clippy fmt-check clean
+.PHONY: all setup kernel module userspace guest-tools test run shell bench clippy fmt-check clean
 
 all: module userspace
 
@@ -49,6 +49,10 @@ run: module guest-tools
 
 shell: module guest-tools
 	@scripts/vm.sh --shell
+
+# Format-core benchmark table (not a test); see Documentation/benchmarks.md.
+bench: setup
+	@cd userspace && cargo run --release --quiet -p lcfs-bench
 
 clippy: setup
 	@cd userspace && cargo clippy --release --all-targets --quiet -- -D warnings
