@@ -16,7 +16,9 @@
 
 pub mod bytes;
 pub mod crc32c;
+pub mod hash;
 pub mod node;
+pub mod records;
 pub mod superblock;
 pub mod tree;
 

@@ -1,0 +1,467 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! Tree item records: what the keys of a layer's tree name and how their values are encoded.
+//!
+//! Every record is encoded field by field (little-endian) into a leaf value and validated on decode:
+//! unknown flag bits, non-zero reserved bytes, impossible modes, out-of-range nanoseconds and bad
+//! names are errors. Key layout (`id`, `kind`, `offset`):
+//!
+//! | kind | id | offset | value |
+//! |------|----|--------|-------|
+//! | [`kind::INODE`] | inode number | 0 | [`InodeRecord`], 128 bytes |
+//! | [`kind::DIRENT`] | directory inode | [`dirent_offset`] of the name hash and a collision index | [`DirentRecord`] |
+//! | [`kind::EXTENT`] | inode | file offset in blocks | [`ExtentRecord`], 16 bytes |
+//! | [`kind::INLINE`] | inode | 0 | inline data of a small file or symlink target |
+//! | [`kind::LAYER`] | layer id | 0 | [`LayerRecord`] |
+
+use super::bytes::{get_array, get_u16, get_u32, get_u64, put_bytes, put_u16, put_u32, put_u64};
+use super::hash::siphash24;
+use super::node::MAX_VALUE_SIZE;
+use super::FormatError;
+
+/// Item kinds (the `kind` byte of a key).
+pub mod kind {
+    /// An inode's attributes.
+    pub const INODE: u8 = 1;
+    /// A directory entry.
+    pub const DIRENT: u8 = 2;
+    /// A data extent of a regular file.
+    pub const EXTENT: u8 = 4;
+    /// Inline data: the target of a symlink or the bytes of a small file.
+    pub const INLINE: u8 = 5;
+    /// A layer.
+    pub const LAYER: u8 = 16;
+}
+
+/// Longest name in a directory, in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// Most inline data kept in a leaf item (a symlink target up to this length is stored inline).
+pub const INLINE_MAX: usize = MAX_VALUE_SIZE;
+
+/// A timestamp: seconds since the Unix epoch and nanoseconds (below one second).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timespec {
+    /// Seconds (may be negative).
+    pub sec: i64,
+    /// Nanoseconds, `0..1_000_000_000`.
+    pub nsec: u32,
+}
+
+impl Timespec {
+    fn put(&self, buf: &mut [u8], at: usize) -> Result<(), FormatError> {
+        put_bytes(buf, at, &self.sec.to_le_bytes())?;
+        put_u32(buf, at + 8, self.nsec)
+    }
+
+    fn get(buf: &[u8], at: usize) -> Result<Self, FormatError> {
+        let t = Self {
+            sec: i64::from_le_bytes(get_array(buf, at)?),
+            nsec: get_u32(buf, at + 8)?,
+        };
+        if t.nsec >= 1_000_000_000 {
+            return Err(FormatError::BadField("nanoseconds"));
+        }
+        Ok(t)
+    }
+}
+
+/// File type bits of a mode (the Linux values, fixed by the format).
+pub mod mode {
+    /// Mask of the type bits.
+    pub const S_IFMT: u32 = 0o170_000;
+    /// Socket.
+    pub const S_IFSOCK: u32 = 0o140_000;
+    /// Symbolic link.
+    pub const S_IFLNK: u32 = 0o120_000;
+    /// Regular file.
+    pub const S_IFREG: u32 = 0o100_000;
+    /// Block device.
+    pub const S_IFBLK: u32 = 0o060_000;
+    /// Directory.
+    pub const S_IFDIR: u32 = 0o040_000;
+    /// Character device.
+    pub const S_IFCHR: u32 = 0o020_000;
+    /// FIFO.
+    pub const S_IFIFO: u32 = 0o010_000;
+}
+
+/// Inode flags this version knows.
+pub const INODE_FLAGS_KNOWN: u32 = 0;
+
+/// Size of an encoded [`InodeRecord`].
+pub const INODE_RECORD_SIZE: usize = 128;
+
+/// The attributes of an inode.
+///
+/// Layout: `mode` u32 @0, `uid` u32 @4, `gid` u32 @8, `nlink` u32 @12, `flags` u32 @16, reserved
+/// u32 @20, `rdev` u64 @24, `size` u64 @32, `blocks` u64 @40, `atime` @48, `mtime` @60, `ctime`
+/// @72, `btime` @84 (each i64 seconds + u32 nanoseconds), `generation` u64 @96, `data_id` u64
+/// @104, reserved @112..128.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InodeRecord {
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Link count (0 only for an orphan awaiting deletion).
+    pub nlink: u32,
+    /// Inode flags ([`INODE_FLAGS_KNOWN`]).
+    pub flags: u32,
+    /// Device number of a device node (Linux `new_encode_dev` encoding).
+    pub rdev: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Blocks allocated to the file.
+    pub blocks: u64,
+    /// Last access.
+    pub atime: Timespec,
+    /// Last data modification.
+    pub mtime: Timespec,
+    /// Last status change.
+    pub ctime: Timespec,
+    /// Creation (birth).
+    pub btime: Timespec,
+    /// Generation number, for NFS file handles.
+    pub generation: u64,
+    /// Identity of the file's data: equal across clones until the first write that changes data;
+    /// the key of shared page cache.
+    pub data_id: u64,
+}
+
+impl InodeRecord {
+    /// Encodes into `INODE_RECORD_SIZE` bytes at the start of `buf`.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<(), FormatError> {
+        let b = buf
+            .get_mut(..INODE_RECORD_SIZE)
+            .ok_or(FormatError::Truncated)?;
+        b.fill(0);
+        put_u32(b, 0, self.mode)?;
+        put_u32(b, 4, self.uid)?;
+        put_u32(b, 8, self.gid)?;
+        put_u32(b, 12, self.nlink)?;
+        put_u32(b, 16, self.flags)?;
+        put_u64(b, 24, self.rdev)?;
+        put_u64(b, 32, self.size)?;
+        put_u64(b, 40, self.blocks)?;
+        self.atime.put(b, 48)?;
+        self.mtime.put(b, 60)?;
+        self.ctime.put(b, 72)?;
+        self.btime.put(b, 84)?;
+        put_u64(b, 96, self.generation)?;
+        put_u64(b, 104, self.data_id)
+    }
+
+    /// Decodes and validates a record.
+    pub fn decode(buf: &[u8]) -> Result<Self, FormatError> {
+        if buf.len() != INODE_RECORD_SIZE {
+            return Err(FormatError::BadField("inode record size"));
+        }
+        let r = Self {
+            mode: get_u32(buf, 0)?,
+            uid: get_u32(buf, 4)?,
+            gid: get_u32(buf, 8)?,
+            nlink: get_u32(buf, 12)?,
+            flags: get_u32(buf, 16)?,
+            rdev: get_u64(buf, 24)?,
+            size: get_u64(buf, 32)?,
+            blocks: get_u64(buf, 40)?,
+            atime: Timespec::get(buf, 48)?,
+            mtime: Timespec::get(buf, 60)?,
+            ctime: Timespec::get(buf, 72)?,
+            btime: Timespec::get(buf, 84)?,
+            generation: get_u64(buf, 96)?,
+            data_id: get_u64(buf, 104)?,
+        };
+        if get_u32(buf, 20)? != 0 || buf.get(112..).is_none_or(|r| r.iter().any(|&b| b != 0)) {
+            return Err(FormatError::BadField("inode reserved"));
+        }
+        if file_type(r.mode).is_none() || r.mode & !(mode::S_IFMT | 0o7777) != 0 {
+            return Err(FormatError::BadField("inode mode"));
+        }
+        if r.flags & !INODE_FLAGS_KNOWN != 0 {
+            return Err(FormatError::BadField("inode flags"));
+        }
+        if r.size > i64::MAX.unsigned_abs() {
+            return Err(FormatError::BadField("inode size"));
+        }
+        Ok(r)
+    }
+}
+
+/// The `DT_*` type of a mode, or `None` if the type bits are not a valid file type.
+pub fn file_type(m: u32) -> Option<u8> {
+    Some(match m & mode::S_IFMT {
+        mode::S_IFIFO => 1,
+        mode::S_IFCHR => 2,
+        mode::S_IFDIR => 4,
+        mode::S_IFBLK => 6,
+        mode::S_IFREG => 8,
+        mode::S_IFLNK => 10,
+        mode::S_IFSOCK => 12,
+        _ => return None,
+    })
+}
+
+/// Checks a directory entry name: 1 to 255 bytes, no `/` or NUL, not `.` or `..`.
+pub fn check_name(name: &[u8]) -> Result<(), FormatError> {
+    if name.is_empty() || name.len() > NAME_MAX || name.contains(&b'/') || name.contains(&0) {
+        return Err(FormatError::BadField("name"));
+    }
+    if name == b"." || name == b".." {
+        return Err(FormatError::BadField("name"));
+    }
+    Ok(())
+}
+
+/// The per-filesystem key of the name hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashKey(pub u64, pub u64);
+
+impl HashKey {
+    /// The 64-bit hash of a name.
+    pub fn hash(&self, name: &[u8]) -> u64 {
+        siphash24(self.0, self.1, name)
+    }
+}
+
+/// Number of names with the same hash bucket a directory can hold.
+pub const DIRENT_COLLISIONS: u64 = 256;
+
+/// Key offset of a directory entry: the name's hash bucket and a collision index (0..256).
+///
+/// The result is in `256..2^62 + 256`, so it can serve as a readdir cookie (`d_off`, a positive
+/// `loff_t`) that stays valid while the directory changes, and never collides with the positions
+/// 0 and 1 of "." and "..". Names whose hashes share a bucket take successive indexes; a lookup
+/// scans the bucket's (at most 256) items.
+pub fn dirent_offset(hash: u64, index: u64) -> Option<u64> {
+    if index >= DIRENT_COLLISIONS {
+        return None;
+    }
+    Some((((hash >> 10) + 1) << 8) | index)
+}
+
+/// A directory entry.
+///
+/// Layout: `ino` u64 @0, `dtype` u8 @8, `name_len` u8 @9, name @10.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirentRecord<'a> {
+    /// Inode number the name points to.
+    pub ino: u64,
+    /// `DT_*` file type.
+    pub dtype: u8,
+    /// The name.
+    pub name: &'a [u8],
+}
+
+impl<'a> DirentRecord<'a> {
+    /// Encoded size.
+    pub fn size(&self) -> usize {
+        10 + self.name.len()
+    }
+
+    /// Encodes at the start of `buf`; returns the bytes written.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, FormatError> {
+        check_name(self.name)?;
+        let len = u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("name"))?;
+        put_u64(buf, 0, self.ino)?;
+        put_bytes(buf, 8, &[self.dtype, len])?;
+        put_bytes(buf, 10, self.name)?;
+        Ok(self.size())
+    }
+
+    /// Decodes and validates an entry.
+    pub fn decode(buf: &'a [u8]) -> Result<Self, FormatError> {
+        let [dtype, len] = get_array::<2>(buf, 8)?;
+        let name = buf.get(10..).ok_or(FormatError::Truncated)?;
+        if name.len() != usize::from(len) {
+            return Err(FormatError::BadField("dirent length"));
+        }
+        check_name(name)?;
+        if ![1, 2, 4, 6, 8, 10, 12].contains(&dtype) {
+            return Err(FormatError::BadField("dirent type"));
+        }
+        let ino = get_u64(buf, 0)?;
+        if ino == 0 {
+            return Err(FormatError::BadField("dirent inode"));
+        }
+        Ok(Self { ino, dtype, name })
+    }
+}
+
+/// Extent flags this version knows.
+pub mod extent_flags {
+    /// Allocated but not written: reads return zeros (fallocate).
+    pub const UNWRITTEN: u32 = 1;
+    /// All known flags.
+    pub const KNOWN: u32 = UNWRITTEN;
+}
+
+/// Size of an encoded [`ExtentRecord`].
+pub const EXTENT_RECORD_SIZE: usize = 16;
+
+/// A run of file blocks stored in consecutive disk blocks. Holes are the absence of extents.
+///
+/// Layout: `disk_block` u64 @0, `len` u32 @8 (blocks), `flags` u32 @12.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtentRecord {
+    /// First disk block.
+    pub disk_block: u64,
+    /// Length in blocks (at least 1).
+    pub len: u32,
+    /// [`extent_flags`].
+    pub flags: u32,
+}
+
+impl ExtentRecord {
+    /// Encodes into `EXTENT_RECORD_SIZE` bytes at the start of `buf`.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<(), FormatError> {
+        put_u64(buf, 0, self.disk_block)?;
+        put_u32(buf, 8, self.len)?;
+        put_u32(buf, 12, self.flags)
+    }
+
+    /// Decodes and validates an extent; `total_blocks` bounds its disk range.
+    pub fn decode(buf: &[u8], total_blocks: u64) -> Result<Self, FormatError> {
+        if buf.len() != EXTENT_RECORD_SIZE {
+            return Err(FormatError::BadField("extent size"));
+        }
+        let e = Self {
+            disk_block: get_u64(buf, 0)?,
+            len: get_u32(buf, 8)?,
+            flags: get_u32(buf, 12)?,
+        };
+        let end = e.disk_block.checked_add(u64::from(e.len));
+        if e.len == 0 || e.disk_block == 0 || end.is_none_or(|end| end > total_blocks) {
+            return Err(FormatError::BadField("extent range"));
+        }
+        if e.flags & !extent_flags::KNOWN != 0 {
+            return Err(FormatError::BadField("extent flags"));
+        }
+        Ok(e)
+    }
+}
+
+/// Layer flags this version knows.
+pub mod layer_flags {
+    /// Frozen: read-only from now on, may be cloned.
+    pub const READ_ONLY: u32 = 1;
+    /// All known flags.
+    pub const KNOWN: u32 = READ_ONLY;
+}
+
+/// Longest layer name, in bytes.
+pub const LAYER_NAME_MAX: usize = 255;
+
+/// A layer: one complete tree of inodes, directory entries and extents, possibly sharing nodes
+/// with its parent.
+///
+/// Layout: `parent` u64 @0 (0: none), `flags` u32 @8, reserved u32 @12, `create_time` @16
+/// (i64 + u32), reserved u32 @28, `root` u64 @32 (tree root block), `bytes_used` u64 @40,
+/// `inodes_used` u64 @48, `name_len` u8 @56, name @57.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerRecord<'a> {
+    /// Parent layer id, 0 for none.
+    pub parent: u64,
+    /// [`layer_flags`].
+    pub flags: u32,
+    /// Creation time.
+    pub create_time: Timespec,
+    /// Root block of the layer's tree (0 when empty).
+    pub root: u64,
+    /// Bytes of file data the layer references, kept incrementally.
+    pub bytes_used: u64,
+    /// Inodes the layer holds, kept incrementally.
+    pub inodes_used: u64,
+    /// Name, 1 to 255 bytes of UTF-8 without `/` or NUL.
+    pub name: &'a [u8],
+}
+
+impl<'a> LayerRecord<'a> {
+    /// Encoded size.
+    pub fn size(&self) -> usize {
+        57 + self.name.len()
+    }
+
+    /// Encodes at the start of `buf`; returns the bytes written.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, FormatError> {
+        check_layer_name(self.name)?;
+        let b = buf.get_mut(..self.size()).ok_or(FormatError::Truncated)?;
+        b.fill(0);
+        put_u64(b, 0, self.parent)?;
+        put_u32(b, 8, self.flags)?;
+        self.create_time.put(b, 16)?;
+        put_u64(b, 32, self.root)?;
+        put_u64(b, 40, self.bytes_used)?;
+        put_u64(b, 48, self.inodes_used)?;
+        let len = u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("layer name"))?;
+        put_bytes(b, 56, &[len])?;
+        put_bytes(b, 57, self.name)?;
+        Ok(self.size())
+    }
+
+    /// Decodes and validates a layer record of layer `id`.
+    pub fn decode(buf: &'a [u8], id: u64, total_blocks: u64) -> Result<Self, FormatError> {
+        let len = usize::from(get_array::<1>(buf, 56)?[0]);
+        let name = buf.get(57..).ok_or(FormatError::Truncated)?;
+        if name.len() != len {
+            return Err(FormatError::BadField("layer record length"));
+        }
+        check_layer_name(name)?;
+        let r = Self {
+            parent: get_u64(buf, 0)?,
+            flags: get_u32(buf, 8)?,
+            create_time: Timespec::get(buf, 16)?,
+            root: get_u64(buf, 32)?,
+            bytes_used: get_u64(buf, 40)?,
+            inodes_used: get_u64(buf, 48)?,
+            name,
+        };
+        if get_u32(buf, 12)? != 0 || get_u32(buf, 28)? != 0 {
+            return Err(FormatError::BadField("layer reserved"));
+        }
+        if r.flags & !layer_flags::KNOWN != 0 {
+            return Err(FormatError::BadField("layer flags"));
+        }
+        if r.parent == id || r.root >= total_blocks {
+            return Err(FormatError::BadField("layer links"));
+        }
+        Ok(r)
+    }
+}
+
+/// Checks a layer name: 1 to 255 bytes of UTF-8, no `/` or NUL.
+pub fn check_layer_name(name: &[u8]) -> Result<(), FormatError> {
+    if name.is_empty() || name.len() > LAYER_NAME_MAX || name.contains(&b'/') || name.contains(&0) {
+        return Err(FormatError::BadField("layer name"));
+    }
+    core::str::from_utf8(name).map_err(|_| FormatError::BadField("layer name"))?;
+    Ok(())
+}
+
+/// Reads a u16 length-prefixed byte string (used by inline data items).
+pub fn inline_data(buf: &[u8]) -> Result<&[u8], FormatError> {
+    let len = usize::from(get_u16(buf, 0)?);
+    let data = buf.get(2..).ok_or(FormatError::Truncated)?;
+    if data.len() != len || len > INLINE_MAX - 2 {
+        return Err(FormatError::BadField("inline length"));
+    }
+    Ok(data)
+}
+
+/// Writes a u16 length-prefixed byte string; returns the bytes written.
+pub fn put_inline_data(buf: &mut [u8], data: &[u8]) -> Result<usize, FormatError> {
+    if data.len() > INLINE_MAX - 2 {
+        return Err(FormatError::BadField("inline length"));
+    }
+    let len = u16::try_from(data.len()).map_err(|_| FormatError::BadField("inline length"))?;
+    put_u16(buf, 0, len)?;
+    put_bytes(buf, 2, data)?;
+    Ok(2 + data.len())
+}
+
+#[cfg(test)]
+#[path = "records_tests.rs"]
+mod tests;
