@@ -563,7 +563,11 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
                 high
             };
             let child = node::internal_child(buf.as_ref(), i)?;
-            total += self.verify_rec(child, Some(hdr.level - 1), Some(lo), hi, false, visit)?;
+            let sub = self.verify_rec(child, Some(hdr.level - 1), Some(lo), hi, false, visit)?;
+            // A damaged image can point many parents at one subtree: never overflow on it.
+            total = total
+                .checked_add(sub)
+                .ok_or(Error::Corrupt(FormatError::BadField("item count")))?;
         }
         Ok(total)
     }
