@@ -19,6 +19,7 @@ pub mod crc32c;
 pub mod hash;
 pub mod node;
 pub mod records;
+pub mod refmap;
 pub mod superblock;
 pub mod tree;
 

@@ -68,20 +68,40 @@ pub trait BlockStore {
 ///
 /// A node referenced by one parent (or one tree root) has count 1; cloning a tree and sharing a
 /// node raise it. A block whose count drops to 0 is free, but must not be handed out again before
-/// the transaction commits: the committed trees may still reference it.
-pub trait Allocator {
-    /// A free block, with reference count 1.
-    fn alloc(&mut self) -> Result<u64, Error>;
+/// the transaction commits: the committed trees may still reference it. The allocator may keep
+/// its own state in blocks of `store` (the on-disk [`super::refmap::RefMap`] does).
+pub trait Allocator<S: BlockStore> {
+    /// A free block for a tree node, with reference count 1.
+    fn alloc(&mut self, store: &mut S) -> Result<u64, Error>;
     /// Reference count of a block in use.
-    fn refcount(&mut self, blocknr: u64) -> Result<u32, Error>;
-    /// Adds a reference.
-    fn inc_ref(&mut self, blocknr: u64) -> Result<(), Error>;
-    /// Drops a reference; at 0 the block is free. Returns the new count.
-    fn dec_ref(&mut self, blocknr: u64) -> Result<u32, Error>;
+    fn refcount(&mut self, store: &mut S, blocknr: u64) -> Result<u32, Error>;
+    /// Adds a reference to each of `len` blocks from `blocknr`.
+    fn inc_ref(&mut self, store: &mut S, blocknr: u64, len: u64) -> Result<(), Error>;
+    /// Drops a reference from each of `len` blocks from `blocknr`; at 0 a block is free.
+    fn dec_ref(&mut self, store: &mut S, blocknr: u64, len: u64) -> Result<(), Error>;
 }
 
+impl<S: BlockStore> Allocator<S> for super::refmap::RefMap {
+    fn alloc(&mut self, store: &mut S) -> Result<u64, Error> {
+        super::refmap::RefMap::alloc(self, store, super::refmap::Purpose::Metadata)
+    }
+    fn refcount(&mut self, store: &mut S, blocknr: u64) -> Result<u32, Error> {
+        super::refmap::RefMap::refcount(self, store, blocknr)
+    }
+    fn inc_ref(&mut self, store: &mut S, blocknr: u64, len: u64) -> Result<(), Error> {
+        self.inc_range(store, blocknr, len)
+    }
+    fn dec_ref(&mut self, store: &mut S, blocknr: u64, len: u64) -> Result<(), Error> {
+        self.dec_range(store, blocknr, len)
+    }
+}
+
+/// Tells which blocks a leaf item's value references (a file extent, for example), so that
+/// sharing and dropping a leaf keeps those blocks' counts right. `total_blocks` bounds them.
+pub type LeafRefs = fn(key: &Key, value: &[u8], total_blocks: u64) -> Result<Option<(u64, u64)>, FormatError>;
+
 /// One transaction's view of a tree kind.
-pub struct Txn<'a, S: BlockStore, A: Allocator> {
+pub struct Txn<'a, S: BlockStore, A: Allocator<S>> {
     /// Where nodes are read and written.
     pub store: &'a mut S,
     /// Where new blocks come from.
@@ -92,6 +112,8 @@ pub struct Txn<'a, S: BlockStore, A: Allocator> {
     pub fsid: u64,
     /// Tree kind stored in every node.
     pub tree: u8,
+    /// Block references held by leaf values, if this tree kind has any.
+    pub leaf_refs: Option<LeafRefs>,
 }
 
 /// Outcome of inserting into a subtree.
@@ -110,7 +132,30 @@ struct Shrunk {
     underfull: bool,
 }
 
-impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
+impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
+    /// Calls `f` for every block range the items of leaf `buf` reference.
+    fn leaf_ranges(
+        &mut self,
+        buf: &S::Buf,
+        inc: bool,
+    ) -> Result<(), Error> {
+        let Some(refs) = self.leaf_refs else {
+            return Ok(());
+        };
+        let total = self.store.total_blocks();
+        for i in 0..node::len(buf.as_ref())? {
+            let key = node::leaf_key(buf.as_ref(), i)?;
+            if let Some((b, len)) = refs(&key, node::leaf_value(buf.as_ref(), i)?, total)? {
+                if inc {
+                    self.alloc.inc_ref(self.store, b, len)?;
+                } else {
+                    self.alloc.dec_ref(self.store, b, len)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn expect(&self, blocknr: u64, level: Option<u8>) -> Expect {
         Expect {
             blocknr,
@@ -143,19 +188,25 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
     /// Makes the node writable in this transaction: shadows it to a new block unless this
     /// transaction wrote it and no other tree shares it. Returns the block it now lives in.
     fn cow(&mut self, blocknr: u64, hdr: &Header, buf: &mut S::Buf) -> Result<u64, Error> {
-        let refs = self.alloc.refcount(blocknr)?;
+        let refs = self.alloc.refcount(self.store, blocknr)?;
         if refs == 1 && hdr.generation == self.generation {
             return Ok(blocknr);
         }
-        let new = self.alloc.alloc()?;
-        if refs > 1 && !hdr.is_leaf() {
-            // The copy is a new parent of every child: push the sharing down one level.
-            for i in 0..node::len(buf.as_ref())? {
-                self.alloc.inc_ref(node::internal_child(buf.as_ref(), i)?)?;
+        let new = self.alloc.alloc(self.store)?;
+        if refs > 1 {
+            // The copy is a new parent of everything the node references: push the sharing
+            // down one level.
+            if hdr.is_leaf() {
+                self.leaf_ranges(buf, true)?;
+            } else {
+                for i in 0..node::len(buf.as_ref())? {
+                    let child = node::internal_child(buf.as_ref(), i)?;
+                    self.alloc.inc_ref(self.store, child, 1)?;
+                }
             }
         }
         node::relocate(buf.as_mut(), new, self.generation)?;
-        self.alloc.dec_ref(blocknr)?;
+        self.alloc.dec_ref(self.store, blocknr, 1)?;
         Ok(new)
     }
 
@@ -163,7 +214,7 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
     /// Returns the clone's root.
     pub fn clone_tree(&mut self, root: u64) -> Result<u64, Error> {
         if root != 0 {
-            self.alloc.inc_ref(root)?;
+            self.alloc.inc_ref(self.store, root, 1)?;
         }
         Ok(root)
     }
@@ -178,23 +229,25 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
     }
 
     fn drop_rec(&mut self, block: u64, level: Option<u8>) -> Result<(), Error> {
-        if self.alloc.refcount(block)? > 1 {
-            self.alloc.dec_ref(block)?;
+        if self.alloc.refcount(self.store, block)? > 1 {
+            self.alloc.dec_ref(self.store, block, 1)?;
             return Ok(());
         }
         let (buf, hdr) = self.read(block, level)?;
-        if !hdr.is_leaf() {
+        if hdr.is_leaf() {
+            self.leaf_ranges(&buf, false)?;
+        } else {
             for i in 0..node::len(buf.as_ref())? {
                 let child = node::internal_child(buf.as_ref(), i)?;
                 self.drop_rec(child, Some(hdr.level - 1))?;
             }
         }
-        self.alloc.dec_ref(block)?;
+        self.alloc.dec_ref(self.store, block, 1)?;
         Ok(())
     }
 
     fn new_node(&mut self, level: u8) -> Result<(u64, S::Buf), Error> {
-        let blocknr = self.alloc.alloc()?;
+        let blocknr = self.alloc.alloc(self.store)?;
         let mut buf = self.store.alloc_buf()?;
         node::init(
             buf.as_mut(),
@@ -406,12 +459,12 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
         let (buf, hdr) = self.read(shrunk.block, None)?;
         let n = node::len(buf.as_ref())?;
         if hdr.is_leaf() && n == 0 {
-            self.alloc.dec_ref(shrunk.block)?;
+            self.alloc.dec_ref(self.store, shrunk.block, 1)?;
             return Ok((0, true));
         }
         if !hdr.is_leaf() && n == 1 {
             let child = node::internal_child(buf.as_ref(), 0)?;
-            self.alloc.dec_ref(shrunk.block)?;
+            self.alloc.dec_ref(self.store, shrunk.block, 1)?;
             return Ok((child, true));
         }
         Ok((shrunk.block, true))
@@ -479,7 +532,7 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
                 node::internal_move_head(rbuf.as_mut(), rn, lbuf.as_mut())?;
             }
             self.write(lb, &mut lbuf)?;
-            self.alloc.dec_ref(rb)?;
+            self.alloc.dec_ref(self.store, rb, 1)?;
             node::internal_set_child(parent.as_mut(), left, lb)?;
             node::internal_remove(parent.as_mut(), left + 1)?;
             return Ok(());
@@ -513,7 +566,7 @@ impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
     }
 }
 
-impl<S: BlockStore, A: Allocator> Txn<'_, S, A> {
+impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
     /// Checks the whole tree under `root`: every node valid, levels decreasing by one, keys
     /// within the bounds their parents give, no empty non-root node. Calls `visit` for every node.
     /// Returns the number of items.

@@ -56,8 +56,8 @@ impl MemAlloc {
     }
 }
 
-impl Allocator for MemAlloc {
-    fn alloc(&mut self) -> Result<u64, Error> {
+impl<S: BlockStore> Allocator<S> for MemAlloc {
+    fn alloc(&mut self, _: &mut S) -> Result<u64, Error> {
         let b = match self.reusable.pop() {
             Some(b) => b,
             None => {
@@ -72,28 +72,25 @@ impl Allocator for MemAlloc {
         );
         Ok(b)
     }
-    fn refcount(&mut self, blocknr: u64) -> Result<u32, Error> {
+    fn refcount(&mut self, _: &mut S, blocknr: u64) -> Result<u32, Error> {
         Ok(*self.refs.get(&blocknr).expect("refcount of a free block"))
     }
-    fn inc_ref(&mut self, blocknr: u64) -> Result<(), Error> {
-        *self
-            .refs
-            .get_mut(&blocknr)
-            .expect("inc_ref of a free block") += 1;
+    fn inc_ref(&mut self, _: &mut S, blocknr: u64, len: u64) -> Result<(), Error> {
+        for b in blocknr..blocknr + len {
+            *self.refs.get_mut(&b).expect("inc_ref of a free block") += 1;
+        }
         Ok(())
     }
-    fn dec_ref(&mut self, blocknr: u64) -> Result<u32, Error> {
-        let r = self
-            .refs
-            .get_mut(&blocknr)
-            .expect("dec_ref of a free block");
-        *r -= 1;
-        let left = *r;
-        if left == 0 {
-            self.refs.remove(&blocknr);
-            self.freed_this_txn.insert(blocknr);
+    fn dec_ref(&mut self, _: &mut S, blocknr: u64, len: u64) -> Result<(), Error> {
+        for b in blocknr..blocknr + len {
+            let r = self.refs.get_mut(&b).expect("dec_ref of a free block");
+            *r -= 1;
+            if *r == 0 {
+                self.refs.remove(&b);
+                self.freed_this_txn.insert(b);
+            }
         }
-        Ok(left)
+        Ok(())
     }
 }
 
@@ -132,6 +129,7 @@ impl World {
             generation: self.generation,
             fsid: 7,
             tree: 3,
+            leaf_refs: None,
         }
     }
 

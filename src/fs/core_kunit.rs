@@ -72,8 +72,8 @@ mod tests {
         }
     }
 
-    impl Allocator for MemAlloc {
-        fn alloc(&mut self) -> Result<u64, Error> {
+    impl<S: BlockStore> Allocator<S> for MemAlloc {
+        fn alloc(&mut self, _: &mut S) -> Result<u64, Error> {
             // Block 0 is never handed out: it means "empty tree".
             for b in 1..BLOCKS {
                 if self.refs[b] == 0 && !self.freed[b] {
@@ -84,26 +84,32 @@ mod tests {
             Err(Error::NoSpace)
         }
 
-        fn refcount(&mut self, blocknr: u64) -> Result<u32, Error> {
+        fn refcount(&mut self, _: &mut S, blocknr: u64) -> Result<u32, Error> {
             let b = usize::try_from(blocknr).map_err(|_| Error::Invalid)?;
             self.refs.get(b).copied().ok_or(Error::Invalid)
         }
 
-        fn inc_ref(&mut self, blocknr: u64) -> Result<(), Error> {
+        fn inc_ref(&mut self, _: &mut S, blocknr: u64, len: u64) -> Result<(), Error> {
+            if len != 1 {
+                return Err(Error::Invalid);
+            }
             let b = usize::try_from(blocknr).map_err(|_| Error::Invalid)?;
             let r = self.refs.get_mut(b).ok_or(Error::Invalid)?;
             *r += 1;
             Ok(())
         }
 
-        fn dec_ref(&mut self, blocknr: u64) -> Result<u32, Error> {
+        fn dec_ref(&mut self, _: &mut S, blocknr: u64, len: u64) -> Result<(), Error> {
+            if len != 1 {
+                return Err(Error::Invalid);
+            }
             let b = usize::try_from(blocknr).map_err(|_| Error::Invalid)?;
             let r = self.refs.get_mut(b).ok_or(Error::Invalid)?;
             *r = r.checked_sub(1).ok_or(Error::Invalid)?;
             if *r == 0 {
                 self.freed[b] = true;
             }
-            Ok(*r)
+            Ok(())
         }
     }
 
@@ -115,7 +121,7 @@ mod tests {
     fn tree_insert_clone_remove_in_kernel() -> Result {
         let mut store = MemStore { data: KVVec::from_elem(0u8, BLOCKS * NODE_SIZE, GFP_KERNEL)? };
         let mut alloc = KBox::new(MemAlloc { refs: [0; BLOCKS], freed: [false; BLOCKS] }, GFP_KERNEL)?;
-        let mut txn = Txn { store: &mut store, alloc: &mut *alloc, generation: 1, fsid: 1, tree: 1 };
+        let mut txn = Txn { store: &mut store, alloc: &mut *alloc, generation: 1, fsid: 1, tree: 1, leaf_refs: None };
         let mut root = 0;
         for i in 0..400 {
             root = txn.insert(root, &key(i), &[i as u8; 60]).map_err(|_| EIO)?;
@@ -143,7 +149,7 @@ mod tests {
     fn damaged_node_is_an_error() -> Result {
         let mut store = MemStore { data: KVVec::from_elem(0u8, BLOCKS * NODE_SIZE, GFP_KERNEL)? };
         let mut alloc = KBox::new(MemAlloc { refs: [0; BLOCKS], freed: [false; BLOCKS] }, GFP_KERNEL)?;
-        let mut txn = Txn { store: &mut store, alloc: &mut *alloc, generation: 1, fsid: 1, tree: 1 };
+        let mut txn = Txn { store: &mut store, alloc: &mut *alloc, generation: 1, fsid: 1, tree: 1, leaf_refs: None };
         let mut root = 0;
         for i in 0..300 {
             root = txn.insert(root, &key(i), &[1; 30]).map_err(|_| EIO)?;

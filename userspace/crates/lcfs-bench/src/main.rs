@@ -75,8 +75,8 @@ impl MemAlloc {
     }
 }
 
-impl Allocator for MemAlloc {
-    fn alloc(&mut self) -> Result<u64, Error> {
+impl<S: BlockStore> Allocator<S> for MemAlloc {
+    fn alloc(&mut self, _: &mut S) -> Result<u64, Error> {
         let b = match self.free.pop() {
             Some(b) => b,
             None => {
@@ -90,21 +90,24 @@ impl Allocator for MemAlloc {
         *self.slot(b)? = 1;
         Ok(b)
     }
-    fn refcount(&mut self, b: u64) -> Result<u32, Error> {
+    fn refcount(&mut self, _: &mut S, b: u64) -> Result<u32, Error> {
         Ok(*self.slot(b)?)
     }
-    fn inc_ref(&mut self, b: u64) -> Result<(), Error> {
-        *self.slot(b)? += 1;
+    fn inc_ref(&mut self, _: &mut S, blocknr: u64, len: u64) -> Result<(), Error> {
+        for b in blocknr..blocknr + len {
+            *self.slot(b)? += 1;
+        }
         Ok(())
     }
-    fn dec_ref(&mut self, b: u64) -> Result<u32, Error> {
-        let r = self.slot(b)?;
-        *r -= 1;
-        let left = *r;
-        if left == 0 {
-            self.freed_now.push(b);
+    fn dec_ref(&mut self, _: &mut S, blocknr: u64, len: u64) -> Result<(), Error> {
+        for b in blocknr..blocknr + len {
+            let r = self.slot(b)?;
+            *r -= 1;
+            if *r == 0 {
+                self.freed_now.push(b);
+            }
         }
-        Ok(left)
+        Ok(())
     }
 }
 
@@ -129,6 +132,7 @@ impl Bench {
             generation: self.generation,
             fsid: 1,
             tree: 1,
+            leaf_refs: None,
         }
     }
     fn commit(&mut self) {

@@ -1,0 +1,1059 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! The reference-count map: the reference count of every block, and the free-space index.
+//!
+//! Every block of the filesystem has a 32-bit count: 0 is free, `n` is referenced `n` times (by
+//! tree parents, layer roots, file extents, or the superblock for fixed blocks). The map is a
+//! fixed-shape radix tree of 4 KiB nodes stored in the blocks it describes:
+//!
+//! * a leaf holds the counts of [`LEAF_ENTRIES`] consecutive blocks;
+//! * an interior node holds [`NODE_ENTRIES`] entries `(child, free, pinned)`: the child's block
+//!   (0: the whole child range is free and not materialised), and how many blocks under it are
+//!   free or pinned. The summaries make finding free space O(height) whatever the device size,
+//!   and a fresh filesystem only materialises the nodes it uses.
+//!
+//! The map is copy-on-write like everything else: a node written by an earlier transaction is
+//! copied before it changes, so the committed map stays intact until the superblock switches. A
+//! count that drops to 0 is *pinned* ([`PINNED`]) rather than freed: the committed trees may
+//! still use the block, so it is not handed out again before the transaction commits. Commit
+//! turns pins into free blocks (no allocation is needed for that: every node holding a pin was
+//! already copied in this transaction). A committed map never holds a pin.
+//!
+//! Changing the map may itself need new blocks (to copy a node). The recursion is broken in two
+//! phases: first every node on the path to the leaf is made writable, each copy being a complete
+//! map operation of its own; then the change is applied along a path that no longer allocates.
+//!
+//! Node layout: 64-byte header, then the body.
+//!
+//! | offset | size | field        |
+//! |-------:|-----:|--------------|
+//! |      0 |    4 | magic `LCFR` |
+//! |      4 |    4 | CRC-32C of the block with this field zero |
+//! |      8 |    8 | block number of the node itself |
+//! |     16 |    8 | generation that wrote it |
+//! |     24 |    8 | filesystem id |
+//! |     32 |    1 | level (0: leaf) |
+//! |     33 |    7 | reserved, zero |
+//! |     40 |    8 | first block number the node covers |
+//! |     48 |   16 | reserved, zero |
+//!
+//! Leaf body: [`LEAF_ENTRIES`] little-endian `u32` counts. Interior body: [`NODE_ENTRIES`] entries
+//! of `child` u64, `free` u32, `pinned` u32.
+
+use super::bytes::{get_array, get_u32, get_u64, put_bytes, put_u32, put_u64};
+use super::tree::{BlockStore, Error};
+use super::{FormatError, BLOCK_SIZE};
+
+/// Magic number of a map node.
+pub const MAGIC: [u8; 4] = *b"LCFR";
+
+/// Size of a map node header.
+pub const HEADER_SIZE: usize = 64;
+
+/// Counts per leaf.
+pub const LEAF_ENTRIES: u64 = 1008;
+
+/// Entries per interior node.
+pub const NODE_ENTRIES: u64 = 168;
+
+/// Deepest map: a level-5 root covers about 1.3 * 10^14 blocks (500 PiB).
+pub const MAX_LEVEL: u8 = 5;
+
+/// Count value of a block freed in the running transaction.
+pub const PINNED: u32 = 1 << 31;
+
+/// Largest reference count.
+pub const MAX_REFS: u32 = PINNED - 1;
+
+const NODE_SIZE: usize = BLOCK_SIZE as usize;
+const ENTRY_SIZE: usize = 24;
+const _: () = assert!(HEADER_SIZE + LEAF_ENTRIES as usize * 4 <= NODE_SIZE);
+const _: () = assert!(HEADER_SIZE + NODE_ENTRIES as usize * ENTRY_SIZE <= NODE_SIZE);
+
+/// Blocks taken for map-node copies whose counts are not yet recorded (see [`RefMap`]). Each
+/// path copy adds at most `MAX_LEVEL + 1`, and they are recorded before the next path is copied.
+const MAX_PENDING: usize = 64;
+
+mod off {
+    pub(super) const MAGIC: usize = 0;
+    pub(super) const CHECKSUM: usize = 4;
+    pub(super) const BLOCKNR: usize = 8;
+    pub(super) const GENERATION: usize = 16;
+    pub(super) const FSID: usize = 24;
+    pub(super) const LEVEL: usize = 32;
+    pub(super) const RESERVED1: usize = 33;
+    pub(super) const FIRST: usize = 40;
+    pub(super) const RESERVED2: usize = 48;
+}
+
+/// Blocks covered by a node of `level`.
+pub fn coverage(level: u8) -> u64 {
+    let mut c = LEAF_ENTRIES;
+    for _ in 0..level.min(MAX_LEVEL) {
+        c = c.saturating_mul(NODE_ENTRIES);
+    }
+    c
+}
+
+/// Level of the root of a map for `total_blocks`.
+pub fn levels_for(total_blocks: u64) -> Result<u8, FormatError> {
+    (0..=MAX_LEVEL)
+        .find(|&l| coverage(l) >= total_blocks)
+        .ok_or(FormatError::BadField("total_blocks"))
+}
+
+/// Header of a map node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapHeader {
+    /// Generation that wrote the node.
+    pub generation: u64,
+    /// Level, 0 for a leaf.
+    pub level: u8,
+    /// First block covered.
+    pub first: u64,
+}
+
+/// What a reader expects of a map node.
+#[derive(Clone, Copy, Debug)]
+pub struct MapExpect {
+    /// Where it was read from.
+    pub blocknr: u64,
+    /// Filesystem id.
+    pub fsid: u64,
+    /// Level.
+    pub level: u8,
+    /// First block covered.
+    pub first: u64,
+    /// The running transaction: older nodes are committed and may not hold pins.
+    pub txn_generation: u64,
+    /// Blocks of the filesystem.
+    pub total_blocks: u64,
+}
+
+fn checksum(buf: &[u8]) -> Result<u32, FormatError> {
+    let head = buf.get(..off::CHECKSUM).ok_or(FormatError::Truncated)?;
+    let tail = buf
+        .get(off::CHECKSUM + 4..NODE_SIZE)
+        .ok_or(FormatError::Truncated)?;
+    let crc = super::crc32c::crc32c_append(0, head);
+    let crc = super::crc32c::crc32c_append(crc, &[0u8; 4]);
+    Ok(super::crc32c::crc32c_append(crc, tail))
+}
+
+/// Count `i` of a leaf.
+pub fn leaf_get(buf: &[u8], i: u64) -> Result<u32, FormatError> {
+    let i = usize::try_from(i).map_err(|_| FormatError::Truncated)?;
+    if i >= LEAF_ENTRIES as usize {
+        return Err(FormatError::Truncated);
+    }
+    get_u32(buf, HEADER_SIZE + i * 4)
+}
+
+fn leaf_set(buf: &mut [u8], i: u64, v: u32) -> Result<(), FormatError> {
+    let i = usize::try_from(i).map_err(|_| FormatError::Truncated)?;
+    if i >= LEAF_ENTRIES as usize {
+        return Err(FormatError::Truncated);
+    }
+    put_u32(buf, HEADER_SIZE + i * 4, v)
+}
+
+/// An interior entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// Child block, 0 when the range is free and not materialised.
+    pub child: u64,
+    /// Free blocks under the child.
+    pub free: u64,
+    /// Pinned blocks under the child.
+    pub pinned: u64,
+}
+
+/// Entry `i` of an interior node.
+pub fn entry_get(buf: &[u8], i: u64) -> Result<Entry, FormatError> {
+    let i = usize::try_from(i).map_err(|_| FormatError::Truncated)?;
+    if i >= NODE_ENTRIES as usize {
+        return Err(FormatError::Truncated);
+    }
+    let at = HEADER_SIZE + i * ENTRY_SIZE;
+    Ok(Entry {
+        child: get_u64(buf, at)?,
+        free: get_u64(buf, at + 8)?,
+        pinned: get_u64(buf, at + 16)?,
+    })
+}
+
+fn entry_set(buf: &mut [u8], i: u64, e: Entry) -> Result<(), FormatError> {
+    let i = usize::try_from(i).map_err(|_| FormatError::Truncated)?;
+    if i >= NODE_ENTRIES as usize {
+        return Err(FormatError::Truncated);
+    }
+    let at = HEADER_SIZE + i * ENTRY_SIZE;
+    put_u64(buf, at, e.child)?;
+    put_u64(buf, at + 8, e.free)?;
+    put_u64(buf, at + 16, e.pinned)
+}
+
+/// Blocks of the filesystem inside `[first, first + coverage(level))`.
+fn span(first: u64, level: u8, total_blocks: u64) -> u64 {
+    total_blocks
+        .saturating_sub(first)
+        .min(coverage(level))
+}
+
+/// Writes an empty node: a leaf with every count 0, or an interior node whose children are all
+/// unmaterialised and free.
+pub fn init(
+    buf: &mut [u8],
+    blocknr: u64,
+    generation: u64,
+    fsid: u64,
+    level: u8,
+    first: u64,
+    total_blocks: u64,
+) -> Result<(), FormatError> {
+    let b = buf.get_mut(..NODE_SIZE).ok_or(FormatError::Truncated)?;
+    b.fill(0);
+    put_bytes(b, off::MAGIC, &MAGIC)?;
+    put_u64(b, off::BLOCKNR, blocknr)?;
+    put_u64(b, off::GENERATION, generation)?;
+    put_u64(b, off::FSID, fsid)?;
+    put_bytes(b, off::LEVEL, &[level])?;
+    put_u64(b, off::FIRST, first)?;
+    if level > 0 {
+        let child_cov = coverage(level - 1);
+        for i in 0..NODE_ENTRIES {
+            let start = first.saturating_add(i.saturating_mul(child_cov));
+            let free = span(start, level - 1, total_blocks);
+            entry_set(
+                b,
+                i,
+                Entry {
+                    child: 0,
+                    free,
+                    pinned: 0,
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves a node to `blocknr` in `generation` (copy-on-write).
+fn relocate(buf: &mut [u8], blocknr: u64, generation: u64) -> Result<(), FormatError> {
+    put_u64(buf, off::BLOCKNR, blocknr)?;
+    put_u64(buf, off::GENERATION, generation)
+}
+
+/// Stores the checksum.
+pub fn seal(buf: &mut [u8]) -> Result<(), FormatError> {
+    let sum = checksum(buf)?;
+    put_u32(buf, off::CHECKSUM, sum)
+}
+
+/// Validates a map node read from disk: header, checksum, and every entry's range.
+pub fn check(buf: &[u8], e: &MapExpect) -> Result<MapHeader, FormatError> {
+    let b = buf.get(..NODE_SIZE).ok_or(FormatError::Truncated)?;
+    if get_array::<4>(b, off::MAGIC)? != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let stored = get_u32(b, off::CHECKSUM)?;
+    let computed = checksum(b)?;
+    if stored != computed {
+        return Err(FormatError::BadChecksum { stored, computed });
+    }
+    let hdr = MapHeader {
+        generation: get_u64(b, off::GENERATION)?,
+        level: get_array::<1>(b, off::LEVEL)?[0],
+        first: get_u64(b, off::FIRST)?,
+    };
+    if get_u64(b, off::BLOCKNR)? != e.blocknr {
+        return Err(FormatError::BadField("map node block number"));
+    }
+    if get_u64(b, off::FSID)? != e.fsid {
+        return Err(FormatError::BadField("map node fsid"));
+    }
+    if hdr.level != e.level || hdr.first != e.first {
+        return Err(FormatError::BadField("map node position"));
+    }
+    if hdr.generation > e.txn_generation {
+        return Err(FormatError::BadField("map node generation"));
+    }
+    let reserved = b
+        .get(off::RESERVED1..off::FIRST)
+        .into_iter()
+        .chain(b.get(off::RESERVED2..HEADER_SIZE))
+        .flatten()
+        .all(|&x| x == 0);
+    if !reserved {
+        return Err(FormatError::BadField("map node reserved"));
+    }
+    let pins_allowed = hdr.generation == e.txn_generation;
+    if hdr.level == 0 {
+        for i in 0..LEAF_ENTRIES {
+            let v = leaf_get(b, i)?;
+            let block = hdr.first.saturating_add(i);
+            if block >= e.total_blocks && v != 0 {
+                return Err(FormatError::BadField("map count past the end"));
+            }
+            if v & PINNED != 0 && (v != PINNED || !pins_allowed) {
+                return Err(FormatError::BadField("map count"));
+            }
+        }
+    } else {
+        let child_cov = coverage(hdr.level - 1);
+        for i in 0..NODE_ENTRIES {
+            let en = entry_get(b, i)?;
+            let start = hdr.first.saturating_add(i.saturating_mul(child_cov));
+            let span = span(start, hdr.level - 1, e.total_blocks);
+            let used = en.free.checked_add(en.pinned);
+            if en.child >= e.total_blocks
+                || used.is_none_or(|u| u > span)
+                || (span == 0 && en.child != 0)
+            {
+                return Err(FormatError::BadField("map entry"));
+            }
+            if en.child == 0 && (en.free != span || en.pinned != 0) {
+                return Err(FormatError::BadField("map entry"));
+            }
+            if en.pinned != 0 && !pins_allowed {
+                return Err(FormatError::BadField("map entry"));
+            }
+        }
+    }
+    Ok(hdr)
+}
+
+/// Whom a block is being allocated for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Tree nodes and map nodes: may use the reserve.
+    Metadata,
+    /// File data: fails with `NoSpace` once only the reserve is left.
+    Data,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// Set up to `max` consecutive free counts to 1.
+    Alloc { max: u32 },
+    /// Add one reference to each count.
+    Inc,
+    /// Drop one reference from each count; those reaching 0 are pinned.
+    Dec,
+}
+
+/// Where a path from the root to a block first needs a copy.
+struct Unwritable {
+    /// Parent node and entry index, `None` for the root.
+    parent: Option<(u64, u64)>,
+    /// The node (0: an unmaterialised range).
+    block: u64,
+    level: u8,
+    first: u64,
+}
+
+/// The map of a filesystem, with the running transaction's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefMap {
+    /// Root node.
+    pub root: u64,
+    /// Level of the root.
+    pub level: u8,
+    /// Free blocks (not counting pinned ones).
+    pub free: u64,
+    /// Blocks freed in the running transaction.
+    pub pinned: u64,
+    /// Blocks kept back for metadata: data allocation fails when only these are left, so that
+    /// deleting files and layers still works on a full filesystem.
+    pub reserve: u64,
+    /// Filesystem id.
+    pub fsid: u64,
+    /// Blocks of the filesystem.
+    pub total_blocks: u64,
+    /// The running transaction.
+    pub generation: u64,
+    /// Where the next allocation starts looking (next fit).
+    pub cursor: u64,
+    /// Blocks taken for map-node copies (`true`) or released by them (`false`) whose counts are
+    /// not recorded yet.
+    pending: [(u64, bool); MAX_PENDING],
+    npending: usize,
+}
+
+/// Map state passed to [`RefMap::open`].
+#[derive(Clone, Copy, Debug)]
+pub struct MapParams {
+    /// Root node.
+    pub root: u64,
+    /// Level of the root.
+    pub level: u8,
+    /// Free blocks recorded by the superblock.
+    pub free: u64,
+    /// Metadata reserve.
+    pub reserve: u64,
+    /// Filesystem id.
+    pub fsid: u64,
+    /// Blocks of the filesystem.
+    pub total_blocks: u64,
+    /// Generation of the transaction that opens.
+    pub generation: u64,
+}
+
+impl RefMap {
+    /// Builds the map of a fresh filesystem in `generation`, with blocks `0..fixed` in use.
+    /// The map's own nodes are placed right after them. Returns the map; its nodes are written.
+    pub fn format<S: BlockStore>(store: &mut S, p: &MapParams, fixed: u64) -> Result<Self, Error> {
+        let level = levels_for(p.total_blocks)?;
+        let nodes = u64::from(level) + 1;
+        let used = fixed.checked_add(nodes).ok_or(Error::Invalid)?;
+        if used > LEAF_ENTRIES || used >= p.total_blocks {
+            return Err(Error::Invalid);
+        }
+        // The path to leaf 0: the root at block `fixed`, the leaf at `fixed + level`.
+        let mut buf = store.alloc_buf()?;
+        let leaf_block = fixed + u64::from(level);
+        init(buf.as_mut(), leaf_block, p.generation, p.fsid, 0, 0, p.total_blocks)?;
+        for b in 0..used {
+            leaf_set(buf.as_mut(), b, 1)?;
+        }
+        seal(buf.as_mut())?;
+        store.write(leaf_block, &buf)?;
+        let free_total = p.total_blocks - used;
+        for l in 1..=level {
+            let blocknr = leaf_block - u64::from(l);
+            init(buf.as_mut(), blocknr, p.generation, p.fsid, l, 0, p.total_blocks)?;
+            let mut e = entry_get(buf.as_ref(), 0)?;
+            e.child = blocknr + 1;
+            // Entry 0 covers the leaf-0 path: its free count is the child's total.
+            let child_free = span(0, l - 1, p.total_blocks) - used;
+            e.free = child_free;
+            entry_set(buf.as_mut(), 0, e)?;
+            seal(buf.as_mut())?;
+            store.write(blocknr, &buf)?;
+        }
+        Ok(Self {
+            root: fixed,
+            level,
+            free: free_total,
+            pinned: 0,
+            reserve: p.reserve,
+            fsid: p.fsid,
+            total_blocks: p.total_blocks,
+            generation: p.generation,
+            cursor: used,
+            pending: [(0, false); MAX_PENDING],
+            npending: 0,
+        })
+    }
+
+    /// Opens the map of a committed filesystem for a new transaction, checking the root's
+    /// summary against the superblock's free count.
+    pub fn open<S: BlockStore>(store: &mut S, p: &MapParams) -> Result<Self, Error> {
+        let level = levels_for(p.total_blocks)?;
+        if level != p.level || p.root == 0 || p.root >= p.total_blocks {
+            return Err(Error::Corrupt(FormatError::BadField("map root")));
+        }
+        let mut map = Self {
+            root: p.root,
+            level,
+            free: 0,
+            pinned: 0,
+            reserve: p.reserve,
+            fsid: p.fsid,
+            total_blocks: p.total_blocks,
+            generation: p.generation,
+            cursor: 0,
+            pending: [(0, false); MAX_PENDING],
+            npending: 0,
+        };
+        let (buf, _) = map.read_node(store, p.root, level, 0)?;
+        let (free, pinned) = if level == 0 {
+            let mut free = 0u64;
+            for i in 0..span(0, 0, p.total_blocks) {
+                if leaf_get(buf.as_ref(), i)? == 0 {
+                    free += 1;
+                }
+            }
+            (free, 0)
+        } else {
+            let mut free = 0u64;
+            let mut pinned = 0u64;
+            for i in 0..NODE_ENTRIES {
+                let e = entry_get(buf.as_ref(), i)?;
+                free = free.saturating_add(e.free);
+                pinned = pinned.saturating_add(e.pinned);
+            }
+            (free, pinned)
+        };
+        if free != p.free || pinned != 0 {
+            return Err(Error::Corrupt(FormatError::BadField("free_blocks")));
+        }
+        map.free = free;
+        Ok(map)
+    }
+
+    fn read_node<S: BlockStore>(
+        &self,
+        store: &mut S,
+        blocknr: u64,
+        level: u8,
+        first: u64,
+    ) -> Result<(S::Buf, MapHeader), Error> {
+        if blocknr == 0 || blocknr >= self.total_blocks {
+            return Err(Error::Corrupt(FormatError::BadField("map block number")));
+        }
+        let mut buf = store.alloc_buf()?;
+        store.read(blocknr, &mut buf)?;
+        let hdr = check(
+            buf.as_ref(),
+            &MapExpect {
+                blocknr,
+                fsid: self.fsid,
+                level,
+                first,
+                txn_generation: self.generation,
+                total_blocks: self.total_blocks,
+            },
+        )?;
+        Ok((buf, hdr))
+    }
+
+    fn write_node<S: BlockStore>(
+        &self,
+        store: &mut S,
+        blocknr: u64,
+        buf: &mut S::Buf,
+    ) -> Result<(), Error> {
+        seal(buf.as_mut())?;
+        store.write(blocknr, buf)
+    }
+
+    /// Reference count of `blocknr` (0 for free or pinned blocks).
+    pub fn refcount<S: BlockStore>(&self, store: &mut S, blocknr: u64) -> Result<u32, Error> {
+        if blocknr >= self.total_blocks {
+            return Err(Error::Corrupt(FormatError::BadField("block number")));
+        }
+        let (mut block, mut level, mut first) = (self.root, self.level, 0u64);
+        loop {
+            let (buf, _) = self.read_node(store, block, level, first)?;
+            if level == 0 {
+                let v = leaf_get(buf.as_ref(), blocknr - first)?;
+                return Ok(if v == PINNED { 0 } else { v });
+            }
+            let cov = coverage(level - 1);
+            let i = (blocknr - first) / cov;
+            let e = entry_get(buf.as_ref(), i)?;
+            if e.child == 0 {
+                return Ok(0);
+            }
+            (block, level, first) = (e.child, level - 1, first + i * cov);
+        }
+    }
+
+    /// Finds the top-most node on the path to `blocknr` that this transaction has not copied yet.
+    fn find_unwritable<S: BlockStore>(
+        &self,
+        store: &mut S,
+        blocknr: u64,
+    ) -> Result<Option<Unwritable>, Error> {
+        let (mut block, mut level, mut first) = (self.root, self.level, 0u64);
+        let mut parent = None;
+        loop {
+            if block == 0 {
+                return Ok(Some(Unwritable {
+                    parent,
+                    block,
+                    level,
+                    first,
+                }));
+            }
+            let (buf, hdr) = self.read_node(store, block, level, first)?;
+            if hdr.generation != self.generation {
+                return Ok(Some(Unwritable {
+                    parent,
+                    block,
+                    level,
+                    first,
+                }));
+            }
+            if level == 0 {
+                return Ok(None);
+            }
+            let cov = coverage(level - 1);
+            let i = (blocknr - first) / cov;
+            parent = Some((block, i));
+            (block, level, first) = (entry_get(buf.as_ref(), i)?.child, level - 1, first + i * cov);
+        }
+    }
+
+    fn push_pending(&mut self, blocknr: u64, taken: bool) -> Result<(), Error> {
+        let slot = self.pending.get_mut(self.npending).ok_or(Error::NoMemory)?;
+        *slot = (blocknr, taken);
+        self.npending += 1;
+        Ok(())
+    }
+
+    fn is_pending(&self, blocknr: u64) -> bool {
+        self.pending
+            .iter()
+            .take(self.npending)
+            .any(|&(b, taken)| taken && b == blocknr)
+    }
+
+    fn pending_taken(&self) -> u64 {
+        // CAST: at most MAX_PENDING.
+        self.pending
+            .iter()
+            .take(self.npending)
+            .filter(|&&(_, taken)| taken)
+            .count() as u64
+    }
+
+    /// A free block not already taken by a pending copy.
+    fn find_unpending<S: BlockStore>(&self, store: &mut S) -> Result<u64, Error> {
+        let mut from = self.cursor;
+        let mut wrapped = false;
+        loop {
+            let to = if wrapped { self.cursor } else { u64::MAX };
+            match self.find_free(store, self.root, self.level, 0, from, to)? {
+                Some(b) if self.is_pending(b) => from = b + 1,
+                Some(b) => return Ok(b),
+                None if wrapped => return Err(Error::NoSpace),
+                None => {
+                    wrapped = true;
+                    from = 0;
+                }
+            }
+        }
+    }
+
+    /// Copies every node on the path to `blocknr` into this transaction, remembering the blocks
+    /// taken and released in `pending`.
+    fn copy_path<S: BlockStore>(&mut self, store: &mut S, blocknr: u64) -> Result<(), Error> {
+        while let Some(u) = self.find_unwritable(store, blocknr)? {
+            if self.free < self.pending_taken() + 1 {
+                return Err(Error::NoSpace);
+            }
+            let new = self.find_unpending(store)?;
+            self.push_pending(new, true)?;
+            let mut buf = if u.block == 0 {
+                let mut buf = store.alloc_buf()?;
+                init(
+                    buf.as_mut(),
+                    new,
+                    self.generation,
+                    self.fsid,
+                    u.level,
+                    u.first,
+                    self.total_blocks,
+                )?;
+                buf
+            } else {
+                let (mut buf, _) = self.read_node(store, u.block, u.level, u.first)?;
+                relocate(buf.as_mut(), new, self.generation)?;
+                buf
+            };
+            self.write_node(store, new, &mut buf)?;
+            match u.parent {
+                None => self.root = new,
+                Some((pblock, i)) => {
+                    // The parent's first block: `u.first` rounded down to its coverage.
+                    let pcov = coverage(u.level + 1);
+                    let pfirst = u.first - u.first % pcov;
+                    let (mut pbuf, _) = self.read_node(store, pblock, u.level + 1, pfirst)?;
+                    let mut e = entry_get(pbuf.as_ref(), i)?;
+                    e.child = new;
+                    entry_set(pbuf.as_mut(), i, e)?;
+                    self.write_node(store, pblock, &mut pbuf)?;
+                }
+            }
+            if u.block != 0 {
+                self.push_pending(u.block, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the path to `blocknr` writable and records every pending count, so that a change
+    /// to `blocknr` can be applied without allocating.
+    fn make_writable<S: BlockStore>(&mut self, store: &mut S, blocknr: u64) -> Result<(), Error> {
+        self.copy_path(store, blocknr)?;
+        while self.npending > 0 {
+            let top = self.npending - 1;
+            let (b, taken) = self.pending.get(top).copied().ok_or(Error::NoMemory)?;
+            self.copy_path(store, b)?;
+            if self.npending != top + 1 {
+                // More copies were needed on the way: record those first.
+                continue;
+            }
+            let op = if taken { Op::Alloc { max: 1 } } else { Op::Dec };
+            let (n, dfree, dpinned) = self.apply_rec(store, self.root, self.level, 0, b, 1, op)?;
+            if n != 1 {
+                return Err(Error::Corrupt(FormatError::BadField("map count")));
+            }
+            self.account(dfree, dpinned)?;
+            self.npending = top;
+        }
+        Ok(())
+    }
+
+    fn account(&mut self, dfree: i64, dpinned: i64) -> Result<(), Error> {
+        let bad = Error::Corrupt(FormatError::BadField("map summary"));
+        self.free = self.free.checked_add_signed(dfree).ok_or(bad)?;
+        self.pinned = self.pinned.checked_add_signed(dpinned).ok_or(bad)?;
+        Ok(())
+    }
+
+    /// Phase two: applies `op` to `len` counts from `blocknr` (all in one leaf) along a path this
+    /// transaction owns. Returns how many counts changed and the change in free and pinned
+    /// blocks.
+    fn apply_rec<S: BlockStore>(
+        &self,
+        store: &mut S,
+        block: u64,
+        level: u8,
+        first: u64,
+        blocknr: u64,
+        len: u64,
+        op: Op,
+    ) -> Result<(u64, i64, i64), Error> {
+        let (mut buf, hdr) = self.read_node(store, block, level, first)?;
+        if hdr.generation != self.generation {
+            return Err(Error::Corrupt(FormatError::BadField("map path not copied")));
+        }
+        if level == 0 {
+            let start = blocknr - first;
+            let (mut n, mut dfree, mut dpinned) = (0u64, 0i64, 0i64);
+            match op {
+                Op::Alloc { max } => {
+                    let mut i = start;
+                    while n < u64::from(max) && i < LEAF_ENTRIES && first + i < self.total_blocks {
+                        if leaf_get(buf.as_ref(), i)? != 0 {
+                            break;
+                        }
+                        leaf_set(buf.as_mut(), i, 1)?;
+                        n += 1;
+                        dfree -= 1;
+                        i += 1;
+                    }
+                }
+                Op::Inc | Op::Dec => {
+                    for i in start..start + len {
+                        let v = leaf_get(buf.as_ref(), i)?;
+                        if v == 0 || v & PINNED != 0 {
+                            return Err(Error::Corrupt(FormatError::BadField(
+                                "reference to a free block",
+                            )));
+                        }
+                        let nv = if op == Op::Inc {
+                            if v >= MAX_REFS {
+                                return Err(Error::Invalid);
+                            }
+                            v + 1
+                        } else if v == 1 {
+                            dpinned += 1;
+                            PINNED
+                        } else {
+                            v - 1
+                        };
+                        leaf_set(buf.as_mut(), i, nv)?;
+                        n += 1;
+                    }
+                }
+            }
+            if n > 0 {
+                self.write_node(store, block, &mut buf)?;
+            }
+            return Ok((n, dfree, dpinned));
+        }
+        let cov = coverage(level - 1);
+        let i = (blocknr - first) / cov;
+        let mut e = entry_get(buf.as_ref(), i)?;
+        let (n, dfree, dpinned) =
+            self.apply_rec(store, e.child, level - 1, first + i * cov, blocknr, len, op)?;
+        let bad = Error::Corrupt(FormatError::BadField("map summary"));
+        e.free = e.free.checked_add_signed(dfree).ok_or(bad)?;
+        e.pinned = e.pinned.checked_add_signed(dpinned).ok_or(bad)?;
+        entry_set(buf.as_mut(), i, e)?;
+        if n > 0 {
+            self.write_node(store, block, &mut buf)?;
+        }
+        Ok((n, dfree, dpinned))
+    }
+
+    /// Applies `op` to counts `blocknr..blocknr + len` (within one leaf).
+    fn apply<S: BlockStore>(
+        &mut self,
+        store: &mut S,
+        blocknr: u64,
+        len: u64,
+        op: Op,
+    ) -> Result<u64, Error> {
+        if let Err(e) = self.make_writable(store, blocknr) {
+            self.npending = 0;
+            return Err(e);
+        }
+        let (n, dfree, dpinned) =
+            self.apply_rec(store, self.root, self.level, 0, blocknr, len, op)?;
+        self.account(dfree, dpinned)?;
+        Ok(n)
+    }
+
+    /// Splits `blocknr..blocknr + len` into per-leaf pieces and applies `op` to each.
+    fn apply_range<S: BlockStore>(
+        &mut self,
+        store: &mut S,
+        blocknr: u64,
+        len: u64,
+        op: Op,
+    ) -> Result<(), Error> {
+        let end = blocknr
+            .checked_add(len)
+            .filter(|&e| e <= self.total_blocks && blocknr > 0)
+            .ok_or(Error::Corrupt(FormatError::BadField("block range")))?;
+        let mut b = blocknr;
+        while b < end {
+            let piece = (LEAF_ENTRIES - b % LEAF_ENTRIES).min(end - b);
+            self.apply(store, b, piece, op)?;
+            b += piece;
+        }
+        Ok(())
+    }
+
+    /// Adds a reference to each block of a range.
+    pub fn inc_range<S: BlockStore>(
+        &mut self,
+        store: &mut S,
+        blocknr: u64,
+        len: u64,
+    ) -> Result<(), Error> {
+        self.apply_range(store, blocknr, len, Op::Inc)
+    }
+
+    /// Drops a reference from each block of a range; blocks reaching 0 are pinned until commit.
+    pub fn dec_range<S: BlockStore>(
+        &mut self,
+        store: &mut S,
+        blocknr: u64,
+        len: u64,
+    ) -> Result<(), Error> {
+        self.apply_range(store, blocknr, len, Op::Dec)
+    }
+
+    /// First free block at or after `from` and before `to`.
+    fn find_free<S: BlockStore>(
+        &self,
+        store: &mut S,
+        block: u64,
+        level: u8,
+        first: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<u64>, Error> {
+        let end = first.saturating_add(coverage(level)).min(self.total_blocks).min(to);
+        let from = from.max(first);
+        if from >= end {
+            return Ok(None);
+        }
+        if block == 0 {
+            return Ok(Some(from));
+        }
+        let (buf, _) = self.read_node(store, block, level, first)?;
+        if level == 0 {
+            for b in from..end {
+                if leaf_get(buf.as_ref(), b - first)? == 0 {
+                    return Ok(Some(b));
+                }
+            }
+            return Ok(None);
+        }
+        let cov = coverage(level - 1);
+        let mut i = (from - first) / cov;
+        while i < NODE_ENTRIES && first + i * cov < end {
+            let e = entry_get(buf.as_ref(), i)?;
+            if e.free > 0 {
+                if let Some(b) = self.find_free(store, e.child, level - 1, first + i * cov, from, to)? {
+                    return Ok(Some(b));
+                }
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    fn check_space(&self, purpose: Purpose, want: u64) -> Result<(), Error> {
+        let floor = match purpose {
+            Purpose::Metadata => 0,
+            Purpose::Data => self.reserve,
+        };
+        if self.free < floor.saturating_add(want) {
+            return Err(Error::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Allocates up to `max` consecutive blocks (at least one), each with count 1.
+    pub fn alloc_run<S: BlockStore>(
+        &mut self,
+        store: &mut S,
+        purpose: Purpose,
+        max: u32,
+    ) -> Result<(u64, u32), Error> {
+        self.check_space(purpose, 1)?;
+        let max = match purpose {
+            Purpose::Metadata => max,
+            // Never eat into the reserve with a long run.
+            Purpose::Data => max.min(u32::try_from(self.free - self.reserve).unwrap_or(u32::MAX)),
+        };
+        for _ in 0..64 {
+            // Copying map nodes on the previous round may have used the last blocks.
+            self.check_space(purpose, 1)?;
+            let b = match self.find_unpending(store) {
+                Err(Error::NoSpace) => {
+                    return Err(Error::Corrupt(FormatError::BadField("free count")))
+                }
+                r => r?,
+            };
+            // Copying the path to `b` (inside `apply`) may itself take `b`: then look again.
+            let n = self.apply(store, b, 1, Op::Alloc { max: max.max(1) })?;
+            if n > 0 {
+                self.cursor = b + n;
+                // CAST: n <= max, a u32.
+                return Ok((b, n as u32));
+            }
+        }
+        Err(Error::Corrupt(FormatError::BadField("free count")))
+    }
+
+    fn alloc_one<S: BlockStore>(&mut self, store: &mut S, purpose: Purpose) -> Result<u64, Error> {
+        Ok(self.alloc_run(store, purpose, 1)?.0)
+    }
+
+    /// Allocates one block.
+    pub fn alloc<S: BlockStore>(&mut self, store: &mut S, purpose: Purpose) -> Result<u64, Error> {
+        self.alloc_one(store, purpose)
+    }
+
+    /// Turns every pin into a free block: the last step of a commit, before the superblock is
+    /// written. Every node holding a pin belongs to this transaction, so nothing is allocated.
+    pub fn unpin_all<S: BlockStore>(&mut self, store: &mut S) -> Result<(), Error> {
+        if self.pinned == 0 {
+            return Ok(());
+        }
+        let n = self.unpin_rec(store, self.root, self.level, 0)?;
+        if n != self.pinned {
+            return Err(Error::Corrupt(FormatError::BadField("map summary")));
+        }
+        self.free = self
+            .free
+            .checked_add(n)
+            .ok_or(Error::Corrupt(FormatError::BadField("map summary")))?;
+        self.pinned = 0;
+        Ok(())
+    }
+
+    fn unpin_rec<S: BlockStore>(
+        &self,
+        store: &mut S,
+        block: u64,
+        level: u8,
+        first: u64,
+    ) -> Result<u64, Error> {
+        let (mut buf, hdr) = self.read_node(store, block, level, first)?;
+        if hdr.generation != self.generation {
+            return Err(Error::Corrupt(FormatError::BadField("pinned block in old node")));
+        }
+        let mut n = 0u64;
+        if level == 0 {
+            for i in 0..LEAF_ENTRIES {
+                if leaf_get(buf.as_ref(), i)? == PINNED {
+                    leaf_set(buf.as_mut(), i, 0)?;
+                    n += 1;
+                }
+            }
+        } else {
+            let cov = coverage(level - 1);
+            for i in 0..NODE_ENTRIES {
+                let mut e = entry_get(buf.as_ref(), i)?;
+                if e.pinned == 0 {
+                    continue;
+                }
+                let got = self.unpin_rec(store, e.child, level - 1, first + i * cov)?;
+                if got != e.pinned {
+                    return Err(Error::Corrupt(FormatError::BadField("map summary")));
+                }
+                e.free = e
+                    .free
+                    .checked_add(e.pinned)
+                    .ok_or(Error::Corrupt(FormatError::BadField("map summary")))?;
+                e.pinned = 0;
+                entry_set(buf.as_mut(), i, e)?;
+                n += got;
+            }
+        }
+        if n > 0 {
+            self.write_node(store, block, &mut buf)?;
+        }
+        Ok(n)
+    }
+
+    /// Checks the whole map (every node valid, every summary equal to what is below it) and calls
+    /// `node(block)` for each map node and `leaf(first_block, leaf_buf)` for each leaf, in block
+    /// order. Used by fsck.
+    pub fn walk<S: BlockStore>(
+        &self,
+        store: &mut S,
+        node: &mut dyn FnMut(u64),
+        leaf: &mut dyn FnMut(u64, &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let (free, pinned) = self.walk_rec(store, self.root, self.level, 0, node, leaf)?;
+        if free != self.free || pinned != self.pinned {
+            return Err(Error::Corrupt(FormatError::BadField("free_blocks")));
+        }
+        Ok(())
+    }
+
+    fn walk_rec<S: BlockStore>(
+        &self,
+        store: &mut S,
+        block: u64,
+        level: u8,
+        first: u64,
+        node: &mut dyn FnMut(u64),
+        leaf: &mut dyn FnMut(u64, &[u8]) -> Result<(), Error>,
+    ) -> Result<(u64, u64), Error> {
+        let (buf, _) = self.read_node(store, block, level, first)?;
+        node(block);
+        if level == 0 {
+            leaf(first, buf.as_ref())?;
+            let (mut free, mut pinned) = (0, 0);
+            for i in 0..span(first, 0, self.total_blocks) {
+                match leaf_get(buf.as_ref(), i)? {
+                    0 => free += 1,
+                    PINNED => pinned += 1,
+                    _ => {}
+                }
+            }
+            return Ok((free, pinned));
+        }
+        let cov = coverage(level - 1);
+        let (mut free, mut pinned) = (0u64, 0u64);
+        for i in 0..NODE_ENTRIES {
+            let e = entry_get(buf.as_ref(), i)?;
+            let start = first + i * cov;
+            if e.child != 0 {
+                let (f, p) = self.walk_rec(store, e.child, level - 1, start, node, leaf)?;
+                if f != e.free || p != e.pinned {
+                    return Err(Error::Corrupt(FormatError::BadField("map summary")));
+                }
+            }
+            free = free.saturating_add(e.free);
+            pinned = pinned.saturating_add(e.pinned);
+        }
+        Ok((free, pinned))
+    }
+}
+
+#[cfg(test)]
+#[path = "refmap_tests.rs"]
+mod tests;
