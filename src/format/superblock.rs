@@ -30,7 +30,15 @@
 //! |    112 |    4 | `root_gid`         | group of the root directory                           |
 //! |    116 |   12 | reserved           | zero                                                  |
 //! |    128 |   64 | `label`            | volume label, UTF-8, NUL-padded                       |
-//! |    192 |  320 | reserved           | zero                                                  |
+//! |    192 |    8 | `map_root`         | root node of the reference-count map                  |
+//! |    200 |    4 | `map_level`        | level of that root, fixed by `total_blocks`           |
+//! |    204 |    4 | reserved           | zero                                                  |
+//! |    208 |    8 | `layer_root`       | root of the layer tree (0: no layers)                 |
+//! |    216 |    8 | `next_layer_id`    | id the next new layer gets                            |
+//! |    224 |    8 | `layer_count`      | layers in the layer tree                              |
+//! |    232 |    8 | `reserve_blocks`   | blocks only metadata may use (deletes work when full) |
+//! |    240 |   16 | `hash_key`         | SipHash key of directory-entry name hashes            |
+//! |    256 |  256 | reserved           | zero                                                  |
 
 use super::bytes::{get_array, get_u32, get_u64, put_bytes, put_u32, put_u64};
 use super::crc32c::crc32c;
@@ -43,7 +51,7 @@ pub const MAGIC: [u8; 8] = *b"LCFSsupr";
 ///
 /// Until the first release the format may change; each change bumps this number and mount refuses
 /// any version it does not know.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Bytes of one superblock copy covered by its checksum.
 pub const SUPERBLOCK_SIZE: usize = 512;
@@ -92,7 +100,15 @@ mod off {
     pub(super) const ROOT_GID: usize = 112;
     pub(super) const RESERVED1: usize = 116;
     pub(super) const LABEL: usize = 128;
-    pub(super) const RESERVED2: usize = 192;
+    pub(super) const MAP_ROOT: usize = 192;
+    pub(super) const MAP_LEVEL: usize = 200;
+    pub(super) const RESERVED2: usize = 204;
+    pub(super) const LAYER_ROOT: usize = 208;
+    pub(super) const NEXT_LAYER_ID: usize = 216;
+    pub(super) const LAYER_COUNT: usize = 224;
+    pub(super) const RESERVE_BLOCKS: usize = 232;
+    pub(super) const HASH_KEY: usize = 240;
+    pub(super) const RESERVED3: usize = 256;
 }
 
 /// A decoded, validated superblock.
@@ -124,14 +140,32 @@ pub struct Superblock {
     pub root_gid: u32,
     /// Volume label, NUL-padded.
     pub label: [u8; LABEL_SIZE],
+    /// Root of the reference-count map.
+    pub map_root: u64,
+    /// Level of the map root.
+    pub map_level: u8,
+    /// Root of the layer tree, 0 when there are no layers.
+    pub layer_root: u64,
+    /// Id of the next layer created.
+    pub next_layer_id: u64,
+    /// Number of layers.
+    pub layer_count: u64,
+    /// Blocks only metadata may use.
+    pub reserve_blocks: u64,
+    /// Key of directory-entry name hashes.
+    pub hash_key: [u64; 2],
 }
 
 impl Superblock {
     /// Blocks used by the fixed metadata of a fresh filesystem (the two superblock copies).
     pub const FIXED_BLOCKS: u64 = SUPERBLOCK_COPIES;
 
-    /// A fresh filesystem of `total_blocks` blocks, as mkfs writes it.
+    /// A fresh filesystem of `total_blocks` blocks before any layer exists: the map right after
+    /// the superblocks, everything else free. The hash key is derived from the UUID (mkfs passes
+    /// a random UUID); [`super::volume::Volume::format`] fills in the rest.
     pub fn new(total_blocks: u64, uuid: [u8; 16], now: u64) -> Self {
+        let map_level = super::refmap::levels_for(total_blocks).unwrap_or(0);
+        let map_blocks = u64::from(map_level) + 1;
         Self {
             incompat: 0,
             ro_compat: 0,
@@ -139,14 +173,29 @@ impl Superblock {
             uuid,
             generation: 1,
             total_blocks,
-            free_blocks: total_blocks.saturating_sub(Self::FIXED_BLOCKS),
+            free_blocks: total_blocks.saturating_sub(Self::FIXED_BLOCKS + map_blocks),
             create_time: now,
             commit_time: now,
             root_mode: S_IFDIR | 0o755,
             root_uid: 0,
             root_gid: 0,
             label: [0; LABEL_SIZE],
+            map_root: Self::FIXED_BLOCKS,
+            map_level,
+            layer_root: 0,
+            next_layer_id: 1,
+            layer_count: 0,
+            reserve_blocks: default_reserve(total_blocks),
+            hash_key: [
+                u64::from_le_bytes(uuid_half(&uuid, 0)) ^ 0x6c63_6673_6861_7368,
+                u64::from_le_bytes(uuid_half(&uuid, 8)) ^ 0x6469_7265_6e74_6b79,
+            ],
         }
+    }
+
+    /// Filesystem id stored in every metadata block: both halves of the UUID folded together.
+    pub fn fsid(&self) -> u64 {
+        u64::from_le_bytes(uuid_half(&self.uuid, 0)) ^ u64::from_le_bytes(uuid_half(&self.uuid, 8))
     }
 
     /// Sets the label. Fails if it does not fit (at most `LABEL_SIZE - 1` bytes) or contains NUL.
@@ -198,6 +247,14 @@ impl Superblock {
         put_u32(rec, off::ROOT_UID, self.root_uid)?;
         put_u32(rec, off::ROOT_GID, self.root_gid)?;
         put_bytes(rec, off::LABEL, &self.label)?;
+        put_u64(rec, off::MAP_ROOT, self.map_root)?;
+        put_u32(rec, off::MAP_LEVEL, u32::from(self.map_level))?;
+        put_u64(rec, off::LAYER_ROOT, self.layer_root)?;
+        put_u64(rec, off::NEXT_LAYER_ID, self.next_layer_id)?;
+        put_u64(rec, off::LAYER_COUNT, self.layer_count)?;
+        put_u64(rec, off::RESERVE_BLOCKS, self.reserve_blocks)?;
+        put_u64(rec, off::HASH_KEY, self.hash_key[0])?;
+        put_u64(rec, off::HASH_KEY + 8, self.hash_key[1])?;
         let sum = crc32c(rec);
         put_u32(rec, off::CHECKSUM, sum)
     }
@@ -245,11 +302,23 @@ impl Superblock {
             root_uid: get_u32(rec, off::ROOT_UID)?,
             root_gid: get_u32(rec, off::ROOT_GID)?,
             label: get_array(rec, off::LABEL)?,
+            map_root: get_u64(rec, off::MAP_ROOT)?,
+            map_level: u8::try_from(get_u32(rec, off::MAP_LEVEL)?)
+                .map_err(|_| FormatError::BadField("map_level"))?,
+            layer_root: get_u64(rec, off::LAYER_ROOT)?,
+            next_layer_id: get_u64(rec, off::NEXT_LAYER_ID)?,
+            layer_count: get_u64(rec, off::LAYER_COUNT)?,
+            reserve_blocks: get_u64(rec, off::RESERVE_BLOCKS)?,
+            hash_key: [
+                get_u64(rec, off::HASH_KEY)?,
+                get_u64(rec, off::HASH_KEY + 8)?,
+            ],
         };
         let reserved_zero = rec
             .get(off::RESERVED1..off::LABEL)
             .into_iter()
-            .chain(rec.get(off::RESERVED2..))
+            .chain(rec.get(off::RESERVED2..off::LAYER_ROOT))
+            .chain(rec.get(off::RESERVED3..))
             .flatten()
             .all(|&b| b == 0);
         if !reserved_zero {
@@ -267,11 +336,40 @@ impl Superblock {
         if sb.free_blocks > sb.total_blocks.saturating_sub(Self::FIXED_BLOCKS) {
             return Err(FormatError::BadField("free_blocks"));
         }
+        if super::refmap::levels_for(sb.total_blocks) != Ok(sb.map_level) {
+            return Err(FormatError::BadField("map_level"));
+        }
+        if sb.map_root < Self::FIXED_BLOCKS || sb.map_root >= sb.total_blocks {
+            return Err(FormatError::BadField("map_root"));
+        }
+        if sb.layer_root != 0 && (sb.layer_root < Self::FIXED_BLOCKS || sb.layer_root >= sb.total_blocks)
+        {
+            return Err(FormatError::BadField("layer_root"));
+        }
+        if (sb.layer_root == 0) != (sb.layer_count == 0) || sb.next_layer_id <= sb.layer_count {
+            return Err(FormatError::BadField("layer_count"));
+        }
+        if sb.reserve_blocks > sb.total_blocks / 2 {
+            return Err(FormatError::BadField("reserve_blocks"));
+        }
         if sb.root_mode & S_IFMT != S_IFDIR || sb.root_mode & !(S_IFMT | 0o7777) != 0 {
             return Err(FormatError::BadField("root_mode"));
         }
         Ok(sb)
     }
+}
+
+/// Default metadata reserve: 2% of the device, at least 16 blocks, at most 64 MiB.
+pub fn default_reserve(total_blocks: u64) -> u64 {
+    (total_blocks / 50).clamp(16, 16384).min(total_blocks / 4)
+}
+
+fn uuid_half(uuid: &[u8; 16], at: usize) -> [u8; 8] {
+    let mut h = [0u8; 8];
+    if let Some(src) = uuid.get(at..at + 8) {
+        h.copy_from_slice(src);
+    }
+    h
 }
 
 /// CRC-32C of a superblock record with its checksum field taken as zero.
@@ -358,12 +456,16 @@ mod tests {
     fn layout_is_fixed() {
         let buf = encoded(&sample());
         assert_eq!(&buf[0..8], b"LCFSsupr");
-        assert_eq!(&buf[12..16], &1u32.to_le_bytes());
+        assert_eq!(&buf[12..16], &2u32.to_le_bytes());
         assert_eq!(&buf[16..20], &512u32.to_le_bytes());
         assert_eq!(&buf[20..24], &4096u32.to_le_bytes());
         assert_eq!(&buf[72..80], &1024u64.to_le_bytes());
         assert_eq!(&buf[104..108], &0o40755u32.to_le_bytes());
         assert_eq!(&buf[128..132], b"test");
+        assert_eq!(&buf[192..200], &2u64.to_le_bytes());
+        assert_eq!(&buf[200..204], &1u32.to_le_bytes());
+        assert_eq!(&buf[216..224], &1u64.to_le_bytes());
+        assert_eq!(&buf[232..240], &20u64.to_le_bytes());
     }
 
     #[test]
@@ -398,16 +500,16 @@ mod tests {
             })
         );
         let mut bad = buf;
-        bad[200] = 1;
+        bad[300] = 1;
         assert!(matches!(
             Superblock::decode(&bad, 1024),
             Err(FormatError::BadChecksum { .. })
         ));
-        let mut v2 = buf;
-        v2[12] = 2;
+        let mut v3 = buf;
+        v3[12] = 3;
         assert_eq!(
-            Superblock::decode(&v2, 1024),
-            Err(FormatError::UnknownVersion(2))
+            Superblock::decode(&v3, 1024),
+            Err(FormatError::UnknownVersion(3))
         );
         let mut feat = sb.clone();
         feat.incompat = 1 << 40;

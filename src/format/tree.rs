@@ -38,6 +38,17 @@ pub enum Error {
     NoMemory,
     /// The caller passed something invalid (for example an oversized value).
     Invalid,
+    /// The object does not exist.
+    NotFound,
+    /// The name is taken.
+    Exists,
+    /// The object is in use (a layer with children).
+    Busy,
+    /// The object is read-only (a frozen layer).
+    ReadOnly,
+    /// An earlier failure aborted the transaction: the filesystem must be reopened at its last
+    /// committed state.
+    Aborted,
 }
 
 impl From<FormatError> for Error {
@@ -566,7 +577,196 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
     }
 }
 
+/// One difference between two trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change<'a> {
+    /// The item's key.
+    pub key: Key,
+    /// Its value in the old tree, if there.
+    pub old: Option<&'a [u8]>,
+    /// Its value in the new tree, if there.
+    pub new: Option<&'a [u8]>,
+}
+
+/// Calls `f` for each item whose value differs between two leaves, within `[lo, hi)`.
+fn diff_leaves(
+    a: Option<&[u8]>,
+    b: Option<&[u8]>,
+    lo: &Key,
+    hi: Option<&Key>,
+    f: &mut dyn FnMut(Change<'_>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let na = a.map_or(Ok(0), node::len)?;
+    let nb = b.map_or(Ok(0), node::len)?;
+    let in_range = |k: &Key| k >= lo && hi.is_none_or(|h| k < h);
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let ka = match a {
+            Some(a) if i < na => Some(node::leaf_key(a, i)?),
+            _ => None,
+        };
+        let kb = match b {
+            Some(b) if j < nb => Some(node::leaf_key(b, j)?),
+            _ => None,
+        };
+        match (ka, kb) {
+            (None, None) => return Ok(()),
+            (Some(x), Some(y)) if x == y => {
+                let (va, vb) = (
+                    a.map(|a| node::leaf_value(a, i)).transpose()?,
+                    b.map(|b| node::leaf_value(b, j)).transpose()?,
+                );
+                if va != vb && in_range(&x) {
+                    f(Change {
+                        key: x,
+                        old: va,
+                        new: vb,
+                    })?;
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(x), y) if y.is_none_or(|y| x < y) => {
+                if in_range(&x) {
+                    let old = a.map(|a| node::leaf_value(a, i)).transpose()?;
+                    f(Change {
+                        key: x,
+                        old,
+                        new: None,
+                    })?;
+                }
+                i += 1;
+            }
+            (_, Some(y)) => {
+                if in_range(&y) {
+                    let new = b.map(|b| node::leaf_value(b, j)).transpose()?;
+                    f(Change {
+                        key: y,
+                        old: None,
+                        new,
+                    })?;
+                }
+                j += 1;
+            }
+            (Some(_), None) => unreachable_none()?,
+        }
+    }
+}
+
+/// Never reached: the guard above takes every `(Some, None)` pair. An error rather than a panic.
+fn unreachable_none() -> Result<(), Error> {
+    Err(Error::Invalid)
+}
+
+/// Range `[lo, hi)` of child `i` of internal node `buf`, clipped to `[lo, hi)`.
+fn child_range(buf: &[u8], i: usize, lo: &Key, hi: Option<Key>) -> Result<(Key, Option<Key>), Error> {
+    let n = node::len(buf)?;
+    let start = if i == 0 { *lo } else { node::internal_key(buf, i)?.max(*lo) };
+    let end = if i + 1 < n {
+        let k = node::internal_key(buf, i + 1)?;
+        Some(hi.map_or(k, |h| h.min(k)))
+    } else {
+        hi
+    };
+    Ok((start, end))
+}
+
 impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
+    /// Calls `f` for every item that differs between the trees under `old` and `new`: added,
+    /// removed, or with a different value, in key order. Subtrees the two trees share (the same
+    /// block) are skipped without being read, so after cloning a tree and changing it, the cost
+    /// follows the number of changed items, not the size of the tree.
+    pub fn diff(
+        &mut self,
+        old: u64,
+        new: u64,
+        f: &mut dyn FnMut(Change<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.diff_rec(old, None, new, None, Key::MIN, None, f)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn diff_rec(
+        &mut self,
+        a: u64,
+        alevel: Option<u8>,
+        b: u64,
+        blevel: Option<u8>,
+        lo: Key,
+        hi: Option<Key>,
+        f: &mut dyn FnMut(Change<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if a == b {
+            return Ok(());
+        }
+        let abuf = if a == 0 { None } else { Some(self.read(a, alevel)?) };
+        let bbuf = if b == 0 { None } else { Some(self.read(b, blevel)?) };
+        let la = abuf.as_ref().map_or(0, |(_, h)| h.level);
+        let lb = bbuf.as_ref().map_or(0, |(_, h)| h.level);
+        match (&abuf, &bbuf) {
+            (Some((abuf, _)), _) if la > lb => {
+                // Descend the taller side until the levels meet.
+                for i in 0..node::len(abuf.as_ref())? {
+                    let (s, e) = child_range(abuf.as_ref(), i, &lo, hi)?;
+                    if e.is_some_and(|e| e <= s) {
+                        continue;
+                    }
+                    let child = node::internal_child(abuf.as_ref(), i)?;
+                    self.diff_rec(child, Some(la - 1), b, blevel, s, e, f)?;
+                }
+                Ok(())
+            }
+            (_, Some((bbuf, _))) if lb > la => {
+                for j in 0..node::len(bbuf.as_ref())? {
+                    let (s, e) = child_range(bbuf.as_ref(), j, &lo, hi)?;
+                    if e.is_some_and(|e| e <= s) {
+                        continue;
+                    }
+                    let child = node::internal_child(bbuf.as_ref(), j)?;
+                    self.diff_rec(a, alevel, child, Some(lb - 1), s, e, f)?;
+                }
+                Ok(())
+            }
+            (Some((abuf, _)), Some((bbuf, _))) if la > 0 => {
+                // Same level: walk the union of both nodes' child boundaries; each segment lies
+                // in exactly one child on each side.
+                let (na, nb) = (node::len(abuf.as_ref())?, node::len(bbuf.as_ref())?);
+                let (mut i, mut j) = (0usize, 0usize);
+                let mut start = lo;
+                while i < na && j < nb {
+                    let (_, ea) = child_range(abuf.as_ref(), i, &lo, hi)?;
+                    let (_, eb) = child_range(bbuf.as_ref(), j, &lo, hi)?;
+                    let end = match (ea, eb) {
+                        (Some(x), Some(y)) => Some(x.min(y)),
+                        (x, None) => x,
+                        (None, y) => y,
+                    };
+                    if end.is_none_or(|e| e > start) {
+                        let ca = node::internal_child(abuf.as_ref(), i)?;
+                        let cb = node::internal_child(bbuf.as_ref(), j)?;
+                        self.diff_rec(ca, Some(la - 1), cb, Some(lb - 1), start, end, f)?;
+                    }
+                    let Some(end) = end else { break };
+                    start = end;
+                    if ea == Some(end) {
+                        i += 1;
+                    }
+                    if eb == Some(end) {
+                        j += 1;
+                    }
+                }
+                Ok(())
+            }
+            _ => diff_leaves(
+                abuf.as_ref().map(|(x, _)| x.as_ref()),
+                bbuf.as_ref().map(|(x, _)| x.as_ref()),
+                &lo,
+                hi.as_ref(),
+                f,
+            ),
+        }
+    }
+
     /// Checks the whole tree under `root`: every node valid, levels decreasing by one, keys
     /// within the bounds their parents give, no empty non-root node. Calls `visit` for every node.
     /// Returns the number of items.

@@ -212,6 +212,30 @@ impl World {
         );
     }
 
+    /// Diffs every pair of trees against their models.
+    fn check_diffs(&mut self) {
+        for a in 0..self.trees.len() {
+            for b in 0..self.trees.len() {
+                let (ra, rb) = (self.trees[a].0, self.trees[b].0);
+                let mut got = Vec::new();
+                self.txn()
+                    .diff(ra, rb, &mut |c| {
+                        got.push((c.key, c.old.map(<[u8]>::to_vec), c.new.map(<[u8]>::to_vec)));
+                        Ok(())
+                    })
+                    .unwrap();
+                let (ma, mb) = (&self.trees[a].1, &self.trees[b].1);
+                let keys: BTreeSet<&Key> = ma.keys().chain(mb.keys()).collect();
+                let want: Vec<_> = keys
+                    .into_iter()
+                    .filter(|k| ma.get(k) != mb.get(k))
+                    .map(|k| (*k, ma.get(k).cloned(), mb.get(k).cloned()))
+                    .collect();
+                assert_eq!(got, want, "diff of trees {a} and {b}");
+            }
+        }
+    }
+
     fn check_tree(&mut self, t: usize) {
         let root = self.trees[t].0;
         let items = self.txn().verify(root, &mut |_, _| {}).unwrap();
@@ -325,6 +349,7 @@ proptest! {
             }
         }
         w.check();
+        w.check_diffs();
         // Dropping every tree frees every block.
         while !w.trees.is_empty() {
             w.drop_tree(0);
@@ -441,4 +466,65 @@ fn damaged_nodes_are_errors_not_panics() {
         .txn()
         .insert(root, &key(1), &[0; MAX_VALUE_SIZE + 1])
         .is_err());
+}
+
+/// Counts node reads, to show that a diff reads only what changed.
+struct CountingStore {
+    inner: MemStore,
+    reads: u64,
+}
+
+impl BlockStore for CountingStore {
+    type Buf = Vec<u8>;
+    fn alloc_buf(&mut self) -> Result<Vec<u8>, Error> {
+        self.inner.alloc_buf()
+    }
+    fn read(&mut self, blocknr: u64, buf: &mut Vec<u8>) -> Result<(), Error> {
+        self.reads += 1;
+        self.inner.read(blocknr, buf)
+    }
+    fn write(&mut self, blocknr: u64, buf: &Vec<u8>) -> Result<(), Error> {
+        self.inner.write(blocknr, buf)
+    }
+    fn total_blocks(&self) -> u64 {
+        TOTAL
+    }
+}
+
+#[test]
+fn diff_reads_only_changed_paths() {
+    let mut w = World::new();
+    for id in 0..20_000 {
+        w.insert(id, 40);
+    }
+    w.commit();
+    w.clone_tree(0);
+    for id in [5u64, 9_000, 19_999] {
+        w.insert_in(1, id, 41);
+    }
+    w.remove_in(1, 12_345);
+    let (a, b) = (w.trees[0].0, w.trees[1].0);
+    let mut store = CountingStore {
+        inner: MemStore {
+            blocks: core::mem::take(&mut w.store.blocks),
+        },
+        reads: 0,
+    };
+    let mut changes = 0;
+    Txn {
+        store: &mut store,
+        alloc: &mut w.alloc,
+        generation: w.generation,
+        fsid: 7,
+        tree: 3,
+        leaf_refs: None,
+    }
+    .diff(a, b, &mut |_| {
+        changes += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(changes, 4);
+    // Four changed root-to-leaf paths in a tree of three levels, on both sides.
+    assert!(store.reads <= 4 * 3 * 2 + 2, "{} node reads", store.reads);
 }
