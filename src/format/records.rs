@@ -10,8 +10,10 @@
 //! |------|----|--------|-------|
 //! | [`kind::INODE`] | inode number | 0 | [`InodeRecord`], 128 bytes |
 //! | [`kind::DIRENT`] | directory inode | [`dirent_offset`] of the name hash and a collision index | [`DirentRecord`] |
+//! | [`kind::LINK`] | inode | parent directory inode | [`LinkRecord`]: links from that directory, one name |
 //! | [`kind::EXTENT`] | inode | file offset in blocks | [`ExtentRecord`], 16 bytes |
 //! | [`kind::INLINE`] | inode | 0 | inline data of a small file or symlink target |
+//! | [`kind::XATTR`] | inode | [`dirent_offset`] of the attribute name's hash | [`XattrRecord`] |
 //! | [`kind::LAYER`] | layer id | 0 | [`LayerRecord`] |
 
 use super::bytes::{get_array, get_u16, get_u32, get_u64, put_bytes, put_u16, put_u32, put_u64};
@@ -25,10 +27,14 @@ pub mod kind {
     pub const INODE: u8 = 1;
     /// A directory entry.
     pub const DIRENT: u8 = 2;
+    /// A back reference from an inode to a directory that links it (for paths in diffs).
+    pub const LINK: u8 = 3;
     /// A data extent of a regular file.
     pub const EXTENT: u8 = 4;
     /// Inline data: the target of a symlink or the bytes of a small file.
     pub const INLINE: u8 = 5;
+    /// An extended attribute.
+    pub const XATTR: u8 = 6;
     /// A layer.
     pub const LAYER: u8 = 16;
 }
@@ -355,18 +361,23 @@ pub mod layer_flags {
 /// Longest layer name, in bytes.
 pub const LAYER_NAME_MAX: usize = 255;
 
+/// Bytes of a layer record before the name.
+const LAYER_HEADER: usize = 65;
+
 /// A layer: one complete tree of inodes, directory entries and extents, possibly sharing nodes
 /// with its parent.
 ///
-/// Layout: `parent` u64 @0 (0: none), `flags` u32 @8, reserved u32 @12, `create_time` @16
+/// Layout: `parent` u64 @0 (0: none), `flags` u32 @8, `children` u32 @12, `create_time` @16
 /// (i64 + u32), reserved u32 @28, `root` u64 @32 (tree root block), `bytes_used` u64 @40,
-/// `inodes_used` u64 @48, `name_len` u8 @56, name @57.
+/// `inodes_used` u64 @48, `next_ino` u64 @56, `name_len` u8 @64, name @65.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerRecord<'a> {
     /// Parent layer id, 0 for none.
     pub parent: u64,
     /// [`layer_flags`].
     pub flags: u32,
+    /// Number of layers cloned from this one (a layer with children cannot be removed).
+    pub children: u32,
     /// Creation time.
     pub create_time: Timespec,
     /// Root block of the layer's tree (0 when empty).
@@ -375,6 +386,8 @@ pub struct LayerRecord<'a> {
     pub bytes_used: u64,
     /// Inodes the layer holds, kept incrementally.
     pub inodes_used: u64,
+    /// Inode number the next new inode gets.
+    pub next_ino: u64,
     /// Name, 1 to 255 bytes of UTF-8 without `/` or NUL.
     pub name: &'a [u8],
 }
@@ -382,7 +395,7 @@ pub struct LayerRecord<'a> {
 impl<'a> LayerRecord<'a> {
     /// Encoded size.
     pub fn size(&self) -> usize {
-        57 + self.name.len()
+        LAYER_HEADER + self.name.len()
     }
 
     /// Encodes at the start of `buf`; returns the bytes written.
@@ -392,20 +405,22 @@ impl<'a> LayerRecord<'a> {
         b.fill(0);
         put_u64(b, 0, self.parent)?;
         put_u32(b, 8, self.flags)?;
+        put_u32(b, 12, self.children)?;
         self.create_time.put(b, 16)?;
         put_u64(b, 32, self.root)?;
         put_u64(b, 40, self.bytes_used)?;
         put_u64(b, 48, self.inodes_used)?;
+        put_u64(b, 56, self.next_ino)?;
         let len = u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("layer name"))?;
-        put_bytes(b, 56, &[len])?;
-        put_bytes(b, 57, self.name)?;
+        put_bytes(b, 64, &[len])?;
+        put_bytes(b, LAYER_HEADER, self.name)?;
         Ok(self.size())
     }
 
     /// Decodes and validates a layer record of layer `id`.
     pub fn decode(buf: &'a [u8], id: u64, total_blocks: u64) -> Result<Self, FormatError> {
-        let len = usize::from(get_array::<1>(buf, 56)?[0]);
-        let name = buf.get(57..).ok_or(FormatError::Truncated)?;
+        let len = usize::from(get_array::<1>(buf, 64)?[0]);
+        let name = buf.get(LAYER_HEADER..).ok_or(FormatError::Truncated)?;
         if name.len() != len {
             return Err(FormatError::BadField("layer record length"));
         }
@@ -413,19 +428,21 @@ impl<'a> LayerRecord<'a> {
         let r = Self {
             parent: get_u64(buf, 0)?,
             flags: get_u32(buf, 8)?,
+            children: get_u32(buf, 12)?,
             create_time: Timespec::get(buf, 16)?,
             root: get_u64(buf, 32)?,
             bytes_used: get_u64(buf, 40)?,
             inodes_used: get_u64(buf, 48)?,
+            next_ino: get_u64(buf, 56)?,
             name,
         };
-        if get_u32(buf, 12)? != 0 || get_u32(buf, 28)? != 0 {
+        if get_u32(buf, 28)? != 0 {
             return Err(FormatError::BadField("layer reserved"));
         }
         if r.flags & !layer_flags::KNOWN != 0 {
             return Err(FormatError::BadField("layer flags"));
         }
-        if r.parent == id || r.root >= total_blocks {
+        if r.parent == id || r.root >= total_blocks || r.next_ino <= super::ROOT_INO {
             return Err(FormatError::BadField("layer links"));
         }
         Ok(r)
@@ -439,6 +456,179 @@ pub fn check_layer_name(name: &[u8]) -> Result<(), FormatError> {
     }
     core::str::from_utf8(name).map_err(|_| FormatError::BadField("layer name"))?;
     Ok(())
+}
+
+/// A back reference: inode `key.id` is linked `count` times from directory `key.offset`, one of
+/// them under `name`. Lets a diff turn a changed inode into a path without scanning directories.
+///
+/// Layout: `count` u32 @0, `name_len` u8 @4, name @5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkRecord<'a> {
+    /// Links from the directory.
+    pub count: u32,
+    /// One of the names.
+    pub name: &'a [u8],
+}
+
+impl<'a> LinkRecord<'a> {
+    /// Encoded size.
+    pub fn size(&self) -> usize {
+        5 + self.name.len()
+    }
+
+    /// Encodes at the start of `buf`; returns the bytes written.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, FormatError> {
+        check_name(self.name)?;
+        let len = u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("name"))?;
+        put_u32(buf, 0, self.count)?;
+        put_bytes(buf, 4, &[len])?;
+        put_bytes(buf, 5, self.name)?;
+        Ok(self.size())
+    }
+
+    /// Decodes and validates.
+    pub fn decode(buf: &'a [u8]) -> Result<Self, FormatError> {
+        let count = get_u32(buf, 0)?;
+        let len = usize::from(get_array::<1>(buf, 4)?[0]);
+        let name = buf.get(5..).ok_or(FormatError::Truncated)?;
+        if name.len() != len || count == 0 {
+            return Err(FormatError::BadField("link record"));
+        }
+        check_name(name)?;
+        Ok(Self { count, name })
+    }
+}
+
+/// Longest extended attribute name (with its namespace prefix), in bytes.
+pub const XATTR_NAME_MAX: usize = 255;
+
+/// Largest extended attribute value, in bytes.
+pub const XATTR_VALUE_MAX: usize = 65536;
+
+/// Where an extended attribute's value lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrValue<'a> {
+    /// In the record itself.
+    Inline(&'a [u8]),
+    /// In `extent`'s blocks (values too big for a leaf item); `len` bytes.
+    External {
+        /// The blocks.
+        extent: ExtentRecord,
+        /// Value length.
+        len: u32,
+    },
+}
+
+/// An extended attribute.
+///
+/// Layout: `flags` u8 @0 (1: value external), `name_len` u8 @1, `value_len` u32 @2, name @6, then
+/// the value bytes (inline) or an [`ExtentRecord`] of `ceil(value_len / 4096)` blocks (external).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XattrRecord<'a> {
+    /// Full name, for example `user.comment`.
+    pub name: &'a [u8],
+    /// The value.
+    pub value: XattrValue<'a>,
+}
+
+const XATTR_EXTERNAL: u8 = 1;
+const XATTR_HEADER: usize = 6;
+
+impl<'a> XattrRecord<'a> {
+    /// Whether a value of `len` bytes with this name is stored inline.
+    pub fn fits_inline(name: &[u8], len: usize) -> bool {
+        XATTR_HEADER + name.len() + len <= MAX_VALUE_SIZE
+    }
+
+    /// Encoded size.
+    pub fn size(&self) -> usize {
+        XATTR_HEADER
+            + self.name.len()
+            + match self.value {
+                XattrValue::Inline(v) => v.len(),
+                XattrValue::External { .. } => EXTENT_RECORD_SIZE,
+            }
+    }
+
+    /// Encodes at the start of `buf`; returns the bytes written.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, FormatError> {
+        check_xattr_name(self.name)?;
+        let name_len = u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("xattr name"))?;
+        let at = XATTR_HEADER + self.name.len();
+        match self.value {
+            XattrValue::Inline(v) => {
+                if !Self::fits_inline(self.name, v.len()) {
+                    return Err(FormatError::BadField("xattr value"));
+                }
+                // CAST: fits_inline bounds v.len() by MAX_VALUE_SIZE.
+                put_u32(buf, 2, v.len() as u32)?;
+                put_bytes(buf, 0, &[0, name_len])?;
+                put_bytes(buf, at, v)?;
+            }
+            XattrValue::External { extent, len } => {
+                put_bytes(buf, 0, &[XATTR_EXTERNAL, name_len])?;
+                put_u32(buf, 2, len)?;
+                extent.encode(buf.get_mut(at..).ok_or(FormatError::Truncated)?)?;
+            }
+        }
+        put_bytes(buf, XATTR_HEADER, self.name)?;
+        Ok(self.size())
+    }
+
+    /// Decodes and validates; `total_blocks` bounds an external value's blocks.
+    pub fn decode(buf: &'a [u8], total_blocks: u64) -> Result<Self, FormatError> {
+        let [flags, name_len] = get_array::<2>(buf, 0)?;
+        let len = get_u32(buf, 2)?;
+        let at = XATTR_HEADER + usize::from(name_len);
+        let name = buf.get(XATTR_HEADER..at).ok_or(FormatError::Truncated)?;
+        check_xattr_name(name)?;
+        let rest = buf.get(at..).ok_or(FormatError::Truncated)?;
+        let ulen = usize::try_from(len).map_err(|_| FormatError::BadField("xattr value"))?;
+        let value = match flags {
+            0 if rest.len() == ulen => XattrValue::Inline(rest),
+            XATTR_EXTERNAL if ulen <= XATTR_VALUE_MAX && !Self::fits_inline(name, ulen) => {
+                let extent = ExtentRecord::decode(rest, total_blocks)?;
+                if u64::from(extent.len) != u64::from(len).div_ceil(u64::from(super::BLOCK_SIZE))
+                    || extent.flags != 0
+                {
+                    return Err(FormatError::BadField("xattr extent"));
+                }
+                XattrValue::External { extent, len }
+            }
+            _ => return Err(FormatError::BadField("xattr value")),
+        };
+        Ok(Self { name, value })
+    }
+}
+
+/// Checks an extended attribute name: 1 to 255 bytes, no NUL.
+pub fn check_xattr_name(name: &[u8]) -> Result<(), FormatError> {
+    if name.is_empty() || name.len() > XATTR_NAME_MAX || name.contains(&0) {
+        return Err(FormatError::BadField("xattr name"));
+    }
+    Ok(())
+}
+
+/// The blocks a filesystem-tree item references: a file extent or an external xattr value.
+/// This is the [`super::tree::LeafRefs`] of layer trees.
+pub fn fs_leaf_refs(
+    key: &super::node::Key,
+    value: &[u8],
+    total_blocks: u64,
+) -> Result<Option<(u64, u64)>, FormatError> {
+    match key.kind {
+        kind::EXTENT => {
+            let e = ExtentRecord::decode(value, total_blocks)?;
+            Ok(Some((e.disk_block, u64::from(e.len))))
+        }
+        kind::XATTR => match XattrRecord::decode(value, total_blocks)?.value {
+            XattrValue::External { extent, .. } => {
+                Ok(Some((extent.disk_block, u64::from(extent.len))))
+            }
+            XattrValue::Inline(_) => Ok(None),
+        },
+        _ => Ok(None),
+    }
 }
 
 /// Reads a u16 length-prefixed byte string (used by inline data items).

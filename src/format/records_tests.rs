@@ -131,14 +131,20 @@ fn layer_round_trip() {
     let l = LayerRecord {
         parent: 3,
         flags: layer_flags::READ_ONLY,
+        children: 2,
         create_time: ts(100, 5),
         root: 77,
         bytes_used: 1 << 40,
         inodes_used: 12,
+        next_ino: 13,
         name: b"sha256:abc",
     };
     let mut buf = [0u8; 400];
     let n = l.encode(&mut buf).unwrap();
+    assert_eq!(n, 65 + 10);
+    assert_eq!(&buf[12..16], &2u32.to_le_bytes());
+    assert_eq!(&buf[56..64], &13u64.to_le_bytes());
+    assert_eq!(&buf[65..75], b"sha256:abc");
     assert_eq!(LayerRecord::decode(&buf[..n], 4, 1000), Ok(l));
     assert!(
         LayerRecord::decode(&buf[..n], 3, 1000).is_err(),
@@ -148,6 +154,65 @@ fn layer_round_trip() {
         LayerRecord::decode(&buf[..n], 4, 50).is_err(),
         "root past the end"
     );
+}
+
+#[test]
+fn link_round_trip() {
+    let l = LinkRecord {
+        count: 2,
+        name: b"hello",
+    };
+    let mut buf = [0u8; 300];
+    let n = l.encode(&mut buf).unwrap();
+    assert_eq!(LinkRecord::decode(&buf[..n]), Ok(l));
+    buf[0..4].fill(0);
+    assert!(LinkRecord::decode(&buf[..n]).is_err(), "zero count");
+}
+
+#[test]
+fn xattr_round_trip_inline_and_external() {
+    let mut buf = [0u8; 1100];
+    let small = XattrRecord {
+        name: b"user.comment",
+        value: XattrValue::Inline(b"hi there"),
+    };
+    let n = small.encode(&mut buf).unwrap();
+    assert_eq!(XattrRecord::decode(&buf[..n], 100), Ok(small));
+    let big = XattrRecord {
+        name: b"security.big",
+        value: XattrValue::External {
+            extent: ExtentRecord {
+                disk_block: 10,
+                len: 3,
+                flags: 0,
+            },
+            len: 9000,
+        },
+    };
+    let n = big.encode(&mut buf).unwrap();
+    assert_eq!(XattrRecord::decode(&buf[..n], 100), Ok(big));
+    assert!(XattrRecord::decode(&buf[..n], 12).is_err(), "extent past the end");
+    let key = super::super::node::Key::new(5, kind::XATTR, 256);
+    assert_eq!(fs_leaf_refs(&key, &buf[..n], 100), Ok(Some((10, 3))));
+    // A value that fits inline must not be stored outside.
+    let wrong = XattrRecord {
+        name: b"user.x",
+        value: XattrValue::External {
+            extent: ExtentRecord {
+                disk_block: 10,
+                len: 1,
+                flags: 0,
+            },
+            len: 10,
+        },
+    };
+    let n = wrong.encode(&mut buf).unwrap();
+    assert!(XattrRecord::decode(&buf[..n], 100).is_err());
+    let too_big = XattrRecord {
+        name: b"user.x",
+        value: XattrValue::Inline(&[1; 1020]),
+    };
+    assert!(too_big.encode(&mut buf).is_err());
 }
 
 #[test]
@@ -166,6 +231,8 @@ proptest! {
         let _ = ExtentRecord::decode(&data, 1 << 40);
         let _ = LayerRecord::decode(&data, id, 1 << 40);
         let _ = inline_data(&data);
+        let _ = LinkRecord::decode(&data);
+        let _ = XattrRecord::decode(&data, 1 << 40);
     }
 
     #[test]
