@@ -22,6 +22,7 @@ pub mod records;
 pub mod refmap;
 pub mod superblock;
 pub mod tree;
+pub mod volume;
 
 /// Size in bytes of every LCFS block. Fixed by the format: the kernel page size on the supported
 /// architectures, so one metadata block is one page-cache folio of the block device.

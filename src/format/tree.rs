@@ -594,8 +594,8 @@ fn diff_leaves(
     b: Option<&[u8]>,
     lo: &Key,
     hi: Option<&Key>,
-    f: &mut dyn FnMut(Change<'_>) -> Result<(), Error>,
-) -> Result<(), Error> {
+    f: &mut dyn FnMut(Change<'_>) -> Result<bool, Error>,
+) -> Result<bool, Error> {
     let na = a.map_or(Ok(0), node::len)?;
     let nb = b.map_or(Ok(0), node::len)?;
     let in_range = |k: &Key| k >= lo && hi.is_none_or(|h| k < h);
@@ -610,18 +610,21 @@ fn diff_leaves(
             _ => None,
         };
         match (ka, kb) {
-            (None, None) => return Ok(()),
+            (None, None) => return Ok(true),
             (Some(x), Some(y)) if x == y => {
                 let (va, vb) = (
                     a.map(|a| node::leaf_value(a, i)).transpose()?,
                     b.map(|b| node::leaf_value(b, j)).transpose()?,
                 );
-                if va != vb && in_range(&x) {
-                    f(Change {
+                if va != vb
+                    && in_range(&x)
+                    && !f(Change {
                         key: x,
                         old: va,
                         new: vb,
-                    })?;
+                    })?
+                {
+                    return Ok(false);
                 }
                 i += 1;
                 j += 1;
@@ -629,32 +632,36 @@ fn diff_leaves(
             (Some(x), y) if y.is_none_or(|y| x < y) => {
                 if in_range(&x) {
                     let old = a.map(|a| node::leaf_value(a, i)).transpose()?;
-                    f(Change {
+                    if !f(Change {
                         key: x,
                         old,
                         new: None,
-                    })?;
+                    })? {
+                        return Ok(false);
+                    }
                 }
                 i += 1;
             }
             (_, Some(y)) => {
                 if in_range(&y) {
                     let new = b.map(|b| node::leaf_value(b, j)).transpose()?;
-                    f(Change {
+                    if !f(Change {
                         key: y,
                         old: None,
                         new,
-                    })?;
+                    })? {
+                        return Ok(false);
+                    }
                 }
                 j += 1;
             }
-            (Some(_), None) => unreachable_none()?,
+            (Some(_), None) => return unreachable_none(),
         }
     }
 }
 
 /// Never reached: the guard above takes every `(Some, None)` pair. An error rather than a panic.
-fn unreachable_none() -> Result<(), Error> {
+fn unreachable_none() -> Result<bool, Error> {
     Err(Error::Invalid)
 }
 
@@ -675,14 +682,16 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
     /// Calls `f` for every item that differs between the trees under `old` and `new`: added,
     /// removed, or with a different value, in key order. Subtrees the two trees share (the same
     /// block) are skipped without being read, so after cloning a tree and changing it, the cost
-    /// follows the number of changed items, not the size of the tree.
+    /// follows the number of changed items, not the size of the tree. Only keys from `from` on
+    /// are compared; `f` returns `Ok(false)` to stop early (then `diff` returns `Ok(false)`).
     pub fn diff(
         &mut self,
         old: u64,
         new: u64,
-        f: &mut dyn FnMut(Change<'_>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        self.diff_rec(old, None, new, None, Key::MIN, None, f)
+        from: Key,
+        f: &mut dyn FnMut(Change<'_>) -> Result<bool, Error>,
+    ) -> Result<bool, Error> {
+        self.diff_rec(old, None, new, None, from, None, f)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -694,10 +703,10 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         blevel: Option<u8>,
         lo: Key,
         hi: Option<Key>,
-        f: &mut dyn FnMut(Change<'_>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+        f: &mut dyn FnMut(Change<'_>) -> Result<bool, Error>,
+    ) -> Result<bool, Error> {
         if a == b {
-            return Ok(());
+            return Ok(true);
         }
         let abuf = if a == 0 { None } else { Some(self.read(a, alevel)?) };
         let bbuf = if b == 0 { None } else { Some(self.read(b, blevel)?) };
@@ -712,9 +721,11 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                         continue;
                     }
                     let child = node::internal_child(abuf.as_ref(), i)?;
-                    self.diff_rec(child, Some(la - 1), b, blevel, s, e, f)?;
+                    if !self.diff_rec(child, Some(la - 1), b, blevel, s, e, f)? {
+                        return Ok(false);
+                    }
                 }
-                Ok(())
+                Ok(true)
             }
             (_, Some((bbuf, _))) if lb > la => {
                 for j in 0..node::len(bbuf.as_ref())? {
@@ -723,9 +734,11 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                         continue;
                     }
                     let child = node::internal_child(bbuf.as_ref(), j)?;
-                    self.diff_rec(a, alevel, child, Some(lb - 1), s, e, f)?;
+                    if !self.diff_rec(a, alevel, child, Some(lb - 1), s, e, f)? {
+                        return Ok(false);
+                    }
                 }
-                Ok(())
+                Ok(true)
             }
             (Some((abuf, _)), Some((bbuf, _))) if la > 0 => {
                 // Same level: walk the union of both nodes' child boundaries; each segment lies
@@ -744,7 +757,9 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                     if end.is_none_or(|e| e > start) {
                         let ca = node::internal_child(abuf.as_ref(), i)?;
                         let cb = node::internal_child(bbuf.as_ref(), j)?;
-                        self.diff_rec(ca, Some(la - 1), cb, Some(lb - 1), start, end, f)?;
+                        if !self.diff_rec(ca, Some(la - 1), cb, Some(lb - 1), start, end, f)? {
+                            return Ok(false);
+                        }
                     }
                     let Some(end) = end else { break };
                     start = end;
@@ -755,7 +770,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                         j += 1;
                     }
                 }
-                Ok(())
+                Ok(true)
             }
             _ => diff_leaves(
                 abuf.as_ref().map(|(x, _)| x.as_ref()),

@@ -219,9 +219,9 @@ impl World {
                 let (ra, rb) = (self.trees[a].0, self.trees[b].0);
                 let mut got = Vec::new();
                 self.txn()
-                    .diff(ra, rb, &mut |c| {
+                    .diff(ra, rb, Key::MIN, &mut |c| {
                         got.push((c.key, c.old.map(<[u8]>::to_vec), c.new.map(<[u8]>::to_vec)));
-                        Ok(())
+                        Ok(true)
                     })
                     .unwrap();
                 let (ma, mb) = (&self.trees[a].1, &self.trees[b].1);
@@ -519,9 +519,9 @@ fn diff_reads_only_changed_paths() {
         tree: 3,
         leaf_refs: None,
     }
-    .diff(a, b, &mut |_| {
+    .diff(a, b, Key::MIN, &mut |_| {
         changes += 1;
-        Ok(())
+        Ok(true)
     })
     .unwrap();
     assert_eq!(changes, 4);

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use lcfs_format::superblock::{self, Selected, Superblock, SUPERBLOCK_COPIES};
 use lcfs_format::{FormatError, BLOCK_SIZE};
 
+pub mod fsck;
 pub mod probe;
+pub mod store;
 
 /// Errors of device access.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,8 @@ pub struct Device {
     path: PathBuf,
     size: u64,
     is_block_device: bool,
+    read_only: bool,
+    last_error: Option<io::Error>,
 }
 
 /// How to open a [`Device`].
@@ -88,6 +92,8 @@ impl Device {
             path: path.to_owned(),
             size,
             is_block_device,
+            read_only: access == Access::ReadOnly,
+            last_error: None,
         })
     }
 
@@ -116,6 +122,19 @@ impl Device {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// Keeps the details of an I/O error the format core only sees as `Io`.
+    fn remember(&mut self, e: Error) -> lcfs_format::tree::Error {
+        if let Error::Io { source, .. } = e {
+            self.last_error = Some(source);
+        }
+        lcfs_format::tree::Error::Io
+    }
+
+    /// The last I/O error seen through the block-store interface.
+    pub fn take_last_error(&mut self) -> Option<io::Error> {
+        self.last_error.take()
     }
 
     /// Reads `buf.len()` bytes at byte offset `pos`; bytes past the end of the device read as zero.

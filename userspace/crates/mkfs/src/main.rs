@@ -11,6 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use lcfs_format::superblock::{Superblock, MIN_BLOCKS};
+use lcfs_format::records::{self, Timespec};
+use lcfs_format::volume::Volume;
 use lcfs_format::BLOCK_SIZE;
 use lcfs_image::{probe, Access, Device};
 
@@ -44,6 +46,10 @@ struct Args {
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
+
+    /// Name of the first, empty read-write layer.
+    #[arg(long, default_value = "default")]
+    layer: String,
 }
 
 /// Parses a byte count with an optional binary suffix (K, M, G, T; `KiB` style accepted).
@@ -116,10 +122,16 @@ fn run(args: &Args) -> Result<()> {
     }
 
     let uuid = args.uuid.unwrap_or_else(uuid::Uuid::new_v4);
-    let now = SystemTime::now()
+    let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or_default();
+    let now = since_epoch.as_secs();
+    let now_ts = Timespec {
+        sec: i64::try_from(now).unwrap_or(i64::MAX),
+        nsec: since_epoch.subsec_nanos(),
+    };
+    records::check_layer_name(args.layer.as_bytes())
+        .map_err(|_| anyhow::anyhow!("layer name must be 1 to 255 bytes without '/' or NUL"))?;
     let mut sb = Superblock::new(blocks, *uuid.as_bytes(), now);
     if let Some(label) = &args.label {
         sb.set_label(label)
@@ -143,7 +155,7 @@ fn run(args: &Args) -> Result<()> {
         );
         println!("  uuid:        {uuid}");
         println!("  label:       {}", args.label.as_deref().unwrap_or(""));
-        println!("  free blocks: {}", sb.free_blocks);
+        println!("  first layer: {}", args.layer);
     }
     if args.dry_run {
         return Ok(());
@@ -160,14 +172,15 @@ fn run(args: &Args) -> Result<()> {
 
     // Old signatures must not survive next to the new filesystem (blkid would report both).
     dev.write_at(0, &vec![0u8; probe::PROBE_BYTES])?;
-    // Both copies describe the same empty filesystem; generation 1 is current, and the copy with
-    // generation 0 is the fallback if block 1 is ever damaged.
-    let mut fallback = sb.clone();
-    fallback.generation = 0;
-    dev.write_superblock(&fallback)?;
-    dev.write_superblock(&sb)?;
-    dev.sync()?;
+    // The map, the layer tree and the first layer, committed twice so that both superblock
+    // copies are valid from the start.
+    let vol = match Volume::format(dev, sb, Some(args.layer.as_bytes()), now_ts) {
+        Ok(vol) => vol,
+        Err(e) => bail!("{}: cannot write the filesystem: {e:?}", args.device.display()),
+    };
     if !args.quiet {
+        let sb = vol.superblock();
+        println!("  free blocks: {} (reserve {})", sb.free_blocks, sb.reserve_blocks);
         println!("Done.");
     }
     Ok(())

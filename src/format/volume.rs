@@ -1,0 +1,706 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! A whole filesystem: superblock, reference-count map, layer tree and layer trees, with the
+//! commit protocol and the layer operations.
+//!
+//! # Commit protocol
+//!
+//! Everything a transaction changes is written to blocks the committed state does not use
+//! (copy-on-write trees and map; freed blocks are pinned until commit). [`Volume::commit`]
+//! turns pins into free blocks, flushes the device, writes the superblock copy of the new
+//! generation (`generation % 2`), and flushes again. A crash before the superblock write reopens
+//! at the previous commit; after it, at the new one. The other copy always holds the previous
+//! commit, so a torn superblock write falls back one generation.
+//!
+//! # Errors
+//!
+//! Operations check their arguments and the free space they may need before changing anything,
+//! so `NotFound`, `Exists`, `Busy`, `ReadOnly`, `Invalid` and most `NoSpace` errors leave the
+//! transaction intact. Any failure after the first change (an I/O error, corruption found on the
+//! way, space running out anyway) *aborts* the transaction: every later operation fails with
+//! [`Error::Aborted`] and the filesystem must be reopened, which finds the last commit intact.
+
+use super::node::Key;
+use super::records::{
+    fs_leaf_refs, kind, layer_flags, mode, ExtentRecord, InodeRecord, LayerRecord, Timespec,
+    INODE_RECORD_SIZE, LAYER_NAME_MAX,
+};
+use super::refmap::{MapParams, Purpose, RefMap};
+use super::superblock::{self, Superblock, SUPERBLOCK_SIZE};
+use super::tree::{BlockStore, Change, Error, Txn};
+use super::{FormatError, BLOCK_SIZE, ROOT_INO};
+
+/// Tree kinds stored in node headers.
+pub mod tree_kind {
+    /// The layer tree (one item per layer).
+    pub const LAYERS: u8 = 1;
+    /// A layer's filesystem tree.
+    pub const FS: u8 = 2;
+}
+
+/// A block store that can make its writes durable.
+pub trait Device: BlockStore {
+    /// Returns once every write so far is on stable storage.
+    fn flush(&mut self) -> Result<(), Error>;
+}
+
+/// A decoded layer record, owned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// Layer id.
+    pub id: u64,
+    /// Parent layer, 0 for none.
+    pub parent: u64,
+    /// [`layer_flags`].
+    pub flags: u32,
+    /// Layers cloned from this one.
+    pub children: u32,
+    /// Creation time.
+    pub create_time: Timespec,
+    /// Root of the layer's tree.
+    pub root: u64,
+    /// Bytes of file data referenced.
+    pub bytes_used: u64,
+    /// Inodes held.
+    pub inodes_used: u64,
+    /// Next inode number.
+    pub next_ino: u64,
+    name: [u8; LAYER_NAME_MAX],
+    name_len: u8,
+}
+
+impl LayerInfo {
+    fn from_record(id: u64, r: &LayerRecord<'_>) -> Result<Self, FormatError> {
+        let mut name = [0u8; LAYER_NAME_MAX];
+        name.get_mut(..r.name.len())
+            .ok_or(FormatError::BadField("layer name"))?
+            .copy_from_slice(r.name);
+        Ok(Self {
+            id,
+            parent: r.parent,
+            flags: r.flags,
+            children: r.children,
+            create_time: r.create_time,
+            root: r.root,
+            bytes_used: r.bytes_used,
+            inodes_used: r.inodes_used,
+            next_ino: r.next_ino,
+            name,
+            name_len: u8::try_from(r.name.len()).map_err(|_| FormatError::BadField("layer name"))?,
+        })
+    }
+
+    fn record(&self) -> LayerRecord<'_> {
+        LayerRecord {
+            parent: self.parent,
+            flags: self.flags,
+            children: self.children,
+            create_time: self.create_time,
+            root: self.root,
+            bytes_used: self.bytes_used,
+            inodes_used: self.inodes_used,
+            next_ino: self.next_ino,
+            name: self.name(),
+        }
+    }
+
+    /// The layer's name.
+    pub fn name(&self) -> &[u8] {
+        self.name.get(..usize::from(self.name_len)).unwrap_or(&[])
+    }
+
+    /// Whether the layer is frozen.
+    pub fn is_read_only(&self) -> bool {
+        self.flags & layer_flags::READ_ONLY != 0
+    }
+}
+
+/// Key of a layer's record in the layer tree.
+pub fn layer_key(id: u64) -> Key {
+    Key::new(id, kind::LAYER, 0)
+}
+
+/// Key of an inode record.
+pub fn inode_key(ino: u64) -> Key {
+    Key::new(ino, kind::INODE, 0)
+}
+
+/// Bytes of file data an item accounts for in its layer's `bytes_used`.
+fn item_bytes(key: &Key, value: &[u8], total_blocks: u64) -> Result<u64, FormatError> {
+    if key.kind == kind::EXTENT {
+        let e = ExtentRecord::decode(value, total_blocks)?;
+        return Ok(u64::from(e.len) * u64::from(BLOCK_SIZE));
+    }
+    Ok(0)
+}
+
+/// How much a layer's counters change.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    inodes: i64,
+    bytes: i64,
+}
+
+/// An open filesystem and its running transaction.
+pub struct Volume<S: Device> {
+    store: S,
+    /// The committed superblock, updated in memory by the running transaction.
+    sb: Superblock,
+    map: RefMap,
+    dirty: bool,
+    aborted: bool,
+}
+
+/// Largest encoded layer record.
+const LAYER_RECORD_MAX: usize = 65 + LAYER_NAME_MAX;
+
+impl<S: Device> Volume<S> {
+    /// Writes a fresh filesystem on `store` and commits it: the map, an empty layer tree, and,
+    /// if `first_layer` is given, one empty read-write layer with that name. `sb` comes from
+    /// [`Superblock::new`] (with label and root attributes set as wanted).
+    pub fn format(mut store: S, mut sb: Superblock, first_layer: Option<&[u8]>, now: Timespec) -> Result<Self, Error> {
+        if sb.total_blocks > store.total_blocks() || sb.total_blocks < superblock::MIN_BLOCKS {
+            return Err(Error::Invalid);
+        }
+        sb.generation = 0;
+        sb.layer_root = 0;
+        sb.layer_count = 0;
+        sb.next_layer_id = 1;
+        let map = RefMap::format(
+            &mut store,
+            &MapParams {
+                root: 0,
+                level: 0,
+                free: 0,
+                reserve: sb.reserve_blocks,
+                fsid: sb.fsid(),
+                total_blocks: sb.total_blocks,
+                generation: 1,
+            },
+            Superblock::FIXED_BLOCKS,
+        )?;
+        let mut vol = Self {
+            store,
+            sb,
+            map,
+            dirty: true,
+            aborted: false,
+        };
+        if let Some(name) = first_layer {
+            vol.create_layer(name, None, now)?;
+        }
+        // Generation 1 goes to copy 1; the same state is then committed again as generation 2
+        // into copy 0, so both copies are valid from the start.
+        vol.commit(now)?;
+        vol.dirty = true;
+        vol.commit(now)?;
+        Ok(vol)
+    }
+
+    /// Opens the filesystem on `store` at its last commit. Also returns the error of the other
+    /// superblock copy if it is damaged (redundancy is lost; worth a warning).
+    pub fn open(mut store: S) -> Result<(Self, Option<(u64, FormatError)>), Error> {
+        let mut buf = store.alloc_buf()?;
+        let device = store.total_blocks();
+        store.read(0, &mut buf)?;
+        let c0 = Superblock::decode(buf.as_ref(), device);
+        store.read(1, &mut buf)?;
+        let c1 = Superblock::decode(buf.as_ref(), device);
+        let sel = superblock::select(c0, c1)?;
+        let sb = sel.sb;
+        let map = RefMap::open(
+            &mut store,
+            &MapParams {
+                root: sb.map_root,
+                level: sb.map_level,
+                free: sb.free_blocks,
+                reserve: sb.reserve_blocks,
+                fsid: sb.fsid(),
+                total_blocks: sb.total_blocks,
+                generation: sb.generation + 1,
+            },
+        )?;
+        Ok((
+            Self {
+                store,
+                sb,
+                map,
+                dirty: false,
+                aborted: false,
+            },
+            sel.other_error,
+        ))
+    }
+
+    /// The superblock as the next commit will write it (free count of the running transaction).
+    pub fn superblock(&self) -> Superblock {
+        let mut sb = self.sb.clone();
+        sb.free_blocks = self.map.free;
+        sb.map_root = self.map.root;
+        sb
+    }
+
+    /// The reference-count map.
+    pub fn map(&self) -> &RefMap {
+        &self.map
+    }
+
+    /// The device.
+    pub fn store(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Gives the device back (to reopen it after an abort, for example).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Whether the running transaction has changes.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Whether the running transaction was aborted.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted
+    }
+
+    fn txn_generation(&self) -> u64 {
+        self.sb.generation + 1
+    }
+
+    fn txn(&mut self, tree: u8) -> Txn<'_, S, RefMap> {
+        let generation = self.sb.generation + 1;
+        let fsid = self.sb.fsid();
+        Txn {
+            store: &mut self.store,
+            alloc: &mut self.map,
+            generation,
+            fsid,
+            tree,
+            leaf_refs: if tree == tree_kind::FS {
+                Some(fs_leaf_refs)
+            } else {
+                None
+            },
+        }
+    }
+
+    fn live(&self) -> Result<(), Error> {
+        if self.aborted {
+            return Err(Error::Aborted);
+        }
+        Ok(())
+    }
+
+    /// Runs the changing part of an operation: any error aborts the transaction.
+    fn mutate<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
+        self.live()?;
+        self.dirty = true;
+        match f(self) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.aborted = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Fails with `NoSpace` unless the blocks `trees` tree updates may need are free.
+    /// Operations that add data keep out of the metadata reserve; removals may use it.
+    fn admit(&self, trees: u64, grows: bool) -> Result<(), Error> {
+        // Each tree update copies and splits at most two nodes per level (up to 6 levels in
+        // practice), and each new or freed block may copy a map path.
+        let per_tree = 2 * 6 * (u64::from(self.map.level) + 2);
+        let floor = if grows { self.map.reserve } else { 0 };
+        if self.map.free < floor.saturating_add(trees.saturating_mul(per_tree)) {
+            return Err(Error::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Commits the running transaction (nothing happens if it has no changes).
+    pub fn commit(&mut self, now: Timespec) -> Result<(), Error> {
+        self.live()?;
+        if !self.dirty {
+            return Ok(());
+        }
+        let r = self.commit_inner(now);
+        if r.is_err() {
+            self.aborted = true;
+        }
+        r
+    }
+
+    fn commit_inner(&mut self, now: Timespec) -> Result<(), Error> {
+        self.map.unpin_all(&mut self.store)?;
+        self.store.flush()?;
+        let mut sb = self.superblock();
+        sb.generation = self.txn_generation();
+        sb.commit_time = u64::try_from(now.sec).unwrap_or(0);
+        let mut buf = self.store.alloc_buf()?;
+        buf.as_mut().fill(0);
+        sb.encode(buf.as_mut().get_mut(..SUPERBLOCK_SIZE).ok_or(Error::Invalid)?)?;
+        self.store.write(sb.slot(), &buf)?;
+        self.store.flush()?;
+        self.sb = sb;
+        self.map.generation = self.sb.generation + 1;
+        self.dirty = false;
+        Ok(())
+    }
+
+    // ---- layers ----
+
+    /// The layer with id `id`.
+    pub fn layer(&mut self, id: u64) -> Result<LayerInfo, Error> {
+        self.live()?;
+        let root = self.sb.layer_root;
+        let total = self.sb.total_blocks;
+        let got = self.txn(tree_kind::LAYERS).lookup(root, &layer_key(id), |v| {
+            LayerRecord::decode(v, id, total).and_then(|r| LayerInfo::from_record(id, &r))
+        })?;
+        match got {
+            Some(info) => Ok(info?),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    fn put_layer(&mut self, info: &LayerInfo) -> Result<(), Error> {
+        let mut buf = [0u8; LAYER_RECORD_MAX];
+        let n = info.record().encode(&mut buf)?;
+        let root = self.sb.layer_root;
+        let value = buf.get(..n).ok_or(Error::Invalid)?;
+        self.sb.layer_root = self
+            .txn(tree_kind::LAYERS)
+            .insert(root, &layer_key(info.id), value)?;
+        Ok(())
+    }
+
+    /// Calls `f` for every layer in id order; `f` returns `false` to stop.
+    pub fn for_each_layer(&mut self, f: &mut dyn FnMut(&LayerInfo) -> bool) -> Result<(), Error> {
+        self.live()?;
+        let root = self.sb.layer_root;
+        let total = self.sb.total_blocks;
+        let mut from = layer_key(0);
+        loop {
+            let got = self.txn(tree_kind::LAYERS).next(root, &from, |k, v| {
+                if k.kind != kind::LAYER || k.offset != 0 {
+                    return Err(FormatError::BadField("layer tree key"));
+                }
+                LayerRecord::decode(v, k.id, total).and_then(|r| LayerInfo::from_record(k.id, &r))
+            })?;
+            let Some(info) = got else { return Ok(()) };
+            let info = info?;
+            if !f(&info) {
+                return Ok(());
+            }
+            from = layer_key(info.id.checked_add(1).ok_or(Error::Invalid)?);
+        }
+    }
+
+    /// The layer named `name`, if any.
+    pub fn find_layer(&mut self, name: &[u8]) -> Result<Option<LayerInfo>, Error> {
+        let mut found = None;
+        self.for_each_layer(&mut |l| {
+            if l.name() == name {
+                found = Some(*l);
+                false
+            } else {
+                true
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Creates a read-write layer named `name`: empty (with a root directory owned as the
+    /// superblock's root) when `parent` is `None`, else an O(1) clone of the read-only layer
+    /// `parent`. Returns its id.
+    pub fn create_layer(&mut self, name: &[u8], parent: Option<u64>, now: Timespec) -> Result<u64, Error> {
+        self.live()?;
+        super::records::check_layer_name(name)?;
+        self.admit(3, true)?;
+        if self.find_layer(name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        let parent = match parent {
+            Some(p) => {
+                let p = self.layer(p)?;
+                if !p.is_read_only() {
+                    return Err(Error::Invalid);
+                }
+                if p.children == u32::MAX {
+                    return Err(Error::Busy);
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        let id = self.sb.next_layer_id;
+        let next_id = id.checked_add(1).ok_or(Error::NoSpace)?;
+        let mut info = LayerInfo::from_record(
+            id,
+            &LayerRecord {
+                parent: 0,
+                flags: 0,
+                children: 0,
+                create_time: now,
+                root: 0,
+                bytes_used: 0,
+                inodes_used: 0,
+                next_ino: ROOT_INO + 1,
+                name,
+            },
+        )?;
+        self.mutate(|v| {
+            match parent {
+                Some(mut p) => {
+                    info.parent = p.id;
+                    info.root = v.txn(tree_kind::FS).clone_tree(p.root)?;
+                    info.bytes_used = p.bytes_used;
+                    info.inodes_used = p.inodes_used;
+                    info.next_ino = p.next_ino;
+                    p.children += 1;
+                    v.put_layer(&p)?;
+                }
+                None => {
+                    let root = InodeRecord {
+                        mode: v.sb.root_mode,
+                        uid: v.sb.root_uid,
+                        gid: v.sb.root_gid,
+                        nlink: 2,
+                        atime: now,
+                        mtime: now,
+                        ctime: now,
+                        btime: now,
+                        generation: 1,
+                        data_id: 0,
+                        ..InodeRecord::default()
+                    };
+                    let mut buf = [0u8; INODE_RECORD_SIZE];
+                    root.encode(&mut buf)?;
+                    info.root = v.txn(tree_kind::FS).insert(0, &inode_key(ROOT_INO), &buf)?;
+                    info.inodes_used = 1;
+                }
+            }
+            v.put_layer(&info)?;
+            v.sb.next_layer_id = next_id;
+            v.sb.layer_count += 1;
+            Ok(id)
+        })
+    }
+
+    /// Freezes a layer: read-only from now on, and cloneable.
+    pub fn freeze_layer(&mut self, id: u64) -> Result<(), Error> {
+        let mut l = self.layer(id)?;
+        if l.is_read_only() {
+            return Ok(());
+        }
+        self.admit(1, false)?;
+        self.mutate(|v| {
+            l.flags |= layer_flags::READ_ONLY;
+            v.put_layer(&l)
+        })
+    }
+
+    /// Removes a layer that has no children, freeing every block only it referenced.
+    pub fn remove_layer(&mut self, id: u64) -> Result<(), Error> {
+        let l = self.layer(id)?;
+        if l.children > 0 {
+            return Err(Error::Busy);
+        }
+        let parent = match l.parent {
+            0 => None,
+            p => Some(self.layer(p)?),
+        };
+        self.admit(2, false)?;
+        self.mutate(|v| {
+            v.txn(tree_kind::FS).drop_tree(l.root)?;
+            let root = v.sb.layer_root;
+            let (root, found) = v.txn(tree_kind::LAYERS).remove(root, &layer_key(id))?;
+            if !found {
+                return Err(Error::Corrupt(FormatError::BadField("layer tree")));
+            }
+            v.sb.layer_root = root;
+            v.sb.layer_count -= 1;
+            if let Some(mut p) = parent {
+                p.children = p
+                    .children
+                    .checked_sub(1)
+                    .ok_or(Error::Corrupt(FormatError::BadField("layer children")))?;
+                v.put_layer(&p)?;
+            }
+            Ok(())
+        })
+    }
+
+    // ---- items of a layer's tree ----
+
+    /// Calls `f` with the value of `key` in layer `layer`.
+    pub fn lookup<R>(&mut self, layer: u64, key: &Key, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, Error> {
+        let l = self.layer(layer)?;
+        self.txn(tree_kind::FS).lookup(l.root, key, f)
+    }
+
+    /// The first item of layer `layer` with a key of at least `from`.
+    pub fn next<R>(&mut self, layer: u64, from: &Key, f: impl FnOnce(&Key, &[u8]) -> R) -> Result<Option<R>, Error> {
+        let l = self.layer(layer)?;
+        self.txn(tree_kind::FS).next(l.root, from, f)
+    }
+
+    fn writable_layer(&mut self, layer: u64) -> Result<LayerInfo, Error> {
+        let l = self.layer(layer)?;
+        if l.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        Ok(l)
+    }
+
+    /// Usage an item accounts for, and the blocks it references.
+    fn item_usage(&self, key: &Key, value: &[u8]) -> Result<(Usage, Option<(u64, u64)>), Error> {
+        let total = self.sb.total_blocks;
+        let usage = Usage {
+            inodes: i64::from(key.kind == kind::INODE),
+            bytes: i64::try_from(item_bytes(key, value, total)?).map_err(|_| Error::Invalid)?,
+        };
+        Ok((usage, fs_leaf_refs(key, value, total)?))
+    }
+
+    fn apply_usage(l: &mut LayerInfo, add: Usage, sub: Usage) -> Result<(), Error> {
+        let bad = Error::Corrupt(FormatError::BadField("layer usage"));
+        l.inodes_used = l
+            .inodes_used
+            .checked_add_signed(add.inodes - sub.inodes)
+            .ok_or(bad)?;
+        l.bytes_used = l.bytes_used.checked_add_signed(add.bytes - sub.bytes).ok_or(bad)?;
+        Ok(())
+    }
+
+    /// Inserts or replaces an item of a read-write layer. An item that references blocks (a file
+    /// extent) hands the caller's reference to the tree; a replaced item's references are
+    /// dropped. `next_ino` moves past the key's inode number.
+    pub fn insert(&mut self, layer: u64, key: &Key, value: &[u8]) -> Result<(), Error> {
+        let mut l = self.writable_layer(layer)?;
+        let (add, _) = self.item_usage(key, value)?;
+        self.admit(2, true)?;
+        let mut old = [0u8; super::node::MAX_VALUE_SIZE];
+        let old_len = self
+            .txn(tree_kind::FS)
+            .lookup(l.root, key, |v| copy_value(v, &mut old))?;
+        let (sub, old_refs) = match old_len {
+            Some(n) => self.item_usage(key, old.get(..n).ok_or(Error::Invalid)?)?,
+            None => (Usage::default(), None),
+        };
+        self.mutate(|v| {
+            l.root = v.txn(tree_kind::FS).insert(l.root, key, value)?;
+            if let Some((b, n)) = old_refs {
+                v.map.dec_range(&mut v.store, b, n)?;
+            }
+            Self::apply_usage(&mut l, add, sub)?;
+            // Every key of a layer tree belongs to an inode: keep `next_ino` past all of them.
+            if key.id >= l.next_ino {
+                l.next_ino = key.id.checked_add(1).ok_or(Error::Invalid)?;
+            }
+            v.put_layer(&l)
+        })
+    }
+
+    /// Removes an item of a read-write layer, dropping the blocks it references. Returns whether
+    /// it was there.
+    pub fn remove(&mut self, layer: u64, key: &Key) -> Result<bool, Error> {
+        let mut l = self.writable_layer(layer)?;
+        self.admit(2, false)?;
+        let mut old = [0u8; super::node::MAX_VALUE_SIZE];
+        let old_len = self
+            .txn(tree_kind::FS)
+            .lookup(l.root, key, |v| copy_value(v, &mut old))?;
+        let Some(n) = old_len else { return Ok(false) };
+        let (sub, refs) = self.item_usage(key, old.get(..n).ok_or(Error::Invalid)?)?;
+        self.mutate(|v| {
+            let (root, found) = v.txn(tree_kind::FS).remove(l.root, key)?;
+            if !found {
+                return Err(Error::Corrupt(FormatError::BadField("key vanished")));
+            }
+            l.root = root;
+            if let Some((b, n)) = refs {
+                v.map.dec_range(&mut v.store, b, n)?;
+            }
+            Self::apply_usage(&mut l, Usage::default(), sub)?;
+            v.put_layer(&l)
+        })
+        .map(|()| true)
+    }
+
+    /// Takes a new inode number in a read-write layer.
+    pub fn alloc_ino(&mut self, layer: u64) -> Result<u64, Error> {
+        let mut l = self.writable_layer(layer)?;
+        self.admit(1, true)?;
+        let ino = l.next_ino;
+        l.next_ino = ino.checked_add(1).ok_or(Error::NoSpace)?;
+        self.mutate(|v| v.put_layer(&l))?;
+        Ok(ino)
+    }
+
+    /// Allocates up to `max` consecutive data blocks (at least one). They must end up in an
+    /// extent item of this transaction, or be released with [`Self::release`]. Fails cleanly
+    /// with `NoSpace` when only the metadata reserve is left.
+    pub fn alloc_data(&mut self, max: u32) -> Result<(u64, u32), Error> {
+        self.live()?;
+        if self.map.free <= self.map.reserve {
+            return Err(Error::NoSpace);
+        }
+        self.mutate(|v| v.map.alloc_run(&mut v.store, Purpose::Data, max))
+    }
+
+    /// Drops one reference from each of `len` blocks.
+    pub fn release(&mut self, blocknr: u64, len: u64) -> Result<(), Error> {
+        self.mutate(|v| v.map.dec_range(&mut v.store, blocknr, len))
+    }
+
+    /// Reference count of a block.
+    pub fn refcount(&mut self, blocknr: u64) -> Result<u32, Error> {
+        self.live()?;
+        self.map.refcount(&mut self.store, blocknr)
+    }
+
+    /// Calls `f` for each item that differs between layer `layer` and its parent (or an empty
+    /// tree if it has none), from key `from` on; `f` returns `Ok(false)` to stop. Shared subtrees
+    /// are skipped: the cost follows the changes, not the layer size.
+    pub fn diff(
+        &mut self,
+        layer: u64,
+        from: Key,
+        f: &mut dyn FnMut(Change<'_>) -> Result<bool, Error>,
+    ) -> Result<bool, Error> {
+        let l = self.layer(layer)?;
+        let parent_root = match l.parent {
+            0 => 0,
+            p => self.layer(p)?.root,
+        };
+        self.txn(tree_kind::FS).diff(parent_root, l.root, from, f)
+    }
+
+    /// Runs `f` on a transaction over layer `layer`'s tree, for read-only walks (fsck, dump).
+    pub fn with_tree<R>(&mut self, f: impl FnOnce(&mut Txn<'_, S, RefMap>) -> R) -> R {
+        f(&mut self.txn(tree_kind::FS))
+    }
+
+    /// Runs `f` on a transaction over the layer tree, for read-only walks.
+    pub fn with_layer_tree<R>(&mut self, f: impl FnOnce(&mut Txn<'_, S, RefMap>, u64) -> R) -> R {
+        let root = self.sb.layer_root;
+        f(&mut self.txn(tree_kind::LAYERS), root)
+    }
+}
+
+/// Copies a tree value (at most `MAX_VALUE_SIZE` bytes) into `out`; returns its length.
+fn copy_value(v: &[u8], out: &mut [u8]) -> usize {
+    let n = v.len().min(out.len());
+    if let (Some(dst), Some(src)) = (out.get_mut(..n), v.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    n
+}
+
+/// Whether `m` is a directory mode.
+pub fn is_dir(m: u32) -> bool {
+    m & mode::S_IFMT == mode::S_IFDIR
+}

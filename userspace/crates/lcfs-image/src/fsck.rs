@@ -1,0 +1,585 @@
+//! The filesystem checker behind `fsck.lcfs`.
+//!
+//! It checks every invariant the format promises, reading each block once: both superblock
+//! copies; the reference-count map (node checksums and positions, every summary equal to what is
+//! below it, the free count); the layer tree and every layer tree (node checksums, levels, key
+//! order and bounds, every item decoding); the layer graph (parents exist and are older and
+//! frozen, child counts, names unique, counts in the superblock); each layer's usage counters;
+//! and finally that every block's reference count equals the references found (superblock, map
+//! nodes, tree roots, parent nodes, file extents) — so the allocation map is exactly the set of
+//! reachable blocks.
+//!
+//! Shared subtrees are walked once (a visited set), so the cost is one read per block however
+//! many layers share it, and a damaged image whose nodes point many parents at one subtree
+//! cannot make it exponential.
+
+use std::collections::{HashMap, HashSet};
+
+use lcfs_format::node::{self, Expect, Key};
+use lcfs_format::records::{
+    self, kind, layer_flags, DirentRecord, ExtentRecord, InodeRecord, LayerRecord, LinkRecord,
+    XattrRecord,
+};
+use lcfs_format::refmap::{self, LEAF_ENTRIES};
+use lcfs_format::superblock::{self, Superblock};
+use lcfs_format::tree::Error as TreeError;
+use lcfs_format::volume::{self, tree_kind, Volume};
+use lcfs_format::{FormatError, BLOCK_SIZE};
+
+/// Most error messages kept; the rest are only counted.
+const MAX_MESSAGES: usize = 200;
+
+/// Counters gathered by a check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Committed generation.
+    pub generation: u64,
+    /// Blocks of the filesystem.
+    pub total_blocks: u64,
+    /// Free blocks.
+    pub free_blocks: u64,
+    /// Layers.
+    pub layers: u64,
+    /// Distinct tree nodes (layer tree and layer trees).
+    pub tree_nodes: u64,
+    /// Map nodes.
+    pub map_nodes: u64,
+    /// Distinct data blocks referenced by extents.
+    pub data_blocks: u64,
+    /// Items in distinct leaves.
+    pub items: u64,
+}
+
+/// What a check found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Report {
+    /// Inconsistencies (the filesystem is damaged).
+    pub errors: Vec<String>,
+    /// Errors beyond the first [`MAX_MESSAGES`], counted only.
+    pub more_errors: u64,
+    /// Oddities that are not damage (a stale or torn backup superblock).
+    pub warnings: Vec<String>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Report {
+    /// Whether no error was found.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    fn error(&mut self, msg: String) {
+        if self.errors.len() < MAX_MESSAGES {
+            self.errors.push(msg);
+        } else {
+            self.more_errors += 1;
+        }
+    }
+}
+
+/// Why a check could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// Reading the device failed.
+    #[error("I/O error reading the device")]
+    Io,
+    /// Neither superblock copy is LCFS.
+    #[error("not an LCFS filesystem (no LCFS superblock found)")]
+    NotLcfs,
+    /// Out of memory or similar.
+    #[error("{0:?}")]
+    Other(TreeError),
+}
+
+/// Phases reported to the progress callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Walking the reference-count map.
+    Map,
+    /// Walking layer trees.
+    Trees,
+    /// Comparing reference counts.
+    Counts,
+}
+
+/// Sums of a subtree, memoised per node.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sums {
+    inodes: u64,
+    bytes: u64,
+}
+
+struct Checker<'a, S: volume::Device<Buf = Vec<u8>>> {
+    vol: Volume<S>,
+    sb: Superblock,
+    report: Report,
+    /// References found to each block.
+    expected: Vec<u32>,
+    /// Counts recorded in the map.
+    found: Vec<u32>,
+    visited: HashMap<u64, Sums>,
+    data_seen: HashSet<u64>,
+    progress: &'a mut dyn FnMut(Phase, u64, u64),
+}
+
+/// Checks the filesystem on `store`. `progress(phase, done, total)` is called now and then.
+pub fn check<S: volume::Device<Buf = Vec<u8>>>(
+    mut store: S,
+    progress: &mut dyn FnMut(Phase, u64, u64),
+) -> Result<Report, OpError> {
+    let mut report = Report::default();
+    let device = store.total_blocks();
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    let mut copies = Vec::new();
+    for slot in 0..superblock::SUPERBLOCK_COPIES {
+        store.read(slot, &mut buf).map_err(|_| OpError::Io)?;
+        copies.push(Superblock::decode(&buf, device));
+    }
+    let (c1, c0) = (copies.pop(), copies.pop());
+    let (Some(c0), Some(c1)) = (c0, c1) else {
+        return Err(OpError::Io);
+    };
+    if c0 == Err(FormatError::BadMagic) && c1 == Err(FormatError::BadMagic) {
+        return Err(OpError::NotLcfs);
+    }
+    let selected = match superblock::select(c0.clone(), c1.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            report.error(format!(
+                "no valid superblock ({e}): copy 0: {}; copy 1: {}",
+                err(&c0),
+                err(&c1)
+            ));
+            return Ok(report);
+        }
+    };
+    if let Some((slot, e)) = selected.other_error {
+        report.warnings.push(format!(
+            "superblock copy {slot} is not valid ({e}); the next commit rewrites it"
+        ));
+    }
+    let (vol, _) = match Volume::open(store) {
+        Ok(v) => v,
+        Err(e) => {
+            report.error(format!("cannot open the filesystem: {}", tree_err(e)));
+            return Ok(report);
+        }
+    };
+    let sb = vol.superblock();
+    let total = usize::try_from(sb.total_blocks).map_err(|_| OpError::Other(TreeError::NoMemory))?;
+    report.stats.generation = sb.generation;
+    report.stats.total_blocks = sb.total_blocks;
+    report.stats.free_blocks = sb.free_blocks;
+    let mut c = Checker {
+        vol,
+        sb,
+        report,
+        expected: vec![0; total],
+        found: vec![0; total],
+        visited: HashMap::new(),
+        data_seen: HashSet::new(),
+        progress,
+    };
+    for b in 0..Superblock::FIXED_BLOCKS {
+        c.reference(b, "superblock");
+    }
+    let map_ok = c.check_map();
+    c.check_layers();
+    if map_ok {
+        c.compare_counts();
+    } else {
+        c.report
+            .error("reference counts not compared: the map could not be read".into());
+    }
+    Ok(c.report)
+}
+
+fn err(r: &Result<Superblock, FormatError>) -> String {
+    match r {
+        Ok(_) => "valid".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Human text of a core error.
+pub fn tree_err(e: TreeError) -> String {
+    match e {
+        TreeError::Corrupt(f) => f.to_string(),
+        TreeError::Io => "I/O error".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
+    fn reference(&mut self, block: u64, what: &str) {
+        match usize::try_from(block).ok().and_then(|b| self.expected.get_mut(b)) {
+            Some(e) => *e = e.saturating_add(1),
+            None => self
+                .report
+                .error(format!("{what} references block {block} past the end")),
+        }
+    }
+
+    fn check_map(&mut self) -> bool {
+        let map = *self.vol.map();
+        let mut nodes = Vec::new();
+        let mut found = std::mem::take(&mut self.found);
+        let total = self.sb.total_blocks;
+        let progress = &mut *self.progress;
+        let r = map.walk(
+            self.vol.store(),
+            &mut |b| nodes.push(b),
+            &mut |first, leaf| {
+                progress(Phase::Map, first, total);
+                for i in 0..LEAF_ENTRIES {
+                    let v = refmap::leaf_get(leaf, i)?;
+                    if let Some(slot) = usize::try_from(first + i).ok().and_then(|b| found.get_mut(b)) {
+                        *slot = v;
+                    }
+                }
+                Ok(())
+            },
+        );
+        self.found = found;
+        self.report.stats.map_nodes = nodes.len() as u64;
+        for b in nodes {
+            self.reference(b, "the map");
+        }
+        if let Err(e) = r {
+            self.report.error(format!("reference-count map: {}", tree_err(e)));
+            return false;
+        }
+        let free = self.found.iter().filter(|&&v| v == 0).count() as u64;
+        if free != self.sb.free_blocks {
+            self.report.error(format!(
+                "free blocks: superblock says {}, map has {free}",
+                self.sb.free_blocks
+            ));
+        }
+        true
+    }
+
+    fn read_node(&mut self, block: u64, tree: u8, level: Option<u8>) -> Result<Vec<u8>, String> {
+        if block < Superblock::FIXED_BLOCKS || block >= self.sb.total_blocks {
+            return Err(format!("block number {block} out of range"));
+        }
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        self.vol
+            .store()
+            .read(block, &mut buf)
+            .map_err(|e| format!("block {block}: {}", tree_err(e)))?;
+        let hdr = node::check(
+            &buf,
+            &Expect {
+                blocknr: block,
+                fsid: self.sb.fsid(),
+                tree,
+                level,
+                total_blocks: self.sb.total_blocks,
+            },
+        )
+        .map_err(|e| format!("node {block}: {e}"))?;
+        if hdr.generation > self.sb.generation {
+            return Err(format!(
+                "node {block}: generation {} is newer than the filesystem's {}",
+                hdr.generation, self.sb.generation
+            ));
+        }
+        Ok(buf)
+    }
+
+    /// Walks the tree under `root` (a reference from `what` already counted), returning the sums
+    /// of its items. `items(key, value)` checks each item of a leaf seen the first time.
+    fn walk_tree(
+        &mut self,
+        root: u64,
+        tree: u8,
+        what: &str,
+        items: &mut dyn FnMut(&mut Self, &Key, &[u8]) -> Result<Sums, String>,
+    ) -> Option<Sums> {
+        if root == 0 {
+            return Some(Sums::default());
+        }
+        self.walk_node(root, tree, None, None, None, true, what, items)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn walk_node(
+        &mut self,
+        block: u64,
+        tree: u8,
+        level: Option<u8>,
+        lo: Option<Key>,
+        hi: Option<Key>,
+        is_root: bool,
+        what: &str,
+        items: &mut dyn FnMut(&mut Self, &Key, &[u8]) -> Result<Sums, String>,
+    ) -> Option<Sums> {
+        let buf = match self.read_node(block, tree, level) {
+            Ok(b) => b,
+            Err(e) => {
+                self.report.error(format!("{what}: {e}"));
+                return None;
+            }
+        };
+        // Bounds and shape hold for every reference, so check them before the visited test.
+        let n = node::len(&buf).unwrap_or(0);
+        if n == 0 && !is_root {
+            self.report.error(format!("{what}: node {block} is empty"));
+        }
+        let keys = |i: usize| -> Option<Key> {
+            if node::header(&buf).ok()?.level == 0 {
+                node::leaf_key(&buf, i).ok()
+            } else {
+                node::internal_key(&buf, i).ok()
+            }
+        };
+        if n > 0 {
+            let (first, last) = (keys(0), keys(n - 1));
+            if lo.is_some_and(|l| first.is_none_or(|f| f < l))
+                || hi.is_some_and(|h| last.is_none_or(|k| k >= h))
+            {
+                self.report
+                    .error(format!("{what}: node {block} has keys outside its parent's range"));
+            }
+        }
+        if let Some(s) = self.visited.get(&block) {
+            return Some(*s);
+        }
+        self.report.stats.tree_nodes += 1;
+        let hdr = node::header(&buf).ok()?;
+        let mut sums = Sums::default();
+        let mut ok = true;
+        if hdr.level == 0 {
+            self.report.stats.items += n as u64;
+            for i in 0..n {
+                let (Ok(k), Ok(v)) = (node::leaf_key(&buf, i), node::leaf_value(&buf, i)) else {
+                    ok = false;
+                    continue;
+                };
+                match items(self, &k, v) {
+                    Ok(s) => {
+                        sums.inodes += s.inodes;
+                        sums.bytes += s.bytes;
+                    }
+                    Err(e) => {
+                        self.report.error(format!("{what}: node {block}, item {k:?}: {e}"));
+                    }
+                }
+            }
+        } else {
+            for i in 0..n {
+                let (Ok(child), Ok(lo)) = (node::internal_child(&buf, i), node::internal_key(&buf, i))
+                else {
+                    ok = false;
+                    continue;
+                };
+                let hi = if i + 1 < n { node::internal_key(&buf, i + 1).ok() } else { hi };
+                self.reference(child, what);
+                match self.walk_node(child, tree, Some(hdr.level - 1), Some(lo), hi, false, what, items) {
+                    Some(s) => {
+                        sums.inodes += s.inodes;
+                        sums.bytes += s.bytes;
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        self.visited.insert(block, sums);
+        ok.then_some(sums)
+    }
+
+    fn check_layers(&mut self) {
+        let root = self.sb.layer_root;
+        if root != 0 {
+            self.reference(root, "the superblock's layer tree root");
+        }
+        let total = self.sb.total_blocks;
+        let mut layers: Vec<(u64, LayerRecordOwned)> = Vec::new();
+        self.walk_tree(root, tree_kind::LAYERS, "layer tree", &mut |_, k, v| {
+            if k.kind != kind::LAYER || k.offset != 0 {
+                return Err("not a layer key".into());
+            }
+            let r = LayerRecord::decode(v, k.id, total).map_err(|e| e.to_string())?;
+            layers.push((k.id, LayerRecordOwned::from(&r)));
+            Ok(Sums::default())
+        });
+        self.report.stats.layers = layers.len() as u64;
+        if layers.len() as u64 != self.sb.layer_count {
+            self.report.error(format!(
+                "superblock counts {} layers, the layer tree holds {}",
+                self.sb.layer_count,
+                layers.len()
+            ));
+        }
+        let ids: HashMap<u64, usize> = layers.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+        let mut names = HashSet::new();
+        let mut children: HashMap<u64, u32> = HashMap::new();
+        for (id, l) in &layers {
+            if *id == 0 || *id >= self.sb.next_layer_id {
+                self.report.error(format!("layer {id}: id not below next_layer_id {}", self.sb.next_layer_id));
+            }
+            if !names.insert(l.name.clone()) {
+                self.report.error(format!("layer {id}: name {:?} used twice", String::from_utf8_lossy(&l.name)));
+            }
+            if l.parent != 0 {
+                match ids.get(&l.parent) {
+                    None => self.report.error(format!("layer {id}: parent {} does not exist", l.parent)),
+                    Some(&p) => {
+                        if l.parent >= *id {
+                            self.report.error(format!("layer {id}: parent {} is not older", l.parent));
+                        }
+                        if layers[p].1.flags & layer_flags::READ_ONLY == 0 {
+                            self.report.error(format!("layer {id}: parent {} is not frozen", l.parent));
+                        }
+                    }
+                }
+                *children.entry(l.parent).or_default() += 1;
+            }
+        }
+        let nlayers = layers.len() as u64;
+        for (n, (id, l)) in layers.iter().enumerate() {
+            (self.progress)(Phase::Trees, n as u64, nlayers);
+            let want = children.get(id).copied().unwrap_or(0);
+            if l.children != want {
+                self.report.error(format!("layer {id}: records {} children, found {want}", l.children));
+            }
+            if l.root != 0 {
+                self.reference(l.root, "a layer record");
+            }
+            let what = format!("layer {id}");
+            let mut max_ino = 0u64;
+            let sums = self.walk_tree(l.root, tree_kind::FS, &what, &mut |c, k, v| {
+                max_ino = max_ino.max(k.id);
+                c.check_item(k, v)
+            });
+            // Items in shared leaves were seen through the first layer that reached them; the
+            // highest inode number is only checked against leaves this layer reached first.
+            if max_ino >= l.next_ino {
+                self.report.error(format!("layer {id}: inode {max_ino} at or above next_ino {}", l.next_ino));
+            }
+            if let Some(s) = sums {
+                if s.inodes != l.inodes_used || s.bytes != l.bytes_used {
+                    self.report.error(format!(
+                        "layer {id}: usage records {} inodes and {} bytes, the tree holds {} and {}",
+                        l.inodes_used, l.bytes_used, s.inodes, s.bytes
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Validates one item of a layer tree and references the blocks it points at.
+    fn check_item(&mut self, k: &Key, v: &[u8]) -> Result<Sums, String> {
+        let total = self.sb.total_blocks;
+        let hash = records::HashKey(self.sb.hash_key[0], self.sb.hash_key[1]);
+        let bucket = |name: &[u8]| -> bool {
+            let h = hash.hash(name);
+            (0..records::DIRENT_COLLISIONS).any(|i| records::dirent_offset(h, i) == Some(k.offset))
+        };
+        let e = |e: FormatError| e.to_string();
+        if k.id == 0 {
+            return Err("inode number 0".into());
+        }
+        match k.kind {
+            kind::INODE => {
+                if k.offset != 0 {
+                    return Err("inode key offset".into());
+                }
+                InodeRecord::decode(v).map_err(e)?;
+                Ok(Sums { inodes: 1, bytes: 0 })
+            }
+            kind::DIRENT => {
+                let d = DirentRecord::decode(v).map_err(e)?;
+                if !bucket(d.name) {
+                    return Err("directory entry under the wrong hash".into());
+                }
+                Ok(Sums::default())
+            }
+            kind::LINK => {
+                LinkRecord::decode(v).map_err(e)?;
+                if k.offset == 0 {
+                    return Err("link to directory 0".into());
+                }
+                Ok(Sums::default())
+            }
+            kind::EXTENT => {
+                let x = ExtentRecord::decode(v, total).map_err(e)?;
+                self.data(x.disk_block, u64::from(x.len));
+                Ok(Sums {
+                    inodes: 0,
+                    bytes: u64::from(x.len) * u64::from(BLOCK_SIZE),
+                })
+            }
+            kind::INLINE => {
+                records::inline_data(v).map_err(e)?;
+                Ok(Sums::default())
+            }
+            kind::XATTR => {
+                let x = XattrRecord::decode(v, total).map_err(e)?;
+                if !bucket(x.name) {
+                    return Err("xattr under the wrong hash".into());
+                }
+                if let records::XattrValue::External { extent, .. } = x.value {
+                    self.data(extent.disk_block, u64::from(extent.len));
+                }
+                Ok(Sums::default())
+            }
+            other => Err(format!("unknown item kind {other}")),
+        }
+    }
+
+    fn data(&mut self, start: u64, len: u64) {
+        for b in start..start.saturating_add(len) {
+            self.reference(b, "a file extent");
+            self.data_seen.insert(b);
+        }
+        self.report.stats.data_blocks = self.data_seen.len() as u64;
+    }
+
+    fn compare_counts(&mut self) {
+        let total = self.expected.len() as u64;
+        for (b, (&want, &got)) in self.expected.iter().zip(&self.found).enumerate() {
+            if b % 65536 == 0 {
+                (self.progress)(Phase::Counts, b as u64, total);
+            }
+            if want == got {
+                continue;
+            }
+            let msg = match (got, want) {
+                (0, w) => format!("block {b}: referenced {w} times but marked free"),
+                (g, 0) => format!("block {b}: reference count {g} but nothing references it (leaked)"),
+                (g, w) => format!("block {b}: reference count {g}, references found {w}"),
+            };
+            self.report.error(msg);
+        }
+    }
+}
+
+/// A layer record with its name owned.
+struct LayerRecordOwned {
+    parent: u64,
+    flags: u32,
+    children: u32,
+    root: u64,
+    bytes_used: u64,
+    inodes_used: u64,
+    next_ino: u64,
+    name: Vec<u8>,
+}
+
+impl From<&LayerRecord<'_>> for LayerRecordOwned {
+    fn from(r: &LayerRecord<'_>) -> Self {
+        Self {
+            parent: r.parent,
+            flags: r.flags,
+            children: r.children,
+            root: r.root,
+            bytes_used: r.bytes_used,
+            inodes_used: r.inodes_used,
+            next_ino: r.next_ino,
+            name: r.name.to_vec(),
+        }
+    }
+}
