@@ -32,6 +32,7 @@ userspace: setup
 	@cd userspace && cargo build --release --quiet
 	@mkdir -p $(BUILD)/host
 	@install -m755 userspace/target/release/mkfs-lcfs $(BUILD)/host/mkfs.lcfs
+	@install -m755 userspace/target/release/fsck-lcfs $(BUILD)/host/fsck.lcfs
 	@install -m755 userspace/target/release/lcfs $(BUILD)/host/lcfs
 
 # Static binaries for the busybox guest.
@@ -39,6 +40,7 @@ guest-tools: setup
 	@cd userspace && cargo build --release --quiet --target x86_64-unknown-linux-musl
 	@mkdir -p $(BUILD)/guest
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/mkfs-lcfs $(BUILD)/guest/mkfs.lcfs
+	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/fsck-lcfs $(BUILD)/guest/fsck.lcfs
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/lcfs $(BUILD)/guest/lcfs
 
 test:

@@ -2,12 +2,14 @@
 
 //! The LCFS filesystem logic, in safe Rust on top of [`crate::vfs`].
 //!
-//! Today: mount validation of the superblock pair and an empty root directory. The layer trees,
-//! inode tables and extent maps of later work plug in here.
+//! Today: mount opens the filesystem read-only through the shared format core (superblock pair,
+//! reference-count map, layer tree) and shows an empty root directory. The namespace over the
+//! layer trees plugs in here.
 
 #![deny(unsafe_code)]
 
 mod core_kunit;
+mod store;
 mod super_;
 
 pub(crate) use super_::Lcfs;

@@ -553,15 +553,17 @@ impl<'a> XattrRecord<'a> {
     /// Encodes at the start of `buf`; returns the bytes written.
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, FormatError> {
         check_xattr_name(self.name)?;
-        let name_len = u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("xattr name"))?;
+        let name_len =
+            u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("xattr name"))?;
         let at = XATTR_HEADER + self.name.len();
         match self.value {
             XattrValue::Inline(v) => {
                 if !Self::fits_inline(self.name, v.len()) {
                     return Err(FormatError::BadField("xattr value"));
                 }
-                // CAST: fits_inline bounds v.len() by MAX_VALUE_SIZE.
-                put_u32(buf, 2, v.len() as u32)?;
+                let len =
+                    u32::try_from(v.len()).map_err(|_| FormatError::BadField("xattr value"))?;
+                put_u32(buf, 2, len)?;
                 put_bytes(buf, 0, &[0, name_len])?;
                 put_bytes(buf, at, v)?;
             }

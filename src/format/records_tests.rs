@@ -191,7 +191,10 @@ fn xattr_round_trip_inline_and_external() {
     };
     let n = big.encode(&mut buf).unwrap();
     assert_eq!(XattrRecord::decode(&buf[..n], 100), Ok(big));
-    assert!(XattrRecord::decode(&buf[..n], 12).is_err(), "extent past the end");
+    assert!(
+        XattrRecord::decode(&buf[..n], 12).is_err(),
+        "extent past the end"
+    );
     let key = super::super::node::Key::new(5, kind::XATTR, 256);
     assert_eq!(fs_leaf_refs(&key, &buf[..n], 100), Ok(Some((10, 3))));
     // A value that fits inline must not be stored outside.

@@ -51,10 +51,12 @@ pub const MAGIC: [u8; 4] = *b"LCFR";
 pub const HEADER_SIZE: usize = 64;
 
 /// Counts per leaf.
-pub const LEAF_ENTRIES: u64 = 1008;
+pub const LEAF_ENTRIES: u64 = LEAF_LEN as u64;
+const LEAF_LEN: usize = 1008;
 
 /// Entries per interior node.
-pub const NODE_ENTRIES: u64 = 168;
+pub const NODE_ENTRIES: u64 = NODE_LEN as u64;
+const NODE_LEN: usize = 168;
 
 /// Deepest map: a level-5 root covers about 1.3 * 10^14 blocks (500 PiB).
 pub const MAX_LEVEL: u8 = 5;
@@ -67,8 +69,8 @@ pub const MAX_REFS: u32 = PINNED - 1;
 
 const NODE_SIZE: usize = BLOCK_SIZE as usize;
 const ENTRY_SIZE: usize = 24;
-const _: () = assert!(HEADER_SIZE + LEAF_ENTRIES as usize * 4 <= NODE_SIZE);
-const _: () = assert!(HEADER_SIZE + NODE_ENTRIES as usize * ENTRY_SIZE <= NODE_SIZE);
+const _: () = assert!(HEADER_SIZE + LEAF_LEN * 4 <= NODE_SIZE);
+const _: () = assert!(HEADER_SIZE + NODE_LEN * ENTRY_SIZE <= NODE_SIZE);
 
 /// Blocks taken for map-node copies whose counts are not yet recorded (see [`RefMap`]). Each
 /// path copy adds at most `MAX_LEVEL + 1`, and they are recorded before the next path is copied.
@@ -143,7 +145,7 @@ fn checksum(buf: &[u8]) -> Result<u32, FormatError> {
 /// Count `i` of a leaf.
 pub fn leaf_get(buf: &[u8], i: u64) -> Result<u32, FormatError> {
     let i = usize::try_from(i).map_err(|_| FormatError::Truncated)?;
-    if i >= LEAF_ENTRIES as usize {
+    if i >= LEAF_LEN {
         return Err(FormatError::Truncated);
     }
     get_u32(buf, HEADER_SIZE + i * 4)
@@ -151,7 +153,7 @@ pub fn leaf_get(buf: &[u8], i: u64) -> Result<u32, FormatError> {
 
 fn leaf_set(buf: &mut [u8], i: u64, v: u32) -> Result<(), FormatError> {
     let i = usize::try_from(i).map_err(|_| FormatError::Truncated)?;
-    if i >= LEAF_ENTRIES as usize {
+    if i >= LEAF_LEN {
         return Err(FormatError::Truncated);
     }
     put_u32(buf, HEADER_SIZE + i * 4, v)
@@ -171,7 +173,7 @@ pub struct Entry {
 /// Entry `i` of an interior node.
 pub fn entry_get(buf: &[u8], i: u64) -> Result<Entry, FormatError> {
     let i = usize::try_from(i).map_err(|_| FormatError::Truncated)?;
-    if i >= NODE_ENTRIES as usize {
+    if i >= NODE_LEN {
         return Err(FormatError::Truncated);
     }
     let at = HEADER_SIZE + i * ENTRY_SIZE;
@@ -184,7 +186,7 @@ pub fn entry_get(buf: &[u8], i: u64) -> Result<Entry, FormatError> {
 
 fn entry_set(buf: &mut [u8], i: u64, e: Entry) -> Result<(), FormatError> {
     let i = usize::try_from(i).map_err(|_| FormatError::Truncated)?;
-    if i >= NODE_ENTRIES as usize {
+    if i >= NODE_LEN {
         return Err(FormatError::Truncated);
     }
     let at = HEADER_SIZE + i * ENTRY_SIZE;
@@ -195,9 +197,7 @@ fn entry_set(buf: &mut [u8], i: u64, e: Entry) -> Result<(), FormatError> {
 
 /// Blocks of the filesystem inside `[first, first + coverage(level))`.
 fn span(first: u64, level: u8, total_blocks: u64) -> u64 {
-    total_blocks
-        .saturating_sub(first)
-        .min(coverage(level))
+    total_blocks.saturating_sub(first).min(coverage(level))
 }
 
 /// Writes an empty node: a leaf with every count 0, or an interior node whose children are all
@@ -323,6 +323,9 @@ pub fn check(buf: &[u8], e: &MapExpect) -> Result<MapHeader, FormatError> {
     Ok(hdr)
 }
 
+/// Callback receiving each map leaf: its first block number and its bytes.
+pub type LeafVisitor<'a> = &'a mut dyn FnMut(u64, &[u8]) -> Result<(), Error>;
+
 /// Whom a block is being allocated for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Purpose {
@@ -412,7 +415,15 @@ impl RefMap {
         // The path to leaf 0: the root at block `fixed`, the leaf at `fixed + level`.
         let mut buf = store.alloc_buf()?;
         let leaf_block = fixed + u64::from(level);
-        init(buf.as_mut(), leaf_block, p.generation, p.fsid, 0, 0, p.total_blocks)?;
+        init(
+            buf.as_mut(),
+            leaf_block,
+            p.generation,
+            p.fsid,
+            0,
+            0,
+            p.total_blocks,
+        )?;
         for b in 0..used {
             leaf_set(buf.as_mut(), b, 1)?;
         }
@@ -421,7 +432,15 @@ impl RefMap {
         let free_total = p.total_blocks - used;
         for l in 1..=level {
             let blocknr = leaf_block - u64::from(l);
-            init(buf.as_mut(), blocknr, p.generation, p.fsid, l, 0, p.total_blocks)?;
+            init(
+                buf.as_mut(),
+                blocknr,
+                p.generation,
+                p.fsid,
+                l,
+                0,
+                p.total_blocks,
+            )?;
             let mut e = entry_get(buf.as_ref(), 0)?;
             e.child = blocknr + 1;
             // Entry 0 covers the leaf-0 path: its free count is the child's total.
@@ -582,7 +601,11 @@ impl RefMap {
             let cov = coverage(level - 1);
             let i = (blocknr - first) / cov;
             parent = Some((block, i));
-            (block, level, first) = (entry_get(buf.as_ref(), i)?.child, level - 1, first + i * cov);
+            (block, level, first) = (
+                entry_get(buf.as_ref(), i)?.child,
+                level - 1,
+                first + i * cov,
+            );
         }
     }
 
@@ -707,6 +730,7 @@ impl RefMap {
     /// Phase two: applies `op` to `len` counts from `blocknr` (all in one leaf) along a path this
     /// transaction owns. Returns how many counts changed and the change in free and pinned
     /// blocks.
+    #[allow(clippy::too_many_arguments)]
     fn apply_rec<S: BlockStore>(
         &self,
         store: &mut S,
@@ -850,7 +874,10 @@ impl RefMap {
         from: u64,
         to: u64,
     ) -> Result<Option<u64>, Error> {
-        let end = first.saturating_add(coverage(level)).min(self.total_blocks).min(to);
+        let end = first
+            .saturating_add(coverage(level))
+            .min(self.total_blocks)
+            .min(to);
         let from = from.max(first);
         if from >= end {
             return Ok(None);
@@ -872,7 +899,9 @@ impl RefMap {
         while i < NODE_ENTRIES && first + i * cov < end {
             let e = entry_get(buf.as_ref(), i)?;
             if e.free > 0 {
-                if let Some(b) = self.find_free(store, e.child, level - 1, first + i * cov, from, to)? {
+                if let Some(b) =
+                    self.find_free(store, e.child, level - 1, first + i * cov, from, to)?
+                {
                     return Ok(Some(b));
                 }
             }
@@ -918,8 +947,8 @@ impl RefMap {
             let n = self.apply(store, b, 1, Op::Alloc { max: max.max(1) })?;
             if n > 0 {
                 self.cursor = b + n;
-                // CAST: n <= max, a u32.
-                return Ok((b, n as u32));
+                let n = u32::try_from(n).map_err(|_| Error::Invalid)?;
+                return Ok((b, n));
             }
         }
         Err(Error::Corrupt(FormatError::BadField("free count")))
@@ -961,7 +990,9 @@ impl RefMap {
     ) -> Result<u64, Error> {
         let (mut buf, hdr) = self.read_node(store, block, level, first)?;
         if hdr.generation != self.generation {
-            return Err(Error::Corrupt(FormatError::BadField("pinned block in old node")));
+            return Err(Error::Corrupt(FormatError::BadField(
+                "pinned block in old node",
+            )));
         }
         let mut n = 0u64;
         if level == 0 {
@@ -1004,7 +1035,7 @@ impl RefMap {
         &self,
         store: &mut S,
         node: &mut dyn FnMut(u64),
-        leaf: &mut dyn FnMut(u64, &[u8]) -> Result<(), Error>,
+        leaf: LeafVisitor<'_>,
     ) -> Result<(), Error> {
         let (free, pinned) = self.walk_rec(store, self.root, self.level, 0, node, leaf)?;
         if free != self.free || pinned != self.pinned {
@@ -1020,7 +1051,7 @@ impl RefMap {
         level: u8,
         first: u64,
         node: &mut dyn FnMut(u64),
-        leaf: &mut dyn FnMut(u64, &[u8]) -> Result<(), Error>,
+        leaf: LeafVisitor<'_>,
     ) -> Result<(u64, u64), Error> {
         let (buf, _) = self.read_node(store, block, level, first)?;
         node(block);

@@ -112,7 +112,10 @@ impl World {
         expected.insert(0, 1);
         expected.insert(1, 1);
         for &n in &nodes {
-            assert!(expected.insert(n, 1).is_none(), "map node {n} also handed out");
+            assert!(
+                expected.insert(n, 1).is_none(),
+                "map node {n} also handed out"
+            );
         }
         for &p in &self.pinned {
             expected.insert(p, PINNED);
@@ -135,8 +138,14 @@ impl World {
         let (b, n) = self.map.alloc_run(&mut self.store, purpose, max)?;
         assert!(n >= 1 && n <= max.max(1));
         for x in b..b + u64::from(n) {
-            assert!(!self.pinned.contains(&x), "pinned block {x} reused before commit");
-            assert!(self.model.insert(x, 1).is_none(), "block {x} handed out twice");
+            assert!(
+                !self.pinned.contains(&x),
+                "pinned block {x} reused before commit"
+            );
+            assert!(
+                self.model.insert(x, 1).is_none(),
+                "block {x} handed out twice"
+            );
         }
         Ok((b, n))
     }
@@ -266,7 +275,11 @@ fn huge_device_materialises_only_what_it_uses() {
         w.alloc(Purpose::Data, 1000).unwrap();
     }
     w.commit();
-    assert!(w.store.blocks.len() < 400, "{} blocks written", w.store.blocks.len());
+    assert!(
+        w.store.blocks.len() < 400,
+        "{} blocks written",
+        w.store.blocks.len()
+    );
     // Allocation near the end of the device materialises a new path there.
     w.map.cursor = total - 5000;
     let (b, n) = w.alloc(Purpose::Data, 100).unwrap();
@@ -274,7 +287,11 @@ fn huge_device_materialises_only_what_it_uses() {
     w.commit();
     assert_eq!(w.map.refcount(&mut w.store, b).unwrap(), 1);
     w.check();
-    assert!(w.store.blocks.len() < 420, "{} blocks written", w.store.blocks.len());
+    assert!(
+        w.store.blocks.len() < 420,
+        "{} blocks written",
+        w.store.blocks.len()
+    );
 }
 
 #[test]
@@ -289,9 +306,6 @@ fn corrupt_nodes_are_errors() {
             blocks: w.store.blocks.clone(),
         };
         s.blocks.get_mut(&root).unwrap()[byte] ^= 0x10;
-        assert!(matches!(
-            w.map.refcount(&mut s, 2),
-            Err(Error::Corrupt(_))
-        ));
+        assert!(matches!(w.map.refcount(&mut s, 2), Err(Error::Corrupt(_))));
     }
 }

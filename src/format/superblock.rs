@@ -342,7 +342,8 @@ impl Superblock {
         if sb.map_root < Self::FIXED_BLOCKS || sb.map_root >= sb.total_blocks {
             return Err(FormatError::BadField("map_root"));
         }
-        if sb.layer_root != 0 && (sb.layer_root < Self::FIXED_BLOCKS || sb.layer_root >= sb.total_blocks)
+        if sb.layer_root != 0
+            && (sb.layer_root < Self::FIXED_BLOCKS || sb.layer_root >= sb.total_blocks)
         {
             return Err(FormatError::BadField("layer_root"));
         }

@@ -109,7 +109,8 @@ impl<S: BlockStore> Allocator<S> for super::refmap::RefMap {
 
 /// Tells which blocks a leaf item's value references (a file extent, for example), so that
 /// sharing and dropping a leaf keeps those blocks' counts right. `total_blocks` bounds them.
-pub type LeafRefs = fn(key: &Key, value: &[u8], total_blocks: u64) -> Result<Option<(u64, u64)>, FormatError>;
+pub type LeafRefs =
+    fn(key: &Key, value: &[u8], total_blocks: u64) -> Result<Option<(u64, u64)>, FormatError>;
 
 /// One transaction's view of a tree kind.
 pub struct Txn<'a, S: BlockStore, A: Allocator<S>> {
@@ -145,11 +146,7 @@ struct Shrunk {
 
 impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
     /// Calls `f` for every block range the items of leaf `buf` reference.
-    fn leaf_ranges(
-        &mut self,
-        buf: &S::Buf,
-        inc: bool,
-    ) -> Result<(), Error> {
+    fn leaf_ranges(&mut self, buf: &S::Buf, inc: bool) -> Result<(), Error> {
         let Some(refs) = self.leaf_refs else {
             return Ok(());
         };
@@ -666,9 +663,18 @@ fn unreachable_none() -> Result<bool, Error> {
 }
 
 /// Range `[lo, hi)` of child `i` of internal node `buf`, clipped to `[lo, hi)`.
-fn child_range(buf: &[u8], i: usize, lo: &Key, hi: Option<Key>) -> Result<(Key, Option<Key>), Error> {
+fn child_range(
+    buf: &[u8],
+    i: usize,
+    lo: &Key,
+    hi: Option<Key>,
+) -> Result<(Key, Option<Key>), Error> {
     let n = node::len(buf)?;
-    let start = if i == 0 { *lo } else { node::internal_key(buf, i)?.max(*lo) };
+    let start = if i == 0 {
+        *lo
+    } else {
+        node::internal_key(buf, i)?.max(*lo)
+    };
     let end = if i + 1 < n {
         let k = node::internal_key(buf, i + 1)?;
         Some(hi.map_or(k, |h| h.min(k)))
@@ -708,8 +714,16 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         if a == b {
             return Ok(true);
         }
-        let abuf = if a == 0 { None } else { Some(self.read(a, alevel)?) };
-        let bbuf = if b == 0 { None } else { Some(self.read(b, blevel)?) };
+        let abuf = if a == 0 {
+            None
+        } else {
+            Some(self.read(a, alevel)?)
+        };
+        let bbuf = if b == 0 {
+            None
+        } else {
+            Some(self.read(b, blevel)?)
+        };
         let la = abuf.as_ref().map_or(0, |(_, h)| h.level);
         let lb = bbuf.as_ref().map_or(0, |(_, h)| h.level);
         match (&abuf, &bbuf) {

@@ -86,7 +86,8 @@ impl LayerInfo {
             inodes_used: r.inodes_used,
             next_ino: r.next_ino,
             name,
-            name_len: u8::try_from(r.name.len()).map_err(|_| FormatError::BadField("layer name"))?,
+            name_len: u8::try_from(r.name.len())
+                .map_err(|_| FormatError::BadField("layer name"))?,
         })
     }
 
@@ -158,7 +159,12 @@ impl<S: Device> Volume<S> {
     /// Writes a fresh filesystem on `store` and commits it: the map, an empty layer tree, and,
     /// if `first_layer` is given, one empty read-write layer with that name. `sb` comes from
     /// [`Superblock::new`] (with label and root attributes set as wanted).
-    pub fn format(mut store: S, mut sb: Superblock, first_layer: Option<&[u8]>, now: Timespec) -> Result<Self, Error> {
+    pub fn format(
+        mut store: S,
+        mut sb: Superblock,
+        first_layer: Option<&[u8]>,
+        now: Timespec,
+    ) -> Result<Self, Error> {
         if sb.total_blocks > store.total_blocks() || sb.total_blocks < superblock::MIN_BLOCKS {
             return Err(Error::Invalid);
         }
@@ -340,7 +346,11 @@ impl<S: Device> Volume<S> {
         sb.commit_time = u64::try_from(now.sec).unwrap_or(0);
         let mut buf = self.store.alloc_buf()?;
         buf.as_mut().fill(0);
-        sb.encode(buf.as_mut().get_mut(..SUPERBLOCK_SIZE).ok_or(Error::Invalid)?)?;
+        sb.encode(
+            buf.as_mut()
+                .get_mut(..SUPERBLOCK_SIZE)
+                .ok_or(Error::Invalid)?,
+        )?;
         self.store.write(sb.slot(), &buf)?;
         self.store.flush()?;
         self.sb = sb;
@@ -356,9 +366,11 @@ impl<S: Device> Volume<S> {
         self.live()?;
         let root = self.sb.layer_root;
         let total = self.sb.total_blocks;
-        let got = self.txn(tree_kind::LAYERS).lookup(root, &layer_key(id), |v| {
-            LayerRecord::decode(v, id, total).and_then(|r| LayerInfo::from_record(id, &r))
-        })?;
+        let got = self
+            .txn(tree_kind::LAYERS)
+            .lookup(root, &layer_key(id), |v| {
+                LayerRecord::decode(v, id, total).and_then(|r| LayerInfo::from_record(id, &r))
+            })?;
         match got {
             Some(info) => Ok(info?),
             None => Err(Error::NotFound),
@@ -370,9 +382,9 @@ impl<S: Device> Volume<S> {
         let n = info.record().encode(&mut buf)?;
         let root = self.sb.layer_root;
         let value = buf.get(..n).ok_or(Error::Invalid)?;
-        self.sb.layer_root = self
-            .txn(tree_kind::LAYERS)
-            .insert(root, &layer_key(info.id), value)?;
+        self.sb.layer_root =
+            self.txn(tree_kind::LAYERS)
+                .insert(root, &layer_key(info.id), value)?;
         Ok(())
     }
 
@@ -415,7 +427,12 @@ impl<S: Device> Volume<S> {
     /// Creates a read-write layer named `name`: empty (with a root directory owned as the
     /// superblock's root) when `parent` is `None`, else an O(1) clone of the read-only layer
     /// `parent`. Returns its id.
-    pub fn create_layer(&mut self, name: &[u8], parent: Option<u64>, now: Timespec) -> Result<u64, Error> {
+    pub fn create_layer(
+        &mut self,
+        name: &[u8],
+        parent: Option<u64>,
+        now: Timespec,
+    ) -> Result<u64, Error> {
         self.live()?;
         super::records::check_layer_name(name)?;
         self.admit(3, true)?;
@@ -536,13 +553,23 @@ impl<S: Device> Volume<S> {
     // ---- items of a layer's tree ----
 
     /// Calls `f` with the value of `key` in layer `layer`.
-    pub fn lookup<R>(&mut self, layer: u64, key: &Key, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, Error> {
+    pub fn lookup<R>(
+        &mut self,
+        layer: u64,
+        key: &Key,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
         let l = self.layer(layer)?;
         self.txn(tree_kind::FS).lookup(l.root, key, f)
     }
 
     /// The first item of layer `layer` with a key of at least `from`.
-    pub fn next<R>(&mut self, layer: u64, from: &Key, f: impl FnOnce(&Key, &[u8]) -> R) -> Result<Option<R>, Error> {
+    pub fn next<R>(
+        &mut self,
+        layer: u64,
+        from: &Key,
+        f: impl FnOnce(&Key, &[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
         let l = self.layer(layer)?;
         self.txn(tree_kind::FS).next(l.root, from, f)
     }
@@ -571,7 +598,10 @@ impl<S: Device> Volume<S> {
             .inodes_used
             .checked_add_signed(add.inodes - sub.inodes)
             .ok_or(bad)?;
-        l.bytes_used = l.bytes_used.checked_add_signed(add.bytes - sub.bytes).ok_or(bad)?;
+        l.bytes_used = l
+            .bytes_used
+            .checked_add_signed(add.bytes - sub.bytes)
+            .ok_or(bad)?;
         Ok(())
     }
 

@@ -161,3 +161,114 @@ mod tests {
         Ok(())
     }
 }
+
+#[kunit_tests(lcfs_core_volume)]
+mod volume_tests {
+    use kernel::prelude::*;
+
+    use crate::format::node::{Key, NODE_SIZE};
+    use crate::format::records::{kind, put_inline_data, Timespec};
+    use crate::format::superblock::Superblock;
+    use crate::format::tree::{BlockStore, Error};
+    use crate::format::volume::{Device, Volume};
+
+    const BLOCKS: usize = 2048;
+    const NOW: Timespec = Timespec { sec: 1_700_000_000, nsec: 0 };
+
+    struct Block(KVec<u8>);
+
+    impl AsRef<[u8]> for Block {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl AsMut<[u8]> for Block {
+        fn as_mut(&mut self) -> &mut [u8] {
+            &mut self.0
+        }
+    }
+
+    /// An 8 MiB device in vmalloc memory.
+    struct MemDev {
+        data: KVVec<u8>,
+    }
+
+    impl BlockStore for MemDev {
+        type Buf = Block;
+
+        fn alloc_buf(&mut self) -> Result<Block, Error> {
+            KVec::from_elem(0u8, NODE_SIZE, GFP_KERNEL).map(Block).map_err(|_| Error::NoMemory)
+        }
+
+        fn read(&mut self, blocknr: u64, buf: &mut Block) -> Result<(), Error> {
+            let start = usize::try_from(blocknr).map_err(|_| Error::Io)? * NODE_SIZE;
+            let src = self.data.get(start..start + NODE_SIZE).ok_or(Error::Io)?;
+            buf.0.copy_from_slice(src);
+            Ok(())
+        }
+
+        fn write(&mut self, blocknr: u64, buf: &Block) -> Result<(), Error> {
+            let start = usize::try_from(blocknr).map_err(|_| Error::Io)? * NODE_SIZE;
+            let dst = self.data.get_mut(start..start + NODE_SIZE).ok_or(Error::Io)?;
+            dst.copy_from_slice(&buf.0);
+            Ok(())
+        }
+
+        fn total_blocks(&self) -> u64 {
+            BLOCKS as u64
+        }
+    }
+
+    impl Device for MemDev {
+        fn flush(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    fn inline(n: u8) -> [u8; 34] {
+        let mut v = [0u8; 34];
+        // 32 data bytes after the 2-byte length.
+        let _ = put_inline_data(&mut v, &[n; 32]);
+        v
+    }
+
+    /// Format, fill a layer, freeze it, clone it, change the clone, diff, commit, reopen, remove
+    /// both layers: the same volume code as mkfs and fsck, on the kernel's allocator and flags.
+    #[test]
+    fn layers_clone_diff_remove_in_kernel() -> Result {
+        let dev = MemDev { data: KVVec::from_elem(0u8, BLOCKS * NODE_SIZE, GFP_KERNEL)? };
+        let sb = Superblock::new(BLOCKS as u64, [7; 16], 1_700_000_000);
+        let mut vol = Volume::format(dev, sb, Some(b"base"), NOW).map_err(|_| EIO)?;
+        let free0 = vol.superblock().free_blocks;
+        for i in 0..500u64 {
+            vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &inline(i as u8)).map_err(|_| EIO)?;
+        }
+        vol.freeze_layer(1).map_err(|_| EIO)?;
+        let child = vol.create_layer(b"child", Some(1), NOW).map_err(|_| EIO)?;
+        vol.commit(NOW).map_err(|_| EIO)?;
+        let before = vol.superblock().free_blocks;
+        vol.insert(child, &Key::new(7, kind::INLINE, 0), &inline(99)).map_err(|_| EIO)?;
+        assert!(vol.remove(child, &Key::new(300, kind::INLINE, 0)).map_err(|_| EIO)?);
+        let mut changes = 0;
+        vol.diff(child, Key::MIN, &mut |_| {
+            changes += 1;
+            Ok(true)
+        })
+        .map_err(|_| EIO)?;
+        assert_eq!(changes, 2);
+        vol.commit(NOW).map_err(|_| EIO)?;
+        // Only the changed paths were copied.
+        assert!(before - vol.superblock().free_blocks < 16);
+        assert_eq!(vol.remove_layer(1), Err(Error::Busy));
+        let (mut vol, other) = Volume::open(vol.into_store()).map_err(|_| EIO)?;
+        assert!(other.is_none());
+        assert_eq!(vol.lookup(child, &Key::new(7, kind::INLINE, 0), |v| v.len()), Ok(Some(34)));
+        vol.remove_layer(child).map_err(|_| EIO)?;
+        vol.remove_layer(1).map_err(|_| EIO)?;
+        vol.commit(NOW).map_err(|_| EIO)?;
+        // Everything but the first layer's root tree node and the layer tree came back.
+        assert_eq!(vol.superblock().free_blocks, free0 + 2);
+        Ok(())
+    }
+}

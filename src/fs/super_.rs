@@ -6,6 +6,8 @@ use kernel::prelude::*;
 
 use crate::format::bytes::get_u32;
 use crate::format::superblock::{self, Superblock, SUPERBLOCK_COPIES};
+use crate::format::tree::Error as CoreError;
+use crate::format::volume::Volume;
 use crate::format::{FormatError, BLOCK_SIZE, NAME_MAX, ROOT_INO};
 use crate::vfs::{
     ARef, DirContext, FsInfo, Output, Request, FileSystem, Iget, Inode, InodeKind, InodeParams, NewSuperBlock, StatFs,
@@ -78,6 +80,50 @@ fn read_superblock(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Superblock> {
     }
 }
 
+/// Maps a core error at mount to an errno, logging what was wrong.
+fn core_errno(sb: &NewSuperBlock<'_, Lcfs>, what: &str, e: CoreError) -> Error {
+    match e {
+        CoreError::Corrupt(f) => {
+            pr_err!("{}: cannot mount: {}: {}
+", sb.id(), what, f);
+            format_errno(&f)
+        }
+        CoreError::NoMemory => ENOMEM,
+        _ => {
+            pr_err!("{}: cannot mount: {}: I/O error
+", sb.id(), what);
+            EIO
+        }
+    }
+}
+
+/// Opens the filesystem through the format core: the reference-count map's root must agree with
+/// the superblock, and the layer tree must be readable. Returns the number of layers.
+fn open_volume(sb: &NewSuperBlock<'_, Lcfs>, disk: &Superblock) -> Result<u64> {
+    let store = super::store::MountStore {
+        sb,
+        total_blocks: sb.device_bytes() / u64::from(BLOCK_SIZE),
+    };
+    let (mut vol, _) = Volume::open(store).map_err(|e| core_errno(sb, "reference-count map", e))?;
+    let mut layers = 0u64;
+    vol.for_each_layer(&mut |_| {
+        layers += 1;
+        true
+    })
+    .map_err(|e| core_errno(sb, "layer tree", e))?;
+    if layers != disk.layer_count {
+        pr_err!(
+            "{}: cannot mount: superblock counts {} layers, the layer tree holds {}
+",
+            sb.id(),
+            disk.layer_count,
+            layers
+        );
+        return Err(EUCLEAN);
+    }
+    Ok(layers)
+}
+
 /// `LCFS_IOC_FS_INFO` output for superblock `disk`.
 fn fs_info(disk: &Superblock) -> FsInfo {
     let mut info = FsInfo {
@@ -104,11 +150,13 @@ impl FileSystem for Lcfs {
 
     fn fill_super(sb: &NewSuperBlock<'_, Self>) -> Result<MountInfo> {
         let disk = read_superblock(sb)?;
+        let layers = open_volume(sb, &disk)?;
         sb.set_uuid(&disk.uuid);
         pr_info!(
-            "{}: mounted generation {}, {} of {} blocks free\n",
+            "{}: mounted generation {}, {} layers, {} of {} blocks free\n",
             sb.id(),
             disk.generation,
+            layers,
             disk.free_blocks,
             disk.total_blocks
         );

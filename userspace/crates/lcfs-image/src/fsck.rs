@@ -103,6 +103,9 @@ pub enum Phase {
     Counts,
 }
 
+/// Checks one leaf item (with the checker, to reference blocks) and returns what it adds up to.
+type ItemCheck<'a, C> = &'a mut dyn FnMut(&mut C, &Key, &[u8]) -> Result<Sums, String>;
+
 /// Sums of a subtree, memoised per node.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sums {
@@ -167,7 +170,8 @@ pub fn check<S: volume::Device<Buf = Vec<u8>>>(
         }
     };
     let sb = vol.superblock();
-    let total = usize::try_from(sb.total_blocks).map_err(|_| OpError::Other(TreeError::NoMemory))?;
+    let total =
+        usize::try_from(sb.total_blocks).map_err(|_| OpError::Other(TreeError::NoMemory))?;
     report.stats.generation = sb.generation;
     report.stats.total_blocks = sb.total_blocks;
     report.stats.free_blocks = sb.free_blocks;
@@ -213,7 +217,10 @@ pub fn tree_err(e: TreeError) -> String {
 
 impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
     fn reference(&mut self, block: u64, what: &str) {
-        match usize::try_from(block).ok().and_then(|b| self.expected.get_mut(b)) {
+        match usize::try_from(block)
+            .ok()
+            .and_then(|b| self.expected.get_mut(b))
+        {
             Some(e) => *e = e.saturating_add(1),
             None => self
                 .report
@@ -234,7 +241,10 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 progress(Phase::Map, first, total);
                 for i in 0..LEAF_ENTRIES {
                     let v = refmap::leaf_get(leaf, i)?;
-                    if let Some(slot) = usize::try_from(first + i).ok().and_then(|b| found.get_mut(b)) {
+                    if let Some(slot) = usize::try_from(first + i)
+                        .ok()
+                        .and_then(|b| found.get_mut(b))
+                    {
                         *slot = v;
                     }
                 }
@@ -247,7 +257,8 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             self.reference(b, "the map");
         }
         if let Err(e) = r {
-            self.report.error(format!("reference-count map: {}", tree_err(e)));
+            self.report
+                .error(format!("reference-count map: {}", tree_err(e)));
             return false;
         }
         let free = self.found.iter().filter(|&&v| v == 0).count() as u64;
@@ -296,7 +307,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         root: u64,
         tree: u8,
         what: &str,
-        items: &mut dyn FnMut(&mut Self, &Key, &[u8]) -> Result<Sums, String>,
+        items: ItemCheck<'_, Self>,
     ) -> Option<Sums> {
         if root == 0 {
             return Some(Sums::default());
@@ -314,7 +325,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         hi: Option<Key>,
         is_root: bool,
         what: &str,
-        items: &mut dyn FnMut(&mut Self, &Key, &[u8]) -> Result<Sums, String>,
+        items: ItemCheck<'_, Self>,
     ) -> Option<Sums> {
         let buf = match self.read_node(block, tree, level) {
             Ok(b) => b,
@@ -340,8 +351,9 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             if lo.is_some_and(|l| first.is_none_or(|f| f < l))
                 || hi.is_some_and(|h| last.is_none_or(|k| k >= h))
             {
-                self.report
-                    .error(format!("{what}: node {block} has keys outside its parent's range"));
+                self.report.error(format!(
+                    "{what}: node {block} has keys outside its parent's range"
+                ));
             }
         }
         if let Some(s) = self.visited.get(&block) {
@@ -364,20 +376,35 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                         sums.bytes += s.bytes;
                     }
                     Err(e) => {
-                        self.report.error(format!("{what}: node {block}, item {k:?}: {e}"));
+                        self.report
+                            .error(format!("{what}: node {block}, item {k:?}: {e}"));
                     }
                 }
             }
         } else {
             for i in 0..n {
-                let (Ok(child), Ok(lo)) = (node::internal_child(&buf, i), node::internal_key(&buf, i))
+                let (Ok(child), Ok(lo)) =
+                    (node::internal_child(&buf, i), node::internal_key(&buf, i))
                 else {
                     ok = false;
                     continue;
                 };
-                let hi = if i + 1 < n { node::internal_key(&buf, i + 1).ok() } else { hi };
+                let hi = if i + 1 < n {
+                    node::internal_key(&buf, i + 1).ok()
+                } else {
+                    hi
+                };
                 self.reference(child, what);
-                match self.walk_node(child, tree, Some(hdr.level - 1), Some(lo), hi, false, what, items) {
+                match self.walk_node(
+                    child,
+                    tree,
+                    Some(hdr.level - 1),
+                    Some(lo),
+                    hi,
+                    false,
+                    what,
+                    items,
+                ) {
                     Some(s) => {
                         sums.inodes += s.inodes;
                         sums.bytes += s.bytes;
@@ -413,25 +440,39 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 layers.len()
             ));
         }
-        let ids: HashMap<u64, usize> = layers.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+        let ids: HashMap<u64, usize> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
         let mut names = HashSet::new();
         let mut children: HashMap<u64, u32> = HashMap::new();
         for (id, l) in &layers {
             if *id == 0 || *id >= self.sb.next_layer_id {
-                self.report.error(format!("layer {id}: id not below next_layer_id {}", self.sb.next_layer_id));
+                self.report.error(format!(
+                    "layer {id}: id not below next_layer_id {}",
+                    self.sb.next_layer_id
+                ));
             }
             if !names.insert(l.name.clone()) {
-                self.report.error(format!("layer {id}: name {:?} used twice", String::from_utf8_lossy(&l.name)));
+                self.report.error(format!(
+                    "layer {id}: name {:?} used twice",
+                    String::from_utf8_lossy(&l.name)
+                ));
             }
             if l.parent != 0 {
                 match ids.get(&l.parent) {
-                    None => self.report.error(format!("layer {id}: parent {} does not exist", l.parent)),
+                    None => self
+                        .report
+                        .error(format!("layer {id}: parent {} does not exist", l.parent)),
                     Some(&p) => {
                         if l.parent >= *id {
-                            self.report.error(format!("layer {id}: parent {} is not older", l.parent));
+                            self.report
+                                .error(format!("layer {id}: parent {} is not older", l.parent));
                         }
                         if layers[p].1.flags & layer_flags::READ_ONLY == 0 {
-                            self.report.error(format!("layer {id}: parent {} is not frozen", l.parent));
+                            self.report
+                                .error(format!("layer {id}: parent {} is not frozen", l.parent));
                         }
                     }
                 }
@@ -443,7 +484,10 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             (self.progress)(Phase::Trees, n as u64, nlayers);
             let want = children.get(id).copied().unwrap_or(0);
             if l.children != want {
-                self.report.error(format!("layer {id}: records {} children, found {want}", l.children));
+                self.report.error(format!(
+                    "layer {id}: records {} children, found {want}",
+                    l.children
+                ));
             }
             if l.root != 0 {
                 self.reference(l.root, "a layer record");
@@ -457,7 +501,10 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             // Items in shared leaves were seen through the first layer that reached them; the
             // highest inode number is only checked against leaves this layer reached first.
             if max_ino >= l.next_ino {
-                self.report.error(format!("layer {id}: inode {max_ino} at or above next_ino {}", l.next_ino));
+                self.report.error(format!(
+                    "layer {id}: inode {max_ino} at or above next_ino {}",
+                    l.next_ino
+                ));
             }
             if let Some(s) = sums {
                 if s.inodes != l.inodes_used || s.bytes != l.bytes_used {
@@ -488,7 +535,10 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                     return Err("inode key offset".into());
                 }
                 InodeRecord::decode(v).map_err(e)?;
-                Ok(Sums { inodes: 1, bytes: 0 })
+                Ok(Sums {
+                    inodes: 1,
+                    bytes: 0,
+                })
             }
             kind::DIRENT => {
                 let d = DirentRecord::decode(v).map_err(e)?;
@@ -549,7 +599,9 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             }
             let msg = match (got, want) {
                 (0, w) => format!("block {b}: referenced {w} times but marked free"),
-                (g, 0) => format!("block {b}: reference count {g} but nothing references it (leaked)"),
+                (g, 0) => {
+                    format!("block {b}: reference count {g} but nothing references it (leaked)")
+                }
                 (g, w) => format!("block {b}: reference count {g}, references found {w}"),
             };
             self.report.error(msg);

@@ -19,7 +19,9 @@ impl BlockStore for Device {
     }
 
     fn read(&mut self, blocknr: u64, buf: &mut Vec<u8>) -> Result<(), TreeError> {
-        let pos = blocknr.checked_mul(u64::from(BLOCK_SIZE)).ok_or(TreeError::Invalid)?;
+        let pos = blocknr
+            .checked_mul(u64::from(BLOCK_SIZE))
+            .ok_or(TreeError::Invalid)?;
         self.read_at(pos, buf).map_err(|e| self.remember(e))
     }
 
@@ -27,7 +29,9 @@ impl BlockStore for Device {
         if self.read_only {
             return Err(TreeError::ReadOnly);
         }
-        let pos = blocknr.checked_mul(u64::from(BLOCK_SIZE)).ok_or(TreeError::Invalid)?;
+        let pos = blocknr
+            .checked_mul(u64::from(BLOCK_SIZE))
+            .ok_or(TreeError::Invalid)?;
         self.write_at(pos, buf).map_err(|e| self.remember(e))
     }
 

@@ -84,7 +84,11 @@ fn record(steps: u64, commit_every: u64, seed: u64) -> (MemDevice, Vec<Event>, V
         let k = rng.range(2, 600);
         match rng.range(0, 10) {
             0..=4 => vol
-                .insert(layer, &Key::new(k, kind::INLINE, 0), &inline(rng.range(0, 200) as usize, k))
+                .insert(
+                    layer,
+                    &Key::new(k, kind::INLINE, 0),
+                    &inline(rng.range(0, 200) as usize, k),
+                )
                 .unwrap(),
             5 => {
                 let _ = vol.remove(layer, &Key::new(k, kind::INLINE, 0)).unwrap();
@@ -99,7 +103,8 @@ fn record(steps: u64, commit_every: u64, seed: u64) -> (MemDevice, Vec<Event>, V
                 }
                 .encode(&mut v)
                 .unwrap();
-                vol.insert(layer, &Key::new(k, kind::EXTENT, 0), &v).unwrap();
+                vol.insert(layer, &Key::new(k, kind::EXTENT, 0), &v)
+                    .unwrap();
             }
             7 => {
                 let _ = vol.remove(layer, &Key::new(k, kind::EXTENT, 0)).unwrap();
@@ -174,15 +179,24 @@ fn crash_image(
 fn check_crash(img: MemDevice, commits: usize, states: &[State], what: &str) {
     let r = fsck::check(img.clone(), &mut |_, _, _| {}).unwrap();
     assert!(r.is_clean(), "{what}: fsck: {:?}", r.errors);
-    let mut vol = Volume::open(img).unwrap_or_else(|e| panic!("{what}: open: {e:?}")).0;
-    assert_eq!(state(&mut vol), states[commits], "{what}: state of commit {commits}");
+    let mut vol = Volume::open(img)
+        .unwrap_or_else(|e| panic!("{what}: open: {e:?}"))
+        .0;
+    assert_eq!(
+        state(&mut vol),
+        states[commits],
+        "{what}: state of commit {commits}"
+    );
 }
 
 #[test]
 fn crash_at_every_write_of_a_small_workload() {
     let (base, events, states) = record(60, 15, 1);
     assert!(states.len() >= 5);
-    let writes = events.iter().filter(|e| matches!(e, Event::Write(..))).count();
+    let writes = events
+        .iter()
+        .filter(|e| matches!(e, Event::Write(..)))
+        .count();
     assert!(writes > 100, "{writes} writes");
     for cut in 0..=events.len() {
         let (img, commits) = crash_image(&base, &events, cut, &mut || true);
@@ -202,12 +216,19 @@ fn torn_superblock_write_falls_back_one_commit() {
     for &i in &sb_writes {
         let (mut img, commits) = crash_image(&base, &events, i + 1, &mut || true);
         // Only the first 200 bytes of the new copy made it.
-        let Event::Write(b, new) = &events[i] else { unreachable!() };
+        let Event::Write(b, new) = &events[i] else {
+            unreachable!()
+        };
         let old = base_or_previous(&base, &events[..i], *b);
         let mut torn = old.clone();
         torn[..200].copy_from_slice(&new[..200]);
         img.blocks.insert(*b, torn);
-        check_crash(img, commits - 1, &states, &format!("torn superblock at event {i}"));
+        check_crash(
+            img,
+            commits - 1,
+            &states,
+            &format!("torn superblock at event {i}"),
+        );
     }
 }
 
@@ -234,7 +255,7 @@ proptest! {
         for _ in 0..40 {
             let cut = rng.range(0, events.len() as u64 + 1) as usize;
             let mut r2 = Rng::new(rng.next());
-            let (img, commits) = crash_image(&base, &events, cut, &mut || r2.next() % 2 == 0);
+            let (img, commits) = crash_image(&base, &events, cut, &mut || r2.next().is_multiple_of(2));
             check_crash(img, commits, &states, &format!("seed {seed} cut {cut}"));
         }
     }

@@ -1,6 +1,8 @@
 //! fsck finds damage: random corruption of any metadata block, and targeted damage that keeps
 //! every checksum valid (wrong reference counts, usage counters, layer links, leaked blocks).
 
+#![allow(clippy::cast_possible_truncation)] // Test data from small integers.
+
 use lcfs_format::node::{self, Key};
 use lcfs_format::records::{kind, put_inline_data, ExtentRecord, Timespec};
 use lcfs_format::refmap;
@@ -24,7 +26,8 @@ fn sample() -> MemDevice {
     for i in 0..3000u64 {
         let mut v = vec![0u8; 42];
         put_inline_data(&mut v, &[i as u8; 40]).unwrap();
-        vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &v).unwrap();
+        vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &v)
+            .unwrap();
         if i % 100 == 0 {
             let (b, n) = vol.alloc_data(2).unwrap();
             let mut e = [0u8; 16];
@@ -35,7 +38,8 @@ fn sample() -> MemDevice {
             }
             .encode(&mut e)
             .unwrap();
-            vol.insert(1, &Key::new(i + 2, kind::EXTENT, 0), &e).unwrap();
+            vol.insert(1, &Key::new(i + 2, kind::EXTENT, 0), &e)
+                .unwrap();
         }
     }
     vol.freeze_layer(1).unwrap();
@@ -169,7 +173,10 @@ fn wrong_usage_counter_and_layer_links_are_found() {
     });
     let e = errors(dev2);
     assert!(e.iter().any(|m| m.contains("layer 2: usage")), "{e:?}");
-    assert!(e.iter().any(|m| m.contains("layer 2: records 3 children")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("layer 2: records 3 children")),
+        "{e:?}"
+    );
 }
 
 #[test]

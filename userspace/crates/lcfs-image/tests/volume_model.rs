@@ -15,7 +15,10 @@ use lcfs_image::fsck;
 use lcfs_image::store::MemDevice;
 use proptest::prelude::*;
 
-const NOW: Timespec = Timespec { sec: 1_700_000_000, nsec: 5 };
+const NOW: Timespec = Timespec {
+    sec: 1_700_000_000,
+    nsec: 5,
+};
 
 fn fresh(total: u64) -> Volume<MemDevice> {
     let sb = Superblock::new(total, [3; 16], 1_700_000_000);
@@ -165,7 +168,14 @@ fn run(ops: &[Op]) {
                     match r {
                         Ok(id) => {
                             let items = model.layers[&p].items.clone();
-                            model.layers.insert(id, ModelLayer { parent: p, frozen: false, items });
+                            model.layers.insert(
+                                id,
+                                ModelLayer {
+                                    parent: p,
+                                    frozen: false,
+                                    items,
+                                },
+                            );
                             Ok(())
                         }
                         Err(Error::Invalid) => {
@@ -221,11 +231,20 @@ fn run(ops: &[Op]) {
                     let key = Key::new(k / 4 + 2, kind::EXTENT, k);
                     match vol.alloc_data(n) {
                         Ok((b, len)) => {
-                            let e = ExtentRecord { disk_block: b, len, flags: 0 };
+                            let e = ExtentRecord {
+                                disk_block: b,
+                                len,
+                                flags: 0,
+                            };
                             let mut v = [0u8; 16];
                             e.encode(&mut v).unwrap();
                             vol.insert(id, &key, &v).unwrap();
-                            model.layers.get_mut(&id).unwrap().items.insert(key, v.to_vec());
+                            model
+                                .layers
+                                .get_mut(&id)
+                                .unwrap()
+                                .items
+                                .insert(key, v.to_vec());
                             Ok(())
                         }
                         Err(Error::NoSpace) => Ok(()),
@@ -236,7 +255,11 @@ fn run(ops: &[Op]) {
             },
             Op::RemoveItem(i, k) => match pick(&model, i) {
                 Some(id) => {
-                    let key = if k % 3 == 0 { Key::new(k / 4 + 2, kind::EXTENT, k) } else { item_key(k) };
+                    let key = if k % 3 == 0 {
+                        Key::new(k / 4 + 2, kind::EXTENT, k)
+                    } else {
+                        item_key(k)
+                    };
                     match vol.remove(id, &key) {
                         Ok(found) => {
                             let was = model.layers.get_mut(&id).unwrap().items.remove(&key);
@@ -317,21 +340,32 @@ fn removing_a_layer_with_children_is_refused_and_frees_everything_after() {
     let mut vol = fresh(8192);
     let free0 = vol.superblock().free_blocks;
     for i in 0..2000u64 {
-        vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &inline_value(i, 100)).unwrap();
+        vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &inline_value(i, 100))
+            .unwrap();
     }
     let (b, n) = vol.alloc_data(8).unwrap();
     let mut v = [0u8; 16];
-    ExtentRecord { disk_block: b, len: n, flags: 0 }.encode(&mut v).unwrap();
+    ExtentRecord {
+        disk_block: b,
+        len: n,
+        flags: 0,
+    }
+    .encode(&mut v)
+    .unwrap();
     vol.insert(1, &Key::new(5, kind::EXTENT, 0), &v).unwrap();
     vol.freeze_layer(1).unwrap();
     let child = vol.create_layer(b"child", Some(1), NOW).unwrap();
     // Changing the child copies one path, not the layer.
     vol.commit(NOW).unwrap();
     let before = vol.superblock().free_blocks;
-    vol.insert(child, &Key::new(900, kind::INLINE, 0), &inline_value(1, 10)).unwrap();
+    vol.insert(child, &Key::new(900, kind::INLINE, 0), &inline_value(1, 10))
+        .unwrap();
     vol.commit(NOW).unwrap();
     assert!(before - vol.superblock().free_blocks < 12);
-    assert_eq!(vol.insert(1, &Key::new(3, kind::INLINE, 0), &inline_value(1, 1)), Err(Error::ReadOnly));
+    assert_eq!(
+        vol.insert(1, &Key::new(3, kind::INLINE, 0), &inline_value(1, 1)),
+        Err(Error::ReadOnly)
+    );
     assert_eq!(vol.remove_layer(1), Err(Error::Busy));
     assert!(!vol.is_aborted());
     // The extent is shared: the child's leaf copy took a reference.
@@ -356,7 +390,13 @@ fn full_filesystem_gives_clean_enospc_and_recovers() {
         match vol.alloc_data(4) {
             Ok((b, n)) => {
                 let mut v = [0u8; 16];
-                ExtentRecord { disk_block: b, len: n, flags: 0 }.encode(&mut v).unwrap();
+                ExtentRecord {
+                    disk_block: b,
+                    len: n,
+                    flags: 0,
+                }
+                .encode(&mut v)
+                .unwrap();
                 match vol.insert(1, &Key::new(inserted + 2, kind::EXTENT, 0), &v) {
                     Ok(()) => inserted += 1,
                     Err(e) => {
@@ -380,7 +420,13 @@ fn full_filesystem_gives_clean_enospc_and_recovers() {
     vol.commit(NOW).unwrap();
     let (b, n) = vol.alloc_data(4).unwrap();
     let mut v = [0u8; 16];
-    ExtentRecord { disk_block: b, len: n, flags: 0 }.encode(&mut v).unwrap();
+    ExtentRecord {
+        disk_block: b,
+        len: n,
+        flags: 0,
+    }
+    .encode(&mut v)
+    .unwrap();
     vol.insert(1, &Key::new(2, kind::EXTENT, 0), &v).unwrap();
     vol.commit(NOW).unwrap();
     fsck_clean(vol.into_store());

@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use lcfs_format::superblock::{Superblock, MIN_BLOCKS};
 use lcfs_format::records::{self, Timespec};
+use lcfs_format::superblock::{Superblock, MIN_BLOCKS};
 use lcfs_format::volume::Volume;
 use lcfs_format::BLOCK_SIZE;
 use lcfs_image::{probe, Access, Device};
@@ -176,11 +176,17 @@ fn run(args: &Args) -> Result<()> {
     // copies are valid from the start.
     let vol = match Volume::format(dev, sb, Some(args.layer.as_bytes()), now_ts) {
         Ok(vol) => vol,
-        Err(e) => bail!("{}: cannot write the filesystem: {e:?}", args.device.display()),
+        Err(e) => bail!(
+            "{}: cannot write the filesystem: {e:?}",
+            args.device.display()
+        ),
     };
     if !args.quiet {
         let sb = vol.superblock();
-        println!("  free blocks: {} (reserve {})", sb.free_blocks, sb.reserve_blocks);
+        println!(
+            "  free blocks: {} (reserve {})",
+            sb.free_blocks, sb.reserve_blocks
+        );
         println!("Done.");
     }
     Ok(())

@@ -3,6 +3,7 @@
 use std::process::Command;
 
 use lcfs_format::superblock::Superblock;
+use lcfs_format::volume::Volume;
 use lcfs_image::{Access, Device};
 
 fn mkfs(args: &[&str]) -> std::process::Output {
@@ -37,13 +38,27 @@ fn formats_an_image_file_with_both_superblock_copies() {
     let mut dev = Device::open(&img, Access::ReadOnly).unwrap();
     let sel = dev.read_superblock().unwrap();
     assert_eq!(sel.other_error, None, "both copies valid");
-    assert_eq!(sel.sb.generation, 1);
+    assert_eq!(sel.sb.generation, 2);
     assert_eq!(sel.sb.total_blocks, 16384);
-    assert_eq!(sel.sb.free_blocks, 16384 - Superblock::FIXED_BLOCKS);
     assert_eq!(sel.sb.label(), Some("data"));
     assert_eq!(sel.sb.uuid[0], 0x01);
-    let copy0 = dev.read_superblock_copy(0).unwrap().unwrap();
-    assert_eq!(copy0.generation, 0);
+    assert_eq!(sel.sb.layer_count, 1);
+    let copy1 = dev.read_superblock_copy(1).unwrap().unwrap();
+    assert_eq!(copy1.generation, 1);
+    // The first layer exists and fsck finds the image clean.
+    let (mut vol, other) = Volume::open(dev).unwrap();
+    assert_eq!(other, None);
+    let layer = vol.layer(1).unwrap();
+    assert_eq!(layer.name(), b"default");
+    assert!(!layer.is_read_only());
+    // Superblocks, map (level 1 for 16384 blocks: 2 nodes), layer tree, layer 1 tree.
+    assert_eq!(
+        vol.superblock().free_blocks,
+        16384 - Superblock::FIXED_BLOCKS - 4
+    );
+    let dev = Device::open(&img, Access::ReadOnly).unwrap();
+    let report = lcfs_image::fsck::check(dev, &mut |_, _, _| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.errors);
 }
 
 #[test]

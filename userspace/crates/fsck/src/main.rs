@@ -1,0 +1,184 @@
+//! `fsck.lcfs`: checks an LCFS filesystem with e2fsck-style exit codes.
+//!
+//! Every invariant of the format is checked (see [`lcfs_image::fsck`]). The checker does not
+//! repair yet: damage is reported and left, which `-n` makes explicit.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use lcfs_image::fsck::{self, Phase};
+use lcfs_image::{Access, Device};
+
+/// Exit codes, as e2fsck defines them.
+mod exit {
+    pub(crate) const CLEAN: u8 = 0;
+    pub(crate) const UNCORRECTED: u8 = 4;
+    pub(crate) const OPERATIONAL: u8 = 8;
+    pub(crate) const USAGE: u8 = 16;
+}
+
+/// Check an LCFS filesystem.
+///
+/// Exit status: 0 no errors, 4 errors left uncorrected, 8 operational error (the device could
+/// not be read, or holds no LCFS filesystem), 16 usage error.
+#[derive(Parser, Debug)]
+#[command(name = "fsck.lcfs", version)]
+struct Args {
+    /// Block device or image file.
+    device: PathBuf,
+
+    /// Open read-only and answer "no" to every repair (nothing is ever written).
+    #[arg(short = 'n')]
+    no: bool,
+
+    /// Answer "yes" to every repair (no repairs exist yet: errors are reported and left).
+    #[arg(short = 'y', conflicts_with = "no")]
+    yes: bool,
+
+    /// Repair what is safe without asking (accepted for fstab compatibility; see -y).
+    #[arg(short = 'p', short_alias = 'a', conflicts_with = "no")]
+    preen: bool,
+
+    /// Check even if the filesystem seems clean (every check is always complete).
+    #[arg(short = 'f')]
+    force: bool,
+
+    /// Print progress to file descriptor FD (1 or 2); by default progress goes to a terminal
+    /// on stderr.
+    #[arg(short = 'C', value_name = "FD")]
+    progress_fd: Option<u8>,
+
+    /// Print counters.
+    #[arg(short = 'v')]
+    verbose: bool,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Progress on a terminal or file descriptor, at most a few times a second.
+struct Progress {
+    out: Option<Box<dyn Write>>,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(args: &Args) -> Self {
+        let out: Option<Box<dyn Write>> = match args.progress_fd {
+            Some(1) => Some(Box::new(std::io::stdout())),
+            Some(2) => Some(Box::new(std::io::stderr())),
+            Some(_) => None,
+            None if std::io::stderr().is_terminal() && !args.json => {
+                Some(Box::new(std::io::stderr()))
+            }
+            None => None,
+        };
+        Self {
+            out,
+            last: Instant::now() - Duration::from_secs(1),
+        }
+    }
+
+    fn report(&mut self, phase: Phase, done: u64, total: u64) {
+        let Some(out) = self.out.as_mut() else { return };
+        if self.last.elapsed() < Duration::from_millis(200) && done + 1 < total {
+            return;
+        }
+        self.last = Instant::now();
+        let name = match phase {
+            Phase::Map => "Pass 1: reference-count map",
+            Phase::Trees => "Pass 2: layers and trees",
+            Phase::Counts => "Pass 3: reference counts",
+        };
+        let pct = done.saturating_mul(100).checked_div(total).unwrap_or(100);
+        let _ = write!(out, "\r{name}: {pct:3}%");
+        let _ = out.flush();
+    }
+
+    fn finish(&mut self) {
+        if let Some(out) = self.out.as_mut() {
+            let _ = writeln!(out);
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<u8, anyhow::Error> {
+    if args.progress_fd.is_some_and(|fd| fd != 1 && fd != 2) {
+        anyhow::bail!("-C: only file descriptors 1 and 2 are supported");
+    }
+    let dev = Device::open(&args.device, Access::ReadOnly)?;
+    let name = args.device.display().to_string();
+    let mut progress = Progress::new(args);
+    let result = fsck::check(dev, &mut |p, d, t| progress.report(p, d, t));
+    progress.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fsck.lcfs: {name}: {e}");
+            return Ok(exit::OPERATIONAL);
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for w in &report.warnings {
+            println!("{name}: warning: {w}");
+        }
+        for e in &report.errors {
+            println!("{name}: {e}");
+        }
+        if report.more_errors > 0 {
+            println!("{name}: ... and {} more errors", report.more_errors);
+        }
+        let s = &report.stats;
+        let used = s.total_blocks.saturating_sub(s.free_blocks);
+        if report.is_clean() {
+            println!(
+                "{name}: clean, {} layers, {used}/{} blocks (generation {})",
+                s.layers, s.total_blocks, s.generation
+            );
+        } else {
+            let total = report.errors.len() as u64 + report.more_errors;
+            println!("{name}: {total} errors found; the filesystem was not modified");
+            if args.yes || args.preen {
+                println!("{name}: automatic repair is not implemented yet");
+            }
+        }
+        if args.verbose {
+            println!(
+                "{:>12} layers\n{:>12} tree nodes\n{:>12} map nodes\n{:>12} items\n{:>12} data blocks\n{:>12} free blocks",
+                s.layers, s.tree_nodes, s.map_nodes, s.items, s.data_blocks, s.free_blocks
+            );
+        }
+    }
+    Ok(if report.is_clean() {
+        exit::CLEAN
+    } else {
+        exit::UNCORRECTED
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::CLEAN
+            });
+        }
+    };
+    match run(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("fsck.lcfs: {e:#}");
+            ExitCode::from(exit::OPERATIONAL)
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The `fsck.lcfs` command line: exit codes and output on real image files.
+
+use std::path::Path;
+use std::process::Command;
+
+use lcfs_format::records::Timespec;
+use lcfs_format::superblock::Superblock;
+use lcfs_format::volume::Volume;
+use lcfs_image::{Access, Device};
+
+fn fsck(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fsck-lcfs"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Formats a 16 MiB image file the way mkfs.lcfs does.
+fn mkfs(path: &str) {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let dev = Device::open(Path::new(path), Access::ReadWrite).unwrap();
+    let sb = Superblock::new(dev.blocks(), [4; 16], 1_700_000_000);
+    let now = Timespec {
+        sec: 1_700_000_000,
+        nsec: 0,
+    };
+    Volume::format(dev, sb, Some(b"default"), now).unwrap();
+}
+
+#[test]
+fn clean_image_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let img = img.to_str().unwrap();
+    mkfs(img);
+    let (code, out) = fsck(&["-n", img]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("clean, 1 layers"), "{out}");
+    let (code, out) = fsck(&["-n", "--json", img]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"errors\": []"), "{out}");
+}
+
+#[test]
+fn damaged_image_exits_4_and_is_not_modified() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let img = img.to_str().unwrap();
+    mkfs(img);
+    let mut data = std::fs::read(img).unwrap();
+    // Damage the map root (block 2): its checksum no longer matches.
+    data[2 * 4096 + 100] ^= 0xff;
+    std::fs::write(img, &data).unwrap();
+    let (code, out) = fsck(&["-n", img]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("errors found"), "{out}");
+    assert_eq!(std::fs::read(img).unwrap(), data);
+}
+
+#[test]
+fn not_lcfs_or_missing_exits_8_and_bad_usage_16() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("zero");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let (code, out) = fsck(&["-n", img.to_str().unwrap()]);
+    assert_eq!(code, 8, "{out}");
+    assert!(out.contains("not an LCFS filesystem"), "{out}");
+    let (code, _) = fsck(&["-n", "/nonexistent/device"]);
+    assert_eq!(code, 8);
+    let (code, _) = fsck(&["--bogus"]);
+    assert_eq!(code, 16);
+}
