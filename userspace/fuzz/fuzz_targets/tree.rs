@@ -38,8 +38,8 @@ struct Alloc {
     refs: BTreeMap<u64, u32>,
 }
 
-impl Allocator for Alloc {
-    fn alloc(&mut self) -> Result<u64, Error> {
+impl<S: BlockStore> Allocator<S> for Alloc {
+    fn alloc(&mut self, _: &mut S) -> Result<u64, Error> {
         if self.next + 1 >= TOTAL {
             return Err(Error::NoSpace);
         }
@@ -47,17 +47,21 @@ impl Allocator for Alloc {
         self.refs.insert(self.next, 1);
         Ok(self.next)
     }
-    fn refcount(&mut self, b: u64) -> Result<u32, Error> {
+    fn refcount(&mut self, _: &mut S, b: u64) -> Result<u32, Error> {
         Ok(*self.refs.entry(b).or_insert(1))
     }
-    fn inc_ref(&mut self, b: u64) -> Result<(), Error> {
-        *self.refs.entry(b).or_insert(1) += 1;
+    fn inc_ref(&mut self, _: &mut S, b: u64, len: u64) -> Result<(), Error> {
+        for x in b..b.saturating_add(len.min(64)) {
+            *self.refs.entry(x).or_insert(1) += 1;
+        }
         Ok(())
     }
-    fn dec_ref(&mut self, b: u64) -> Result<u32, Error> {
-        let r = self.refs.entry(b).or_insert(1);
-        *r = r.saturating_sub(1);
-        Ok(*r)
+    fn dec_ref(&mut self, _: &mut S, b: u64, len: u64) -> Result<(), Error> {
+        for x in b..b.saturating_add(len.min(64)) {
+            let r = self.refs.entry(x).or_insert(1);
+            *r = r.saturating_sub(1);
+        }
+        Ok(())
     }
 }
 
@@ -75,9 +79,12 @@ fuzz_target!(|data: &[u8]| {
         generation: 1,
         fsid: 9,
         tree: 2,
+        // Items of kinds 0..4 include extents (kind 4): shared leaves push their references.
+        leaf_refs: Some(lcfs_format::records::fs_leaf_refs),
     };
 
-    // 1. A valid tree built from the input (up to a few hundred items, several leaves).
+    // 1. A valid tree built from the input (up to a few hundred items, several leaves), and a
+    //    clone of it that then diverges, so diff and drop see shared subtrees.
     let mut root = 0u64;
     let items = usize::from(byte()) * 2;
     for i in 0..items {
@@ -89,6 +96,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     txn.generation = 2;
+    let mut other = txn.clone_tree(root).unwrap_or(0);
+    for _ in 0..usize::from(byte() % 16) {
+        let key = Key::new(u64::from(byte()), byte() % 4, u64::from(byte()));
+        if let Ok(r) = txn.insert(other, &key, &[1; 30]) {
+            other = r;
+        }
+    }
+    txn.generation = 3;
 
     // 2. Damage: up to 8 byte changes in the tree's blocks; with `reseal`, checksums are fixed up
     //    afterwards so the damage reaches the structural checks and the algorithms.
@@ -113,7 +128,14 @@ fuzz_target!(|data: &[u8]| {
     for _ in 0..32 {
         let (op, k, v) = (byte(), byte(), byte());
         let key = Key::new(u64::from(k), v % 4, u64::from(v));
-        match op % 6 {
+        match op % 7 {
+            6 => {
+                let mut n = 0u32;
+                let _ = txn.diff(root, other, key, &mut |_| {
+                    n += 1;
+                    Ok(n < 10_000)
+                });
+            }
             0 => {
                 let _ = txn.lookup(root, &key, |v| v.len());
             }
