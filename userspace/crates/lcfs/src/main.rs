@@ -4,6 +4,8 @@
 //! `include/uapi/linux/lcfs.h`; `debug` commands read a device offline. Layer commands (clone,
 //! snapshot, remove, diff, stats) arrive with the layer ioctls.
 
+mod dump;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,6 +49,20 @@ enum DebugCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print every structure: superblock, reference-count map, layers and tree nodes.
+    Dump {
+        /// Block device or image file.
+        device: PathBuf,
+        /// Only this layer's tree.
+        #[arg(long)]
+        layer: Option<u64>,
+        /// Decode every item of every leaf.
+        #[arg(long)]
+        items: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// One superblock copy as printed.
@@ -77,6 +93,12 @@ struct SuperReport {
     incompat: u64,
     ro_compat: u64,
     compat: u64,
+    map_root: u64,
+    map_level: u8,
+    layer_root: u64,
+    layer_count: u64,
+    next_layer_id: u64,
+    reserve_blocks: u64,
 }
 
 impl From<&Superblock> for SuperReport {
@@ -97,6 +119,12 @@ impl From<&Superblock> for SuperReport {
             incompat: sb.incompat,
             ro_compat: sb.ro_compat,
             compat: sb.compat,
+            map_root: sb.map_root,
+            map_level: sb.map_level,
+            layer_root: sb.layer_root,
+            layer_count: sb.layer_count,
+            next_layer_id: sb.next_layer_id,
+            reserve_blocks: sb.reserve_blocks,
         }
     }
 }
@@ -189,6 +217,12 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Info { path, json } => info(path, *json),
         Command::Debug(DebugCommand::Super { device, json }) => debug_super(device, *json),
+        Command::Debug(DebugCommand::Dump {
+            device,
+            layer,
+            items,
+            json,
+        }) => dump::dump(device, *layer, *items, *json),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

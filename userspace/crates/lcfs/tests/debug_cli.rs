@@ -1,0 +1,82 @@
+//! `lcfs debug` on image files built with the format core.
+
+use std::path::Path;
+use std::process::Command;
+
+use lcfs_format::node::Key;
+use lcfs_format::records::{kind, put_inline_data, Timespec};
+use lcfs_format::superblock::Superblock;
+use lcfs_format::volume::Volume;
+use lcfs_image::{Access, Device};
+
+const NOW: Timespec = Timespec {
+    sec: 1_700_000_000,
+    nsec: 0,
+};
+
+/// A 16 MiB image with a frozen base layer of 400 items and a clone that changed one.
+fn image(path: &Path) {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let dev = Device::open(path, Access::ReadWrite).unwrap();
+    let sb = Superblock::new(dev.blocks(), [4; 16], 1_700_000_000);
+    let mut vol = Volume::format(dev, sb, Some(b"base"), NOW).unwrap();
+    for i in 0..400u64 {
+        let mut v = [0u8; 52];
+        put_inline_data(&mut v, &[1; 50]).unwrap();
+        vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &v)
+            .unwrap();
+    }
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"child", Some(1), NOW).unwrap();
+    vol.remove(c, &Key::new(100, kind::INLINE, 0)).unwrap();
+    vol.commit(NOW).unwrap();
+}
+
+fn lcfs(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lcfs"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn dump_shows_layers_and_shared_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    image(&img);
+    let img = img.to_str().unwrap();
+    let (ok, out) = lcfs(&["debug", "dump", img]);
+    assert!(ok, "{out}");
+    assert!(out.contains("1 \"base\" parent 0 ro children 1"), "{out}");
+    assert!(out.contains("2 \"child\" parent 1 rw children 0"), "{out}");
+    // The child shares all but one path with its parent.
+    assert!(out.contains("(shared, shown above)"), "{out}");
+    let (ok, out) = lcfs(&["debug", "dump", "--items", "--layer", "2", img]);
+    assert!(ok);
+    assert!(out.contains("(1 INODE 0) mode 40755"), "{out}");
+    assert!(!out.contains("tree layer 1 "), "{out}");
+    let (ok, out) = lcfs(&["debug", "dump", "--json", img]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["superblock"]["layer_count"], 2);
+    assert_eq!(v["layers"][1]["parent"], 1);
+    let (ok, out) = lcfs(&["debug", "super", img]);
+    assert!(ok);
+    assert!(out.contains("layer_count   2"), "{out}");
+}
+
+#[test]
+fn dump_of_garbage_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    std::fs::write(&img, vec![7u8; 1 << 20]).unwrap();
+    let (ok, _) = lcfs(&["debug", "dump", img.to_str().unwrap()]);
+    assert!(!ok);
+}
