@@ -29,7 +29,7 @@ module: kernel
 	@$(MAKE) -s -C "$$(scripts/build-kernel.sh)" LLVM=$(LLVM_SUFFIX) CLIPPY=1 M=$(CURDIR) modules
 
 userspace: setup
-	@cd userspace && cargo build --release --quiet
+	@cd userspace && cargo build --release --quiet -p lcfs-mkfs -p lcfs-fsck -p lcfs-cli
 	@mkdir -p $(BUILD)/host
 	@install -m755 userspace/target/release/mkfs-lcfs $(BUILD)/host/mkfs.lcfs
 	@install -m755 userspace/target/release/fsck-lcfs $(BUILD)/host/fsck.lcfs
@@ -37,7 +37,7 @@ userspace: setup
 
 # Static binaries for the busybox guest.
 guest-tools: setup
-	@cd userspace && cargo build --release --quiet --target x86_64-unknown-linux-musl
+	@cd userspace && cargo build --release --quiet --target x86_64-unknown-linux-musl -p lcfs-mkfs -p lcfs-fsck -p lcfs-cli
 	@mkdir -p $(BUILD)/guest
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/mkfs-lcfs $(BUILD)/guest/mkfs.lcfs
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/fsck-lcfs $(BUILD)/guest/fsck.lcfs

@@ -192,7 +192,8 @@ impl FileSystem for Lcfs {
         Ok(StatFs {
             blocks: disk.total_blocks,
             free_blocks: disk.free_blocks,
-            avail_blocks: disk.free_blocks,
+            // Data cannot use the metadata reserve (it keeps deletion working on a full disk).
+            avail_blocks: disk.free_blocks.saturating_sub(disk.reserve_blocks),
             // Inodes are allocated dynamically: one per free block at most, plus the root.
             files: disk.free_blocks.saturating_add(1),
             free_files: disk.free_blocks,

@@ -13,6 +13,9 @@ t_mkfs_in_guest() {
 	# A second mkfs without -f must refuse: the device holds an LCFS signature now.
 	if mkfs.lcfs -q "$DEV" 2>/tmp/err; then fail "mkfs overwrote without -f"; fi
 	grep -q 'lcfs signature' /tmp/err
+	# The fresh filesystem is consistent, with its first read-write layer.
+	fsck.lcfs -n "$DEV"
+	lcfs debug dump "$DEV" | grep -q '1 "default" parent 0 rw'
 }
 
 t_mount_autoloads_module() {
@@ -36,15 +39,17 @@ t_empty_root() {
 
 t_statfs() {
 	stat -f /mnt
-	# 256 MiB scratch disk: 65536 blocks, of which the two superblock copies are used.
-	assert_eq "$(stat -f -c '%t %S %b %f %a %l' /mnt)" "4c434653 4096 65536 65534 65534 255" "statfs"
+	# 256 MiB scratch disk: 65536 blocks. In use: the two superblock copies, the two map nodes
+	# (a level-1 map), the layer tree and the first layer's tree. Available excludes the 2%
+	# metadata reserve (1310 blocks).
+	assert_eq "$(stat -f -c '%t %S %b %f %a %l' /mnt)" "4c434653 4096 65536 65530 64220 255" "statfs"
 	df -k /mnt | grep -q '262144'
 }
 
 t_fs_info_ioctl() {
 	lcfs info /mnt
 	lcfs info /mnt | grep -q '^label *guest$'
-	lcfs info --json /mnt | grep -q '"free_blocks": 65534'
+	lcfs info --json /mnt | grep -q '"free_blocks": 65530'
 	uuid=$(lcfs debug super "$DEV" | awk '/uuid/ {print $2; exit}')
 	lcfs info /mnt | grep -q "^uuid *$uuid$" || fail "uuid differs from the superblock ($uuid)"
 	if lcfs info /tmp 2>/tmp/err; then fail "ioctl worked on tmpfs"; fi
@@ -113,9 +118,9 @@ t_bad_checksum() {
 
 t_unknown_version() {
 	new_image
-	poke "$IMG" 12 002
-	poke "$IMG" 4108 002
-	expect_mount_error "$LOOP" "Invalid argument" "unknown format version 2"
+	poke "$IMG" 12 003
+	poke "$IMG" 4108 003
+	expect_mount_error "$LOOP" "Invalid argument" "unknown format version 3"
 	drop_image
 }
 
@@ -157,14 +162,45 @@ t_zeroed() {
 
 t_one_copy_damaged() {
 	new_image
-	# Copy 1 (generation 1) is current; damage it and mount must fall back to copy 0.
-	poke "$IMG" 4200 001
+	# mkfs commits twice: copy 0 (generation 2) is current, copy 1 (generation 1) describes the
+	# same state. Damage copy 0 and mount must fall back to copy 1.
+	poke "$IMG" 140 001
 	mount -t lcfs "$LOOP" /mnt
 	dmesg | grep "lcfs: [a-z]*[0-9]*: " | tail -2
-	dmesg | grep "lcfs: [a-z]*[0-9]*: " | tail -2 | grep -q 'superblock copy 1 is invalid'
+	dmesg | grep "lcfs: [a-z]*[0-9]*: " | tail -2 | grep -q 'superblock copy 0 is invalid'
 	stat /mnt >/dev/null
 	umount /mnt
 	drop_image
+}
+
+t_damaged_map() {
+	new_image
+	# Block 2 is the root of the reference-count map.
+	poke "$IMG" $((2 * 4096 + 100)) 377
+	expect_mount_error "$LOOP" "Structure needs cleaning" "reference-count map: checksum mismatch"
+	drop_image
+	if fsck.lcfs -n "$IMG" >/tmp/fsck.out; then fail "fsck passed a damaged map"; else rc=$?; fi
+	cat /tmp/fsck.out
+	assert_eq "$rc" 4 "fsck exit status"
+}
+
+t_damaged_layer_tree() {
+	new_image
+	root=$(lcfs debug super "$IMG" | awk '/layer_root/ {print $2; exit}')
+	[ "$root" -gt 2 ] || fail "no layer tree root ($root)"
+	poke "$IMG" $((root * 4096 + 70)) 377
+	expect_mount_error "$LOOP" "Structure needs cleaning" "layer tree"
+	drop_image
+	if fsck.lcfs -n "$IMG" >/tmp/fsck.out; then fail "fsck passed a damaged layer tree"; else rc=$?; fi
+	cat /tmp/fsck.out
+	assert_eq "$rc" 4 "fsck exit status"
+}
+
+t_fsck_operational_error() {
+	dd if=/dev/zero of=/tmp/zero bs=1M count=2 2>/dev/null
+	if fsck.lcfs -n /tmp/zero 2>/tmp/err; then fail "fsck accepted zeroes"; else rc=$?; fi
+	assert_eq "$rc" 8 "fsck exit status"
+	grep -q 'not an LCFS filesystem' /tmp/err
 }
 
 t_rmmod_no_leak() {
@@ -205,5 +241,8 @@ run_test tiny_device t_tiny_device
 run_test garbage t_garbage
 run_test zeroed t_zeroed
 run_test one_copy_damaged t_one_copy_damaged
+run_test damaged_map t_damaged_map
+run_test damaged_layer_tree t_damaged_layer_tree
+run_test fsck_operational_error t_fsck_operational_error
 run_test rmmod_no_leak t_rmmod_no_leak
 run_test modprobe_explicit t_modprobe_explicit

@@ -22,6 +22,10 @@ lcfs debug super "$DEV"
 step "umount /mnt; rmmod lcfs"
 umount /mnt
 rmmod lcfs
+step "fsck.lcfs -n -v $DEV"
+fsck.lcfs -n -v "$DEV"
+step "lcfs debug dump --items $DEV"
+lcfs debug dump --items "$DEV"
 dmesg | grep 'lcfs: ' | tail -5
 echo
 echo "LCFS-RESULT: ok demo"

@@ -3,8 +3,8 @@
 #![no_main]
 
 use lcfs_format::records::{
-    inline_data, DirentRecord, ExtentRecord, InodeRecord, LayerRecord, EXTENT_RECORD_SIZE,
-    INODE_RECORD_SIZE,
+    inline_data, DirentRecord, ExtentRecord, InodeRecord, LayerRecord, LinkRecord, XattrRecord,
+    EXTENT_RECORD_SIZE, INODE_RECORD_SIZE,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -27,6 +27,16 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(l) = LayerRecord::decode(data, 7, 1 << 40) {
         let mut buf = vec![0u8; l.size()];
         l.encode(&mut buf).unwrap();
+        assert_eq!(&buf[..], data);
+    }
+    if let Ok(l) = LinkRecord::decode(data) {
+        let mut buf = vec![0u8; l.size()];
+        l.encode(&mut buf).unwrap();
+        assert_eq!(&buf[..], data);
+    }
+    if let Ok(x) = XattrRecord::decode(data, 1 << 40) {
+        let mut buf = vec![0u8; x.size()];
+        x.encode(&mut buf).unwrap();
         assert_eq!(&buf[..], data);
     }
     let _ = inline_data(data);
