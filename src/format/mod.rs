@@ -17,6 +17,7 @@
 pub mod bytes;
 pub mod crc32c;
 pub mod hash;
+pub mod namespace;
 pub mod node;
 pub mod records;
 pub mod refmap;

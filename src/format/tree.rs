@@ -46,6 +46,8 @@ pub enum Error {
     Busy,
     /// The object is read-only (a frozen layer).
     ReadOnly,
+    /// The directory has entries.
+    NotEmpty,
     /// An earlier failure aborted the transaction: the filesystem must be reopened at its last
     /// committed state.
     Aborted,

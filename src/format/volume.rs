@@ -325,6 +325,13 @@ impl<S: Device> Volume<S> {
         Ok(())
     }
 
+    /// Fails with `NoSpace` unless `trees` tree updates that add data fit: operations made of
+    /// several updates check their total before the first, so a refused one changes nothing.
+    pub fn admit_trees(&self, trees: u64) -> Result<(), Error> {
+        self.live()?;
+        self.admit(trees, true)
+    }
+
     /// Commits the running transaction (nothing happens if it has no changes).
     pub fn commit(&mut self, now: Timespec) -> Result<(), Error> {
         self.live()?;

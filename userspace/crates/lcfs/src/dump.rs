@@ -1,16 +1,18 @@
 //! `lcfs debug dump`: every on-disk structure, for humans (or JSON for tools).
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use lcfs_format::namespace::PathChange;
 use lcfs_format::node::{self, Key};
 use lcfs_format::records::{
     self, kind, DirentRecord, ExtentRecord, InodeRecord, LayerRecord, LinkRecord, XattrRecord,
     XattrValue,
 };
 use lcfs_format::refmap::{self, LEAF_ENTRIES, NODE_ENTRIES};
-use lcfs_format::tree::BlockStore;
+use lcfs_format::tree::{BlockStore, Error as TreeError};
 use lcfs_format::volume::Volume;
 use lcfs_format::BLOCK_SIZE;
 use lcfs_image::{Access, Device};
@@ -496,6 +498,38 @@ pub(crate) fn dump(device: &Path, layer: Option<u64>, items: bool, json: bool) -
                 println!("      {i}");
             }
         }
+    }
+    Ok(true)
+}
+
+/// Prints `A path`, `M path` or `D path` for each change of `layer` against its parent.
+pub(crate) fn diff(device: &Path, layer: u64) -> Result<bool> {
+    let dev = Device::open(device, Access::ReadOnly)?;
+    let (mut vol, _) = match Volume::open(dev) {
+        Ok(v) => v,
+        Err(e) => bail!(
+            "{}: cannot open: {e:?} (run fsck.lcfs for details)",
+            device.display()
+        ),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut werr = None;
+    vol.diff_paths(layer, &mut |c, path| {
+        let tag = match c {
+            PathChange::Added => 'A',
+            PathChange::Modified => 'M',
+            PathChange::Deleted => 'D',
+        };
+        let r = writeln!(out, "{tag} {}", String::from_utf8_lossy(path));
+        werr = r.err();
+        werr.is_none()
+    })
+    .map_err(|e| match e {
+        TreeError::NotFound => anyhow::anyhow!("no layer {layer}"),
+        e => anyhow::anyhow!("diff of layer {layer}: {e:?}"),
+    })?;
+    if let Some(e) = werr {
+        return Err(e.into());
     }
     Ok(true)
 }

@@ -49,6 +49,13 @@ enum DebugCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the paths a layer adds, modifies or deletes relative to its parent (A/M/D).
+    Diff {
+        /// Block device or image file.
+        device: PathBuf,
+        /// Layer id.
+        layer: u64,
+    },
     /// Print every structure: superblock, reference-count map, layers and tree nodes.
     Dump {
         /// Block device or image file.
@@ -217,6 +224,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Info { path, json } => info(path, *json),
         Command::Debug(DebugCommand::Super { device, json }) => debug_super(device, *json),
+        Command::Debug(DebugCommand::Diff { device, layer }) => dump::diff(device, *layer),
         Command::Debug(DebugCommand::Dump {
             device,
             layer,

@@ -73,6 +73,46 @@ fn dump_shows_layers_and_shared_nodes() {
 }
 
 #[test]
+fn diff_lists_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let dev = Device::open(&path, Access::ReadWrite).unwrap();
+    let sb = Superblock::new(dev.blocks(), [4; 16], 1_700_000_000);
+    let mut vol = Volume::format(dev, sb, Some(b"base"), NOW).unwrap();
+    let f = lcfs_format::namespace::NewInode {
+        mode: lcfs_format::records::mode::S_IFREG | 0o644,
+        ..Default::default()
+    };
+    vol.create(1, lcfs_format::ROOT_INO, b"keep", &f, NOW)
+        .unwrap();
+    vol.create(1, lcfs_format::ROOT_INO, b"gone", &f, NOW)
+        .unwrap();
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    let later = Timespec {
+        sec: NOW.sec + 1,
+        nsec: 0,
+    };
+    vol.unlink(c, lcfs_format::ROOT_INO, b"gone", later)
+        .unwrap();
+    vol.create(c, lcfs_format::ROOT_INO, b"new", &f, later)
+        .unwrap();
+    vol.commit(NOW).unwrap();
+    drop(vol);
+    let (ok, out) = lcfs(&["debug", "diff", path.to_str().unwrap(), "2"]);
+    assert!(ok, "{out}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["A /new", "D /gone", "M /"]);
+    let (ok, _) = lcfs(&["debug", "diff", path.to_str().unwrap(), "9"]);
+    assert!(!ok);
+}
+
+#[test]
 fn dump_of_garbage_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("img");

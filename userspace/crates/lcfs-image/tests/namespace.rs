@@ -1,0 +1,216 @@
+//! Namespace operations in layers, and path-level diffs of a clone against its parent.
+
+use std::collections::BTreeSet;
+
+use lcfs_format::namespace::{NewInode, PathChange};
+use lcfs_format::node::Key;
+use lcfs_format::records::{self, dirent_offset, kind, mode, DirentRecord, Timespec};
+use lcfs_format::superblock::Superblock;
+use lcfs_format::tree::Error;
+use lcfs_format::volume::Volume;
+use lcfs_format::ROOT_INO;
+use lcfs_image::fsck;
+use lcfs_image::store::MemDevice;
+
+const NOW: Timespec = Timespec {
+    sec: 1_700_000_000,
+    nsec: 0,
+};
+const LATER: Timespec = Timespec {
+    sec: 1_700_000_100,
+    nsec: 0,
+};
+
+fn dir() -> NewInode {
+    NewInode {
+        mode: mode::S_IFDIR | 0o755,
+        ..NewInode::default()
+    }
+}
+
+fn file() -> NewInode {
+    NewInode {
+        mode: mode::S_IFREG | 0o644,
+        uid: 1000,
+        ..NewInode::default()
+    }
+}
+
+fn clean(vol: Volume<MemDevice>) -> Volume<MemDevice> {
+    let dev = vol.into_store();
+    let r = fsck::check(dev.clone(), &mut |_, _, _| {}).unwrap();
+    assert!(r.is_clean(), "{:?}", r.errors);
+    Volume::open(dev).unwrap().0
+}
+
+fn diff(vol: &mut Volume<MemDevice>, layer: u64) -> BTreeSet<(PathChange, String)> {
+    let mut out = BTreeSet::new();
+    vol.diff_paths(layer, &mut |c, p| {
+        out.insert((c, String::from_utf8(p.to_vec()).unwrap()));
+        true
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn names_links_and_path_diff() {
+    let sb = Superblock::new(4096, [2; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(4096), sb, Some(b"base"), NOW).unwrap();
+    let etc = vol.create(1, ROOT_INO, b"etc", &dir(), NOW).unwrap();
+    let usr = vol.create(1, ROOT_INO, b"usr", &dir(), NOW).unwrap();
+    let bin = vol.create(1, usr, b"bin", &dir(), NOW).unwrap();
+    let passwd = vol.create(1, etc, b"passwd", &file(), NOW).unwrap();
+    vol.write_inline(1, passwd, b"root:x:0:0::/root:/bin/sh\n", NOW)
+        .unwrap();
+    let sh = vol.create(1, bin, b"sh", &file(), NOW).unwrap();
+    vol.link(1, sh, bin, b"dash", NOW).unwrap();
+    let old = vol.create(1, etc, b"old", &dir(), NOW).unwrap();
+    assert_eq!(
+        vol.lookup_name(1, etc, b"old").unwrap().map(|e| e.ino),
+        Some(old)
+    );
+    let link = NewInode {
+        mode: mode::S_IFLNK | 0o777,
+        ..NewInode::default()
+    };
+    let l = vol.create(1, ROOT_INO, b"bin", &link, NOW).unwrap();
+    vol.write_inline(1, l, b"usr/bin", NOW).unwrap();
+    // Attributes and errors.
+    assert_eq!(vol.inode(1, sh).unwrap().nlink, 2);
+    assert_eq!(vol.inode(1, usr).unwrap().nlink, 3);
+    assert_eq!(vol.inode(1, ROOT_INO).unwrap().nlink, 4);
+    assert_eq!(
+        vol.create(1, etc, b"passwd", &file(), NOW),
+        Err(Error::Exists)
+    );
+    assert_eq!(vol.unlink(1, usr, b"bin", NOW), Err(Error::NotEmpty));
+    assert_eq!(
+        vol.lookup_name(1, bin, b"dash").unwrap().map(|e| e.ino),
+        Some(sh)
+    );
+    assert_eq!(vol.lookup_name(1, bin, b"ksh").unwrap(), None);
+    assert!(!vol.is_aborted());
+    let mut buf = [0u8; 4096];
+    let start = vol.path_of(1, sh, &mut buf).unwrap();
+    assert_eq!(&buf[start..], b"/usr/bin/sh");
+    vol.freeze_layer(1).unwrap();
+    assert_eq!(vol.create(1, etc, b"x", &file(), NOW), Err(Error::ReadOnly));
+    vol.commit(NOW).unwrap();
+    let mut vol = clean(vol);
+    assert_eq!(vol.layer(1).unwrap().inodes_used, 8);
+
+    // A clone, changed.
+    let c = vol.create_layer(b"container", Some(1), NOW).unwrap();
+    assert!(diff(&mut vol, c).is_empty());
+    let hosts = vol.create(c, etc, b"hosts", &file(), LATER).unwrap();
+    vol.write_inline(c, hosts, b"127.0.0.1 localhost\n", LATER)
+        .unwrap();
+    vol.write_inline(c, passwd, b"root:x:0:0::/root:/bin/bash\n", LATER)
+        .unwrap();
+    vol.unlink(c, bin, b"dash", LATER).unwrap();
+    vol.unlink(c, etc, b"old", LATER).unwrap();
+    let var = vol.create(c, ROOT_INO, b"var", &dir(), LATER).unwrap();
+    let log = vol.create(c, var, b"log", &dir(), LATER).unwrap();
+    vol.create(c, log, b"messages", &file(), LATER).unwrap();
+    let got = diff(&mut vol, c);
+    let want: BTreeSet<(PathChange, String)> = [
+        (PathChange::Modified, "/"),
+        (PathChange::Modified, "/etc"),
+        (PathChange::Added, "/etc/hosts"),
+        (PathChange::Modified, "/etc/passwd"),
+        (PathChange::Deleted, "/etc/old"),
+        (PathChange::Modified, "/usr/bin"),
+        (PathChange::Deleted, "/usr/bin/dash"),
+        (PathChange::Modified, "/usr/bin/sh"),
+        (PathChange::Added, "/var"),
+        (PathChange::Added, "/var/log"),
+        (PathChange::Added, "/var/log/messages"),
+    ]
+    .into_iter()
+    .map(|(c, p)| (c, p.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    // The parent is untouched.
+    assert_eq!(vol.inode(1, sh).unwrap().nlink, 2);
+    assert_eq!(vol.inode(c, sh).unwrap().nlink, 1);
+    assert!(vol.lookup_name(1, etc, b"old").unwrap().is_some());
+    // Deleting the last name deletes the inode and its data.
+    vol.unlink(c, etc, b"passwd", LATER).unwrap();
+    assert_eq!(vol.inode(c, passwd), Err(Error::NotFound));
+    assert!(vol.next(c, &Key::new(passwd, 0, 0), |k, _| k.id).unwrap() != Some(passwd));
+    vol.commit(LATER).unwrap();
+    let mut vol = clean(vol);
+    assert!(diff(&mut vol, c).contains(&(PathChange::Deleted, "/etc/passwd".to_string())));
+}
+
+#[test]
+fn hash_bucket_neighbours_do_not_clash() {
+    let sb = Superblock::new(2048, [6; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(2048), sb, Some(b"base"), NOW).unwrap();
+    let key = vol.superblock().hash_key;
+    let h = records::HashKey(key[0], key[1]).hash(b"target");
+    // Pretend two other names already sit in the bucket of "target", at indexes 0 and 2
+    // (a hole at 1, as after a removal).
+    let other = vol.create(1, ROOT_INO, b"other", &file(), NOW).unwrap();
+    for (i, name) in [(0u64, &b"collide0"[..]), (2, b"collide2")] {
+        let mut buf = [0u8; 64];
+        let n = DirentRecord {
+            ino: other,
+            dtype: 8,
+            name,
+        }
+        .encode(&mut buf)
+        .unwrap();
+        let k = Key::new(ROOT_INO, kind::DIRENT, dirent_offset(h, i).unwrap());
+        vol.insert(1, &k, &buf[..n]).unwrap();
+    }
+    assert_eq!(vol.lookup_name(1, ROOT_INO, b"target").unwrap(), None);
+    let t = vol.create(1, ROOT_INO, b"target", &file(), NOW).unwrap();
+    let e = vol.lookup_name(1, ROOT_INO, b"target").unwrap().unwrap();
+    assert_eq!(e.ino, t);
+    assert_eq!(e.offset, dirent_offset(h, 1).unwrap(), "takes the hole");
+    let t2 = vol.create(1, ROOT_INO, b"t2", &file(), NOW).unwrap();
+    assert_eq!(
+        vol.lookup_name(1, ROOT_INO, b"t2").unwrap().unwrap().ino,
+        t2
+    );
+    // Removing one name of the bucket leaves the others reachable.
+    let k0 = Key::new(ROOT_INO, kind::DIRENT, dirent_offset(h, 0).unwrap());
+    assert!(vol.remove(1, &k0).unwrap());
+    assert_eq!(
+        vol.lookup_name(1, ROOT_INO, b"target")
+            .unwrap()
+            .unwrap()
+            .ino,
+        t
+    );
+    let k2 = Key::new(ROOT_INO, kind::DIRENT, dirent_offset(h, 2).unwrap());
+    assert_eq!(vol.lookup(1, &k2, |v| v.len()).unwrap(), Some(18));
+    // The next name in this bucket would take the new hole at index 0.
+    let again = vol.create(1, ROOT_INO, b"again", &file(), NOW).unwrap();
+    assert_eq!(
+        vol.lookup_name(1, ROOT_INO, b"again").unwrap().unwrap().ino,
+        again
+    );
+}
+
+#[test]
+fn big_directory_lookups_stay_logarithmic() {
+    let sb = Superblock::new(16384, [8; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(16384), sb, Some(b"base"), NOW).unwrap();
+    let d = vol.create(1, ROOT_INO, b"d", &dir(), NOW).unwrap();
+    for i in 0..5000 {
+        vol.create(1, d, format!("file{i}").as_bytes(), &file(), NOW)
+            .unwrap();
+    }
+    for i in (0..5000).step_by(97) {
+        assert!(vol
+            .lookup_name(1, d, format!("file{i}").as_bytes())
+            .unwrap()
+            .is_some());
+    }
+    assert!(vol.lookup_name(1, d, b"file5000").unwrap().is_none());
+    vol.commit(NOW).unwrap();
+    clean(vol);
+}
