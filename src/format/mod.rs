@@ -6,7 +6,7 @@
 //! includes these files as a module of its crate) and the userspace tools (through the
 //! `lcfs-format` cargo crate). All integers are little-endian with explicit sizes; structures are
 //! encoded and decoded field by field at documented offsets (see
-//! `Documentation/filesystems/lcfs-format.rst`), so no layout depends on the compiler.
+//! `Documentation/filesystems/lcfs-format.md`), so no layout depends on the compiler.
 //!
 //! Decoding never panics: every read is bounds-checked and every on-disk value is validated before
 //! it is used. Submodules refer to each other through `super::`, never `crate::`, because the crate

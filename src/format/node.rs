@@ -15,7 +15,7 @@
 //! |      4 |    4 | `checksum`    | CRC-32C of the block with this field zero               |
 //! |      8 |    8 | `blocknr`     | the block's own number (catches misdirected I/O)        |
 //! |     16 |    8 | `generation`  | transaction that wrote the node                         |
-//! |     24 |    8 | `fsid`        | first 8 bytes of the filesystem UUID, little-endian     |
+//! |     24 |    8 | `fsid`        | `Superblock::fsid()`: the UUID's two halves XORed       |
 //! |     32 |    1 | `tree`        | kind of tree the node belongs to                        |
 //! |     33 |    1 | `level`       | 0 for leaves, parent level = child level + 1            |
 //! |     34 |    2 | `nitems`      | number of items                                         |
@@ -130,7 +130,7 @@ pub struct Header {
     pub blocknr: u64,
     /// Transaction that wrote the node.
     pub generation: u64,
-    /// First 8 bytes of the filesystem UUID.
+    /// Filesystem id ([`super::superblock::Superblock::fsid`]).
     pub fsid: u64,
     /// Tree kind.
     pub tree: u8,

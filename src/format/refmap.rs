@@ -7,7 +7,7 @@
 //! fixed-shape radix tree of 4 KiB nodes stored in the blocks it describes:
 //!
 //! * a leaf holds the counts of [`LEAF_ENTRIES`] consecutive blocks;
-//! * an interior node holds [`NODE_ENTRIES`] entries `(child, free, pinned)`: the child's block
+//! * an interior node holds [`NODE_ENTRIES`] entries `(child, free, pinned)`, each a `u64`: the child's block
 //!   (0: the whole child range is free and not materialised), and how many blocks under it are
 //!   free or pinned. The summaries make finding free space O(height) whatever the device size,
 //!   and a fresh filesystem only materialises the nodes it uses.
@@ -38,7 +38,7 @@
 //! |     48 |   16 | reserved, zero |
 //!
 //! Leaf body: [`LEAF_ENTRIES`] little-endian `u32` counts. Interior body: [`NODE_ENTRIES`] entries
-//! of `child` u64, `free` u32, `pinned` u32.
+//! of `child` u64, `free` u64, `pinned` u64 (24 bytes each).
 
 use super::bytes::{get_array, get_u32, get_u64, put_bytes, put_u32, put_u64};
 use super::tree::{BlockStore, Error};

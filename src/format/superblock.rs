@@ -161,8 +161,9 @@ impl Superblock {
     pub const FIXED_BLOCKS: u64 = SUPERBLOCK_COPIES;
 
     /// A fresh filesystem of `total_blocks` blocks before any layer exists: the map right after
-    /// the superblocks, everything else free. The hash key is derived from the UUID (mkfs passes
-    /// a random UUID); [`super::volume::Volume::format`] fills in the rest.
+    /// the superblocks, everything else free. The hash key defaults to one derived from the UUID;
+    /// mkfs replaces it with random bits, since the UUID is public.
+    /// [`super::volume::Volume::format`] fills in the rest.
     pub fn new(total_blocks: u64, uuid: [u8; 16], now: u64) -> Self {
         let map_level = super::refmap::levels_for(total_blocks).unwrap_or(0);
         let map_blocks = u64::from(map_level) + 1;

@@ -135,6 +135,15 @@ fn item_bytes(key: &Key, value: &[u8], total_blocks: u64) -> Result<u64, FormatE
     Ok(0)
 }
 
+/// Usage an item accounts for, and the blocks it references.
+fn item_usage(key: &Key, value: &[u8], total: u64) -> Result<(Usage, Option<(u64, u64)>), Error> {
+    let usage = Usage {
+        inodes: i64::from(key.kind == kind::INODE),
+        bytes: i64::try_from(item_bytes(key, value, total)?).map_err(|_| Error::Invalid)?,
+    };
+    Ok((usage, fs_leaf_refs(key, value, total)?))
+}
+
 /// How much a layer's counters change.
 #[derive(Clone, Copy, Debug, Default)]
 struct Usage {
@@ -589,16 +598,6 @@ impl<S: Device> Volume<S> {
         Ok(l)
     }
 
-    /// Usage an item accounts for, and the blocks it references.
-    fn item_usage(&self, key: &Key, value: &[u8]) -> Result<(Usage, Option<(u64, u64)>), Error> {
-        let total = self.sb.total_blocks;
-        let usage = Usage {
-            inodes: i64::from(key.kind == kind::INODE),
-            bytes: i64::try_from(item_bytes(key, value, total)?).map_err(|_| Error::Invalid)?,
-        };
-        Ok((usage, fs_leaf_refs(key, value, total)?))
-    }
-
     fn apply_usage(l: &mut LayerInfo, add: Usage, sub: Usage) -> Result<(), Error> {
         let bad = Error::Corrupt(FormatError::BadField("layer usage"));
         l.inodes_used = l
@@ -617,16 +616,13 @@ impl<S: Device> Volume<S> {
     /// dropped. `next_ino` moves past the key's inode number.
     pub fn insert(&mut self, layer: u64, key: &Key, value: &[u8]) -> Result<(), Error> {
         let mut l = self.writable_layer(layer)?;
-        let (add, _) = self.item_usage(key, value)?;
+        let total = self.sb.total_blocks;
+        let (add, _) = item_usage(key, value, total)?;
         self.admit(2, true)?;
-        let mut old = [0u8; super::node::MAX_VALUE_SIZE];
-        let old_len = self
+        let old = self
             .txn(tree_kind::FS)
-            .lookup(l.root, key, |v| copy_value(v, &mut old))?;
-        let (sub, old_refs) = match old_len {
-            Some(n) => self.item_usage(key, old.get(..n).ok_or(Error::Invalid)?)?,
-            None => (Usage::default(), None),
-        };
+            .lookup(l.root, key, |v| item_usage(key, v, total))?;
+        let (sub, old_refs) = old.transpose()?.unwrap_or_default();
         self.mutate(|v| {
             l.root = v.txn(tree_kind::FS).insert(l.root, key, value)?;
             if let Some((b, n)) = old_refs {
@@ -646,12 +642,12 @@ impl<S: Device> Volume<S> {
     pub fn remove(&mut self, layer: u64, key: &Key) -> Result<bool, Error> {
         let mut l = self.writable_layer(layer)?;
         self.admit(2, false)?;
-        let mut old = [0u8; super::node::MAX_VALUE_SIZE];
-        let old_len = self
+        let total = self.sb.total_blocks;
+        let old = self
             .txn(tree_kind::FS)
-            .lookup(l.root, key, |v| copy_value(v, &mut old))?;
-        let Some(n) = old_len else { return Ok(false) };
-        let (sub, refs) = self.item_usage(key, old.get(..n).ok_or(Error::Invalid)?)?;
+            .lookup(l.root, key, |v| item_usage(key, v, total))?;
+        let Some(old) = old else { return Ok(false) };
+        let (sub, refs) = old?;
         self.mutate(|v| {
             let (root, found) = v.txn(tree_kind::FS).remove(l.root, key)?;
             if !found {
@@ -726,15 +722,6 @@ impl<S: Device> Volume<S> {
         let root = self.sb.layer_root;
         f(&mut self.txn(tree_kind::LAYERS), root)
     }
-}
-
-/// Copies a tree value (at most `MAX_VALUE_SIZE` bytes) into `out`; returns its length.
-fn copy_value(v: &[u8], out: &mut [u8]) -> usize {
-    let n = v.len().min(out.len());
-    if let (Some(dst), Some(src)) = (out.get_mut(..n), v.get(..n)) {
-        dst.copy_from_slice(src);
-    }
-    n
 }
 
 /// Whether `m` is a directory mode.

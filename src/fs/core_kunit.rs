@@ -241,7 +241,8 @@ mod volume_tests {
         let sb = Superblock::new(BLOCKS as u64, [7; 16], 1_700_000_000);
         let mut vol = Volume::format(dev, sb, Some(b"base"), NOW).map_err(|_| EIO)?;
         let free0 = vol.superblock().free_blocks;
-        for i in 0..500u64 {
+        // Enough items for a two-level tree (a leaf holds about 70 of them).
+        for i in 0..160u64 {
             vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &inline(i as u8)).map_err(|_| EIO)?;
         }
         vol.freeze_layer(1).map_err(|_| EIO)?;
@@ -249,7 +250,7 @@ mod volume_tests {
         vol.commit(NOW).map_err(|_| EIO)?;
         let before = vol.superblock().free_blocks;
         vol.insert(child, &Key::new(7, kind::INLINE, 0), &inline(99)).map_err(|_| EIO)?;
-        assert!(vol.remove(child, &Key::new(300, kind::INLINE, 0)).map_err(|_| EIO)?);
+        assert!(vol.remove(child, &Key::new(100, kind::INLINE, 0)).map_err(|_| EIO)?);
         let mut changes = 0;
         vol.diff(child, Key::MIN, &mut |_| {
             changes += 1;
@@ -269,6 +270,41 @@ mod volume_tests {
         vol.commit(NOW).map_err(|_| EIO)?;
         // Everything but the first layer's root tree node and the layer tree came back.
         assert_eq!(vol.superblock().free_blocks, free0 + 2);
+        Ok(())
+    }
+
+    /// Names, links and a path-level diff in a clone.
+    #[test]
+    fn namespace_and_path_diff_in_kernel() -> Result {
+        use crate::format::namespace::{NewInode, PathChange};
+        use crate::format::records::mode;
+        use crate::format::ROOT_INO;
+
+        let dev = MemDev { data: KVVec::from_elem(0u8, BLOCKS * NODE_SIZE, GFP_KERNEL)? };
+        let sb = Superblock::new(BLOCKS as u64, [8; 16], 1_700_000_000);
+        let mut vol = Volume::format(dev, sb, Some(b"base"), NOW).map_err(|_| EIO)?;
+        let dir = NewInode { mode: mode::S_IFDIR | 0o755, ..NewInode::default() };
+        let file = NewInode { mode: mode::S_IFREG | 0o644, ..NewInode::default() };
+        let etc = vol.create(1, ROOT_INO, b"etc", &dir, NOW).map_err(|_| EIO)?;
+        let f = vol.create(1, etc, b"hosts", &file, NOW).map_err(|_| EIO)?;
+        vol.write_inline(1, f, b"127.0.0.1 localhost\n", NOW).map_err(|_| EIO)?;
+        vol.freeze_layer(1).map_err(|_| EIO)?;
+        let c = vol.create_layer(b"c", Some(1), NOW).map_err(|_| EIO)?;
+        let later = Timespec { sec: NOW.sec + 1, nsec: 0 };
+        vol.write_inline(c, f, b"::1 localhost\n", later).map_err(|_| EIO)?;
+        vol.create(c, etc, b"resolv.conf", &file, later).map_err(|_| EIO)?;
+        let (mut added, mut modified, mut other) = (0, 0, 0);
+        vol.diff_paths(c, &mut |change, path| {
+            match (change, path) {
+                (PathChange::Added, b"/etc/resolv.conf") => added += 1,
+                (PathChange::Modified, b"/etc/hosts" | b"/etc") => modified += 1,
+                _ => other += 1,
+            }
+            true
+        })
+        .map_err(|_| EIO)?;
+        assert_eq!((added, modified, other), (1, 2, 0));
+        assert_eq!(vol.unlink(c, ROOT_INO, b"etc", later), Err(Error::NotEmpty));
         Ok(())
     }
 }

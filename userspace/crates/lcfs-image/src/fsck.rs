@@ -6,7 +6,7 @@
 //! order and bounds, every item decoding); the layer graph (parents exist and are older and
 //! frozen, child counts, names unique, counts in the superblock); each layer's usage counters;
 //! and finally that every block's reference count equals the references found (superblock, map
-//! nodes, tree roots, parent nodes, file extents) — so the allocation map is exactly the set of
+//! nodes, tree roots, parent nodes, file extents and external xattr values) — so the allocation map is exactly the set of
 //! reachable blocks.
 //!
 //! Shared subtrees are walked once (a visited set), so the cost is one read per block however

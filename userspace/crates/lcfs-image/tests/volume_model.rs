@@ -308,7 +308,7 @@ fn run(ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(40))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn layers_match_the_model(ops in proptest::collection::vec(op(), 1..250)) {

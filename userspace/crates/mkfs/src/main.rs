@@ -133,6 +133,10 @@ fn run(args: &Args) -> Result<()> {
     records::check_layer_name(args.layer.as_bytes())
         .map_err(|_| anyhow::anyhow!("layer name must be 1 to 255 bytes without '/' or NUL"))?;
     let mut sb = Superblock::new(blocks, *uuid.as_bytes(), now);
+    // The directory hash key must not be guessable from the (public) UUID: take fresh random
+    // bits, so nobody can prepare names that all land in one hash bucket.
+    let (k0, k1) = uuid::Uuid::new_v4().as_u64_pair();
+    sb.hash_key = [k0, k1];
     if let Some(label) = &args.label {
         sb.set_label(label)
             .map_err(|_| anyhow::anyhow!("label must be at most 63 bytes without NUL"))?;
