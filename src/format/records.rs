@@ -15,6 +15,7 @@
 //! | [`kind::INLINE`] | inode | 0 | inline data of a small file or symlink target |
 //! | [`kind::XATTR`] | inode | [`dirent_offset`] of the attribute name's hash | [`XattrRecord`] |
 //! | [`kind::LAYER`] | layer id | 0 | [`LayerRecord`] |
+//! | [`kind::LAYER_NAME`] | [`LAYER_NAME_INDEX`] | [`dirent_offset`] of the name's hash | [`LayerNameRecord`] |
 
 use super::bytes::{get_array, get_u16, get_u32, get_u64, put_bytes, put_u16, put_u32, put_u64};
 use super::hash::siphash24;
@@ -37,6 +38,8 @@ pub mod kind {
     pub const XATTR: u8 = 6;
     /// A layer.
     pub const LAYER: u8 = 16;
+    /// An entry of the layer-name index (key id [`super::LAYER_NAME_INDEX`]).
+    pub const LAYER_NAME: u8 = 17;
 }
 
 /// Longest name in a directory, in bytes.
@@ -446,6 +449,46 @@ impl<'a> LayerRecord<'a> {
             return Err(FormatError::BadField("layer links"));
         }
         Ok(r)
+    }
+}
+
+/// Key id under which the layer tree keeps its name index (after every layer id).
+pub const LAYER_NAME_INDEX: u64 = u64::MAX;
+
+/// An entry of the layer-name index: which layer has this name.
+///
+/// Layout: `id` u64 @0, name @8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerNameRecord<'a> {
+    /// Layer id.
+    pub id: u64,
+    /// Its name.
+    pub name: &'a [u8],
+}
+
+impl<'a> LayerNameRecord<'a> {
+    /// Encoded size.
+    pub fn size(&self) -> usize {
+        8 + self.name.len()
+    }
+
+    /// Encodes at the start of `buf`; returns the bytes written.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, FormatError> {
+        check_layer_name(self.name)?;
+        put_u64(buf, 0, self.id)?;
+        put_bytes(buf, 8, self.name)?;
+        Ok(self.size())
+    }
+
+    /// Decodes and validates.
+    pub fn decode(buf: &'a [u8]) -> Result<Self, FormatError> {
+        let id = get_u64(buf, 0)?;
+        let name = buf.get(8..).ok_or(FormatError::Truncated)?;
+        check_layer_name(name)?;
+        if id == 0 || id == LAYER_NAME_INDEX {
+            return Err(FormatError::BadField("layer name index"));
+        }
+        Ok(Self { id, name })
     }
 }
 

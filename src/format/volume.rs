@@ -22,8 +22,9 @@
 
 use super::node::Key;
 use super::records::{
-    fs_leaf_refs, kind, layer_flags, mode, ExtentRecord, InodeRecord, LayerRecord, Timespec,
-    INODE_RECORD_SIZE, LAYER_NAME_MAX,
+    dirent_offset, fs_leaf_refs, kind, layer_flags, mode, ExtentRecord, HashKey, InodeRecord,
+    LayerNameRecord, LayerRecord, Timespec, DIRENT_COLLISIONS, INODE_RECORD_SIZE, LAYER_NAME_INDEX,
+    LAYER_NAME_MAX,
 };
 use super::refmap::{MapParams, Purpose, RefMap};
 use super::superblock::{self, Superblock, SUPERBLOCK_SIZE};
@@ -412,13 +413,20 @@ impl<S: Device> Volume<S> {
         let mut from = layer_key(0);
         loop {
             let got = self.txn(tree_kind::LAYERS).next(root, &from, |k, v| {
+                if k.id == LAYER_NAME_INDEX {
+                    // The name index follows the last layer.
+                    return Ok(None);
+                }
                 if k.kind != kind::LAYER || k.offset != 0 {
                     return Err(FormatError::BadField("layer tree key"));
                 }
-                LayerRecord::decode(v, k.id, total).and_then(|r| LayerInfo::from_record(k.id, &r))
+                LayerRecord::decode(v, k.id, total)
+                    .and_then(|r| LayerInfo::from_record(k.id, &r))
+                    .map(Some)
             })?;
-            let Some(info) = got else { return Ok(()) };
-            let info = info?;
+            let Some(Some(info)) = got.transpose()? else {
+                return Ok(());
+            };
             if !f(&info) {
                 return Ok(());
             }
@@ -426,18 +434,49 @@ impl<S: Device> Volume<S> {
         }
     }
 
-    /// The layer named `name`, if any.
-    pub fn find_layer(&mut self, name: &[u8]) -> Result<Option<LayerInfo>, Error> {
-        let mut found = None;
-        self.for_each_layer(&mut |l| {
-            if l.name() == name {
-                found = Some(*l);
-                false
-            } else {
-                true
+    /// Looks `name` up in the layer-name index: the layer id and the entry's key offset, and the
+    /// first free offset of the name's hash bucket.
+    fn find_layer_name(&mut self, name: &[u8]) -> Result<(Option<(u64, u64)>, Option<u64>), Error> {
+        let hash = HashKey(self.sb.hash_key[0], self.sb.hash_key[1]).hash(name);
+        let lo = dirent_offset(hash, 0).ok_or(Error::Invalid)?;
+        let hi = dirent_offset(hash, DIRENT_COLLISIONS - 1).ok_or(Error::Invalid)?;
+        let root = self.sb.layer_root;
+        let (mut free, mut expect) = (None, lo);
+        let mut from = Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, lo);
+        loop {
+            let got = self.txn(tree_kind::LAYERS).next(root, &from, |k, v| {
+                (
+                    *k,
+                    LayerNameRecord::decode(v).map(|r| (r.id, r.name == name)),
+                )
+            })?;
+            let Some((k, r)) = got else { break };
+            if k.id != LAYER_NAME_INDEX || k.kind != kind::LAYER_NAME || k.offset > hi {
+                break;
             }
-        })?;
-        Ok(found)
+            if free.is_none() && k.offset > expect {
+                free = Some(expect);
+            }
+            let (id, same) = r?;
+            if same {
+                return Ok((Some((id, k.offset)), free));
+            }
+            expect = k.offset + 1;
+            from = Key::new(k.id, k.kind, expect);
+        }
+        if free.is_none() && expect <= hi {
+            free = Some(expect);
+        }
+        Ok((None, free))
+    }
+
+    /// The layer named `name`, if any (O(log layers), through the name index).
+    pub fn find_layer(&mut self, name: &[u8]) -> Result<Option<LayerInfo>, Error> {
+        self.live()?;
+        match self.find_layer_name(name)?.0 {
+            Some((id, _)) => self.layer(id).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Creates a read-write layer named `name`: empty (with a root directory owned as the
@@ -451,10 +490,12 @@ impl<S: Device> Volume<S> {
     ) -> Result<u64, Error> {
         self.live()?;
         super::records::check_layer_name(name)?;
-        self.admit(3, true)?;
-        if self.find_layer(name)?.is_some() {
+        self.admit(4, true)?;
+        let (found, free) = self.find_layer_name(name)?;
+        if found.is_some() {
             return Err(Error::Exists);
         }
+        let name_offset = free.ok_or(Error::NoSpace)?;
         let parent = match parent {
             Some(p) => {
                 let p = self.layer(p)?;
@@ -516,6 +557,12 @@ impl<S: Device> Volume<S> {
                 }
             }
             v.put_layer(&info)?;
+            let mut buf = [0u8; 8 + LAYER_NAME_MAX];
+            let n = LayerNameRecord { id, name }.encode(&mut buf)?;
+            let root = v.sb.layer_root;
+            let key = Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, name_offset);
+            let value = buf.get(..n).ok_or(Error::Invalid)?;
+            v.sb.layer_root = v.txn(tree_kind::LAYERS).insert(root, &key, value)?;
             v.sb.next_layer_id = next_id;
             v.sb.layer_count += 1;
             Ok(id)
@@ -545,13 +592,23 @@ impl<S: Device> Volume<S> {
             0 => None,
             p => Some(self.layer(p)?),
         };
-        self.admit(2, false)?;
+        let name_offset = match self.find_layer_name(l.name())?.0 {
+            Some((owner, offset)) if owner == id => offset,
+            _ => return Err(Error::Corrupt(FormatError::BadField("layer name index"))),
+        };
+        self.admit(3, false)?;
         self.mutate(|v| {
             v.txn(tree_kind::FS).drop_tree(l.root)?;
-            let root = v.sb.layer_root;
-            let (root, found) = v.txn(tree_kind::LAYERS).remove(root, &layer_key(id))?;
-            if !found {
-                return Err(Error::Corrupt(FormatError::BadField("layer tree")));
+            let mut root = v.sb.layer_root;
+            for key in [
+                layer_key(id),
+                Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, name_offset),
+            ] {
+                let (r, found) = v.txn(tree_kind::LAYERS).remove(root, &key)?;
+                if !found {
+                    return Err(Error::Corrupt(FormatError::BadField("layer tree")));
+                }
+                root = r;
             }
             v.sb.layer_root = root;
             v.sb.layer_count -= 1;

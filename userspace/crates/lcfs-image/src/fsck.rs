@@ -424,7 +424,20 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         }
         let total = self.sb.total_blocks;
         let mut layers: Vec<(u64, LayerRecordOwned)> = Vec::new();
+        let mut index: Vec<(u64, Vec<u8>, u64)> = Vec::new();
+        let hash = records::HashKey(self.sb.hash_key[0], self.sb.hash_key[1]);
         self.walk_tree(root, tree_kind::LAYERS, "layer tree", &mut |_, k, v| {
+            if k.id == records::LAYER_NAME_INDEX && k.kind == kind::LAYER_NAME {
+                let r = records::LayerNameRecord::decode(v).map_err(|e| e.to_string())?;
+                let h = hash.hash(r.name);
+                if !(0..records::DIRENT_COLLISIONS)
+                    .any(|i| records::dirent_offset(h, i) == Some(k.offset))
+                {
+                    return Err("layer name under the wrong hash".into());
+                }
+                index.push((r.id, r.name.to_vec(), k.offset));
+                return Ok(Sums::default());
+            }
             if k.kind != kind::LAYER || k.offset != 0 {
                 return Err("not a layer key".into());
             }
@@ -432,6 +445,32 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             layers.push((k.id, LayerRecordOwned::from(&r)));
             Ok(Sums::default())
         });
+        // The name index names every layer exactly once, and nothing else.
+        let mut by_id: HashMap<u64, Vec<u8>> = HashMap::new();
+        for (id, name, offset) in &index {
+            if by_id.insert(*id, name.clone()).is_some() {
+                self.report.error(format!(
+                    "layer name index: layer {id} listed twice (offset {offset})"
+                ));
+            }
+        }
+        for (id, l) in &layers {
+            match by_id.remove(id) {
+                Some(n) if n == l.name => {}
+                Some(n) => self.report.error(format!(
+                    "layer {id}: named {:?}, the name index says {:?}",
+                    String::from_utf8_lossy(&l.name),
+                    String::from_utf8_lossy(&n)
+                )),
+                None => self
+                    .report
+                    .error(format!("layer {id}: missing from the name index")),
+            }
+        }
+        for id in by_id.keys() {
+            self.report
+                .error(format!("layer name index: entry for missing layer {id}"));
+        }
         self.report.stats.layers = layers.len() as u64;
         if layers.len() as u64 != self.sb.layer_count {
             self.report.error(format!(

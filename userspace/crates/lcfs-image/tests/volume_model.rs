@@ -431,3 +431,22 @@ fn full_filesystem_gives_clean_enospc_and_recovers() {
     vol.commit(NOW).unwrap();
     fsck_clean(vol.into_store());
 }
+
+#[test]
+fn layer_names_are_unique_and_reusable_after_removal() {
+    let mut vol = fresh(4096);
+    assert_eq!(vol.create_layer(b"base", None, NOW), Err(Error::Exists));
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(vol.create_layer(format!("layer-{i}").as_bytes(), None, NOW).unwrap());
+    }
+    assert_eq!(vol.find_layer(b"layer-123").unwrap().map(|l| l.id), Some(ids[123]));
+    assert_eq!(vol.find_layer(b"nope").unwrap(), None);
+    vol.remove_layer(ids[123]).unwrap();
+    assert_eq!(vol.find_layer(b"layer-123").unwrap(), None);
+    let again = vol.create_layer(b"layer-123", None, NOW).unwrap();
+    assert!(again > ids[299], "ids are never reused");
+    vol.commit(NOW).unwrap();
+    let r = fsck_clean(vol.into_store());
+    assert_eq!(r.stats.layers, 301);
+}
