@@ -162,6 +162,10 @@ pub struct Volume<S: Device> {
     aborted: bool,
 }
 
+/// Result of a name-index lookup: the layer id and entry offset if the name exists, and the first
+/// free offset of its hash bucket.
+type NameSlot = (Option<(u64, u64)>, Option<u64>);
+
 /// Largest encoded layer record.
 const LAYER_RECORD_MAX: usize = 65 + LAYER_NAME_MAX;
 
@@ -436,7 +440,7 @@ impl<S: Device> Volume<S> {
 
     /// Looks `name` up in the layer-name index: the layer id and the entry's key offset, and the
     /// first free offset of the name's hash bucket.
-    fn find_layer_name(&mut self, name: &[u8]) -> Result<(Option<(u64, u64)>, Option<u64>), Error> {
+    fn find_layer_name(&mut self, name: &[u8]) -> Result<NameSlot, Error> {
         let hash = HashKey(self.sb.hash_key[0], self.sb.hash_key[1]).hash(name);
         let lo = dirent_offset(hash, 0).ok_or(Error::Invalid)?;
         let hi = dirent_offset(hash, DIRENT_COLLISIONS - 1).ok_or(Error::Invalid)?;
