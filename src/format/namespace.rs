@@ -10,12 +10,13 @@
 
 use super::node::Key;
 use super::records::{
-    dirent_offset, file_type, kind, mode, put_inline_data, DirentRecord, HashKey, InodeRecord,
-    LinkRecord, Timespec, DIRENT_COLLISIONS, INLINE_MAX, INODE_RECORD_SIZE, NAME_MAX,
+    check_xattr_name, dirent_offset, file_type, kind, mode, put_inline_data, DirentRecord,
+    ExtentRecord, HashKey, InodeRecord, LinkRecord, Timespec, XattrRecord, XattrValue,
+    DIRENT_COLLISIONS, INLINE_MAX, INODE_RECORD_SIZE, NAME_MAX, XATTR_VALUE_MAX,
 };
 use super::tree::Error;
 use super::volume::{inode_key, Device, Volume};
-use super::{FormatError, ROOT_INO};
+use super::{FormatError, BLOCK_SIZE, ROOT_INO};
 
 /// Longest path a diff reports, in bytes (Linux `PATH_MAX`, including the terminating NUL).
 pub const PATH_MAX: usize = 4096;
@@ -42,6 +43,19 @@ pub struct Entry {
     pub dtype: u8,
     /// Key offset of the entry (its readdir cookie).
     pub offset: u64,
+}
+
+/// An entry returned by [`Volume::readdir`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirEntry<'a> {
+    /// Stable position (readdir cookie).
+    pub offset: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// `DT_*` type.
+    pub dtype: u8,
+    /// Name.
+    pub name: &'a [u8],
 }
 
 /// How a path differs between a layer and its parent.
@@ -566,5 +580,220 @@ impl<S: Device> Volume<S> {
                 None => return Ok(()),
             }
         }
+    }
+}
+
+/// Largest xattr value kept inline with a name of `name_len` bytes.
+fn inline_xattr_fits(name: &[u8], len: usize) -> bool {
+    XattrRecord::fits_inline(name, len)
+}
+
+impl<S: Device> Volume<S> {
+    /// Calls `f` for each entry of directory `dir` whose offset is at
+    /// least `from`, in offset order; `f` returns `false` to stop. Offsets are stable cookies: an
+    /// entry keeps its offset while others come and go, so a readdir resumed at `last + 1` never
+    /// repeats or skips a surviving entry.
+    pub fn readdir(
+        &mut self,
+        layer: u64,
+        dir: u64,
+        from: u64,
+        f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
+    ) -> Result<(), Error> {
+        let mut key = Key::new(dir, kind::DIRENT, from);
+        loop {
+            let got = self.next(layer, &key, |k, v| {
+                (
+                    *k,
+                    DirentRecord::decode(v).map(|d| (d.ino, d.dtype, Name::new(d.name))),
+                )
+            })?;
+            let Some((k, d)) = got else { return Ok(()) };
+            if k.id != dir || k.kind != kind::DIRENT {
+                return Ok(());
+            }
+            let (ino, dtype, name) = d?;
+            let entry = DirEntry {
+                offset: k.offset,
+                ino,
+                dtype,
+                name: name.get(),
+            };
+            if !f(&entry) {
+                return Ok(());
+            }
+            key = key_after(&k).ok_or(Error::Invalid)?;
+        }
+    }
+
+    /// Finds xattr `name` of `ino`: its key and whether it exists, or the first free key of the
+    /// name's hash bucket.
+    fn find_xattr(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        name: &[u8],
+    ) -> Result<(Option<Key>, Option<Key>), Error> {
+        let hash = self.hash_key().hash(name);
+        let lo = dirent_offset(hash, 0).ok_or(Error::Invalid)?;
+        let hi = dirent_offset(hash, DIRENT_COLLISIONS - 1).ok_or(Error::Invalid)?;
+        let total = self.superblock().total_blocks;
+        let (mut free, mut expect) = (None, lo);
+        let mut from = Key::new(ino, kind::XATTR, lo);
+        loop {
+            let got = self.next(layer, &from, |k, v| {
+                (*k, XattrRecord::decode(v, total).map(|x| x.name == name))
+            })?;
+            let Some((k, same)) = got else { break };
+            if k.id != ino || k.kind != kind::XATTR || k.offset > hi {
+                break;
+            }
+            if free.is_none() && k.offset > expect {
+                free = Some(Key::new(ino, kind::XATTR, expect));
+            }
+            if same? {
+                return Ok((Some(k), free));
+            }
+            expect = k.offset + 1;
+            from = Key::new(ino, kind::XATTR, expect);
+        }
+        if free.is_none() && expect <= hi {
+            free = Some(Key::new(ino, kind::XATTR, expect));
+        }
+        Ok((None, free))
+    }
+
+    /// Sets extended attribute `name` of `ino` to `value` (up to 64 KiB). Values that do not fit
+    /// in a leaf item go to data blocks of their own.
+    pub fn set_xattr(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        now: Timespec,
+    ) -> Result<(), Error> {
+        check_xattr_name(name)?;
+        if value.len() > XATTR_VALUE_MAX {
+            return Err(Error::Invalid);
+        }
+        if self.layer(layer)?.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let mut rec = self.inode(layer, ino)?;
+        let (found, free) = self.find_xattr(layer, ino, name)?;
+        let key = found.or(free).ok_or(Error::NoSpace)?;
+        let blocks =
+            u32::try_from(value.len().div_ceil(BLOCK_SIZE as usize)).map_err(|_| Error::Invalid)?;
+        self.admit_trees(4 + u64::from(blocks))?;
+        let mut buf = self.store().alloc_buf()?;
+        let n = if inline_xattr_fits(name, value.len()) {
+            XattrRecord {
+                name,
+                value: XattrValue::Inline(value),
+            }
+            .encode(buf.as_mut())?
+        } else {
+            // One run of blocks for the value (allocated in pieces if the free space is split).
+            let (start, got) = self.alloc_data(blocks)?;
+            if got < blocks {
+                self.release(start, u64::from(got))?;
+                return Err(Error::NoSpace);
+            }
+            let mut block = self.store().alloc_buf()?;
+            for (i, chunk) in value.chunks(BLOCK_SIZE as usize).enumerate() {
+                block.as_mut().fill(0);
+                block
+                    .as_mut()
+                    .get_mut(..chunk.len())
+                    .ok_or(Error::Invalid)?
+                    .copy_from_slice(chunk);
+                self.store().write(start + i as u64, &block)?;
+            }
+            let len = u32::try_from(value.len()).map_err(|_| Error::Invalid)?;
+            let extent = ExtentRecord {
+                disk_block: start,
+                len: blocks,
+                flags: 0,
+            };
+            XattrRecord {
+                name,
+                value: XattrValue::External { extent, len },
+            }
+            .encode(buf.as_mut())?
+        };
+        self.insert(layer, &key, buf.as_ref().get(..n).ok_or(Error::Invalid)?)?;
+        rec.ctime = now;
+        self.put_inode(layer, ino, &rec)
+    }
+
+    /// Reads extended attribute `name` of `ino` into `out`; returns its length (`out` may be
+    /// shorter: then only the length is meaningful, as for `getxattr` with a small buffer).
+    pub fn get_xattr(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        name: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Error> {
+        check_xattr_name(name)?;
+        let key = self
+            .find_xattr(layer, ino, name)?
+            .0
+            .ok_or(Error::NotFound)?;
+        let total = self.superblock().total_blocks;
+        let mut inline_len = None;
+        let ext = self.lookup(layer, &key, |v| {
+            XattrRecord::decode(v, total).map(|x| match x.value {
+                XattrValue::Inline(d) => {
+                    if let Some(dst) = out.get_mut(..d.len()) {
+                        dst.copy_from_slice(d);
+                    }
+                    inline_len = Some(d.len());
+                    None
+                }
+                XattrValue::External { extent, len } => Some((extent, len)),
+            })
+        })?;
+        let ext = ext.ok_or(Error::NotFound)??;
+        if let Some(n) = inline_len {
+            return Ok(n);
+        }
+        let (extent, len) = ext.ok_or(Error::Invalid)?;
+        let len = usize::try_from(len).map_err(|_| Error::Invalid)?;
+        if out.len() >= len {
+            let mut block = self.store().alloc_buf()?;
+            for (i, chunk) in out
+                .get_mut(..len)
+                .ok_or(Error::Invalid)?
+                .chunks_mut(BLOCK_SIZE as usize)
+                .enumerate()
+            {
+                self.store()
+                    .read(extent.disk_block + i as u64, &mut block)?;
+                chunk.copy_from_slice(block.as_ref().get(..chunk.len()).ok_or(Error::Invalid)?);
+            }
+        }
+        Ok(len)
+    }
+
+    /// Removes extended attribute `name` of `ino` (its value blocks are dropped).
+    pub fn remove_xattr(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        name: &[u8],
+        now: Timespec,
+    ) -> Result<(), Error> {
+        check_xattr_name(name)?;
+        let mut rec = self.inode(layer, ino)?;
+        let key = self
+            .find_xattr(layer, ino, name)?
+            .0
+            .ok_or(Error::NotFound)?;
+        self.admit_trees(4)?;
+        self.remove(layer, &key)?;
+        rec.ctime = now;
+        self.put_inode(layer, ino, &rec)
     }
 }

@@ -3,8 +3,8 @@
 #![no_main]
 
 use lcfs_format::records::{
-    inline_data, DirentRecord, ExtentRecord, InodeRecord, LayerRecord, LinkRecord, XattrRecord,
-    EXTENT_RECORD_SIZE, INODE_RECORD_SIZE,
+    inline_data, DirentRecord, ExtentRecord, InodeRecord, LayerNameRecord, LayerRecord, LinkRecord,
+    XattrRecord, EXTENT_RECORD_SIZE, INODE_RECORD_SIZE,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -37,6 +37,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(x) = XattrRecord::decode(data, 1 << 40) {
         let mut buf = vec![0u8; x.size()];
         x.encode(&mut buf).unwrap();
+        assert_eq!(&buf[..], data);
+    }
+    if let Ok(n) = LayerNameRecord::decode(data) {
+        let mut buf = vec![0u8; n.size()];
+        n.encode(&mut buf).unwrap();
         assert_eq!(&buf[..], data);
     }
     let _ = inline_data(data);

@@ -214,3 +214,102 @@ fn big_directory_lookups_stay_logarithmic() {
     vol.commit(NOW).unwrap();
     clean(vol);
 }
+
+#[test]
+fn readdir_cookies_survive_changes() {
+    let sb = Superblock::new(4096, [3; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(4096), sb, Some(b"base"), NOW).unwrap();
+    let d = vol.create(1, ROOT_INO, b"d", &dir(), NOW).unwrap();
+    for i in 0..200 {
+        vol.create(1, d, format!("f{i}").as_bytes(), &file(), NOW)
+            .unwrap();
+    }
+    let mut all = Vec::new();
+    vol.readdir(1, d, 0, &mut |e| {
+        all.push((e.offset, e.name.to_vec()));
+        true
+    })
+    .unwrap();
+    assert_eq!(all.len(), 200);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    // Read the first half, change the directory, resume after the last cookie.
+    let cut = all[99].0;
+    for (_, name) in all.iter().step_by(3) {
+        vol.unlink(1, d, name, NOW).unwrap();
+    }
+    for i in 200..260 {
+        vol.create(1, d, format!("f{i}").as_bytes(), &file(), NOW)
+            .unwrap();
+    }
+    let mut rest = Vec::new();
+    vol.readdir(1, d, cut + 1, &mut |e| {
+        rest.push((e.offset, e.name.to_vec()));
+        true
+    })
+    .unwrap();
+    // Every surviving entry of the second half is seen exactly once, none of the first half.
+    for (i, e) in all.iter().enumerate().skip(100) {
+        assert_eq!(rest.contains(e), i % 3 != 0, "entry {i}");
+    }
+    assert!(rest.iter().all(|(off, _)| *off > cut));
+    vol.commit(NOW).unwrap();
+    clean(vol);
+}
+
+#[test]
+fn xattrs_inline_and_external_shared_by_clones() {
+    let sb = Superblock::new(4096, [4; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(4096), sb, Some(b"base"), NOW).unwrap();
+    let f = vol.create(1, ROOT_INO, b"f", &file(), NOW).unwrap();
+    let big: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    vol.set_xattr(1, f, b"user.small", b"hello", NOW).unwrap();
+    vol.set_xattr(1, f, b"security.big", &big, NOW).unwrap();
+    let mut out = vec![0u8; 65536];
+    assert_eq!(vol.get_xattr(1, f, b"user.small", &mut out).unwrap(), 5);
+    assert_eq!(&out[..5], b"hello");
+    assert_eq!(
+        vol.get_xattr(1, f, b"security.big", &mut out).unwrap(),
+        10_000
+    );
+    assert_eq!(&out[..10_000], &big[..]);
+    assert_eq!(
+        vol.get_xattr(1, f, b"user.none", &mut out),
+        Err(Error::NotFound)
+    );
+    assert_eq!(
+        vol.set_xattr(1, f, b"user.huge", &vec![0; 65537], NOW),
+        Err(Error::Invalid)
+    );
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    vol.commit(NOW).unwrap();
+    // Changing the clone's copy of the leaf shares the external value blocks.
+    vol.set_xattr(c, f, b"user.small", b"changed", LATER)
+        .unwrap();
+    vol.commit(LATER).unwrap();
+    let mut vol = clean(vol);
+    assert_eq!(
+        vol.get_xattr(c, f, b"security.big", &mut out).unwrap(),
+        10_000
+    );
+    assert_eq!(&out[..10_000], &big[..]);
+    assert_eq!(vol.get_xattr(1, f, b"user.small", &mut out).unwrap(), 5);
+    vol.remove_xattr(c, f, b"security.big", LATER).unwrap();
+    assert_eq!(
+        vol.get_xattr(c, f, b"security.big", &mut out),
+        Err(Error::NotFound)
+    );
+    assert_eq!(
+        vol.get_xattr(1, f, b"security.big", &mut out).unwrap(),
+        10_000
+    );
+    vol.commit(LATER).unwrap();
+    let mut vol = clean(vol);
+    // Dropping the parent frees the value blocks.
+    let before = vol.superblock().free_blocks;
+    vol.remove_layer(c).unwrap();
+    vol.remove_layer(1).unwrap();
+    vol.commit(LATER).unwrap();
+    assert!(vol.superblock().free_blocks >= before + 3);
+    clean(vol);
+}

@@ -438,9 +438,15 @@ fn layer_names_are_unique_and_reusable_after_removal() {
     assert_eq!(vol.create_layer(b"base", None, NOW), Err(Error::Exists));
     let mut ids = Vec::new();
     for i in 0..300 {
-        ids.push(vol.create_layer(format!("layer-{i}").as_bytes(), None, NOW).unwrap());
+        ids.push(
+            vol.create_layer(format!("layer-{i}").as_bytes(), None, NOW)
+                .unwrap(),
+        );
     }
-    assert_eq!(vol.find_layer(b"layer-123").unwrap().map(|l| l.id), Some(ids[123]));
+    assert_eq!(
+        vol.find_layer(b"layer-123").unwrap().map(|l| l.id),
+        Some(ids[123])
+    );
     assert_eq!(vol.find_layer(b"nope").unwrap(), None);
     vol.remove_layer(ids[123]).unwrap();
     assert_eq!(vol.find_layer(b"layer-123").unwrap(), None);
