@@ -250,18 +250,17 @@ pub fn seal(buf: &mut [u8]) -> Result<(), FormatError> {
     put_u32(node_mut(buf)?, off::CHECKSUM, sum)
 }
 
-/// Validates a node read from disk: magic, checksum, location, tree, level, item count, key
-/// order, value layout and child pointers. Returns its header.
-pub fn check(buf: &[u8], expect: &Expect) -> Result<Header, FormatError> {
+/// Checks only that a node already fully validated is the one the reader expects here: magic,
+/// location, filesystem, tree and level (see [`super::tree::BlockStore::is_verified`]).
+pub fn check_placement(buf: &[u8], expect: &Expect) -> Result<Header, FormatError> {
     let buf = node(buf)?;
     if get_array::<4>(buf, off::MAGIC)? != NODE_MAGIC {
         return Err(FormatError::BadMagic);
     }
-    let stored = super::bytes::get_u32(buf, off::CHECKSUM)?;
-    let computed = node_checksum(buf)?;
-    if stored != computed {
-        return Err(FormatError::BadChecksum { stored, computed });
-    }
+    placement(buf, expect)
+}
+
+fn placement(buf: &[u8], expect: &Expect) -> Result<Header, FormatError> {
     let hdr = header(buf)?;
     if hdr.blocknr != expect.blocknr {
         return Err(FormatError::BadField("node blocknr"));
@@ -275,6 +274,22 @@ pub fn check(buf: &[u8], expect: &Expect) -> Result<Header, FormatError> {
     if hdr.level > MAX_LEVEL || expect.level.is_some_and(|l| l != hdr.level) {
         return Err(FormatError::BadField("node level"));
     }
+    Ok(hdr)
+}
+
+/// Validates a node read from disk: magic, checksum, location, tree, level, item count, key
+/// order, value layout and child pointers. Returns its header.
+pub fn check(buf: &[u8], expect: &Expect) -> Result<Header, FormatError> {
+    let buf = node(buf)?;
+    if get_array::<4>(buf, off::MAGIC)? != NODE_MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let stored = super::bytes::get_u32(buf, off::CHECKSUM)?;
+    let computed = node_checksum(buf)?;
+    if stored != computed {
+        return Err(FormatError::BadChecksum { stored, computed });
+    }
+    let hdr = placement(buf, expect)?;
     if buf
         .get(off::RESERVED..HEADER_SIZE)
         .is_none_or(|r| r.iter().any(|&b| b != 0))

@@ -250,6 +250,30 @@ pub fn seal(buf: &mut [u8]) -> Result<(), FormatError> {
     put_u32(buf, off::CHECKSUM, sum)
 }
 
+/// Checks only that a map node already fully validated is the one expected here (see
+/// [`super::tree::BlockStore::is_verified`]): magic, location, filesystem, level, first block and
+/// generation.
+pub fn check_placement(buf: &[u8], e: &MapExpect) -> Result<MapHeader, FormatError> {
+    let b = buf.get(..NODE_SIZE).ok_or(FormatError::Truncated)?;
+    if get_array::<4>(b, off::MAGIC)? != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let hdr = MapHeader {
+        generation: get_u64(b, off::GENERATION)?,
+        level: get_array::<1>(b, off::LEVEL)?[0],
+        first: get_u64(b, off::FIRST)?,
+    };
+    if get_u64(b, off::BLOCKNR)? != e.blocknr
+        || get_u64(b, off::FSID)? != e.fsid
+        || hdr.level != e.level
+        || hdr.first != e.first
+        || hdr.generation > e.txn_generation
+    {
+        return Err(FormatError::BadField("map node placement"));
+    }
+    Ok(hdr)
+}
+
 /// Validates a map node read from disk: header, checksum, and every entry's range.
 pub fn check(buf: &[u8], e: &MapExpect) -> Result<MapHeader, FormatError> {
     let b = buf.get(..NODE_SIZE).ok_or(FormatError::Truncated)?;
@@ -381,7 +405,15 @@ pub struct RefMap {
     /// not recorded yet.
     pending: [(u64, bool); MAX_PENDING],
     npending: usize,
+    /// Leaves (`blocknr / LEAF_ENTRIES + 1`) whose whole path this transaction has copied
+    /// already: a path stays writable until commit, so this saves re-reading it.
+    writable: [u64; WRITABLE_CACHE],
+    writable_generation: u64,
 }
+
+/// Entries of [`RefMap`]'s cache of writable paths.
+const WRITABLE_CACHE: usize = 8;
+const WRITABLE_LEN: u64 = WRITABLE_CACHE as u64;
 
 /// Map state passed to [`RefMap::open`].
 #[derive(Clone, Copy, Debug)]
@@ -462,6 +494,8 @@ impl RefMap {
             cursor: used,
             pending: [(0, false); MAX_PENDING],
             npending: 0,
+            writable: [0; WRITABLE_CACHE],
+            writable_generation: 0,
         })
     }
 
@@ -484,6 +518,8 @@ impl RefMap {
             cursor: 0,
             pending: [(0, false); MAX_PENDING],
             npending: 0,
+            writable: [0; WRITABLE_CACHE],
+            writable_generation: 0,
         };
         let (buf, _) = map.read_node(store, p.root, level, 0)?;
         let (free, pinned) = if level == 0 {
@@ -523,17 +559,21 @@ impl RefMap {
         }
         let mut buf = store.alloc_buf()?;
         store.read(blocknr, &mut buf)?;
-        let hdr = check(
-            buf.as_ref(),
-            &MapExpect {
-                blocknr,
-                fsid: self.fsid,
-                level,
-                first,
-                txn_generation: self.generation,
-                total_blocks: self.total_blocks,
-            },
-        )?;
+        let expect = MapExpect {
+            blocknr,
+            fsid: self.fsid,
+            level,
+            first,
+            txn_generation: self.generation,
+            total_blocks: self.total_blocks,
+        };
+        let hdr = if store.is_verified(blocknr) {
+            check_placement(buf.as_ref(), &expect)?
+        } else {
+            let hdr = check(buf.as_ref(), &expect)?;
+            store.set_verified(blocknr);
+            hdr
+        };
         Ok((buf, hdr))
     }
 
@@ -544,7 +584,9 @@ impl RefMap {
         buf: &mut S::Buf,
     ) -> Result<(), Error> {
         seal(buf.as_mut())?;
-        store.write(blocknr, buf)
+        store.write(blocknr, buf)?;
+        store.set_verified(blocknr);
+        Ok(())
     }
 
     /// Reference count of `blocknr` (0 for free or pinned blocks).
@@ -653,6 +695,27 @@ impl RefMap {
     /// Copies every node on the path to `blocknr` into this transaction, remembering the blocks
     /// taken and released in `pending`.
     fn copy_path<S: BlockStore>(&mut self, store: &mut S, blocknr: u64) -> Result<(), Error> {
+        let leaf = blocknr / LEAF_ENTRIES + 1;
+        if self.writable_generation != self.generation {
+            self.writable = [0; WRITABLE_CACHE];
+            self.writable_generation = self.generation;
+        }
+        if self.writable.contains(&leaf) {
+            return Ok(());
+        }
+        self.copy_path_uncached(store, blocknr)?;
+        let slot = usize::try_from(leaf % WRITABLE_LEN).unwrap_or(0);
+        if let Some(s) = self.writable.get_mut(slot) {
+            *s = leaf;
+        }
+        Ok(())
+    }
+
+    fn copy_path_uncached<S: BlockStore>(
+        &mut self,
+        store: &mut S,
+        blocknr: u64,
+    ) -> Result<(), Error> {
         while let Some(u) = self.find_unwritable(store, blocknr)? {
             if self.free < self.pending_taken() + 1 {
                 return Err(Error::NoSpace);
@@ -798,8 +861,9 @@ impl RefMap {
         let bad = Error::Corrupt(FormatError::BadField("map summary"));
         e.free = e.free.checked_add_signed(dfree).ok_or(bad)?;
         e.pinned = e.pinned.checked_add_signed(dpinned).ok_or(bad)?;
-        entry_set(buf.as_mut(), i, e)?;
-        if n > 0 {
+        // An unchanged summary (a reference added to a block in use) leaves the node as it is.
+        if n > 0 && (dfree != 0 || dpinned != 0) {
+            entry_set(buf.as_mut(), i, e)?;
             self.write_node(store, block, &mut buf)?;
         }
         Ok((n, dfree, dpinned))

@@ -75,6 +75,19 @@ pub trait BlockStore {
 
     /// Number of blocks of the filesystem.
     fn total_blocks(&self) -> u64;
+
+    /// Whether block `blocknr` passed full validation since it last came from the medium. A store
+    /// that keeps blocks in memory (the kernel's page cache) may remember this, as ext4 does with
+    /// its `buffer_verified` bit, so a block is checked once per read from disk rather than on
+    /// every visit; placement (block number, tree, level) is still checked on every visit.
+    fn is_verified(&mut self, _blocknr: u64) -> bool {
+        false
+    }
+
+    /// Records that `blocknr` holds a fully validated block (read and checked, or just written
+    /// by the format code, which only writes valid blocks). A later `write` of other contents
+    /// must forget it.
+    fn set_verified(&mut self, _blocknr: u64) {}
 }
 
 /// Hands out blocks and keeps their reference counts.
@@ -183,7 +196,14 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         }
         let mut buf = self.store.alloc_buf()?;
         self.store.read(blocknr, &mut buf)?;
-        let hdr = node::check(buf.as_ref(), &self.expect(blocknr, level))?;
+        let expect = self.expect(blocknr, level);
+        let hdr = if self.store.is_verified(blocknr) {
+            node::check_placement(buf.as_ref(), &expect)?
+        } else {
+            let hdr = node::check(buf.as_ref(), &expect)?;
+            self.store.set_verified(blocknr);
+            hdr
+        };
         if hdr.generation > self.generation {
             return Err(Error::Corrupt(FormatError::BadField("node generation")));
         }
@@ -192,7 +212,9 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
 
     fn write(&mut self, blocknr: u64, buf: &mut S::Buf) -> Result<(), Error> {
         node::seal(buf.as_mut())?;
-        self.store.write(blocknr, buf)
+        self.store.write(blocknr, buf)?;
+        self.store.set_verified(blocknr);
+        Ok(())
     }
 
     /// Makes the node writable in this transaction: shadows it to a new block unless this

@@ -161,3 +161,59 @@ impl<S: volume::Device<Buf = Vec<u8>>> volume::Device for Recorder<S> {
         self.inner.flush()
     }
 }
+
+/// Remembers which blocks passed full validation since they were last written, as the kernel
+/// does for page-cache folios (ext4's `buffer_verified`): each block is checked once, and later
+/// visits check only its placement. For in-memory images whose blocks change only through this
+/// store; the tests use stores without it, so every read is validated in full.
+#[derive(Debug)]
+pub struct VerifyCache<S> {
+    /// The store cached over.
+    pub inner: S,
+    verified: std::collections::HashSet<u64>,
+}
+
+impl<S> VerifyCache<S> {
+    /// Starts with nothing verified.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            verified: std::collections::HashSet::new(),
+        }
+    }
+}
+
+impl<S: BlockStore> BlockStore for VerifyCache<S> {
+    type Buf = S::Buf;
+
+    fn alloc_buf(&mut self) -> Result<S::Buf, TreeError> {
+        self.inner.alloc_buf()
+    }
+
+    fn read(&mut self, blocknr: u64, buf: &mut S::Buf) -> Result<(), TreeError> {
+        self.inner.read(blocknr, buf)
+    }
+
+    fn write(&mut self, blocknr: u64, buf: &S::Buf) -> Result<(), TreeError> {
+        self.verified.remove(&blocknr);
+        self.inner.write(blocknr, buf)
+    }
+
+    fn total_blocks(&self) -> u64 {
+        self.inner.total_blocks()
+    }
+
+    fn is_verified(&mut self, blocknr: u64) -> bool {
+        self.verified.contains(&blocknr)
+    }
+
+    fn set_verified(&mut self, blocknr: u64) {
+        self.verified.insert(blocknr);
+    }
+}
+
+impl<S: volume::Device> volume::Device for VerifyCache<S> {
+    fn flush(&mut self) -> Result<(), TreeError> {
+        self.inner.flush()
+    }
+}
