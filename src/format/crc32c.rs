@@ -2,8 +2,11 @@
 
 //! CRC-32C (Castagnoli), the checksum of every LCFS metadata structure.
 //!
-//! Implemented here rather than taken from the platform so that the kernel and the tools compute
-//! the same value on every CPU (the original LCFS chose its checksum by CPU feature). Parameters:
+//! Implemented here so that the kernel and the tools compute the same function on every CPU (the
+//! original LCFS chose a different checksum by CPU feature). Userspace builds with the
+//! `hw-crc32c` feature compute the very same function with the CPU's CRC-32C instruction (the
+//! `crc32c` crate, which falls back to software where the CPU lacks it); a test checks both
+//! against each other. Parameters:
 //! reflected polynomial `0x82f63b78`, initial value and final XOR `0xffffffff`, as in iSCSI, ext4
 //! and btrfs; `crc32c(b"123456789") == 0xe3069283`.
 
@@ -52,6 +55,18 @@ fn tab(k: usize, v: u32) -> u32 {
 
 /// Continues a CRC-32C over `data`, starting from a previous [`crc32c`] result (`0` to start).
 pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    #[cfg(feature = "hw-crc32c")]
+    {
+        ::crc32c::crc32c_append(crc, data)
+    }
+    #[cfg(not(feature = "hw-crc32c"))]
+    {
+        crc32c_append_sw(crc, data)
+    }
+}
+
+/// The portable slice-by-8 implementation (the kernel's, and the reference for the others).
+pub fn crc32c_append_sw(crc: u32, data: &[u8]) -> u32 {
     let mut crc = !crc;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
@@ -114,6 +129,23 @@ mod tests {
         for len in 0..data.len() {
             for start in 0..3.min(len + 1) {
                 assert_eq!(crc32c(&data[start..len]), bitwise(&data[start..len]));
+            }
+        }
+    }
+
+    #[test]
+    fn dispatch_equals_software() {
+        extern crate std;
+        let data: std::vec::Vec<u8> = (0..10_000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[1])
+            .collect();
+        for start in [0usize, 1, 3, 7, 64, 4000] {
+            for len in [0usize, 1, 5, 8, 63, 4096, 5000] {
+                let d = &data[start..(start + len).min(data.len())];
+                assert_eq!(
+                    crc32c_append(0x1234_5678, d),
+                    crc32c_append_sw(0x1234_5678, d)
+                );
             }
         }
     }
