@@ -64,6 +64,7 @@ struct Args {
 struct Progress {
     out: Option<Box<dyn Write>>,
     last: Instant,
+    phase: Option<Phase>,
 }
 
 impl Progress {
@@ -80,28 +81,36 @@ impl Progress {
         Self {
             out,
             last: Instant::now() - Duration::from_secs(1),
+            phase: None,
+        }
+    }
+
+    fn name(phase: Phase) -> &'static str {
+        match phase {
+            Phase::Map => "Pass 1: reference-count map",
+            Phase::Trees => "Pass 2: layers and trees",
+            Phase::Counts => "Pass 3: reference counts",
         }
     }
 
     fn report(&mut self, phase: Phase, done: u64, total: u64) {
+        let previous = self.phase.replace(phase);
         let Some(out) = self.out.as_mut() else { return };
-        if self.last.elapsed() < Duration::from_millis(200) && done + 1 < total {
+        if let Some(p) = previous.filter(|&p| p != phase) {
+            let _ = writeln!(out, "\r{}: 100%", Self::name(p));
+        } else if self.last.elapsed() < Duration::from_millis(200) && done + 1 < total {
             return;
         }
         self.last = Instant::now();
-        let name = match phase {
-            Phase::Map => "Pass 1: reference-count map",
-            Phase::Trees => "Pass 2: layers and trees",
-            Phase::Counts => "Pass 3: reference counts",
-        };
+        let name = Self::name(phase);
         let pct = done.saturating_mul(100).checked_div(total).unwrap_or(100);
         let _ = write!(out, "\r{name}: {pct:3}%");
         let _ = out.flush();
     }
 
     fn finish(&mut self) {
-        if let Some(out) = self.out.as_mut() {
-            let _ = writeln!(out);
+        if let (Some(out), Some(p)) = (self.out.as_mut(), self.phase) {
+            let _ = writeln!(out, "\r{}: 100%", Self::name(p));
         }
     }
 }

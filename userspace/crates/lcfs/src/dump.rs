@@ -110,8 +110,12 @@ fn key_str(k: &Key) -> String {
         kind::INLINE => "INLINE",
         kind::XATTR => "XATTR",
         kind::LAYER => "LAYER",
+        kind::LAYER_NAME => "LAYER_NAME",
         _ => "?",
     };
+    if k.id == records::LAYER_NAME_INDEX {
+        return format!("(NAME_INDEX {} {})", kind, k.offset);
+    }
     format!("({} {} {})", k.id, kind, k.offset)
 }
 
