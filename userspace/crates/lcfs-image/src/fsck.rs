@@ -5,7 +5,11 @@
 //! below it, the free count); the layer tree and every layer tree (node checksums, levels, key
 //! order and bounds, every item decoding); the layer graph (parents exist and are older and
 //! frozen, child counts, names unique, counts in the superblock); each layer's usage counters;
-//! and finally that every block's reference count equals the references found (superblock, map
+//! each layer's namespace (entries point at existing inodes of their type, back references match
+//! the entries, link counts match the names, no orphan inodes or items; a layer without parent is
+//! checked whole, a clone only where its diff against the parent shows changes, so the cost
+//! follows the changes); and finally that every block's reference count equals the references
+//! found (superblock, map
 //! nodes, tree roots, parent nodes, file extents and external xattr values) — so the allocation map is exactly the set of
 //! reachable blocks.
 //!
@@ -552,6 +556,18 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                         l.inodes_used, l.bytes_used, s.inodes, s.bytes
                     ));
                 }
+                // The namespace of a layer without a parent is checked whole; a clone only where
+                // it differs from its parent (the parent was checked before it: ids grow), so the
+                // cost follows the changes.
+                let set = if l.parent == 0 || !ids.contains_key(&l.parent) {
+                    self.all_inodes(*id)
+                } else {
+                    self.touched_inodes(*id)
+                };
+                match set {
+                    Ok(set) => self.check_namespace(*id, set),
+                    Err(e) => self.report.error(format!("layer {id}: {e}")),
+                }
             }
         }
     }
@@ -672,5 +688,220 @@ impl From<&LayerRecord<'_>> for LayerRecordOwned {
             next_ino: r.next_ino,
             name: r.name.to_vec(),
         }
+    }
+}
+
+/// What the namespace check gathers about one inode of a layer.
+#[derive(Default)]
+struct NsInode {
+    /// Mode and link count, if the inode record exists.
+    attrs: Option<(u32, u32)>,
+    /// Back references: parent directory, count, recorded name.
+    links: Vec<(u64, u32, Vec<u8>)>,
+    /// Entries, if a directory: name, target inode, type.
+    entries: Vec<(Vec<u8>, u64, u8)>,
+    /// Whether any item other than the inode record exists (orphan items need the record).
+    has_items: bool,
+}
+
+impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
+    /// Reads every item of inode `ino` in `layer`.
+    fn gather(&mut self, layer: u64, ino: u64) -> Result<NsInode, String> {
+        let mut out = NsInode::default();
+        let mut from = Key::new(ino, 0, 0);
+        loop {
+            let got = self
+                .vol
+                .next(layer, &from, |k, v| (*k, v.to_vec()))
+                .map_err(tree_err)?;
+            let Some((k, v)) = got else { break };
+            if k.id != ino {
+                break;
+            }
+            match k.kind {
+                kind::INODE => {
+                    let r = InodeRecord::decode(&v).map_err(|e| e.to_string())?;
+                    out.attrs = Some((r.mode, r.nlink));
+                }
+                kind::LINK => {
+                    let l = LinkRecord::decode(&v).map_err(|e| e.to_string())?;
+                    out.links.push((k.offset, l.count, l.name.to_vec()));
+                    out.has_items = true;
+                }
+                kind::DIRENT => {
+                    let d = DirentRecord::decode(&v).map_err(|e| e.to_string())?;
+                    out.entries.push((d.name.to_vec(), d.ino, d.dtype));
+                    out.has_items = true;
+                }
+                _ => out.has_items = true,
+            }
+            from = match k.offset.checked_add(1) {
+                Some(o) => Key::new(k.id, k.kind, o),
+                None => Key::new(k.id, k.kind.saturating_add(1), 0),
+            };
+        }
+        Ok(out)
+    }
+
+    /// Namespace invariants of layer `id` for the inodes in `set` (every inode of the layer, or
+    /// those a diff against the parent touched, plus the directories that link them):
+    /// entries point at existing inodes of their type, back references match the entries,
+    /// link counts match the names (and subdirectories), every inode but the root is linked,
+    /// and no items outlive their inode.
+    fn check_namespace(&mut self, id: u64, set: std::collections::BTreeSet<u64>) {
+        let mut inodes: HashMap<u64, NsInode> = HashMap::new();
+        let mut todo: Vec<u64> = set.into_iter().collect();
+        // The directories that link a gathered inode are gathered too, to count its names.
+        while let Some(ino) = todo.pop() {
+            if inodes.contains_key(&ino) {
+                continue;
+            }
+            match self.gather(id, ino) {
+                Ok(n) => {
+                    for (p, _, _) in &n.links {
+                        if !inodes.contains_key(p) {
+                            todo.push(*p);
+                        }
+                    }
+                    inodes.insert(ino, n);
+                }
+                Err(e) => {
+                    self.report.error(format!("layer {id}: inode {ino}: {e}"));
+                    return;
+                }
+            }
+        }
+        let is_dir = |m: u32| m & records::mode::S_IFMT == records::mode::S_IFDIR;
+        let mut names_from: HashMap<(u64, u64), Vec<Vec<u8>>> = HashMap::new();
+        for (&dir, n) in &inodes {
+            for (name, target, _) in &n.entries {
+                names_from
+                    .entry((*target, dir))
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        let mut errors = Vec::new();
+        for (&ino, n) in &inodes {
+            let Some((mode, nlink)) = n.attrs else {
+                if n.has_items {
+                    errors.push(format!("items of inode {ino}, which has no inode record"));
+                }
+                continue;
+            };
+            if ino == lcfs_format::ROOT_INO {
+                if !is_dir(mode) {
+                    errors.push("the root is not a directory".into());
+                }
+            } else if n.links.is_empty() {
+                errors.push(format!("inode {ino} has no name (orphan)"));
+            }
+            for (name, target, dtype) in &n.entries {
+                let shown = String::from_utf8_lossy(name);
+                let t = inodes.get(target).and_then(|t| t.attrs.map(|a| a.0));
+                let t = match t {
+                    Some(m) => Some(m),
+                    None => self
+                        .vol
+                        .lookup(id, &Key::new(*target, kind::INODE, 0), |v| {
+                            InodeRecord::decode(v).map(|r| r.mode)
+                        })
+                        .ok()
+                        .flatten()
+                        .and_then(Result::ok),
+                };
+                match t {
+                    None => errors.push(format!(
+                        "entry {shown:?} of directory {ino} points to missing inode {target}"
+                    )),
+                    Some(m) if records::file_type(m) != Some(*dtype) => errors.push(format!(
+                        "entry {shown:?} of directory {ino}: type {dtype} but inode {target} has mode {m:o}"
+                    )),
+                    Some(_) => {}
+                }
+            }
+            let mut link_sum = 0u64;
+            for (parent, count, name) in &n.links {
+                link_sum += u64::from(*count);
+                let names = names_from
+                    .get(&(ino, *parent))
+                    .map_or(&[][..], Vec::as_slice);
+                if names.len() as u64 != u64::from(*count) {
+                    errors.push(format!(
+                        "inode {ino}: back reference counts {count} names in directory {parent}, found {}",
+                        names.len()
+                    ));
+                } else if !names.contains(name) {
+                    errors.push(format!(
+                        "inode {ino}: back reference name {:?} is not in directory {parent}",
+                        String::from_utf8_lossy(name)
+                    ));
+                }
+            }
+            let want = if is_dir(mode) {
+                2 + n.entries.iter().filter(|e| e.2 == 4).count() as u64
+            } else {
+                link_sum
+            };
+            if u64::from(nlink) != want {
+                errors.push(format!("inode {ino}: link count {nlink}, expected {want}"));
+            }
+        }
+        // Every entry of a gathered directory needs the back reference of its target.
+        for (&dir, n) in &inodes {
+            for (name, target, _) in &n.entries {
+                if let Some(t) = inodes.get(target) {
+                    if !t.links.iter().any(|l| l.0 == dir) {
+                        errors.push(format!(
+                            "entry {:?} of directory {dir}: inode {target} has no back reference",
+                            String::from_utf8_lossy(name)
+                        ));
+                    }
+                }
+            }
+        }
+        errors.sort();
+        for e in errors {
+            self.report.error(format!("layer {id}: {e}"));
+        }
+    }
+
+    /// The inodes whose namespace facts may differ between layer `id` and its parent.
+    fn touched_inodes(&mut self, id: u64) -> Result<std::collections::BTreeSet<u64>, String> {
+        let mut set = std::collections::BTreeSet::new();
+        self.vol
+            .diff(id, Key::MIN, &mut |c| {
+                set.insert(c.key.id);
+                match c.key.kind {
+                    kind::DIRENT => {
+                        for v in [c.old, c.new].into_iter().flatten() {
+                            if let Ok(d) = DirentRecord::decode(v) {
+                                set.insert(d.ino);
+                            }
+                        }
+                    }
+                    kind::LINK => {
+                        set.insert(c.key.offset);
+                    }
+                    _ => {}
+                }
+                Ok(true)
+            })
+            .map_err(tree_err)?;
+        Ok(set)
+    }
+
+    /// Every inode number of layer `id`.
+    fn all_inodes(&mut self, id: u64) -> Result<std::collections::BTreeSet<u64>, String> {
+        let mut set = std::collections::BTreeSet::new();
+        let mut from = Key::MIN;
+        while let Some(k) = self.vol.next(id, &from, |k, _| *k).map_err(tree_err)? {
+            set.insert(k.id);
+            match k.id.checked_add(1) {
+                Some(n) => from = Key::new(n, 0, 0),
+                None => break,
+            }
+        }
+        Ok(set)
     }
 }

@@ -86,12 +86,12 @@ fn record(steps: u64, commit_every: u64, seed: u64) -> (MemDevice, Vec<Event>, V
             0..=4 => vol
                 .insert(
                     layer,
-                    &Key::new(k, kind::INLINE, 0),
+                    &Key::new(1, kind::INLINE, k),
                     &inline(rng.range(0, 200) as usize, k),
                 )
                 .unwrap(),
             5 => {
-                let _ = vol.remove(layer, &Key::new(k, kind::INLINE, 0)).unwrap();
+                let _ = vol.remove(layer, &Key::new(1, kind::INLINE, k)).unwrap();
             }
             6 => {
                 let (b, n) = vol.alloc_data(rng.range(1, 4) as u32).unwrap();
@@ -103,11 +103,11 @@ fn record(steps: u64, commit_every: u64, seed: u64) -> (MemDevice, Vec<Event>, V
                 }
                 .encode(&mut v)
                 .unwrap();
-                vol.insert(layer, &Key::new(k, kind::EXTENT, 0), &v)
+                vol.insert(layer, &Key::new(1, kind::EXTENT, k), &v)
                     .unwrap();
             }
             7 => {
-                let _ = vol.remove(layer, &Key::new(k, kind::EXTENT, 0)).unwrap();
+                let _ = vol.remove(layer, &Key::new(1, kind::EXTENT, k)).unwrap();
             }
             8 if step % 7 == 0 => {
                 // Freeze the current layer and continue in a clone of it.

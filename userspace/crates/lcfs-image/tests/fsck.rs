@@ -26,8 +26,7 @@ fn sample() -> MemDevice {
     for i in 0..3000u64 {
         let mut v = vec![0u8; 42];
         put_inline_data(&mut v, &[i as u8; 40]).unwrap();
-        vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &v)
-            .unwrap();
+        vol.insert(1, &Key::new(1, kind::INLINE, i), &v).unwrap();
         if i % 100 == 0 {
             let (b, n) = vol.alloc_data(2).unwrap();
             let mut e = [0u8; 16];
@@ -38,17 +37,16 @@ fn sample() -> MemDevice {
             }
             .encode(&mut e)
             .unwrap();
-            vol.insert(1, &Key::new(i + 2, kind::EXTENT, 0), &e)
-                .unwrap();
+            vol.insert(1, &Key::new(1, kind::EXTENT, i), &e).unwrap();
         }
     }
     vol.freeze_layer(1).unwrap();
     for name in [&b"a"[..], b"b"] {
         let id = vol.create_layer(name, Some(1), NOW).unwrap();
-        vol.remove(id, &Key::new(502, kind::EXTENT, 0)).unwrap();
+        vol.remove(id, &Key::new(1, kind::EXTENT, 500)).unwrap();
         let mut v = vec![0u8; 12];
         put_inline_data(&mut v, &[9; 10]).unwrap();
-        vol.insert(id, &Key::new(77, kind::INLINE, 0), &v).unwrap();
+        vol.insert(id, &Key::new(1, kind::INLINE, 77), &v).unwrap();
     }
     vol.commit(NOW).unwrap();
     vol.into_store()

@@ -313,3 +313,108 @@ fn xattrs_inline_and_external_shared_by_clones() {
     assert!(vol.superblock().free_blocks >= before + 3);
     clean(vol);
 }
+
+/// Namespace damage written with valid checksums (through the item API): fsck must name it, in a
+/// layer checked whole and in a clone checked through its diff.
+#[test]
+fn fsck_finds_namespace_damage() {
+    let build = || {
+        let sb = Superblock::new(4096, [5; 16], 1_700_000_000);
+        let mut vol = Volume::format(MemDevice::new(4096), sb, Some(b"base"), NOW).unwrap();
+        let d = vol.create(1, ROOT_INO, b"d", &dir(), NOW).unwrap();
+        let f = vol.create(1, d, b"f", &file(), NOW).unwrap();
+        vol.link(1, f, d, b"g", NOW).unwrap();
+        vol.freeze_layer(1).unwrap();
+        let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+        vol.create(c, d, b"h", &file(), LATER).unwrap();
+        (vol, d, f, c)
+    };
+    let errors = |vol: Volume<MemDevice>| {
+        let mut v = vol;
+        v.commit(LATER).unwrap();
+        fsck::check(v.into_store(), &mut |_, _, _| {})
+            .unwrap()
+            .errors
+    };
+    let (vol, ..) = build();
+    assert!(errors(vol).is_empty());
+
+    for layer_is_clone in [false, true] {
+        // An entry to a missing inode.
+        let (mut vol, d, _, c) = build();
+        let layer = if layer_is_clone { c } else { 1 };
+        if !layer_is_clone {
+            // Damage the base while it is writable: rebuild without freezing.
+            vol = {
+                let sb = Superblock::new(4096, [5; 16], 1_700_000_000);
+                let mut v = Volume::format(MemDevice::new(4096), sb, Some(b"base"), NOW).unwrap();
+                v.create(1, ROOT_INO, b"d", &dir(), NOW).unwrap();
+                v
+            };
+        }
+        let h = records::HashKey(vol.superblock().hash_key[0], vol.superblock().hash_key[1])
+            .hash(b"ghost");
+        let mut buf = [0u8; 64];
+        let n = DirentRecord {
+            ino: 999,
+            dtype: 8,
+            name: b"ghost",
+        }
+        .encode(&mut buf)
+        .unwrap();
+        let dir_ino = if layer_is_clone { d } else { ROOT_INO };
+        vol.insert(
+            layer,
+            &Key::new(dir_ino, kind::DIRENT, dirent_offset(h, 0).unwrap()),
+            &buf[..n],
+        )
+        .unwrap();
+        let e = errors(vol);
+        assert!(
+            e.iter()
+                .any(|m| m.contains("\"ghost\"") && m.contains("missing inode 999")),
+            "clone {layer_is_clone}: {e:?}"
+        );
+    }
+
+    // A wrong link count, in the clone.
+    let (mut vol, _, f, c) = build();
+    let mut r = vol.inode(c, f).unwrap();
+    r.nlink = 5;
+    let mut buf = [0u8; 128];
+    r.encode(&mut buf).unwrap();
+    vol.insert(c, &Key::new(f, kind::INODE, 0), &buf).unwrap();
+    let e = errors(vol);
+    assert!(
+        e.iter()
+            .any(|m| m.contains(&format!("inode {f}: link count 5, expected 2"))),
+        "{e:?}"
+    );
+
+    // A missing back reference, in the clone: the inode loses its names.
+    let (mut vol, d, f, c) = build();
+    assert!(vol.remove(c, &Key::new(f, kind::LINK, d)).unwrap());
+    let e = errors(vol);
+    assert!(
+        e.iter()
+            .any(|m| m.contains(&format!("inode {f} has no name"))),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|m| m.contains("has no back reference")),
+        "{e:?}"
+    );
+
+    // Items of an inode whose record is gone.
+    let (mut vol, _, f, c) = build();
+    assert!(vol.remove(c, &Key::new(f, kind::INODE, 0)).unwrap());
+    let e = errors(vol);
+    assert!(
+        e.iter().any(|m| m.contains(&format!("items of inode {f}"))),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|m| m.contains(&format!("missing inode {f}"))),
+        "{e:?}"
+    );
+}

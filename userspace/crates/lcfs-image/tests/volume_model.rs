@@ -129,7 +129,7 @@ fn pick(model: &Model, i: usize) -> Option<u64> {
 
 /// Keys of opaque items: inline data (fsck checks its encoding, not its contents).
 fn item_key(k: u64) -> Key {
-    Key::new(k / 4 + 2, kind::INLINE, k)
+    Key::new(1, kind::INLINE, k)
 }
 
 fn inline_value(k: u64, n: usize) -> Vec<u8> {
@@ -228,7 +228,7 @@ fn run(ops: &[Op]) {
             },
             Op::Extent(i, k, n) => match pick(&model, i) {
                 Some(id) if !model.layers[&id].frozen => {
-                    let key = Key::new(k / 4 + 2, kind::EXTENT, k);
+                    let key = Key::new(1, kind::EXTENT, k);
                     match vol.alloc_data(n) {
                         Ok((b, len)) => {
                             let e = ExtentRecord {
@@ -256,7 +256,7 @@ fn run(ops: &[Op]) {
             Op::RemoveItem(i, k) => match pick(&model, i) {
                 Some(id) => {
                     let key = if k % 3 == 0 {
-                        Key::new(k / 4 + 2, kind::EXTENT, k)
+                        Key::new(1, kind::EXTENT, k)
                     } else {
                         item_key(k)
                     };
@@ -340,7 +340,7 @@ fn removing_a_layer_with_children_is_refused_and_frees_everything_after() {
     let mut vol = fresh(8192);
     let free0 = vol.superblock().free_blocks;
     for i in 0..2000u64 {
-        vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &inline_value(i, 100))
+        vol.insert(1, &Key::new(1, kind::INLINE, i), &inline_value(i, 100))
             .unwrap();
     }
     let (b, n) = vol.alloc_data(8).unwrap();
@@ -352,24 +352,24 @@ fn removing_a_layer_with_children_is_refused_and_frees_everything_after() {
     }
     .encode(&mut v)
     .unwrap();
-    vol.insert(1, &Key::new(5, kind::EXTENT, 0), &v).unwrap();
+    vol.insert(1, &Key::new(1, kind::EXTENT, 5), &v).unwrap();
     vol.freeze_layer(1).unwrap();
     let child = vol.create_layer(b"child", Some(1), NOW).unwrap();
     // Changing the child copies one path, not the layer.
     vol.commit(NOW).unwrap();
     let before = vol.superblock().free_blocks;
-    vol.insert(child, &Key::new(900, kind::INLINE, 0), &inline_value(1, 10))
+    vol.insert(child, &Key::new(1, kind::INLINE, 900), &inline_value(1, 10))
         .unwrap();
     vol.commit(NOW).unwrap();
     assert!(before - vol.superblock().free_blocks < 12);
     assert_eq!(
-        vol.insert(1, &Key::new(3, kind::INLINE, 0), &inline_value(1, 1)),
+        vol.insert(1, &Key::new(1, kind::INLINE, 3), &inline_value(1, 1)),
         Err(Error::ReadOnly)
     );
     assert_eq!(vol.remove_layer(1), Err(Error::Busy));
     assert!(!vol.is_aborted());
     // The extent is shared: the child's leaf copy took a reference.
-    vol.remove(child, &Key::new(5, kind::EXTENT, 0)).unwrap();
+    vol.remove(child, &Key::new(1, kind::EXTENT, 5)).unwrap();
     vol.commit(NOW).unwrap();
     assert_eq!(vol.refcount(b).unwrap(), 1);
     vol.remove_layer(child).unwrap();
@@ -397,7 +397,7 @@ fn full_filesystem_gives_clean_enospc_and_recovers() {
                 }
                 .encode(&mut v)
                 .unwrap();
-                match vol.insert(1, &Key::new(inserted + 2, kind::EXTENT, 0), &v) {
+                match vol.insert(1, &Key::new(1, kind::EXTENT, inserted), &v) {
                     Ok(()) => inserted += 1,
                     Err(e) => {
                         vol.release(b, u64::from(n)).unwrap();
@@ -415,7 +415,7 @@ fn full_filesystem_gives_clean_enospc_and_recovers() {
     fsck_clean(vol.store().clone());
     // Deleting works on the full filesystem (the reserve is for this) and gives space back.
     for i in 0..inserted {
-        vol.remove(1, &Key::new(i + 2, kind::EXTENT, 0)).unwrap();
+        vol.remove(1, &Key::new(1, kind::EXTENT, i)).unwrap();
     }
     vol.commit(NOW).unwrap();
     let (b, n) = vol.alloc_data(4).unwrap();
@@ -427,7 +427,7 @@ fn full_filesystem_gives_clean_enospc_and_recovers() {
     }
     .encode(&mut v)
     .unwrap();
-    vol.insert(1, &Key::new(2, kind::EXTENT, 0), &v).unwrap();
+    vol.insert(1, &Key::new(1, kind::EXTENT, 0), &v).unwrap();
     vol.commit(NOW).unwrap();
     fsck_clean(vol.into_store());
 }

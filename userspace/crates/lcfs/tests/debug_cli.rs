@@ -26,12 +26,11 @@ fn image(path: &Path) {
     for i in 0..400u64 {
         let mut v = [0u8; 52];
         put_inline_data(&mut v, &[1; 50]).unwrap();
-        vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &v)
-            .unwrap();
+        vol.insert(1, &Key::new(1, kind::INLINE, i), &v).unwrap();
     }
     vol.freeze_layer(1).unwrap();
     let c = vol.create_layer(b"child", Some(1), NOW).unwrap();
-    vol.remove(c, &Key::new(100, kind::INLINE, 0)).unwrap();
+    vol.remove(c, &Key::new(1, kind::INLINE, 98)).unwrap();
     vol.commit(NOW).unwrap();
 }
 
