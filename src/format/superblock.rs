@@ -337,6 +337,10 @@ impl Superblock {
         if sb.free_blocks > sb.total_blocks.saturating_sub(Self::FIXED_BLOCKS) {
             return Err(FormatError::BadField("free_blocks"));
         }
+        // The next transaction's generation must exist.
+        if sb.generation == u64::MAX {
+            return Err(FormatError::BadField("generation"));
+        }
         if super::refmap::levels_for(sb.total_blocks) != Ok(sb.map_level) {
             return Err(FormatError::BadField("map_level"));
         }

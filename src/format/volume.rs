@@ -237,7 +237,7 @@ impl<S: Device> Volume<S> {
                 reserve: sb.reserve_blocks,
                 fsid: sb.fsid(),
                 total_blocks: sb.total_blocks,
-                generation: sb.generation + 1,
+                generation: sb.generation.saturating_add(1),
             },
         )?;
         Ok((
@@ -286,11 +286,11 @@ impl<S: Device> Volume<S> {
     }
 
     fn txn_generation(&self) -> u64 {
-        self.sb.generation + 1
+        self.sb.generation.saturating_add(1)
     }
 
     fn txn(&mut self, tree: u8) -> Txn<'_, S, RefMap> {
-        let generation = self.sb.generation + 1;
+        let generation = self.sb.generation.saturating_add(1);
         let fsid = self.sb.fsid();
         Txn {
             store: &mut self.store,
@@ -375,7 +375,7 @@ impl<S: Device> Volume<S> {
         self.store.write(sb.slot(), &buf)?;
         self.store.flush()?;
         self.sb = sb;
-        self.map.generation = self.sb.generation + 1;
+        self.map.generation = self.sb.generation.saturating_add(1);
         self.dirty = false;
         Ok(())
     }
@@ -568,7 +568,7 @@ impl<S: Device> Volume<S> {
             let value = buf.get(..n).ok_or(Error::Invalid)?;
             v.sb.layer_root = v.txn(tree_kind::LAYERS).insert(root, &key, value)?;
             v.sb.next_layer_id = next_id;
-            v.sb.layer_count += 1;
+            v.sb.layer_count = v.sb.layer_count.checked_add(1).ok_or(Error::NoSpace)?;
             Ok(id)
         })
     }
@@ -615,7 +615,10 @@ impl<S: Device> Volume<S> {
                 root = r;
             }
             v.sb.layer_root = root;
-            v.sb.layer_count -= 1;
+            v.sb.layer_count =
+                v.sb.layer_count
+                    .checked_sub(1)
+                    .ok_or(Error::Corrupt(FormatError::BadField("layer_count")))?;
             if let Some(mut p) = parent {
                 p.children = p
                     .children
