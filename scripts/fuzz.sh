@@ -21,7 +21,7 @@ for t in $(cargo fuzz list); do
 	mkdir -p "$corpus"
 	logf="$LCFS_ROOT/build/logs/fuzz-$t.log"
 	if cargo fuzz run -s none --release --debug-assertions "$t" "$corpus" -- \
-		-max_total_time="$secs" -max_len=16384 -print_final_stats=1 >"$logf" 2>&1; then
+		-max_total_time="$secs" -timeout=10 -max_len=16384 -print_final_stats=1 >"$logf" 2>&1; then
 		runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logf")
 		echo "ok fuzz: $t (${runs:-?} inputs in ${secs} s, no crash)"
 	else

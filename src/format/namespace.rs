@@ -422,8 +422,14 @@ impl<S: Device> Volume<S> {
             if k.id != entry.ino {
                 break;
             }
-            self.remove(layer, &k)?;
-            from = k;
+            if !self.remove(layer, &k)? {
+                // A scan found it but a lookup does not: the tree is damaged.
+                return Err(corrupt("key order"));
+            }
+            match key_after(&k) {
+                Some(next) => from = next,
+                None => break,
+            }
         }
         Ok(())
     }

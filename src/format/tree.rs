@@ -354,6 +354,11 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                     return Err(Error::Corrupt(FormatError::BadField("empty leaf")));
                 }
                 let k = node::leaf_key(buf.as_ref(), 0)?;
+                // Separators of a damaged tree can lead to a subtree whose keys are not above
+                // `from`; returning them would make callers that step from key to key loop.
+                if k < *from {
+                    return Err(Error::Corrupt(FormatError::BadField("key order")));
+                }
                 return Ok(Some(f(&k, node::leaf_value(buf.as_ref(), 0)?)));
             }
             let i = node::child_index(buf.as_ref(), from)?;

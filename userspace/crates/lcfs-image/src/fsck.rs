@@ -735,9 +735,10 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 }
                 _ => out.has_items = true,
             }
-            from = match k.offset.checked_add(1) {
-                Some(o) => Key::new(k.id, k.kind, o),
-                None => Key::new(k.id, k.kind.saturating_add(1), 0),
+            from = match (k.offset.checked_add(1), k.kind.checked_add(1)) {
+                (Some(o), _) => Key::new(k.id, k.kind, o),
+                (None, Some(kd)) => Key::new(k.id, kd, 0),
+                (None, None) => break,
             };
         }
         Ok(out)
