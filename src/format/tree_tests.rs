@@ -551,14 +551,9 @@ fn next_never_goes_backwards_on_damaged_separators() {
     w.store.blocks.insert(root, bad);
     let mut from = Key::MIN;
     let mut steps = 0;
-    loop {
-        match w.txn().next(root, &from, |k, _| *k) {
-            Ok(Some(k)) => {
-                assert!(k >= from, "next went backwards: {k:?} < {from:?}");
-                from = Key::new(k.id, k.kind, k.offset + 1);
-            }
-            Ok(None) | Err(_) => break,
-        }
+    while let Ok(Some(k)) = w.txn().next(root, &from, |k, _| *k) {
+        assert!(k >= from, "next went backwards: {k:?} < {from:?}");
+        from = Key::new(k.id, k.kind, k.offset + 1);
         steps += 1;
         assert!(steps < 1000, "scan does not end");
     }
