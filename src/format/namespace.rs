@@ -309,31 +309,33 @@ impl<S: Device> Volume<S> {
             return Err(Error::Invalid);
         }
         self.admit_trees(OP_TREES)?;
-        let ino = self.alloc_ino(layer)?;
-        let rec = InodeRecord {
-            mode: attrs.mode,
-            uid: attrs.uid,
-            gid: attrs.gid,
-            nlink: if is_dir { 2 } else { 1 },
-            rdev: attrs.rdev,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            btime: now,
-            generation: ino,
-            data_id: ino,
-            ..InodeRecord::default()
-        };
-        self.put_inode(layer, ino, &rec)?;
-        self.put_entry(layer, dir, offset, ino, dtype, name)?;
-        self.add_link(layer, ino, dir, name)?;
-        if is_dir {
-            parent.nlink += 1;
-        }
-        parent.mtime = now;
-        parent.ctime = now;
-        self.put_inode(layer, dir, &parent)?;
-        Ok(ino)
+        self.mutate(|v| {
+            let ino = v.alloc_ino(layer)?;
+            let rec = InodeRecord {
+                mode: attrs.mode,
+                uid: attrs.uid,
+                gid: attrs.gid,
+                nlink: if is_dir { 2 } else { 1 },
+                rdev: attrs.rdev,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                btime: now,
+                generation: ino,
+                data_id: ino,
+                ..InodeRecord::default()
+            };
+            v.put_inode(layer, ino, &rec)?;
+            v.put_entry(layer, dir, offset, ino, dtype, name)?;
+            v.add_link(layer, ino, dir, name)?;
+            if is_dir {
+                parent.nlink += 1;
+            }
+            parent.mtime = now;
+            parent.ctime = now;
+            v.put_inode(layer, dir, &parent)?;
+            Ok(ino)
+        })
     }
 
     /// Adds the name `name` in `dir` for the existing non-directory inode `ino`.
@@ -361,14 +363,16 @@ impl<S: Device> Volume<S> {
         }
         let offset = free.ok_or(Error::NoSpace)?;
         self.admit_trees(OP_TREES)?;
-        self.put_entry(layer, dir, offset, ino, dtype, name)?;
-        self.add_link(layer, ino, dir, name)?;
-        target.nlink += 1;
-        target.ctime = now;
-        self.put_inode(layer, ino, &target)?;
-        parent.mtime = now;
-        parent.ctime = now;
-        self.put_inode(layer, dir, &parent)
+        self.mutate(|v| {
+            v.put_entry(layer, dir, offset, ino, dtype, name)?;
+            v.add_link(layer, ino, dir, name)?;
+            target.nlink += 1;
+            target.ctime = now;
+            v.put_inode(layer, ino, &target)?;
+            parent.mtime = now;
+            parent.ctime = now;
+            v.put_inode(layer, dir, &parent)
+        })
     }
 
     /// Removes the name `name` from `dir`. An empty directory goes with its name; a directory
@@ -402,36 +406,38 @@ impl<S: Device> Volume<S> {
             }
         }
         self.admit_trees(OP_TREES)?;
-        self.remove(layer, &Key::new(dir, kind::DIRENT, entry.offset))?;
-        self.drop_link(layer, entry.ino, dir, name)?;
-        if is_dir {
-            parent.nlink = parent.nlink.saturating_sub(1);
-        }
-        parent.mtime = now;
-        parent.ctime = now;
-        self.put_inode(layer, dir, &parent)?;
-        let last = is_dir || target.nlink <= 1;
-        if !last {
-            target.nlink -= 1;
-            target.ctime = now;
-            return self.put_inode(layer, entry.ino, &target);
-        }
-        // The last name: delete every item of the inode.
-        let mut from = Key::new(entry.ino, 0, 0);
-        while let Some(k) = self.next(layer, &from, |k, _| *k)? {
-            if k.id != entry.ino {
-                break;
+        self.mutate(|v| {
+            v.remove(layer, &Key::new(dir, kind::DIRENT, entry.offset))?;
+            v.drop_link(layer, entry.ino, dir, name)?;
+            if is_dir {
+                parent.nlink = parent.nlink.saturating_sub(1);
             }
-            if !self.remove(layer, &k)? {
-                // A scan found it but a lookup does not: the tree is damaged.
-                return Err(corrupt("key order"));
+            parent.mtime = now;
+            parent.ctime = now;
+            v.put_inode(layer, dir, &parent)?;
+            let last = is_dir || target.nlink <= 1;
+            if !last {
+                target.nlink -= 1;
+                target.ctime = now;
+                return v.put_inode(layer, entry.ino, &target);
             }
-            match key_after(&k) {
-                Some(next) => from = next,
-                None => break,
+            // The last name: delete every item of the inode.
+            let mut from = Key::new(entry.ino, 0, 0);
+            while let Some(k) = v.next(layer, &from, |k, _| *k)? {
+                if k.id != entry.ino {
+                    break;
+                }
+                if !v.remove(layer, &k)? {
+                    // A scan found it but a lookup does not: the tree is damaged.
+                    return Err(corrupt("key order"));
+                }
+                match key_after(&k) {
+                    Some(next) => from = next,
+                    None => break,
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Replaces the inline data of `ino` (a small file's bytes or a symlink's target).
@@ -446,18 +452,18 @@ impl<S: Device> Volume<S> {
             return Err(Error::Invalid);
         }
         let mut rec = self.inode(layer, ino)?;
-        let mut buf = [0u8; INLINE_MAX];
-        let n = put_inline_data(&mut buf, data)?;
+        // A block buffer from the store: kernel stacks have no room for a kilobyte.
+        let mut buf = self.store().alloc_buf()?;
+        let n = put_inline_data(buf.as_mut(), data)?;
         self.admit_trees(4)?;
-        self.insert(
-            layer,
-            &Key::new(ino, kind::INLINE, 0),
-            buf.get(..n).ok_or(Error::Invalid)?,
-        )?;
-        rec.size = data.len() as u64;
-        rec.mtime = now;
-        rec.ctime = now;
-        self.put_inode(layer, ino, &rec)
+        self.mutate(|v| {
+            let value = buf.as_ref().get(..n).ok_or(Error::Invalid)?;
+            v.insert(layer, &Key::new(ino, kind::INLINE, 0), value)?;
+            rec.size = data.len() as u64;
+            rec.mtime = now;
+            rec.ctime = now;
+            v.put_inode(layer, ino, &rec)
+        })
     }
 
     /// Writes the path of `ino` in `layer` (found through back references) at the end of `buf`
@@ -707,15 +713,19 @@ impl<S: Device> Volume<S> {
                 return Err(Error::NoSpace);
             }
             let mut block = self.store().alloc_buf()?;
-            for (i, chunk) in value.chunks(BLOCK_SIZE as usize).enumerate() {
-                block.as_mut().fill(0);
-                block
-                    .as_mut()
-                    .get_mut(..chunk.len())
-                    .ok_or(Error::Invalid)?
-                    .copy_from_slice(chunk);
-                self.store().write(start + i as u64, &block)?;
-            }
+            // From here on a failure would leave allocated blocks behind: abort.
+            self.mutate(|v| {
+                for (i, chunk) in value.chunks(BLOCK_SIZE as usize).enumerate() {
+                    block.as_mut().fill(0);
+                    block
+                        .as_mut()
+                        .get_mut(..chunk.len())
+                        .ok_or(Error::Invalid)?
+                        .copy_from_slice(chunk);
+                    v.store().write(start + i as u64, &block)?;
+                }
+                Ok(())
+            })?;
             let len = u32::try_from(value.len()).map_err(|_| Error::Invalid)?;
             let extent = ExtentRecord {
                 disk_block: start,
@@ -728,9 +738,11 @@ impl<S: Device> Volume<S> {
             }
             .encode(buf.as_mut())?
         };
-        self.insert(layer, &key, buf.as_ref().get(..n).ok_or(Error::Invalid)?)?;
-        rec.ctime = now;
-        self.put_inode(layer, ino, &rec)
+        self.mutate(|v| {
+            v.insert(layer, &key, buf.as_ref().get(..n).ok_or(Error::Invalid)?)?;
+            rec.ctime = now;
+            v.put_inode(layer, ino, &rec)
+        })
     }
 
     /// Reads extended attribute `name` of `ino` into `out`; returns its length (`out` may be
@@ -798,8 +810,10 @@ impl<S: Device> Volume<S> {
             .0
             .ok_or(Error::NotFound)?;
         self.admit_trees(4)?;
-        self.remove(layer, &key)?;
-        rec.ctime = now;
-        self.put_inode(layer, ino, &rec)
+        self.mutate(|v| {
+            v.remove(layer, &key)?;
+            rec.ctime = now;
+            v.put_inode(layer, ino, &rec)
+        })
     }
 }

@@ -313,8 +313,9 @@ impl<S: Device> Volume<S> {
         Ok(())
     }
 
-    /// Runs the changing part of an operation: any error aborts the transaction.
-    fn mutate<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
+    /// Runs the changing part of an operation: any error aborts the transaction, so an operation
+    /// made of several changes (a namespace operation, for example) never commits half done.
+    pub fn mutate<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
         self.live()?;
         self.dirty = true;
         match f(self) {

@@ -418,3 +418,92 @@ fn fsck_finds_namespace_damage() {
         "{e:?}"
     );
 }
+
+/// A store whose `fail_at`-th read from now fails with an I/O error.
+struct Flaky {
+    dev: MemDevice,
+    reads: u64,
+    fail_at: u64,
+}
+
+impl lcfs_format::tree::BlockStore for Flaky {
+    type Buf = Vec<u8>;
+    fn alloc_buf(&mut self) -> Result<Vec<u8>, Error> {
+        self.dev.alloc_buf()
+    }
+    fn read(&mut self, b: u64, buf: &mut Vec<u8>) -> Result<(), Error> {
+        self.reads += 1;
+        if self.reads == self.fail_at {
+            return Err(Error::Io);
+        }
+        self.dev.read(b, buf)
+    }
+    fn write(&mut self, b: u64, buf: &Vec<u8>) -> Result<(), Error> {
+        self.dev.write(b, buf)
+    }
+    fn total_blocks(&self) -> u64 {
+        self.dev.total_blocks()
+    }
+}
+
+impl lcfs_format::volume::Device for Flaky {
+    fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// An I/O error at any read inside a namespace operation either refuses it before any change or
+/// aborts the transaction: a commit can never write half an operation.
+#[test]
+fn io_error_mid_operation_never_commits_half_of_it() {
+    let sb = Superblock::new(2048, [7; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(2048), sb, Some(b"base"), NOW).unwrap();
+    let d = vol.create(1, ROOT_INO, b"d", &dir(), NOW).unwrap();
+    let f = vol.create(1, d, b"f", &file(), NOW).unwrap();
+    vol.commit(NOW).unwrap();
+    let base = vol.into_store();
+    type Op = fn(&mut Volume<Flaky>, u64, u64) -> Result<(), Error>;
+    let ops: [(&str, Op); 5] = [
+        ("create", |v, d, _| {
+            v.create(1, d, b"g", &file(), LATER).map(|_| ())
+        }),
+        ("link", |v, d, f| v.link(1, f, d, b"h", LATER)),
+        ("unlink", |v, d, _| v.unlink(1, d, b"f", LATER)),
+        ("inline", |v, _, f| v.write_inline(1, f, b"data", LATER)),
+        ("xattr", |v, _, f| {
+            v.set_xattr(1, f, b"user.x", &[7; 9000], LATER)
+        }),
+    ];
+    for (what, op) in ops {
+        let mut failures = 0;
+        for fail_at in 1..400 {
+            let store = Flaky {
+                dev: base.clone(),
+                reads: 0,
+                fail_at: u64::MAX,
+            };
+            let mut vol = Volume::open(store).unwrap().0;
+            vol.store().reads = 0;
+            vol.store().fail_at = fail_at;
+            let r = op(&mut vol, d, f);
+            if r.is_ok() {
+                break;
+            }
+            failures += 1;
+            vol.store().fail_at = u64::MAX;
+            match vol.commit(LATER) {
+                Err(Error::Aborted) => assert!(vol.is_aborted()),
+                Ok(()) => {
+                    let r = fsck::check(vol.into_store().dev, &mut |_, _, _| {}).unwrap();
+                    assert!(
+                        r.is_clean(),
+                        "{what}, read {fail_at} failed: {:?}",
+                        r.errors
+                    );
+                }
+                Err(e) => panic!("{what}: commit: {e:?}"),
+            }
+        }
+        assert!(failures > 5, "{what}: only {failures} failure points");
+    }
+}
