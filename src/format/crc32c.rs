@@ -92,6 +92,23 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc32c_append(0, data)
 }
 
+/// CRC-32C of the first `len` bytes of `buf` with the 4-byte checksum field at `field` taken as
+/// zero: the checksum every LCFS structure stores inside itself.
+pub fn checksum_with_field(
+    buf: &[u8],
+    field: usize,
+    len: usize,
+) -> Result<u32, super::FormatError> {
+    let truncated = super::FormatError::Truncated;
+    let head = buf.get(..field).ok_or(truncated)?;
+    let tail = buf
+        .get(field.checked_add(4).ok_or(truncated)?..len)
+        .ok_or(truncated)?;
+    let crc = crc32c_append(0, head);
+    let crc = crc32c_append(crc, &[0u8; 4]);
+    Ok(crc32c_append(crc, tail))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

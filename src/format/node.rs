@@ -30,7 +30,6 @@
 //! error, never a panic. Callers run [`check`] on every block they read before using it.
 
 use super::bytes::{get_array, get_u16, get_u64, put_bytes, put_u16, put_u32, put_u64};
-use super::crc32c::crc32c_append;
 use super::{FormatError, BLOCK_SIZE};
 
 /// Magic number of every tree node.
@@ -210,13 +209,7 @@ fn set_value_start(buf: &mut [u8], v: usize) -> Result<(), FormatError> {
 
 /// CRC-32C of a node with its checksum field taken as zero.
 fn node_checksum(buf: &[u8]) -> Result<u32, FormatError> {
-    let head = buf.get(..off::CHECKSUM).ok_or(FormatError::Truncated)?;
-    let tail = buf
-        .get(off::CHECKSUM + 4..NODE_SIZE)
-        .ok_or(FormatError::Truncated)?;
-    let crc = crc32c_append(0, head);
-    let crc = crc32c_append(crc, &[0; 4]);
-    Ok(crc32c_append(crc, tail))
+    super::crc32c::checksum_with_field(buf, off::CHECKSUM, NODE_SIZE)
 }
 
 /// Starts an empty node in `buf` (which is zeroed first).

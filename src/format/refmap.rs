@@ -133,13 +133,7 @@ pub struct MapExpect {
 }
 
 fn checksum(buf: &[u8]) -> Result<u32, FormatError> {
-    let head = buf.get(..off::CHECKSUM).ok_or(FormatError::Truncated)?;
-    let tail = buf
-        .get(off::CHECKSUM + 4..NODE_SIZE)
-        .ok_or(FormatError::Truncated)?;
-    let crc = super::crc32c::crc32c_append(0, head);
-    let crc = super::crc32c::crc32c_append(crc, &[0u8; 4]);
-    Ok(super::crc32c::crc32c_append(crc, tail))
+    super::crc32c::checksum_with_field(buf, off::CHECKSUM, NODE_SIZE)
 }
 
 /// Count `i` of a leaf.

@@ -380,13 +380,7 @@ fn uuid_half(uuid: &[u8; 16], at: usize) -> [u8; 8] {
 
 /// CRC-32C of a superblock record with its checksum field taken as zero.
 fn checksum(rec: &[u8]) -> Result<u32, FormatError> {
-    let head = rec.get(..off::CHECKSUM).ok_or(FormatError::Truncated)?;
-    let tail = rec
-        .get(off::CHECKSUM + 4..SUPERBLOCK_SIZE)
-        .ok_or(FormatError::Truncated)?;
-    let crc = super::crc32c::crc32c_append(0, head);
-    let crc = super::crc32c::crc32c_append(crc, &[0u8; 4]);
-    Ok(super::crc32c::crc32c_append(crc, tail))
+    super::crc32c::checksum_with_field(rec, off::CHECKSUM, SUPERBLOCK_SIZE)
 }
 
 /// Outcome of reading both superblock copies.

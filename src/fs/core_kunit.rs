@@ -5,60 +5,70 @@
 
 use kernel::prelude::kunit_tests;
 
-#[kunit_tests(lcfs_core_tree)]
-mod tests {
+/// An in-memory device for the suites below.
+mod mem {
     use kernel::prelude::*;
 
-    use crate::format::node::{Key, NODE_SIZE};
-    use crate::format::tree::{Allocator, BlockStore, Error, Txn};
+    use crate::format::node::NODE_SIZE;
+    use crate::format::tree::{BlockStore, Error};
+    use crate::format::volume::Device;
 
-    const BLOCKS: usize = 256;
+    use super::super::store::KBlock;
 
-    /// Blocks in one vmalloc'ed area; allocation failures are errors, not panics.
-    struct MemStore {
-        data: KVVec<u8>,
+    /// Blocks in one vmalloc'ed area, with kmalloc'ed block buffers; allocation failures are
+    /// errors, not panics.
+    pub(super) struct MemDev {
+        pub(super) data: KVVec<u8>,
     }
 
-    /// A block buffer from kmalloc.
-    struct Block(KVec<u8>);
-
-    impl AsRef<[u8]> for Block {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
+    impl MemDev {
+        pub(super) fn new(blocks: usize) -> Result<Self> {
+            Ok(Self { data: KVVec::from_elem(0u8, blocks * NODE_SIZE, GFP_KERNEL)? })
         }
     }
 
-    impl AsMut<[u8]> for Block {
-        fn as_mut(&mut self) -> &mut [u8] {
-            &mut self.0
-        }
-    }
+    impl BlockStore for MemDev {
+        type Buf = KBlock;
 
-    impl BlockStore for MemStore {
-        type Buf = Block;
-
-        fn alloc_buf(&mut self) -> Result<Block, Error> {
-            KVec::from_elem(0u8, NODE_SIZE, GFP_KERNEL).map(Block).map_err(|_| Error::NoMemory)
+        fn alloc_buf(&mut self) -> Result<KBlock, Error> {
+            KBlock::new()
         }
 
-        fn read(&mut self, blocknr: u64, buf: &mut Block) -> Result<(), Error> {
+        fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), Error> {
             let start = usize::try_from(blocknr).map_err(|_| Error::Io)? * NODE_SIZE;
             let src = self.data.get(start..start + NODE_SIZE).ok_or(Error::Io)?;
-            buf.0.copy_from_slice(src);
+            buf.as_mut().copy_from_slice(src);
             Ok(())
         }
 
-        fn write(&mut self, blocknr: u64, buf: &Block) -> Result<(), Error> {
+        fn write(&mut self, blocknr: u64, buf: &KBlock) -> Result<(), Error> {
             let start = usize::try_from(blocknr).map_err(|_| Error::Io)? * NODE_SIZE;
             let dst = self.data.get_mut(start..start + NODE_SIZE).ok_or(Error::Io)?;
-            dst.copy_from_slice(&buf.0);
+            dst.copy_from_slice(buf.as_ref());
             Ok(())
         }
 
         fn total_blocks(&self) -> u64 {
-            BLOCKS as u64
+            (self.data.len() / NODE_SIZE) as u64
         }
     }
+
+    impl Device for MemDev {
+        fn flush(&mut self) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+}
+
+#[kunit_tests(lcfs_core_tree)]
+mod tests {
+    use kernel::prelude::*;
+
+    use super::mem::MemDev;
+    use crate::format::node::{Key, NODE_SIZE};
+    use crate::format::tree::{Allocator, BlockStore, Error, Txn};
+
+    const BLOCKS: usize = 256;
 
     /// Reference counts in an array; freed blocks are reused only after `commit`.
     struct MemAlloc {
@@ -119,7 +129,7 @@ mod tests {
 
     #[test]
     fn tree_insert_clone_remove_in_kernel() -> Result {
-        let mut store = MemStore { data: KVVec::from_elem(0u8, BLOCKS * NODE_SIZE, GFP_KERNEL)? };
+        let mut store = MemDev::new(BLOCKS)?;
         let mut alloc = KBox::new(MemAlloc { refs: [0; BLOCKS], freed: [false; BLOCKS] }, GFP_KERNEL)?;
         let mut txn = Txn { store: &mut store, alloc: &mut *alloc, generation: 1, fsid: 1, tree: 1, leaf_refs: None };
         let mut root = 0;
@@ -147,7 +157,7 @@ mod tests {
 
     #[test]
     fn damaged_node_is_an_error() -> Result {
-        let mut store = MemStore { data: KVVec::from_elem(0u8, BLOCKS * NODE_SIZE, GFP_KERNEL)? };
+        let mut store = MemDev::new(BLOCKS)?;
         let mut alloc = KBox::new(MemAlloc { refs: [0; BLOCKS], freed: [false; BLOCKS] }, GFP_KERNEL)?;
         let mut txn = Txn { store: &mut store, alloc: &mut *alloc, generation: 1, fsid: 1, tree: 1, leaf_refs: None };
         let mut root = 0;
@@ -166,65 +176,15 @@ mod tests {
 mod volume_tests {
     use kernel::prelude::*;
 
-    use crate::format::node::{Key, NODE_SIZE};
+    use super::mem::MemDev;
+    use crate::format::node::Key;
     use crate::format::records::{kind, put_inline_data, Timespec};
     use crate::format::superblock::Superblock;
-    use crate::format::tree::{BlockStore, Error};
-    use crate::format::volume::{Device, Volume};
+    use crate::format::tree::Error;
+    use crate::format::volume::Volume;
 
     const BLOCKS: usize = 2048;
     const NOW: Timespec = Timespec { sec: 1_700_000_000, nsec: 0 };
-
-    struct Block(KVec<u8>);
-
-    impl AsRef<[u8]> for Block {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-
-    impl AsMut<[u8]> for Block {
-        fn as_mut(&mut self) -> &mut [u8] {
-            &mut self.0
-        }
-    }
-
-    /// An 8 MiB device in vmalloc memory.
-    struct MemDev {
-        data: KVVec<u8>,
-    }
-
-    impl BlockStore for MemDev {
-        type Buf = Block;
-
-        fn alloc_buf(&mut self) -> Result<Block, Error> {
-            KVec::from_elem(0u8, NODE_SIZE, GFP_KERNEL).map(Block).map_err(|_| Error::NoMemory)
-        }
-
-        fn read(&mut self, blocknr: u64, buf: &mut Block) -> Result<(), Error> {
-            let start = usize::try_from(blocknr).map_err(|_| Error::Io)? * NODE_SIZE;
-            let src = self.data.get(start..start + NODE_SIZE).ok_or(Error::Io)?;
-            buf.0.copy_from_slice(src);
-            Ok(())
-        }
-
-        fn write(&mut self, blocknr: u64, buf: &Block) -> Result<(), Error> {
-            let start = usize::try_from(blocknr).map_err(|_| Error::Io)? * NODE_SIZE;
-            let dst = self.data.get_mut(start..start + NODE_SIZE).ok_or(Error::Io)?;
-            dst.copy_from_slice(&buf.0);
-            Ok(())
-        }
-
-        fn total_blocks(&self) -> u64 {
-            BLOCKS as u64
-        }
-    }
-
-    impl Device for MemDev {
-        fn flush(&mut self) -> Result<(), Error> {
-            Ok(())
-        }
-    }
 
     fn inline(n: u8) -> [u8; 34] {
         let mut v = [0u8; 34];
@@ -237,7 +197,7 @@ mod volume_tests {
     /// both layers: the same volume code as mkfs and fsck, on the kernel's allocator and flags.
     #[test]
     fn layers_clone_diff_remove_in_kernel() -> Result {
-        let dev = MemDev { data: KVVec::from_elem(0u8, BLOCKS * NODE_SIZE, GFP_KERNEL)? };
+        let dev = MemDev::new(BLOCKS)?;
         let sb = Superblock::new(BLOCKS as u64, [7; 16], 1_700_000_000);
         let mut vol = Volume::format(dev, sb, Some(b"base"), NOW).map_err(|_| EIO)?;
         let free0 = vol.superblock().free_blocks;
@@ -280,7 +240,7 @@ mod volume_tests {
         use crate::format::records::mode;
         use crate::format::ROOT_INO;
 
-        let dev = MemDev { data: KVVec::from_elem(0u8, BLOCKS * NODE_SIZE, GFP_KERNEL)? };
+        let dev = MemDev::new(BLOCKS)?;
         let sb = Superblock::new(BLOCKS as u64, [8; 16], 1_700_000_000);
         let mut vol = Volume::format(dev, sb, Some(b"base"), NOW).map_err(|_| EIO)?;
         let dir = NewInode { mode: mode::S_IFDIR | 0o755, ..NewInode::default() };
