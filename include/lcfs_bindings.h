@@ -6,6 +6,8 @@
 #include <linux/fs.h>
 #include <linux/fs_context.h>
 #include <linux/fs_parser.h>
+#include <linux/iomap.h>
+#include <linux/falloc.h>
 #include <linux/pagemap.h>
 #include <linux/statfs.h>
 #include <linux/blkdev.h>

@@ -9,6 +9,8 @@
 #![deny(unsafe_code)]
 
 mod core_kunit;
+mod file;
+mod namespace;
 mod store;
 mod super_;
 

@@ -10,6 +10,15 @@
 #include <linux/pagemap.h>
 #include <linux/slab.h>
 #include <linux/statfs.h>
+#include <linux/fs_parser.h>
+#include <linux/timekeeping.h>
+#include <linux/workqueue.h>
+#include <linux/cred.h>
+#include <linux/iomap.h>
+#include <linux/mm.h>
+#include <linux/sched/mm.h>
+#include <linux/writeback.h>
+#include <linux/kdev_t.h>
 #include "lcfs_helpers.h"
 #include "uapi/linux/lcfs.h"
 
@@ -23,6 +32,41 @@ size_t lcfs_folio_size(struct folio *folio) { return folio_size(folio); }
 void *lcfs_kmap_local_folio(struct folio *folio, size_t offset) { return kmap_local_folio(folio, offset); }
 void lcfs_kunmap_local(const void *addr) { kunmap_local(addr); }
 void lcfs_folio_put(struct folio *folio) { folio_put(folio); }
+
+/* Metadata blocks are written whole: a locked folio, stable (not under writeback), without I/O. */
+struct folio *lcfs_grab_block_folio(struct address_space *mapping, pgoff_t index)
+{
+	return __filemap_get_folio(mapping, index, FGP_WRITEBEGIN | FGP_NOFS, GFP_NOFS);
+}
+
+void lcfs_folio_lock(struct folio *folio) { folio_lock(folio); }
+bool lcfs_folio_test_uptodate(struct folio *folio) { return folio_test_uptodate(folio); }
+void lcfs_folio_mark_uptodate(struct folio *folio) { folio_mark_uptodate(folio); }
+
+void lcfs_init_delayed_work(struct delayed_work *dwork, lcfs_work_fn fn) { INIT_DELAYED_WORK(dwork, fn); }
+
+void lcfs_schedule_delayed_work(struct delayed_work *dwork, unsigned long delay)
+{
+	mod_delayed_work(system_dfl_wq, dwork, delay);
+}
+
+struct delayed_work *lcfs_to_delayed_work(struct work_struct *work) { return to_delayed_work(work); }
+unsigned long lcfs_msecs_to_jiffies(unsigned int ms) { return msecs_to_jiffies(ms); }
+
+int lcfs_fs_parse(struct fs_context *fc, const struct fs_parameter_spec *desc,
+		  struct fs_parameter *param, struct fs_parse_result *result)
+{
+	return fs_parse(fc, desc, param, result);
+}
+
+void lcfs_now(s64 *sec, long *nsec)
+{
+	struct timespec64 ts;
+
+	ktime_get_real_ts64(&ts);
+	*sec = ts.tv_sec;
+	*nsec = ts.tv_nsec;
+}
 
 bool lcfs_inode_is_new(struct inode *inode) { return inode_state_read_once(inode) & I_NEW; }
 
@@ -64,3 +108,80 @@ size_t lcfs_sizeof_fs_context(void) { return sizeof(struct fs_context); }
 size_t lcfs_sizeof_kstatfs(void) { return sizeof(struct kstatfs); }
 size_t lcfs_offsetof_fs_context_ops(void) { return offsetof(struct fs_context, ops); }
 unsigned int lcfs_ioc_fs_info(void) { return LCFS_IOC_FS_INFO; }
+
+bool lcfs_sb_rdonly(const struct super_block *sb) { return sb_rdonly(sb); }
+bool lcfs_fc_rdonly(const struct fs_context *fc) { return fc->sb_flags & SB_RDONLY; }
+
+void lcfs_inode_set_cached_link(struct inode *inode, const char *link, int len)
+{
+	inode_set_cached_link(inode, (char *)link, len);
+}
+
+unsigned int lcfs_new_decode_dev(u32 dev) { return new_decode_dev(dev); }
+u32 lcfs_new_encode_dev(unsigned int dev) { return new_encode_dev(dev); }
+u32 lcfs_current_fsuid(void) { return from_kuid(&init_user_ns, current_fsuid()); }
+u32 lcfs_current_fsgid(void) { return from_kgid(&init_user_ns, current_fsgid()); }
+u32 lcfs_i_uid_read(const struct inode *inode) { return i_uid_read(inode); }
+u32 lcfs_i_gid_read(const struct inode *inode) { return i_gid_read(inode); }
+
+/* atime, mtime, ctime into sec[0..3] and nsec[0..3]. */
+void lcfs_inode_get_times(const struct inode *inode, s64 *sec, long *nsec)
+{
+	struct timespec64 t[3] = { inode_get_atime(inode), inode_get_mtime(inode),
+				   inode_get_ctime(inode) };
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		sec[i] = t[i].tv_sec;
+		nsec[i] = t[i].tv_nsec;
+	}
+}
+
+void lcfs_iomap_read_folio(struct folio *folio, const struct iomap_ops *ops)
+{
+	iomap_bio_read_folio(folio, ops);
+}
+
+void lcfs_iomap_readahead(struct readahead_control *rac, const struct iomap_ops *ops)
+{
+	iomap_bio_readahead(rac, ops);
+}
+
+int lcfs_iomap_writepages(struct address_space *mapping, struct writeback_control *wbc,
+			  const struct iomap_writeback_ops *ops)
+{
+	struct iomap_writepage_ctx wpc = {
+		.inode = mapping->host,
+		.wbc = wbc,
+		.ops = ops,
+	};
+
+	return iomap_writepages(&wpc);
+}
+
+void lcfs_inode_lock(struct inode *inode) { inode_lock(inode); }
+void lcfs_inode_unlock(struct inode *inode) { inode_unlock(inode); }
+ssize_t lcfs_generic_write_sync(struct kiocb *iocb, ssize_t count) { return generic_write_sync(iocb, count); }
+struct inode *lcfs_file_inode(const struct file *file) { return file_inode(file); }
+struct file *lcfs_vmf_file(const struct vm_fault *vmf) { return vmf->vma->vm_file; }
+void lcfs_sb_start_pagefault(struct super_block *sb) { sb_start_pagefault(sb); }
+void lcfs_sb_end_pagefault(struct super_block *sb) { sb_end_pagefault(sb); }
+void lcfs_invalidate_lock(struct address_space *mapping) { filemap_invalidate_lock(mapping); }
+void lcfs_invalidate_unlock(struct address_space *mapping) { filemap_invalidate_unlock(mapping); }
+void lcfs_invalidate_lock_shared(struct address_space *mapping) { filemap_invalidate_lock_shared(mapping); }
+void lcfs_invalidate_unlock_shared(struct address_space *mapping) { filemap_invalidate_unlock_shared(mapping); }
+
+void lcfs_mmap_prepare(struct vm_area_desc *desc, const struct vm_operations_struct *ops)
+{
+	file_accessed(desc->file);
+	desc->vm_ops = ops;
+}
+
+loff_t lcfs_i_size_read(const struct inode *inode) { return i_size_read(inode); }
+unsigned int lcfs_memalloc_nofs_save(void) { return memalloc_nofs_save(); }
+void lcfs_memalloc_nofs_restore(unsigned int flags) { memalloc_nofs_restore(flags); }
+
+void lcfs_set_aops(struct inode *inode, const struct address_space_operations *aops)
+{
+	inode->i_mapping->a_ops = aops;
+}

@@ -12,13 +12,19 @@
 pub(crate) mod bindings;
 pub(crate) mod block;
 pub(crate) mod dir;
+pub(crate) mod file;
 pub(crate) mod inode;
+pub(crate) mod iomap;
 pub(crate) mod ioctl;
+pub(crate) mod params;
 pub(crate) mod registration;
 pub(crate) mod super_block;
 
-pub(crate) use dir::DirContext;
+pub(crate) use dir::{DirContext, DirEntryType, NewNode, Rename, RenameMode};
+pub(crate) use file::AttrChange;
+pub(crate) use iomap::{FileMap, MapFor, MapKind};
 pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams};
 pub(crate) use ioctl::{FsInfo, Output, Request};
 pub(crate) use registration::{ARef, FileSystem, Registration, StatFs};
-pub(crate) use super_block::{NewSuperBlock, SuperBlock};
+pub(crate) use params::{Param, ParamValue};
+pub(crate) use super_block::{now, BlockDevice, NewSuperBlock, NoFsScope, SuperBlock};

@@ -16,6 +16,7 @@
 
 pub mod bytes;
 pub mod crc32c;
+pub mod data;
 pub mod hash;
 pub mod namespace;
 pub mod node;

@@ -6,16 +6,19 @@
 //! has a back reference ([`LinkRecord`]) per directory linking it, which turns a changed inode into
 //! a path without scanning directories. Each operation checks everything and reserves its space
 //! before the first change, so a refused operation changes nothing; a failure after that aborts
-//! the transaction (see [`super::volume`]).
+//! the transaction (see [`super::volume`]). An inode whose last name goes while it may still be
+//! open is kept as an *orphan*: link count 0 and an item `(0, ORPHAN, ino)` in the layer's orphan
+//! index, until [`Volume::delete_orphan`] (or [`Volume::reap_orphans`] after a crash) deletes it.
 
 use super::node::Key;
 use super::records::{
-    check_xattr_name, dirent_offset, file_type, kind, mode, put_inline_data, DirentRecord,
-    ExtentRecord, HashKey, InodeRecord, LinkRecord, Timespec, XattrRecord, XattrValue,
-    DIRENT_COLLISIONS, INLINE_MAX, INODE_RECORD_SIZE, NAME_MAX, XATTR_VALUE_MAX,
+    check_xattr_name, dirent_offset, file_type, inline_data, kind, mode, put_inline_data,
+    DirentRecord, ExtentRecord, HashKey, InodeRecord, LinkRecord, Timespec, XattrRecord,
+    XattrValue, DIRENT_COLLISIONS, EXTENT_RECORD_SIZE, INLINE_MAX, INODE_RECORD_SIZE, NAME_MAX,
+    XATTR_VALUE_MAX,
 };
 use super::tree::Error;
-use super::volume::{inode_key, Device, Volume};
+use super::volume::{inode_key, is_dir, Device, Volume};
 use super::{FormatError, BLOCK_SIZE, ROOT_INO};
 
 /// Longest path a diff reports, in bytes (Linux `PATH_MAX`, including the terminating NUL).
@@ -69,6 +72,54 @@ pub enum PathChange {
     Deleted,
 }
 
+/// Attribute changes for [`Volume::set_attr`]; `None` leaves an attribute as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// Permission bits (`0o7777` at most); the type bits are kept.
+    pub mode: Option<u32>,
+    /// Owner.
+    pub uid: Option<u32>,
+    /// Group.
+    pub gid: Option<u32>,
+    /// Size in bytes (regular files only): shrinking drops the data past the new end.
+    pub size: Option<u64>,
+    /// Last access.
+    pub atime: Option<Timespec>,
+    /// Last data modification.
+    pub mtime: Option<Timespec>,
+    /// Last status change.
+    pub ctime: Option<Timespec>,
+}
+
+/// What [`Volume::rename`] does with an existing target name (the `renameat2` flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace the target, if any.
+    Replace,
+    /// Fail with `Exists` if the target exists (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swap the two names, which must both exist (`RENAME_EXCHANGE`).
+    Exchange,
+    /// Like `Replace`, and the old name becomes a whiteout: a new character device inode with
+    /// device number 0 and permissions 0 (`RENAME_WHITEOUT`).
+    Whiteout,
+}
+
+/// What a rename did besides moving the name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenameResult {
+    /// The inode whose name was replaced: its link count dropped, and if that was its last name
+    /// it is now an orphan (link count 0, see [`Volume::delete_orphan`]).
+    pub replaced: Option<u64>,
+    /// The new whiteout inode ([`RenameMode::Whiteout`]).
+    pub whiteout: Option<u64>,
+}
+
+/// Key of the orphan-index item of inode `ino`: `(0, ORPHAN, ino)`, empty value.
+pub fn orphan_key(ino: u64) -> Key {
+    Key::new(0, kind::ORPHAN, ino)
+}
+
 /// A name copied out of a tree value.
 #[derive(Clone, Copy)]
 struct Name {
@@ -109,6 +160,42 @@ fn key_after(k: &Key) -> Option<Key> {
 /// Tree updates one namespace operation may make, for the up-front space check: inode, entry,
 /// back reference, parent inode, and the layer record with each.
 const OP_TREES: u64 = 10;
+
+/// Tree updates of a rename: two entries, up to five back references, five inode records (the
+/// moved and replaced inodes, two parents, a whiteout), an orphan item, a new inode number, and
+/// the layer record with each.
+const RENAME_TREES: u64 = 30;
+
+/// A name given by the caller: a bad one is `Invalid` (not damage).
+fn check_name(name: &[u8]) -> Result<(), Error> {
+    super::records::check_name(name).map_err(|_| Error::Invalid)
+}
+
+/// Timestamps must be valid on disk (nanoseconds below one second).
+fn check_time(t: &Timespec) -> Result<(), Error> {
+    if t.nsec >= 1_000_000_000 {
+        return Err(Error::Invalid);
+    }
+    Ok(())
+}
+
+/// The record of a new inode.
+fn new_inode(ino: u64, attrs: &NewInode, nlink: u32, now: Timespec) -> InodeRecord {
+    InodeRecord {
+        mode: attrs.mode,
+        uid: attrs.uid,
+        gid: attrs.gid,
+        nlink,
+        rdev: attrs.rdev,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        btime: now,
+        generation: ino,
+        data_id: ino,
+        ..InodeRecord::default()
+    }
+}
 
 impl<S: Device> Volume<S> {
     fn hash_key(&self) -> HashKey {
@@ -185,16 +272,61 @@ impl<S: Device> Volume<S> {
         dir: u64,
         name: &[u8],
     ) -> Result<Option<Entry>, Error> {
-        super::records::check_name(name)?;
+        check_name(name)?;
         Ok(self.find_entry(layer, dir, name)?.0)
     }
 
+    /// The record of directory `dir`: `NotDir` if it is something else, `NotFound` if it was
+    /// removed (an orphan, still open) and so takes no new names.
     fn check_dir(&mut self, layer: u64, dir: u64) -> Result<InodeRecord, Error> {
         let d = self.inode(layer, dir)?;
-        if d.mode & mode::S_IFMT != mode::S_IFDIR {
-            return Err(Error::Invalid);
+        if !is_dir(d.mode) {
+            return Err(Error::NotDir);
+        }
+        if d.nlink == 0 {
+            return Err(Error::NotFound);
         }
         Ok(d)
+    }
+
+    fn check_writable(&mut self, layer: u64) -> Result<(), Error> {
+        if self.layer(layer)?.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// Whether directory `dir` has entries.
+    fn has_entries(&mut self, layer: u64, dir: u64) -> Result<bool, Error> {
+        let first = Key::new(dir, kind::DIRENT, 0);
+        let got = self.next(layer, &first, |k, _| k.id == dir && k.kind == kind::DIRENT)?;
+        Ok(got == Some(true))
+    }
+
+    /// Whether directory `start` is `ancestor` or lies below it (walking the back references up
+    /// to the root).
+    fn is_under(&mut self, layer: u64, start: u64, ancestor: u64) -> Result<bool, Error> {
+        // A walk longer than the layer's inode count is a cycle of a damaged image.
+        let limit = self.layer(layer)?.inodes_used;
+        let mut cur = start;
+        let mut steps = 0u64;
+        loop {
+            if cur == ancestor {
+                return Ok(true);
+            }
+            if cur == ROOT_INO {
+                return Ok(false);
+            }
+            if steps > limit {
+                return Err(corrupt("link cycle"));
+            }
+            steps += 1;
+            let from = Key::new(cur, kind::LINK, 0);
+            match self.next(layer, &from, |k, _| *k)? {
+                Some(k) if k.id == cur && k.kind == kind::LINK => cur = k.offset,
+                _ => return Err(corrupt("directory without a name")),
+            }
+        }
     }
 
     fn add_link(&mut self, layer: u64, ino: u64, dir: u64, name: &[u8]) -> Result<(), Error> {
@@ -290,14 +422,13 @@ impl<S: Device> Volume<S> {
         attrs: &NewInode,
         now: Timespec,
     ) -> Result<u64, Error> {
-        super::records::check_name(name)?;
+        check_name(name)?;
+        check_time(&now)?;
         let dtype = file_type(attrs.mode).ok_or(Error::Invalid)?;
         if attrs.mode & !(mode::S_IFMT | 0o7777) != 0 {
             return Err(Error::Invalid);
         }
-        if self.layer(layer)?.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
+        self.check_writable(layer)?;
         let mut parent = self.check_dir(layer, dir)?;
         let (found, free) = self.find_entry(layer, dir, name)?;
         if found.is_some() {
@@ -311,20 +442,7 @@ impl<S: Device> Volume<S> {
         self.admit_trees(OP_TREES)?;
         self.mutate(|v| {
             let ino = v.alloc_ino(layer)?;
-            let rec = InodeRecord {
-                mode: attrs.mode,
-                uid: attrs.uid,
-                gid: attrs.gid,
-                nlink: if is_dir { 2 } else { 1 },
-                rdev: attrs.rdev,
-                atime: now,
-                mtime: now,
-                ctime: now,
-                btime: now,
-                generation: ino,
-                data_id: ino,
-                ..InodeRecord::default()
-            };
+            let rec = new_inode(ino, attrs, if is_dir { 2 } else { 1 }, now);
             v.put_inode(layer, ino, &rec)?;
             v.put_entry(layer, dir, offset, ino, dtype, name)?;
             v.add_link(layer, ino, dir, name)?;
@@ -338,7 +456,8 @@ impl<S: Device> Volume<S> {
         })
     }
 
-    /// Adds the name `name` in `dir` for the existing non-directory inode `ino`.
+    /// Adds the name `name` in `dir` for the existing non-directory inode `ino`. An orphan
+    /// (link count 0) cannot get a name back: `NotFound`.
     pub fn link(
         &mut self,
         layer: u64,
@@ -347,14 +466,16 @@ impl<S: Device> Volume<S> {
         name: &[u8],
         now: Timespec,
     ) -> Result<(), Error> {
-        super::records::check_name(name)?;
-        if self.layer(layer)?.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
+        check_name(name)?;
+        check_time(&now)?;
+        self.check_writable(layer)?;
         let mut target = self.inode(layer, ino)?;
         let dtype = file_type(target.mode).ok_or(corrupt("inode mode"))?;
         if dtype == 4 || target.nlink == u32::MAX {
             return Err(Error::Invalid);
+        }
+        if target.nlink == 0 {
+            return Err(Error::NotFound);
         }
         let mut parent = self.check_dir(layer, dir)?;
         let (found, free) = self.find_entry(layer, dir, name)?;
@@ -377,7 +498,8 @@ impl<S: Device> Volume<S> {
 
     /// Removes the name `name` from `dir`. An empty directory goes with its name; a directory
     /// with entries is refused. An inode whose last name goes is deleted with all its items
-    /// (which drops its data blocks).
+    /// (which drops its data blocks). See [`Self::unlink_keep`] for an inode that may still be
+    /// open.
     pub fn unlink(
         &mut self,
         layer: u64,
@@ -385,25 +507,43 @@ impl<S: Device> Volume<S> {
         name: &[u8],
         now: Timespec,
     ) -> Result<(), Error> {
-        super::records::check_name(name)?;
-        if self.layer(layer)?.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
+        self.remove_name(layer, dir, name, now, false).map(|_| ())
+    }
+
+    /// Like [`Self::unlink`] (files and empty directories alike), but an inode whose last name
+    /// goes is kept as an orphan: link count 0, registered in the orphan index, deleted by
+    /// [`Self::delete_orphan`] when its last user is gone (or by [`Self::reap_orphans`] after a
+    /// crash). Returns the orphan's inode number if the name was the last one.
+    pub fn unlink_keep(
+        &mut self,
+        layer: u64,
+        dir: u64,
+        name: &[u8],
+        now: Timespec,
+    ) -> Result<Option<u64>, Error> {
+        self.remove_name(layer, dir, name, now, true)
+    }
+
+    fn remove_name(
+        &mut self,
+        layer: u64,
+        dir: u64,
+        name: &[u8],
+        now: Timespec,
+        keep: bool,
+    ) -> Result<Option<u64>, Error> {
+        check_name(name)?;
+        check_time(&now)?;
+        self.check_writable(layer)?;
         let mut parent = self.check_dir(layer, dir)?;
         let entry = self
             .find_entry(layer, dir, name)?
             .0
             .ok_or(Error::NotFound)?;
         let mut target = self.inode(layer, entry.ino)?;
-        let is_dir = target.mode & mode::S_IFMT == mode::S_IFDIR;
-        if is_dir {
-            let first = Key::new(entry.ino, kind::DIRENT, 0);
-            let has_entries = self.next(layer, &first, |k, _| {
-                k.id == entry.ino && k.kind == kind::DIRENT
-            })?;
-            if has_entries == Some(true) {
-                return Err(Error::NotEmpty);
-            }
+        let is_dir = is_dir(target.mode);
+        if is_dir && self.has_entries(layer, entry.ino)? {
+            return Err(Error::NotEmpty);
         }
         self.admit_trees(OP_TREES)?;
         self.mutate(|v| {
@@ -419,25 +559,98 @@ impl<S: Device> Volume<S> {
             if !last {
                 target.nlink -= 1;
                 target.ctime = now;
-                return v.put_inode(layer, entry.ino, &target);
+                v.put_inode(layer, entry.ino, &target)?;
+                return Ok(None);
             }
-            // The last name: delete every item of the inode.
-            let mut from = Key::new(entry.ino, 0, 0);
-            while let Some(k) = v.next(layer, &from, |k, _| *k)? {
-                if k.id != entry.ino {
-                    break;
-                }
-                if !v.remove(layer, &k)? {
-                    // A scan found it but a lookup does not: the tree is damaged.
-                    return Err(corrupt("key order"));
-                }
-                match key_after(&k) {
-                    Some(next) => from = next,
-                    None => break,
-                }
+            if keep {
+                v.make_orphan(layer, entry.ino, &mut target, now)?;
+                return Ok(Some(entry.ino));
+            }
+            v.delete_items(layer, entry.ino)?;
+            Ok(None)
+        })
+    }
+
+    /// Keeps an inode that lost its last name: link count 0 and an orphan-index item.
+    fn make_orphan(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        rec: &mut InodeRecord,
+        now: Timespec,
+    ) -> Result<(), Error> {
+        rec.nlink = 0;
+        rec.ctime = now;
+        self.put_inode(layer, ino, rec)?;
+        self.insert(layer, &orphan_key(ino), &[])
+    }
+
+    /// Deletes every item of `ino` (which drops its data blocks). Part of an operation: call it
+    /// inside [`Volume::mutate`].
+    fn delete_items(&mut self, layer: u64, ino: u64) -> Result<(), Error> {
+        let mut from = Key::new(ino, 0, 0);
+        while let Some(k) = self.next(layer, &from, |k, _| *k)? {
+            if k.id != ino {
+                break;
+            }
+            if !self.remove(layer, &k)? {
+                // A scan found it but a lookup does not: the tree is damaged.
+                return Err(corrupt("key order"));
+            }
+            match key_after(&k) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes orphan `ino` (link count 0, in the orphan index) with all its items and its data:
+    /// the kernel calls it when the last user of an unlinked inode is gone. `NotFound` if `ino`
+    /// is not an orphan.
+    pub fn delete_orphan(&mut self, layer: u64, ino: u64) -> Result<(), Error> {
+        self.check_writable(layer)?;
+        if ino == 0 || self.lookup(layer, &orphan_key(ino), |_| ())?.is_none() {
+            return Err(Error::NotFound);
+        }
+        let rec = match self.inode(layer, ino) {
+            Err(Error::NotFound) => return Err(corrupt("orphan without an inode")),
+            r => r?,
+        };
+        if rec.nlink != 0 {
+            return Err(corrupt("orphan with links"));
+        }
+        self.admit_trees(OP_TREES)?;
+        self.mutate(|v| {
+            v.delete_items(layer, ino)?;
+            if !v.remove(layer, &orphan_key(ino))? {
+                return Err(corrupt("key order"));
             }
             Ok(())
         })
+    }
+
+    /// Deletes every orphan of a read-write layer (at mount, after a crash left some behind).
+    /// Returns how many there were.
+    pub fn reap_orphans(&mut self, layer: u64) -> Result<u64, Error> {
+        self.check_writable(layer)?;
+        let mut count = 0u64;
+        loop {
+            let first = orphan_key(0);
+            let Some(k) = self.next(layer, &first, |k, _| *k)? else {
+                return Ok(count);
+            };
+            if k.id != 0 || k.kind != kind::ORPHAN {
+                return Ok(count);
+            }
+            self.delete_orphan(layer, k.offset)?;
+            count = count.saturating_add(1);
+        }
+    }
+
+    /// Whether `ino` is in the orphan index of `layer`.
+    pub fn is_orphan(&mut self, layer: u64, ino: u64) -> Result<bool, Error> {
+        Ok(self.lookup(layer, &orphan_key(ino), |_| ())?.is_some())
     }
 
     /// Replaces the inline data of `ino` (a small file's bytes or a symlink's target).
@@ -451,6 +664,8 @@ impl<S: Device> Volume<S> {
         if data.len() > INLINE_MAX - 2 {
             return Err(Error::Invalid);
         }
+        check_time(&now)?;
+        self.check_writable(layer)?;
         let mut rec = self.inode(layer, ino)?;
         // A block buffer from the store: kernel stacks have no room for a kilobyte.
         let mut buf = self.store().alloc_buf()?;
@@ -562,7 +777,7 @@ impl<S: Device> Volume<S> {
                     };
                     (Some(change), dir_start)
                 }
-                (kind::LINK, _) => (None, 0),
+                (kind::LINK | kind::ORPHAN, _) => (None, 0),
                 _ if key.id == reported => (None, 0),
                 _ => {
                     // An inode that exists on both sides changed; new or deleted inodes are
@@ -570,7 +785,11 @@ impl<S: Device> Volume<S> {
                     let in_parent =
                         parent != 0 && self.lookup(parent, &inode_key(key.id), |_| ())?.is_some();
                     let in_layer = self.lookup(layer, &inode_key(key.id), |_| ())?.is_some();
-                    if in_parent && in_layer {
+                    // An orphan has no path; its name's removal is reported as such.
+                    if in_parent && in_layer && self.is_orphan(layer, key.id)? {
+                        reported = key.id;
+                        (None, 0)
+                    } else if in_parent && in_layer {
                         reported = key.id;
                         (
                             Some(PathChange::Modified),
@@ -686,12 +905,11 @@ impl<S: Device> Volume<S> {
         now: Timespec,
     ) -> Result<(), Error> {
         check_xattr_name(name)?;
+        check_time(&now)?;
         if value.len() > XATTR_VALUE_MAX {
             return Err(Error::Invalid);
         }
-        if self.layer(layer)?.is_read_only() {
-            return Err(Error::ReadOnly);
-        }
+        self.check_writable(layer)?;
         let mut rec = self.inode(layer, ino)?;
         let (found, free) = self.find_xattr(layer, ino, name)?;
         let key = found.or(free).ok_or(Error::NoSpace)?;
@@ -804,6 +1022,8 @@ impl<S: Device> Volume<S> {
         now: Timespec,
     ) -> Result<(), Error> {
         check_xattr_name(name)?;
+        check_time(&now)?;
+        self.check_writable(layer)?;
         let mut rec = self.inode(layer, ino)?;
         let key = self
             .find_xattr(layer, ino, name)?
@@ -814,6 +1034,386 @@ impl<S: Device> Volume<S> {
             v.remove(layer, &key)?;
             rec.ctime = now;
             v.put_inode(layer, ino, &rec)
+        })
+    }
+}
+
+impl<S: Device> Volume<S> {
+    /// Copies the inline data of `ino` (a symlink's target, a small file's bytes) into `buf` and
+    /// returns its length: `NotFound` if it has none, `Invalid` if `buf` is too small.
+    pub fn read_inline(&mut self, layer: u64, ino: u64, buf: &mut [u8]) -> Result<usize, Error> {
+        let got = self.lookup(layer, &Key::new(ino, kind::INLINE, 0), |v| {
+            let data = inline_data(v)?;
+            let dst = buf.get_mut(..data.len()).ok_or(Error::Invalid)?;
+            dst.copy_from_slice(data);
+            Ok::<usize, Error>(data.len())
+        })?;
+        got.ok_or(Error::NotFound)?
+    }
+
+    /// Changes the attributes of `ino` and returns its new record. Only the given attributes
+    /// change (the caller passes the `ctime` it wants). A new size applies to regular files only
+    /// (`IsDir` for a directory, `Invalid` for anything else); a size at or below the current one
+    /// drops every data block wholly past the new end ([`Self::drop_blocks_from`], `blocks`
+    /// follows) and cuts inline data to the new size. The tail of a partial last block is not
+    /// zeroed here: that is the data path's job.
+    pub fn set_attr(&mut self, layer: u64, ino: u64, attr: &SetAttr) -> Result<InodeRecord, Error> {
+        if attr.mode.is_some_and(|m| m & !0o7777 != 0) {
+            return Err(Error::Invalid);
+        }
+        for t in [attr.atime, attr.mtime, attr.ctime].iter().flatten() {
+            check_time(t)?;
+        }
+        self.check_writable(layer)?;
+        let mut rec = self.inode(layer, ino)?;
+        // With a size at or below the current one: the first block to drop, and the inline data
+        // cut to the new size (encoded in `buf`, `inline_len` bytes) if it is longer.
+        let mut drop_from = None;
+        let mut inline_len = None;
+        let mut buf = self.store().alloc_buf()?;
+        if let Some(size) = attr.size {
+            match rec.mode & mode::S_IFMT {
+                mode::S_IFREG => {}
+                mode::S_IFDIR => return Err(Error::IsDir),
+                _ => return Err(Error::Invalid),
+            }
+            if size > i64::MAX.unsigned_abs() {
+                return Err(Error::Invalid);
+            }
+            if size <= rec.size {
+                drop_from = Some(size.div_ceil(u64::from(BLOCK_SIZE)));
+                let out = buf.as_mut();
+                let got = self.lookup(layer, &Key::new(ino, kind::INLINE, 0), |v| {
+                    let data = inline_data(v)?;
+                    match usize::try_from(size) {
+                        Ok(keep) if keep < data.len() => {
+                            let cut = data.get(..keep).ok_or(Error::Invalid)?;
+                            Ok::<_, Error>(Some(put_inline_data(out, cut)?))
+                        }
+                        _ => Ok(None),
+                    }
+                })?;
+                inline_len = got.transpose()?.flatten();
+            }
+        }
+        self.admit_trees(OP_TREES)?;
+        self.mutate(|v| {
+            if let Some(first) = drop_from {
+                let dropped = v.drop_blocks_from(layer, ino, first)?;
+                rec.blocks = rec.blocks.saturating_sub(dropped);
+            }
+            if let Some(n) = inline_len {
+                let value = buf.as_ref().get(..n).ok_or(Error::Invalid)?;
+                v.insert(layer, &Key::new(ino, kind::INLINE, 0), value)?;
+            }
+            if let Some(m) = attr.mode {
+                rec.mode = (rec.mode & mode::S_IFMT) | m;
+            }
+            if let Some(uid) = attr.uid {
+                rec.uid = uid;
+            }
+            if let Some(gid) = attr.gid {
+                rec.gid = gid;
+            }
+            if let Some(size) = attr.size {
+                rec.size = size;
+            }
+            if let Some(t) = attr.atime {
+                rec.atime = t;
+            }
+            if let Some(t) = attr.mtime {
+                rec.mtime = t;
+            }
+            if let Some(t) = attr.ctime {
+                rec.ctime = t;
+            }
+            v.put_inode(layer, ino, &rec)?;
+            Ok(rec)
+        })
+    }
+
+    /// Drops every data block of `ino` from file block `first_block` on, in extent items and
+    /// in staging (`COW`) items alike: items wholly past it go, an item straddling it is
+    /// shortened (its tail blocks lose this reference). Returns the number of extent blocks
+    /// dropped, for the caller to subtract from the inode's `blocks` (this does not touch the
+    /// inode record; staging blocks are not in `blocks`). Runs as one change: inside an
+    /// operation's [`Volume::mutate`], or on its own (a failure midway aborts the transaction).
+    pub fn drop_blocks_from(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        first_block: u64,
+    ) -> Result<u64, Error> {
+        self.check_writable(layer)?;
+        self.mutate(|v| {
+            v.drop_extents_from(layer, ino, kind::COW, first_block)?;
+            v.drop_extents_from(layer, ino, kind::EXTENT, first_block)
+        })
+    }
+
+    /// [`Self::drop_blocks_from`] for any item kind keyed `(ino, item_kind, file block)` whose
+    /// value is an [`ExtentRecord`].
+    pub fn drop_extents_from(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        item_kind: u8,
+        first_block: u64,
+    ) -> Result<u64, Error> {
+        self.check_writable(layer)?;
+        let total = self.superblock().total_blocks;
+        self.mutate(|v| {
+            let mut dropped = 0u64;
+            if let Some((at, e)) = v.last_extent_before(layer, ino, item_kind, first_block)? {
+                let len = u64::from(e.len);
+                let end = at.checked_add(len).ok_or(corrupt("extent range"))?;
+                if end > first_block {
+                    // The extent straddles the new end: keep its head. The tree drops the old
+                    // value's references to all its blocks and takes over the new value's, so
+                    // the head gets one more first.
+                    let keep = first_block - at;
+                    let head = ExtentRecord {
+                        len: u32::try_from(keep).map_err(|_| corrupt("extent range"))?,
+                        ..e
+                    };
+                    let mut value = [0u8; EXTENT_RECORD_SIZE];
+                    head.encode(&mut value)?;
+                    v.add_block_refs(e.disk_block, keep)?;
+                    v.insert(layer, &Key::new(ino, item_kind, at), &value)?;
+                    dropped = len - keep;
+                }
+            }
+            let mut from = Key::new(ino, item_kind, first_block);
+            loop {
+                let got = v.next(layer, &from, |k, val| {
+                    (*k, ExtentRecord::decode(val, total).map(|e| e.len))
+                })?;
+                let Some((k, len)) = got else { break };
+                if k.id != ino || k.kind != item_kind {
+                    break;
+                }
+                let len = len?;
+                if !v.remove(layer, &k)? {
+                    return Err(corrupt("key order"));
+                }
+                dropped = dropped.saturating_add(u64::from(len));
+                match key_after(&k) {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+            Ok(dropped)
+        })
+    }
+
+    /// The item `(ino, item_kind, offset)` with the largest offset below `end`, and its extent.
+    /// A binary search over `next` probes: O(log² n) node reads whatever the file's size.
+    fn last_extent_before(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        item_kind: u8,
+        end: u64,
+    ) -> Result<Option<(u64, ExtentRecord)>, Error> {
+        // The first item offset in `from..end`, if any.
+        let probe = |v: &mut Self, from: u64| -> Result<Option<u64>, Error> {
+            let got = v.next(layer, &Key::new(ino, item_kind, from), |k, _| *k)?;
+            Ok(got.and_then(|k| {
+                (k.id == ino && k.kind == item_kind && k.offset < end).then_some(k.offset)
+            }))
+        };
+        if end == 0 {
+            return Ok(None);
+        }
+        let Some(mut lo) = probe(self, 0)? else {
+            return Ok(None);
+        };
+        // `lo` is an item below `end`; the last one is in `lo..=hi`.
+        let mut hi = end - 1;
+        if lo < hi {
+            match probe(self, lo + 1)? {
+                None => hi = lo,
+                Some(o) => lo = o,
+            }
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            match probe(self, mid)? {
+                Some(o) => lo = o,
+                None => hi = mid - 1,
+            }
+        }
+        let total = self.superblock().total_blocks;
+        let e = self
+            .lookup(layer, &Key::new(ino, item_kind, lo), |v| {
+                ExtentRecord::decode(v, total)
+            })?
+            .ok_or(corrupt("key order"))??;
+        Ok(Some((lo, e)))
+    }
+
+    /// Renames `old_name` in `old_dir` to `new_name` in `new_dir` (see [`RenameMode`]), with the
+    /// POSIX rules: renaming a name onto another name of the same inode does nothing; a
+    /// directory replaces only an empty directory (`NotDir`, `IsDir`, `NotEmpty` otherwise); a
+    /// directory cannot move below itself (`Invalid`). A replaced inode that loses its last name
+    /// becomes an orphan (see [`Self::unlink_keep`]). Parents get `mtime` and `ctime` `now`, the
+    /// moved (and exchanged) inodes `ctime`; link counts and back references follow.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rename(
+        &mut self,
+        layer: u64,
+        old_dir: u64,
+        old_name: &[u8],
+        new_dir: u64,
+        new_name: &[u8],
+        how: RenameMode,
+        now: Timespec,
+    ) -> Result<RenameResult, Error> {
+        check_name(old_name)?;
+        check_name(new_name)?;
+        check_time(&now)?;
+        self.check_writable(layer)?;
+        let mut old_parent = self.check_dir(layer, old_dir)?;
+        let same_dir = old_dir == new_dir;
+        let mut new_parent = if same_dir {
+            None
+        } else {
+            Some(self.check_dir(layer, new_dir)?)
+        };
+        let src = self
+            .find_entry(layer, old_dir, old_name)?
+            .0
+            .ok_or(Error::NotFound)?;
+        let (dst, free) = self.find_entry(layer, new_dir, new_name)?;
+        match (how, dst) {
+            (RenameMode::NoReplace, Some(_)) => return Err(Error::Exists),
+            (RenameMode::Exchange, None) => return Err(Error::NotFound),
+            _ => {}
+        }
+        if dst.is_some_and(|d| d.ino == src.ino) {
+            return Ok(RenameResult::default());
+        }
+        let exchange = how == RenameMode::Exchange;
+        let mut moved = self.inode(layer, src.ino)?;
+        let moved_dir = is_dir(moved.mode);
+        let mut target = match dst {
+            Some(d) => Some((d, self.inode(layer, d.ino)?)),
+            None => None,
+        };
+        let target_dir = target.is_some_and(|(_, r)| is_dir(r.mode));
+        if let (false, Some((d, _))) = (exchange, target) {
+            if moved_dir && !target_dir {
+                return Err(Error::NotDir);
+            }
+            if !moved_dir && target_dir {
+                return Err(Error::IsDir);
+            }
+            if target_dir && self.has_entries(layer, d.ino)? {
+                return Err(Error::NotEmpty);
+            }
+        }
+        if !same_dir {
+            if moved_dir && self.is_under(layer, new_dir, src.ino)? {
+                return Err(Error::Invalid);
+            }
+            if let (true, true, Some((d, _))) = (exchange, target_dir, target) {
+                if self.is_under(layer, old_dir, d.ino)? {
+                    return Err(Error::Invalid);
+                }
+            }
+        }
+        // An entry naming one of the directories involved is damage (or a loop caught above).
+        let inos = [Some(src.ino), dst.map(|d| d.ino)];
+        if inos.iter().flatten().any(|&i| i == old_dir || i == new_dir) {
+            return Err(Error::Invalid);
+        }
+        // Link counts of the parents: a directory moving to another parent moves a `..`; a
+        // replaced directory goes.
+        let mut old_delta = 0i64;
+        let mut new_delta = 0i64;
+        if !same_dir {
+            if moved_dir {
+                old_delta -= 1;
+                new_delta += 1;
+            }
+            if exchange && target_dir {
+                old_delta += 1;
+                new_delta -= 1;
+            }
+        }
+        if !exchange && target_dir {
+            new_delta -= 1;
+        }
+        let adjust = |n: u32, delta: i64| -> Result<u32, Error> {
+            let n = i64::from(n).checked_add(delta).ok_or(Error::Invalid)?;
+            if n < 0 {
+                return Err(corrupt("link count"));
+            }
+            u32::try_from(n).map_err(|_| Error::Invalid)
+        };
+        match new_parent.as_mut() {
+            Some(np) => {
+                old_parent.nlink = adjust(old_parent.nlink, old_delta)?;
+                np.nlink = adjust(np.nlink, new_delta)?;
+            }
+            None => old_parent.nlink = adjust(old_parent.nlink, old_delta + new_delta)?,
+        }
+        let new_offset = match dst {
+            Some(d) => d.offset,
+            None => free.ok_or(Error::NoSpace)?,
+        };
+        self.admit_trees(RENAME_TREES)?;
+        self.mutate(|v| {
+            let mut result = RenameResult::default();
+            if let (true, Some((d, rec))) = (exchange, target.as_mut()) {
+                v.put_entry(layer, old_dir, src.offset, d.ino, d.dtype, old_name)?;
+                v.put_entry(layer, new_dir, d.offset, src.ino, src.dtype, new_name)?;
+                v.drop_link(layer, src.ino, old_dir, old_name)?;
+                v.add_link(layer, src.ino, new_dir, new_name)?;
+                v.drop_link(layer, d.ino, new_dir, new_name)?;
+                v.add_link(layer, d.ino, old_dir, old_name)?;
+                rec.ctime = now;
+                v.put_inode(layer, d.ino, rec)?;
+            } else {
+                if how == RenameMode::Whiteout {
+                    let w = v.alloc_ino(layer)?;
+                    let attrs = NewInode {
+                        mode: mode::S_IFCHR,
+                        ..NewInode::default()
+                    };
+                    v.put_inode(layer, w, &new_inode(w, &attrs, 1, now))?;
+                    v.put_entry(layer, old_dir, src.offset, w, 2, old_name)?;
+                    v.add_link(layer, w, old_dir, old_name)?;
+                    result.whiteout = Some(w);
+                } else {
+                    v.remove(layer, &Key::new(old_dir, kind::DIRENT, src.offset))?;
+                }
+                v.put_entry(layer, new_dir, new_offset, src.ino, src.dtype, new_name)?;
+                v.drop_link(layer, src.ino, old_dir, old_name)?;
+                v.add_link(layer, src.ino, new_dir, new_name)?;
+                if let Some((d, rec)) = target.as_mut() {
+                    v.drop_link(layer, d.ino, new_dir, new_name)?;
+                    if target_dir || rec.nlink <= 1 {
+                        v.make_orphan(layer, d.ino, rec, now)?;
+                    } else {
+                        rec.nlink -= 1;
+                        rec.ctime = now;
+                        v.put_inode(layer, d.ino, rec)?;
+                    }
+                    result.replaced = Some(d.ino);
+                }
+            }
+            moved.ctime = now;
+            v.put_inode(layer, src.ino, &moved)?;
+            old_parent.mtime = now;
+            old_parent.ctime = now;
+            v.put_inode(layer, old_dir, &old_parent)?;
+            if let Some(np) = new_parent.as_mut() {
+                np.mtime = now;
+                np.ctime = now;
+                v.put_inode(layer, new_dir, np)?;
+            }
+            Ok(result)
         })
     }
 }

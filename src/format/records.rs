@@ -12,8 +12,10 @@
 //! | [`kind::DIRENT`] | directory inode | [`dirent_offset`] of the name hash and a collision index | [`DirentRecord`] |
 //! | [`kind::LINK`] | inode | parent directory inode | [`LinkRecord`]: links from that directory, one name |
 //! | [`kind::EXTENT`] | inode | file offset in blocks | [`ExtentRecord`], 16 bytes |
+//! | [`kind::COW`] | inode | file offset in blocks | [`ExtentRecord`] (flags 0): staging blocks of a write in progress |
 //! | [`kind::INLINE`] | inode | 0 | inline data of a small file or symlink target |
 //! | [`kind::XATTR`] | inode | [`dirent_offset`] of the attribute name's hash | [`XattrRecord`] |
+//! | [`kind::ORPHAN`] | 0 | orphan inode number | empty |
 //! | [`kind::LAYER`] | layer id | 0 | [`LayerRecord`] |
 //! | [`kind::LAYER_NAME`] | [`LAYER_NAME_INDEX`] | [`dirent_offset`] of the name's hash | [`LayerNameRecord`] |
 
@@ -36,6 +38,13 @@ pub mod kind {
     pub const INLINE: u8 = 5;
     /// An extended attribute.
     pub const XATTR: u8 = 6;
+    /// A copy-on-write staging extent of a regular file: new blocks a write in progress goes
+    /// to while the extent item at the same file blocks still points at the old data (see
+    /// `Documentation/filesystems/lcfs-format.md`, "File data").
+    pub const COW: u8 = 7;
+    /// An entry of the orphan index (key id 0, offset the inode number, empty value): an inode
+    /// whose last name went while it may still be open, kept with `nlink` 0 until it is deleted.
+    pub const ORPHAN: u8 = 8;
     /// A layer.
     pub const LAYER: u8 = 16;
     /// An entry of the layer-name index (key id [`super::LAYER_NAME_INDEX`]).
@@ -654,7 +663,8 @@ pub fn check_xattr_name(name: &[u8]) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// The blocks a filesystem-tree item references: a file extent or an external xattr value.
+/// The blocks a filesystem-tree item references: a file extent, a copy-on-write staging extent
+/// or an external xattr value.
 /// This is the [`super::tree::LeafRefs`] of layer trees.
 pub fn fs_leaf_refs(
     key: &super::node::Key,
@@ -662,7 +672,7 @@ pub fn fs_leaf_refs(
     total_blocks: u64,
 ) -> Result<Option<(u64, u64)>, FormatError> {
     match key.kind {
-        kind::EXTENT => {
+        kind::EXTENT | kind::COW => {
             let e = ExtentRecord::decode(value, total_blocks)?;
             Ok(Some((e.disk_block, u64::from(e.len))))
         }

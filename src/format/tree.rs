@@ -48,6 +48,10 @@ pub enum Error {
     ReadOnly,
     /// The directory has entries.
     NotEmpty,
+    /// The object is a directory where a non-directory is needed (`EISDIR`).
+    IsDir,
+    /// The object is not a directory where one is needed (`ENOTDIR`).
+    NotDir,
     /// An earlier failure aborted the transaction: the filesystem must be reopened at its last
     /// committed state.
     Aborted,
@@ -368,6 +372,89 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
             let child = node::internal_child(buf.as_ref(), i)?;
             let level = hdr.level - 1;
             (buf, hdr) = self.read(child, Some(level))?;
+        }
+    }
+
+    /// The last item with a key of at most `at` (a floor lookup), passed to `f` with its key.
+    pub fn prev<R>(
+        &mut self,
+        root: u64,
+        at: &Key,
+        f: impl FnOnce(&Key, &[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
+        if root == 0 {
+            return Ok(None);
+        }
+        // Descend towards `at`, remembering at each level the nearest subtree to the left.
+        let mut left: Option<(u64, u8)> = None;
+        let (mut buf, mut hdr) = self.read(root, None)?;
+        loop {
+            if hdr.is_leaf() {
+                let i = match node::search(buf.as_ref(), at)? {
+                    Ok(i) => Some(i),
+                    Err(i) => i.checked_sub(1),
+                };
+                if let Some(i) = i {
+                    let k = node::leaf_key(buf.as_ref(), i)?;
+                    return Ok(Some(f(&k, node::leaf_value(buf.as_ref(), i)?)));
+                }
+                // Before this leaf: the rightmost item of the previous subtree, if any.
+                let Some((block, level)) = left.take() else {
+                    return Ok(None);
+                };
+                (buf, hdr) = self.read(block, Some(level))?;
+                while !hdr.is_leaf() {
+                    let n = node::len(buf.as_ref())?;
+                    let last = n
+                        .checked_sub(1)
+                        .ok_or(Error::Corrupt(FormatError::BadField("empty node")))?;
+                    let child = node::internal_child(buf.as_ref(), last)?;
+                    let level = hdr.level - 1;
+                    (buf, hdr) = self.read(child, Some(level))?;
+                }
+                let n = node::len(buf.as_ref())?;
+                let last = n
+                    .checked_sub(1)
+                    .ok_or(Error::Corrupt(FormatError::BadField("empty leaf")))?;
+                let k = node::leaf_key(buf.as_ref(), last)?;
+                // As in `next`: damaged separators must not hand back a key past `at`, which
+                // would make callers that step backwards loop.
+                if k > *at {
+                    return Err(Error::Corrupt(FormatError::BadField("key order")));
+                }
+                return Ok(Some(f(&k, node::leaf_value(buf.as_ref(), last)?)));
+            }
+            let i = node::child_index(buf.as_ref(), at)?;
+            if i > 0 {
+                left = Some((node::internal_child(buf.as_ref(), i - 1)?, hdr.level - 1));
+            }
+            let child = node::internal_child(buf.as_ref(), i)?;
+            let level = hdr.level - 1;
+            (buf, hdr) = self.read(child, Some(level))?;
+        }
+    }
+
+    /// Whether the leaf that holds (or would hold) `key` is shared with another tree: whether
+    /// any node on the path from the root to it has a reference count above 1. When it is not,
+    /// the counts of the blocks its items reference are exact for this tree (no count is
+    /// waiting to be pushed down), so a block with count 1 belongs to this tree alone.
+    pub fn path_shared(&mut self, root: u64, key: &Key) -> Result<bool, Error> {
+        if root == 0 {
+            return Ok(false);
+        }
+        let mut block = root;
+        let mut level = None;
+        loop {
+            if self.alloc.refcount(self.store, block)? > 1 {
+                return Ok(true);
+            }
+            let (buf, hdr) = self.read(block, level)?;
+            if hdr.is_leaf() {
+                return Ok(false);
+            }
+            let i = node::child_index(buf.as_ref(), key)?;
+            block = node::internal_child(buf.as_ref(), i)?;
+            level = Some(hdr.level - 1);
         }
     }
 

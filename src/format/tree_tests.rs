@@ -261,6 +261,18 @@ impl World {
             let found = self.txn().lookup(root, k, |x| x.to_vec()).unwrap();
             assert_eq!(found.as_ref(), Some(v));
         }
+        // `prev` (floor) at every key, just before and just after it, and at the extremes.
+        let mut probes = vec![Key::MIN, Key::new(u64::MAX, u8::MAX, u64::MAX)];
+        for k in model.keys() {
+            probes.push(*k);
+            probes.push(Key::new(k.id, k.kind, k.offset.wrapping_sub(1)));
+            probes.push(Key::new(k.id, k.kind, k.offset.wrapping_add(1)));
+        }
+        for p in probes {
+            let got = self.txn().prev(root, &p, |k, v| (*k, v.to_vec())).unwrap();
+            let want = model.range(..=p).next_back().map(|(k, v)| (*k, v.clone()));
+            assert_eq!(got, want, "prev({p:?})");
+        }
         self.trees[t].1 = model;
     }
 }
@@ -529,6 +541,67 @@ fn diff_reads_only_changed_paths() {
     assert!(store.reads <= 4 * 3 * 2 + 2, "{} node reads", store.reads);
 }
 
+#[test]
+fn prev_finds_the_floor_across_leaves() {
+    let mut w = World::new();
+    // Sequential keys of one inode-like id, so neighbours straddle leaf boundaries.
+    let k = |o: u64| Key::new(9, 4, o * 10);
+    let mut model = BTreeMap::new();
+    for o in 0..3000 {
+        let root = w.root();
+        let v = value(o, 60);
+        w.trees[0].0 = w.txn().insert(root, &k(o), &v).unwrap();
+        model.insert(k(o), v);
+    }
+    let root = w.root();
+    let (_, hdr) = w.txn().read(root, None).unwrap();
+    assert!(hdr.level >= 1);
+    for o in 0..3000 {
+        for p in [k(o), Key::new(9, 4, o * 10 + 5), Key::new(9, 4, o * 10 + 9)] {
+            let got = w.txn().prev(root, &p, |k, _| *k).unwrap();
+            assert_eq!(got, Some(k(o)), "prev({p:?})");
+        }
+    }
+    assert_eq!(
+        w.txn()
+            .prev(root, &Key::new(9, 3, u64::MAX), |k, _| *k)
+            .unwrap(),
+        None
+    );
+    assert_eq!(w.txn().prev(0, &k(5), |k, _| *k).unwrap(), None);
+    assert_eq!(
+        w.txn().prev(root, &Key::new(10, 0, 0), |k, _| *k).unwrap(),
+        Some(k(2999))
+    );
+}
+
+#[test]
+fn path_shared_follows_clones_and_copies() {
+    let mut w = World::new();
+    for i in 0..3000 {
+        w.insert(i, 60);
+    }
+    w.commit();
+    let r0 = w.root();
+    assert!(!w.txn().path_shared(r0, &key(7)).unwrap());
+    assert!(!w.txn().path_shared(0, &key(7)).unwrap());
+    w.clone_tree(0);
+    // Both trees share the root: every path is shared.
+    assert!(w.txn().path_shared(r0, &key(7)).unwrap());
+    w.commit();
+    // A write in the clone copies its path to key 7: that path is its own now, the rest of
+    // the clone (reached through copied parents) is still shared below them.
+    w.insert_in(1, 7, 61);
+    let r1 = w.trees[1].0;
+    assert!(!w.txn().path_shared(r1, &key(7)).unwrap());
+    let far = (0..3000u64).map(key).max().unwrap();
+    assert!(w.txn().path_shared(r1, &far).unwrap());
+    // The original's path to key 7 now has a single owner (the clone copied away from it).
+    let r0 = w.root();
+    assert!(!w.txn().path_shared(r0, &key(7)).unwrap());
+    w.check();
+}
+
 /// A damaged separator (checksum fixed up) can route `next` into a subtree whose keys are below
 /// the one asked for; `next` must report it rather than hand back a smaller key, which would make
 /// callers that step from key to key loop for ever.
@@ -554,6 +627,35 @@ fn next_never_goes_backwards_on_damaged_separators() {
     while let Ok(Some(k)) = w.txn().next(root, &from, |k, _| *k) {
         assert!(k >= from, "next went backwards: {k:?} < {from:?}");
         from = Key::new(k.id, k.kind, k.offset + 1);
+        steps += 1;
+        assert!(steps < 1000, "scan does not end");
+    }
+}
+
+/// The floor lookup must not hand back a key above the one asked for on damaged separators.
+#[test]
+fn prev_never_goes_forwards_on_damaged_separators() {
+    let mut w = World::new();
+    for i in 0..400 {
+        w.insert(i, 100);
+    }
+    let root = w.root();
+    let buf = w.store.blocks[&root].clone();
+    assert!(node::len(&buf).unwrap() >= 3);
+    let mut bad = buf.clone();
+    let last = node::len(&buf).unwrap() - 1;
+    let cl = node::internal_child(&buf, last).unwrap();
+    node::internal_set_child(&mut bad, 1, cl).unwrap();
+    node::seal(&mut bad).unwrap();
+    w.store.blocks.insert(root, bad);
+    let mut at = Key::new(u64::MAX, u8::MAX, u64::MAX);
+    let mut steps = 0;
+    while let Ok(Some(k)) = w.txn().prev(root, &at, |k, _| *k) {
+        assert!(k <= at, "prev went forwards: {k:?} > {at:?}");
+        let Some(o) = k.offset.checked_sub(1) else {
+            break;
+        };
+        at = Key::new(k.id, k.kind, o);
         steps += 1;
         assert!(steps < 1000, "scan does not end");
     }

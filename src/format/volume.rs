@@ -347,6 +347,24 @@ impl<S: Device> Volume<S> {
         self.admit(trees, true)
     }
 
+    /// [`Self::admit_trees`] for an operation that adds no data (converting written data into
+    /// place, dropping data): like a removal, it may use the metadata reserve.
+    pub fn admit_trees_in_reserve(&self, trees: u64) -> Result<(), Error> {
+        self.live()?;
+        self.admit(trees, false)
+    }
+
+    /// Data blocks an operation that makes `trees` tree updates after allocating may take: the
+    /// free blocks above the metadata reserve and the space [`Self::admit_trees`] keeps for the
+    /// updates.
+    pub fn data_room(&self, trees: u64) -> u64 {
+        let per_tree = 2 * 6 * (u64::from(self.map.level) + 2);
+        self.map
+            .free
+            .saturating_sub(self.map.reserve)
+            .saturating_sub(trees.saturating_mul(per_tree))
+    }
+
     /// Commits the running transaction (nothing happens if it has no changes).
     pub fn commit(&mut self, now: Timespec) -> Result<(), Error> {
         self.live()?;
@@ -680,10 +698,26 @@ impl<S: Device> Volume<S> {
     /// extent) hands the caller's reference to the tree; a replaced item's references are
     /// dropped. `next_ino` moves past the key's inode number.
     pub fn insert(&mut self, layer: u64, key: &Key, value: &[u8]) -> Result<(), Error> {
+        self.insert_item(layer, key, value, true)
+    }
+
+    /// [`Self::insert`] as a step of an operation that adds no data (converting or dropping file
+    /// data), admitted with [`Self::admit_trees_in_reserve`]: it may use the metadata reserve.
+    pub fn insert_in_reserve(&mut self, layer: u64, key: &Key, value: &[u8]) -> Result<(), Error> {
+        self.insert_item(layer, key, value, false)
+    }
+
+    fn insert_item(
+        &mut self,
+        layer: u64,
+        key: &Key,
+        value: &[u8],
+        grows: bool,
+    ) -> Result<(), Error> {
         let mut l = self.writable_layer(layer)?;
         let total = self.sb.total_blocks;
         let (add, _) = item_usage(key, value, total)?;
-        self.admit(2, true)?;
+        self.admit(2, grows)?;
         let old = self
             .txn(tree_kind::FS)
             .lookup(l.root, key, |v| item_usage(key, v, total))?;
@@ -752,6 +786,12 @@ impl<S: Device> Volume<S> {
     /// Drops one reference from each of `len` blocks.
     pub fn release(&mut self, blocknr: u64, len: u64) -> Result<(), Error> {
         self.mutate(|v| v.map.dec_range(&mut v.store, blocknr, len))
+    }
+
+    /// Adds one reference to each of `len` blocks in use: a tree item about to take a share of
+    /// blocks another item holds (an extent shortened in place keeps its head this way).
+    pub fn add_block_refs(&mut self, blocknr: u64, len: u64) -> Result<(), Error> {
+        self.mutate(|v| v.map.inc_range(&mut v.store, blocknr, len))
     }
 
     /// Reference count of a block.

@@ -7,9 +7,7 @@ use kernel::prelude::*;
 use crate::format::tree::{BlockStore, Error as CoreError};
 use crate::format::volume::Device;
 use crate::format::BLOCK_SIZE;
-use crate::vfs::NewSuperBlock;
-
-use super::super_::Lcfs;
+use crate::vfs::BlockDevice;
 
 /// A block buffer from kmalloc: the core never keeps blocks on the (16 KiB) kernel stack.
 pub(crate) struct KBlock(KVec<u8>);
@@ -35,13 +33,16 @@ impl AsMut<[u8]> for KBlock {
     }
 }
 
-/// Read-only access to the device being mounted, through its page cache.
-pub(crate) struct MountStore<'a, 'b> {
-    pub(crate) sb: &'a NewSuperBlock<'b, Lcfs>,
+/// The mounted device, through its page cache. Writes land in the page cache and reach the disk
+/// at the next flush, which is what the commit protocol orders.
+pub(crate) struct BdevStore {
+    pub(crate) bdev: BlockDevice,
     pub(crate) total_blocks: u64,
+    /// Refuses writes (a read-only mount).
+    pub(crate) read_only: bool,
 }
 
-impl BlockStore for MountStore<'_, '_> {
+impl BlockStore for BdevStore {
     type Buf = KBlock;
 
     fn alloc_buf(&mut self) -> Result<KBlock, CoreError> {
@@ -52,14 +53,19 @@ impl BlockStore for MountStore<'_, '_> {
         if blocknr >= self.total_blocks {
             return Err(CoreError::Io);
         }
-        self.sb
-            .read_block(blocknr, |b| buf.0.copy_from_slice(b))
+        self.bdev
+            .read(blocknr, |b| buf.0.copy_from_slice(b))
             .map_err(|_| CoreError::Io)
     }
 
-    fn write(&mut self, _blocknr: u64, _buf: &KBlock) -> Result<(), CoreError> {
-        // Writing arrives with the read-write filesystem.
-        Err(CoreError::ReadOnly)
+    fn write(&mut self, blocknr: u64, buf: &KBlock) -> Result<(), CoreError> {
+        if self.read_only {
+            return Err(CoreError::ReadOnly);
+        }
+        if blocknr >= self.total_blocks {
+            return Err(CoreError::Io);
+        }
+        self.bdev.write(blocknr, &buf.0).map_err(|_| CoreError::Io)
     }
 
     fn total_blocks(&self) -> u64 {
@@ -67,8 +73,11 @@ impl BlockStore for MountStore<'_, '_> {
     }
 }
 
-impl Device for MountStore<'_, '_> {
+impl Device for BdevStore {
     fn flush(&mut self) -> Result<(), CoreError> {
-        Ok(())
+        if self.read_only {
+            return Ok(());
+        }
+        self.bdev.flush().map_err(|_| CoreError::Io)
     }
 }

@@ -2,29 +2,138 @@
 
 //! Mount, root directory, statfs.
 
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use kernel::new_mutex;
 use kernel::prelude::*;
+use kernel::sync::Mutex;
 
 use crate::format::bytes::get_u32;
 use crate::format::superblock::{self, Superblock, SUPERBLOCK_COPIES};
 use crate::format::tree::Error as CoreError;
 use crate::format::volume::Volume;
-use crate::format::{FormatError, BLOCK_SIZE, NAME_MAX, ROOT_INO};
+use crate::format::{FormatError, BLOCK_SIZE, NAME_MAX};
+use crate::format::records::Timespec;
+use crate::format::records::LAYER_NAME_MAX;
 use crate::vfs::{
-    ARef, DirContext, FsInfo, Output, Request, FileSystem, Iget, Inode, InodeKind, InodeParams, NewSuperBlock, StatFs,
-    SuperBlock,
+    now, ARef, AttrChange, FileMap, MapFor, NoFsScope, DirContext, FileSystem, FsInfo, Inode, NewNode, NewSuperBlock, Output,
+    Param, ParamValue, Rename, Request, StatFs, SuperBlock,
 };
+
+use super::file;
+use super::namespace::{self, InodeInfo};
+
+use super::store::BdevStore;
+
+/// The mounted volume: the format core over the device, behind the mount's one metadata lock.
+pub(crate) type Vol = Volume<BdevStore>;
 
 /// The LCFS filesystem type.
 pub(crate) struct Lcfs;
 
 /// Per-mount state.
 pub(crate) struct MountInfo {
-    /// The current superblock.
-    sb: Superblock,
+    /// The volume and its running transaction. Lock order: VFS locks (`i_rwsem`) before this;
+    /// never take a file folio lock while holding it.
+    pub(crate) vol: Pin<KBox<Mutex<Vol>>>,
+    /// Seconds between periodic commits (`commit=`).
+    commit_secs: AtomicU32,
+    /// The layer mounted as the root (`layer=`), or `None` for the list of layers.
+    pub(crate) layer: Option<u64>,
 }
 
-/// Per-inode state.
-pub(crate) struct InodeInfo;
+/// The volume locked, with allocations kept out of filesystem reclaim while it is.
+pub(crate) struct VolGuard<'a> {
+    // Declared first: dropped (unlocked) before the allocation scope ends.
+    guard: kernel::sync::MutexGuard<'a, Vol>,
+    _nofs: NoFsScope,
+}
+
+impl core::ops::Deref for VolGuard<'_> {
+    type Target = Vol;
+    fn deref(&self) -> &Vol {
+        &self.guard
+    }
+}
+
+impl core::ops::DerefMut for VolGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Vol {
+        &mut self.guard
+    }
+}
+
+impl MountInfo {
+    /// Locks the volume.
+    pub(crate) fn lock(&self) -> VolGuard<'_> {
+        let nofs = NoFsScope::enter();
+        VolGuard {
+            guard: self.vol.lock(),
+            _nofs: nofs,
+        }
+    }
+}
+
+/// Mount options.
+#[derive(Default)]
+pub(crate) struct Options {
+    /// `commit=SECONDS`: periodic commit interval (`None`: the default).
+    commit_secs: Option<u32>,
+    /// `layer=NAME`: mount this layer as the root.
+    layer: Option<KVec<u8>>,
+}
+
+/// Default periodic commit interval, as ext4's and btrfs's.
+const DEFAULT_COMMIT_SECS: u32 = 5;
+/// Longest accepted commit interval: a day.
+const MAX_COMMIT_SECS: u32 = 86_400;
+
+const OPT_COMMIT: u8 = 0;
+const OPT_LAYER: u8 = 1;
+
+/// The time as the format core stores it.
+pub(crate) fn timestamp() -> Timespec {
+    let (sec, nsec) = now();
+    Timespec { sec, nsec }
+}
+
+/// The errno for a format-core error of a running filesystem.
+pub(crate) fn errno(e: CoreError) -> Error {
+    match e {
+        CoreError::Corrupt(_) => EUCLEAN,
+        CoreError::Io | CoreError::Aborted => EIO,
+        CoreError::NoSpace => ENOSPC,
+        CoreError::NoMemory => ENOMEM,
+        CoreError::Invalid => EINVAL,
+        CoreError::NotFound => ENOENT,
+        CoreError::Exists => EEXIST,
+        CoreError::Busy => EBUSY,
+        CoreError::ReadOnly => EROFS,
+        CoreError::NotEmpty => ENOTEMPTY,
+        CoreError::IsDir => EISDIR,
+        CoreError::NotDir => ENOTDIR,
+    }
+}
+
+/// Commits the running transaction of `sb`'s volume if it has changes, logging a failure once
+/// (the transaction is then aborted and the filesystem answers EIO until it is remounted).
+pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
+    if sb.read_only() {
+        return Ok(());
+    }
+    let mut vol = sb.info().lock();
+    if vol.is_aborted() {
+        return Err(EIO);
+    }
+    vol.commit(timestamp()).map_err(|e| {
+        pr_err!(
+            "{}: commit failed ({:?}); the last committed state stays on disk, remount to use it\n",
+            sb.id(),
+            e
+        );
+        errno(e)
+    })
+}
+
 
 /// `statfs.f_type` of LCFS: "LCFS" in ASCII.
 const LCFS_MAGIC: u32 = 0x4c43_4653;
@@ -98,11 +207,13 @@ fn core_errno(sb: &NewSuperBlock<'_, Lcfs>, what: &str, e: CoreError) -> Error {
 }
 
 /// Opens the filesystem through the format core: the reference-count map's root must agree with
-/// the superblock, and the layer tree must be readable. Returns the number of layers.
-fn open_volume(sb: &NewSuperBlock<'_, Lcfs>, disk: &Superblock) -> Result<u64> {
-    let store = super::store::MountStore {
-        sb,
+/// the superblock, and the layer tree must be readable. Returns the volume and its number of
+/// layers.
+fn open_volume(sb: &NewSuperBlock<'_, Lcfs>, disk: &Superblock) -> Result<(Vol, u64)> {
+    let store = BdevStore {
+        bdev: sb.block_device()?,
         total_blocks: sb.device_bytes() / u64::from(BLOCK_SIZE),
+        read_only: sb.read_only(),
     };
     let (mut vol, _) = Volume::open(store).map_err(|e| core_errno(sb, "reference-count map", e))?;
     let mut layers = 0u64;
@@ -121,7 +232,16 @@ fn open_volume(sb: &NewSuperBlock<'_, Lcfs>, disk: &Superblock) -> Result<u64> {
         );
         return Err(EUCLEAN);
     }
-    Ok(layers)
+    Ok((vol, layers))
+}
+
+/// Schedules the next periodic commit of a writable mount.
+fn schedule_commit(sb: &SuperBlock<Lcfs>) {
+    if sb.read_only() {
+        return;
+    }
+    let secs = sb.info().commit_secs.load(Ordering::Relaxed);
+    sb.schedule_periodic(secs.saturating_mul(1000));
 }
 
 /// `LCFS_IOC_FS_INFO` output for superblock `disk`.
@@ -147,10 +267,58 @@ impl FileSystem for Lcfs {
     const MAGIC: u32 = LCFS_MAGIC;
     type Info = MountInfo;
     type InodeInfo = InodeInfo;
+    type Options = Options;
+    const PARAMS: &'static [Param] = &[
+        Param::u32(c"commit", OPT_COMMIT),
+        Param::string(c"layer", OPT_LAYER),
+        Param::END,
+    ];
 
-    fn fill_super(sb: &NewSuperBlock<'_, Self>) -> Result<MountInfo> {
+    fn parse_param(opts: &mut Options, opt: u8, value: &ParamValue<'_>) -> Result {
+        match opt {
+            OPT_COMMIT => {
+                if value.number == 0 || value.number > MAX_COMMIT_SECS {
+                    pr_err!("commit= must be 1..={} seconds\n", MAX_COMMIT_SECS);
+                    return Err(EINVAL);
+                }
+                opts.commit_secs = Some(value.number);
+            }
+            OPT_LAYER => {
+                if value.string.is_empty() || value.string.len() > LAYER_NAME_MAX {
+                    pr_err!("layer= needs a layer name of 1..={} bytes\n", LAYER_NAME_MAX);
+                    return Err(EINVAL);
+                }
+                let mut name = KVec::new();
+                name.extend_from_slice(value.string, GFP_KERNEL)?;
+                opts.layer = Some(name);
+            }
+            _ => return Err(EINVAL),
+        }
+        Ok(())
+    }
+
+    fn fill_super(sb: &NewSuperBlock<'_, Self>, opts: &Options) -> Result<MountInfo> {
         let disk = read_superblock(sb)?;
-        let layers = open_volume(sb, &disk)?;
+        let (mut vol, layers) = open_volume(sb, &disk)?;
+        let layer = match &opts.layer {
+            None => None,
+            Some(name) => match vol.find_layer(name) {
+                Ok(Some(l)) => Some(l.id),
+                Ok(None) => {
+                    pr_err!("{}: no layer named \"{}\"\n", sb.id(), kernel::str::BStr::from_bytes(name));
+                    return Err(ENOENT);
+                }
+                Err(e) => return Err(core_errno(sb, "layer tree", e)),
+            },
+        };
+        if !sb.read_only() {
+            let orphans =
+                super::namespace::recover(&mut vol).map_err(|e| core_errno(sb, "recovery", e))?;
+            if orphans > 0 {
+                pr_info!("{}: deleted {} inodes unlinked while open before a crash\n", sb.id(), orphans);
+                vol.commit(timestamp()).map_err(|e| core_errno(sb, "recovery commit", e))?;
+            }
+        }
         sb.set_uuid(&disk.uuid);
         pr_info!(
             "{}: mounted generation {}, {} layers, {} of {} blocks free\n",
@@ -160,34 +328,65 @@ impl FileSystem for Lcfs {
             disk.free_blocks,
             disk.total_blocks
         );
-        Ok(MountInfo { sb: disk })
+        Ok(MountInfo {
+            vol: KBox::pin_init(new_mutex!(vol), GFP_KERNEL)?,
+            commit_secs: AtomicU32::new(opts.commit_secs.unwrap_or(DEFAULT_COMMIT_SECS)),
+            layer,
+        })
+    }
+
+    fn activate(sb: &SuperBlock<Self>) {
+        schedule_commit(sb);
+    }
+
+    fn reconfigure(sb: &SuperBlock<Self>, opts: &Options, read_only: bool) -> Result {
+        if let Some(name) = &opts.layer {
+            let same = sb.info().lock().find_layer(name).ok().flatten().map(|l| l.id);
+            if same.is_none() || same != sb.info().layer {
+                pr_err!("{}: layer= cannot change on remount\n", sb.id());
+                return Err(EINVAL);
+            }
+        }
+        if let Some(secs) = opts.commit_secs {
+            sb.info().commit_secs.store(secs, Ordering::Relaxed);
+        }
+        let mut vol = sb.info().lock();
+        if vol.is_aborted() && !read_only {
+            pr_err!("{}: an aborted transaction cannot be made writable; unmount and mount again\n", sb.id());
+            return Err(EIO);
+        }
+        vol.store().read_only = read_only;
+        drop(vol);
+        if !read_only {
+            schedule_commit(sb);
+        }
+        Ok(())
+    }
+
+    fn sync_fs(sb: &SuperBlock<Self>, wait: bool) -> Result {
+        if !wait {
+            return Ok(());
+        }
+        commit(sb)
+    }
+
+    fn periodic(sb: &SuperBlock<Self>) {
+        // A failure is logged by `commit` and then answered by every later operation.
+        let _ = commit(sb);
+        schedule_commit(sb);
+    }
+
+    fn put_super(sb: &SuperBlock<Self>) {
+        let _ = commit(sb);
     }
 
     fn root(sb: &SuperBlock<Self>) -> Result<ARef<Inode<Self>>> {
-        match sb.iget(ROOT_INO)? {
-            Iget::Cached(inode) => Ok(inode),
-            Iget::New(new) => {
-                let disk = &sb.info().sb;
-                let time = (i64::try_from(disk.create_time).unwrap_or(i64::MAX), 0);
-                let params = InodeParams {
-                    kind: InodeKind::Directory,
-                    // CAST: masked to the permission bits, which fit in 16 bits.
-                    perm: (disk.root_mode & 0o7777) as u16,
-                    nlink: 2,
-                    uid: disk.root_uid,
-                    gid: disk.root_gid,
-                    size: 0,
-                    atime: time,
-                    mtime: time,
-                    ctime: time,
-                };
-                Ok(new.init(&params, InodeInfo))
-            }
-        }
+        namespace::root(sb)
     }
 
     fn statfs(sb: &SuperBlock<Self>) -> Result<StatFs> {
-        let disk = &sb.info().sb;
+        let disk = sb.info().lock().superblock();
+        let disk = &disk;
         let word = |i: usize| get_u32(&disk.uuid, i).unwrap_or(0);
         Ok(StatFs {
             blocks: disk.total_blocks,
@@ -203,25 +402,72 @@ impl FileSystem for Lcfs {
         })
     }
 
-    fn lookup(_dir: &Inode<Self>, name: &[u8]) -> Result<Option<ARef<Inode<Self>>>> {
-        if name.len() > NAME_MAX {
-            return Err(ENAMETOOLONG);
-        }
-        // The root directory is empty until the namespace arrives.
-        Ok(None)
+    fn lookup(dir: &Inode<Self>, name: &[u8]) -> Result<Option<ARef<Inode<Self>>>> {
+        namespace::lookup(dir, name)
     }
 
-    fn readdir(_dir: &Inode<Self>, ctx: &mut DirContext<'_>) -> Result {
-        // Positions 0 and 1 are "." and ".."; the root has nothing after them yet.
-        if ctx.pos() < 2 {
-            ctx.emit_dots();
-        }
-        Ok(())
+    fn readdir(dir: &Inode<Self>, ctx: &mut DirContext<'_>) -> Result {
+        namespace::readdir(dir, ctx)
+    }
+
+    fn create(dir: &Inode<Self>, name: &[u8], node: &NewNode<'_>) -> Result<ARef<Inode<Self>>> {
+        namespace::create(dir, name, node)
+    }
+
+    fn link(dir: &Inode<Self>, inode: &Inode<Self>, name: &[u8]) -> Result {
+        namespace::link(dir, inode, name)
+    }
+
+    fn unlink(dir: &Inode<Self>, name: &[u8], inode: &Inode<Self>) -> Result {
+        namespace::unlink(dir, name, inode)
+    }
+
+    fn rename(request: &Rename<'_, Self>) -> Result {
+        namespace::rename(request)
+    }
+
+    fn setattr(inode: &Inode<Self>, change: &AttrChange) -> Result {
+        namespace::setattr(inode, change)
+    }
+
+    fn evict(inode: &Inode<Self>) {
+        namespace::evict(inode)
+    }
+
+    fn map(inode: &Inode<Self>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap> {
+        file::map(inode, pos, len, purpose)
+    }
+
+    fn map_writeback(inode: &Inode<Self>, pos: u64, len: u64) -> Result<FileMap> {
+        file::map_writeback(inode, pos, len)
+    }
+
+    fn write_done(inode: &Inode<Self>, pos: u64, len: u64) -> Result {
+        file::write_done(inode, pos, len)
+    }
+
+    fn store_attrs(inode: &Inode<Self>, size: Option<u64>) -> Result {
+        file::store_attrs(inode, size)
+    }
+
+    fn fsync(inode: &Inode<Self>) -> Result {
+        file::fsync(inode)
+    }
+
+    fn allocate(inode: &Inode<Self>, pos: u64, len: u64) -> Result {
+        file::allocate(inode, pos, len)
+    }
+
+    fn punch(inode: &Inode<Self>, pos: u64, len: u64) -> Result {
+        file::punch(inode, pos, len)
     }
 
     fn ioctl(inode: &Inode<Self>, request: Request, out: Output) -> Result {
         match request {
-            Request::FsInfo => out.write_fs_info(&fs_info(&inode.super_block().info().sb)),
+            Request::FsInfo => {
+                let disk = inode.super_block().info().lock().superblock();
+                out.write_fs_info(&fs_info(&disk))
+            }
         }
     }
 }

@@ -15,7 +15,6 @@ use super::registration::{ARef, FileSystem};
 
 /// File type of a directory entry, as reported by `readdir` (`DT_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[expect(dead_code, reason = "the other types arrive with the namespace operations")]
 pub(crate) enum DirEntryType {
     /// Unknown type.
     Unknown = 0,
@@ -61,8 +60,13 @@ impl DirContext<'_> {
         unsafe { ext::lcfs_dir_emit_dots(self.file.cast(), self.ctx.cast()) }
     }
 
+    /// Moves the position to `pos` (the cookie of the next entry).
+    pub(crate) fn set_pos(&mut self, pos: i64) {
+        // SAFETY: `ctx` is live (type invariant) and ours to advance.
+        unsafe { (*self.ctx).pos = pos };
+    }
+
     /// Emits one entry; returns `false` when the caller's buffer is full.
-    #[expect(dead_code, reason = "used once directories have entries")]
     pub(crate) fn emit(&mut self, name: &[u8], ino: u64, kind: DirEntryType) -> bool {
         let Ok(len) = c_int::try_from(name.len()) else {
             return false;
@@ -86,6 +90,16 @@ struct Tables<T>(PhantomData<T>);
 impl<T: FileSystem> Tables<T> {
     const INODE_OPS: bindings::inode_operations = bindings::inode_operations {
         lookup: Some(lookup_callback::<T>),
+        create: Some(create_callback::<T>),
+        mkdir: Some(mkdir_callback::<T>),
+        mknod: Some(mknod_callback::<T>),
+        symlink: Some(symlink_callback::<T>),
+        link: Some(link_callback::<T>),
+        unlink: Some(unlink_callback::<T>),
+        rmdir: Some(unlink_callback::<T>),
+        rename: Some(rename_callback::<T>),
+        setattr: Some(super::file::setattr_callback::<T>),
+        getattr: Some(super::file::getattr_callback::<T>),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };
@@ -109,6 +123,279 @@ pub(super) fn file_operations<T: FileSystem>() -> &'static bindings::file_operat
     &Tables::<T>::FILE_OPS
 }
 
+/// What a new inode will be.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NewNode<'a> {
+    /// Type and permission bits (after umask, with `S_ISGID` inherited as POSIX wants).
+    pub(crate) mode: u32,
+    /// Device number of a device node (`new_encode_dev` form).
+    pub(crate) rdev: u64,
+    /// Owner (the caller's filesystem uid).
+    pub(crate) uid: u32,
+    /// Group (the caller's, or the directory's if it is set-group-ID).
+    pub(crate) gid: u32,
+    /// A symlink's target.
+    pub(crate) link: Option<&'a [u8]>,
+}
+
+/// How `rename` treats an existing target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RenameMode {
+    /// Replace the target (POSIX `rename`).
+    Replace,
+    /// Fail with `EEXIST` if the target exists (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swap source and target (`RENAME_EXCHANGE`).
+    Exchange,
+    /// Leave a whiteout at the source (`RENAME_WHITEOUT`).
+    Whiteout,
+}
+
+/// A rename request.
+pub(crate) struct Rename<'a, T: FileSystem> {
+    /// Source directory.
+    pub(crate) old_dir: &'a Inode<T>,
+    /// Source name.
+    pub(crate) old_name: &'a [u8],
+    /// The inode being moved.
+    pub(crate) old_inode: &'a Inode<T>,
+    /// Target directory.
+    pub(crate) new_dir: &'a Inode<T>,
+    /// Target name.
+    pub(crate) new_name: &'a [u8],
+    /// The inode the target name points to, if any.
+    pub(crate) new_inode: Option<&'a Inode<T>>,
+    /// Mode.
+    pub(crate) mode: RenameMode,
+}
+
+/// The name of `dentry`.
+///
+/// # Safety
+///
+/// `dentry` must be live, with a name that is stable for `'a` (the VFS holds the parent's
+/// `i_rwsem` or the dentry is being looked up).
+unsafe fn dentry_name<'a>(dentry: *mut bindings::dentry) -> &'a [u8] {
+    let mut len: u32 = 0;
+    // SAFETY: per the contract.
+    let name = unsafe { ext::lcfs_dentry_name(dentry.cast(), &mut len) };
+    let len = usize::try_from(len).unwrap_or(0);
+    // SAFETY: `name` points to `len` bytes that live as long as the name is stable.
+    unsafe { core::slice::from_raw_parts(name, len) }
+}
+
+/// Owner and mode of a new inode in `dir`, as `inode_init_owner` computes them.
+///
+/// # Safety
+///
+/// `dir` must be a live inode.
+unsafe fn new_owner(dir: *mut bindings::inode, mode: u32) -> (u32, u32, u32) {
+    // SAFETY: plain calls on the current task's credentials and a live inode.
+    unsafe {
+        let uid = ext::lcfs_current_fsuid();
+        if u32::from((*dir).i_mode) & bindings::S_ISGID != 0 {
+            let mode = if mode & bindings::S_IFMT == bindings::S_IFDIR {
+                mode | bindings::S_ISGID
+            } else {
+                mode
+            };
+            (uid, ext::lcfs_i_gid_read(dir.cast()), mode)
+        } else {
+            (uid, ext::lcfs_current_fsgid(), mode)
+        }
+    }
+}
+
+/// Creates an inode for `dentry` in `dir` and instantiates the dentry with it.
+///
+/// # Safety
+///
+/// `dir` and `dentry` must be the live arguments of a create-type operation (the VFS holds
+/// `dir`'s `i_rwsem`; `dentry` is negative and hashed).
+unsafe fn make_node<T: FileSystem>(
+    dir: *mut bindings::inode,
+    dentry: *mut bindings::dentry,
+    mode: u32,
+    rdev: u64,
+    link: Option<&[u8]>,
+) -> Result {
+    // SAFETY: per the contract.
+    let (uid, gid, mode) = unsafe { new_owner(dir, mode) };
+    // SAFETY: per the contract.
+    let name = unsafe { dentry_name(dentry) };
+    // SAFETY: `dir` is a live, initialised directory of `T` (it has our inode operations).
+    let dir = unsafe { Inode::<T>::from_raw(dir) };
+    let node = NewNode {
+        mode,
+        rdev,
+        uid,
+        gid,
+        link,
+    };
+    let inode = T::create(dir, name, &node)?;
+    // SAFETY: `d_instantiate` takes over the inode reference.
+    unsafe { bindings::d_instantiate(dentry, ARef::into_raw(inode).as_ptr().cast()) };
+    Ok(())
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `create`.
+unsafe extern "C" fn create_callback<T: FileSystem>(
+    _idmap: *mut bindings::mnt_idmap,
+    dir: *mut bindings::inode,
+    dentry: *mut bindings::dentry,
+    mode: bindings::umode_t,
+) -> c_int {
+    // SAFETY: the VFS's arguments of `create`.
+    from_result(|| unsafe { make_node::<T>(dir, dentry, u32::from(mode), 0, None) }.map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `mkdir`.
+unsafe extern "C" fn mkdir_callback<T: FileSystem>(
+    _idmap: *mut bindings::mnt_idmap,
+    dir: *mut bindings::inode,
+    dentry: *mut bindings::dentry,
+    mode: bindings::umode_t,
+) -> *mut bindings::dentry {
+    let mode = u32::from(mode) | bindings::S_IFDIR;
+    // SAFETY: the VFS's arguments of `mkdir`.
+    match unsafe { make_node::<T>(dir, dentry, mode, 0, None) } {
+        // NULL: the dentry passed in was instantiated.
+        Ok(()) => ptr::null_mut(),
+        Err(e) => e.to_ptr(),
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `mknod`.
+unsafe extern "C" fn mknod_callback<T: FileSystem>(
+    _idmap: *mut bindings::mnt_idmap,
+    dir: *mut bindings::inode,
+    dentry: *mut bindings::dentry,
+    mode: bindings::umode_t,
+    dev: bindings::dev_t,
+) -> c_int {
+    // SAFETY: plain encoding of a device number.
+    let rdev = u64::from(unsafe { ext::lcfs_new_encode_dev(dev) });
+    // SAFETY: the VFS's arguments of `mknod`.
+    from_result(|| unsafe { make_node::<T>(dir, dentry, u32::from(mode), rdev, None) }.map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `symlink`.
+unsafe extern "C" fn symlink_callback<T: FileSystem>(
+    _idmap: *mut bindings::mnt_idmap,
+    dir: *mut bindings::inode,
+    dentry: *mut bindings::dentry,
+    target: *const c_char,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: the VFS passes a NUL-terminated target that lives for the call.
+        let target = unsafe { CStr::from_char_ptr(target) }.to_bytes();
+        let mode = bindings::S_IFLNK | 0o777;
+        // SAFETY: the VFS's arguments of `symlink`.
+        unsafe { make_node::<T>(dir, dentry, mode, 0, Some(target)) }?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `link`.
+unsafe extern "C" fn link_callback<T: FileSystem>(
+    old_dentry: *mut bindings::dentry,
+    dir: *mut bindings::inode,
+    dentry: *mut bindings::dentry,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: the VFS holds `dir`'s and the inode's `i_rwsem`; all arguments are live and
+        // ours (same superblock, checked by the VFS).
+        let (dir_ref, inode, name) = unsafe {
+            (
+                Inode::<T>::from_raw(dir),
+                Inode::<T>::from_raw((*old_dentry).d_inode),
+                dentry_name(dentry),
+            )
+        };
+        T::link(dir_ref, inode, name)?;
+        // SAFETY: the dentry takes a new reference to the linked inode.
+        unsafe {
+            bindings::ihold(inode.as_ptr());
+            bindings::d_instantiate(dentry, inode.as_ptr());
+        }
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `unlink` and
+/// `rmdir`.
+unsafe extern "C" fn unlink_callback<T: FileSystem>(
+    dir: *mut bindings::inode,
+    dentry: *mut bindings::dentry,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: the VFS holds the `i_rwsem` of `dir` and of the positive `dentry`'s inode.
+        let (dir, inode, name) = unsafe {
+            (
+                Inode::<T>::from_raw(dir),
+                Inode::<T>::from_raw((*dentry).d_inode),
+                dentry_name(dentry),
+            )
+        };
+        T::unlink(dir, name, inode)?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `rename`.
+unsafe extern "C" fn rename_callback<T: FileSystem>(
+    _idmap: *mut bindings::mnt_idmap,
+    old_dir: *mut bindings::inode,
+    old_dentry: *mut bindings::dentry,
+    new_dir: *mut bindings::inode,
+    new_dentry: *mut bindings::dentry,
+    flags: c_uint,
+) -> c_int {
+    from_result(|| {
+        let mode = match flags {
+            0 => RenameMode::Replace,
+            bindings::RENAME_NOREPLACE => RenameMode::NoReplace,
+            bindings::RENAME_EXCHANGE => RenameMode::Exchange,
+            bindings::RENAME_WHITEOUT => RenameMode::Whiteout,
+            _ => return Err(EINVAL),
+        };
+        // SAFETY: the VFS holds the rename locks (both directories and the inodes involved);
+        // `old_dentry` is positive, `new_dentry` may be negative.
+        let request = unsafe {
+            let new_inode = (*new_dentry).d_inode;
+            Rename {
+                old_dir: Inode::<T>::from_raw(old_dir),
+                old_name: dentry_name(old_dentry),
+                old_inode: Inode::<T>::from_raw((*old_dentry).d_inode),
+                new_dir: Inode::<T>::from_raw(new_dir),
+                new_name: dentry_name(new_dentry),
+                new_inode: if new_inode.is_null() {
+                    None
+                } else {
+                    Some(Inode::<T>::from_raw(new_inode))
+                },
+                mode,
+            }
+        };
+        T::rename(&request)?;
+        Ok(0)
+    })
+}
+
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `lookup`.
@@ -117,12 +404,8 @@ unsafe extern "C" fn lookup_callback<T: FileSystem>(
     dentry: *mut bindings::dentry,
     _flags: c_uint,
 ) -> *mut bindings::dentry {
-    let mut len: u32 = 0;
     // SAFETY: the VFS passes a live dentry whose name is stable during lookup.
-    let name = unsafe { ext::lcfs_dentry_name(dentry.cast(), &mut len) };
-    let len = usize::try_from(len).unwrap_or(0);
-    // SAFETY: `name` points to `len` bytes that live as long as the dentry.
-    let name = unsafe { core::slice::from_raw_parts(name, len) };
+    let name = unsafe { dentry_name(dentry) };
     // SAFETY: `dir` is a live, initialised directory of `T` (it has our inode operations).
     let dir = unsafe { Inode::<T>::from_raw(dir) };
     let inode = match T::lookup(dir, name) {

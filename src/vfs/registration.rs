@@ -15,6 +15,11 @@ use super::bindings as ext;
 use super::inode::{self, Inode, InodeCache, InodeSlot};
 use super::super_block::{NewSuperBlock, SuperBlock};
 use super::ioctl::{Output, Request};
+use super::params::{Param, ParamValue};
+use super::super_block::SbInfo;
+use super::dir::{NewNode, Rename};
+use super::file::AttrChange;
+use super::iomap::{FileMap, MapFor};
 use super::DirContext;
 use crate::format::BLOCK_SIZE;
 
@@ -48,9 +53,32 @@ pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
     /// Per-inode state. Dropped when the inode is freed, possibly in softirq context (after an RCU
     /// grace period): its `Drop` must not sleep.
     type InodeInfo: Send + Sync;
+    /// Mount options, filled by [`Self::parse_param`] before [`Self::fill_super`].
+    type Options: Default + Send;
+    /// Mount-option table, ending with [`Param::END`]. Options not in it are rejected.
+    const PARAMS: &'static [Param];
+
+    /// Applies option number `opt` of [`Self::PARAMS`] with its parsed value.
+    fn parse_param(opts: &mut Self::Options, opt: u8, value: &ParamValue<'_>) -> Result;
 
     /// Reads and validates the on-disk superblock and returns the per-mount state.
-    fn fill_super(sb: &NewSuperBlock<'_, Self>) -> Result<Self::Info>;
+    fn fill_super(sb: &NewSuperBlock<'_, Self>, opts: &Self::Options) -> Result<Self::Info>;
+
+    /// Called once the mount is complete (root set), for example to start periodic work.
+    fn activate(_sb: &SuperBlock<Self>) {}
+
+    /// Remount with new options; `read_only` is the requested state. The VFS has synced the
+    /// filesystem before.
+    fn reconfigure(sb: &SuperBlock<Self>, opts: &Self::Options, read_only: bool) -> Result;
+
+    /// Makes everything written so far durable when `wait` is set (`sync`, `syncfs`, unmount).
+    fn sync_fs(sb: &SuperBlock<Self>, wait: bool) -> Result;
+
+    /// The periodic work scheduled with [`SuperBlock::schedule_periodic`] is due.
+    fn periodic(sb: &SuperBlock<Self>);
+
+    /// Unmount: all inodes are gone, the device is still open; the last chance to write.
+    fn put_super(sb: &SuperBlock<Self>);
 
     /// Returns the root directory inode; called after `fill_super` succeeded.
     fn root(sb: &SuperBlock<Self>) -> Result<ARef<Inode<Self>>>;
@@ -63,6 +91,46 @@ pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
 
     /// Emits the entries of `dir` from `ctx.pos()` on.
     fn readdir(dir: &Inode<Self>, ctx: &mut DirContext<'_>) -> Result;
+
+    /// Creates `name` in `dir` (any kind of inode) and returns it.
+    fn create(dir: &Inode<Self>, name: &[u8], node: &NewNode<'_>) -> Result<ARef<Inode<Self>>>;
+
+    /// Adds the name `name` in `dir` for `inode`.
+    fn link(dir: &Inode<Self>, inode: &Inode<Self>, name: &[u8]) -> Result;
+
+    /// Removes the name `name` of `inode` from `dir` (`unlink` and `rmdir`).
+    fn unlink(dir: &Inode<Self>, name: &[u8], inode: &Inode<Self>) -> Result;
+
+    /// Renames.
+    fn rename(request: &Rename<'_, Self>) -> Result;
+
+    /// Changes attributes; the cached inode holds the VFS's computed values and must be
+    /// refreshed from disk (success or not).
+    fn setattr(inode: &Inode<Self>, change: &AttrChange) -> Result;
+
+    /// Maps a range of regular file `inode` (bytes) for `purpose`.
+    fn map(inode: &Inode<Self>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap>;
+
+    /// Where writeback writes the range of `inode` starting at `pos` (a `Mapped` range).
+    fn map_writeback(inode: &Inode<Self>, pos: u64, len: u64) -> Result<FileMap>;
+
+    /// The data of `[pos, pos + len)` of `inode` reached the disk.
+    fn write_done(inode: &Inode<Self>, pos: u64, len: u64) -> Result;
+
+    /// Stores the cached inode's timestamps (and its size, when given) on disk.
+    fn store_attrs(inode: &Inode<Self>, size: Option<u64>) -> Result;
+
+    /// Makes everything written to `inode` durable (its data is written back already).
+    fn fsync(inode: &Inode<Self>) -> Result;
+
+    /// Allocates the block-aligned range `[pos, pos + len)` of `inode` (`fallocate`).
+    fn allocate(inode: &Inode<Self>, pos: u64, len: u64) -> Result;
+
+    /// Frees the blocks of the block-aligned range `[pos, pos + len)` of `inode`.
+    fn punch(inode: &Inode<Self>, pos: u64, len: u64) -> Result;
+
+    /// The last reference to an inode without links is gone: delete it.
+    fn evict(inode: &Inode<Self>);
 
     /// Handles an LCFS ioctl on an open file of `inode`.
     fn ioctl(inode: &Inode<Self>, request: Request, out: Output) -> Result;
@@ -163,12 +231,19 @@ impl<T: FileSystem> Tables<T> {
         alloc_inode: Some(inode::alloc_inode_callback::<T>),
         free_inode: Some(inode::free_inode_callback::<T>),
         statfs: Some(statfs_callback::<T>),
+        sync_fs: Some(sync_fs_callback::<T>),
+        evict_inode: Some(evict_inode_callback::<T>),
+        dirty_inode: Some(dirty_inode_callback::<T>),
+        put_super: Some(put_super_callback::<T>),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };
 
     const CONTEXT_OPS: ext::fs_context_operations = ext::fs_context_operations {
+        free: Some(free_fs_context_callback::<T>),
+        parse_param: Some(parse_param_callback::<T>),
         get_tree: Some(get_tree_callback::<T>),
+        reconfigure: Some(reconfigure_callback::<T>),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };
@@ -179,11 +254,97 @@ impl<T: FileSystem> Tables<T> {
 /// Called only by the kernel, with arguments that satisfy the C contract of `init_fs_context`.
 unsafe extern "C" fn init_fs_context_callback<T: FileSystem>(fc: *mut bindings::fs_context) -> c_int {
     let fc = fc.cast::<ext::fs_context>();
+    let Ok(opts) = KBox::new(T::Options::default(), GFP_KERNEL) else {
+        return ENOMEM.to_errno();
+    };
     // SAFETY: the VFS passes a valid context it is setting up; `ops` points to a static table.
-    // No `parse_param` operation: the VFS rejects every option but the generic ones ("ro",
-    // "source", ...) with "Unknown parameter".
-    unsafe { (*fc).ops = &Tables::<T>::CONTEXT_OPS };
+    // `fs_private` owns the options until `free_fs_context_callback`.
+    unsafe {
+        (*fc).fs_private = KBox::into_raw(opts).cast();
+        (*fc).ops = &Tables::<T>::CONTEXT_OPS;
+    }
     0
+}
+
+/// The options of context `fc`.
+///
+/// # Safety
+///
+/// `fc` must be a live context set up by `init_fs_context_callback::<T>`, and no other reference
+/// to its options may exist for `'a`.
+unsafe fn options<'a, T: FileSystem>(fc: *mut ext::fs_context) -> &'a mut T::Options {
+    // SAFETY: `fs_private` holds the `KBox<T::Options>` stored at init (contract).
+    unsafe { &mut *(*fc).fs_private.cast::<T::Options>() }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `free`.
+unsafe extern "C" fn free_fs_context_callback<T: FileSystem>(fc: *mut ext::fs_context) {
+    // SAFETY: `fs_private` is null or the box stored at init; the context is going away.
+    unsafe {
+        let opts = (*fc).fs_private.cast::<T::Options>();
+        if !opts.is_null() {
+            (*fc).fs_private = ptr::null_mut();
+            drop(KBox::from_raw(opts));
+        }
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `parse_param`.
+unsafe extern "C" fn parse_param_callback<T: FileSystem>(
+    fc: *mut ext::fs_context,
+    param: *mut ext::fs_parameter,
+) -> c_int {
+    // SAFETY: all-zero is a valid parse result.
+    let mut result: ext::fs_parse_result = unsafe { core::mem::zeroed() };
+    // SAFETY: live context and parameter from the VFS; the table is static and terminated.
+    // Unknown names return -ENOPARAM, which makes the VFS fail with "Unknown parameter".
+    let opt = unsafe {
+        ext::lcfs_fs_parse(fc, Param::table_ptr(T::PARAMS), param, &mut result)
+    };
+    let Ok(opt) = u8::try_from(opt) else {
+        return opt;
+    };
+    // SAFETY: `param` is live; a string value is NUL-terminated (`fs_value_is_string`).
+    let string = unsafe {
+        if (*param).type_() == ext::fs_value_type_fs_value_is_string
+            && !(*param).__bindgen_anon_1.string.is_null()
+        {
+            CStr::from_char_ptr((*param).__bindgen_anon_1.string).to_bytes()
+        } else {
+            &[]
+        }
+    };
+    // SAFETY: `uint_32` is what `fs_param_is_u32` fills; for other types it is zero or unused.
+    let number = unsafe { *result.__bindgen_anon_1.uint_32.as_ref() };
+    let value = ParamValue { number, string };
+    // SAFETY: the context was set up by our init; the VFS serialises parameter parsing.
+    let opts = unsafe { options::<T>(fc) };
+    from_result(|| T::parse_param(opts, opt, &value).map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `reconfigure`.
+unsafe extern "C" fn reconfigure_callback<T: FileSystem>(fc: *mut ext::fs_context) -> c_int {
+    from_result(|| {
+        // SAFETY: a remount context has the mount's root dentry, whose superblock is ours and
+        // active for the call.
+        let sb = unsafe { (*(*fc).root).d_sb };
+        // SAFETY: the VFS holds `s_umount` for writing during reconfigure.
+        kernel::error::to_result(unsafe { bindings::sync_filesystem(sb) })?;
+        // SAFETY: a mounted superblock of `T` (it has our context operations).
+        let sb_ref = unsafe { SuperBlock::<T>::from_raw(sb) };
+        // SAFETY: as in `parse_param_callback`.
+        let opts = unsafe { options::<T>(fc) };
+        // SAFETY: `fc` is live.
+        let read_only = unsafe { ext::lcfs_fc_rdonly(fc) };
+        T::reconfigure(sb_ref, opts, read_only)?;
+        Ok(0)
+    })
 }
 
 /// # Safety
@@ -200,7 +361,7 @@ unsafe extern "C" fn get_tree_callback<T: FileSystem>(fc: *mut ext::fs_context) 
 /// Called only by the kernel, with arguments that satisfy the C contract of `fill_super`.
 unsafe extern "C" fn fill_super_callback<T: FileSystem>(
     sb: *mut bindings::super_block,
-    _fc: *mut ext::fs_context,
+    fc: *mut ext::fs_context,
 ) -> c_int {
     from_result(|| {
         // SAFETY: the VFS passes a new superblock of a block device, locked, not yet visible to
@@ -215,10 +376,12 @@ unsafe extern "C" fn fill_super_callback<T: FileSystem>(
             );
             return Err(EINVAL);
         }
-        let info = T::fill_super(&new)?;
-        let info = KBox::new(info, GFP_KERNEL)?;
-        // SAFETY: the superblock is not yet live; `s_fs_info` is freed in `kill_sb_callback`
-        // after all inodes are gone.
+        // SAFETY: `fc` is the context being mounted, set up by our init.
+        let opts = unsafe { options::<T>(fc) };
+        let info = T::fill_super(&new, opts)?;
+        let info = SbInfo::<T>::new(sb, info)?;
+        // SAFETY: the superblock is not yet live; `s_fs_info` is freed in `put_super_callback`
+        // (or `kill_sb_callback` if the mount fails) after all inodes are gone.
         unsafe {
             (*sb).s_fs_info = KBox::into_raw(info).cast();
             (*sb).s_op = &Tables::<T>::SUPER_OPS;
@@ -239,8 +402,72 @@ unsafe extern "C" fn fill_super_callback<T: FileSystem>(
         }
         // SAFETY: the superblock is still private to this mount.
         unsafe { (*sb).s_root = dentry };
+        T::activate(sb_ref);
         Ok(0)
     })
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `sync_fs`.
+unsafe extern "C" fn sync_fs_callback<T: FileSystem>(
+    sb: *mut bindings::super_block,
+    wait: c_int,
+) -> c_int {
+    // SAFETY: a mounted superblock of `T` (it has our operations); `s_fs_info` is set until
+    // `put_super`, which runs after the last `sync_fs`.
+    let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
+    from_result(|| T::sync_fs(sb, wait != 0).map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `dirty_inode`.
+unsafe extern "C" fn dirty_inode_callback<T: FileSystem>(inode: *mut bindings::inode, _flags: c_int) {
+    // SAFETY: the VFS marks a live inode of ours dirty (timestamps changed); an inode still
+    // being set up has no state to store yet.
+    unsafe {
+        if inode::is_initialised::<T>(inode) && !bindings::is_bad_inode(inode) {
+            // Timestamps are advisory: a failure (a frozen layer, for example) keeps the
+            // cached value until the next change.
+            let _ = T::store_attrs(Inode::<T>::from_raw(inode), None);
+        }
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `evict_inode`.
+unsafe extern "C" fn evict_inode_callback<T: FileSystem>(inode: *mut bindings::inode) {
+    // SAFETY: the VFS evicts an unreferenced inode of ours: nobody else uses it any more.
+    unsafe {
+        bindings::truncate_inode_pages_final(&mut (*inode).i_data);
+        if inode::is_initialised::<T>(inode)
+            && !bindings::is_bad_inode(inode)
+            && (*inode).__bindgen_anon_1.i_nlink == 0
+        {
+            T::evict(Inode::<T>::from_raw(inode));
+        }
+        bindings::clear_inode(inode);
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `put_super`.
+unsafe extern "C" fn put_super_callback<T: FileSystem>(sb: *mut bindings::super_block) {
+    // SAFETY: a mounted superblock of `T` being shut down: all inodes are evicted and its
+    // device is still open.
+    let sb_ref = unsafe { SuperBlock::<T>::from_raw(sb) };
+    sb_ref.cancel_periodic();
+    T::put_super(sb_ref);
+    // SAFETY: nothing uses the per-mount state after `put_super`; dropping it here, before the
+    // device is closed, means no device handle it holds can outlive the device.
+    unsafe {
+        let info = (*sb).s_fs_info.cast::<SbInfo<T>>();
+        (*sb).s_fs_info = ptr::null_mut();
+        drop(KBox::from_raw(info));
+    }
 }
 
 /// # Safety
@@ -249,10 +476,11 @@ unsafe extern "C" fn fill_super_callback<T: FileSystem>(
 unsafe extern "C" fn kill_sb_callback<T: FileSystem>(sb: *mut bindings::super_block) {
     // SAFETY: the VFS tears the superblock down; this evicts all inodes and closes the device.
     unsafe { bindings::kill_block_super(sb) };
-    // SAFETY: `s_fs_info` is null or the `KBox<T::Info>` stored by `fill_super_callback`; no inode
-    // can use it any more.
+    // SAFETY: `s_fs_info` is null (after `put_super`) or, when the mount failed half-way, the
+    // box stored by `fill_super_callback`, whose periodic work never started; no inode can use
+    // it any more.
     unsafe {
-        let info = (*sb).s_fs_info.cast::<T::Info>();
+        let info = (*sb).s_fs_info.cast::<SbInfo<T>>();
         if !info.is_null() {
             (*sb).s_fs_info = ptr::null_mut();
             drop(KBox::from_raw(info));

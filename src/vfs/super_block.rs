@@ -46,6 +46,95 @@ unsafe fn id<'a>(sb: *mut bindings::super_block) -> &'a str {
         .unwrap_or("?")
 }
 
+/// The per-mount state the VFS layer keeps in `s_fs_info`: the filesystem's state and the
+/// periodic work item.
+///
+/// # Invariants
+///
+/// `work` was initialised with `periodic_callback::<T>`; `sb` is the superblock whose
+/// `s_fs_info` points here. The object is boxed and never moves.
+pub(super) struct SbInfo<T: FileSystem> {
+    work: Opaque<bindings::delayed_work>,
+    sb: *mut bindings::super_block,
+    info: T::Info,
+}
+
+impl<T: FileSystem> SbInfo<T> {
+    pub(super) fn new(sb: *mut bindings::super_block, info: T::Info) -> Result<KBox<Self>> {
+        let this = KBox::new(
+            Self {
+                work: Opaque::uninit(),
+                sb,
+                info,
+            },
+            GFP_KERNEL,
+        )?;
+        // SAFETY: the box gives the work item a stable address; it is initialised before anyone
+        // can queue it.
+        unsafe { ext::lcfs_init_delayed_work(this.work.get().cast(), Some(periodic_callback::<T>)) };
+        // INVARIANT: initialised with our callback; `sb` is the caller's superblock.
+        Ok(this)
+    }
+}
+
+/// # Safety
+///
+/// Called only by the workqueue, for the `work` of a live `SbInfo<T>`.
+unsafe extern "C" fn periodic_callback<T: FileSystem>(work: *mut bindings::work_struct) {
+    // SAFETY: the work item is the `work` field of an `SbInfo<T>`, which `put_super` keeps alive
+    // until the work is cancelled and finished.
+    let info = unsafe {
+        let dwork = ext::lcfs_to_delayed_work(work).cast::<bindings::delayed_work>();
+        &*kernel::container_of!(Opaque::cast_from(dwork), SbInfo<T>, work)
+    };
+    // SAFETY: `info.sb` is mounted and its `s_fs_info` is `info` (type invariant).
+    T::periodic(unsafe { SuperBlock::<T>::from_raw(info.sb) });
+}
+
+/// A handle to the block device under a mounted filesystem.
+///
+/// # Invariants
+///
+/// `bdev` is open while the handle exists: handles come only from a superblock and live in its
+/// per-mount state, which the VFS layer drops in `put_super`, before the device is closed.
+pub(crate) struct BlockDevice {
+    bdev: NonNull<bindings::block_device>,
+}
+
+// SAFETY: block device I/O may be issued from any thread.
+unsafe impl Send for BlockDevice {}
+// SAFETY: as above; the handle has no interior state.
+unsafe impl Sync for BlockDevice {}
+
+impl BlockDevice {
+    /// Reads block `block` and calls `f` with its bytes.
+    pub(crate) fn read<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        // SAFETY: the device is open (type invariant).
+        unsafe { super::block::with_block((*self.bdev.as_ptr()).bd_mapping, block, f) }
+    }
+
+    /// Replaces block `block` in the page cache; durable after [`Self::flush`].
+    pub(crate) fn write(&self, block: u64, data: &[u8]) -> Result {
+        // SAFETY: the device is open (type invariant).
+        unsafe { super::block::write_block((*self.bdev.as_ptr()).bd_mapping, block, data) }
+    }
+
+    /// Writes back everything written so far and flushes the device's write cache.
+    pub(crate) fn flush(&self) -> Result {
+        // SAFETY: the device is open (type invariant).
+        unsafe { super::block::flush(self.bdev.as_ptr()) }
+    }
+}
+
+/// The current wall-clock time (seconds, nanoseconds).
+pub(crate) fn now() -> (i64, u32) {
+    let mut sec = 0i64;
+    let mut nsec: c_long = 0;
+    // SAFETY: plain call writing two locals.
+    unsafe { ext::lcfs_now(&mut sec, &mut nsec) };
+    (sec, u32::try_from(nsec).unwrap_or(0))
+}
+
 /// A superblock being filled: not yet visible, and without its per-mount state.
 ///
 /// # Invariants
@@ -88,6 +177,21 @@ impl<'a, T: FileSystem> NewSuperBlock<'a, T> {
         unsafe { read_block(self.sb.as_ptr(), block, f) }
     }
 
+    /// A handle to the device, to keep in the per-mount state.
+    pub(crate) fn block_device(&self) -> Result<BlockDevice> {
+        // SAFETY: a block-device superblock has an open `s_bdev` (type invariant).
+        let bdev = NonNull::new(unsafe { (*self.sb.as_ptr()).s_bdev }).ok_or(EINVAL)?;
+        // INVARIANT: the handle goes into `T::Info`, which lives in `s_fs_info` and is dropped
+        // in `put_super` or, for a failed mount, never used for I/O again.
+        Ok(BlockDevice { bdev })
+    }
+
+    /// Whether the mount was requested read-only.
+    pub(crate) fn read_only(&self) -> bool {
+        // SAFETY: live superblock (type invariant).
+        unsafe { ext::lcfs_sb_rdonly(self.sb.as_ptr().cast()) }
+    }
+
     /// Sets the UUID reported to userspace (`FS_IOC_GETFSUUID`, `/proc/self/mountinfo` tools).
     pub(crate) fn set_uuid(&self, uuid: &[u8; 16]) {
         // SAFETY: the superblock is private to this mount until `fill_super` returns.
@@ -122,8 +226,43 @@ impl<T: FileSystem> SuperBlock<T> {
 
     /// The per-mount state.
     pub(crate) fn info(&self) -> &T::Info {
-        // SAFETY: `s_fs_info` holds a `T::Info` for the life of the superblock (type invariant).
-        unsafe { &*(*self.as_ptr()).s_fs_info.cast::<T::Info>() }
+        &self.sb_info().info
+    }
+
+    fn sb_info(&self) -> &SbInfo<T> {
+        // SAFETY: `s_fs_info` holds an `SbInfo<T>` while the superblock is mounted (type
+        // invariant).
+        unsafe { &*(*self.as_ptr()).s_fs_info.cast::<SbInfo<T>>() }
+    }
+
+    /// Device name, for log messages.
+    pub(crate) fn id(&self) -> &str {
+        // SAFETY: live superblock (type invariant).
+        unsafe { id(self.as_ptr()) }
+    }
+
+    /// Whether the filesystem is mounted read-only now.
+    pub(crate) fn read_only(&self) -> bool {
+        // SAFETY: live superblock (type invariant).
+        unsafe { ext::lcfs_sb_rdonly(self.as_ptr().cast()) }
+    }
+
+    /// Runs [`FileSystem::periodic`] once after `ms` milliseconds (replacing an earlier request).
+    pub(crate) fn schedule_periodic(&self, ms: u32) {
+        let work = self.sb_info().work.get();
+        // SAFETY: the work item was initialised in `SbInfo::new` and is cancelled in
+        // `put_super` before the state goes away.
+        unsafe {
+            let delay = ext::lcfs_msecs_to_jiffies(ms);
+            ext::lcfs_schedule_delayed_work(work.cast(), delay);
+        }
+    }
+
+    /// Cancels the periodic work and waits for a running instance to finish.
+    pub(super) fn cancel_periodic(&self) {
+        // SAFETY: initialised work item (see `schedule_periodic`); a self-requeueing work is
+        // handled by `cancel_delayed_work_sync`.
+        unsafe { bindings::cancel_delayed_work_sync(self.sb_info().work.get()) };
     }
 
     /// Finds inode `ino` in the inode cache, or allocates a new one to be initialised.
@@ -139,5 +278,25 @@ impl<T: FileSystem> SuperBlock<T> {
             // SAFETY: `iget_locked` returned a reference to a fully initialised inode of `T`.
             Ok(Iget::Cached(unsafe { ARef::from_raw(inode.cast::<Inode<T>>()) }))
         }
+    }
+}
+
+/// A scope in which memory allocations do not recurse into filesystem reclaim (`GFP_NOFS`):
+/// held with the filesystem's metadata lock, so reclaim never waits on that lock (through inode
+/// eviction) while the lock holder waits on reclaim.
+pub(crate) struct NoFsScope(c_uint);
+
+impl NoFsScope {
+    /// Enters the scope; it ends when the value drops.
+    pub(crate) fn enter() -> Self {
+        // SAFETY: plain call on the current task; paired with the restore in `drop`.
+        Self(unsafe { ext::lcfs_memalloc_nofs_save() })
+    }
+}
+
+impl Drop for NoFsScope {
+    fn drop(&mut self) {
+        // SAFETY: restores the flags saved by `enter` on the same task (the value is not Send).
+        unsafe { ext::lcfs_memalloc_nofs_restore(self.0) };
     }
 }

@@ -6,7 +6,8 @@
 //! order and bounds, every item decoding); the layer graph (parents exist and are older and
 //! frozen, child counts, names unique, counts in the superblock); each layer's usage counters;
 //! each layer's namespace (entries point at existing inodes of their type, back references match
-//! the entries, link counts match the names, no orphan inodes or items; a layer without parent is
+//! the entries, link counts match the names, no unnamed inodes but indexed orphans, no items
+//! without an inode; a layer without parent is
 //! checked whole, a clone only where its diff against the parent shows changes, so the cost
 //! follows the changes); and finally that every block's reference count equals the references
 //! found (superblock, map
@@ -19,6 +20,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use lcfs_format::data::MAX_FILE_BLOCKS;
+use lcfs_format::namespace;
 use lcfs_format::node::{self, Expect, Key};
 use lcfs_format::records::{
     self, kind, layer_flags, DirentRecord, ExtentRecord, InodeRecord, LayerRecord, LinkRecord,
@@ -559,13 +562,17 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 // The namespace of a layer without a parent is checked whole; a clone only where
                 // it differs from its parent (the parent was checked before it: ids grow), so the
                 // cost follows the changes.
-                let set = if l.parent == 0 || !ids.contains_key(&l.parent) {
+                let whole = l.parent == 0 || !ids.contains_key(&l.parent);
+                let set = if whole {
                     self.all_inodes(*id)
                 } else {
                     self.touched_inodes(*id)
                 };
                 match set {
-                    Ok(set) => self.check_namespace(*id, set),
+                    Ok(set) => {
+                        self.check_file_data(*id, &set, l.flags & layer_flags::READ_ONLY != 0);
+                        self.check_namespace(*id, set, whole);
+                    }
                     Err(e) => self.report.error(format!("layer {id}: {e}")),
                 }
             }
@@ -581,6 +588,13 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             (0..records::DIRENT_COLLISIONS).any(|i| records::dirent_offset(h, i) == Some(k.offset))
         };
         let e = |e: FormatError| e.to_string();
+        if k.kind == kind::ORPHAN {
+            // The orphan index: `(0, ORPHAN, ino)`, empty value.
+            if k.id != 0 || k.offset == 0 || !v.is_empty() {
+                return Err("bad orphan index item".into());
+            }
+            return Ok(Sums::default());
+        }
         if k.id == 0 {
             return Err("inode number 0".into());
         }
@@ -609,13 +623,25 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 }
                 Ok(Sums::default())
             }
-            kind::EXTENT => {
+            kind::EXTENT | kind::COW => {
                 let x = ExtentRecord::decode(v, total).map_err(e)?;
+                if k.offset
+                    .checked_add(u64::from(x.len))
+                    .is_none_or(|end| end > MAX_FILE_BLOCKS)
+                {
+                    return Err("extent past the largest file".into());
+                }
+                if k.kind == kind::COW && x.flags != 0 {
+                    return Err("staging extent with flags".into());
+                }
                 self.data(x.disk_block, u64::from(x.len));
-                Ok(Sums {
-                    inodes: 0,
-                    bytes: u64::from(x.len) * u64::from(BLOCK_SIZE),
-                })
+                // Staging extents hold blocks but are not in the usage counters.
+                let bytes = if k.kind == kind::EXTENT {
+                    u64::from(x.len) * u64::from(BLOCK_SIZE)
+                } else {
+                    0
+                };
+                Ok(Sums { inodes: 0, bytes })
             }
             kind::INLINE => {
                 records::inline_data(v).map_err(e)?;
@@ -749,9 +775,22 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
     /// entries point at existing inodes of their type, back references match the entries,
     /// link counts match the names (and subdirectories), every inode but the root is linked,
     /// and no items outlive their inode.
-    fn check_namespace(&mut self, id: u64, set: std::collections::BTreeSet<u64>) {
+    ///
+    /// Orphans (inodes kept with link count 0 after their last name went, see
+    /// `Volume::unlink_keep`) have no names, no entries, and an orphan-index item; every
+    /// orphan-index item names such an inode.
+    fn check_namespace(&mut self, id: u64, mut set: std::collections::BTreeSet<u64>, whole: bool) {
+        // Key id 0 holds the orphan index, not an inode.
+        set.remove(&0);
+        let orphans = match self.orphan_items(id, &set, whole) {
+            Ok(o) => o,
+            Err(e) => {
+                self.report.error(format!("layer {id}: orphan index: {e}"));
+                return;
+            }
+        };
         let mut inodes: HashMap<u64, NsInode> = HashMap::new();
-        let mut todo: Vec<u64> = set.into_iter().collect();
+        let mut todo: Vec<u64> = set.iter().chain(&orphans).copied().collect();
         // The directories that link a gathered inode are gathered too, to count its names.
         while let Some(ino) = todo.pop() {
             if inodes.contains_key(&ino) {
@@ -783,6 +822,11 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             }
         }
         let mut errors = Vec::new();
+        for &ino in &orphans {
+            if inodes.get(&ino).is_none_or(|n| n.attrs.is_none()) {
+                errors.push(format!("orphan item for missing inode {ino}"));
+            }
+        }
         for (&ino, n) in &inodes {
             let Some((mode, nlink)) = n.attrs else {
                 if n.has_items {
@@ -790,6 +834,38 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 }
                 continue;
             };
+            // Whether the orphan index holds the inode: known for a whole layer and for the
+            // inodes a clone's diff touched; looked up for another orphan (the other inodes of a
+            // clone are as in its parent, which was checked).
+            let indexed = if whole || set.contains(&ino) || nlink != 0 {
+                orphans.contains(&ino)
+            } else {
+                match self.vol.lookup(id, &namespace::orphan_key(ino), |_| ()) {
+                    Ok(found) => found.is_some(),
+                    Err(e) => {
+                        errors.push(format!("inode {ino}: orphan index: {}", tree_err(e)));
+                        continue;
+                    }
+                }
+            };
+            if nlink == 0 {
+                if ino == lcfs_format::ROOT_INO {
+                    errors.push("the root has link count 0".into());
+                }
+                if !indexed {
+                    errors.push(format!("inode {ino}: link count 0 but no orphan item"));
+                }
+                if !n.links.is_empty() {
+                    errors.push(format!("orphan inode {ino} has names"));
+                }
+                if !n.entries.is_empty() {
+                    errors.push(format!("orphan directory {ino} has entries"));
+                }
+                continue;
+            }
+            if indexed {
+                errors.push(format!("orphan item for inode {ino}, which has links"));
+            }
             if ino == lcfs_format::ROOT_INO {
                 if !is_dir(mode) {
                     errors.push("the root is not a directory".into());
@@ -881,7 +957,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                             }
                         }
                     }
-                    kind::LINK => {
+                    kind::LINK | kind::ORPHAN => {
                         set.insert(c.key.offset);
                     }
                     _ => {}
@@ -890,6 +966,153 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             })
             .map_err(tree_err)?;
         Ok(set)
+    }
+
+    /// The orphan-index entries to check: every one of a layer checked whole, else those of the
+    /// inodes in `set` (which holds every entry the diff against the parent touched).
+    fn orphan_items(
+        &mut self,
+        id: u64,
+        set: &std::collections::BTreeSet<u64>,
+        whole: bool,
+    ) -> Result<std::collections::BTreeSet<u64>, String> {
+        let mut out = std::collections::BTreeSet::new();
+        if !whole {
+            for &ino in set {
+                let key = namespace::orphan_key(ino);
+                if self
+                    .vol
+                    .lookup(id, &key, |_| ())
+                    .map_err(tree_err)?
+                    .is_some()
+                {
+                    out.insert(ino);
+                }
+            }
+            return Ok(out);
+        }
+        let mut from = namespace::orphan_key(0);
+        while let Some(k) = self.vol.next(id, &from, |k, _| *k).map_err(tree_err)? {
+            if k.id != 0 || k.kind != kind::ORPHAN {
+                break;
+            }
+            out.insert(k.offset);
+            match k.offset.checked_add(1) {
+                Some(o) => from = namespace::orphan_key(o),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The items `(ino, k, offset)` of layer `id` as `(offset, extent)`, in order.
+    fn extent_items(
+        &mut self,
+        id: u64,
+        ino: u64,
+        k: u8,
+    ) -> Result<Vec<(u64, ExtentRecord)>, String> {
+        let total = self.sb.total_blocks;
+        let mut out = Vec::new();
+        let mut from = Key::new(ino, k, 0);
+        while let Some((key, x)) = self
+            .vol
+            .next(id, &from, |key, v| (*key, ExtentRecord::decode(v, total)))
+            .map_err(tree_err)?
+        {
+            if key.id != ino || key.kind != k {
+                break;
+            }
+            out.push((key.offset, x.map_err(|e| e.to_string())?));
+            match key.offset.checked_add(1) {
+                Some(o) => from = Key::new(ino, k, o),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// File data of the inodes in `set` of layer `id`: only regular files have extents; extents
+    /// do not overlap and add up to the inode's `blocks`; staging extents (copy-on-write writes
+    /// in progress) do not overlap, stand over written extents within the file's size, and
+    /// never reach a frozen layer.
+    fn check_file_data(&mut self, id: u64, set: &std::collections::BTreeSet<u64>, frozen: bool) {
+        for &ino in set {
+            let mut errors = Vec::new();
+            if let Err(e) = self.check_inode_data(id, ino, frozen, &mut errors) {
+                errors.push(e);
+            }
+            for e in errors {
+                self.report.error(format!("layer {id}: inode {ino}: {e}"));
+            }
+        }
+    }
+
+    fn check_inode_data(
+        &mut self,
+        id: u64,
+        ino: u64,
+        frozen: bool,
+        errors: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let rec = self
+            .vol
+            .lookup(id, &Key::new(ino, kind::INODE, 0), InodeRecord::decode)
+            .map_err(tree_err)?;
+        // No record: the namespace check reports items without an inode.
+        let Some(Ok(rec)) = rec else { return Ok(()) };
+        let extents = self.extent_items(id, ino, kind::EXTENT)?;
+        let staged = self.extent_items(id, ino, kind::COW)?;
+        // File data is counted in `blocks` of regular files (other inodes have no data path;
+        // tests use their extents as opaque items).
+        let regular = rec.mode & records::mode::S_IFMT == records::mode::S_IFREG;
+        let mut sum = 0u64;
+        let mut end = 0u64;
+        // Written runs, merged, for the staging check.
+        let mut written: Vec<(u64, u64)> = Vec::new();
+        for (off, x) in &extents {
+            let len = u64::from(x.len);
+            if *off < end {
+                errors.push(format!("extents overlap at file block {off}"));
+            }
+            let stop = off.saturating_add(len);
+            end = end.max(stop);
+            sum = sum.saturating_add(len);
+            if x.flags & records::extent_flags::UNWRITTEN == 0 {
+                match written.last_mut() {
+                    Some(w) if w.1 >= *off => w.1 = w.1.max(stop),
+                    _ => written.push((*off, stop)),
+                }
+            }
+        }
+        if regular && sum != rec.blocks {
+            errors.push(format!("blocks {}, extents hold {sum}", rec.blocks));
+        }
+        let size_blocks = rec.size.div_ceil(u64::from(BLOCK_SIZE));
+        let mut end = 0u64;
+        for (off, x) in &staged {
+            let stop = off.saturating_add(u64::from(x.len));
+            if frozen {
+                errors.push(format!(
+                    "staging extent at file block {off} in a frozen layer"
+                ));
+            }
+            if *off < end {
+                errors.push(format!("staging extents overlap at file block {off}"));
+            }
+            end = end.max(stop);
+            if stop > size_blocks {
+                errors.push(format!(
+                    "staging extent at file block {off} past the end of the file ({size_blocks} blocks)"
+                ));
+            }
+            if !written.iter().any(|w| w.0 <= *off && stop <= w.1) {
+                errors.push(format!(
+                    "staging extent at file block {off} does not stand over written data"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every inode number of layer `id`.

@@ -94,6 +94,7 @@ fn record(steps: u64, commit_every: u64, seed: u64) -> (MemDevice, Vec<Event>, V
                 let _ = vol.remove(layer, &Key::new(1, kind::INLINE, k)).unwrap();
             }
             6 => {
+                // Offsets 4 apart: extents of up to 3 blocks never overlap (fsck checks).
                 let (b, n) = vol.alloc_data(rng.range(1, 4) as u32).unwrap();
                 let mut v = [0u8; 16];
                 ExtentRecord {
@@ -103,11 +104,13 @@ fn record(steps: u64, commit_every: u64, seed: u64) -> (MemDevice, Vec<Event>, V
                 }
                 .encode(&mut v)
                 .unwrap();
-                vol.insert(layer, &Key::new(1, kind::EXTENT, k), &v)
+                vol.insert(layer, &Key::new(1, kind::EXTENT, k * 4), &v)
                     .unwrap();
             }
             7 => {
-                let _ = vol.remove(layer, &Key::new(1, kind::EXTENT, k)).unwrap();
+                let _ = vol
+                    .remove(layer, &Key::new(1, kind::EXTENT, k * 4))
+                    .unwrap();
             }
             8 if step % 7 == 0 => {
                 // Freeze the current layer and continue in a clone of it.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use lcfs_format::namespace::{NewInode, PathChange};
+use lcfs_format::namespace::{NewInode, PathChange, RenameMode, SetAttr};
 use lcfs_format::node::Key;
 use lcfs_format::records::{self, dirent_offset, kind, mode, DirentRecord, Timespec};
 use lcfs_format::superblock::Superblock;
@@ -460,19 +460,101 @@ fn io_error_mid_operation_never_commits_half_of_it() {
     let mut vol = Volume::format(MemDevice::new(2048), sb, Some(b"base"), NOW).unwrap();
     let d = vol.create(1, ROOT_INO, b"d", &dir(), NOW).unwrap();
     let f = vol.create(1, d, b"f", &file(), NOW).unwrap();
+    // A second directory with a subdirectory and a file to replace, and data to truncate.
+    let e = vol.create(1, ROOT_INO, b"e", &dir(), NOW).unwrap();
+    vol.create(1, e, b"sub", &dir(), NOW).unwrap();
+    let g = vol.create(1, e, b"g", &file(), NOW).unwrap();
+    vol.link(1, g, d, b"g2", NOW).unwrap();
+    for (at, len) in [(0u64, 3u32), (5, 4), (12, 2)] {
+        let (b, got) = vol.alloc_data(len).unwrap();
+        let mut v = [0u8; 16];
+        records::ExtentRecord {
+            disk_block: b,
+            len: got,
+            flags: 0,
+        }
+        .encode(&mut v)
+        .unwrap();
+        vol.insert(1, &Key::new(f, kind::EXTENT, at), &v).unwrap();
+    }
+    let mut r = vol.inode(1, f).unwrap();
+    (r.size, r.blocks) = (14 * 4096, 9);
+    let mut buf = [0u8; 128];
+    r.encode(&mut buf).unwrap();
+    vol.insert(1, &Key::new(f, kind::INODE, 0), &buf).unwrap();
+    let o = vol.create(1, ROOT_INO, b"o", &file(), NOW).unwrap();
+    vol.set_xattr(1, o, b"user.x", &[7; 9000], NOW).unwrap();
+    vol.unlink_keep(1, ROOT_INO, b"o", NOW).unwrap();
     vol.commit(NOW).unwrap();
     let base = vol.into_store();
-    type Op = fn(&mut Volume<Flaky>, u64, u64) -> Result<(), Error>;
-    let ops: [(&str, Op); 5] = [
-        ("create", |v, d, _| {
-            v.create(1, d, b"g", &file(), LATER).map(|_| ())
-        }),
-        ("link", |v, d, f| v.link(1, f, d, b"h", LATER)),
-        ("unlink", |v, d, _| v.unlink(1, d, b"f", LATER)),
-        ("inline", |v, _, f| v.write_inline(1, f, b"data", LATER)),
-        ("xattr", |v, _, f| {
-            v.set_xattr(1, f, b"user.x", &[7; 9000], LATER)
-        }),
+    type Op = Box<dyn Fn(&mut Volume<Flaky>) -> Result<(), Error>>;
+    let rename = move |from: u64, old: &'static [u8], to: u64, new: &'static [u8], how| -> Op {
+        Box::new(move |v| v.rename(1, from, old, to, new, how, LATER).map(|_| ()))
+    };
+    let size = |n: u64| SetAttr {
+        size: Some(n),
+        mtime: Some(LATER),
+        ..SetAttr::default()
+    };
+    let ops: Vec<(&str, Op)> = vec![
+        (
+            "create",
+            Box::new(move |v| v.create(1, d, b"g", &file(), LATER).map(|_| ())),
+        ),
+        ("link", Box::new(move |v| v.link(1, f, d, b"h", LATER))),
+        ("unlink", Box::new(move |v| v.unlink(1, d, b"f", LATER))),
+        (
+            "unlink_keep",
+            Box::new(move |v| v.unlink_keep(1, d, b"f", LATER).map(|_| ())),
+        ),
+        (
+            "inline",
+            Box::new(move |v| v.write_inline(1, f, b"data", LATER)),
+        ),
+        (
+            "xattr",
+            Box::new(move |v| v.set_xattr(1, f, b"user.x", &[7; 9000], LATER)),
+        ),
+        (
+            "rename",
+            rename(d, b"f", ROOT_INO, b"moved", RenameMode::Replace),
+        ),
+        (
+            "rename dir",
+            rename(e, b"sub", d, b"sub", RenameMode::NoReplace),
+        ),
+        ("rename over", rename(d, b"f", e, b"g", RenameMode::Replace)),
+        (
+            "rename over last name",
+            rename(e, b"sub", ROOT_INO, b"o2", RenameMode::Whiteout),
+        ),
+        ("exchange", rename(d, b"f", e, b"sub", RenameMode::Exchange)),
+        ("whiteout", rename(d, b"g2", e, b"g", RenameMode::Whiteout)),
+        (
+            "set_attr",
+            Box::new(move |v| {
+                let a = SetAttr {
+                    mode: Some(0o600),
+                    uid: Some(5),
+                    ctime: Some(LATER),
+                    ..SetAttr::default()
+                };
+                v.set_attr(1, f, &a).map(|_| ())
+            }),
+        ),
+        (
+            "truncate",
+            Box::new(move |v| v.set_attr(1, f, &size(6 * 4096 + 1)).map(|_| ())),
+        ),
+        (
+            "truncate to 0",
+            Box::new(move |v| v.set_attr(1, f, &size(0)).map(|_| ())),
+        ),
+        ("delete_orphan", Box::new(move |v| v.delete_orphan(1, o))),
+        (
+            "reap_orphans",
+            Box::new(move |v| v.reap_orphans(1).map(|_| ())),
+        ),
     ];
     for (what, op) in ops {
         let mut failures = 0;
@@ -485,7 +567,7 @@ fn io_error_mid_operation_never_commits_half_of_it() {
             let mut vol = Volume::open(store).unwrap().0;
             vol.store().reads = 0;
             vol.store().fail_at = fail_at;
-            let r = op(&mut vol, d, f);
+            let r = op(&mut vol);
             if r.is_ok() {
                 break;
             }

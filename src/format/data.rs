@@ -1,0 +1,910 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! File data: the block map of regular files, and the write protocol the kernel's page-cache
+//! I/O (iomap) follows.
+//!
+//! A regular file's data is a set of extent items `(ino, EXTENT, first file block)` →
+//! [`ExtentRecord`]; blocks are 4 KiB, the page size. Holes are ranges without an extent; an
+//! extent flagged [`extent_flags::UNWRITTEN`] has its blocks but reads as zeros.
+//!
+//! Blocks are allocated when a write enters the page cache ([`Volume::map_write`]), so running
+//! out of space is reported by `write(2)`, never at writeback. What a crash leaves behind:
+//!
+//! * a write into a hole allocates blocks as an *unwritten* extent: until
+//!   [`Volume::complete_write`] marks it written (after the data reached the disk), a crash
+//!   reads zeros, never stale blocks;
+//! * a write into written blocks this layer's file alone references overwrites them in place;
+//! * a write into written blocks another layer (or clone) still references allocates new
+//!   blocks, recorded as a *staging* item `(ino, COW, first file block)` → [`ExtentRecord`] while
+//!   the extent keeps pointing at the old blocks; writeback goes to the staging blocks
+//!   ([`Volume::map_writeback`]), and [`Volume::complete_write`] then moves them into the extent
+//!   (dropping this file's reference to the old blocks). A crash before that keeps the old
+//!   contents; [`Volume::recover`] frees the staging items left by a crash at mount.
+//!
+//! Sharing is decided with the lazy reference-count push-down in mind: a leaf shared between
+//! trees counts its extents' blocks once. A block belongs to this file alone only when no node on
+//! the path from the layer's root to the extent's leaf is shared ([`super::tree::Txn::path_shared`])
+//! and the block's own count is 1.
+//!
+//! Accounting: extent items count in the layer's `bytes_used` and in the inode's `blocks`
+//! (4 KiB blocks; `st_blocks` is 8 times it); staging items count in neither (their blocks are
+//! in use, so in the free count, until they replace or leave the old ones).
+//!
+//! Every operation checks its arguments and admits the space it may need before its first
+//! change. Operations over a range ([`Volume::complete_write`], [`Volume::punch_hole`],
+//! [`Volume::allocate`], [`Volume::recover`]) change it piece by piece (an item or a run of
+//! blocks), each piece admitted and applied as one [`Volume::mutate`]: every state between two
+//! pieces is consistent, so a piece refused for space returns `NoSpace` with the pieces before
+//! it done and the transaction intact, and a large range never needs its whole worst-case space
+//! at once. Nothing here panics on any input or image, and nothing block-sized is on the stack.
+
+use super::node::Key;
+use super::records::{
+    extent_flags, kind, mode, ExtentRecord, InodeRecord, EXTENT_RECORD_SIZE, INODE_RECORD_SIZE,
+};
+use super::tree::{Change, Error};
+use super::volume::{inode_key, Device, Volume};
+use super::{FormatError, BLOCK_SHIFT};
+
+/// File blocks a file can have: sizes are at most `2^63 - 1` bytes, so every file block number
+/// is below `2^51`.
+pub const MAX_FILE_BLOCKS: u64 = 1 << (63 - BLOCK_SHIFT);
+
+/// Most blocks whose reference counts one mapping reads to find a run it may overwrite in place
+/// (the kernel asks again for the rest).
+pub const SCAN_MAX: u64 = 1024;
+
+/// Tree updates one step may make: up to seven item changes (an extent cut in three, a
+/// neighbour merged, a staging item cut in two) and the inode record, each item change also
+/// rewriting the layer record. Steps that allocate data keep this much free above the metadata
+/// reserve, so the steps that complete or drop data (which may use the reserve) still fit on a
+/// filesystem whose data space is used up.
+const STEP_TREES: u64 = 16;
+
+/// What a file block range holds, for reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    /// No blocks: reads as zeros.
+    Hole,
+    /// Allocated but not written yet: reads as zeros.
+    Unwritten {
+        /// Disk block of the first file block.
+        disk_block: u64,
+    },
+    /// Data.
+    Written {
+        /// Disk block of the first file block.
+        disk_block: u64,
+    },
+}
+
+/// A run of file blocks that map the same way ([`Volume::map_read`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Map {
+    /// First file block.
+    pub fblock: u64,
+    /// Blocks, at least 1.
+    pub len: u64,
+    /// How they map; a disk block applies to `fblock`, the next ones follow it.
+    pub kind: MapKind,
+}
+
+/// What the page cache must do with the blocks of a [`WriteMap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Fresh blocks (an unwritten extent): the parts of each block the write does not cover
+    /// must be zeroed in the page cache.
+    New,
+    /// Written blocks of this file alone: overwritten in place.
+    InPlace,
+    /// New staging blocks replacing shared written ones: the old data, for the parts of a block
+    /// the write does not cover, is read from `src_disk_block` on.
+    Cow {
+        /// Disk block of the old data of the first file block.
+        src_disk_block: u64,
+    },
+    /// An existing unwritten extent of this file alone: reads as zeros until completed, like
+    /// [`WriteKind::New`].
+    Unwritten,
+}
+
+/// Where a write of file blocks `[fblock, fblock + len)` goes ([`Volume::map_write`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteMap {
+    /// First file block.
+    pub fblock: u64,
+    /// Blocks, at least 1; one contiguous disk run.
+    pub len: u64,
+    /// Disk block of `fblock`.
+    pub disk_block: u64,
+    /// What the blocks are.
+    pub kind: WriteKind,
+}
+
+/// An extent or staging item with its file offset, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ext {
+    off: u64,
+    disk: u64,
+    len: u64,
+    flags: u32,
+}
+
+impl Ext {
+    fn decode(key: &Key, value: &[u8], total_blocks: u64) -> Result<Self, Error> {
+        let e = ExtentRecord::decode(value, total_blocks)?;
+        let len = u64::from(e.len);
+        if key
+            .offset
+            .checked_add(len)
+            .is_none_or(|end| end > MAX_FILE_BLOCKS)
+        {
+            return Err(corrupt("extent offset"));
+        }
+        if key.kind == kind::COW && e.flags != 0 {
+            return Err(corrupt("staging extent flags"));
+        }
+        Ok(Self {
+            off: key.offset,
+            disk: e.disk_block,
+            len,
+            flags: e.flags,
+        })
+    }
+
+    /// File block after the last (no overflow: checked on decode, and pieces are sub-ranges).
+    fn end(&self) -> u64 {
+        self.off.saturating_add(self.len)
+    }
+
+    /// Disk block of file block `fblock` (within the extent).
+    fn disk_at(&self, fblock: u64) -> u64 {
+        self.disk.saturating_add(fblock.saturating_sub(self.off))
+    }
+
+    fn is_unwritten(&self) -> bool {
+        self.flags & extent_flags::UNWRITTEN != 0
+    }
+}
+
+fn corrupt(what: &'static str) -> Error {
+    Error::Corrupt(FormatError::BadField(what))
+}
+
+/// `n` blocks from `fblock`, clipped to the largest file; `Invalid` for none.
+fn clip(fblock: u64, n: u64) -> Result<u64, Error> {
+    if n == 0 || fblock >= MAX_FILE_BLOCKS {
+        return Err(Error::Invalid);
+    }
+    Ok(n.min(MAX_FILE_BLOCKS - fblock))
+}
+
+/// Blocks from `from` to a later item at `to`; an item at or before `from` here means the tree
+/// gave inconsistent answers (damage).
+fn gap(to: u64, from: u64) -> Result<u64, Error> {
+    match to.checked_sub(from) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(corrupt("overlapping extents")),
+    }
+}
+
+/// The key right after `k`.
+fn key_after(k: &Key) -> Option<Key> {
+    if let Some(o) = k.offset.checked_add(1) {
+        return Some(Key::new(k.id, k.kind, o));
+    }
+    if let Some(kd) = k.kind.checked_add(1) {
+        return Some(Key::new(k.id, kd, 0));
+    }
+    k.id.checked_add(1).map(|id| Key::new(id, 0, 0))
+}
+
+impl<S: Device> Volume<S> {
+    // ---- lookups ----
+
+    /// The item of kind `k` of `ino` with the largest offset at most `fblock`.
+    fn floor_item(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        k: u8,
+        fblock: u64,
+    ) -> Result<Option<Ext>, Error> {
+        let root = self.layer(layer)?.root;
+        let total = self.superblock().total_blocks;
+        let at = Key::new(ino, k, fblock);
+        let got =
+            self.with_tree(|t| t.prev(root, &at, |key, v| (*key, Ext::decode(key, v, total))))?;
+        match got {
+            Some((key, e)) if key.id == ino && key.kind == k => Ok(Some(e?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The item of kind `k` of `ino` covering file block `fblock`.
+    fn item_at(&mut self, layer: u64, ino: u64, k: u8, fblock: u64) -> Result<Option<Ext>, Error> {
+        Ok(self
+            .floor_item(layer, ino, k, fblock)?
+            .filter(|e| e.end() > fblock))
+    }
+
+    /// The first item of kind `k` of `ino` at offset `fblock` or after.
+    fn item_from(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        k: u8,
+        fblock: u64,
+    ) -> Result<Option<Ext>, Error> {
+        let total = self.superblock().total_blocks;
+        let from = Key::new(ino, k, fblock);
+        let got = self.next(layer, &from, |key, v| (*key, Ext::decode(key, v, total)))?;
+        match got {
+            Some((key, e)) if key.id == ino && key.kind == k => Ok(Some(e?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The first item of kind `k` of `ino` overlapping `[from, end)`.
+    fn item_overlapping(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        k: u8,
+        from: u64,
+        end: u64,
+    ) -> Result<Option<Ext>, Error> {
+        if let Some(x) = self.item_at(layer, ino, k, from)? {
+            return Ok(Some(x));
+        }
+        Ok(self.item_from(layer, ino, k, from)?.filter(|x| x.off < end))
+    }
+
+    /// The regular file `ino` of `layer` (`IsDir` for a directory, `Invalid` for anything
+    /// else); with `write`, the layer must be read-write.
+    fn data_inode(&mut self, layer: u64, ino: u64, write: bool) -> Result<InodeRecord, Error> {
+        if write && self.layer(layer)?.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let r = self.inode(layer, ino)?;
+        match r.mode & mode::S_IFMT {
+            mode::S_IFREG => Ok(r),
+            mode::S_IFDIR => Err(Error::IsDir),
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    /// Leading blocks of `[disk, disk + lim)` only item `key` of `layer` references: none if any
+    /// node on the path to its leaf is shared (the counts below it are not pushed down yet),
+    /// else those with count 1.
+    fn exclusive_run(&mut self, layer: u64, key: &Key, disk: u64, lim: u64) -> Result<u64, Error> {
+        let root = self.layer(layer)?.root;
+        if self.with_tree(|t| t.path_shared(root, key))? {
+            return Ok(0);
+        }
+        self.count_run(disk, lim, true)
+    }
+
+    /// Leading blocks of `[disk, disk + lim)` that some other item or tree also references.
+    fn shared_run(&mut self, layer: u64, key: &Key, disk: u64, lim: u64) -> Result<u64, Error> {
+        let root = self.layer(layer)?.root;
+        if self.with_tree(|t| t.path_shared(root, key))? {
+            return Ok(lim);
+        }
+        self.count_run(disk, lim, false)
+    }
+
+    /// Leading blocks of `[disk, disk + lim)` whose count is 1 (`one`) or is not.
+    fn count_run(&mut self, disk: u64, lim: u64, one: bool) -> Result<u64, Error> {
+        let mut n = 0;
+        while n < lim {
+            let b = disk.checked_add(n).ok_or(corrupt("extent range"))?;
+            if (self.refcount(b)? == 1) != one {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    // ---- item changes (steps of an operation, inside its `mutate`) ----
+
+    fn put_ext(&mut self, layer: u64, ino: u64, k: u8, e: &Ext, grows: bool) -> Result<(), Error> {
+        let mut v = [0u8; EXTENT_RECORD_SIZE];
+        ExtentRecord {
+            disk_block: e.disk,
+            len: u32::try_from(e.len).map_err(|_| Error::Invalid)?,
+            flags: e.flags,
+        }
+        .encode(&mut v)?;
+        let key = Key::new(ino, k, e.off);
+        if grows {
+            self.insert(layer, &key, &v)
+        } else {
+            self.insert_in_reserve(layer, &key, &v)
+        }
+    }
+
+    fn put_inode_record(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        r: &InodeRecord,
+        grows: bool,
+    ) -> Result<(), Error> {
+        let mut buf = [0u8; INODE_RECORD_SIZE];
+        r.encode(&mut buf)?;
+        if grows {
+            self.insert(layer, &inode_key(ino), &buf)
+        } else {
+            self.insert_in_reserve(layer, &inode_key(ino), &buf)
+        }
+    }
+
+    /// Makes file blocks `[start, end)` of the kind-`k` items of `ino` map to `new` (first disk
+    /// block and flags; the caller hands over one reference to each of its blocks) or to
+    /// nothing. Items overlapping the range are cut, their parts outside it kept; `new` merges
+    /// with an item before or after it that continues it on disk with the same flags. Returns
+    /// the blocks the cut parts held.
+    ///
+    /// Reference counts: a kept part of an item takes a reference of its own before the item
+    /// is replaced or removed (which drops the item's references to all its blocks), so no
+    /// count passes through 0 (a block whose count reaches 0 is pinned for good in this
+    /// transaction).
+    #[allow(clippy::too_many_arguments)]
+    fn put_range(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        k: u8,
+        start: u64,
+        end: u64,
+        new: Option<(u64, u32)>,
+        grows: bool,
+    ) -> Result<u64, Error> {
+        let mut removed = 0u64;
+        let mut p = start;
+        while p < end {
+            let Some(x) = self.item_overlapping(layer, ino, k, p, end)? else {
+                break;
+            };
+            let (a, b) = (x.off.max(p), x.end().min(end));
+            if b <= p {
+                return Err(corrupt("overlapping extents"));
+            }
+            let head = (x.off < start).then(|| Ext {
+                len: start - x.off,
+                ..x
+            });
+            let tail = (x.end() > end).then(|| Ext {
+                off: end,
+                disk: x.disk_at(end),
+                len: x.end() - end,
+                flags: x.flags,
+            });
+            for part in [head, tail].iter().flatten() {
+                self.add_block_refs(part.disk, part.len)?;
+            }
+            match head {
+                Some(h) => self.put_ext(layer, ino, k, &h, grows)?,
+                None => {
+                    if !self.remove(layer, &Key::new(ino, k, x.off))? {
+                        return Err(corrupt("key order"));
+                    }
+                }
+            }
+            if let Some(t) = tail {
+                self.put_ext(layer, ino, k, &t, grows)?;
+            }
+            removed = removed.saturating_add(b - a);
+            p = b;
+        }
+        let Some((disk, flags)) = new else {
+            return Ok(removed);
+        };
+        let mut m = Ext {
+            off: start,
+            disk,
+            len: end.checked_sub(start).ok_or(Error::Invalid)?,
+            flags,
+        };
+        let limit = u64::from(u32::MAX);
+        let prev = match start.checked_sub(1) {
+            Some(b) => self.item_at(layer, ino, k, b)?,
+            None => None,
+        }
+        .filter(|pv| {
+            pv.end() == start
+                && pv.flags == flags
+                && pv.disk.checked_add(pv.len) == Some(disk)
+                && pv.len.saturating_add(m.len) <= limit
+        });
+        if let Some(pv) = prev {
+            self.add_block_refs(pv.disk, pv.len)?;
+            m = Ext {
+                off: pv.off,
+                disk: pv.disk,
+                len: pv.len + m.len,
+                flags,
+            };
+        }
+        let next = self.item_from(layer, ino, k, end)?.filter(|nx| {
+            nx.off == end
+                && nx.flags == flags
+                && disk.checked_add(end - start) == Some(nx.disk)
+                && m.len.saturating_add(nx.len) <= limit
+        });
+        if let Some(nx) = next {
+            self.add_block_refs(nx.disk, nx.len)?;
+            if !self.remove(layer, &Key::new(ino, k, nx.off))? {
+                return Err(corrupt("key order"));
+            }
+            m.len += nx.len;
+        }
+        self.put_ext(layer, ino, k, &m, grows)?;
+        Ok(removed)
+    }
+
+    /// Allocates up to `n` blocks (fewer if the free space is split or nearly used up) and
+    /// maps `[fblock, fblock + got)` of the kind-`k` items of `ino` to them with `flags`,
+    /// replacing what was there. For extents, `inode`'s `blocks` follows. One admitted step:
+    /// `NoSpace` changes nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn alloc_into(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        k: u8,
+        fblock: u64,
+        n: u64,
+        flags: u32,
+        inode: Option<InodeRecord>,
+    ) -> Result<(u64, u64), Error> {
+        self.admit_trees(STEP_TREES)?;
+        let want = n.min(self.data_room(STEP_TREES)).min(u64::from(u32::MAX));
+        let want = u32::try_from(want).map_err(|_| Error::Invalid)?;
+        if want == 0 {
+            return Err(Error::NoSpace);
+        }
+        self.mutate(|v| {
+            let (disk, got) = v.alloc_data(want)?;
+            let got = u64::from(got);
+            let end = fblock.checked_add(got).ok_or(Error::Invalid)?;
+            let removed = v.put_range(layer, ino, k, fblock, end, Some((disk, flags)), true)?;
+            if let Some(mut r) = inode {
+                r.blocks = r
+                    .blocks
+                    .checked_add(got)
+                    .and_then(|b| b.checked_sub(removed))
+                    .ok_or(corrupt("inode blocks"))?;
+                v.put_inode_record(layer, ino, &r, true)?;
+            }
+            Ok((disk, got))
+        })
+    }
+
+    // ---- the API ----
+
+    /// How file blocks `fblock..` of `ino` map, for reads: the run at `fblock` (at most `max`
+    /// blocks; a hole runs to the next extent). Staging items do not matter to reads: the
+    /// extent holds the file's contents until a write completes.
+    pub fn map_read(&mut self, layer: u64, ino: u64, fblock: u64, max: u64) -> Result<Map, Error> {
+        let max = clip(fblock, max)?;
+        self.data_inode(layer, ino, false)?;
+        if let Some(e) = self.item_at(layer, ino, kind::EXTENT, fblock)? {
+            let disk_block = e.disk_at(fblock);
+            return Ok(Map {
+                fblock,
+                len: (e.end() - fblock).min(max),
+                kind: if e.is_unwritten() {
+                    MapKind::Unwritten { disk_block }
+                } else {
+                    MapKind::Written { disk_block }
+                },
+            });
+        }
+        let len = match self.item_from(layer, ino, kind::EXTENT, fblock)? {
+            Some(n) => gap(n.off, fblock)?.min(max),
+            None => max,
+        };
+        Ok(Map {
+            fblock,
+            len,
+            kind: MapKind::Hole,
+        })
+    }
+
+    /// Makes file blocks from `fblock` (at most `max`) of the regular file `ino` writable and
+    /// says where the data goes (see the module documentation for the protocol): an existing
+    /// staging run or unwritten extent of this file alone is reused, written blocks of this
+    /// file alone are overwritten in place, shared written blocks get new staging blocks, and a
+    /// hole (or a shared unwritten extent) gets new unwritten blocks, merged with the extent
+    /// before it when they continue it on disk. The run returned is one contiguous disk run.
+    ///
+    /// Errors: `Invalid` (`max` 0, a block past the largest file, not a regular file), `IsDir`,
+    /// `NotFound` (no such inode or layer), `ReadOnly` (frozen layer), `NoSpace` when no data
+    /// block is left above the metadata reserve (nothing changed).
+    pub fn map_write(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        fblock: u64,
+        max: u64,
+    ) -> Result<WriteMap, Error> {
+        let max = clip(fblock, max)?;
+        let inode = self.data_inode(layer, ino, true)?;
+        let ext = self.item_at(layer, ino, kind::EXTENT, fblock)?;
+        if let Some(c) = self.item_at(layer, ino, kind::COW, fblock)? {
+            // Staging blocks are reused if they still stand for written data and belong to
+            // this file alone. Anything else is stale (inherited from a layer frozen with a
+            // write in progress, or left over a range truncated since): cut it where it is.
+            let cow_key = Key::new(ino, kind::COW, c.off);
+            let over = match ext {
+                Some(e) if !e.is_unwritten() => Some(e),
+                _ => None,
+            };
+            let lim = (c.end() - fblock).min(max).min(SCAN_MAX);
+            if let Some(e) = over {
+                let lim = lim.min(e.end() - fblock);
+                let run = self.exclusive_run(layer, &cow_key, c.disk_at(fblock), lim)?;
+                if run > 0 {
+                    return Ok(WriteMap {
+                        fblock,
+                        len: run,
+                        disk_block: c.disk_at(fblock),
+                        kind: WriteKind::Cow {
+                            src_disk_block: e.disk_at(fblock),
+                        },
+                    });
+                }
+            }
+            let stale = match over {
+                Some(_) => self.shared_run(layer, &cow_key, c.disk_at(fblock), lim)?,
+                None => {
+                    let bound = match ext {
+                        Some(e) => e.end(),
+                        None => match self.item_from(layer, ino, kind::EXTENT, fblock)? {
+                            Some(n) => n.off,
+                            None => c.end(),
+                        },
+                    };
+                    gap(bound.min(c.end()), fblock)?
+                }
+            };
+            let end = fblock.checked_add(stale.max(1)).ok_or(Error::Invalid)?;
+            self.admit_trees_in_reserve(STEP_TREES)?;
+            self.mutate(|v| v.put_range(layer, ino, kind::COW, fblock, end, None, false))?;
+        }
+        match ext {
+            Some(e) => {
+                let key = Key::new(ino, kind::EXTENT, e.off);
+                let src = e.disk_at(fblock);
+                let mut lim = (e.end() - fblock).min(max).min(SCAN_MAX);
+                if !e.is_unwritten() {
+                    // A new staging run stops before staging items further on.
+                    if let Some(c) = self.item_from(layer, ino, kind::COW, fblock)? {
+                        if c.off < fblock.saturating_add(lim) {
+                            lim = gap(c.off, fblock)?;
+                        }
+                    }
+                }
+                let run = self.exclusive_run(layer, &key, src, lim)?;
+                if run > 0 {
+                    return Ok(WriteMap {
+                        fblock,
+                        len: run,
+                        disk_block: src,
+                        kind: if e.is_unwritten() {
+                            WriteKind::Unwritten
+                        } else {
+                            WriteKind::InPlace
+                        },
+                    });
+                }
+                let n = self.shared_run(layer, &key, src, lim)?.max(1);
+                if e.is_unwritten() {
+                    // Zeros shared with another layer: this file gets unwritten blocks of its own.
+                    let inode = self.inode(layer, ino)?;
+                    let (disk, got) = self.alloc_into(
+                        layer,
+                        ino,
+                        kind::EXTENT,
+                        fblock,
+                        n,
+                        extent_flags::UNWRITTEN,
+                        Some(inode),
+                    )?;
+                    return Ok(WriteMap {
+                        fblock,
+                        len: got,
+                        disk_block: disk,
+                        kind: WriteKind::New,
+                    });
+                }
+                let (disk, got) = self.alloc_into(layer, ino, kind::COW, fblock, n, 0, None)?;
+                Ok(WriteMap {
+                    fblock,
+                    len: got,
+                    disk_block: disk,
+                    kind: WriteKind::Cow {
+                        src_disk_block: src,
+                    },
+                })
+            }
+            None => {
+                let lim = match self.item_from(layer, ino, kind::EXTENT, fblock)? {
+                    Some(n) => gap(n.off, fblock)?.min(max),
+                    None => max,
+                };
+                let (disk, got) = self.alloc_into(
+                    layer,
+                    ino,
+                    kind::EXTENT,
+                    fblock,
+                    lim,
+                    extent_flags::UNWRITTEN,
+                    Some(inode),
+                )?;
+                Ok(WriteMap {
+                    fblock,
+                    len: got,
+                    disk_block: disk,
+                    kind: WriteKind::New,
+                })
+            }
+        }
+    }
+
+    /// Where writeback writes file blocks from `fblock` (at most `max`): the staging run if
+    /// there is one, else the extent's blocks (stopping before a staging run). Returns the
+    /// first disk block and the number of blocks. `NotFound` if the block has none, `Invalid`
+    /// if they are not this file's alone (a write that did not go through
+    /// [`Self::map_write`]): writeback never writes into blocks another layer uses.
+    pub fn map_writeback(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        fblock: u64,
+        max: u64,
+    ) -> Result<(u64, u64), Error> {
+        let max = clip(fblock, max)?.min(SCAN_MAX);
+        self.data_inode(layer, ino, true)?;
+        let (key, disk, mut lim) = match self.item_at(layer, ino, kind::COW, fblock)? {
+            Some(c) => (
+                Key::new(ino, kind::COW, c.off),
+                c.disk_at(fblock),
+                (c.end() - fblock).min(max),
+            ),
+            None => {
+                let e = self
+                    .item_at(layer, ino, kind::EXTENT, fblock)?
+                    .ok_or(Error::NotFound)?;
+                let mut lim = (e.end() - fblock).min(max);
+                if let Some(c) = self.item_from(layer, ino, kind::COW, fblock)? {
+                    if c.off < fblock.saturating_add(lim) {
+                        lim = gap(c.off, fblock)?;
+                    }
+                }
+                (Key::new(ino, kind::EXTENT, e.off), e.disk_at(fblock), lim)
+            }
+        };
+        lim = self.exclusive_run(layer, &key, disk, lim)?;
+        if lim == 0 {
+            return Err(Error::Invalid);
+        }
+        Ok((disk, lim))
+    }
+
+    /// Records that the data of file blocks `[fblock, fblock + len)` reached the disk: unwritten
+    /// extents there become written, staging runs replace the extent blocks they stand for
+    /// (dropping this file's references to the old blocks), merging with neighbouring extents
+    /// that continue them on disk. Staging over no written data (truncated or punched since) is
+    /// dropped. Holes and written extents are left alone. Changes go piece by piece (see the
+    /// module documentation); a piece may use the metadata reserve, since it adds no data.
+    ///
+    /// The caller completes only ranges it mapped with [`Self::map_write`] and wrote where
+    /// [`Self::map_writeback`] said: completion does not look at reference counts again, so an
+    /// unwritten extent completed without a write would show whatever its blocks held.
+    pub fn complete_write(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        fblock: u64,
+        len: u64,
+    ) -> Result<(), Error> {
+        let len = clip(fblock, len)?;
+        let end = fblock + len;
+        self.data_inode(layer, ino, true)?;
+        let mut p = fblock;
+        while p < end {
+            let cow = self.item_at(layer, ino, kind::COW, p)?;
+            let ext = self.item_at(layer, ino, kind::EXTENT, p)?;
+            // The piece: up to the next boundary of either kind of item.
+            let mut q = end;
+            for (k, cur) in [(kind::COW, cow), (kind::EXTENT, ext)] {
+                q = match cur {
+                    Some(x) => q.min(x.end()),
+                    None => match self.item_from(layer, ino, k, p)? {
+                        Some(x) => q.min(x.off),
+                        None => q,
+                    },
+                };
+            }
+            if q <= p {
+                return Err(corrupt("overlapping extents"));
+            }
+            match (cow, ext) {
+                (Some(c), Some(e)) if !e.is_unwritten() => {
+                    let staged = c.disk_at(p);
+                    self.admit_trees_in_reserve(STEP_TREES)?;
+                    self.mutate(|v| {
+                        // The extent's share of the staged blocks, then the staging item's goes.
+                        v.add_block_refs(staged, q - p)?;
+                        let new = Some((staged, 0));
+                        let removed = v.put_range(layer, ino, kind::EXTENT, p, q, new, false)?;
+                        if removed != q - p {
+                            return Err(corrupt("staging extent over a hole"));
+                        }
+                        v.put_range(layer, ino, kind::COW, p, q, None, false)?;
+                        Ok(())
+                    })?;
+                }
+                (Some(_), _) => {
+                    self.admit_trees_in_reserve(STEP_TREES)?;
+                    self.mutate(|v| v.put_range(layer, ino, kind::COW, p, q, None, false))?;
+                }
+                (None, Some(e)) if e.is_unwritten() => {
+                    let d = e.disk_at(p);
+                    self.admit_trees_in_reserve(STEP_TREES)?;
+                    self.mutate(|v| {
+                        v.add_block_refs(d, q - p)?;
+                        v.put_range(layer, ino, kind::EXTENT, p, q, Some((d, 0)), false)?;
+                        Ok(())
+                    })?;
+                }
+                _ => {}
+            }
+            p = q;
+        }
+        Ok(())
+    }
+
+    /// Deallocates file blocks `[fblock, fblock + len)` of `ino` (clipped to the largest file):
+    /// staging items, then extents, are cut there; the inode's `blocks` follows. Its size does
+    /// not change. Piece by piece (see the module documentation); may use the metadata
+    /// reserve.
+    pub fn punch_hole(&mut self, layer: u64, ino: u64, fblock: u64, len: u64) -> Result<(), Error> {
+        let len = clip(fblock, len)?;
+        let end = fblock + len;
+        self.data_inode(layer, ino, true)?;
+        // Staging first: staging items only ever stand over written extents.
+        for k in [kind::COW, kind::EXTENT] {
+            let mut p = fblock;
+            while p < end {
+                let Some(x) = self.item_overlapping(layer, ino, k, p, end)? else {
+                    break;
+                };
+                let (a, b) = (x.off.max(p), x.end().min(end));
+                if b <= p {
+                    return Err(corrupt("overlapping extents"));
+                }
+                let inode = if k == kind::EXTENT {
+                    let mut r = self.inode(layer, ino)?;
+                    r.blocks = r.blocks.checked_sub(b - a).ok_or(corrupt("inode blocks"))?;
+                    Some(r)
+                } else {
+                    None
+                };
+                self.admit_trees_in_reserve(STEP_TREES)?;
+                self.mutate(|v| {
+                    v.put_range(layer, ino, k, a, b, None, false)?;
+                    if let Some(r) = inode {
+                        v.put_inode_record(layer, ino, &r, false)?;
+                    }
+                    Ok(())
+                })?;
+                p = b;
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates unwritten extents for the holes of file blocks `[fblock, fblock + len)` of
+    /// `ino` (`fallocate`; the size does not change). `NoSpace`, with nothing changed, unless
+    /// the holes fit in the data space up front; each run is then its own step (see the module
+    /// documentation), so a range whose free space is split into many runs may still stop with
+    /// `NoSpace` part way, every allocated run in place. `Invalid` for a range past the largest
+    /// file.
+    pub fn allocate(&mut self, layer: u64, ino: u64, fblock: u64, len: u64) -> Result<(), Error> {
+        let end = fblock.checked_add(len).ok_or(Error::Invalid)?;
+        if len == 0 || end > MAX_FILE_BLOCKS {
+            return Err(Error::Invalid);
+        }
+        self.data_inode(layer, ino, true)?;
+        let mut holes = 0u64;
+        let mut p = fblock;
+        while let Some((a, b)) = self.next_hole(layer, ino, p, end)? {
+            holes = holes.saturating_add(b - a);
+            p = b;
+        }
+        if holes == 0 {
+            return Ok(());
+        }
+        if holes > self.data_room(STEP_TREES) {
+            return Err(Error::NoSpace);
+        }
+        p = fblock;
+        while let Some((a, b)) = self.next_hole(layer, ino, p, end)? {
+            let inode = self.inode(layer, ino)?;
+            let flags = extent_flags::UNWRITTEN;
+            let (_, got) =
+                self.alloc_into(layer, ino, kind::EXTENT, a, b - a, flags, Some(inode))?;
+            p = a.checked_add(got).ok_or(Error::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// The first hole of `ino` in `[from, end)`.
+    fn next_hole(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        mut from: u64,
+        end: u64,
+    ) -> Result<Option<(u64, u64)>, Error> {
+        while from < end {
+            if let Some(e) = self.item_at(layer, ino, kind::EXTENT, from)? {
+                from = e.end();
+                continue;
+            }
+            let to = match self.item_from(layer, ino, kind::EXTENT, from)? {
+                Some(n) => n.off.min(end),
+                None => end,
+            };
+            gap(to, from)?;
+            return Ok(Some((from, to)));
+        }
+        Ok(None)
+    }
+
+    /// Crash recovery at mount: frees every staging item of the read-write layer `layer` (their
+    /// data never became visible; the extents still hold the old contents). Returns the blocks
+    /// freed. Finds them through the diff against the parent, so the cost follows the layer's
+    /// changes (staging items never reach a frozen layer: it is synced before it is frozen).
+    pub fn recover(&mut self, layer: u64) -> Result<u64, Error> {
+        if self.layer(layer)?.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let total = self.superblock().total_blocks;
+        let mut freed = 0u64;
+        let mut from = Key::MIN;
+        loop {
+            let mut found = None;
+            self.diff(layer, from, &mut |c: Change<'_>| {
+                if c.key.kind != kind::COW {
+                    return Ok(true);
+                }
+                match c.new {
+                    Some(v) => {
+                        found = Some((c.key, Ext::decode(&c.key, v, total)));
+                        Ok(false)
+                    }
+                    None => Ok(true),
+                }
+            })?;
+            let Some((key, e)) = found else {
+                return Ok(freed);
+            };
+            let e = e?;
+            self.admit_trees_in_reserve(2)?;
+            if !self.remove(layer, &key)? {
+                return Err(corrupt("key order"));
+            }
+            freed = freed.saturating_add(e.len);
+            match key_after(&key) {
+                Some(k) => from = k,
+                None => return Ok(freed),
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Regular-file data: the format core's block map behind the VFS layer's iomap hooks.
+//!
+//! Blocks are allocated when a write enters the page cache (so `write(2)` reports ENOSPC),
+//! as unwritten extents for holes and as staging blocks for blocks shared with another layer;
+//! writeback completion turns them into data (see `crate::format::data`). A crash in between
+//! leaves zeros or the old contents, never stale blocks.
+
+use kernel::prelude::*;
+
+use crate::format::data::{MapKind as CoreMap, WriteKind};
+use crate::format::namespace::SetAttr;
+use crate::format::records::Timespec;
+use crate::format::BLOCK_SHIFT;
+use crate::vfs::{FileMap, Inode, MapFor, MapKind};
+
+use super::super_::{commit, errno, Lcfs};
+
+/// Blocks covering bytes `[pos, pos + len)`: the first block and the count.
+fn blocks(pos: u64, len: u64) -> Result<(u64, u64)> {
+    let end = pos.checked_add(len).ok_or(EFBIG)?;
+    let first = pos >> BLOCK_SHIFT;
+    let last = end.checked_add((1 << BLOCK_SHIFT) - 1).ok_or(EFBIG)? >> BLOCK_SHIFT;
+    Ok((first, last.saturating_sub(first).max(1)))
+}
+
+fn bytes(block: u64) -> Result<u64> {
+    block.checked_mul(1 << BLOCK_SHIFT).ok_or(EFBIG)
+}
+
+fn file_map(fblock: u64, len: u64, kind: MapKind) -> Result<FileMap> {
+    Ok(FileMap {
+        offset: bytes(fblock)?,
+        length: bytes(len)?,
+        kind,
+    })
+}
+
+fn read_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
+    let info = inode.info();
+    let m = inode
+        .super_block()
+        .info()
+        .lock()
+        .map_read(info.layer, info.ino, first, count)
+        .map_err(errno)?;
+    let kind = match m.kind {
+        CoreMap::Hole => MapKind::Hole,
+        CoreMap::Unwritten { disk_block } => MapKind::Unwritten {
+            addr: bytes(disk_block)?,
+        },
+        CoreMap::Written { disk_block } => MapKind::Mapped {
+            addr: bytes(disk_block)?,
+        },
+    };
+    file_map(m.fblock, m.len, kind)
+}
+
+pub(crate) fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap> {
+    let (first, count) = blocks(pos, len)?;
+    if purpose == MapFor::Read {
+        return read_map(inode, first, count);
+    }
+    if purpose == MapFor::Zero {
+        // Zeroing leaves holes and unwritten blocks alone; only data needs a writable block.
+        let m = read_map(inode, first, count)?;
+        if !matches!(m.kind, MapKind::Mapped { .. }) {
+            return Ok(m);
+        }
+    }
+    if inode.super_block().read_only() {
+        return Err(EROFS);
+    }
+    let info = inode.info();
+    let w = inode
+        .super_block()
+        .info()
+        .lock()
+        .map_write(info.layer, info.ino, first, count)
+        .map_err(errno)?;
+    let addr = bytes(w.disk_block)?;
+    let kind = match w.kind {
+        WriteKind::New | WriteKind::Unwritten => MapKind::Unwritten { addr },
+        WriteKind::InPlace => MapKind::Mapped { addr },
+        WriteKind::Cow { src_disk_block } => MapKind::Cow {
+            addr,
+            src: bytes(src_disk_block)?,
+        },
+    };
+    file_map(w.fblock, w.len, kind)
+}
+
+pub(crate) fn map_writeback(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result<FileMap> {
+    let (first, count) = blocks(pos, len)?;
+    let info = inode.info();
+    let (disk, n) = inode
+        .super_block()
+        .info()
+        .lock()
+        .map_writeback(info.layer, info.ino, first, count)
+        .map_err(|e| {
+            pr_err!(
+                "{}: no block to write back for inode {} of layer {}, block {}: {:?}\n",
+                inode.super_block().id(),
+                info.ino,
+                info.layer,
+                first,
+                e
+            );
+            EIO
+        })?;
+    file_map(first, n, MapKind::Mapped { addr: bytes(disk)? })
+}
+
+pub(crate) fn write_done(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
+    let (first, count) = blocks(pos, len)?;
+    let info = inode.info();
+    inode
+        .super_block()
+        .info()
+        .lock()
+        .complete_write(info.layer, info.ino, first, count)
+        .map_err(errno)
+}
+
+fn ts(t: (i64, u32)) -> Timespec {
+    Timespec {
+        sec: t.0,
+        nsec: t.1.min(999_999_999),
+    }
+}
+
+pub(crate) fn store_attrs(inode: &Inode<Lcfs>, size: Option<u64>) -> Result {
+    let info = inode.info();
+    let sb = inode.super_block();
+    if info.layer == 0 || sb.read_only() {
+        return Ok(());
+    }
+    let [atime, mtime, ctime] = inode.times();
+    let attr = SetAttr {
+        size,
+        atime: Some(ts(atime)),
+        mtime: Some(ts(mtime)),
+        ctime: Some(ts(ctime)),
+        ..SetAttr::default()
+    };
+    sb.info()
+        .lock()
+        .set_attr(info.layer, info.ino, &attr)
+        .map(|_| ())
+        .map_err(errno)
+}
+
+pub(crate) fn fsync(inode: &Inode<Lcfs>) -> Result {
+    commit(inode.super_block())
+}
+
+pub(crate) fn allocate(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
+    let (first, count) = blocks(pos, len)?;
+    let info = inode.info();
+    inode
+        .super_block()
+        .info()
+        .lock()
+        .allocate(info.layer, info.ino, first, count)
+        .map_err(errno)
+}
+
+pub(crate) fn punch(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
+    let (first, count) = blocks(pos, len)?;
+    let info = inode.info();
+    inode
+        .super_block()
+        .info()
+        .lock()
+        .punch_hole(info.layer, info.ino, first, count)
+        .map_err(errno)
+}

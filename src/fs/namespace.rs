@@ -1,0 +1,455 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The namespace as the VFS sees it: layers under the mount root, and each layer's tree of
+//! directories, files, symlinks and device nodes.
+//!
+//! Inode identity: the VFS inode number of inode `ino` of layer `layer` is `layer << 40 | ino`,
+//! unique per mount and stable across remounts. Layer 0 is not a layer: inode 1 of it is the
+//! mount root that lists the layers (see Documentation/design.md).
+//!
+//! Every operation takes the volume lock only around calls into the format core; inode-cache
+//! lookups (`iget`, which may wait for another thread's half-initialised inode) and copies to
+//! user memory happen without it.
+
+use kernel::prelude::*;
+
+use crate::format::namespace::{NewInode, RenameMode as CoreRename, SetAttr};
+use crate::format::records::{InodeRecord, Timespec};
+use crate::format::tree::Error as CoreError;
+use crate::format::volume::LayerInfo;
+use crate::format::{NAME_MAX, ROOT_INO};
+use crate::vfs::{
+    ARef, AttrChange, DirContext, DirEntryType, Iget, Inode, InodeKind, InodeParams, NewNode,
+    Rename, RenameMode, SuperBlock,
+};
+
+use super::super_::{errno, timestamp, Lcfs};
+
+/// Per-inode state: which inode of which layer this is.
+pub(crate) struct InodeInfo {
+    /// Layer id (0 for the mount root that lists the layers).
+    pub(crate) layer: u64,
+    /// Inode number inside the layer.
+    pub(crate) ino: u64,
+}
+
+/// Bits of the VFS inode number that hold the inode number inside a layer.
+const INO_BITS: u32 = 40;
+
+/// The VFS inode number of `ino` in `layer`.
+fn vfs_ino(layer: u64, ino: u64) -> Result<u64> {
+    if ino >> INO_BITS != 0 || layer >> (64 - INO_BITS) != 0 {
+        return Err(EOVERFLOW);
+    }
+    Ok(layer << INO_BITS | ino)
+}
+
+fn pair(t: Timespec) -> (i64, u32) {
+    (t.sec, t.nsec)
+}
+
+fn core_time(t: (i64, u32)) -> Timespec {
+    Timespec {
+        sec: t.0,
+        nsec: t.1.min(999_999_999),
+    }
+}
+
+/// VFS attributes of an inode record.
+fn params(rec: &InodeRecord) -> Result<InodeParams> {
+    let kind = InodeKind::from_mode(rec.mode).ok_or(EUCLEAN)?;
+    Ok(InodeParams {
+        kind,
+        // CAST: masked to the permission bits.
+        perm: (rec.mode & 0o7777) as u16,
+        nlink: rec.nlink,
+        uid: rec.uid,
+        gid: rec.gid,
+        size: rec.size,
+        blocks: rec.blocks,
+        rdev: rec.rdev,
+        generation: rec.generation,
+        atime: pair(rec.atime),
+        mtime: pair(rec.mtime),
+        ctime: pair(rec.ctime),
+        btime: pair(rec.btime),
+    })
+}
+
+/// Rejects a change through the mount root's layer list, which only ioctls change.
+fn writable(dir: &Inode<Lcfs>) -> Result {
+    if dir.info().layer == 0 {
+        return Err(EPERM);
+    }
+    if dir.super_block().read_only() {
+        return Err(EROFS);
+    }
+    Ok(())
+}
+
+/// The inode `ino` of `layer`, from the inode cache or read from disk.
+pub(crate) fn iget(sb: &SuperBlock<Lcfs>, layer: u64, ino: u64) -> Result<ARef<Inode<Lcfs>>> {
+    let new = match sb.iget(vfs_ino(layer, ino)?)? {
+        Iget::Cached(inode) => return Ok(inode),
+        Iget::New(new) => new,
+    };
+    // Dropping `new` on an error path marks the inode bad and unlocks it.
+    let mut vol = sb.info().lock();
+    let rec = vol.inode(layer, ino).map_err(errno)?;
+    let p = params(&rec)?;
+    let mut target = None;
+    if p.kind == InodeKind::Symlink {
+        let mut buf = KVec::from_elem(0u8, crate::format::records::INLINE_MAX, GFP_KERNEL)?;
+        let n = vol.read_inline(layer, ino, &mut buf).map_err(errno)?;
+        buf.truncate(n);
+        target = Some(buf);
+    }
+    drop(vol);
+    new.init(&p, InodeInfo { layer, ino }, target.as_deref())
+}
+
+/// The root of the mount: a layer's root directory (`layer=`), or the list of layers.
+pub(crate) fn root(sb: &SuperBlock<Lcfs>) -> Result<ARef<Inode<Lcfs>>> {
+    if let Some(layer) = sb.info().layer {
+        return iget(sb, layer, ROOT_INO);
+    }
+    match sb.iget(vfs_ino(0, ROOT_INO)?)? {
+        Iget::Cached(inode) => Ok(inode),
+        Iget::New(new) => {
+            let disk = sb.info().lock().superblock();
+            let time = (i64::try_from(disk.create_time).unwrap_or(i64::MAX), 0);
+            let p = InodeParams {
+                kind: InodeKind::Directory,
+                // CAST: masked to the permission bits.
+                perm: (disk.root_mode & 0o7777) as u16,
+                nlink: 2,
+                uid: disk.root_uid,
+                gid: disk.root_gid,
+                size: 0,
+                blocks: 0,
+                rdev: 0,
+                generation: 0,
+                atime: time,
+                mtime: time,
+                ctime: time,
+                btime: time,
+            };
+            new.init(&p, InodeInfo { layer: 0, ino: ROOT_INO }, None)
+        }
+    }
+}
+
+/// Re-reads the attributes of a cached inode after a change.
+fn refresh(inode: &Inode<Lcfs>) -> Result {
+    let info = inode.info();
+    if info.layer == 0 {
+        return Ok(());
+    }
+    let rec = inode.super_block().info().lock().inode(info.layer, info.ino);
+    inode.refresh(&params(&rec.map_err(errno)?)?);
+    Ok(())
+}
+
+pub(crate) fn lookup(dir: &Inode<Lcfs>, name: &[u8]) -> Result<Option<ARef<Inode<Lcfs>>>> {
+    if name.len() > NAME_MAX {
+        return Err(ENAMETOOLONG);
+    }
+    let sb = dir.super_block();
+    let info = dir.info();
+    let found = {
+        let mut vol = sb.info().lock();
+        if info.layer == 0 {
+            vol.find_layer(name)
+                .map_err(errno)?
+                .map(|l: LayerInfo| (l.id, ROOT_INO))
+        } else {
+            vol.lookup_name(info.layer, info.ino, name)
+                .map_err(errno)?
+                .map(|e| (info.layer, e.ino))
+        }
+    };
+    match found {
+        Some((layer, ino)) => Ok(Some(iget(sb, layer, ino)?)),
+        None => Ok(None),
+    }
+}
+
+fn dtype(t: u8) -> DirEntryType {
+    match t {
+        1 => DirEntryType::Fifo,
+        2 => DirEntryType::Chr,
+        4 => DirEntryType::Dir,
+        6 => DirEntryType::Blk,
+        8 => DirEntryType::Reg,
+        10 => DirEntryType::Lnk,
+        12 => DirEntryType::Sock,
+        _ => DirEntryType::Unknown,
+    }
+}
+
+/// Entries collected under the volume lock and emitted after it is dropped (emitting copies to
+/// user memory, which may fault on a file of this filesystem).
+struct Batch {
+    /// Per entry: cookie u64, VFS inode u64, type u8, name length u8, name.
+    buf: KVec<u8>,
+    count: usize,
+}
+
+/// Entries per batch.
+const BATCH: usize = 64;
+
+impl Batch {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            buf: KVec::with_capacity(BATCH * 32, GFP_KERNEL)?,
+            count: 0,
+        })
+    }
+
+    fn push(&mut self, cookie: u64, ino: u64, t: u8, name: &[u8]) -> Result {
+        let len = u8::try_from(name.len()).map_err(|_| EUCLEAN)?;
+        self.buf.extend_from_slice(&cookie.to_le_bytes(), GFP_KERNEL)?;
+        self.buf.extend_from_slice(&ino.to_le_bytes(), GFP_KERNEL)?;
+        self.buf.extend_from_slice(&[t, len], GFP_KERNEL)?;
+        self.buf.extend_from_slice(name, GFP_KERNEL)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Emits the entries; returns the cookie to continue from, or `None` when the caller's
+    /// buffer filled up.
+    fn emit(&self, ctx: &mut DirContext<'_>) -> Option<()> {
+        let mut rest = &self.buf[..];
+        while rest.len() >= 18 {
+            let cookie = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+            let ino = u64::from_le_bytes(rest.get(8..16)?.try_into().ok()?);
+            let t = *rest.get(16)?;
+            let len = usize::from(*rest.get(17)?);
+            let name = rest.get(18..18 + len)?;
+            rest = rest.get(18 + len..)?;
+            // The previous entry's `d_off` is this entry's cookie: a reader resumes here.
+            ctx.set_pos(i64::try_from(cookie).ok()?);
+            if !ctx.emit(name, ino, dtype(t)) {
+                return None;
+            }
+            ctx.set_pos(i64::try_from(cookie.checked_add(1)?).ok()?);
+        }
+        Some(())
+    }
+}
+
+pub(crate) fn readdir(dir: &Inode<Lcfs>, ctx: &mut DirContext<'_>) -> Result {
+    if !ctx.emit_dots() {
+        return Ok(());
+    }
+    let info = dir.info();
+    let sb = dir.super_block();
+    loop {
+        let from = u64::try_from(ctx.pos()).map_err(|_| EINVAL)?.max(2);
+        let mut batch = Batch::new()?;
+        let mut failed = Ok(());
+        {
+            let mut vol = sb.info().lock();
+            if info.layer == 0 {
+                // Layer ids are the cookies (offset by the two dot entries).
+                vol.for_each_layer(&mut |l| {
+                    let Some(cookie) = l.id.checked_add(2) else { return false };
+                    if cookie < from {
+                        return true;
+                    }
+                    failed = vfs_ino(l.id, ROOT_INO)
+                        .and_then(|ino| batch.push(cookie, ino, 4, l.name()));
+                    failed.is_ok() && batch.count < BATCH
+                })
+                .map_err(errno)?;
+            } else {
+                vol.readdir(info.layer, info.ino, from, &mut |e| {
+                    failed = vfs_ino(info.layer, e.ino)
+                        .and_then(|ino| batch.push(e.offset, ino, e.dtype, e.name));
+                    failed.is_ok() && batch.count < BATCH
+                })
+                .map_err(errno)?;
+            }
+        }
+        failed?;
+        if batch.emit(ctx).is_none() || batch.count < BATCH {
+            return Ok(());
+        }
+    }
+}
+
+pub(crate) fn create(
+    dir: &Inode<Lcfs>,
+    name: &[u8],
+    node: &NewNode<'_>,
+) -> Result<ARef<Inode<Lcfs>>> {
+    writable(dir)?;
+    let sb = dir.super_block();
+    let info = dir.info();
+    let now = timestamp();
+    let attrs = NewInode {
+        mode: node.mode,
+        uid: node.uid,
+        gid: node.gid,
+        rdev: node.rdev,
+    };
+    if let Some(target) = node.link {
+        if target.len() > crate::format::records::INLINE_MAX - 2 {
+            return Err(ENAMETOOLONG);
+        }
+    }
+    let ino = {
+        let mut vol = sb.info().lock();
+        let ino = vol
+            .create(info.layer, info.ino, name, &attrs, now)
+            .map_err(errno)?;
+        if let Some(target) = node.link {
+            if let Err(e) = vol.write_inline(info.layer, ino, target, now) {
+                // Refused before any change (space): take the new name back out.
+                let _ = vol.unlink(info.layer, info.ino, name, now);
+                return Err(errno(e));
+            }
+        }
+        ino
+    };
+    refresh(dir)?;
+    iget(sb, info.layer, ino)
+}
+
+pub(crate) fn link(dir: &Inode<Lcfs>, inode: &Inode<Lcfs>, name: &[u8]) -> Result {
+    writable(dir)?;
+    let (d, i) = (dir.info(), inode.info());
+    if d.layer != i.layer {
+        return Err(EXDEV);
+    }
+    dir.super_block()
+        .info()
+        .lock()
+        .link(d.layer, i.ino, d.ino, name, timestamp())
+        .map_err(errno)?;
+    refresh(dir)?;
+    refresh(inode)
+}
+
+pub(crate) fn unlink(dir: &Inode<Lcfs>, name: &[u8], inode: &Inode<Lcfs>) -> Result {
+    writable(dir)?;
+    let d = dir.info();
+    dir.super_block()
+        .info()
+        .lock()
+        .unlink_keep(d.layer, d.ino, name, timestamp())
+        .map_err(errno)?;
+    refresh(dir)?;
+    refresh(inode)
+}
+
+pub(crate) fn rename(r: &Rename<'_, Lcfs>) -> Result {
+    writable(r.old_dir)?;
+    writable(r.new_dir)?;
+    let layer = r.old_dir.info().layer;
+    if r.new_dir.info().layer != layer {
+        return Err(EXDEV);
+    }
+    let how = match r.mode {
+        RenameMode::Replace => CoreRename::Replace,
+        RenameMode::NoReplace => CoreRename::NoReplace,
+        RenameMode::Exchange => CoreRename::Exchange,
+        RenameMode::Whiteout => CoreRename::Whiteout,
+    };
+    r.old_dir
+        .super_block()
+        .info()
+        .lock()
+        .rename(
+            layer,
+            r.old_dir.info().ino,
+            r.old_name,
+            r.new_dir.info().ino,
+            r.new_name,
+            how,
+            timestamp(),
+        )
+        .map_err(errno)?;
+    refresh(r.old_dir)?;
+    refresh(r.new_dir)?;
+    refresh(r.old_inode)?;
+    if let Some(n) = r.new_inode {
+        refresh(n)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn setattr(inode: &Inode<Lcfs>, c: &AttrChange) -> Result {
+    let info = inode.info();
+    if info.layer == 0 {
+        return Err(EPERM);
+    }
+    let attr = SetAttr {
+        mode: c.perm.map(u32::from),
+        uid: c.uid,
+        gid: c.gid,
+        size: c.size,
+        atime: c.atime.map(core_time),
+        mtime: c.mtime.map(core_time),
+        ctime: c.ctime.map(core_time),
+    };
+    let result = inode
+        .super_block()
+        .info()
+        .lock()
+        .set_attr(info.layer, info.ino, &attr);
+    match result {
+        Ok(rec) => {
+            inode.refresh(&params(&rec)?);
+            Ok(())
+        }
+        Err(e) => {
+            // The VFS already changed the cached inode: put the stored attributes back.
+            let _ = refresh(inode);
+            Err(errno(e))
+        }
+    }
+}
+
+pub(crate) fn evict(inode: &Inode<Lcfs>) {
+    let info = inode.info();
+    let sb = inode.super_block();
+    if info.layer == 0 || sb.read_only() {
+        // A read-only mount leaves the orphan for the next read-write mount to delete.
+        return;
+    }
+    if let Err(e) = sb.info().lock().delete_orphan(info.layer, info.ino) {
+        if !matches!(e, CoreError::Aborted) {
+            pr_err!(
+                "{}: cannot delete unlinked inode {} of layer {}: {:?}\n",
+                sb.id(),
+                info.ino,
+                info.layer,
+                e
+            );
+        }
+    }
+}
+
+/// Deletes the orphans (unlinked while open) and unfinished writes a crash left in every
+/// read-write layer; called at a read-write mount. Returns how many orphans were deleted.
+pub(crate) fn recover(vol: &mut super::super_::Vol) -> core::result::Result<u64, CoreError> {
+    let mut ids = KVec::new();
+    let mut failed = false;
+    vol.for_each_layer(&mut |l| {
+        if !l.is_read_only() && ids.push(l.id, GFP_KERNEL).is_err() {
+            failed = true;
+        }
+        !failed
+    })?;
+    if failed {
+        return Err(CoreError::NoMemory);
+    }
+    let mut count = 0u64;
+    for id in ids {
+        count = count.saturating_add(vol.reap_orphans(id)?);
+        // Staging blocks of writes a crash interrupted: their data never became visible.
+        vol.recover(id)?;
+    }
+    Ok(count)
+}

@@ -1,0 +1,597 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Regular-file data through the page cache with iomap (no buffer heads): buffered read and
+//! write, readahead, mmap with `page_mkwrite`, writeback, truncate, fallocate, SEEK_HOLE and
+//! SEEK_DATA, fsync.
+//!
+//! The filesystem answers two questions: where a file range is ([`FileSystem::map`], for reads,
+//! writes (allocating) and zeroing) and where writeback must write it
+//! ([`FileSystem::map_writeback`]); it is told when written data reached the disk
+//! ([`FileSystem::write_done`]). Writeback submits each ioend and waits for it, then reports it
+//! done before the folios leave writeback, so `fsync` (which waits for writeback) sees every
+//! completed write recorded and can commit.
+//!
+//! Lock order: `i_rwsem` -> `invalidate_lock` -> file folio lock -> the filesystem's own locks.
+//! Callers of the filesystem hooks may hold a file folio lock (`page_mkwrite`, writeback), so the
+//! filesystem must never wait for a file folio while holding its locks.
+
+use core::marker::PhantomData;
+use core::ptr;
+
+use kernel::bindings;
+use kernel::error::{from_result, to_result};
+use kernel::prelude::*;
+
+use super::bindings as ext;
+use super::inode::Inode;
+use super::registration::FileSystem;
+use crate::format::BLOCK_SIZE;
+
+/// What a file range maps to. Addresses are byte offsets on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MapKind {
+    /// No blocks: reads as zeros.
+    Hole,
+    /// Allocated, reads as zeros until written.
+    Unwritten {
+        /// Device address of the range's start.
+        addr: u64,
+    },
+    /// Written blocks.
+    Mapped {
+        /// Device address of the range's start.
+        addr: u64,
+    },
+    /// New blocks for a write that replace shared ones: partial blocks read the old data from
+    /// `src`.
+    Cow {
+        /// Device address of the new blocks.
+        addr: u64,
+        /// Device address of the old data.
+        src: u64,
+    },
+}
+
+/// A mapped file range, in bytes (block-aligned).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FileMap {
+    /// File offset of the range's start.
+    pub(crate) offset: u64,
+    /// Length, at least one block.
+    pub(crate) length: u64,
+    /// What it maps to.
+    pub(crate) kind: MapKind,
+}
+
+/// Why a range is being mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MapFor {
+    /// Reading, seeking for holes and data.
+    Read,
+    /// A write into the page cache: allocate what is missing and unshare what is shared.
+    Write,
+    /// Zeroing part of a block (truncate, punch): holes and unwritten blocks stay as they are.
+    Zero,
+}
+
+/// Operation tables of regular files of `T`.
+struct Tables<T>(PhantomData<T>);
+
+impl<T: FileSystem> Tables<T> {
+    const READ_OPS: ext::iomap_ops = ext::iomap_ops {
+        iomap_begin: Some(iomap_begin_callback::<T, 0>),
+        iomap_end: None,
+        iomap_next: None,
+    };
+
+    const WRITE_OPS: ext::iomap_ops = ext::iomap_ops {
+        iomap_begin: Some(iomap_begin_callback::<T, 1>),
+        iomap_end: None,
+        iomap_next: None,
+    };
+
+    const WRITEBACK_OPS: ext::iomap_writeback_ops = ext::iomap_writeback_ops {
+        writeback_range: Some(writeback_range_callback::<T>),
+        writeback_submit: Some(writeback_submit_callback::<T>),
+    };
+
+    const AOPS: bindings::address_space_operations = bindings::address_space_operations {
+        read_folio: Some(read_folio_callback::<T>),
+        readahead: Some(readahead_callback::<T>),
+        writepages: Some(writepages_callback::<T>),
+        dirty_folio: Some(ext::iomap_dirty_folio),
+        release_folio: Some(ext::iomap_release_folio),
+        invalidate_folio: Some(ext::iomap_invalidate_folio),
+        is_partially_uptodate: Some(ext::iomap_is_partially_uptodate),
+        error_remove_folio: Some(bindings::generic_error_remove_folio),
+        // SAFETY: all-zero (all `None`) is a valid operations table.
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    const VM_OPS: bindings::vm_operations_struct = bindings::vm_operations_struct {
+        fault: Some(bindings::filemap_fault),
+        map_pages: Some(bindings::filemap_map_pages),
+        page_mkwrite: Some(page_mkwrite_callback::<T>),
+        // SAFETY: all-zero (all `None`) is a valid operations table.
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    const FILE_OPS: bindings::file_operations = bindings::file_operations {
+        llseek: Some(llseek_callback::<T>),
+        read_iter: Some(bindings::generic_file_read_iter),
+        write_iter: Some(write_iter_callback::<T>),
+        mmap_prepare: Some(mmap_prepare_callback::<T>),
+        open: Some(bindings::generic_file_open),
+        fsync: Some(fsync_callback::<T>),
+        fallocate: Some(fallocate_callback::<T>),
+        splice_read: Some(bindings::filemap_splice_read),
+        splice_write: Some(bindings::iter_file_splice_write),
+        unlocked_ioctl: Some(super::ioctl::ioctl_callback::<T>),
+        // SAFETY: all-zero (all `None`) is a valid operations table.
+        ..unsafe { core::mem::zeroed() }
+    };
+}
+
+pub(super) fn file_operations<T: FileSystem>() -> &'static bindings::file_operations {
+    &Tables::<T>::FILE_OPS
+}
+
+pub(super) fn address_space_operations<T: FileSystem>() -> &'static bindings::address_space_operations
+{
+    &Tables::<T>::AOPS
+}
+
+/// Block size as `u64`.
+const BS: u64 = BLOCK_SIZE as u64;
+
+/// # Safety
+///
+/// Called only by iomap, with arguments that satisfy the C contract of `iomap_begin`.
+unsafe extern "C" fn iomap_begin_callback<T: FileSystem, const WRITE: u8>(
+    inode: *mut bindings::inode,
+    pos: bindings::loff_t,
+    length: bindings::loff_t,
+    flags: c_uint,
+    iomap: *mut ext::iomap,
+    srcmap: *mut ext::iomap,
+) -> c_int {
+    from_result(|| {
+        let purpose = if WRITE == 0 || flags & ext::IOMAP_REPORT != 0 {
+            MapFor::Read
+        } else if flags & ext::IOMAP_ZERO != 0 {
+            MapFor::Zero
+        } else {
+            MapFor::Write
+        };
+        let pos = u64::try_from(pos).map_err(|_| EINVAL)?;
+        let length = u64::try_from(length).map_err(|_| EINVAL)?;
+        // SAFETY: iomap passes a live, initialised regular file of ours.
+        let file = unsafe { Inode::<T>::from_raw(inode) };
+        let m = T::map(file, pos, length.max(1), purpose)?;
+        if m.length == 0 || m.offset > pos || m.offset.saturating_add(m.length) <= pos {
+            return Err(EIO);
+        }
+        // SAFETY: `iomap` and `srcmap` are iomap's to fill for this call; the device stays open
+        // while the filesystem is mounted.
+        unsafe {
+            let bdev = (*(*inode).i_sb).s_bdev;
+            let fill = |map: *mut ext::iomap, kind: u32, addr: u64, flags: u32| {
+                (*map).offset = i64::try_from(m.offset).unwrap_or(i64::MAX);
+                (*map).length = m.length;
+                // CAST: the IOMAP_* type and flag constants fit in 16 bits.
+                (*map).type_ = kind as u16;
+                (*map).flags = flags as u16;
+                (*map).addr = addr;
+                (*map).bdev = bdev;
+            };
+            match m.kind {
+                // CAST: IOMAP_NULL_ADDR is `-1ULL`; bindgen types it as a signed -1.
+                MapKind::Hole => fill(iomap, ext::IOMAP_HOLE, ext::IOMAP_NULL_ADDR as u64, 0),
+                MapKind::Unwritten { addr } => fill(iomap, ext::IOMAP_UNWRITTEN, addr, 0),
+                MapKind::Mapped { addr } => fill(iomap, ext::IOMAP_MAPPED, addr, 0),
+                MapKind::Cow { addr, src } => {
+                    fill(iomap, ext::IOMAP_UNWRITTEN, addr, ext::IOMAP_F_SHARED);
+                    if !srcmap.is_null() {
+                        fill(srcmap, ext::IOMAP_MAPPED, src, 0);
+                    }
+                }
+            }
+        }
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `read_folio`.
+unsafe extern "C" fn read_folio_callback<T: FileSystem>(
+    _file: *mut bindings::file,
+    folio: *mut bindings::folio,
+) -> c_int {
+    // SAFETY: a locked folio of one of our files; iomap unlocks it when the read completes.
+    unsafe { ext::lcfs_iomap_read_folio(folio.cast(), &Tables::<T>::READ_OPS) };
+    0
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `readahead`.
+unsafe extern "C" fn readahead_callback<T: FileSystem>(rac: *mut bindings::readahead_control) {
+    // SAFETY: a readahead request on one of our files.
+    unsafe { ext::lcfs_iomap_readahead(rac.cast(), &Tables::<T>::READ_OPS) };
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `writepages`.
+unsafe extern "C" fn writepages_callback<T: FileSystem>(
+    mapping: *mut bindings::address_space,
+    wbc: *mut bindings::writeback_control,
+) -> c_int {
+    // SAFETY: writeback of one of our files' mappings.
+    unsafe { ext::lcfs_iomap_writepages(mapping.cast(), wbc.cast(), &Tables::<T>::WRITEBACK_OPS) }
+}
+
+/// # Safety
+///
+/// Called only by iomap, with arguments that satisfy the C contract of `writeback_range`.
+unsafe extern "C" fn writeback_range_callback<T: FileSystem>(
+    wpc: *mut ext::iomap_writepage_ctx,
+    folio: *mut bindings::folio,
+    pos: u64,
+    len: c_uint,
+    end_pos: u64,
+) -> isize {
+    let r = (|| -> Result<isize> {
+        // SAFETY: iomap passes its live writeback context, whose inode is ours.
+        let (inode, cached) = unsafe {
+            let map = &(*wpc).iomap;
+            let start = u64::try_from(map.offset).unwrap_or(u64::MAX);
+            let cached = map.length != 0 && pos >= start && pos - start < map.length;
+            ((*wpc).inode, cached)
+        };
+        if !cached {
+            // SAFETY: an initialised regular file of ours.
+            let file = unsafe { Inode::<T>::from_raw(inode.cast()) };
+            let m = T::map_writeback(file, pos, u64::from(len).max(1))?;
+            let MapKind::Mapped { addr } = m.kind else {
+                return Err(EIO);
+            };
+            if m.offset > pos || m.offset.saturating_add(m.length) <= pos {
+                return Err(EIO);
+            }
+            // SAFETY: the context's mapping is ours to replace between folios.
+            unsafe {
+                let map = &mut (*wpc).iomap;
+                map.offset = i64::try_from(m.offset).map_err(|_| EINVAL)?;
+                map.length = m.length;
+                // CAST: IOMAP_MAPPED fits in 16 bits.
+                map.type_ = ext::IOMAP_MAPPED as u16;
+                map.flags = 0;
+                map.addr = addr;
+                map.bdev = (*(*inode).i_sb).s_bdev.cast();
+            }
+        }
+        let (pos, end_pos) = (i64::try_from(pos)?, i64::try_from(end_pos)?);
+        // SAFETY: live context and locked folio from iomap; the range lies in the mapping.
+        Ok(unsafe { ext::iomap_add_to_ioend(wpc, folio, pos, end_pos, len) })
+    })();
+    r.unwrap_or_else(|e| e.to_errno() as isize)
+}
+
+/// # Safety
+///
+/// Called only by iomap, with arguments that satisfy the C contract of `writeback_submit`.
+unsafe extern "C" fn writeback_submit_callback<T: FileSystem>(
+    wpc: *mut ext::iomap_writepage_ctx,
+    error: c_int,
+) -> c_int {
+    // SAFETY: iomap passes its context with a pending ioend in `wb_ctx`.
+    let ioend = unsafe { (*wpc).wb_ctx.cast::<ext::iomap_ioend>() };
+    if error != 0 || ioend.is_null() {
+        // SAFETY: the default submission completes the ioend with the error.
+        return unsafe { ext::iomap_ioend_writeback_submit(wpc, error) };
+    }
+    // SAFETY: the ioend is ours until it is finished below; waiting for the bio in writeback
+    // context is what synchronous writeback does.
+    let (status, inode, offset, size) = unsafe {
+        let status = bindings::submit_bio_wait(ptr::addr_of_mut!((*ioend).io_bio).cast());
+        (status, (*ioend).io_inode, (*ioend).io_offset, (*ioend).io_size)
+    };
+    let mut result = status;
+    if status == 0 {
+        // SAFETY: the ioend's inode is an initialised regular file of ours, referenced by its
+        // folios under writeback.
+        let file = unsafe { Inode::<T>::from_raw(inode.cast()) };
+        let offset = u64::try_from(offset).unwrap_or(0);
+        let size = u64::try_from(size).unwrap_or(0);
+        if let Err(e) = T::write_done(file, offset, size) {
+            result = e.to_errno();
+        }
+    }
+    // SAFETY: ends writeback of the ioend's folios (recording `result` in the mapping on
+    // failure) and frees the ioend with its bio.
+    unsafe { ext::iomap_finish_ioends(ioend, result) };
+    result
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `page_mkwrite`.
+unsafe extern "C" fn page_mkwrite_callback<T: FileSystem>(
+    vmf: *mut bindings::vm_fault,
+) -> bindings::vm_fault_t {
+    // SAFETY: a write fault on a shared mapping of one of our files: the file, its inode and
+    // superblock are live for the fault.
+    unsafe {
+        let file = ext::lcfs_vmf_file(vmf.cast());
+        let inode = ext::lcfs_file_inode(file);
+        let sb = (*inode).i_sb;
+        ext::lcfs_sb_start_pagefault(sb.cast());
+        bindings::file_update_time(file.cast());
+        // Serialises against truncate and hole punching.
+        ext::lcfs_invalidate_lock_shared((*inode).i_mapping.cast());
+        let ret = ext::iomap_page_mkwrite(vmf.cast(), &Tables::<T>::WRITE_OPS, ptr::null_mut());
+        ext::lcfs_invalidate_unlock_shared((*inode).i_mapping.cast());
+        ext::lcfs_sb_end_pagefault(sb.cast());
+        ret
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `mmap_prepare`.
+unsafe extern "C" fn mmap_prepare_callback<T: FileSystem>(
+    desc: *mut bindings::vm_area_desc,
+) -> c_int {
+    // SAFETY: the descriptor of a mapping being set up for one of our files.
+    unsafe { ext::lcfs_mmap_prepare(desc.cast(), ptr::from_ref(&Tables::<T>::VM_OPS).cast()) };
+    0
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `llseek`.
+unsafe extern "C" fn llseek_callback<T: FileSystem>(
+    file: *mut bindings::file,
+    offset: bindings::loff_t,
+    whence: c_int,
+) -> bindings::loff_t {
+    // CAST: SEEK_* constants are small.
+    let (hole, data) = (bindings::SEEK_HOLE as c_int, bindings::SEEK_DATA as c_int);
+    if whence != hole && whence != data {
+        // SAFETY: forwarding the arguments unchanged.
+        return unsafe { bindings::generic_file_llseek(file, offset, whence) };
+    }
+    // SAFETY: an open file of ours; iomap walks its mapping under `i_rwsem`, as XFS does.
+    unsafe {
+        let inode = ext::lcfs_file_inode(file.cast());
+        ext::lcfs_inode_lock(inode);
+        let ops = &Tables::<T>::READ_OPS;
+        let pos = if whence == hole {
+            ext::iomap_seek_hole(inode, offset, ops)
+        } else {
+            ext::iomap_seek_data(inode, offset, ops)
+        };
+        ext::lcfs_inode_unlock(inode);
+        if pos < 0 {
+            return pos;
+        }
+        bindings::vfs_setpos(file, pos, (*(*inode).i_sb).s_maxbytes)
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `write_iter`.
+unsafe extern "C" fn write_iter_callback<T: FileSystem>(
+    iocb: *mut bindings::kiocb,
+    from: *mut bindings::iov_iter,
+) -> isize {
+    // SAFETY: a write to an open file of ours; `i_rwsem` is taken here, as for any buffered
+    // write, and covers the size update.
+    unsafe {
+        let file = (*iocb).ki_filp;
+        let raw = ext::lcfs_file_inode(file.cast());
+        ext::lcfs_inode_lock(raw);
+        let mut ret = bindings::generic_write_checks(iocb, from);
+        if ret > 0 {
+            ret = bindings::file_modified(file) as isize;
+            if ret == 0 {
+                let old = ext::lcfs_i_size_read(raw);
+                ret = ext::iomap_file_buffered_write(
+                    iocb.cast(),
+                    from.cast(),
+                    &Tables::<T>::WRITE_OPS,
+                    ptr::null(),
+                    ptr::null_mut(),
+                );
+                let new = ext::lcfs_i_size_read(raw);
+                if new > old {
+                    let inode = Inode::<T>::from_raw(raw.cast());
+                    if let Err(e) = T::store_attrs(inode, Some(u64::try_from(new).unwrap_or(0))) {
+                        if ret >= 0 {
+                            ret = e.to_errno() as isize;
+                        }
+                    }
+                }
+            }
+        }
+        ext::lcfs_inode_unlock(raw);
+        if ret > 0 {
+            ret = ext::lcfs_generic_write_sync(iocb.cast(), ret);
+        }
+        ret
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `fsync`.
+unsafe extern "C" fn fsync_callback<T: FileSystem>(
+    file: *mut bindings::file,
+    start: bindings::loff_t,
+    end: bindings::loff_t,
+    _datasync: c_int,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: an open file of ours. Writeback records each completed write before the
+        // folios leave writeback, so after the wait the commit covers all of them.
+        to_result(unsafe { bindings::file_write_and_wait_range(file, start, end) })?;
+        // SAFETY: as above.
+        let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
+        T::fsync(inode)?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `fallocate`.
+unsafe extern "C" fn fallocate_callback<T: FileSystem>(
+    file: *mut bindings::file,
+    mode: c_int,
+    offset: bindings::loff_t,
+    len: bindings::loff_t,
+) -> c_long {
+    // SAFETY: an open file of ours.
+    let raw = unsafe { ext::lcfs_file_inode(file.cast()) };
+    // SAFETY: `i_rwsem` serialises against writes and truncate.
+    unsafe { ext::lcfs_inode_lock(raw) };
+    // SAFETY: as above; `i_rwsem` is held.
+    let r = unsafe { fallocate_locked::<T>(file, raw, mode, offset, len) };
+    // SAFETY: taken above.
+    unsafe { ext::lcfs_inode_unlock(raw) };
+    match r {
+        Ok(()) => 0,
+        // CAST: errno values fit any integer type.
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// # Safety
+///
+/// `raw` is the inode of the open file `file`, with `i_rwsem` held.
+unsafe fn fallocate_locked<T: FileSystem>(
+    file: *mut bindings::file,
+    raw: *mut bindings::inode,
+    mode: c_int,
+    offset: bindings::loff_t,
+    len: bindings::loff_t,
+) -> Result {
+    // CAST: the FALLOC_FL_* flags are small positive constants.
+    let (keep, punch) = (
+        ext::FALLOC_FL_KEEP_SIZE as c_int,
+        ext::FALLOC_FL_PUNCH_HOLE as c_int,
+    );
+    if offset < 0 || len <= 0 {
+        return Err(EINVAL);
+    }
+    let end = offset.checked_add(len).ok_or(EFBIG)?;
+    let (start_u, end_u) = (offset.unsigned_abs(), end.unsigned_abs());
+    // SAFETY: per the function contract.
+    let inode = unsafe { Inode::<T>::from_raw(raw.cast()) };
+    // SAFETY: as above.
+    let size = unsafe { ext::lcfs_i_size_read(raw) };
+    if mode == keep | punch {
+        // SAFETY: `i_rwsem` is held; the invalidate lock keeps faults out while blocks go.
+        unsafe {
+            let mapping = (*raw).i_mapping;
+            ext::lcfs_invalidate_lock(mapping.cast());
+            let r = (|| -> Result {
+                to_result(bindings::filemap_write_and_wait_range(mapping.cast(), offset, end - 1))?;
+                // Zero the partial blocks at both ends through the page cache; whole blocks
+                // in between lose their pages and then their blocks.
+                let first_full = start_u.div_ceil(BS) * BS;
+                let last_full = end_u / BS * BS;
+                let ops = &Tables::<T>::WRITE_OPS;
+                let zero = |from: u64, to: u64| -> Result {
+                    if to > from {
+                        let (f, l) = (i64::try_from(from)?, i64::try_from(to - from)?);
+                        to_result(ext::iomap_zero_range(
+                            raw,
+                            f,
+                            l,
+                            ptr::null_mut(),
+                            ops,
+                            ptr::null(),
+                            ptr::null_mut(),
+                        ))?;
+                    }
+                    Ok(())
+                };
+                if first_full >= last_full {
+                    zero(start_u, end_u)?;
+                } else {
+                    zero(start_u, first_full)?;
+                    zero(last_full, end_u)?;
+                    bindings::truncate_pagecache_range(
+                        raw.cast(),
+                        i64::try_from(first_full)?,
+                        i64::try_from(last_full)? - 1,
+                    );
+                    T::punch(inode, first_full, last_full - first_full)?;
+                }
+                Ok(())
+            })();
+            ext::lcfs_invalidate_unlock(mapping.cast());
+            r?;
+        }
+    } else if mode == 0 || mode == keep {
+        // SAFETY: `file` is live.
+        to_result(unsafe { bindings::file_modified(file) })?;
+        T::allocate(inode, start_u / BS * BS, end_u.div_ceil(BS) * BS - start_u / BS * BS)?;
+        if mode == 0 && end > size {
+            // SAFETY: `i_rwsem` is held.
+            unsafe { ext::lcfs_i_size_write(raw, end) };
+            T::store_attrs(inode, Some(end_u))?;
+        }
+        return Ok(());
+    } else {
+        return Err(EOPNOTSUPP);
+    }
+    // SAFETY: `file` is live.
+    to_result(unsafe { bindings::file_modified(file) })
+}
+
+/// Truncates or extends the page cache and data of `raw` to `size` around the filesystem's own
+/// size change `store`, in the order that never exposes stale data: shrinking zeroes the tail
+/// of the new last block and drops the cached pages past it before the blocks go; growing
+/// records the size first.
+///
+/// # Safety
+///
+/// `raw` is a regular file of `T` with `i_rwsem` held.
+pub(super) unsafe fn set_size<T: FileSystem>(
+    raw: *mut bindings::inode,
+    size: u64,
+    store: impl FnOnce() -> Result,
+) -> Result {
+    let new = i64::try_from(size).map_err(|_| EFBIG)?;
+    // SAFETY: per the function contract.
+    unsafe {
+        let old = ext::lcfs_i_size_read(raw.cast());
+        let mapping = (*raw).i_mapping;
+        ext::lcfs_invalidate_lock(mapping.cast());
+        let r = (|| -> Result {
+            if new < old {
+                to_result(ext::iomap_truncate_page(
+                    raw.cast(),
+                    new,
+                    ptr::null_mut(),
+                    &Tables::<T>::WRITE_OPS,
+                    ptr::null(),
+                    ptr::null_mut(),
+                ))?;
+                bindings::truncate_setsize(raw, new);
+                store()
+            } else {
+                store()?;
+                bindings::truncate_setsize(raw, new);
+                Ok(())
+            }
+        })();
+        ext::lcfs_invalidate_unlock(mapping.cast());
+        r
+    }
+}

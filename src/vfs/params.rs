@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Mount options through the fs_context machinery (`fs_parse` with a parameter table).
+
+use kernel::prelude::*;
+
+use super::bindings as ext;
+
+/// One entry of a filesystem's mount-option table.
+///
+/// # Invariants
+///
+/// `name` points to a static NUL-terminated string and `type_` is one of the kernel's parsers.
+#[repr(transparent)]
+pub(crate) struct Param(ext::fs_parameter_spec);
+
+// SAFETY: the table is immutable static data (static strings and function pointers).
+unsafe impl Sync for Param {}
+
+impl Param {
+    /// Option `name=<unsigned 32-bit number>`, reported to the filesystem as `opt`.
+    pub(crate) const fn u32(name: &'static CStr, opt: u8) -> Self {
+        Self::new(name, opt, {
+            let f: ext::fs_param_type = Some(ext::fs_param_is_u32);
+            f
+        })
+    }
+
+    /// Option `name=<string>`, reported to the filesystem as `opt`.
+    pub(crate) const fn string(name: &'static CStr, opt: u8) -> Self {
+        Self::new(name, opt, {
+            let f: ext::fs_param_type = Some(ext::fs_param_is_string);
+            f
+        })
+    }
+
+    /// The terminating entry every table ends with.
+    pub(crate) const END: Self = Self(ext::fs_parameter_spec {
+        name: core::ptr::null(),
+        type_: None,
+        opt: 0,
+        flags: 0,
+        data: core::ptr::null(),
+    });
+
+    const fn new(name: &'static CStr, opt: u8, type_: ext::fs_param_type) -> Self {
+        // INVARIANT: a static string and a kernel parser.
+        Self(ext::fs_parameter_spec {
+            name: kernel::str::as_char_ptr_in_const_context(name),
+            type_,
+            opt,
+            flags: 0,
+            data: core::ptr::null(),
+        })
+    }
+
+    pub(super) fn table_ptr(table: &'static [Self]) -> *const ext::fs_parameter_spec {
+        table.as_ptr().cast()
+    }
+}
+
+/// The value of a parsed option.
+pub(crate) struct ParamValue<'a> {
+    /// The number, for options declared with [`Param::u32`].
+    pub(crate) number: u32,
+    /// The string, for options declared with [`Param::string`] (without its NUL).
+    pub(crate) string: &'a [u8],
+}

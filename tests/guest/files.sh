@@ -1,0 +1,183 @@
+# lcfs-needs: debian-rootfs
+# File data suite: buffered and mmap I/O through the page cache, holes and files over 4 GiB,
+# truncate, fallocate and hole punching, SEEK_HOLE/SEEK_DATA, persistence across remounts and
+# dropped caches, and a full device (ENOSPC, then usable again), each checked with fsck.lcfs.
+. /tests/lib.sh
+
+DEV=/dev/vda
+M=/mnt/default
+
+echo clear >/sys/kernel/debug/kmemleak
+
+xfs_io() { chroot /debian xfs_io "$@"; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+sum() { md5sum <"$1" | cut -d' ' -f1; }
+
+t_setup() {
+	mkfs.lcfs -q "$DEV"
+	mount -t lcfs "$DEV" /mnt
+	dd if=/dev/urandom of=/tmp/rand bs=1M count=16 2>/dev/null
+}
+
+t_small_files() {
+	echo hello >$M/hello
+	assert_eq "$(cat $M/hello)" "hello" "contents"
+	assert_eq "$(stat -c %s $M/hello)" "6" "size"
+	printf 'abc' >>$M/hello
+	assert_eq "$(cat $M/hello)" "$(printf 'hello\nabc')" "append"
+	drop_caches
+	assert_eq "$(cat $M/hello)" "$(printf 'hello\nabc')" "from disk"
+}
+
+t_big_file() {
+	cp /tmp/rand $M/rand
+	assert_eq "$(sum $M/rand)" "$(sum /tmp/rand)" "copy"
+	drop_caches
+	assert_eq "$(sum $M/rand)" "$(sum /tmp/rand)" "after dropping caches"
+	# 16 MiB of data: 32768 sectors, plus nothing else.
+	assert_eq "$(stat -c %b $M/rand)" "32768" "st_blocks"
+}
+
+t_overwrite() {
+	cp /tmp/rand /tmp/rand2
+	dd if=/dev/urandom of=/tmp/patch bs=1000 count=7 2>/dev/null
+	dd if=/tmp/patch of=/tmp/rand2 bs=1 seek=5000000 conv=notrunc 2>/dev/null
+	dd if=/tmp/patch of=$M/rand bs=1 seek=5000000 conv=notrunc 2>/dev/null
+	assert_eq "$(sum $M/rand)" "$(sum /tmp/rand2)" "overwrite in cache"
+	drop_caches
+	assert_eq "$(sum $M/rand)" "$(sum /tmp/rand2)" "overwrite on disk"
+	assert_eq "$(stat -c %b $M/rand)" "32768" "overwrite allocates nothing"
+}
+
+t_sparse_over_4g() {
+	dd if=/tmp/patch of=$M/sparse bs=4096 seek=1310720 count=1 conv=sync 2>/dev/null
+	assert_eq "$(stat -c %s $M/sparse)" "$((1310721 * 4096))" "size past 5 GiB"
+	assert_eq "$(stat -c %b $M/sparse)" "8" "one block allocated"
+	drop_caches
+	dd if=$M/sparse of=/tmp/back bs=4096 skip=1310720 count=1 2>/dev/null
+	head -c 7000 /tmp/back | cmp - /tmp/patch
+	# A hole reads as zeros.
+	assert_eq "$(dd if=$M/sparse bs=4096 skip=1000 count=1 2>/dev/null | tr -d '\0' | wc -c)" "0" "hole"
+	assert_eq "$(xfs_io -c 'seek -d 0' /mnt/default/sparse | awk '/DATA/ {print $2}')" "$((1310720 * 4096))" "SEEK_DATA"
+	assert_eq "$(xfs_io -c 'seek -h 5368709120' /mnt/default/sparse | awk '/HOLE/ {print $2}')" "$((1310721 * 4096))" "SEEK_HOLE at EOF"
+}
+
+t_seek_hole_data() {
+	xfs_io -f -c 'pwrite -S 0x11 0 4096' -c 'pwrite -S 0x22 1048576 8192' -c fsync /mnt/default/holes >/dev/null
+	xfs_io -c 'seek -a -r 0' /mnt/default/holes
+	assert_eq "$(xfs_io -c 'seek -h 0' /mnt/default/holes | awk '/HOLE/ {print $2}')" "4096" "first hole"
+	assert_eq "$(xfs_io -c 'seek -d 4096' /mnt/default/holes | awk '/DATA/ {print $2}')" "1048576" "next data"
+}
+
+t_truncate() {
+	xfs_io -f -c 'pwrite -S 0xff 0 10000' /mnt/default/trunc >/dev/null
+	truncate -s 5000 $M/trunc
+	truncate -s 10000 $M/trunc
+	# The tail of the last block past the old size must read as zeros.
+	assert_eq "$(dd if=$M/trunc bs=1 skip=5000 count=5000 2>/dev/null | tr -d '\0' | wc -c)" "0" "zeroed tail"
+	assert_eq "$(head -c 5000 $M/trunc | tr -d '\377' | wc -c)" "0" "kept head"
+	drop_caches
+	assert_eq "$(dd if=$M/trunc bs=1 skip=5000 count=5000 2>/dev/null | tr -d '\0' | wc -c)" "0" "zeroed tail on disk"
+	cp /tmp/rand $M/shrink
+	truncate -s 4096 $M/shrink
+	assert_eq "$(stat -c '%s %b' $M/shrink)" "4096 8" "shrunk"
+	truncate -s 0 $M/shrink
+	assert_eq "$(stat -c '%s %b' $M/shrink)" "0 0" "emptied"
+}
+
+t_fallocate() {
+	xfs_io -f -c 'falloc 0 1m' /mnt/default/falloc
+	assert_eq "$(stat -c '%s %b' $M/falloc)" "1048576 2048" "allocated"
+	assert_eq "$(tr -d '\0' <$M/falloc | wc -c)" "0" "reads zeros"
+	xfs_io -c 'falloc -k 1m 1m' /mnt/default/falloc
+	assert_eq "$(stat -c '%s %b' $M/falloc)" "1048576 4096" "keep size"
+	cp /tmp/rand $M/punch
+	xfs_io -c 'fpunch 6000 20000' /mnt/default/punch
+	assert_eq "$(dd if=$M/punch bs=1 skip=6000 count=20000 2>/dev/null | tr -d '\0' | wc -c)" "0" "punched"
+	assert_eq "$(head -c 6000 $M/punch | cmp - /tmp/rand && echo same)" "same" "head kept"
+	# Blocks 2..5 (8192..24575) are whole inside the hole: 4 blocks freed.
+	assert_eq "$(stat -c %b $M/punch)" "$((32768 - 32))" "blocks freed"
+	drop_caches
+	assert_eq "$(dd if=$M/punch bs=1 skip=6000 count=20000 2>/dev/null | tr -d '\0' | wc -c)" "0" "punched on disk"
+	if xfs_io -c 'fcollapse 0 4096' /mnt/default/punch 2>/tmp/err; then fail "collapse accepted"; fi
+}
+
+t_mmap() {
+	xfs_io -f -c 'truncate 65536' -c 'mmap -rw 0 65536' -c 'mwrite -S 0x5a 0 65536' \
+		-c 'msync -s 0 65536' /mnt/default/mapped >/dev/null
+	drop_caches
+	assert_eq "$(tr -d 'Z' <$M/mapped | wc -c)" "0" "mmap writes on disk"
+	cp /tmp/rand $M/mapped2
+	xfs_io -c 'mmap -r 0 1m' -c 'mread -v 0 16' /mnt/default/mapped2 >/dev/null
+}
+
+t_fsync() {
+	xfs_io -f -c 'pwrite 0 1m' -c fsync -c fdatasync /mnt/default/synced >/dev/null
+	gen=$(lcfs info /mnt | awk '$1 == "generation" {print $2}')
+	[ -n "$gen" ]
+}
+
+t_remount() {
+	for f in rand sparse trunc falloc punch mapped holes; do sum $M/$f; done >/tmp/sums.before
+	stat -c '%n %s %b' $M/* >/tmp/stat.before
+	umount /mnt
+	fsck.lcfs -n -v "$DEV"
+	mount -t lcfs "$DEV" /mnt
+	for f in rand sparse trunc falloc punch mapped holes; do sum $M/$f; done >/tmp/sums.after
+	stat -c '%n %s %b' $M/* >/tmp/stat.after
+	diff /tmp/sums.before /tmp/sums.after
+	diff /tmp/stat.before /tmp/stat.after
+}
+
+t_parallel_writers() {
+	i=0
+	while [ $i -lt 4 ]; do
+		(dd if=/tmp/rand of=$M/par$i bs=64k 2>/dev/null; sum $M/par$i >/tmp/par$i.sum) &
+		i=$((i + 1))
+	done
+	wait
+	for i in 0 1 2 3; do assert_eq "$(cat /tmp/par$i.sum)" "$(sum /tmp/rand)" "writer $i"; done
+	rm $M/par*
+}
+
+t_enospc() {
+	rm -f $M/rand $M/sparse $M/punch $M/mapped2
+	avail=$(stat -f -c %a /mnt)
+	if dd if=/dev/zero of=$M/fill bs=1M 2>/tmp/err; then fail "filled the disk without ENOSPC"; fi
+	grep -q 'No space left' /tmp/err
+	sync
+	left=$(stat -f -c %a /mnt)
+	[ "$left" -lt 64 ] || fail "$left blocks left after ENOSPC"
+	used=$(stat -c %b $M/fill)
+	echo "avail $avail blocks, file $((used / 8)) blocks"
+	umount /mnt
+	fsck.lcfs -n "$DEV"
+	mount -t lcfs "$DEV" /mnt
+	rm $M/fill
+	sync
+	dd if=/tmp/rand of=$M/after bs=1M 2>/dev/null
+	assert_eq "$(sum $M/after)" "$(sum /tmp/rand)" "usable after deleting"
+	umount /mnt
+	fsck.lcfs -n "$DEV"
+	mount -t lcfs "$DEV" /mnt
+}
+
+t_final_fsck() {
+	umount /mnt
+	fsck.lcfs -n -v "$DEV"
+}
+
+run_test setup t_setup
+run_test small_files t_small_files
+run_test big_file t_big_file
+run_test overwrite t_overwrite
+run_test sparse_over_4g t_sparse_over_4g
+run_test seek_hole_data t_seek_hole_data
+run_test truncate t_truncate
+run_test fallocate t_fallocate
+run_test mmap t_mmap
+run_test fsync t_fsync
+run_test remount t_remount
+run_test parallel_writers t_parallel_writers
+run_test enospc t_enospc
+run_test final_fsck t_final_fsck

@@ -1,0 +1,1198 @@
+//! File data: the extent API the kernel's page-cache I/O calls (`map_read`, `map_write`,
+//! `map_writeback`, `complete_write`, `punch_hole`, `allocate`, `recover`): each call and its
+//! errors, a model of file contents under random writes, punches, fallocates, truncates and
+//! clones with fsck after every commit, and crash simulation of the write protocol.
+
+#![allow(clippy::cast_possible_truncation)] // Test data from small integers.
+
+use std::collections::BTreeMap;
+
+use lcfs_format::data::{MapKind, WriteKind, WriteMap, MAX_FILE_BLOCKS};
+use lcfs_format::namespace::{NewInode, SetAttr};
+use lcfs_format::node::Key;
+use lcfs_format::records::{extent_flags, kind, mode, ExtentRecord, InodeRecord, Timespec};
+use lcfs_format::superblock::Superblock;
+use lcfs_format::tree::Error;
+use lcfs_format::volume::{Device, Volume};
+use lcfs_format::ROOT_INO;
+use lcfs_image::fsck;
+use lcfs_image::store::{Event, MemDevice, Recorder};
+use proptest::prelude::*;
+
+const NOW: Timespec = Timespec {
+    sec: 1_700_000_000,
+    nsec: 0,
+};
+
+const BS: u64 = 4096;
+
+fn fresh(total: u64) -> Volume<MemDevice> {
+    let sb = Superblock::new(total, [7; 16], 1_700_000_000);
+    Volume::format(MemDevice::new(total), sb, Some(b"base"), NOW).unwrap()
+}
+
+fn regular() -> NewInode {
+    NewInode {
+        mode: mode::S_IFREG | 0o644,
+        ..NewInode::default()
+    }
+}
+
+/// A fresh filesystem with one empty regular file `f` in layer 1.
+fn with_file(total: u64) -> (Volume<MemDevice>, u64) {
+    let mut vol = fresh(total);
+    let ino = vol.create(1, ROOT_INO, b"f", &regular(), NOW).unwrap();
+    (vol, ino)
+}
+
+fn fsck_errors(dev: MemDevice) -> Vec<String> {
+    fsck::check(dev, &mut |_, _, _| {}).unwrap().errors
+}
+
+fn fsck_clean(dev: MemDevice) -> fsck::Report {
+    let r = fsck::check(dev, &mut |_, _, _| {}).unwrap();
+    assert!(r.is_clean(), "fsck errors: {:#?}", r.errors);
+    r
+}
+
+/// The contents of a block written with `tag` (0: zeros). Distinct tags give distinct blocks.
+fn pattern(tag: u64) -> Vec<u8> {
+    let mut v = vec![0u8; BS as usize];
+    if tag != 0 {
+        for (i, c) in v.chunks_mut(8).enumerate() {
+            let x = tag.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i as u64) << 48 ^ tag;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+    }
+    v
+}
+
+/// One run handed out by `map_write` while writing.
+type Run = (u64, u64, WriteKind);
+
+/// Writes `tags[i]` to file block `at + i` as the kernel would: `map_write` for each run, the
+/// data where `map_writeback` says (which must agree), the size grown to cover the write, and
+/// `complete_write` if `complete`. Returns the runs.
+fn write<S: Device<Buf = Vec<u8>>>(
+    vol: &mut Volume<S>,
+    layer: u64,
+    ino: u64,
+    at: u64,
+    tags: &[u64],
+    complete: bool,
+) -> Result<Vec<Run>, Error> {
+    let end = at + tags.len() as u64;
+    let mut runs = Vec::new();
+    let mut f = at;
+    while f < end {
+        let wm = vol.map_write(layer, ino, f, end - f)?;
+        assert_eq!(wm.fblock, f);
+        assert!(wm.len >= 1 && wm.len <= end - f, "{wm:?}");
+        let mut g = f;
+        while g < f + wm.len {
+            let (d, n) = vol.map_writeback(layer, ino, g, f + wm.len - g).unwrap();
+            assert_eq!(
+                d,
+                wm.disk_block + (g - f),
+                "writeback goes where map_write said"
+            );
+            assert!(n >= 1 && n <= f + wm.len - g);
+            for i in 0..n {
+                let tag = tags[(g + i - at) as usize];
+                vol.store().write(d + i, &pattern(tag)).unwrap();
+            }
+            g += n;
+        }
+        runs.push((f, wm.len, wm.kind));
+        f += wm.len;
+    }
+    let size = end * BS;
+    if vol.inode(layer, ino)?.size < size {
+        set_size(vol, layer, ino, size)?;
+    }
+    if complete {
+        vol.complete_write(layer, ino, at, end - at)?;
+    }
+    Ok(runs)
+}
+
+fn set_size<S: Device<Buf = Vec<u8>>>(
+    vol: &mut Volume<S>,
+    layer: u64,
+    ino: u64,
+    size: u64,
+) -> Result<(), Error> {
+    vol.set_attr(
+        layer,
+        ino,
+        &SetAttr {
+            size: Some(size),
+            ..SetAttr::default()
+        },
+    )
+    .map(|_| ())
+}
+
+/// Reads file blocks `0..n` through `map_read`.
+fn read<S: Device<Buf = Vec<u8>>>(
+    vol: &mut Volume<S>,
+    layer: u64,
+    ino: u64,
+    n: u64,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut f = 0;
+    let mut buf = vec![0u8; BS as usize];
+    while f < n {
+        let m = vol.map_read(layer, ino, f, n - f).unwrap();
+        assert_eq!(m.fblock, f);
+        assert!(m.len >= 1 && m.len <= n - f, "{m:?}");
+        for i in 0..m.len {
+            match m.kind {
+                MapKind::Hole | MapKind::Unwritten { .. } => out.push(vec![0u8; BS as usize]),
+                MapKind::Written { disk_block } => {
+                    vol.store().read(disk_block + i, &mut buf).unwrap();
+                    out.push(buf.clone());
+                }
+            }
+        }
+        f += m.len;
+    }
+    out
+}
+
+/// Asserts that file blocks `0..tags.len()` hold `tags`.
+fn check_contents<S: Device<Buf = Vec<u8>>>(
+    vol: &mut Volume<S>,
+    layer: u64,
+    ino: u64,
+    tags: &[u64],
+    what: &str,
+) {
+    let got = read(vol, layer, ino, tags.len() as u64);
+    for (b, (data, &tag)) in got.iter().zip(tags).enumerate() {
+        assert!(
+            *data == pattern(tag),
+            "{what}: layer {layer} inode {ino} block {b}: expected tag {tag}"
+        );
+    }
+}
+
+/// The items of kind `k` of `ino`: file block to (disk block, length, flags).
+fn items<S: Device>(
+    vol: &mut Volume<S>,
+    layer: u64,
+    ino: u64,
+    k: u8,
+) -> BTreeMap<u64, (u64, u32, u32)> {
+    let total = vol.superblock().total_blocks;
+    let mut out = BTreeMap::new();
+    let mut from = Key::new(ino, k, 0);
+    while let Some((key, e)) = vol
+        .next(layer, &from, |key, v| {
+            (*key, ExtentRecord::decode(v, total))
+        })
+        .unwrap()
+    {
+        if key.id != ino || key.kind != k {
+            break;
+        }
+        let e = e.unwrap();
+        out.insert(key.offset, (e.disk_block, e.len, e.flags));
+        from = Key::new(ino, k, key.offset + 1);
+    }
+    out
+}
+
+fn put_raw(vol: &mut Volume<MemDevice>, layer: u64, key: Key, e: ExtentRecord) {
+    let mut v = [0u8; 16];
+    e.encode(&mut v).unwrap();
+    vol.insert(layer, &key, &v).unwrap();
+}
+
+fn put_inode(vol: &mut Volume<MemDevice>, layer: u64, ino: u64, r: &InodeRecord) {
+    let mut buf = [0u8; 128];
+    r.encode(&mut buf).unwrap();
+    vol.insert(layer, &Key::new(ino, kind::INODE, 0), &buf)
+        .unwrap();
+}
+
+// ---- each call ----
+
+#[test]
+fn hole_write_goes_unwritten_then_written_then_in_place() {
+    let (mut vol, f) = with_file(4096);
+    let m = vol.map_read(1, f, 0, 100).unwrap();
+    assert_eq!(m.kind, MapKind::Hole);
+    assert_eq!(m.len, 100);
+    let before = vol.layer(1).unwrap().bytes_used;
+    let wm = vol.map_write(1, f, 10, 4).unwrap();
+    assert_eq!(wm.kind, WriteKind::New);
+    assert_eq!((wm.fblock, wm.len), (10, 4));
+    // The hole before the new extent, then the extent, unwritten: reads are zeros.
+    assert_eq!(
+        vol.map_read(1, f, 0, 100).unwrap().len,
+        10,
+        "a hole runs to the next extent"
+    );
+    assert_eq!(
+        vol.map_read(1, f, 11, 100).unwrap(),
+        lcfs_format::data::Map {
+            fblock: 11,
+            len: 3,
+            kind: MapKind::Unwritten {
+                disk_block: wm.disk_block + 1
+            }
+        }
+    );
+    assert_eq!(vol.inode(1, f).unwrap().blocks, 4);
+    assert_eq!(vol.layer(1).unwrap().bytes_used, before + 4 * BS);
+    // Mapping it again reuses the unwritten blocks.
+    let again = vol.map_write(1, f, 11, 10).unwrap();
+    assert_eq!(
+        again,
+        WriteMap {
+            fblock: 11,
+            len: 3,
+            disk_block: wm.disk_block + 1,
+            kind: WriteKind::Unwritten
+        }
+    );
+    assert_eq!(vol.map_writeback(1, f, 10, 10).unwrap(), (wm.disk_block, 4));
+    // Completing part of it splits the extent.
+    vol.complete_write(1, f, 11, 2).unwrap();
+    let ext = items(&mut vol, 1, f, kind::EXTENT);
+    let u = extent_flags::UNWRITTEN;
+    assert_eq!(
+        ext.into_iter().collect::<Vec<_>>(),
+        vec![
+            (10, (wm.disk_block, 1, u)),
+            (11, (wm.disk_block + 1, 2, 0)),
+            (13, (wm.disk_block + 3, 1, u)),
+        ]
+    );
+    // Completing the rest merges everything back into one written extent.
+    vol.complete_write(1, f, 0, 100).unwrap();
+    let ext = items(&mut vol, 1, f, kind::EXTENT);
+    assert_eq!(
+        ext.into_iter().collect::<Vec<_>>(),
+        vec![(10, (wm.disk_block, 4, 0))]
+    );
+    assert_eq!(
+        vol.map_read(1, f, 12, 1).unwrap().kind,
+        MapKind::Written {
+            disk_block: wm.disk_block + 2
+        }
+    );
+    // Written blocks of this file alone: in place.
+    let ip = vol.map_write(1, f, 12, 10).unwrap();
+    assert_eq!(
+        ip,
+        WriteMap {
+            fblock: 12,
+            len: 2,
+            disk_block: wm.disk_block + 2,
+            kind: WriteKind::InPlace
+        }
+    );
+    assert_eq!(vol.inode(1, f).unwrap().blocks, 4);
+    set_size(&mut vol, 1, f, 14 * BS).unwrap();
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store());
+}
+
+#[test]
+fn sequential_writes_make_few_extents() {
+    let (mut vol, f) = with_file(4096);
+    // One block at a time, completed each time: the blocks come out contiguous and merge.
+    for b in 0..64u64 {
+        write(&mut vol, 1, f, b, &[b + 1], true).unwrap();
+    }
+    let n = items(&mut vol, 1, f, kind::EXTENT).len();
+    assert!(n <= 3, "{n} extents for 64 sequential blocks");
+    // One big write: one run, one extent.
+    let g = vol.create(1, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    let tags: Vec<u64> = (1..=200).collect();
+    let runs = write(&mut vol, 1, g, 0, &tags, true).unwrap();
+    assert_eq!(runs, vec![(0, 200, WriteKind::New)]);
+    assert_eq!(items(&mut vol, 1, g, kind::EXTENT).len(), 1);
+    check_contents(&mut vol, 1, f, &(1..=64).collect::<Vec<_>>(), "f");
+    check_contents(&mut vol, 1, g, &tags, "g");
+    assert_eq!(vol.inode(1, g).unwrap().blocks, 200);
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store());
+}
+
+#[test]
+fn writing_one_block_of_a_shared_file_copies_one_block() {
+    let (mut vol, f) = with_file(8192);
+    let tags: Vec<u64> = (1..=100).collect();
+    write(&mut vol, 1, f, 0, &tags, true).unwrap();
+    vol.freeze_layer(1).unwrap();
+    let child = vol.create_layer(b"child", Some(1), NOW).unwrap();
+    vol.commit(NOW).unwrap();
+    let r = fsck_clean(vol.store().clone());
+    assert_eq!(r.stats.data_blocks, 100);
+    let old = match vol.map_read(child, f, 50, 1).unwrap().kind {
+        MapKind::Written { disk_block } => disk_block,
+        k => panic!("{k:?}"),
+    };
+    let runs = write(&mut vol, child, f, 50, &[1000], false).unwrap();
+    let [(50, 1, WriteKind::Cow { src_disk_block })] = runs[..] else {
+        panic!("{runs:?}");
+    };
+    assert_eq!(src_disk_block, old);
+    assert_eq!(items(&mut vol, child, f, kind::COW).len(), 1);
+    // Until the write completes, reads see the old data.
+    check_contents(&mut vol, child, f, &tags, "before completion");
+    // A second write to the block reuses the staging block.
+    let again = vol.map_write(child, f, 50, 1).unwrap();
+    assert_eq!(again.disk_block, runs_disk(&mut vol, child, f, 50));
+    vol.complete_write(child, f, 50, 1).unwrap();
+    assert!(items(&mut vol, child, f, kind::COW).is_empty());
+    vol.commit(NOW).unwrap();
+    let r = fsck_clean(vol.store().clone());
+    assert_eq!(r.stats.data_blocks, 101, "exactly one new data block");
+    let mut want = tags.clone();
+    want[50] = 1000;
+    check_contents(&mut vol, child, f, &want, "child");
+    check_contents(&mut vol, 1, f, &tags, "parent unchanged");
+    assert_eq!(vol.inode(child, f).unwrap().blocks, 100);
+    assert_eq!(vol.layer(child).unwrap().bytes_used, 100 * BS);
+    // Now the block is the child's alone: the next write goes in place.
+    assert_eq!(
+        vol.map_write(child, f, 50, 10).unwrap().kind,
+        WriteKind::InPlace
+    );
+    // Its neighbours are still shared.
+    assert!(matches!(
+        vol.map_write(child, f, 51, 10).unwrap().kind,
+        WriteKind::Cow { .. }
+    ));
+}
+
+/// The disk block writeback uses for `fblock`.
+fn runs_disk(vol: &mut Volume<MemDevice>, layer: u64, ino: u64, fblock: u64) -> u64 {
+    vol.map_writeback(layer, ino, fblock, 1).unwrap().0
+}
+
+#[test]
+fn clone_keeps_its_own_copy_of_unwritten_extents() {
+    let (mut vol, f) = with_file(4096);
+    vol.allocate(1, f, 0, 8).unwrap();
+    set_size(&mut vol, 1, f, 8 * BS).unwrap();
+    vol.freeze_layer(1).unwrap();
+    let a = vol.create_layer(b"a", Some(1), NOW).unwrap();
+    let b = vol.create_layer(b"b", Some(1), NOW).unwrap();
+    vol.commit(NOW).unwrap();
+    // The unwritten blocks are shared: both clones get blocks of their own.
+    let ra = write(&mut vol, a, f, 2, &[7, 8], true).unwrap();
+    assert_eq!(ra, vec![(2, 2, WriteKind::New)]);
+    let rb = write(&mut vol, b, f, 3, &[9], true).unwrap();
+    assert_eq!(rb, vec![(3, 1, WriteKind::New)]);
+    check_contents(&mut vol, a, f, &[0, 0, 7, 8, 0, 0, 0, 0], "a");
+    check_contents(&mut vol, b, f, &[0, 0, 0, 9, 0, 0, 0, 0], "b");
+    check_contents(&mut vol, 1, f, &[0; 8], "parent");
+    assert_eq!(vol.inode(a, f).unwrap().blocks, 8);
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store());
+}
+
+#[test]
+fn errors_change_nothing() {
+    let (mut vol, f) = with_file(4096);
+    let d = vol
+        .create(
+            1,
+            ROOT_INO,
+            b"d",
+            &NewInode {
+                mode: mode::S_IFDIR | 0o755,
+                ..NewInode::default()
+            },
+            NOW,
+        )
+        .unwrap();
+    let l = vol
+        .create(
+            1,
+            ROOT_INO,
+            b"l",
+            &NewInode {
+                mode: mode::S_IFLNK | 0o777,
+                ..NewInode::default()
+            },
+            NOW,
+        )
+        .unwrap();
+    write(&mut vol, 1, f, 0, &[1, 2, 3], true).unwrap();
+    vol.commit(NOW).unwrap();
+    let sb = vol.superblock();
+    let big = MAX_FILE_BLOCKS;
+    assert_eq!(vol.map_read(1, f, 0, 0), Err(Error::Invalid));
+    assert_eq!(vol.map_read(1, f, big, 1), Err(Error::Invalid));
+    assert_eq!(vol.map_read(1, 999, 0, 1), Err(Error::NotFound));
+    assert_eq!(vol.map_read(9, f, 0, 1), Err(Error::NotFound));
+    assert_eq!(vol.map_read(1, d, 0, 1), Err(Error::IsDir));
+    assert_eq!(vol.map_read(1, l, 0, 1), Err(Error::Invalid));
+    // The last file block is usable, the length is clipped there.
+    assert_eq!(vol.map_read(1, f, big - 1, u64::MAX).unwrap().len, 1);
+    assert_eq!(vol.map_write(1, f, 0, 0), Err(Error::Invalid));
+    assert_eq!(vol.map_write(1, f, big, 1), Err(Error::Invalid));
+    assert_eq!(vol.map_write(1, d, 0, 1), Err(Error::IsDir));
+    assert_eq!(vol.map_write(1, l, 0, 1), Err(Error::Invalid));
+    assert_eq!(vol.map_write(1, 999, 0, 1), Err(Error::NotFound));
+    assert_eq!(vol.map_writeback(1, f, 5, 1), Err(Error::NotFound));
+    assert_eq!(vol.map_writeback(1, f, 0, 0), Err(Error::Invalid));
+    assert_eq!(vol.complete_write(1, f, 0, 0), Err(Error::Invalid));
+    assert_eq!(vol.complete_write(1, d, 0, 1), Err(Error::IsDir));
+    assert_eq!(vol.punch_hole(1, f, 0, 0), Err(Error::Invalid));
+    assert_eq!(vol.punch_hole(1, f, big, 1), Err(Error::Invalid));
+    assert_eq!(vol.allocate(1, f, 0, 0), Err(Error::Invalid));
+    assert_eq!(vol.allocate(1, f, big - 1, 2), Err(Error::Invalid));
+    assert_eq!(vol.allocate(1, f, u64::MAX, 2), Err(Error::Invalid));
+    assert_eq!(vol.allocate(1, l, 0, 2), Err(Error::Invalid));
+    assert_eq!(vol.recover(9), Err(Error::NotFound));
+    // A huge punch or completion is fine (clipped), a completion of written data does nothing.
+    vol.complete_write(1, f, 0, u64::MAX).unwrap();
+    vol.punch_hole(1, f, 100, u64::MAX).unwrap();
+    assert!(!vol.is_aborted());
+    // Frozen layers refuse every change.
+    vol.freeze_layer(1).unwrap();
+    vol.commit(NOW).unwrap();
+    let sb2 = vol.superblock();
+    assert_eq!(vol.map_write(1, f, 0, 1), Err(Error::ReadOnly));
+    assert_eq!(vol.map_writeback(1, f, 0, 1), Err(Error::ReadOnly));
+    assert_eq!(vol.complete_write(1, f, 0, 1), Err(Error::ReadOnly));
+    assert_eq!(vol.punch_hole(1, f, 0, 1), Err(Error::ReadOnly));
+    assert_eq!(vol.allocate(1, f, 5, 1), Err(Error::ReadOnly));
+    assert_eq!(vol.recover(1), Err(Error::ReadOnly));
+    // Reads still work.
+    check_contents(&mut vol, 1, f, &[1, 2, 3], "frozen");
+    assert!(!vol.is_dirty());
+    assert_eq!(vol.superblock().free_blocks, sb2.free_blocks);
+    assert!(sb2.generation > sb.generation);
+    // Writeback into shared blocks (a write that did not go through map_write) is refused.
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    assert_eq!(vol.map_writeback(c, f, 0, 1), Err(Error::Invalid));
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store());
+}
+
+#[test]
+fn punch_hole_splits_extents_and_drops_staging() {
+    let (mut vol, f) = with_file(4096);
+    let tags: Vec<u64> = (1..=10).collect();
+    write(&mut vol, 1, f, 0, &tags, true).unwrap();
+    let free = vol.superblock().free_blocks;
+    vol.punch_hole(1, f, 3, 4).unwrap();
+    let ext = items(&mut vol, 1, f, kind::EXTENT);
+    assert_eq!(ext.keys().copied().collect::<Vec<_>>(), vec![0, 7]);
+    assert_eq!(vol.inode(1, f).unwrap().blocks, 6);
+    assert_eq!(vol.layer(1).unwrap().bytes_used, 6 * BS);
+    check_contents(&mut vol, 1, f, &[1, 2, 3, 0, 0, 0, 0, 8, 9, 10], "punched");
+    vol.commit(NOW).unwrap();
+    assert!(vol.superblock().free_blocks >= free + 4 - 8);
+    fsck_clean(vol.store().clone());
+    // Punch over a write in progress in a clone: staging and extent both go.
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    write(&mut vol, c, f, 7, &[70, 80], false).unwrap();
+    assert_eq!(items(&mut vol, c, f, kind::COW).len(), 1);
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.store().clone());
+    vol.punch_hole(c, f, 8, 1).unwrap();
+    assert_eq!(
+        items(&mut vol, c, f, kind::COW)
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![7]
+    );
+    // Completing the whole range afterwards moves only what is left.
+    vol.complete_write(c, f, 7, 2).unwrap();
+    check_contents(&mut vol, c, f, &[1, 2, 3, 0, 0, 0, 0, 70, 0, 10], "clone");
+    check_contents(&mut vol, 1, f, &[1, 2, 3, 0, 0, 0, 0, 8, 9, 10], "parent");
+    assert_eq!(vol.inode(c, f).unwrap().blocks, 5);
+    // Punching everything empties the file.
+    vol.punch_hole(c, f, 0, u64::MAX).unwrap();
+    assert!(items(&mut vol, c, f, kind::EXTENT).is_empty());
+    assert_eq!(vol.inode(c, f).unwrap().blocks, 0);
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store());
+}
+
+#[test]
+fn allocate_fills_holes_only() {
+    let (mut vol, f) = with_file(4096);
+    write(&mut vol, 1, f, 2, &[5, 6], true).unwrap();
+    vol.allocate(1, f, 0, 8).unwrap();
+    let ext = items(&mut vol, 1, f, kind::EXTENT);
+    let u = extent_flags::UNWRITTEN;
+    let flags: Vec<(u64, u32, u32)> = ext.iter().map(|(o, e)| (*o, e.1, e.2)).collect();
+    assert_eq!(flags, vec![(0, 2, u), (2, 2, 0), (4, 4, u)]);
+    assert_eq!(vol.inode(1, f).unwrap().blocks, 8);
+    // The size does not change; data is as before.
+    assert_eq!(vol.inode(1, f).unwrap().size, 4 * BS);
+    check_contents(&mut vol, 1, f, &[0, 0, 5, 6, 0, 0, 0, 0], "fallocated");
+    // Allocating again changes nothing.
+    let free = vol.superblock().free_blocks;
+    vol.allocate(1, f, 0, 8).unwrap();
+    assert_eq!(vol.superblock().free_blocks, free);
+    // Writing into the allocated blocks reuses them.
+    let runs = write(&mut vol, 1, f, 5, &[9], true).unwrap();
+    assert_eq!(runs, vec![(5, 1, WriteKind::Unwritten)]);
+    check_contents(&mut vol, 1, f, &[0, 0, 5, 6, 0, 9, 0, 0], "written");
+    // More than the free space: refused up front.
+    let total = vol.superblock().total_blocks;
+    assert_eq!(vol.allocate(1, f, 100, total), Err(Error::NoSpace));
+    assert_eq!(vol.superblock().free_blocks, free);
+    assert!(!vol.is_aborted());
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store());
+}
+
+#[test]
+fn full_filesystem_refuses_writes_cleanly_and_recovers() {
+    let (mut vol, f) = with_file(2048);
+    write(&mut vol, 1, f, 0, &[1, 2, 3, 4], true).unwrap();
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    // The clone's own block, written in place later.
+    write(&mut vol, c, f, 3, &[40], true).unwrap();
+    vol.commit(NOW).unwrap();
+    let g = vol.create(c, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    let mut at = 0;
+    let err = loop {
+        let before = (
+            vol.superblock().free_blocks,
+            items(&mut vol, c, g, kind::EXTENT),
+        );
+        match vol.map_write(c, g, at, 16) {
+            Ok(wm) => at += wm.len,
+            Err(e) => {
+                // Nothing changed.
+                assert_eq!(
+                    (
+                        vol.superblock().free_blocks,
+                        items(&mut vol, c, g, kind::EXTENT)
+                    ),
+                    before
+                );
+                break e;
+            }
+        }
+    };
+    assert_eq!(err, Error::NoSpace);
+    assert!(!vol.is_aborted());
+    assert!(at > 500, "{at} blocks written");
+    // Shared blocks need new ones: refused too; the clone's own block is written in place.
+    assert_eq!(vol.map_write(c, f, 0, 1), Err(Error::NoSpace));
+    assert_eq!(vol.map_write(c, f, 3, 1).unwrap().kind, WriteKind::InPlace);
+    // Completing and punching work on the full filesystem.
+    vol.complete_write(c, g, 0, at).unwrap();
+    set_size(&mut vol, c, g, at * BS).unwrap();
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.store().clone());
+    vol.punch_hole(c, g, 0, at / 2).unwrap();
+    vol.commit(NOW).unwrap();
+    write(&mut vol, c, f, 0, &[100], true).unwrap();
+    vol.commit(NOW).unwrap();
+    check_contents(&mut vol, c, f, &[100, 2, 3, 40], "after");
+    fsck_clean(vol.into_store());
+}
+
+#[test]
+fn recover_frees_staging_and_keeps_old_contents() {
+    let (mut vol, f) = with_file(4096);
+    let tags: Vec<u64> = (1..=20).collect();
+    write(&mut vol, 1, f, 0, &tags, true).unwrap();
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    vol.commit(NOW).unwrap();
+    let free = vol.superblock().free_blocks;
+    write(&mut vol, c, f, 2, &[50, 51, 52], false).unwrap();
+    write(&mut vol, c, f, 10, &[60], false).unwrap();
+    write(&mut vol, c, f, 25, &[70], false).unwrap();
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.store().clone());
+    // A crash now: reopen at this commit.
+    let dev = vol.into_store();
+    let mut vol = Volume::open(dev).unwrap().0;
+    let mut want = tags.clone();
+    want.extend([0; 6]);
+    check_contents(&mut vol, c, f, &want, "after the crash");
+    assert_eq!(vol.recover(c).unwrap(), 4);
+    assert!(items(&mut vol, c, f, kind::COW).is_empty());
+    assert_eq!(vol.recover(c).unwrap(), 0);
+    check_contents(&mut vol, c, f, &want, "after recovery");
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.store().clone());
+    // The staging blocks are free again (the new unwritten block stays, and metadata moved).
+    assert!(vol.superblock().free_blocks + 12 >= free);
+    // The unwritten block reads zeros and is reused by the next write.
+    let runs = write(&mut vol, c, f, 25, &[71], true).unwrap();
+    assert_eq!(runs, vec![(25, 1, WriteKind::Unwritten)]);
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store());
+}
+
+#[test]
+fn truncate_drops_writes_in_progress_past_the_end() {
+    let (mut vol, f) = with_file(4096);
+    let tags: Vec<u64> = (1..=8).collect();
+    write(&mut vol, 1, f, 0, &tags, true).unwrap();
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    // Staging over blocks 2..6, an unwritten extent over 8..10.
+    write(&mut vol, c, f, 2, &[20, 30, 40, 50], false).unwrap();
+    write(&mut vol, c, f, 8, &[80, 90], false).unwrap();
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.store().clone());
+    set_size(&mut vol, c, f, 4 * BS).unwrap();
+    assert_eq!(
+        items(&mut vol, c, f, kind::COW)
+            .iter()
+            .map(|(o, e)| (*o, e.1))
+            .collect::<Vec<_>>(),
+        vec![(2, 2)]
+    );
+    assert_eq!(vol.inode(c, f).unwrap().blocks, 4);
+    vol.complete_write(c, f, 2, 2).unwrap();
+    check_contents(&mut vol, c, f, &[1, 2, 20, 30, 0, 0], "clone");
+    check_contents(&mut vol, 1, f, &tags, "parent");
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store());
+}
+
+#[test]
+fn staging_inherited_from_a_layer_frozen_mid_write_is_never_written() {
+    let (mut vol, f) = with_file(4096);
+    write(&mut vol, 1, f, 0, &[1, 2, 3, 4], true).unwrap();
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    write(&mut vol, c, f, 1, &[20, 30], false).unwrap();
+    let staged = vol.map_writeback(c, f, 1, 2).unwrap();
+    // Frozen with the write in progress (the kernel syncs first; this one did not).
+    vol.freeze_layer(c).unwrap();
+    let d = vol.create_layer(b"d", Some(c), NOW).unwrap();
+    let e = vol.create_layer(b"e", Some(c), NOW).unwrap();
+    // The inherited staging blocks are shared: writeback refuses them, a write gets its own.
+    assert_eq!(vol.map_writeback(d, f, 1, 1), Err(Error::Invalid));
+    let runs = write(&mut vol, d, f, 1, &[200], true).unwrap();
+    assert!(
+        matches!(runs[..], [(1, 1, WriteKind::Cow { .. })]),
+        "{runs:?}"
+    );
+    assert_ne!(vol.map_writeback(d, f, 1, 1).unwrap().0, staged.0);
+    let runs = write(&mut vol, e, f, 1, &[300, 301], true).unwrap();
+    assert!(runs.iter().all(|r| matches!(r.2, WriteKind::Cow { .. })));
+    check_contents(&mut vol, d, f, &[1, 200, 3, 4], "d");
+    check_contents(&mut vol, e, f, &[1, 300, 301, 4], "e");
+    check_contents(&mut vol, c, f, &[1, 2, 3, 4], "c");
+    check_contents(&mut vol, 1, f, &[1, 2, 3, 4], "base");
+    vol.commit(NOW).unwrap();
+    let errors = fsck_errors(vol.into_store());
+    assert!(!errors.is_empty());
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.starts_with("layer 2: ") && e.contains("in a frozen layer")),
+        "{errors:?}"
+    );
+}
+
+// ---- fsck ----
+
+#[test]
+fn fsck_finds_overlapping_and_misplaced_extents() {
+    let (mut vol, f) = with_file(4096);
+    write(&mut vol, 1, f, 0, &[1, 2, 3, 4], true).unwrap();
+    vol.commit(NOW).unwrap();
+    let base = vol.store().clone();
+    let errs = |vol: Volume<MemDevice>| fsck_errors(vol.into_store());
+    let (b, _) = vol.alloc_data(2).unwrap();
+    let ext = |disk_block, len, flags| ExtentRecord {
+        disk_block,
+        len,
+        flags,
+    };
+
+    // An extent overlapping another (blocks kept right).
+    put_raw(&mut vol, 1, Key::new(f, kind::EXTENT, 3), ext(b, 2, 0));
+    let mut r = vol.inode(1, f).unwrap();
+    r.blocks += 2;
+    put_inode(&mut vol, 1, f, &r);
+    vol.commit(NOW).unwrap();
+    let e = errs(vol);
+    assert!(e.iter().any(|e| e.contains("extents overlap")), "{e:?}");
+
+    // Blocks not matching the extents.
+    let mut vol = Volume::open(base.clone()).unwrap().0;
+    let mut r = vol.inode(1, f).unwrap();
+    r.blocks = 5;
+    put_inode(&mut vol, 1, f, &r);
+    vol.commit(NOW).unwrap();
+    let e = errs(vol);
+    assert!(
+        e.iter().any(|e| e.contains("blocks 5, extents hold 4")),
+        "{e:?}"
+    );
+
+    // Overlapping staging extents.
+    let mut vol = Volume::open(base.clone()).unwrap().0;
+    let (b, _) = vol.alloc_data(2).unwrap();
+    let (b2, _) = vol.alloc_data(2).unwrap();
+    put_raw(&mut vol, 1, Key::new(f, kind::COW, 0), ext(b, 2, 0));
+    put_raw(&mut vol, 1, Key::new(f, kind::COW, 1), ext(b2, 2, 0));
+    vol.commit(NOW).unwrap();
+    let e = errs(vol);
+    assert!(
+        e.iter().any(|e| e.contains("staging extents overlap")),
+        "{e:?}"
+    );
+
+    // Staging past the end of the file, and over a hole.
+    let mut vol = Volume::open(base.clone()).unwrap().0;
+    let (b, _) = vol.alloc_data(1).unwrap();
+    put_raw(&mut vol, 1, Key::new(f, kind::COW, 6), ext(b, 1, 0));
+    vol.commit(NOW).unwrap();
+    let e = errs(vol);
+    assert!(e.iter().any(|e| e.contains("past the end")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|e| e.contains("does not stand over written data")),
+        "{e:?}"
+    );
+
+    // Staging with flags.
+    let mut vol = Volume::open(base.clone()).unwrap().0;
+    let (b, _) = vol.alloc_data(1).unwrap();
+    put_raw(
+        &mut vol,
+        1,
+        Key::new(f, kind::COW, 1),
+        ext(b, 1, extent_flags::UNWRITTEN),
+    );
+    vol.commit(NOW).unwrap();
+    let e = errs(vol);
+    assert!(
+        e.iter().any(|e| e.contains("staging extent with flags")),
+        "{e:?}"
+    );
+
+    // Staging blocks also in an extent: counted as references, so the count is off.
+    let mut vol = Volume::open(base.clone()).unwrap().0;
+    let disk = match vol.map_read(1, f, 1, 1).unwrap().kind {
+        MapKind::Written { disk_block } => disk_block,
+        k => panic!("{k:?}"),
+    };
+    put_raw(&mut vol, 1, Key::new(f, kind::COW, 1), ext(disk, 1, 0));
+    vol.commit(NOW).unwrap();
+    let e = errs(vol);
+    assert!(e.iter().any(|e| e.contains("reference count")), "{e:?}");
+
+    // A layer frozen with a write in progress.
+    let mut vol = Volume::open(base.clone()).unwrap().0;
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    write(&mut vol, c, f, 1, &[9], false).unwrap();
+    vol.freeze_layer(c).unwrap();
+    vol.commit(NOW).unwrap();
+    let e = errs(vol);
+    assert!(e.iter().any(|e| e.contains("in a frozen layer")), "{e:?}");
+
+    // The untouched image is clean.
+    fsck_clean(base);
+}
+
+// ---- crash simulation ----
+
+/// Visible contents of file `ino` in every layer: layer id to blocks (size in blocks from the
+/// inode).
+type State = BTreeMap<u64, Vec<Vec<u8>>>;
+
+fn state<S: Device<Buf = Vec<u8>>>(vol: &mut Volume<S>, ino: u64) -> State {
+    let mut layers = Vec::new();
+    vol.for_each_layer(&mut |l| {
+        layers.push(l.id);
+        true
+    })
+    .unwrap();
+    let mut out = State::new();
+    for id in layers {
+        let size = vol.inode(id, ino).unwrap().size.div_ceil(BS);
+        out.insert(id, read(vol, id, ino, size));
+    }
+    out
+}
+
+/// A deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Rounds of copy-on-write and hole writes, each committed once with the writes in progress
+/// (staging and unwritten extents on disk) and once completed, each round in a fresh clone so
+/// every old block is shared (no in-place overwrite: those change committed blocks, as in every
+/// filesystem without data journaling). Returns the image before, the events, the file and the
+/// state after each commit.
+fn record_writes(seed: u64) -> (MemDevice, Vec<Event>, u64, Vec<State>) {
+    let (mut vol, f) = with_file(2048);
+    let base_tags: Vec<u64> = (1..=16).collect();
+    write(&mut vol, 1, f, 0, &base_tags, true).unwrap();
+    vol.commit(NOW).unwrap();
+    let base = vol.into_store();
+    let mut vol = Volume::open(Recorder::new(base.clone())).unwrap().0;
+    let mut states = vec![state(&mut vol, f)];
+    let mut rng = Rng(seed | 1);
+    let mut layer = 1;
+    let mut tag = 1000;
+    for round in 0..3 {
+        vol.freeze_layer(layer).unwrap();
+        layer = vol
+            .create_layer(format!("r{round}").as_bytes(), Some(layer), NOW)
+            .unwrap();
+        vol.commit(NOW).unwrap();
+        states.push(state(&mut vol, f));
+        let mut ranges = Vec::new();
+        let mut used = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let at = rng.next() % 24;
+            let len = 1 + rng.next() % 3;
+            if (at..at + len).any(|b| used.contains(&b)) {
+                continue;
+            }
+            used.extend(at..at + len);
+            let tags: Vec<u64> = (0..len).map(|i| tag + i).collect();
+            tag += 100;
+            write(&mut vol, layer, f, at, &tags, false).unwrap();
+            ranges.push((at, len));
+        }
+        vol.commit(NOW).unwrap();
+        states.push(state(&mut vol, f));
+        for (at, len) in ranges {
+            vol.complete_write(layer, f, at, len).unwrap();
+        }
+        vol.commit(NOW).unwrap();
+        states.push(state(&mut vol, f));
+    }
+    let rec = vol.into_store();
+    (base, rec.events, f, states)
+}
+
+/// Rebuilds the image after the first `cut` events (all writes kept); returns it and the number
+/// of superblock writes on disk.
+fn crash_image(base: &MemDevice, events: &[Event], cut: usize) -> (MemDevice, usize) {
+    let mut img = base.clone();
+    let mut commits = 0;
+    for e in &events[..cut] {
+        if let Event::Write(b, data) = e {
+            img.blocks.insert(*b, data.clone());
+            if *b < Superblock::FIXED_BLOCKS {
+                commits += 1;
+            }
+        }
+    }
+    (img, commits)
+}
+
+#[test]
+fn crash_during_writes_keeps_old_contents_or_zeros() {
+    let (base, events, f, states) = record_writes(3);
+    assert_eq!(states.len(), 10);
+    // The state in the middle of each round: the old contents where a copy-on-write was in
+    // progress, zeros where a hole was being written.
+    for round in 0..3 {
+        let (before, mid) = (&states[1 + 3 * round], &states[2 + 3 * round]);
+        let layer = *mid.keys().last().unwrap();
+        let old = &before[&layer];
+        for (b, data) in mid[&layer].iter().enumerate() {
+            assert!(
+                old.get(b).is_some_and(|o| o == data) || data.iter().all(|&x| x == 0),
+                "round {round} block {b}"
+            );
+        }
+        assert_ne!(
+            mid,
+            &states[3 + 3 * round],
+            "round {round} changed something"
+        );
+    }
+    for cut in 0..=events.len() {
+        let (img, commits) = crash_image(&base, &events, cut);
+        let r = fsck::check(img.clone(), &mut |_, _, _| {}).unwrap();
+        assert!(r.is_clean(), "cut {cut}: fsck: {:?}", r.errors);
+        let mut vol = Volume::open(img).unwrap().0;
+        let mut layers = Vec::new();
+        vol.for_each_layer(&mut |l| {
+            if !l.is_read_only() {
+                layers.push(l.id);
+            }
+            true
+        })
+        .unwrap();
+        for l in layers {
+            vol.recover(l).unwrap();
+            assert!(items(&mut vol, l, f, kind::COW).is_empty());
+        }
+        assert_eq!(state(&mut vol, f), states[commits], "cut {cut}");
+        vol.commit(NOW).unwrap();
+        let r = fsck::check(vol.into_store(), &mut |_, _, _| {}).unwrap();
+        assert!(r.is_clean(), "cut {cut} after recovery: {:?}", r.errors);
+    }
+}
+
+// ---- model ----
+
+/// Blocks a model file spans.
+const MAXB: u64 = 48;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write {
+        file: usize,
+        at: u64,
+        len: u64,
+        complete: bool,
+    },
+    CompleteAll,
+    Punch {
+        file: usize,
+        at: u64,
+        len: u64,
+    },
+    Allocate {
+        file: usize,
+        at: u64,
+        len: u64,
+    },
+    Truncate {
+        file: usize,
+        blocks: u64,
+    },
+    CloneLayer,
+    Commit,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => (0usize..2, 0..MAXB, 1u64..10, any::<bool>())
+            .prop_map(|(file, at, len, complete)| Op::Write { file, at, len, complete }),
+        2 => Just(Op::CompleteAll),
+        3 => (0usize..2, 0..MAXB, 1u64..16).prop_map(|(file, at, len)| Op::Punch { file, at, len }),
+        2 => (0usize..2, 0..MAXB, 1u64..16)
+            .prop_map(|(file, at, len)| Op::Allocate { file, at, len }),
+        2 => (0usize..2, 0..MAXB).prop_map(|(file, blocks)| Op::Truncate { file, blocks }),
+        1 => Just(Op::CloneLayer),
+        3 => Just(Op::Commit),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct FileModel {
+    ino: u64,
+    /// Size in blocks.
+    size: u64,
+    /// Tag of each visible block (0: zeros), `MAXB + 16` of them.
+    tags: Vec<u64>,
+}
+
+struct World {
+    vol: Volume<MemDevice>,
+    layer: u64,
+    files: Vec<FileModel>,
+    /// Writes not completed yet: file and block to tag.
+    pending: BTreeMap<(usize, u64), u64>,
+    /// Frozen layers and their files' contents.
+    frozen: Vec<(u64, Vec<FileModel>)>,
+    next_tag: u64,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut vol = fresh(8192);
+        let mut files = Vec::new();
+        for name in [&b"a"[..], b"b"] {
+            let ino = vol.create(1, ROOT_INO, name, &regular(), NOW).unwrap();
+            files.push(FileModel {
+                ino,
+                size: 0,
+                tags: vec![0; (MAXB + 16) as usize],
+            });
+        }
+        Self {
+            vol,
+            layer: 1,
+            files,
+            pending: BTreeMap::new(),
+            frozen: Vec::new(),
+            next_tag: 1,
+        }
+    }
+
+    fn complete_all(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let mut run: Option<(usize, u64, u64)> = None;
+        let mut runs = Vec::new();
+        for &(file, b) in pending.keys() {
+            run = match run {
+                Some((f, at, len)) if f == file && at + len == b => Some((f, at, len + 1)),
+                Some(r) => {
+                    runs.push(r);
+                    Some((file, b, 1))
+                }
+                None => Some((file, b, 1)),
+            };
+        }
+        runs.extend(run);
+        for (file, at, len) in runs {
+            let ino = self.files[file].ino;
+            self.vol.complete_write(self.layer, ino, at, len).unwrap();
+        }
+        for ((file, b), tag) in pending {
+            self.files[file].tags[b as usize] = tag;
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        let layer = self.layer;
+        match *op {
+            Op::Write {
+                file,
+                at,
+                len,
+                complete,
+            } => {
+                let tags: Vec<u64> = (0..len).map(|i| self.next_tag + i).collect();
+                self.next_tag += len;
+                let ino = self.files[file].ino;
+                let runs = write(&mut self.vol, layer, ino, at, &tags, false).unwrap();
+                for (f, n, k) in runs {
+                    for b in f..f + n {
+                        let tag = tags[(b - at) as usize];
+                        if k == WriteKind::InPlace {
+                            assert!(!self.pending.contains_key(&(file, b)));
+                            self.files[file].tags[b as usize] = tag;
+                        } else {
+                            self.pending.insert((file, b), tag);
+                        }
+                    }
+                }
+                let m = &mut self.files[file];
+                m.size = m.size.max(at + len);
+                if complete {
+                    self.complete_all();
+                }
+            }
+            Op::CompleteAll => self.complete_all(),
+            Op::Punch { file, at, len } => {
+                // The page cache drops what the hole covers: those writes never complete.
+                self.pending
+                    .retain(|&(f, b), _| f != file || b < at || b >= at + len);
+                let ino = self.files[file].ino;
+                self.vol.punch_hole(layer, ino, at, len).unwrap();
+                for b in at..(at + len).min(MAXB + 16) {
+                    self.files[file].tags[b as usize] = 0;
+                }
+            }
+            Op::Allocate { file, at, len } => {
+                let ino = self.files[file].ino;
+                self.vol.allocate(layer, ino, at, len).unwrap();
+            }
+            Op::Truncate { file, blocks } => {
+                // The page cache past the new end goes: those writes never complete (their
+                // staging and unwritten blocks go with the truncation).
+                self.pending.retain(|&(f, b), _| f != file || b < blocks);
+                let ino = self.files[file].ino;
+                set_size(&mut self.vol, layer, ino, blocks * BS).unwrap();
+                let m = &mut self.files[file];
+                for t in m.tags.iter_mut().skip(blocks as usize) {
+                    *t = 0;
+                }
+                m.size = blocks;
+            }
+            Op::CloneLayer => {
+                if self.frozen.len() >= 4 {
+                    return;
+                }
+                // A layer is synced before it is frozen.
+                self.complete_all();
+                self.vol.freeze_layer(layer).unwrap();
+                self.frozen.push((layer, self.files.clone()));
+                let name = format!("l{}", self.frozen.len());
+                self.layer = self
+                    .vol
+                    .create_layer(name.as_bytes(), Some(layer), NOW)
+                    .unwrap();
+            }
+            Op::Commit => {
+                self.vol.commit(NOW).unwrap();
+                fsck_clean(self.vol.store().clone());
+                for (l, files) in self.frozen.clone() {
+                    self.check_layer(l, &files, "frozen layer");
+                }
+            }
+        }
+    }
+
+    fn check_layer(&mut self, layer: u64, files: &[FileModel], what: &str) {
+        for m in files {
+            let r = self.vol.inode(layer, m.ino).unwrap();
+            assert_eq!(r.size, m.size * BS, "{what}: size");
+            // Past the size the file reads as a hole too.
+            check_contents(
+                &mut self.vol,
+                layer,
+                m.ino,
+                &m.tags[..(m.size + 8) as usize],
+                what,
+            );
+        }
+    }
+
+    fn check(&mut self, what: &str) {
+        let files = self.files.clone();
+        self.check_layer(self.layer, &files, what);
+    }
+}
+
+fn run(ops: &[Op]) {
+    let mut w = World::new();
+    for (i, op) in ops.iter().enumerate() {
+        w.apply(op);
+        w.check(&format!("after op {i} {op:?}"));
+    }
+    w.complete_all();
+    w.check("at the end");
+    w.vol.commit(NOW).unwrap();
+    fsck_clean(w.vol.store().clone());
+    for (l, files) in w.frozen.clone() {
+        w.check_layer(l, &files, "frozen layer at the end");
+    }
+    // Punching every file in every read-write layer leaves no data block behind but the frozen
+    // layers' ones.
+    let files: Vec<u64> = w.files.iter().map(|m| m.ino).collect();
+    for ino in files {
+        w.vol.punch_hole(w.layer, ino, 0, u64::MAX).unwrap();
+        assert_eq!(w.vol.inode(w.layer, ino).unwrap().blocks, 0);
+    }
+    w.vol.commit(NOW).unwrap();
+    fsck_clean(w.vol.into_store());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn file_contents_match_the_model(ops in proptest::collection::vec(op(), 1..120)) {
+        run(&ops);
+    }
+}
