@@ -53,8 +53,9 @@ shell: module guest-tools
 	@scripts/vm.sh --shell
 
 # Format-core benchmark table (not a test); see Documentation/benchmarks.md.
-bench: setup
+bench: setup module guest-tools
 	@cd userspace && cargo run --release --quiet -p lcfs-bench
+	@scripts/fsbench.sh
 
 clippy: setup
 	@cd userspace && cargo clippy --release --all-targets --quiet -- -D warnings

@@ -185,3 +185,10 @@ void lcfs_set_aops(struct inode *inode, const struct address_space_operations *a
 {
 	inode->i_mapping->a_ops = aops;
 }
+
+void lcfs_inode_set_blocks(struct inode *inode, u64 blocks)
+{
+	spin_lock(&inode->i_lock);
+	inode->i_blocks = blocks;
+	spin_unlock(&inode->i_lock);
+}

@@ -963,6 +963,34 @@ impl<S: Device> Volume<S> {
         })
     }
 
+    /// Calls `f` with the name of each extended attribute of `ino` (in hash order) until it
+    /// returns `false`.
+    pub fn list_xattrs(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        f: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), Error> {
+        let total = self.superblock().total_blocks;
+        let mut key = Key::new(ino, kind::XATTR, 0);
+        loop {
+            let got = self.next(layer, &key, |k, v| {
+                (*k, XattrRecord::decode(v, total).map(|x| Name::new(x.name)))
+            })?;
+            let Some((k, name)) = got else { return Ok(()) };
+            if k.id != ino || k.kind != kind::XATTR {
+                return Ok(());
+            }
+            if !f(name?.get()) {
+                return Ok(());
+            }
+            match key_after(&k) {
+                Some(next) => key = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Reads extended attribute `name` of `ino` into `out`; returns its length (`out` may be
     /// shorter: then only the length is meaningful, as for `getxattr` with a small buffer).
     pub fn get_xattr(

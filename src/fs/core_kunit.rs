@@ -23,7 +23,9 @@ mod mem {
 
     impl MemDev {
         pub(super) fn new(blocks: usize) -> Result<Self> {
-            Ok(Self { data: KVVec::from_elem(0u8, blocks * NODE_SIZE, GFP_KERNEL)? })
+            Ok(Self {
+                data: KVVec::from_elem(0u8, blocks * NODE_SIZE, GFP_KERNEL)?,
+            })
         }
     }
 
@@ -43,7 +45,10 @@ mod mem {
 
         fn write(&mut self, blocknr: u64, buf: &KBlock) -> Result<(), Error> {
             let start = usize::try_from(blocknr).map_err(|_| Error::Io)? * NODE_SIZE;
-            let dst = self.data.get_mut(start..start + NODE_SIZE).ok_or(Error::Io)?;
+            let dst = self
+                .data
+                .get_mut(start..start + NODE_SIZE)
+                .ok_or(Error::Io)?;
             dst.copy_from_slice(buf.as_ref());
             Ok(())
         }
@@ -130,15 +135,31 @@ mod tests {
     #[test]
     fn tree_insert_clone_remove_in_kernel() -> Result {
         let mut store = MemDev::new(BLOCKS)?;
-        let mut alloc = KBox::new(MemAlloc { refs: [0; BLOCKS], freed: [false; BLOCKS] }, GFP_KERNEL)?;
-        let mut txn = Txn { store: &mut store, alloc: &mut *alloc, generation: 1, fsid: 1, tree: 1, leaf_refs: None };
+        let mut alloc = KBox::new(
+            MemAlloc {
+                refs: [0; BLOCKS],
+                freed: [false; BLOCKS],
+            },
+            GFP_KERNEL,
+        )?;
+        let mut txn = Txn {
+            store: &mut store,
+            alloc: &mut *alloc,
+            generation: 1,
+            fsid: 1,
+            tree: 1,
+            leaf_refs: None,
+        };
         let mut root = 0;
         for i in 0..400 {
             root = txn.insert(root, &key(i), &[i as u8; 60]).map_err(|_| EIO)?;
         }
         assert_eq!(txn.verify(root, &mut |_, _| {}), Ok(400));
         for i in 0..400 {
-            assert_eq!(txn.lookup(root, &key(i), |v| v.first().copied()), Ok(Some(Some(i as u8))));
+            assert_eq!(
+                txn.lookup(root, &key(i), |v| v.first().copied()),
+                Ok(Some(Some(i as u8)))
+            );
         }
         // A clone shares everything; removing from it leaves the original whole.
         txn.generation = 2;
@@ -158,8 +179,21 @@ mod tests {
     #[test]
     fn damaged_node_is_an_error() -> Result {
         let mut store = MemDev::new(BLOCKS)?;
-        let mut alloc = KBox::new(MemAlloc { refs: [0; BLOCKS], freed: [false; BLOCKS] }, GFP_KERNEL)?;
-        let mut txn = Txn { store: &mut store, alloc: &mut *alloc, generation: 1, fsid: 1, tree: 1, leaf_refs: None };
+        let mut alloc = KBox::new(
+            MemAlloc {
+                refs: [0; BLOCKS],
+                freed: [false; BLOCKS],
+            },
+            GFP_KERNEL,
+        )?;
+        let mut txn = Txn {
+            store: &mut store,
+            alloc: &mut *alloc,
+            generation: 1,
+            fsid: 1,
+            tree: 1,
+            leaf_refs: None,
+        };
         let mut root = 0;
         for i in 0..300 {
             root = txn.insert(root, &key(i), &[1; 30]).map_err(|_| EIO)?;
@@ -184,7 +218,10 @@ mod volume_tests {
     use crate::format::volume::Volume;
 
     const BLOCKS: usize = 2048;
-    const NOW: Timespec = Timespec { sec: 1_700_000_000, nsec: 0 };
+    const NOW: Timespec = Timespec {
+        sec: 1_700_000_000,
+        nsec: 0,
+    };
 
     fn inline(n: u8) -> [u8; 34] {
         let mut v = [0u8; 34];
@@ -203,14 +240,18 @@ mod volume_tests {
         let free0 = vol.superblock().free_blocks;
         // Enough items for a two-level tree (a leaf holds about 70 of them).
         for i in 0..160u64 {
-            vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &inline(i as u8)).map_err(|_| EIO)?;
+            vol.insert(1, &Key::new(i + 2, kind::INLINE, 0), &inline(i as u8))
+                .map_err(|_| EIO)?;
         }
         vol.freeze_layer(1).map_err(|_| EIO)?;
         let child = vol.create_layer(b"child", Some(1), NOW).map_err(|_| EIO)?;
         vol.commit(NOW).map_err(|_| EIO)?;
         let before = vol.superblock().free_blocks;
-        vol.insert(child, &Key::new(7, kind::INLINE, 0), &inline(99)).map_err(|_| EIO)?;
-        assert!(vol.remove(child, &Key::new(100, kind::INLINE, 0)).map_err(|_| EIO)?);
+        vol.insert(child, &Key::new(7, kind::INLINE, 0), &inline(99))
+            .map_err(|_| EIO)?;
+        assert!(vol
+            .remove(child, &Key::new(100, kind::INLINE, 0))
+            .map_err(|_| EIO)?);
         let mut changes = 0;
         vol.diff(child, Key::MIN, &mut |_| {
             changes += 1;
@@ -224,7 +265,10 @@ mod volume_tests {
         assert_eq!(vol.remove_layer(1), Err(Error::Busy));
         let (mut vol, other) = Volume::open(vol.into_store()).map_err(|_| EIO)?;
         assert!(other.is_none());
-        assert_eq!(vol.lookup(child, &Key::new(7, kind::INLINE, 0), |v| v.len()), Ok(Some(34)));
+        assert_eq!(
+            vol.lookup(child, &Key::new(7, kind::INLINE, 0), |v| v.len()),
+            Ok(Some(34))
+        );
         vol.remove_layer(child).map_err(|_| EIO)?;
         vol.remove_layer(1).map_err(|_| EIO)?;
         vol.commit(NOW).map_err(|_| EIO)?;
@@ -243,16 +287,30 @@ mod volume_tests {
         let dev = MemDev::new(BLOCKS)?;
         let sb = Superblock::new(BLOCKS as u64, [8; 16], 1_700_000_000);
         let mut vol = Volume::format(dev, sb, Some(b"base"), NOW).map_err(|_| EIO)?;
-        let dir = NewInode { mode: mode::S_IFDIR | 0o755, ..NewInode::default() };
-        let file = NewInode { mode: mode::S_IFREG | 0o644, ..NewInode::default() };
-        let etc = vol.create(1, ROOT_INO, b"etc", &dir, NOW).map_err(|_| EIO)?;
+        let dir = NewInode {
+            mode: mode::S_IFDIR | 0o755,
+            ..NewInode::default()
+        };
+        let file = NewInode {
+            mode: mode::S_IFREG | 0o644,
+            ..NewInode::default()
+        };
+        let etc = vol
+            .create(1, ROOT_INO, b"etc", &dir, NOW)
+            .map_err(|_| EIO)?;
         let f = vol.create(1, etc, b"hosts", &file, NOW).map_err(|_| EIO)?;
-        vol.write_inline(1, f, b"127.0.0.1 localhost\n", NOW).map_err(|_| EIO)?;
+        vol.write_inline(1, f, b"127.0.0.1 localhost\n", NOW)
+            .map_err(|_| EIO)?;
         vol.freeze_layer(1).map_err(|_| EIO)?;
         let c = vol.create_layer(b"c", Some(1), NOW).map_err(|_| EIO)?;
-        let later = Timespec { sec: NOW.sec + 1, nsec: 0 };
-        vol.write_inline(c, f, b"::1 localhost\n", later).map_err(|_| EIO)?;
-        vol.create(c, etc, b"resolv.conf", &file, later).map_err(|_| EIO)?;
+        let later = Timespec {
+            sec: NOW.sec + 1,
+            nsec: 0,
+        };
+        vol.write_inline(c, f, b"::1 localhost\n", later)
+            .map_err(|_| EIO)?;
+        vol.create(c, etc, b"resolv.conf", &file, later)
+            .map_err(|_| EIO)?;
         let (mut added, mut modified, mut other) = (0, 0, 0);
         vol.diff_paths(c, &mut |change, path| {
             match (change, path) {

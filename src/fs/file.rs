@@ -15,7 +15,7 @@ use crate::format::records::Timespec;
 use crate::format::BLOCK_SHIFT;
 use crate::vfs::{FileMap, Inode, MapFor, MapKind};
 
-use super::super_::{commit, errno, Lcfs};
+use super::super_::{commit, errno, Lcfs, VolGuard};
 
 /// Blocks covering bytes `[pos, pos + len)`: the first block and the count.
 fn blocks(pos: u64, len: u64) -> Result<(u64, u64)> {
@@ -73,12 +73,16 @@ pub(crate) fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> R
         return Err(EROFS);
     }
     let info = inode.info();
-    let w = inode
-        .super_block()
-        .info()
-        .lock()
-        .map_write(info.layer, info.ino, first, count)
-        .map_err(errno)?;
+    let w = {
+        let mut vol = inode.super_block().info().lock();
+        let w = vol
+            .map_write(info.layer, info.ino, first, count)
+            .map_err(errno)?;
+        if w.kind == WriteKind::New {
+            update_blocks(inode, &mut vol)?;
+        }
+        w
+    };
     let addr = bytes(w.disk_block)?;
     let kind = match w.kind {
         WriteKind::New | WriteKind::Unwritten => MapKind::Unwritten { addr },
@@ -156,24 +160,34 @@ pub(crate) fn fsync(inode: &Inode<Lcfs>) -> Result {
     commit(inode.super_block())
 }
 
+/// Copies the allocated-space count of `inode`'s record into the cached inode.
+fn update_blocks(inode: &Inode<Lcfs>, vol: &mut VolGuard<'_>) -> Result {
+    let info = inode.info();
+    let rec = vol.inode(info.layer, info.ino).map_err(errno)?;
+    // The record counts 4 KiB blocks; `st_blocks` counts 512-byte units.
+    inode.set_blocks(rec.blocks.saturating_mul(8));
+    Ok(())
+}
+
 pub(crate) fn allocate(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
-    inode
-        .super_block()
-        .info()
-        .lock()
+    let mut vol = inode.super_block().info().lock();
+    let r = vol
         .allocate(info.layer, info.ino, first, count)
-        .map_err(errno)
+        .map_err(errno);
+    // Part of the range may be allocated even when the rest did not fit.
+    update_blocks(inode, &mut vol)?;
+    r
 }
 
 pub(crate) fn punch(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
-    inode
-        .super_block()
-        .info()
-        .lock()
+    let mut vol = inode.super_block().info().lock();
+    let r = vol
         .punch_hole(info.layer, info.ino, first, count)
-        .map_err(errno)
+        .map_err(errno);
+    update_blocks(inode, &mut vol)?;
+    r
 }

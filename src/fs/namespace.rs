@@ -20,7 +20,7 @@ use crate::format::volume::LayerInfo;
 use crate::format::{NAME_MAX, ROOT_INO};
 use crate::vfs::{
     ARef, AttrChange, DirContext, DirEntryType, Iget, Inode, InodeKind, InodeParams, NewNode,
-    Rename, RenameMode, SuperBlock,
+    Rename, RenameMode, SuperBlock, XattrSet,
 };
 
 use super::super_::{errno, timestamp, Lcfs};
@@ -66,7 +66,8 @@ fn params(rec: &InodeRecord) -> Result<InodeParams> {
         uid: rec.uid,
         gid: rec.gid,
         size: rec.size,
-        blocks: rec.blocks,
+        // The record counts 4 KiB blocks; `st_blocks` counts 512-byte units.
+        blocks: rec.blocks.saturating_mul(8),
         rdev: rec.rdev,
         generation: rec.generation,
         atime: pair(rec.atime),
@@ -134,7 +135,14 @@ pub(crate) fn root(sb: &SuperBlock<Lcfs>) -> Result<ARef<Inode<Lcfs>>> {
                 ctime: time,
                 btime: time,
             };
-            new.init(&p, InodeInfo { layer: 0, ino: ROOT_INO }, None)
+            new.init(
+                &p,
+                InodeInfo {
+                    layer: 0,
+                    ino: ROOT_INO,
+                },
+                None,
+            )
         }
     }
 }
@@ -145,7 +153,11 @@ fn refresh(inode: &Inode<Lcfs>) -> Result {
     if info.layer == 0 {
         return Ok(());
     }
-    let rec = inode.super_block().info().lock().inode(info.layer, info.ino);
+    let rec = inode
+        .super_block()
+        .info()
+        .lock()
+        .inode(info.layer, info.ino);
     inode.refresh(&params(&rec.map_err(errno)?)?);
     Ok(())
 }
@@ -208,7 +220,8 @@ impl Batch {
 
     fn push(&mut self, cookie: u64, ino: u64, t: u8, name: &[u8]) -> Result {
         let len = u8::try_from(name.len()).map_err(|_| EUCLEAN)?;
-        self.buf.extend_from_slice(&cookie.to_le_bytes(), GFP_KERNEL)?;
+        self.buf
+            .extend_from_slice(&cookie.to_le_bytes(), GFP_KERNEL)?;
         self.buf.extend_from_slice(&ino.to_le_bytes(), GFP_KERNEL)?;
         self.buf.extend_from_slice(&[t, len], GFP_KERNEL)?;
         self.buf.extend_from_slice(name, GFP_KERNEL)?;
@@ -253,7 +266,9 @@ pub(crate) fn readdir(dir: &Inode<Lcfs>, ctx: &mut DirContext<'_>) -> Result {
             if info.layer == 0 {
                 // Layer ids are the cookies (offset by the two dot entries).
                 vol.for_each_layer(&mut |l| {
-                    let Some(cookie) = l.id.checked_add(2) else { return false };
+                    let Some(cookie) = l.id.checked_add(2) else {
+                        return false;
+                    };
                     if cookie < from {
                         return true;
                     }
@@ -409,6 +424,77 @@ pub(crate) fn setattr(inode: &Inode<Lcfs>, c: &AttrChange) -> Result {
             Err(errno(e))
         }
     }
+}
+
+/// Errno of a missing attribute.
+fn xattr_errno(e: CoreError) -> Error {
+    match e {
+        CoreError::NotFound => ENODATA,
+        CoreError::Invalid => EINVAL,
+        e => errno(e),
+    }
+}
+
+pub(crate) fn get_xattr(inode: &Inode<Lcfs>, name: &[u8], buf: &mut [u8]) -> Result<usize> {
+    let info = inode.info();
+    if info.layer == 0 {
+        return Err(ENODATA);
+    }
+    inode
+        .super_block()
+        .info()
+        .lock()
+        .get_xattr(info.layer, info.ino, name, buf)
+        .map_err(xattr_errno)
+}
+
+pub(crate) fn set_xattr(
+    inode: &Inode<Lcfs>,
+    name: &[u8],
+    value: Option<&[u8]>,
+    how: XattrSet,
+) -> Result {
+    let info = inode.info();
+    let sb = inode.super_block();
+    if info.layer == 0 {
+        return Err(EPERM);
+    }
+    if sb.read_only() {
+        return Err(EROFS);
+    }
+    let now = timestamp();
+    {
+        let mut vol = sb.info().lock();
+        let exists = match vol.get_xattr(info.layer, info.ino, name, &mut []) {
+            Ok(_) => true,
+            Err(CoreError::NotFound) => false,
+            Err(e) => return Err(xattr_errno(e)),
+        };
+        match (how, exists) {
+            (XattrSet::Create, true) => return Err(EEXIST),
+            (XattrSet::Replace, false) => return Err(ENODATA),
+            _ => {}
+        }
+        match value {
+            Some(v) => vol.set_xattr(info.layer, info.ino, name, v, now),
+            None => vol.remove_xattr(info.layer, info.ino, name, now),
+        }
+        .map_err(xattr_errno)?;
+    }
+    refresh(inode)
+}
+
+pub(crate) fn list_xattrs(inode: &Inode<Lcfs>, f: &mut dyn FnMut(&[u8]) -> bool) -> Result {
+    let info = inode.info();
+    if info.layer == 0 {
+        return Ok(());
+    }
+    inode
+        .super_block()
+        .info()
+        .lock()
+        .list_xattrs(info.layer, info.ino, f)
+        .map_err(errno)
 }
 
 pub(crate) fn evict(inode: &Inode<Lcfs>) {

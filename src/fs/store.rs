@@ -40,10 +40,53 @@ pub(crate) struct BdevStore {
     pub(crate) total_blocks: u64,
     /// Refuses writes (a read-only mount).
     pub(crate) read_only: bool,
+    verified: VerifiedBlocks,
+}
+
+impl BdevStore {
+    pub(crate) fn new(bdev: BlockDevice, total_blocks: u64, read_only: bool) -> Result<Self> {
+        Ok(Self {
+            bdev,
+            total_blocks,
+            read_only,
+            verified: VerifiedBlocks::new()?,
+        })
+    }
+}
+
+/// Blocks recently validated in full (checksum and structure), as ext4's `buffer_verified`: a
+/// direct-mapped table, so a hot metadata block is checksummed once rather than on every visit
+/// (placement is still checked on every visit). A slot holds `blocknr + 1`; 0 is empty.
+struct VerifiedBlocks(KVec<u64>);
+
+/// Slots in the table (64 KiB per mount).
+const VERIFIED_SLOTS: usize = 8192;
+
+impl VerifiedBlocks {
+    fn new() -> Result<Self> {
+        Ok(Self(KVec::from_elem(0u64, VERIFIED_SLOTS, GFP_KERNEL)?))
+    }
+
+    fn slot(&mut self, blocknr: u64) -> Option<&mut u64> {
+        // Fibonacci hashing spreads neighbouring block numbers over the table.
+        let h = blocknr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 51;
+        self.0.get_mut(usize::try_from(h).ok()? % VERIFIED_SLOTS)
+    }
 }
 
 impl BlockStore for BdevStore {
     type Buf = KBlock;
+
+    fn is_verified(&mut self, blocknr: u64) -> bool {
+        let tag = blocknr.wrapping_add(1);
+        self.verified.slot(blocknr).is_some_and(|s| *s == tag)
+    }
+
+    fn set_verified(&mut self, blocknr: u64) {
+        if let Some(s) = self.verified.slot(blocknr) {
+            *s = blocknr.wrapping_add(1);
+        }
+    }
 
     fn alloc_buf(&mut self) -> Result<KBlock, CoreError> {
         KBlock::new()
@@ -64,6 +107,12 @@ impl BlockStore for BdevStore {
         }
         if blocknr >= self.total_blocks {
             return Err(CoreError::Io);
+        }
+        let tag = blocknr.wrapping_add(1);
+        if let Some(s) = self.verified.slot(blocknr) {
+            if *s == tag {
+                *s = 0;
+            }
         }
         self.bdev.write(blocknr, &buf.0).map_err(|_| CoreError::Io)
     }

@@ -9,15 +9,16 @@ use kernel::prelude::*;
 use kernel::sync::Mutex;
 
 use crate::format::bytes::get_u32;
+use crate::format::records::Timespec;
+use crate::format::records::LAYER_NAME_MAX;
 use crate::format::superblock::{self, Superblock, SUPERBLOCK_COPIES};
 use crate::format::tree::Error as CoreError;
 use crate::format::volume::Volume;
 use crate::format::{FormatError, BLOCK_SIZE, NAME_MAX};
-use crate::format::records::Timespec;
-use crate::format::records::LAYER_NAME_MAX;
 use crate::vfs::{
-    now, ARef, AttrChange, FileMap, MapFor, NoFsScope, DirContext, FileSystem, FsInfo, Inode, NewNode, NewSuperBlock, Output,
-    Param, ParamValue, Rename, Request, StatFs, SuperBlock,
+    now, ARef, AttrChange, DirContext, FileMap, FileSystem, FsInfo, Inode, MapFor, NewNode,
+    NewSuperBlock, NoFsScope, Output, Param, ParamValue, Rename, Request, StatFs, SuperBlock,
+    XattrSet,
 };
 
 use super::file;
@@ -124,6 +125,10 @@ pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
     if vol.is_aborted() {
         return Err(EIO);
     }
+    if vol.store().read_only {
+        // Being remounted read-only: the VFS synced everything before.
+        return Ok(());
+    }
     vol.commit(timestamp()).map_err(|e| {
         pr_err!(
             "{}: commit failed ({:?}); the last committed state stays on disk, remount to use it\n",
@@ -133,7 +138,6 @@ pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
         errno(e)
     })
 }
-
 
 /// `statfs.f_type` of LCFS: "LCFS" in ASCII.
 const LCFS_MAGIC: u32 = 0x4c43_4653;
@@ -193,14 +197,23 @@ fn read_superblock(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Superblock> {
 fn core_errno(sb: &NewSuperBlock<'_, Lcfs>, what: &str, e: CoreError) -> Error {
     match e {
         CoreError::Corrupt(f) => {
-            pr_err!("{}: cannot mount: {}: {}
-", sb.id(), what, f);
+            pr_err!(
+                "{}: cannot mount: {}: {}
+",
+                sb.id(),
+                what,
+                f
+            );
             format_errno(&f)
         }
         CoreError::NoMemory => ENOMEM,
         _ => {
-            pr_err!("{}: cannot mount: {}: I/O error
-", sb.id(), what);
+            pr_err!(
+                "{}: cannot mount: {}: I/O error
+",
+                sb.id(),
+                what
+            );
             EIO
         }
     }
@@ -210,11 +223,11 @@ fn core_errno(sb: &NewSuperBlock<'_, Lcfs>, what: &str, e: CoreError) -> Error {
 /// the superblock, and the layer tree must be readable. Returns the volume and its number of
 /// layers.
 fn open_volume(sb: &NewSuperBlock<'_, Lcfs>, disk: &Superblock) -> Result<(Vol, u64)> {
-    let store = BdevStore {
-        bdev: sb.block_device()?,
-        total_blocks: sb.device_bytes() / u64::from(BLOCK_SIZE),
-        read_only: sb.read_only(),
-    };
+    let store = BdevStore::new(
+        sb.block_device()?,
+        sb.device_bytes() / u64::from(BLOCK_SIZE),
+        sb.read_only(),
+    )?;
     let (mut vol, _) = Volume::open(store).map_err(|e| core_errno(sb, "reference-count map", e))?;
     let mut layers = 0u64;
     vol.for_each_layer(&mut |_| {
@@ -285,7 +298,10 @@ impl FileSystem for Lcfs {
             }
             OPT_LAYER => {
                 if value.string.is_empty() || value.string.len() > LAYER_NAME_MAX {
-                    pr_err!("layer= needs a layer name of 1..={} bytes\n", LAYER_NAME_MAX);
+                    pr_err!(
+                        "layer= needs a layer name of 1..={} bytes\n",
+                        LAYER_NAME_MAX
+                    );
                     return Err(EINVAL);
                 }
                 let mut name = KVec::new();
@@ -305,7 +321,11 @@ impl FileSystem for Lcfs {
             Some(name) => match vol.find_layer(name) {
                 Ok(Some(l)) => Some(l.id),
                 Ok(None) => {
-                    pr_err!("{}: no layer named \"{}\"\n", sb.id(), kernel::str::BStr::from_bytes(name));
+                    pr_err!(
+                        "{}: no layer named \"{}\"\n",
+                        sb.id(),
+                        kernel::str::BStr::from_bytes(name)
+                    );
                     return Err(ENOENT);
                 }
                 Err(e) => return Err(core_errno(sb, "layer tree", e)),
@@ -315,8 +335,13 @@ impl FileSystem for Lcfs {
             let orphans =
                 super::namespace::recover(&mut vol).map_err(|e| core_errno(sb, "recovery", e))?;
             if orphans > 0 {
-                pr_info!("{}: deleted {} inodes unlinked while open before a crash\n", sb.id(), orphans);
-                vol.commit(timestamp()).map_err(|e| core_errno(sb, "recovery commit", e))?;
+                pr_info!(
+                    "{}: deleted {} inodes unlinked while open before a crash\n",
+                    sb.id(),
+                    orphans
+                );
+                vol.commit(timestamp())
+                    .map_err(|e| core_errno(sb, "recovery commit", e))?;
             }
         }
         sb.set_uuid(&disk.uuid);
@@ -341,7 +366,13 @@ impl FileSystem for Lcfs {
 
     fn reconfigure(sb: &SuperBlock<Self>, opts: &Options, read_only: bool) -> Result {
         if let Some(name) = &opts.layer {
-            let same = sb.info().lock().find_layer(name).ok().flatten().map(|l| l.id);
+            let same = sb
+                .info()
+                .lock()
+                .find_layer(name)
+                .ok()
+                .flatten()
+                .map(|l| l.id);
             if same.is_none() || same != sb.info().layer {
                 pr_err!("{}: layer= cannot change on remount\n", sb.id());
                 return Err(EINVAL);
@@ -352,7 +383,10 @@ impl FileSystem for Lcfs {
         }
         let mut vol = sb.info().lock();
         if vol.is_aborted() && !read_only {
-            pr_err!("{}: an aborted transaction cannot be made writable; unmount and mount again\n", sb.id());
+            pr_err!(
+                "{}: an aborted transaction cannot be made writable; unmount and mount again\n",
+                sb.id()
+            );
             return Err(EIO);
         }
         vol.store().read_only = read_only;
@@ -428,6 +462,18 @@ impl FileSystem for Lcfs {
 
     fn setattr(inode: &Inode<Self>, change: &AttrChange) -> Result {
         namespace::setattr(inode, change)
+    }
+
+    fn get_xattr(inode: &Inode<Self>, name: &[u8], buf: &mut [u8]) -> Result<usize> {
+        namespace::get_xattr(inode, name, buf)
+    }
+
+    fn set_xattr(inode: &Inode<Self>, name: &[u8], value: Option<&[u8]>, how: XattrSet) -> Result {
+        namespace::set_xattr(inode, name, value, how)
+    }
+
+    fn list_xattrs(inode: &Inode<Self>, f: &mut dyn FnMut(&[u8]) -> bool) -> Result {
+        namespace::list_xattrs(inode, f)
     }
 
     fn evict(inode: &Inode<Self>) {
@@ -519,11 +565,17 @@ mod tests {
         assert_eq!(format_errno(&FormatError::BadMagic), EINVAL);
         assert_eq!(format_errno(&FormatError::UnknownVersion(9)), EINVAL);
         assert_eq!(
-            format_errno(&FormatError::BadChecksum { stored: 0, computed: 1 }),
+            format_errno(&FormatError::BadChecksum {
+                stored: 0,
+                computed: 1
+            }),
             EUCLEAN
         );
         assert_eq!(
-            format_errno(&FormatError::DeviceTooSmall { needed: 2, available: 1 }),
+            format_errno(&FormatError::DeviceTooSmall {
+                needed: 2,
+                available: 1
+            }),
             EUCLEAN
         );
     }

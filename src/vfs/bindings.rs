@@ -54,7 +54,9 @@ mod tests {
     #[test]
     fn ioctl_codes_match_c() {
         // SAFETY: pure function without arguments.
-        assert_eq!(crate::vfs::ioctl::IOC_FS_INFO, unsafe { super::lcfs_ioc_fs_info() });
+        assert_eq!(crate::vfs::ioctl::IOC_FS_INFO, unsafe {
+            super::lcfs_ioc_fs_info()
+        });
     }
 
     #[test]

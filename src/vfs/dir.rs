@@ -100,6 +100,7 @@ impl<T: FileSystem> Tables<T> {
         rename: Some(rename_callback::<T>),
         setattr: Some(super::file::setattr_callback::<T>),
         getattr: Some(super::file::getattr_callback::<T>),
+        listxattr: Some(super::xattr::listxattr_callback::<T>),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };

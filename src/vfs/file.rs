@@ -40,6 +40,7 @@ impl<T: FileSystem> Tables<T> {
     const FILE_INODE_OPS: bindings::inode_operations = bindings::inode_operations {
         setattr: Some(setattr_callback::<T>),
         getattr: Some(getattr_callback::<T>),
+        listxattr: Some(super::xattr::listxattr_callback::<T>),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };
@@ -48,6 +49,7 @@ impl<T: FileSystem> Tables<T> {
         get_link: Some(bindings::simple_get_link),
         setattr: Some(setattr_callback::<T>),
         getattr: Some(getattr_callback::<T>),
+        listxattr: Some(super::xattr::listxattr_callback::<T>),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };

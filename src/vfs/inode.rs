@@ -81,7 +81,12 @@ pub(super) fn create_cache<T: FileSystem>() -> Result<InodeCache> {
     let align = u32::try_from(align_of::<InodeSlot<T>>()).map_err(|_| EINVAL)?;
     // SAFETY: the name is a static string; the constructor matches the object size.
     let cache = unsafe {
-        ext::lcfs_inode_cache_create(c"lcfs_inode".as_char_ptr(), size, align, Some(inode_ctor::<T>))
+        ext::lcfs_inode_cache_create(
+            c"lcfs_inode".as_char_ptr(),
+            size,
+            align,
+            Some(inode_ctor::<T>),
+        )
     };
     let cache = NonNull::new(cache.cast()).ok_or(ENOMEM)?;
     // INVARIANT: a live cache, owned from here on.
@@ -283,7 +288,18 @@ impl<T: FileSystem> Inode<T> {
     pub(crate) fn info(&self) -> &T::InodeInfo {
         // SAFETY: an initialised inode's slot holds `Some(info)` until it is freed (type
         // invariant); the reference is tied to `&self`, which keeps the inode alive.
-        unsafe { (*slot_of::<T>(self.as_ptr())).info.as_ref().unwrap_unchecked() }
+        unsafe {
+            (*slot_of::<T>(self.as_ptr()))
+                .info
+                .as_ref()
+                .unwrap_unchecked()
+        }
+    }
+
+    /// Sets the allocated space (512-byte units) after the filesystem allocated or freed data.
+    pub(crate) fn set_blocks(&self, blocks: u64) {
+        // SAFETY: a live inode; the helper takes `i_lock`, as `inode_add_bytes` does.
+        unsafe { ext::lcfs_inode_set_blocks(self.as_ptr().cast(), blocks) };
     }
 
     /// Cached access, modification and change times.
@@ -291,7 +307,9 @@ impl<T: FileSystem> Inode<T> {
         let mut sec = [0i64; 3];
         let mut ns: [c_long; 3] = [0; 3];
         // SAFETY: reads the three timestamps of a live inode into local arrays of three.
-        unsafe { ext::lcfs_inode_get_times(self.as_ptr().cast(), sec.as_mut_ptr(), ns.as_mut_ptr()) };
+        unsafe {
+            ext::lcfs_inode_get_times(self.as_ptr().cast(), sec.as_mut_ptr(), ns.as_mut_ptr())
+        };
         [0, 1, 2].map(|i| (sec[i], u32::try_from(ns[i]).unwrap_or(0)))
     }
 

@@ -136,13 +136,16 @@ pub(super) fn file_operations<T: FileSystem>() -> &'static bindings::file_operat
     &Tables::<T>::FILE_OPS
 }
 
-pub(super) fn address_space_operations<T: FileSystem>() -> &'static bindings::address_space_operations
-{
+pub(super) fn address_space_operations<T: FileSystem>(
+) -> &'static bindings::address_space_operations {
     &Tables::<T>::AOPS
 }
 
 /// Block size as `u64`.
 const BS: u64 = BLOCK_SIZE as u64;
+
+/// Most bytes one writeback mapping covers.
+const WRITEBACK_WINDOW: u64 = 4 << 20;
 
 /// # Safety
 ///
@@ -253,7 +256,14 @@ unsafe extern "C" fn writeback_range_callback<T: FileSystem>(
         if !cached {
             // SAFETY: an initialised regular file of ours.
             let file = unsafe { Inode::<T>::from_raw(inode.cast()) };
-            let m = T::map_writeback(file, pos, u64::from(len).max(1))?;
+            // Ask for up to the end of the file (at most 4 MiB) rather than this folio: one
+            // mapping then serves the following folios too.
+            // SAFETY: `i_size_read` on a live inode.
+            let size = u64::try_from(unsafe { ext::lcfs_i_size_read(inode.cast()) }).unwrap_or(0);
+            let want = size
+                .saturating_sub(pos)
+                .clamp(u64::from(len).max(1), WRITEBACK_WINDOW);
+            let m = T::map_writeback(file, pos, want)?;
             let MapKind::Mapped { addr } = m.kind else {
                 return Err(EIO);
             };
@@ -296,7 +306,12 @@ unsafe extern "C" fn writeback_submit_callback<T: FileSystem>(
     // context is what synchronous writeback does.
     let (status, inode, offset, size) = unsafe {
         let status = bindings::submit_bio_wait(ptr::addr_of_mut!((*ioend).io_bio).cast());
-        (status, (*ioend).io_inode, (*ioend).io_offset, (*ioend).io_size)
+        (
+            status,
+            (*ioend).io_inode,
+            (*ioend).io_offset,
+            (*ioend).io_size,
+        )
     };
     let mut result = status;
     if status == 0 {
@@ -499,7 +514,11 @@ unsafe fn fallocate_locked<T: FileSystem>(
             let mapping = (*raw).i_mapping;
             ext::lcfs_invalidate_lock(mapping.cast());
             let r = (|| -> Result {
-                to_result(bindings::filemap_write_and_wait_range(mapping.cast(), offset, end - 1))?;
+                to_result(bindings::filemap_write_and_wait_range(
+                    mapping.cast(),
+                    offset,
+                    end - 1,
+                ))?;
                 // Zero the partial blocks at both ends through the page cache; whole blocks
                 // in between lose their pages and then their blocks.
                 let first_full = start_u.div_ceil(BS) * BS;
@@ -540,7 +559,11 @@ unsafe fn fallocate_locked<T: FileSystem>(
     } else if mode == 0 || mode == keep {
         // SAFETY: `file` is live.
         to_result(unsafe { bindings::file_modified(file) })?;
-        T::allocate(inode, start_u / BS * BS, end_u.div_ceil(BS) * BS - start_u / BS * BS)?;
+        T::allocate(
+            inode,
+            start_u / BS * BS,
+            end_u.div_ceil(BS) * BS - start_u / BS * BS,
+        )?;
         if mode == 0 && end > size {
             // SAFETY: `i_rwsem` is held.
             unsafe { ext::lcfs_i_size_write(raw, end) };

@@ -12,14 +12,15 @@ use kernel::prelude::*;
 use kernel::types::Opaque;
 
 use super::bindings as ext;
-use super::inode::{self, Inode, InodeCache, InodeSlot};
-use super::super_block::{NewSuperBlock, SuperBlock};
-use super::ioctl::{Output, Request};
-use super::params::{Param, ParamValue};
-use super::super_block::SbInfo;
 use super::dir::{NewNode, Rename};
 use super::file::AttrChange;
+use super::inode::{self, Inode, InodeCache, InodeSlot};
+use super::ioctl::{Output, Request};
 use super::iomap::{FileMap, MapFor};
+use super::params::{Param, ParamValue};
+use super::super_block::SbInfo;
+use super::super_block::{NewSuperBlock, SuperBlock};
+use super::xattr::XattrSet;
 use super::DirContext;
 use crate::format::BLOCK_SIZE;
 
@@ -128,6 +129,16 @@ pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
 
     /// Frees the blocks of the block-aligned range `[pos, pos + len)` of `inode`.
     fn punch(inode: &Inode<Self>, pos: u64, len: u64) -> Result;
+
+    /// Reads extended attribute `name` (full name) of `inode` into `buf` (which may be empty to
+    /// ask for the size); returns its length. `ENODATA` if it does not exist.
+    fn get_xattr(inode: &Inode<Self>, name: &[u8], buf: &mut [u8]) -> Result<usize>;
+
+    /// Sets (`Some`) or removes (`None`) extended attribute `name` of `inode`.
+    fn set_xattr(inode: &Inode<Self>, name: &[u8], value: Option<&[u8]>, how: XattrSet) -> Result;
+
+    /// Calls `f` with each extended attribute name of `inode` until it returns `false`.
+    fn list_xattrs(inode: &Inode<Self>, f: &mut dyn FnMut(&[u8]) -> bool) -> Result;
 
     /// The last reference to an inode without links is gone: delete it.
     fn evict(inode: &Inode<Self>);
@@ -252,7 +263,9 @@ impl<T: FileSystem> Tables<T> {
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `init_fs_context`.
-unsafe extern "C" fn init_fs_context_callback<T: FileSystem>(fc: *mut bindings::fs_context) -> c_int {
+unsafe extern "C" fn init_fs_context_callback<T: FileSystem>(
+    fc: *mut bindings::fs_context,
+) -> c_int {
     let fc = fc.cast::<ext::fs_context>();
     let Ok(opts) = KBox::new(T::Options::default(), GFP_KERNEL) else {
         return ENOMEM.to_errno();
@@ -302,9 +315,7 @@ unsafe extern "C" fn parse_param_callback<T: FileSystem>(
     let mut result: ext::fs_parse_result = unsafe { core::mem::zeroed() };
     // SAFETY: live context and parameter from the VFS; the table is static and terminated.
     // Unknown names return -ENOPARAM, which makes the VFS fail with "Unknown parameter".
-    let opt = unsafe {
-        ext::lcfs_fs_parse(fc, Param::table_ptr(T::PARAMS), param, &mut result)
-    };
+    let opt = unsafe { ext::lcfs_fs_parse(fc, Param::table_ptr(T::PARAMS), param, &mut result) };
     let Ok(opt) = u8::try_from(opt) else {
         return opt;
     };
@@ -390,6 +401,7 @@ unsafe extern "C" fn fill_super_callback<T: FileSystem>(
             (*sb).s_time_gran = 1;
             (*sb).s_time_min = i64::MIN;
             (*sb).s_time_max = i64::MAX;
+            (*sb).s_xattr = super::xattr::handlers::<T>();
             (*sb).s_maxbytes = i64::MAX;
         }
         // SAFETY: `s_fs_info` now holds `T::Info`, which makes the superblock a `SuperBlock<T>`.
@@ -423,7 +435,10 @@ unsafe extern "C" fn sync_fs_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `dirty_inode`.
-unsafe extern "C" fn dirty_inode_callback<T: FileSystem>(inode: *mut bindings::inode, _flags: c_int) {
+unsafe extern "C" fn dirty_inode_callback<T: FileSystem>(
+    inode: *mut bindings::inode,
+    _flags: c_int,
+) {
     // SAFETY: the VFS marks a live inode of ours dirty (timestamps changed); an inode still
     // being set up has no state to store yet.
     unsafe {

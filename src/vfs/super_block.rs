@@ -71,7 +71,9 @@ impl<T: FileSystem> SbInfo<T> {
         )?;
         // SAFETY: the box gives the work item a stable address; it is initialised before anyone
         // can queue it.
-        unsafe { ext::lcfs_init_delayed_work(this.work.get().cast(), Some(periodic_callback::<T>)) };
+        unsafe {
+            ext::lcfs_init_delayed_work(this.work.get().cast(), Some(periodic_callback::<T>))
+        };
         // INVARIANT: initialised with our callback; `sb` is the caller's superblock.
         Ok(this)
     }
@@ -276,7 +278,9 @@ impl<T: FileSystem> SuperBlock<T> {
             Ok(Iget::New(unsafe { NewInode::from_raw(inode) }))
         } else {
             // SAFETY: `iget_locked` returned a reference to a fully initialised inode of `T`.
-            Ok(Iget::Cached(unsafe { ARef::from_raw(inode.cast::<Inode<T>>()) }))
+            Ok(Iget::Cached(unsafe {
+                ARef::from_raw(inode.cast::<Inode<T>>())
+            }))
         }
     }
 }

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Extended attributes in the `user.`, `trusted.` and `security.` namespaces.
+//!
+//! The VFS checks permissions (`user.` needs access to the inode, `trusted.` needs
+//! `CAP_SYS_ADMIN`) before it calls a handler; `listxattr` hides `trusted.` names from callers
+//! without that capability, as every filesystem does. Buffers handed to these callbacks are
+//! kernel memory (the syscalls copy to and from user space around them).
+
+use core::marker::PhantomData;
+use core::ptr;
+
+use kernel::bindings;
+use kernel::prelude::*;
+
+use super::inode::Inode;
+use super::registration::FileSystem;
+
+/// How `setxattr` treats an existing attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum XattrSet {
+    /// Create or replace.
+    Any,
+    /// Fail with `EEXIST` if it exists (`XATTR_CREATE`).
+    Create,
+    /// Fail with `ENODATA` if it does not exist (`XATTR_REPLACE`).
+    Replace,
+}
+
+struct Handlers<T>(PhantomData<T>);
+
+impl<T: FileSystem> Handlers<T> {
+    const USER: bindings::xattr_handler = handler::<T>(c"user.");
+    const TRUSTED: bindings::xattr_handler = handler::<T>(c"trusted.");
+    const SECURITY: bindings::xattr_handler = handler::<T>(c"security.");
+    const LIST: [*const bindings::xattr_handler; 4] =
+        [&Self::USER, &Self::TRUSTED, &Self::SECURITY, ptr::null()];
+}
+
+const fn handler<T: FileSystem>(prefix: &'static CStr) -> bindings::xattr_handler {
+    bindings::xattr_handler {
+        name: ptr::null(),
+        prefix: kernel::str::as_char_ptr_in_const_context(prefix),
+        flags: 0,
+        list: None,
+        get: Some(get_callback::<T>),
+        set: Some(set_callback::<T>),
+    }
+}
+
+/// The `s_xattr` table of `T`: a static, NULL-terminated array.
+pub(super) fn handlers<T: FileSystem>() -> *const *const bindings::xattr_handler {
+    let table: &'static [*const bindings::xattr_handler; 4] = &Handlers::<T>::LIST;
+    table.as_ptr()
+}
+
+/// The full attribute name (`prefix` + `name`).
+///
+/// # Safety
+///
+/// `handler` and `name` must be the live arguments of a handler call.
+unsafe fn full_name(
+    handler: *const bindings::xattr_handler,
+    name: *const c_char,
+) -> Result<KVec<u8>> {
+    // SAFETY: our handlers have a static NUL-terminated prefix; `name` is NUL-terminated.
+    let (prefix, name) = unsafe {
+        (
+            CStr::from_char_ptr((*handler).prefix).to_bytes(),
+            CStr::from_char_ptr(name).to_bytes(),
+        )
+    };
+    let mut full = KVec::with_capacity(prefix.len() + name.len(), GFP_KERNEL)?;
+    full.extend_from_slice(prefix, GFP_KERNEL)?;
+    full.extend_from_slice(name, GFP_KERNEL)?;
+    Ok(full)
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `xattr_handler.get`.
+unsafe extern "C" fn get_callback<T: FileSystem>(
+    handler: *const bindings::xattr_handler,
+    _dentry: *mut bindings::dentry,
+    inode: *mut bindings::inode,
+    name: *const c_char,
+    buffer: *mut c_void,
+    size: usize,
+) -> c_int {
+    let r = (|| -> Result<c_int> {
+        // SAFETY: live handler arguments.
+        let full = unsafe { full_name(handler, name) }?;
+        let buf: &mut [u8] = if size == 0 || buffer.is_null() {
+            &mut []
+        } else {
+            // SAFETY: the VFS passes a kernel buffer of `size` bytes.
+            unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), size) }
+        };
+        // SAFETY: an initialised inode of ours.
+        let inode = unsafe { Inode::<T>::from_raw(inode) };
+        let n = T::get_xattr(inode, &full, buf)?;
+        if size != 0 && n > size {
+            return Err(ERANGE);
+        }
+        c_int::try_from(n).map_err(|_| E2BIG)
+    })();
+    r.unwrap_or_else(|e| e.to_errno())
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `xattr_handler.set`.
+unsafe extern "C" fn set_callback<T: FileSystem>(
+    handler: *const bindings::xattr_handler,
+    _idmap: *mut bindings::mnt_idmap,
+    _dentry: *mut bindings::dentry,
+    inode: *mut bindings::inode,
+    name: *const c_char,
+    buffer: *const c_void,
+    size: usize,
+    flags: c_int,
+) -> c_int {
+    let r = (|| -> Result {
+        // SAFETY: live handler arguments.
+        let full = unsafe { full_name(handler, name) }?;
+        // A NULL buffer removes the attribute; an empty value is a value.
+        let value: Option<&[u8]> = if buffer.is_null() {
+            None
+        } else if size == 0 {
+            Some(&[])
+        } else {
+            // SAFETY: the VFS passes a kernel buffer of `size` bytes.
+            Some(unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), size) })
+        };
+        // CAST: flag constants are small.
+        let how = match flags {
+            0 => XattrSet::Any,
+            f if f == bindings::XATTR_CREATE as c_int => XattrSet::Create,
+            f if f == bindings::XATTR_REPLACE as c_int => XattrSet::Replace,
+            _ => return Err(EINVAL),
+        };
+        // SAFETY: an initialised inode of ours; the VFS holds its `i_rwsem`.
+        let inode = unsafe { Inode::<T>::from_raw(inode) };
+        T::set_xattr(inode, &full, value, how)
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `listxattr`.
+pub(super) unsafe extern "C" fn listxattr_callback<T: FileSystem>(
+    dentry: *mut bindings::dentry,
+    buffer: *mut c_char,
+    size: usize,
+) -> isize {
+    let r = (|| -> Result<isize> {
+        // SAFETY: a positive dentry of ours.
+        let inode = unsafe { Inode::<T>::from_raw((*dentry).d_inode) };
+        let out: &mut [u8] = if size == 0 || buffer.is_null() {
+            &mut []
+        } else {
+            // SAFETY: the VFS passes a kernel buffer of `size` bytes.
+            unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), size) }
+        };
+        // CAST: CAP_SYS_ADMIN is a small constant.
+        // SAFETY: plain capability check of the current task.
+        let admin = unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) };
+        let mut total = 0usize;
+        let mut overflow = false;
+        T::list_xattrs(inode, &mut |name| {
+            if name.starts_with(b"trusted.") && !admin {
+                return true;
+            }
+            let end = total + name.len() + 1;
+            if !out.is_empty() {
+                match out.get_mut(total..end) {
+                    Some(dst) => {
+                        if let Some((last, head)) = dst.split_last_mut() {
+                            head.copy_from_slice(name);
+                            *last = 0;
+                        }
+                    }
+                    None => {
+                        overflow = true;
+                        return false;
+                    }
+                }
+            }
+            total = end;
+            true
+        })?;
+        if overflow {
+            return Err(ERANGE);
+        }
+        isize::try_from(total).map_err(|_| E2BIG)
+    })();
+    r.unwrap_or_else(|e| e.to_errno() as isize)
+}

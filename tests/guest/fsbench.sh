@@ -1,0 +1,70 @@
+# lcfs-needs: debian-rootfs
+# lcfs-timeout: 5400
+# Filesystem benchmark (not a test): fio sequential and random read and write, and a metadata
+# workload (create, stat, unlink FILES files), on ext4 and on lcfs on the same virtual disk in the
+# same guest run. Prints "BENCH fs=... test=... value=... unit=..." lines for
+# scripts/fsbench.sh, which turns them into ratios. Buffered I/O (ext4 and lcfs alike), caches
+# dropped before every read test.
+. /tests/lib.sh
+
+DEV=/dev/vda
+FILES=${FILES:-100000}
+SIZE=${SIZE:-256m}
+RUNTIME=${RUNTIME:-20}
+
+fio() { chroot /debian fio "$@"; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+# fio's bandwidth (KiB/s) or IOPS of its only job, from the terse output.
+fio_run() {
+	name=$1 dir=$2
+	shift 2
+	fio --name="$name" --directory="$dir" --ioengine=psync --direct=0 --minimal "$@" >/tmp/fio.out
+	cat /tmp/fio.out >&2
+}
+
+bench_fs() {
+	fs=$1 dir=$2
+	fio_run seqwrite "$dir" --rw=write --bs=1M --size=$SIZE --end_fsync=1
+	echo "BENCH fs=$fs test=seq-write value=$(cut -d';' -f48 /tmp/fio.out) unit=KiB/s"
+	drop_caches
+	fio_run seqread "$dir" --rw=read --bs=1M --size=$SIZE --filename=seqwrite.0.0
+	echo "BENCH fs=$fs test=seq-read value=$(cut -d';' -f7 /tmp/fio.out) unit=KiB/s"
+	fio_run randwrite "$dir" --rw=randwrite --bs=4k --size=64m --time_based --runtime=$RUNTIME --end_fsync=1
+	echo "BENCH fs=$fs test=rand-write value=$(cut -d';' -f49 /tmp/fio.out) unit=IOPS"
+	drop_caches
+	fio_run randread "$dir" --rw=randread --bs=4k --size=64m --time_based --runtime=$RUNTIME --filename=randwrite.0.0
+	echo "BENCH fs=$fs test=rand-read value=$(cut -d';' -f8 /tmp/fio.out) unit=IOPS"
+	rm -f "$dir"/*.0.0
+	mkdir "$dir/meta"
+	t0=$(chroot /debian date +%s%N)
+	i=0
+	while [ $i -lt "$FILES" ]; do : >"$dir/meta/f$i"; i=$((i + 1)); done
+	t1=$(chroot /debian date +%s%N)
+	find "$dir/meta" -type f -exec stat -c %i {} + >/dev/null
+	t2=$(chroot /debian date +%s%N)
+	rm -rf "$dir/meta"
+	sync
+	t3=$(chroot /debian date +%s%N)
+	echo "BENCH fs=$fs test=create value=$((FILES * 1000000000 / (t1 - t0))) unit=files/s"
+	echo "BENCH fs=$fs test=stat value=$((FILES * 1000000000 / (t2 - t1))) unit=files/s"
+	echo "BENCH fs=$fs test=unlink value=$((FILES * 1000000000 / (t3 - t2))) unit=files/s"
+}
+
+t_ext4() {
+	chroot /debian mkfs.ext4 -q -F "$DEV"
+	mount -t ext4 "$DEV" /mnt
+	bench_fs ext4 /mnt
+	umount /mnt
+}
+
+t_lcfs() {
+	mkfs.lcfs -f -q "$DEV"
+	mount -t lcfs "$DEV" /mnt
+	bench_fs lcfs /mnt/default
+	umount /mnt
+	fsck.lcfs -n "$DEV"
+}
+
+run_test ext4 t_ext4
+run_test lcfs t_lcfs

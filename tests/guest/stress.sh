@@ -1,0 +1,64 @@
+# lcfs-needs: debian-rootfs
+# Concurrency suite on the 2-vCPU guest (lockdep, KASAN and the other debug options of the test
+# kernel report any locking or memory error, which fails the run): stress-ng stressors that
+# create, rename, link, unlink, write and read in parallel, and shell workers that race on the
+# same names in shared directories. The filesystem must stay consistent (fsck.lcfs) throughout.
+. /tests/lib.sh
+
+DEV=/dev/vda
+M=/mnt/default
+
+t_setup() {
+	mkfs.lcfs -q "$DEV"
+	mount -t lcfs -o commit=1 "$DEV" /mnt
+	mount --bind /mnt /debian/mnt
+	grep -c ^processor /proc/cpuinfo
+}
+
+t_stress_ng() {
+	mkdir $M/sng
+	chroot /debian stress-ng --temp-path /mnt/default/sng --timeout 30s --metrics-brief \
+		--dir 2 --rename 2 --link 2 --symlink 2 --hdd 2 --hdd-bytes 4M --dentry 2 \
+		--fallocate 1 --fallocate-bytes 4M --filename 1 --mmap 1 --mmap-bytes 4M --mmap-file \
+		--xattr 1 2>&1 | tail -25
+	rm -rf $M/sng
+}
+
+# Four workers share two directories: each creates, writes, renames across them (over names the
+# others use), links, reads back and unlinks, for a fixed number of rounds.
+worker() {
+	w=$1 i=0
+	while [ $i -lt 150 ]; do
+		n=$((i % 7))
+		echo "w$w-$i" >$M/a/f$n.$w
+		mv -f $M/a/f$n.$w $M/b/shared$n 2>/dev/null || true
+		ln $M/b/shared$n $M/a/l$w 2>/dev/null && rm -f $M/a/l$w
+		cat $M/b/shared$n >/dev/null 2>&1 || true
+		mkdir $M/a/d$n 2>/dev/null && rmdir $M/a/d$n 2>/dev/null
+		[ $((i % 5)) = 0 ] && rm -f $M/b/shared$n
+		dd if=/dev/urandom of=$M/a/data$w bs=4k count=4 2>/dev/null
+		i=$((i + 1))
+	done
+}
+
+t_shared_directories() {
+	mkdir $M/a $M/b
+	worker 1 & worker 2 & worker 3 & worker 4 &
+	wait
+	ls -la $M/a $M/b
+	rm -rf $M/a $M/b
+}
+
+t_fsck_after_stress() {
+	umount /debian/mnt
+	umount /mnt
+	fsck.lcfs -n -v "$DEV"
+	mount -t lcfs "$DEV" /mnt
+	assert_eq "$(ls -A $M | wc -l)" 0 "everything removed"
+	umount /mnt
+}
+
+run_test setup t_setup
+run_test stress_ng t_stress_ng
+run_test shared_directories t_shared_directories
+run_test fsck_after_stress t_fsck_after_stress
