@@ -40,6 +40,8 @@ if [[ $(bindgen --version 2>/dev/null) != *" $LCFS_BINDGEN_VERSION" ]]; then
 	log "installing bindgen-cli $LCFS_BINDGEN_VERSION"
 	cargo install --locked --quiet --root "$LCFS_CACHE/tools" bindgen-cli --version "$LCFS_BINDGEN_VERSION"
 fi
+# Third-party guest test tools (pjdfstest, fsx) for the posix suite: static musl builds, cached.
+guest_tools=$("$LCFS_ROOT/scripts/guest-tools.sh")
 
 # Kernel source from Debian's linux-source-7.3 (trixie-backports). The mirror is the one this
 # machine's apt already uses (mirror_uri, env.sh); we only add the suite, in a private apt state
@@ -74,5 +76,6 @@ fi
 	"ld.lld$LCFS_LLVM_SUFFIX" --version | sed -n 1p
 	qemu-system-x86_64 --version | sed -n 1p
 	busybox | sed -n 1p
+	sed -n '1,2p' "$guest_tools/versions.txt"
 } >"$LCFS_CACHE/versions.txt"
 [ -n "${LCFS_QUIET:-}" ] || { log "toolchain ready:"; sed 's/^/    /' "$LCFS_CACHE/versions.txt" >&2; }

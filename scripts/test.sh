@@ -131,6 +131,15 @@ run_suite() {
 
 run_suite basic
 run_suite userland
+run_suite namespace
+run_suite files
+run_suite stress
+# Opt-in suites, not yet counted by default: LCFS_SUITES="posix" (guest settings through
+# LCFS_GUEST_ENV, e.g. "FS=ext4 FSX_SEEDS=1"; see tests/guest/posix.sh).
+# Also opt-in: "corrupt" (300 corrupted images, LCFS_CORRUPT_COUNT; tests/guest/corrupt.sh) and
+# "crash" (three kill-and-recover rounds, LCFS_CRASH_DELAYS; tests/guest/crash.sh), e.g.
+# LCFS_SUITES="posix corrupt crash".
+for s in ${LCFS_SUITES:-}; do run_suite "$s"; done
 
 # KUnit runs whenever a suite loads the module: count each case once over all runs (a failure in
 # any run wins), and require every suite of the source to have reported.

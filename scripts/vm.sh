@@ -8,32 +8,57 @@
 #   --rootfs                                 also attach the Debian root filesystem (fio, stress-ng,
 #                                            ...; scripts/mkrootfs.sh) at /debian in the guest; a
 #                                            suite asks for it with a "# lcfs-needs: debian-rootfs" line
+#   --env NAME=VALUE                         environment variable for the guest suite (repeatable;
+#                                            no spaces; on the kernel command line, which hands
+#                                            unknown NAME=VALUE parameters to init as environment)
+#
+# A suite with a "# lcfs-needs: guest-tools" line also gets pjdfstest and fsx in /bin
+# (scripts/guest-tools.sh; --shell gets them too), and "# lcfs-timeout: SECONDS" raises its default
+# timeout.
+# "# lcfs-needs: corrupt-images" puts the corrupted images of userspace/crates/lcfs-corrupt in
+# /tests/corrupt (LCFS_CORRUPT_COUNT mutants, default 300, of seed LCFS_CORRUPT_SEED, default 1;
+# tests/guest/corrupt.sh). "# lcfs-needs: crash-kill" runs the suite as crash rounds: two boots
+# per round on one scratch disk, the first killed with SIGKILL mid-workload (scripts/vm-crash.sh;
+# LCFS_CRASH_DELAYS, tests/guest/crash.sh).
 #
 # The exit status is 0 only if the suite finished (no hang, no crash) and the console shows no
 # kernel WARNING, BUG, Oops, KASAN, lockdep, hung-task or leak report. Environment:
-#   LCFS_VM_TIMEOUT  seconds before a run counts as hung (default 900)
+#   LCFS_VM_TIMEOUT  seconds before a run counts as hung (default 900, or the suite's lcfs-timeout)
+#   LCFS_GUEST_ENV   space-separated NAME=VALUE pairs, as many --env options
 #   LCFS_KVM=1       use KVM instead of TCG (KVM does not work on our CI machines)
+#   LCFS_VM_BUILD    directory for the initramfs, disks and logs (default build/; it must hold
+#                    guest/ with the guest tools), so that several runs can share one tree
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-mode="" suite="" disk_size=256M rootfs=0
+mode="" suite="" disk_size=256M rootfs=0 guest_env=(${LCFS_GUEST_ENV:-})
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--run) mode=run; suite=$2; shift 2 ;;
 	--shell) mode=shell; suite=shell; shift ;;
 	--disk) disk_size=$2; shift 2 ;;
 	--rootfs) rootfs=1; shift ;;
+	--env) guest_env+=("$2"); shift 2 ;;
 	*) die "usage: $0 --run SUITE | --shell [--disk SIZE]" ;;
 	esac
 done
 [ -n "$mode" ] || die "usage: $0 --run SUITE | --shell [--disk SIZE]"
 [ "$mode" = shell ] || [ -f "$LCFS_ROOT/tests/guest/$suite.sh" ] || die "no guest suite $suite"
 [ "$mode" = shell ] || ! grep -q '^# lcfs-needs: debian-rootfs' "$LCFS_ROOT/tests/guest/$suite.sh" || rootfs=1
+tools=0 vm_timeout=${LCFS_VM_TIMEOUT:-900}
+if [ "$mode" = shell ]; then tools=1; else
+	! grep -q '^# lcfs-needs: guest-tools' "$LCFS_ROOT/tests/guest/$suite.sh" || tools=1
+	t=$(sed -n 's/^# lcfs-timeout: *\([0-9][0-9]*\).*/\1/p' "$LCFS_ROOT/tests/guest/$suite.sh" | sed -n 1p)
+	vm_timeout=${LCFS_VM_TIMEOUT:-${t:-900}}
+fi
+for e in ${guest_env[@]+"${guest_env[@]}"}; do
+	[[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]]*$ ]] || die "--env wants NAME=VALUE without spaces: '$e'"
+done
 
 kdir=$(kernel_dir)
 [ -f "$kdir/.lcfs-built" ] || die "test kernel not built (make kernel)"
 kver=$(make -s -C "$kdir" kernelrelease)
-build="$LCFS_ROOT/build"
+build="${LCFS_VM_BUILD:-$LCFS_ROOT/build}"
 [ -f "$LCFS_ROOT/lcfs.ko" ] || die "lcfs.ko not built (make module)"
 [ -x "$build/guest/mkfs.lcfs" ] || die "guest tools not built (make guest-tools)"
 
@@ -51,10 +76,24 @@ make -s -C "$kdir" LLVM="$LCFS_LLVM_SUFFIX" M="$LCFS_ROOT" INSTALL_MOD_PATH="$ro
 depmod -b "$root" "$kver"
 grep -q 'alias fs-lcfs lcfs' "$root/lib/modules/$kver/modules.alias" || die "fs-lcfs alias missing"
 install -m755 "$build"/guest/* "$root/bin/"
+if [ "$tools" = 1 ]; then
+	tooldir=$("$LCFS_ROOT/scripts/guest-tools.sh") || die "cannot build the guest test tools"
+	install -m755 "$tooldir"/bin/* "$root/bin/"
+fi
 install -m755 "$LCFS_ROOT/tests/guest/init.sh" "$root/init"
-cp "$LCFS_ROOT"/tests/guest/*.sh "$root/tests/"
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+# The suites and their data files (exception lists, tool configurations).
+find "$LCFS_ROOT/tests/guest" -maxdepth 1 -type f -exec cp {} "$root/tests/" \;
+# pjdfstest switches to the users nobody and tests, each with its own group.
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\ntests:x:1000:1000:pjdfstest:/:/bin/false\n' >"$root/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\ntests:x:1000:\n' >"$root/etc/group"
+if [ "$mode" = run ] && grep -q '^# lcfs-needs: corrupt-images' "$LCFS_ROOT/tests/guest/$suite.sh"; then
+	# Deterministic (seed, count): cargo rebuilds the generator only when it changed, and it
+	# writes the images in about a second.
+	(cd "$LCFS_ROOT/userspace" && cargo run --release --quiet -p lcfs-corrupt -- --out "$build/corrupt" \
+		--count "${LCFS_CORRUPT_COUNT:-300}" --seed "${LCFS_CORRUPT_SEED:-1}") || die "cannot generate the corrupted images"
+	mkdir -p "$root/tests/corrupt"
+	cp "$build"/corrupt/{base.img,blocks.bin,mutants.txt} "$root/tests/corrupt/"
+fi
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$build/initramfs.cpio.gz"
 
 # --- disks -----------------------------------------------------------------------------------
@@ -73,7 +112,7 @@ accel=tcg
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 2G -nographic -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
 	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
-	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs")
+	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs${guest_env[*]:+ ${guest_env[*]}}")
 if [ "$rootfs" = 1 ]; then
 	# Read-only for the guest: writes go to a temporary overlay that QEMU discards.
 	rootimg=$("$LCFS_ROOT/scripts/mkrootfs.sh") || die "cannot build the Debian root filesystem"
@@ -86,19 +125,25 @@ if [ "$mode" = shell ]; then
 fi
 
 logf="$build/logs/$suite.log"
+crash_bad=0
+if grep -q '^# lcfs-needs: crash-kill' "$LCFS_ROOT/tests/guest/$suite.sh"; then
+	# Rounds of two boots, the first killed on purpose; sets qrc and crash_bad, writes $logf.
+	. "$LCFS_ROOT/scripts/vm-crash.sh"
+else
 log "booting guest for suite '$suite' ($accel, log: ${logf#$LCFS_ROOT/})"
 start=$(date +%s)
 set +e
-timeout --foreground -k 10 "${LCFS_VM_TIMEOUT:-900}" "${qemu[@]}" </dev/null 2>&1 | tr -d '\r' | tee "$logf"
+timeout --foreground -k 10 "$vm_timeout" "${qemu[@]}" </dev/null 2>&1 | stdbuf -o0 tr -d '\r' | tee "$logf"
 qrc=${PIPESTATUS[0]}
 set -e
 log "guest finished in $(( $(date +%s) - start )) s (qemu status $qrc)"
+fi
 
 # --- verdict ---------------------------------------------------------------------------------
-bad=0
+bad=$crash_bad
 if ! grep -q '^LCFS-DONE' "$logf"; then
 	if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
-		echo "VM-CHECK: guest hung (no completion within ${LCFS_VM_TIMEOUT:-900} s)"
+		echo "VM-CHECK: guest hung (no completion within $vm_timeout s)"
 	else
 		echo "VM-CHECK: guest died before completing the suite"
 	fi

@@ -17,7 +17,7 @@ t_setup() {
 
 t_stress_ng() {
 	mkdir $M/sng
-	chroot /debian stress-ng --temp-path /mnt/default/sng --timeout 30s --metrics-brief \
+	chroot /debian stress-ng --temp-path /mnt/default/sng --timeout 20s --metrics-brief \
 		--dir 2 --rename 2 --link 2 --symlink 2 --hdd 2 --hdd-bytes 4M --dentry 2 \
 		--fallocate 1 --fallocate-bytes 4M --filename 1 --mmap 1 --mmap-bytes 4M --mmap-file \
 		--xattr 1 2>&1 | tail -25
@@ -28,7 +28,7 @@ t_stress_ng() {
 # others use), links, reads back and unlinks, for a fixed number of rounds.
 worker() {
 	w=$1 i=0
-	while [ $i -lt 150 ]; do
+	while [ $i -lt 60 ]; do
 		n=$((i % 7))
 		echo "w$w-$i" >$M/a/f$n.$w
 		mv -f $M/a/f$n.$w $M/b/shared$n 2>/dev/null || true

@@ -1,0 +1,204 @@
+# lcfs-needs: debian-rootfs
+# lcfs-needs: guest-tools
+# lcfs-timeout: 3600
+# POSIX conformance (pjdfstest) and data integrity (fsx with mmap) on one filesystem, lcfs by
+# default; ext4 and tmpfs give the reference. Settings (scripts/vm.sh --env NAME=VALUE):
+#   FS=lcfs|ext4|tmpfs        filesystem under test, made on the scratch disk /dev/vda
+#   POSIX_PARTS=pjdfstest,fsx parts to run
+#   PJD_FEATURES=...          pjdfstest opt-in features (comma-separated; pjdfstest -l lists them)
+#   PJD_TESTS=...             only the pjdfstest tests whose names contain one of these (comma-separated)
+#   FSX_OPS=100000            operations per fsx run
+#   FSX_SEEDS=1,2,3           one fsx run per seed, each on its own file
+#   FSX_CONFIG=/tests/fsx.toml  fsx configuration (operation mix, file size); "none": fsx defaults
+# pjdfstest failures are compared with tests/guest/pjdfstest.exceptions. Measured counts and times
+# are printed as "LCFS-INFO:" lines.
+. /tests/lib.sh
+
+FS=${FS:-lcfs}
+POSIX_PARTS=${POSIX_PARTS:-pjdfstest,fsx}
+PJD_FEATURES=${PJD_FEATURES:-posix_fallocate,rename_ctime,utime_now,utimensat}
+PJD_TESTS=${PJD_TESTS:-}
+FSX_OPS=${FSX_OPS:-100000}
+FSX_SEEDS=${FSX_SEEDS:-1,2,3}
+FSX_CONFIG=${FSX_CONFIG:-/tests/fsx.toml}
+DEV=/dev/vda
+MNT=/mnt
+EXCEPTIONS=/tests/pjdfstest.exceptions
+# Where the tests work: lcfs shows its layers under the mount root, so its first layer.
+WORK=$MNT
+[ "$FS" != lcfs ] || WORK=$MNT/default
+
+info() { echo "LCFS-INFO: $*"; }
+part() { case ",$POSIX_PARTS," in *",$1,"*) return 0 ;; esac; return 1; }
+mounted() { grep -q "^[^ ]* $MNT $FS " /proc/mounts || fail "$FS is not mounted on $MNT"; }
+
+info "posix suite: FS=$FS POSIX_PARTS=$POSIX_PARTS FSX_OPS=$FSX_OPS FSX_SEEDS=$FSX_SEEDS"
+
+do_mount() {
+	case "$FS" in
+	lcfs) mount -t lcfs "$DEV" "$MNT" ;;
+	ext4) mount -t ext4 "$DEV" "$MNT" ;;
+	tmpfs) mount -t tmpfs -o size=256m tmpfs "$MNT" ;;
+	esac
+}
+
+t_mkfs_mount() {
+	case "$FS" in
+	lcfs) mkfs.lcfs -f -q "$DEV" ;;
+	ext4) chroot /debian mkfs.ext4 -q -F "$DEV" ;;
+	tmpfs) ;;
+	*) fail "unknown FS=$FS (lcfs, ext4 or tmpfs)" ;;
+	esac
+	do_mount
+	mounted
+	grep " $MNT " /proc/mounts
+}
+
+# --- pjdfstest -------------------------------------------------------------------------------
+# pjd_run N ALLOW_REMOUNT PATTERNS...: one pjdfstest run, output in /tmp/pjd.N.out, per-test
+# results in /tmp/pjd.N.status ("ok|fail|skip NAME").
+pjd_run() {
+	{
+		echo '[features]'
+		for f in $(echo "$PJD_FEATURES" | tr ',' ' '); do echo "$f = {}"; done
+		echo '[settings]'
+		# Longer than the timestamp granularity (jiffies at HZ=250 where timestamps are coarse).
+		echo 'naptime = 0.05'
+		echo "allow_remount = $2"
+		echo '[dummy_auth]'
+		echo 'entries = [["nobody", "nogroup"], ["tests", "tests"]]'
+	} >"/tmp/pjd.$1.toml"
+	_n=$1
+	shift 2
+	# -s: a second filesystem for the EXDEV tests (the guest's /tmp).
+	NO_COLOR=1 pjdfstest -c "/tmp/pjd.$_n.toml" -p "$WORK/pjdfstest" -s /tmp/pjd-xdev "$@" >"/tmp/pjd.$_n.raw" 2>&1
+	echo "exit status $?" >>"/tmp/pjd.$_n.raw"
+	sed "s/$(printf '\033')\[[0-9;]*m//g" "/tmp/pjd.$_n.raw" >"/tmp/pjd.$_n.out"
+	awk '$1 ~ /::/ && NF >= 2 {
+		if ($NF == "ok") print "ok", $1
+		else if ($NF == "FAILED") print "fail", $1
+		else if ($NF == "skipped") print "skip", $1
+		else if ($NF == "UNEXPECTEDLY" || $NF == "expected") print "fail", $1
+	}' "/tmp/pjd.$_n.out" >"/tmp/pjd.$_n.status"
+}
+
+# Runs the suite; merged results in /tmp/pjd.out and /tmp/pjd.status, this filesystem's
+# exceptions in /tmp/pjd.exc.
+run_pjdfstest() {
+	grep -q "^[^ ]* $MNT $FS " /proc/mounts || return 0
+	mkdir -p "$WORK/pjdfstest" /tmp/pjd-xdev
+	chmod 755 "$WORK/pjdfstest"
+	_start=$(date +%s)
+	pjd_run 1 false $(echo "$PJD_TESTS" | tr ',' ' ')
+	# The erofs tests remount the filesystem read-only and back, which fails with EBUSY once an
+	# earlier test has leaked a file descriptor open for writing (several do): they run on their own.
+	: >/tmp/pjd.2.out
+	: >/tmp/pjd.2.status
+	! grep -q '^skip [^ ]*erofs' /tmp/pjd.1.status || pjd_run 2 true erofs
+	echo $(( $(date +%s) - _start )) >/tmp/pjd.secs
+	cat /tmp/pjd.1.out /tmp/pjd.2.out >/tmp/pjd.out
+	# Results of the first run, replaced by those of the second where it ran the test.
+	awk 'FILENAME == ARGV[1] { r[$2] = $1; next } { print ($2 in r) ? r[$2] : $1, $2 }' \
+		/tmp/pjd.2.status /tmp/pjd.1.status >/tmp/pjd.status
+	# Exceptions for this filesystem: "NAME FILESYSTEMS REASON", FILESYSTEMS comma-separated or *.
+	awk -v fs="$FS" '!/^#/ && NF >= 2 {
+		n = split($2, l, ","); for (i = 1; i <= n; i++) if (l[i] == fs || l[i] == "*") { print $1; break }
+	}' "$EXCEPTIONS" | sort -u >/tmp/pjd.exc
+	# (A line that matches no test name: grep -f with an empty file would behave differently.)
+	echo '#' >>/tmp/pjd.exc
+}
+
+pjd_count() { grep -c "^$1 " /tmp/pjd.status; }
+
+# The output block of one test (its last run): its status line and the indented lines after it.
+pjd_detail() {
+	awk -v name="$1" '$1 == name { on = 1; b = $0; next } on && /^[ \t]/ { b = b "\n" $0; next }
+		{ on = 0 } END { if (b != "") print b }' /tmp/pjd.out
+}
+
+t_pjdfstest_no_unexpected_failures() {
+	[ -s /tmp/pjd.1.raw ] || fail "pjdfstest did not run ($FS not mounted)"
+	for n in 1 2; do
+		[ -s /tmp/pjd.$n.raw ] || continue
+		grep '^Summary: ' /tmp/pjd.$n.out || { tail -30 /tmp/pjd.$n.out; fail "pjdfstest did not finish"; }
+	done
+	[ "$(wc -l </tmp/pjd.status)" -gt 0 ] || fail "no test results parsed"
+	unexpected=$(awk '$1 == "fail" {print $2}' /tmp/pjd.status | grep -vxF -f /tmp/pjd.exc || true)
+	[ -z "$unexpected" ] || {
+		for t in $unexpected; do pjd_detail "$t"; done
+		fail "$(echo "$unexpected" | wc -l) unexpected failures: $(echo $unexpected)"
+	}
+}
+
+t_pjdfstest_exceptions_still_fail() {
+	[ -s /tmp/pjd.1.raw ] || fail "pjdfstest did not run ($FS not mounted)"
+	bad=""
+	for t in $(grep -v '^#' /tmp/pjd.exc); do
+		st=$(awk -v n="$t" '$2 == n {print $1}' /tmp/pjd.status)
+		case "$st" in
+		fail) ;;
+		ok) bad="$bad $t"; echo "$t passes now: remove it from pjdfstest.exceptions for $FS" ;;
+		skip) echo "note: $t was skipped" ;;
+		*) [ -n "$PJD_TESTS" ] || { bad="$bad $t"; echo "$t: no such pjdfstest test"; } ;;
+		esac
+	done
+	[ -z "$bad" ] || fail "exceptions that did not fail:$bad"
+}
+
+run_test "mkfs_mount_$FS" t_mkfs_mount
+
+if part pjdfstest; then
+	run_pjdfstest
+	# Counts and every non-passing test, for the log (and to write the exception list).
+	[ ! -s /tmp/pjd.1.raw ] || info "pjdfstest $FS: $(pjd_count ok) passed, $(pjd_count fail) failed ($(awk '$1 == "fail" {print $2}' /tmp/pjd.status | grep -cxF -f /tmp/pjd.exc) listed as exceptions), $(pjd_count skip) skipped, $(wc -l </tmp/pjd.status) total in $(cat /tmp/pjd.secs) s"
+	[ ! -s /tmp/pjd.1.raw ] || awk '$1 != "ok"' /tmp/pjd.status | while read -r st name; do
+		info "pjdfstest $FS $st: $name$(pjd_detail "$name" | sed -n 2p | tr -s ' \t' ' ')"
+	done
+	run_test pjdfstest_no_unexpected_failures t_pjdfstest_no_unexpected_failures
+	run_test pjdfstest_exceptions_still_fail t_pjdfstest_exceptions_still_fail
+fi
+
+# --- fsx -------------------------------------------------------------------------------------
+t_fsx() {
+	mounted
+	mkdir -p "/tmp/fsx-$1"
+	_start=$(date +%s)
+	_conf="-f $FSX_CONFIG"
+	[ "$FSX_CONFIG" != none ] || _conf=""
+	if ! fsx $_conf -N "$FSX_OPS" -S "$1" -P "/tmp/fsx-$1" "$WORK/fsx.$1" >"/tmp/fsx-$1/out" 2>&1; then
+		tail -60 "/tmp/fsx-$1/out"
+		fail "fsx seed $1 failed"
+	fi
+	cat "/tmp/fsx-$1/out"
+	grep -q 'All operations completed A-OK' "/tmp/fsx-$1/out" || fail "fsx did not complete"
+	echo "fsx $FS seed $1: $FSX_OPS operations in $(( $(date +%s) - _start )) s" >"/tmp/fsx-$1/info"
+}
+
+# Data written through read/write and mmap reaches the disk: the same bytes after a remount.
+t_remount_keeps_data() {
+	mounted
+	(cd "$WORK" && md5sum fsx.*) >/tmp/fsx.sums
+	cat /tmp/fsx.sums
+	umount "$MNT"
+	do_mount
+	(cd "$WORK" && md5sum -c /tmp/fsx.sums)
+}
+
+if part fsx; then
+	for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do
+		run_test "fsx_mmap_seed_$seed" t_fsx "$seed"
+		[ ! -f "/tmp/fsx-$seed/info" ] || info "$(cat "/tmp/fsx-$seed/info")"
+	done
+	[ "$FS" = tmpfs ] || run_test remount_keeps_data t_remount_keeps_data
+fi
+
+# --- consistency -----------------------------------------------------------------------------
+t_fsck_clean() {
+	case "$FS" in
+	lcfs) fsck.lcfs -n "$DEV" ;;
+	ext4) chroot /debian e2fsck -f -n "$DEV" ;;
+	esac
+}
+
+! grep -q " $MNT " /proc/mounts || umount "$MNT"
+[ "$FS" = tmpfs ] || run_test fsck_clean t_fsck_clean
