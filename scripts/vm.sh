@@ -88,9 +88,13 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\
 printf 'root:x:0:\nnogroup:x:65534:\ntests:x:1000:\n' >"$root/etc/group"
 if [ "$mode" = run ] && grep -q '^# lcfs-needs: corrupt-images' "$LCFS_ROOT/tests/guest/$suite.sh"; then
 	# Deterministic (seed, count): cargo rebuilds the generator only when it changed, and it
-	# writes the images in about a second.
-	(cd "$LCFS_ROOT/userspace" && cargo run --release --quiet -p lcfs-corrupt -- --out "$build/corrupt" \
-		--count "${LCFS_CORRUPT_COUNT:-300}" --seed "${LCFS_CORRUPT_SEED:-1}") || die "cannot generate the corrupted images"
+	# writes the images in about a second. The same tool, static for musl, exercises each
+	# mounted mutant in the guest.
+	(cd "$LCFS_ROOT/userspace" && cargo run --release --quiet -p lcfs-corrupt -- generate \
+		--out "$build/corrupt" --count "${LCFS_CORRUPT_COUNT:-300}" --seed "${LCFS_CORRUPT_SEED:-1}" &&
+		cargo build --release --quiet --target x86_64-unknown-linux-musl -p lcfs-corrupt) ||
+		die "cannot generate the corrupted images"
+	install -s -m755 "$LCFS_ROOT/userspace/target/x86_64-unknown-linux-musl/release/lcfs-corrupt" "$root/bin/"
 	mkdir -p "$root/tests/corrupt"
 	cp "$build"/corrupt/{base.img,blocks.bin,mutants.txt} "$root/tests/corrupt/"
 fi

@@ -1,0 +1,189 @@
+# lcfs-needs: crash-kill
+# lcfs-timeout: 600
+# Crash recovery, in two boots per round on one scratch disk (scripts/vm-crash.sh drives them):
+#
+# Boot 1 (lcfs_phase=1): mkfs, mount, then a workload in /mnt/default: files written and fsynced
+# (dd conv=fsync; after fsync returned the guest prints "LCFS-FSYNCED NAME SKIP COUNT LEN MD5"),
+# files written without fsync ("LCFS-WROTE ..." printed before the write), unsynced appends to
+# fsynced files, renames and unlinks of unsynced files (each printed before it starts). After a
+# first batch it prints LCFS-CRASH-NOW and keeps going; the host kills QEMU (SIGKILL) a few
+# seconds later, mid-workload.
+#
+# Boot 2 (lcfs_phase=2, with boot 1's LCFS- lines in /tests/crash.manifest): fsck.lcfs -n must
+# find the filesystem clean; every fsynced file must be there with its checksum (its first LEN
+# bytes if unsynced appends followed); every unsynced file may be absent, or no longer than
+# written, each byte either what was written or zero (data not yet on disk); every file reads
+# without error; the filesystem takes new writes; after the unmount fsck is still clean.
+#
+# File contents are slices of /bin/busybox (the same in both boots): SKIP and COUNT 4 KiB
+# blocks from it, cut to LEN bytes.
+. /tests/lib.sh
+
+DEV=/dev/vda
+M=/mnt/default
+SRC=/bin/busybox
+phase=0 round=0
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	lcfs_phase=*) phase=${arg#lcfs_phase=} ;;
+	lcfs_round=*) round=${arg#lcfs_round=} ;;
+	esac
+done
+SRC_BLOCKS=$(($(stat -c %s $SRC) / 4096))
+
+gen() { # gen SKIP COUNT LEN: the contents of a file
+	dd if=$SRC bs=4096 skip="$1" count="$2" 2>/dev/null | head -c "$3"
+}
+
+# The recipe of file number I (a different one per round): skip, count and length.
+recipe() {
+	_k=$(($1 * 7919 + round * 104729))
+	_c=$((1 + _k % 48))
+	echo "$((_k % (SRC_BLOCKS - 64))) $_c $((_c * 4096 - (_k / 48) % 4000))"
+}
+
+write_fsynced() { # write_fsynced NAME I
+	set -- "$1" $(recipe "$2")
+	gen "$2" "$3" "$4" | dd of="$M/$1" bs=65536 conv=fsync 2>/dev/null
+	echo "LCFS-FSYNCED $1 $2 $3 $4 $(gen "$2" "$3" "$4" | md5sum | cut -d' ' -f1)"
+}
+
+write_unsynced() { # write_unsynced NAME I
+	set -- "$1" $(recipe "$2")
+	echo "LCFS-WROTE $1 $2 $3 $4"
+	gen "$2" "$3" "$4" | dd of="$M/$1" bs=65536 2>/dev/null
+}
+
+append_unsynced() { # append_unsynced NAME I
+	set -- "$1" $(recipe "$2")
+	echo "LCFS-APPEND $1 $2 $3 $4"
+	gen "$2" "$3" "$4" >>"$M/$1"
+}
+
+phase1() {
+	echo "LCFS-INFO: crash round $round, boot 1: workload"
+	mkfs.lcfs -q $DEV
+	mount -t lcfs $DEV /mnt
+	i=0
+	while [ $i -lt 12 ]; do
+		if [ $((i % 2)) = 0 ]; then write_fsynced "s$i" $i; else write_unsynced "u$i" $i; fi
+		i=$((i + 1))
+	done
+	echo "LCFS-RESULT: ok round${round}_workload_started"
+	echo "LCFS-CRASH-NOW"
+	# Until the host kills the guest: fsynced and unsynced files, appends, renames, unlinks.
+	i=100
+	while [ $i -lt 3000 ]; do
+		if [ $((i % 2)) = 0 ]; then write_fsynced "s$i" $i; else write_unsynced "u$i" $i; fi
+		# Appends to the fsynced files of the first batch: their fsynced part must survive.
+		[ $((i % 3)) != 0 ] || append_unsynced "s$((i / 3 % 6 * 2))" $((i + 5000))
+		if [ $((i % 4)) = 1 ] && [ -e "$M/u$((i - 2))" ]; then
+			echo "LCFS-RENAME u$((i - 2)) r$((i - 2))"
+			mv "$M/u$((i - 2))" "$M/r$((i - 2))"
+		fi
+		if [ $((i % 4)) = 3 ] && [ -e "$M/u$((i - 2))" ]; then
+			echo "LCFS-DELETE u$((i - 2))"
+			rm "$M/u$((i - 2))"
+		fi
+		i=$((i + 1))
+	done
+	echo "LCFS-INFO: workload finished before the kill"
+	sleep 100000
+}
+
+# check_partial FILE SKIP COUNT LEN: FILE is no longer than LEN, and each byte is what was
+# written or zero.
+check_partial() {
+	gen "$2" "$3" "$4" >/tmp/exp
+	size=$(stat -c %s "$1")
+	[ "$size" -le "$4" ] || fail "$1: size $size, only $4 bytes written"
+	cmp -s "$1" /tmp/exp && return 0
+	# cmp -l: offset, byte of FILE, byte expected (octal); past the end of FILE it stops.
+	cmp -l "$1" /tmp/exp 2>/dev/null | awk '$2 != 0 { print "byte " $1 ": " $2 " instead of " $3 " or 0"; bad = 1; exit }
+		END { exit bad }' || fail "$1: data that was never written"
+	return 1
+}
+
+t_fsck_after_crash() {
+	fsck.lcfs -n -v $DEV
+}
+
+t_mount_after_crash() {
+	mount -t lcfs $DEV /mnt
+	dmesg | grep 'lcfs' | tail -5
+	ls -la $M | head -40
+}
+
+t_fsynced_files_intact() {
+	n=0
+	# The last record of each name wins; appends after the fsync only lengthen the file.
+	awk '$1 == "LCFS-FSYNCED" { f[$2] = $3 " " $4 " " $5 " " $6; a[$2] = 0 }
+		$1 == "LCFS-APPEND" && ($2 in f) { a[$2] += $5 }
+		END { for (k in f) print k, f[k], a[k] }' /tests/crash.manifest >/tmp/fsynced
+	while read -r name skip count len md5 appended; do
+		[ -f "$M/$name" ] || fail "fsynced file $name is missing"
+		size=$(stat -c %s "$M/$name")
+		[ "$size" -ge "$len" ] && [ "$size" -le $((len + appended)) ] ||
+			fail "$name: size $size, fsynced $len (+ $appended appended)"
+		got=$(head -c "$len" "$M/$name" | md5sum | cut -d' ' -f1)
+		[ "$got" = "$md5" ] || fail "$name: checksum $got, fsynced $md5"
+		n=$((n + 1))
+	done </tmp/fsynced
+	echo "LCFS-INFO: round $round: $n fsynced files intact" >/dev/console
+	[ $n -gt 0 ] || fail "no fsynced files recorded"
+}
+
+t_unsynced_files_sane() {
+	complete=0 partial=0 absent=0
+	# An unsynced file may be under its name, its new name if a rename started, or gone.
+	awk '$1 == "LCFS-WROTE" { r[$2] = $3 " " $4 " " $5 }
+		$1 == "LCFS-RENAME" && ($2 in r) { r[$3] = r[$2] }
+		END { for (k in r) print k, r[k] }' /tests/crash.manifest >/tmp/unsynced
+	while read -r name skip count len; do
+		if [ ! -e "$M/$name" ]; then absent=$((absent + 1)); continue; fi
+		if check_partial "$M/$name" "$skip" "$count" "$len"; then
+			complete=$((complete + 1))
+		else
+			partial=$((partial + 1))
+		fi
+	done </tmp/unsynced
+	echo "LCFS-INFO: round $round: unsynced names: $complete complete, $partial partial or zero-filled, $absent absent" >/dev/console
+}
+
+t_everything_readable() {
+	ls -la $M >/dev/null
+	for f in $M/*; do
+		cat "$f" >/dev/null || fail "cannot read $f"
+	done
+	echo "LCFS-INFO: round $round: $(ls $M | wc -l) files, $(du -sk $M | cut -f1) KiB" >/dev/console
+}
+
+t_writable_after_recovery() {
+	gen 10 20 81920 >$M/after
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	gen 10 20 81920 | cmp - $M/after
+	rm $M/after
+	mkdir $M/d
+	rmdir $M/d
+}
+
+t_umount_fsck_clean() {
+	umount /mnt
+	fsck.lcfs -n $DEV
+}
+
+case "$phase" in
+1) phase1 ;;
+2)
+	echo "LCFS-INFO: crash round $round, boot 2: $(grep -c '^LCFS-FSYNCED' /tests/crash.manifest) fsynced, $(grep -c '^LCFS-WROTE' /tests/crash.manifest) unsynced records"
+	run_test "round${round}_fsck_clean_after_crash" t_fsck_after_crash
+	run_test "round${round}_mount_after_crash" t_mount_after_crash
+	run_test "round${round}_fsynced_files_intact" t_fsynced_files_intact
+	run_test "round${round}_unsynced_files_sane" t_unsynced_files_sane
+	run_test "round${round}_everything_readable" t_everything_readable
+	run_test "round${round}_writable_after_recovery" t_writable_after_recovery
+	run_test "round${round}_umount_fsck_clean" t_umount_fsck_clean
+	;;
+*) echo "LCFS-RESULT: not ok crash_suite_phase (run it through scripts/vm.sh: no lcfs_phase=)" ;;
+esac
