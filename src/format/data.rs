@@ -38,6 +38,7 @@
 //! it done and the transaction intact, and a large range never needs its whole worst-case space
 //! at once. Nothing here panics on any input or image, and nothing block-sized is on the stack.
 
+use super::namespace::key_after;
 use super::node::Key;
 use super::records::{
     extent_flags, kind, mode, ExtentRecord, InodeRecord, EXTENT_RECORD_SIZE, INODE_RECORD_SIZE,
@@ -186,17 +187,6 @@ fn gap(to: u64, from: u64) -> Result<u64, Error> {
         Some(n) if n > 0 => Ok(n),
         _ => Err(corrupt("overlapping extents")),
     }
-}
-
-/// The key right after `k`.
-fn key_after(k: &Key) -> Option<Key> {
-    if let Some(o) = k.offset.checked_add(1) {
-        return Some(Key::new(k.id, k.kind, o));
-    }
-    if let Some(kd) = k.kind.checked_add(1) {
-        return Some(Key::new(k.id, kd, 0));
-    }
-    k.id.checked_add(1).map(|id| Key::new(id, 0, 0))
 }
 
 impl<S: Device> Volume<S> {

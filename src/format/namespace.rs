@@ -146,8 +146,8 @@ fn corrupt(what: &'static str) -> Error {
     Error::Corrupt(FormatError::BadField(what))
 }
 
-/// The key right after `k`.
-fn key_after(k: &Key) -> Option<Key> {
+/// The key right after `k` (in the order of the tree).
+pub(super) fn key_after(k: &Key) -> Option<Key> {
     if let Some(o) = k.offset.checked_add(1) {
         return Some(Key::new(k.id, k.kind, o));
     }
