@@ -113,7 +113,9 @@ kunit="kunit.filter_glob=lcfs_*"
 [ "$suite" = demo ] || [ "$mode" = shell ] && kunit="kunit.enable=0"
 accel=tcg
 [ "${LCFS_KVM:-0}" = 1 ] && accel=kvm
-qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2 -m 2G -nographic -no-reboot
+# Two sockets, not two cores: the test kernel has no ACPI, and the firmware's MP table lists one
+# CPU per socket, so "-smp 2" alone boots a single CPU.
+qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2,sockets=2 -m 2G -nographic -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
 	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
 	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs${guest_env[*]:+ ${guest_env[*]}}")

@@ -286,15 +286,7 @@ impl<S: Device> Volume<S> {
 
     /// Leading blocks of `[disk, disk + lim)` whose count is 1 (`one`) or is not.
     fn count_run(&mut self, disk: u64, lim: u64, one: bool) -> Result<u64, Error> {
-        let mut n = 0;
-        while n < lim {
-            let b = disk.checked_add(n).ok_or(corrupt("extent range"))?;
-            if (self.refcount(b)? == 1) != one {
-                break;
-            }
-            n += 1;
-        }
-        Ok(n)
+        self.refcount_run(disk, lim, one)
     }
 
     // ---- item changes (steps of an operation, inside its `mutate`) ----

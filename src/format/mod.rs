@@ -36,6 +36,14 @@ pub const BLOCK_SHIFT: u32 = 12;
 /// Inode number of the root directory.
 pub const ROOT_INO: u64 = 1;
 
+/// Inode numbers of a layer are below this. The kernel makes one 64-bit VFS inode number of a
+/// layer id and an inode number (`layer << 40 | ino`), so both have limits; a larger number on
+/// disk is damage.
+pub const INO_LIMIT: u64 = 1 << 40;
+
+/// Layer ids are below this (the other 24 bits of a VFS inode number).
+pub const LAYER_ID_LIMIT: u64 = 1 << 24;
+
 /// Longest file name, in bytes.
 pub const NAME_MAX: usize = 255;
 

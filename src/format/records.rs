@@ -454,7 +454,12 @@ impl<'a> LayerRecord<'a> {
         if r.flags & !layer_flags::KNOWN != 0 {
             return Err(FormatError::BadField("layer flags"));
         }
-        if r.parent == id || r.root >= total_blocks || r.next_ino <= super::ROOT_INO {
+        if r.parent == id
+            || r.root >= total_blocks
+            || r.next_ino <= super::ROOT_INO
+            || r.next_ino > super::INO_LIMIT
+            || id >= super::LAYER_ID_LIMIT
+        {
             return Err(FormatError::BadField("layer links"));
         }
         Ok(r)

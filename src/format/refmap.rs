@@ -605,6 +605,66 @@ impl RefMap {
         }
     }
 
+    /// Leading blocks of `[start, start + lim)` whose reference count is 1 (`one`) or is not
+    /// (free and pinned blocks count 0): one leaf read per leaf covered, where
+    /// [`Self::refcount`] reads a whole path per block.
+    pub fn count_run<S: BlockStore>(
+        &self,
+        store: &mut S,
+        start: u64,
+        lim: u64,
+        one: bool,
+    ) -> Result<u64, Error> {
+        let mut n = 0u64;
+        while n < lim {
+            let b = start
+                .checked_add(n)
+                .ok_or(Error::Corrupt(FormatError::BadField("block number")))?;
+            if b >= self.total_blocks {
+                return Err(Error::Corrupt(FormatError::BadField("block number")));
+            }
+            let (mut block, mut level, mut first) = (self.root, self.level, 0u64);
+            // The leaf covering `b`, or the end of the unmaterialised (free) range holding it.
+            let leaf = loop {
+                if level == 0 {
+                    break Ok(self.read_node(store, block, level, first)?.0);
+                }
+                let (buf, _) = self.read_node(store, block, level, first)?;
+                let cov = coverage(level - 1);
+                let i = (b - first) / cov;
+                let e = entry_get(buf.as_ref(), i)?;
+                let child_first = first + i * cov;
+                if e.child == 0 {
+                    break Err(child_first.saturating_add(cov).min(self.total_blocks));
+                }
+                (block, level, first) = (e.child, level - 1, child_first);
+            };
+            let buf = match leaf {
+                Ok(buf) => buf,
+                // Free blocks count 0.
+                Err(_) if one => return Ok(n),
+                Err(range_end) => {
+                    n = n
+                        .saturating_add(range_end.saturating_sub(b).max(1))
+                        .min(lim);
+                    continue;
+                }
+            };
+            let leaf_end = first.saturating_add(LEAF_ENTRIES).min(self.total_blocks);
+            let mut c = b;
+            while c < leaf_end && n < lim {
+                let v = leaf_get(buf.as_ref(), c - first)?;
+                let v = if v == PINNED { 0 } else { v };
+                if (v == 1) != one {
+                    return Ok(n);
+                }
+                c += 1;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Finds the top-most node on the path to `blocknr` that this transaction has not copied yet.
     fn find_unwritable<S: BlockStore>(
         &self,

@@ -134,6 +134,31 @@ impl World {
         }
     }
 
+    /// Runs agree with per-block counts, across leaves and unmaterialised ranges.
+    fn check_runs(&mut self) {
+        let total = self.map.total_blocks;
+        let mut starts: Vec<u64> = self.model.keys().copied().take(8).collect();
+        starts.extend([0, 1, total / 2, total - 1]);
+        for start in starts {
+            for lim in [1, 7, LEAF_ENTRIES + 3, total] {
+                let lim = lim.min(total - start);
+                for one in [true, false] {
+                    let mut naive = 0;
+                    while naive < lim
+                        && (self.map.refcount(&mut self.store, start + naive).unwrap() == 1) == one
+                    {
+                        naive += 1;
+                    }
+                    let got = self
+                        .map
+                        .count_run(&mut self.store, start, lim, one)
+                        .unwrap();
+                    assert_eq!(got, naive, "count_run({start}, {lim}, {one})");
+                }
+            }
+        }
+    }
+
     fn alloc(&mut self, purpose: Purpose, max: u32) -> Result<(u64, u32), Error> {
         let (b, n) = self.map.alloc_run(&mut self.store, purpose, max)?;
         assert!(n >= 1 && n <= max.max(1));
@@ -207,6 +232,7 @@ fn run(total: u64, ops: &[MapOp]) {
     }
     w.commit();
     w.check();
+    w.check_runs();
 }
 
 proptest! {

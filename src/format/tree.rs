@@ -535,12 +535,19 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         let i = node::child_index(buf.as_ref(), key)?;
         let child = node::internal_child(buf.as_ref(), i)?;
         let grown = self.insert_rec(child, Some(hdr.level - 1), key, value)?;
+        let mut changed = me != block;
         if node::internal_key(buf.as_ref(), i)? > *key {
             // Only possible for child 0: keep the separator a lower bound.
             node::internal_set_key(buf.as_mut(), i, key)?;
+            changed = true;
         }
         match grown {
             Grown::One(nb) => {
+                // A node this transaction already wrote, whose child stayed in place, is
+                // unchanged: most updates in a running transaction rewrite only the leaf.
+                if !changed && nb == child {
+                    return Ok(Grown::One(me));
+                }
                 node::internal_set_child(buf.as_mut(), i, nb)?;
                 self.write(me, &mut buf)?;
                 Ok(Grown::One(me))
@@ -614,8 +621,16 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         let child = node::internal_child(buf.as_ref(), i)?;
         let child_level = hdr.level - 1;
         let shrunk = self.remove_rec(child, Some(child_level), key)?;
+        let rebalance = shrunk.underfull && node::len(buf.as_ref())? > 1;
+        if me == block && shrunk.block == child && !rebalance {
+            // Written earlier in this transaction and unchanged (see `insert_rec`).
+            return Ok(Shrunk {
+                block: me,
+                underfull: node::len(buf.as_ref())? < MAX_INTERNAL_ITEMS / 4,
+            });
+        }
         node::internal_set_child(buf.as_mut(), i, shrunk.block)?;
-        if shrunk.underfull && node::len(buf.as_ref())? > 1 {
+        if rebalance {
             // Rebalance with the right sibling, or the left one for the last child.
             let left = if i + 1 < node::len(buf.as_ref())? {
                 i

@@ -160,6 +160,11 @@ pub struct Volume<S: Device> {
     map: RefMap,
     dirty: bool,
     aborted: bool,
+    /// The layer record last read or changed, and whether the layer tree still holds an older
+    /// version of it. Nearly every change updates its layer's counters; keeping the record here
+    /// until the transaction commits (or another layer's record is needed) saves a layer-tree
+    /// update per change.
+    layer_cache: Option<(LayerInfo, bool)>,
 }
 
 /// Result of a name-index lookup: the layer id and entry offset if the name exists, and the first
@@ -205,6 +210,7 @@ impl<S: Device> Volume<S> {
             map,
             dirty: true,
             aborted: false,
+            layer_cache: None,
         };
         if let Some(name) = first_layer {
             vol.create_layer(name, None, now)?;
@@ -247,6 +253,7 @@ impl<S: Device> Volume<S> {
                 map,
                 dirty: false,
                 aborted: false,
+                layer_cache: None,
             },
             sel.other_error,
         ))
@@ -379,6 +386,7 @@ impl<S: Device> Volume<S> {
     }
 
     fn commit_inner(&mut self, now: Timespec) -> Result<(), Error> {
+        self.flush_layer()?;
         self.map.unpin_all(&mut self.store)?;
         self.store.flush()?;
         let mut sb = self.superblock();
@@ -404,6 +412,12 @@ impl<S: Device> Volume<S> {
     /// The layer with id `id`.
     pub fn layer(&mut self, id: u64) -> Result<LayerInfo, Error> {
         self.live()?;
+        if let Some((l, _)) = self.layer_cache {
+            if l.id == id {
+                return Ok(l);
+            }
+        }
+        self.flush_layer()?;
         let root = self.sb.layer_root;
         let total = self.sb.total_blocks;
         let got = self
@@ -412,12 +426,35 @@ impl<S: Device> Volume<S> {
                 LayerRecord::decode(v, id, total).and_then(|r| LayerInfo::from_record(id, &r))
             })?;
         match got {
-            Some(info) => Ok(info?),
+            Some(info) => {
+                let info = info?;
+                self.layer_cache = Some((info, false));
+                Ok(info)
+            }
             None => Err(Error::NotFound),
         }
     }
 
+    /// Changes a layer record (in the cache; see `layer_cache`).
     fn put_layer(&mut self, info: &LayerInfo) -> Result<(), Error> {
+        if matches!(self.layer_cache, Some((l, _)) if l.id != info.id) {
+            self.flush_layer()?;
+        }
+        self.layer_cache = Some((*info, true));
+        Ok(())
+    }
+
+    /// Writes a changed cached layer record into the layer tree: before anything else reads
+    /// the layer tree, and before a commit.
+    fn flush_layer(&mut self) -> Result<(), Error> {
+        let Some((info, true)) = self.layer_cache else {
+            return Ok(());
+        };
+        self.layer_cache = Some((info, false));
+        self.write_layer(&info).inspect_err(|_| self.aborted = true)
+    }
+
+    fn write_layer(&mut self, info: &LayerInfo) -> Result<(), Error> {
         let mut buf = [0u8; LAYER_RECORD_MAX];
         let n = info.record().encode(&mut buf)?;
         let root = self.sb.layer_root;
@@ -431,6 +468,7 @@ impl<S: Device> Volume<S> {
     /// Calls `f` for every layer in id order; `f` returns `false` to stop.
     pub fn for_each_layer(&mut self, f: &mut dyn FnMut(&LayerInfo) -> bool) -> Result<(), Error> {
         self.live()?;
+        self.flush_layer()?;
         let root = self.sb.layer_root;
         let total = self.sb.total_blocks;
         let mut from = layer_key(0);
@@ -460,6 +498,7 @@ impl<S: Device> Volume<S> {
     /// Looks `name` up in the layer-name index: the layer id and the entry's key offset, and the
     /// first free offset of the name's hash bucket.
     fn find_layer_name(&mut self, name: &[u8]) -> Result<NameSlot, Error> {
+        self.flush_layer()?;
         let hash = HashKey(self.sb.hash_key[0], self.sb.hash_key[1]).hash(name);
         let lo = dirent_offset(hash, 0).ok_or(Error::Invalid)?;
         let hi = dirent_offset(hash, DIRENT_COLLISIONS - 1).ok_or(Error::Invalid)?;
@@ -533,6 +572,9 @@ impl<S: Device> Volume<S> {
             None => None,
         };
         let id = self.sb.next_layer_id;
+        if id >= super::LAYER_ID_LIMIT {
+            return Err(Error::NoSpace);
+        }
         let next_id = id.checked_add(1).ok_or(Error::NoSpace)?;
         let mut info = LayerInfo::from_record(
             id,
@@ -634,6 +676,8 @@ impl<S: Device> Volume<S> {
                 root = r;
             }
             v.sb.layer_root = root;
+            // The record is gone from the tree: forget it here too.
+            v.layer_cache = None;
             v.sb.layer_count =
                 v.sb.layer_count
                     .checked_sub(1)
@@ -767,6 +811,9 @@ impl<S: Device> Volume<S> {
         let mut l = self.writable_layer(layer)?;
         self.admit(1, true)?;
         let ino = l.next_ino;
+        if ino >= super::INO_LIMIT {
+            return Err(Error::NoSpace);
+        }
         l.next_ino = ino.checked_add(1).ok_or(Error::NoSpace)?;
         self.mutate(|v| v.put_layer(&l))?;
         Ok(ino)
@@ -800,6 +847,12 @@ impl<S: Device> Volume<S> {
         self.map.refcount(&mut self.store, blocknr)
     }
 
+    /// Leading blocks of `[start, start + lim)` whose reference count is 1 (`one`) or is not.
+    pub fn refcount_run(&mut self, start: u64, lim: u64, one: bool) -> Result<u64, Error> {
+        self.live()?;
+        self.map.count_run(&mut self.store, start, lim, one)
+    }
+
     /// Calls `f` for each item that differs between layer `layer` and its parent (or an empty
     /// tree if it has none), from key `from` on; `f` returns `Ok(false)` to stop. Shared subtrees
     /// are skipped: the cost follows the changes, not the layer size.
@@ -823,9 +876,13 @@ impl<S: Device> Volume<S> {
     }
 
     /// Runs `f` on a transaction over the layer tree, for read-only walks.
-    pub fn with_layer_tree<R>(&mut self, f: impl FnOnce(&mut Txn<'_, S, RefMap>, u64) -> R) -> R {
+    pub fn with_layer_tree<R>(
+        &mut self,
+        f: impl FnOnce(&mut Txn<'_, S, RefMap>, u64) -> R,
+    ) -> Result<R, Error> {
+        self.flush_layer()?;
         let root = self.sb.layer_root;
-        f(&mut self.txn(tree_kind::LAYERS), root)
+        Ok(f(&mut self.txn(tree_kind::LAYERS), root))
     }
 }
 

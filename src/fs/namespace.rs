@@ -17,7 +17,7 @@ use crate::format::namespace::{NewInode, RenameMode as CoreRename, SetAttr};
 use crate::format::records::{InodeRecord, Timespec};
 use crate::format::tree::Error as CoreError;
 use crate::format::volume::LayerInfo;
-use crate::format::{NAME_MAX, ROOT_INO};
+use crate::format::{INO_LIMIT, LAYER_ID_LIMIT, NAME_MAX, ROOT_INO};
 use crate::vfs::{
     ARef, AttrChange, DirContext, DirEntryType, Iget, Inode, InodeKind, InodeParams, NewNode,
     Rename, RenameMode, SuperBlock, XattrSet,
@@ -35,11 +35,13 @@ pub(crate) struct InodeInfo {
 
 /// Bits of the VFS inode number that hold the inode number inside a layer.
 const INO_BITS: u32 = 40;
+const _: () = assert!(INO_LIMIT == 1 << INO_BITS && LAYER_ID_LIMIT == 1 << (64 - INO_BITS));
 
-/// The VFS inode number of `ino` in `layer`.
+/// The VFS inode number of `ino` in `layer`. Both come from disk (directory entries, layer
+/// records); the format keeps them below its limits, so a larger one is damage.
 fn vfs_ino(layer: u64, ino: u64) -> Result<u64> {
-    if ino >> INO_BITS != 0 || layer >> (64 - INO_BITS) != 0 {
-        return Err(EOVERFLOW);
+    if ino >= INO_LIMIT || layer >= LAYER_ID_LIMIT {
+        return Err(EUCLEAN);
     }
     Ok(layer << INO_BITS | ino)
 }

@@ -3,33 +3,93 @@
 //! The format core's block-store interface over the mounted device.
 
 use kernel::prelude::*;
+use kernel::sync::{new_spinlock, Arc, SpinLock};
 
 use crate::format::tree::{BlockStore, Error as CoreError};
 use crate::format::volume::Device;
 use crate::format::BLOCK_SIZE;
 use crate::vfs::BlockDevice;
 
-/// A block buffer from kmalloc: the core never keeps blocks on the (16 KiB) kernel stack.
-pub(crate) struct KBlock(KVec<u8>);
+/// A block buffer from kmalloc: the core never keeps blocks on the (16 KiB) kernel stack. A
+/// buffer from a [`BufPool`] goes back to it when dropped.
+pub(crate) struct KBlock {
+    data: KVec<u8>,
+    pool: Option<Arc<BufPool>>,
+}
 
 impl KBlock {
-    /// A zeroed block; allocation failure is an error, not a panic.
+    /// A zeroed block outside any pool; allocation failure is an error, not a panic.
     pub(crate) fn new() -> Result<Self, CoreError> {
-        KVec::from_elem(0u8, BLOCK_SIZE as usize, GFP_KERNEL)
-            .map(Self)
-            .map_err(|_| CoreError::NoMemory)
+        Ok(Self {
+            data: zeroed_block()?,
+            pool: None,
+        })
+    }
+}
+
+fn zeroed_block() -> Result<KVec<u8>, CoreError> {
+    KVec::from_elem(0u8, BLOCK_SIZE as usize, GFP_KERNEL).map_err(|_| CoreError::NoMemory)
+}
+
+impl Drop for KBlock {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let data = core::mem::take(&mut self.data);
+            // A full pool (more buffers live at once than it keeps) frees the buffer.
+            let _ = pool.free.lock().push_within_capacity(data);
+        }
     }
 }
 
 impl AsRef<[u8]> for KBlock {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.data
     }
 }
 
 impl AsMut<[u8]> for KBlock {
     fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.0
+        &mut self.data
+    }
+}
+
+/// Block buffers kept for reuse. Every metadata lookup reads a few nodes into buffers; on the
+/// debug kernels the tests run, each kmalloc and kfree also records a stack trace (KASAN,
+/// kmemleak), which made allocation the largest cost of a lookup.
+#[pin_data]
+pub(crate) struct BufPool {
+    #[pin]
+    free: SpinLock<KVec<KVec<u8>>>,
+}
+
+/// Buffers a pool keeps (more than the deepest operation holds at once).
+const POOL_BUFFERS: usize = 32;
+
+impl BufPool {
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        let free = KVec::with_capacity(POOL_BUFFERS, GFP_KERNEL)?;
+        Arc::pin_init(
+            pin_init!(Self {
+                free <- new_spinlock!(free, "lcfs_buf_pool"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// A zeroed block, reused if one is free.
+    fn get(self: &Arc<Self>) -> Result<KBlock, CoreError> {
+        let reused = self.free.lock().pop();
+        let data = match reused {
+            Some(mut d) => {
+                d.fill(0);
+                d
+            }
+            None => zeroed_block()?,
+        };
+        Ok(KBlock {
+            data,
+            pool: Some(self.clone()),
+        })
     }
 }
 
@@ -41,6 +101,7 @@ pub(crate) struct BdevStore {
     /// Refuses writes (a read-only mount).
     pub(crate) read_only: bool,
     verified: VerifiedBlocks,
+    pool: Arc<BufPool>,
 }
 
 impl BdevStore {
@@ -50,6 +111,7 @@ impl BdevStore {
             total_blocks,
             read_only,
             verified: VerifiedBlocks::new()?,
+            pool: BufPool::new()?,
         })
     }
 }
@@ -89,7 +151,7 @@ impl BlockStore for BdevStore {
     }
 
     fn alloc_buf(&mut self) -> Result<KBlock, CoreError> {
-        KBlock::new()
+        self.pool.get()
     }
 
     fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
@@ -97,7 +159,7 @@ impl BlockStore for BdevStore {
             return Err(CoreError::Io);
         }
         self.bdev
-            .read(blocknr, |b| buf.0.copy_from_slice(b))
+            .read(blocknr, |b| buf.data.copy_from_slice(b))
             .map_err(|_| CoreError::Io)
     }
 
@@ -114,7 +176,9 @@ impl BlockStore for BdevStore {
                 *s = 0;
             }
         }
-        self.bdev.write(blocknr, &buf.0).map_err(|_| CoreError::Io)
+        self.bdev
+            .write(blocknr, &buf.data)
+            .map_err(|_| CoreError::Io)
     }
 
     fn total_blocks(&self) -> u64 {

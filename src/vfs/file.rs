@@ -90,6 +90,21 @@ pub(super) unsafe extern "C" fn setattr_callback<T: FileSystem>(
         let raw = unsafe { (*dentry).d_inode };
         // SAFETY: permission and limit checks (`-EPERM`, `-EFBIG`, ...) on live arguments.
         kernel::error::to_result(unsafe { bindings::setattr_prepare(idmap, dentry, attr) })?;
+        // truncate(2) passes no time flags: a size change updates mtime and ctime all the
+        // same (POSIX), as every filesystem does in its own setattr.
+        // SAFETY: `attr` is live for the call; `raw` is locked (`i_rwsem`).
+        unsafe {
+            let v = (*attr).ia_valid;
+            if v & bindings::ATTR_SIZE != 0
+                && v & bindings::ATTR_CTIME == 0
+                && (*attr).ia_size != (*raw).i_size
+            {
+                let now = bindings::current_time(raw);
+                (*attr).ia_mtime = now;
+                (*attr).ia_ctime = now;
+                (*attr).ia_valid |= bindings::ATTR_MTIME | bindings::ATTR_CTIME;
+            }
+        }
         // SAFETY: `attr` is live for the call.
         let valid = unsafe { (*attr).ia_valid };
         // Let the VFS compute the new values on the cached inode (S_ISGID clearing, times),

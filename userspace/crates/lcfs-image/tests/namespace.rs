@@ -586,6 +586,6 @@ fn io_error_mid_operation_never_commits_half_of_it() {
                 Err(e) => panic!("{what}: commit: {e:?}"),
             }
         }
-        assert!(failures > 5, "{what}: only {failures} failure points");
+        assert!(failures > 2, "{what}: only {failures} failure points");
     }
 }
