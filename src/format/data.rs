@@ -60,7 +60,7 @@ pub const SCAN_MAX: u64 = 1024;
 /// rewriting the layer record. Steps that allocate data keep this much free above the metadata
 /// reserve, so the steps that complete or drop data (which may use the reserve) still fit on a
 /// filesystem whose data space is used up.
-const STEP_TREES: u64 = 16;
+pub const STEP_TREES: u64 = 16;
 
 /// What a file block range holds, for reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -844,6 +844,11 @@ impl<S: Device> Volume<S> {
                 return Ok(());
             }
             let (ino, dtype, name) = d?;
+            // A name that does not hash to its key cannot be looked up: damage, not an entry.
+            let hash = self.hash_key().hash(name.get());
+            if dirent_offset(hash, k.offset & 0xff) != Some(k.offset) {
+                return Err(corrupt("directory entry hash"));
+            }
             let entry = DirEntry {
                 offset: k.offset,
                 ino,

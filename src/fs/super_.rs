@@ -9,6 +9,7 @@ use kernel::prelude::*;
 use kernel::sync::Mutex;
 
 use crate::format::bytes::get_u32;
+use crate::format::data::STEP_TREES;
 use crate::format::records::Timespec;
 use crate::format::records::LAYER_NAME_MAX;
 use crate::format::superblock::{self, Superblock, SUPERBLOCK_COPIES};
@@ -419,14 +420,19 @@ impl FileSystem for Lcfs {
     }
 
     fn statfs(sb: &SuperBlock<Self>) -> Result<StatFs> {
-        let disk = sb.info().lock().superblock();
+        let (disk, room) = {
+            let vol = sb.info().lock();
+            (vol.superblock(), vol.data_room(STEP_TREES))
+        };
         let disk = &disk;
         let word = |i: usize| get_u32(&disk.uuid, i).unwrap_or(0);
         Ok(StatFs {
             blocks: disk.total_blocks,
             free_blocks: disk.free_blocks,
-            // Data cannot use the metadata reserve (it keeps deletion working on a full disk).
-            avail_blocks: disk.free_blocks.saturating_sub(disk.reserve_blocks),
+            // What a write can still get: data cannot use the metadata reserve (it keeps
+            // deletion working on a full disk), and each write step keeps the metadata blocks
+            // it may need in hand.
+            avail_blocks: room,
             // Inodes are allocated dynamically: one per free block at most, plus the root.
             files: disk.free_blocks.saturating_add(1),
             free_files: disk.free_blocks,

@@ -9,6 +9,7 @@
 #   PJD_TESTS=...             only the pjdfstest tests whose names contain one of these (comma-separated)
 #   FSX_OPS=100000            operations per fsx run
 #   FSX_SEEDS=1,2,3           one fsx run per seed, each on its own file
+#   FSX_PARALLEL=0|1          1: the seeds' runs at the same time (one per vCPU)
 #   FSX_CONFIG=/tests/fsx.toml  fsx configuration (operation mix, file size); "none": fsx defaults
 # pjdfstest failures are compared with tests/guest/pjdfstest.exceptions. Measured counts and times
 # are printed as "LCFS-INFO:" lines.
@@ -20,6 +21,7 @@ PJD_FEATURES=${PJD_FEATURES:-posix_fallocate,rename_ctime,utime_now,utimensat}
 PJD_TESTS=${PJD_TESTS:-}
 FSX_OPS=${FSX_OPS:-100000}
 FSX_SEEDS=${FSX_SEEDS:-1,2,3}
+FSX_PARALLEL=${FSX_PARALLEL:-0}
 FSX_CONFIG=${FSX_CONFIG:-/tests/fsx.toml}
 DEV=/dev/vda
 MNT=/mnt
@@ -32,7 +34,7 @@ info() { echo "LCFS-INFO: $*"; }
 part() { case ",$POSIX_PARTS," in *",$1,"*) return 0 ;; esac; return 1; }
 mounted() { grep -q "^[^ ]* $MNT $FS " /proc/mounts || fail "$FS is not mounted on $MNT"; }
 
-info "posix suite: FS=$FS POSIX_PARTS=$POSIX_PARTS FSX_OPS=$FSX_OPS FSX_SEEDS=$FSX_SEEDS"
+info "posix suite: FS=$FS POSIX_PARTS=$POSIX_PARTS FSX_OPS=$FSX_OPS FSX_SEEDS=$FSX_SEEDS FSX_PARALLEL=$FSX_PARALLEL"
 
 do_mount() {
 	case "$FS" in
@@ -185,10 +187,29 @@ t_remount_keeps_data() {
 }
 
 if part fsx; then
-	for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do
-		run_test "fsx_mmap_seed_$seed" t_fsx "$seed"
-		[ ! -f "/tmp/fsx-$seed/info" ] || info "$(cat "/tmp/fsx-$seed/info")"
-	done
+	if [ "$FSX_PARALLEL" = 1 ]; then
+		# All seeds at once (each on its own file), as many runs as vCPUs keep busy; each seed
+		# is still its own test.
+		for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do
+			mkdir -p "/tmp/fsx-$seed"
+			( ( set -e; t_fsx "$seed" ) >"/tmp/fsx-$seed/test.out" 2>&1; echo $? >"/tmp/fsx-$seed/rc" ) &
+		done
+		wait
+		for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do
+			if [ "$(cat "/tmp/fsx-$seed/rc")" = 0 ]; then
+				echo "LCFS-RESULT: ok fsx_mmap_seed_$seed"
+			else
+				echo "LCFS-RESULT: not ok fsx_mmap_seed_$seed (status $(cat "/tmp/fsx-$seed/rc"))"
+				sed 's/^/    | /' "/tmp/fsx-$seed/test.out"
+			fi
+			[ ! -f "/tmp/fsx-$seed/info" ] || info "$(cat "/tmp/fsx-$seed/info") (seeds in parallel)"
+		done
+	else
+		for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do
+			run_test "fsx_mmap_seed_$seed" t_fsx "$seed"
+			[ ! -f "/tmp/fsx-$seed/info" ] || info "$(cat "/tmp/fsx-$seed/info")"
+		done
+	fi
 	[ "$FS" = tmpfs ] || run_test remount_keeps_data t_remount_keeps_data
 fi
 
