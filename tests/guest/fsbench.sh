@@ -34,6 +34,9 @@ fio_run() {
 
 bench_fs() {
 	fs=$1 dir=$2
+	# fio must see the filesystem under test, not the Debian root's own directory.
+	[ "$(chroot /debian stat -c '%d %i' "$dir")" = "$(stat -c '%d %i' "$dir")" ] ||
+		fail "$dir in the chroot is not the $fs filesystem"
 	fio_run seqwrite "$dir" --rw=write --bs=1M --size=$SIZE --end_fsync=1
 	bench "fs=$fs test=seq-write value=$(cut -d';' -f48 /tmp/fio.out) unit=KiB/s"
 	drop_caches
@@ -63,14 +66,19 @@ bench_fs() {
 t_ext4() {
 	chroot /debian mkfs.ext4 -q -F "$DEV"
 	mount -t ext4 "$DEV" /mnt
+	# fio runs in the Debian chroot: the same path there.
+	mount --bind /mnt /debian/mnt
 	bench_fs ext4 /mnt
+	umount /debian/mnt
 	umount /mnt
 }
 
 t_lcfs() {
 	mkfs.lcfs -f -q "$DEV"
 	mount -t lcfs "$DEV" /mnt
+	mount --bind /mnt /debian/mnt
 	bench_fs lcfs /mnt/default
+	umount /debian/mnt
 	umount /mnt
 	fsck.lcfs -n "$DEV"
 }
