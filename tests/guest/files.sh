@@ -152,8 +152,10 @@ t_enospc() {
 	sync
 	left=$(stat -f -c %a /mnt)
 	# Data stops where the rest could not cover the worst-case metadata of one more write step;
-	# statfs counts neither that nor the reserve as available, so next to nothing is left.
-	[ "$left" -lt 16 ] || fail "$left blocks available after ENOSPC"
+	# statfs counts neither that nor the reserve as available, so little is left: only what
+	# the commit behind `sync` released (copies of metadata replaced since the last commit).
+	# Before statfs accounted for the write step, some 600 blocks showed here.
+	[ "$left" -lt 128 ] || fail "$left blocks available after ENOSPC"
 	used=$(stat -c %b $M/fill)
 	echo "avail $avail blocks, file $((used / 8)) blocks"
 	umnt
