@@ -272,7 +272,7 @@ impl<S: Device> Volume<S> {
         if self.with_tree(|t| t.path_shared(root, key))? {
             return Ok(0);
         }
-        self.count_run(disk, lim, true)
+        self.refcount_run(disk, lim, true)
     }
 
     /// Leading blocks of `[disk, disk + lim)` that some other item or tree also references.
@@ -281,12 +281,7 @@ impl<S: Device> Volume<S> {
         if self.with_tree(|t| t.path_shared(root, key))? {
             return Ok(lim);
         }
-        self.count_run(disk, lim, false)
-    }
-
-    /// Leading blocks of `[disk, disk + lim)` whose count is 1 (`one`) or is not.
-    fn count_run(&mut self, disk: u64, lim: u64, one: bool) -> Result<u64, Error> {
-        self.refcount_run(disk, lim, one)
+        self.refcount_run(disk, lim, false)
     }
 
     // ---- item changes (steps of an operation, inside its `mutate`) ----
