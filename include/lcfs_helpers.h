@@ -35,6 +35,11 @@ void lcfs_init_delayed_work(struct delayed_work *dwork, lcfs_work_fn fn);
 void lcfs_schedule_delayed_work(struct delayed_work *dwork, unsigned long delay);
 struct delayed_work *lcfs_to_delayed_work(struct work_struct *work);
 unsigned long lcfs_msecs_to_jiffies(unsigned int ms);
+struct workqueue_struct;
+struct workqueue_struct *lcfs_alloc_writeback_workqueue(const char *id);
+void lcfs_init_work(struct work_struct *work, lcfs_work_fn fn);
+void lcfs_queue_work(struct workqueue_struct *wq, struct work_struct *work);
+void lcfs_flush_workqueue(struct workqueue_struct *wq);
 
 struct fs_context;
 struct fs_parameter;

@@ -111,6 +111,9 @@ run_suite() {
 		esac
 	done < <(grep '^LCFS-RESULT: ' "$logf" 2>/dev/null)
 	[ $got = 1 ] || record fail "vm $suite: any guest result"
+	# A failed guest test's output follows its result line; CI shows only this script's output.
+	awk '/^LCFS-RESULT: not ok / { show = 1; print; next }
+		show && /^    \| / { print; next } { show = 0 }' "$logf" 2>/dev/null | sed -n 1,80p >&2
 	# KUnit cases (KTAP on the console at module load); one result per case, worst wins.
 	awk '
 		/# Subtest: / { suite = $NF; next }

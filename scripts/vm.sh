@@ -156,7 +156,7 @@ if ! grep -q '^LCFS-DONE' "$logf"; then
 	bad=1
 fi
 # Kernel problem reports. Test output lines are prefixed by LCFS- and never match.
-pattern='WARNING:|BUG:|Oops|KASAN:|general protection fault|Kernel panic|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|INFO: task .* blocked|soft lockup|hard LOCKUP|UBSAN:|unreferenced object|Objects remaining|kernel BUG'
+pattern='WARNING:|BUG:|Oops|KASAN:|general protection fault|Kernel panic|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|INFO: task .* blocked|INFO: The task .* has been waiting for writeback|soft lockup|hard LOCKUP|UBSAN:|unreferenced object|Objects remaining|kernel BUG'
 if grep -v '^LCFS-' "$logf" | grep -E -q "$pattern"; then
 	echo "VM-CHECK: kernel problem reported:"
 	grep -v '^LCFS-' "$logf" | grep -E "$pattern" | sed -n 1,20p | sed 's/^/    /'

@@ -52,6 +52,14 @@ void lcfs_schedule_delayed_work(struct delayed_work *dwork, unsigned long delay)
 
 struct delayed_work *lcfs_to_delayed_work(struct work_struct *work) { return to_delayed_work(work); }
 unsigned long lcfs_msecs_to_jiffies(unsigned int ms) { return msecs_to_jiffies(ms); }
+/* Writeback completion runs in a rescuer-backed queue: reclaim may wait for it. */
+struct workqueue_struct *lcfs_alloc_writeback_workqueue(const char *id)
+{
+	return alloc_workqueue("lcfs-wb/%s", WQ_UNBOUND | WQ_MEM_RECLAIM, 0, id);
+}
+void lcfs_init_work(struct work_struct *work, lcfs_work_fn fn) { INIT_WORK(work, fn); }
+void lcfs_queue_work(struct workqueue_struct *wq, struct work_struct *work) { queue_work(wq, work); }
+void lcfs_flush_workqueue(struct workqueue_struct *wq) { flush_workqueue(wq); }
 
 int lcfs_fs_parse(struct fs_context *fc, const struct fs_parameter_spec *desc,
 		  struct fs_parameter *param, struct fs_parse_result *result)

@@ -15,7 +15,7 @@ use crate::format::records::Timespec;
 use crate::format::BLOCK_SHIFT;
 use crate::vfs::{FileMap, Inode, MapFor, MapKind};
 
-use super::super_::{commit, errno, Lcfs, VolGuard};
+use super::super_::{commit, errno, retry_for_space, Lcfs, VolGuard};
 
 /// Blocks covering bytes `[pos, pos + len)`: the first block and the count.
 fn blocks(pos: u64, len: u64) -> Result<(u64, u64)> {
@@ -73,11 +73,13 @@ pub(crate) fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> R
         return Err(EROFS);
     }
     let info = inode.info();
+    let sb = inode.super_block();
     let w = {
-        let mut vol = inode.super_block().info().lock();
-        let w = vol
-            .map_write(info.layer, info.ino, first, count)
-            .map_err(errno)?;
+        let mut vol = sb.info().lock();
+        let w = retry_for_space(sb, &mut vol, |v| {
+            v.map_write(info.layer, info.ino, first, count)
+        })
+        .map_err(errno)?;
         if w.kind == WriteKind::New {
             update_blocks(inode, &mut vol)?;
         }
@@ -149,11 +151,11 @@ pub(crate) fn store_attrs(inode: &Inode<Lcfs>, size: Option<u64>) -> Result {
         ctime: Some(ts(ctime)),
         ..SetAttr::default()
     };
-    sb.info()
-        .lock()
-        .set_attr(info.layer, info.ino, &attr)
-        .map(|_| ())
-        .map_err(errno)
+    retry_for_space(sb, &mut sb.info().lock(), |v| {
+        v.set_attr(info.layer, info.ino, &attr)
+    })
+    .map(|_| ())
+    .map_err(errno)
 }
 
 pub(crate) fn fsync(inode: &Inode<Lcfs>) -> Result {
@@ -172,10 +174,12 @@ fn update_blocks(inode: &Inode<Lcfs>, vol: &mut VolGuard<'_>) -> Result {
 pub(crate) fn allocate(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
-    let mut vol = inode.super_block().info().lock();
-    let r = vol
-        .allocate(info.layer, info.ino, first, count)
-        .map_err(errno);
+    let sb = inode.super_block();
+    let mut vol = sb.info().lock();
+    let r = retry_for_space(sb, &mut vol, |v| {
+        v.allocate(info.layer, info.ino, first, count)
+    })
+    .map_err(errno);
     // Part of the range may be allocated even when the rest did not fit.
     update_blocks(inode, &mut vol)?;
     r

@@ -23,7 +23,7 @@ use crate::vfs::{
     Rename, RenameMode, SuperBlock, XattrSet,
 };
 
-use super::super_::{errno, timestamp, Lcfs};
+use super::super_::{errno, retry_for_space, timestamp, Lcfs};
 
 /// Per-inode state: which inode of which layer this is.
 pub(crate) struct InodeInfo {
@@ -315,20 +315,18 @@ pub(crate) fn create(
             return Err(ENAMETOOLONG);
         }
     }
-    let ino = {
-        let mut vol = sb.info().lock();
-        let ino = vol
-            .create(info.layer, info.ino, name, &attrs, now)
-            .map_err(errno)?;
+    let ino = retry_for_space(sb, &mut sb.info().lock(), |vol| {
+        let ino = vol.create(info.layer, info.ino, name, &attrs, now)?;
         if let Some(target) = node.link {
             if let Err(e) = vol.write_inline(info.layer, ino, target, now) {
                 // Refused before any change (space): take the new name back out.
                 let _ = vol.unlink(info.layer, info.ino, name, now);
-                return Err(errno(e));
+                return Err(e);
             }
         }
-        ino
-    };
+        Ok(ino)
+    })
+    .map_err(errno)?;
     refresh(dir)?;
     iget(sb, info.layer, ino)
 }
@@ -339,11 +337,11 @@ pub(crate) fn link(dir: &Inode<Lcfs>, inode: &Inode<Lcfs>, name: &[u8]) -> Resul
     if d.layer != i.layer {
         return Err(EXDEV);
     }
-    dir.super_block()
-        .info()
-        .lock()
-        .link(d.layer, i.ino, d.ino, name, timestamp())
-        .map_err(errno)?;
+    let sb = dir.super_block();
+    retry_for_space(sb, &mut sb.info().lock(), |v| {
+        v.link(d.layer, i.ino, d.ino, name, timestamp())
+    })
+    .map_err(errno)?;
     refresh(dir)?;
     refresh(inode)
 }
@@ -351,11 +349,11 @@ pub(crate) fn link(dir: &Inode<Lcfs>, inode: &Inode<Lcfs>, name: &[u8]) -> Resul
 pub(crate) fn unlink(dir: &Inode<Lcfs>, name: &[u8], inode: &Inode<Lcfs>) -> Result {
     writable(dir)?;
     let d = dir.info();
-    dir.super_block()
-        .info()
-        .lock()
-        .unlink_keep(d.layer, d.ino, name, timestamp())
-        .map_err(errno)?;
+    let sb = dir.super_block();
+    retry_for_space(sb, &mut sb.info().lock(), |v| {
+        v.unlink_keep(d.layer, d.ino, name, timestamp())
+    })
+    .map_err(errno)?;
     refresh(dir)?;
     refresh(inode)
 }
@@ -373,11 +371,9 @@ pub(crate) fn rename(r: &Rename<'_, Lcfs>) -> Result {
         RenameMode::Exchange => CoreRename::Exchange,
         RenameMode::Whiteout => CoreRename::Whiteout,
     };
-    r.old_dir
-        .super_block()
-        .info()
-        .lock()
-        .rename(
+    let sb = r.old_dir.super_block();
+    retry_for_space(sb, &mut sb.info().lock(), |v| {
+        v.rename(
             layer,
             r.old_dir.info().ino,
             r.old_name,
@@ -386,7 +382,8 @@ pub(crate) fn rename(r: &Rename<'_, Lcfs>) -> Result {
             how,
             timestamp(),
         )
-        .map_err(errno)?;
+    })
+    .map_err(errno)?;
     refresh(r.old_dir)?;
     refresh(r.new_dir)?;
     refresh(r.old_inode)?;
@@ -410,11 +407,10 @@ pub(crate) fn setattr(inode: &Inode<Lcfs>, c: &AttrChange) -> Result {
         mtime: c.mtime.map(core_time),
         ctime: c.ctime.map(core_time),
     };
-    let result = inode
-        .super_block()
-        .info()
-        .lock()
-        .set_attr(info.layer, info.ino, &attr);
+    let sb = inode.super_block();
+    let result = retry_for_space(sb, &mut sb.info().lock(), |v| {
+        v.set_attr(info.layer, info.ino, &attr)
+    });
     match result {
         Ok(rec) => {
             inode.refresh(&params(&rec)?);
@@ -477,10 +473,10 @@ pub(crate) fn set_xattr(
             (XattrSet::Replace, false) => return Err(ENODATA),
             _ => {}
         }
-        match value {
+        retry_for_space(sb, &mut vol, |vol| match value {
             Some(v) => vol.set_xattr(info.layer, info.ino, name, v, now),
             None => vol.remove_xattr(info.layer, info.ino, name, now),
-        }
+        })
         .map_err(xattr_errno)?;
     }
     refresh(inode)

@@ -75,6 +75,30 @@ impl MountInfo {
     }
 }
 
+/// Runs `op` on the locked volume; if it fails for space while blocks freed in the running
+/// transaction are pinned (they become free only when it commits), commits and runs it once
+/// more. Every operation admits its space before its first change, so the refused run changed
+/// nothing, or (a multi-step data operation) left a consistent state the second run continues.
+pub(crate) fn retry_for_space<R>(
+    sb: &SuperBlock<Lcfs>,
+    vol: &mut VolGuard<'_>,
+    mut op: impl FnMut(&mut Vol) -> core::result::Result<R, CoreError>,
+) -> core::result::Result<R, CoreError> {
+    match op(vol) {
+        Err(CoreError::NoSpace) if vol.map().pinned > 0 => {
+            vol.commit(timestamp()).inspect_err(|e| {
+                pr_err!(
+                    "{}: commit to free space failed ({:?}); the last committed state stays on disk\n",
+                    sb.id(),
+                    e
+                );
+            })?;
+            op(vol)
+        }
+        r => r,
+    }
+}
+
 /// Mount options.
 #[derive(Default)]
 pub(crate) struct Options {

@@ -7,9 +7,10 @@
 //! The filesystem answers two questions: where a file range is ([`FileSystem::map`], for reads,
 //! writes (allocating) and zeroing) and where writeback must write it
 //! ([`FileSystem::map_writeback`]); it is told when written data reached the disk
-//! ([`FileSystem::write_done`]). Writeback submits each ioend and waits for it, then reports it
-//! done before the folios leave writeback, so `fsync` (which waits for writeback) sees every
-//! completed write recorded and can commit.
+//! ([`FileSystem::write_done`]). Writeback submits ioends without waiting; their completions are
+//! queued to the mount's writeback workqueue, which reports each done before its folios leave
+//! writeback, so `fsync` (which waits for writeback) sees every completed write recorded and can
+//! commit.
 //!
 //! Lock order: `i_rwsem` -> `invalidate_lock` -> file folio lock -> the filesystem's own locks.
 //! Callers of the filesystem hooks may hold a file folio lock (`page_mkwrite`, writeback), so the
@@ -25,6 +26,7 @@ use kernel::prelude::*;
 use super::bindings as ext;
 use super::inode::Inode;
 use super::registration::FileSystem;
+use super::super_block::SbInfo;
 use crate::format::BLOCK_SIZE;
 
 /// What a file range maps to. Addresses are byte offsets on the device.
@@ -298,23 +300,52 @@ unsafe extern "C" fn writeback_submit_callback<T: FileSystem>(
 ) -> c_int {
     // SAFETY: iomap passes its context with a pending ioend in `wb_ctx`.
     let ioend = unsafe { (*wpc).wb_ctx.cast::<ext::iomap_ioend>() };
-    if error != 0 || ioend.is_null() {
-        // SAFETY: the default submission completes the ioend with the error.
-        return unsafe { ext::iomap_ioend_writeback_submit(wpc, error) };
+    if error == 0 && !ioend.is_null() {
+        // SAFETY: the ioend is not submitted yet; its completion becomes ours.
+        unsafe { (*ioend).io_bio.bi_end_io = Some(writeback_end_io::<T>) };
     }
-    // SAFETY: the ioend is ours until it is finished below; waiting for the bio in writeback
-    // context is what synchronous writeback does.
-    let (status, inode, offset, size) = unsafe {
-        let status = bindings::submit_bio_wait(ptr::addr_of_mut!((*ioend).io_bio).cast());
+    // SAFETY: submits the ioend, or completes it with the error through the default handler.
+    unsafe { ext::iomap_ioend_writeback_submit(wpc, error) }
+}
+
+/// Bio completion of a written ioend: may run in interrupt context, so it only queues the ioend
+/// for [`finish_written`].
+///
+/// # Safety
+///
+/// Called only by the block layer, for the bio of an ioend submitted by
+/// `writeback_submit_callback::<T>`.
+unsafe extern "C" fn writeback_end_io<T: FileSystem>(bio: *mut bindings::bio) {
+    // SAFETY: the bio is the `io_bio` of an ioend (see above), which its completion owns now.
+    unsafe {
+        let ioend = kernel::container_of!(bio, ext::iomap_ioend, io_bio);
+        (*ioend).io_error = bindings::blk_status_to_errno((*bio).bi_status);
+        // The folios under writeback pin the inode and so the mounted superblock, whose
+        // `s_fs_info` stays until `put_super`, after all writeback ended.
+        let sb = (*(*ioend).io_inode).i_sb;
+        let info = &*(*sb).s_fs_info.cast::<SbInfo<T>>();
+        info.queue_written(ioend);
+    }
+}
+
+/// Records a completed write with [`FileSystem::write_done`], then ends writeback of its
+/// folios: `fsync`, which waits for writeback, then sees every completed write recorded.
+///
+/// # Safety
+///
+/// `ioend` is a completed ioend of a file of `T`, submitted by `writeback_submit_callback::<T>`
+/// and owned by the caller; it is freed here.
+pub(super) unsafe fn finish_written<T: FileSystem>(ioend: *mut ext::iomap_ioend) {
+    // SAFETY: the ioend is live and ours until finished below.
+    let (mut result, inode, offset, size) = unsafe {
         (
-            status,
+            (*ioend).io_error,
             (*ioend).io_inode,
             (*ioend).io_offset,
             (*ioend).io_size,
         )
     };
-    let mut result = status;
-    if status == 0 {
+    if result == 0 {
         // SAFETY: the ioend's inode is an initialised regular file of ours, referenced by its
         // folios under writeback.
         let file = unsafe { Inode::<T>::from_raw(inode.cast()) };
@@ -327,7 +358,6 @@ unsafe extern "C" fn writeback_submit_callback<T: FileSystem>(
     // SAFETY: ends writeback of the ioend's folios (recording `result` in the mapping on
     // failure) and frees the ioend with its bio.
     unsafe { ext::iomap_finish_ioends(ioend, result) };
-    result
 }
 
 /// # Safety

@@ -475,6 +475,9 @@ unsafe extern "C" fn put_super_callback<T: FileSystem>(sb: *mut bindings::super_
     // device is still open.
     let sb_ref = unsafe { SuperBlock::<T>::from_raw(sb) };
     sb_ref.cancel_periodic();
+    // Writeback has ended (the VFS synced and evicted everything), but its completion work may
+    // still be returning.
+    sb_ref.flush_writeback();
     T::put_super(sb_ref);
     // SAFETY: nothing uses the per-mount state after `put_super`; dropping it here, before the
     // device is closed, means no device handle it holds can outlive the device.

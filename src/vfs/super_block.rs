@@ -3,7 +3,8 @@
 //! Superblock handles.
 
 use core::marker::PhantomData;
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use kernel::bindings;
 use kernel::prelude::*;
@@ -46,36 +47,97 @@ unsafe fn id<'a>(sb: *mut bindings::super_block) -> &'a str {
         .unwrap_or("?")
 }
 
-/// The per-mount state the VFS layer keeps in `s_fs_info`: the filesystem's state and the
-/// periodic work item.
+/// The per-mount state the VFS layer keeps in `s_fs_info`: the filesystem's state, the
+/// periodic work item and the writeback completion queue.
 ///
 /// # Invariants
 ///
-/// `work` was initialised with `periodic_callback::<T>`; `sb` is the superblock whose
-/// `s_fs_info` points here. The object is boxed and never moves.
+/// `work` was initialised with `periodic_callback::<T>` and `wb_work` with
+/// `writeback_done_callback::<T>`; `wb_queue` is a live workqueue owned by this object; `wb_done`
+/// is null or the first of a list of submitted, completed ioends of files of `sb`, linked
+/// through `io_private`; `sb` is the superblock whose `s_fs_info` points here. The object is
+/// boxed and never moves.
 pub(super) struct SbInfo<T: FileSystem> {
     work: Opaque<bindings::delayed_work>,
+    wb_work: Opaque<bindings::work_struct>,
+    wb_queue: NonNull<bindings::workqueue_struct>,
+    wb_done: AtomicPtr<ext::iomap_ioend>,
     sb: *mut bindings::super_block,
     info: T::Info,
 }
 
 impl<T: FileSystem> SbInfo<T> {
     pub(super) fn new(sb: *mut bindings::super_block, info: T::Info) -> Result<KBox<Self>> {
+        // SAFETY: `sb` is being mounted; its `s_id` is a NUL-terminated name.
+        let wq = unsafe { ext::lcfs_alloc_writeback_workqueue((*sb).s_id.as_ptr()) };
+        let wb_queue = NonNull::new(wq.cast::<bindings::workqueue_struct>()).ok_or(ENOMEM)?;
         let this = KBox::new(
             Self {
                 work: Opaque::uninit(),
+                wb_work: Opaque::uninit(),
+                wb_queue,
+                wb_done: AtomicPtr::new(ptr::null_mut()),
                 sb,
                 info,
             },
             GFP_KERNEL,
-        )?;
-        // SAFETY: the box gives the work item a stable address; it is initialised before anyone
-        // can queue it.
+        )
+        .inspect_err(|_| {
+            // SAFETY: the queue was just allocated and nothing was queued on it.
+            unsafe { bindings::destroy_workqueue(wb_queue.as_ptr()) }
+        })?;
+        // SAFETY: the box gives the work items a stable address; they are initialised before
+        // anyone can queue them.
         unsafe {
-            ext::lcfs_init_delayed_work(this.work.get().cast(), Some(periodic_callback::<T>))
-        };
-        // INVARIANT: initialised with our callback; `sb` is the caller's superblock.
+            ext::lcfs_init_delayed_work(this.work.get().cast(), Some(periodic_callback::<T>));
+            ext::lcfs_init_work(
+                this.wb_work.get().cast(),
+                Some(writeback_done_callback::<T>),
+            );
+        }
+        // INVARIANT: initialised with our callbacks; `sb` is the caller's superblock.
         Ok(this)
+    }
+
+    /// Queues `ioend`, whose bio completed, for [`FileSystem::write_done`] and the end of
+    /// writeback in process context. Safe to call from interrupt context: a lock-free push.
+    ///
+    /// # Safety
+    ///
+    /// `ioend` is a completed ioend of a file of this superblock, submitted by
+    /// `writeback_submit_callback::<T>`, and no longer used by anyone else.
+    pub(super) unsafe fn queue_written(&self, ioend: *mut ext::iomap_ioend) {
+        let mut head = self.wb_done.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the ioend is ours (see above); `io_private` is the filesystem's field.
+            unsafe { (*ioend).io_private = head.cast() };
+            match self.wb_done.compare_exchange_weak(
+                head,
+                ioend,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => head = now,
+            }
+        }
+        // SAFETY: live queue and initialised work item (type invariants); queueing an already
+        // queued item does nothing, and a running one is queued again.
+        unsafe { ext::lcfs_queue_work(self.wb_queue.as_ptr().cast(), self.wb_work.get().cast()) };
+    }
+
+    /// Waits until every queued writeback completion has been handled.
+    pub(super) fn flush_writeback(&self) {
+        // SAFETY: live queue (type invariant).
+        unsafe { ext::lcfs_flush_workqueue(self.wb_queue.as_ptr().cast()) };
+    }
+}
+
+impl<T: FileSystem> Drop for SbInfo<T> {
+    fn drop(&mut self) {
+        // SAFETY: the queue is ours (type invariant); destroying it runs what is still queued,
+        // while the rest of `self` is alive.
+        unsafe { bindings::destroy_workqueue(self.wb_queue.as_ptr()) };
     }
 }
 
@@ -91,6 +153,46 @@ unsafe extern "C" fn periodic_callback<T: FileSystem>(work: *mut bindings::work_
     };
     // SAFETY: `info.sb` is mounted and its `s_fs_info` is `info` (type invariant).
     T::periodic(unsafe { SuperBlock::<T>::from_raw(info.sb) });
+}
+
+/// Handles completed writeback ioends, oldest first.
+///
+/// # Safety
+///
+/// Called only by the workqueue, for the `wb_work` of a live `SbInfo<T>`.
+unsafe extern "C" fn writeback_done_callback<T: FileSystem>(work: *mut bindings::work_struct) {
+    // SAFETY: the work item is the `wb_work` field of an `SbInfo<T>`, which destroys its queue
+    // (waiting for this) before it goes away.
+    let info = unsafe {
+        &*kernel::container_of!(
+            Opaque::cast_from(work.cast::<bindings::work_struct>()),
+            SbInfo<T>,
+            wb_work
+        )
+    };
+    loop {
+        let mut list = info.wb_done.swap(ptr::null_mut(), Ordering::Acquire);
+        if list.is_null() {
+            return;
+        }
+        // The stack holds the newest first; reverse it.
+        let mut oldest = ptr::null_mut::<ext::iomap_ioend>();
+        while !list.is_null() {
+            // SAFETY: a queued ioend (type invariant), now owned by this function.
+            let next = unsafe { (*list).io_private.cast::<ext::iomap_ioend>() };
+            // SAFETY: as above.
+            unsafe { (*list).io_private = oldest.cast() };
+            oldest = list;
+            list = next;
+        }
+        while !oldest.is_null() {
+            let ioend = oldest;
+            // SAFETY: as above; read before the ioend is finished (and freed).
+            oldest = unsafe { (*ioend).io_private.cast() };
+            // SAFETY: a completed ioend of a file of ours (type invariant).
+            unsafe { super::iomap::finish_written::<T>(ioend) };
+        }
+    }
 }
 
 /// A handle to the block device under a mounted filesystem.
@@ -258,6 +360,11 @@ impl<T: FileSystem> SuperBlock<T> {
             let delay = ext::lcfs_msecs_to_jiffies(ms);
             ext::lcfs_schedule_delayed_work(work.cast(), delay);
         }
+    }
+
+    /// Waits until every completed writeback ioend has been handled.
+    pub(super) fn flush_writeback(&self) {
+        self.sb_info().flush_writeback();
     }
 
     /// Cancels the periodic work and waits for a running instance to finish.
