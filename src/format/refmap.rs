@@ -551,8 +551,7 @@ impl RefMap {
         if blocknr == 0 || blocknr >= self.total_blocks {
             return Err(Error::Corrupt(FormatError::BadField("map block number")));
         }
-        let mut buf = store.alloc_buf()?;
-        store.read(blocknr, &mut buf)?;
+        let buf = store.read_new(blocknr)?;
         let expect = MapExpect {
             blocknr,
             fsid: self.fsid,

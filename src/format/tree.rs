@@ -77,6 +77,14 @@ pub trait BlockStore {
     /// Writes `buf` to block `blocknr`.
     fn write(&mut self, blocknr: u64, buf: &Self::Buf) -> Result<(), Error>;
 
+    /// Reads block `blocknr` into a new buffer. A store may skip zeroing the buffer first, since
+    /// the block overwrites all of it.
+    fn read_new(&mut self, blocknr: u64) -> Result<Self::Buf, Error> {
+        let mut buf = self.alloc_buf()?;
+        self.read(blocknr, &mut buf)?;
+        Ok(buf)
+    }
+
     /// Number of blocks of the filesystem.
     fn total_blocks(&self) -> u64;
 
@@ -198,8 +206,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         if blocknr == 0 || blocknr >= self.store.total_blocks() {
             return Err(Error::Corrupt(FormatError::BadField("block number")));
         }
-        let mut buf = self.store.alloc_buf()?;
-        self.store.read(blocknr, &mut buf)?;
+        let buf = self.store.read_new(blocknr)?;
         let expect = self.expect(blocknr, level);
         let hdr = if self.store.is_verified(blocknr) {
             node::check_placement(buf.as_ref(), &expect)?

@@ -78,12 +78,17 @@ impl BufPool {
 
     /// A zeroed block, reused if one is free.
     fn get(self: &Arc<Self>) -> Result<KBlock, CoreError> {
+        let mut b = self.get_dirty()?;
+        b.data.fill(0);
+        Ok(b)
+    }
+
+    /// A block with the contents a previous user left in it (zeros if newly allocated), for a
+    /// caller that overwrites all of it.
+    fn get_dirty(self: &Arc<Self>) -> Result<KBlock, CoreError> {
         let reused = self.free.lock().pop();
         let data = match reused {
-            Some(mut d) => {
-                d.fill(0);
-                d
-            }
+            Some(d) => d,
             None => zeroed_block()?,
         };
         Ok(KBlock {
@@ -161,6 +166,13 @@ impl BlockStore for BdevStore {
         self.bdev
             .read(blocknr, |b| buf.data.copy_from_slice(b))
             .map_err(|_| CoreError::Io)
+    }
+
+    fn read_new(&mut self, blocknr: u64) -> Result<KBlock, CoreError> {
+        // The copy below overwrites the whole block (or the buffer goes back on an error).
+        let mut buf = self.pool.get_dirty()?;
+        self.read(blocknr, &mut buf)?;
+        Ok(buf)
     }
 
     fn write(&mut self, blocknr: u64, buf: &KBlock) -> Result<(), CoreError> {
