@@ -40,6 +40,9 @@ struct workqueue_struct *lcfs_alloc_writeback_workqueue(const char *id);
 void lcfs_init_work(struct work_struct *work, lcfs_work_fn fn);
 void lcfs_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 void lcfs_flush_workqueue(struct workqueue_struct *wq);
+struct bio;
+void lcfs_bio_clear_complete_in_task(struct bio *bio);
+void lcfs_cond_resched(void);
 
 struct fs_context;
 struct fs_parameter;

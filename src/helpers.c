@@ -60,6 +60,9 @@ struct workqueue_struct *lcfs_alloc_writeback_workqueue(const char *id)
 void lcfs_init_work(struct work_struct *work, lcfs_work_fn fn) { INIT_WORK(work, fn); }
 void lcfs_queue_work(struct workqueue_struct *wq, struct work_struct *work) { queue_work(wq, work); }
 void lcfs_flush_workqueue(struct workqueue_struct *wq) { flush_workqueue(wq); }
+/* Our completion already runs in a task; the block layer need not defer it first. */
+void lcfs_bio_clear_complete_in_task(struct bio *bio) { bio_clear_flag(bio, BIO_COMPLETE_IN_TASK); }
+void lcfs_cond_resched(void) { cond_resched(); }
 
 int lcfs_fs_parse(struct fs_context *fc, const struct fs_parameter_spec *desc,
 		  struct fs_parameter *param, struct fs_parse_result *result)

@@ -301,8 +301,12 @@ unsafe extern "C" fn writeback_submit_callback<T: FileSystem>(
     // SAFETY: iomap passes its context with a pending ioend in `wb_ctx`.
     let ioend = unsafe { (*wpc).wb_ctx.cast::<ext::iomap_ioend>() };
     if error == 0 && !ioend.is_null() {
-        // SAFETY: the ioend is not submitted yet; its completion becomes ours.
-        unsafe { (*ioend).io_bio.bi_end_io = Some(writeback_end_io::<T>) };
+        // SAFETY: the ioend is not submitted yet; its completion becomes ours, and already runs
+        // in a task (the workqueue), so the block layer need not defer it (dropbehind folios).
+        unsafe {
+            (*ioend).io_bio.bi_end_io = Some(writeback_end_io::<T>);
+            ext::lcfs_bio_clear_complete_in_task(ptr::addr_of_mut!((*ioend).io_bio).cast());
+        }
     }
     // SAFETY: submits the ioend, or completes it with the error through the default handler.
     unsafe { ext::iomap_ioend_writeback_submit(wpc, error) }
@@ -316,12 +320,16 @@ unsafe extern "C" fn writeback_submit_callback<T: FileSystem>(
 /// Called only by the block layer, for the bio of an ioend submitted by
 /// `writeback_submit_callback::<T>`.
 unsafe extern "C" fn writeback_end_io<T: FileSystem>(bio: *mut bindings::bio) {
+    // Once `queue_written` publishes the ioend, a running worker may end its writeback and the
+    // filesystem may unmount before this function returns; `put_super` waits for an RCU grace
+    // period, so the per-mount state outlives this read-side section.
+    let _rcu = kernel::sync::rcu::read_lock();
     // SAFETY: the bio is the `io_bio` of an ioend (see above), which its completion owns now.
+    // Until the ioend is queued, its folios under writeback pin the inode and so the mounted
+    // superblock, whose `s_fs_info` stays until `put_super`; after that, the RCU section does.
     unsafe {
         let ioend = kernel::container_of!(bio, ext::iomap_ioend, io_bio);
         (*ioend).io_error = bindings::blk_status_to_errno((*bio).bi_status);
-        // The folios under writeback pin the inode and so the mounted superblock, whose
-        // `s_fs_info` stays until `put_super`, after all writeback ended.
         let sb = (*(*ioend).io_inode).i_sb;
         let info = &*(*sb).s_fs_info.cast::<SbInfo<T>>();
         info.queue_written(ioend);

@@ -475,8 +475,10 @@ unsafe extern "C" fn put_super_callback<T: FileSystem>(sb: *mut bindings::super_
     // device is still open.
     let sb_ref = unsafe { SuperBlock::<T>::from_raw(sb) };
     sb_ref.cancel_periodic();
-    // Writeback has ended (the VFS synced and evicted everything), but its completion work may
-    // still be returning.
+    // Writeback has ended (the VFS synced and evicted everything), but a bio completion may
+    // still be queueing its (finished) ioend's work item under the RCU read lock, and the work
+    // may still be returning: wait for both before the per-mount state goes.
+    kernel::sync::rcu::synchronize_rcu();
     sb_ref.flush_writeback();
     T::put_super(sb_ref);
     // SAFETY: nothing uses the per-mount state after `put_super`; dropping it here, before the

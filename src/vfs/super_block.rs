@@ -105,7 +105,9 @@ impl<T: FileSystem> SbInfo<T> {
     /// # Safety
     ///
     /// `ioend` is a completed ioend of a file of this superblock, submitted by
-    /// `writeback_submit_callback::<T>`, and no longer used by anyone else.
+    /// `writeback_submit_callback::<T>`, and no longer used by anyone else. The caller holds the
+    /// RCU read lock: once the ioend is published, only `put_super`'s grace period keeps `self`
+    /// alive.
     pub(super) unsafe fn queue_written(&self, ioend: *mut ext::iomap_ioend) {
         let mut head = self.wb_done.load(Ordering::Relaxed);
         loop {
@@ -121,7 +123,8 @@ impl<T: FileSystem> SbInfo<T> {
                 Err(now) => head = now,
             }
         }
-        // SAFETY: live queue and initialised work item (type invariants); queueing an already
+        // SAFETY: initialised work item and a queue that stays live until `put_super` waited
+        // for the caller's RCU section (type invariants, function contract); queueing an already
         // queued item does nothing, and a running one is queued again.
         unsafe { ext::lcfs_queue_work(self.wb_queue.as_ptr().cast(), self.wb_work.get().cast()) };
     }
@@ -191,6 +194,8 @@ unsafe extern "C" fn writeback_done_callback<T: FileSystem>(work: *mut bindings:
             oldest = unsafe { (*ioend).io_private.cast() };
             // SAFETY: a completed ioend of a file of ours (type invariant).
             unsafe { super::iomap::finish_written::<T>(ioend) };
+            // SAFETY: process context, no locks held.
+            unsafe { ext::lcfs_cond_resched() };
         }
     }
 }
