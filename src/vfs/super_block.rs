@@ -80,12 +80,9 @@ impl<T: FileSystem> SbInfo<T> {
                 sb,
                 info,
             },
+            // On failure the value is dropped, and its `Drop` destroys the queue.
             GFP_KERNEL,
-        )
-        .inspect_err(|_| {
-            // SAFETY: the queue was just allocated and nothing was queued on it.
-            unsafe { bindings::destroy_workqueue(wb_queue.as_ptr()) }
-        })?;
+        )?;
         // SAFETY: the box gives the work items a stable address; they are initialised before
         // anyone can queue them.
         unsafe {
