@@ -403,11 +403,21 @@ pub struct RefMap {
     /// already: a path stays writable until commit, so this saves re-reading it.
     writable: [u64; WRITABLE_CACHE],
     writable_generation: u64,
+    /// Blocks (`blocknr + 1`) this transaction allocated for tree nodes whose count is still
+    /// the 1 the allocation gave them: copy-on-write asks for the count of every node on every
+    /// path it changes, and for these it needs no map read. Direct-mapped; any other change to
+    /// a block's count forgets it.
+    fresh: [u64; FRESH_CACHE],
+    fresh_generation: u64,
 }
 
 /// Entries of [`RefMap`]'s cache of writable paths.
 const WRITABLE_CACHE: usize = 8;
 const WRITABLE_LEN: u64 = WRITABLE_CACHE as u64;
+
+/// Entries of [`RefMap`]'s table of fresh node blocks.
+const FRESH_CACHE: usize = 128;
+const FRESH_LEN: u64 = FRESH_CACHE as u64;
 
 /// Map state passed to [`RefMap::open`].
 #[derive(Clone, Copy, Debug)]
@@ -490,6 +500,8 @@ impl RefMap {
             npending: 0,
             writable: [0; WRITABLE_CACHE],
             writable_generation: 0,
+            fresh: [0; FRESH_CACHE],
+            fresh_generation: 0,
         })
     }
 
@@ -514,6 +526,8 @@ impl RefMap {
             npending: 0,
             writable: [0; WRITABLE_CACHE],
             writable_generation: 0,
+            fresh: [0; FRESH_CACHE],
+            fresh_generation: 0,
         };
         let (buf, _) = map.read_node(store, p.root, level, 0)?;
         let (free, pinned) = if level == 0 {
@@ -586,6 +600,9 @@ impl RefMap {
     pub fn refcount<S: BlockStore>(&self, store: &mut S, blocknr: u64) -> Result<u32, Error> {
         if blocknr >= self.total_blocks {
             return Err(Error::Corrupt(FormatError::BadField("block number")));
+        }
+        if self.is_fresh(blocknr) {
+            return Ok(1);
         }
         let (mut block, mut level, mut first) = (self.root, self.level, 0u64);
         loop {
@@ -826,6 +843,7 @@ impl RefMap {
                 continue;
             }
             let op = if taken { Op::Alloc { max: 1 } } else { Op::Dec };
+            self.forget_fresh(b, 1);
             let (n, dfree, dpinned) = self.apply_rec(store, self.root, self.level, 0, b, 1, op)?;
             if n != 1 {
                 return Err(Error::Corrupt(FormatError::BadField("map count")));
@@ -930,6 +948,7 @@ impl RefMap {
         len: u64,
         op: Op,
     ) -> Result<u64, Error> {
+        self.forget_fresh(blocknr, len);
         if let Err(e) = self.make_writable(store, blocknr) {
             self.npending = 0;
             return Err(e);
@@ -1073,6 +1092,63 @@ impl RefMap {
 
     fn alloc_one<S: BlockStore>(&mut self, store: &mut S, purpose: Purpose) -> Result<u64, Error> {
         Ok(self.alloc_run(store, purpose, 1)?.0)
+    }
+
+    fn fresh_slot(blocknr: u64) -> usize {
+        // CAST: below FRESH_CACHE.
+        (blocknr % FRESH_LEN) as usize
+    }
+
+    /// Allocates a block for a tree node (count 1) and remembers it as fresh (see `fresh`).
+    pub fn alloc_node<S: BlockStore>(&mut self, store: &mut S) -> Result<u64, Error> {
+        let b = self.alloc_one(store, Purpose::Metadata)?;
+        self.note_single(b);
+        Ok(b)
+    }
+
+    /// Reference count of the tree node `blocknr`, remembering a count of 1 (see `fresh`): the
+    /// nodes near a tree's root are asked for on every change.
+    pub fn node_refcount<S: BlockStore>(
+        &mut self,
+        store: &mut S,
+        blocknr: u64,
+    ) -> Result<u32, Error> {
+        let n = self.refcount(store, blocknr)?;
+        if n == 1 {
+            self.note_single(blocknr);
+        }
+        Ok(n)
+    }
+
+    fn note_single(&mut self, blocknr: u64) {
+        if self.fresh_generation != self.generation {
+            self.fresh = [0; FRESH_CACHE];
+            self.fresh_generation = self.generation;
+        }
+        if let Some(slot) = self.fresh.get_mut(Self::fresh_slot(blocknr)) {
+            *slot = blocknr.wrapping_add(1);
+        }
+    }
+
+    /// Whether `blocknr` is a node block of this transaction whose count is known to be 1.
+    fn is_fresh(&self, blocknr: u64) -> bool {
+        self.fresh_generation == self.generation
+            && self.fresh.get(Self::fresh_slot(blocknr)) == Some(&blocknr.wrapping_add(1))
+    }
+
+    /// Forgets the blocks of `[blocknr, blocknr + len)` as fresh: their counts change.
+    fn forget_fresh(&mut self, blocknr: u64, len: u64) {
+        if len >= FRESH_LEN {
+            self.fresh = [0; FRESH_CACHE];
+            return;
+        }
+        for b in blocknr..blocknr.saturating_add(len) {
+            if let Some(slot) = self.fresh.get_mut(Self::fresh_slot(b)) {
+                if *slot == b.wrapping_add(1) {
+                    *slot = 0;
+                }
+            }
+        }
     }
 
     /// Allocates one block.

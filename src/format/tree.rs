@@ -121,10 +121,10 @@ pub trait Allocator<S: BlockStore> {
 
 impl<S: BlockStore> Allocator<S> for super::refmap::RefMap {
     fn alloc(&mut self, store: &mut S) -> Result<u64, Error> {
-        super::refmap::RefMap::alloc(self, store, super::refmap::Purpose::Metadata)
+        self.alloc_node(store)
     }
     fn refcount(&mut self, store: &mut S, blocknr: u64) -> Result<u32, Error> {
-        super::refmap::RefMap::refcount(self, store, blocknr)
+        self.node_refcount(store, blocknr)
     }
     fn inc_ref(&mut self, store: &mut S, blocknr: u64, len: u64) -> Result<(), Error> {
         self.inc_range(store, blocknr, len)
@@ -169,6 +169,10 @@ struct Shrunk {
     block: u64,
     /// Whether it fell below the fill threshold and wants a merge.
     underfull: bool,
+    /// Items (leaf) or children (interior node) left in it.
+    len: usize,
+    /// Whether it is a leaf.
+    leaf: bool,
 }
 
 impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
@@ -592,20 +596,28 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         if self.lookup(root, key, |_| ())?.is_none() {
             return Ok((root, false));
         }
+        self.remove_present(root, key).map(|r| (r, true))
+    }
+
+    /// Removes `key`, which the caller has just found under `root` (a key that is not there
+    /// is reported as corruption, after the path to it was copied). Returns the new root.
+    pub fn remove_present(&mut self, root: u64, key: &Key) -> Result<u64, Error> {
+        if root == 0 {
+            return Err(Error::Corrupt(FormatError::BadField("key vanished")));
+        }
         let shrunk = self.remove_rec(root, None, key)?;
         // Collapse a root that has become trivial.
-        let (buf, hdr) = self.read(shrunk.block, None)?;
-        let n = node::len(buf.as_ref())?;
-        if hdr.is_leaf() && n == 0 {
+        if shrunk.leaf && shrunk.len == 0 {
             self.alloc.dec_ref(self.store, shrunk.block, 1)?;
-            return Ok((0, true));
+            return Ok(0);
         }
-        if !hdr.is_leaf() && n == 1 {
+        if !shrunk.leaf && shrunk.len == 1 {
+            let (buf, _) = self.read(shrunk.block, None)?;
             let child = node::internal_child(buf.as_ref(), 0)?;
             self.alloc.dec_ref(self.store, shrunk.block, 1)?;
-            return Ok((child, true));
+            return Ok(child);
         }
-        Ok((shrunk.block, true))
+        Ok(shrunk.block)
     }
 
     fn remove_rec(&mut self, block: u64, level: Option<u8>, key: &Key) -> Result<Shrunk, Error> {
@@ -622,6 +634,8 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
             return Ok(Shrunk {
                 block: me,
                 underfull,
+                len: node::len(buf.as_ref())?,
+                leaf: true,
             });
         }
         let i = node::child_index(buf.as_ref(), key)?;
@@ -631,9 +645,12 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         let rebalance = shrunk.underfull && node::len(buf.as_ref())? > 1;
         if me == block && shrunk.block == child && !rebalance {
             // Written earlier in this transaction and unchanged (see `insert_rec`).
+            let len = node::len(buf.as_ref())?;
             return Ok(Shrunk {
                 block: me,
-                underfull: node::len(buf.as_ref())? < MAX_INTERNAL_ITEMS / 4,
+                underfull: len < MAX_INTERNAL_ITEMS / 4,
+                len,
+                leaf: false,
             });
         }
         node::internal_set_child(buf.as_mut(), i, shrunk.block)?;
@@ -647,10 +664,12 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
             self.rebalance(&mut buf, left, child_level)?;
         }
         self.write(me, &mut buf)?;
-        let underfull = node::len(buf.as_ref())? < MAX_INTERNAL_ITEMS / 4;
+        let len = node::len(buf.as_ref())?;
         Ok(Shrunk {
             block: me,
-            underfull,
+            underfull: len < MAX_INTERNAL_ITEMS / 4,
+            len,
+            leaf: false,
         })
     }
 

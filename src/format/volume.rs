@@ -792,11 +792,7 @@ impl<S: Device> Volume<S> {
         let Some(old) = old else { return Ok(false) };
         let (sub, refs) = old?;
         self.mutate(|v| {
-            let (root, found) = v.txn(tree_kind::FS).remove(l.root, key)?;
-            if !found {
-                return Err(Error::Corrupt(FormatError::BadField("key vanished")));
-            }
-            l.root = root;
+            l.root = v.txn(tree_kind::FS).remove_present(l.root, key)?;
             if let Some((b, n)) = refs {
                 v.map.dec_range(&mut v.store, b, n)?;
             }
