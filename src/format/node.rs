@@ -64,6 +64,7 @@ pub const MAX_LEVEL: u8 = 8;
 
 mod off {
     pub(super) const MAGIC: usize = 0;
+    /// Also where a map node keeps its checksum: [`super::seal`] seals both kinds.
     pub(super) const CHECKSUM: usize = 4;
     pub(super) const BLOCKNR: usize = 8;
     pub(super) const GENERATION: usize = 16;

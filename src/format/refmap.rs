@@ -244,6 +244,9 @@ pub fn seal(buf: &mut [u8]) -> Result<(), FormatError> {
     put_u32(buf, off::CHECKSUM, sum)
 }
 
+// A store seals every node the same way, tree or map (`BlockStore::write_node`).
+const _: () = assert!(off::CHECKSUM == 4 && NODE_SIZE == super::node::NODE_SIZE);
+
 /// Checks only that a map node already fully validated is the one expected here (see
 /// [`super::tree::BlockStore::is_verified`]): magic, location, filesystem, level, first block and
 /// generation.
@@ -590,8 +593,7 @@ impl RefMap {
         blocknr: u64,
         buf: &mut S::Buf,
     ) -> Result<(), Error> {
-        seal(buf.as_mut())?;
-        store.write(blocknr, buf)?;
+        store.write_node(blocknr, buf)?;
         store.set_verified(blocknr);
         Ok(())
     }

@@ -77,6 +77,17 @@ pub trait BlockStore {
     /// Writes `buf` to block `blocknr`.
     fn write(&mut self, blocknr: u64, buf: &Self::Buf) -> Result<(), Error>;
 
+    /// Writes the metadata node `buf` (a tree or map node: both keep the CRC-32C of the block
+    /// at bytes 4..8, computed by [`node::seal`]) without its checksum computed yet. A store that keeps written nodes in
+    /// memory may seal a node only when it passes it on towards the medium (before
+    /// [`super::volume::Device::flush`] returns at the latest), so that a node changed many times
+    /// in a transaction is checksummed once; reading it back meanwhile gives the unsealed bytes,
+    /// and [`Self::is_verified`] must say yes for it. The default seals and writes at once.
+    fn write_node(&mut self, blocknr: u64, buf: &mut Self::Buf) -> Result<(), Error> {
+        node::seal(buf.as_mut())?;
+        self.write(blocknr, buf)
+    }
+
     /// Reads block `blocknr` into a new buffer. A store may skip zeroing the buffer first, since
     /// the block overwrites all of it.
     fn read_new(&mut self, blocknr: u64) -> Result<Self::Buf, Error> {
@@ -226,8 +237,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
     }
 
     fn write(&mut self, blocknr: u64, buf: &mut S::Buf) -> Result<(), Error> {
-        node::seal(buf.as_mut())?;
-        self.store.write(blocknr, buf)?;
+        self.store.write_node(blocknr, buf)?;
         self.store.set_verified(blocknr);
         Ok(())
     }
@@ -471,6 +481,18 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
 
     /// Inserts or replaces `key`. Returns the new root.
     pub fn insert(&mut self, root: u64, key: &Key, value: &[u8]) -> Result<u64, Error> {
+        self.insert_replacing(root, key, value)
+            .map(|(root, _)| root)
+    }
+
+    /// [`Self::insert`], also telling whether an item with the key was there (and replaced):
+    /// for a caller that needs only that, it saves a lookup.
+    pub fn insert_replacing(
+        &mut self,
+        root: u64,
+        key: &Key,
+        value: &[u8],
+    ) -> Result<(u64, bool), Error> {
         if value.len() > MAX_VALUE_SIZE {
             return Err(Error::Invalid);
         }
@@ -478,9 +500,21 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
             let (blocknr, mut buf) = self.new_node(0)?;
             node::leaf_insert(buf.as_mut(), 0, key, value)?;
             self.write(blocknr, &mut buf)?;
-            return Ok(blocknr);
+            return Ok((blocknr, false));
         }
-        match self.insert_rec(root, None, key, value)? {
+        let mut replaced = false;
+        let root = self.insert_grown(root, key, value, &mut replaced)?;
+        Ok((root, replaced))
+    }
+
+    fn insert_grown(
+        &mut self,
+        root: u64,
+        key: &Key,
+        value: &[u8],
+        replaced: &mut bool,
+    ) -> Result<u64, Error> {
+        match self.insert_rec(root, None, key, value, replaced)? {
             Grown::One(block) => Ok(block),
             Grown::Two(left, right_key, right) => {
                 let (_, hdr) = self.read(left, None)?;
@@ -508,12 +542,14 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         level: Option<u8>,
         key: &Key,
         value: &[u8],
+        replaced: &mut bool,
     ) -> Result<Grown, Error> {
         let (mut buf, hdr) = self.read(block, level)?;
         if hdr.is_leaf() {
             let me = self.cow(block, &hdr, &mut buf)?;
             let pos = match node::search(buf.as_ref(), key)? {
                 Ok(i) => {
+                    *replaced = true;
                     node::leaf_remove(buf.as_mut(), i)?;
                     i
                 }
@@ -545,7 +581,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         let me = self.cow(block, &hdr, &mut buf)?;
         let i = node::child_index(buf.as_ref(), key)?;
         let child = node::internal_child(buf.as_ref(), i)?;
-        let grown = self.insert_rec(child, Some(hdr.level - 1), key, value)?;
+        let grown = self.insert_rec(child, Some(hdr.level - 1), key, value, replaced)?;
         let mut changed = me != block;
         if node::internal_key(buf.as_ref(), i)? > *key {
             // Only possible for child 0: keep the separator a lower bound.

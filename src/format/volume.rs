@@ -762,6 +762,17 @@ impl<S: Device> Volume<S> {
         let total = self.sb.total_blocks;
         let (add, _) = item_usage(key, value, total)?;
         self.admit(2, grows)?;
+        if !matches!(key.kind, kind::EXTENT | kind::COW | kind::XATTR) {
+            // What such an item accounts for depends on its key alone: whether the insert
+            // replaced one is all the accounting needs, and the tree walk tells that.
+            return self.mutate(|v| {
+                let (root, replaced) = v.txn(tree_kind::FS).insert_replacing(l.root, key, value)?;
+                l.root = root;
+                let sub = if replaced { add } else { Usage::default() };
+                Self::account_item(&mut l, key, add, sub)?;
+                v.put_layer(&l)
+            });
+        }
         let old = self
             .txn(tree_kind::FS)
             .lookup(l.root, key, |v| item_usage(key, v, total))?;
@@ -771,13 +782,19 @@ impl<S: Device> Volume<S> {
             if let Some((b, n)) = old_refs {
                 v.map.dec_range(&mut v.store, b, n)?;
             }
-            Self::apply_usage(&mut l, add, sub)?;
-            // Every key of a layer tree belongs to an inode: keep `next_ino` past all of them.
-            if key.id >= l.next_ino {
-                l.next_ino = key.id.checked_add(1).ok_or(Error::Invalid)?;
-            }
+            Self::account_item(&mut l, key, add, sub)?;
             v.put_layer(&l)
         })
+    }
+
+    /// Counts an inserted item (`add`) in place of the one it replaced (`sub`).
+    fn account_item(l: &mut LayerInfo, key: &Key, add: Usage, sub: Usage) -> Result<(), Error> {
+        Self::apply_usage(l, add, sub)?;
+        // Every key of a layer tree belongs to an inode: keep `next_ino` past all of them.
+        if key.id >= l.next_ino {
+            l.next_ino = key.id.checked_add(1).ok_or(Error::Invalid)?;
+        }
+        Ok(())
     }
 
     /// Removes an item of a read-write layer, dropping the blocks it references. Returns whether
