@@ -286,7 +286,8 @@ impl BlockStore for BdevStore {
         self.bdev
             .read(blocknr, |b| buf.data.copy_from_slice(b))
             .map_err(|_| CoreError::Io)?;
-        // A failure to cache is no failure to read.
+        // Caching may first write back the dirty node the slot holds; if that fails, so does the
+        // read, since the node must not be lost (no room for a copy only means no caching).
         self.cache(blocknr, &buf.data, false)?;
         Ok(())
     }
