@@ -406,21 +406,11 @@ pub struct RefMap {
     /// already: a path stays writable until commit, so this saves re-reading it.
     writable: [u64; WRITABLE_CACHE],
     writable_generation: u64,
-    /// Blocks (`blocknr + 1`) this transaction allocated for tree nodes whose count is still
-    /// the 1 the allocation gave them: copy-on-write asks for the count of every node on every
-    /// path it changes, and for these it needs no map read. Direct-mapped; any other change to
-    /// a block's count forgets it.
-    fresh: [u64; FRESH_CACHE],
-    fresh_generation: u64,
 }
 
 /// Entries of [`RefMap`]'s cache of writable paths.
 const WRITABLE_CACHE: usize = 8;
 const WRITABLE_LEN: u64 = WRITABLE_CACHE as u64;
-
-/// Entries of [`RefMap`]'s table of fresh node blocks.
-const FRESH_CACHE: usize = 128;
-const FRESH_LEN: u64 = FRESH_CACHE as u64;
 
 /// Map state passed to [`RefMap::open`].
 #[derive(Clone, Copy, Debug)]
@@ -445,6 +435,7 @@ impl RefMap {
     /// Builds the map of a fresh filesystem in `generation`, with blocks `0..fixed` in use.
     /// The map's own nodes are placed right after them. Returns the map; its nodes are written.
     pub fn format<S: BlockStore>(store: &mut S, p: &MapParams, fixed: u64) -> Result<Self, Error> {
+        Self::clear_single(store);
         let level = levels_for(p.total_blocks)?;
         let nodes = u64::from(level) + 1;
         let used = fixed.checked_add(nodes).ok_or(Error::Invalid)?;
@@ -503,14 +494,13 @@ impl RefMap {
             npending: 0,
             writable: [0; WRITABLE_CACHE],
             writable_generation: 0,
-            fresh: [0; FRESH_CACHE],
-            fresh_generation: 0,
         })
     }
 
     /// Opens the map of a committed filesystem for a new transaction, checking the root's
     /// summary against the superblock's free count.
     pub fn open<S: BlockStore>(store: &mut S, p: &MapParams) -> Result<Self, Error> {
+        Self::clear_single(store);
         let level = levels_for(p.total_blocks)?;
         if level != p.level || p.root == 0 || p.root >= p.total_blocks {
             return Err(Error::Corrupt(FormatError::BadField("map root")));
@@ -529,8 +519,6 @@ impl RefMap {
             npending: 0,
             writable: [0; WRITABLE_CACHE],
             writable_generation: 0,
-            fresh: [0; FRESH_CACHE],
-            fresh_generation: 0,
         };
         let (buf, _) = map.read_node(store, p.root, level, 0)?;
         let (free, pinned) = if level == 0 {
@@ -603,7 +591,7 @@ impl RefMap {
         if blocknr >= self.total_blocks {
             return Err(Error::Corrupt(FormatError::BadField("block number")));
         }
-        if self.is_fresh(blocknr) {
+        if self.is_single(store, blocknr) {
             return Ok(1);
         }
         let (mut block, mut level, mut first) = (self.root, self.level, 0u64);
@@ -845,7 +833,7 @@ impl RefMap {
                 continue;
             }
             let op = if taken { Op::Alloc { max: 1 } } else { Op::Dec };
-            self.forget_fresh(b, 1);
+            self.forget_single(store, b, 1);
             let (n, dfree, dpinned) = self.apply_rec(store, self.root, self.level, 0, b, 1, op)?;
             if n != 1 {
                 return Err(Error::Corrupt(FormatError::BadField("map count")));
@@ -950,7 +938,7 @@ impl RefMap {
         len: u64,
         op: Op,
     ) -> Result<u64, Error> {
-        self.forget_fresh(blocknr, len);
+        self.forget_single(store, blocknr, len);
         if let Err(e) = self.make_writable(store, blocknr) {
             self.npending = 0;
             return Err(e);
@@ -1096,20 +1084,17 @@ impl RefMap {
         Ok(self.alloc_run(store, purpose, 1)?.0)
     }
 
-    fn fresh_slot(blocknr: u64) -> usize {
-        // CAST: below FRESH_CACHE.
-        (blocknr % FRESH_LEN) as usize
-    }
-
-    /// Allocates a block for a tree node (count 1) and remembers it as fresh (see `fresh`).
+    /// Allocates a block for a tree node (count 1) and remembers its count (see
+    /// [`BlockStore::single_table`]).
     pub fn alloc_node<S: BlockStore>(&mut self, store: &mut S) -> Result<u64, Error> {
         let b = self.alloc_one(store, Purpose::Metadata)?;
-        self.note_single(b);
+        self.note_single(store, b);
         Ok(b)
     }
 
-    /// Reference count of the tree node `blocknr`, remembering a count of 1 (see `fresh`): the
-    /// nodes near a tree's root are asked for on every change.
+    /// Reference count of the tree node `blocknr`, remembering a count of 1 (see
+    /// [`BlockStore::single_table`]): copy-on-write asks for the count of every node on every
+    /// path it changes, and the nodes near a root are on every path.
     pub fn node_refcount<S: BlockStore>(
         &mut self,
         store: &mut S,
@@ -1117,39 +1102,71 @@ impl RefMap {
     ) -> Result<u32, Error> {
         let n = self.refcount(store, blocknr)?;
         if n == 1 {
-            self.note_single(blocknr);
+            self.note_single(store, blocknr);
         }
         Ok(n)
     }
 
-    fn note_single(&mut self, blocknr: u64) {
-        if self.fresh_generation != self.generation {
-            self.fresh = [0; FRESH_CACHE];
-            self.fresh_generation = self.generation;
+    /// The store's table of blocks with count 1 for this transaction: slot 0 holds the
+    /// generation the entries belong to, the others `blocknr + 1` (direct-mapped). A table of
+    /// another generation is emptied first.
+    fn single_table<'a, S: BlockStore>(&self, store: &'a mut S) -> Option<&'a mut [u64]> {
+        let t = store.single_table()?;
+        let (first, _) = t.split_first_mut()?;
+        if *first != self.generation {
+            t.fill(0);
+            *t.first_mut()? = self.generation;
         }
-        if let Some(slot) = self.fresh.get_mut(Self::fresh_slot(blocknr)) {
-            *slot = blocknr.wrapping_add(1);
+        Some(t)
+    }
+
+    fn single_slot(t: &[u64], blocknr: u64) -> Option<usize> {
+        let n = u64::try_from(t.len())
+            .ok()?
+            .checked_sub(1)
+            .filter(|&n| n > 0)?;
+        usize::try_from(blocknr % n).ok()?.checked_add(1)
+    }
+
+    fn note_single<S: BlockStore>(&self, store: &mut S, blocknr: u64) {
+        if let Some(t) = self.single_table(store) {
+            if let Some(slot) = Self::single_slot(t, blocknr).and_then(|i| t.get_mut(i)) {
+                *slot = blocknr.wrapping_add(1);
+            }
         }
     }
 
-    /// Whether `blocknr` is a node block of this transaction whose count is known to be 1.
-    fn is_fresh(&self, blocknr: u64) -> bool {
-        self.fresh_generation == self.generation
-            && self.fresh.get(Self::fresh_slot(blocknr)) == Some(&blocknr.wrapping_add(1))
+    /// Whether the count of `blocknr` is known to be 1.
+    fn is_single<S: BlockStore>(&self, store: &mut S, blocknr: u64) -> bool {
+        let Some(t) = self.single_table(store) else {
+            return false;
+        };
+        Self::single_slot(t, blocknr).and_then(|i| t.get(i)) == Some(&blocknr.wrapping_add(1))
     }
 
-    /// Forgets the blocks of `[blocknr, blocknr + len)` as fresh: their counts change.
-    fn forget_fresh(&mut self, blocknr: u64, len: u64) {
-        if len >= FRESH_LEN {
-            self.fresh = [0; FRESH_CACHE];
+    /// Forgets the blocks of `[blocknr, blocknr + len)`: their counts change.
+    fn forget_single<S: BlockStore>(&self, store: &mut S, blocknr: u64, len: u64) {
+        let Some(t) = self.single_table(store) else {
+            return;
+        };
+        let slots = u64::try_from(t.len()).unwrap_or(u64::MAX);
+        if len >= slots {
+            t.fill(0);
             return;
         }
         for b in blocknr..blocknr.saturating_add(len) {
-            if let Some(slot) = self.fresh.get_mut(Self::fresh_slot(b)) {
+            if let Some(slot) = Self::single_slot(t, b).and_then(|i| t.get_mut(i)) {
                 if *slot == b.wrapping_add(1) {
                     *slot = 0;
                 }
             }
+        }
+    }
+
+    /// Empties the store's table (a map opened or formatted anew may reuse a generation).
+    fn clear_single<S: BlockStore>(store: &mut S) {
+        if let Some(t) = store.single_table() {
+            t.fill(0);
         }
     }
 

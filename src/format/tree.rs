@@ -107,6 +107,14 @@ pub trait BlockStore {
         false
     }
 
+    /// Memory (a few hundred `u64`s) where the reference-count map keeps, for the running
+    /// transaction, node blocks known to have count 1, so that copy-on-write needs no map walk
+    /// for them; the map owns the contents (see `RefMap::single_table`). The store only keeps
+    /// it, off the kernel stack. `None`: no table.
+    fn single_table(&mut self) -> Option<&mut [u64]> {
+        None
+    }
+
     /// Records that `blocknr` holds a fully validated block (read and checked, or just written
     /// by the format code, which only writes valid blocks). A later `write` of other contents
     /// must forget it.

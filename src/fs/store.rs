@@ -107,8 +107,13 @@ pub(crate) struct BdevStore {
     pub(crate) read_only: bool,
     verified: VerifiedBlocks,
     nodes: NodeCache,
+    /// The map's table of node blocks with count 1 ([`BlockStore::single_table`]).
+    single: KVec<u64>,
     pool: Arc<BufPool>,
 }
+
+/// Entries of the table behind [`BlockStore::single_table`] (1 KiB).
+const SINGLE_SLOTS: usize = 129;
 
 impl BdevStore {
     pub(crate) fn new(bdev: BlockDevice, total_blocks: u64, read_only: bool) -> Result<Self> {
@@ -118,6 +123,7 @@ impl BdevStore {
             read_only,
             verified: VerifiedBlocks::new()?,
             nodes: NodeCache::new()?,
+            single: KVec::from_elem(0u64, SINGLE_SLOTS, GFP_KERNEL)?,
             pool: BufPool::new()?,
         })
     }
@@ -157,7 +163,8 @@ impl VerifiedBlocks {
 /// Coherence: every metadata write goes through the store, and a block is always written as
 /// metadata before it is read as metadata again after any other use (the rule the page-cache
 /// copy itself relies on, since data bios bypass it). A dirty slot always holds a node of the
-/// running transaction: a commit flushes them all before its superblock is written.
+/// running transaction: a commit flushes them all before its superblock is written. (An aborted
+/// transaction's dirty nodes stay until the unmount; a volume is never reopened on this store.)
 struct NodeCache(KVec<NodeSlot>);
 
 struct NodeSlot {
@@ -223,13 +230,17 @@ fn write_back(bdev: &BlockDevice, slot: &mut NodeSlot) -> Result<(), CoreError> 
 }
 
 impl BdevStore {
-    /// Makes the slot of `blocknr` hold `data` (dirty or not), writing back the dirty node it
-    /// held for another block first. `false` if the slot's buffer cannot be allocated.
+    /// Makes the slot of `blocknr` hold `data`, dirty (a node write) or not (a read). A write
+    /// first writes back the dirty node the slot holds for another block; a read leaves such a
+    /// slot alone, so that reading never writes. `false` if the block was not cached.
     fn cache(&mut self, blocknr: u64, data: &[u8], dirty: bool) -> Result<bool, CoreError> {
         let Some(s) = self.nodes.slot(blocknr) else {
             return Ok(false);
         };
-        if s.tag != blocknr.wrapping_add(1) {
+        if s.tag != blocknr.wrapping_add(1) && s.dirty {
+            if !dirty {
+                return Ok(false);
+            }
             write_back(&self.bdev, s)?;
         }
         s.tag = 0;
@@ -272,6 +283,10 @@ impl BlockStore for BdevStore {
         }
     }
 
+    fn single_table(&mut self) -> Option<&mut [u64]> {
+        Some(&mut self.single)
+    }
+
     fn alloc_buf(&mut self) -> Result<KBlock, CoreError> {
         self.pool.get()
     }
@@ -286,8 +301,7 @@ impl BlockStore for BdevStore {
         self.bdev
             .read(blocknr, |b| buf.data.copy_from_slice(b))
             .map_err(|_| CoreError::Io)?;
-        // Caching may first write back the dirty node the slot holds; if that fails, so does the
-        // read, since the node must not be lost (no room for a copy only means no caching).
+        // Not caching it (no room for a copy, or the slot holds a dirty node) costs only time.
         self.cache(blocknr, &buf.data, false)?;
         Ok(())
     }

@@ -56,6 +56,9 @@ pub struct MemDevice {
     pub total: u64,
     /// Written blocks.
     pub blocks: BTreeMap<u64, Vec<u8>>,
+    /// The map's table of blocks with count 1 (as the kernel keeps one; see
+    /// `BlockStore::single_table`), so that the host tests exercise it.
+    single: Vec<u64>,
 }
 
 impl MemDevice {
@@ -64,6 +67,7 @@ impl MemDevice {
         Self {
             total,
             blocks: BTreeMap::new(),
+            single: vec![0; 129],
         }
     }
 }
@@ -84,6 +88,10 @@ impl BlockStore for MemDevice {
             None => buf.fill(0),
         }
         Ok(())
+    }
+
+    fn single_table(&mut self) -> Option<&mut [u64]> {
+        Some(&mut self.single)
     }
 
     fn write(&mut self, blocknr: u64, buf: &Vec<u8>) -> Result<(), TreeError> {
@@ -143,6 +151,10 @@ impl<S: BlockStore<Buf = Vec<u8>>> BlockStore for Recorder<S> {
 
     fn read(&mut self, blocknr: u64, buf: &mut Vec<u8>) -> Result<(), TreeError> {
         self.inner.read(blocknr, buf)
+    }
+
+    fn single_table(&mut self) -> Option<&mut [u64]> {
+        self.inner.single_table()
     }
 
     fn write(&mut self, blocknr: u64, buf: &Vec<u8>) -> Result<(), TreeError> {
