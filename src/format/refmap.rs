@@ -1170,11 +1170,6 @@ impl RefMap {
         }
     }
 
-    /// Allocates one block.
-    pub fn alloc<S: BlockStore>(&mut self, store: &mut S, purpose: Purpose) -> Result<u64, Error> {
-        self.alloc_one(store, purpose)
-    }
-
     /// Turns every pin into a free block: the last step of a commit, before the superblock is
     /// written. Every node holding a pin belongs to this transaction, so nothing is allocated.
     pub fn unpin_all<S: BlockStore>(&mut self, store: &mut S) -> Result<(), Error> {
