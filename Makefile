@@ -5,6 +5,8 @@
 #   make run     set up, build, boot a VM with a file-backed disk and run the demo
 #   make shell   interactive guest with the module and tools
 #
+# LCFS_KERNEL=release selects the guest kernel without debugging instrumentation (kernel/*.config).
+#
 # Everything outside the repository (toolchain, kernel source and build, guest images) is cached
 # under $(LCFS_CACHE), default /var/cache/lcfs.
 
@@ -24,9 +26,10 @@ setup:
 kernel: setup
 	@scripts/build-kernel.sh >/dev/null
 
-# Kbuild decides what to rebuild; KDIR comes from the kernel cache.
+# Kbuild decides what to rebuild; KDIR comes from the kernel cache. LCFS_KERNEL=release builds
+# the release kernel and a module for it (scripts/build-module.sh).
 module: kernel
-	@$(MAKE) -s -C "$$(scripts/build-kernel.sh)" LLVM=$(LLVM_SUFFIX) CLIPPY=1 M=$(CURDIR) modules
+	@scripts/build-module.sh >/dev/null
 
 userspace: setup
 	@cd userspace && cargo build --release --quiet -p lcfs-mkfs -p lcfs-fsck -p lcfs-cli
@@ -52,8 +55,9 @@ run: module guest-tools
 shell: module guest-tools
 	@scripts/vm.sh --shell
 
-# Format-core benchmark table (not a test); see Documentation/benchmarks.md.
-bench: setup module guest-tools
+# Format-core benchmark table, then the guest benchmark on the release kernel (not tests); see
+# Documentation/benchmarks.md.
+bench: setup guest-tools
 	@cd userspace && cargo run --release --quiet -p lcfs-bench
 	@scripts/fsbench.sh
 

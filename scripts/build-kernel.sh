@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
-# Builds the test kernel (tinyconfig + kernel/lcfs.config, clang 19 + rustc) into the cache, unless
-# a build with the same key is already there. Prints the kernel directory on stdout.
+# Builds a guest kernel (tinyconfig + kernel/lcfs.config + kernel/$LCFS_KERNEL.config, clang 19 +
+# rustc) into the cache, unless a build with the same key is already there. Prints the kernel
+# directory on stdout. LCFS_KERNEL: debug (default, the test kernel) or release.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
@@ -9,7 +10,7 @@ kdir=$(kernel_dir)
 if [ -f "$kdir/.lcfs-built" ]; then echo "$kdir"; exit 0; fi
 [ -z "${LCFS_KDIR:-}" ] || die "LCFS_KDIR=$LCFS_KDIR is not a finished LCFS kernel build"
 
-log "building test kernel in $kdir (about 10 minutes on 2 cores)"
+log "building $LCFS_KERNEL kernel in $kdir (about 10 minutes on 2 cores)"
 start=$(date +%s)
 # Built in place (paths inside a kernel tree are absolute); the marker file says it is complete.
 rm -rf "$kdir"; mkdir -p "$kdir"
@@ -18,7 +19,7 @@ cd "$kdir"
 mk=(make -s LLVM="$LCFS_LLVM_SUFFIX" -j"$(nproc)")
 "${mk[@]}" tinyconfig >/dev/null
 "${mk[@]}" rustavailable >/dev/null || die "Rust toolchain not usable for this kernel (make rustavailable)"
-scripts/kconfig/merge_config.sh -m .config "$LCFS_ROOT/kernel/lcfs.config" >/dev/null
+scripts/kconfig/merge_config.sh -m .config $(kernel_fragments) >/dev/null
 "${mk[@]}" olddefconfig >/dev/null
 
 # merge_config silently drops options whose dependencies are unmet: check every one we asked for.
@@ -26,7 +27,7 @@ bad=0
 while IFS= read -r line; do
 	case "$line" in CONFIG_*=n) want="# ${line%=n} is not set" ;; CONFIG_*) want="$line" ;; *) continue ;; esac
 	grep -qxF "$want" .config || { echo "missing from .config: $line" >&2; bad=1; }
-done <"$LCFS_ROOT/kernel/lcfs.config"
+done < <(cat $(kernel_fragments))
 [ $bad = 0 ] || die "kernel config fragment not satisfied"
 
 # vmlinux/all, not just bzImage: Module.symvers comes from the full build.

@@ -15,14 +15,21 @@ export PATH="$LCFS_CACHE/tools/bin:$HOME/.cargo/bin:$PATH"
 log() { printf '[lcfs %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[lcfs] error: %s\n' "$*" >&2; exit 1; }
 
-# The kernel build directory is keyed by the kernel source version, the config fragment and the
+# Which guest kernel: "debug" (the test kernel: KASAN, lockdep, kmemleak) or "release" (no
+# debugging instrumentation; long fsx runs and benchmarks). kernel/lcfs.config + kernel/$LCFS_KERNEL.config.
+LCFS_KERNEL=${LCFS_KERNEL:-debug}
+case "$LCFS_KERNEL" in debug | release) ;; *) die "LCFS_KERNEL must be debug or release, not '$LCFS_KERNEL'" ;; esac
+
+kernel_fragments() { echo "$LCFS_ROOT/kernel/lcfs.config" "$LCFS_ROOT/kernel/$LCFS_KERNEL.config"; }
+
+# The kernel build directory is keyed by the kernel source version, the config fragments and the
 # compilers: modules must be built with the exact rustc that built the kernel's rust/ crates.
 kernel_key() {
 	local ver
 	ver=$(cat "$LCFS_CACHE/src/linux-source-version" 2>/dev/null) || die "kernel source missing: run scripts/setup.sh"
 	{
 		echo "$ver"
-		cat "$LCFS_ROOT/kernel/lcfs.config"
+		cat $(kernel_fragments)
 		rustc --version
 		"clang$LCFS_LLVM_SUFFIX" --version | sed -n 1p
 		bindgen --version
@@ -32,6 +39,14 @@ kernel_key() {
 kernel_dir() {
 	if [ -n "${LCFS_KDIR:-}" ]; then echo "$LCFS_KDIR"; return; fi
 	echo "$LCFS_CACHE/kernel/$(kernel_key)"
+}
+
+# Where lcfs.ko is built for the selected kernel. The debug kernel's module is built in the tree
+# (M=$LCFS_ROOT, as `make module` always did); the release kernel's from a copy of the module
+# sources under build/, because Kbuild writes objects next to the sources and the generated
+# bindings are include!d by path.
+module_dir() {
+	if [ "$LCFS_KERNEL" = debug ]; then echo "$LCFS_ROOT"; else echo "$LCFS_ROOT/build/module-$LCFS_KERNEL"; fi
 }
 
 # The Debian mirror this machine's apt uses (deb822 or one-line sources), never a hard-coded host.

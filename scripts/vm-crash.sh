@@ -50,7 +50,7 @@ for delay in "${crash_delays[@]}"; do
 	truncate -s "$disk_size" "$disk"
 
 	# Boot 1: the workload, killed after the marker.
-	boot1="$build/logs/$suite.round$round.boot1.log"
+	boot1="$build/logs/$name.round$round.boot1.log"
 	crash_qemu 1 "$round" "$build/initramfs.cpio.gz"
 	log "crash round $round: boot 1, the workload; SIGKILL $delay s after LCFS-CRASH-NOW"
 	t1=$(date +%s)
@@ -84,7 +84,7 @@ for delay in "${crash_delays[@]}"; do
 	initrd2="$build/initramfs-crash.cpio.gz"
 	cp "$build/initramfs.cpio.gz" "$initrd2"
 	(cd "$mdir" && echo tests/crash.manifest | cpio -o -H newc --quiet | gzip -1) >>"$initrd2"
-	boot2="$build/logs/$suite.round$round.boot2.log"
+	boot2="$build/logs/$name.round$round.boot2.log"
 	crash_qemu 2 "$round" "$initrd2"
 	log "crash round $round: boot 2, fsck and checks"
 	t2=$(date +%s)

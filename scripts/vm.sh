@@ -4,6 +4,8 @@
 # /lib/modules with depmod, as users install it), the static userspace tools and the guest scripts.
 #
 #   scripts/vm.sh --run SUITE [--disk SIZE]   run tests/guest/SUITE.sh, log to build/logs/SUITE.log
+#   --name NAME                              name the run's log and disk NAME instead of SUITE
+#                                            (one suite run twice with different settings)
 #   scripts/vm.sh --shell [--disk SIZE]       interactive shell (exit with `reboot -f` or Ctrl-A X)
 #   --rootfs                                 also attach the Debian root filesystem (fio, stress-ng,
 #                                            ...; scripts/mkrootfs.sh) at /debian in the guest; a
@@ -26,23 +28,28 @@
 #   LCFS_VM_TIMEOUT  seconds before a run counts as hung (default 900, or the suite's lcfs-timeout)
 #   LCFS_GUEST_ENV   space-separated NAME=VALUE pairs, as many --env options
 #   LCFS_KVM=1       use KVM instead of TCG (KVM does not work on our CI machines)
+#   LCFS_KERNEL      debug (default: KASAN, lockdep, kmemleak) or release (LCFS_KERNEL=release
+#                    make module builds that kernel and its lcfs.ko)
+#   LCFS_KERNEL_ARGS more kernel command-line parameters (e.g. "lockdep.prove_locking=0")
 #   LCFS_VM_BUILD    directory for the initramfs, disks and logs (default build/; it must hold
 #                    guest/ with the guest tools), so that several runs can share one tree
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-mode="" suite="" disk_size=256M rootfs=0 guest_env=(${LCFS_GUEST_ENV:-})
+mode="" suite="" name="" disk_size=256M rootfs=0 guest_env=(${LCFS_GUEST_ENV:-})
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--run) mode=run; suite=$2; shift 2 ;;
 	--shell) mode=shell; suite=shell; shift ;;
 	--disk) disk_size=$2; shift 2 ;;
+	--name) name=$2; shift 2 ;;
 	--rootfs) rootfs=1; shift ;;
 	--env) guest_env+=("$2"); shift 2 ;;
 	*) die "usage: $0 --run SUITE | --shell [--disk SIZE]" ;;
 	esac
 done
 [ -n "$mode" ] || die "usage: $0 --run SUITE | --shell [--disk SIZE]"
+name=${name:-$suite}
 [ "$mode" = shell ] || [ -f "$LCFS_ROOT/tests/guest/$suite.sh" ] || die "no guest suite $suite"
 [ "$mode" = shell ] || ! grep -q '^# lcfs-needs: debian-rootfs' "$LCFS_ROOT/tests/guest/$suite.sh" || rootfs=1
 tools=0 vm_timeout=${LCFS_VM_TIMEOUT:-900}
@@ -56,10 +63,11 @@ for e in ${guest_env[@]+"${guest_env[@]}"}; do
 done
 
 kdir=$(kernel_dir)
-[ -f "$kdir/.lcfs-built" ] || die "test kernel not built (make kernel)"
+[ -f "$kdir/.lcfs-built" ] || die "$LCFS_KERNEL kernel not built (LCFS_KERNEL=$LCFS_KERNEL make kernel)"
 kver=$(make -s -C "$kdir" kernelrelease)
 build="${LCFS_VM_BUILD:-$LCFS_ROOT/build}"
-[ -f "$LCFS_ROOT/lcfs.ko" ] || die "lcfs.ko not built (make module)"
+mdir=$(module_dir)
+[ -f "$mdir/lcfs.ko" ] || die "lcfs.ko not built for the $LCFS_KERNEL kernel (LCFS_KERNEL=$LCFS_KERNEL make module)"
 [ -x "$build/guest/mkfs.lcfs" ] || die "guest tools not built (make guest-tools)"
 
 # --- initramfs -------------------------------------------------------------------------------
@@ -70,7 +78,7 @@ cp /bin/busybox "$root/bin/busybox"
 # The base kernel's module metadata (modules.builtin, ...), then lcfs.ko the way users install an
 # out-of-tree module: modules_install into /lib/modules/<version>/updates and depmod.
 make -s -C "$kdir" INSTALL_MOD_PATH="$root" modules_install >/dev/null
-make -s -C "$kdir" LLVM="$LCFS_LLVM_SUFFIX" M="$LCFS_ROOT" INSTALL_MOD_PATH="$root" \
+make -s -C "$kdir" LLVM="$LCFS_LLVM_SUFFIX" M="$mdir" INSTALL_MOD_PATH="$root" \
 	INSTALL_MOD_DIR=updates modules_install >/dev/null 2>"$build/modules_install.err" ||
 	{ cat "$build/modules_install.err" >&2; die "modules_install failed"; }
 depmod -b "$root" "$kver"
@@ -103,7 +111,7 @@ fi
 # --- disks -----------------------------------------------------------------------------------
 # vdb: a scratch disk, file-backed, recreated for every boot.
 mkdir -p "$build/logs"
-disk="$build/disk-$suite.img"
+disk="$build/disk-$name.img"
 rm -f "$disk"
 truncate -s "$disk_size" "$disk"
 
@@ -118,7 +126,7 @@ accel=tcg
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2,sockets=2 -m 2G -nographic -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
 	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
-	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs${guest_env[*]:+ ${guest_env[*]}}")
+	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report ${LCFS_KERNEL_ARGS:-} $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs${guest_env[*]:+ ${guest_env[*]}}")
 if [ "$rootfs" = 1 ]; then
 	# Read-only for the guest: writes go to a temporary overlay that QEMU discards.
 	rootimg=$("$LCFS_ROOT/scripts/mkrootfs.sh") || die "cannot build the Debian root filesystem"
@@ -130,13 +138,13 @@ if [ "$mode" = shell ]; then
 	exec "${qemu[@]}"
 fi
 
-logf="$build/logs/$suite.log"
+logf="$build/logs/$name.log"
 crash_bad=0
 if grep -q '^# lcfs-needs: crash-kill' "$LCFS_ROOT/tests/guest/$suite.sh"; then
 	# Rounds of two boots, the first killed on purpose; sets qrc and crash_bad, writes $logf.
 	. "$LCFS_ROOT/scripts/vm-crash.sh"
 else
-log "booting guest for suite '$suite' ($accel, log: ${logf#$LCFS_ROOT/})"
+log "booting guest for suite '$suite' ($LCFS_KERNEL kernel, $accel, log: ${logf#$LCFS_ROOT/})"
 start=$(date +%s)
 set +e
 timeout --foreground -k 10 "$vm_timeout" "${qemu[@]}" </dev/null 2>&1 | stdbuf -o0 tr -d '\r' | tee "$logf"

@@ -40,6 +40,8 @@
 //! Leaf body: [`LEAF_ENTRIES`] little-endian `u32` counts. Interior body: [`NODE_ENTRIES`] entries
 //! of `child` u64, `free` u64, `pinned` u64 (24 bytes each).
 
+use core::num::NonZeroU64;
+
 use super::bytes::{get_array, get_u32, get_u64, put_bytes, put_u32, put_u64};
 use super::tree::{BlockStore, Error};
 use super::{FormatError, BLOCK_SIZE};
@@ -88,11 +90,13 @@ mod off {
     pub(super) const RESERVED2: usize = 48;
 }
 
-/// Blocks covered by a node of `level`.
-pub fn coverage(level: u8) -> u64 {
-    let mut c = LEAF_ENTRIES;
+/// Blocks covered by a node of `level`. Never zero, so dividing by it has no panic path.
+pub fn coverage(level: u8) -> NonZeroU64 {
+    const LEAF: NonZeroU64 = NonZeroU64::new(LEAF_ENTRIES).unwrap();
+    const NODE: NonZeroU64 = NonZeroU64::new(NODE_ENTRIES).unwrap();
+    let mut c = LEAF;
     for _ in 0..level.min(MAX_LEVEL) {
-        c = c.saturating_mul(NODE_ENTRIES);
+        c = c.saturating_mul(NODE);
     }
     c
 }
@@ -100,7 +104,7 @@ pub fn coverage(level: u8) -> u64 {
 /// Level of the root of a map for `total_blocks`.
 pub fn levels_for(total_blocks: u64) -> Result<u8, FormatError> {
     (0..=MAX_LEVEL)
-        .find(|&l| coverage(l) >= total_blocks)
+        .find(|&l| coverage(l).get() >= total_blocks)
         .ok_or(FormatError::BadField("total_blocks"))
 }
 
@@ -191,7 +195,9 @@ fn entry_set(buf: &mut [u8], i: u64, e: Entry) -> Result<(), FormatError> {
 
 /// Blocks of the filesystem inside `[first, first + coverage(level))`.
 fn span(first: u64, level: u8, total_blocks: u64) -> u64 {
-    total_blocks.saturating_sub(first).min(coverage(level))
+    total_blocks
+        .saturating_sub(first)
+        .min(coverage(level).get())
 }
 
 /// Writes an empty node: a leaf with every count 0, or an interior node whose children are all
@@ -216,7 +222,7 @@ pub fn init(
     if level > 0 {
         let child_cov = coverage(level - 1);
         for i in 0..NODE_ENTRIES {
-            let start = first.saturating_add(i.saturating_mul(child_cov));
+            let start = first.saturating_add(i.saturating_mul(child_cov.get()));
             let free = span(start, level - 1, total_blocks);
             entry_set(
                 b,
@@ -324,7 +330,7 @@ pub fn check(buf: &[u8], e: &MapExpect) -> Result<MapHeader, FormatError> {
         let child_cov = coverage(hdr.level - 1);
         for i in 0..NODE_ENTRIES {
             let en = entry_get(b, i)?;
-            let start = hdr.first.saturating_add(i.saturating_mul(child_cov));
+            let start = hdr.first.saturating_add(i.saturating_mul(child_cov.get()));
             let span = span(start, hdr.level - 1, e.total_blocks);
             let used = en.free.checked_add(en.pinned);
             if en.child >= e.total_blocks
@@ -607,7 +613,7 @@ impl RefMap {
             if e.child == 0 {
                 return Ok(0);
             }
-            (block, level, first) = (e.child, level - 1, first + i * cov);
+            (block, level, first) = (e.child, level - 1, first + i * cov.get());
         }
     }
 
@@ -639,9 +645,9 @@ impl RefMap {
                 let cov = coverage(level - 1);
                 let i = (b - first) / cov;
                 let e = entry_get(buf.as_ref(), i)?;
-                let child_first = first + i * cov;
+                let child_first = first + i * cov.get();
                 if e.child == 0 {
-                    break Err(child_first.saturating_add(cov).min(self.total_blocks));
+                    break Err(child_first.saturating_add(cov.get()).min(self.total_blocks));
                 }
                 (block, level, first) = (e.child, level - 1, child_first);
             };
@@ -706,7 +712,7 @@ impl RefMap {
             (block, level, first) = (
                 entry_get(buf.as_ref(), i)?.child,
                 level - 1,
-                first + i * cov,
+                first + i * cov.get(),
             );
         }
     }
@@ -917,8 +923,15 @@ impl RefMap {
         let cov = coverage(level - 1);
         let i = (blocknr - first) / cov;
         let mut e = entry_get(buf.as_ref(), i)?;
-        let (n, dfree, dpinned) =
-            self.apply_rec(store, e.child, level - 1, first + i * cov, blocknr, len, op)?;
+        let (n, dfree, dpinned) = self.apply_rec(
+            store,
+            e.child,
+            level - 1,
+            first + i * cov.get(),
+            blocknr,
+            len,
+            op,
+        )?;
         let bad = Error::Corrupt(FormatError::BadField("map summary"));
         e.free = e.free.checked_add_signed(dfree).ok_or(bad)?;
         e.pinned = e.pinned.checked_add_signed(dpinned).ok_or(bad)?;
@@ -1001,7 +1014,7 @@ impl RefMap {
         to: u64,
     ) -> Result<Option<u64>, Error> {
         let end = first
-            .saturating_add(coverage(level))
+            .saturating_add(coverage(level).get())
             .min(self.total_blocks)
             .min(to);
         let from = from.max(first);
@@ -1022,11 +1035,11 @@ impl RefMap {
         }
         let cov = coverage(level - 1);
         let mut i = (from - first) / cov;
-        while i < NODE_ENTRIES && first + i * cov < end {
+        while i < NODE_ENTRIES && first + i * cov.get() < end {
             let e = entry_get(buf.as_ref(), i)?;
             if e.free > 0 {
                 if let Some(b) =
-                    self.find_free(store, e.child, level - 1, first + i * cov, from, to)?
+                    self.find_free(store, e.child, level - 1, first + i * cov.get(), from, to)?
                 {
                     return Ok(Some(b));
                 }
@@ -1216,7 +1229,7 @@ impl RefMap {
                 if e.pinned == 0 {
                     continue;
                 }
-                let got = self.unpin_rec(store, e.child, level - 1, first + i * cov)?;
+                let got = self.unpin_rec(store, e.child, level - 1, first + i * cov.get())?;
                 if got != e.pinned {
                     return Err(Error::Corrupt(FormatError::BadField("map summary")));
                 }
@@ -1278,7 +1291,7 @@ impl RefMap {
         let (mut free, mut pinned) = (0u64, 0u64);
         for i in 0..NODE_ENTRIES {
             let e = entry_get(buf.as_ref(), i)?;
-            let start = first + i * cov;
+            let start = first + i * cov.get();
             if e.child != 0 {
                 let (f, p) = self.walk_rec(store, e.child, level - 1, start, node, leaf)?;
                 if f != e.free || p != e.pinned {

@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = refmap::seal(&mut block);
     }
     let level = data.get(32).copied().unwrap_or(0);
-    let first = u64::from(data.get(40).copied().unwrap_or(0)) * refmap::coverage(level.min(5) + 1);
+    let first =
+        u64::from(data.get(40).copied().unwrap_or(0)) * refmap::coverage(level.min(5) + 1).get();
     let expect = MapExpect {
         blocknr: u64::from_le_bytes(block[8..16].try_into().unwrap()),
         fsid: u64::from_le_bytes(block[24..32].try_into().unwrap()),

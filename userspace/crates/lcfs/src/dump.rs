@@ -240,7 +240,7 @@ fn dump_map(vol: &mut Volume<Device>) -> Result<Vec<MapNode>> {
             }
             node.used.extend(run);
         } else {
-            let cov = refmap::coverage(level - 1);
+            let cov = refmap::coverage(level - 1).get();
             let mut unmat = 0;
             for i in 0..NODE_ENTRIES {
                 let e = refmap::entry_get(&buf, i)?;
