@@ -146,16 +146,7 @@ fn corrupt(what: &'static str) -> Error {
     Error::Corrupt(FormatError::BadField(what))
 }
 
-/// The key right after `k` (in the order of the tree).
-pub(super) fn key_after(k: &Key) -> Option<Key> {
-    if let Some(o) = k.offset.checked_add(1) {
-        return Some(Key::new(k.id, k.kind, o));
-    }
-    if let Some(kd) = k.kind.checked_add(1) {
-        return Some(Key::new(k.id, kd, 0));
-    }
-    k.id.checked_add(1).map(|id| Key::new(id, 0, 0))
-}
+pub(super) use super::node::key_after;
 
 /// Tree updates one namespace operation may make, for the up-front space check: inode, entry,
 /// back reference, parent inode, and the layer record with each.
@@ -831,35 +822,28 @@ impl<S: Device> Volume<S> {
         from: u64,
         f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
     ) -> Result<(), Error> {
-        let mut key = Key::new(dir, kind::DIRENT, from);
-        loop {
-            let got = self.next(layer, &key, |k, v| {
-                (
-                    *k,
-                    DirentRecord::decode(v).map(|d| (d.ino, d.dtype, Name::new(d.name))),
-                )
+        let hash_key = self.hash_key();
+        let mut key = Some(Key::new(dir, kind::DIRENT, from));
+        // A leaf's worth of entries per descent.
+        while let Some(from) = key {
+            key = self.scan_leaf(layer, &from, &mut |k, v| {
+                if k.id != dir || k.kind != kind::DIRENT {
+                    return Ok(false);
+                }
+                let d = DirentRecord::decode(v)?;
+                // A name that does not hash to its key cannot be looked up: damage, not an entry.
+                if dirent_offset(hash_key.hash(d.name), k.offset & 0xff) != Some(k.offset) {
+                    return Err(corrupt("directory entry hash"));
+                }
+                Ok(f(&DirEntry {
+                    offset: k.offset,
+                    ino: d.ino,
+                    dtype: d.dtype,
+                    name: d.name,
+                }))
             })?;
-            let Some((k, d)) = got else { return Ok(()) };
-            if k.id != dir || k.kind != kind::DIRENT {
-                return Ok(());
-            }
-            let (ino, dtype, name) = d?;
-            // A name that does not hash to its key cannot be looked up: damage, not an entry.
-            let hash = self.hash_key().hash(name.get());
-            if dirent_offset(hash, k.offset & 0xff) != Some(k.offset) {
-                return Err(corrupt("directory entry hash"));
-            }
-            let entry = DirEntry {
-                offset: k.offset,
-                ino,
-                dtype,
-                name: name.get(),
-            };
-            if !f(&entry) {
-                return Ok(());
-            }
-            key = key_after(&k).ok_or(Error::Invalid)?;
         }
+        Ok(())
     }
 
     /// Finds xattr `name` of `ino`: its key and whether it exists, or the first free key of the

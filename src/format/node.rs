@@ -76,6 +76,17 @@ mod off {
     pub(super) const RESERVED: usize = 38;
 }
 
+/// The key right after `k` (in the order of the tree), `None` after the largest key.
+pub fn key_after(k: &Key) -> Option<Key> {
+    if let Some(o) = k.offset.checked_add(1) {
+        return Some(Key::new(k.id, k.kind, o));
+    }
+    if let Some(kd) = k.kind.checked_add(1) {
+        return Some(Key::new(k.id, kd, 0));
+    }
+    k.id.checked_add(1).map(|id| Key::new(id, 0, 0))
+}
+
 /// The key of a tree item, ordered by `id`, then `kind`, then `offset`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {

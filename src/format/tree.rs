@@ -57,6 +57,9 @@ pub enum Error {
     Aborted,
 }
 
+/// A visitor of tree items for [`Txn::scan_leaf`]: `Ok(true)` for more.
+pub type ItemVisitor<'a> = dyn FnMut(&Key, &[u8]) -> Result<bool, Error> + 'a;
+
 impl From<FormatError> for Error {
     fn from(e: FormatError) -> Self {
         Self::Corrupt(e)
@@ -358,6 +361,44 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         from: &Key,
         f: impl FnOnce(&Key, &[u8]) -> R,
     ) -> Result<Option<R>, Error> {
+        let Some((buf, i)) = self.leaf_at(root, from)? else {
+            return Ok(None);
+        };
+        let k = node::leaf_key(buf.as_ref(), i)?;
+        Ok(Some(f(&k, node::leaf_value(buf.as_ref(), i)?)))
+    }
+
+    /// Calls `f` with the items from the first key of at least `from` to the end of the leaf
+    /// that holds it, in key order, while `f` returns `true`: one descent for a leaf's worth of
+    /// items, where [`Self::next`] takes one per item. Returns the key to go on from if the leaf
+    /// ended with `f` still wanting more, `None` if `f` stopped or no item is left.
+    pub fn scan_leaf(
+        &mut self,
+        root: u64,
+        from: &Key,
+        f: &mut ItemVisitor<'_>,
+    ) -> Result<Option<Key>, Error> {
+        let Some((buf, first)) = self.leaf_at(root, from)? else {
+            return Ok(None);
+        };
+        let mut last = *from;
+        for i in first..node::len(buf.as_ref())? {
+            let k = node::leaf_key(buf.as_ref(), i)?;
+            // Validation keeps a leaf's keys strictly increasing; checked again here because a
+            // caller resumes after the last key, and a key that went backwards would loop it.
+            if k < last || (i > first && k == last) {
+                return Err(Error::Corrupt(FormatError::BadField("key order")));
+            }
+            if !f(&k, node::leaf_value(buf.as_ref(), i)?)? {
+                return Ok(None);
+            }
+            last = k;
+        }
+        Ok(node::key_after(&last))
+    }
+
+    /// The leaf holding the first item with a key of at least `from`, and that item's index.
+    fn leaf_at(&mut self, root: u64, from: &Key) -> Result<Option<(S::Buf, usize)>, Error> {
         if root == 0 {
             return Ok(None);
         }
@@ -370,8 +411,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                     Ok(i) | Err(i) => i,
                 };
                 if i < node::len(buf.as_ref())? {
-                    let k = node::leaf_key(buf.as_ref(), i)?;
-                    return Ok(Some(f(&k, node::leaf_value(buf.as_ref(), i)?)));
+                    return Ok(Some((buf, i)));
                 }
                 // Past this leaf: the leftmost item of the next subtree, if any.
                 let Some((block, level)) = right.take() else {
@@ -392,7 +432,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                 if k < *from {
                     return Err(Error::Corrupt(FormatError::BadField("key order")));
                 }
-                return Ok(Some(f(&k, node::leaf_value(buf.as_ref(), 0)?)));
+                return Ok(Some((buf, 0)));
             }
             let i = node::child_index(buf.as_ref(), from)?;
             if i + 1 < node::len(buf.as_ref())? {

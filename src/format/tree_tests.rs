@@ -257,6 +257,19 @@ impl World {
         let model = core::mem::take(&mut self.trees[t].1);
         let want: Vec<_> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
         assert_eq!(got, want);
+        // The same a leaf at a time through `scan_leaf`.
+        let mut scanned = Vec::new();
+        let mut from = Some(Key::MIN);
+        while let Some(f) = from {
+            from = self
+                .txn()
+                .scan_leaf(root, &f, &mut |k, v| {
+                    scanned.push((*k, v.to_vec()));
+                    Ok(true)
+                })
+                .unwrap();
+        }
+        assert_eq!(scanned, want);
         for (k, v) in &model {
             let found = self.txn().lookup(root, k, |x| x.to_vec()).unwrap();
             assert_eq!(found.as_ref(), Some(v));
@@ -627,6 +640,84 @@ fn next_never_goes_backwards_on_damaged_separators() {
     while let Ok(Some(k)) = w.txn().next(root, &from, |k, _| *k) {
         assert!(k >= from, "next went backwards: {k:?} < {from:?}");
         from = Key::new(k.id, k.kind, k.offset + 1);
+        steps += 1;
+        assert!(steps < 1000, "scan does not end");
+    }
+}
+
+#[test]
+fn scan_leaf_resumes_and_stops() {
+    let mut w = World::new();
+    for i in 0..1000 {
+        w.insert(i, 80);
+    }
+    let root = w.root();
+    let (_, hdr) = w.txn().read(root, None).unwrap();
+    assert!(hdr.level >= 1);
+    // From every key: the first item seen is `next`'s, and stopping at once ends the scan.
+    for i in 0..1000 {
+        let from = key(i);
+        let want = w.txn().next(root, &from, |k, _| *k).unwrap();
+        let mut seen = None;
+        let rest = w
+            .txn()
+            .scan_leaf(root, &from, &mut |k, _| {
+                seen = Some(*k);
+                Ok(false)
+            })
+            .unwrap();
+        assert_eq!(seen, want);
+        assert_eq!(rest, None);
+    }
+    // A scan that wants everything visits more than one item per descent and resumes after
+    // the last key of each leaf.
+    let (mut descents, mut items, mut from) = (0, 0u64, Some(Key::MIN));
+    while let Some(f) = from {
+        descents += 1;
+        from = w
+            .txn()
+            .scan_leaf(root, &f, &mut |k, _| {
+                assert!(*k >= f);
+                items += 1;
+                Ok(true)
+            })
+            .unwrap();
+    }
+    assert_eq!(items, 1000);
+    assert!(
+        descents * 10 < items,
+        "{descents} descents for {items} items"
+    );
+    // An error from the callback comes back unchanged.
+    let err = w
+        .txn()
+        .scan_leaf(root, &Key::MIN, &mut |_, _| Err(Error::Invalid))
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid));
+}
+
+#[test]
+fn scan_leaf_never_goes_backwards_on_damaged_separators() {
+    let mut w = World::new();
+    for i in 0..400 {
+        w.insert(i, 100);
+    }
+    let root = w.root();
+    let buf = w.store.blocks[&root].clone();
+    let mut bad = buf.clone();
+    let c0 = node::internal_child(&buf, 0).unwrap();
+    node::internal_set_child(&mut bad, 2, c0).unwrap();
+    node::seal(&mut bad).unwrap();
+    w.store.blocks.insert(root, bad);
+    let (mut from, mut steps) = (Some(Key::MIN), 0);
+    while let Some(f) = from {
+        let Ok(next) = w.txn().scan_leaf(root, &f, &mut |k, _| {
+            assert!(*k >= f, "scan went backwards: {k:?} < {f:?}");
+            Ok(true)
+        }) else {
+            break;
+        };
+        from = next;
         steps += 1;
         assert!(steps < 1000, "scan does not end");
     }

@@ -28,7 +28,7 @@ use super::records::{
 };
 use super::refmap::{MapParams, Purpose, RefMap};
 use super::superblock::{self, Superblock, SUPERBLOCK_SIZE};
-use super::tree::{BlockStore, Change, Error, Txn};
+use super::tree::{BlockStore, Change, Error, ItemVisitor, Txn};
 use super::{FormatError, BLOCK_SIZE, ROOT_INO};
 
 /// Tree kinds stored in node headers.
@@ -715,6 +715,19 @@ impl<S: Device> Volume<S> {
     ) -> Result<Option<R>, Error> {
         let l = self.layer(layer)?;
         self.txn(tree_kind::FS).next(l.root, from, f)
+    }
+
+    /// Calls `f` with the items of layer `layer` from the first key of at least `from` to the
+    /// end of its leaf, while `f` returns `true`; see [`Txn::scan_leaf`]. Returns the key to go
+    /// on from, `None` when done.
+    pub fn scan_leaf(
+        &mut self,
+        layer: u64,
+        from: &Key,
+        f: &mut ItemVisitor<'_>,
+    ) -> Result<Option<Key>, Error> {
+        let l = self.layer(layer)?;
+        self.txn(tree_kind::FS).scan_leaf(l.root, from, f)
     }
 
     fn writable_layer(&mut self, layer: u64) -> Result<LayerInfo, Error> {
