@@ -43,16 +43,16 @@ step() { # step NAME LOGFILE COMMAND...: run, record, keep the log
 # --- set-up and builds -----------------------------------------------------------------------
 step "setup: toolchain and kernel source" "$build/logs/setup.log" scripts/setup.sh || finish
 sed 's/^/    /' "$LCFS_CACHE/versions.txt" >&2
-step "build: test kernel" "$build/logs/kernel.log" scripts/build-kernel.sh || finish
-kdir=$(kernel_dir)
-# The release kernel (no debugging instrumentation; the long fsx runs) builds in the background at
-# the lowest priority, on the CPU time that the host tests and the mostly single-threaded guest
-# suites leave idle. Nothing to do when it is cached. Its suites wait for it.
-# setsid: its own process group, so that an early exit stops the whole build (an unfinished build
-# directory is redone by the next run).
-LCFS_KERNEL=release setsid nice -n 19 scripts/build-kernel.sh >"$build/logs/kernel-release.log" 2>&1 &
-release_build=$!
-trap 'kill -- -$release_build 2>/dev/null' EXIT
+# Both guest kernels build in the background (nothing to do when cached), each in a process group
+# of its own (setsid) so that an early exit stops it; an unfinished build directory is redone by the
+# next run. The test kernel first, at normal priority, while the host tests, which do not need it,
+# run; then the release kernel (no debugging instrumentation; the long fsx runs) at nice 19, on the
+# CPU time that the mostly single-threaded guest suites leave idle. Each is waited for before the
+# first step that needs it.
+setsid scripts/build-kernel.sh >"$build/logs/kernel.log" 2>&1 &
+kernel_build=$!
+release_build=""
+trap 'for p in $kernel_build $release_build; do kill -- -$p 2>/dev/null; done' EXIT
 
 # --- host tests ------------------------------------------------------------------------------
 log "host: cargo test"
@@ -83,6 +83,16 @@ grep -q '^ok fuzz: tree' "$results" || grep -q '^not ok fuzz' "$results" || reco
 step "host: rustfmt" "$build/logs/fmt.log" make -s fmt-check
 
 # --- module ----------------------------------------------------------------------------------
+log "build: test kernel (waiting for the background build)"
+if wait $kernel_build; then
+	record ok "build: test kernel"
+else
+	tail -30 "$build/logs/kernel.log" >&2
+	record fail "build: test kernel" "see build/logs/kernel.log"
+	finish
+fi
+LCFS_KERNEL=release setsid nice -n 19 scripts/build-kernel.sh >"$build/logs/kernel-release.log" 2>&1 &
+release_build=$!
 if step "build: lcfs.ko" "$build/logs/module.log" make -s module; then
 	if grep -E -q 'warning|error' "$build/logs/module.log"; then
 		grep -E -A5 'warning|error' "$build/logs/module.log" | sed -n 1,40p >&2
