@@ -615,11 +615,9 @@ fn path_shared_follows_clones_and_copies() {
     w.check();
 }
 
-/// A damaged separator (checksum fixed up) can route `next` into a subtree whose keys are below
-/// the one asked for; `next` must report it rather than hand back a smaller key, which would make
-/// callers that step from key to key loop for ever.
-#[test]
-fn next_never_goes_backwards_on_damaged_separators() {
+/// A two-level tree whose root points its third child at the first one (checksum fixed up):
+/// after the second child's last key, a scan steps into keys below the one asked for.
+fn damaged_separator_world() -> (World, u64) {
     let mut w = World::new();
     for i in 0..400 {
         w.insert(i, 100);
@@ -627,14 +625,21 @@ fn next_never_goes_backwards_on_damaged_separators() {
     let root = w.root();
     let buf = w.store.blocks[&root].clone();
     assert!(!node::header(&buf).unwrap().is_leaf());
-    // Point the third child at the first one: after the second child's last key, the scan steps
-    // into keys below the one asked for.
     assert!(node::len(&buf).unwrap() >= 3);
     let mut bad = buf.clone();
     let c0 = node::internal_child(&buf, 0).unwrap();
     node::internal_set_child(&mut bad, 2, c0).unwrap();
     node::seal(&mut bad).unwrap();
     w.store.blocks.insert(root, bad);
+    (w, root)
+}
+
+/// A damaged separator (checksum fixed up) can route `next` into a subtree whose keys are below
+/// the one asked for; `next` must report it rather than hand back a smaller key, which would make
+/// callers that step from key to key loop for ever.
+#[test]
+fn next_never_goes_backwards_on_damaged_separators() {
+    let (mut w, root) = damaged_separator_world();
     let mut from = Key::MIN;
     let mut steps = 0;
     while let Ok(Some(k)) = w.txn().next(root, &from, |k, _| *k) {
@@ -698,17 +703,7 @@ fn scan_leaf_resumes_and_stops() {
 
 #[test]
 fn scan_leaf_never_goes_backwards_on_damaged_separators() {
-    let mut w = World::new();
-    for i in 0..400 {
-        w.insert(i, 100);
-    }
-    let root = w.root();
-    let buf = w.store.blocks[&root].clone();
-    let mut bad = buf.clone();
-    let c0 = node::internal_child(&buf, 0).unwrap();
-    node::internal_set_child(&mut bad, 2, c0).unwrap();
-    node::seal(&mut bad).unwrap();
-    w.store.blocks.insert(root, bad);
+    let (mut w, root) = damaged_separator_world();
     let (mut from, mut steps) = (Some(Key::MIN), 0);
     while let Some(f) = from {
         let Ok(next) = w.txn().scan_leaf(root, &f, &mut |k, _| {
