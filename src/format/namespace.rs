@@ -327,17 +327,35 @@ impl<S: Device> Volume<S> {
                 LinkRecord::decode(v).map(|l| (l.count, Name::new(l.name)))
             })?
             .transpose()?;
-        let (count, keep) = match count {
-            Some((c, n)) => (c.checked_add(1).ok_or(Error::Invalid)?, n),
-            None => (1, Name::new(name)),
-        };
-        let mut buf = [0u8; 5 + NAME_MAX];
-        let n = LinkRecord {
-            count,
-            name: keep.get(),
+        match count {
+            Some((c, n)) => self.put_link(
+                layer,
+                ino,
+                dir,
+                c.checked_add(1).ok_or(Error::Invalid)?,
+                n.get(),
+            ),
+            None => self.put_link(layer, ino, dir, 1, name),
         }
-        .encode(&mut buf)?;
-        self.insert(layer, &key, buf.get(..n).ok_or(Error::Invalid)?)
+    }
+
+    /// Writes the back reference of `ino` from `dir`: `count` names there, one of them `name`.
+    /// A new inode's first name needs no [`Self::add_link`] lookup.
+    fn put_link(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        dir: u64,
+        count: u32,
+        name: &[u8],
+    ) -> Result<(), Error> {
+        let mut buf = [0u8; 5 + NAME_MAX];
+        let n = LinkRecord { count, name }.encode(&mut buf)?;
+        self.insert(
+            layer,
+            &Key::new(ino, kind::LINK, dir),
+            buf.get(..n).ok_or(Error::Invalid)?,
+        )
     }
 
     fn drop_link(&mut self, layer: u64, ino: u64, dir: u64, name: &[u8]) -> Result<(), Error> {
@@ -348,8 +366,7 @@ impl<S: Device> Volume<S> {
             })?
             .ok_or(corrupt("link record"))??;
         if count <= 1 {
-            self.remove(layer, &key)?;
-            return Ok(());
+            return self.remove_found(layer, &key);
         }
         // Keep a name that still exists: if the recorded one goes, find another in `dir`.
         let mut other = kept;
@@ -375,13 +392,7 @@ impl<S: Device> Volume<S> {
                 from = key_after(&k).ok_or(corrupt("link count"))?;
             };
         }
-        let mut buf = [0u8; 5 + NAME_MAX];
-        let n = LinkRecord {
-            count: count - 1,
-            name: other.get(),
-        }
-        .encode(&mut buf)?;
-        self.insert(layer, &key, buf.get(..n).ok_or(Error::Invalid)?)
+        self.put_link(layer, ino, dir, count - 1, other.get())
     }
 
     fn put_entry(
@@ -436,7 +447,7 @@ impl<S: Device> Volume<S> {
             let rec = new_inode(ino, attrs, if is_dir { 2 } else { 1 }, now);
             v.put_inode(layer, ino, &rec)?;
             v.put_entry(layer, dir, offset, ino, dtype, name)?;
-            v.add_link(layer, ino, dir, name)?;
+            v.put_link(layer, ino, dir, 1, name)?;
             if is_dir {
                 parent.nlink += 1;
             }
@@ -538,7 +549,7 @@ impl<S: Device> Volume<S> {
         }
         self.admit_trees(OP_TREES)?;
         self.mutate(|v| {
-            v.remove(layer, &Key::new(dir, kind::DIRENT, entry.offset))?;
+            v.remove_found(layer, &Key::new(dir, kind::DIRENT, entry.offset))?;
             v.drop_link(layer, entry.ino, dir, name)?;
             if is_dir {
                 parent.nlink = parent.nlink.saturating_sub(1);
@@ -579,21 +590,7 @@ impl<S: Device> Volume<S> {
     /// Deletes every item of `ino` (which drops its data blocks). Part of an operation: call it
     /// inside [`Volume::mutate`].
     fn delete_items(&mut self, layer: u64, ino: u64) -> Result<(), Error> {
-        let mut from = Key::new(ino, 0, 0);
-        while let Some(k) = self.next(layer, &from, |k, _| *k)? {
-            if k.id != ino {
-                break;
-            }
-            if !self.remove(layer, &k)? {
-                // A scan found it but a lookup does not: the tree is damaged.
-                return Err(corrupt("key order"));
-            }
-            match key_after(&k) {
-                Some(next) => from = next,
-                None => break,
-            }
-        }
-        Ok(())
+        self.remove_all_of(layer, ino)
     }
 
     /// Deletes orphan `ino` (link count 0, in the orphan index) with all its items and its data:
@@ -614,10 +611,7 @@ impl<S: Device> Volume<S> {
         self.admit_trees(OP_TREES)?;
         self.mutate(|v| {
             v.delete_items(layer, ino)?;
-            if !v.remove(layer, &orphan_key(ino))? {
-                return Err(corrupt("key order"));
-            }
-            Ok(())
+            v.remove_found(layer, &orphan_key(ino))
         })
     }
 

@@ -112,11 +112,17 @@ impl Key {
     }
 
     fn decode(buf: &[u8], at: usize) -> Result<Self, FormatError> {
-        Ok(Self {
-            id: get_u64(buf, at)?,
-            kind: get_array::<1>(buf, at.checked_add(8).ok_or(FormatError::Truncated)?)?[0],
-            offset: get_u64(buf, at.checked_add(9).ok_or(FormatError::Truncated)?)?,
-        })
+        Ok(Self::from_bytes(&get_array::<KEY_SIZE>(buf, at)?))
+    }
+
+    /// The key encoded in `b`: id (little endian), kind, offset (little endian).
+    fn from_bytes(b: &[u8; KEY_SIZE]) -> Self {
+        let [i0, i1, i2, i3, i4, i5, i6, i7, kind, o0, o1, o2, o3, o4, o5, o6, o7] = *b;
+        Self {
+            id: u64::from_le_bytes([i0, i1, i2, i3, i4, i5, i6, i7]),
+            kind,
+            offset: u64::from_le_bytes([o0, o1, o2, o3, o4, o5, o6, o7]),
+        }
     }
 
     fn encode(&self, buf: &mut [u8], at: usize) -> Result<(), FormatError> {
@@ -419,15 +425,24 @@ pub fn first_key(buf: &[u8]) -> Result<Option<Key>, FormatError> {
 
 /// Binary search: `Ok(i)` if item `i` has `key`, else `Err(i)` where it would be inserted.
 pub fn search(buf: &[u8], key: &Key) -> Result<Result<usize, usize>, FormatError> {
-    let leaf = header(buf)?.is_leaf();
-    let (mut lo, mut hi) = (0usize, len(buf)?);
+    // The hottest loop of every tree walk: the header is read once, and each probe is one
+    // bounds-checked slice of the item array.
+    let buf = node(buf)?;
+    let stride = if get_array::<1>(buf, off::LEVEL)?[0] == 0 {
+        LEAF_ITEM_SIZE
+    } else {
+        INTERNAL_ITEM_SIZE
+    };
+    let items = buf.get(HEADER_SIZE..).ok_or(FormatError::Truncated)?;
+    let (mut lo, mut hi) = (0usize, nitems(buf)?);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let k = if leaf {
-            leaf_key(buf, mid)?
-        } else {
-            internal_key(buf, mid)?
-        };
+        let k = mid
+            .checked_mul(stride)
+            .and_then(|at| items.get(at..at.checked_add(KEY_SIZE)?))
+            .and_then(|b| <&[u8; KEY_SIZE]>::try_from(b).ok())
+            .map(Key::from_bytes)
+            .ok_or(FormatError::BadField("item index"))?;
         match k.cmp(key) {
             core::cmp::Ordering::Less => lo = mid + 1,
             core::cmp::Ordering::Greater => hi = mid,
@@ -510,6 +525,15 @@ pub fn leaf_insert(buf: &mut [u8], i: usize, key: &Key, value: &[u8]) -> Result<
     put_bytes(buf, vo, value)?;
     set_nitems(buf, n + 1)?;
     set_value_start(buf, vs - vl)
+}
+
+/// Replaces the value of leaf item `i` with `value`, which has the same length.
+pub fn leaf_set_value(buf: &mut [u8], i: usize, value: &[u8]) -> Result<(), FormatError> {
+    let (vo, vl) = leaf_value_range(buf, i)?;
+    if vl != value.len() {
+        return Err(FormatError::BadField("value length"));
+    }
+    put_bytes(node_mut(buf)?, vo, value)
 }
 
 /// Removes leaf item `i`.

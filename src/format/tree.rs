@@ -99,6 +99,22 @@ pub trait BlockStore {
         Ok(buf)
     }
 
+    /// Calls `f` with the contents of block `blocknr`. A store that keeps blocks in memory
+    /// lends its copy, so a tree walk that only looks at a node does not copy it (a descent
+    /// visits a node per level). The default reads into a new buffer.
+    fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, Error> {
+        let buf = self.read_new(blocknr)?;
+        Ok(f(buf.as_ref()))
+    }
+
+    /// Calls `f` to change node `blocknr` in place, if the store still holds it unsealed as
+    /// this transaction wrote it with [`Self::write_node`]; the change then goes with that write.
+    /// `None` if it holds no such node: the caller reads, changes and writes the node instead.
+    /// The default holds none.
+    fn update_node<R>(&mut self, _blocknr: u64, _f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        None
+    }
+
     /// Number of blocks of the filesystem.
     fn total_blocks(&self) -> u64;
 
@@ -247,6 +263,125 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         Ok((buf, hdr))
     }
 
+    /// Validates node `blocknr` as [`Self::read`] does and calls `f` with it, without copying
+    /// it out of the store.
+    fn visit<R>(
+        &mut self,
+        blocknr: u64,
+        level: Option<u8>,
+        f: impl FnOnce(&[u8], &Header) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        if blocknr == 0 || blocknr >= self.store.total_blocks() {
+            return Err(Error::Corrupt(FormatError::BadField("block number")));
+        }
+        let expect = self.expect(blocknr, level);
+        let verified = self.store.is_verified(blocknr);
+        let generation = self.generation;
+        let (checked, r) = self.store.with_block(blocknr, |buf| {
+            let hdr = if verified {
+                node::check_placement(buf, &expect)?
+            } else {
+                node::check(buf, &expect)?
+            };
+            if hdr.generation > generation {
+                return Err(Error::Corrupt(FormatError::BadField("node generation")));
+            }
+            Ok((!verified, f(buf, &hdr)))
+        })??;
+        if checked {
+            self.store.set_verified(blocknr);
+        }
+        r
+    }
+
+    /// From the root down to the leaf that holds (or would hold) `key`, without copying nodes:
+    /// `f` gets the leaf. `right` and `left`, if given, receive the nearest subtree to the right
+    /// or left of the path at the lowest level that has one (with that subtree's level), for a
+    /// walk that continues past the leaf.
+    fn descend<R>(
+        &mut self,
+        root: u64,
+        key: &Key,
+        mut right: Option<&mut Option<(u64, u8)>>,
+        mut left: Option<&mut Option<(u64, u8)>>,
+        f: impl FnOnce(&[u8]) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        enum Step<R> {
+            Down(u64, u8),
+            Leaf(R),
+        }
+        let mut f = Some(f);
+        let mut block = root;
+        let mut level = None;
+        loop {
+            let step = self.visit(block, level, |buf, hdr| {
+                if hdr.is_leaf() {
+                    let f = f.take().ok_or(Error::Invalid)?;
+                    return f(buf).map(Step::Leaf);
+                }
+                let i = node::child_index(buf, key)?;
+                let n = node::len(buf)?;
+                if let Some(r) = right.as_deref_mut() {
+                    if i + 1 < n {
+                        *r = Some((node::internal_child(buf, i + 1)?, hdr.level - 1));
+                    }
+                }
+                if let Some(l) = left.as_deref_mut() {
+                    if i > 0 {
+                        *l = Some((node::internal_child(buf, i - 1)?, hdr.level - 1));
+                    }
+                }
+                Ok(Step::Down(node::internal_child(buf, i)?, hdr.level - 1))
+            })?;
+            match step {
+                Step::Leaf(r) => return Ok(r),
+                Step::Down(child, l) => {
+                    block = child;
+                    level = Some(l);
+                }
+            }
+        }
+    }
+
+    /// Down the leftmost (`first`) or rightmost path of the subtree at `block` to its first or
+    /// last leaf, without copying nodes; `f` gets the leaf.
+    fn descend_edge<R>(
+        &mut self,
+        block: u64,
+        level: u8,
+        first: bool,
+        f: impl FnOnce(&[u8]) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let mut f = Some(f);
+        let mut block = block;
+        let mut level = level;
+        loop {
+            let step = self.visit(block, Some(level), |buf, hdr| {
+                if hdr.is_leaf() {
+                    let f = f.take().ok_or(Error::Invalid)?;
+                    return f(buf).map(Err);
+                }
+                let i = if first {
+                    0
+                } else {
+                    node::len(buf)?
+                        .checked_sub(1)
+                        .ok_or(Error::Corrupt(FormatError::BadField("empty node")))?
+                };
+                Ok(Ok(node::internal_child(buf, i)?))
+            })?;
+            match step {
+                Err(r) => return Ok(r),
+                Ok(child) => {
+                    block = child;
+                    level = level
+                        .checked_sub(1)
+                        .ok_or(Error::Corrupt(FormatError::BadField("node level")))?;
+                }
+            }
+        }
+    }
+
     fn write(&mut self, blocknr: u64, buf: &mut S::Buf) -> Result<(), Error> {
         self.store.write_node(blocknr, buf)?;
         self.store.set_verified(blocknr);
@@ -341,17 +476,10 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         if root == 0 {
             return Ok(None);
         }
-        let (mut buf, mut hdr) = self.read(root, None)?;
-        while !hdr.is_leaf() {
-            let i = node::child_index(buf.as_ref(), key)?;
-            let child = node::internal_child(buf.as_ref(), i)?;
-            let level = hdr.level - 1;
-            (buf, hdr) = self.read(child, Some(level))?;
-        }
-        match node::search(buf.as_ref(), key)? {
-            Ok(i) => Ok(Some(f(node::leaf_value(buf.as_ref(), i)?))),
+        self.descend(root, key, None, None, |buf| match node::search(buf, key)? {
+            Ok(i) => Ok(Some(f(node::leaf_value(buf, i)?))),
             Err(_) => Ok(None),
-        }
+        })
     }
 
     /// The first item with a key of at least `from`, passed to `f` with its key.
@@ -361,11 +489,10 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         from: &Key,
         f: impl FnOnce(&Key, &[u8]) -> R,
     ) -> Result<Option<R>, Error> {
-        let Some((buf, i)) = self.leaf_at(root, from)? else {
-            return Ok(None);
-        };
-        let k = node::leaf_key(buf.as_ref(), i)?;
-        Ok(Some(f(&k, node::leaf_value(buf.as_ref(), i)?)))
+        self.at_leaf(root, from, |buf, i| {
+            let k = node::leaf_key(buf, i)?;
+            Ok(f(&k, node::leaf_value(buf, i)?))
+        })
     }
 
     /// Calls `f` with the items from the first key of at least `from` to the end of the leaf
@@ -378,70 +505,69 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         from: &Key,
         f: &mut ItemVisitor<'_>,
     ) -> Result<Option<Key>, Error> {
-        let Some((buf, first)) = self.leaf_at(root, from)? else {
-            return Ok(None);
-        };
-        let mut last = *from;
-        for i in first..node::len(buf.as_ref())? {
-            let k = node::leaf_key(buf.as_ref(), i)?;
-            // Validation keeps a leaf's keys strictly increasing; checked again here because a
-            // caller resumes after the last key, and a key that went backwards would loop it.
-            if k < last || (i > first && k == last) {
-                return Err(Error::Corrupt(FormatError::BadField("key order")));
+        let resume = self.at_leaf(root, from, |buf, first| {
+            let mut last = *from;
+            for i in first..node::len(buf)? {
+                let k = node::leaf_key(buf, i)?;
+                // Validation keeps a leaf's keys strictly increasing; checked again here because
+                // a caller resumes after the last key, and a key that went backwards would loop
+                // it.
+                if k < last || (i > first && k == last) {
+                    return Err(Error::Corrupt(FormatError::BadField("key order")));
+                }
+                if !f(&k, node::leaf_value(buf, i)?)? {
+                    return Ok(None);
+                }
+                last = k;
             }
-            if !f(&k, node::leaf_value(buf.as_ref(), i)?)? {
-                return Ok(None);
-            }
-            last = k;
-        }
-        Ok(node::key_after(&last))
+            Ok(node::key_after(&last))
+        })?;
+        Ok(resume.flatten())
     }
 
-    /// The leaf holding the first item with a key of at least `from`, and that item's index.
-    fn leaf_at(&mut self, root: u64, from: &Key) -> Result<Option<(S::Buf, usize)>, Error> {
+    /// Calls `f` with the leaf holding the first item with a key of at least `from` and that
+    /// item's index; `None` if there is no such item.
+    fn at_leaf<R>(
+        &mut self,
+        root: u64,
+        from: &Key,
+        f: impl FnOnce(&[u8], usize) -> Result<R, Error>,
+    ) -> Result<Option<R>, Error> {
         if root == 0 {
             return Ok(None);
         }
-        // Descend towards `from`, remembering at each level the next subtree to the right.
-        let mut right: Option<(u64, u8)> = None;
-        let (mut buf, mut hdr) = self.read(root, None)?;
-        loop {
-            if hdr.is_leaf() {
-                let i = match node::search(buf.as_ref(), from)? {
-                    Ok(i) | Err(i) => i,
-                };
-                if i < node::len(buf.as_ref())? {
-                    return Ok(Some((buf, i)));
-                }
-                // Past this leaf: the leftmost item of the next subtree, if any.
-                let Some((block, level)) = right.take() else {
-                    return Ok(None);
-                };
-                (buf, hdr) = self.read(block, Some(level))?;
-                while !hdr.is_leaf() {
-                    let child = node::internal_child(buf.as_ref(), 0)?;
-                    let level = hdr.level - 1;
-                    (buf, hdr) = self.read(child, Some(level))?;
-                }
-                if node::len(buf.as_ref())? == 0 {
-                    return Err(Error::Corrupt(FormatError::BadField("empty leaf")));
-                }
-                let k = node::leaf_key(buf.as_ref(), 0)?;
-                // Separators of a damaged tree can lead to a subtree whose keys are not above
-                // `from`; returning them would make callers that step from key to key loop.
-                if k < *from {
-                    return Err(Error::Corrupt(FormatError::BadField("key order")));
-                }
-                return Ok(Some((buf, 0)));
+        let mut f = Some(f);
+        let mut right = None;
+        let got = self.descend(root, from, Some(&mut right), None, |buf| {
+            let i = match node::search(buf, from)? {
+                Ok(i) | Err(i) => i,
+            };
+            if i < node::len(buf)? {
+                let f = f.take().ok_or(Error::Invalid)?;
+                return f(buf, i).map(Some);
             }
-            let i = node::child_index(buf.as_ref(), from)?;
-            if i + 1 < node::len(buf.as_ref())? {
-                right = Some((node::internal_child(buf.as_ref(), i + 1)?, hdr.level - 1));
-            }
-            let child = node::internal_child(buf.as_ref(), i)?;
-            let level = hdr.level - 1;
-            (buf, hdr) = self.read(child, Some(level))?;
+            Ok(None)
+        })?;
+        if got.is_some() {
+            return Ok(got);
         }
+        // Past this leaf: the leftmost item of the next subtree, if any.
+        let Some((block, level)) = right else {
+            return Ok(None);
+        };
+        let f = f.take().ok_or(Error::Invalid)?;
+        self.descend_edge(block, level, true, |buf| {
+            if node::len(buf)? == 0 {
+                return Err(Error::Corrupt(FormatError::BadField("empty leaf")));
+            }
+            // Separators of a damaged tree can lead to a subtree whose keys are not above
+            // `from`; returning them would make callers that step from key to key loop.
+            if node::leaf_key(buf, 0)? < *from {
+                return Err(Error::Corrupt(FormatError::BadField("key order")));
+            }
+            f(buf, 0)
+        })
+        .map(Some)
     }
 
     /// The last item with a key of at most `at` (a floor lookup), passed to `f` with its key.
@@ -454,53 +580,39 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         if root == 0 {
             return Ok(None);
         }
-        // Descend towards `at`, remembering at each level the nearest subtree to the left.
-        let mut left: Option<(u64, u8)> = None;
-        let (mut buf, mut hdr) = self.read(root, None)?;
-        loop {
-            if hdr.is_leaf() {
-                let i = match node::search(buf.as_ref(), at)? {
-                    Ok(i) => Some(i),
-                    Err(i) => i.checked_sub(1),
-                };
-                if let Some(i) = i {
-                    let k = node::leaf_key(buf.as_ref(), i)?;
-                    return Ok(Some(f(&k, node::leaf_value(buf.as_ref(), i)?)));
-                }
-                // Before this leaf: the rightmost item of the previous subtree, if any.
-                let Some((block, level)) = left.take() else {
-                    return Ok(None);
-                };
-                (buf, hdr) = self.read(block, Some(level))?;
-                while !hdr.is_leaf() {
-                    let n = node::len(buf.as_ref())?;
-                    let last = n
-                        .checked_sub(1)
-                        .ok_or(Error::Corrupt(FormatError::BadField("empty node")))?;
-                    let child = node::internal_child(buf.as_ref(), last)?;
-                    let level = hdr.level - 1;
-                    (buf, hdr) = self.read(child, Some(level))?;
-                }
-                let n = node::len(buf.as_ref())?;
-                let last = n
-                    .checked_sub(1)
-                    .ok_or(Error::Corrupt(FormatError::BadField("empty leaf")))?;
-                let k = node::leaf_key(buf.as_ref(), last)?;
-                // As in `next`: damaged separators must not hand back a key past `at`, which
-                // would make callers that step backwards loop.
-                if k > *at {
-                    return Err(Error::Corrupt(FormatError::BadField("key order")));
-                }
-                return Ok(Some(f(&k, node::leaf_value(buf.as_ref(), last)?)));
-            }
-            let i = node::child_index(buf.as_ref(), at)?;
-            if i > 0 {
-                left = Some((node::internal_child(buf.as_ref(), i - 1)?, hdr.level - 1));
-            }
-            let child = node::internal_child(buf.as_ref(), i)?;
-            let level = hdr.level - 1;
-            (buf, hdr) = self.read(child, Some(level))?;
+        let mut f = Some(f);
+        let mut left = None;
+        let got = self.descend(root, at, None, Some(&mut left), |buf| {
+            let i = match node::search(buf, at)? {
+                Ok(i) => Some(i),
+                Err(i) => i.checked_sub(1),
+            };
+            let Some(i) = i else { return Ok(None) };
+            let f = f.take().ok_or(Error::Invalid)?;
+            let k = node::leaf_key(buf, i)?;
+            Ok(Some(f(&k, node::leaf_value(buf, i)?)))
+        })?;
+        if got.is_some() {
+            return Ok(got);
         }
+        // Before this leaf: the rightmost item of the previous subtree, if any.
+        let Some((block, level)) = left else {
+            return Ok(None);
+        };
+        let f = f.take().ok_or(Error::Invalid)?;
+        self.descend_edge(block, level, false, |buf| {
+            let last = node::len(buf)?
+                .checked_sub(1)
+                .ok_or(Error::Corrupt(FormatError::BadField("empty leaf")))?;
+            let k = node::leaf_key(buf, last)?;
+            // As in `next`: damaged separators must not hand back a key past `at`, which
+            // would make callers that step backwards loop.
+            if k > *at {
+                return Err(Error::Corrupt(FormatError::BadField("key order")));
+            }
+            Ok(f(&k, node::leaf_value(buf, last)?))
+        })
+        .map(Some)
     }
 
     /// Whether the leaf that holds (or would hold) `key` is shared with another tree: whether
@@ -517,13 +629,18 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
             if self.alloc.refcount(self.store, block)? > 1 {
                 return Ok(true);
             }
-            let (buf, hdr) = self.read(block, level)?;
-            if hdr.is_leaf() {
+            let down = self.visit(block, level, |buf, hdr| {
+                if hdr.is_leaf() {
+                    return Ok(None);
+                }
+                let i = node::child_index(buf, key)?;
+                Ok(Some((node::internal_child(buf, i)?, hdr.level - 1)))
+            })?;
+            let Some((child, l)) = down else {
                 return Ok(false);
-            }
-            let i = node::child_index(buf.as_ref(), key)?;
-            block = node::internal_child(buf.as_ref(), i)?;
-            level = Some(hdr.level - 1);
+            };
+            block = child;
+            level = Some(l);
         }
     }
 
@@ -565,11 +682,11 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         match self.insert_rec(root, None, key, value, replaced)? {
             Grown::One(block) => Ok(block),
             Grown::Two(left, right_key, right) => {
-                let (_, hdr) = self.read(left, None)?;
-                if hdr.level >= MAX_LEVEL {
+                let level = self.visit(left, None, |_, hdr| Ok(hdr.level))?;
+                if level >= MAX_LEVEL {
                     return Err(Error::NoSpace);
                 }
-                let (blocknr, mut buf) = self.new_node(hdr.level + 1)?;
+                let (blocknr, mut buf) = self.new_node(level + 1)?;
                 let left_key = self.first_key(left)?;
                 node::internal_insert(buf.as_mut(), 0, &left_key, left)?;
                 node::internal_insert(buf.as_mut(), 1, &right_key, right)?;
@@ -580,8 +697,9 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
     }
 
     fn first_key(&mut self, block: u64) -> Result<Key, Error> {
-        let (buf, _) = self.read(block, None)?;
-        node::first_key(buf.as_ref())?.ok_or(Error::Corrupt(FormatError::BadField("empty node")))
+        self.visit(block, None, |buf, _| {
+            node::first_key(buf)?.ok_or(Error::Corrupt(FormatError::BadField("empty node")))
+        })
     }
 
     fn insert_rec(
@@ -592,12 +710,33 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         value: &[u8],
         replaced: &mut bool,
     ) -> Result<Grown, Error> {
+        if let Some((hdr, i, child)) = self.owned_interior(block, level, key)? {
+            // Most inserts of a running transaction change only a leaf: this node is copied
+            // out and rewritten only if its child moved or split.
+            let grown = self.insert_rec(child, Some(hdr.level - 1), key, value, replaced)?;
+            if matches!(grown, Grown::One(nb) if nb == child) {
+                return Ok(Grown::One(block));
+            }
+            let (buf, _) = self.read(block, level)?;
+            return self.insert_into_interior(block, buf, &hdr, i, grown);
+        }
+        if self.owned_unsealed_leaf(block, level)? {
+            if let Some(r) = self.insert_in_place(block, key, value)? {
+                *replaced |= r;
+                return Ok(Grown::One(block));
+            }
+        }
         let (mut buf, hdr) = self.read(block, level)?;
         if hdr.is_leaf() {
             let me = self.cow(block, &hdr, &mut buf)?;
             let pos = match node::search(buf.as_ref(), key)? {
                 Ok(i) => {
                     *replaced = true;
+                    if node::leaf_value(buf.as_ref(), i)?.len() == value.len() {
+                        node::leaf_set_value(buf.as_mut(), i, value)?;
+                        self.write(me, &mut buf)?;
+                        return Ok(Grown::One(me));
+                    }
                     node::leaf_remove(buf.as_mut(), i)?;
                     i
                 }
@@ -630,19 +769,112 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         let i = node::child_index(buf.as_ref(), key)?;
         let child = node::internal_child(buf.as_ref(), i)?;
         let grown = self.insert_rec(child, Some(hdr.level - 1), key, value, replaced)?;
-        let mut changed = me != block;
         if node::internal_key(buf.as_ref(), i)? > *key {
             // Only possible for child 0: keep the separator a lower bound.
             node::internal_set_key(buf.as_mut(), i, key)?;
-            changed = true;
         }
+        self.insert_into_interior(me, buf, &hdr, i, grown)
+    }
+
+    /// Whether `block` (at `level`) is a leaf this transaction may change in place (it wrote it,
+    /// and no other tree shares it) and the store holds unsealed ([`BlockStore::update_node`]).
+    fn owned_unsealed_leaf(&mut self, block: u64, level: Option<u8>) -> Result<bool, Error> {
+        if level.is_some_and(|l| l != 0) {
+            return Ok(false);
+        }
+        let Some(hdr) = self.store.update_node(block, |buf| node::header(buf)) else {
+            return Ok(false);
+        };
+        let hdr = hdr?;
+        if !hdr.is_leaf()
+            || hdr.blocknr != block
+            || hdr.generation != self.generation
+            || hdr.fsid != self.fsid
+            || hdr.tree != self.tree
+        {
+            return Ok(false);
+        }
+        Ok(self.alloc.refcount(self.store, block)? == 1)
+    }
+
+    /// Inserts or replaces `key` in leaf `block` in place (see [`Self::owned_unsealed_leaf`])
+    /// if the item fits: `Some(replaced)`. `None` if it needs a split, or the store no longer
+    /// holds the node: nothing changed.
+    fn insert_in_place(
+        &mut self,
+        block: u64,
+        key: &Key,
+        value: &[u8],
+    ) -> Result<Option<bool>, Error> {
+        let r = self
+            .store
+            .update_node(block, |buf| match node::search(buf, key)? {
+                Ok(i) => {
+                    let old = node::leaf_value(buf, i)?.len();
+                    if old == value.len() {
+                        node::leaf_set_value(buf, i, value)?;
+                        return Ok(Some(true));
+                    }
+                    // Without item `i`, the leaf has `free + header + old` bytes free.
+                    if node::leaf_free(buf)? + old < value.len() {
+                        return Ok(None);
+                    }
+                    node::leaf_remove(buf, i)?;
+                    node::leaf_insert(buf, i, key, value)?;
+                    Ok(Some(true))
+                }
+                Err(i) => {
+                    if !node::leaf_fits(buf, value.len())? {
+                        return Ok(None);
+                    }
+                    node::leaf_insert(buf, i, key, value)?;
+                    Ok(Some(false))
+                }
+            });
+        r.unwrap_or(Ok(None))
+    }
+
+    /// Interior node `block`, if this transaction may change it in place (it wrote it, and no
+    /// other tree shares it) and its separator for `key` needs no change: its header, and the
+    /// index and block of the child towards `key`. Looks without copying the node.
+    fn owned_interior(
+        &mut self,
+        block: u64,
+        level: Option<u8>,
+        key: &Key,
+    ) -> Result<Option<(Header, usize, u64)>, Error> {
+        if level == Some(0) {
+            return Ok(None);
+        }
+        let generation = self.generation;
+        let probe = self.visit(block, level, |buf, hdr| {
+            if hdr.is_leaf() || hdr.generation != generation {
+                return Ok(None);
+            }
+            let i = node::child_index(buf, key)?;
+            if node::internal_key(buf, i)? > *key {
+                return Ok(None);
+            }
+            Ok(Some((*hdr, i, node::internal_child(buf, i)?)))
+        })?;
+        match probe {
+            Some(p) if self.alloc.refcount(self.store, block)? == 1 => Ok(Some(p)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Puts the outcome `grown` of an insert into child `i` of interior node `buf`, which
+    /// this transaction may write as block `me`.
+    fn insert_into_interior(
+        &mut self,
+        me: u64,
+        mut buf: S::Buf,
+        hdr: &Header,
+        i: usize,
+        grown: Grown,
+    ) -> Result<Grown, Error> {
         match grown {
             Grown::One(nb) => {
-                // A node this transaction already wrote, whose child stayed in place, is
-                // unchanged: most updates in a running transaction rewrite only the leaf.
-                if !changed && nb == child {
-                    return Ok(Grown::One(me));
-                }
                 node::internal_set_child(buf.as_mut(), i, nb)?;
                 self.write(me, &mut buf)?;
                 Ok(Grown::One(me))
@@ -696,8 +928,9 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
             return Ok(0);
         }
         if !shrunk.leaf && shrunk.len == 1 {
-            let (buf, _) = self.read(shrunk.block, None)?;
-            let child = node::internal_child(buf.as_ref(), 0)?;
+            let child = self.visit(shrunk.block, None, |buf, _| {
+                Ok(node::internal_child(buf, 0)?)
+            })?;
             self.alloc.dec_ref(self.store, shrunk.block, 1)?;
             return Ok(child);
         }
@@ -705,6 +938,39 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
     }
 
     fn remove_rec(&mut self, block: u64, level: Option<u8>, key: &Key) -> Result<Shrunk, Error> {
+        if let Some((hdr, i, child)) = self.owned_interior(block, level, key)? {
+            // As in `insert_rec`: copied out and rewritten only if the child changed.
+            let shrunk = self.remove_rec(child, Some(hdr.level - 1), key)?;
+            let len = usize::from(hdr.nitems);
+            if shrunk.block == child && !(shrunk.underfull && len > 1) {
+                return Ok(Shrunk {
+                    block,
+                    underfull: len < MAX_INTERNAL_ITEMS / 4,
+                    len,
+                    leaf: false,
+                });
+            }
+            let (buf, _) = self.read(block, level)?;
+            return self.remove_from_interior(block, buf, i, shrunk, hdr.level - 1);
+        }
+        if self.owned_unsealed_leaf(block, level)? {
+            let r = self.store.update_node(block, |buf| {
+                let Ok(i) = node::search(buf, key)? else {
+                    return Err(Error::Corrupt(FormatError::BadField("key vanished")));
+                };
+                node::leaf_remove(buf, i)?;
+                Ok((node::leaf_used(buf)? < NODE_SIZE / 4, node::len(buf)?))
+            });
+            if let Some(r) = r {
+                let (underfull, len) = r?;
+                return Ok(Shrunk {
+                    block,
+                    underfull,
+                    len,
+                    leaf: true,
+                });
+            }
+        }
         let (mut buf, hdr) = self.read(block, level)?;
         let me = self.cow(block, &hdr, &mut buf)?;
         if hdr.is_leaf() {
@@ -726,17 +992,21 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         let child = node::internal_child(buf.as_ref(), i)?;
         let child_level = hdr.level - 1;
         let shrunk = self.remove_rec(child, Some(child_level), key)?;
+        self.remove_from_interior(me, buf, i, shrunk, child_level)
+    }
+
+    /// Puts the outcome `shrunk` of a removal from child `i` (at `child_level`) into interior
+    /// node `buf`, which this transaction may write as block `me`, merging or evening out an
+    /// underfull child with a sibling.
+    fn remove_from_interior(
+        &mut self,
+        me: u64,
+        mut buf: S::Buf,
+        i: usize,
+        shrunk: Shrunk,
+        child_level: u8,
+    ) -> Result<Shrunk, Error> {
         let rebalance = shrunk.underfull && node::len(buf.as_ref())? > 1;
-        if me == block && shrunk.block == child && !rebalance {
-            // Written earlier in this transaction and unchanged (see `insert_rec`).
-            let len = node::len(buf.as_ref())?;
-            return Ok(Shrunk {
-                block: me,
-                underfull: len < MAX_INTERNAL_ITEMS / 4,
-                len,
-                leaf: false,
-            });
-        }
         node::internal_set_child(buf.as_mut(), i, shrunk.block)?;
         if rebalance {
             // Rebalance with the right sibling, or the left one for the last child.

@@ -34,6 +34,14 @@ impl BlockStore for MemStore {
         self.blocks.insert(blocknr, buf.clone());
         Ok(())
     }
+    fn update_node<R>(&mut self, blocknr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        // Every block may be changed in place here (the tree checks that its transaction owns
+        // the node), so the model tests run the in-place paths too.
+        let b = self.blocks.get_mut(&blocknr)?;
+        let r = f(b);
+        node::seal(b).expect("seal");
+        Some(r)
+    }
     fn total_blocks(&self) -> u64 {
         TOTAL
     }

@@ -20,7 +20,7 @@
 //! way, space running out anyway) *aborts* the transaction: every later operation fails with
 //! [`Error::Aborted`] and the filesystem must be reopened, which finds the last commit intact.
 
-use super::node::Key;
+use super::node::{key_after, Key};
 use super::records::{
     dirent_offset, fs_leaf_refs, kind, layer_flags, mode, ExtentRecord, HashKey, InodeRecord,
     LayerNameRecord, LayerRecord, Timespec, DIRENT_COLLISIONS, INODE_RECORD_SIZE, LAYER_NAME_INDEX,
@@ -813,7 +813,7 @@ impl<S: Device> Volume<S> {
     /// Removes an item of a read-write layer, dropping the blocks it references. Returns whether
     /// it was there.
     pub fn remove(&mut self, layer: u64, key: &Key) -> Result<bool, Error> {
-        let mut l = self.writable_layer(layer)?;
+        let l = self.writable_layer(layer)?;
         self.admit(2, false)?;
         let total = self.sb.total_blocks;
         let old = self
@@ -821,6 +821,34 @@ impl<S: Device> Volume<S> {
             .lookup(l.root, key, |v| item_usage(key, v, total))?;
         let Some(old) = old else { return Ok(false) };
         let (sub, refs) = old?;
+        self.remove_seen(layer, key, sub, refs).map(|()| true)
+    }
+
+    /// [`Self::remove`] for an item this operation has just found, without looking it up again.
+    /// A key that is not there is damage: it aborts the transaction.
+    pub fn remove_found(&mut self, layer: u64, key: &Key) -> Result<(), Error> {
+        if matches!(key.kind, kind::EXTENT | kind::COW | kind::XATTR) {
+            // What these account for is in their values.
+            if !self.remove(layer, key)? {
+                return Err(Error::Corrupt(FormatError::BadField("key vanished")));
+            }
+            return Ok(());
+        }
+        let (sub, refs) = item_usage(key, &[], self.sb.total_blocks)?;
+        self.remove_seen(layer, key, sub, refs)
+    }
+
+    /// Removes the item `key`, which is in layer `layer` and accounts for `sub` and references
+    /// the blocks `refs`.
+    fn remove_seen(
+        &mut self,
+        layer: u64,
+        key: &Key,
+        sub: Usage,
+        refs: Option<(u64, u64)>,
+    ) -> Result<(), Error> {
+        let mut l = self.writable_layer(layer)?;
+        self.admit(2, false)?;
         self.mutate(|v| {
             l.root = v.txn(tree_kind::FS).remove_present(l.root, key)?;
             if let Some((b, n)) = refs {
@@ -829,7 +857,43 @@ impl<S: Device> Volume<S> {
             Self::apply_usage(&mut l, Usage::default(), sub)?;
             v.put_layer(&l)
         })
-        .map(|()| true)
+    }
+
+    /// Removes every item of object `id` (an inode number) from a read-write layer, dropping
+    /// the blocks they reference: one descent finds a leaf's worth of them.
+    pub fn remove_all_of(&mut self, layer: u64, id: u64) -> Result<(), Error> {
+        /// Items taken from a leaf per descent (about half a KiB of stack).
+        const BATCH: usize = 8;
+        let total = self.sb.total_blocks;
+        let mut from = Key::new(id, 0, 0);
+        loop {
+            let mut batch = [(Key::MIN, Usage::default(), None); BATCH];
+            let mut n = 0;
+            let mut full = false;
+            let rest = self.scan_leaf(layer, &from, &mut |k, v| {
+                if k.id != id {
+                    return Ok(false);
+                }
+                let Some(slot) = batch.get_mut(n) else {
+                    full = true;
+                    return Ok(false);
+                };
+                let (usage, refs) = item_usage(k, v, total)?;
+                *slot = (*k, usage, refs);
+                n += 1;
+                Ok(true)
+            })?;
+            let mut last = None;
+            for (key, sub, refs) in batch.iter().take(n) {
+                self.remove_seen(layer, key, *sub, *refs)?;
+                last = Some(*key);
+            }
+            from = match (full, last, rest) {
+                (true, Some(k), _) => key_after(&k).ok_or(Error::Invalid)?,
+                (false, _, Some(k)) => k,
+                _ => return Ok(()),
+            };
+        }
     }
 
     /// Takes a new inode number in a read-write layer.

@@ -175,8 +175,33 @@ struct NodeSlot {
     data: KVec<u8>,
 }
 
-/// Slots in the cache (up to 512 KiB per mount once all are used).
-const NODE_SLOTS: usize = 128;
+impl NodeSlot {
+    /// Makes the slot hold `data` as block `blocknr`, dropping what it held (the caller wrote
+    /// back a dirty node first). `false` if there was no memory for the copy: the slot is empty.
+    fn hold(&mut self, blocknr: u64, data: &[u8], dirty: bool) -> bool {
+        self.tag = 0;
+        self.dirty = false;
+        if self.data.len() != data.len() {
+            self.data.clear();
+            if self.data.extend_from_slice(data, GFP_KERNEL).is_err() {
+                return false;
+            }
+        } else {
+            self.data.copy_from_slice(data);
+        }
+        self.tag = blocknr.wrapping_add(1);
+        self.dirty = dirty;
+        true
+    }
+}
+
+/// Bits of a slot index.
+const NODE_SLOT_BITS: u32 = 10;
+
+/// Slots in the cache (up to 4 MiB per mount once all are used): enough for the nodes a busy
+/// transaction keeps changing (directory, inode and orphan leaves of thousands of files), which
+/// would otherwise be sealed, written back and read again at every slot collision.
+const NODE_SLOTS: usize = 1 << NODE_SLOT_BITS;
 
 impl NodeCache {
     fn new() -> Result<Self> {
@@ -195,7 +220,7 @@ impl NodeCache {
     }
 
     fn slot(&mut self, blocknr: u64) -> Option<&mut NodeSlot> {
-        let h = blocknr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57;
+        let h = blocknr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - NODE_SLOT_BITS);
         self.0.get_mut(usize::try_from(h).ok()? % NODE_SLOTS)
     }
 
@@ -208,6 +233,23 @@ impl NodeCache {
             }
             _ => false,
         }
+    }
+
+    /// The cached copy of `blocknr`, if there is one.
+    fn cached(&mut self, blocknr: u64) -> Option<&[u8]> {
+        match self.slot(blocknr) {
+            Some(s) if s.tag == blocknr.wrapping_add(1) => Some(&s.data),
+            _ => None,
+        }
+    }
+
+    /// Caches `data`, just read from the page cache, as the clean copy of `blocknr`, unless its
+    /// slot holds a dirty node (reading never writes). `false` if it was not cached.
+    fn fill(&mut self, blocknr: u64, data: &[u8]) -> bool {
+        let Some(s) = self.slot(blocknr) else {
+            return false;
+        };
+        !s.dirty && s.hold(blocknr, data, false)
     }
 
     /// Whether `blocknr` is cached dirty.
@@ -230,32 +272,16 @@ fn write_back(bdev: &BlockDevice, slot: &mut NodeSlot) -> Result<(), CoreError> 
 }
 
 impl BdevStore {
-    /// Makes the slot of `blocknr` hold `data`, dirty (a node write) or not (a read). A write
-    /// first writes back the dirty node the slot holds for another block; a read leaves such a
-    /// slot alone, so that reading never writes. `false` if the block was not cached.
-    fn cache(&mut self, blocknr: u64, data: &[u8], dirty: bool) -> Result<bool, CoreError> {
+    /// Makes the slot of `blocknr` hold the node write `data`, dirty, first writing back the
+    /// dirty node the slot holds for another block. `false` if the block was not cached.
+    fn cache_dirty(&mut self, blocknr: u64, data: &[u8]) -> Result<bool, CoreError> {
         let Some(s) = self.nodes.slot(blocknr) else {
             return Ok(false);
         };
-        if s.tag != blocknr.wrapping_add(1) && s.dirty {
-            if !dirty {
-                return Ok(false);
-            }
+        if s.tag != blocknr.wrapping_add(1) {
             write_back(&self.bdev, s)?;
         }
-        s.tag = 0;
-        s.dirty = false;
-        if s.data.len() != data.len() {
-            s.data.clear();
-            if s.data.extend_from_slice(data, GFP_KERNEL).is_err() {
-                return Ok(false);
-            }
-        } else {
-            s.data.copy_from_slice(data);
-        }
-        s.tag = blocknr.wrapping_add(1);
-        s.dirty = dirty;
-        Ok(true)
+        Ok(s.hold(blocknr, data, true))
     }
 
     /// Seals every dirty node and copies it to the page cache.
@@ -302,8 +328,25 @@ impl BlockStore for BdevStore {
             .read(blocknr, |b| buf.data.copy_from_slice(b))
             .map_err(|_| CoreError::Io)?;
         // Not caching it (no room for a copy, or the slot holds a dirty node) costs only time.
-        self.cache(blocknr, &buf.data, false)?;
+        self.nodes.fill(blocknr, &buf.data);
         Ok(())
+    }
+
+    fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, CoreError> {
+        if blocknr >= self.total_blocks {
+            return Err(CoreError::Io);
+        }
+        if let Some(data) = self.nodes.cached(blocknr) {
+            return Ok(f(data));
+        }
+        let nodes = &mut self.nodes;
+        self.bdev
+            .read(blocknr, |b| {
+                // Keep a copy for the next visit; not caching it costs only time.
+                nodes.fill(blocknr, b);
+                f(b)
+            })
+            .map_err(|_| CoreError::Io)
     }
 
     fn read_new(&mut self, blocknr: u64) -> Result<KBlock, CoreError> {
@@ -344,6 +387,15 @@ impl BlockStore for BdevStore {
         r
     }
 
+    fn update_node<R>(&mut self, blocknr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        // Only a dirty slot: its node is unsealed and reaches the page cache (sealed) from
+        // here, so changing it here is changing that write.
+        match self.nodes.slot(blocknr) {
+            Some(s) if s.dirty && s.tag == blocknr.wrapping_add(1) => Some(f(&mut s.data)),
+            _ => None,
+        }
+    }
+
     fn write_node(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
         if self.read_only {
             return Err(CoreError::ReadOnly);
@@ -351,7 +403,7 @@ impl BlockStore for BdevStore {
         if blocknr >= self.total_blocks {
             return Err(CoreError::Io);
         }
-        if self.cache(blocknr, &buf.data, true)? {
+        if self.cache_dirty(blocknr, &buf.data)? {
             return Ok(());
         }
         crate::format::node::seal(&mut buf.data)?;
