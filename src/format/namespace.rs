@@ -115,6 +115,15 @@ pub struct RenameResult {
     pub whiteout: Option<u64>,
 }
 
+/// Records a namespace change wrote, returned by the `*_touched` operations.
+#[derive(Clone, Copy, Debug)]
+pub struct Touched {
+    /// The directory's record.
+    pub dir: InodeRecord,
+    /// The record of the inode named or unnamed.
+    pub inode: InodeRecord,
+}
+
 /// Key of the orphan-index item of inode `ino`: `(0, ORPHAN, ino)`, empty value.
 pub fn orphan_key(ino: u64) -> Key {
     Key::new(0, kind::ORPHAN, ino)
@@ -424,6 +433,20 @@ impl<S: Device> Volume<S> {
         attrs: &NewInode,
         now: Timespec,
     ) -> Result<u64, Error> {
+        self.create_touched(layer, dir, name, attrs, now)
+            .map(|(ino, _)| ino)
+    }
+
+    /// [`Self::create`], also returning the records it wrote: the new inode's and the
+    /// directory's (for a caller that caches attributes and need not read them back).
+    pub fn create_touched(
+        &mut self,
+        layer: u64,
+        dir: u64,
+        name: &[u8],
+        attrs: &NewInode,
+        now: Timespec,
+    ) -> Result<(u64, Touched), Error> {
         check_name(name)?;
         check_time(&now)?;
         let dtype = file_type(attrs.mode).ok_or(Error::Invalid)?;
@@ -454,7 +477,13 @@ impl<S: Device> Volume<S> {
             parent.mtime = now;
             parent.ctime = now;
             v.put_inode(layer, dir, &parent)?;
-            Ok(ino)
+            Ok((
+                ino,
+                Touched {
+                    dir: parent,
+                    inode: rec,
+                },
+            ))
         })
     }
 
@@ -524,6 +553,19 @@ impl<S: Device> Volume<S> {
         now: Timespec,
     ) -> Result<Option<u64>, Error> {
         self.remove_name(layer, dir, name, now, true)
+            .map(|(orphan, _)| orphan)
+    }
+
+    /// [`Self::unlink_keep`], also returning the records it wrote: the directory's and the
+    /// inode's that lost the name (link count 0 if it is now an orphan).
+    pub fn unlink_keep_touched(
+        &mut self,
+        layer: u64,
+        dir: u64,
+        name: &[u8],
+        now: Timespec,
+    ) -> Result<(Option<u64>, Touched), Error> {
+        self.remove_name(layer, dir, name, now, true)
     }
 
     fn remove_name(
@@ -533,7 +575,7 @@ impl<S: Device> Volume<S> {
         name: &[u8],
         now: Timespec,
         keep: bool,
-    ) -> Result<Option<u64>, Error> {
+    ) -> Result<(Option<u64>, Touched), Error> {
         check_name(name)?;
         check_time(&now)?;
         self.check_writable(layer)?;
@@ -550,7 +592,13 @@ impl<S: Device> Volume<S> {
         self.admit_trees(OP_TREES)?;
         self.mutate(|v| {
             v.remove_found(layer, &Key::new(dir, kind::DIRENT, entry.offset))?;
-            v.drop_link(layer, entry.ino, dir, name)?;
+            if is_dir || target.nlink == 1 {
+                // Its only name (a directory has one): the back reference counts just this
+                // name, and goes without a look at it.
+                v.remove_found(layer, &Key::new(entry.ino, kind::LINK, dir))?;
+            } else {
+                v.drop_link(layer, entry.ino, dir, name)?;
+            }
             if is_dir {
                 parent.nlink = parent.nlink.saturating_sub(1);
             }
@@ -558,18 +606,26 @@ impl<S: Device> Volume<S> {
             parent.ctime = now;
             v.put_inode(layer, dir, &parent)?;
             let last = is_dir || target.nlink <= 1;
-            if !last {
+            let orphan = if !last {
                 target.nlink -= 1;
                 target.ctime = now;
                 v.put_inode(layer, entry.ino, &target)?;
-                return Ok(None);
-            }
-            if keep {
+                None
+            } else if keep {
                 v.make_orphan(layer, entry.ino, &mut target, now)?;
-                return Ok(Some(entry.ino));
-            }
-            v.delete_items(layer, entry.ino)?;
-            Ok(None)
+                Some(entry.ino)
+            } else {
+                v.delete_items(layer, entry.ino)?;
+                target.nlink = 0;
+                None
+            };
+            Ok((
+                orphan,
+                Touched {
+                    dir: parent,
+                    inode: target,
+                },
+            ))
         })
     }
 

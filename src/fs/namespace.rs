@@ -92,10 +92,27 @@ fn writable(dir: &Inode<Lcfs>) -> Result {
 
 /// The inode `ino` of `layer`, from the inode cache or read from disk.
 pub(crate) fn iget(sb: &SuperBlock<Lcfs>, layer: u64, ino: u64) -> Result<ARef<Inode<Lcfs>>> {
+    iget_known(sb, layer, ino, None)
+}
+
+/// [`iget`], with the inode's record if the caller has just written it (not a symlink's: its
+/// target is read with the record).
+fn iget_known(
+    sb: &SuperBlock<Lcfs>,
+    layer: u64,
+    ino: u64,
+    known: Option<&InodeRecord>,
+) -> Result<ARef<Inode<Lcfs>>> {
     let new = match sb.iget(vfs_ino(layer, ino)?)? {
         Iget::Cached(inode) => return Ok(inode),
         Iget::New(new) => new,
     };
+    if let Some(rec) = known {
+        let p = params(rec)?;
+        if p.kind != InodeKind::Symlink {
+            return new.init(&p, InodeInfo { layer, ino }, None);
+        }
+    }
     // Dropping `new` on an error path marks the inode bad and unlocks it.
     let mut vol = sb.info().lock();
     let rec = vol.inode(layer, ino).map_err(errno)?;
@@ -315,8 +332,8 @@ pub(crate) fn create(
             return Err(ENAMETOOLONG);
         }
     }
-    let ino = retry_for_space(sb, &mut sb.info().lock(), |vol| {
-        let ino = vol.create(info.layer, info.ino, name, &attrs, now)?;
+    let (ino, touched) = retry_for_space(sb, &mut sb.info().lock(), |vol| {
+        let (ino, touched) = vol.create_touched(info.layer, info.ino, name, &attrs, now)?;
         if let Some(target) = node.link {
             if let Err(e) = vol.write_inline(info.layer, ino, target, now) {
                 // Refused before any change (space): take the new name back out.
@@ -324,11 +341,13 @@ pub(crate) fn create(
                 return Err(e);
             }
         }
-        Ok(ino)
+        Ok((ino, touched))
     })
     .map_err(errno)?;
-    refresh(dir)?;
-    iget(sb, info.layer, ino)
+    // The records as just written: no need to read them back.
+    dir.refresh(&params(&touched.dir)?);
+    // A symlink's record changed with its target: `iget_known` reads that one.
+    iget_known(sb, info.layer, ino, Some(&touched.inode))
 }
 
 pub(crate) fn link(dir: &Inode<Lcfs>, inode: &Inode<Lcfs>, name: &[u8]) -> Result {
@@ -350,12 +369,13 @@ pub(crate) fn unlink(dir: &Inode<Lcfs>, name: &[u8], inode: &Inode<Lcfs>) -> Res
     writable(dir)?;
     let d = dir.info();
     let sb = dir.super_block();
-    retry_for_space(sb, &mut sb.info().lock(), |v| {
-        v.unlink_keep(d.layer, d.ino, name, timestamp())
+    let (_, touched) = retry_for_space(sb, &mut sb.info().lock(), |v| {
+        v.unlink_keep_touched(d.layer, d.ino, name, timestamp())
     })
     .map_err(errno)?;
-    refresh(dir)?;
-    refresh(inode)
+    dir.refresh(&params(&touched.dir)?);
+    inode.refresh(&params(&touched.inode)?);
+    Ok(())
 }
 
 pub(crate) fn rename(r: &Rename<'_, Lcfs>) -> Result {
