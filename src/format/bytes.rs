@@ -11,9 +11,8 @@ use super::FormatError;
 pub fn get_array<const N: usize>(buf: &[u8], off: usize) -> Result<[u8; N], FormatError> {
     let end = off.checked_add(N).ok_or(FormatError::Truncated)?;
     let slice = buf.get(off..end).ok_or(FormatError::Truncated)?;
-    let mut out = [0u8; N];
-    out.copy_from_slice(slice);
-    Ok(out)
+    // A fixed-size conversion compiles to plain loads; `copy_from_slice` became a call.
+    <[u8; N]>::try_from(slice).map_err(|_| FormatError::Truncated)
 }
 
 /// Reads a little-endian `u16` at `off`.
@@ -40,19 +39,31 @@ pub fn put_bytes(buf: &mut [u8], off: usize, bytes: &[u8]) -> Result<(), FormatE
     Ok(())
 }
 
+/// Writes the array `bytes` at `off` (plain stores, where [`put_bytes`] calls a copy).
+pub fn put_array<const N: usize>(
+    buf: &mut [u8],
+    off: usize,
+    bytes: [u8; N],
+) -> Result<(), FormatError> {
+    let end = off.checked_add(N).ok_or(FormatError::Truncated)?;
+    let dst = buf.get_mut(off..end).ok_or(FormatError::Truncated)?;
+    *<&mut [u8; N]>::try_from(dst).map_err(|_| FormatError::Truncated)? = bytes;
+    Ok(())
+}
+
 /// Writes a little-endian `u16` at `off`.
 pub fn put_u16(buf: &mut [u8], off: usize, v: u16) -> Result<(), FormatError> {
-    put_bytes(buf, off, &v.to_le_bytes())
+    put_array(buf, off, v.to_le_bytes())
 }
 
 /// Writes a little-endian `u32` at `off`.
 pub fn put_u32(buf: &mut [u8], off: usize, v: u32) -> Result<(), FormatError> {
-    put_bytes(buf, off, &v.to_le_bytes())
+    put_array(buf, off, v.to_le_bytes())
 }
 
 /// Writes a little-endian `u64` at `off`.
 pub fn put_u64(buf: &mut [u8], off: usize, v: u64) -> Result<(), FormatError> {
-    put_bytes(buf, off, &v.to_le_bytes())
+    put_array(buf, off, v.to_le_bytes())
 }
 
 #[cfg(test)]

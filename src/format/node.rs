@@ -29,7 +29,7 @@
 //! All functions take the node's bytes and check every offset they use: a damaged node gives an
 //! error, never a panic. Callers run [`check`] on every block they read before using it.
 
-use super::bytes::{get_array, get_u16, get_u64, put_bytes, put_u16, put_u32, put_u64};
+use super::bytes::{get_array, get_u16, get_u64, put_array, put_bytes, put_u16, put_u32, put_u64};
 use super::{FormatError, BLOCK_SIZE};
 
 /// Magic number of every tree node.
@@ -127,10 +127,10 @@ impl Key {
 
     fn encode(&self, buf: &mut [u8], at: usize) -> Result<(), FormatError> {
         put_u64(buf, at, self.id)?;
-        put_bytes(
+        put_array(
             buf,
             at.checked_add(8).ok_or(FormatError::Truncated)?,
-            &[self.kind],
+            [self.kind],
         )?;
         put_u64(
             buf,
@@ -234,7 +234,7 @@ fn node_checksum(buf: &[u8]) -> Result<u32, FormatError> {
 pub fn init(buf: &mut [u8], hdr: &Header) -> Result<(), FormatError> {
     let buf = node_mut(buf)?;
     buf.fill(0);
-    put_bytes(buf, off::MAGIC, &NODE_MAGIC)?;
+    put_array(buf, off::MAGIC, NODE_MAGIC)?;
     set_header(buf, hdr)?;
     set_nitems(buf, 0)?;
     set_value_start(buf, if hdr.is_leaf() { NODE_SIZE } else { 0 })
@@ -251,8 +251,8 @@ fn set_header(buf: &mut [u8], hdr: &Header) -> Result<(), FormatError> {
     put_u64(buf, off::BLOCKNR, hdr.blocknr)?;
     put_u64(buf, off::GENERATION, hdr.generation)?;
     put_u64(buf, off::FSID, hdr.fsid)?;
-    put_bytes(buf, off::TREE, &[hdr.tree])?;
-    put_bytes(buf, off::LEVEL, &[hdr.level])
+    put_array(buf, off::TREE, [hdr.tree])?;
+    put_array(buf, off::LEVEL, [hdr.level])
 }
 
 /// Computes and stores the checksum; call before writing the node out.

@@ -19,7 +19,9 @@
 //! | [`kind::LAYER`] | layer id | 0 | [`LayerRecord`] |
 //! | [`kind::LAYER_NAME`] | [`LAYER_NAME_INDEX`] | [`dirent_offset`] of the name's hash | [`LayerNameRecord`] |
 
-use super::bytes::{get_array, get_u16, get_u32, get_u64, put_bytes, put_u16, put_u32, put_u64};
+use super::bytes::{
+    get_array, get_u16, get_u32, get_u64, put_array, put_bytes, put_u16, put_u32, put_u64,
+};
 use super::hash::siphash24;
 use super::node::MAX_VALUE_SIZE;
 use super::FormatError;
@@ -68,7 +70,7 @@ pub struct Timespec {
 
 impl Timespec {
     fn put(&self, buf: &mut [u8], at: usize) -> Result<(), FormatError> {
-        put_bytes(buf, at, &self.sec.to_le_bytes())?;
+        put_array(buf, at, self.sec.to_le_bytes())?;
         put_u32(buf, at + 8, self.nsec)
     }
 
@@ -285,7 +287,7 @@ impl<'a> DirentRecord<'a> {
         check_name(self.name)?;
         let len = u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("name"))?;
         put_u64(buf, 0, self.ino)?;
-        put_bytes(buf, 8, &[self.dtype, len])?;
+        put_array(buf, 8, [self.dtype, len])?;
         put_bytes(buf, 10, self.name)?;
         Ok(self.size())
     }
@@ -424,7 +426,7 @@ impl<'a> LayerRecord<'a> {
         put_u64(b, 48, self.inodes_used)?;
         put_u64(b, 56, self.next_ino)?;
         let len = u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("layer name"))?;
-        put_bytes(b, 64, &[len])?;
+        put_array(b, 64, [len])?;
         put_bytes(b, LAYER_HEADER, self.name)?;
         Ok(self.size())
     }
@@ -538,7 +540,7 @@ impl<'a> LinkRecord<'a> {
         check_name(self.name)?;
         let len = u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("name"))?;
         put_u32(buf, 0, self.count)?;
-        put_bytes(buf, 4, &[len])?;
+        put_array(buf, 4, [len])?;
         put_bytes(buf, 5, self.name)?;
         Ok(self.size())
     }
@@ -621,11 +623,11 @@ impl<'a> XattrRecord<'a> {
                 let len =
                     u32::try_from(v.len()).map_err(|_| FormatError::BadField("xattr value"))?;
                 put_u32(buf, 2, len)?;
-                put_bytes(buf, 0, &[0, name_len])?;
+                put_array(buf, 0, [0, name_len])?;
                 put_bytes(buf, at, v)?;
             }
             XattrValue::External { extent, len } => {
-                put_bytes(buf, 0, &[XATTR_EXTERNAL, name_len])?;
+                put_array(buf, 0, [XATTR_EXTERNAL, name_len])?;
                 put_u32(buf, 2, len)?;
                 extent.encode(buf.get_mut(at..).ok_or(FormatError::Truncated)?)?;
             }

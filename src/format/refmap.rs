@@ -42,7 +42,7 @@
 
 use core::num::NonZeroU64;
 
-use super::bytes::{get_array, get_u32, get_u64, put_bytes, put_u32, put_u64};
+use super::bytes::{get_array, get_u32, get_u64, put_array, put_u32, put_u64};
 use super::tree::{BlockStore, Error};
 use super::{FormatError, BLOCK_SIZE};
 
@@ -213,11 +213,11 @@ pub fn init(
 ) -> Result<(), FormatError> {
     let b = buf.get_mut(..NODE_SIZE).ok_or(FormatError::Truncated)?;
     b.fill(0);
-    put_bytes(b, off::MAGIC, &MAGIC)?;
+    put_array(b, off::MAGIC, MAGIC)?;
     put_u64(b, off::BLOCKNR, blocknr)?;
     put_u64(b, off::GENERATION, generation)?;
     put_u64(b, off::FSID, fsid)?;
-    put_bytes(b, off::LEVEL, &[level])?;
+    put_array(b, off::LEVEL, [level])?;
     put_u64(b, off::FIRST, first)?;
     if level > 0 {
         let child_cov = coverage(level - 1);
