@@ -581,6 +581,42 @@ impl RefMap {
         Ok((buf, hdr))
     }
 
+    /// Validates map node `blocknr` as [`Self::read_node`] does and calls `f` with it, without
+    /// copying it out of the store.
+    fn visit_node<S: BlockStore, R>(
+        &self,
+        store: &mut S,
+        blocknr: u64,
+        level: u8,
+        first: u64,
+        f: impl FnOnce(&[u8]) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        if blocknr == 0 || blocknr >= self.total_blocks {
+            return Err(Error::Corrupt(FormatError::BadField("map block number")));
+        }
+        let expect = MapExpect {
+            blocknr,
+            fsid: self.fsid,
+            level,
+            first,
+            txn_generation: self.generation,
+            total_blocks: self.total_blocks,
+        };
+        let verified = store.is_verified(blocknr);
+        let (checked, r) = store.with_block(blocknr, |buf| {
+            if verified {
+                check_placement(buf, &expect)?;
+            } else {
+                check(buf, &expect)?;
+            }
+            Ok::<_, Error>((!verified, f(buf)))
+        })??;
+        if checked {
+            store.set_verified(blocknr);
+        }
+        r
+    }
+
     fn write_node<S: BlockStore>(
         &self,
         store: &mut S,
@@ -602,18 +638,24 @@ impl RefMap {
         }
         let (mut block, mut level, mut first) = (self.root, self.level, 0u64);
         loop {
-            let (buf, _) = self.read_node(store, block, level, first)?;
-            if level == 0 {
-                let v = leaf_get(buf.as_ref(), blocknr - first)?;
-                return Ok(if v == PINNED { 0 } else { v });
+            // `Ok`: the count; `Err`: the child to go down to.
+            let step = self.visit_node(store, block, level, first, |buf| {
+                if level == 0 {
+                    let v = leaf_get(buf, blocknr - first)?;
+                    return Ok(Ok(if v == PINNED { 0 } else { v }));
+                }
+                let cov = coverage(level - 1);
+                let i = (blocknr - first) / cov;
+                let e = entry_get(buf, i)?;
+                if e.child == 0 {
+                    return Ok(Ok(0));
+                }
+                Ok(Err((e.child, level - 1, first + i * cov.get())))
+            })?;
+            match step {
+                Ok(v) => return Ok(v),
+                Err(down) => (block, level, first) = down,
             }
-            let cov = coverage(level - 1);
-            let i = (blocknr - first) / cov;
-            let e = entry_get(buf.as_ref(), i)?;
-            if e.child == 0 {
-                return Ok(0);
-            }
-            (block, level, first) = (e.child, level - 1, first + i * cov.get());
         }
     }
 
@@ -636,23 +678,30 @@ impl RefMap {
                 return Err(Error::Corrupt(FormatError::BadField("block number")));
             }
             let (mut block, mut level, mut first) = (self.root, self.level, 0u64);
-            // The leaf covering `b`, or the end of the unmaterialised (free) range holding it.
+            // Down to the leaf covering `b` (`Ok`), or the end of the unmaterialised (free)
+            // range holding it (`Err`).
             let leaf = loop {
                 if level == 0 {
-                    break Ok(self.read_node(store, block, level, first)?.0);
+                    break Ok(());
                 }
-                let (buf, _) = self.read_node(store, block, level, first)?;
-                let cov = coverage(level - 1);
-                let i = (b - first) / cov;
-                let e = entry_get(buf.as_ref(), i)?;
-                let child_first = first + i * cov.get();
-                if e.child == 0 {
-                    break Err(child_first.saturating_add(cov.get()).min(self.total_blocks));
+                let total = self.total_blocks;
+                let step = self.visit_node(store, block, level, first, |buf| {
+                    let cov = coverage(level - 1);
+                    let i = (b - first) / cov;
+                    let e = entry_get(buf, i)?;
+                    let child_first = first + i * cov.get();
+                    if e.child == 0 {
+                        return Ok(Err(child_first.saturating_add(cov.get()).min(total)));
+                    }
+                    Ok(Ok((e.child, level - 1, child_first)))
+                })?;
+                match step {
+                    Ok(down) => (block, level, first) = down,
+                    Err(range_end) => break Err(range_end),
                 }
-                (block, level, first) = (e.child, level - 1, child_first);
             };
-            let buf = match leaf {
-                Ok(buf) => buf,
+            match leaf {
+                Ok(()) => {}
                 // Free blocks count 0.
                 Err(_) if one => return Ok(n),
                 Err(range_end) => {
@@ -661,17 +710,24 @@ impl RefMap {
                         .min(lim);
                     continue;
                 }
-            };
+            }
             let leaf_end = first.saturating_add(LEAF_ENTRIES).min(self.total_blocks);
-            let mut c = b;
-            while c < leaf_end && n < lim {
-                let v = leaf_get(buf.as_ref(), c - first)?;
-                let v = if v == PINNED { 0 } else { v };
-                if (v == 1) != one {
-                    return Ok(n);
+            let (counted, stop) = self.visit_node(store, block, 0, first, |buf| {
+                let (mut c, mut n) = (b, n);
+                while c < leaf_end && n < lim {
+                    let v = leaf_get(buf, c - first)?;
+                    let v = if v == PINNED { 0 } else { v };
+                    if (v == 1) != one {
+                        return Ok((n, true));
+                    }
+                    c += 1;
+                    n += 1;
                 }
-                c += 1;
-                n += 1;
+                Ok((n, false))
+            })?;
+            n = counted;
+            if stop {
+                return Ok(n);
             }
         }
         Ok(n)
