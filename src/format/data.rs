@@ -511,7 +511,14 @@ impl<S: Device> Volume<S> {
         let max = clip(fblock, max)?;
         let inode = self.data_inode(layer, ino, true)?;
         let ext = self.item_at(layer, ino, kind::EXTENT, fblock)?;
-        if let Some(c) = self.item_at(layer, ino, kind::COW, fblock)? {
+        // Most files have no staging items: one look for any spares the two below.
+        let staging = self.item_from(layer, ino, kind::COW, 0)?.is_some();
+        let cow = if staging {
+            self.item_at(layer, ino, kind::COW, fblock)?
+        } else {
+            None
+        };
+        if let Some(c) = cow {
             // Staging blocks are reused if they still stand for written data and belong to
             // this file alone. Anything else is stale (inherited from a layer frozen with a
             // write in progress, or left over a range truncated since): cut it where it is.
@@ -557,7 +564,7 @@ impl<S: Device> Volume<S> {
                 let key = Key::new(ino, kind::EXTENT, e.off);
                 let src = e.disk_at(fblock);
                 let mut lim = (e.end() - fblock).min(max).min(SCAN_MAX);
-                if !e.is_unwritten() {
+                if !e.is_unwritten() && staging {
                     // A new staging run stops before staging items further on.
                     if let Some(c) = self.item_from(layer, ino, kind::COW, fblock)? {
                         if c.off < fblock.saturating_add(lim) {
@@ -646,7 +653,14 @@ impl<S: Device> Volume<S> {
     ) -> Result<(u64, u64), Error> {
         let max = clip(fblock, max)?.min(SCAN_MAX);
         self.data_inode(layer, ino, true)?;
-        let (key, disk, mut lim) = match self.item_at(layer, ino, kind::COW, fblock)? {
+        // As in `map_write`: one look for any staging item spares the two below.
+        let staging = self.item_from(layer, ino, kind::COW, 0)?.is_some();
+        let cow = if staging {
+            self.item_at(layer, ino, kind::COW, fblock)?
+        } else {
+            None
+        };
+        let (key, disk, mut lim) = match cow {
             Some(c) => (
                 Key::new(ino, kind::COW, c.off),
                 c.disk_at(fblock),
@@ -657,9 +671,11 @@ impl<S: Device> Volume<S> {
                     .item_at(layer, ino, kind::EXTENT, fblock)?
                     .ok_or(Error::NotFound)?;
                 let mut lim = (e.end() - fblock).min(max);
-                if let Some(c) = self.item_from(layer, ino, kind::COW, fblock)? {
-                    if c.off < fblock.saturating_add(lim) {
-                        lim = gap(c.off, fblock)?;
+                if staging {
+                    if let Some(c) = self.item_from(layer, ino, kind::COW, fblock)? {
+                        if c.off < fblock.saturating_add(lim) {
+                            lim = gap(c.off, fblock)?;
+                        }
                     }
                 }
                 (Key::new(ino, kind::EXTENT, e.off), e.disk_at(fblock), lim)

@@ -336,17 +336,20 @@ impl BlockStore for BdevStore {
         if blocknr >= self.total_blocks {
             return Err(CoreError::Io);
         }
+        // `f` parses a private copy, never the page cache itself (which another opener of the
+        // device could write meanwhile): the cached one, or a new one kept for the next visit.
+        if self.nodes.cached(blocknr).is_none() {
+            let nodes = &mut self.nodes;
+            self.bdev
+                .read(blocknr, |b| nodes.fill(blocknr, b))
+                .map_err(|_| CoreError::Io)?;
+        }
         if let Some(data) = self.nodes.cached(blocknr) {
             return Ok(f(data));
         }
-        let nodes = &mut self.nodes;
-        self.bdev
-            .read(blocknr, |b| {
-                // Keep a copy for the next visit; not caching it costs only time.
-                nodes.fill(blocknr, b);
-                f(b)
-            })
-            .map_err(|_| CoreError::Io)
+        // No room in the cache (its slot holds a dirty node, or no memory).
+        let buf = self.read_new(blocknr)?;
+        Ok(f(&buf.data))
     }
 
     fn read_new(&mut self, blocknr: u64) -> Result<KBlock, CoreError> {
