@@ -825,7 +825,8 @@ impl<S: Device> Volume<S> {
     }
 
     /// [`Self::remove`] for an item this operation has just found, without looking it up again.
-    /// A key that is not there is damage: it aborts the transaction.
+    /// A key that is not there is damage (`Corrupt`), which aborts the operation's
+    /// [`Self::mutate`].
     pub fn remove_found(&mut self, layer: u64, key: &Key) -> Result<(), Error> {
         if matches!(key.kind, kind::EXTENT | kind::COW | kind::XATTR) {
             // What these account for is in their values.
@@ -889,7 +890,11 @@ impl<S: Device> Volume<S> {
                 last = Some(*key);
             }
             from = match (full, last, rest) {
-                (true, Some(k), _) => key_after(&k).ok_or(Error::Invalid)?,
+                (true, Some(k), _) => match key_after(&k) {
+                    Some(next) => next,
+                    // The largest key: nothing can follow it.
+                    None => return Ok(()),
+                },
                 (false, _, Some(k)) => k,
                 _ => return Ok(()),
             };
