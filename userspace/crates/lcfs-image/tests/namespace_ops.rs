@@ -494,6 +494,53 @@ fn orphans_keep_data_until_deleted() {
 }
 
 #[test]
+fn deleting_an_inode_removes_items_over_several_leaves() {
+    let mut vol = fresh(8192, 9);
+    let d = vol.create(1, ROOT_INO, b"d", &dir(), NOW).unwrap();
+    let keep = vol.create(1, d, b"keep", &file(), NOW).unwrap();
+    let f = vol.create(1, d, b"f", &file(), NOW).unwrap();
+    add_extent(&mut vol, 1, keep, 0, 2);
+    // More items than one leaf holds and than one batch of `remove_all_of` takes: extents
+    // (which hold blocks) and xattrs, between the neighbours' items.
+    for i in 0..60u64 {
+        add_extent(&mut vol, 1, f, i * 2, 1);
+    }
+    for i in 0..40 {
+        let name = format!("user.x{i:02}");
+        vol.set_xattr(1, f, name.as_bytes(), &[7u8; 200], NOW)
+            .unwrap();
+    }
+    vol.commit(NOW).unwrap();
+    let free = vol.superblock().free_blocks;
+    let used = vol.layer(1).unwrap();
+    let (orphan, touched) = vol.unlink_keep_touched(1, d, b"f", LATER).unwrap();
+    assert_eq!(orphan, Some(f));
+    // The records handed back are the ones stored.
+    assert_eq!(touched.dir, vol.inode(1, d).unwrap());
+    assert_eq!(touched.inode, vol.inode(1, f).unwrap());
+    assert_eq!(touched.inode.nlink, 0);
+    vol.delete_orphan(1, f).unwrap();
+    let (items, _, aborted) = snapshot(&mut vol, 1);
+    assert!(!aborted);
+    assert!(!items.iter().any(|(k, _)| k.id == f), "items of {f} left");
+    assert!(items
+        .iter()
+        .any(|(k, _)| k.id == keep && k.kind == kind::EXTENT));
+    let after = vol.layer(1).unwrap();
+    assert_eq!(after.inodes_used, used.inodes_used - 1);
+    assert_eq!(after.bytes_used, used.bytes_used - 60 * BS);
+    assert_clean(&mut vol);
+    // The 60 data blocks are free again once committed (tree nodes may differ).
+    assert!(vol.superblock().free_blocks >= free + 60 - 8);
+    // A new inode's records as created.
+    let (g, t) = vol.create_touched(1, d, b"g", &file(), LATER).unwrap();
+    assert_eq!(t.inode, vol.inode(1, g).unwrap());
+    assert_eq!(t.dir, vol.inode(1, d).unwrap());
+    assert_eq!(t.dir.mtime, LATER);
+    assert_clean(&mut vol);
+}
+
+#[test]
 fn set_attr_and_truncate() {
     let mut vol = fresh(4096, 6);
     let f = vol.create(1, ROOT_INO, b"f", &file(), NOW).unwrap();
