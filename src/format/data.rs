@@ -55,6 +55,76 @@ pub const MAX_FILE_BLOCKS: u64 = 1 << (63 - BLOCK_SHIFT);
 /// (the kernel asks again for the rest).
 pub const SCAN_MAX: u64 = 1024;
 
+/// Runs of file blocks that writes overwrite in place ([`WriteKind::InPlace`]): blocks of a
+/// written extent that only that extent item references (no shared node on the path to its leaf,
+/// count 1 in the map), in a file without staging items. Random overwrites of a file ask
+/// [`Volume::map_write`], [`Volume::map_writeback`] and [`Volume::complete_write`] the same
+/// question for every block, and each answer costs extent, staging and reference-count lookups;
+/// ext4 keeps the same facts in memory in its extent status tree. An entry holds only while the
+/// volume makes no change at all (every [`Volume::mutate`] moves the epoch on), so nothing that
+/// moves, cuts, shares or stages blocks can leave a stale one.
+#[derive(Clone, Debug)]
+pub struct InPlaceCache([InPlace; IN_PLACE_SLOTS]);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct InPlace {
+    /// The volume's epoch when it was found; 0 is empty.
+    epoch: u64,
+    layer: u64,
+    ino: u64,
+    /// First file block, and blocks.
+    off: u64,
+    len: u64,
+    /// Disk block of `off`.
+    disk: u64,
+}
+
+/// Entries (direct-mapped by file and window; kept small, as the volume lives on the stack while
+/// a mount opens it).
+const IN_PLACE_SLOTS: usize = 8;
+
+/// File blocks per window: an entry never crosses a window boundary (16 MiB).
+const IN_PLACE_WINDOW: u64 = 4096;
+
+impl InPlaceCache {
+    pub(super) const fn new() -> Self {
+        Self(
+            [InPlace {
+                epoch: 0,
+                layer: 0,
+                ino: 0,
+                off: 0,
+                len: 0,
+                disk: 0,
+            }; IN_PLACE_SLOTS],
+        )
+    }
+
+    fn slot(layer: u64, ino: u64, fblock: u64) -> usize {
+        let h = (ino ^ layer.rotate_left(40) ^ (fblock / IN_PLACE_WINDOW).rotate_left(20))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            >> 61;
+        usize::try_from(h).unwrap_or(0) % IN_PLACE_SLOTS
+    }
+
+    /// The entry covering `fblock` of `ino`, found in epoch `epoch`.
+    fn get(&self, epoch: u64, layer: u64, ino: u64, fblock: u64) -> Option<InPlace> {
+        let e = *self.0.get(Self::slot(layer, ino, fblock))?;
+        let hit = e.epoch == epoch
+            && e.layer == layer
+            && e.ino == ino
+            && fblock >= e.off
+            && fblock - e.off < e.len;
+        hit.then_some(e)
+    }
+
+    fn put(&mut self, e: InPlace) {
+        if let Some(s) = self.0.get_mut(Self::slot(e.layer, e.ino, e.off)) {
+            *s = e;
+        }
+    }
+}
+
 /// Tree updates one step may make: up to seven item changes (an extent cut in three, a
 /// neighbour merged, a staging item cut in two) and the inode record, each item change also
 /// rewriting the layer record. Steps that allocate data keep this much free above the metadata
@@ -273,6 +343,43 @@ impl<S: Device> Volume<S> {
             return Ok(0);
         }
         self.refcount_run(disk, lim, true)
+    }
+
+    /// For `map_write` of `fblock` over written extent `e` in a file without staging items:
+    /// finds the exclusive run of `e` from the start of `fblock`'s window, and if it covers
+    /// `fblock`, keeps it in the in-place cache (found in `epoch`) and returns the mapping.
+    fn cache_in_place(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        e: &Ext,
+        fblock: u64,
+        max: u64,
+        epoch: u64,
+    ) -> Result<Option<WriteMap>, Error> {
+        let window = fblock - fblock % IN_PLACE_WINDOW;
+        let start = e.off.max(window);
+        let end = e.end().min(window.saturating_add(IN_PLACE_WINDOW));
+        let key = Key::new(ino, kind::EXTENT, e.off);
+        let run = self.exclusive_run(layer, &key, e.disk_at(start), gap(end, start)?)?;
+        if start.saturating_add(run) <= fblock {
+            return Ok(None);
+        }
+        self.in_place.put(InPlace {
+            epoch,
+            layer,
+            ino,
+            off: start,
+            len: run,
+            disk: e.disk_at(start),
+        });
+        let at = fblock - start;
+        Ok(Some(WriteMap {
+            fblock,
+            len: (run - at).min(max).min(SCAN_MAX),
+            disk_block: e.disk_at(fblock),
+            kind: WriteKind::InPlace,
+        }))
     }
 
     /// Leading blocks of `[disk, disk + lim)` that some other item or tree also references.
@@ -509,6 +616,16 @@ impl<S: Device> Volume<S> {
         max: u64,
     ) -> Result<WriteMap, Error> {
         let max = clip(fblock, max)?;
+        let epoch = self.epoch()?;
+        if let Some(c) = self.in_place.get(epoch, layer, ino, fblock) {
+            let at = fblock - c.off;
+            return Ok(WriteMap {
+                fblock,
+                len: (c.len - at).min(max).min(SCAN_MAX),
+                disk_block: c.disk + at,
+                kind: WriteKind::InPlace,
+            });
+        }
         let inode = self.data_inode(layer, ino, true)?;
         let ext = self.item_at(layer, ino, kind::EXTENT, fblock)?;
         // Most files have no staging items: one look for any spares the two below.
@@ -570,6 +687,11 @@ impl<S: Device> Volume<S> {
                         if c.off < fblock.saturating_add(lim) {
                             lim = gap(c.off, fblock)?;
                         }
+                    }
+                }
+                if !e.is_unwritten() && !staging {
+                    if let Some(w) = self.cache_in_place(layer, ino, &e, fblock, max, epoch)? {
+                        return Ok(w);
                     }
                 }
                 let run = self.exclusive_run(layer, &key, src, lim)?;
@@ -652,6 +774,10 @@ impl<S: Device> Volume<S> {
         max: u64,
     ) -> Result<(u64, u64), Error> {
         let max = clip(fblock, max)?.min(SCAN_MAX);
+        if let Some(c) = self.in_place.get(self.epoch()?, layer, ino, fblock) {
+            let at = fblock - c.off;
+            return Ok((c.disk + at, (c.len - at).min(max)));
+        }
         self.data_inode(layer, ino, true)?;
         // As in `map_write`: one look for any staging item spares the two below.
         let staging = self.item_from(layer, ino, kind::COW, 0)?.is_some();
@@ -707,14 +833,29 @@ impl<S: Device> Volume<S> {
     ) -> Result<(), Error> {
         let len = clip(fblock, len)?;
         let end = fblock + len;
+        if let Some(c) = self.in_place.get(self.epoch()?, layer, ino, fblock) {
+            // Written blocks of a file without staging: nothing to complete.
+            if end - c.off <= c.len {
+                return Ok(());
+            }
+        }
         self.data_inode(layer, ino, true)?;
         let mut p = fblock;
         while p < end {
-            let cow = self.item_at(layer, ino, kind::COW, p)?;
+            // As in `map_write`: a file without staging items needs no look for them.
+            let staging = self.item_from(layer, ino, kind::COW, 0)?.is_some();
+            let cow = if staging {
+                self.item_at(layer, ino, kind::COW, p)?
+            } else {
+                None
+            };
             let ext = self.item_at(layer, ino, kind::EXTENT, p)?;
             // The piece: up to the next boundary of either kind of item.
             let mut q = end;
             for (k, cur) in [(kind::COW, cow), (kind::EXTENT, ext)] {
+                if k == kind::COW && !staging {
+                    continue;
+                }
                 q = match cur {
                     Some(x) => q.min(x.end()),
                     None => match self.item_from(layer, ino, k, p)? {

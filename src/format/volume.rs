@@ -165,6 +165,11 @@ pub struct Volume<S: Device> {
     /// until the transaction commits (or another layer's record is needed) saves a layer-tree
     /// update per change.
     layer_cache: Option<(LayerInfo, bool)>,
+    /// Moves on at every [`Self::mutate`]: facts read from the trees and kept in memory stay
+    /// true while it does not change.
+    epoch: u64,
+    /// Runs of file blocks known to be overwritten in place (see `data::InPlaceCache`).
+    pub(super) in_place: super::data::InPlaceCache,
 }
 
 /// Result of a name-index lookup: the layer id and entry offset if the name exists, and the first
@@ -211,6 +216,8 @@ impl<S: Device> Volume<S> {
             dirty: true,
             aborted: false,
             layer_cache: None,
+            epoch: 1,
+            in_place: super::data::InPlaceCache::new(),
         };
         if let Some(name) = first_layer {
             vol.create_layer(name, None, now)?;
@@ -254,6 +261,8 @@ impl<S: Device> Volume<S> {
                 dirty: false,
                 aborted: false,
                 layer_cache: None,
+                epoch: 1,
+                in_place: super::data::InPlaceCache::new(),
             },
             sel.other_error,
         ))
@@ -292,6 +301,12 @@ impl<S: Device> Volume<S> {
         self.aborted
     }
 
+    /// See `epoch`; also refuses an aborted transaction, for whoever trusts facts kept from it.
+    pub(super) fn epoch(&self) -> Result<u64, Error> {
+        self.live()?;
+        Ok(self.epoch)
+    }
+
     fn txn_generation(&self) -> u64 {
         self.sb.generation.saturating_add(1)
     }
@@ -325,6 +340,7 @@ impl<S: Device> Volume<S> {
     pub fn mutate<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
         self.live()?;
         self.dirty = true;
+        self.epoch = self.epoch.wrapping_add(1);
         match f(self) {
             Ok(r) => Ok(r),
             Err(e) => {

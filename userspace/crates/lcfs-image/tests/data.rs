@@ -302,6 +302,52 @@ fn hole_write_goes_unwritten_then_written_then_in_place() {
 }
 
 #[test]
+fn in_place_answers_follow_every_change() {
+    let (mut vol, f) = with_file(8192);
+    let wm = vol.map_write(1, f, 0, 64).unwrap();
+    assert_eq!(wm.kind, WriteKind::New);
+    vol.complete_write(1, f, 0, 64).unwrap();
+    let d = wm.disk_block;
+    // Repeated answers for written blocks of this file alone (the second from memory).
+    for _ in 0..2 {
+        assert_eq!(
+            vol.map_write(1, f, 40, 1).unwrap(),
+            WriteMap {
+                fblock: 40,
+                len: 1,
+                disk_block: d + 40,
+                kind: WriteKind::InPlace
+            }
+        );
+        assert_eq!(vol.map_writeback(1, f, 40, 8).unwrap(), (d + 40, 8));
+        vol.complete_write(1, f, 40, 8).unwrap();
+    }
+    // Another reference to block 41 (as a clone sharing it would add): no longer in place.
+    vol.add_block_refs(d + 41, 1).unwrap();
+    assert_eq!(vol.map_write(1, f, 40, 1).unwrap().len, 1);
+    let w = vol.map_write(1, f, 41, 1).unwrap();
+    assert!(
+        matches!(w.kind, WriteKind::Cow { src_disk_block } if src_disk_block == d + 41),
+        "{w:?}"
+    );
+    assert_eq!(vol.map_writeback(1, f, 41, 1).unwrap().0, w.disk_block);
+    vol.complete_write(1, f, 41, 1).unwrap();
+    vol.release(d + 41, 1).unwrap();
+    // A punched block is no longer there to overwrite.
+    assert_eq!(vol.map_write(1, f, 50, 1).unwrap().kind, WriteKind::InPlace);
+    vol.punch_hole(1, f, 50, 1).unwrap();
+    assert_eq!(vol.map_write(1, f, 50, 1).unwrap().kind, WriteKind::New);
+    vol.complete_write(1, f, 50, 1).unwrap();
+    // A frozen layer takes no writes, whatever was known about it.
+    assert_eq!(vol.map_write(1, f, 10, 1).unwrap().kind, WriteKind::InPlace);
+    vol.commit(NOW).unwrap();
+    vol.freeze_layer(1).unwrap();
+    assert_eq!(vol.map_write(1, f, 10, 1), Err(Error::ReadOnly));
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store());
+}
+
+#[test]
 fn sequential_writes_make_few_extents() {
     let (mut vol, f) = with_file(4096);
     // One block at a time, completed each time: the blocks come out contiguous and merge.
