@@ -43,7 +43,7 @@ use super::node::Key;
 use super::records::{
     extent_flags, kind, mode, ExtentRecord, InodeRecord, EXTENT_RECORD_SIZE, INODE_RECORD_SIZE,
 };
-use super::tree::{Change, Error};
+use super::tree::{BlockStore, Change, Error};
 use super::volume::{inode_key, Device, Volume};
 use super::{FormatError, BLOCK_SHIFT};
 
@@ -62,65 +62,83 @@ pub const SCAN_MAX: u64 = 1024;
 /// question for every block, and each answer costs extent, staging and reference-count lookups;
 /// ext4 keeps the same facts in memory in its extent status tree. An entry holds only while the
 /// volume makes no change at all (every [`Volume::mutate`] moves the epoch on), so nothing that
-/// moves, cuts, shares or stages blocks can leave a stale one.
-#[derive(Clone, Debug)]
-pub struct InPlaceCache([InPlace; IN_PLACE_SLOTS]);
+/// moves, cuts, shares or stages blocks can leave a stale one. The entries live in memory the
+/// store lends ([`BlockStore::in_place_table`]), not in the volume, which a mount keeps on the
+/// kernel stack while it opens it.
+pub struct InPlaceCache;
 
+/// One entry: the volume's epoch when it was found (0: empty), layer, inode, first file block,
+/// blocks, disk block of the first file block.
 #[derive(Clone, Copy, Debug, Default)]
 struct InPlace {
-    /// The volume's epoch when it was found; 0 is empty.
     epoch: u64,
     layer: u64,
     ino: u64,
-    /// First file block, and blocks.
     off: u64,
     len: u64,
-    /// Disk block of `off`.
     disk: u64,
 }
 
-/// Entries (direct-mapped by file and window; kept small, as the volume lives on the stack while
-/// a mount opens it).
-const IN_PLACE_SLOTS: usize = 8;
+/// Words of an entry in the table.
+const IN_PLACE_WORDS: usize = 6;
+
+/// Entries, direct-mapped by file and window.
+const IN_PLACE_SLOTS: usize = 16;
+
+/// `u64`s of the table behind [`BlockStore::in_place_table`].
+pub const IN_PLACE_TABLE: usize = IN_PLACE_SLOTS * IN_PLACE_WORDS;
 
 /// File blocks per window: an entry never crosses a window boundary (16 MiB).
 const IN_PLACE_WINDOW: u64 = 4096;
 
 impl InPlaceCache {
-    pub(super) const fn new() -> Self {
-        Self(
-            [InPlace {
-                epoch: 0,
-                layer: 0,
-                ino: 0,
-                off: 0,
-                len: 0,
-                disk: 0,
-            }; IN_PLACE_SLOTS],
-        )
-    }
-
-    fn slot(layer: u64, ino: u64, fblock: u64) -> usize {
+    fn slot(t: &mut [u64], layer: u64, ino: u64, fblock: u64) -> Option<&mut [u64]> {
         let h = (ino ^ layer.rotate_left(40) ^ (fblock / IN_PLACE_WINDOW).rotate_left(20))
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            >> 61;
-        usize::try_from(h).unwrap_or(0) % IN_PLACE_SLOTS
+            >> 60;
+        let i = usize::try_from(h).ok()? % IN_PLACE_SLOTS;
+        t.get_mut(i * IN_PLACE_WORDS..(i + 1) * IN_PLACE_WORDS)
     }
 
     /// The entry covering `fblock` of `ino`, found in epoch `epoch`.
-    fn get(&self, epoch: u64, layer: u64, ino: u64, fblock: u64) -> Option<InPlace> {
-        let e = *self.0.get(Self::slot(layer, ino, fblock))?;
-        let hit = e.epoch == epoch
-            && e.layer == layer
-            && e.ino == ino
-            && fblock >= e.off
-            && fblock - e.off < e.len;
-        hit.then_some(e)
+    fn get<S: BlockStore>(
+        store: &mut S,
+        epoch: u64,
+        layer: u64,
+        ino: u64,
+        fblock: u64,
+    ) -> Option<InPlace> {
+        let t = store.in_place_table()?;
+        let &mut [e_epoch, e_layer, e_ino, off, len, disk] = Self::slot(t, layer, ino, fblock)?
+        else {
+            return None;
+        };
+        let hit = e_epoch == epoch
+            && e_layer == layer
+            && e_ino == ino
+            && fblock >= off
+            && fblock - off < len;
+        hit.then_some(InPlace {
+            epoch,
+            layer,
+            ino,
+            off,
+            len,
+            disk,
+        })
     }
 
-    fn put(&mut self, e: InPlace) {
-        if let Some(s) = self.0.get_mut(Self::slot(e.layer, e.ino, e.off)) {
-            *s = e;
+    fn put<S: BlockStore>(store: &mut S, e: &InPlace) {
+        let Some(t) = store.in_place_table() else {
+            return;
+        };
+        if let Some(s) = Self::slot(t, e.layer, e.ino, e.off) {
+            for (d, v) in s
+                .iter_mut()
+                .zip([e.epoch, e.layer, e.ino, e.off, e.len, e.disk])
+            {
+                *d = v;
+            }
         }
     }
 }
@@ -365,14 +383,15 @@ impl<S: Device> Volume<S> {
         if start.saturating_add(run) <= fblock {
             return Ok(None);
         }
-        self.in_place.put(InPlace {
+        let entry = InPlace {
             epoch,
             layer,
             ino,
             off: start,
             len: run,
             disk: e.disk_at(start),
-        });
+        };
+        InPlaceCache::put(self.store(), &entry);
         let at = fblock - start;
         Ok(Some(WriteMap {
             fblock,
@@ -617,7 +636,7 @@ impl<S: Device> Volume<S> {
     ) -> Result<WriteMap, Error> {
         let max = clip(fblock, max)?;
         let epoch = self.epoch()?;
-        if let Some(c) = self.in_place.get(epoch, layer, ino, fblock) {
+        if let Some(c) = InPlaceCache::get(self.store(), epoch, layer, ino, fblock) {
             let at = fblock - c.off;
             return Ok(WriteMap {
                 fblock,
@@ -774,7 +793,8 @@ impl<S: Device> Volume<S> {
         max: u64,
     ) -> Result<(u64, u64), Error> {
         let max = clip(fblock, max)?.min(SCAN_MAX);
-        if let Some(c) = self.in_place.get(self.epoch()?, layer, ino, fblock) {
+        let epoch = self.epoch()?;
+        if let Some(c) = InPlaceCache::get(self.store(), epoch, layer, ino, fblock) {
             let at = fblock - c.off;
             return Ok((c.disk + at, (c.len - at).min(max)));
         }
@@ -833,7 +853,8 @@ impl<S: Device> Volume<S> {
     ) -> Result<(), Error> {
         let len = clip(fblock, len)?;
         let end = fblock + len;
-        if let Some(c) = self.in_place.get(self.epoch()?, layer, ino, fblock) {
+        let epoch = self.epoch()?;
+        if let Some(c) = InPlaceCache::get(self.store(), epoch, layer, ino, fblock) {
             // Written blocks of a file without staging: nothing to complete.
             if end - c.off <= c.len {
                 return Ok(());

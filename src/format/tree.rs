@@ -134,6 +134,13 @@ pub trait BlockStore {
         None
     }
 
+    /// Memory ([`super::data::IN_PLACE_TABLE`] `u64`s) where a volume keeps the runs of file
+    /// blocks it knows are overwritten in place (see [`super::data::InPlaceCache`]); the volume
+    /// owns the contents, the store only keeps them off the kernel stack. `None`: no such cache.
+    fn in_place_table(&mut self) -> Option<&mut [u64]> {
+        None
+    }
+
     /// Records that `blocknr` holds a fully validated block (read and checked, or just written
     /// by the format code, which only writes valid blocks). A later `write` of other contents
     /// must forget it.

@@ -168,13 +168,19 @@ pub struct Volume<S: Device> {
     /// Moves on at every [`Self::mutate`]: facts read from the trees and kept in memory stay
     /// true while it does not change.
     epoch: u64,
-    /// Runs of file blocks known to be overwritten in place (see `data::InPlaceCache`).
-    pub(super) in_place: super::data::InPlaceCache,
 }
 
 /// Result of a name-index lookup: the layer id and entry offset if the name exists, and the first
 /// free offset of its hash bucket.
 type NameSlot = (Option<(u64, u64)>, Option<u64>);
+
+/// Empties the in-place cache a store keeps for its volume: a new volume starts its epochs again,
+/// so what an earlier one on the same store knew must go.
+fn forget_in_place<S: BlockStore>(store: &mut S) {
+    if let Some(t) = store.in_place_table() {
+        t.fill(0);
+    }
+}
 
 /// Largest encoded layer record.
 const LAYER_RECORD_MAX: usize = 65 + LAYER_NAME_MAX;
@@ -209,6 +215,7 @@ impl<S: Device> Volume<S> {
             },
             Superblock::FIXED_BLOCKS,
         )?;
+        forget_in_place(&mut store);
         let mut vol = Self {
             store,
             sb,
@@ -217,7 +224,6 @@ impl<S: Device> Volume<S> {
             aborted: false,
             layer_cache: None,
             epoch: 1,
-            in_place: super::data::InPlaceCache::new(),
         };
         if let Some(name) = first_layer {
             vol.create_layer(name, None, now)?;
@@ -253,6 +259,7 @@ impl<S: Device> Volume<S> {
                 generation: sb.generation.saturating_add(1),
             },
         )?;
+        forget_in_place(&mut store);
         Ok((
             Self {
                 store,
@@ -262,7 +269,6 @@ impl<S: Device> Volume<S> {
                 aborted: false,
                 layer_cache: None,
                 epoch: 1,
-                in_place: super::data::InPlaceCache::new(),
             },
             sel.other_error,
         ))

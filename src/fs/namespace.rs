@@ -537,6 +537,7 @@ pub(crate) fn evict(inode: &Inode<Lcfs>) {
 
 /// Deletes the orphans (unlinked while open) and unfinished writes a crash left in every
 /// read-write layer; called at a read-write mount. Returns how many orphans were deleted.
+#[inline(never)] // Called by `fill_super`, whose frame must stay small (see `read_superblock`).
 pub(crate) fn recover(vol: &mut super::super_::Vol) -> core::result::Result<u64, CoreError> {
     let mut ids = KVec::new();
     let mut failed = false;

@@ -6,6 +6,7 @@ use kernel::prelude::*;
 use kernel::sync::{new_spinlock, Arc, SpinLock};
 
 use crate::format::tree::{BlockStore, Error as CoreError};
+use crate::format::data::IN_PLACE_TABLE;
 use crate::format::volume::Device;
 use crate::format::BLOCK_SIZE;
 use crate::vfs::BlockDevice;
@@ -109,6 +110,8 @@ pub(crate) struct BdevStore {
     nodes: NodeCache,
     /// The map's table of node blocks with count 1 ([`BlockStore::single_table`]).
     single: KVec<u64>,
+    /// The volume's in-place cache ([`BlockStore::in_place_table`]).
+    in_place: KVec<u64>,
     pool: Arc<BufPool>,
 }
 
@@ -124,6 +127,7 @@ impl BdevStore {
             verified: VerifiedBlocks::new()?,
             nodes: NodeCache::new()?,
             single: KVec::from_elem(0u64, SINGLE_SLOTS, GFP_KERNEL)?,
+            in_place: KVec::from_elem(0u64, IN_PLACE_TABLE, GFP_KERNEL)?,
             pool: BufPool::new()?,
         })
     }
@@ -311,6 +315,10 @@ impl BlockStore for BdevStore {
 
     fn single_table(&mut self) -> Option<&mut [u64]> {
         Some(&mut self.single)
+    }
+
+    fn in_place_table(&mut self) -> Option<&mut [u64]> {
+        Some(&mut self.in_place)
     }
 
     fn alloc_buf(&mut self) -> Result<KBlock, CoreError> {

@@ -185,6 +185,10 @@ fn format_errno(e: &FormatError) -> Error {
 }
 
 /// Reads both superblock copies and picks the current one.
+// Not inlined, here and in the other steps of `fill_super`: inlined, their locals added up to an
+// 8 KiB `fill_super` frame, on top of which opening the volume reads blocks through the block
+// layer; with 16 KiB kernel stacks that left a few hundred bytes.
+#[inline(never)]
 fn read_superblock(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Superblock> {
     let device_bytes = sb.device_bytes();
     let device_blocks = device_bytes / u64::from(BLOCK_SIZE);
@@ -245,21 +249,27 @@ fn core_errno(sb: &NewSuperBlock<'_, Lcfs>, what: &str, e: CoreError) -> Error {
 }
 
 /// Opens the filesystem through the format core: the reference-count map's root must agree with
-/// the superblock, and the layer tree must be readable. Returns the volume and its number of
-/// layers.
-fn open_volume(sb: &NewSuperBlock<'_, Lcfs>, disk: &Superblock) -> Result<(Vol, u64)> {
+/// the superblock, and the layer tree must be readable. Returns the volume, already on the heap
+/// (a `Volume` is about 2 KiB: every copy on the stack counts), and its number of layers.
+#[inline(never)]
+fn open_volume(
+    sb: &NewSuperBlock<'_, Lcfs>,
+    disk: &Superblock,
+) -> Result<(Pin<KBox<Mutex<Vol>>>, u64)> {
     let store = BdevStore::new(
         sb.block_device()?,
         sb.device_bytes() / u64::from(BLOCK_SIZE),
         sb.read_only(),
     )?;
-    let (mut vol, _) = Volume::open(store).map_err(|e| core_errno(sb, "reference-count map", e))?;
+    let (vol, _) = Volume::open(store).map_err(|e| core_errno(sb, "reference-count map", e))?;
+    let vol = KBox::pin_init(new_mutex!(vol), GFP_KERNEL)?;
     let mut layers = 0u64;
-    vol.for_each_layer(&mut |_| {
-        layers += 1;
-        true
-    })
-    .map_err(|e| core_errno(sb, "layer tree", e))?;
+    vol.lock()
+        .for_each_layer(&mut |_| {
+            layers += 1;
+            true
+        })
+        .map_err(|e| core_errno(sb, "layer tree", e))?;
     if layers != disk.layer_count {
         pr_err!(
             "{}: cannot mount: superblock counts {} layers, the layer tree holds {}
@@ -340,10 +350,11 @@ impl FileSystem for Lcfs {
 
     fn fill_super(sb: &NewSuperBlock<'_, Self>, opts: &Options) -> Result<MountInfo> {
         let disk = read_superblock(sb)?;
-        let (mut vol, layers) = open_volume(sb, &disk)?;
+        let (vol, layers) = open_volume(sb, &disk)?;
+        let mut v = vol.lock();
         let layer = match &opts.layer {
             None => None,
-            Some(name) => match vol.find_layer(name) {
+            Some(name) => match v.find_layer(name) {
                 Ok(Some(l)) => Some(l.id),
                 Ok(None) => {
                     pr_err!(
@@ -358,17 +369,18 @@ impl FileSystem for Lcfs {
         };
         if !sb.read_only() {
             let orphans =
-                super::namespace::recover(&mut vol).map_err(|e| core_errno(sb, "recovery", e))?;
+                super::namespace::recover(&mut v).map_err(|e| core_errno(sb, "recovery", e))?;
             if orphans > 0 {
                 pr_info!(
                     "{}: deleted {} inodes unlinked while open before a crash\n",
                     sb.id(),
                     orphans
                 );
-                vol.commit(timestamp())
+                v.commit(timestamp())
                     .map_err(|e| core_errno(sb, "recovery commit", e))?;
             }
         }
+        drop(v);
         sb.set_uuid(&disk.uuid);
         pr_info!(
             "{}: mounted generation {}, {} layers, {} of {} blocks free\n",
@@ -379,7 +391,7 @@ impl FileSystem for Lcfs {
             disk.total_blocks
         );
         Ok(MountInfo {
-            vol: KBox::pin_init(new_mutex!(vol), GFP_KERNEL)?,
+            vol,
             commit_secs: AtomicU32::new(opts.commit_secs.unwrap_or(DEFAULT_COMMIT_SECS)),
             layer,
         })

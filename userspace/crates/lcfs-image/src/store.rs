@@ -59,6 +59,8 @@ pub struct MemDevice {
     /// The map's table of blocks with count 1 (as the kernel keeps one; see
     /// `BlockStore::single_table`), so that the host tests exercise it.
     single: Vec<u64>,
+    /// The volume's in-place cache (`BlockStore::in_place_table`), so the host tests exercise it.
+    in_place: Vec<u64>,
 }
 
 impl MemDevice {
@@ -68,6 +70,7 @@ impl MemDevice {
             total,
             blocks: BTreeMap::new(),
             single: vec![0; 129],
+            in_place: vec![0; lcfs_format::data::IN_PLACE_TABLE],
         }
     }
 }
@@ -92,6 +95,10 @@ impl BlockStore for MemDevice {
 
     fn single_table(&mut self) -> Option<&mut [u64]> {
         Some(&mut self.single)
+    }
+
+    fn in_place_table(&mut self) -> Option<&mut [u64]> {
+        Some(&mut self.in_place)
     }
 
     fn write(&mut self, blocknr: u64, buf: &Vec<u8>) -> Result<(), TreeError> {
@@ -155,6 +162,10 @@ impl<S: BlockStore<Buf = Vec<u8>>> BlockStore for Recorder<S> {
 
     fn single_table(&mut self) -> Option<&mut [u64]> {
         self.inner.single_table()
+    }
+
+    fn in_place_table(&mut self) -> Option<&mut [u64]> {
+        self.inner.in_place_table()
     }
 
     fn write(&mut self, blocknr: u64, buf: &Vec<u8>) -> Result<(), TreeError> {
