@@ -552,6 +552,22 @@ impl RefMap {
         Ok(map)
     }
 
+    /// What map node `blocknr` (at `level`, covering blocks from `first`) must look like; an
+    /// error for a block number no node can have.
+    fn expect(&self, blocknr: u64, level: u8, first: u64) -> Result<MapExpect, Error> {
+        if blocknr == 0 || blocknr >= self.total_blocks {
+            return Err(Error::Corrupt(FormatError::BadField("map block number")));
+        }
+        Ok(MapExpect {
+            blocknr,
+            fsid: self.fsid,
+            level,
+            first,
+            txn_generation: self.generation,
+            total_blocks: self.total_blocks,
+        })
+    }
+
     fn read_node<S: BlockStore>(
         &self,
         store: &mut S,
@@ -559,18 +575,8 @@ impl RefMap {
         level: u8,
         first: u64,
     ) -> Result<(S::Buf, MapHeader), Error> {
-        if blocknr == 0 || blocknr >= self.total_blocks {
-            return Err(Error::Corrupt(FormatError::BadField("map block number")));
-        }
+        let expect = self.expect(blocknr, level, first)?;
         let buf = store.read_new(blocknr)?;
-        let expect = MapExpect {
-            blocknr,
-            fsid: self.fsid,
-            level,
-            first,
-            txn_generation: self.generation,
-            total_blocks: self.total_blocks,
-        };
         let hdr = if store.is_verified(blocknr) {
             check_placement(buf.as_ref(), &expect)?
         } else {
@@ -591,17 +597,7 @@ impl RefMap {
         first: u64,
         f: impl FnOnce(&[u8]) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        if blocknr == 0 || blocknr >= self.total_blocks {
-            return Err(Error::Corrupt(FormatError::BadField("map block number")));
-        }
-        let expect = MapExpect {
-            blocknr,
-            fsid: self.fsid,
-            level,
-            first,
-            txn_generation: self.generation,
-            total_blocks: self.total_blocks,
-        };
+        let expect = self.expect(blocknr, level, first)?;
         let verified = store.is_verified(blocknr);
         let (checked, r) = store.with_block(blocknr, |buf| {
             if verified {
