@@ -1,10 +1,12 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 # Runs the guest filesystem benchmark (tests/guest/fsbench.sh: fio and a metadata workload on
-# ext4 and lcfs, same virtual disk, same guest) and prints a Markdown table of lcfs/ext4 ratios.
+# ext4 and lcfs, same virtual disk, same guest, in interleaved rounds) and prints a Markdown table:
+# per test the median of each filesystem's results, the lcfs/ext4 ratio of every round (each
+# round's two runs are back to back) and the median of those ratios.
 # Not a test: nothing passes or fails on the numbers. Guest settings via LCFS_GUEST_ENV, e.g.
-# "FILES=20000 SIZE=128m RUNTIME=10". It runs on the release kernel (LCFS_KERNEL, default release):
-# KASAN and lockdep would weigh on the two filesystems' code paths unequally.
+# "FILES=20000 SIZE=128m RUNTIME=10 ROUNDS=5". It runs on the release kernel (LCFS_KERNEL, default
+# release): KASAN and lockdep would weigh on the two filesystems' code paths unequally.
 set -euo pipefail
 export LCFS_KERNEL=${LCFS_KERNEL:-release}
 . "$(dirname "$0")/env.sh"
@@ -16,13 +18,37 @@ disk=${LCFS_BENCH_DISK:-2G}
 log "benchmark on the $LCFS_KERNEL kernel"
 "$LCFS_ROOT/scripts/vm.sh" --run fsbench --disk "$disk" >"$LCFS_ROOT/build/logs/fsbench.out" 2>&1 ||
 	die "benchmark run failed; see build/logs/fsbench.out"
-log="$LCFS_ROOT/build/logs/fsbench.log"
-echo "| test | unit | ext4 | lcfs | lcfs / ext4 |"
-echo "|------|------|-----:|-----:|------------:|"
-for t in seq-write seq-read rand-write rand-read create stat unlink; do
-	e=$(sed -n "s/^BENCH fs=ext4 test=$t value=\([0-9]*\) unit=\(.*\)$/\1 \2/p" "$log")
-	l=$(sed -n "s/^BENCH fs=lcfs test=$t value=\([0-9]*\) unit=.*$/\1/p" "$log")
-	[ -n "$e" ] && [ -n "$l" ] || { echo "| $t | - | missing | missing | - |"; continue; }
-	awk -v t="$t" -v e="${e% *}" -v u="${e#* }" -v l="$l" \
-		'BEGIN { printf "| %s | %s | %d | %d | %.2f |\n", t, u, e, l, (e > 0 ? l / e : 0) }'
-done
+grep -q '^LCFS-RESULT: ok ' "$LCFS_ROOT/build/logs/fsbench.log" ||
+	die "the benchmark did not complete; see build/logs/fsbench.log"
+awk '
+	function median(list,    v, n, i, j, t) {
+		n = split(list, v, " ")
+		for (i = 2; i <= n; i++)
+			for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+		return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+	}
+	/^BENCH / {
+		delete f
+		for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+		key = f["test"] SUBSEP f["round"]
+		val[f["fs"], key] = f["value"]; unit[f["test"]] = f["unit"]
+		if (!(f["round"] in seen)) { seen[f["round"]] = 1; rounds[++nr] = f["round"] }
+	}
+	END {
+		print "| test | unit | ext4 (median) | lcfs (median) | lcfs / ext4 per round | median ratio |"
+		print "|------|------|-----:|-----:|------|-----:|"
+		nt = split("seq-write seq-read rand-write rand-read create stat unlink", tests, " ")
+		for (t = 1; t <= nt; t++) {
+			e = l = r = rs = ""
+			for (k = 1; k <= nr; k++) {
+				key = tests[t] SUBSEP rounds[k]
+				if (!((("ext4", key) in val) && (("lcfs", key) in val))) continue
+				ev = val["ext4", key]; lv = val["lcfs", key]
+				e = e " " ev; l = l " " lv
+				q = ev > 0 ? lv / ev : 0
+				r = r " " q; rs = rs (rs == "" ? "" : ", ") sprintf("%.2f", q)
+			}
+			if (r == "") { printf "| %s | - | missing | missing | - | - |\n", tests[t]; continue }
+			printf "| %s | %s | %d | %d | %s | %.2f |\n", tests[t], unit[tests[t]], median(e), median(l), rs, median(r)
+		}
+	}' "$LCFS_ROOT/build/logs/fsbench.log"

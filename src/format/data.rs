@@ -82,22 +82,25 @@ struct InPlace {
 /// Words of an entry in the table.
 const IN_PLACE_WORDS: usize = 6;
 
-/// Entries, direct-mapped by file and window.
-const IN_PLACE_SLOTS: usize = 16;
+/// Entries. Any entry may hold any run (a lookup compares them all): a file written at random
+/// needs one entry per extent of each window it touches, and a hash of file and window put all
+/// of a window's extents in one slot, where they evicted one another on every other write.
+const IN_PLACE_SLOTS: usize = 32;
 
-/// `u64`s of the table behind [`BlockStore::in_place_table`].
-pub const IN_PLACE_TABLE: usize = IN_PLACE_SLOTS * IN_PLACE_WORDS;
+/// `u64`s of the table behind [`BlockStore::in_place_table`]: the entries, then the next entry
+/// to replace.
+pub const IN_PLACE_TABLE: usize = IN_PLACE_SLOTS * IN_PLACE_WORDS + 1;
 
-/// File blocks per window: an entry never crosses a window boundary (16 MiB).
+/// File blocks per window: an entry never crosses a window boundary (16 MiB), which bounds the
+/// reference-count scan that finds it.
 const IN_PLACE_WINDOW: u64 = 4096;
 
 impl InPlaceCache {
-    fn slot(t: &mut [u64], layer: u64, ino: u64, fblock: u64) -> Option<&mut [u64]> {
-        let h = (ino ^ layer.rotate_left(40) ^ (fblock / IN_PLACE_WINDOW).rotate_left(20))
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            >> 60;
-        let i = usize::try_from(h).ok()? % IN_PLACE_SLOTS;
-        t.get_mut(i * IN_PLACE_WORDS..(i + 1) * IN_PLACE_WORDS)
+    /// The entries of `t` (none if the store lent too little).
+    fn entries(t: &mut [u64]) -> core::slice::ChunksExactMut<'_, u64> {
+        t.get_mut(..IN_PLACE_SLOTS * IN_PLACE_WORDS)
+            .unwrap_or_default()
+            .chunks_exact_mut(IN_PLACE_WORDS)
     }
 
     /// The entry covering `fblock` of `ino`, found in epoch `epoch`.
@@ -109,30 +112,47 @@ impl InPlaceCache {
         fblock: u64,
     ) -> Option<InPlace> {
         let t = store.in_place_table()?;
-        let &mut [e_epoch, e_layer, e_ino, off, len, disk] = Self::slot(t, layer, ino, fblock)?
-        else {
-            return None;
-        };
-        let hit = e_epoch == epoch
-            && e_layer == layer
-            && e_ino == ino
-            && fblock >= off
-            && fblock - off < len;
-        hit.then_some(InPlace {
-            epoch,
-            layer,
-            ino,
-            off,
-            len,
-            disk,
+        Self::entries(t).find_map(|s| {
+            let &mut [e_epoch, e_layer, e_ino, off, len, disk] = s else {
+                return None;
+            };
+            let hit = e_epoch == epoch
+                && e_layer == layer
+                && e_ino == ino
+                && fblock >= off
+                && fblock - off < len;
+            hit.then_some(InPlace {
+                epoch,
+                layer,
+                ino,
+                off,
+                len,
+                disk,
+            })
         })
     }
 
+    /// Keeps `e` in place of an entry of an earlier epoch, or else of the entry replaced
+    /// longest ago.
     fn put<S: BlockStore>(store: &mut S, e: &InPlace) {
         let Some(t) = store.in_place_table() else {
             return;
         };
-        if let Some(s) = Self::slot(t, e.layer, e.ino, e.off) {
+        let hand_at = IN_PLACE_SLOTS * IN_PLACE_WORDS;
+        let hand = t.get(hand_at).map_or(0, |&h| h);
+        let stale = Self::entries(t).position(|s| s.first() != Some(&e.epoch));
+        let i = match stale {
+            Some(i) => i,
+            None => {
+                let i = usize::try_from(hand).unwrap_or(0) % IN_PLACE_SLOTS;
+                if let Some(h) = t.get_mut(hand_at) {
+                    // CAST: fewer than 2^64 slots.
+                    *h = ((i + 1) % IN_PLACE_SLOTS) as u64;
+                }
+                i
+            }
+        };
+        if let Some(s) = Self::entries(t).nth(i) {
             for (d, v) in s
                 .iter_mut()
                 .zip([e.epoch, e.layer, e.ino, e.off, e.len, e.disk])

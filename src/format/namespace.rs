@@ -1164,7 +1164,7 @@ impl<S: Device> Volume<S> {
             }
         }
         self.admit_trees(OP_TREES)?;
-        self.mutate(|v| {
+        let change = |v: &mut Self| {
             if let Some(first) = drop_from {
                 let dropped = v.drop_blocks_from(layer, ino, first)?;
                 rec.blocks = rec.blocks.saturating_sub(dropped);
@@ -1196,7 +1196,12 @@ impl<S: Device> Volume<S> {
             }
             v.put_inode(layer, ino, &rec)?;
             Ok(rec)
-        })
+        };
+        if drop_from.is_none() && inline_len.is_none() {
+            self.mutate_keeping_epoch(change)
+        } else {
+            self.mutate(change)
+        }
     }
 
     /// Drops every data block of `ino` from file block `first_block` on, in extent items and

@@ -168,6 +168,8 @@ pub struct Volume<S: Device> {
     /// Moves on at every [`Self::mutate`]: facts read from the trees and kept in memory stay
     /// true while it does not change.
     epoch: u64,
+    /// Set while [`Self::mutate_keeping_epoch`] runs: the steps inside keep the epoch too.
+    epoch_kept: bool,
 }
 
 /// Result of a name-index lookup: the layer id and entry offset if the name exists, and the first
@@ -224,6 +226,7 @@ impl<S: Device> Volume<S> {
             aborted: false,
             layer_cache: None,
             epoch: 1,
+            epoch_kept: false,
         };
         if let Some(name) = first_layer {
             vol.create_layer(name, None, now)?;
@@ -269,6 +272,7 @@ impl<S: Device> Volume<S> {
                 aborted: false,
                 layer_cache: None,
                 epoch: 1,
+                epoch_kept: false,
             },
             sel.other_error,
         ))
@@ -344,9 +348,30 @@ impl<S: Device> Volume<S> {
     /// Runs the changing part of an operation: any error aborts the transaction, so an operation
     /// made of several changes (a namespace operation, for example) never commits half done.
     pub fn mutate<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
+        if !self.epoch_kept {
+            self.epoch = self.epoch.wrapping_add(1);
+        }
+        self.run_change(f)
+    }
+
+    /// [`Self::mutate`] for a change that only rewrites inode records (timestamps, owner,
+    /// mode, a larger size), which every buffered write makes: it keeps the epoch, so the
+    /// in-place cache survives it. Copying tree nodes on the way can only make items exclusive
+    /// to this layer, or share data that a shared node already shared, and the cache never
+    /// holds blocks behind a shared node: no block it names changes owner or count.
+    pub(super) fn mutate_keeping_epoch<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let kept = core::mem::replace(&mut self.epoch_kept, true);
+        let r = self.run_change(f);
+        self.epoch_kept = kept;
+        r
+    }
+
+    fn run_change<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
         self.live()?;
         self.dirty = true;
-        self.epoch = self.epoch.wrapping_add(1);
         match f(self) {
             Ok(r) => Ok(r),
             Err(e) => {

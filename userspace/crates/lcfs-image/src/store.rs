@@ -233,6 +233,14 @@ impl<S: BlockStore> BlockStore for VerifyCache<S> {
     fn set_verified(&mut self, blocknr: u64) {
         self.verified.insert(blocknr);
     }
+
+    fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, TreeError> {
+        self.inner.with_block(blocknr, f)
+    }
+
+    fn in_place_table(&mut self) -> Option<&mut [u64]> {
+        self.inner.in_place_table()
+    }
 }
 
 impl<S: volume::Device> volume::Device for VerifyCache<S> {

@@ -347,6 +347,123 @@ fn in_place_answers_follow_every_change() {
     fsck_clean(vol.into_store());
 }
 
+/// A [`MemDevice`] that counts block reads, to tell answers from memory from tree walks.
+struct CountingDevice {
+    inner: MemDevice,
+    reads: u64,
+}
+
+impl lcfs_format::tree::BlockStore for CountingDevice {
+    type Buf = Vec<u8>;
+
+    fn alloc_buf(&mut self) -> Result<Vec<u8>, Error> {
+        self.inner.alloc_buf()
+    }
+
+    fn read(&mut self, blocknr: u64, buf: &mut Vec<u8>) -> Result<(), Error> {
+        self.reads += 1;
+        self.inner.read(blocknr, buf)
+    }
+
+    fn write(&mut self, blocknr: u64, buf: &Vec<u8>) -> Result<(), Error> {
+        self.inner.write(blocknr, buf)
+    }
+
+    fn total_blocks(&self) -> u64 {
+        self.inner.total_blocks()
+    }
+
+    fn single_table(&mut self) -> Option<&mut [u64]> {
+        self.inner.single_table()
+    }
+
+    fn in_place_table(&mut self) -> Option<&mut [u64]> {
+        self.inner.in_place_table()
+    }
+}
+
+impl Device for CountingDevice {
+    fn flush(&mut self) -> Result<(), Error> {
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn in_place_cache_holds_every_extent_of_a_window_and_survives_timestamps() {
+    let total = 8192;
+    let sb = Superblock::new(total, [7; 16], 1_700_000_000);
+    let dev = CountingDevice {
+        inner: MemDevice::new(total),
+        reads: 0,
+    };
+    let mut vol = Volume::format(dev, sb, Some(b"base"), NOW).unwrap();
+    let f = vol.create(1, ROOT_INO, b"f", &regular(), NOW).unwrap();
+    let g = vol.create(1, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    // Two files written in turns, 8 blocks at a time: f gets 12 extents, all in one window.
+    for i in 0..12u64 {
+        for ino in [f, g] {
+            let tags: Vec<u64> = (1..=8).map(|t| i * 8 + t).collect();
+            write(&mut vol, 1, ino, i * 8, &tags, true).unwrap();
+        }
+    }
+    vol.commit(NOW).unwrap();
+    assert_eq!(items(&mut vol, 1, f, kind::EXTENT).len(), 12);
+    let in_place = |vol: &mut Volume<CountingDevice>| {
+        for b in 0..96u64 {
+            let w = vol.map_write(1, f, b, 1).unwrap();
+            assert_eq!(w.kind, WriteKind::InPlace, "block {b}");
+        }
+        let reads = vol.store().reads;
+        for b in (0..96u64).rev() {
+            assert_eq!(vol.map_write(1, f, b, 1).unwrap().kind, WriteKind::InPlace);
+            assert_eq!(vol.map_writeback(1, f, b, 1).unwrap().1, 1);
+            vol.complete_write(1, f, b, 1).unwrap();
+        }
+        vol.store().reads - reads
+    };
+    assert_eq!(
+        in_place(&mut vol),
+        0,
+        "block reads for answers already found"
+    );
+    // A buffered write's timestamp update keeps what the cache knows: no read after it.
+    let t = Timespec {
+        sec: NOW.sec + 1,
+        nsec: 5,
+    };
+    let times = SetAttr {
+        atime: Some(t),
+        mtime: Some(t),
+        ctime: Some(t),
+        ..SetAttr::default()
+    };
+    vol.set_attr(1, f, &times).unwrap();
+    let reads = vol.store().reads;
+    for b in 0..96u64 {
+        assert_eq!(vol.map_write(1, f, b, 1).unwrap().kind, WriteKind::InPlace);
+    }
+    assert_eq!(
+        vol.store().reads,
+        reads,
+        "block reads after a timestamp update"
+    );
+    // A truncate drops blocks: the cache must not answer for them.
+    vol.set_attr(
+        1,
+        f,
+        &SetAttr {
+            size: Some(40 * BS),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(vol.map_write(1, f, 39, 1).unwrap().kind, WriteKind::InPlace);
+    assert_eq!(vol.map_write(1, f, 40, 1).unwrap().kind, WriteKind::New);
+    vol.complete_write(1, f, 40, 1).unwrap();
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store().inner);
+}
+
 #[test]
 fn sequential_writes_make_few_extents() {
     let (mut vol, f) = with_file(4096);
