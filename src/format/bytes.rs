@@ -30,6 +30,18 @@ pub fn get_u64(buf: &[u8], off: usize) -> Result<u64, FormatError> {
     get_array(buf, off).map(u64::from_le_bytes)
 }
 
+/// Moves `buf[from..to]` to start at `dest` (the ranges may overlap), or fails if either
+/// range is not inside `buf`.
+pub fn move_within(buf: &mut [u8], from: usize, to: usize, dest: usize) -> Result<(), FormatError> {
+    let n = to.checked_sub(from).ok_or(FormatError::Truncated)?;
+    let dest_end = dest.checked_add(n).ok_or(FormatError::Truncated)?;
+    if to > buf.len() || dest_end > buf.len() {
+        return Err(FormatError::Truncated);
+    }
+    buf.copy_within(from..to, dest);
+    Ok(())
+}
+
 /// Copies `bytes` into `buf` at `off`.
 pub fn put_bytes(buf: &mut [u8], off: usize, bytes: &[u8]) -> Result<(), FormatError> {
     let end = off.checked_add(bytes.len()).ok_or(FormatError::Truncated)?;
@@ -69,6 +81,21 @@ pub fn put_u64(buf: &mut [u8], off: usize, v: u64) -> Result<(), FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn move_within_checks_both_ranges() {
+        let mut buf = [1u8, 2, 3, 4, 5];
+        assert_eq!(move_within(&mut buf, 0, 3, 2), Ok(()));
+        assert_eq!(buf, [1, 2, 1, 2, 3]);
+        assert_eq!(move_within(&mut buf, 0, 3, 3), Err(FormatError::Truncated));
+        assert_eq!(move_within(&mut buf, 3, 6, 0), Err(FormatError::Truncated));
+        assert_eq!(move_within(&mut buf, 3, 2, 0), Err(FormatError::Truncated));
+        assert_eq!(
+            move_within(&mut buf, 0, 1, usize::MAX),
+            Err(FormatError::Truncated)
+        );
+        assert_eq!(buf, [1, 2, 1, 2, 3]);
+    }
 
     #[test]
     fn out_of_bounds_is_an_error() {

@@ -29,7 +29,9 @@
 //! All functions take the node's bytes and check every offset they use: a damaged node gives an
 //! error, never a panic. Callers run [`check`] on every block they read before using it.
 
-use super::bytes::{get_array, get_u16, get_u64, put_array, put_bytes, put_u16, put_u32, put_u64};
+use super::bytes::{
+    get_array, get_u16, get_u64, move_within, put_array, put_bytes, put_u16, put_u32, put_u64,
+};
 use super::{FormatError, BLOCK_SIZE};
 
 /// Magic number of every tree node.
@@ -489,28 +491,28 @@ pub fn leaf_insert(buf: &mut [u8], i: usize, key: &Key, value: &[u8]) -> Result<
     }
     let vl = value.len();
     let vs = value_start(buf)?;
+    let below = |x: usize| x.checked_sub(vl).ok_or(FormatError::Truncated);
     // Values of items i.. sit below the new one: move them down by `vl`.
-    let split = if i == 0 {
-        NODE_SIZE
-    } else {
-        leaf_value_range(buf, i - 1)?.0
+    let split = match i.checked_sub(1) {
+        None => NODE_SIZE,
+        Some(prev) => leaf_value_range(buf, prev)?.0,
     };
     let buf = node_mut(buf)?;
-    buf.copy_within(vs..split, vs - vl);
+    move_within(buf, vs, split, below(vs)?)?;
     for j in i..n {
         let at = leaf_item_at(j)? + KEY_SIZE;
         let vo = usize::from(get_u16(buf, at)?);
         put_u16(
             buf,
             at,
-            u16::try_from(vo - vl).map_err(|_| FormatError::Truncated)?,
+            u16::try_from(below(vo)?).map_err(|_| FormatError::Truncated)?,
         )?;
     }
     // Item headers i.. move up one slot.
     let hs = leaf_item_at(i)?;
     let he = leaf_item_at(n)?;
-    buf.copy_within(hs..he, hs + LEAF_ITEM_SIZE);
-    let vo = split - vl;
+    move_within(buf, hs, he, hs + LEAF_ITEM_SIZE)?;
+    let vo = below(split)?;
     key.encode(buf, hs)?;
     put_u16(
         buf,
@@ -524,7 +526,7 @@ pub fn leaf_insert(buf: &mut [u8], i: usize, key: &Key, value: &[u8]) -> Result<
     )?;
     put_bytes(buf, vo, value)?;
     set_nitems(buf, n + 1)?;
-    set_value_start(buf, vs - vl)
+    set_value_start(buf, below(vs)?)
 }
 
 /// Replaces the value of leaf item `i` with `value`, which has the same length.
@@ -543,7 +545,7 @@ pub fn leaf_remove(buf: &mut [u8], i: usize) -> Result<(), FormatError> {
     let vs = value_start(buf)?;
     let buf = node_mut(buf)?;
     // Values below item i's move up by `vl`, closing the gap.
-    buf.copy_within(vs..vo, vs + vl);
+    move_within(buf, vs, vo, vs + vl)?;
     for j in i + 1..n {
         let at = leaf_item_at(j)? + KEY_SIZE;
         let o = usize::from(get_u16(buf, at)?);
@@ -555,14 +557,15 @@ pub fn leaf_remove(buf: &mut [u8], i: usize) -> Result<(), FormatError> {
     }
     let hs = leaf_item_at(i)?;
     let he = leaf_item_at(n)?;
-    buf.copy_within(hs + LEAF_ITEM_SIZE..he, hs);
-    buf.get_mut(he - LEAF_ITEM_SIZE..he)
-        .ok_or(FormatError::Truncated)?
-        .fill(0);
+    move_within(buf, hs + LEAF_ITEM_SIZE, he, hs)?;
+    let last = he
+        .checked_sub(LEAF_ITEM_SIZE)
+        .ok_or(FormatError::Truncated)?;
+    buf.get_mut(last..he).ok_or(FormatError::Truncated)?.fill(0);
     buf.get_mut(vs..vs + vl)
         .ok_or(FormatError::Truncated)?
         .fill(0);
-    set_nitems(buf, n - 1)?;
+    set_nitems(buf, n.saturating_sub(1))?;
     set_value_start(buf, vs + vl)
 }
 
@@ -609,7 +612,7 @@ pub fn internal_insert(buf: &mut [u8], i: usize, key: &Key, child: u64) -> Resul
     let buf = node_mut(buf)?;
     let hs = internal_item_at(i)?;
     let he = internal_item_at(n)?;
-    buf.copy_within(hs..he, hs + INTERNAL_ITEM_SIZE);
+    move_within(buf, hs, he, hs + INTERNAL_ITEM_SIZE)?;
     key.encode(buf, hs)?;
     put_u64(buf, hs + KEY_SIZE, child)?;
     set_nitems(buf, n + 1)
@@ -622,11 +625,12 @@ pub fn internal_remove(buf: &mut [u8], i: usize) -> Result<(), FormatError> {
     let buf = node_mut(buf)?;
     let hs = internal_item_at(i)?;
     let he = internal_item_at(n)?;
-    buf.copy_within(hs + INTERNAL_ITEM_SIZE..he, hs);
-    buf.get_mut(he - INTERNAL_ITEM_SIZE..he)
-        .ok_or(FormatError::Truncated)?
-        .fill(0);
-    set_nitems(buf, n - 1)
+    move_within(buf, hs + INTERNAL_ITEM_SIZE, he, hs)?;
+    let last = he
+        .checked_sub(INTERNAL_ITEM_SIZE)
+        .ok_or(FormatError::Truncated)?;
+    buf.get_mut(last..he).ok_or(FormatError::Truncated)?.fill(0);
+    set_nitems(buf, n.saturating_sub(1))
 }
 
 /// Replaces the key of internal item `i`.

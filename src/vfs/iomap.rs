@@ -262,9 +262,11 @@ unsafe extern "C" fn writeback_range_callback<T: FileSystem>(
             // mapping then serves the following folios too.
             // SAFETY: `i_size_read` on a live inode.
             let size = u64::try_from(unsafe { ext::lcfs_i_size_read(inode.cast()) }).unwrap_or(0);
+            // Not `clamp`: it panics if a range longer than the window ever comes.
             let want = size
                 .saturating_sub(pos)
-                .clamp(u64::from(len).max(1), WRITEBACK_WINDOW);
+                .min(WRITEBACK_WINDOW)
+                .max(u64::from(len).max(1));
             let m = T::map_writeback(file, pos, want)?;
             let MapKind::Mapped { addr } = m.kind else {
                 return Err(EIO);
