@@ -60,7 +60,9 @@ pub const SCAN_MAX: u64 = 1024;
 /// count 1 in the map), in a file without staging items. Random overwrites of a file ask
 /// [`Volume::map_write`], [`Volume::map_writeback`] and [`Volume::complete_write`] the same
 /// question for every block, and each answer costs extent, staging and reference-count lookups;
-/// ext4 keeps the same facts in memory in its extent status tree. An entry holds only while the
+/// ext4 keeps the same facts in memory in its extent status tree. [`Volume::map_read`] keeps the
+/// extents it finds here too, for reads only, and answers from any entry. An entry holds only
+/// while the
 /// volume makes no change at all (every [`Volume::mutate`] moves the epoch on), so nothing that
 /// moves, cuts, shares or stages blocks can leave a stale one. The entries live in memory the
 /// store lends ([`BlockStore::in_place_table`]), not in the volume, which a mount keeps on the
@@ -68,7 +70,7 @@ pub const SCAN_MAX: u64 = 1024;
 pub struct InPlaceCache;
 
 /// One entry: the volume's epoch when it was found (0: empty), layer, inode, first file block,
-/// blocks, disk block of the first file block.
+/// blocks, disk block of the first file block, and what the run is (`RUN_*`).
 #[derive(Clone, Copy, Debug, Default)]
 struct InPlace {
     epoch: u64,
@@ -77,10 +79,21 @@ struct InPlace {
     off: u64,
     len: u64,
     disk: u64,
+    kind: u64,
 }
 
+/// Written blocks only this file references, no staging items: writes overwrite them in place.
+const RUN_IN_PLACE: u64 = 1;
+
+/// A written extent, for reads only ([`Volume::map_read`] keeps these too: random reads ask for
+/// one block at a time, and ext4 answers them from its extent status tree).
+const RUN_WRITTEN: u64 = 2;
+
+/// An unwritten extent, for reads only.
+const RUN_UNWRITTEN: u64 = 3;
+
 /// Words of an entry in the table.
-const IN_PLACE_WORDS: usize = 6;
+const IN_PLACE_WORDS: usize = 7;
 
 /// Entries. Any entry may hold any run (a lookup compares them all): a file written at random
 /// needs one entry per extent of each window it touches, and a hash of file and window put all
@@ -103,7 +116,7 @@ impl InPlaceCache {
             .chunks_exact_mut(IN_PLACE_WORDS)
     }
 
-    /// The entry covering `fblock` of `ino`, found in epoch `epoch`.
+    /// The in-place run covering `fblock` of `ino`, found in epoch `epoch`.
     fn get<S: BlockStore>(
         store: &mut S,
         epoch: u64,
@@ -111,16 +124,30 @@ impl InPlaceCache {
         ino: u64,
         fblock: u64,
     ) -> Option<InPlace> {
+        Self::find(store, epoch, layer, ino, fblock, true)
+    }
+
+    /// The run of any kind covering `fblock` of `ino` (`in_place`: in-place runs only), found
+    /// in epoch `epoch`.
+    fn find<S: BlockStore>(
+        store: &mut S,
+        epoch: u64,
+        layer: u64,
+        ino: u64,
+        fblock: u64,
+        in_place: bool,
+    ) -> Option<InPlace> {
         let t = store.in_place_table()?;
         Self::entries(t).find_map(|s| {
-            let &mut [e_epoch, e_layer, e_ino, off, len, disk] = s else {
+            let &mut [e_epoch, e_layer, e_ino, off, len, disk, kind] = s else {
                 return None;
             };
             let hit = e_epoch == epoch
                 && e_layer == layer
                 && e_ino == ino
                 && fblock >= off
-                && fblock - off < len;
+                && fblock - off < len
+                && (kind == RUN_IN_PLACE || !in_place);
             hit.then_some(InPlace {
                 epoch,
                 layer,
@@ -128,6 +155,7 @@ impl InPlaceCache {
                 off,
                 len,
                 disk,
+                kind,
             })
         })
     }
@@ -155,7 +183,7 @@ impl InPlaceCache {
         if let Some(s) = Self::entries(t).nth(i) {
             for (d, v) in s
                 .iter_mut()
-                .zip([e.epoch, e.layer, e.ino, e.off, e.len, e.disk])
+                .zip([e.epoch, e.layer, e.ino, e.off, e.len, e.disk, e.kind])
             {
                 *d = v;
             }
@@ -410,6 +438,7 @@ impl<S: Device> Volume<S> {
             off: start,
             len: run,
             disk: e.disk_at(start),
+            kind: RUN_IN_PLACE,
         };
         InPlaceCache::put(self.store(), &entry);
         let at = fblock - start;
@@ -613,9 +642,42 @@ impl<S: Device> Volume<S> {
     /// extent holds the file's contents until a write completes.
     pub fn map_read(&mut self, layer: u64, ino: u64, fblock: u64, max: u64) -> Result<Map, Error> {
         let max = clip(fblock, max)?;
+        // An aborted transaction still answers reads, from the trees.
+        let epoch = self.epoch().ok();
+        if let Some(epoch) = epoch {
+            if let Some(c) = InPlaceCache::find(self.store(), epoch, layer, ino, fblock, false) {
+                let at = fblock - c.off;
+                let disk_block = c.disk + at;
+                return Ok(Map {
+                    fblock,
+                    len: (c.len - at).min(max),
+                    kind: if c.kind == RUN_UNWRITTEN {
+                        MapKind::Unwritten { disk_block }
+                    } else {
+                        MapKind::Written { disk_block }
+                    },
+                });
+            }
+        }
         self.data_inode(layer, ino, false)?;
         if let Some(e) = self.item_at(layer, ino, kind::EXTENT, fblock)? {
             let disk_block = e.disk_at(fblock);
+            if let Some(epoch) = epoch {
+                let run = InPlace {
+                    epoch,
+                    layer,
+                    ino,
+                    off: e.off,
+                    len: e.len,
+                    disk: e.disk,
+                    kind: if e.is_unwritten() {
+                        RUN_UNWRITTEN
+                    } else {
+                        RUN_WRITTEN
+                    },
+                };
+                InPlaceCache::put(self.store(), &run);
+            }
             return Ok(Map {
                 fblock,
                 len: (e.end() - fblock).min(max),

@@ -389,7 +389,7 @@ impl Device for CountingDevice {
 }
 
 #[test]
-fn in_place_cache_holds_every_extent_of_a_window_and_survives_timestamps() {
+fn in_place_cache_holds_every_extent_of_a_window_answers_reads_and_survives_timestamps() {
     let total = 8192;
     let sb = Superblock::new(total, [7; 16], 1_700_000_000);
     let dev = CountingDevice {
@@ -447,6 +447,23 @@ fn in_place_cache_holds_every_extent_of_a_window_and_survives_timestamps() {
         reads,
         "block reads after a timestamp update"
     );
+    // Reads: the first look at each extent walks the trees, later ones are answered from memory,
+    // in-place runs included.
+    let g_first = vol.map_read(1, g, 3, 1).unwrap();
+    let reads = vol.store().reads;
+    assert_eq!(vol.map_read(1, g, 3, 1).unwrap(), g_first);
+    for b in 0..96u64 {
+        let m = vol.map_read(1, f, b, 1).unwrap();
+        assert!(matches!(m.kind, MapKind::Written { .. }), "{m:?}");
+    }
+    assert_eq!(
+        vol.store().reads,
+        reads,
+        "block reads for mappings already found"
+    );
+    // A punched block reads as a hole at once.
+    vol.punch_hole(1, g, 3, 1).unwrap();
+    assert_eq!(vol.map_read(1, g, 3, 1).unwrap().kind, MapKind::Hole);
     // A truncate drops blocks: the cache must not answer for them.
     vol.set_attr(
         1,
@@ -458,6 +475,7 @@ fn in_place_cache_holds_every_extent_of_a_window_and_survives_timestamps() {
     )
     .unwrap();
     assert_eq!(vol.map_write(1, f, 39, 1).unwrap().kind, WriteKind::InPlace);
+    assert_eq!(vol.map_read(1, f, 40, 1).unwrap().kind, MapKind::Hole);
     assert_eq!(vol.map_write(1, f, 40, 1).unwrap().kind, WriteKind::New);
     vol.complete_write(1, f, 40, 1).unwrap();
     vol.commit(NOW).unwrap();
