@@ -14,8 +14,8 @@ use super::node::Key;
 use super::records::{
     check_xattr_name, dirent_offset, file_type, inline_data, kind, mode, put_inline_data,
     DirentRecord, ExtentRecord, HashKey, InodeRecord, LinkRecord, Timespec, XattrRecord,
-    XattrValue, DIRENT_COLLISIONS, EXTENT_RECORD_SIZE, INLINE_MAX, INODE_RECORD_SIZE, NAME_MAX,
-    XATTR_VALUE_MAX,
+    XattrValue, DIRENT_COLLISIONS, EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, NAME_MAX,
+    SYMLINK_CHUNKS, SYMLINK_MAX, XATTR_VALUE_MAX,
 };
 use super::tree::Error;
 use super::volume::{inode_key, is_dir, Device, Volume};
@@ -694,7 +694,9 @@ impl<S: Device> Volume<S> {
         Ok(self.lookup(layer, &orphan_key(ino), |_| ())?.is_some())
     }
 
-    /// Replaces the inline data of `ino` (a small file's bytes or a symlink's target).
+    /// Sets the inline data of `ino`: a small file's bytes (one item, at most [`INLINE_CHUNK`]
+    /// bytes) or a symlink's target (at most [`SYMLINK_MAX`] bytes, in items of
+    /// [`INLINE_CHUNK`] bytes).
     pub fn write_inline(
         &mut self,
         layer: u64,
@@ -702,19 +704,37 @@ impl<S: Device> Volume<S> {
         data: &[u8],
         now: Timespec,
     ) -> Result<(), Error> {
-        if data.len() > INLINE_MAX - 2 {
-            return Err(Error::Invalid);
-        }
         check_time(&now)?;
         self.check_writable(layer)?;
         let mut rec = self.inode(layer, ino)?;
+        let max = if rec.mode & mode::S_IFMT == mode::S_IFLNK {
+            SYMLINK_MAX
+        } else {
+            INLINE_CHUNK
+        };
+        if data.len() > max {
+            return Err(Error::Invalid);
+        }
+        let chunks = data.len().div_ceil(INLINE_CHUNK).max(1);
         // A block buffer from the store: kernel stacks have no room for a kilobyte.
         let mut buf = self.store().alloc_buf()?;
-        let n = put_inline_data(buf.as_mut(), data)?;
-        self.admit_trees(4)?;
+        self.admit_trees(3 + SYMLINK_CHUNKS)?;
         self.mutate(|v| {
-            let value = buf.as_ref().get(..n).ok_or(Error::Invalid)?;
-            v.insert(layer, &Key::new(ino, kind::INLINE, 0), value)?;
+            for i in 0..chunks {
+                let from = i * INLINE_CHUNK;
+                let chunk = data
+                    .get(from..data.len().min(from + INLINE_CHUNK))
+                    .ok_or(Error::Invalid)?;
+                let n = put_inline_data(buf.as_mut(), chunk)?;
+                let value = buf.as_ref().get(..n).ok_or(Error::Invalid)?;
+                v.insert(layer, &Key::new(ino, kind::INLINE, i as u64), value)?;
+            }
+            if max == SYMLINK_MAX {
+                // What is left of a longer target written before.
+                for i in chunks as u64..SYMLINK_CHUNKS {
+                    v.remove(layer, &Key::new(ino, kind::INLINE, i))?;
+                }
+            }
             rec.size = data.len() as u64;
             rec.mtime = now;
             rec.ctime = now;
@@ -1109,13 +1129,29 @@ impl<S: Device> Volume<S> {
     /// Copies the inline data of `ino` (a symlink's target, a small file's bytes) into `buf` and
     /// returns its length: `NotFound` if it has none, `Invalid` if `buf` is too small.
     pub fn read_inline(&mut self, layer: u64, ino: u64, buf: &mut [u8]) -> Result<usize, Error> {
-        let got = self.lookup(layer, &Key::new(ino, kind::INLINE, 0), |v| {
-            let data = inline_data(v)?;
-            let dst = buf.get_mut(..data.len()).ok_or(Error::Invalid)?;
-            dst.copy_from_slice(data);
-            Ok::<usize, Error>(data.len())
-        })?;
-        got.ok_or(Error::NotFound)?
+        let mut total = 0usize;
+        // A long symlink target continues in the next item after every full one.
+        for i in 0..SYMLINK_CHUNKS {
+            let got = self.lookup(layer, &Key::new(ino, kind::INLINE, i), |v| {
+                let data = inline_data(v)?;
+                let end = total.checked_add(data.len()).ok_or(Error::Invalid)?;
+                let dst = buf.get_mut(total..end).ok_or(Error::Invalid)?;
+                dst.copy_from_slice(data);
+                Ok::<usize, Error>(data.len())
+            })?;
+            match got {
+                None if i == 0 => return Err(Error::NotFound),
+                None => break,
+                Some(n) => {
+                    let n = n?;
+                    total += n;
+                    if n < INLINE_CHUNK {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// Changes the attributes of `ino` and returns its new record. Only the given attributes

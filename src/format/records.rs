@@ -13,7 +13,7 @@
 //! | [`kind::LINK`] | inode | parent directory inode | [`LinkRecord`]: links from that directory, one name |
 //! | [`kind::EXTENT`] | inode | file offset in blocks | [`ExtentRecord`], 16 bytes |
 //! | [`kind::COW`] | inode | file offset in blocks | [`ExtentRecord`] (flags 0): staging blocks of a write in progress |
-//! | [`kind::INLINE`] | inode | 0 | inline data of a small file or symlink target |
+//! | [`kind::INLINE`] | inode | 0, 1, ... | inline data of a small file (item 0) or symlink target (items 0..5, each full but the last) |
 //! | [`kind::XATTR`] | inode | [`dirent_offset`] of the attribute name's hash | [`XattrRecord`] |
 //! | [`kind::ORPHAN`] | 0 | orphan inode number | empty |
 //! | [`kind::LAYER`] | layer id | 0 | [`LayerRecord`] |
@@ -58,6 +58,16 @@ pub const NAME_MAX: usize = 255;
 
 /// Most inline data kept in a leaf item (a symlink target up to this length is stored inline).
 pub const INLINE_MAX: usize = MAX_VALUE_SIZE;
+
+/// Bytes one inline item holds (its value is a 2-byte length and the bytes).
+pub const INLINE_CHUNK: usize = INLINE_MAX - 2;
+
+/// Longest symlink target (`PATH_MAX` less its NUL). A target longer than [`INLINE_CHUNK`]
+/// takes several inline items, at offsets 0, 1, ..., each full but the last.
+pub const SYMLINK_MAX: usize = 4095;
+
+/// Inline items a symlink target may take.
+pub const SYMLINK_CHUNKS: u64 = SYMLINK_MAX.div_ceil(INLINE_CHUNK) as u64;
 
 /// A timestamp: seconds since the Unix epoch and nanoseconds (below one second).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]

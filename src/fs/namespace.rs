@@ -119,7 +119,7 @@ fn iget_known(
     let p = params(&rec)?;
     let mut target = None;
     if p.kind == InodeKind::Symlink {
-        let mut buf = KVec::from_elem(0u8, crate::format::records::INLINE_MAX, GFP_KERNEL)?;
+        let mut buf = KVec::from_elem(0u8, crate::format::records::SYMLINK_MAX, GFP_KERNEL)?;
         let n = vol.read_inline(layer, ino, &mut buf).map_err(errno)?;
         buf.truncate(n);
         target = Some(buf);
@@ -328,7 +328,7 @@ pub(crate) fn create(
         rdev: node.rdev,
     };
     if let Some(target) = node.link {
-        if target.len() > crate::format::records::INLINE_MAX - 2 {
+        if target.len() > crate::format::records::SYMLINK_MAX {
             return Err(ENAMETOOLONG);
         }
     }

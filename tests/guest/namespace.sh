@@ -73,6 +73,13 @@ t_symlinks() {
 	t=$(printf '%01000d' 0)
 	ln -s "$t" $M/longsym
 	assert_eq "$(readlink $M/longsym)" "$t" "1000-byte target"
+	# Targets up to PATH_MAX - 1 bytes (several inline items); one more is too long.
+	t=$(printf '%04095d' 7)
+	ln -s "$t" $M/pathmax
+	assert_eq "$(readlink $M/pathmax)" "$t" "4095-byte target"
+	assert_eq "$(stat -c %s $M/pathmax)" "4095" "4095-byte target size"
+	if ln -s "${t}8" $M/toolong 2>/tmp/err; then fail "4096-byte target accepted"; fi
+	cat /tmp/err
 }
 
 t_device_nodes() {
@@ -167,6 +174,7 @@ t_remount_persistence() {
 	diff /tmp/before.find /tmp/after.find
 	diff /tmp/before.stat /tmp/after.stat
 	assert_eq "$(readlink $M/sym)" "file" "symlink survives"
+	assert_eq "$(readlink $M/pathmax)" "$(printf '%04095d' 7)" "4095-byte target survives"
 }
 
 t_layer_option() {

@@ -145,6 +145,90 @@ fn names_links_and_path_diff() {
 }
 
 #[test]
+fn symlink_targets_up_to_path_max() {
+    let sb = Superblock::new(4096, [1; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(4096), sb, Some(b"base"), NOW).unwrap();
+    let link = NewInode {
+        mode: mode::S_IFLNK | 0o777,
+        ..NewInode::default()
+    };
+    let target = |n: usize| -> Vec<u8> { (0..n).map(|i| b"abcdefg/"[i % 8]).collect() };
+    let chunk = records::INLINE_CHUNK;
+    let lens = [
+        1,
+        chunk - 1,
+        chunk,
+        chunk + 1,
+        2 * chunk,
+        3 * chunk + 7,
+        records::SYMLINK_MAX,
+    ];
+    let mut links = Vec::new();
+    for (i, &n) in lens.iter().enumerate() {
+        let name = format!("l{i}");
+        let l = vol
+            .create(1, ROOT_INO, name.as_bytes(), &link, NOW)
+            .unwrap();
+        vol.write_inline(1, l, &target(n), NOW).unwrap();
+        links.push((l, n));
+    }
+    let l = vol.create(1, ROOT_INO, b"too-long", &link, NOW).unwrap();
+    assert_eq!(
+        vol.write_inline(1, l, &target(records::SYMLINK_MAX + 1), NOW),
+        Err(Error::Invalid)
+    );
+    // Regular files keep one inline item.
+    let f = vol.create(1, ROOT_INO, b"f", &file(), NOW).unwrap();
+    assert_eq!(
+        vol.write_inline(1, f, &target(chunk + 1), NOW),
+        Err(Error::Invalid)
+    );
+    // A shorter target in place of a long one leaves none of the long one behind.
+    let (shrunk, _) = links[links.len() - 1];
+    vol.write_inline(1, shrunk, b"short", NOW).unwrap();
+    vol.commit(NOW).unwrap();
+    let mut vol = clean(vol);
+    let mut buf = vec![0u8; records::SYMLINK_MAX];
+    for &(l, n) in &links[..links.len() - 1] {
+        let got = vol.read_inline(1, l, &mut buf).unwrap();
+        assert_eq!(&buf[..got], &target(n)[..], "target of {n} bytes");
+        assert_eq!(vol.inode(1, l).unwrap().size, n as u64);
+    }
+    assert_eq!(vol.read_inline(1, shrunk, &mut buf).unwrap(), 5);
+    assert_eq!(&buf[..5], b"short");
+    for i in 1..records::SYMLINK_CHUNKS {
+        let k = Key::new(shrunk, kind::INLINE, i);
+        assert_eq!(vol.lookup(1, &k, |_| ()).unwrap(), None, "item {i}");
+    }
+    // A buffer too small for the target is an error, not a cut target.
+    let (l, n) = links[links.len() - 2];
+    assert_eq!(
+        vol.read_inline(1, l, &mut vec![0u8; n - 1]),
+        Err(Error::Invalid)
+    );
+    // Deleting a long link removes all its items.
+    vol.unlink(1, ROOT_INO, b"l5", NOW).unwrap();
+    for i in 0..records::SYMLINK_CHUNKS {
+        let k = Key::new(l, kind::INLINE, i);
+        assert_eq!(vol.lookup(1, &k, |_| ()).unwrap(), None, "item {i}");
+    }
+    vol.commit(NOW).unwrap();
+    let mut vol = clean(vol);
+    // fsck sees a target with an item missing.
+    let (l, _) = links[4];
+    assert!(vol.remove(1, &Key::new(l, kind::INLINE, 1)).unwrap());
+    vol.commit(NOW).unwrap();
+    let r = fsck::check(vol.into_store(), &mut |_, _, _| {}).unwrap();
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.contains(&format!("inode {l}: symlink size"))),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
 fn hash_bucket_neighbours_do_not_clash() {
     let sb = Superblock::new(2048, [6; 16], 1_700_000_000);
     let mut vol = Volume::format(MemDevice::new(2048), sb, Some(b"base"), NOW).unwrap();
