@@ -62,9 +62,9 @@ pub const SCAN_MAX: u64 = 1024;
 /// question for every block, and each answer costs extent, staging and reference-count lookups;
 /// ext4 keeps the same facts in memory in its extent status tree. [`Volume::map_read`] keeps the
 /// extents it finds here too, for reads only, and answers from any entry. An entry holds only
-/// while the
-/// volume makes no change at all (every [`Volume::mutate`] moves the epoch on), so nothing that
-/// moves, cuts, shares or stages blocks can leave a stale one. The entries live in memory the
+/// while the epoch it was found in lasts: every [`Volume::mutate`] moves it on, so nothing that
+/// moves, cuts, shares or stages blocks can leave a stale one (only inode-record rewrites keep
+/// it, [`Volume::mutate_keeping_epoch`]). The entries live in memory the
 /// store lends ([`BlockStore::in_place_table`]), not in the volume, which a mount keeps on the
 /// kernel stack while it opens it.
 pub struct InPlaceCache;

@@ -729,11 +729,14 @@ impl<S: Device> Volume<S> {
                 let value = buf.as_ref().get(..n).ok_or(Error::Invalid)?;
                 v.insert(layer, &Key::new(ino, kind::INLINE, i as u64), value)?;
             }
-            if max == SYMLINK_MAX {
-                // What is left of a longer target written before.
-                for i in chunks as u64..SYMLINK_CHUNKS {
-                    v.remove(layer, &Key::new(ino, kind::INLINE, i))?;
-                }
+            // What is left of a longer target written before (its length is the old size).
+            let old = if max == SYMLINK_MAX {
+                rec.size.div_ceil(INLINE_CHUNK as u64).min(SYMLINK_CHUNKS)
+            } else {
+                0
+            };
+            for i in chunks as u64..old {
+                v.remove(layer, &Key::new(ino, kind::INLINE, i))?;
             }
             rec.size = data.len() as u64;
             rec.mtime = now;

@@ -356,9 +356,10 @@ impl<S: Device> Volume<S> {
 
     /// [`Self::mutate`] for a change that only rewrites inode records (timestamps, owner,
     /// mode, a larger size), which every buffered write makes: it keeps the epoch, so the
-    /// in-place cache survives it. Copying tree nodes on the way can only make items exclusive
-    /// to this layer, or share data that a shared node already shared, and the cache never
-    /// holds blocks behind a shared node: no block it names changes owner or count.
+    /// in-place cache survives it. Copying tree nodes on the way copies every item unchanged
+    /// (so extents kept for reads stay true), and can only make items exclusive to this layer
+    /// or share data that a shared node already shared, while in-place runs are never behind a
+    /// shared node: no block the cache names changes place, owner or count.
     pub(super) fn mutate_keeping_epoch<R>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<R, Error>,
