@@ -1,7 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0
 # LCFS top-level Makefile. Kbuild (the module) is driven from here with `make -C $(KDIR) M=...`.
 #
-#   make test    set up everything needed, build, run host, KUnit and VM tests
+#   make test    set up everything needed, build, run host, KUnit and VM tests (short forms)
+#   make soak    the long forms: fsx at 100,000 operations per seed, more crash rounds and
+#                corrupted images, longer fuzzing and stress
+#   SUITES="host posix ..." with either: only these groups (scripts/test.sh lists them)
 #   make run     set up, build, boot a VM with a file-backed disk and run the demo
 #   make shell   interactive guest with the module and tools
 #
@@ -16,7 +19,7 @@ LLVM_SUFFIX := -19
 export LIBCLANG_PATH ?= /usr/lib/llvm$(LLVM_SUFFIX)/lib
 BUILD := $(CURDIR)/build
 
-.PHONY: all setup kernel module userspace guest-tools test run shell bench clippy fmt-check clean
+.PHONY: all setup kernel module userspace guest-tools test soak run shell bench clippy fmt-check clean
 
 all: module userspace
 
@@ -47,7 +50,10 @@ guest-tools: setup
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/lcfs $(BUILD)/guest/lcfs
 
 test:
-	@scripts/test.sh
+	@SUITES="$(SUITES)" scripts/test.sh
+
+soak:
+	@SUITES="$(SUITES)" LCFS_SOAK=1 scripts/test.sh
 
 run: module guest-tools
 	@scripts/vm.sh --run demo

@@ -8,6 +8,12 @@ set -euo pipefail
 
 kdir=$(kernel_dir)
 if [ -f "$kdir/.lcfs-built" ]; then echo "$kdir"; exit 0; fi
+# One build per directory at a time: a second caller (make test and make module at once) waits
+# for the first and then finds the build finished, instead of deleting the tree being built.
+mkdir -p "$(dirname "$kdir")"
+exec 9>"$kdir.lock"
+flock 9
+if [ -f "$kdir/.lcfs-built" ]; then echo "$kdir"; exit 0; fi
 [ -z "${LCFS_KDIR:-}" ] || die "LCFS_KDIR=$LCFS_KDIR is not a finished LCFS kernel build"
 
 log "building $LCFS_KERNEL kernel in $kdir (about 10 minutes on 2 cores)"

@@ -163,6 +163,20 @@ if ! grep -q '^LCFS-DONE' "$logf"; then
 	fi
 	bad=1
 fi
+# The suite's plan, results and exit status (scripts/guest-results.awk): a planned test without a
+# result, an unplanned or repeated one, or a non-zero exit status fails the run; a test that
+# reported "not ok" is the caller's to count (scripts/test.sh), except for the demo, whose only
+# result is the run itself.
+while read -r what arg; do
+	case "$what" in
+	missing) echo "VM-CHECK: planned test $arg has no result (the suite stopped early)"; bad=1 ;;
+	unplanned) echo "VM-CHECK: test $arg reported but not in the suite's plan"; bad=1 ;;
+	twice) echo "VM-CHECK: test $arg reported more than once"; bad=1 ;;
+	noplan) echo "VM-CHECK: the suite declared no plan (LCFS-PLAN)"; bad=1 ;;
+	exit) echo "VM-CHECK: the suite script exited with status $arg"; bad=1 ;;
+	fail) [ "$mode $suite" != "run demo" ] || { echo "VM-CHECK: $arg failed"; bad=1; } ;;
+	esac
+done < <(awk -f "$LCFS_ROOT/scripts/guest-results.awk" "$logf")
 # Kernel problem reports. Test output lines are prefixed by LCFS- and never match.
 pattern='WARNING:|BUG:|Oops|KASAN:|general protection fault|Kernel panic|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU usage|INFO: task .* blocked|INFO: The task .* has been waiting for writeback|soft lockup|hard LOCKUP|UBSAN:|unreferenced object|Objects remaining|kernel BUG'
 if grep -v '^LCFS-' "$logf" | grep -E -q "$pattern"; then

@@ -238,25 +238,8 @@ t_modprobe_explicit() {
 	rmmod lcfs
 }
 
-run_test mkfs_in_guest t_mkfs_in_guest
-run_test mount_autoloads_module t_mount_autoloads_module
-run_test layer_root t_layer_root
-run_test statfs t_statfs
-run_test fs_info_ioctl t_fs_info_ioctl
-run_test umount t_umount
-run_test mount_options t_mount_options
-run_test busy_device_refused_by_mkfs t_busy_device_refused_by_mkfs
-run_test mount_cycles t_mount_cycles
-run_test bad_magic t_bad_magic
-run_test bad_checksum t_bad_checksum
-run_test unknown_version t_unknown_version
-run_test device_too_small t_device_too_small
-run_test tiny_device t_tiny_device
-run_test garbage t_garbage
-run_test zeroed t_zeroed
-run_test one_copy_damaged t_one_copy_damaged
-run_test damaged_map t_damaged_map
-run_test damaged_layer_tree t_damaged_layer_tree
-run_test fsck_operational_error t_fsck_operational_error
-run_test rmmod_no_leak t_rmmod_no_leak
-run_test modprobe_explicit t_modprobe_explicit
+run_tests \
+	mkfs_in_guest mount_autoloads_module layer_root statfs fs_info_ioctl umount mount_options \
+	busy_device_refused_by_mkfs mount_cycles bad_magic bad_checksum unknown_version \
+	device_too_small tiny_device garbage zeroed one_copy_damaged damaged_map damaged_layer_tree \
+	fsck_operational_error rmmod_no_leak modprobe_explicit

@@ -107,7 +107,7 @@ run_mutant() {
 }
 
 t_setup() {
-	[ -f $D/mutants.txt ] && [ -f $D/base.img ] && [ -f $D/blocks.bin ]
+	for f in mutants.txt base.img blocks.bin; do [ -f $D/$f ] || fail "$D/$f missing"; done
 	head -1 $D/mutants.txt
 	modprobe lcfs
 	w=0
@@ -165,7 +165,7 @@ worker() {
 	done </tmp/mutants
 }
 
-t_mutants() {
+t_mutants_no_hang() {
 	T0=$(cs)
 	first=${CORRUPT_FIRST:-0}
 	grep -v '^#' $D/mutants.txt | awk -v first="$first" -v count="${CORRUPT_COUNT:-0}" \
@@ -206,8 +206,5 @@ t_module_unloads() {
 	dmesg | grep 'lcfs: unloaded' | tail -1 | grep -q 'no inodes left'
 }
 
-run_test setup t_setup
-run_test base_image_clean t_base_image_clean
-run_test mutants_no_hang t_mutants
-run_test clean_images_stay_clean t_clean_images_stay_clean
-run_test module_unloads t_module_unloads
+run_tests \
+	setup base_image_clean mutants_no_hang clean_images_stay_clean module_unloads

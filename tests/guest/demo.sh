@@ -3,6 +3,7 @@
 DEV=/dev/vda
 M=/mnt/default
 step() { echo; echo "==> $*"; }
+echo "LCFS-PLAN: demo"
 set -e
 step "mkfs.lcfs -L demo $DEV"
 mkfs.lcfs -L demo "$DEV"
@@ -33,7 +34,8 @@ lcfs debug dump "$DEV"
 step "mount again and read everything back"
 mount -t lcfs "$DEV" /mnt
 md5sum $(find $M -type f | sort) >/tmp/sums.again
-diff /tmp/sums /tmp/sums.again && echo "all $(wc -l </tmp/sums) files read back identical"
+diff /tmp/sums /tmp/sums.again
+echo "all $(wc -l </tmp/sums) files read back identical"
 cat $M/etc/motd
 readlink $M/usr/bin/sh
 $M/usr/bin/busybox echo "a binary stored on lcfs runs"

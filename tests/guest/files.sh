@@ -115,10 +115,35 @@ t_mmap() {
 	xfs_io -c 'mmap -r 0 1m' -c 'mread -v 0 16' /mnt/default/mapped2 >/dev/null
 }
 
+generation() { lcfs info /mnt | awk '$1 == "generation" { print $2 }'; }
+
+# fsync and fdatasync each commit (the generation moves on) and the data is on the device when
+# they return: a copy of the device read past every cache right then is clean and holds the file.
 t_fsync() {
-	xfs_io -f -c 'pwrite 0 1m' -c fsync -c fdatasync /mnt/default/synced >/dev/null
-	gen=$(lcfs info /mnt | awk '$1 == "generation" {print $2}')
-	[ -n "$gen" ]
+	# No periodic commit may stand in for the one fsync makes.
+	umnt
+	mnt -o commit=86400
+	gen0=$(generation)
+	xfs_io -f -c 'pwrite -i /tmp/rand 0 1m' -c fsync $M/synced >/dev/null
+	gen1=$(generation)
+	[ "$gen1" -gt "$gen0" ] || fail "fsync made no commit (generation $gen0, then $gen1)"
+	xfs_io -c 'pwrite -i /tmp/rand -s 1m 1m 1m' -c fdatasync $M/synced >/dev/null
+	gen2=$(generation)
+	[ "$gen2" -gt "$gen1" ] || fail "fdatasync made no commit (generation $gen1, then $gen2)"
+	chroot /debian dd if=$DEV of=/tmp/device.img bs=1M iflag=direct status=none
+	fsck.lcfs -n /tmp/device.img
+	loop=$(losetup -f)
+	losetup "$loop" /tmp/device.img
+	mkdir -p /tmp/copy
+	mount -t lcfs -o ro "$loop" /tmp/copy
+	rc=0
+	head -c 2097152 /tmp/rand | cmp - /tmp/copy/default/synced || rc=$?
+	umount /tmp/copy
+	losetup -d "$loop"
+	rm /tmp/device.img
+	assert_eq "$rc" 0 "the fsynced data in the device copy"
+	umnt
+	mnt
 }
 
 t_remount() {
@@ -207,18 +232,6 @@ t_final_fsck() {
 	fsck.lcfs -n -v "$DEV"
 }
 
-run_test setup t_setup
-run_test small_files t_small_files
-run_test big_file t_big_file
-run_test overwrite t_overwrite
-run_test sparse_over_4g t_sparse_over_4g
-run_test seek_hole_data t_seek_hole_data
-run_test truncate t_truncate
-run_test fallocate t_fallocate
-run_test mmap t_mmap
-run_test fsync t_fsync
-run_test remount t_remount
-run_test parallel_writers t_parallel_writers
-run_test xattrs t_xattrs
-run_test enospc t_enospc
-run_test final_fsck t_final_fsck
+run_tests \
+	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate mmap \
+	fsync remount parallel_writers xattrs enospc final_fsck

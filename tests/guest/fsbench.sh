@@ -115,4 +115,5 @@ t_bench() {
 	done
 }
 
-run_test "benchmark ($ROUNDS rounds)" t_bench
+echo "LCFS-INFO: $ROUNDS rounds"
+run_tests bench

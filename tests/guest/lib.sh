@@ -1,6 +1,22 @@
 # Helpers for guest test suites (busybox sh). Each test is a function run in a subshell with
 # `set -e`; its result goes to the console as "LCFS-RESULT: ok NAME" or "LCFS-RESULT: not ok NAME",
 # which the host collects. Output of a failing test is shown indented.
+#
+# Before its first test, every boot of a suite declares the tests it will report with `plan`
+# ("LCFS-PLAN: NAME..."; `run_tests` does it for a fixed list). The host fails a suite whose plan
+# is missing, a planned test without a result, a result that was not planned or came twice, and a
+# non-zero exit status of the suite script (scripts/guest-results.awk): a suite that stops early
+# cannot pass. Test names are single words.
+
+plan() {
+	echo "LCFS-PLAN: $*"
+}
+
+# run_tests NAME...: declares the tests and runs each, NAME by the function t_NAME.
+run_tests() {
+	plan "$@"
+	for _t in "$@"; do run_test "$_t" "t_$_t"; done
+}
 
 run_test() {
 	_name=$1
@@ -14,6 +30,8 @@ run_test() {
 		echo "LCFS-RESULT: not ok $_name (status $_rc)"
 		sed 's/^/    | /' /tmp/test.out
 	fi
+	# The status stays in _rc; returning it would make a suite's last failing test its exit
+	# status, which the host reads as the script itself failing.
 }
 
 fail() {

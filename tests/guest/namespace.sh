@@ -98,7 +98,8 @@ t_device_nodes() {
 t_rename() {
 	touch $M/r1
 	mv $M/r1 $M/dir/r2
-	[ ! -e $M/r1 ] && [ -e $M/dir/r2 ]
+	[ ! -e $M/r1 ] || fail "r1 still there after the rename"
+	[ -e $M/dir/r2 ] || fail "dir/r2 missing after the rename"
 	# Replace an existing file.
 	touch $M/r3
 	ino=$(stat -c %i $M/r3)
@@ -226,20 +227,7 @@ t_final_fsck() {
 	dmesg | grep -i 'lcfs' | tail -5
 }
 
-run_test setup t_setup
-run_test create_and_stat t_create_and_stat
-run_test owner_and_mode t_owner_and_mode
-run_test links t_links
-run_test symlinks t_symlinks
-run_test device_nodes t_device_nodes
-run_test rename t_rename
-run_test rmdir_unlink t_rmdir_unlink
-run_test open_unlinked t_open_unlinked
-run_test sync_commits t_sync_commits
-run_test periodic_commit t_periodic_commit
-run_test fsck_after_unmount t_fsck_after_unmount
-run_test remount_persistence t_remount_persistence
-run_test layer_option t_layer_option
-run_test read_only_mount t_read_only_mount
-run_test many_entries t_many_entries
-run_test final_fsck t_final_fsck
+run_tests \
+	setup create_and_stat owner_and_mode links symlinks device_nodes rename rmdir_unlink \
+	open_unlinked sync_commits periodic_commit fsck_after_unmount remount_persistence layer_option \
+	read_only_mount many_entries final_fsck

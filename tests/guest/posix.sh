@@ -147,6 +147,15 @@ t_pjdfstest_exceptions_still_fail() {
 	[ -z "$bad" ] || fail "exceptions that did not fail:$bad"
 }
 
+_planned="mkfs_mount_$FS"
+! part pjdfstest || _planned="$_planned pjdfstest_no_unexpected_failures pjdfstest_exceptions_still_fail"
+if part fsx; then
+	for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do _planned="$_planned fsx_mmap_seed_$seed"; done
+	[ "$FS" = tmpfs ] || _planned="$_planned remount_keeps_data"
+fi
+[ "$FS" = tmpfs ] || _planned="$_planned fsck_clean"
+plan $_planned
+
 run_test "mkfs_mount_$FS" t_mkfs_mount
 
 if part pjdfstest; then

@@ -20,10 +20,17 @@ t_setup() {
 
 t_stress_ng() {
 	mkdir $M/sng
-	chroot /debian stress-ng --temp-path /mnt/default/sng --timeout 20s --metrics-brief \
-		--dir 2 --rename 2 --link 2 --symlink 2 --hdd 2 --hdd-bytes 4M --dentry 2 \
-		--fallocate 1 --fallocate-bytes 4M --filename 1 --mmap 1 --mmap-bytes 4M --mmap-file \
-		--xattr 1 2>&1 | tail -25
+	# Its exit status says whether every stressor passed (0), and its summary must list none
+	# failed or skipped: a stressor that could not run tested nothing.
+	rc=0
+	chroot /debian stress-ng --temp-path /mnt/default/sng --timeout "${STRESS_SECONDS:-20}s" \
+		--metrics-brief --dir 2 --rename 2 --link 2 --symlink 2 --hdd 2 --hdd-bytes 4M \
+		--dentry 2 --fallocate 1 --fallocate-bytes 4M --filename 1 --mmap 1 --mmap-bytes 4M \
+		--mmap-file --xattr 1 >/tmp/stress-ng.out 2>&1 || rc=$?
+	tail -25 /tmp/stress-ng.out
+	assert_eq "$rc" 0 "stress-ng exit status"
+	grep -q 'passed: 17:' /tmp/stress-ng.out || fail "stress-ng did not report all 17 instances passed"
+	! grep -E -q '(failed|skipped|untrustworthy): [1-9]' /tmp/stress-ng.out || fail "stress-ng: failed or skipped stressors"
 	rm -rf $M/sng
 }
 
@@ -46,8 +53,15 @@ worker() {
 
 t_shared_directories() {
 	mkdir $M/a $M/b
-	worker 1 & worker 2 & worker 3 & worker 4 &
-	wait
+	pids=""
+	for w in 1 2 3 4; do
+		worker $w &
+		pids="$pids $!"
+	done
+	# Each worker's status: a failed write, link or read-back stops it with a non-zero one.
+	bad=0
+	for p in $pids; do wait "$p" || bad=$((bad + 1)); done
+	assert_eq "$bad" 0 "failed workers"
 	ls -la $M/a $M/b
 	rm -rf $M/a $M/b
 }
@@ -61,7 +75,5 @@ t_fsck_after_stress() {
 	umount /mnt
 }
 
-run_test setup t_setup
-run_test stress_ng t_stress_ng
-run_test shared_directories t_shared_directories
-run_test fsck_after_stress t_fsck_after_stress
+run_tests \
+	setup stress_ng shared_directories fsck_after_stress

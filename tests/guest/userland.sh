@@ -34,7 +34,5 @@ t_ext4_baseline_available() {
 	umount /mnt
 }
 
-run_test debian_tools_run t_debian_tools_run
-run_test fio_smoke t_fio_smoke
-run_test stress_ng_smoke t_stress_ng_smoke
-run_test ext4_baseline_available t_ext4_baseline_available
+run_tests \
+	debian_tools_run fio_smoke stress_ng_smoke ext4_baseline_available
