@@ -20,17 +20,22 @@ t_setup() {
 
 t_stress_ng() {
 	mkdir $M/sng
-	# Its exit status says whether every stressor passed (0), and its summary must list none
-	# failed or skipped: a stressor that could not run tested nothing.
+	# Its exit status says whether every stressor passed (0); the summary must say so, with a
+	# metrics line for each of the ten stressors and none skipped: a stressor that did not run
+	# tested nothing.
 	rc=0
 	chroot /debian stress-ng --temp-path /mnt/default/sng --timeout "${STRESS_SECONDS:-20}s" \
 		--metrics-brief --dir 2 --rename 2 --link 2 --symlink 2 --hdd 2 --hdd-bytes 4M \
 		--dentry 2 --fallocate 1 --fallocate-bytes 4M --filename 1 --mmap 1 --mmap-bytes 4M \
 		--mmap-file --xattr 1 >/tmp/stress-ng.out 2>&1 || rc=$?
-	tail -25 /tmp/stress-ng.out
+	cat /tmp/stress-ng.out
 	assert_eq "$rc" 0 "stress-ng exit status"
-	grep -q 'passed: 17:' /tmp/stress-ng.out || fail "stress-ng did not report all 17 instances passed"
-	! grep -E -q '(failed|skipped|untrustworthy): [1-9]' /tmp/stress-ng.out || fail "stress-ng: failed or skipped stressors"
+	grep -q 'successful run completed' /tmp/stress-ng.out || fail "stress-ng did not report a successful run"
+	for s in dir rename link symlink hdd dentry fallocate filename mmap xattr; do
+		grep -E -q "metrc: \[[0-9]+\] $s +[0-9]" /tmp/stress-ng.out || fail "no metrics from the $s stressor"
+	done
+	! grep -E -q 'will be skipped|not implemented|(failed|skipped|untrustworthy): [1-9]' /tmp/stress-ng.out ||
+		fail "stress-ng skipped or failed stressors"
 	rm -rf $M/sng
 }
 
