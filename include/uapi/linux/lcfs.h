@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note OR MIT */
 /*
- * LCFS user-kernel interface: ioctls on any file or directory of a mounted LCFS filesystem.
+ * LCFS user-kernel interface: ioctls on a regular file or directory of a mounted LCFS filesystem.
  *
  * This header is the one definition of the ABI: lcfs.ko and the userspace tools both generate
  * their Rust bindings from it with bindgen. Every structure has a fixed size (checked at build

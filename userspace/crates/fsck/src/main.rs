@@ -38,7 +38,8 @@ struct Args {
     #[arg(short = 'y', conflicts_with = "no")]
     yes: bool,
 
-    /// Repair what is safe without asking (accepted for fstab compatibility; see -y).
+    /// Preen: repair what is safe without asking (accepted for fstab compatibility; no repairs
+    /// exist yet, so errors are reported and left).
     #[arg(short = 'p', short_alias = 'a', conflicts_with = "no")]
     preen: bool,
 

@@ -28,7 +28,7 @@ struct Cli {
 enum Command {
     /// Show information about the mounted LCFS filesystem holding PATH.
     Info {
-        /// Any file or directory on a mounted LCFS filesystem.
+        /// A regular file or directory on a mounted LCFS filesystem (its root, usually).
         path: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
