@@ -50,7 +50,8 @@ worker() {
 		ln $M/b/shared$n $M/a/l$w 2>/dev/null && rm -f $M/a/l$w
 		cat $M/b/shared$n >/dev/null 2>&1 || true
 		mkdir $M/a/d$n 2>/dev/null && rmdir $M/a/d$n 2>/dev/null
-		[ $((i % 5)) = 0 ] && rm -f $M/b/shared$n
+		# Another worker may unlink the name between rm's look and its unlink.
+		[ $((i % 5)) != 0 ] || rm -f $M/b/shared$n 2>/dev/null || true
 		dd if=/dev/urandom of=$M/a/data$w bs=4k count=4 2>/dev/null
 		i=$((i + 1))
 	done
