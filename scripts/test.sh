@@ -94,7 +94,7 @@ check_counts() {
 		case "$line" in "" | "#"*) continue ;; esac
 		floor=${line##* } group=${line% *}
 		case "$group" in
-		"host "* | selftest) sel=host ;; fuzz) sel=fuzz ;; "vm "*) sel=${group#vm } ;; build-release) sel=fsx-release ;;
+		host | "host "* | selftest) sel=host ;; fuzz) sel=fuzz ;; "vm "*) sel=${group#vm } ;; build-release) sel=fsx-release ;;
 		"kunit "*) sel=kunit ;; *) sel=always ;;
 		esac
 		case "$sel" in always) ;; kunit) kunit_selected || continue ;; *) selected "$sel" || continue ;; esac
