@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use lcfs_image::fsck::{self, Phase};
-use lcfs_image::{Access, Device};
+use lcfs_image::output::is_broken_pipe;
+use lcfs_image::{outln, Access, Device};
 
 /// Exit codes, as e2fsck defines them.
 mod exit {
@@ -132,37 +133,48 @@ fn run(args: &Args) -> Result<u8, anyhow::Error> {
             return Ok(exit::OPERATIONAL);
         }
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        for w in &report.warnings {
-            println!("{name}: warning: {w}");
-        }
-        for e in &report.errors {
-            println!("{name}: {e}");
-        }
-        if report.more_errors > 0 {
-            println!("{name}: ... and {} more errors", report.more_errors);
-        }
-        let s = &report.stats;
-        let used = s.total_blocks.saturating_sub(s.free_blocks);
-        if report.is_clean() {
-            println!(
-                "{name}: clean, {} layers, {used}/{} blocks (generation {})",
-                s.layers, s.total_blocks, s.generation
-            );
+    // The exit code says what the check found, even when the reader of the output went away.
+    let print = || -> anyhow::Result<()> {
+        if args.json {
+            outln!("{}", serde_json::to_string_pretty(&report)?)?;
         } else {
-            let total = report.errors.len() as u64 + report.more_errors;
-            println!("{name}: {total} errors found; the filesystem was not modified");
-            if args.yes || args.preen {
-                println!("{name}: automatic repair is not implemented yet");
+            for w in &report.warnings {
+                outln!("{name}: warning: {w}")?;
+            }
+            for e in &report.errors {
+                outln!("{name}: {e}")?;
+            }
+            if report.more_errors > 0 {
+                outln!("{name}: ... and {} more errors", report.more_errors)?;
+            }
+            let s = &report.stats;
+            let used = s.total_blocks.saturating_sub(s.free_blocks);
+            if report.is_clean() {
+                outln!(
+                    "{name}: clean, {} layers, {used}/{} blocks (generation {})",
+                    s.layers,
+                    s.total_blocks,
+                    s.generation
+                )?;
+            } else {
+                let total = report.errors.len() as u64 + report.more_errors;
+                outln!("{name}: {total} errors found; the filesystem was not modified")?;
+                if args.yes || args.preen {
+                    outln!("{name}: automatic repair is not implemented yet")?;
+                }
+            }
+            if args.verbose {
+                outln!(
+                    "{:>12} layers\n{:>12} tree nodes\n{:>12} map nodes\n{:>12} items\n{:>12} data blocks\n{:>12} free blocks",
+                    s.layers, s.tree_nodes, s.map_nodes, s.items, s.data_blocks, s.free_blocks
+                )?;
             }
         }
-        if args.verbose {
-            println!(
-                "{:>12} layers\n{:>12} tree nodes\n{:>12} map nodes\n{:>12} items\n{:>12} data blocks\n{:>12} free blocks",
-                s.layers, s.tree_nodes, s.map_nodes, s.items, s.data_blocks, s.free_blocks
-            );
+        Ok(())
+    };
+    if let Err(e) = print() {
+        if !is_broken_pipe(e.as_ref()) {
+            return Err(e);
         }
     }
     Ok(if report.is_clean() {

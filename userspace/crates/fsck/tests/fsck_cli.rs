@@ -6,6 +6,7 @@ use std::process::Command;
 use lcfs_format::records::Timespec;
 use lcfs_format::superblock::Superblock;
 use lcfs_format::volume::Volume;
+use lcfs_image::output::run_with_closed_stdout;
 use lcfs_image::{Access, Device};
 
 fn fsck(args: &[&str]) -> (i32, String) {
@@ -76,4 +77,22 @@ fn not_lcfs_or_missing_exits_8_and_bad_usage_16() {
     assert_eq!(code, 8);
     let (code, _) = fsck(&["--bogus"]);
     assert_eq!(code, 16);
+}
+
+#[test]
+fn closed_pipe_keeps_the_exit_code_and_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let img = img.to_str().unwrap();
+    mkfs(img);
+    for args in [&["-n", "-v", img][..], &["-n", "--json", img][..]] {
+        let out = run_with_closed_stdout(Command::new(env!("CARGO_BIN_EXE_fsck-lcfs")).args(args))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            (out.status.code(), &*stderr),
+            (Some(0), ""),
+            "fsck.lcfs {args:?}"
+        );
+    }
 }

@@ -13,6 +13,7 @@ use lcfs_format::superblock::{self, Selected, Superblock, SUPERBLOCK_COPIES};
 use lcfs_format::{FormatError, BLOCK_SIZE};
 
 pub mod fsck;
+pub mod output;
 pub mod probe;
 pub mod store;
 

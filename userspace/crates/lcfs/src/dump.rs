@@ -15,7 +15,7 @@ use lcfs_format::refmap::{self, LEAF_ENTRIES, NODE_ENTRIES};
 use lcfs_format::tree::{BlockStore, Error as TreeError};
 use lcfs_format::volume::Volume;
 use lcfs_format::BLOCK_SIZE;
-use lcfs_image::{Access, Device};
+use lcfs_image::{outln, Access, Device};
 use serde::Serialize;
 
 /// The whole dump.
@@ -410,19 +410,26 @@ pub(crate) fn dump(device: &Path, layer: Option<u64>, items: bool, json: bool) -
         trees,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        outln!("{}", serde_json::to_string_pretty(&d)?)?;
         return Ok(true);
     }
     let s = &d.superblock;
-    println!(
+    outln!(
         "superblock: generation {}, {} blocks, {} free ({} reserved for metadata)",
-        s.generation, s.total_blocks, s.free_blocks, s.reserve_blocks
-    );
-    println!(
+        s.generation,
+        s.total_blocks,
+        s.free_blocks,
+        s.reserve_blocks
+    )?;
+    outln!(
         "  map root {} (level {}), layer tree root {}, {} layers, next layer id {}",
-        s.map_root, s.map_level, s.layer_root, s.layer_count, s.next_layer_id
-    );
-    println!("reference-count map:");
+        s.map_root,
+        s.map_level,
+        s.layer_root,
+        s.layer_count,
+        s.next_layer_id
+    )?;
+    outln!("reference-count map:")?;
     for m in &d.map {
         if m.level == 0 {
             let runs: Vec<String> = m
@@ -435,7 +442,7 @@ pub(crate) fn dump(device: &Path, layer: Option<u64>, items: bool, json: bool) -
                     (false, c) => format!("{a}-{b}({c})"),
                 })
                 .collect();
-            println!(
+            outln!(
                 "  leaf {} (blocks {}.., gen {}): in use {}",
                 m.block,
                 m.first,
@@ -445,14 +452,14 @@ pub(crate) fn dump(device: &Path, layer: Option<u64>, items: bool, json: bool) -
                 } else {
                     runs.join(" ")
                 }
-            );
+            )?;
         } else {
             let kids: Vec<String> = m
                 .children
                 .iter()
                 .map(|c| format!("[{}]->{} free {}", c.index, c.block, c.free))
                 .collect();
-            println!(
+            outln!(
                 "  node {} level {} (blocks {}.., gen {}): {}; unmaterialised free {}",
                 m.block,
                 m.level,
@@ -460,12 +467,12 @@ pub(crate) fn dump(device: &Path, layer: Option<u64>, items: bool, json: bool) -
                 m.generation,
                 kids.join(", "),
                 m.unmaterialised_free.unwrap_or(0)
-            );
+            )?;
         }
     }
-    println!("layers:");
+    outln!("layers:")?;
     for l in &d.layers {
-        println!(
+        outln!(
             "  {} {:?} parent {} {} children {} root {} inodes {} bytes {} next_ino {} created {}",
             l.id,
             l.name,
@@ -477,12 +484,12 @@ pub(crate) fn dump(device: &Path, layer: Option<u64>, items: bool, json: bool) -
             l.bytes_used,
             l.next_ino,
             l.create_time
-        );
+        )?;
     }
     for t in &d.trees {
-        println!("tree {} (root {}):", t.tree, t.root);
+        outln!("tree {} (root {}):", t.tree, t.root)?;
         for n in &t.nodes {
-            println!(
+            outln!(
                 "  {}node {} level {} gen {} refs {} items {} {}..{}{}",
                 "  ".repeat(usize::from(3u8.saturating_sub(n.level))),
                 n.block,
@@ -497,9 +504,9 @@ pub(crate) fn dump(device: &Path, layer: Option<u64>, items: bool, json: bool) -
                 } else {
                     ""
                 }
-            );
+            )?;
             for i in &n.item_list {
-                println!("      {i}");
+                outln!("      {i}")?;
             }
         }
     }

@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lcfs_format::superblock::{Superblock, VERSION};
 use lcfs_format::BLOCK_SIZE;
-use lcfs_image::{Access, Device};
+use lcfs_image::output::is_broken_pipe;
+use lcfs_image::{outln, Access, Device};
 use serde::Serialize;
 
 /// Manage LCFS (Layer Cloning Filesystem) filesystems.
@@ -150,23 +151,23 @@ fn debug_super(device: &std::path::Path, json: bool) -> Result<bool> {
         });
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?)?;
     } else {
         for r in &reports {
-            println!(
+            outln!(
                 "superblock copy {} (block {}){}",
                 r.slot,
                 r.slot,
                 if r.current { " [current]" } else { "" }
-            );
+            )?;
             if let Some(e) = &r.error {
-                println!("  invalid: {e}");
+                outln!("  invalid: {e}")?;
             }
             if let Some(s) = &r.superblock {
                 let value = serde_json::to_value(s)?;
                 if let Some(map) = value.as_object() {
                     for (k, v) in map {
-                        println!("  {k:<13} {}", v.to_string().trim_matches('"'));
+                        outln!("  {k:<13} {}", v.to_string().trim_matches('"'))?;
                     }
                 }
             }
@@ -207,12 +208,12 @@ fn info(path: &std::path::Path, json: bool) -> Result<bool> {
         label: raw.label_string(),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         let value = serde_json::to_value(&report)?;
         if let Some(map) = value.as_object() {
             for (k, v) in map {
-                println!("{k:<15} {}", v.to_string().trim_matches('"'));
+                outln!("{k:<15} {}", v.to_string().trim_matches('"'))?;
             }
         }
     }
@@ -238,6 +239,8 @@ fn main() -> ExitCode {
             eprintln!("lcfs: no valid superblock");
             ExitCode::from(1)
         }
+        // A reader that stopped reading (`| head`) is no error.
+        Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lcfs: {e:#}");
             ExitCode::from(1)

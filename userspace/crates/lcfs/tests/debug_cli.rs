@@ -7,6 +7,7 @@ use lcfs_format::node::Key;
 use lcfs_format::records::{kind, put_inline_data, Timespec};
 use lcfs_format::superblock::Superblock;
 use lcfs_format::volume::Volume;
+use lcfs_image::output::run_with_closed_stdout;
 use lcfs_image::{Access, Device};
 
 const NOW: Timespec = Timespec {
@@ -118,4 +119,27 @@ fn dump_of_garbage_fails_cleanly() {
     std::fs::write(&img, vec![7u8; 1 << 20]).unwrap();
     let (ok, _) = lcfs(&["debug", "dump", img.to_str().unwrap()]);
     assert!(!ok);
+}
+
+#[test]
+fn closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    image(&img);
+    let img = img.to_str().unwrap();
+    // Output longer than a pipe's buffer, and shorter: both end at the first write.
+    for args in [
+        &["debug", "dump", "--items", img][..],
+        &["debug", "super", img][..],
+        &["debug", "diff", img, "2"][..],
+    ] {
+        let out =
+            run_with_closed_stdout(Command::new(env!("CARGO_BIN_EXE_lcfs")).args(args)).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            (out.status.code(), &*stderr),
+            (Some(0), ""),
+            "lcfs {args:?}"
+        );
+    }
 }

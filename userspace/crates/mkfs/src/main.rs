@@ -14,7 +14,8 @@ use lcfs_format::records::{self, Timespec};
 use lcfs_format::superblock::{Superblock, MIN_BLOCKS};
 use lcfs_format::volume::Volume;
 use lcfs_format::BLOCK_SIZE;
-use lcfs_image::{probe, Access, Device};
+use lcfs_image::output::ignore_broken_pipe;
+use lcfs_image::{outln, probe, Access, Device};
 
 /// Create an LCFS (Layer Cloning Filesystem) filesystem.
 #[derive(Debug, Parser)]
@@ -143,23 +144,29 @@ fn run(args: &Args) -> Result<()> {
     }
 
     if !args.quiet {
-        println!(
+        ignore_broken_pipe(outln!(
             "{}Creating LCFS filesystem on {}",
             if args.dry_run { "[dry run] " } else { "" },
             args.device.display()
-        );
+        ))?;
         if !existing.is_empty() {
-            println!("  overwriting existing signature: {}", existing.join(", "));
+            ignore_broken_pipe(outln!(
+                "  overwriting existing signature: {}",
+                existing.join(", ")
+            ))?;
         }
-        println!(
+        ignore_broken_pipe(outln!(
             "  size:        {} blocks of {} bytes ({} MiB)",
             blocks,
             BLOCK_SIZE,
             (blocks * u64::from(BLOCK_SIZE)) >> 20
-        );
-        println!("  uuid:        {uuid}");
-        println!("  label:       {}", args.label.as_deref().unwrap_or(""));
-        println!("  first layer: {}", args.layer);
+        ))?;
+        ignore_broken_pipe(outln!("  uuid:        {uuid}"))?;
+        ignore_broken_pipe(outln!(
+            "  label:       {}",
+            args.label.as_deref().unwrap_or("")
+        ))?;
+        ignore_broken_pipe(outln!("  first layer: {}", args.layer))?;
     }
     if args.dry_run {
         return Ok(());
@@ -187,11 +194,12 @@ fn run(args: &Args) -> Result<()> {
     };
     if !args.quiet {
         let sb = vol.superblock();
-        println!(
+        ignore_broken_pipe(outln!(
             "  free blocks: {} (reserve {})",
-            sb.free_blocks, sb.reserve_blocks
-        );
-        println!("Done.");
+            sb.free_blocks,
+            sb.reserve_blocks
+        ))?;
+        ignore_broken_pipe(outln!("Done."))?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::process::Command;
 
 use lcfs_format::superblock::Superblock;
 use lcfs_format::volume::Volume;
+use lcfs_image::output::run_with_closed_stdout;
 use lcfs_image::{Access, Device};
 
 fn mkfs(args: &[&str]) -> std::process::Output {
@@ -120,4 +121,20 @@ fn dry_run_writes_nothing() {
     let out = mkfs(&["-n", img.to_str().unwrap()]);
     assert!(out.status.success());
     assert!(std::fs::read(&img).unwrap().iter().all(|&b| b == 0));
+}
+
+#[test]
+fn closed_pipe_still_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    let img_s = img.to_str().unwrap();
+    let out = run_with_closed_stdout(
+        Command::new(env!("CARGO_BIN_EXE_mkfs-lcfs")).args(["-s", "16M", img_s]),
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), &*stderr), (Some(0), ""));
+    let dev = Device::open(&img, Access::ReadOnly).unwrap();
+    let report = lcfs_image::fsck::check(dev, &mut |_, _, _| {}).unwrap();
+    assert!(report.is_clean(), "{:?}", report.errors);
 }
