@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 use lcfs_image::fsck::{self, Phase};
 use lcfs_image::output::is_broken_pipe;
@@ -40,18 +41,20 @@ struct Args {
     yes: bool,
 
     /// Preen: repair what is safe without asking (accepted for fstab compatibility; no repairs
-    /// exist yet, so errors are reported and left).
-    #[arg(short = 'p', short_alias = 'a', conflicts_with = "no")]
+    /// exist yet, so errors are reported and left). Only one of -p, -n and -y may be given.
+    #[arg(short = 'p', short_alias = 'a', conflicts_with_all = ["no", "yes"])]
     preen: bool,
 
     /// Check even if the filesystem seems clean (every check is always complete).
     #[arg(short = 'f')]
     force: bool,
 
-    /// Print progress to file descriptor FD (1 or 2); by default progress goes to a terminal
-    /// on stderr.
+    /// Progress, as e2fsck gives it: with 0, a completion bar on standard output when it is a
+    /// terminal; with another FD, one line "PASS DONE TOTAL DEVICE" per step on that file
+    /// descriptor (for fsck -C). Without -C, a completion bar on standard error when it is a
+    /// terminal.
     #[arg(short = 'C', value_name = "FD")]
-    progress_fd: Option<u8>,
+    progress_fd: Option<u32>,
 
     /// Print counters.
     #[arg(short = 'v')]
@@ -62,28 +65,57 @@ struct Args {
     json: bool,
 }
 
-/// Progress on a terminal or file descriptor, at most a few times a second.
+/// Where progress goes.
+enum Sink {
+    /// A completion bar redrawn with carriage returns: only ever on a terminal.
+    Bar(Box<dyn Write>),
+    /// e2fsck's machine-readable lines for fsck's -C: "PASS DONE TOTAL DEVICE".
+    Lines(std::fs::File, String),
+}
+
+/// Progress, at most a few times a second.
 struct Progress {
-    out: Option<Box<dyn Write>>,
+    out: Option<Sink>,
     last: Instant,
     phase: Option<Phase>,
+    /// The total of the last report, to close its pass at 100%.
+    total: u64,
 }
 
 impl Progress {
-    fn new(args: &Args) -> Self {
-        let out: Option<Box<dyn Write>> = match args.progress_fd {
-            Some(1) => Some(Box::new(std::io::stdout())),
-            Some(2) => Some(Box::new(std::io::stderr())),
-            Some(_) => None,
+    fn new(args: &Args) -> anyhow::Result<Self> {
+        let bar = |w: Box<dyn Write>| Some(Sink::Bar(w));
+        let out = match args.progress_fd {
+            Some(0) if std::io::stdout().is_terminal() && !args.json => {
+                bar(Box::new(std::io::stdout()))
+            }
+            Some(0) => None,
+            // The descriptor the caller opened for us, reached without unsafe code.
+            Some(fd) => Some(Sink::Lines(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(format!("/proc/self/fd/{fd}"))
+                    .with_context(|| format!("-C {fd}: file descriptor not open for writing"))?,
+                args.device.display().to_string(),
+            )),
             None if std::io::stderr().is_terminal() && !args.json => {
-                Some(Box::new(std::io::stderr()))
+                bar(Box::new(std::io::stderr()))
             }
             None => None,
         };
-        Self {
+        Ok(Self {
             out,
             last: Instant::now() - Duration::from_secs(1),
             phase: None,
+            total: 0,
+        })
+    }
+
+    fn number(phase: Phase) -> u32 {
+        match phase {
+            Phase::Map => 1,
+            Phase::Trees => 2,
+            Phase::Counts => 3,
         }
     }
 
@@ -97,7 +129,25 @@ impl Progress {
 
     fn report(&mut self, phase: Phase, done: u64, total: u64) {
         let previous = self.phase.replace(phase);
-        let Some(out) = self.out.as_mut() else { return };
+        let previous_total = std::mem::replace(&mut self.total, total);
+        let out = match self.out.as_mut() {
+            None => return,
+            Some(Sink::Lines(f, dev)) => {
+                if let Some(p) = previous.filter(|&p| p != phase) {
+                    let t = previous_total;
+                    let _ = writeln!(f, "{} {t} {t} {dev}", Self::number(p));
+                } else if previous.is_some()
+                    && self.last.elapsed() < Duration::from_millis(200)
+                    && done + 1 < total
+                {
+                    return;
+                }
+                self.last = Instant::now();
+                let _ = writeln!(f, "{} {done} {total} {dev}", Self::number(phase));
+                return;
+            }
+            Some(Sink::Bar(out)) => out,
+        };
         if let Some(p) = previous.filter(|&p| p != phase) {
             let _ = writeln!(out, "\r{}: 100%", Self::name(p));
         } else if self.last.elapsed() < Duration::from_millis(200) && done + 1 < total {
@@ -111,19 +161,23 @@ impl Progress {
     }
 
     fn finish(&mut self) {
-        if let (Some(out), Some(p)) = (self.out.as_mut(), self.phase) {
-            let _ = writeln!(out, "\r{}: 100%", Self::name(p));
+        let t = self.total;
+        match (self.out.as_mut(), self.phase) {
+            (Some(Sink::Bar(out)), Some(p)) => {
+                let _ = writeln!(out, "\r{}: 100%", Self::name(p));
+            }
+            (Some(Sink::Lines(f, dev)), Some(p)) => {
+                let _ = writeln!(f, "{} {t} {t} {dev}", Self::number(p));
+            }
+            _ => {}
         }
     }
 }
 
 fn run(args: &Args) -> Result<u8, anyhow::Error> {
-    if args.progress_fd.is_some_and(|fd| fd != 1 && fd != 2) {
-        anyhow::bail!("-C: only file descriptors 1 and 2 are supported");
-    }
     let dev = Device::open(&args.device, Access::ReadOnly)?;
     let name = args.device.display().to_string();
-    let mut progress = Progress::new(args);
+    let mut progress = Progress::new(args)?;
     let result = fsck::check(dev, &mut |p, d, t| progress.report(p, d, t));
     progress.finish();
     let report = match result {

@@ -96,3 +96,39 @@ fn closed_pipe_keeps_the_exit_code_and_is_quiet() {
         );
     }
 }
+
+#[test]
+fn progress_as_e2fsck_gives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let img = img.to_str().unwrap();
+    mkfs(img);
+    // -C 0: a completion bar only on a terminal; this output is a pipe, so none.
+    let (code, out) = fsck(&["-n", "-C", "0", img]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains('\r'), "{out:?}");
+    // Without -C, nothing but the report either.
+    let (code, out) = fsck(&["-n", img]);
+    assert_eq!((code, out.contains('\r')), (0, false), "{out:?}");
+    // -C 1: "PASS DONE TOTAL DEVICE" lines, each pass ending at its total.
+    let (code, out) = fsck(&["-n", "-C", "1", img]);
+    assert_eq!(code, 0, "{out}");
+    for pass in 1..=3 {
+        let last = out
+            .lines()
+            .filter(|l| l.starts_with(&format!("{pass} ")) && l.ends_with(img))
+            .last()
+            .unwrap_or_else(|| panic!("no progress line of pass {pass}: {out}"));
+        let f: Vec<&str> = last.split(' ').collect();
+        assert_eq!(f[1], f[2], "pass {pass} ends at its total: {last}");
+    }
+    // A descriptor that is not open is an operational error.
+    assert_eq!(fsck(&["-n", "-C", "9", img]).0, 8);
+}
+
+#[test]
+fn only_one_of_p_n_y() {
+    for args in [["-p", "-y"], ["-p", "-n"], ["-n", "-y"]] {
+        assert_eq!(fsck(&[args[0], args[1], "img"]).0, 16, "{args:?}");
+    }
+}
