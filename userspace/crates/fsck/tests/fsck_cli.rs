@@ -116,8 +116,7 @@ fn progress_as_e2fsck_gives_it() {
     for pass in 1..=3 {
         let last = out
             .lines()
-            .filter(|l| l.starts_with(&format!("{pass} ")) && l.ends_with(img))
-            .last()
+            .rfind(|l| l.starts_with(&format!("{pass} ")) && l.ends_with(img))
             .unwrap_or_else(|| panic!("no progress line of pass {pass}: {out}"));
         let f: Vec<&str> = last.split(' ').collect();
         assert_eq!(f[1], f[2], "pass {pass} ends at its total: {last}");
