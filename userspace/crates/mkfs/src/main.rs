@@ -36,7 +36,9 @@ struct Args {
     #[arg(short = 'U', long)]
     uuid: Option<uuid::Uuid>,
 
-    /// Size of an image file to create or resize, e.g. 512M or 10G (regular files only).
+    /// Size of an image file to create or resize, in bytes or with one of mke2fs's suffixes
+    /// K, M, G, T (powers of 1024, either case: 512M, 10G). Regular files only; a file larger
+    /// than SIZE is cut only with -f.
     #[arg(short, long, value_parser = parse_size)]
     size: Option<u64>,
 
@@ -53,74 +55,111 @@ struct Args {
     layer: String,
 }
 
-/// Parses a byte count with an optional binary suffix (K, M, G, T; `KiB` style accepted).
+/// Parses a byte count with mke2fs's suffixes: one of K, M, G, T (powers of 1024), either case.
+/// `MB` or `KiB` are refused rather than guessed at (`MB` means 10^6 elsewhere).
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
     let shift = match suffix.to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        _ => return Err(format!("invalid size suffix in '{s}'")),
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => {
+            return Err(format!(
+                "invalid size suffix in '{s}': use K, M, G or T (powers of 1024)"
+            ))
+        }
     };
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| format!("size '{s}' too large"))
 }
 
-fn run(args: &Args) -> Result<()> {
-    if args.size.is_some() {
-        let is_blockdev = std::fs::metadata(&args.device)
-            .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
-            .unwrap_or(false);
-        if is_blockdev {
-            bail!(
-                "{}: --size applies to image files only",
-                args.device.display()
-            );
-        }
-        if !args.dry_run {
-            // Create the file if needed; resizing waits until the signature check passed.
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&args.device)
-                .with_context(|| format!("cannot create {}", args.device.display()))?;
-        }
-    }
-
-    let access = if args.dry_run {
-        Access::ReadOnly
-    } else {
-        Access::ReadWrite
-    };
-    let mut dev = Device::open(&args.device, access).context("cannot open device")?;
-
-    let existing = probe::signatures(&mut dev)?;
-    if !existing.is_empty() && !args.force {
-        bail!(
-            "{} contains a {} signature; use -f to overwrite it",
-            args.device.display(),
-            existing.join(", ")
-        );
-    }
-
-    let size = match args.size {
-        Some(size) => size,
-        None => dev.size(),
-    };
-    let blocks = size / u64::from(BLOCK_SIZE);
-    if blocks < MIN_BLOCKS {
+/// Refuses a size below the format's minimum.
+fn check_size(args: &Args, size: u64) -> Result<()> {
+    if size / u64::from(BLOCK_SIZE) < MIN_BLOCKS {
         bail!(
             "{}: device too small ({size} bytes); LCFS needs at least {} bytes",
             args.device.display(),
             MIN_BLOCKS * u64::from(BLOCK_SIZE)
         );
     }
+    Ok(())
+}
+
+fn run(args: &Args) -> Result<()> {
+    // What can be refused without touching the device is refused first.
+    records::check_layer_name(args.layer.as_bytes())
+        .map_err(|_| anyhow::anyhow!("layer name must be 1 to 255 bytes without '/' or NUL"))?;
+    let meta = std::fs::metadata(&args.device);
+    let mut created = false;
+    if let Some(size) = args.size {
+        if let Ok(m) = &meta {
+            if std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) {
+                bail!(
+                    "{}: --size applies to image files only",
+                    args.device.display()
+                );
+            }
+            if m.len() > size && !args.force {
+                bail!(
+                    "{} is {} bytes: --size {size} would cut it; use -f to shrink it",
+                    args.device.display(),
+                    m.len()
+                );
+            }
+        }
+        check_size(args, size)?;
+        if meta.is_err() && !args.dry_run {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&args.device)
+                .with_context(|| format!("cannot create {}", args.device.display()))?;
+            created = true;
+        }
+    }
+    let result = format(args);
+    // A file this run created and did not finish is not left behind.
+    if result.is_err() && created {
+        let _ = std::fs::remove_file(&args.device);
+    }
+    result
+}
+
+fn format(args: &Args) -> Result<()> {
+    let access = if args.dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    // A dry run of an image file that does not exist yet previews it as new and empty.
+    let new_preview = args.dry_run && args.size.is_some() && !args.device.exists();
+    let mut dev = if new_preview {
+        None
+    } else {
+        Some(Device::open(&args.device, access).context("cannot open device")?)
+    };
+
+    let existing = match dev.as_mut() {
+        Some(dev) => probe::signatures(dev)?,
+        None => Vec::new(),
+    };
+    if !existing.is_empty() && !args.force {
+        bail!(
+            "{} holds an existing signature ({}); use -f to overwrite it",
+            args.device.display(),
+            existing.join(", ")
+        );
+    }
+
+    // A preview without a device has a size (new_preview).
+    let size = args.size.or(dev.as_ref().map(Device::size)).unwrap_or(0);
+    check_size(args, size)?;
+    let blocks = size / u64::from(BLOCK_SIZE);
 
     let uuid = args.uuid.unwrap_or_else(uuid::Uuid::new_v4);
     let since_epoch = SystemTime::now()
@@ -131,8 +170,6 @@ fn run(args: &Args) -> Result<()> {
         sec: i64::try_from(now).unwrap_or(i64::MAX),
         nsec: since_epoch.subsec_nanos(),
     };
-    records::check_layer_name(args.layer.as_bytes())
-        .map_err(|_| anyhow::anyhow!("layer name must be 1 to 255 bytes without '/' or NUL"))?;
     let mut sb = Superblock::new(blocks, *uuid.as_bytes(), now);
     // The directory hash key must not be guessable from the (public) UUID: take fresh random
     // bits, so nobody can prepare names that all land in one hash bucket.
@@ -172,14 +209,17 @@ fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
 
-    if args.size.is_some() {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&args.device)
-            .and_then(|f| f.set_len(size))
-            .with_context(|| format!("cannot resize {}", args.device.display()))?;
-        dev = Device::open(&args.device, Access::ReadWrite)?;
-    }
+    let mut dev = match dev {
+        Some(dev) if args.size.is_none() => dev,
+        _ => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&args.device)
+                .and_then(|f| f.set_len(size))
+                .with_context(|| format!("cannot resize {}", args.device.display()))?;
+            Device::open(&args.device, Access::ReadWrite)?
+        }
+    };
 
     // Old signatures must not survive next to the new filesystem (blkid would report both).
     dev.write_at(0, &vec![0u8; probe::PROBE_BYTES])?;
@@ -233,8 +273,12 @@ mod tests {
     fn sizes() {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("1M"), Ok(1 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert!(parse_size("1X").is_err());
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("3T"), Ok(3 << 40));
+        // Only mke2fs's single-letter suffixes: "MB" would mean 10^6 to some readers.
+        for bad in ["1MB", "2GiB", "1KB", "1X", "1 M"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
         assert!(parse_size("M").is_err());
         assert!(parse_size("99999999999T").is_err());
     }

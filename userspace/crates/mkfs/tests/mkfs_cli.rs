@@ -71,7 +71,7 @@ fn refuses_existing_filesystem_without_force() {
 
     let out = mkfs(&["-q", img_s]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("lcfs signature"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("existing signature (lcfs)"));
 
     // An ext4 signature is refused too, and -f overwrites it.
     let mut head = vec![0u8; 4096];
@@ -137,4 +137,36 @@ fn closed_pipe_still_formats() {
     let dev = Device::open(&img, Access::ReadOnly).unwrap();
     let report = lcfs_image::fsck::check(dev, &mut |_, _, _| {}).unwrap();
     assert!(report.is_clean(), "{:?}", report.errors);
+}
+
+#[test]
+fn sizes_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // Too small, or too large for the host's filesystem: no file is left behind.
+    for size in ["0", "512K", "100000T"] {
+        let img = dir.path().join(format!("{size}.img"));
+        let out = mkfs(&["-q", "-s", size, img.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "-s {size}");
+        assert!(!img.exists(), "-s {size} left {}", img.display());
+    }
+    // A file larger than the size is cut only with -f.
+    let data = dir.path().join("data");
+    std::fs::write(&data, vec![7u8; 3 << 20]).unwrap();
+    let out = mkfs(&["-q", "-s", "2M", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use -f"));
+    assert_eq!(std::fs::read(&data).unwrap(), vec![7u8; 3 << 20]);
+    let out = mkfs(&["-q", "-f", "-s", "2M", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", out);
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), 2 << 20);
+    // A dry run previews an image that does not exist yet, and creates nothing.
+    let new = dir.path().join("new.img");
+    let out = mkfs(&["-n", "-s", "8M", new.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2048 blocks"));
+    assert!(!new.exists());
+    // "MB" is not guessed at.
+    let out = mkfs(&["-n", "-s", "8MB", new.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("K, M, G or T"));
 }
