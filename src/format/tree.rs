@@ -1294,7 +1294,9 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                         }
                     }
                     let Some(end) = end else { break };
-                    start = end;
+                    // A child that ends below `lo` (a diff resumed from a cursor) leaves `start`
+                    // where it is: the next segment must not begin below the cursor.
+                    start = start.max(end);
                     if ea == Some(end) {
                         i += 1;
                     }

@@ -240,6 +240,37 @@ impl World {
                     .map(|k| (*k, ma.get(k).cloned(), mb.get(k).cloned()))
                     .collect();
                 assert_eq!(got, want, "diff of trees {a} and {b}");
+                // Resumed one change at a time from the key after the last one, as the path
+                // diff and mount recovery walk it: the same changes, never a key below the
+                // cursor (a resumed diff that went backwards made such walks loop).
+                let mut walked = Vec::new();
+                let mut from = Key::MIN;
+                loop {
+                    let mut first = None;
+                    self.txn()
+                        .diff(ra, rb, from, &mut |c| {
+                            first =
+                                Some((c.key, c.old.map(<[u8]>::to_vec), c.new.map(<[u8]>::to_vec)));
+                            Ok(false)
+                        })
+                        .unwrap();
+                    let Some(change) = first else { break };
+                    assert!(
+                        change.0 >= from,
+                        "diff of trees {a} and {b} from {from:?} went back to {:?}",
+                        change.0
+                    );
+                    assert!(
+                        walked.len() < want.len(),
+                        "diff of trees {a} and {b}: resumed walk does not end"
+                    );
+                    from = match change.0.offset.checked_add(1) {
+                        Some(o) => Key::new(change.0.id, change.0.kind, o),
+                        None => break,
+                    };
+                    walked.push(change);
+                }
+                assert_eq!(walked, want, "resumed diff of trees {a} and {b}");
             }
         }
     }

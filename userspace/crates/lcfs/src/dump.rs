@@ -338,8 +338,26 @@ fn dump_tree(
     Ok(out)
 }
 
+/// The layer `arg` names: a layer of that name, or else of that id.
+fn resolve_layer(vol: &mut Volume<Device>, arg: &str) -> Result<u64> {
+    let by_name = vol
+        .find_layer(arg.as_bytes())
+        .map_err(|e| anyhow::anyhow!("layer name index: {e:?}"))?;
+    if let Some(l) = by_name {
+        return Ok(l.id);
+    }
+    if let Ok(id) = arg.parse::<u64>() {
+        match vol.layer(id) {
+            Ok(l) => return Ok(l.id),
+            Err(TreeError::NotFound) => {}
+            Err(e) => bail!("layer {id}: {e:?}"),
+        }
+    }
+    bail!("no layer named or numbered '{arg}'")
+}
+
 /// Prints the dump of `device`; `layer` restricts the trees shown, `items` decodes every item.
-pub(crate) fn dump(device: &Path, layer: Option<u64>, items: bool, json: bool) -> Result<bool> {
+pub(crate) fn dump(device: &Path, layer: Option<&str>, items: bool, json: bool) -> Result<bool> {
     let dev = Device::open(device, Access::ReadOnly)?;
     let (mut vol, other) = match Volume::open(dev) {
         Ok(v) => v,
@@ -351,6 +369,7 @@ pub(crate) fn dump(device: &Path, layer: Option<u64>, items: bool, json: bool) -
     if let Some((slot, e)) = other {
         eprintln!("lcfs: warning: superblock copy {slot} is invalid: {e}");
     }
+    let layer = layer.map(|l| resolve_layer(&mut vol, l)).transpose()?;
     let sb = vol.superblock();
     let mut layers = Vec::new();
     vol.for_each_layer(&mut |l| {
@@ -513,8 +532,36 @@ pub(crate) fn dump(device: &Path, layer: Option<u64>, items: bool, json: bool) -
     Ok(true)
 }
 
+/// How `diff` prints its changes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum DiffFormat {
+    /// `A path` lines.
+    Lines,
+    /// `A path` records, each ending in NUL (paths may hold newlines).
+    Null,
+    /// A JSON array of `{"change": "A", "path": "..."}`.
+    Json,
+}
+
+impl DiffFormat {
+    pub(crate) fn new(json: bool, null: bool) -> Self {
+        match (json, null) {
+            (true, _) => Self::Json,
+            (false, true) => Self::Null,
+            (false, false) => Self::Lines,
+        }
+    }
+}
+
+/// One change as `diff --json` prints it.
+#[derive(Serialize)]
+struct Change {
+    change: char,
+    path: String,
+}
+
 /// Prints `A path`, `M path` or `D path` for each change of `layer` against its parent.
-pub(crate) fn diff(device: &Path, layer: u64) -> Result<bool> {
+pub(crate) fn diff(device: &Path, layer: &str, format: DiffFormat) -> Result<bool> {
     let dev = Device::open(device, Access::ReadOnly)?;
     let (mut vol, _) = match Volume::open(dev) {
         Ok(v) => v,
@@ -523,24 +570,44 @@ pub(crate) fn diff(device: &Path, layer: u64) -> Result<bool> {
             device.display()
         ),
     };
+    let layer = resolve_layer(&mut vol, layer)?;
     let mut out = std::io::stdout().lock();
+    if let DiffFormat::Json = format {
+        write!(out, "[")?;
+    }
     let mut werr = None;
+    let mut first = true;
     vol.diff_paths(layer, &mut |c, path| {
         let tag = match c {
             PathChange::Added => 'A',
             PathChange::Modified => 'M',
             PathChange::Deleted => 'D',
         };
-        let r = writeln!(out, "{tag} {}", String::from_utf8_lossy(path));
+        let path = String::from_utf8_lossy(path);
+        let r = match format {
+            DiffFormat::Lines => writeln!(out, "{tag} {path}"),
+            DiffFormat::Null => write!(out, "{tag} {path}\0"),
+            DiffFormat::Json => {
+                let sep = if first { "\n  " } else { ",\n  " };
+                let change = Change {
+                    change: tag,
+                    path: path.into_owned(),
+                };
+                serde_json::to_string(&change)
+                    .map_err(std::io::Error::other)
+                    .and_then(|j| write!(out, "{sep}{j}"))
+            }
+        };
+        first = false;
         werr = r.err();
         werr.is_none()
     })
-    .map_err(|e| match e {
-        TreeError::NotFound => anyhow::anyhow!("no layer {layer}"),
-        e => anyhow::anyhow!("diff of layer {layer}: {e:?}"),
-    })?;
+    .map_err(|e| anyhow::anyhow!("diff of layer {layer}: {e:?}"))?;
     if let Some(e) = werr {
         return Err(e.into());
+    }
+    if let DiffFormat::Json = format {
+        writeln!(out, "{}]", if first { "" } else { "\n" })?;
     }
     Ok(true)
 }

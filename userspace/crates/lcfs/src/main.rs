@@ -54,16 +54,22 @@ enum DebugCommand {
     Diff {
         /// Block device or image file.
         device: PathBuf,
-        /// Layer id.
-        layer: u64,
+        /// Layer name, or id (a name is looked up first).
+        layer: String,
+        /// Print JSON instead of text.
+        #[arg(long, conflicts_with = "null")]
+        json: bool,
+        /// Print "A PATH" records ending in NUL instead of a newline, for scripts.
+        #[arg(short = '0', long = "null")]
+        null: bool,
     },
     /// Print every structure: superblock, reference-count map, layers and tree nodes.
     Dump {
         /// Block device or image file.
         device: PathBuf,
-        /// Only this layer's tree.
+        /// Only this layer's tree: its name, or its id (a name is looked up first).
         #[arg(long)]
-        layer: Option<u64>,
+        layer: Option<String>,
         /// Decode every item of every leaf.
         #[arg(long)]
         items: bool,
@@ -225,13 +231,18 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Info { path, json } => info(path, *json),
         Command::Debug(DebugCommand::Super { device, json }) => debug_super(device, *json),
-        Command::Debug(DebugCommand::Diff { device, layer }) => dump::diff(device, *layer),
+        Command::Debug(DebugCommand::Diff {
+            device,
+            layer,
+            json,
+            null,
+        }) => dump::diff(device, layer, dump::DiffFormat::new(*json, *null)),
         Command::Debug(DebugCommand::Dump {
             device,
             layer,
             items,
             json,
-        }) => dump::dump(device, *layer, *items, *json),
+        }) => dump::dump(device, layer.as_deref(), *items, *json),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
