@@ -2,9 +2,12 @@
 
 //! The LCFS filesystem logic, in safe Rust on top of [`crate::vfs`].
 //!
-//! Today: mount opens the filesystem read-only through the shared format core (superblock pair,
-//! reference-count map, layer tree) and shows an empty root directory. The namespace over the
-//! layer trees plugs in here.
+//! A mount opens the filesystem through the shared format core (superblock pair, reference-count
+//! map, layer tree), read-write unless asked otherwise; its root lists the layers, each a
+//! directory over the layer's tree (or, with `layer=NAME`, one layer is the root). `super_`
+//! mounts, commits and maps errors; `namespace` has lookups, readdir, the changes of names and
+//! attributes, and xattrs; `file` the data path (block mapping for iomap, fsync, fallocate);
+//! `store` the block store the format core runs on (node cache, device I/O).
 
 #![deny(unsafe_code)]
 

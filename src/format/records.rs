@@ -156,8 +156,8 @@ pub struct InodeRecord {
     pub btime: Timespec,
     /// Generation number, for NFS file handles.
     pub generation: u64,
-    /// Identity of the file's data: equal across clones until the first write that changes data;
-    /// the key of shared page cache.
+    /// Identity of the file's data, reserved for page-cache sharing between layers (planned):
+    /// today set to the inode number at creation, copied by clones and read by nothing.
     pub data_id: u64,
 }
 

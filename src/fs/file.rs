@@ -11,10 +11,10 @@ use kernel::prelude::*;
 
 use crate::format::data::{MapKind as CoreMap, WriteKind};
 use crate::format::namespace::SetAttr;
-use crate::format::records::Timespec;
 use crate::format::BLOCK_SHIFT;
 use crate::vfs::{FileMap, Inode, MapFor, MapKind};
 
+use super::namespace::core_time;
 use super::super_::{commit, errno, retry_for_space, Lcfs, VolGuard};
 
 /// Blocks covering bytes `[pos, pos + len)`: the first block and the count.
@@ -130,13 +130,6 @@ pub(crate) fn write_done(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
         .map_err(errno)
 }
 
-fn ts(t: (i64, u32)) -> Timespec {
-    Timespec {
-        sec: t.0,
-        nsec: t.1.min(999_999_999),
-    }
-}
-
 pub(crate) fn store_attrs(inode: &Inode<Lcfs>, size: Option<u64>) -> Result {
     let info = inode.info();
     let sb = inode.super_block();
@@ -146,9 +139,9 @@ pub(crate) fn store_attrs(inode: &Inode<Lcfs>, size: Option<u64>) -> Result {
     let [atime, mtime, ctime] = inode.times();
     let attr = SetAttr {
         size,
-        atime: Some(ts(atime)),
-        mtime: Some(ts(mtime)),
-        ctime: Some(ts(ctime)),
+        atime: Some(core_time(atime)),
+        mtime: Some(core_time(mtime)),
+        ctime: Some(core_time(ctime)),
         ..SetAttr::default()
     };
     retry_for_space(sb, &mut sb.info().lock(), |v| {

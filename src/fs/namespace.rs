@@ -50,7 +50,9 @@ fn pair(t: Timespec) -> (i64, u32) {
     (t.sec, t.nsec)
 }
 
-fn core_time(t: (i64, u32)) -> Timespec {
+/// The format's timestamp of a VFS time (seconds, nanoseconds), nanoseconds clamped to the
+/// format's range.
+pub(super) fn core_time(t: (i64, u32)) -> Timespec {
     Timespec {
         sec: t.0,
         nsec: t.1.min(999_999_999),
@@ -79,7 +81,8 @@ fn params(rec: &InodeRecord) -> Result<InodeParams> {
     })
 }
 
-/// Rejects a change through the mount root's layer list, which only ioctls change.
+/// Rejects a change through the mount root's layer list: layers are not made or removed by
+/// creating or removing names there (layer ioctls are planned).
 fn writable(dir: &Inode<Lcfs>) -> Result {
     if dir.info().layer == 0 {
         return Err(EPERM);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Mount, root directory, statfs.
+//! Mount and remount, commits (periodic, on sync and to free space), statfs, the errno mapping
+//! of the format core's errors, and the `FileSystem` implementation, which hands the VFS layer's
+//! calls to `namespace` and `file`.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Directory operations: lookup and readdir.
+//! Directory operations: lookup, readdir, create, mkdir, mknod, symlink, link, unlink, rmdir and
+//! rename.
 
 use core::marker::PhantomData;
 use core::ptr;

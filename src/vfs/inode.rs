@@ -66,9 +66,15 @@ impl InodeCache {
 
 impl Drop for InodeCache {
     fn drop(&mut self) {
-        // SAFETY: plain call. Freed inodes go through call_rcu(): wait for them before destroying
-        // the cache they belong to.
+        // SAFETY: plain call. Freed inodes go through call_rcu(): wait for them before counting
+        // what is left and destroying the cache they belong to.
         unsafe { bindings::rcu_barrier() };
+        let live = LIVE_INODES.load(Ordering::Relaxed);
+        if live != 0 {
+            pr_err!("{} inodes leaked at unload\n", live);
+        } else {
+            pr_info!("unloaded, no inodes left\n");
+        }
         // SAFETY: the cache is live and owned (type invariant); its objects are all freed now (a
         // leak would be reported by the slab allocator).
         unsafe { bindings::kmem_cache_destroy(self.as_ptr()) };

@@ -397,19 +397,35 @@ impl<T: FileSystem> SuperBlock<T> {
 /// A scope in which memory allocations do not recurse into filesystem reclaim (`GFP_NOFS`):
 /// held with the filesystem's metadata lock, so reclaim never waits on that lock (through inode
 /// eviction) while the lock holder waits on reclaim.
-pub(crate) struct NoFsScope(c_uint);
+///
+/// # Invariants
+///
+/// `flags` are the current task's allocation flags saved by `enter`. The value never leaves the
+/// task that made it: the raw-pointer marker makes it neither `Send` nor `Sync`.
+pub(crate) struct NoFsScope {
+    flags: c_uint,
+    _not_send: PhantomData<*mut ()>,
+}
 
 impl NoFsScope {
     /// Enters the scope; it ends when the value drops.
     pub(crate) fn enter() -> Self {
-        // SAFETY: plain call on the current task; paired with the restore in `drop`.
-        Self(unsafe { ext::lcfs_memalloc_nofs_save() })
+        // SAFETY: `memalloc_nofs_save` only changes the current task's flags and returns the old
+        // ones; the matching restore is in `drop`, on the same task (the type is not `Send`).
+        let flags = unsafe { ext::lcfs_memalloc_nofs_save() };
+        // INVARIANT: `flags` were saved on this task, and the value cannot leave it.
+        Self {
+            flags,
+            _not_send: PhantomData,
+        }
     }
 }
 
 impl Drop for NoFsScope {
     fn drop(&mut self) {
-        // SAFETY: restores the flags saved by `enter` on the same task (the value is not Send).
-        unsafe { ext::lcfs_memalloc_nofs_restore(self.0) };
+        // SAFETY: by the type invariant, `flags` were saved by `enter` on this same task, and
+        // scopes nest (a later one drops first, being a later local), so restoring them undoes
+        // exactly this scope.
+        unsafe { ext::lcfs_memalloc_nofs_restore(self.flags) };
     }
 }

@@ -12,7 +12,7 @@ t_mkfs_in_guest() {
 	lcfs debug super "$DEV" | grep -q 'label *guest'
 	# A second mkfs without -f must refuse: the device holds an LCFS signature now.
 	if mkfs.lcfs -q "$DEV" 2>/tmp/err; then fail "mkfs overwrote without -f"; fi
-	grep -q 'lcfs signature' /tmp/err
+	grep -q 'existing signature (lcfs)' /tmp/err
 	# The fresh filesystem is consistent, with its first read-write layer.
 	fsck.lcfs -n "$DEV"
 	lcfs debug dump "$DEV" | grep -q '1 "default" parent 0 rw'
