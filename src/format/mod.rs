@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bucket;
 pub mod bytes;
 pub mod crc32c;
 pub mod data;

@@ -10,12 +10,13 @@
 //! open is kept as an *orphan*: link count 0 and an item `(0, ORPHAN, ino)` in the layer's orphan
 //! index, until [`Volume::delete_orphan`] (or [`Volume::reap_orphans`] after a crash) deletes it.
 
+use super::bucket::probe;
 use super::node::Key;
 use super::records::{
     check_xattr_name, dirent_offset, file_type, inline_data, kind, mode, put_inline_data,
     DirentRecord, ExtentRecord, HashKey, InodeRecord, LinkRecord, Timespec, XattrRecord,
-    XattrValue, DIRENT_COLLISIONS, EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, NAME_MAX,
-    SYMLINK_CHUNKS, SYMLINK_MAX, XATTR_VALUE_MAX,
+    XattrValue, EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, NAME_MAX, SYMLINK_CHUNKS,
+    SYMLINK_MAX, XATTR_VALUE_MAX,
 };
 use super::tree::Error;
 use super::volume::{inode_key, is_dir, Device, Volume};
@@ -226,43 +227,16 @@ impl<S: Device> Volume<S> {
         name: &[u8],
     ) -> Result<(Option<Entry>, Option<u64>), Error> {
         let hash = self.hash_key().hash(name);
-        let lo = dirent_offset(hash, 0).ok_or(Error::Invalid)?;
-        let hi = dirent_offset(hash, DIRENT_COLLISIONS - 1).ok_or(Error::Invalid)?;
-        let mut free = None;
-        let mut expect = lo;
-        let mut from = Key::new(dir, kind::DIRENT, lo);
-        loop {
-            let got = self.next(layer, &from, |k, v| {
-                (
-                    *k,
-                    DirentRecord::decode(v).map(|d| (d.name == name, d.ino, d.dtype)),
-                )
-            })?;
-            let Some((k, d)) = got else { break };
-            if k.id != dir || k.kind != kind::DIRENT || k.offset > hi {
-                break;
-            }
-            if free.is_none() && k.offset > expect {
-                free = Some(expect);
-            }
-            let (same, ino, dtype) = d?;
-            if same {
-                return Ok((
-                    Some(Entry {
-                        ino,
-                        dtype,
-                        offset: k.offset,
-                    }),
-                    free,
-                ));
-            }
-            expect = k.offset + 1;
-            from = key_after(&k).ok_or(Error::Invalid)?;
-        }
-        if free.is_none() && expect <= hi {
-            free = Some(expect);
-        }
-        Ok((None, free))
+        let slot = probe(dir, kind::DIRENT, hash, |from| {
+            self.next(layer, from, |k, v| {
+                let d = DirentRecord::decode(v).map_err(Error::from);
+                (*k, d.map(|d| (d.name == name).then_some((d.ino, d.dtype))))
+            })
+        })?;
+        let entry = slot
+            .found
+            .map(|(offset, (ino, dtype))| Entry { ino, dtype, offset });
+        Ok((entry, slot.free))
     }
 
     /// Looks `name` up in directory `dir` of `layer`.
@@ -928,32 +902,15 @@ impl<S: Device> Volume<S> {
         name: &[u8],
     ) -> Result<(Option<Key>, Option<Key>), Error> {
         let hash = self.hash_key().hash(name);
-        let lo = dirent_offset(hash, 0).ok_or(Error::Invalid)?;
-        let hi = dirent_offset(hash, DIRENT_COLLISIONS - 1).ok_or(Error::Invalid)?;
         let total = self.superblock().total_blocks;
-        let (mut free, mut expect) = (None, lo);
-        let mut from = Key::new(ino, kind::XATTR, lo);
-        loop {
-            let got = self.next(layer, &from, |k, v| {
-                (*k, XattrRecord::decode(v, total).map(|x| x.name == name))
-            })?;
-            let Some((k, same)) = got else { break };
-            if k.id != ino || k.kind != kind::XATTR || k.offset > hi {
-                break;
-            }
-            if free.is_none() && k.offset > expect {
-                free = Some(Key::new(ino, kind::XATTR, expect));
-            }
-            if same? {
-                return Ok((Some(k), free));
-            }
-            expect = k.offset + 1;
-            from = Key::new(ino, kind::XATTR, expect);
-        }
-        if free.is_none() && expect <= hi {
-            free = Some(Key::new(ino, kind::XATTR, expect));
-        }
-        Ok((None, free))
+        let slot = probe(ino, kind::XATTR, hash, |from| {
+            self.next(layer, from, |k, v| {
+                let x = XattrRecord::decode(v, total).map_err(Error::from);
+                (*k, x.map(|x| (x.name == name).then_some(())))
+            })
+        })?;
+        let key = |offset| Key::new(ino, kind::XATTR, offset);
+        Ok((slot.found.map(|(o, ())| key(o)), slot.free.map(key)))
     }
 
     /// Sets extended attribute `name` of `ino` to `value` (up to 64 KiB). Values that do not fit

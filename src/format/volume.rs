@@ -20,11 +20,11 @@
 //! way, space running out anyway) *aborts* the transaction: every later operation fails with
 //! [`Error::Aborted`] and the filesystem must be reopened, which finds the last commit intact.
 
+use super::bucket::probe;
 use super::node::{key_after, Key};
 use super::records::{
-    dirent_offset, fs_leaf_refs, kind, layer_flags, mode, ExtentRecord, HashKey, InodeRecord,
-    LayerNameRecord, LayerRecord, Timespec, DIRENT_COLLISIONS, INODE_RECORD_SIZE, LAYER_NAME_INDEX,
-    LAYER_NAME_MAX,
+    fs_leaf_refs, kind, layer_flags, mode, ExtentRecord, HashKey, InodeRecord, LayerNameRecord,
+    LayerRecord, Timespec, INODE_RECORD_SIZE, LAYER_NAME_INDEX, LAYER_NAME_MAX,
 };
 use super::refmap::{MapParams, Purpose, RefMap};
 use super::superblock::{self, Superblock, SUPERBLOCK_SIZE};
@@ -548,36 +548,14 @@ impl<S: Device> Volume<S> {
     fn find_layer_name(&mut self, name: &[u8]) -> Result<NameSlot, Error> {
         self.flush_layer()?;
         let hash = HashKey(self.sb.hash_key[0], self.sb.hash_key[1]).hash(name);
-        let lo = dirent_offset(hash, 0).ok_or(Error::Invalid)?;
-        let hi = dirent_offset(hash, DIRENT_COLLISIONS - 1).ok_or(Error::Invalid)?;
         let root = self.sb.layer_root;
-        let (mut free, mut expect) = (None, lo);
-        let mut from = Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, lo);
-        loop {
-            let got = self.txn(tree_kind::LAYERS).next(root, &from, |k, v| {
-                (
-                    *k,
-                    LayerNameRecord::decode(v).map(|r| (r.id, r.name == name)),
-                )
-            })?;
-            let Some((k, r)) = got else { break };
-            if k.id != LAYER_NAME_INDEX || k.kind != kind::LAYER_NAME || k.offset > hi {
-                break;
-            }
-            if free.is_none() && k.offset > expect {
-                free = Some(expect);
-            }
-            let (id, same) = r?;
-            if same {
-                return Ok((Some((id, k.offset)), free));
-            }
-            expect = k.offset + 1;
-            from = Key::new(k.id, k.kind, expect);
-        }
-        if free.is_none() && expect <= hi {
-            free = Some(expect);
-        }
-        Ok((None, free))
+        let slot = probe(LAYER_NAME_INDEX, kind::LAYER_NAME, hash, |from| {
+            self.txn(tree_kind::LAYERS).next(root, from, |k, v| {
+                let r = LayerNameRecord::decode(v).map_err(Error::from);
+                (*k, r.map(|r| (r.name == name).then_some(r.id)))
+            })
+        })?;
+        Ok((slot.found.map(|(offset, id)| (id, offset)), slot.free))
     }
 
     /// The layer named `name`, if any (O(log layers), through the name index).
