@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 
-//! File data: the block map of regular files, and the write protocol the kernel's page-cache
-//! I/O (iomap) follows.
+//! File data: the block map of regular files, the write protocol the kernel's page-cache I/O
+//! (iomap) follows, truncation, and inline data (a symlink's target, a small file's bytes, in
+//! items `(ino, INLINE, index)`).
 //!
 //! A regular file's data is a set of extent items `(ino, EXTENT, first file block)` →
 //! [`ExtentRecord`]; blocks are 4 KiB, the page size. Holes are ranges without an extent; an
@@ -38,10 +39,11 @@
 //! it done and the transaction intact, and a large range never needs its whole worst-case space
 //! at once. Nothing here panics on any input or image, and nothing block-sized is on the stack.
 
-use super::namespace::key_after;
-use super::node::Key;
+use super::namespace::check_time;
+use super::node::{key_after, Key};
 use super::records::{
-    extent_flags, kind, mode, ExtentRecord, InodeRecord, EXTENT_RECORD_SIZE, INODE_RECORD_SIZE,
+    extent_flags, inline_data, kind, mode, put_inline_data, ExtentRecord, InodeRecord, Timespec,
+    EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, SYMLINK_CHUNKS, SYMLINK_MAX,
 };
 use super::tree::{BlockStore, Change, Error};
 use super::volume::{inode_key, Device, Volume};
@@ -1143,5 +1145,208 @@ impl<S: Device> Volume<S> {
                 None => return Ok(freed),
             }
         }
+    }
+
+    // ---- truncation ----
+
+    /// Drops every data block of `ino` from file block `first_block` on, in extent items and
+    /// in staging (`COW`) items alike: items wholly past it go, an item straddling it is
+    /// shortened (its tail blocks lose this reference). Returns the number of extent blocks
+    /// dropped, for the caller to subtract from the inode's `blocks` (this does not touch the
+    /// inode record; staging blocks are not in `blocks`). Runs as one change: inside an
+    /// operation's [`Volume::mutate`], or on its own (a failure midway aborts the transaction).
+    pub fn drop_blocks_from(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        first_block: u64,
+    ) -> Result<u64, Error> {
+        self.check_writable(layer)?;
+        self.mutate(|v| {
+            v.drop_extents_from(layer, ino, kind::COW, first_block)?;
+            v.drop_extents_from(layer, ino, kind::EXTENT, first_block)
+        })
+    }
+
+    /// [`Self::drop_blocks_from`] for any item kind keyed `(ino, item_kind, file block)` whose
+    /// value is an [`ExtentRecord`].
+    pub(super) fn drop_extents_from(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        item_kind: u8,
+        first_block: u64,
+    ) -> Result<u64, Error> {
+        self.check_writable(layer)?;
+        let total = self.superblock().total_blocks;
+        self.mutate(|v| {
+            let mut dropped = 0u64;
+            if let Some((at, e)) = v.last_extent_before(layer, ino, item_kind, first_block)? {
+                let len = u64::from(e.len);
+                let end = at.checked_add(len).ok_or(corrupt("extent range"))?;
+                if end > first_block {
+                    // The extent straddles the new end: keep its head. The tree drops the old
+                    // value's references to all its blocks and takes over the new value's, so
+                    // the head gets one more first.
+                    let keep = first_block - at;
+                    let head = ExtentRecord {
+                        len: u32::try_from(keep).map_err(|_| corrupt("extent range"))?,
+                        ..e
+                    };
+                    let mut value = [0u8; EXTENT_RECORD_SIZE];
+                    head.encode(&mut value)?;
+                    v.add_block_refs(e.disk_block, keep)?;
+                    v.insert(layer, &Key::new(ino, item_kind, at), &value)?;
+                    dropped = len - keep;
+                }
+            }
+            let mut from = Key::new(ino, item_kind, first_block);
+            loop {
+                let got = v.next(layer, &from, |k, val| {
+                    (*k, ExtentRecord::decode(val, total).map(|e| e.len))
+                })?;
+                let Some((k, len)) = got else { break };
+                if k.id != ino || k.kind != item_kind {
+                    break;
+                }
+                let len = len?;
+                if !v.remove(layer, &k)? {
+                    return Err(corrupt("key order"));
+                }
+                dropped = dropped.saturating_add(u64::from(len));
+                match key_after(&k) {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+            Ok(dropped)
+        })
+    }
+
+    /// The item `(ino, item_kind, offset)` with the largest offset below `end`, and its extent.
+    /// A binary search over `next` probes: O(log² n) node reads whatever the file's size.
+    fn last_extent_before(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        item_kind: u8,
+        end: u64,
+    ) -> Result<Option<(u64, ExtentRecord)>, Error> {
+        // The first item offset in `from..end`, if any.
+        let probe = |v: &mut Self, from: u64| -> Result<Option<u64>, Error> {
+            let got = v.next(layer, &Key::new(ino, item_kind, from), |k, _| *k)?;
+            Ok(got.and_then(|k| {
+                (k.id == ino && k.kind == item_kind && k.offset < end).then_some(k.offset)
+            }))
+        };
+        if end == 0 {
+            return Ok(None);
+        }
+        let Some(mut lo) = probe(self, 0)? else {
+            return Ok(None);
+        };
+        // `lo` is an item below `end`; the last one is in `lo..=hi`.
+        let mut hi = end - 1;
+        if lo < hi {
+            match probe(self, lo + 1)? {
+                None => hi = lo,
+                Some(o) => lo = o,
+            }
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            match probe(self, mid)? {
+                Some(o) => lo = o,
+                None => hi = mid - 1,
+            }
+        }
+        let total = self.superblock().total_blocks;
+        let e = self
+            .lookup(layer, &Key::new(ino, item_kind, lo), |v| {
+                ExtentRecord::decode(v, total)
+            })?
+            .ok_or(corrupt("key order"))??;
+        Ok(Some((lo, e)))
+    }
+
+    // ---- inline data (small files, symlink targets) ----
+
+    /// Copies the inline data of `ino` (a symlink's target, a small file's bytes) into `buf` and
+    /// returns its length: `NotFound` if it has none, `Invalid` if `buf` is too small.
+    pub fn read_inline(&mut self, layer: u64, ino: u64, buf: &mut [u8]) -> Result<usize, Error> {
+        let mut total = 0usize;
+        // A long symlink target continues in the next item after every full one.
+        for i in 0..SYMLINK_CHUNKS {
+            let got = self.lookup(layer, &Key::new(ino, kind::INLINE, i), |v| {
+                let data = inline_data(v)?;
+                let end = total.checked_add(data.len()).ok_or(Error::Invalid)?;
+                let dst = buf.get_mut(total..end).ok_or(Error::Invalid)?;
+                dst.copy_from_slice(data);
+                Ok::<usize, Error>(data.len())
+            })?;
+            match got {
+                None if i == 0 => return Err(Error::NotFound),
+                None => break,
+                Some(n) => {
+                    let n = n?;
+                    total += n;
+                    if n < INLINE_CHUNK {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Sets the inline data of `ino`: a small file's bytes (one item, at most [`INLINE_CHUNK`]
+    /// bytes) or a symlink's target (at most [`SYMLINK_MAX`] bytes, in items of
+    /// [`INLINE_CHUNK`] bytes).
+    pub fn write_inline(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        data: &[u8],
+        now: Timespec,
+    ) -> Result<(), Error> {
+        check_time(&now)?;
+        self.check_writable(layer)?;
+        let mut rec = self.inode(layer, ino)?;
+        let max = if rec.mode & mode::S_IFMT == mode::S_IFLNK {
+            SYMLINK_MAX
+        } else {
+            INLINE_CHUNK
+        };
+        if data.len() > max {
+            return Err(Error::Invalid);
+        }
+        let chunks = data.len().div_ceil(INLINE_CHUNK).max(1);
+        // A block buffer from the store: kernel stacks have no room for a kilobyte.
+        let mut buf = self.store().alloc_buf()?;
+        self.admit_trees(3 + SYMLINK_CHUNKS)?;
+        self.mutate(|v| {
+            for i in 0..chunks {
+                let from = i * INLINE_CHUNK;
+                let chunk = data
+                    .get(from..data.len().min(from + INLINE_CHUNK))
+                    .ok_or(Error::Invalid)?;
+                let n = put_inline_data(buf.as_mut(), chunk)?;
+                let value = buf.as_ref().get(..n).ok_or(Error::Invalid)?;
+                v.insert(layer, &Key::new(ino, kind::INLINE, i as u64), value)?;
+            }
+            // What is left of a longer target written before (its length is the old size).
+            let old = if max == SYMLINK_MAX {
+                rec.size.div_ceil(INLINE_CHUNK as u64).min(SYMLINK_CHUNKS)
+            } else {
+                0
+            };
+            for i in chunks as u64..old {
+                v.remove(layer, &Key::new(ino, kind::INLINE, i))?;
+            }
+            rec.size = data.len() as u64;
+            rec.mtime = now;
+            rec.ctime = now;
+            v.put_inode(layer, ino, &rec)
+        })
     }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 
-//! Directory and inode operations over a layer's tree, and path-level diffs.
+//! Inodes and directories of a layer's tree: lookup, readdir, create, link, unlink, rename,
+//! attribute changes, orphans, and path-level diffs.
 //!
 //! A name lives in a directory-entry item keyed by its hash ([`dirent_offset`]); the inode it names
 //! has a back reference ([`LinkRecord`]) per directory linking it, which turns a changed inode into
@@ -13,13 +14,11 @@
 use super::bucket::probe;
 use super::node::Key;
 use super::records::{
-    check_xattr_name, dirent_offset, file_type, inline_data, kind, mode, put_inline_data,
-    DirentRecord, ExtentRecord, HashKey, InodeRecord, LinkRecord, Timespec, XattrRecord,
-    XattrValue, EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, NAME_MAX, SYMLINK_CHUNKS,
-    SYMLINK_MAX, XATTR_VALUE_MAX,
+    dirent_offset, file_type, inline_data, kind, mode, put_inline_data, DirentRecord, InodeRecord,
+    LinkRecord, Timespec, INODE_RECORD_SIZE, NAME_MAX,
 };
 use super::tree::Error;
-use super::volume::{inode_key, is_dir, Device, Volume};
+use super::volume::{inode_key, Device, Volume};
 use super::{FormatError, BLOCK_SIZE, ROOT_INO};
 
 /// Longest path a diff reports, in bytes (Linux `PATH_MAX`, including the terminating NUL).
@@ -132,13 +131,13 @@ pub fn orphan_key(ino: u64) -> Key {
 
 /// A name copied out of a tree value.
 #[derive(Clone, Copy)]
-struct Name {
+pub(super) struct Name {
     bytes: [u8; NAME_MAX],
     len: usize,
 }
 
 impl Name {
-    fn new(src: &[u8]) -> Self {
+    pub(super) fn new(src: &[u8]) -> Self {
         let mut bytes = [0u8; NAME_MAX];
         let len = src.len().min(NAME_MAX);
         if let (Some(d), Some(s)) = (bytes.get_mut(..len), src.get(..len)) {
@@ -147,7 +146,7 @@ impl Name {
         Self { bytes, len }
     }
 
-    fn get(&self) -> &[u8] {
+    pub(super) fn get(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or(&[])
     }
 }
@@ -156,7 +155,7 @@ fn corrupt(what: &'static str) -> Error {
     Error::Corrupt(FormatError::BadField(what))
 }
 
-pub(super) use super::node::key_after;
+use super::node::key_after;
 
 /// Tree updates one namespace operation may make, for the up-front space check: inode, entry,
 /// back reference, parent inode, and the layer record with each.
@@ -173,11 +172,16 @@ fn check_name(name: &[u8]) -> Result<(), Error> {
 }
 
 /// Timestamps must be valid on disk (nanoseconds below one second).
-fn check_time(t: &Timespec) -> Result<(), Error> {
+pub(super) fn check_time(t: &Timespec) -> Result<(), Error> {
     if t.nsec >= 1_000_000_000 {
         return Err(Error::Invalid);
     }
     Ok(())
+}
+
+/// Whether `m` is a directory mode.
+fn is_dir(m: u32) -> bool {
+    m & mode::S_IFMT == mode::S_IFDIR
 }
 
 /// The record of a new inode.
@@ -199,11 +203,6 @@ fn new_inode(ino: u64, attrs: &NewInode, nlink: u32, now: Timespec) -> InodeReco
 }
 
 impl<S: Device> Volume<S> {
-    fn hash_key(&self) -> HashKey {
-        let k = self.superblock().hash_key;
-        HashKey(k[0], k[1])
-    }
-
     /// The inode record of `ino` in `layer`.
     pub fn inode(&mut self, layer: u64, ino: u64) -> Result<InodeRecord, Error> {
         match self.lookup(layer, &inode_key(ino), InodeRecord::decode)? {
@@ -212,7 +211,7 @@ impl<S: Device> Volume<S> {
         }
     }
 
-    fn put_inode(&mut self, layer: u64, ino: u64, r: &InodeRecord) -> Result<(), Error> {
+    pub(super) fn put_inode(&mut self, layer: u64, ino: u64, r: &InodeRecord) -> Result<(), Error> {
         let mut buf = [0u8; INODE_RECORD_SIZE];
         r.encode(&mut buf)?;
         self.insert(layer, &inode_key(ino), &buf)
@@ -250,6 +249,41 @@ impl<S: Device> Volume<S> {
         Ok(self.find_entry(layer, dir, name)?.0)
     }
 
+    /// Calls `f` for each entry of directory `dir` whose offset is at
+    /// least `from`, in offset order; `f` returns `false` to stop. Offsets are stable cookies: an
+    /// entry keeps its offset while others come and go, so a readdir resumed at `last + 1` never
+    /// repeats or skips a surviving entry.
+    pub fn readdir(
+        &mut self,
+        layer: u64,
+        dir: u64,
+        from: u64,
+        f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
+    ) -> Result<(), Error> {
+        let hash_key = self.hash_key();
+        let mut key = Some(Key::new(dir, kind::DIRENT, from));
+        // A leaf's worth of entries per descent.
+        while let Some(from) = key {
+            key = self.scan_leaf(layer, &from, &mut |k, v| {
+                if k.id != dir || k.kind != kind::DIRENT {
+                    return Ok(false);
+                }
+                let d = DirentRecord::decode(v)?;
+                // A name that does not hash to its key cannot be looked up: damage, not an entry.
+                if dirent_offset(hash_key.hash(d.name), k.offset & 0xff) != Some(k.offset) {
+                    return Err(corrupt("directory entry hash"));
+                }
+                Ok(f(&DirEntry {
+                    offset: k.offset,
+                    ino: d.ino,
+                    dtype: d.dtype,
+                    name: d.name,
+                }))
+            })?;
+        }
+        Ok(())
+    }
+
     /// The record of directory `dir`: `NotDir` if it is something else, `NotFound` if it was
     /// removed (an orphan, still open) and so takes no new names.
     fn check_dir(&mut self, layer: u64, dir: u64) -> Result<InodeRecord, Error> {
@@ -263,7 +297,7 @@ impl<S: Device> Volume<S> {
         Ok(d)
     }
 
-    fn check_writable(&mut self, layer: u64) -> Result<(), Error> {
+    pub(super) fn check_writable(&mut self, layer: u64) -> Result<(), Error> {
         if self.layer(layer)?.is_read_only() {
             return Err(Error::ReadOnly);
         }
@@ -668,57 +702,6 @@ impl<S: Device> Volume<S> {
         Ok(self.lookup(layer, &orphan_key(ino), |_| ())?.is_some())
     }
 
-    /// Sets the inline data of `ino`: a small file's bytes (one item, at most [`INLINE_CHUNK`]
-    /// bytes) or a symlink's target (at most [`SYMLINK_MAX`] bytes, in items of
-    /// [`INLINE_CHUNK`] bytes).
-    pub fn write_inline(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        data: &[u8],
-        now: Timespec,
-    ) -> Result<(), Error> {
-        check_time(&now)?;
-        self.check_writable(layer)?;
-        let mut rec = self.inode(layer, ino)?;
-        let max = if rec.mode & mode::S_IFMT == mode::S_IFLNK {
-            SYMLINK_MAX
-        } else {
-            INLINE_CHUNK
-        };
-        if data.len() > max {
-            return Err(Error::Invalid);
-        }
-        let chunks = data.len().div_ceil(INLINE_CHUNK).max(1);
-        // A block buffer from the store: kernel stacks have no room for a kilobyte.
-        let mut buf = self.store().alloc_buf()?;
-        self.admit_trees(3 + SYMLINK_CHUNKS)?;
-        self.mutate(|v| {
-            for i in 0..chunks {
-                let from = i * INLINE_CHUNK;
-                let chunk = data
-                    .get(from..data.len().min(from + INLINE_CHUNK))
-                    .ok_or(Error::Invalid)?;
-                let n = put_inline_data(buf.as_mut(), chunk)?;
-                let value = buf.as_ref().get(..n).ok_or(Error::Invalid)?;
-                v.insert(layer, &Key::new(ino, kind::INLINE, i as u64), value)?;
-            }
-            // What is left of a longer target written before (its length is the old size).
-            let old = if max == SYMLINK_MAX {
-                rec.size.div_ceil(INLINE_CHUNK as u64).min(SYMLINK_CHUNKS)
-            } else {
-                0
-            };
-            for i in chunks as u64..old {
-                v.remove(layer, &Key::new(ino, kind::INLINE, i))?;
-            }
-            rec.size = data.len() as u64;
-            rec.mtime = now;
-            rec.ctime = now;
-            v.put_inode(layer, ino, &rec)
-        })
-    }
-
     /// Writes the path of `ino` in `layer` (found through back references) at the end of `buf`
     /// and returns where it starts. The root is `/`.
     pub fn path_of(&mut self, layer: u64, ino: u64, buf: &mut [u8]) -> Result<usize, Error> {
@@ -850,269 +833,6 @@ impl<S: Device> Volume<S> {
             }
         }
     }
-}
-
-/// Largest xattr value kept inline with a name of `name_len` bytes.
-fn inline_xattr_fits(name: &[u8], len: usize) -> bool {
-    XattrRecord::fits_inline(name, len)
-}
-
-impl<S: Device> Volume<S> {
-    /// Calls `f` for each entry of directory `dir` whose offset is at
-    /// least `from`, in offset order; `f` returns `false` to stop. Offsets are stable cookies: an
-    /// entry keeps its offset while others come and go, so a readdir resumed at `last + 1` never
-    /// repeats or skips a surviving entry.
-    pub fn readdir(
-        &mut self,
-        layer: u64,
-        dir: u64,
-        from: u64,
-        f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
-    ) -> Result<(), Error> {
-        let hash_key = self.hash_key();
-        let mut key = Some(Key::new(dir, kind::DIRENT, from));
-        // A leaf's worth of entries per descent.
-        while let Some(from) = key {
-            key = self.scan_leaf(layer, &from, &mut |k, v| {
-                if k.id != dir || k.kind != kind::DIRENT {
-                    return Ok(false);
-                }
-                let d = DirentRecord::decode(v)?;
-                // A name that does not hash to its key cannot be looked up: damage, not an entry.
-                if dirent_offset(hash_key.hash(d.name), k.offset & 0xff) != Some(k.offset) {
-                    return Err(corrupt("directory entry hash"));
-                }
-                Ok(f(&DirEntry {
-                    offset: k.offset,
-                    ino: d.ino,
-                    dtype: d.dtype,
-                    name: d.name,
-                }))
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Finds xattr `name` of `ino`: its key and whether it exists, or the first free key of the
-    /// name's hash bucket.
-    fn find_xattr(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        name: &[u8],
-    ) -> Result<(Option<Key>, Option<Key>), Error> {
-        let hash = self.hash_key().hash(name);
-        let total = self.superblock().total_blocks;
-        let slot = probe(ino, kind::XATTR, hash, |from| {
-            self.next(layer, from, |k, v| {
-                let x = XattrRecord::decode(v, total).map_err(Error::from);
-                (*k, x.map(|x| (x.name == name).then_some(())))
-            })
-        })?;
-        let key = |offset| Key::new(ino, kind::XATTR, offset);
-        Ok((slot.found.map(|(o, ())| key(o)), slot.free.map(key)))
-    }
-
-    /// Sets extended attribute `name` of `ino` to `value` (up to 64 KiB). Values that do not fit
-    /// in a leaf item go to data blocks of their own.
-    pub fn set_xattr(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        name: &[u8],
-        value: &[u8],
-        now: Timespec,
-    ) -> Result<(), Error> {
-        check_xattr_name(name)?;
-        check_time(&now)?;
-        if value.len() > XATTR_VALUE_MAX {
-            return Err(Error::Invalid);
-        }
-        self.check_writable(layer)?;
-        let mut rec = self.inode(layer, ino)?;
-        let (found, free) = self.find_xattr(layer, ino, name)?;
-        let key = found.or(free).ok_or(Error::NoSpace)?;
-        let blocks =
-            u32::try_from(value.len().div_ceil(BLOCK_SIZE as usize)).map_err(|_| Error::Invalid)?;
-        self.admit_trees(4 + u64::from(blocks))?;
-        let mut buf = self.store().alloc_buf()?;
-        let n = if inline_xattr_fits(name, value.len()) {
-            XattrRecord {
-                name,
-                value: XattrValue::Inline(value),
-            }
-            .encode(buf.as_mut())?
-        } else {
-            // One run of blocks for the value (allocated in pieces if the free space is split).
-            let (start, got) = self.alloc_data(blocks)?;
-            if got < blocks {
-                self.release(start, u64::from(got))?;
-                return Err(Error::NoSpace);
-            }
-            let mut block = self.store().alloc_buf()?;
-            // From here on a failure would leave allocated blocks behind: abort.
-            self.mutate(|v| {
-                for (i, chunk) in value.chunks(BLOCK_SIZE as usize).enumerate() {
-                    block.as_mut().fill(0);
-                    block
-                        .as_mut()
-                        .get_mut(..chunk.len())
-                        .ok_or(Error::Invalid)?
-                        .copy_from_slice(chunk);
-                    v.store().write(start + i as u64, &block)?;
-                }
-                Ok(())
-            })?;
-            let len = u32::try_from(value.len()).map_err(|_| Error::Invalid)?;
-            let extent = ExtentRecord {
-                disk_block: start,
-                len: blocks,
-                flags: 0,
-            };
-            XattrRecord {
-                name,
-                value: XattrValue::External { extent, len },
-            }
-            .encode(buf.as_mut())?
-        };
-        self.mutate(|v| {
-            v.insert(layer, &key, buf.as_ref().get(..n).ok_or(Error::Invalid)?)?;
-            rec.ctime = now;
-            v.put_inode(layer, ino, &rec)
-        })
-    }
-
-    /// Calls `f` with the name of each extended attribute of `ino` (in hash order) until it
-    /// returns `false`.
-    pub fn list_xattrs(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        f: &mut dyn FnMut(&[u8]) -> bool,
-    ) -> Result<(), Error> {
-        let total = self.superblock().total_blocks;
-        let mut key = Key::new(ino, kind::XATTR, 0);
-        loop {
-            let got = self.next(layer, &key, |k, v| {
-                (*k, XattrRecord::decode(v, total).map(|x| Name::new(x.name)))
-            })?;
-            let Some((k, name)) = got else { return Ok(()) };
-            if k.id != ino || k.kind != kind::XATTR {
-                return Ok(());
-            }
-            if !f(name?.get()) {
-                return Ok(());
-            }
-            match key_after(&k) {
-                Some(next) => key = next,
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// Reads extended attribute `name` of `ino` into `out`; returns its length (`out` may be
-    /// shorter: then only the length is meaningful, as for `getxattr` with a small buffer).
-    pub fn get_xattr(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        name: &[u8],
-        out: &mut [u8],
-    ) -> Result<usize, Error> {
-        check_xattr_name(name)?;
-        let key = self
-            .find_xattr(layer, ino, name)?
-            .0
-            .ok_or(Error::NotFound)?;
-        let total = self.superblock().total_blocks;
-        let mut inline_len = None;
-        let ext = self.lookup(layer, &key, |v| {
-            XattrRecord::decode(v, total).map(|x| match x.value {
-                XattrValue::Inline(d) => {
-                    if let Some(dst) = out.get_mut(..d.len()) {
-                        dst.copy_from_slice(d);
-                    }
-                    inline_len = Some(d.len());
-                    None
-                }
-                XattrValue::External { extent, len } => Some((extent, len)),
-            })
-        })?;
-        let ext = ext.ok_or(Error::NotFound)??;
-        if let Some(n) = inline_len {
-            return Ok(n);
-        }
-        let (extent, len) = ext.ok_or(Error::Invalid)?;
-        let len = usize::try_from(len).map_err(|_| Error::Invalid)?;
-        if out.len() >= len {
-            let mut block = self.store().alloc_buf()?;
-            for (i, chunk) in out
-                .get_mut(..len)
-                .ok_or(Error::Invalid)?
-                .chunks_mut(BLOCK_SIZE as usize)
-                .enumerate()
-            {
-                self.store()
-                    .read(extent.disk_block + i as u64, &mut block)?;
-                chunk.copy_from_slice(block.as_ref().get(..chunk.len()).ok_or(Error::Invalid)?);
-            }
-        }
-        Ok(len)
-    }
-
-    /// Removes extended attribute `name` of `ino` (its value blocks are dropped).
-    pub fn remove_xattr(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        name: &[u8],
-        now: Timespec,
-    ) -> Result<(), Error> {
-        check_xattr_name(name)?;
-        check_time(&now)?;
-        self.check_writable(layer)?;
-        let mut rec = self.inode(layer, ino)?;
-        let key = self
-            .find_xattr(layer, ino, name)?
-            .0
-            .ok_or(Error::NotFound)?;
-        self.admit_trees(4)?;
-        self.mutate(|v| {
-            v.remove(layer, &key)?;
-            rec.ctime = now;
-            v.put_inode(layer, ino, &rec)
-        })
-    }
-}
-
-impl<S: Device> Volume<S> {
-    /// Copies the inline data of `ino` (a symlink's target, a small file's bytes) into `buf` and
-    /// returns its length: `NotFound` if it has none, `Invalid` if `buf` is too small.
-    pub fn read_inline(&mut self, layer: u64, ino: u64, buf: &mut [u8]) -> Result<usize, Error> {
-        let mut total = 0usize;
-        // A long symlink target continues in the next item after every full one.
-        for i in 0..SYMLINK_CHUNKS {
-            let got = self.lookup(layer, &Key::new(ino, kind::INLINE, i), |v| {
-                let data = inline_data(v)?;
-                let end = total.checked_add(data.len()).ok_or(Error::Invalid)?;
-                let dst = buf.get_mut(total..end).ok_or(Error::Invalid)?;
-                dst.copy_from_slice(data);
-                Ok::<usize, Error>(data.len())
-            })?;
-            match got {
-                None if i == 0 => return Err(Error::NotFound),
-                None => break,
-                Some(n) => {
-                    let n = n?;
-                    total += n;
-                    if n < INLINE_CHUNK {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(total)
-    }
 
     /// Changes the attributes of `ino` and returns its new record. Only the given attributes
     /// change (the caller passes the `ctime` it wants). A new size applies to regular files only
@@ -1198,126 +918,6 @@ impl<S: Device> Volume<S> {
         } else {
             self.mutate(change)
         }
-    }
-
-    /// Drops every data block of `ino` from file block `first_block` on, in extent items and
-    /// in staging (`COW`) items alike: items wholly past it go, an item straddling it is
-    /// shortened (its tail blocks lose this reference). Returns the number of extent blocks
-    /// dropped, for the caller to subtract from the inode's `blocks` (this does not touch the
-    /// inode record; staging blocks are not in `blocks`). Runs as one change: inside an
-    /// operation's [`Volume::mutate`], or on its own (a failure midway aborts the transaction).
-    pub fn drop_blocks_from(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        first_block: u64,
-    ) -> Result<u64, Error> {
-        self.check_writable(layer)?;
-        self.mutate(|v| {
-            v.drop_extents_from(layer, ino, kind::COW, first_block)?;
-            v.drop_extents_from(layer, ino, kind::EXTENT, first_block)
-        })
-    }
-
-    /// [`Self::drop_blocks_from`] for any item kind keyed `(ino, item_kind, file block)` whose
-    /// value is an [`ExtentRecord`].
-    pub fn drop_extents_from(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        item_kind: u8,
-        first_block: u64,
-    ) -> Result<u64, Error> {
-        self.check_writable(layer)?;
-        let total = self.superblock().total_blocks;
-        self.mutate(|v| {
-            let mut dropped = 0u64;
-            if let Some((at, e)) = v.last_extent_before(layer, ino, item_kind, first_block)? {
-                let len = u64::from(e.len);
-                let end = at.checked_add(len).ok_or(corrupt("extent range"))?;
-                if end > first_block {
-                    // The extent straddles the new end: keep its head. The tree drops the old
-                    // value's references to all its blocks and takes over the new value's, so
-                    // the head gets one more first.
-                    let keep = first_block - at;
-                    let head = ExtentRecord {
-                        len: u32::try_from(keep).map_err(|_| corrupt("extent range"))?,
-                        ..e
-                    };
-                    let mut value = [0u8; EXTENT_RECORD_SIZE];
-                    head.encode(&mut value)?;
-                    v.add_block_refs(e.disk_block, keep)?;
-                    v.insert(layer, &Key::new(ino, item_kind, at), &value)?;
-                    dropped = len - keep;
-                }
-            }
-            let mut from = Key::new(ino, item_kind, first_block);
-            loop {
-                let got = v.next(layer, &from, |k, val| {
-                    (*k, ExtentRecord::decode(val, total).map(|e| e.len))
-                })?;
-                let Some((k, len)) = got else { break };
-                if k.id != ino || k.kind != item_kind {
-                    break;
-                }
-                let len = len?;
-                if !v.remove(layer, &k)? {
-                    return Err(corrupt("key order"));
-                }
-                dropped = dropped.saturating_add(u64::from(len));
-                match key_after(&k) {
-                    Some(next) => from = next,
-                    None => break,
-                }
-            }
-            Ok(dropped)
-        })
-    }
-
-    /// The item `(ino, item_kind, offset)` with the largest offset below `end`, and its extent.
-    /// A binary search over `next` probes: O(log² n) node reads whatever the file's size.
-    fn last_extent_before(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        item_kind: u8,
-        end: u64,
-    ) -> Result<Option<(u64, ExtentRecord)>, Error> {
-        // The first item offset in `from..end`, if any.
-        let probe = |v: &mut Self, from: u64| -> Result<Option<u64>, Error> {
-            let got = v.next(layer, &Key::new(ino, item_kind, from), |k, _| *k)?;
-            Ok(got.and_then(|k| {
-                (k.id == ino && k.kind == item_kind && k.offset < end).then_some(k.offset)
-            }))
-        };
-        if end == 0 {
-            return Ok(None);
-        }
-        let Some(mut lo) = probe(self, 0)? else {
-            return Ok(None);
-        };
-        // `lo` is an item below `end`; the last one is in `lo..=hi`.
-        let mut hi = end - 1;
-        if lo < hi {
-            match probe(self, lo + 1)? {
-                None => hi = lo,
-                Some(o) => lo = o,
-            }
-        }
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            match probe(self, mid)? {
-                Some(o) => lo = o,
-                None => hi = mid - 1,
-            }
-        }
-        let total = self.superblock().total_blocks;
-        let e = self
-            .lookup(layer, &Key::new(ino, item_kind, lo), |v| {
-                ExtentRecord::decode(v, total)
-            })?
-            .ok_or(corrupt("key order"))??;
-        Ok(Some((lo, e)))
     }
 
     /// Renames `old_name` in `old_dir` to `new_name` in `new_dir` (see [`RenameMode`]), with the
