@@ -273,7 +273,7 @@ impl<S: Device> Volume<S> {
                     info.bytes_used = p.bytes_used;
                     info.inodes_used = p.inodes_used;
                     info.next_ino = p.next_ino;
-                    p.children += 1;
+                    p.children = p.children.checked_add(1).ok_or(Error::Busy)?;
                     v.put_layer(&p)?;
                 }
                 None => {

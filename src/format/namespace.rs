@@ -184,6 +184,37 @@ fn is_dir(m: u32) -> bool {
     m & mode::S_IFMT == mode::S_IFDIR
 }
 
+/// Link-count changes of the old and the new parent of a rename: a directory moving to another
+/// parent takes its `..` along (a directory exchanged for it brings one back); a replaced
+/// directory goes.
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "each delta is a sum of at most three terms of 1 or -1"
+)]
+fn parent_link_deltas(
+    same_dir: bool,
+    moved_dir: bool,
+    exchange: bool,
+    target_dir: bool,
+) -> (i64, i64) {
+    let mut old_delta = 0i64;
+    let mut new_delta = 0i64;
+    if !same_dir {
+        if moved_dir {
+            old_delta -= 1;
+            new_delta += 1;
+        }
+        if exchange && target_dir {
+            old_delta += 1;
+            new_delta -= 1;
+        }
+    }
+    if !exchange && target_dir {
+        new_delta -= 1;
+    }
+    (old_delta, new_delta)
+}
+
 /// The record of a new inode.
 fn new_inode(ino: u64, attrs: &NewInode, nlink: u32, now: Timespec) -> InodeRecord {
     InodeRecord {
@@ -328,7 +359,7 @@ impl<S: Device> Volume<S> {
             if steps > limit {
                 return Err(corrupt("link cycle"));
             }
-            steps += 1;
+            steps = steps.saturating_add(1);
             let from = Key::new(cur, kind::LINK, 0);
             match self.next(layer, &from, |k, _| *k)? {
                 Some(k) if k.id == cur && k.kind == kind::LINK => cur = k.offset,
@@ -409,7 +440,8 @@ impl<S: Device> Volume<S> {
                 from = key_after(&k).ok_or(corrupt("link count"))?;
             };
         }
-        self.put_link(layer, ino, dir, count - 1, other.get())
+        let count = count.checked_sub(1).ok_or(corrupt("link count"))?;
+        self.put_link(layer, ino, dir, count, other.get())
     }
 
     fn put_entry(
@@ -480,7 +512,7 @@ impl<S: Device> Volume<S> {
             v.put_entry(layer, dir, offset, ino, dtype, name)?;
             v.put_link(layer, ino, dir, 1, name)?;
             if is_dir {
-                parent.nlink += 1;
+                parent.nlink = parent.nlink.checked_add(1).ok_or(Error::Invalid)?;
             }
             parent.mtime = now;
             parent.ctime = now;
@@ -526,7 +558,7 @@ impl<S: Device> Volume<S> {
         self.mutate(|v| {
             v.put_entry(layer, dir, offset, ino, dtype, name)?;
             v.add_link(layer, ino, dir, name)?;
-            target.nlink += 1;
+            target.nlink = target.nlink.checked_add(1).ok_or(Error::Invalid)?;
             target.ctime = now;
             v.put_inode(layer, ino, &target)?;
             parent.mtime = now;
@@ -615,7 +647,7 @@ impl<S: Device> Volume<S> {
             v.put_inode(layer, dir, &parent)?;
             let last = is_dir || target.nlink <= 1;
             let orphan = if !last {
-                target.nlink -= 1;
+                target.nlink = target.nlink.checked_sub(1).ok_or(corrupt("link count"))?;
                 target.ctime = now;
                 v.put_inode(layer, entry.ino, &target)?;
                 None
@@ -727,9 +759,11 @@ impl<S: Device> Volume<S> {
                 return Err(corrupt("inode without a link"));
             }
             let name = name?;
-            let n = name.get().len() + 1;
+            // A slash and the name (at most `NAME_MAX` bytes).
+            let n = name.get().len().saturating_add(1);
             start = start.checked_sub(n).ok_or(Error::Invalid)?;
-            let dst = buf.get_mut(start..start + n).ok_or(Error::Invalid)?;
+            let dst = buf.get_mut(start..).and_then(|d| d.get_mut(..n));
+            let dst = dst.ok_or(Error::Invalid)?;
             if let Some((slash, rest)) = dst.split_first_mut() {
                 *slash = b'/';
                 rest.copy_from_slice(name.get());
@@ -779,7 +813,7 @@ impl<S: Device> Volume<S> {
                     };
                     let in_layer = if has { layer } else { parent };
                     let end = buf.len();
-                    let n = name.get().len() + 1;
+                    let n = name.get().len().saturating_add(1);
                     let nstart = end.checked_sub(n).ok_or(Error::Invalid)?;
                     if let Some((slash, rest)) =
                         buf.get_mut(nstart..end).and_then(|d| d.split_first_mut())
@@ -995,23 +1029,7 @@ impl<S: Device> Volume<S> {
         if inos.iter().flatten().any(|&i| i == old_dir || i == new_dir) {
             return Err(Error::Invalid);
         }
-        // Link counts of the parents: a directory moving to another parent moves a `..`; a
-        // replaced directory goes.
-        let mut old_delta = 0i64;
-        let mut new_delta = 0i64;
-        if !same_dir {
-            if moved_dir {
-                old_delta -= 1;
-                new_delta += 1;
-            }
-            if exchange && target_dir {
-                old_delta += 1;
-                new_delta -= 1;
-            }
-        }
-        if !exchange && target_dir {
-            new_delta -= 1;
-        }
+        let (old_delta, new_delta) = parent_link_deltas(same_dir, moved_dir, exchange, target_dir);
         let adjust = |n: u32, delta: i64| -> Result<u32, Error> {
             let n = i64::from(n).checked_add(delta).ok_or(Error::Invalid)?;
             if n < 0 {
@@ -1024,7 +1042,10 @@ impl<S: Device> Volume<S> {
                 old_parent.nlink = adjust(old_parent.nlink, old_delta)?;
                 np.nlink = adjust(np.nlink, new_delta)?;
             }
-            None => old_parent.nlink = adjust(old_parent.nlink, old_delta + new_delta)?,
+            None => {
+                let delta = old_delta.checked_add(new_delta).ok_or(Error::Invalid)?;
+                old_parent.nlink = adjust(old_parent.nlink, delta)?;
+            }
         }
         let new_offset = match dst {
             Some(d) => d.offset,
@@ -1064,7 +1085,7 @@ impl<S: Device> Volume<S> {
                     if target_dir || rec.nlink <= 1 {
                         v.make_orphan(layer, d.ino, rec, now)?;
                     } else {
-                        rec.nlink -= 1;
+                        rec.nlink = rec.nlink.checked_sub(1).ok_or(corrupt("link count"))?;
                         rec.ctime = now;
                         v.put_inode(layer, d.ino, rec)?;
                     }

@@ -57,7 +57,9 @@ pub fn inode_key(ino: u64) -> Key {
 fn item_bytes(key: &Key, value: &[u8], total_blocks: u64) -> Result<u64, FormatError> {
     if key.kind == kind::EXTENT {
         let e = ExtentRecord::decode(value, total_blocks)?;
-        return Ok(u64::from(e.len) * u64::from(BLOCK_SIZE));
+        return u64::from(e.len)
+            .checked_mul(u64::from(BLOCK_SIZE))
+            .ok_or(FormatError::BadField("extent length"));
     }
     Ok(0)
 }
@@ -316,9 +318,7 @@ impl<S: Device> Volume<S> {
     /// Fails with `NoSpace` unless the blocks `trees` tree updates may need are free.
     /// Operations that add data keep out of the metadata reserve; removals may use it.
     pub(super) fn admit(&self, trees: u64, grows: bool) -> Result<(), Error> {
-        // Each tree update copies and splits at most two nodes per level (up to 6 levels in
-        // practice), and each new or freed block may copy a map path.
-        let per_tree = 2 * 6 * (u64::from(self.map.level) + 2);
+        let per_tree = self.blocks_per_tree();
         let floor = if grows { self.map.reserve } else { 0 };
         if self.map.free < floor.saturating_add(trees.saturating_mul(per_tree)) {
             return Err(Error::NoSpace);
@@ -344,11 +344,20 @@ impl<S: Device> Volume<S> {
     /// free blocks above the metadata reserve and the space [`Self::admit_trees`] keeps for the
     /// updates.
     pub fn data_room(&self, trees: u64) -> u64 {
-        let per_tree = 2 * 6 * (u64::from(self.map.level) + 2);
         self.map
             .free
             .saturating_sub(self.map.reserve)
-            .saturating_sub(trees.saturating_mul(per_tree))
+            .saturating_sub(trees.saturating_mul(self.blocks_per_tree()))
+    }
+
+    /// Blocks one tree update may take: it copies and splits at most two nodes per level (up
+    /// to 6 levels in practice), and each new or freed block may copy a map path.
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "the map level is a u8: (255 + 2) * 12 is small"
+    )]
+    fn blocks_per_tree(&self) -> u64 {
+        2 * 6 * (u64::from(self.map.level) + 2)
     }
 
     /// Commits the running transaction (nothing happens if it has no changes).
@@ -432,11 +441,11 @@ impl<S: Device> Volume<S> {
         let bad = Error::Corrupt(FormatError::BadField("layer usage"));
         l.inodes_used = l
             .inodes_used
-            .checked_add_signed(add.inodes - sub.inodes)
+            .checked_add_signed(add.inodes.checked_sub(sub.inodes).ok_or(bad)?)
             .ok_or(bad)?;
         l.bytes_used = l
             .bytes_used
-            .checked_add_signed(add.bytes - sub.bytes)
+            .checked_add_signed(add.bytes.checked_sub(sub.bytes).ok_or(bad)?)
             .ok_or(bad)?;
         Ok(())
     }
@@ -576,7 +585,7 @@ impl<S: Device> Volume<S> {
                 };
                 let (usage, refs) = item_usage(k, v, total)?;
                 *slot = (*k, usage, refs);
-                n += 1;
+                n = n.saturating_add(1);
                 Ok(true)
             })?;
             let mut last = None;

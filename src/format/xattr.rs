@@ -13,7 +13,7 @@ use super::records::{
 };
 use super::tree::Error;
 use super::volume::{Device, Volume};
-use super::BLOCK_SIZE;
+use super::{FormatError, BLOCK_SIZE};
 
 /// Largest xattr value kept inline with a name of `name_len` bytes.
 fn inline_xattr_fits(name: &[u8], len: usize) -> bool {
@@ -87,7 +87,8 @@ impl<S: Device> Volume<S> {
                         .get_mut(..chunk.len())
                         .ok_or(Error::Invalid)?
                         .copy_from_slice(chunk);
-                    v.store().write(start + i as u64, &block)?;
+                    let at = start.checked_add(i as u64).ok_or(Error::Invalid)?;
+                    v.store().write(at, &block)?;
                 }
                 Ok(())
             })?;
@@ -180,8 +181,9 @@ impl<S: Device> Volume<S> {
                 .chunks_mut(BLOCK_SIZE as usize)
                 .enumerate()
             {
-                self.store()
-                    .read(extent.disk_block + i as u64, &mut block)?;
+                let at = extent.disk_block.checked_add(i as u64);
+                let at = at.ok_or(Error::Corrupt(FormatError::BadField("xattr extent")))?;
+                self.store().read(at, &mut block)?;
                 chunk.copy_from_slice(block.as_ref().get(..chunk.len()).ok_or(Error::Invalid)?);
             }
         }
