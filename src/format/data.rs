@@ -84,6 +84,15 @@ struct InPlace {
     kind: u64,
 }
 
+impl InPlace {
+    /// Disk block of file block `fblock` (in the run: [`InPlaceCache::find`] checked it) and
+    /// the blocks of the run from it on.
+    fn map(&self, fblock: u64) -> Result<(u64, u64), Error> {
+        let at = sub(fblock, self.off)?;
+        Ok((add(self.disk, at)?, sub(self.len, at)?))
+    }
+}
+
 /// Written blocks only this file references, no staging items: writes overwrite them in place.
 const RUN_IN_PLACE: u64 = 1;
 
@@ -109,6 +118,7 @@ pub const IN_PLACE_TABLE: usize = IN_PLACE_SLOTS * IN_PLACE_WORDS + 1;
 /// File blocks per window: an entry never crosses a window boundary (16 MiB), which bounds the
 /// reference-count scan that finds it.
 const IN_PLACE_WINDOW: u64 = 4096;
+const _: () = assert!(IN_PLACE_WINDOW.is_power_of_two());
 
 impl InPlaceCache {
     /// The entries of `t` (none if the store lent too little).
@@ -147,8 +157,7 @@ impl InPlaceCache {
             let hit = e_epoch == epoch
                 && e_layer == layer
                 && e_ino == ino
-                && fblock >= off
-                && fblock - off < len
+                && fblock.checked_sub(off).is_some_and(|at| at < len)
                 && (kind == RUN_IN_PLACE || !in_place);
             hit.then_some(InPlace {
                 epoch,
@@ -177,7 +186,7 @@ impl InPlaceCache {
                 let i = usize::try_from(hand).unwrap_or(0) % IN_PLACE_SLOTS;
                 if let Some(h) = t.get_mut(hand_at) {
                     // CAST: fewer than 2^64 slots.
-                    *h = ((i + 1) % IN_PLACE_SLOTS) as u64;
+                    *h = (i.saturating_add(1) % IN_PLACE_SLOTS) as u64;
                 }
                 i
             }
@@ -296,6 +305,11 @@ impl Ext {
         self.off.saturating_add(self.len)
     }
 
+    /// Blocks of the extent from file block `fblock` (within it) on.
+    fn left(&self, fblock: u64) -> Result<u64, Error> {
+        sub(self.end(), fblock)
+    }
+
     /// Disk block of file block `fblock` (within the extent).
     fn disk_at(&self, fblock: u64) -> u64 {
         self.disk.saturating_add(fblock.saturating_sub(self.off))
@@ -315,7 +329,19 @@ fn clip(fblock: u64, n: u64) -> Result<u64, Error> {
     if n == 0 || fblock >= MAX_FILE_BLOCKS {
         return Err(Error::Invalid);
     }
-    Ok(n.min(MAX_FILE_BLOCKS - fblock))
+    Ok(n.min(MAX_FILE_BLOCKS.saturating_sub(fblock)))
+}
+
+/// `a - b` for blocks whose order the data path has established (an item found covering a
+/// block starts at or before it, ...): an inconsistent tree is damage, not a panic.
+fn sub(a: u64, b: u64) -> Result<u64, Error> {
+    a.checked_sub(b).ok_or(corrupt("extent range"))
+}
+
+/// `a + b` for a block number or count and an offset into its run: both validated against
+/// the device or the largest file, so damage at worst.
+fn add(a: u64, b: u64) -> Result<u64, Error> {
+    a.checked_add(b).ok_or(corrupt("extent range"))
 }
 
 /// Blocks from `from` to a later item at `to`; an item at or before `from` here means the tree
@@ -425,7 +451,7 @@ impl<S: Device> Volume<S> {
         max: u64,
         epoch: u64,
     ) -> Result<Option<WriteMap>, Error> {
-        let window = fblock - fblock % IN_PLACE_WINDOW;
+        let window = fblock & !(IN_PLACE_WINDOW - 1);
         let start = e.off.max(window);
         let end = e.end().min(window.saturating_add(IN_PLACE_WINDOW));
         let key = Key::new(ino, kind::EXTENT, e.off);
@@ -443,10 +469,10 @@ impl<S: Device> Volume<S> {
             kind: RUN_IN_PLACE,
         };
         InPlaceCache::put(self.store(), &entry);
-        let at = fblock - start;
+        let at = sub(fblock, start)?;
         Ok(Some(WriteMap {
             fblock,
-            len: (run - at).min(max).min(SCAN_MAX),
+            len: sub(run, at)?.min(max).min(SCAN_MAX),
             disk_block: e.disk_at(fblock),
             kind: WriteKind::InPlace,
         }))
@@ -526,16 +552,19 @@ impl<S: Device> Volume<S> {
             if b <= p {
                 return Err(corrupt("overlapping extents"));
             }
-            let head = (x.off < start).then(|| Ext {
-                len: start - x.off,
-                ..x
-            });
-            let tail = (x.end() > end).then(|| Ext {
-                off: end,
-                disk: x.disk_at(end),
-                len: x.end() - end,
-                flags: x.flags,
-            });
+            let head = match start.checked_sub(x.off) {
+                Some(len) if len > 0 => Some(Ext { len, ..x }),
+                _ => None,
+            };
+            let tail = match x.end().checked_sub(end) {
+                Some(len) if len > 0 => Some(Ext {
+                    off: end,
+                    disk: x.disk_at(end),
+                    len,
+                    flags: x.flags,
+                }),
+                _ => None,
+            };
             for part in [head, tail].iter().flatten() {
                 self.add_block_refs(part.disk, part.len)?;
             }
@@ -550,16 +579,17 @@ impl<S: Device> Volume<S> {
             if let Some(t) = tail {
                 self.put_ext(layer, ino, k, &t, grows)?;
             }
-            removed = removed.saturating_add(b - a);
+            removed = removed.saturating_add(sub(b, a)?);
             p = b;
         }
         let Some((disk, flags)) = new else {
             return Ok(removed);
         };
+        let span = end.checked_sub(start).ok_or(Error::Invalid)?;
         let mut m = Ext {
             off: start,
             disk,
-            len: end.checked_sub(start).ok_or(Error::Invalid)?,
+            len: span,
             flags,
         };
         let limit = u64::from(u32::MAX);
@@ -578,14 +608,15 @@ impl<S: Device> Volume<S> {
             m = Ext {
                 off: pv.off,
                 disk: pv.disk,
-                len: pv.len + m.len,
+                // At most `limit`: checked above.
+                len: pv.len.saturating_add(m.len),
                 flags,
             };
         }
         let next = self.item_from(layer, ino, k, end)?.filter(|nx| {
             nx.off == end
                 && nx.flags == flags
-                && disk.checked_add(end - start) == Some(nx.disk)
+                && disk.checked_add(span) == Some(nx.disk)
                 && m.len.saturating_add(nx.len) <= limit
         });
         if let Some(nx) = next {
@@ -593,7 +624,7 @@ impl<S: Device> Volume<S> {
             if !self.remove(layer, &Key::new(ino, k, nx.off))? {
                 return Err(corrupt("key order"));
             }
-            m.len += nx.len;
+            m.len = m.len.saturating_add(nx.len);
         }
         self.put_ext(layer, ino, k, &m, grows)?;
         Ok(removed)
@@ -648,11 +679,10 @@ impl<S: Device> Volume<S> {
         let epoch = self.epoch().ok();
         if let Some(epoch) = epoch {
             if let Some(c) = InPlaceCache::find(self.store(), epoch, layer, ino, fblock, false) {
-                let at = fblock - c.off;
-                let disk_block = c.disk + at;
+                let (disk_block, left) = c.map(fblock)?;
                 return Ok(Map {
                     fblock,
-                    len: (c.len - at).min(max),
+                    len: left.min(max),
                     kind: if c.kind == RUN_UNWRITTEN {
                         MapKind::Unwritten { disk_block }
                     } else {
@@ -682,7 +712,7 @@ impl<S: Device> Volume<S> {
             }
             return Ok(Map {
                 fblock,
-                len: (e.end() - fblock).min(max),
+                len: e.left(fblock)?.min(max),
                 kind: if e.is_unwritten() {
                     MapKind::Unwritten { disk_block }
                 } else {
@@ -721,11 +751,11 @@ impl<S: Device> Volume<S> {
         let max = clip(fblock, max)?;
         let epoch = self.epoch()?;
         if let Some(c) = InPlaceCache::get(self.store(), epoch, layer, ino, fblock) {
-            let at = fblock - c.off;
+            let (disk_block, left) = c.map(fblock)?;
             return Ok(WriteMap {
                 fblock,
-                len: (c.len - at).min(max).min(SCAN_MAX),
-                disk_block: c.disk + at,
+                len: left.min(max).min(SCAN_MAX),
+                disk_block,
                 kind: WriteKind::InPlace,
             });
         }
@@ -747,9 +777,9 @@ impl<S: Device> Volume<S> {
                 Some(e) if !e.is_unwritten() => Some(e),
                 _ => None,
             };
-            let lim = (c.end() - fblock).min(max).min(SCAN_MAX);
+            let lim = c.left(fblock)?.min(max).min(SCAN_MAX);
             if let Some(e) = over {
-                let lim = lim.min(e.end() - fblock);
+                let lim = lim.min(e.left(fblock)?);
                 let run = self.exclusive_run(layer, &cow_key, c.disk_at(fblock), lim)?;
                 if run > 0 {
                     return Ok(WriteMap {
@@ -783,7 +813,7 @@ impl<S: Device> Volume<S> {
             Some(e) => {
                 let key = Key::new(ino, kind::EXTENT, e.off);
                 let src = e.disk_at(fblock);
-                let mut lim = (e.end() - fblock).min(max).min(SCAN_MAX);
+                let mut lim = e.left(fblock)?.min(max).min(SCAN_MAX);
                 if !e.is_unwritten() && staging {
                     // A new staging run stops before staging items further on.
                     if let Some(c) = self.item_from(layer, ino, kind::COW, fblock)? {
@@ -879,8 +909,8 @@ impl<S: Device> Volume<S> {
         let max = clip(fblock, max)?.min(SCAN_MAX);
         let epoch = self.epoch()?;
         if let Some(c) = InPlaceCache::get(self.store(), epoch, layer, ino, fblock) {
-            let at = fblock - c.off;
-            return Ok((c.disk + at, (c.len - at).min(max)));
+            let (disk_block, left) = c.map(fblock)?;
+            return Ok((disk_block, left.min(max)));
         }
         self.data_inode(layer, ino, true)?;
         // As in `map_write`: one look for any staging item spares the two below.
@@ -894,13 +924,13 @@ impl<S: Device> Volume<S> {
             Some(c) => (
                 Key::new(ino, kind::COW, c.off),
                 c.disk_at(fblock),
-                (c.end() - fblock).min(max),
+                c.left(fblock)?.min(max),
             ),
             None => {
                 let e = self
                     .item_at(layer, ino, kind::EXTENT, fblock)?
                     .ok_or(Error::NotFound)?;
-                let mut lim = (e.end() - fblock).min(max);
+                let mut lim = e.left(fblock)?.min(max);
                 if staging {
                     if let Some(c) = self.item_from(layer, ino, kind::COW, fblock)? {
                         if c.off < fblock.saturating_add(lim) {
@@ -936,11 +966,11 @@ impl<S: Device> Volume<S> {
         len: u64,
     ) -> Result<(), Error> {
         let len = clip(fblock, len)?;
-        let end = fblock + len;
+        let end = fblock.checked_add(len).ok_or(Error::Invalid)?;
         let epoch = self.epoch()?;
         if let Some(c) = InPlaceCache::get(self.store(), epoch, layer, ino, fblock) {
             // Written blocks of a file without staging: nothing to complete.
-            if end - c.off <= c.len {
+            if sub(end, c.off)? <= c.len {
                 return Ok(());
             }
         }
@@ -969,19 +999,17 @@ impl<S: Device> Volume<S> {
                     },
                 };
             }
-            if q <= p {
-                return Err(corrupt("overlapping extents"));
-            }
+            let n = gap(q, p)?;
             match (cow, ext) {
                 (Some(c), Some(e)) if !e.is_unwritten() => {
                     let staged = c.disk_at(p);
                     self.admit_trees_in_reserve(STEP_TREES)?;
                     self.mutate(|v| {
                         // The extent's share of the staged blocks, then the staging item's goes.
-                        v.add_block_refs(staged, q - p)?;
+                        v.add_block_refs(staged, n)?;
                         let new = Some((staged, 0));
                         let removed = v.put_range(layer, ino, kind::EXTENT, p, q, new, false)?;
-                        if removed != q - p {
+                        if removed != n {
                             return Err(corrupt("staging extent over a hole"));
                         }
                         v.put_range(layer, ino, kind::COW, p, q, None, false)?;
@@ -996,7 +1024,7 @@ impl<S: Device> Volume<S> {
                     let d = e.disk_at(p);
                     self.admit_trees_in_reserve(STEP_TREES)?;
                     self.mutate(|v| {
-                        v.add_block_refs(d, q - p)?;
+                        v.add_block_refs(d, n)?;
                         v.put_range(layer, ino, kind::EXTENT, p, q, Some((d, 0)), false)?;
                         Ok(())
                     })?;
@@ -1014,7 +1042,7 @@ impl<S: Device> Volume<S> {
     /// reserve.
     pub fn punch_hole(&mut self, layer: u64, ino: u64, fblock: u64, len: u64) -> Result<(), Error> {
         let len = clip(fblock, len)?;
-        let end = fblock + len;
+        let end = fblock.checked_add(len).ok_or(Error::Invalid)?;
         self.data_inode(layer, ino, true)?;
         // Staging first: staging items only ever stand over written extents.
         for k in [kind::COW, kind::EXTENT] {
@@ -1029,7 +1057,8 @@ impl<S: Device> Volume<S> {
                 }
                 let inode = if k == kind::EXTENT {
                     let mut r = self.inode(layer, ino)?;
-                    r.blocks = r.blocks.checked_sub(b - a).ok_or(corrupt("inode blocks"))?;
+                    let n = sub(b, a)?;
+                    r.blocks = r.blocks.checked_sub(n).ok_or(corrupt("inode blocks"))?;
                     Some(r)
                 } else {
                     None
@@ -1063,7 +1092,7 @@ impl<S: Device> Volume<S> {
         let mut holes = 0u64;
         let mut p = fblock;
         while let Some((a, b)) = self.next_hole(layer, ino, p, end)? {
-            holes = holes.saturating_add(b - a);
+            holes = holes.saturating_add(sub(b, a)?);
             p = b;
         }
         if holes == 0 {
@@ -1076,8 +1105,8 @@ impl<S: Device> Volume<S> {
         while let Some((a, b)) = self.next_hole(layer, ino, p, end)? {
             let inode = self.inode(layer, ino)?;
             let flags = extent_flags::UNWRITTEN;
-            let (_, got) =
-                self.alloc_into(layer, ino, kind::EXTENT, a, b - a, flags, Some(inode))?;
+            let n = sub(b, a)?;
+            let (_, got) = self.alloc_into(layer, ino, kind::EXTENT, a, n, flags, Some(inode))?;
             p = a.checked_add(got).ok_or(Error::Invalid)?;
         }
         Ok(())
@@ -1188,7 +1217,7 @@ impl<S: Device> Volume<S> {
                     // The extent straddles the new end: keep its head. The tree drops the old
                     // value's references to all its blocks and takes over the new value's, so
                     // the head gets one more first.
-                    let keep = first_block - at;
+                    let keep = sub(first_block, at)?;
                     let head = ExtentRecord {
                         len: u32::try_from(keep).map_err(|_| corrupt("extent range"))?,
                         ..e
@@ -1197,7 +1226,7 @@ impl<S: Device> Volume<S> {
                     head.encode(&mut value)?;
                     v.add_block_refs(e.disk_block, keep)?;
                     v.insert(layer, &Key::new(ino, item_kind, at), &value)?;
-                    dropped = len - keep;
+                    dropped = sub(len, keep)?;
                 }
             }
             let mut from = Key::new(ino, item_kind, first_block);
@@ -1225,6 +1254,11 @@ impl<S: Device> Volume<S> {
 
     /// The item `(ino, item_kind, offset)` with the largest offset below `end`, and its extent.
     /// A binary search over `next` probes: O(log² n) node reads whatever the file's size.
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "end > 0 is checked, and lo < hi < end where lo + 1, the midpoint (in \
+                  lo + 1..=hi) and mid - 1 are computed"
+    )]
     fn last_extent_before(
         &mut self,
         layer: u64,
@@ -1289,7 +1323,8 @@ impl<S: Device> Volume<S> {
                 None => break,
                 Some(n) => {
                     let n = n?;
-                    total += n;
+                    // At most `buf.len()`: the copy above fitted.
+                    total = total.saturating_add(n);
                     if n < INLINE_CHUNK {
                         break;
                     }
@@ -1326,9 +1361,10 @@ impl<S: Device> Volume<S> {
         self.admit_trees(3 + SYMLINK_CHUNKS)?;
         self.mutate(|v| {
             for i in 0..chunks {
-                let from = i * INLINE_CHUNK;
+                // `i` is below `SYMLINK_CHUNKS`: no saturation.
+                let from = i.saturating_mul(INLINE_CHUNK);
                 let chunk = data
-                    .get(from..data.len().min(from + INLINE_CHUNK))
+                    .get(from..data.len().min(from.saturating_add(INLINE_CHUNK)))
                     .ok_or(Error::Invalid)?;
                 let n = put_inline_data(buf.as_mut(), chunk)?;
                 let value = buf.as_ref().get(..n).ok_or(Error::Invalid)?;

@@ -13,6 +13,7 @@
 //! root differs between the kernel and userspace builds.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::arithmetic_side_effects)]
 
 mod bucket;
 pub mod bytes;

@@ -164,6 +164,14 @@ impl Header {
     pub fn is_leaf(&self) -> bool {
         self.level == 0
     }
+
+    /// Level of the node's children: an internal node's level is at least 1, so this fails
+    /// only for a leaf.
+    pub fn child_level(&self) -> Result<u8, FormatError> {
+        self.level
+            .checked_sub(1)
+            .ok_or(FormatError::BadField("node level"))
+    }
 }
 
 /// What the reader of a node expects of it.
@@ -677,7 +685,7 @@ pub fn internal_move_head(src: &mut [u8], count: usize, dst: &mut [u8]) -> Resul
 }
 
 #[cfg(test)]
-#[allow(clippy::cast_possible_truncation)] // Small test indices.
+#[allow(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)] // Small test indices.
 mod tests {
     extern crate std;
     use super::*;
