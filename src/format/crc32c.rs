@@ -17,6 +17,10 @@ const POLY: u32 = 0x82f6_3b78;
 /// step, several times faster than one byte at a time, with identical results.
 static TABLES: [[u32; 256]; 8] = build_tables();
 
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "loop counters below 256 and 8, and k - 1 with k at least 1, at compile time"
+)]
 const fn build_tables() -> [[u32; 256]; 8] {
     let mut t = [[0u32; 256]; 8];
     let mut i: u32 = 0;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 
-//! File data: the block map of regular files, and the write protocol the kernel's page-cache
-//! I/O (iomap) follows.
+//! File data: the block map of regular files, the write protocol the kernel's page-cache I/O
+//! (iomap) follows, truncation, and inline data (a symlink's target, a small file's bytes, in
+//! items `(ino, INLINE, index)`).
 //!
 //! A regular file's data is a set of extent items `(ino, EXTENT, first file block)` →
 //! [`ExtentRecord`]; blocks are 4 KiB, the page size. Holes are ranges without an extent; an
@@ -38,10 +39,11 @@
 //! it done and the transaction intact, and a large range never needs its whole worst-case space
 //! at once. Nothing here panics on any input or image, and nothing block-sized is on the stack.
 
-use super::namespace::key_after;
-use super::node::Key;
+use super::namespace::check_time;
+use super::node::{key_after, Key};
 use super::records::{
-    extent_flags, kind, mode, ExtentRecord, InodeRecord, EXTENT_RECORD_SIZE, INODE_RECORD_SIZE,
+    extent_flags, inline_data, kind, mode, put_inline_data, ExtentRecord, InodeRecord, Timespec,
+    EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, SYMLINK_CHUNKS, SYMLINK_MAX,
 };
 use super::tree::{BlockStore, Change, Error};
 use super::volume::{inode_key, Device, Volume};
@@ -82,6 +84,15 @@ struct InPlace {
     kind: u64,
 }
 
+impl InPlace {
+    /// Disk block of file block `fblock` (in the run: [`InPlaceCache::find`] checked it) and
+    /// the blocks of the run from it on.
+    fn map(&self, fblock: u64) -> Result<(u64, u64), Error> {
+        let at = sub(fblock, self.off)?;
+        Ok((add(self.disk, at)?, sub(self.len, at)?))
+    }
+}
+
 /// Written blocks only this file references, no staging items: writes overwrite them in place.
 const RUN_IN_PLACE: u64 = 1;
 
@@ -107,6 +118,7 @@ pub const IN_PLACE_TABLE: usize = IN_PLACE_SLOTS * IN_PLACE_WORDS + 1;
 /// File blocks per window: an entry never crosses a window boundary (16 MiB), which bounds the
 /// reference-count scan that finds it.
 const IN_PLACE_WINDOW: u64 = 4096;
+const _: () = assert!(IN_PLACE_WINDOW.is_power_of_two());
 
 impl InPlaceCache {
     /// The entries of `t` (none if the store lent too little).
@@ -145,8 +157,7 @@ impl InPlaceCache {
             let hit = e_epoch == epoch
                 && e_layer == layer
                 && e_ino == ino
-                && fblock >= off
-                && fblock - off < len
+                && fblock.checked_sub(off).is_some_and(|at| at < len)
                 && (kind == RUN_IN_PLACE || !in_place);
             hit.then_some(InPlace {
                 epoch,
@@ -175,7 +186,7 @@ impl InPlaceCache {
                 let i = usize::try_from(hand).unwrap_or(0) % IN_PLACE_SLOTS;
                 if let Some(h) = t.get_mut(hand_at) {
                     // CAST: fewer than 2^64 slots.
-                    *h = ((i + 1) % IN_PLACE_SLOTS) as u64;
+                    *h = (i.saturating_add(1) % IN_PLACE_SLOTS) as u64;
                 }
                 i
             }
@@ -294,6 +305,11 @@ impl Ext {
         self.off.saturating_add(self.len)
     }
 
+    /// Blocks of the extent from file block `fblock` (within it) on.
+    fn left(&self, fblock: u64) -> Result<u64, Error> {
+        sub(self.end(), fblock)
+    }
+
     /// Disk block of file block `fblock` (within the extent).
     fn disk_at(&self, fblock: u64) -> u64 {
         self.disk.saturating_add(fblock.saturating_sub(self.off))
@@ -313,7 +329,19 @@ fn clip(fblock: u64, n: u64) -> Result<u64, Error> {
     if n == 0 || fblock >= MAX_FILE_BLOCKS {
         return Err(Error::Invalid);
     }
-    Ok(n.min(MAX_FILE_BLOCKS - fblock))
+    Ok(n.min(MAX_FILE_BLOCKS.saturating_sub(fblock)))
+}
+
+/// `a - b` for blocks whose order the data path has established (an item found covering a
+/// block starts at or before it, ...): an inconsistent tree is damage, not a panic.
+fn sub(a: u64, b: u64) -> Result<u64, Error> {
+    a.checked_sub(b).ok_or(corrupt("extent range"))
+}
+
+/// `a + b` for a block number or count and an offset into its run: both validated against
+/// the device or the largest file, so damage at worst.
+fn add(a: u64, b: u64) -> Result<u64, Error> {
+    a.checked_add(b).ok_or(corrupt("extent range"))
 }
 
 /// Blocks from `from` to a later item at `to`; an item at or before `from` here means the tree
@@ -423,7 +451,7 @@ impl<S: Device> Volume<S> {
         max: u64,
         epoch: u64,
     ) -> Result<Option<WriteMap>, Error> {
-        let window = fblock - fblock % IN_PLACE_WINDOW;
+        let window = fblock & !(IN_PLACE_WINDOW - 1);
         let start = e.off.max(window);
         let end = e.end().min(window.saturating_add(IN_PLACE_WINDOW));
         let key = Key::new(ino, kind::EXTENT, e.off);
@@ -441,10 +469,10 @@ impl<S: Device> Volume<S> {
             kind: RUN_IN_PLACE,
         };
         InPlaceCache::put(self.store(), &entry);
-        let at = fblock - start;
+        let at = sub(fblock, start)?;
         Ok(Some(WriteMap {
             fblock,
-            len: (run - at).min(max).min(SCAN_MAX),
+            len: sub(run, at)?.min(max).min(SCAN_MAX),
             disk_block: e.disk_at(fblock),
             kind: WriteKind::InPlace,
         }))
@@ -524,16 +552,19 @@ impl<S: Device> Volume<S> {
             if b <= p {
                 return Err(corrupt("overlapping extents"));
             }
-            let head = (x.off < start).then(|| Ext {
-                len: start - x.off,
-                ..x
-            });
-            let tail = (x.end() > end).then(|| Ext {
-                off: end,
-                disk: x.disk_at(end),
-                len: x.end() - end,
-                flags: x.flags,
-            });
+            let head = match start.checked_sub(x.off) {
+                Some(len) if len > 0 => Some(Ext { len, ..x }),
+                _ => None,
+            };
+            let tail = match x.end().checked_sub(end) {
+                Some(len) if len > 0 => Some(Ext {
+                    off: end,
+                    disk: x.disk_at(end),
+                    len,
+                    flags: x.flags,
+                }),
+                _ => None,
+            };
             for part in [head, tail].iter().flatten() {
                 self.add_block_refs(part.disk, part.len)?;
             }
@@ -548,16 +579,17 @@ impl<S: Device> Volume<S> {
             if let Some(t) = tail {
                 self.put_ext(layer, ino, k, &t, grows)?;
             }
-            removed = removed.saturating_add(b - a);
+            removed = removed.saturating_add(sub(b, a)?);
             p = b;
         }
         let Some((disk, flags)) = new else {
             return Ok(removed);
         };
+        let span = end.checked_sub(start).ok_or(Error::Invalid)?;
         let mut m = Ext {
             off: start,
             disk,
-            len: end.checked_sub(start).ok_or(Error::Invalid)?,
+            len: span,
             flags,
         };
         let limit = u64::from(u32::MAX);
@@ -576,14 +608,15 @@ impl<S: Device> Volume<S> {
             m = Ext {
                 off: pv.off,
                 disk: pv.disk,
-                len: pv.len + m.len,
+                // At most `limit`: checked above.
+                len: pv.len.saturating_add(m.len),
                 flags,
             };
         }
         let next = self.item_from(layer, ino, k, end)?.filter(|nx| {
             nx.off == end
                 && nx.flags == flags
-                && disk.checked_add(end - start) == Some(nx.disk)
+                && disk.checked_add(span) == Some(nx.disk)
                 && m.len.saturating_add(nx.len) <= limit
         });
         if let Some(nx) = next {
@@ -591,7 +624,7 @@ impl<S: Device> Volume<S> {
             if !self.remove(layer, &Key::new(ino, k, nx.off))? {
                 return Err(corrupt("key order"));
             }
-            m.len += nx.len;
+            m.len = m.len.saturating_add(nx.len);
         }
         self.put_ext(layer, ino, k, &m, grows)?;
         Ok(removed)
@@ -646,11 +679,10 @@ impl<S: Device> Volume<S> {
         let epoch = self.epoch().ok();
         if let Some(epoch) = epoch {
             if let Some(c) = InPlaceCache::find(self.store(), epoch, layer, ino, fblock, false) {
-                let at = fblock - c.off;
-                let disk_block = c.disk + at;
+                let (disk_block, left) = c.map(fblock)?;
                 return Ok(Map {
                     fblock,
-                    len: (c.len - at).min(max),
+                    len: left.min(max),
                     kind: if c.kind == RUN_UNWRITTEN {
                         MapKind::Unwritten { disk_block }
                     } else {
@@ -680,7 +712,7 @@ impl<S: Device> Volume<S> {
             }
             return Ok(Map {
                 fblock,
-                len: (e.end() - fblock).min(max),
+                len: e.left(fblock)?.min(max),
                 kind: if e.is_unwritten() {
                     MapKind::Unwritten { disk_block }
                 } else {
@@ -719,11 +751,11 @@ impl<S: Device> Volume<S> {
         let max = clip(fblock, max)?;
         let epoch = self.epoch()?;
         if let Some(c) = InPlaceCache::get(self.store(), epoch, layer, ino, fblock) {
-            let at = fblock - c.off;
+            let (disk_block, left) = c.map(fblock)?;
             return Ok(WriteMap {
                 fblock,
-                len: (c.len - at).min(max).min(SCAN_MAX),
-                disk_block: c.disk + at,
+                len: left.min(max).min(SCAN_MAX),
+                disk_block,
                 kind: WriteKind::InPlace,
             });
         }
@@ -745,9 +777,9 @@ impl<S: Device> Volume<S> {
                 Some(e) if !e.is_unwritten() => Some(e),
                 _ => None,
             };
-            let lim = (c.end() - fblock).min(max).min(SCAN_MAX);
+            let lim = c.left(fblock)?.min(max).min(SCAN_MAX);
             if let Some(e) = over {
-                let lim = lim.min(e.end() - fblock);
+                let lim = lim.min(e.left(fblock)?);
                 let run = self.exclusive_run(layer, &cow_key, c.disk_at(fblock), lim)?;
                 if run > 0 {
                     return Ok(WriteMap {
@@ -781,7 +813,7 @@ impl<S: Device> Volume<S> {
             Some(e) => {
                 let key = Key::new(ino, kind::EXTENT, e.off);
                 let src = e.disk_at(fblock);
-                let mut lim = (e.end() - fblock).min(max).min(SCAN_MAX);
+                let mut lim = e.left(fblock)?.min(max).min(SCAN_MAX);
                 if !e.is_unwritten() && staging {
                     // A new staging run stops before staging items further on.
                     if let Some(c) = self.item_from(layer, ino, kind::COW, fblock)? {
@@ -877,8 +909,8 @@ impl<S: Device> Volume<S> {
         let max = clip(fblock, max)?.min(SCAN_MAX);
         let epoch = self.epoch()?;
         if let Some(c) = InPlaceCache::get(self.store(), epoch, layer, ino, fblock) {
-            let at = fblock - c.off;
-            return Ok((c.disk + at, (c.len - at).min(max)));
+            let (disk_block, left) = c.map(fblock)?;
+            return Ok((disk_block, left.min(max)));
         }
         self.data_inode(layer, ino, true)?;
         // As in `map_write`: one look for any staging item spares the two below.
@@ -892,13 +924,13 @@ impl<S: Device> Volume<S> {
             Some(c) => (
                 Key::new(ino, kind::COW, c.off),
                 c.disk_at(fblock),
-                (c.end() - fblock).min(max),
+                c.left(fblock)?.min(max),
             ),
             None => {
                 let e = self
                     .item_at(layer, ino, kind::EXTENT, fblock)?
                     .ok_or(Error::NotFound)?;
-                let mut lim = (e.end() - fblock).min(max);
+                let mut lim = e.left(fblock)?.min(max);
                 if staging {
                     if let Some(c) = self.item_from(layer, ino, kind::COW, fblock)? {
                         if c.off < fblock.saturating_add(lim) {
@@ -934,11 +966,11 @@ impl<S: Device> Volume<S> {
         len: u64,
     ) -> Result<(), Error> {
         let len = clip(fblock, len)?;
-        let end = fblock + len;
+        let end = fblock.checked_add(len).ok_or(Error::Invalid)?;
         let epoch = self.epoch()?;
         if let Some(c) = InPlaceCache::get(self.store(), epoch, layer, ino, fblock) {
             // Written blocks of a file without staging: nothing to complete.
-            if end - c.off <= c.len {
+            if sub(end, c.off)? <= c.len {
                 return Ok(());
             }
         }
@@ -967,19 +999,17 @@ impl<S: Device> Volume<S> {
                     },
                 };
             }
-            if q <= p {
-                return Err(corrupt("overlapping extents"));
-            }
+            let n = gap(q, p)?;
             match (cow, ext) {
                 (Some(c), Some(e)) if !e.is_unwritten() => {
                     let staged = c.disk_at(p);
                     self.admit_trees_in_reserve(STEP_TREES)?;
                     self.mutate(|v| {
                         // The extent's share of the staged blocks, then the staging item's goes.
-                        v.add_block_refs(staged, q - p)?;
+                        v.add_block_refs(staged, n)?;
                         let new = Some((staged, 0));
                         let removed = v.put_range(layer, ino, kind::EXTENT, p, q, new, false)?;
-                        if removed != q - p {
+                        if removed != n {
                             return Err(corrupt("staging extent over a hole"));
                         }
                         v.put_range(layer, ino, kind::COW, p, q, None, false)?;
@@ -994,7 +1024,7 @@ impl<S: Device> Volume<S> {
                     let d = e.disk_at(p);
                     self.admit_trees_in_reserve(STEP_TREES)?;
                     self.mutate(|v| {
-                        v.add_block_refs(d, q - p)?;
+                        v.add_block_refs(d, n)?;
                         v.put_range(layer, ino, kind::EXTENT, p, q, Some((d, 0)), false)?;
                         Ok(())
                     })?;
@@ -1012,7 +1042,7 @@ impl<S: Device> Volume<S> {
     /// reserve.
     pub fn punch_hole(&mut self, layer: u64, ino: u64, fblock: u64, len: u64) -> Result<(), Error> {
         let len = clip(fblock, len)?;
-        let end = fblock + len;
+        let end = fblock.checked_add(len).ok_or(Error::Invalid)?;
         self.data_inode(layer, ino, true)?;
         // Staging first: staging items only ever stand over written extents.
         for k in [kind::COW, kind::EXTENT] {
@@ -1027,7 +1057,8 @@ impl<S: Device> Volume<S> {
                 }
                 let inode = if k == kind::EXTENT {
                     let mut r = self.inode(layer, ino)?;
-                    r.blocks = r.blocks.checked_sub(b - a).ok_or(corrupt("inode blocks"))?;
+                    let n = sub(b, a)?;
+                    r.blocks = r.blocks.checked_sub(n).ok_or(corrupt("inode blocks"))?;
                     Some(r)
                 } else {
                     None
@@ -1061,7 +1092,7 @@ impl<S: Device> Volume<S> {
         let mut holes = 0u64;
         let mut p = fblock;
         while let Some((a, b)) = self.next_hole(layer, ino, p, end)? {
-            holes = holes.saturating_add(b - a);
+            holes = holes.saturating_add(sub(b, a)?);
             p = b;
         }
         if holes == 0 {
@@ -1074,8 +1105,8 @@ impl<S: Device> Volume<S> {
         while let Some((a, b)) = self.next_hole(layer, ino, p, end)? {
             let inode = self.inode(layer, ino)?;
             let flags = extent_flags::UNWRITTEN;
-            let (_, got) =
-                self.alloc_into(layer, ino, kind::EXTENT, a, b - a, flags, Some(inode))?;
+            let n = sub(b, a)?;
+            let (_, got) = self.alloc_into(layer, ino, kind::EXTENT, a, n, flags, Some(inode))?;
             p = a.checked_add(got).ok_or(Error::Invalid)?;
         }
         Ok(())
@@ -1143,5 +1174,215 @@ impl<S: Device> Volume<S> {
                 None => return Ok(freed),
             }
         }
+    }
+
+    // ---- truncation ----
+
+    /// Drops every data block of `ino` from file block `first_block` on, in extent items and
+    /// in staging (`COW`) items alike: items wholly past it go, an item straddling it is
+    /// shortened (its tail blocks lose this reference). Returns the number of extent blocks
+    /// dropped, for the caller to subtract from the inode's `blocks` (this does not touch the
+    /// inode record; staging blocks are not in `blocks`). Runs as one change: inside an
+    /// operation's [`Volume::mutate`], or on its own (a failure midway aborts the transaction).
+    pub fn drop_blocks_from(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        first_block: u64,
+    ) -> Result<u64, Error> {
+        self.check_writable(layer)?;
+        self.mutate(|v| {
+            v.drop_extents_from(layer, ino, kind::COW, first_block)?;
+            v.drop_extents_from(layer, ino, kind::EXTENT, first_block)
+        })
+    }
+
+    /// [`Self::drop_blocks_from`] for any item kind keyed `(ino, item_kind, file block)` whose
+    /// value is an [`ExtentRecord`].
+    pub(super) fn drop_extents_from(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        item_kind: u8,
+        first_block: u64,
+    ) -> Result<u64, Error> {
+        self.check_writable(layer)?;
+        let total = self.superblock().total_blocks;
+        self.mutate(|v| {
+            let mut dropped = 0u64;
+            if let Some((at, e)) = v.last_extent_before(layer, ino, item_kind, first_block)? {
+                let len = u64::from(e.len);
+                let end = at.checked_add(len).ok_or(corrupt("extent range"))?;
+                if end > first_block {
+                    // The extent straddles the new end: keep its head. The tree drops the old
+                    // value's references to all its blocks and takes over the new value's, so
+                    // the head gets one more first.
+                    let keep = sub(first_block, at)?;
+                    let head = ExtentRecord {
+                        len: u32::try_from(keep).map_err(|_| corrupt("extent range"))?,
+                        ..e
+                    };
+                    let mut value = [0u8; EXTENT_RECORD_SIZE];
+                    head.encode(&mut value)?;
+                    v.add_block_refs(e.disk_block, keep)?;
+                    v.insert(layer, &Key::new(ino, item_kind, at), &value)?;
+                    dropped = sub(len, keep)?;
+                }
+            }
+            let mut from = Key::new(ino, item_kind, first_block);
+            loop {
+                let got = v.next(layer, &from, |k, val| {
+                    (*k, ExtentRecord::decode(val, total).map(|e| e.len))
+                })?;
+                let Some((k, len)) = got else { break };
+                if k.id != ino || k.kind != item_kind {
+                    break;
+                }
+                let len = len?;
+                if !v.remove(layer, &k)? {
+                    return Err(corrupt("key order"));
+                }
+                dropped = dropped.saturating_add(u64::from(len));
+                match key_after(&k) {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+            Ok(dropped)
+        })
+    }
+
+    /// The item `(ino, item_kind, offset)` with the largest offset below `end`, and its extent.
+    /// A binary search over `next` probes: O(log² n) node reads whatever the file's size.
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "end > 0 is checked, and lo < hi < end where lo + 1, the midpoint (in \
+                  lo + 1..=hi) and mid - 1 are computed"
+    )]
+    fn last_extent_before(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        item_kind: u8,
+        end: u64,
+    ) -> Result<Option<(u64, ExtentRecord)>, Error> {
+        // The first item offset in `from..end`, if any.
+        let probe = |v: &mut Self, from: u64| -> Result<Option<u64>, Error> {
+            let got = v.next(layer, &Key::new(ino, item_kind, from), |k, _| *k)?;
+            Ok(got.and_then(|k| {
+                (k.id == ino && k.kind == item_kind && k.offset < end).then_some(k.offset)
+            }))
+        };
+        if end == 0 {
+            return Ok(None);
+        }
+        let Some(mut lo) = probe(self, 0)? else {
+            return Ok(None);
+        };
+        // `lo` is an item below `end`; the last one is in `lo..=hi`.
+        let mut hi = end - 1;
+        if lo < hi {
+            match probe(self, lo + 1)? {
+                None => hi = lo,
+                Some(o) => lo = o,
+            }
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            match probe(self, mid)? {
+                Some(o) => lo = o,
+                None => hi = mid - 1,
+            }
+        }
+        let total = self.superblock().total_blocks;
+        let e = self
+            .lookup(layer, &Key::new(ino, item_kind, lo), |v| {
+                ExtentRecord::decode(v, total)
+            })?
+            .ok_or(corrupt("key order"))??;
+        Ok(Some((lo, e)))
+    }
+
+    // ---- inline data (small files, symlink targets) ----
+
+    /// Copies the inline data of `ino` (a symlink's target, a small file's bytes) into `buf` and
+    /// returns its length: `NotFound` if it has none, `Invalid` if `buf` is too small.
+    pub fn read_inline(&mut self, layer: u64, ino: u64, buf: &mut [u8]) -> Result<usize, Error> {
+        let mut total = 0usize;
+        // A long symlink target continues in the next item after every full one.
+        for i in 0..SYMLINK_CHUNKS {
+            let got = self.lookup(layer, &Key::new(ino, kind::INLINE, i), |v| {
+                let data = inline_data(v)?;
+                let end = total.checked_add(data.len()).ok_or(Error::Invalid)?;
+                let dst = buf.get_mut(total..end).ok_or(Error::Invalid)?;
+                dst.copy_from_slice(data);
+                Ok::<usize, Error>(data.len())
+            })?;
+            match got {
+                None if i == 0 => return Err(Error::NotFound),
+                None => break,
+                Some(n) => {
+                    let n = n?;
+                    // At most `buf.len()`: the copy above fitted.
+                    total = total.saturating_add(n);
+                    if n < INLINE_CHUNK {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Sets the inline data of `ino`: a small file's bytes (one item, at most [`INLINE_CHUNK`]
+    /// bytes) or a symlink's target (at most [`SYMLINK_MAX`] bytes, in items of
+    /// [`INLINE_CHUNK`] bytes).
+    pub fn write_inline(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        data: &[u8],
+        now: Timespec,
+    ) -> Result<(), Error> {
+        check_time(&now)?;
+        self.check_writable(layer)?;
+        let mut rec = self.inode(layer, ino)?;
+        let max = if rec.mode & mode::S_IFMT == mode::S_IFLNK {
+            SYMLINK_MAX
+        } else {
+            INLINE_CHUNK
+        };
+        if data.len() > max {
+            return Err(Error::Invalid);
+        }
+        let chunks = data.len().div_ceil(INLINE_CHUNK).max(1);
+        // A block buffer from the store: kernel stacks have no room for a kilobyte.
+        let mut buf = self.store().alloc_buf()?;
+        self.admit_trees(3 + SYMLINK_CHUNKS)?;
+        self.mutate(|v| {
+            for i in 0..chunks {
+                // `i` is below `SYMLINK_CHUNKS`: no saturation.
+                let from = i.saturating_mul(INLINE_CHUNK);
+                let chunk = data
+                    .get(from..data.len().min(from.saturating_add(INLINE_CHUNK)))
+                    .ok_or(Error::Invalid)?;
+                let n = put_inline_data(buf.as_mut(), chunk)?;
+                let value = buf.as_ref().get(..n).ok_or(Error::Invalid)?;
+                v.insert(layer, &Key::new(ino, kind::INLINE, i as u64), value)?;
+            }
+            // What is left of a longer target written before (its length is the old size).
+            let old = if max == SYMLINK_MAX {
+                rec.size.div_ceil(INLINE_CHUNK as u64).min(SYMLINK_CHUNKS)
+            } else {
+                0
+            };
+            for i in chunks as u64..old {
+                v.remove(layer, &Key::new(ino, kind::INLINE, i))?;
+            }
+            rec.size = data.len() as u64;
+            rec.mtime = now;
+            rec.ctime = now;
+            v.put_inode(layer, ino, &rec)
+        })
     }
 }

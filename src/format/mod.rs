@@ -13,11 +13,14 @@
 //! root differs between the kernel and userspace builds.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::arithmetic_side_effects)]
 
+mod bucket;
 pub mod bytes;
 pub mod crc32c;
 pub mod data;
 pub mod hash;
+pub mod layers;
 pub mod namespace;
 pub mod node;
 pub mod records;
@@ -25,6 +28,7 @@ pub mod refmap;
 pub mod superblock;
 pub mod tree;
 pub mod volume;
+pub mod xattr;
 
 /// Size in bytes of every LCFS block. Fixed by the format: the kernel page size on the supported
 /// architectures, so one metadata block is one page-cache folio of the block device.

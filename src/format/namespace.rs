@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 
-//! Directory and inode operations over a layer's tree, and path-level diffs.
+//! Inodes and directories of a layer's tree: lookup, readdir, create, link, unlink, rename,
+//! attribute changes, orphans, and path-level diffs.
 //!
 //! A name lives in a directory-entry item keyed by its hash ([`dirent_offset`]); the inode it names
 //! has a back reference ([`LinkRecord`]) per directory linking it, which turns a changed inode into
@@ -10,15 +11,14 @@
 //! open is kept as an *orphan*: link count 0 and an item `(0, ORPHAN, ino)` in the layer's orphan
 //! index, until [`Volume::delete_orphan`] (or [`Volume::reap_orphans`] after a crash) deletes it.
 
+use super::bucket::probe;
 use super::node::Key;
 use super::records::{
-    check_xattr_name, dirent_offset, file_type, inline_data, kind, mode, put_inline_data,
-    DirentRecord, ExtentRecord, HashKey, InodeRecord, LinkRecord, Timespec, XattrRecord,
-    XattrValue, DIRENT_COLLISIONS, EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, NAME_MAX,
-    SYMLINK_CHUNKS, SYMLINK_MAX, XATTR_VALUE_MAX,
+    dirent_offset, file_type, inline_data, kind, mode, put_inline_data, DirentRecord, InodeRecord,
+    LinkRecord, Timespec, INODE_RECORD_SIZE, NAME_MAX,
 };
 use super::tree::Error;
-use super::volume::{inode_key, is_dir, Device, Volume};
+use super::volume::{inode_key, Device, Volume};
 use super::{FormatError, BLOCK_SIZE, ROOT_INO};
 
 /// Longest path a diff reports, in bytes (Linux `PATH_MAX`, including the terminating NUL).
@@ -131,13 +131,13 @@ pub fn orphan_key(ino: u64) -> Key {
 
 /// A name copied out of a tree value.
 #[derive(Clone, Copy)]
-struct Name {
+pub(super) struct Name {
     bytes: [u8; NAME_MAX],
     len: usize,
 }
 
 impl Name {
-    fn new(src: &[u8]) -> Self {
+    pub(super) fn new(src: &[u8]) -> Self {
         let mut bytes = [0u8; NAME_MAX];
         let len = src.len().min(NAME_MAX);
         if let (Some(d), Some(s)) = (bytes.get_mut(..len), src.get(..len)) {
@@ -146,7 +146,7 @@ impl Name {
         Self { bytes, len }
     }
 
-    fn get(&self) -> &[u8] {
+    pub(super) fn get(&self) -> &[u8] {
         self.bytes.get(..self.len).unwrap_or(&[])
     }
 }
@@ -155,7 +155,7 @@ fn corrupt(what: &'static str) -> Error {
     Error::Corrupt(FormatError::BadField(what))
 }
 
-pub(super) use super::node::key_after;
+use super::node::key_after;
 
 /// Tree updates one namespace operation may make, for the up-front space check: inode, entry,
 /// back reference, parent inode, and the layer record with each.
@@ -172,11 +172,47 @@ fn check_name(name: &[u8]) -> Result<(), Error> {
 }
 
 /// Timestamps must be valid on disk (nanoseconds below one second).
-fn check_time(t: &Timespec) -> Result<(), Error> {
+pub(super) fn check_time(t: &Timespec) -> Result<(), Error> {
     if t.nsec >= 1_000_000_000 {
         return Err(Error::Invalid);
     }
     Ok(())
+}
+
+/// Whether `m` is a directory mode.
+fn is_dir(m: u32) -> bool {
+    m & mode::S_IFMT == mode::S_IFDIR
+}
+
+/// Link-count changes of the old and the new parent of a rename: a directory moving to another
+/// parent takes its `..` along (a directory exchanged for it brings one back); a replaced
+/// directory goes.
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "each delta is a sum of at most three terms of 1 or -1"
+)]
+fn parent_link_deltas(
+    same_dir: bool,
+    moved_dir: bool,
+    exchange: bool,
+    target_dir: bool,
+) -> (i64, i64) {
+    let mut old_delta = 0i64;
+    let mut new_delta = 0i64;
+    if !same_dir {
+        if moved_dir {
+            old_delta -= 1;
+            new_delta += 1;
+        }
+        if exchange && target_dir {
+            old_delta += 1;
+            new_delta -= 1;
+        }
+    }
+    if !exchange && target_dir {
+        new_delta -= 1;
+    }
+    (old_delta, new_delta)
 }
 
 /// The record of a new inode.
@@ -198,11 +234,6 @@ fn new_inode(ino: u64, attrs: &NewInode, nlink: u32, now: Timespec) -> InodeReco
 }
 
 impl<S: Device> Volume<S> {
-    fn hash_key(&self) -> HashKey {
-        let k = self.superblock().hash_key;
-        HashKey(k[0], k[1])
-    }
-
     /// The inode record of `ino` in `layer`.
     pub fn inode(&mut self, layer: u64, ino: u64) -> Result<InodeRecord, Error> {
         match self.lookup(layer, &inode_key(ino), InodeRecord::decode)? {
@@ -211,7 +242,7 @@ impl<S: Device> Volume<S> {
         }
     }
 
-    fn put_inode(&mut self, layer: u64, ino: u64, r: &InodeRecord) -> Result<(), Error> {
+    pub(super) fn put_inode(&mut self, layer: u64, ino: u64, r: &InodeRecord) -> Result<(), Error> {
         let mut buf = [0u8; INODE_RECORD_SIZE];
         r.encode(&mut buf)?;
         self.insert(layer, &inode_key(ino), &buf)
@@ -226,43 +257,16 @@ impl<S: Device> Volume<S> {
         name: &[u8],
     ) -> Result<(Option<Entry>, Option<u64>), Error> {
         let hash = self.hash_key().hash(name);
-        let lo = dirent_offset(hash, 0).ok_or(Error::Invalid)?;
-        let hi = dirent_offset(hash, DIRENT_COLLISIONS - 1).ok_or(Error::Invalid)?;
-        let mut free = None;
-        let mut expect = lo;
-        let mut from = Key::new(dir, kind::DIRENT, lo);
-        loop {
-            let got = self.next(layer, &from, |k, v| {
-                (
-                    *k,
-                    DirentRecord::decode(v).map(|d| (d.name == name, d.ino, d.dtype)),
-                )
-            })?;
-            let Some((k, d)) = got else { break };
-            if k.id != dir || k.kind != kind::DIRENT || k.offset > hi {
-                break;
-            }
-            if free.is_none() && k.offset > expect {
-                free = Some(expect);
-            }
-            let (same, ino, dtype) = d?;
-            if same {
-                return Ok((
-                    Some(Entry {
-                        ino,
-                        dtype,
-                        offset: k.offset,
-                    }),
-                    free,
-                ));
-            }
-            expect = k.offset + 1;
-            from = key_after(&k).ok_or(Error::Invalid)?;
-        }
-        if free.is_none() && expect <= hi {
-            free = Some(expect);
-        }
-        Ok((None, free))
+        let slot = probe(dir, kind::DIRENT, hash, |from| {
+            self.next(layer, from, |k, v| {
+                let d = DirentRecord::decode(v).map_err(Error::from);
+                (*k, d.map(|d| (d.name == name).then_some((d.ino, d.dtype))))
+            })
+        })?;
+        let entry = slot
+            .found
+            .map(|(offset, (ino, dtype))| Entry { ino, dtype, offset });
+        Ok((entry, slot.free))
     }
 
     /// Looks `name` up in directory `dir` of `layer`.
@@ -274,6 +278,41 @@ impl<S: Device> Volume<S> {
     ) -> Result<Option<Entry>, Error> {
         check_name(name)?;
         Ok(self.find_entry(layer, dir, name)?.0)
+    }
+
+    /// Calls `f` for each entry of directory `dir` whose offset is at
+    /// least `from`, in offset order; `f` returns `false` to stop. Offsets are stable cookies: an
+    /// entry keeps its offset while others come and go, so a readdir resumed at `last + 1` never
+    /// repeats or skips a surviving entry.
+    pub fn readdir(
+        &mut self,
+        layer: u64,
+        dir: u64,
+        from: u64,
+        f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
+    ) -> Result<(), Error> {
+        let hash_key = self.hash_key();
+        let mut key = Some(Key::new(dir, kind::DIRENT, from));
+        // A leaf's worth of entries per descent.
+        while let Some(from) = key {
+            key = self.scan_leaf(layer, &from, &mut |k, v| {
+                if k.id != dir || k.kind != kind::DIRENT {
+                    return Ok(false);
+                }
+                let d = DirentRecord::decode(v)?;
+                // A name that does not hash to its key cannot be looked up: damage, not an entry.
+                if dirent_offset(hash_key.hash(d.name), k.offset & 0xff) != Some(k.offset) {
+                    return Err(corrupt("directory entry hash"));
+                }
+                Ok(f(&DirEntry {
+                    offset: k.offset,
+                    ino: d.ino,
+                    dtype: d.dtype,
+                    name: d.name,
+                }))
+            })?;
+        }
+        Ok(())
     }
 
     /// The record of directory `dir`: `NotDir` if it is something else, `NotFound` if it was
@@ -289,7 +328,7 @@ impl<S: Device> Volume<S> {
         Ok(d)
     }
 
-    fn check_writable(&mut self, layer: u64) -> Result<(), Error> {
+    pub(super) fn check_writable(&mut self, layer: u64) -> Result<(), Error> {
         if self.layer(layer)?.is_read_only() {
             return Err(Error::ReadOnly);
         }
@@ -320,7 +359,7 @@ impl<S: Device> Volume<S> {
             if steps > limit {
                 return Err(corrupt("link cycle"));
             }
-            steps += 1;
+            steps = steps.saturating_add(1);
             let from = Key::new(cur, kind::LINK, 0);
             match self.next(layer, &from, |k, _| *k)? {
                 Some(k) if k.id == cur && k.kind == kind::LINK => cur = k.offset,
@@ -401,7 +440,8 @@ impl<S: Device> Volume<S> {
                 from = key_after(&k).ok_or(corrupt("link count"))?;
             };
         }
-        self.put_link(layer, ino, dir, count - 1, other.get())
+        let count = count.checked_sub(1).ok_or(corrupt("link count"))?;
+        self.put_link(layer, ino, dir, count, other.get())
     }
 
     fn put_entry(
@@ -472,7 +512,7 @@ impl<S: Device> Volume<S> {
             v.put_entry(layer, dir, offset, ino, dtype, name)?;
             v.put_link(layer, ino, dir, 1, name)?;
             if is_dir {
-                parent.nlink += 1;
+                parent.nlink = parent.nlink.checked_add(1).ok_or(Error::Invalid)?;
             }
             parent.mtime = now;
             parent.ctime = now;
@@ -518,7 +558,7 @@ impl<S: Device> Volume<S> {
         self.mutate(|v| {
             v.put_entry(layer, dir, offset, ino, dtype, name)?;
             v.add_link(layer, ino, dir, name)?;
-            target.nlink += 1;
+            target.nlink = target.nlink.checked_add(1).ok_or(Error::Invalid)?;
             target.ctime = now;
             v.put_inode(layer, ino, &target)?;
             parent.mtime = now;
@@ -607,7 +647,7 @@ impl<S: Device> Volume<S> {
             v.put_inode(layer, dir, &parent)?;
             let last = is_dir || target.nlink <= 1;
             let orphan = if !last {
-                target.nlink -= 1;
+                target.nlink = target.nlink.checked_sub(1).ok_or(corrupt("link count"))?;
                 target.ctime = now;
                 v.put_inode(layer, entry.ino, &target)?;
                 None
@@ -694,57 +734,6 @@ impl<S: Device> Volume<S> {
         Ok(self.lookup(layer, &orphan_key(ino), |_| ())?.is_some())
     }
 
-    /// Sets the inline data of `ino`: a small file's bytes (one item, at most [`INLINE_CHUNK`]
-    /// bytes) or a symlink's target (at most [`SYMLINK_MAX`] bytes, in items of
-    /// [`INLINE_CHUNK`] bytes).
-    pub fn write_inline(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        data: &[u8],
-        now: Timespec,
-    ) -> Result<(), Error> {
-        check_time(&now)?;
-        self.check_writable(layer)?;
-        let mut rec = self.inode(layer, ino)?;
-        let max = if rec.mode & mode::S_IFMT == mode::S_IFLNK {
-            SYMLINK_MAX
-        } else {
-            INLINE_CHUNK
-        };
-        if data.len() > max {
-            return Err(Error::Invalid);
-        }
-        let chunks = data.len().div_ceil(INLINE_CHUNK).max(1);
-        // A block buffer from the store: kernel stacks have no room for a kilobyte.
-        let mut buf = self.store().alloc_buf()?;
-        self.admit_trees(3 + SYMLINK_CHUNKS)?;
-        self.mutate(|v| {
-            for i in 0..chunks {
-                let from = i * INLINE_CHUNK;
-                let chunk = data
-                    .get(from..data.len().min(from + INLINE_CHUNK))
-                    .ok_or(Error::Invalid)?;
-                let n = put_inline_data(buf.as_mut(), chunk)?;
-                let value = buf.as_ref().get(..n).ok_or(Error::Invalid)?;
-                v.insert(layer, &Key::new(ino, kind::INLINE, i as u64), value)?;
-            }
-            // What is left of a longer target written before (its length is the old size).
-            let old = if max == SYMLINK_MAX {
-                rec.size.div_ceil(INLINE_CHUNK as u64).min(SYMLINK_CHUNKS)
-            } else {
-                0
-            };
-            for i in chunks as u64..old {
-                v.remove(layer, &Key::new(ino, kind::INLINE, i))?;
-            }
-            rec.size = data.len() as u64;
-            rec.mtime = now;
-            rec.ctime = now;
-            v.put_inode(layer, ino, &rec)
-        })
-    }
-
     /// Writes the path of `ino` in `layer` (found through back references) at the end of `buf`
     /// and returns where it starts. The root is `/`.
     pub fn path_of(&mut self, layer: u64, ino: u64, buf: &mut [u8]) -> Result<usize, Error> {
@@ -770,9 +759,11 @@ impl<S: Device> Volume<S> {
                 return Err(corrupt("inode without a link"));
             }
             let name = name?;
-            let n = name.get().len() + 1;
+            // A slash and the name (at most `NAME_MAX` bytes).
+            let n = name.get().len().saturating_add(1);
             start = start.checked_sub(n).ok_or(Error::Invalid)?;
-            let dst = buf.get_mut(start..start + n).ok_or(Error::Invalid)?;
+            let dst = buf.get_mut(start..).and_then(|d| d.get_mut(..n));
+            let dst = dst.ok_or(Error::Invalid)?;
             if let Some((slash, rest)) = dst.split_first_mut() {
                 *slash = b'/';
                 rest.copy_from_slice(name.get());
@@ -822,7 +813,7 @@ impl<S: Device> Volume<S> {
                     };
                     let in_layer = if has { layer } else { parent };
                     let end = buf.len();
-                    let n = name.get().len() + 1;
+                    let n = name.get().len().saturating_add(1);
                     let nstart = end.checked_sub(n).ok_or(Error::Invalid)?;
                     if let Some((slash, rest)) =
                         buf.get_mut(nstart..end).and_then(|d| d.split_first_mut())
@@ -875,286 +866,6 @@ impl<S: Device> Volume<S> {
                 None => return Ok(()),
             }
         }
-    }
-}
-
-/// Largest xattr value kept inline with a name of `name_len` bytes.
-fn inline_xattr_fits(name: &[u8], len: usize) -> bool {
-    XattrRecord::fits_inline(name, len)
-}
-
-impl<S: Device> Volume<S> {
-    /// Calls `f` for each entry of directory `dir` whose offset is at
-    /// least `from`, in offset order; `f` returns `false` to stop. Offsets are stable cookies: an
-    /// entry keeps its offset while others come and go, so a readdir resumed at `last + 1` never
-    /// repeats or skips a surviving entry.
-    pub fn readdir(
-        &mut self,
-        layer: u64,
-        dir: u64,
-        from: u64,
-        f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
-    ) -> Result<(), Error> {
-        let hash_key = self.hash_key();
-        let mut key = Some(Key::new(dir, kind::DIRENT, from));
-        // A leaf's worth of entries per descent.
-        while let Some(from) = key {
-            key = self.scan_leaf(layer, &from, &mut |k, v| {
-                if k.id != dir || k.kind != kind::DIRENT {
-                    return Ok(false);
-                }
-                let d = DirentRecord::decode(v)?;
-                // A name that does not hash to its key cannot be looked up: damage, not an entry.
-                if dirent_offset(hash_key.hash(d.name), k.offset & 0xff) != Some(k.offset) {
-                    return Err(corrupt("directory entry hash"));
-                }
-                Ok(f(&DirEntry {
-                    offset: k.offset,
-                    ino: d.ino,
-                    dtype: d.dtype,
-                    name: d.name,
-                }))
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Finds xattr `name` of `ino`: its key and whether it exists, or the first free key of the
-    /// name's hash bucket.
-    fn find_xattr(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        name: &[u8],
-    ) -> Result<(Option<Key>, Option<Key>), Error> {
-        let hash = self.hash_key().hash(name);
-        let lo = dirent_offset(hash, 0).ok_or(Error::Invalid)?;
-        let hi = dirent_offset(hash, DIRENT_COLLISIONS - 1).ok_or(Error::Invalid)?;
-        let total = self.superblock().total_blocks;
-        let (mut free, mut expect) = (None, lo);
-        let mut from = Key::new(ino, kind::XATTR, lo);
-        loop {
-            let got = self.next(layer, &from, |k, v| {
-                (*k, XattrRecord::decode(v, total).map(|x| x.name == name))
-            })?;
-            let Some((k, same)) = got else { break };
-            if k.id != ino || k.kind != kind::XATTR || k.offset > hi {
-                break;
-            }
-            if free.is_none() && k.offset > expect {
-                free = Some(Key::new(ino, kind::XATTR, expect));
-            }
-            if same? {
-                return Ok((Some(k), free));
-            }
-            expect = k.offset + 1;
-            from = Key::new(ino, kind::XATTR, expect);
-        }
-        if free.is_none() && expect <= hi {
-            free = Some(Key::new(ino, kind::XATTR, expect));
-        }
-        Ok((None, free))
-    }
-
-    /// Sets extended attribute `name` of `ino` to `value` (up to 64 KiB). Values that do not fit
-    /// in a leaf item go to data blocks of their own.
-    pub fn set_xattr(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        name: &[u8],
-        value: &[u8],
-        now: Timespec,
-    ) -> Result<(), Error> {
-        check_xattr_name(name)?;
-        check_time(&now)?;
-        if value.len() > XATTR_VALUE_MAX {
-            return Err(Error::Invalid);
-        }
-        self.check_writable(layer)?;
-        let mut rec = self.inode(layer, ino)?;
-        let (found, free) = self.find_xattr(layer, ino, name)?;
-        let key = found.or(free).ok_or(Error::NoSpace)?;
-        let blocks =
-            u32::try_from(value.len().div_ceil(BLOCK_SIZE as usize)).map_err(|_| Error::Invalid)?;
-        self.admit_trees(4 + u64::from(blocks))?;
-        let mut buf = self.store().alloc_buf()?;
-        let n = if inline_xattr_fits(name, value.len()) {
-            XattrRecord {
-                name,
-                value: XattrValue::Inline(value),
-            }
-            .encode(buf.as_mut())?
-        } else {
-            // One run of blocks for the value (allocated in pieces if the free space is split).
-            let (start, got) = self.alloc_data(blocks)?;
-            if got < blocks {
-                self.release(start, u64::from(got))?;
-                return Err(Error::NoSpace);
-            }
-            let mut block = self.store().alloc_buf()?;
-            // From here on a failure would leave allocated blocks behind: abort.
-            self.mutate(|v| {
-                for (i, chunk) in value.chunks(BLOCK_SIZE as usize).enumerate() {
-                    block.as_mut().fill(0);
-                    block
-                        .as_mut()
-                        .get_mut(..chunk.len())
-                        .ok_or(Error::Invalid)?
-                        .copy_from_slice(chunk);
-                    v.store().write(start + i as u64, &block)?;
-                }
-                Ok(())
-            })?;
-            let len = u32::try_from(value.len()).map_err(|_| Error::Invalid)?;
-            let extent = ExtentRecord {
-                disk_block: start,
-                len: blocks,
-                flags: 0,
-            };
-            XattrRecord {
-                name,
-                value: XattrValue::External { extent, len },
-            }
-            .encode(buf.as_mut())?
-        };
-        self.mutate(|v| {
-            v.insert(layer, &key, buf.as_ref().get(..n).ok_or(Error::Invalid)?)?;
-            rec.ctime = now;
-            v.put_inode(layer, ino, &rec)
-        })
-    }
-
-    /// Calls `f` with the name of each extended attribute of `ino` (in hash order) until it
-    /// returns `false`.
-    pub fn list_xattrs(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        f: &mut dyn FnMut(&[u8]) -> bool,
-    ) -> Result<(), Error> {
-        let total = self.superblock().total_blocks;
-        let mut key = Key::new(ino, kind::XATTR, 0);
-        loop {
-            let got = self.next(layer, &key, |k, v| {
-                (*k, XattrRecord::decode(v, total).map(|x| Name::new(x.name)))
-            })?;
-            let Some((k, name)) = got else { return Ok(()) };
-            if k.id != ino || k.kind != kind::XATTR {
-                return Ok(());
-            }
-            if !f(name?.get()) {
-                return Ok(());
-            }
-            match key_after(&k) {
-                Some(next) => key = next,
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// Reads extended attribute `name` of `ino` into `out`; returns its length (`out` may be
-    /// shorter: then only the length is meaningful, as for `getxattr` with a small buffer).
-    pub fn get_xattr(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        name: &[u8],
-        out: &mut [u8],
-    ) -> Result<usize, Error> {
-        check_xattr_name(name)?;
-        let key = self
-            .find_xattr(layer, ino, name)?
-            .0
-            .ok_or(Error::NotFound)?;
-        let total = self.superblock().total_blocks;
-        let mut inline_len = None;
-        let ext = self.lookup(layer, &key, |v| {
-            XattrRecord::decode(v, total).map(|x| match x.value {
-                XattrValue::Inline(d) => {
-                    if let Some(dst) = out.get_mut(..d.len()) {
-                        dst.copy_from_slice(d);
-                    }
-                    inline_len = Some(d.len());
-                    None
-                }
-                XattrValue::External { extent, len } => Some((extent, len)),
-            })
-        })?;
-        let ext = ext.ok_or(Error::NotFound)??;
-        if let Some(n) = inline_len {
-            return Ok(n);
-        }
-        let (extent, len) = ext.ok_or(Error::Invalid)?;
-        let len = usize::try_from(len).map_err(|_| Error::Invalid)?;
-        if out.len() >= len {
-            let mut block = self.store().alloc_buf()?;
-            for (i, chunk) in out
-                .get_mut(..len)
-                .ok_or(Error::Invalid)?
-                .chunks_mut(BLOCK_SIZE as usize)
-                .enumerate()
-            {
-                self.store()
-                    .read(extent.disk_block + i as u64, &mut block)?;
-                chunk.copy_from_slice(block.as_ref().get(..chunk.len()).ok_or(Error::Invalid)?);
-            }
-        }
-        Ok(len)
-    }
-
-    /// Removes extended attribute `name` of `ino` (its value blocks are dropped).
-    pub fn remove_xattr(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        name: &[u8],
-        now: Timespec,
-    ) -> Result<(), Error> {
-        check_xattr_name(name)?;
-        check_time(&now)?;
-        self.check_writable(layer)?;
-        let mut rec = self.inode(layer, ino)?;
-        let key = self
-            .find_xattr(layer, ino, name)?
-            .0
-            .ok_or(Error::NotFound)?;
-        self.admit_trees(4)?;
-        self.mutate(|v| {
-            v.remove(layer, &key)?;
-            rec.ctime = now;
-            v.put_inode(layer, ino, &rec)
-        })
-    }
-}
-
-impl<S: Device> Volume<S> {
-    /// Copies the inline data of `ino` (a symlink's target, a small file's bytes) into `buf` and
-    /// returns its length: `NotFound` if it has none, `Invalid` if `buf` is too small.
-    pub fn read_inline(&mut self, layer: u64, ino: u64, buf: &mut [u8]) -> Result<usize, Error> {
-        let mut total = 0usize;
-        // A long symlink target continues in the next item after every full one.
-        for i in 0..SYMLINK_CHUNKS {
-            let got = self.lookup(layer, &Key::new(ino, kind::INLINE, i), |v| {
-                let data = inline_data(v)?;
-                let end = total.checked_add(data.len()).ok_or(Error::Invalid)?;
-                let dst = buf.get_mut(total..end).ok_or(Error::Invalid)?;
-                dst.copy_from_slice(data);
-                Ok::<usize, Error>(data.len())
-            })?;
-            match got {
-                None if i == 0 => return Err(Error::NotFound),
-                None => break,
-                Some(n) => {
-                    let n = n?;
-                    total += n;
-                    if n < INLINE_CHUNK {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(total)
     }
 
     /// Changes the attributes of `ino` and returns its new record. Only the given attributes
@@ -1243,126 +954,6 @@ impl<S: Device> Volume<S> {
         }
     }
 
-    /// Drops every data block of `ino` from file block `first_block` on, in extent items and
-    /// in staging (`COW`) items alike: items wholly past it go, an item straddling it is
-    /// shortened (its tail blocks lose this reference). Returns the number of extent blocks
-    /// dropped, for the caller to subtract from the inode's `blocks` (this does not touch the
-    /// inode record; staging blocks are not in `blocks`). Runs as one change: inside an
-    /// operation's [`Volume::mutate`], or on its own (a failure midway aborts the transaction).
-    pub fn drop_blocks_from(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        first_block: u64,
-    ) -> Result<u64, Error> {
-        self.check_writable(layer)?;
-        self.mutate(|v| {
-            v.drop_extents_from(layer, ino, kind::COW, first_block)?;
-            v.drop_extents_from(layer, ino, kind::EXTENT, first_block)
-        })
-    }
-
-    /// [`Self::drop_blocks_from`] for any item kind keyed `(ino, item_kind, file block)` whose
-    /// value is an [`ExtentRecord`].
-    pub fn drop_extents_from(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        item_kind: u8,
-        first_block: u64,
-    ) -> Result<u64, Error> {
-        self.check_writable(layer)?;
-        let total = self.superblock().total_blocks;
-        self.mutate(|v| {
-            let mut dropped = 0u64;
-            if let Some((at, e)) = v.last_extent_before(layer, ino, item_kind, first_block)? {
-                let len = u64::from(e.len);
-                let end = at.checked_add(len).ok_or(corrupt("extent range"))?;
-                if end > first_block {
-                    // The extent straddles the new end: keep its head. The tree drops the old
-                    // value's references to all its blocks and takes over the new value's, so
-                    // the head gets one more first.
-                    let keep = first_block - at;
-                    let head = ExtentRecord {
-                        len: u32::try_from(keep).map_err(|_| corrupt("extent range"))?,
-                        ..e
-                    };
-                    let mut value = [0u8; EXTENT_RECORD_SIZE];
-                    head.encode(&mut value)?;
-                    v.add_block_refs(e.disk_block, keep)?;
-                    v.insert(layer, &Key::new(ino, item_kind, at), &value)?;
-                    dropped = len - keep;
-                }
-            }
-            let mut from = Key::new(ino, item_kind, first_block);
-            loop {
-                let got = v.next(layer, &from, |k, val| {
-                    (*k, ExtentRecord::decode(val, total).map(|e| e.len))
-                })?;
-                let Some((k, len)) = got else { break };
-                if k.id != ino || k.kind != item_kind {
-                    break;
-                }
-                let len = len?;
-                if !v.remove(layer, &k)? {
-                    return Err(corrupt("key order"));
-                }
-                dropped = dropped.saturating_add(u64::from(len));
-                match key_after(&k) {
-                    Some(next) => from = next,
-                    None => break,
-                }
-            }
-            Ok(dropped)
-        })
-    }
-
-    /// The item `(ino, item_kind, offset)` with the largest offset below `end`, and its extent.
-    /// A binary search over `next` probes: O(log² n) node reads whatever the file's size.
-    fn last_extent_before(
-        &mut self,
-        layer: u64,
-        ino: u64,
-        item_kind: u8,
-        end: u64,
-    ) -> Result<Option<(u64, ExtentRecord)>, Error> {
-        // The first item offset in `from..end`, if any.
-        let probe = |v: &mut Self, from: u64| -> Result<Option<u64>, Error> {
-            let got = v.next(layer, &Key::new(ino, item_kind, from), |k, _| *k)?;
-            Ok(got.and_then(|k| {
-                (k.id == ino && k.kind == item_kind && k.offset < end).then_some(k.offset)
-            }))
-        };
-        if end == 0 {
-            return Ok(None);
-        }
-        let Some(mut lo) = probe(self, 0)? else {
-            return Ok(None);
-        };
-        // `lo` is an item below `end`; the last one is in `lo..=hi`.
-        let mut hi = end - 1;
-        if lo < hi {
-            match probe(self, lo + 1)? {
-                None => hi = lo,
-                Some(o) => lo = o,
-            }
-        }
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            match probe(self, mid)? {
-                Some(o) => lo = o,
-                None => hi = mid - 1,
-            }
-        }
-        let total = self.superblock().total_blocks;
-        let e = self
-            .lookup(layer, &Key::new(ino, item_kind, lo), |v| {
-                ExtentRecord::decode(v, total)
-            })?
-            .ok_or(corrupt("key order"))??;
-        Ok(Some((lo, e)))
-    }
-
     /// Renames `old_name` in `old_dir` to `new_name` in `new_dir` (see [`RenameMode`]), with the
     /// POSIX rules: renaming a name onto another name of the same inode does nothing; a
     /// directory replaces only an empty directory (`NotDir`, `IsDir`, `NotEmpty` otherwise); a
@@ -1438,23 +1029,7 @@ impl<S: Device> Volume<S> {
         if inos.iter().flatten().any(|&i| i == old_dir || i == new_dir) {
             return Err(Error::Invalid);
         }
-        // Link counts of the parents: a directory moving to another parent moves a `..`; a
-        // replaced directory goes.
-        let mut old_delta = 0i64;
-        let mut new_delta = 0i64;
-        if !same_dir {
-            if moved_dir {
-                old_delta -= 1;
-                new_delta += 1;
-            }
-            if exchange && target_dir {
-                old_delta += 1;
-                new_delta -= 1;
-            }
-        }
-        if !exchange && target_dir {
-            new_delta -= 1;
-        }
+        let (old_delta, new_delta) = parent_link_deltas(same_dir, moved_dir, exchange, target_dir);
         let adjust = |n: u32, delta: i64| -> Result<u32, Error> {
             let n = i64::from(n).checked_add(delta).ok_or(Error::Invalid)?;
             if n < 0 {
@@ -1467,7 +1042,10 @@ impl<S: Device> Volume<S> {
                 old_parent.nlink = adjust(old_parent.nlink, old_delta)?;
                 np.nlink = adjust(np.nlink, new_delta)?;
             }
-            None => old_parent.nlink = adjust(old_parent.nlink, old_delta + new_delta)?,
+            None => {
+                let delta = old_delta.checked_add(new_delta).ok_or(Error::Invalid)?;
+                old_parent.nlink = adjust(old_parent.nlink, delta)?;
+            }
         }
         let new_offset = match dst {
             Some(d) => d.offset,
@@ -1507,7 +1085,7 @@ impl<S: Device> Volume<S> {
                     if target_dir || rec.nlink <= 1 {
                         v.make_orphan(layer, d.ino, rec, now)?;
                     } else {
-                        rec.nlink -= 1;
+                        rec.nlink = rec.nlink.checked_sub(1).ok_or(corrupt("link count"))?;
                         rec.ctime = now;
                         v.put_inode(layer, d.ino, rec)?;
                     }

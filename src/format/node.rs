@@ -164,6 +164,14 @@ impl Header {
     pub fn is_leaf(&self) -> bool {
         self.level == 0
     }
+
+    /// Level of the node's children: an internal node's level is at least 1, so this fails
+    /// only for a leaf.
+    pub fn child_level(&self) -> Result<u8, FormatError> {
+        self.level
+            .checked_sub(1)
+            .ok_or(FormatError::BadField("node level"))
+    }
 }
 
 /// What the reader of a node expects of it.
@@ -179,6 +187,13 @@ pub struct Expect {
     pub level: Option<u8>,
     /// First block past the filesystem: child pointers must be below it.
     pub total_blocks: u64,
+}
+
+/// `a + b` for an offset or count within a node. The operands are item indexes, offsets and
+/// lengths of a 4 KiB node, so this never fails in practice; an absurd index fails here or at the
+/// bounds check that follows.
+fn add(a: usize, b: usize) -> Result<usize, FormatError> {
+    a.checked_add(b).ok_or(FormatError::Truncated)
 }
 
 fn node(buf: &[u8]) -> Result<&[u8], FormatError> {
@@ -312,9 +327,7 @@ pub fn check(buf: &[u8], expect: &Expect) -> Result<Header, FormatError> {
     let n = usize::from(hdr.nitems);
     let mut prev: Option<Key> = None;
     if hdr.is_leaf() {
-        let items_end = HEADER_SIZE
-            + n.checked_mul(LEAF_ITEM_SIZE)
-                .ok_or(FormatError::Truncated)?;
+        let items_end = leaf_item_at(n)?;
         let mut expected_end = NODE_SIZE;
         for i in 0..n {
             let (vo, vl) = leaf_value_range(buf, i)?;
@@ -384,8 +397,8 @@ pub fn leaf_key(buf: &[u8], i: usize) -> Result<Key, FormatError> {
 fn leaf_value_range(buf: &[u8], i: usize) -> Result<(usize, usize), FormatError> {
     check_index(buf, i)?;
     let at = leaf_item_at(i)?;
-    let vo = usize::from(get_u16(buf, at + KEY_SIZE)?);
-    let vl = usize::from(get_u16(buf, at + KEY_SIZE + 2)?);
+    let vo = usize::from(get_u16(buf, add(at, KEY_SIZE)?)?);
+    let vl = usize::from(get_u16(buf, add(at, KEY_SIZE + 2)?)?);
     Ok((vo, vl))
 }
 
@@ -405,7 +418,7 @@ pub fn internal_key(buf: &[u8], i: usize) -> Result<Key, FormatError> {
 /// Child block of internal item `i`.
 pub fn internal_child(buf: &[u8], i: usize) -> Result<u64, FormatError> {
     check_index(buf, i)?;
-    get_u64(node(buf)?, internal_item_at(i)? + KEY_SIZE)
+    get_u64(node(buf)?, add(internal_item_at(i)?, KEY_SIZE)?)
 }
 
 /// Number of items.
@@ -426,6 +439,10 @@ pub fn first_key(buf: &[u8]) -> Result<Option<Key>, FormatError> {
 }
 
 /// Binary search: `Ok(i)` if item `i` has `key`, else `Err(i)` where it would be inserted.
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "lo <= mid < hi <= nitems, a u16: the midpoint and mid + 1 cannot overflow"
+)]
 pub fn search(buf: &[u8], key: &Key) -> Result<Result<usize, usize>, FormatError> {
     // The hottest loop of every tree walk: the header is read once, and each probe is one
     // bounds-checked slice of the item array.
@@ -475,7 +492,7 @@ pub fn leaf_free(buf: &[u8]) -> Result<usize, FormatError> {
 
 /// Whether a leaf has room for one more item with a `value_len`-byte value.
 pub fn leaf_fits(buf: &[u8], value_len: usize) -> Result<bool, FormatError> {
-    Ok(leaf_free(buf)? >= LEAF_ITEM_SIZE + value_len)
+    Ok(leaf_free(buf)? >= LEAF_ITEM_SIZE.saturating_add(value_len))
 }
 
 /// Inserts `(key, value)` as item `i` of a leaf. Fails without change if it does not fit.
@@ -500,7 +517,7 @@ pub fn leaf_insert(buf: &mut [u8], i: usize, key: &Key, value: &[u8]) -> Result<
     let buf = node_mut(buf)?;
     move_within(buf, vs, split, below(vs)?)?;
     for j in i..n {
-        let at = leaf_item_at(j)? + KEY_SIZE;
+        let at = add(leaf_item_at(j)?, KEY_SIZE)?;
         let vo = usize::from(get_u16(buf, at)?);
         put_u16(
             buf,
@@ -511,21 +528,21 @@ pub fn leaf_insert(buf: &mut [u8], i: usize, key: &Key, value: &[u8]) -> Result<
     // Item headers i.. move up one slot.
     let hs = leaf_item_at(i)?;
     let he = leaf_item_at(n)?;
-    move_within(buf, hs, he, hs + LEAF_ITEM_SIZE)?;
+    move_within(buf, hs, he, add(hs, LEAF_ITEM_SIZE)?)?;
     let vo = below(split)?;
     key.encode(buf, hs)?;
     put_u16(
         buf,
-        hs + KEY_SIZE,
+        add(hs, KEY_SIZE)?,
         u16::try_from(vo).map_err(|_| FormatError::Truncated)?,
     )?;
     put_u16(
         buf,
-        hs + KEY_SIZE + 2,
+        add(hs, KEY_SIZE + 2)?,
         u16::try_from(vl).map_err(|_| FormatError::Truncated)?,
     )?;
     put_bytes(buf, vo, value)?;
-    set_nitems(buf, n + 1)?;
+    set_nitems(buf, add(n, 1)?)?;
     set_value_start(buf, below(vs)?)
 }
 
@@ -545,33 +562,36 @@ pub fn leaf_remove(buf: &mut [u8], i: usize) -> Result<(), FormatError> {
     let vs = value_start(buf)?;
     let buf = node_mut(buf)?;
     // Values below item i's move up by `vl`, closing the gap.
-    move_within(buf, vs, vo, vs + vl)?;
-    for j in i + 1..n {
-        let at = leaf_item_at(j)? + KEY_SIZE;
+    let vs_after = add(vs, vl)?;
+    move_within(buf, vs, vo, vs_after)?;
+    for j in add(i, 1)?..n {
+        let at = add(leaf_item_at(j)?, KEY_SIZE)?;
         let o = usize::from(get_u16(buf, at)?);
         put_u16(
             buf,
             at,
-            u16::try_from(o + vl).map_err(|_| FormatError::Truncated)?,
+            u16::try_from(add(o, vl)?).map_err(|_| FormatError::Truncated)?,
         )?;
     }
     let hs = leaf_item_at(i)?;
     let he = leaf_item_at(n)?;
-    move_within(buf, hs + LEAF_ITEM_SIZE, he, hs)?;
+    move_within(buf, add(hs, LEAF_ITEM_SIZE)?, he, hs)?;
     let last = he
         .checked_sub(LEAF_ITEM_SIZE)
         .ok_or(FormatError::Truncated)?;
     buf.get_mut(last..he).ok_or(FormatError::Truncated)?.fill(0);
-    buf.get_mut(vs..vs + vl)
+    buf.get_mut(vs..vs_after)
         .ok_or(FormatError::Truncated)?
         .fill(0);
     set_nitems(buf, n.saturating_sub(1))?;
-    set_value_start(buf, vs + vl)
+    set_value_start(buf, vs_after)
 }
 
 /// Bytes a leaf's items use (headers and values).
 pub fn leaf_used(buf: &[u8]) -> Result<usize, FormatError> {
-    Ok(NODE_SIZE - HEADER_SIZE - leaf_free(buf)?)
+    (NODE_SIZE - HEADER_SIZE)
+        .checked_sub(leaf_free(buf)?)
+        .ok_or(FormatError::BadField("leaf value_start"))
 }
 
 /// Moves items `from..` of leaf `src` to the front of leaf `dst` (whose keys are all larger).
@@ -579,11 +599,9 @@ pub fn leaf_move_tail(src: &mut [u8], from: usize, dst: &mut [u8]) -> Result<(),
     let mut at = 0;
     while len(src)? > from {
         let key = leaf_key(src, from)?;
-        let (vo, vl) = leaf_value_range(src, from)?;
-        let value = node(src)?.get(vo..vo + vl).ok_or(FormatError::Truncated)?;
-        leaf_insert(dst, at, &key, value)?;
+        leaf_insert(dst, at, &key, leaf_value(src, from)?)?;
         leaf_remove(src, from)?;
-        at += 1;
+        at = add(at, 1)?;
     }
     Ok(())
 }
@@ -592,10 +610,8 @@ pub fn leaf_move_tail(src: &mut [u8], from: usize, dst: &mut [u8]) -> Result<(),
 pub fn leaf_move_head(src: &mut [u8], count: usize, dst: &mut [u8]) -> Result<(), FormatError> {
     for _ in 0..count {
         let key = leaf_key(src, 0)?;
-        let (vo, vl) = leaf_value_range(src, 0)?;
         let at = len(dst)?;
-        let value = node(src)?.get(vo..vo + vl).ok_or(FormatError::Truncated)?;
-        leaf_insert(dst, at, &key, value)?;
+        leaf_insert(dst, at, &key, leaf_value(src, 0)?)?;
         leaf_remove(src, 0)?;
     }
     Ok(())
@@ -612,10 +628,10 @@ pub fn internal_insert(buf: &mut [u8], i: usize, key: &Key, child: u64) -> Resul
     let buf = node_mut(buf)?;
     let hs = internal_item_at(i)?;
     let he = internal_item_at(n)?;
-    move_within(buf, hs, he, hs + INTERNAL_ITEM_SIZE)?;
+    move_within(buf, hs, he, add(hs, INTERNAL_ITEM_SIZE)?)?;
     key.encode(buf, hs)?;
-    put_u64(buf, hs + KEY_SIZE, child)?;
-    set_nitems(buf, n + 1)
+    put_u64(buf, add(hs, KEY_SIZE)?, child)?;
+    set_nitems(buf, add(n, 1)?)
 }
 
 /// Removes internal item `i`.
@@ -625,7 +641,7 @@ pub fn internal_remove(buf: &mut [u8], i: usize) -> Result<(), FormatError> {
     let buf = node_mut(buf)?;
     let hs = internal_item_at(i)?;
     let he = internal_item_at(n)?;
-    move_within(buf, hs + INTERNAL_ITEM_SIZE, he, hs)?;
+    move_within(buf, add(hs, INTERNAL_ITEM_SIZE)?, he, hs)?;
     let last = he
         .checked_sub(INTERNAL_ITEM_SIZE)
         .ok_or(FormatError::Truncated)?;
@@ -642,7 +658,7 @@ pub fn internal_set_key(buf: &mut [u8], i: usize, key: &Key) -> Result<(), Forma
 /// Replaces the child of internal item `i`.
 pub fn internal_set_child(buf: &mut [u8], i: usize, child: u64) -> Result<(), FormatError> {
     check_index(buf, i)?;
-    put_u64(node_mut(buf)?, internal_item_at(i)? + KEY_SIZE, child)
+    put_u64(node_mut(buf)?, add(internal_item_at(i)?, KEY_SIZE)?, child)
 }
 
 /// Moves items `from..` of internal node `src` to the front of `dst` (whose keys are all larger).
@@ -652,7 +668,7 @@ pub fn internal_move_tail(src: &mut [u8], from: usize, dst: &mut [u8]) -> Result
         let (k, c) = (internal_key(src, from)?, internal_child(src, from)?);
         internal_insert(dst, at, &k, c)?;
         internal_remove(src, from)?;
-        at += 1;
+        at = add(at, 1)?;
     }
     Ok(())
 }
@@ -669,7 +685,7 @@ pub fn internal_move_head(src: &mut [u8], count: usize, dst: &mut [u8]) -> Resul
 }
 
 #[cfg(test)]
-#[allow(clippy::cast_possible_truncation)] // Small test indices.
+#[allow(clippy::cast_possible_truncation, clippy::arithmetic_side_effects)] // Small test indices.
 mod tests {
     extern crate std;
     use super::*;

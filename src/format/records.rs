@@ -81,13 +81,17 @@ pub struct Timespec {
 impl Timespec {
     fn put(&self, buf: &mut [u8], at: usize) -> Result<(), FormatError> {
         put_array(buf, at, self.sec.to_le_bytes())?;
-        put_u32(buf, at + 8, self.nsec)
+        put_u32(
+            buf,
+            at.checked_add(8).ok_or(FormatError::Truncated)?,
+            self.nsec,
+        )
     }
 
     fn get(buf: &[u8], at: usize) -> Result<Self, FormatError> {
         let t = Self {
             sec: i64::from_le_bytes(get_array(buf, at)?),
-            nsec: get_u32(buf, at + 8)?,
+            nsec: get_u32(buf, at.checked_add(8).ok_or(FormatError::Truncated)?)?,
         };
         if t.nsec >= 1_000_000_000 {
             return Err(FormatError::BadField("nanoseconds"));
@@ -266,6 +270,10 @@ pub const DIRENT_COLLISIONS: u64 = 256;
 /// `loff_t`) that stays valid while the directory changes, and never collides with the positions
 /// 0 and 1 of "." and "..". Names whose hashes share a bucket take successive indexes; a lookup
 /// scans the bucket's (at most 256) items.
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "hash >> 10 is below 2^54: plus 1, shifted by 8, it stays below 2^62"
+)]
 pub fn dirent_offset(hash: u64, index: u64) -> Option<u64> {
     if index >= DIRENT_COLLISIONS {
         return None;
@@ -289,7 +297,7 @@ pub struct DirentRecord<'a> {
 impl<'a> DirentRecord<'a> {
     /// Encoded size.
     pub fn size(&self) -> usize {
-        10 + self.name.len()
+        self.name.len().saturating_add(10)
     }
 
     /// Encodes at the start of `buf`; returns the bytes written.
@@ -419,7 +427,7 @@ pub struct LayerRecord<'a> {
 impl<'a> LayerRecord<'a> {
     /// Encoded size.
     pub fn size(&self) -> usize {
-        LAYER_HEADER + self.name.len()
+        self.name.len().saturating_add(LAYER_HEADER)
     }
 
     /// Encodes at the start of `buf`; returns the bytes written.
@@ -495,7 +503,7 @@ pub struct LayerNameRecord<'a> {
 impl<'a> LayerNameRecord<'a> {
     /// Encoded size.
     pub fn size(&self) -> usize {
-        8 + self.name.len()
+        self.name.len().saturating_add(8)
     }
 
     /// Encodes at the start of `buf`; returns the bytes written.
@@ -542,7 +550,7 @@ pub struct LinkRecord<'a> {
 impl<'a> LinkRecord<'a> {
     /// Encoded size.
     pub fn size(&self) -> usize {
-        5 + self.name.len()
+        self.name.len().saturating_add(5)
     }
 
     /// Encodes at the start of `buf`; returns the bytes written.
@@ -606,17 +614,18 @@ const XATTR_HEADER: usize = 6;
 impl<'a> XattrRecord<'a> {
     /// Whether a value of `len` bytes with this name is stored inline.
     pub fn fits_inline(name: &[u8], len: usize) -> bool {
-        XATTR_HEADER + name.len() + len <= MAX_VALUE_SIZE
+        XATTR_HEADER.saturating_add(name.len()).saturating_add(len) <= MAX_VALUE_SIZE
     }
 
     /// Encoded size.
     pub fn size(&self) -> usize {
+        let value = match self.value {
+            XattrValue::Inline(v) => v.len(),
+            XattrValue::External { .. } => EXTENT_RECORD_SIZE,
+        };
         XATTR_HEADER
-            + self.name.len()
-            + match self.value {
-                XattrValue::Inline(v) => v.len(),
-                XattrValue::External { .. } => EXTENT_RECORD_SIZE,
-            }
+            .saturating_add(self.name.len())
+            .saturating_add(value)
     }
 
     /// Encodes at the start of `buf`; returns the bytes written.
@@ -624,7 +633,8 @@ impl<'a> XattrRecord<'a> {
         check_xattr_name(self.name)?;
         let name_len =
             u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("xattr name"))?;
-        let at = XATTR_HEADER + self.name.len();
+        // The name was checked above: at most 255 bytes.
+        let at = XATTR_HEADER.saturating_add(self.name.len());
         match self.value {
             XattrValue::Inline(v) => {
                 if !Self::fits_inline(self.name, v.len()) {
@@ -721,7 +731,7 @@ pub fn put_inline_data(buf: &mut [u8], data: &[u8]) -> Result<usize, FormatError
     let len = u16::try_from(data.len()).map_err(|_| FormatError::BadField("inline length"))?;
     put_u16(buf, 0, len)?;
     put_bytes(buf, 2, data)?;
-    Ok(2 + data.len())
+    Ok(data.len().saturating_add(2))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Round trips and validation of the tree records.
 
 #![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)] // Test data.
+#![allow(clippy::arithmetic_side_effects)] // Test data from small integers.
 
 extern crate std;
 

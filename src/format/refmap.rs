@@ -146,7 +146,25 @@ pub fn leaf_get(buf: &[u8], i: u64) -> Result<u32, FormatError> {
     if i >= LEAF_LEN {
         return Err(FormatError::Truncated);
     }
-    get_u32(buf, HEADER_SIZE + i * 4)
+    get_u32(buf, leaf_offset(i))
+}
+
+/// Byte offset of count `i < LEAF_LEN` in a leaf.
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "i < LEAF_LEN: inside the node (see the assertion on the layout)"
+)]
+fn leaf_offset(i: usize) -> usize {
+    HEADER_SIZE + i * 4
+}
+
+/// Byte offset of entry `i < NODE_LEN` in an interior node.
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "i < NODE_LEN: inside the node (see the assertion on the layout)"
+)]
+fn entry_offset(i: usize) -> usize {
+    HEADER_SIZE + i * ENTRY_SIZE
 }
 
 fn leaf_set(buf: &mut [u8], i: u64, v: u32) -> Result<(), FormatError> {
@@ -154,7 +172,7 @@ fn leaf_set(buf: &mut [u8], i: u64, v: u32) -> Result<(), FormatError> {
     if i >= LEAF_LEN {
         return Err(FormatError::Truncated);
     }
-    put_u32(buf, HEADER_SIZE + i * 4, v)
+    put_u32(buf, leaf_offset(i), v)
 }
 
 /// An interior entry.
@@ -174,11 +192,11 @@ pub fn entry_get(buf: &[u8], i: u64) -> Result<Entry, FormatError> {
     if i >= NODE_LEN {
         return Err(FormatError::Truncated);
     }
-    let at = HEADER_SIZE + i * ENTRY_SIZE;
+    let at = entry_offset(i);
     Ok(Entry {
         child: get_u64(buf, at)?,
-        free: get_u64(buf, at + 8)?,
-        pinned: get_u64(buf, at + 16)?,
+        free: get_u64(buf, at.saturating_add(8))?,
+        pinned: get_u64(buf, at.saturating_add(16))?,
     })
 }
 
@@ -187,10 +205,10 @@ fn entry_set(buf: &mut [u8], i: u64, e: Entry) -> Result<(), FormatError> {
     if i >= NODE_LEN {
         return Err(FormatError::Truncated);
     }
-    let at = HEADER_SIZE + i * ENTRY_SIZE;
+    let at = entry_offset(i);
     put_u64(buf, at, e.child)?;
-    put_u64(buf, at + 8, e.free)?;
-    put_u64(buf, at + 16, e.pinned)
+    put_u64(buf, at.saturating_add(8), e.free)?;
+    put_u64(buf, at.saturating_add(16), e.pinned)
 }
 
 /// Blocks of the filesystem inside `[first, first + coverage(level))`.
@@ -198,6 +216,31 @@ fn span(first: u64, level: u8, total_blocks: u64) -> u64 {
     total_blocks
         .saturating_sub(first)
         .min(coverage(level).get())
+}
+
+fn bad(what: &'static str) -> Error {
+    Error::Corrupt(FormatError::BadField(what))
+}
+
+/// Level of an interior node's children (an interior node's level is at least 1), and the
+/// blocks each child covers.
+fn children_of(level: u8) -> Result<(u8, NonZeroU64), Error> {
+    let below = level.checked_sub(1).ok_or(bad("map level"))?;
+    Ok((below, coverage(below)))
+}
+
+/// First block of child `i` of a node covering from `first`, whose children cover `cov` blocks
+/// each: within the map's coverage for a valid node, damage otherwise.
+fn child_first(first: u64, i: u64, cov: NonZeroU64) -> Result<u64, Error> {
+    i.checked_mul(cov.get())
+        .and_then(|o| first.checked_add(o))
+        .ok_or(bad("map node range"))
+}
+
+/// Index of the child of a node covering from `first` (children of `cov` blocks) that holds
+/// `blocknr`; the descent only comes here for a block at or after `first`.
+fn child_index(blocknr: u64, first: u64, cov: NonZeroU64) -> Result<u64, Error> {
+    Ok(blocknr.checked_sub(first).ok_or(bad("map node range"))? / cov)
 }
 
 /// Writes an empty node: a leaf with every count 0, or an interior node whose children are all
@@ -219,11 +262,11 @@ pub fn init(
     put_u64(b, off::FSID, fsid)?;
     put_array(b, off::LEVEL, [level])?;
     put_u64(b, off::FIRST, first)?;
-    if level > 0 {
-        let child_cov = coverage(level - 1);
+    if let Some(below) = level.checked_sub(1) {
+        let child_cov = coverage(below);
         for i in 0..NODE_ENTRIES {
             let start = first.saturating_add(i.saturating_mul(child_cov.get()));
-            let free = span(start, level - 1, total_blocks);
+            let free = span(start, below, total_blocks);
             entry_set(
                 b,
                 i,
@@ -327,11 +370,12 @@ pub fn check(buf: &[u8], e: &MapExpect) -> Result<MapHeader, FormatError> {
             }
         }
     } else {
-        let child_cov = coverage(hdr.level - 1);
+        let below = hdr.level.saturating_sub(1);
+        let child_cov = coverage(below);
         for i in 0..NODE_ENTRIES {
             let en = entry_get(b, i)?;
             let start = hdr.first.saturating_add(i.saturating_mul(child_cov.get()));
-            let span = span(start, hdr.level - 1, e.total_blocks);
+            let span = span(start, below, e.total_blocks);
             let used = en.free.checked_add(en.pinned);
             if en.child >= e.total_blocks
                 || used.is_none_or(|u| u > span)
@@ -450,7 +494,8 @@ impl RefMap {
         }
         // The path to leaf 0: the root at block `fixed`, the leaf at `fixed + level`.
         let mut buf = store.alloc_buf()?;
-        let leaf_block = fixed + u64::from(level);
+        // Below `used`, checked above.
+        let leaf_block = fixed.saturating_add(u64::from(level));
         init(
             buf.as_mut(),
             leaf_block,
@@ -465,9 +510,10 @@ impl RefMap {
         }
         seal(buf.as_mut())?;
         store.write(leaf_block, &buf)?;
-        let free_total = p.total_blocks - used;
+        // `used < total_blocks` and `l <= level`: checked above.
+        let free_total = p.total_blocks.saturating_sub(used);
         for l in 1..=level {
-            let blocknr = leaf_block - u64::from(l);
+            let blocknr = leaf_block.saturating_sub(u64::from(l));
             init(
                 buf.as_mut(),
                 blocknr,
@@ -478,9 +524,10 @@ impl RefMap {
                 p.total_blocks,
             )?;
             let mut e = entry_get(buf.as_ref(), 0)?;
-            e.child = blocknr + 1;
-            // Entry 0 covers the leaf-0 path: its free count is the child's total.
-            let child_free = span(0, l - 1, p.total_blocks) - used;
+            e.child = blocknr.saturating_add(1);
+            // Entry 0 covers the leaf-0 path: its free count is the child's total (which
+            // holds `used`: the fixed blocks and the path are in leaf 0).
+            let child_free = span(0, l.saturating_sub(1), p.total_blocks).saturating_sub(used);
             e.free = child_free;
             entry_set(buf.as_mut(), 0, e)?;
             seal(buf.as_mut())?;
@@ -531,7 +578,7 @@ impl RefMap {
             let mut free = 0u64;
             for i in 0..span(0, 0, p.total_blocks) {
                 if leaf_get(buf.as_ref(), i)? == 0 {
-                    free += 1;
+                    free = free.saturating_add(1);
                 }
             }
             (free, 0)
@@ -637,16 +684,19 @@ impl RefMap {
             // `Ok`: the count; `Err`: the child to go down to.
             let step = self.visit_node(store, block, level, first, |buf| {
                 if level == 0 {
-                    let v = leaf_get(buf, blocknr - first)?;
+                    let v = leaf_get(
+                        buf,
+                        blocknr.checked_sub(first).ok_or(bad("map node range"))?,
+                    )?;
                     return Ok(Ok(if v == PINNED { 0 } else { v }));
                 }
-                let cov = coverage(level - 1);
-                let i = (blocknr - first) / cov;
+                let (below, cov) = children_of(level)?;
+                let i = child_index(blocknr, first, cov)?;
                 let e = entry_get(buf, i)?;
                 if e.child == 0 {
                     return Ok(Ok(0));
                 }
-                Ok(Err((e.child, level - 1, first + i * cov.get())))
+                Ok(Err((e.child, below, child_first(first, i, cov)?)))
             })?;
             match step {
                 Ok(v) => return Ok(v),
@@ -682,14 +732,14 @@ impl RefMap {
                 }
                 let total = self.total_blocks;
                 let step = self.visit_node(store, block, level, first, |buf| {
-                    let cov = coverage(level - 1);
-                    let i = (b - first) / cov;
+                    let (below, cov) = children_of(level)?;
+                    let i = child_index(b, first, cov)?;
                     let e = entry_get(buf, i)?;
-                    let child_first = first + i * cov.get();
+                    let child_first = child_first(first, i, cov)?;
                     if e.child == 0 {
                         return Ok(Err(child_first.saturating_add(cov.get()).min(total)));
                     }
-                    Ok(Ok((e.child, level - 1, child_first)))
+                    Ok(Ok((e.child, below, child_first)))
                 })?;
                 match step {
                     Ok(down) => (block, level, first) = down,
@@ -709,15 +759,19 @@ impl RefMap {
             }
             let leaf_end = first.saturating_add(LEAF_ENTRIES).min(self.total_blocks);
             let (counted, stop) = self.visit_node(store, block, 0, first, |buf| {
+                // `c` starts at or after `first` (the descent's leaf holds `b`) and stops below
+                // `leaf_end`, `n` below `lim`: neither overflows.
                 let (mut c, mut n) = (b, n);
+                let mut i = c.checked_sub(first).ok_or(bad("map node range"))?;
                 while c < leaf_end && n < lim {
-                    let v = leaf_get(buf, c - first)?;
+                    let v = leaf_get(buf, i)?;
                     let v = if v == PINNED { 0 } else { v };
                     if (v == 1) != one {
                         return Ok((n, true));
                     }
-                    c += 1;
-                    n += 1;
+                    c = c.saturating_add(1);
+                    i = i.saturating_add(1);
+                    n = n.saturating_add(1);
                 }
                 Ok((n, false))
             })?;
@@ -758,13 +812,13 @@ impl RefMap {
             if level == 0 {
                 return Ok(None);
             }
-            let cov = coverage(level - 1);
-            let i = (blocknr - first) / cov;
+            let (below, cov) = children_of(level)?;
+            let i = child_index(blocknr, first, cov)?;
             parent = Some((block, i));
             (block, level, first) = (
                 entry_get(buf.as_ref(), i)?.child,
-                level - 1,
-                first + i * cov.get(),
+                below,
+                child_first(first, i, cov)?,
             );
         }
     }
@@ -772,7 +826,8 @@ impl RefMap {
     fn push_pending(&mut self, blocknr: u64, taken: bool) -> Result<(), Error> {
         let slot = self.pending.get_mut(self.npending).ok_or(Error::NoMemory)?;
         *slot = (blocknr, taken);
-        self.npending += 1;
+        // Below `MAX_PENDING`: the slot exists.
+        self.npending = self.npending.saturating_add(1);
         Ok(())
     }
 
@@ -799,7 +854,8 @@ impl RefMap {
         loop {
             let to = if wrapped { self.cursor } else { u64::MAX };
             match self.find_free(store, self.root, self.level, 0, from, to)? {
-                Some(b) if self.is_pending(b) => from = b + 1,
+                // A block number, below `total_blocks`.
+                Some(b) if self.is_pending(b) => from = b.saturating_add(1),
                 Some(b) => return Ok(b),
                 None if wrapped => return Err(Error::NoSpace),
                 None => {
@@ -813,7 +869,8 @@ impl RefMap {
     /// Copies every node on the path to `blocknr` into this transaction, remembering the blocks
     /// taken and released in `pending`.
     fn copy_path<S: BlockStore>(&mut self, store: &mut S, blocknr: u64) -> Result<(), Error> {
-        let leaf = blocknr / LEAF_ENTRIES + 1;
+        // Leaf numbers from 1: 0 marks an empty slot.
+        let leaf = (blocknr / LEAF_ENTRIES).saturating_add(1);
         if self.writable_generation != self.generation {
             self.writable = [0; WRITABLE_CACHE];
             self.writable_generation = self.generation;
@@ -835,7 +892,7 @@ impl RefMap {
         blocknr: u64,
     ) -> Result<(), Error> {
         while let Some(u) = self.find_unwritable(store, blocknr)? {
-            if self.free < self.pending_taken() + 1 {
+            if self.free <= self.pending_taken() {
                 return Err(Error::NoSpace);
             }
             let new = self.find_unpending(store)?;
@@ -862,9 +919,10 @@ impl RefMap {
                 None => self.root = new,
                 Some((pblock, i)) => {
                     // The parent's first block: `u.first` rounded down to its coverage.
-                    let pcov = coverage(u.level + 1);
-                    let pfirst = u.first - u.first % pcov;
-                    let (mut pbuf, _) = self.read_node(store, pblock, u.level + 1, pfirst)?;
+                    // Below the root's level: the node has a parent.
+                    let plevel = u.level.saturating_add(1);
+                    let pfirst = u.first.saturating_sub(u.first % coverage(plevel));
+                    let (mut pbuf, _) = self.read_node(store, pblock, plevel, pfirst)?;
                     let mut e = entry_get(pbuf.as_ref(), i)?;
                     e.child = new;
                     entry_set(pbuf.as_mut(), i, e)?;
@@ -882,11 +940,11 @@ impl RefMap {
     /// to `blocknr` can be applied without allocating.
     fn make_writable<S: BlockStore>(&mut self, store: &mut S, blocknr: u64) -> Result<(), Error> {
         self.copy_path(store, blocknr)?;
-        while self.npending > 0 {
-            let top = self.npending - 1;
+        while let Some(top) = self.npending.checked_sub(1) {
             let (b, taken) = self.pending.get(top).copied().ok_or(Error::NoMemory)?;
+            let before = self.npending;
             self.copy_path(store, b)?;
-            if self.npending != top + 1 {
+            if self.npending != before {
                 // More copies were needed on the way: record those first.
                 continue;
             }
@@ -928,23 +986,28 @@ impl RefMap {
             return Err(Error::Corrupt(FormatError::BadField("map path not copied")));
         }
         if level == 0 {
-            let start = blocknr - first;
+            let start = blocknr.checked_sub(first).ok_or(bad("map node range"))?;
+            let end = start.checked_add(len).ok_or(bad("block range"))?;
+            // Counts of one leaf: `n`, `dfree`, `dpinned` and `i` stay within `LEAF_ENTRIES`.
             let (mut n, mut dfree, mut dpinned) = (0u64, 0i64, 0i64);
             match op {
                 Op::Alloc { max } => {
                     let mut i = start;
-                    while n < u64::from(max) && i < LEAF_ENTRIES && first + i < self.total_blocks {
+                    while n < u64::from(max)
+                        && i < LEAF_ENTRIES
+                        && first.saturating_add(i) < self.total_blocks
+                    {
                         if leaf_get(buf.as_ref(), i)? != 0 {
                             break;
                         }
                         leaf_set(buf.as_mut(), i, 1)?;
-                        n += 1;
-                        dfree -= 1;
-                        i += 1;
+                        n = n.saturating_add(1);
+                        dfree = dfree.saturating_sub(1);
+                        i = i.saturating_add(1);
                     }
                 }
                 Op::Inc | Op::Dec => {
-                    for i in start..start + len {
+                    for i in start..end {
                         let v = leaf_get(buf.as_ref(), i)?;
                         if v == 0 || v & PINNED != 0 {
                             return Err(Error::Corrupt(FormatError::BadField(
@@ -955,15 +1018,16 @@ impl RefMap {
                             if v >= MAX_REFS {
                                 return Err(Error::Invalid);
                             }
-                            v + 1
+                            v.saturating_add(1)
                         } else if v == 1 {
-                            dpinned += 1;
+                            dpinned = dpinned.saturating_add(1);
                             PINNED
                         } else {
-                            v - 1
+                            // Neither 0 nor 1 (checked above).
+                            v.saturating_sub(1)
                         };
                         leaf_set(buf.as_mut(), i, nv)?;
-                        n += 1;
+                        n = n.saturating_add(1);
                     }
                 }
             }
@@ -972,14 +1036,14 @@ impl RefMap {
             }
             return Ok((n, dfree, dpinned));
         }
-        let cov = coverage(level - 1);
-        let i = (blocknr - first) / cov;
+        let (below, cov) = children_of(level)?;
+        let i = child_index(blocknr, first, cov)?;
         let mut e = entry_get(buf.as_ref(), i)?;
         let (n, dfree, dpinned) = self.apply_rec(
             store,
             e.child,
-            level - 1,
-            first + i * cov.get(),
+            below,
+            child_first(first, i, cov)?,
             blocknr,
             len,
             op,
@@ -1028,9 +1092,13 @@ impl RefMap {
             .ok_or(Error::Corrupt(FormatError::BadField("block range")))?;
         let mut b = blocknr;
         while b < end {
-            let piece = (LEAF_ENTRIES - b % LEAF_ENTRIES).min(end - b);
+            // `b % LEAF_ENTRIES < LEAF_ENTRIES` and `b < end`: no underflow; `b` stays at most
+            // `end`.
+            let piece = LEAF_ENTRIES
+                .saturating_sub(b % LEAF_ENTRIES)
+                .min(end.saturating_sub(b));
             self.apply(store, b, piece, op)?;
-            b += piece;
+            b = b.saturating_add(piece);
         }
         Ok(())
     }
@@ -1077,26 +1145,31 @@ impl RefMap {
             return Ok(Some(from));
         }
         let (buf, _) = self.read_node(store, block, level, first)?;
+        // `first <= from < end`.
+        let start = from.saturating_sub(first);
         if level == 0 {
-            for b in from..end {
-                if leaf_get(buf.as_ref(), b - first)? == 0 {
+            for (b, i) in (from..end).zip(start..) {
+                if leaf_get(buf.as_ref(), i)? == 0 {
                     return Ok(Some(b));
                 }
             }
             return Ok(None);
         }
-        let cov = coverage(level - 1);
-        let mut i = (from - first) / cov;
-        while i < NODE_ENTRIES && first + i * cov.get() < end {
+        let (below, cov) = children_of(level)?;
+        let mut i = start / cov;
+        while i < NODE_ENTRIES {
+            let child = child_first(first, i, cov)?;
+            if child >= end {
+                break;
+            }
             let e = entry_get(buf.as_ref(), i)?;
             if e.free > 0 {
-                if let Some(b) =
-                    self.find_free(store, e.child, level - 1, first + i * cov.get(), from, to)?
-                {
+                if let Some(b) = self.find_free(store, e.child, below, child, from, to)? {
                     return Ok(Some(b));
                 }
             }
-            i += 1;
+            // Below `NODE_ENTRIES`.
+            i = i.saturating_add(1);
         }
         Ok(None)
     }
@@ -1123,7 +1196,11 @@ impl RefMap {
         let max = match purpose {
             Purpose::Metadata => max,
             // Never eat into the reserve with a long run.
-            Purpose::Data => max.min(u32::try_from(self.free - self.reserve).unwrap_or(u32::MAX)),
+            // Above the reserve: `check_space` passed.
+            Purpose::Data => {
+                let room = self.free.saturating_sub(self.reserve);
+                max.min(u32::try_from(room).unwrap_or(u32::MAX))
+            }
         };
         for _ in 0..64 {
             // Copying map nodes on the previous round may have used the last blocks.
@@ -1137,7 +1214,8 @@ impl RefMap {
             // Copying the path to `b` (inside `apply`) may itself take `b`: then look again.
             let n = self.apply(store, b, 1, Op::Alloc { max: max.max(1) })?;
             if n > 0 {
-                self.cursor = b + n;
+                // The run lies inside the device.
+                self.cursor = b.saturating_add(n);
                 let n = u32::try_from(n).map_err(|_| Error::Invalid)?;
                 return Ok((b, n));
             }
@@ -1190,7 +1268,9 @@ impl RefMap {
             .ok()?
             .checked_sub(1)
             .filter(|&n| n > 0)?;
-        usize::try_from(blocknr % n).ok()?.checked_add(1)
+        usize::try_from(blocknr.checked_rem(n)?)
+            .ok()?
+            .checked_add(1)
     }
 
     fn note_single<S: BlockStore>(&self, store: &mut S, blocknr: u64) {
@@ -1271,17 +1351,17 @@ impl RefMap {
             for i in 0..LEAF_ENTRIES {
                 if leaf_get(buf.as_ref(), i)? == PINNED {
                     leaf_set(buf.as_mut(), i, 0)?;
-                    n += 1;
+                    n = n.saturating_add(1);
                 }
             }
         } else {
-            let cov = coverage(level - 1);
+            let (below, cov) = children_of(level)?;
             for i in 0..NODE_ENTRIES {
                 let mut e = entry_get(buf.as_ref(), i)?;
                 if e.pinned == 0 {
                     continue;
                 }
-                let got = self.unpin_rec(store, e.child, level - 1, first + i * cov.get())?;
+                let got = self.unpin_rec(store, e.child, below, child_first(first, i, cov)?)?;
                 if got != e.pinned {
                     return Err(Error::Corrupt(FormatError::BadField("map summary")));
                 }
@@ -1291,7 +1371,7 @@ impl RefMap {
                     .ok_or(Error::Corrupt(FormatError::BadField("map summary")))?;
                 e.pinned = 0;
                 entry_set(buf.as_mut(), i, e)?;
-                n += got;
+                n = n.saturating_add(got);
             }
         }
         if n > 0 {
@@ -1329,23 +1409,23 @@ impl RefMap {
         node(block);
         if level == 0 {
             leaf(first, buf.as_ref())?;
-            let (mut free, mut pinned) = (0, 0);
+            let (mut free, mut pinned) = (0u64, 0u64);
             for i in 0..span(first, 0, self.total_blocks) {
                 match leaf_get(buf.as_ref(), i)? {
-                    0 => free += 1,
-                    PINNED => pinned += 1,
+                    0 => free = free.saturating_add(1),
+                    PINNED => pinned = pinned.saturating_add(1),
                     _ => {}
                 }
             }
             return Ok((free, pinned));
         }
-        let cov = coverage(level - 1);
+        let (below, cov) = children_of(level)?;
         let (mut free, mut pinned) = (0u64, 0u64);
         for i in 0..NODE_ENTRIES {
             let e = entry_get(buf.as_ref(), i)?;
-            let start = first + i * cov.get();
+            let start = child_first(first, i, cov)?;
             if e.child != 0 {
-                let (f, p) = self.walk_rec(store, e.child, level - 1, start, node, leaf)?;
+                let (f, p) = self.walk_rec(store, e.child, below, start, node, leaf)?;
                 if f != e.free || p != e.pinned {
                     return Err(Error::Corrupt(FormatError::BadField("map summary")));
                 }

@@ -2,6 +2,8 @@
 
 //! Model-based tests of the reference-count map.
 
+#![allow(clippy::arithmetic_side_effects)] // Test data and model arithmetic on small integers.
+
 extern crate std;
 
 use std::collections::{BTreeMap, BTreeSet};

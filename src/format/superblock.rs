@@ -174,7 +174,9 @@ impl Superblock {
             uuid,
             generation: 1,
             total_blocks,
-            free_blocks: total_blocks.saturating_sub(Self::FIXED_BLOCKS + map_blocks),
+            free_blocks: total_blocks
+                .saturating_sub(Self::FIXED_BLOCKS)
+                .saturating_sub(map_blocks),
             create_time: now,
             commit_time: now,
             root_mode: S_IFDIR | 0o755,
@@ -372,7 +374,7 @@ pub fn default_reserve(total_blocks: u64) -> u64 {
 
 fn uuid_half(uuid: &[u8; 16], at: usize) -> [u8; 8] {
     let mut h = [0u8; 8];
-    if let Some(src) = uuid.get(at..at + 8) {
+    if let Some(src) = uuid.get(at..).and_then(|s| s.get(..8)) {
         h.copy_from_slice(src);
     }
     h

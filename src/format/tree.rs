@@ -329,16 +329,19 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                 let i = node::child_index(buf, key)?;
                 let n = node::len(buf)?;
                 if let Some(r) = right.as_deref_mut() {
-                    if i + 1 < n {
-                        *r = Some((node::internal_child(buf, i + 1)?, hdr.level - 1));
+                    if let Some(j) = i.checked_add(1).filter(|&j| j < n) {
+                        *r = Some((node::internal_child(buf, j)?, hdr.child_level()?));
                     }
                 }
                 if let Some(l) = left.as_deref_mut() {
-                    if i > 0 {
-                        *l = Some((node::internal_child(buf, i - 1)?, hdr.level - 1));
+                    if let Some(j) = i.checked_sub(1) {
+                        *l = Some((node::internal_child(buf, j)?, hdr.child_level()?));
                     }
                 }
-                Ok(Step::Down(node::internal_child(buf, i)?, hdr.level - 1))
+                Ok(Step::Down(
+                    node::internal_child(buf, i)?,
+                    hdr.child_level()?,
+                ))
             })?;
             match step {
                 Step::Leaf(r) => return Ok(r),
@@ -449,7 +452,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         } else {
             for i in 0..node::len(buf.as_ref())? {
                 let child = node::internal_child(buf.as_ref(), i)?;
-                self.drop_rec(child, Some(hdr.level - 1))?;
+                self.drop_rec(child, Some(hdr.child_level()?))?;
             }
         }
         self.alloc.dec_ref(self.store, block, 1)?;
@@ -641,7 +644,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                     return Ok(None);
                 }
                 let i = node::child_index(buf, key)?;
-                Ok(Some((node::internal_child(buf, i)?, hdr.level - 1)))
+                Ok(Some((node::internal_child(buf, i)?, hdr.child_level()?)))
             })?;
             let Some((child, l)) = down else {
                 return Ok(false);
@@ -693,7 +696,8 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                 if level >= MAX_LEVEL {
                     return Err(Error::NoSpace);
                 }
-                let (blocknr, mut buf) = self.new_node(level + 1)?;
+                // Below `MAX_LEVEL`: checked above.
+                let (blocknr, mut buf) = self.new_node(level.saturating_add(1))?;
                 let left_key = self.first_key(left)?;
                 node::internal_insert(buf.as_mut(), 0, &left_key, left)?;
                 node::internal_insert(buf.as_mut(), 1, &right_key, right)?;
@@ -720,7 +724,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         if let Some((hdr, i, child)) = self.owned_interior(block, level, key)? {
             // Most inserts of a running transaction change only a leaf: this node is copied
             // out and rewritten only if its child moved or split.
-            let grown = self.insert_rec(child, Some(hdr.level - 1), key, value, replaced)?;
+            let grown = self.insert_rec(child, Some(hdr.child_level()?), key, value, replaced)?;
             if matches!(grown, Grown::One(nb) if nb == child) {
                 return Ok(Grown::One(block));
             }
@@ -762,7 +766,8 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
             if pos <= half && (pos < half || node::leaf_fits(buf.as_ref(), value.len())?) {
                 node::leaf_insert(buf.as_mut(), pos, key, value)?;
             } else {
-                node::leaf_insert(rbuf.as_mut(), pos - half, key, value)?;
+                // `pos >= half` on this side of the split.
+                node::leaf_insert(rbuf.as_mut(), pos.saturating_sub(half), key, value)?;
             }
             let right_key = node::leaf_key(rbuf.as_ref(), 0)?;
             self.write(me, &mut buf)?;
@@ -775,7 +780,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         let me = self.cow(block, &hdr, &mut buf)?;
         let i = node::child_index(buf.as_ref(), key)?;
         let child = node::internal_child(buf.as_ref(), i)?;
-        let grown = self.insert_rec(child, Some(hdr.level - 1), key, value, replaced)?;
+        let grown = self.insert_rec(child, Some(hdr.child_level()?), key, value, replaced)?;
         if node::internal_key(buf.as_ref(), i)? > *key {
             // Only possible for child 0: keep the separator a lower bound.
             node::internal_set_key(buf.as_mut(), i, key)?;
@@ -823,7 +828,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                         return Ok(Some(true));
                     }
                     // Without item `i`, the leaf has `free + header + old` bytes free.
-                    if node::leaf_free(buf)? + old < value.len() {
+                    if node::leaf_free(buf)?.saturating_add(old) < value.len() {
                         return Ok(None);
                     }
                     node::leaf_remove(buf, i)?;
@@ -888,8 +893,10 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
             }
             Grown::Two(l, rk, r) => {
                 node::internal_set_child(buf.as_mut(), i, l)?;
+                // Child `i` exists: `i + 1` is at most the item count.
+                let next = i.saturating_add(1);
                 if node::len(buf.as_ref())? < MAX_INTERNAL_ITEMS {
-                    node::internal_insert(buf.as_mut(), i + 1, &rk, r)?;
+                    node::internal_insert(buf.as_mut(), next, &rk, r)?;
                     self.write(me, &mut buf)?;
                     return Ok(Grown::One(me));
                 }
@@ -897,9 +904,9 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                 let half = MAX_INTERNAL_ITEMS / 2;
                 node::internal_move_tail(buf.as_mut(), half, rbuf.as_mut())?;
                 if i < half {
-                    node::internal_insert(buf.as_mut(), i + 1, &rk, r)?;
+                    node::internal_insert(buf.as_mut(), next, &rk, r)?;
                 } else {
-                    node::internal_insert(rbuf.as_mut(), i + 1 - half, &rk, r)?;
+                    node::internal_insert(rbuf.as_mut(), next.saturating_sub(half), &rk, r)?;
                 }
                 let right_key = node::internal_key(rbuf.as_ref(), 0)?;
                 self.write(me, &mut buf)?;
@@ -947,7 +954,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
     fn remove_rec(&mut self, block: u64, level: Option<u8>, key: &Key) -> Result<Shrunk, Error> {
         if let Some((hdr, i, child)) = self.owned_interior(block, level, key)? {
             // As in `insert_rec`: copied out and rewritten only if the child changed.
-            let shrunk = self.remove_rec(child, Some(hdr.level - 1), key)?;
+            let shrunk = self.remove_rec(child, Some(hdr.child_level()?), key)?;
             let len = usize::from(hdr.nitems);
             if shrunk.block == child && !(shrunk.underfull && len > 1) {
                 return Ok(Shrunk {
@@ -958,7 +965,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                 });
             }
             let (buf, _) = self.read(block, level)?;
-            return self.remove_from_interior(block, buf, i, shrunk, hdr.level - 1);
+            return self.remove_from_interior(block, buf, i, shrunk, hdr.child_level()?);
         }
         if self.owned_unsealed_leaf(block, level)? {
             let r = self.store.update_node(block, |buf| {
@@ -997,7 +1004,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         }
         let i = node::child_index(buf.as_ref(), key)?;
         let child = node::internal_child(buf.as_ref(), i)?;
-        let child_level = hdr.level - 1;
+        let child_level = hdr.child_level()?;
         let shrunk = self.remove_rec(child, Some(child_level), key)?;
         self.remove_from_interior(me, buf, i, shrunk, child_level)
     }
@@ -1016,11 +1023,12 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         let rebalance = shrunk.underfull && node::len(buf.as_ref())? > 1;
         node::internal_set_child(buf.as_mut(), i, shrunk.block)?;
         if rebalance {
-            // Rebalance with the right sibling, or the left one for the last child.
-            let left = if i + 1 < node::len(buf.as_ref())? {
+            // Rebalance with the right sibling, or the left one for the last child (which is
+            // not child 0: the node has two children at least).
+            let left = if i.saturating_add(1) < node::len(buf.as_ref())? {
                 i
             } else {
-                i - 1
+                i.checked_sub(1).ok_or(Error::Invalid)?
             };
             self.rebalance(&mut buf, left, child_level)?;
         }
@@ -1036,6 +1044,11 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
 
     /// Merges children `left` and `left + 1` of `parent`, or evens them out if both do not fit
     /// in one node, updating the parent's entries.
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "item counts and byte sizes of two 4 KiB nodes; left + 1 is a child index of \
+                  the parent; each difference is taken on the side where it is positive"
+    )]
     fn rebalance(&mut self, parent: &mut S::Buf, left: usize, level: u8) -> Result<(), Error> {
         let lblock = node::internal_child(parent.as_ref(), left)?;
         let rblock = node::internal_child(parent.as_ref(), left + 1)?;
@@ -1114,7 +1127,8 @@ fn diff_leaves(
     let na = a.map_or(Ok(0), node::len)?;
     let nb = b.map_or(Ok(0), node::len)?;
     let in_range = |k: &Key| k >= lo && hi.is_none_or(|h| k < h);
-    let (mut i, mut j) = (0, 0);
+    // Item indexes: each moves on only past an item it found, so adding 1 never saturates.
+    let (mut i, mut j) = (0usize, 0usize);
     loop {
         let ka = match a {
             Some(a) if i < na => Some(node::leaf_key(a, i)?),
@@ -1141,8 +1155,8 @@ fn diff_leaves(
                 {
                     return Ok(false);
                 }
-                i += 1;
-                j += 1;
+                i = i.saturating_add(1);
+                j = j.saturating_add(1);
             }
             (Some(x), y) if y.is_none_or(|y| x < y) => {
                 if in_range(&x) {
@@ -1155,7 +1169,7 @@ fn diff_leaves(
                         return Ok(false);
                     }
                 }
-                i += 1;
+                i = i.saturating_add(1);
             }
             (_, Some(y)) => {
                 if in_range(&y) {
@@ -1168,7 +1182,7 @@ fn diff_leaves(
                         return Ok(false);
                     }
                 }
-                j += 1;
+                j = j.saturating_add(1);
             }
             (Some(_), None) => return unreachable_none(),
         }
@@ -1193,8 +1207,8 @@ fn child_range(
     } else {
         node::internal_key(buf, i)?.max(*lo)
     };
-    let end = if i + 1 < n {
-        let k = node::internal_key(buf, i + 1)?;
+    let end = if let Some(j) = i.checked_add(1).filter(|&j| j < n) {
+        let k = node::internal_key(buf, j)?;
         Some(hi.map_or(k, |h| h.min(k)))
     } else {
         hi
@@ -1253,7 +1267,8 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                         continue;
                     }
                     let child = node::internal_child(abuf.as_ref(), i)?;
-                    if !self.diff_rec(child, Some(la - 1), b, blevel, s, e, f)? {
+                    // `la > lb >= 0`: no underflow.
+                    if !self.diff_rec(child, Some(la.saturating_sub(1)), b, blevel, s, e, f)? {
                         return Ok(false);
                     }
                 }
@@ -1266,7 +1281,7 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                         continue;
                     }
                     let child = node::internal_child(bbuf.as_ref(), j)?;
-                    if !self.diff_rec(a, alevel, child, Some(lb - 1), s, e, f)? {
+                    if !self.diff_rec(a, alevel, child, Some(lb.saturating_sub(1)), s, e, f)? {
                         return Ok(false);
                     }
                 }
@@ -1289,7 +1304,9 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                     if end.is_none_or(|e| e > start) {
                         let ca = node::internal_child(abuf.as_ref(), i)?;
                         let cb = node::internal_child(bbuf.as_ref(), j)?;
-                        if !self.diff_rec(ca, Some(la - 1), cb, Some(lb - 1), start, end, f)? {
+                        // Both at level `la > 0`.
+                        let l = Some(la.saturating_sub(1));
+                        if !self.diff_rec(ca, l, cb, l, start, end, f)? {
                             return Ok(false);
                         }
                     }
@@ -1297,11 +1314,12 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
                     // A child that ends below `lo` (a diff resumed from a cursor) leaves `start`
                     // where it is: the next segment must not begin below the cursor.
                     start = start.max(end);
+                    // Both below their node's item count.
                     if ea == Some(end) {
-                        i += 1;
+                        i = i.saturating_add(1);
                     }
                     if eb == Some(end) {
-                        j += 1;
+                        j = j.saturating_add(1);
                     }
                 }
                 Ok(true)
@@ -1349,7 +1367,9 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         }
         if hdr.is_leaf() {
             if n > 0
-                && high.is_some_and(|h| node::leaf_key(buf.as_ref(), n - 1).is_ok_and(|k| k >= h))
+                && high.is_some_and(|h| {
+                    node::leaf_key(buf.as_ref(), n.saturating_sub(1)).is_ok_and(|k| k >= h)
+                })
             {
                 return Err(bad);
             }
@@ -1359,13 +1379,13 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
         let mut total = 0u64;
         for i in 0..n {
             let lo = node::internal_key(buf.as_ref(), i)?;
-            let hi = if i + 1 < n {
-                Some(node::internal_key(buf.as_ref(), i + 1)?)
-            } else {
-                high
+            let hi = match i.checked_add(1).filter(|&j| j < n) {
+                Some(j) => Some(node::internal_key(buf.as_ref(), j)?),
+                None => high,
             };
             let child = node::internal_child(buf.as_ref(), i)?;
-            let sub = self.verify_rec(child, Some(hdr.level - 1), Some(lo), hi, false, visit)?;
+            let sub =
+                self.verify_rec(child, Some(hdr.child_level()?), Some(lo), hi, false, visit)?;
             // A damaged image can point many parents at one subtree: never overflow on it.
             total = total
                 .checked_add(sub)
@@ -1376,6 +1396,10 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
 }
 
 /// Index from which the upper half of a leaf's bytes starts (at least one item stays on each side).
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "sums of item sizes of one 4 KiB leaf, and i + 1 with i below its item count"
+)]
 fn split_point_leaf(buf: &[u8], n: usize) -> Result<usize, Error> {
     let total = node::leaf_used(buf)?;
     let mut acc = 0;
@@ -1389,6 +1413,10 @@ fn split_point_leaf(buf: &[u8], n: usize) -> Result<usize, Error> {
 }
 
 /// Number of leading items of a leaf whose bytes add up to at least `bytes` (at least one).
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "sums of item sizes of one 4 KiB leaf, and i + 1 with i below its item count"
+)]
 fn leaf_prefix_for(buf: &[u8], bytes: usize) -> Result<usize, Error> {
     let n = node::len(buf)?;
     let mut acc = 0;

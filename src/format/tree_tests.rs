@@ -3,6 +3,7 @@
 //! Model-based tests of the copy-on-write B+tree against `BTreeMap`.
 
 #![allow(clippy::cast_possible_truncation)] // Test data from small integers.
+#![allow(clippy::arithmetic_side_effects)] // Test data and model arithmetic on small integers.
 
 extern crate std;
 

@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 
-//! A whole filesystem: superblock, reference-count map, layer tree and layer trees, with the
-//! commit protocol and the layer operations.
+//! An open filesystem ([`Volume`]) and its running transaction: opening and formatting, changes
+//! and the space they may take, the commit, the reference-count map, and the items of a layer's
+//! tree every operation is made of (insert and remove, with the layer's usage accounting).
+//!
+//! The operations built on these are in the modules beside this one: [`super::layers`] (layers
+//! and the layer tree), [`super::namespace`] (inodes, directories, names, orphans, path diffs),
+//! [`super::xattr`] (extended attributes), [`super::data`] (file data, inline data, truncation).
 //!
 //! # Commit protocol
 //!
@@ -21,15 +26,13 @@
 //! [`Error::Aborted`] and the filesystem must be reopened, which finds the last commit intact.
 
 use super::node::{key_after, Key};
-use super::records::{
-    dirent_offset, fs_leaf_refs, kind, layer_flags, mode, ExtentRecord, HashKey, InodeRecord,
-    LayerNameRecord, LayerRecord, Timespec, DIRENT_COLLISIONS, INODE_RECORD_SIZE, LAYER_NAME_INDEX,
-    LAYER_NAME_MAX,
-};
+use super::records::{fs_leaf_refs, kind, ExtentRecord, HashKey, Timespec};
 use super::refmap::{MapParams, Purpose, RefMap};
 use super::superblock::{self, Superblock, SUPERBLOCK_SIZE};
 use super::tree::{BlockStore, Change, Error, ItemVisitor, Txn};
-use super::{FormatError, BLOCK_SIZE, ROOT_INO};
+use super::{FormatError, BLOCK_SIZE};
+
+pub use super::layers::LayerInfo;
 
 /// Tree kinds stored in node headers.
 pub mod tree_kind {
@@ -45,83 +48,6 @@ pub trait Device: BlockStore {
     fn flush(&mut self) -> Result<(), Error>;
 }
 
-/// A decoded layer record, owned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LayerInfo {
-    /// Layer id.
-    pub id: u64,
-    /// Parent layer, 0 for none.
-    pub parent: u64,
-    /// [`layer_flags`].
-    pub flags: u32,
-    /// Layers cloned from this one.
-    pub children: u32,
-    /// Creation time.
-    pub create_time: Timespec,
-    /// Root of the layer's tree.
-    pub root: u64,
-    /// Bytes of file data referenced.
-    pub bytes_used: u64,
-    /// Inodes held.
-    pub inodes_used: u64,
-    /// Next inode number.
-    pub next_ino: u64,
-    name: [u8; LAYER_NAME_MAX],
-    name_len: u8,
-}
-
-impl LayerInfo {
-    fn from_record(id: u64, r: &LayerRecord<'_>) -> Result<Self, FormatError> {
-        let mut name = [0u8; LAYER_NAME_MAX];
-        name.get_mut(..r.name.len())
-            .ok_or(FormatError::BadField("layer name"))?
-            .copy_from_slice(r.name);
-        Ok(Self {
-            id,
-            parent: r.parent,
-            flags: r.flags,
-            children: r.children,
-            create_time: r.create_time,
-            root: r.root,
-            bytes_used: r.bytes_used,
-            inodes_used: r.inodes_used,
-            next_ino: r.next_ino,
-            name,
-            name_len: u8::try_from(r.name.len())
-                .map_err(|_| FormatError::BadField("layer name"))?,
-        })
-    }
-
-    fn record(&self) -> LayerRecord<'_> {
-        LayerRecord {
-            parent: self.parent,
-            flags: self.flags,
-            children: self.children,
-            create_time: self.create_time,
-            root: self.root,
-            bytes_used: self.bytes_used,
-            inodes_used: self.inodes_used,
-            next_ino: self.next_ino,
-            name: self.name(),
-        }
-    }
-
-    /// The layer's name.
-    pub fn name(&self) -> &[u8] {
-        self.name.get(..usize::from(self.name_len)).unwrap_or(&[])
-    }
-
-    /// Whether the layer is frozen.
-    pub fn is_read_only(&self) -> bool {
-        self.flags & layer_flags::READ_ONLY != 0
-    }
-}
-
-/// Key of a layer's record in the layer tree.
-pub fn layer_key(id: u64) -> Key {
-    Key::new(id, kind::LAYER, 0)
-}
-
 /// Key of an inode record.
 pub fn inode_key(ino: u64) -> Key {
     Key::new(ino, kind::INODE, 0)
@@ -131,7 +57,9 @@ pub fn inode_key(ino: u64) -> Key {
 fn item_bytes(key: &Key, value: &[u8], total_blocks: u64) -> Result<u64, FormatError> {
     if key.kind == kind::EXTENT {
         let e = ExtentRecord::decode(value, total_blocks)?;
-        return Ok(u64::from(e.len) * u64::from(BLOCK_SIZE));
+        return u64::from(e.len)
+            .checked_mul(u64::from(BLOCK_SIZE))
+            .ok_or(FormatError::BadField("extent length"));
     }
     Ok(0)
 }
@@ -156,7 +84,7 @@ struct Usage {
 pub struct Volume<S: Device> {
     store: S,
     /// The committed superblock, updated in memory by the running transaction.
-    sb: Superblock,
+    pub(super) sb: Superblock,
     map: RefMap,
     dirty: bool,
     aborted: bool,
@@ -164,17 +92,13 @@ pub struct Volume<S: Device> {
     /// version of it. Nearly every change updates its layer's counters; keeping the record here
     /// until the transaction commits (or another layer's record is needed) saves a layer-tree
     /// update per change.
-    layer_cache: Option<(LayerInfo, bool)>,
+    pub(super) layer_cache: Option<(LayerInfo, bool)>,
     /// Moves on at every [`Self::mutate`]: facts read from the trees and kept in memory stay
     /// true while it does not change.
     epoch: u64,
     /// Set while [`Self::mutate_keeping_epoch`] runs: the steps inside keep the epoch too.
     epoch_kept: bool,
 }
-
-/// Result of a name-index lookup: the layer id and entry offset if the name exists, and the first
-/// free offset of its hash bucket.
-type NameSlot = (Option<(u64, u64)>, Option<u64>);
 
 /// Empties the in-place cache a store keeps for its volume: a new volume starts its epochs again,
 /// so what an earlier one on the same store knew must go.
@@ -183,9 +107,6 @@ fn forget_in_place<S: BlockStore>(store: &mut S) {
         t.fill(0);
     }
 }
-
-/// Largest encoded layer record.
-const LAYER_RECORD_MAX: usize = 65 + LAYER_NAME_MAX;
 
 impl<S: Device> Volume<S> {
     /// Writes a fresh filesystem on `store` and commits it: the map, an empty layer tree, and,
@@ -321,7 +242,7 @@ impl<S: Device> Volume<S> {
         self.sb.generation.saturating_add(1)
     }
 
-    fn txn(&mut self, tree: u8) -> Txn<'_, S, RefMap> {
+    pub(super) fn txn(&mut self, tree: u8) -> Txn<'_, S, RefMap> {
         let generation = self.sb.generation.saturating_add(1);
         let fsid = self.sb.fsid();
         Txn {
@@ -338,7 +259,7 @@ impl<S: Device> Volume<S> {
         }
     }
 
-    fn live(&self) -> Result<(), Error> {
+    pub(super) fn live(&self) -> Result<(), Error> {
         if self.aborted {
             return Err(Error::Aborted);
         }
@@ -347,7 +268,10 @@ impl<S: Device> Volume<S> {
 
     /// Runs the changing part of an operation: any error aborts the transaction, so an operation
     /// made of several changes (a namespace operation, for example) never commits half done.
-    pub fn mutate<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
+    pub(super) fn mutate<R>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<R, Error>,
+    ) -> Result<R, Error> {
         if !self.epoch_kept {
             self.epoch = self.epoch.wrapping_add(1);
         }
@@ -373,21 +297,28 @@ impl<S: Device> Volume<S> {
     fn run_change<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
         self.live()?;
         self.dirty = true;
-        match f(self) {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                self.aborted = true;
-                Err(e)
-            }
+        let r = f(self);
+        self.abort_on_error(r)
+    }
+
+    /// Passes `r` on, aborting the transaction if it is an error: for a change that failed
+    /// half done.
+    pub(super) fn abort_on_error<R>(&mut self, r: Result<R, Error>) -> Result<R, Error> {
+        if r.is_err() {
+            self.aborted = true;
         }
+        r
+    }
+
+    /// The key of the name hash (directory entries, xattrs, layer names).
+    pub(super) fn hash_key(&self) -> HashKey {
+        HashKey(self.sb.hash_key[0], self.sb.hash_key[1])
     }
 
     /// Fails with `NoSpace` unless the blocks `trees` tree updates may need are free.
     /// Operations that add data keep out of the metadata reserve; removals may use it.
-    fn admit(&self, trees: u64, grows: bool) -> Result<(), Error> {
-        // Each tree update copies and splits at most two nodes per level (up to 6 levels in
-        // practice), and each new or freed block may copy a map path.
-        let per_tree = 2 * 6 * (u64::from(self.map.level) + 2);
+    pub(super) fn admit(&self, trees: u64, grows: bool) -> Result<(), Error> {
+        let per_tree = self.blocks_per_tree();
         let floor = if grows { self.map.reserve } else { 0 };
         if self.map.free < floor.saturating_add(trees.saturating_mul(per_tree)) {
             return Err(Error::NoSpace);
@@ -397,14 +328,14 @@ impl<S: Device> Volume<S> {
 
     /// Fails with `NoSpace` unless `trees` tree updates that add data fit: operations made of
     /// several updates check their total before the first, so a refused one changes nothing.
-    pub fn admit_trees(&self, trees: u64) -> Result<(), Error> {
+    pub(super) fn admit_trees(&self, trees: u64) -> Result<(), Error> {
         self.live()?;
         self.admit(trees, true)
     }
 
     /// [`Self::admit_trees`] for an operation that adds no data (converting written data into
     /// place, dropping data): like a removal, it may use the metadata reserve.
-    pub fn admit_trees_in_reserve(&self, trees: u64) -> Result<(), Error> {
+    pub(super) fn admit_trees_in_reserve(&self, trees: u64) -> Result<(), Error> {
         self.live()?;
         self.admit(trees, false)
     }
@@ -413,11 +344,20 @@ impl<S: Device> Volume<S> {
     /// free blocks above the metadata reserve and the space [`Self::admit_trees`] keeps for the
     /// updates.
     pub fn data_room(&self, trees: u64) -> u64 {
-        let per_tree = 2 * 6 * (u64::from(self.map.level) + 2);
         self.map
             .free
             .saturating_sub(self.map.reserve)
-            .saturating_sub(trees.saturating_mul(per_tree))
+            .saturating_sub(trees.saturating_mul(self.blocks_per_tree()))
+    }
+
+    /// Blocks one tree update may take: it copies and splits at most two nodes per level (up
+    /// to 6 levels in practice), and each new or freed block may copy a map path.
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "the map level is a u8: (255 + 2) * 12 is small"
+    )]
+    fn blocks_per_tree(&self) -> u64 {
+        2 * 6 * (u64::from(self.map.level) + 2)
     }
 
     /// Commits the running transaction (nothing happens if it has no changes).
@@ -427,10 +367,7 @@ impl<S: Device> Volume<S> {
             return Ok(());
         }
         let r = self.commit_inner(now);
-        if r.is_err() {
-            self.aborted = true;
-        }
-        r
+        self.abort_on_error(r)
     }
 
     fn commit_inner(&mut self, now: Timespec) -> Result<(), Error> {
@@ -453,292 +390,6 @@ impl<S: Device> Volume<S> {
         self.map.generation = self.sb.generation.saturating_add(1);
         self.dirty = false;
         Ok(())
-    }
-
-    // ---- layers ----
-
-    /// The layer with id `id`.
-    pub fn layer(&mut self, id: u64) -> Result<LayerInfo, Error> {
-        self.live()?;
-        if let Some((l, _)) = self.layer_cache {
-            if l.id == id {
-                return Ok(l);
-            }
-        }
-        self.flush_layer()?;
-        let root = self.sb.layer_root;
-        let total = self.sb.total_blocks;
-        let got = self
-            .txn(tree_kind::LAYERS)
-            .lookup(root, &layer_key(id), |v| {
-                LayerRecord::decode(v, id, total).and_then(|r| LayerInfo::from_record(id, &r))
-            })?;
-        match got {
-            Some(info) => {
-                let info = info?;
-                self.layer_cache = Some((info, false));
-                Ok(info)
-            }
-            None => Err(Error::NotFound),
-        }
-    }
-
-    /// Changes a layer record (in the cache; see `layer_cache`).
-    fn put_layer(&mut self, info: &LayerInfo) -> Result<(), Error> {
-        if matches!(self.layer_cache, Some((l, _)) if l.id != info.id) {
-            self.flush_layer()?;
-        }
-        self.layer_cache = Some((*info, true));
-        Ok(())
-    }
-
-    /// Writes a changed cached layer record into the layer tree: before anything else reads
-    /// the layer tree, and before a commit.
-    fn flush_layer(&mut self) -> Result<(), Error> {
-        let Some((info, true)) = self.layer_cache else {
-            return Ok(());
-        };
-        self.layer_cache = Some((info, false));
-        self.write_layer(&info).inspect_err(|_| self.aborted = true)
-    }
-
-    fn write_layer(&mut self, info: &LayerInfo) -> Result<(), Error> {
-        let mut buf = [0u8; LAYER_RECORD_MAX];
-        let n = info.record().encode(&mut buf)?;
-        let root = self.sb.layer_root;
-        let value = buf.get(..n).ok_or(Error::Invalid)?;
-        self.sb.layer_root =
-            self.txn(tree_kind::LAYERS)
-                .insert(root, &layer_key(info.id), value)?;
-        Ok(())
-    }
-
-    /// Calls `f` for every layer in id order; `f` returns `false` to stop.
-    pub fn for_each_layer(&mut self, f: &mut dyn FnMut(&LayerInfo) -> bool) -> Result<(), Error> {
-        self.live()?;
-        self.flush_layer()?;
-        let root = self.sb.layer_root;
-        let total = self.sb.total_blocks;
-        let mut from = layer_key(0);
-        loop {
-            let got = self.txn(tree_kind::LAYERS).next(root, &from, |k, v| {
-                if k.id == LAYER_NAME_INDEX {
-                    // The name index follows the last layer.
-                    return Ok(None);
-                }
-                if k.kind != kind::LAYER || k.offset != 0 {
-                    return Err(FormatError::BadField("layer tree key"));
-                }
-                LayerRecord::decode(v, k.id, total)
-                    .and_then(|r| LayerInfo::from_record(k.id, &r))
-                    .map(Some)
-            })?;
-            let Some(Some(info)) = got.transpose()? else {
-                return Ok(());
-            };
-            if !f(&info) {
-                return Ok(());
-            }
-            from = layer_key(info.id.checked_add(1).ok_or(Error::Invalid)?);
-        }
-    }
-
-    /// Looks `name` up in the layer-name index: the layer id and the entry's key offset, and the
-    /// first free offset of the name's hash bucket.
-    fn find_layer_name(&mut self, name: &[u8]) -> Result<NameSlot, Error> {
-        self.flush_layer()?;
-        let hash = HashKey(self.sb.hash_key[0], self.sb.hash_key[1]).hash(name);
-        let lo = dirent_offset(hash, 0).ok_or(Error::Invalid)?;
-        let hi = dirent_offset(hash, DIRENT_COLLISIONS - 1).ok_or(Error::Invalid)?;
-        let root = self.sb.layer_root;
-        let (mut free, mut expect) = (None, lo);
-        let mut from = Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, lo);
-        loop {
-            let got = self.txn(tree_kind::LAYERS).next(root, &from, |k, v| {
-                (
-                    *k,
-                    LayerNameRecord::decode(v).map(|r| (r.id, r.name == name)),
-                )
-            })?;
-            let Some((k, r)) = got else { break };
-            if k.id != LAYER_NAME_INDEX || k.kind != kind::LAYER_NAME || k.offset > hi {
-                break;
-            }
-            if free.is_none() && k.offset > expect {
-                free = Some(expect);
-            }
-            let (id, same) = r?;
-            if same {
-                return Ok((Some((id, k.offset)), free));
-            }
-            expect = k.offset + 1;
-            from = Key::new(k.id, k.kind, expect);
-        }
-        if free.is_none() && expect <= hi {
-            free = Some(expect);
-        }
-        Ok((None, free))
-    }
-
-    /// The layer named `name`, if any (O(log layers), through the name index).
-    pub fn find_layer(&mut self, name: &[u8]) -> Result<Option<LayerInfo>, Error> {
-        self.live()?;
-        match self.find_layer_name(name)?.0 {
-            Some((id, _)) => self.layer(id).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Creates a read-write layer named `name`: empty (with a root directory owned as the
-    /// superblock's root) when `parent` is `None`, else an O(1) clone of the read-only layer
-    /// `parent`. Returns its id.
-    pub fn create_layer(
-        &mut self,
-        name: &[u8],
-        parent: Option<u64>,
-        now: Timespec,
-    ) -> Result<u64, Error> {
-        self.live()?;
-        super::records::check_layer_name(name)?;
-        self.admit(4, true)?;
-        let (found, free) = self.find_layer_name(name)?;
-        if found.is_some() {
-            return Err(Error::Exists);
-        }
-        let name_offset = free.ok_or(Error::NoSpace)?;
-        let parent = match parent {
-            Some(p) => {
-                let p = self.layer(p)?;
-                if !p.is_read_only() {
-                    return Err(Error::Invalid);
-                }
-                if p.children == u32::MAX {
-                    return Err(Error::Busy);
-                }
-                Some(p)
-            }
-            None => None,
-        };
-        let id = self.sb.next_layer_id;
-        if id >= super::LAYER_ID_LIMIT {
-            return Err(Error::NoSpace);
-        }
-        let next_id = id.checked_add(1).ok_or(Error::NoSpace)?;
-        let mut info = LayerInfo::from_record(
-            id,
-            &LayerRecord {
-                parent: 0,
-                flags: 0,
-                children: 0,
-                create_time: now,
-                root: 0,
-                bytes_used: 0,
-                inodes_used: 0,
-                next_ino: ROOT_INO + 1,
-                name,
-            },
-        )?;
-        self.mutate(|v| {
-            match parent {
-                Some(mut p) => {
-                    info.parent = p.id;
-                    info.root = v.txn(tree_kind::FS).clone_tree(p.root)?;
-                    info.bytes_used = p.bytes_used;
-                    info.inodes_used = p.inodes_used;
-                    info.next_ino = p.next_ino;
-                    p.children += 1;
-                    v.put_layer(&p)?;
-                }
-                None => {
-                    let root = InodeRecord {
-                        mode: v.sb.root_mode,
-                        uid: v.sb.root_uid,
-                        gid: v.sb.root_gid,
-                        nlink: 2,
-                        atime: now,
-                        mtime: now,
-                        ctime: now,
-                        btime: now,
-                        generation: 1,
-                        data_id: 0,
-                        ..InodeRecord::default()
-                    };
-                    let mut buf = [0u8; INODE_RECORD_SIZE];
-                    root.encode(&mut buf)?;
-                    info.root = v.txn(tree_kind::FS).insert(0, &inode_key(ROOT_INO), &buf)?;
-                    info.inodes_used = 1;
-                }
-            }
-            v.put_layer(&info)?;
-            let mut buf = [0u8; 8 + LAYER_NAME_MAX];
-            let n = LayerNameRecord { id, name }.encode(&mut buf)?;
-            let root = v.sb.layer_root;
-            let key = Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, name_offset);
-            let value = buf.get(..n).ok_or(Error::Invalid)?;
-            v.sb.layer_root = v.txn(tree_kind::LAYERS).insert(root, &key, value)?;
-            v.sb.next_layer_id = next_id;
-            v.sb.layer_count = v.sb.layer_count.checked_add(1).ok_or(Error::NoSpace)?;
-            Ok(id)
-        })
-    }
-
-    /// Freezes a layer: read-only from now on, and cloneable.
-    pub fn freeze_layer(&mut self, id: u64) -> Result<(), Error> {
-        let mut l = self.layer(id)?;
-        if l.is_read_only() {
-            return Ok(());
-        }
-        self.admit(1, false)?;
-        self.mutate(|v| {
-            l.flags |= layer_flags::READ_ONLY;
-            v.put_layer(&l)
-        })
-    }
-
-    /// Removes a layer that has no children, freeing every block only it referenced.
-    pub fn remove_layer(&mut self, id: u64) -> Result<(), Error> {
-        let l = self.layer(id)?;
-        if l.children > 0 {
-            return Err(Error::Busy);
-        }
-        let parent = match l.parent {
-            0 => None,
-            p => Some(self.layer(p)?),
-        };
-        let name_offset = match self.find_layer_name(l.name())?.0 {
-            Some((owner, offset)) if owner == id => offset,
-            _ => return Err(Error::Corrupt(FormatError::BadField("layer name index"))),
-        };
-        self.admit(3, false)?;
-        self.mutate(|v| {
-            v.txn(tree_kind::FS).drop_tree(l.root)?;
-            let mut root = v.sb.layer_root;
-            for key in [
-                layer_key(id),
-                Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, name_offset),
-            ] {
-                let (r, found) = v.txn(tree_kind::LAYERS).remove(root, &key)?;
-                if !found {
-                    return Err(Error::Corrupt(FormatError::BadField("layer tree")));
-                }
-                root = r;
-            }
-            v.sb.layer_root = root;
-            // The record is gone from the tree: forget it here too.
-            v.layer_cache = None;
-            v.sb.layer_count =
-                v.sb.layer_count
-                    .checked_sub(1)
-                    .ok_or(Error::Corrupt(FormatError::BadField("layer_count")))?;
-            if let Some(mut p) = parent {
-                p.children = p
-                    .children
-                    .checked_sub(1)
-                    .ok_or(Error::Corrupt(FormatError::BadField("layer children")))?;
-                v.put_layer(&p)?;
-            }
-            Ok(())
-        })
     }
 
     // ---- items of a layer's tree ----
@@ -768,7 +419,7 @@ impl<S: Device> Volume<S> {
     /// Calls `f` with the items of layer `layer` from the first key of at least `from` to the
     /// end of its leaf, while `f` returns `true`; see [`Txn::scan_leaf`]. Returns the key to go
     /// on from, `None` when done.
-    pub fn scan_leaf(
+    pub(super) fn scan_leaf(
         &mut self,
         layer: u64,
         from: &Key,
@@ -790,11 +441,11 @@ impl<S: Device> Volume<S> {
         let bad = Error::Corrupt(FormatError::BadField("layer usage"));
         l.inodes_used = l
             .inodes_used
-            .checked_add_signed(add.inodes - sub.inodes)
+            .checked_add_signed(add.inodes.checked_sub(sub.inodes).ok_or(bad)?)
             .ok_or(bad)?;
         l.bytes_used = l
             .bytes_used
-            .checked_add_signed(add.bytes - sub.bytes)
+            .checked_add_signed(add.bytes.checked_sub(sub.bytes).ok_or(bad)?)
             .ok_or(bad)?;
         Ok(())
     }
@@ -808,7 +459,12 @@ impl<S: Device> Volume<S> {
 
     /// [`Self::insert`] as a step of an operation that adds no data (converting or dropping file
     /// data), admitted with [`Self::admit_trees_in_reserve`]: it may use the metadata reserve.
-    pub fn insert_in_reserve(&mut self, layer: u64, key: &Key, value: &[u8]) -> Result<(), Error> {
+    pub(super) fn insert_in_reserve(
+        &mut self,
+        layer: u64,
+        key: &Key,
+        value: &[u8],
+    ) -> Result<(), Error> {
         self.insert_item(layer, key, value, false)
     }
 
@@ -875,7 +531,7 @@ impl<S: Device> Volume<S> {
     /// [`Self::remove`] for an item this operation has just found, without looking it up again.
     /// A key that is not there is damage (`Corrupt`), which aborts the operation's
     /// [`Self::mutate`].
-    pub fn remove_found(&mut self, layer: u64, key: &Key) -> Result<(), Error> {
+    pub(super) fn remove_found(&mut self, layer: u64, key: &Key) -> Result<(), Error> {
         if matches!(key.kind, kind::EXTENT | kind::COW | kind::XATTR) {
             // What these account for is in their values.
             if !self.remove(layer, key)? {
@@ -910,7 +566,7 @@ impl<S: Device> Volume<S> {
 
     /// Removes every item of object `id` (an inode number) from a read-write layer, dropping
     /// the blocks they reference: one descent finds a leaf's worth of them.
-    pub fn remove_all_of(&mut self, layer: u64, id: u64) -> Result<(), Error> {
+    pub(super) fn remove_all_of(&mut self, layer: u64, id: u64) -> Result<(), Error> {
         /// Items taken from a leaf per descent (about half a KiB of stack).
         const BATCH: usize = 8;
         let total = self.sb.total_blocks;
@@ -929,7 +585,7 @@ impl<S: Device> Volume<S> {
                 };
                 let (usage, refs) = item_usage(k, v, total)?;
                 *slot = (*k, usage, refs);
-                n += 1;
+                n = n.saturating_add(1);
                 Ok(true)
             })?;
             let mut last = None;
@@ -950,7 +606,7 @@ impl<S: Device> Volume<S> {
     }
 
     /// Takes a new inode number in a read-write layer.
-    pub fn alloc_ino(&mut self, layer: u64) -> Result<u64, Error> {
+    pub(super) fn alloc_ino(&mut self, layer: u64) -> Result<u64, Error> {
         let mut l = self.writable_layer(layer)?;
         self.admit(1, true)?;
         let ino = l.next_ino;
@@ -991,7 +647,7 @@ impl<S: Device> Volume<S> {
     }
 
     /// Leading blocks of `[start, start + lim)` whose reference count is 1 (`one`) or is not.
-    pub fn refcount_run(&mut self, start: u64, lim: u64, one: bool) -> Result<u64, Error> {
+    pub(super) fn refcount_run(&mut self, start: u64, lim: u64, one: bool) -> Result<u64, Error> {
         self.live()?;
         self.map.count_run(&mut self.store, start, lim, one)
     }
@@ -1017,19 +673,4 @@ impl<S: Device> Volume<S> {
     pub fn with_tree<R>(&mut self, f: impl FnOnce(&mut Txn<'_, S, RefMap>) -> R) -> R {
         f(&mut self.txn(tree_kind::FS))
     }
-
-    /// Runs `f` on a transaction over the layer tree, for read-only walks.
-    pub fn with_layer_tree<R>(
-        &mut self,
-        f: impl FnOnce(&mut Txn<'_, S, RefMap>, u64) -> R,
-    ) -> Result<R, Error> {
-        self.flush_layer()?;
-        let root = self.sb.layer_root;
-        Ok(f(&mut self.txn(tree_kind::LAYERS), root))
-    }
-}
-
-/// Whether `m` is a directory mode.
-pub fn is_dir(m: u32) -> bool {
-    m & mode::S_IFMT == mode::S_IFDIR
 }

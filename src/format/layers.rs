@@ -1,0 +1,380 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+
+//! Layers: their records in the layer tree, the name index, and creating, cloning, freezing and
+//! removing them.
+//!
+//! The layer tree holds one [`LayerRecord`] per layer, keyed `(id, LAYER, 0)`, and after them the
+//! name index: `(LAYER_NAME_INDEX, LAYER_NAME, offset)` → [`LayerNameRecord`], in hash buckets
+//! like directory entries (see [`super::bucket`]). The record of the layer last used is kept in
+//! the volume until the transaction commits or another layer's record is needed (see
+//! `Volume::layer_cache`): nearly every change updates its layer's counters.
+
+use super::bucket::probe;
+use super::node::Key;
+use super::records::{
+    kind, layer_flags, InodeRecord, LayerNameRecord, LayerRecord, Timespec, INODE_RECORD_SIZE,
+    LAYER_NAME_INDEX, LAYER_NAME_MAX,
+};
+use super::refmap::RefMap;
+use super::tree::{Error, Txn};
+use super::volume::{inode_key, tree_kind, Device, Volume};
+use super::{FormatError, ROOT_INO};
+
+/// A decoded layer record, owned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// Layer id.
+    pub id: u64,
+    /// Parent layer, 0 for none.
+    pub parent: u64,
+    /// [`layer_flags`].
+    pub flags: u32,
+    /// Layers cloned from this one.
+    pub children: u32,
+    /// Creation time.
+    pub create_time: Timespec,
+    /// Root of the layer's tree.
+    pub root: u64,
+    /// Bytes of file data referenced.
+    pub bytes_used: u64,
+    /// Inodes held.
+    pub inodes_used: u64,
+    /// Next inode number.
+    pub next_ino: u64,
+    name: [u8; LAYER_NAME_MAX],
+    name_len: u8,
+}
+
+impl LayerInfo {
+    fn from_record(id: u64, r: &LayerRecord<'_>) -> Result<Self, FormatError> {
+        let mut name = [0u8; LAYER_NAME_MAX];
+        name.get_mut(..r.name.len())
+            .ok_or(FormatError::BadField("layer name"))?
+            .copy_from_slice(r.name);
+        Ok(Self {
+            id,
+            parent: r.parent,
+            flags: r.flags,
+            children: r.children,
+            create_time: r.create_time,
+            root: r.root,
+            bytes_used: r.bytes_used,
+            inodes_used: r.inodes_used,
+            next_ino: r.next_ino,
+            name,
+            name_len: u8::try_from(r.name.len())
+                .map_err(|_| FormatError::BadField("layer name"))?,
+        })
+    }
+
+    fn record(&self) -> LayerRecord<'_> {
+        LayerRecord {
+            parent: self.parent,
+            flags: self.flags,
+            children: self.children,
+            create_time: self.create_time,
+            root: self.root,
+            bytes_used: self.bytes_used,
+            inodes_used: self.inodes_used,
+            next_ino: self.next_ino,
+            name: self.name(),
+        }
+    }
+
+    /// The layer's name.
+    pub fn name(&self) -> &[u8] {
+        self.name.get(..usize::from(self.name_len)).unwrap_or(&[])
+    }
+
+    /// Whether the layer is frozen.
+    pub fn is_read_only(&self) -> bool {
+        self.flags & layer_flags::READ_ONLY != 0
+    }
+}
+
+/// Key of a layer's record in the layer tree.
+pub fn layer_key(id: u64) -> Key {
+    Key::new(id, kind::LAYER, 0)
+}
+
+/// Result of a name-index lookup: the layer id and entry offset if the name exists, and the first
+/// free offset of its hash bucket.
+type NameSlot = (Option<(u64, u64)>, Option<u64>);
+
+/// Largest encoded layer record.
+const LAYER_RECORD_MAX: usize = 65 + LAYER_NAME_MAX;
+
+impl<S: Device> Volume<S> {
+    /// The layer with id `id`.
+    pub fn layer(&mut self, id: u64) -> Result<LayerInfo, Error> {
+        self.live()?;
+        if let Some((l, _)) = self.layer_cache {
+            if l.id == id {
+                return Ok(l);
+            }
+        }
+        self.flush_layer()?;
+        let root = self.sb.layer_root;
+        let total = self.sb.total_blocks;
+        let got = self
+            .txn(tree_kind::LAYERS)
+            .lookup(root, &layer_key(id), |v| {
+                LayerRecord::decode(v, id, total).and_then(|r| LayerInfo::from_record(id, &r))
+            })?;
+        match got {
+            Some(info) => {
+                let info = info?;
+                self.layer_cache = Some((info, false));
+                Ok(info)
+            }
+            None => Err(Error::NotFound),
+        }
+    }
+
+    /// Changes a layer record (in the cache; see `layer_cache`).
+    pub(super) fn put_layer(&mut self, info: &LayerInfo) -> Result<(), Error> {
+        if matches!(self.layer_cache, Some((l, _)) if l.id != info.id) {
+            self.flush_layer()?;
+        }
+        self.layer_cache = Some((*info, true));
+        Ok(())
+    }
+
+    /// Writes a changed cached layer record into the layer tree: before anything else reads
+    /// the layer tree, and before a commit.
+    pub(super) fn flush_layer(&mut self) -> Result<(), Error> {
+        let Some((info, true)) = self.layer_cache else {
+            return Ok(());
+        };
+        self.layer_cache = Some((info, false));
+        let r = self.write_layer(&info);
+        self.abort_on_error(r)
+    }
+
+    fn write_layer(&mut self, info: &LayerInfo) -> Result<(), Error> {
+        let mut buf = [0u8; LAYER_RECORD_MAX];
+        let n = info.record().encode(&mut buf)?;
+        let root = self.sb.layer_root;
+        let value = buf.get(..n).ok_or(Error::Invalid)?;
+        self.sb.layer_root =
+            self.txn(tree_kind::LAYERS)
+                .insert(root, &layer_key(info.id), value)?;
+        Ok(())
+    }
+
+    /// Calls `f` for every layer in id order; `f` returns `false` to stop.
+    pub fn for_each_layer(&mut self, f: &mut dyn FnMut(&LayerInfo) -> bool) -> Result<(), Error> {
+        self.live()?;
+        self.flush_layer()?;
+        let root = self.sb.layer_root;
+        let total = self.sb.total_blocks;
+        let mut from = layer_key(0);
+        loop {
+            let got = self.txn(tree_kind::LAYERS).next(root, &from, |k, v| {
+                if k.id == LAYER_NAME_INDEX {
+                    // The name index follows the last layer.
+                    return Ok(None);
+                }
+                if k.kind != kind::LAYER || k.offset != 0 {
+                    return Err(FormatError::BadField("layer tree key"));
+                }
+                LayerRecord::decode(v, k.id, total)
+                    .and_then(|r| LayerInfo::from_record(k.id, &r))
+                    .map(Some)
+            })?;
+            let Some(Some(info)) = got.transpose()? else {
+                return Ok(());
+            };
+            if !f(&info) {
+                return Ok(());
+            }
+            from = layer_key(info.id.checked_add(1).ok_or(Error::Invalid)?);
+        }
+    }
+
+    /// Looks `name` up in the layer-name index: the layer id and the entry's key offset, and the
+    /// first free offset of the name's hash bucket.
+    fn find_layer_name(&mut self, name: &[u8]) -> Result<NameSlot, Error> {
+        self.flush_layer()?;
+        let hash = self.hash_key().hash(name);
+        let root = self.sb.layer_root;
+        let slot = probe(LAYER_NAME_INDEX, kind::LAYER_NAME, hash, |from| {
+            self.txn(tree_kind::LAYERS).next(root, from, |k, v| {
+                let r = LayerNameRecord::decode(v).map_err(Error::from);
+                (*k, r.map(|r| (r.name == name).then_some(r.id)))
+            })
+        })?;
+        Ok((slot.found.map(|(offset, id)| (id, offset)), slot.free))
+    }
+
+    /// The layer named `name`, if any (O(log layers), through the name index).
+    pub fn find_layer(&mut self, name: &[u8]) -> Result<Option<LayerInfo>, Error> {
+        self.live()?;
+        match self.find_layer_name(name)?.0 {
+            Some((id, _)) => self.layer(id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a read-write layer named `name`: empty (with a root directory owned as the
+    /// superblock's root) when `parent` is `None`, else an O(1) clone of the read-only layer
+    /// `parent`. Returns its id.
+    pub fn create_layer(
+        &mut self,
+        name: &[u8],
+        parent: Option<u64>,
+        now: Timespec,
+    ) -> Result<u64, Error> {
+        self.live()?;
+        super::records::check_layer_name(name)?;
+        self.admit(4, true)?;
+        let (found, free) = self.find_layer_name(name)?;
+        if found.is_some() {
+            return Err(Error::Exists);
+        }
+        let name_offset = free.ok_or(Error::NoSpace)?;
+        let parent = match parent {
+            Some(p) => {
+                let p = self.layer(p)?;
+                if !p.is_read_only() {
+                    return Err(Error::Invalid);
+                }
+                if p.children == u32::MAX {
+                    return Err(Error::Busy);
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        let id = self.sb.next_layer_id;
+        if id >= super::LAYER_ID_LIMIT {
+            return Err(Error::NoSpace);
+        }
+        let next_id = id.checked_add(1).ok_or(Error::NoSpace)?;
+        let mut info = LayerInfo::from_record(
+            id,
+            &LayerRecord {
+                parent: 0,
+                flags: 0,
+                children: 0,
+                create_time: now,
+                root: 0,
+                bytes_used: 0,
+                inodes_used: 0,
+                next_ino: ROOT_INO + 1,
+                name,
+            },
+        )?;
+        self.mutate(|v| {
+            match parent {
+                Some(mut p) => {
+                    info.parent = p.id;
+                    info.root = v.txn(tree_kind::FS).clone_tree(p.root)?;
+                    info.bytes_used = p.bytes_used;
+                    info.inodes_used = p.inodes_used;
+                    info.next_ino = p.next_ino;
+                    p.children = p.children.checked_add(1).ok_or(Error::Busy)?;
+                    v.put_layer(&p)?;
+                }
+                None => {
+                    let root = InodeRecord {
+                        mode: v.sb.root_mode,
+                        uid: v.sb.root_uid,
+                        gid: v.sb.root_gid,
+                        nlink: 2,
+                        atime: now,
+                        mtime: now,
+                        ctime: now,
+                        btime: now,
+                        generation: 1,
+                        data_id: 0,
+                        ..InodeRecord::default()
+                    };
+                    let mut buf = [0u8; INODE_RECORD_SIZE];
+                    root.encode(&mut buf)?;
+                    info.root = v.txn(tree_kind::FS).insert(0, &inode_key(ROOT_INO), &buf)?;
+                    info.inodes_used = 1;
+                }
+            }
+            v.put_layer(&info)?;
+            let mut buf = [0u8; 8 + LAYER_NAME_MAX];
+            let n = LayerNameRecord { id, name }.encode(&mut buf)?;
+            let root = v.sb.layer_root;
+            let key = Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, name_offset);
+            let value = buf.get(..n).ok_or(Error::Invalid)?;
+            v.sb.layer_root = v.txn(tree_kind::LAYERS).insert(root, &key, value)?;
+            v.sb.next_layer_id = next_id;
+            v.sb.layer_count = v.sb.layer_count.checked_add(1).ok_or(Error::NoSpace)?;
+            Ok(id)
+        })
+    }
+
+    /// Freezes a layer: read-only from now on, and cloneable.
+    pub fn freeze_layer(&mut self, id: u64) -> Result<(), Error> {
+        let mut l = self.layer(id)?;
+        if l.is_read_only() {
+            return Ok(());
+        }
+        self.admit(1, false)?;
+        self.mutate(|v| {
+            l.flags |= layer_flags::READ_ONLY;
+            v.put_layer(&l)
+        })
+    }
+
+    /// Removes a layer that has no children, freeing every block only it referenced.
+    pub fn remove_layer(&mut self, id: u64) -> Result<(), Error> {
+        let l = self.layer(id)?;
+        if l.children > 0 {
+            return Err(Error::Busy);
+        }
+        let parent = match l.parent {
+            0 => None,
+            p => Some(self.layer(p)?),
+        };
+        let name_offset = match self.find_layer_name(l.name())?.0 {
+            Some((owner, offset)) if owner == id => offset,
+            _ => return Err(Error::Corrupt(FormatError::BadField("layer name index"))),
+        };
+        self.admit(3, false)?;
+        self.mutate(|v| {
+            v.txn(tree_kind::FS).drop_tree(l.root)?;
+            let mut root = v.sb.layer_root;
+            for key in [
+                layer_key(id),
+                Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, name_offset),
+            ] {
+                let (r, found) = v.txn(tree_kind::LAYERS).remove(root, &key)?;
+                if !found {
+                    return Err(Error::Corrupt(FormatError::BadField("layer tree")));
+                }
+                root = r;
+            }
+            v.sb.layer_root = root;
+            // The record is gone from the tree: forget it here too.
+            v.layer_cache = None;
+            v.sb.layer_count =
+                v.sb.layer_count
+                    .checked_sub(1)
+                    .ok_or(Error::Corrupt(FormatError::BadField("layer_count")))?;
+            if let Some(mut p) = parent {
+                p.children = p
+                    .children
+                    .checked_sub(1)
+                    .ok_or(Error::Corrupt(FormatError::BadField("layer children")))?;
+                v.put_layer(&p)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `f` on a transaction over the layer tree, for read-only walks.
+    pub fn with_layer_tree<R>(
+        &mut self,
+        f: impl FnOnce(&mut Txn<'_, S, RefMap>, u64) -> R,
+    ) -> Result<R, Error> {
+        self.flush_layer()?;
+        let root = self.sb.layer_root;
+        Ok(f(&mut self.txn(tree_kind::LAYERS), root))
+    }
+}
