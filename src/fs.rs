@@ -2,16 +2,39 @@
 
 //! The LCFS filesystem logic, in safe Rust on top of [`crate::vfs`].
 //!
-//! Today: mount opens the filesystem read-only through the shared format core (superblock pair,
-//! reference-count map, layer tree) and shows an empty root directory. The namespace over the
-//! layer trees plugs in here.
+//! A mount opens the volume through the shared format core and serves it read-write (or
+//! read-only on request): the mount root lists the layers, or is one layer's root directory
+//! (`layer=`); each layer's tree holds directories, regular files, symlinks, device nodes, FIFOs
+//! and sockets with extended attributes. Changes go into one running transaction, committed
+//! periodically, on `sync`/`fsync` and at unmount. Creating, cloning and removing layers are not
+//! reachable from the kernel yet; the only ioctl reports filesystem information.
+//!
+//! [`Lcfs`] implements the VFS layer's traits, each in the file that owns the concept:
+//! - `mount`: [`FileSystem`](crate::vfs::FileSystem) (mount options, `fill_super`, remount,
+//!   statfs) and the per-mount state;
+//! - `commit`: the volume lock, committing the running transaction, retrying for pinned space;
+//! - `namespace`: [`DirOperations`](crate::vfs::DirOperations) and
+//!   [`InodeOperations`](crate::vfs::InodeOperations) (lookup, readdir, create, link, unlink,
+//!   rename, setattr, eviction);
+//! - `file`: [`DataOperations`](crate::vfs::DataOperations) and
+//!   [`FileOperations`](crate::vfs::FileOperations) (block mapping, writeback, fsync, fallocate);
+//! - `xattr`: [`XattrOperations`](crate::vfs::XattrOperations);
+//! - `ioctl`: the filesystem's ioctls;
+//! - `errno`: format-core errors as errno values; `time`: timestamps;
+//! - `store`: the format core's block store over the mounted device.
 
 #![deny(unsafe_code)]
 
+mod commit;
 mod core_kunit;
+mod errno;
 mod file;
+mod ioctl;
+mod mount;
 mod namespace;
 mod store;
-mod super_;
+mod time;
+mod xattr;
 
-pub(crate) use super_::Lcfs;
+/// The LCFS filesystem type.
+pub(crate) struct Lcfs;
