@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The namespace as the VFS sees it: layers under the mount root, and each layer's tree of
-//! directories, files, symlinks and device nodes.
+//! directories, files, symlinks, device nodes, FIFOs and sockets. Implements the VFS layer's
+//! [`DirOperations`] and [`InodeOperations`] (`setattr`), inode lookup and creation in the inode
+//! cache, eviction of unlinked inodes and the orphan recovery of a read-write mount.
 //!
 //! Inode identity: the VFS inode number of inode `ino` of layer `layer` is `layer << 40 | ino`,
 //! unique per mount and stable across remounts. Layer 0 is not a layer: inode 1 of it is the

@@ -52,6 +52,8 @@ pub(crate) trait DataOperations: FileSystem {
 ///
 /// An optional method the filesystem does not implement leaves its C operation NULL, and the VFS
 /// answers: `fsync` fails with `EINVAL`, `fallocate` with `EOPNOTSUPP`, `ioctl` with `ENOTTY`.
+/// `fallocate` is set when either `allocate` or `punch` is implemented; the other then refuses
+/// its mode with `EOPNOTSUPP`, as a NULL `fallocate` would.
 #[vtable]
 pub(crate) trait FileOperations: FileSystem {
     /// Makes everything written to `inode` durable (its data is written back already).

@@ -243,14 +243,16 @@ unsafe fn options<'a, T: FileSystem>(fc: *mut ext::fs_context) -> &'a mut T::Opt
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `free`.
 unsafe extern "C" fn free_fs_context_callback<T: FileSystem>(fc: *mut ext::fs_context) {
-    // SAFETY: `fs_private` is null or the box stored at init; the context is going away.
-    unsafe {
-        let opts = (*fc).fs_private.cast::<T::Options>();
-        if !opts.is_null() {
-            (*fc).fs_private = ptr::null_mut();
-            drop(KBox::from_raw(opts));
-        }
+    // SAFETY: the VFS passes the live context it is freeing.
+    let opts = unsafe { (*fc).fs_private.cast::<T::Options>() };
+    if opts.is_null() {
+        return;
     }
+    // SAFETY: as for the read; nothing uses the context's options after this.
+    unsafe { (*fc).fs_private = ptr::null_mut() };
+    // SAFETY: a non-null `fs_private` of our context is the box `init_fs_context_callback::<T>`
+    // stored, owned by the context until now.
+    drop(unsafe { KBox::from_raw(opts) });
 }
 
 /// # Safety
@@ -268,15 +270,20 @@ unsafe extern "C" fn parse_param_callback<T: FileSystem>(
     let Ok(opt) = u8::try_from(opt) else {
         return opt;
     };
-    // SAFETY: `param` is live; a string value is NUL-terminated (`fs_value_is_string`).
-    let string = unsafe {
-        if (*param).type_() == ext::fs_value_type_fs_value_is_string
-            && !(*param).__bindgen_anon_1.string.is_null()
-        {
-            CStr::from_char_ptr((*param).__bindgen_anon_1.string).to_bytes()
-        } else {
+    // SAFETY: `param` is live for the call.
+    let is_string = unsafe { (*param).type_() } == ext::fs_value_type_fs_value_is_string;
+    let string = if is_string {
+        // SAFETY: `param` is live; `string` is the member a string value uses.
+        let ptr = unsafe { (*param).__bindgen_anon_1.string };
+        if ptr.is_null() {
             &[]
+        } else {
+            // SAFETY: a string value is NUL-terminated (`fs_value_is_string`) and lives for the
+            // call.
+            unsafe { CStr::from_char_ptr(ptr) }.to_bytes()
         }
+    } else {
+        &[]
     };
     // SAFETY: `uint_32` is what `fs_param_is_u32` fills; for other types it is zero or unused.
     let number = unsafe { *result.__bindgen_anon_1.uint_32.as_ref() };

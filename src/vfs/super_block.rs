@@ -129,12 +129,13 @@ impl<T: FileSystem> SbInfo<T> {
     /// `sb` is a live superblock of `T` whose `s_fs_info` is null or was set by `fill_super` to
     /// a boxed `SbInfo<T>`, and nothing uses that state any more (no inode, no queued work).
     pub(super) unsafe fn release(sb: *mut bindings::super_block) {
-        // SAFETY: per the contract.
+        // SAFETY: `sb` is live (contract).
         let info = unsafe { (*sb).s_fs_info.cast::<Self>() };
         if info.is_null() {
             return;
         }
-        // SAFETY: per the contract; the superblock's field no longer points to the state.
+        // SAFETY: `sb` is live and nothing reads `s_fs_info` any more (contract); clearing it
+        // first means the superblock never points to freed state.
         unsafe { (*sb).s_fs_info = ptr::null_mut() };
         // SAFETY: the box `fill_super` stored (contract), now owned here.
         drop(unsafe { KBox::from_raw(info) });
@@ -210,7 +211,7 @@ unsafe extern "C" fn writeback_done_callback<T: DataOperations>(work: *mut bindi
 ///
 /// # Invariants
 ///
-/// `file` is a reference to the file through which the VFS opened the device for the mount
+/// `_file` is a reference to the file through which the VFS opened the device for the mount
 /// (`s_bdev_file`) and `bdev` is that file's device: the reference keeps the device open for as
 /// long as the handle exists, wherever the handle is kept.
 pub(crate) struct BlockDevice {
