@@ -2,19 +2,39 @@
 
 //! The LCFS filesystem logic, in safe Rust on top of [`crate::vfs`].
 //!
-//! A mount opens the filesystem through the shared format core (superblock pair, reference-count
-//! map, layer tree), read-write unless asked otherwise; its root lists the layers, each a
-//! directory over the layer's tree (or, with `layer=NAME`, one layer is the root). `super_`
-//! mounts, commits and maps errors; `namespace` has lookups, readdir, the changes of names and
-//! attributes, and xattrs; `file` the data path (block mapping for iomap, fsync, fallocate);
-//! `store` the block store the format core runs on (node cache, device I/O).
+//! A mount opens the volume through the shared format core and serves it read-write (or
+//! read-only on request): the mount root lists the layers, or is one layer's root directory
+//! (`layer=`); each layer's tree holds directories, regular files, symlinks, device nodes, FIFOs
+//! and sockets with extended attributes. Changes go into one running transaction, committed
+//! periodically, on `sync`/`fsync` and at unmount. Creating, cloning and removing layers are not
+//! reachable from the kernel yet; the only ioctl reports filesystem information.
+//!
+//! [`Lcfs`] implements the VFS layer's traits, each in the file that owns the concept:
+//! - `mount`: [`FileSystem`](crate::vfs::FileSystem) (mount options, `fill_super`, remount,
+//!   statfs) and the per-mount state;
+//! - `commit`: the volume lock, committing the running transaction, retrying for pinned space;
+//! - `namespace`: [`DirOperations`](crate::vfs::DirOperations) and
+//!   [`InodeOperations`](crate::vfs::InodeOperations) (lookup, readdir, create, link, unlink,
+//!   rename, setattr, eviction);
+//! - `file`: [`DataOperations`](crate::vfs::DataOperations) and
+//!   [`FileOperations`](crate::vfs::FileOperations) (block mapping, writeback, fsync, fallocate);
+//! - `xattr`: [`XattrOperations`](crate::vfs::XattrOperations);
+//! - `ioctl`: the filesystem's ioctls;
+//! - `errno`: format-core errors as errno values; `time`: timestamps;
+//! - `store`: the format core's block store over the mounted device.
 
 #![deny(unsafe_code)]
 
+mod commit;
 mod core_kunit;
+mod errno;
 mod file;
+mod ioctl;
+mod mount;
 mod namespace;
 mod store;
-mod super_;
+mod time;
+mod xattr;
 
-pub(crate) use super_::Lcfs;
+/// The LCFS filesystem type.
+pub(crate) struct Lcfs;

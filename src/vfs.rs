@@ -4,8 +4,18 @@
 //!
 //! All `unsafe` code of lcfs.ko lives under this module, each block with a `// SAFETY:` comment
 //! naming the invariant it relies on. It turns C objects into typed Rust handles
-//! ([`SuperBlock`], [`Inode`], [`DirContext`]) and C callbacks into calls of the safe
-//! [`FileSystem`] trait, which the filesystem logic in `crate::fs` implements.
+//! ([`SuperBlock`], [`Inode`], [`DirContext`]) and C callbacks into calls of safe traits, one per
+//! family of C operation tables, which the filesystem logic in `crate::fs` implements:
+//!
+//! - [`FileSystem`]: the filesystem type, mount context and superblock operations;
+//! - [`InodeOperations`]: what every kind of inode's `inode_operations` shares (`setattr`);
+//! - [`DirOperations`]: the `inode_operations` and `file_operations` of directories;
+//! - [`FileOperations`]: the `file_operations` of regular files (and `ioctl` of directories);
+//! - [`DataOperations`]: the address-space and iomap operations of regular files;
+//! - [`XattrOperations`]: the extended-attribute handlers and `listxattr`.
+//!
+//! The traits are `#[vtable]`s: an optional method the filesystem does not implement leaves its
+//! C operation NULL, and the VFS's default for NULL applies.
 //!
 //! Lock order (outermost first): `s_umount` (VFS) -> `i_rwsem` -> `invalidate_lock` -> folio lock.
 
@@ -19,14 +29,16 @@ pub(crate) mod iomap;
 pub(crate) mod params;
 pub(crate) mod registration;
 pub(crate) mod super_block;
+pub(crate) mod super_ops;
 pub(crate) mod xattr;
 
-pub(crate) use dir::{DirContext, DirEntryType, NewNode, Rename, RenameMode};
-pub(crate) use file::AttrChange;
-pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams};
+pub(crate) use dir::{DirContext, DirEntryType, DirOperations, NewNode, Rename, RenameMode};
+pub(crate) use file::{AttrChange, InodeOperations};
+pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams, Locked};
 pub(crate) use ioctl::{FsInfo, Output, Request};
-pub(crate) use iomap::{FileMap, MapFor, MapKind};
+pub(crate) use iomap::{DataOperations, FileMap, FileOperations, MapFor, MapKind};
 pub(crate) use params::{Param, ParamValue};
-pub(crate) use registration::{ARef, FileSystem, Registration, StatFs};
+pub(crate) use registration::{ARef, FileSystem, Registration};
 pub(crate) use super_block::{now, BlockDevice, NewSuperBlock, NoFsScope, SuperBlock};
-pub(crate) use xattr::XattrSet;
+pub(crate) use super_ops::StatFs;
+pub(crate) use xattr::{XattrOperations, XattrSet};

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Regular-file data: the format core's block map behind the VFS layer's iomap hooks.
+//! Regular files: the format core's block map behind the VFS layer's [`DataOperations`] (iomap),
+//! and the [`FileOperations`] of open files (fsync, fallocate, ioctl).
 //!
 //! Blocks are allocated when a write enters the page cache (so `write(2)` reports ENOSPC),
 //! as unwritten extents for holes and as staging blocks for blocks shared with another layer;
@@ -12,10 +13,52 @@ use kernel::prelude::*;
 use crate::format::data::{MapKind as CoreMap, WriteKind};
 use crate::format::namespace::SetAttr;
 use crate::format::BLOCK_SHIFT;
-use crate::vfs::{FileMap, Inode, MapFor, MapKind};
+use crate::vfs::{
+    DataOperations, FileMap, FileOperations, Inode, MapFor, MapKind, Output, Request,
+};
 
-use super::namespace::core_time;
-use super::super_::{commit, errno, retry_for_space, Lcfs, VolGuard};
+use super::commit::{commit, retry_for_space, VolGuard};
+use super::errno::errno;
+use super::time::to_core;
+use super::Lcfs;
+
+#[vtable]
+impl DataOperations for Lcfs {
+    fn map(inode: &Inode<Self>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap> {
+        map(inode, pos, len, purpose)
+    }
+
+    fn map_writeback(inode: &Inode<Self>, pos: u64, len: u64) -> Result<FileMap> {
+        map_writeback(inode, pos, len)
+    }
+
+    fn write_done(inode: &Inode<Self>, pos: u64, len: u64) -> Result {
+        write_done(inode, pos, len)
+    }
+
+    fn store_size(inode: &Inode<Self>, size: u64) -> Result {
+        store_attrs(inode, Some(size))
+    }
+}
+
+#[vtable]
+impl FileOperations for Lcfs {
+    fn fsync(inode: &Inode<Self>) -> Result {
+        commit(inode.super_block())
+    }
+
+    fn allocate(inode: &Inode<Self>, pos: u64, len: u64) -> Result {
+        allocate(inode, pos, len)
+    }
+
+    fn punch(inode: &Inode<Self>, pos: u64, len: u64) -> Result {
+        punch(inode, pos, len)
+    }
+
+    fn ioctl(inode: &Inode<Self>, request: Request, out: Output) -> Result {
+        super::ioctl::ioctl(inode, request, out)
+    }
+}
 
 /// Blocks covering bytes `[pos, pos + len)`: the first block and the count.
 fn blocks(pos: u64, len: u64) -> Result<(u64, u64)> {
@@ -57,7 +100,7 @@ fn read_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
     file_map(m.fblock, m.len, kind)
 }
 
-pub(crate) fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap> {
+fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap> {
     let (first, count) = blocks(pos, len)?;
     if purpose == MapFor::Read {
         return read_map(inode, first, count);
@@ -97,7 +140,7 @@ pub(crate) fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> R
     file_map(w.fblock, w.len, kind)
 }
 
-pub(crate) fn map_writeback(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result<FileMap> {
+fn map_writeback(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result<FileMap> {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
     let (disk, n) = inode
@@ -119,7 +162,7 @@ pub(crate) fn map_writeback(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result<F
     file_map(first, n, MapKind::Mapped { addr: bytes(disk)? })
 }
 
-pub(crate) fn write_done(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
+fn write_done(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
     inode
@@ -130,6 +173,7 @@ pub(crate) fn write_done(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
         .map_err(errno)
 }
 
+/// Stores the cached inode's timestamps (and its size, when given) on disk.
 pub(crate) fn store_attrs(inode: &Inode<Lcfs>, size: Option<u64>) -> Result {
     let info = inode.info();
     let sb = inode.super_block();
@@ -139,9 +183,9 @@ pub(crate) fn store_attrs(inode: &Inode<Lcfs>, size: Option<u64>) -> Result {
     let [atime, mtime, ctime] = inode.times();
     let attr = SetAttr {
         size,
-        atime: Some(core_time(atime)),
-        mtime: Some(core_time(mtime)),
-        ctime: Some(core_time(ctime)),
+        atime: Some(to_core(atime)),
+        mtime: Some(to_core(mtime)),
+        ctime: Some(to_core(ctime)),
         ..SetAttr::default()
     };
     retry_for_space(sb, &mut sb.info().lock(), |v| {
@@ -149,10 +193,6 @@ pub(crate) fn store_attrs(inode: &Inode<Lcfs>, size: Option<u64>) -> Result {
     })
     .map(|_| ())
     .map_err(errno)
-}
-
-pub(crate) fn fsync(inode: &Inode<Lcfs>) -> Result {
-    commit(inode.super_block())
 }
 
 /// Copies the allocated-space count of `inode`'s record into the cached inode.
@@ -164,7 +204,7 @@ fn update_blocks(inode: &Inode<Lcfs>, vol: &mut VolGuard<'_>) -> Result {
     Ok(())
 }
 
-pub(crate) fn allocate(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
+fn allocate(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
     let sb = inode.super_block();
@@ -178,7 +218,7 @@ pub(crate) fn allocate(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     r
 }
 
-pub(crate) fn punch(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
+fn punch(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
     let mut vol = inode.super_block().info().lock();

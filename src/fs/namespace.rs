@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The namespace as the VFS sees it: layers under the mount root, and each layer's tree of
-//! directories, files, symlinks and device nodes.
+//! directories, files, symlinks, device nodes, FIFOs and sockets. Implements the VFS layer's
+//! [`DirOperations`] and [`InodeOperations`] (`setattr`), inode lookup and creation in the inode
+//! cache, eviction of unlinked inodes and the orphan recovery of a read-write mount.
 //!
 //! Inode identity: the VFS inode number of inode `ino` of layer `layer` is `layer << 40 | ino`,
 //! unique per mount and stable across remounts. Layer 0 is not a layer: inode 1 of it is the
@@ -14,16 +16,53 @@
 use kernel::prelude::*;
 
 use crate::format::namespace::{NewInode, RenameMode as CoreRename, SetAttr};
-use crate::format::records::{InodeRecord, Timespec};
+use crate::format::records::InodeRecord;
 use crate::format::tree::Error as CoreError;
 use crate::format::volume::LayerInfo;
 use crate::format::{INO_LIMIT, LAYER_ID_LIMIT, NAME_MAX, ROOT_INO};
 use crate::vfs::{
-    ARef, AttrChange, DirContext, DirEntryType, Iget, Inode, InodeKind, InodeParams, NewNode,
-    Rename, RenameMode, SuperBlock, XattrSet,
+    ARef, AttrChange, DirContext, DirEntryType, DirOperations, Iget, Inode, InodeKind,
+    InodeOperations, InodeParams, Locked, NewNode, Rename, RenameMode, SuperBlock,
 };
 
-use super::super_::{errno, retry_for_space, timestamp, Lcfs};
+use super::commit::{retry_for_space, Vol};
+use super::errno::errno;
+use super::time::{from_core, timestamp, to_core};
+use super::Lcfs;
+
+#[vtable]
+impl DirOperations for Lcfs {
+    fn lookup(dir: &Inode<Self>, name: &[u8]) -> Result<Option<ARef<Inode<Self>>>> {
+        lookup(dir, name)
+    }
+
+    fn readdir(dir: &Inode<Self>, ctx: &mut DirContext<'_>) -> Result {
+        readdir(dir, ctx)
+    }
+
+    fn create(dir: Locked<'_, Self>, name: &[u8], node: &NewNode<'_>) -> Result<ARef<Inode<Self>>> {
+        create(dir, name, node)
+    }
+
+    fn link(dir: Locked<'_, Self>, inode: Locked<'_, Self>, name: &[u8]) -> Result {
+        link(dir, inode, name)
+    }
+
+    fn unlink(dir: Locked<'_, Self>, name: &[u8], inode: Locked<'_, Self>) -> Result {
+        unlink(dir, name, inode)
+    }
+
+    fn rename(request: &Rename<'_, Self>) -> Result {
+        rename(request)
+    }
+}
+
+#[vtable]
+impl InodeOperations for Lcfs {
+    fn setattr(inode: Locked<'_, Self>, change: &AttrChange) -> Result {
+        setattr(inode, change)
+    }
+}
 
 /// Per-inode state: which inode of which layer this is.
 pub(crate) struct InodeInfo {
@@ -46,19 +85,6 @@ fn vfs_ino(layer: u64, ino: u64) -> Result<u64> {
     Ok(layer << INO_BITS | ino)
 }
 
-fn pair(t: Timespec) -> (i64, u32) {
-    (t.sec, t.nsec)
-}
-
-/// The format's timestamp of a VFS time (seconds, nanoseconds), nanoseconds clamped to the
-/// format's range.
-pub(super) fn core_time(t: (i64, u32)) -> Timespec {
-    Timespec {
-        sec: t.0,
-        nsec: t.1.min(999_999_999),
-    }
-}
-
 /// VFS attributes of an inode record.
 fn params(rec: &InodeRecord) -> Result<InodeParams> {
     let kind = InodeKind::from_mode(rec.mode).ok_or(EUCLEAN)?;
@@ -74,10 +100,10 @@ fn params(rec: &InodeRecord) -> Result<InodeParams> {
         blocks: rec.blocks.saturating_mul(8),
         rdev: rec.rdev,
         generation: rec.generation,
-        atime: pair(rec.atime),
-        mtime: pair(rec.mtime),
-        ctime: pair(rec.ctime),
-        btime: pair(rec.btime),
+        atime: from_core(rec.atime),
+        mtime: from_core(rec.mtime),
+        ctime: from_core(rec.ctime),
+        btime: from_core(rec.btime),
     })
 }
 
@@ -170,7 +196,7 @@ pub(crate) fn root(sb: &SuperBlock<Lcfs>) -> Result<ARef<Inode<Lcfs>>> {
 }
 
 /// Re-reads the attributes of a cached inode after a change.
-fn refresh(inode: &Inode<Lcfs>) -> Result {
+pub(crate) fn refresh(inode: Locked<'_, Lcfs>) -> Result {
     let info = inode.info();
     if info.layer == 0 {
         return Ok(());
@@ -184,7 +210,7 @@ fn refresh(inode: &Inode<Lcfs>) -> Result {
     Ok(())
 }
 
-pub(crate) fn lookup(dir: &Inode<Lcfs>, name: &[u8]) -> Result<Option<ARef<Inode<Lcfs>>>> {
+fn lookup(dir: &Inode<Lcfs>, name: &[u8]) -> Result<Option<ARef<Inode<Lcfs>>>> {
     if name.len() > NAME_MAX {
         return Err(ENAMETOOLONG);
     }
@@ -273,7 +299,7 @@ impl Batch {
     }
 }
 
-pub(crate) fn readdir(dir: &Inode<Lcfs>, ctx: &mut DirContext<'_>) -> Result {
+fn readdir(dir: &Inode<Lcfs>, ctx: &mut DirContext<'_>) -> Result {
     if !ctx.emit_dots() {
         return Ok(());
     }
@@ -315,12 +341,8 @@ pub(crate) fn readdir(dir: &Inode<Lcfs>, ctx: &mut DirContext<'_>) -> Result {
     }
 }
 
-pub(crate) fn create(
-    dir: &Inode<Lcfs>,
-    name: &[u8],
-    node: &NewNode<'_>,
-) -> Result<ARef<Inode<Lcfs>>> {
-    writable(dir)?;
+fn create(dir: Locked<'_, Lcfs>, name: &[u8], node: &NewNode<'_>) -> Result<ARef<Inode<Lcfs>>> {
+    writable(&dir)?;
     let sb = dir.super_block();
     let info = dir.info();
     let now = timestamp();
@@ -353,8 +375,8 @@ pub(crate) fn create(
     iget_known(sb, info.layer, ino, Some(&touched.inode))
 }
 
-pub(crate) fn link(dir: &Inode<Lcfs>, inode: &Inode<Lcfs>, name: &[u8]) -> Result {
-    writable(dir)?;
+fn link(dir: Locked<'_, Lcfs>, inode: Locked<'_, Lcfs>, name: &[u8]) -> Result {
+    writable(&dir)?;
     let (d, i) = (dir.info(), inode.info());
     if d.layer != i.layer {
         return Err(EXDEV);
@@ -368,8 +390,8 @@ pub(crate) fn link(dir: &Inode<Lcfs>, inode: &Inode<Lcfs>, name: &[u8]) -> Resul
     refresh(inode)
 }
 
-pub(crate) fn unlink(dir: &Inode<Lcfs>, name: &[u8], inode: &Inode<Lcfs>) -> Result {
-    writable(dir)?;
+fn unlink(dir: Locked<'_, Lcfs>, name: &[u8], inode: Locked<'_, Lcfs>) -> Result {
+    writable(&dir)?;
     let d = dir.info();
     let sb = dir.super_block();
     let (_, touched) = retry_for_space(sb, &mut sb.info().lock(), |v| {
@@ -381,9 +403,9 @@ pub(crate) fn unlink(dir: &Inode<Lcfs>, name: &[u8], inode: &Inode<Lcfs>) -> Res
     Ok(())
 }
 
-pub(crate) fn rename(r: &Rename<'_, Lcfs>) -> Result {
-    writable(r.old_dir)?;
-    writable(r.new_dir)?;
+fn rename(r: &Rename<'_, Lcfs>) -> Result {
+    writable(&r.old_dir)?;
+    writable(&r.new_dir)?;
     let layer = r.old_dir.info().layer;
     if r.new_dir.info().layer != layer {
         return Err(EXDEV);
@@ -416,7 +438,7 @@ pub(crate) fn rename(r: &Rename<'_, Lcfs>) -> Result {
     Ok(())
 }
 
-pub(crate) fn setattr(inode: &Inode<Lcfs>, c: &AttrChange) -> Result {
+fn setattr(inode: Locked<'_, Lcfs>, c: &AttrChange) -> Result {
     let info = inode.info();
     if info.layer == 0 {
         return Err(EPERM);
@@ -426,9 +448,9 @@ pub(crate) fn setattr(inode: &Inode<Lcfs>, c: &AttrChange) -> Result {
         uid: c.uid,
         gid: c.gid,
         size: c.size,
-        atime: c.atime.map(core_time),
-        mtime: c.mtime.map(core_time),
-        ctime: c.ctime.map(core_time),
+        atime: c.atime.map(to_core),
+        mtime: c.mtime.map(to_core),
+        ctime: c.ctime.map(to_core),
     };
     let sb = inode.super_block();
     let result = retry_for_space(sb, &mut sb.info().lock(), |v| {
@@ -445,77 +467,6 @@ pub(crate) fn setattr(inode: &Inode<Lcfs>, c: &AttrChange) -> Result {
             Err(errno(e))
         }
     }
-}
-
-/// Errno of a missing attribute.
-fn xattr_errno(e: CoreError) -> Error {
-    match e {
-        CoreError::NotFound => ENODATA,
-        CoreError::Invalid => EINVAL,
-        e => errno(e),
-    }
-}
-
-pub(crate) fn get_xattr(inode: &Inode<Lcfs>, name: &[u8], buf: &mut [u8]) -> Result<usize> {
-    let info = inode.info();
-    if info.layer == 0 {
-        return Err(ENODATA);
-    }
-    inode
-        .super_block()
-        .info()
-        .lock()
-        .get_xattr(info.layer, info.ino, name, buf)
-        .map_err(xattr_errno)
-}
-
-pub(crate) fn set_xattr(
-    inode: &Inode<Lcfs>,
-    name: &[u8],
-    value: Option<&[u8]>,
-    how: XattrSet,
-) -> Result {
-    let info = inode.info();
-    let sb = inode.super_block();
-    if info.layer == 0 {
-        return Err(EPERM);
-    }
-    if sb.read_only() {
-        return Err(EROFS);
-    }
-    let now = timestamp();
-    {
-        let mut vol = sb.info().lock();
-        let exists = match vol.get_xattr(info.layer, info.ino, name, &mut []) {
-            Ok(_) => true,
-            Err(CoreError::NotFound) => false,
-            Err(e) => return Err(xattr_errno(e)),
-        };
-        match (how, exists) {
-            (XattrSet::Create, true) => return Err(EEXIST),
-            (XattrSet::Replace, false) => return Err(ENODATA),
-            _ => {}
-        }
-        retry_for_space(sb, &mut vol, |vol| match value {
-            Some(v) => vol.set_xattr(info.layer, info.ino, name, v, now),
-            None => vol.remove_xattr(info.layer, info.ino, name, now),
-        })
-        .map_err(xattr_errno)?;
-    }
-    refresh(inode)
-}
-
-pub(crate) fn list_xattrs(inode: &Inode<Lcfs>, f: &mut dyn FnMut(&[u8]) -> bool) -> Result {
-    let info = inode.info();
-    if info.layer == 0 {
-        return Ok(());
-    }
-    inode
-        .super_block()
-        .info()
-        .lock()
-        .list_xattrs(info.layer, info.ino, f)
-        .map_err(errno)
 }
 
 pub(crate) fn evict(inode: &Inode<Lcfs>) {
@@ -540,8 +491,8 @@ pub(crate) fn evict(inode: &Inode<Lcfs>) {
 
 /// Deletes the orphans (unlinked while open) and unfinished writes a crash left in every
 /// read-write layer; called at a read-write mount. Returns how many orphans were deleted.
-#[inline(never)] // Called by `fill_super`, whose frame must stay small (see `read_superblock`).
-pub(crate) fn recover(vol: &mut super::super_::Vol) -> core::result::Result<u64, CoreError> {
+#[inline(never)] // Called by `fill_super`, whose frame must stay small (see `mount.rs`).
+pub(crate) fn recover(vol: &mut Vol) -> core::result::Result<u64, CoreError> {
     let mut ids = KVec::new();
     let mut failed = false;
     vol.for_each_layer(&mut |l| {

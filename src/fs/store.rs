@@ -5,8 +5,8 @@
 use kernel::prelude::*;
 use kernel::sync::{new_spinlock, Arc, SpinLock};
 
-use crate::format::tree::{BlockStore, Error as CoreError};
 use crate::format::data::IN_PLACE_TABLE;
+use crate::format::tree::{BlockStore, Error as CoreError};
 use crate::format::volume::Device;
 use crate::format::BLOCK_SIZE;
 use crate::vfs::BlockDevice;
@@ -54,9 +54,9 @@ impl AsMut<[u8]> for KBlock {
     }
 }
 
-/// Block buffers kept for reuse. Every metadata lookup reads a few nodes into buffers; on the
-/// debug kernels the tests run, each kmalloc and kfree also records a stack trace (KASAN,
-/// kmemleak), which made allocation the largest cost of a lookup.
+/// Block buffers kept for reuse. Every metadata lookup reads a few nodes into buffers, and a
+/// kmalloc and kfree per buffer would cost more than the lookup itself where allocations are
+/// tracked (KASAN, kmemleak).
 #[pin_data]
 pub(crate) struct BufPool {
     #[pin]
@@ -150,10 +150,16 @@ impl VerifiedBlocks {
     }
 
     fn slot(&mut self, blocknr: u64) -> Option<&mut u64> {
-        // Fibonacci hashing spreads neighbouring block numbers over the table.
-        let h = blocknr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - VERIFIED_SLOT_BITS);
-        self.0.get_mut(usize::try_from(h).ok()? % VERIFIED_SLOTS)
+        self.0.get_mut(slot_index(blocknr, VERIFIED_SLOT_BITS))
     }
+}
+
+/// The slot of `blocknr` in a direct-mapped table of `1 << bits` slots (`bits` in 1..=32).
+/// Fibonacci hashing spreads neighbouring block numbers over the table.
+fn slot_index(blocknr: u64, bits: u32) -> usize {
+    let h = blocknr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits);
+    // The shift leaves `bits` bits, so the value fits `usize` and indexes the table.
+    usize::try_from(h).unwrap_or(0)
 }
 
 /// Copies of recently read and written metadata blocks, write-back for nodes.
@@ -163,7 +169,7 @@ impl VerifiedBlocks {
 /// page-cache lookup. Nodes written with [`BlockStore::write_node`] stay here unsealed (dirty)
 /// until the slot is needed for another block or the next [`Device::flush`]: a node changed many
 /// times in a transaction is checksummed and copied to the page cache once (a CRC-32C of a block
-/// costs about ten block copies on the debug kernels the tests run). Direct-mapped by block
+/// costs several block copies). Direct-mapped by block
 /// number; a slot's buffer is allocated on first use, and a failed allocation only means no
 /// caching (the node is then sealed and written at once).
 ///
@@ -228,8 +234,7 @@ impl NodeCache {
     }
 
     fn slot(&mut self, blocknr: u64) -> Option<&mut NodeSlot> {
-        let h = blocknr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - NODE_SLOT_BITS);
-        self.0.get_mut(usize::try_from(h).ok()? % NODE_SLOTS)
+        self.0.get_mut(slot_index(blocknr, NODE_SLOT_BITS))
     }
 
     /// Copies the cached block into `out`; `false` if it is not cached.

@@ -17,6 +17,17 @@ use crate::format::BLOCK_SIZE;
 /// Bytes per block as `usize`.
 const BLOCK_BYTES: usize = BLOCK_SIZE as usize;
 
+/// The byte offset of block `block` on the device, and the page-cache index of the page holding
+/// it (a block is never larger than a page).
+fn block_pos(block: u64) -> Result<(i64, usize)> {
+    let pos = block
+        .checked_mul(u64::from(BLOCK_SIZE))
+        .and_then(|p| i64::try_from(p).ok())
+        .ok_or(EINVAL)?;
+    let index = usize::try_from(pos).map_err(|_| EINVAL)? >> kernel::page::PAGE_SHIFT;
+    Ok((pos, index))
+}
+
 /// Reads block `block` of the device behind `mapping` and calls `f` with its bytes.
 ///
 /// The folio stays referenced and mapped only for the duration of `f`, which keeps `kmap_local`
@@ -30,12 +41,7 @@ pub(super) unsafe fn with_block<R>(
     block: u64,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R> {
-    let pos = block
-        .checked_mul(u64::from(BLOCK_SIZE))
-        .and_then(|p| i64::try_from(p).ok())
-        .ok_or(EINVAL)?;
-    // Page-cache index of the page holding the block (a block is never larger than a page).
-    let index = usize::try_from(pos).map_err(|_| EINVAL)? >> kernel::page::PAGE_SHIFT;
+    let (pos, index) = block_pos(block)?;
     // SAFETY: `mapping` is a live block device mapping (function contract). The helper returns a
     // referenced, uptodate folio or an error pointer.
     let folio = from_err_ptr(unsafe { ext::lcfs_read_mapping_folio(mapping.cast(), index) })?;
@@ -80,11 +86,7 @@ pub(super) unsafe fn write_block(
     if data.len() != BLOCK_BYTES {
         return Err(EINVAL);
     }
-    let pos = block
-        .checked_mul(u64::from(BLOCK_SIZE))
-        .and_then(|p| i64::try_from(p).ok())
-        .ok_or(EINVAL)?;
-    let index = usize::try_from(pos).map_err(|_| EINVAL)? >> kernel::page::PAGE_SHIFT;
+    let (pos, index) = block_pos(block)?;
     // SAFETY: `mapping` is a live block device mapping (function contract). The helper returns a
     // referenced, locked folio that is not under writeback, or an error pointer.
     let folio = from_err_ptr(unsafe { ext::lcfs_grab_block_folio(mapping.cast(), index) })?;
@@ -105,7 +107,8 @@ pub(super) unsafe fn write_block(
             bindings::folio_unlock(folio.as_ptr());
             ext::lcfs_folio_put(folio.as_ptr().cast());
         }
-        // SAFETY: as for the grab above.
+        // SAFETY: `mapping` is a live block device mapping (function contract). The helper
+        // returns a referenced, uptodate folio or an error pointer.
         let f = from_err_ptr(unsafe { ext::lcfs_read_mapping_folio(mapping.cast(), index) })?;
         folio = NonNull::new(f).ok_or(EIO)?;
         // SAFETY: referenced folio; lock it and wait for any writeback before changing it.
@@ -150,7 +153,7 @@ pub(super) unsafe fn write_block(
 pub(super) unsafe fn flush(bdev: *mut bindings::block_device) -> Result {
     // SAFETY: `bdev` is open (function contract).
     kernel::error::to_result(unsafe { bindings::sync_blockdev(bdev) })?;
-    // SAFETY: as above.
+    // SAFETY: `bdev` is open (function contract).
     kernel::error::to_result(unsafe { bindings::blkdev_issue_flush(bdev) })
 }
 

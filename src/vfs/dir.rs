@@ -1,18 +1,57 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Directory operations: lookup, readdir, create, mkdir, mknod, symlink, link, unlink, rmdir and
-//! rename.
+//! Directories: the [`DirOperations`] trait and the `inode_operations` and `file_operations` of
+//! directories (lookup, readdir, and the operations that add, remove and move names).
 
 use core::marker::PhantomData;
 use core::ptr;
 
 use kernel::bindings;
-use kernel::error::from_result;
+use kernel::error::{from_result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 
 use super::bindings as ext;
-use super::inode::Inode;
-use super::registration::{ARef, FileSystem};
+use super::inode::{Inode, Locked};
+use super::registration::{ARef, FileSystem, Operations};
+
+/// The directory operations of a filesystem.
+///
+/// `lookup` and `readdir` are required. An optional method the filesystem does not implement
+/// leaves its C operations NULL, and the VFS refuses them (`EPERM`): a directory without
+/// `create` cannot gain names, for example.
+#[vtable]
+pub(crate) trait DirOperations: FileSystem {
+    /// Looks `name` up in directory `dir`; `Ok(None)` when it does not exist.
+    fn lookup(dir: &Inode<Self>, name: &[u8]) -> Result<Option<ARef<Inode<Self>>>>;
+
+    /// Emits the entries of `dir` from `ctx.pos()` on.
+    fn readdir(dir: &Inode<Self>, ctx: &mut DirContext<'_>) -> Result;
+
+    /// Creates `name` in `dir` (any kind of inode: `create`, `mkdir`, `mknod`, `symlink`) and
+    /// returns it.
+    fn create(
+        _dir: Locked<'_, Self>,
+        _name: &[u8],
+        _node: &NewNode<'_>,
+    ) -> Result<ARef<Inode<Self>>> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Adds the name `name` in `dir` for `inode`.
+    fn link(_dir: Locked<'_, Self>, _inode: Locked<'_, Self>, _name: &[u8]) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Removes the name `name` of `inode` from `dir` (`unlink` and `rmdir`).
+    fn unlink(_dir: Locked<'_, Self>, _name: &[u8], _inode: Locked<'_, Self>) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Renames.
+    fn rename(_request: &Rename<'_, Self>) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
 
 /// File type of a directory entry, as reported by `readdir` (`DT_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,22 +127,53 @@ impl DirContext<'_> {
 /// Operation tables of directories of `T`.
 struct Tables<T>(PhantomData<T>);
 
-impl<T: FileSystem> Tables<T> {
-    const INODE_OPS: bindings::inode_operations = bindings::inode_operations {
-        lookup: Some(lookup_callback::<T>),
-        create: Some(create_callback::<T>),
-        mkdir: Some(mkdir_callback::<T>),
-        mknod: Some(mknod_callback::<T>),
-        symlink: Some(symlink_callback::<T>),
-        link: Some(link_callback::<T>),
-        unlink: Some(unlink_callback::<T>),
-        rmdir: Some(unlink_callback::<T>),
-        rename: Some(rename_callback::<T>),
-        setattr: Some(super::file::setattr_callback::<T>),
-        getattr: Some(super::file::getattr_callback::<T>),
-        listxattr: Some(super::xattr::listxattr_callback::<T>),
-        // SAFETY: all-zero (all `None`) is a valid operations table.
-        ..unsafe { core::mem::zeroed() }
+impl<T: Operations> Tables<T> {
+    const INODE_OPS: bindings::inode_operations = {
+        let create = T::HAS_CREATE;
+        bindings::inode_operations {
+            lookup: Some(lookup_callback::<T>),
+            create: if create {
+                Some(create_callback::<T>)
+            } else {
+                None
+            },
+            mkdir: if create {
+                Some(mkdir_callback::<T>)
+            } else {
+                None
+            },
+            mknod: if create {
+                Some(mknod_callback::<T>)
+            } else {
+                None
+            },
+            symlink: if create {
+                Some(symlink_callback::<T>)
+            } else {
+                None
+            },
+            link: if T::HAS_LINK {
+                Some(link_callback::<T>)
+            } else {
+                None
+            },
+            unlink: if T::HAS_UNLINK {
+                Some(unlink_callback::<T>)
+            } else {
+                None
+            },
+            rmdir: if T::HAS_UNLINK {
+                Some(unlink_callback::<T>)
+            } else {
+                None
+            },
+            rename: if T::HAS_RENAME {
+                Some(rename_callback::<T>)
+            } else {
+                None
+            },
+            ..super::file::common_inode_operations::<T>()
+        }
     };
 
     const FILE_OPS: bindings::file_operations = bindings::file_operations {
@@ -111,17 +181,17 @@ impl<T: FileSystem> Tables<T> {
         read: Some(bindings::generic_read_dir),
         iterate_shared: Some(readdir_callback::<T>),
         fsync: Some(bindings::noop_fsync),
-        unlocked_ioctl: Some(super::ioctl::ioctl_callback::<T>),
+        unlocked_ioctl: super::ioctl::ioctl_operation::<T>(),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };
 }
 
-pub(super) fn inode_operations<T: FileSystem>() -> &'static bindings::inode_operations {
+pub(super) fn inode_operations<T: Operations>() -> &'static bindings::inode_operations {
     &Tables::<T>::INODE_OPS
 }
 
-pub(super) fn file_operations<T: FileSystem>() -> &'static bindings::file_operations {
+pub(super) fn file_operations<T: Operations>() -> &'static bindings::file_operations {
     &Tables::<T>::FILE_OPS
 }
 
@@ -156,17 +226,17 @@ pub(crate) enum RenameMode {
 /// A rename request.
 pub(crate) struct Rename<'a, T: FileSystem> {
     /// Source directory.
-    pub(crate) old_dir: &'a Inode<T>,
+    pub(crate) old_dir: Locked<'a, T>,
     /// Source name.
     pub(crate) old_name: &'a [u8],
     /// The inode being moved.
-    pub(crate) old_inode: &'a Inode<T>,
+    pub(crate) old_inode: Locked<'a, T>,
     /// Target directory.
-    pub(crate) new_dir: &'a Inode<T>,
+    pub(crate) new_dir: Locked<'a, T>,
     /// Target name.
     pub(crate) new_name: &'a [u8],
     /// The inode the target name points to, if any.
-    pub(crate) new_inode: Option<&'a Inode<T>>,
+    pub(crate) new_inode: Option<Locked<'a, T>>,
     /// Mode.
     pub(crate) mode: RenameMode,
 }
@@ -187,24 +257,19 @@ unsafe fn dentry_name<'a>(dentry: *mut bindings::dentry) -> &'a [u8] {
 }
 
 /// Owner and mode of a new inode in `dir`, as `inode_init_owner` computes them.
-///
-/// # Safety
-///
-/// `dir` must be a live inode.
-unsafe fn new_owner(dir: *mut bindings::inode, mode: u32) -> (u32, u32, u32) {
-    // SAFETY: plain calls on the current task's credentials and a live inode.
-    unsafe {
-        let uid = ext::lcfs_current_fsuid();
-        if u32::from((*dir).i_mode) & bindings::S_ISGID != 0 {
-            let mode = if mode & bindings::S_IFMT == bindings::S_IFDIR {
-                mode | bindings::S_ISGID
-            } else {
-                mode
-            };
-            (uid, ext::lcfs_i_gid_read(dir.cast()), mode)
+fn new_owner<T: FileSystem>(dir: &Inode<T>, mode: u32) -> (u32, u32, u32) {
+    // SAFETY: reads the current task's credentials, which the task holds while it runs.
+    let uid = unsafe { ext::lcfs_current_fsuid() };
+    if dir.mode() & bindings::S_ISGID != 0 {
+        let mode = if mode & bindings::S_IFMT == bindings::S_IFDIR {
+            mode | bindings::S_ISGID
         } else {
-            (uid, ext::lcfs_current_fsgid(), mode)
-        }
+            mode
+        };
+        (uid, dir.owner().1, mode)
+    } else {
+        // SAFETY: as for the uid.
+        (uid, unsafe { ext::lcfs_current_fsgid() }, mode)
     }
 }
 
@@ -212,21 +277,22 @@ unsafe fn new_owner(dir: *mut bindings::inode, mode: u32) -> (u32, u32, u32) {
 ///
 /// # Safety
 ///
-/// `dir` and `dentry` must be the live arguments of a create-type operation (the VFS holds
-/// `dir`'s `i_rwsem`; `dentry` is negative and hashed).
-unsafe fn make_node<T: FileSystem>(
+/// `dir` and `dentry` must be the live arguments of a create-type operation on a directory of
+/// `T` (the VFS holds `dir`'s `i_rwsem`; `dentry` is negative and hashed).
+unsafe fn make_node<T: DirOperations>(
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
     mode: u32,
     rdev: u64,
     link: Option<&[u8]>,
 ) -> Result {
-    // SAFETY: per the contract.
-    let (uid, gid, mode) = unsafe { new_owner(dir, mode) };
-    // SAFETY: per the contract.
+    // SAFETY: `dir` is a live, initialised directory of `T` (it has our inode operations), whose
+    // `i_rwsem` the VFS holds for the call (contract).
+    let dir = unsafe { Locked::new(Inode::<T>::from_raw(dir)) };
+    let (uid, gid, mode) = new_owner(&dir, mode);
+    // SAFETY: `dentry` is live and its name stable while the VFS holds the parent's `i_rwsem`
+    // (contract).
     let name = unsafe { dentry_name(dentry) };
-    // SAFETY: `dir` is a live, initialised directory of `T` (it has our inode operations).
-    let dir = unsafe { Inode::<T>::from_raw(dir) };
     let node = NewNode {
         mode,
         rdev,
@@ -235,7 +301,8 @@ unsafe fn make_node<T: FileSystem>(
         link,
     };
     let inode = T::create(dir, name, &node)?;
-    // SAFETY: `d_instantiate` takes over the inode reference.
+    // SAFETY: `dentry` is the call's negative dentry; `d_instantiate` takes over the inode
+    // reference.
     unsafe { bindings::d_instantiate(dentry, ARef::into_raw(inode).as_ptr().cast()) };
     Ok(())
 }
@@ -243,27 +310,27 @@ unsafe fn make_node<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `create`.
-unsafe extern "C" fn create_callback<T: FileSystem>(
+unsafe extern "C" fn create_callback<T: DirOperations>(
     _idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
     mode: bindings::umode_t,
 ) -> c_int {
-    // SAFETY: the VFS's arguments of `create`.
+    // SAFETY: the VFS's arguments of `create`, a create-type operation on a directory of `T`.
     from_result(|| unsafe { make_node::<T>(dir, dentry, u32::from(mode), 0, None) }.map(|()| 0))
 }
 
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `mkdir`.
-unsafe extern "C" fn mkdir_callback<T: FileSystem>(
+unsafe extern "C" fn mkdir_callback<T: DirOperations>(
     _idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
     mode: bindings::umode_t,
 ) -> *mut bindings::dentry {
     let mode = u32::from(mode) | bindings::S_IFDIR;
-    // SAFETY: the VFS's arguments of `mkdir`.
+    // SAFETY: the VFS's arguments of `mkdir`, a create-type operation on a directory of `T`.
     match unsafe { make_node::<T>(dir, dentry, mode, 0, None) } {
         // NULL: the dentry passed in was instantiated.
         Ok(()) => ptr::null_mut(),
@@ -274,23 +341,23 @@ unsafe extern "C" fn mkdir_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `mknod`.
-unsafe extern "C" fn mknod_callback<T: FileSystem>(
+unsafe extern "C" fn mknod_callback<T: DirOperations>(
     _idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
     mode: bindings::umode_t,
     dev: bindings::dev_t,
 ) -> c_int {
-    // SAFETY: plain encoding of a device number.
+    // SAFETY: pure computation on an integer.
     let rdev = u64::from(unsafe { ext::lcfs_new_encode_dev(dev) });
-    // SAFETY: the VFS's arguments of `mknod`.
+    // SAFETY: the VFS's arguments of `mknod`, a create-type operation on a directory of `T`.
     from_result(|| unsafe { make_node::<T>(dir, dentry, u32::from(mode), rdev, None) }.map(|()| 0))
 }
 
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `symlink`.
-unsafe extern "C" fn symlink_callback<T: FileSystem>(
+unsafe extern "C" fn symlink_callback<T: DirOperations>(
     _idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
@@ -300,7 +367,8 @@ unsafe extern "C" fn symlink_callback<T: FileSystem>(
         // SAFETY: the VFS passes a NUL-terminated target that lives for the call.
         let target = unsafe { CStr::from_char_ptr(target) }.to_bytes();
         let mode = bindings::S_IFLNK | 0o777;
-        // SAFETY: the VFS's arguments of `symlink`.
+        // SAFETY: the VFS's arguments of `symlink`, a create-type operation on a directory of
+        // `T`.
         unsafe { make_node::<T>(dir, dentry, mode, 0, Some(target)) }?;
         Ok(0)
     })
@@ -309,23 +377,25 @@ unsafe extern "C" fn symlink_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `link`.
-unsafe extern "C" fn link_callback<T: FileSystem>(
+unsafe extern "C" fn link_callback<T: DirOperations>(
     old_dentry: *mut bindings::dentry,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
 ) -> c_int {
     from_result(|| {
         // SAFETY: the VFS holds `dir`'s and the inode's `i_rwsem`; all arguments are live and
-        // ours (same superblock, checked by the VFS).
+        // initialised inodes of `T` (same superblock, checked by the VFS); the new name is
+        // stable under `dir`'s lock.
         let (dir_ref, inode, name) = unsafe {
             (
-                Inode::<T>::from_raw(dir),
-                Inode::<T>::from_raw((*old_dentry).d_inode),
+                Locked::new(Inode::<T>::from_raw(dir)),
+                Locked::new(Inode::<T>::from_raw((*old_dentry).d_inode)),
                 dentry_name(dentry),
             )
         };
         T::link(dir_ref, inode, name)?;
-        // SAFETY: the dentry takes a new reference to the linked inode.
+        // SAFETY: `dentry` is the call's negative dentry; it takes the new reference to the
+        // linked inode, which the `ihold` gives it.
         unsafe {
             bindings::ihold(inode.as_ptr());
             bindings::d_instantiate(dentry, inode.as_ptr());
@@ -338,16 +408,17 @@ unsafe extern "C" fn link_callback<T: FileSystem>(
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `unlink` and
 /// `rmdir`.
-unsafe extern "C" fn unlink_callback<T: FileSystem>(
+unsafe extern "C" fn unlink_callback<T: DirOperations>(
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
 ) -> c_int {
     from_result(|| {
-        // SAFETY: the VFS holds the `i_rwsem` of `dir` and of the positive `dentry`'s inode.
+        // SAFETY: the VFS holds the `i_rwsem` of `dir` and of the positive `dentry`'s inode,
+        // both live, initialised inodes of `T`; the name is stable under `dir`'s lock.
         let (dir, inode, name) = unsafe {
             (
-                Inode::<T>::from_raw(dir),
-                Inode::<T>::from_raw((*dentry).d_inode),
+                Locked::new(Inode::<T>::from_raw(dir)),
+                Locked::new(Inode::<T>::from_raw((*dentry).d_inode)),
                 dentry_name(dentry),
             )
         };
@@ -359,7 +430,7 @@ unsafe extern "C" fn unlink_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `rename`.
-unsafe extern "C" fn rename_callback<T: FileSystem>(
+unsafe extern "C" fn rename_callback<T: DirOperations>(
     _idmap: *mut bindings::mnt_idmap,
     old_dir: *mut bindings::inode,
     old_dentry: *mut bindings::dentry,
@@ -375,20 +446,22 @@ unsafe extern "C" fn rename_callback<T: FileSystem>(
             bindings::RENAME_WHITEOUT => RenameMode::Whiteout,
             _ => return Err(EINVAL),
         };
-        // SAFETY: the VFS holds the rename locks (both directories and the inodes involved);
+        // SAFETY: the VFS holds the `i_rwsem` of both directories, which keeps both names
+        // stable and covers the moved and the replaced inode (it locks those too, except a
+        // directory moving inside its parent); all are live, initialised inodes of `T`.
         // `old_dentry` is positive, `new_dentry` may be negative.
         let request = unsafe {
             let new_inode = (*new_dentry).d_inode;
             Rename {
-                old_dir: Inode::<T>::from_raw(old_dir),
+                old_dir: Locked::new(Inode::<T>::from_raw(old_dir)),
                 old_name: dentry_name(old_dentry),
-                old_inode: Inode::<T>::from_raw((*old_dentry).d_inode),
-                new_dir: Inode::<T>::from_raw(new_dir),
+                old_inode: Locked::new(Inode::<T>::from_raw((*old_dentry).d_inode)),
+                new_dir: Locked::new(Inode::<T>::from_raw(new_dir)),
                 new_name: dentry_name(new_dentry),
                 new_inode: if new_inode.is_null() {
                     None
                 } else {
-                    Some(Inode::<T>::from_raw(new_inode))
+                    Some(Locked::new(Inode::<T>::from_raw(new_inode)))
                 },
                 mode,
             }
@@ -401,7 +474,7 @@ unsafe extern "C" fn rename_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `lookup`.
-unsafe extern "C" fn lookup_callback<T: FileSystem>(
+unsafe extern "C" fn lookup_callback<T: DirOperations>(
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
     _flags: c_uint,
@@ -423,7 +496,7 @@ unsafe extern "C" fn lookup_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `readdir`.
-unsafe extern "C" fn readdir_callback<T: FileSystem>(
+unsafe extern "C" fn readdir_callback<T: DirOperations>(
     file: *mut bindings::file,
     ctx: *mut bindings::dir_context,
 ) -> c_int {

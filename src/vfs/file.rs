@@ -1,17 +1,28 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Operations of non-directory inodes (regular files, symlinks, device nodes, FIFOs, sockets)
-//! and the attribute operations every inode shares.
+//! The [`InodeOperations`] every inode shares (attributes), and the `inode_operations` of
+//! non-directory inodes (regular files, symlinks, device nodes, FIFOs, sockets).
 
 use core::marker::PhantomData;
 
 use kernel::bindings;
-use kernel::error::from_result;
+use kernel::error::{from_result, to_result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 
-use super::bindings as ext;
-use super::inode::{self, Inode};
-use super::registration::FileSystem;
+use super::inode::{Inode, InodeKind, Locked};
+use super::registration::{FileSystem, Operations};
+
+/// The inode operations every kind of inode shares.
+///
+/// Without `setattr` the VFS changes only the cached inode (`simple_setattr`).
+#[vtable]
+pub(crate) trait InodeOperations: FileSystem {
+    /// Changes attributes; the cached inode holds the VFS's computed values and must be
+    /// refreshed from disk (success or not).
+    fn setattr(_inode: Locked<'_, Self>, _change: &AttrChange) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
 
 /// Attribute changes requested by `setattr`, after the VFS checked permissions and computed
 /// the new values (including `S_ISGID` clearing and "now" timestamps).
@@ -33,123 +44,114 @@ pub(crate) struct AttrChange {
     pub(crate) ctime: Option<(i64, u32)>,
 }
 
+/// The entries of every kind's `inode_operations`: attributes and the list of extended
+/// attributes.
+pub(super) const fn common_inode_operations<T: Operations>() -> bindings::inode_operations {
+    bindings::inode_operations {
+        setattr: if T::HAS_SETATTR {
+            Some(setattr_callback::<T>)
+        } else {
+            None
+        },
+        getattr: Some(getattr_callback::<T>),
+        listxattr: super::xattr::listxattr_operation::<T>(),
+        // SAFETY: all-zero (all `None`) is a valid operations table.
+        ..unsafe { core::mem::zeroed() }
+    }
+}
+
 /// Operation tables of non-directory inodes of `T`.
 struct Tables<T>(PhantomData<T>);
 
-impl<T: FileSystem> Tables<T> {
-    const FILE_INODE_OPS: bindings::inode_operations = bindings::inode_operations {
-        setattr: Some(setattr_callback::<T>),
-        getattr: Some(getattr_callback::<T>),
-        listxattr: Some(super::xattr::listxattr_callback::<T>),
-        // SAFETY: all-zero (all `None`) is a valid operations table.
-        ..unsafe { core::mem::zeroed() }
-    };
+impl<T: Operations> Tables<T> {
+    const FILE_INODE_OPS: bindings::inode_operations = common_inode_operations::<T>();
 
     const SYMLINK_OPS: bindings::inode_operations = bindings::inode_operations {
         get_link: Some(bindings::simple_get_link),
-        setattr: Some(setattr_callback::<T>),
-        getattr: Some(getattr_callback::<T>),
-        listxattr: Some(super::xattr::listxattr_callback::<T>),
-        // SAFETY: all-zero (all `None`) is a valid operations table.
-        ..unsafe { core::mem::zeroed() }
+        ..common_inode_operations::<T>()
     };
 }
 
-pub(super) fn inode_operations<T: FileSystem>() -> &'static bindings::inode_operations {
+/// The `inode_operations` of regular files.
+pub(super) fn inode_operations<T: Operations>() -> &'static bindings::inode_operations {
     &Tables::<T>::FILE_INODE_OPS
 }
 
-pub(super) fn file_operations<T: FileSystem>() -> &'static bindings::file_operations {
-    super::iomap::file_operations::<T>()
-}
-
-pub(super) fn symlink_operations<T: FileSystem>() -> &'static bindings::inode_operations {
+/// The `inode_operations` of symlinks.
+pub(super) fn symlink_operations<T: Operations>() -> &'static bindings::inode_operations {
     &Tables::<T>::SYMLINK_OPS
 }
 
-pub(super) fn special_operations<T: FileSystem>() -> &'static bindings::inode_operations {
-    // Device nodes, FIFOs and sockets only need attributes; `init_special_inode` sets their
-    // file operations.
+/// The `inode_operations` of device nodes, FIFOs and sockets: attributes only
+/// (`init_special_inode` sets their file operations).
+pub(super) fn special_operations<T: Operations>() -> &'static bindings::inode_operations {
     &Tables::<T>::FILE_INODE_OPS
-}
-
-fn time(sec: i64, nsec: c_long) -> (i64, u32) {
-    (sec, u32::try_from(nsec).unwrap_or(0))
 }
 
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `setattr`.
-pub(super) unsafe extern "C" fn setattr_callback<T: FileSystem>(
+unsafe extern "C" fn setattr_callback<T: Operations>(
     idmap: *mut bindings::mnt_idmap,
     dentry: *mut bindings::dentry,
     attr: *mut bindings::iattr,
 ) -> c_int {
     from_result(|| {
-        // SAFETY: the VFS passes a positive dentry of ours and holds its inode's `i_rwsem`.
+        // SAFETY: the VFS passes a positive dentry of ours, live for the call.
         let raw = unsafe { (*dentry).d_inode };
-        // SAFETY: permission and limit checks (`-EPERM`, `-EFBIG`, ...) on live arguments.
-        kernel::error::to_result(unsafe { bindings::setattr_prepare(idmap, dentry, attr) })?;
+        // SAFETY: an inode with our operations is a live, initialised inode of `T`; the VFS
+        // holds its `i_rwsem` for the call.
+        let inode = unsafe { Locked::new(Inode::<T>::from_raw(raw)) };
+        // SAFETY: permission and limit checks (`-EPERM`, `-EFBIG`, ...) on the live arguments.
+        to_result(unsafe { bindings::setattr_prepare(idmap, dentry, attr) })?;
+        // SAFETY: `attr` is the caller's, live for the call.
+        let (valid, new_size) = unsafe { ((*attr).ia_valid, (*attr).ia_size) };
         // truncate(2) passes no time flags: a size change updates mtime and ctime all the
         // same (POSIX), as every filesystem does in its own setattr.
-        // SAFETY: `attr` is live for the call; `raw` is locked (`i_rwsem`).
-        unsafe {
-            let v = (*attr).ia_valid;
-            if v & bindings::ATTR_SIZE != 0
-                && v & bindings::ATTR_CTIME == 0
-                && (*attr).ia_size != (*raw).i_size
-            {
-                let now = bindings::current_time(raw);
+        if valid & bindings::ATTR_SIZE != 0
+            && valid & bindings::ATTR_CTIME == 0
+            && new_size != inode.size()
+        {
+            // SAFETY: a live inode.
+            let now = unsafe { bindings::current_time(raw) };
+            // SAFETY: `attr` is the caller's request, ours to complete for the call.
+            unsafe {
                 (*attr).ia_mtime = now;
                 (*attr).ia_ctime = now;
                 (*attr).ia_valid |= bindings::ATTR_MTIME | bindings::ATTR_CTIME;
             }
         }
-        // SAFETY: `attr` is live for the call.
-        let valid = unsafe { (*attr).ia_valid };
         // Let the VFS compute the new values on the cached inode (S_ISGID clearing, times),
         // then store what it computed; the filesystem refreshes the inode from disk after,
         // which also undoes the cached change if storing fails.
-        // SAFETY: as above; `i_rwsem` is held.
+        // SAFETY: live arguments, checked by `setattr_prepare`; `i_rwsem` is held.
         unsafe { bindings::setattr_copy(idmap, raw, attr) };
-        let mut change = AttrChange::default();
-        // SAFETY: reading attributes of the locked, live inode.
-        unsafe {
-            if valid & bindings::ATTR_MODE != 0 {
-                // CAST: masked to the permission bits.
-                change.perm = Some((u32::from((*raw).i_mode) & 0o7777) as u16);
-            }
-            if valid & bindings::ATTR_UID != 0 {
-                change.uid = Some(ext::lcfs_i_uid_read(raw.cast()));
-            }
-            if valid & bindings::ATTR_GID != 0 {
-                change.gid = Some(ext::lcfs_i_gid_read(raw.cast()));
-            }
-            if valid & bindings::ATTR_SIZE != 0 {
-                change.size = Some(u64::try_from((*attr).ia_size).map_err(|_| EINVAL)?);
-            }
-            let mut sec = [0i64; 3];
-            let mut nsec: [c_long; 3] = [0; 3];
-            ext::lcfs_inode_get_times(raw.cast(), sec.as_mut_ptr(), nsec.as_mut_ptr());
-            if valid & bindings::ATTR_ATIME != 0 {
-                change.atime = Some(time(sec[0], nsec[0]));
-            }
-            if valid & bindings::ATTR_MTIME != 0 {
-                change.mtime = Some(time(sec[1], nsec[1]));
-            }
-            if valid & bindings::ATTR_CTIME != 0 {
-                change.ctime = Some(time(sec[2], nsec[2]));
-            }
-        }
-        // SAFETY: an inode of ours with our operations is an initialised inode of `T`.
-        let inode = unsafe { Inode::<T>::from_raw(raw) };
-        // SAFETY: reading the mode of the locked inode.
-        let regular = u32::from(unsafe { (*raw).i_mode }) & bindings::S_IFMT == bindings::S_IFREG;
-        match change.size {
-            // SAFETY: a regular file of ours with `i_rwsem` held.
-            Some(size) if regular => unsafe {
-                super::iomap::set_size::<T>(raw, size, || T::setattr(inode, &change))?
+        // SAFETY: `attr` is live for the call.
+        let valid = unsafe { (*attr).ia_valid };
+        let has = |flag: u32| valid & flag != 0;
+        let (uid, gid) = inode.owner();
+        let [atime, mtime, ctime] = inode.times();
+        let change = AttrChange {
+            // CAST: masked to the permission bits.
+            perm: has(bindings::ATTR_MODE).then(|| (inode.mode() & 0o7777) as u16),
+            uid: has(bindings::ATTR_UID).then_some(uid),
+            gid: has(bindings::ATTR_GID).then_some(gid),
+            size: if has(bindings::ATTR_SIZE) {
+                Some(u64::try_from(new_size).map_err(|_| EINVAL)?)
+            } else {
+                None
             },
+            atime: has(bindings::ATTR_ATIME).then_some(atime),
+            mtime: has(bindings::ATTR_MTIME).then_some(mtime),
+            ctime: has(bindings::ATTR_CTIME).then_some(ctime),
+        };
+        let regular = InodeKind::from_mode(inode.mode()) == Some(InodeKind::Regular);
+        match change.size {
+            Some(size) if regular => {
+                let store = || T::setattr(inode, &change);
+                // SAFETY: a regular file of `T` whose `i_rwsem` the VFS holds.
+                unsafe { super::iomap::set_size::<T>(raw, size, store) }?
+            }
             _ => T::setattr(inode, &change)?,
         }
         Ok(0)
@@ -159,18 +161,21 @@ pub(super) unsafe extern "C" fn setattr_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `getattr`.
-pub(super) unsafe extern "C" fn getattr_callback<T: FileSystem>(
+unsafe extern "C" fn getattr_callback<T: FileSystem>(
     idmap: *mut bindings::mnt_idmap,
     path: *const bindings::path,
     stat: *mut bindings::kstat,
     request_mask: u32,
     _flags: c_uint,
 ) -> c_int {
-    // SAFETY: the VFS passes a live path to a positive dentry of ours and a `kstat` to fill.
+    // SAFETY: the VFS passes a live path to a positive dentry of ours.
+    let raw = unsafe { (*(*path).dentry).d_inode };
+    // SAFETY: live arguments; `stat` is the caller's to fill.
+    unsafe { bindings::generic_fillattr(idmap, request_mask, raw, stat) };
+    // SAFETY: an inode with our operations is a live, initialised inode of `T`.
+    let (sec, nsec) = unsafe { Inode::<T>::from_raw(raw) }.btime();
+    // SAFETY: `stat` is the caller's to fill for the call.
     unsafe {
-        let raw = (*(*path).dentry).d_inode;
-        bindings::generic_fillattr(idmap, request_mask, raw, stat);
-        let (sec, nsec) = inode::btime::<T>(raw);
         (*stat).btime.tv_sec = sec;
         (*stat).btime.tv_nsec = c_long::try_from(nsec).unwrap_or(0);
         (*stat).result_mask |= bindings::STATX_BTIME;

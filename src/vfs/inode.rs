@@ -1,19 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Inode handles and the inode cache.
+//! Inode handles, the inode cache, and the tokens for the locks the VFS holds around inode
+//! operations.
 
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
+use core::ops::Deref;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicIsize, Ordering};
 
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::types::Opaque;
 
 use super::bindings as ext;
-use super::registration::{self, ARef, FileSystem, Registration, LIVE_INODES};
+use super::registration::{ARef, FileSystem, Operations, Registration};
 use super::super_block::SuperBlock;
+
+/// Inodes allocated from the inode caches of all registered LCFS types and not yet freed.
+///
+/// Checked when a cache is destroyed (module unload): anything but zero is a leak.
+static LIVE_INODES: AtomicIsize = AtomicIsize::new(0);
 
 /// One object of the inode cache: the VFS inode and the filesystem's data next to it.
 ///
@@ -66,8 +73,8 @@ impl InodeCache {
 
 impl Drop for InodeCache {
     fn drop(&mut self) {
-        // SAFETY: plain call. Freed inodes go through call_rcu(): wait for them before counting
-        // what is left and destroying the cache they belong to.
+        // SAFETY: no locks held, process context (module exit or failed init). Freed inodes go
+        // back to the cache through call_rcu(): wait for all of them before destroying it.
         unsafe { bindings::rcu_barrier() };
         let live = LIVE_INODES.load(Ordering::Relaxed);
         if live != 0 {
@@ -75,15 +82,15 @@ impl Drop for InodeCache {
         } else {
             pr_info!("unloaded, no inodes left\n");
         }
-        // SAFETY: the cache is live and owned (type invariant); its objects are all freed now (a
-        // leak would be reported by the slab allocator).
+        // SAFETY: the cache is live and owned (type invariant), and after the barrier no object
+        // of it is pending release (a leaked one would be reported by the slab allocator).
         unsafe { bindings::kmem_cache_destroy(self.as_ptr()) };
     }
 }
 
 /// Creates the inode cache of `T`.
 pub(super) fn create_cache<T: FileSystem>() -> Result<InodeCache> {
-    let size = u32::try_from(registration::slot_size::<T>()).map_err(|_| EINVAL)?;
+    let size = u32::try_from(size_of::<InodeSlot<T>>()).map_err(|_| EINVAL)?;
     let align = u32::try_from(align_of::<InodeSlot<T>>()).map_err(|_| EINVAL)?;
     // SAFETY: the name is a static string; the constructor matches the object size.
     let cache = unsafe {
@@ -124,7 +131,7 @@ pub(super) unsafe extern "C" fn alloc_inode_callback<T: FileSystem>(
         ptr::addr_of_mut!((*slot).link).write(None);
     }
     LIVE_INODES.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: `slot` is valid.
+    // SAFETY: `slot` points to the object just allocated; only the field's address is taken.
     Opaque::cast_into(unsafe { ptr::addr_of!((*slot).vfs_inode) })
 }
 
@@ -282,7 +289,7 @@ impl<T: FileSystem> Inode<T> {
     ///
     /// `inode` must be an initialised inode of `T`, live for `'a`.
     pub(super) unsafe fn from_raw<'a>(inode: *mut bindings::inode) -> &'a Self {
-        // SAFETY: transparent wrapper; validity per the contract.
+        // SAFETY: `Self` is a transparent wrapper of `inode`; validity per the contract.
         unsafe { &*inode.cast::<Self>() }
     }
 
@@ -304,7 +311,8 @@ impl<T: FileSystem> Inode<T> {
 
     /// Sets the allocated space (512-byte units) after the filesystem allocated or freed data.
     pub(crate) fn set_blocks(&self, blocks: u64) {
-        // SAFETY: a live inode; the helper takes `i_lock`, as `inode_add_bytes` does.
+        // SAFETY: a live inode (type invariant); the helper takes `i_lock`, as `inode_add_bytes`
+        // does, so concurrent updates and `stat` readers see a whole value.
         unsafe { ext::lcfs_inode_set_blocks(self.as_ptr().cast(), blocks) };
     }
 
@@ -312,19 +320,48 @@ impl<T: FileSystem> Inode<T> {
     pub(crate) fn times(&self) -> [(i64, u32); 3] {
         let mut sec = [0i64; 3];
         let mut ns: [c_long; 3] = [0; 3];
-        // SAFETY: reads the three timestamps of a live inode into local arrays of three.
+        // SAFETY: a live inode (type invariant); the helper writes three elements to each of
+        // the two local arrays, which hold three.
         unsafe {
             ext::lcfs_inode_get_times(self.as_ptr().cast(), sec.as_mut_ptr(), ns.as_mut_ptr())
         };
         [0, 1, 2].map(|i| (sec[i], u32::try_from(ns[i]).unwrap_or(0)))
     }
 
-    /// Replaces the cached attributes with `params` (after a change on disk). The kind must not
-    /// change.
-    pub(crate) fn refresh(&self, params: &InodeParams) {
-        // SAFETY: filesystem operations refresh inodes under the VFS locks of the operation
-        // (`i_rwsem` of the inode or its directory), as in-tree filesystems update attributes.
-        unsafe { set_attributes(self.as_ptr(), params) };
+    /// The cached mode (type and permission bits).
+    pub(super) fn mode(&self) -> u32 {
+        // SAFETY: a live inode (type invariant); `i_mode` is a plain integer field.
+        u32::from(unsafe { (*self.as_ptr()).i_mode })
+    }
+
+    /// The link count.
+    pub(super) fn nlink(&self) -> u32 {
+        // SAFETY: a live inode (type invariant); `i_nlink` is a plain integer field.
+        unsafe { (*self.as_ptr()).__bindgen_anon_1.i_nlink }
+    }
+
+    /// The cached owner and group, in the initial user namespace.
+    pub(super) fn owner(&self) -> (u32, u32) {
+        // SAFETY: a live inode (type invariant).
+        unsafe {
+            (
+                ext::lcfs_i_uid_read(self.as_ptr().cast()),
+                ext::lcfs_i_gid_read(self.as_ptr().cast()),
+            )
+        }
+    }
+
+    /// The cached size in bytes (`i_size_read`: a whole value even without `i_rwsem`).
+    pub(super) fn size(&self) -> i64 {
+        // SAFETY: a live inode (type invariant).
+        unsafe { ext::lcfs_i_size_read(self.as_ptr().cast()) }
+    }
+
+    /// The birth time, reported by `statx`.
+    pub(super) fn btime(&self) -> (i64, u32) {
+        // SAFETY: an initialised inode's slot (type invariant); `btime` is set before the inode
+        // is unlocked in `NewInode::init` and never changes after.
+        unsafe { (*slot_of::<T>(self.as_ptr())).btime }
     }
 
     /// The superblock the inode belongs to.
@@ -332,6 +369,121 @@ impl<T: FileSystem> Inode<T> {
         // SAFETY: an initialised inode of `T` belongs to a live superblock of `T` whose info is
         // set (type invariant).
         unsafe { SuperBlock::from_raw((*self.0.get()).i_sb) }
+    }
+
+    /// Takes `i_rwsem` exclusively, as the VFS does around writes; released when the guard drops.
+    ///
+    /// Lock order: `i_rwsem` comes before `invalidate_lock`, file folio locks and every lock of
+    /// the filesystem.
+    pub(super) fn lock(&self) -> InodeGuard<'_, T> {
+        // SAFETY: a live inode (type invariant); the guard releases the lock on the same task.
+        unsafe { ext::lcfs_inode_lock(self.as_ptr().cast()) };
+        // INVARIANT: locked above.
+        InodeGuard {
+            inode: self,
+            _not_send: kernel::types::NotThreadSafe,
+        }
+    }
+
+    /// Takes the mapping's `invalidate_lock` exclusively (keeps page faults from mapping blocks
+    /// that truncate or hole punching are removing); released when the guard drops.
+    pub(super) fn invalidate_lock(&self) -> InvalidateGuard<'_, T> {
+        // SAFETY: a live inode (type invariant) has a live mapping; the guard releases the lock on
+        // the same task.
+        unsafe { ext::lcfs_invalidate_lock(self.mapping().cast()) };
+        // INVARIANT: locked above.
+        InvalidateGuard {
+            inode: self,
+            _not_send: kernel::types::NotThreadSafe,
+        }
+    }
+
+    /// The inode's page-cache mapping.
+    pub(super) fn mapping(&self) -> *mut bindings::address_space {
+        // SAFETY: a live inode (type invariant); `i_mapping` is set at allocation and never changes
+        // for an inode of ours.
+        unsafe { (*self.as_ptr()).i_mapping }
+    }
+}
+
+/// `i_rwsem` of an inode, held exclusively by the current task.
+///
+/// # Invariants
+///
+/// The current task took `inode`'s `i_rwsem` in [`Inode::lock`] and releases it on drop.
+pub(super) struct InodeGuard<'a, T: FileSystem> {
+    inode: &'a Inode<T>,
+    // A rw_semaphore is released by the task that took it.
+    _not_send: kernel::types::NotThreadSafe,
+}
+
+impl<T: FileSystem> Drop for InodeGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: taken by this task in `Inode::lock` (type invariant).
+        unsafe { ext::lcfs_inode_unlock(self.inode.as_ptr().cast()) };
+    }
+}
+
+/// The `invalidate_lock` of an inode's mapping, held exclusively by the current task.
+///
+/// # Invariants
+///
+/// The current task took the lock in [`Inode::invalidate_lock`] and releases it on drop.
+pub(super) struct InvalidateGuard<'a, T: FileSystem> {
+    inode: &'a Inode<T>,
+    // A rw_semaphore is released by the task that took it.
+    _not_send: kernel::types::NotThreadSafe,
+}
+
+impl<T: FileSystem> Drop for InvalidateGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: taken by this task in `Inode::invalidate_lock` (type invariant).
+        unsafe { ext::lcfs_invalidate_unlock(self.inode.mapping().cast()) };
+    }
+}
+
+/// An inode whose cached attributes the current VFS operation may replace: the token
+/// [`Locked::refresh`] needs.
+///
+/// # Invariants
+///
+/// For `'a`, the VFS holds the inode's `i_rwsem`, or, for the object of a rename (which the VFS
+/// leaves unlocked when a directory moves inside its parent), the `i_rwsem` of the directory
+/// whose entry for it the operation changes. In-tree filesystems update such an inode's
+/// attributes (its change time) under the same locks.
+pub(crate) struct Locked<'a, T: FileSystem>(&'a Inode<T>);
+
+impl<T: FileSystem> Clone for Locked<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: FileSystem> Copy for Locked<'_, T> {}
+
+impl<'a, T: FileSystem> Locked<'a, T> {
+    /// # Safety
+    ///
+    /// The VFS must hold the lock the type invariant names for `'a`.
+    pub(super) unsafe fn new(inode: &'a Inode<T>) -> Self {
+        // INVARIANT: per the contract.
+        Self(inode)
+    }
+
+    /// Replaces the cached attributes with `params` (after a change on disk). The kind must not
+    /// change.
+    pub(crate) fn refresh(&self, params: &InodeParams) {
+        // SAFETY: a live inode whose attributes the current operation may change (type
+        // invariant).
+        unsafe { set_attributes(self.0.as_ptr(), params) };
+    }
+}
+
+impl<T: FileSystem> Deref for Locked<'_, T> {
+    type Target = Inode<T>;
+
+    fn deref(&self) -> &Inode<T> {
+        self.0
     }
 }
 
@@ -345,24 +497,24 @@ pub(crate) struct NewInode<T: FileSystem> {
     _p: PhantomData<T>,
 }
 
-/// Whether `inode` was initialised (it may be a failed `iget` being evicted).
+/// `inode` as an initialised inode of `T`, or `None` for one that never was (a failed `iget`
+/// being evicted) or was marked bad.
 ///
 /// # Safety
 ///
-/// `inode` must come from [`alloc_inode_callback`] of `T`.
-pub(super) unsafe fn is_initialised<T: FileSystem>(inode: *mut bindings::inode) -> bool {
-    // SAFETY: per the contract the slot's fields are initialised.
-    unsafe { (*slot_of::<T>(inode)).info.is_some() }
-}
-
-/// The birth time of `inode`.
-///
-/// # Safety
-///
-/// `inode` must be an initialised inode of `T`.
-pub(super) unsafe fn btime<T: FileSystem>(inode: *mut bindings::inode) -> (i64, u32) {
-    // SAFETY: per the contract the slot is initialised; `btime` never changes after init.
-    unsafe { (*slot_of::<T>(inode)).btime }
+/// `inode` must come from [`alloc_inode_callback`] of `T` and be live for `'a`.
+pub(super) unsafe fn initialised<'a, T: FileSystem>(
+    inode: *mut bindings::inode,
+) -> Option<&'a Inode<T>> {
+    // SAFETY: per the contract the slot's fields are initialised (`alloc_inode_callback` writes
+    // them before the VFS sees the inode).
+    let init = unsafe { (*slot_of::<T>(inode)).info.is_some() };
+    // SAFETY: `inode` is live (contract).
+    if !init || unsafe { bindings::is_bad_inode(inode) } {
+        return None;
+    }
+    // SAFETY: an initialised inode of `T`, live for `'a` (contract).
+    Some(unsafe { Inode::from_raw(inode) })
 }
 
 /// Result of [`SuperBlock::iget`].
@@ -385,14 +537,17 @@ impl<T: FileSystem> NewInode<T> {
         }
     }
 
-    /// Sets the attributes and operations, unlocks the inode and returns it. `dir_ops` selects
-    /// the operations of a directory that can change; `link` is a symlink's target.
+    /// Sets the attributes and the operation tables of its kind, unlocks the inode and returns
+    /// it. `link` is a symlink's target.
     pub(crate) fn init(
         self,
         params: &InodeParams,
         info: T::InodeInfo,
         link: Option<&[u8]>,
-    ) -> Result<ARef<Inode<T>>> {
+    ) -> Result<ARef<Inode<T>>>
+    where
+        T: Operations,
+    {
         let target = match link {
             Some(l) => {
                 let mut v = KVec::with_capacity(l.len().checked_add(1).ok_or(EINVAL)?, GFP_KERNEL)?;
@@ -402,43 +557,68 @@ impl<T: FileSystem> NewInode<T> {
             }
             None => None,
         };
+        let (i_op, i_fop) = match params.kind {
+            InodeKind::Directory => (
+                super::dir::inode_operations::<T>(),
+                Some(super::dir::file_operations::<T>()),
+            ),
+            InodeKind::Regular => (
+                super::file::inode_operations::<T>(),
+                Some(super::iomap::file_operations::<T>()),
+            ),
+            InodeKind::Symlink => (super::file::symlink_operations::<T>(), None),
+            // Device nodes, FIFOs and sockets: `init_special_inode` sets their file operations.
+            _ => (super::file::special_operations::<T>(), None),
+        };
         let this = ManuallyDrop::new(self);
         let inode = this.inode.as_ptr();
-        // SAFETY: the inode is new and locked, so nobody else looks at these fields; the slot
-        // holds initialised fields that are replaced here.
+        // SAFETY: the inode comes from our cache (type invariant).
+        let slot = unsafe { slot_of::<T>(inode) };
+        // SAFETY: the inode is new and locked (type invariant), so nobody else looks at the
+        // filesystem's fields of its slot, which are initialised (the old values drop here).
         unsafe {
-            let slot = slot_of::<T>(inode);
             (*slot).info = Some(info);
             (*slot).btime = params.btime;
-            set_attributes(inode, params);
-            match params.kind {
-                InodeKind::Directory => {
-                    (*inode).i_op = super::dir::inode_operations::<T>();
-                    (*inode).__bindgen_anon_3.i_fop = super::dir::file_operations::<T>();
-                }
-                InodeKind::Regular => {
-                    (*inode).i_op = super::file::inode_operations::<T>();
-                    (*inode).__bindgen_anon_3.i_fop = super::file::file_operations::<T>();
-                    let aops = ptr::from_ref(super::iomap::address_space_operations::<T>());
-                    ext::lcfs_set_aops(inode.cast(), aops.cast());
-                }
-                InodeKind::Symlink => {
-                    (*slot).link = target;
-                    if let Some(t) = &(*slot).link {
-                        // The target lives in the slot until `free_inode`, after RCU walkers.
-                        let len = c_int::try_from(t.len().saturating_sub(1)).unwrap_or(0);
-                        ext::lcfs_inode_set_cached_link(inode.cast(), t.as_ptr().cast(), len);
-                    }
-                    (*inode).i_op = super::file::symlink_operations::<T>();
-                }
-                _ => {
-                    (*inode).i_op = super::file::special_operations::<T>();
-                    let dev = ext::lcfs_new_decode_dev(u32::try_from(params.rdev).unwrap_or(0));
-                    bindings::init_special_inode(inode, (*inode).i_mode, dev);
+        }
+        // SAFETY: new and locked (type invariant): the attributes are ours to set.
+        unsafe { set_attributes(inode, params) };
+        // SAFETY: new and locked (type invariant): its operations are ours to set; the tables
+        // are static.
+        unsafe { (*inode).i_op = i_op };
+        if let Some(fop) = i_fop {
+            // SAFETY: new and locked (type invariant); the table is static.
+            unsafe { (*inode).__bindgen_anon_3.i_fop = fop };
+        }
+        match params.kind {
+            InodeKind::Regular => {
+                let aops = ptr::from_ref(super::iomap::address_space_operations::<T>());
+                // SAFETY: new and locked (type invariant); the table is static.
+                unsafe { ext::lcfs_set_aops(inode.cast(), aops.cast()) };
+            }
+            InodeKind::Symlink => {
+                if let Some(t) = target {
+                    let len = c_int::try_from(t.len().saturating_sub(1)).unwrap_or(0);
+                    let link = t.as_ptr();
+                    // SAFETY: as for `info` above. The buffer moves with its `KVec`, not its
+                    // contents, so `link` stays valid.
+                    unsafe { (*slot).link = Some(t) };
+                    // SAFETY: new and locked (type invariant). The NUL-terminated target lives
+                    // in the slot until `free_inode`, after RCU path walkers are done with it.
+                    unsafe { ext::lcfs_inode_set_cached_link(inode.cast(), link.cast(), len) };
                 }
             }
-            bindings::unlock_new_inode(inode);
+            InodeKind::Directory => {}
+            _ => {
+                // SAFETY: pure computation on an integer.
+                let dev =
+                    unsafe { ext::lcfs_new_decode_dev(u32::try_from(params.rdev).unwrap_or(0)) };
+                // SAFETY: new and locked (type invariant); `i_mode` was set by
+                // `set_attributes`.
+                unsafe { bindings::init_special_inode(inode, (*inode).i_mode, dev) };
+            }
         }
+        // SAFETY: new and locked with `I_NEW` (type invariant), now fully set up.
+        unsafe { bindings::unlock_new_inode(inode) };
         // SAFETY: the reference from `iget_locked` moves into the `ARef`; the inode is now an
         // initialised inode of `T`.
         Ok(unsafe { ARef::from_raw(this.inode.cast()) })

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The ioctl entry point and the ABI types of `include/uapi/linux/lcfs.h`.
+//! The ioctl entry point ([`FileOperations::ioctl`]) and the ABI types of `include/uapi/linux/lcfs.h`.
 //!
 //! The structures come from the uapi header through the module's bindgen run; request codes are
 //! built from the header's `*_NR` numbers and the structure sizes, as `_IOR()` does in C (the KUnit
@@ -13,7 +13,7 @@ use kernel::uaccess::{UserPtr, UserSlice};
 
 use super::bindings as ext;
 use super::inode::Inode;
-use super::registration::FileSystem;
+use super::iomap::FileOperations;
 
 /// `struct lcfs_fs_info`.
 pub(crate) type FsInfo = ext::lcfs_fs_info;
@@ -47,10 +47,21 @@ impl Output {
     }
 }
 
+/// The `unlocked_ioctl` entry of `T`'s file operations (regular files and directories): NULL,
+/// which the VFS answers with `ENOTTY`, unless `T` implements [`FileOperations::ioctl`].
+pub(super) const fn ioctl_operation<T: FileOperations>(
+) -> Option<unsafe extern "C" fn(*mut bindings::file, c_uint, c_ulong) -> c_long> {
+    if T::HAS_IOCTL {
+        Some(ioctl_callback::<T>)
+    } else {
+        None
+    }
+}
+
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `unlocked_ioctl`.
-pub(super) unsafe extern "C" fn ioctl_callback<T: FileSystem>(
+unsafe extern "C" fn ioctl_callback<T: FileOperations>(
     file: *mut bindings::file,
     cmd: c_uint,
     arg: c_ulong,
@@ -62,7 +73,8 @@ pub(super) unsafe extern "C" fn ioctl_callback<T: FileSystem>(
         };
         // For ioctls with output, `arg` is a user address (`c_ulong` is `usize` in the kernel).
         let user = UserSlice::new(UserPtr::from_addr(arg), size_of::<FsInfo>());
-        // SAFETY: an open file of `T` has a live, initialised inode.
+        // SAFETY: an open file of `T` (it has our file operations) has a live, initialised inode
+        // of `T`.
         let inode = unsafe { Inode::<T>::from_raw((*file).f_inode) };
         T::ioctl(inode, request, Output(user))?;
         Ok(0)

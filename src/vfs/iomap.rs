@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Regular-file data through the page cache with iomap (no buffer heads): buffered read and
-//! write, readahead, mmap with `page_mkwrite`, writeback, truncate, fallocate, SEEK_HOLE and
-//! SEEK_DATA, fsync.
+//! Regular files: the [`DataOperations`] behind their page cache (iomap, no buffer heads) and
+//! the [`FileOperations`] of open files. Buffered read and write, readahead, mmap with
+//! `page_mkwrite`, writeback, truncate, fallocate, SEEK_HOLE and SEEK_DATA, fsync.
 //!
-//! The filesystem answers two questions: where a file range is ([`FileSystem::map`], for reads,
-//! writes (allocating) and zeroing) and where writeback must write it
-//! ([`FileSystem::map_writeback`]); it is told when written data reached the disk
-//! ([`FileSystem::write_done`]). Writeback submits ioends without waiting; their completions are
-//! queued to the mount's writeback workqueue, which reports each done before its folios leave
+//! The filesystem answers two questions: where a file range is ([`DataOperations::map`], for
+//! reads, writes (allocating) and zeroing) and where writeback must write it
+//! ([`DataOperations::map_writeback`]); it is told when written data reached the disk
+//! ([`DataOperations::write_done`]). Writeback submits ioends without waiting; their completions
+//! are queued to the mount's writeback workqueue, which reports each done before its folios leave
 //! writeback, so `fsync` (which waits for writeback) sees every completed write recorded and can
 //! commit.
 //!
@@ -20,14 +20,63 @@ use core::marker::PhantomData;
 use core::ptr;
 
 use kernel::bindings;
-use kernel::error::{from_result, to_result};
+use kernel::error::{from_result, to_result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 
 use super::bindings as ext;
 use super::inode::Inode;
-use super::registration::FileSystem;
+use super::registration::{FileSystem, Operations};
 use super::super_block::SbInfo;
 use crate::format::BLOCK_SIZE;
+
+/// Where the data of regular files is: the address-space and iomap operations.
+///
+/// All four are required today (iomap has no default mapping); optional ones added later leave
+/// their C operations NULL when not implemented.
+#[vtable]
+pub(crate) trait DataOperations: FileSystem {
+    /// Maps a range of regular file `inode` (bytes) for `purpose`.
+    fn map(inode: &Inode<Self>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap>;
+
+    /// Where writeback writes the range of `inode` starting at `pos` (a `Mapped` range).
+    fn map_writeback(inode: &Inode<Self>, pos: u64, len: u64) -> Result<FileMap>;
+
+    /// The data of `[pos, pos + len)` of `inode` reached the disk.
+    fn write_done(inode: &Inode<Self>, pos: u64, len: u64) -> Result;
+
+    /// A write or `fallocate` made `inode` `size` bytes long: store its size and timestamps.
+    fn store_size(inode: &Inode<Self>, size: u64) -> Result;
+}
+
+/// The operations of open regular files (and `ioctl`, of open directories too).
+///
+/// An optional method the filesystem does not implement leaves its C operation NULL, and the VFS
+/// answers: `fsync` fails with `EINVAL`, `fallocate` with `EOPNOTSUPP`, `ioctl` with `ENOTTY`.
+/// `fallocate` is set when either `allocate` or `punch` is implemented; the other then refuses
+/// its mode with `EOPNOTSUPP`, as a NULL `fallocate` would.
+#[vtable]
+pub(crate) trait FileOperations: FileSystem {
+    /// Makes everything written to `inode` durable (its data is written back already).
+    fn fsync(_inode: &Inode<Self>) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Allocates the block-aligned range `[pos, pos + len)` of `inode` (`fallocate`).
+    fn allocate(_inode: &Inode<Self>, _pos: u64, _len: u64) -> Result {
+        Err(EOPNOTSUPP)
+    }
+
+    /// Frees the blocks of the block-aligned range `[pos, pos + len)` of `inode`
+    /// (`FALLOC_FL_PUNCH_HOLE`).
+    fn punch(_inode: &Inode<Self>, _pos: u64, _len: u64) -> Result {
+        Err(EOPNOTSUPP)
+    }
+
+    /// Handles an ioctl of the filesystem on an open file of `inode`.
+    fn ioctl(_inode: &Inode<Self>, _request: super::Request, _out: super::Output) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
 
 /// What a file range maps to. Addresses are byte offsets on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +128,7 @@ pub(crate) enum MapFor {
 /// Operation tables of regular files of `T`.
 struct Tables<T>(PhantomData<T>);
 
-impl<T: FileSystem> Tables<T> {
+impl<T: Operations> Tables<T> {
     const READ_OPS: ext::iomap_ops = ext::iomap_ops {
         iomap_begin: Some(iomap_begin_callback::<T, 0>),
         iomap_end: None,
@@ -124,21 +173,29 @@ impl<T: FileSystem> Tables<T> {
         write_iter: Some(write_iter_callback::<T>),
         mmap_prepare: Some(mmap_prepare_callback::<T>),
         open: Some(bindings::generic_file_open),
-        fsync: Some(fsync_callback::<T>),
-        fallocate: Some(fallocate_callback::<T>),
+        fsync: if T::HAS_FSYNC {
+            Some(fsync_callback::<T>)
+        } else {
+            None
+        },
+        fallocate: if T::HAS_ALLOCATE || T::HAS_PUNCH {
+            Some(fallocate_callback::<T>)
+        } else {
+            None
+        },
         splice_read: Some(bindings::filemap_splice_read),
         splice_write: Some(bindings::iter_file_splice_write),
-        unlocked_ioctl: Some(super::ioctl::ioctl_callback::<T>),
+        unlocked_ioctl: super::ioctl::ioctl_operation::<T>(),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };
 }
 
-pub(super) fn file_operations<T: FileSystem>() -> &'static bindings::file_operations {
+pub(super) fn file_operations<T: Operations>() -> &'static bindings::file_operations {
     &Tables::<T>::FILE_OPS
 }
 
-pub(super) fn address_space_operations<T: FileSystem>(
+pub(super) fn address_space_operations<T: Operations>(
 ) -> &'static bindings::address_space_operations {
     &Tables::<T>::AOPS
 }
@@ -149,10 +206,35 @@ const BS: u64 = BLOCK_SIZE as u64;
 /// Most bytes one writeback mapping covers.
 const WRITEBACK_WINDOW: u64 = 4 << 20;
 
+/// Fills iomap's mapping `map` with the range of `m`.
+///
+/// # Safety
+///
+/// `map` must be a mapping iomap handed to the current call to fill.
+unsafe fn set_iomap(
+    map: *mut ext::iomap,
+    m: &FileMap,
+    kind: u32,
+    addr: u64,
+    flags: u32,
+    bdev: *mut bindings::block_device,
+) {
+    // SAFETY: ours to fill for the call (contract).
+    unsafe {
+        (*map).offset = i64::try_from(m.offset).unwrap_or(i64::MAX);
+        (*map).length = m.length;
+        // CAST: the IOMAP_* type and flag constants fit in 16 bits.
+        (*map).type_ = kind as u16;
+        (*map).flags = flags as u16;
+        (*map).addr = addr;
+        (*map).bdev = bdev.cast();
+    }
+}
+
 /// # Safety
 ///
 /// Called only by iomap, with arguments that satisfy the C contract of `iomap_begin`.
-unsafe extern "C" fn iomap_begin_callback<T: FileSystem, const WRITE: u8>(
+unsafe extern "C" fn iomap_begin_callback<T: DataOperations, const WRITE: u8>(
     inode: *mut bindings::inode,
     pos: bindings::loff_t,
     length: bindings::loff_t,
@@ -176,30 +258,20 @@ unsafe extern "C" fn iomap_begin_callback<T: FileSystem, const WRITE: u8>(
         if m.length == 0 || m.offset > pos || m.offset.saturating_add(m.length) <= pos {
             return Err(EIO);
         }
-        // SAFETY: `iomap` and `srcmap` are iomap's to fill for this call; the device stays open
-        // while the filesystem is mounted.
-        unsafe {
-            let bdev = (*(*inode).i_sb).s_bdev;
-            let fill = |map: *mut ext::iomap, kind: u32, addr: u64, flags: u32| {
-                (*map).offset = i64::try_from(m.offset).unwrap_or(i64::MAX);
-                (*map).length = m.length;
-                // CAST: the IOMAP_* type and flag constants fit in 16 bits.
-                (*map).type_ = kind as u16;
-                (*map).flags = flags as u16;
-                (*map).addr = addr;
-                (*map).bdev = bdev;
-            };
-            match m.kind {
-                // CAST: IOMAP_NULL_ADDR is `-1ULL`; bindgen types it as a signed -1.
-                MapKind::Hole => fill(iomap, ext::IOMAP_HOLE, ext::IOMAP_NULL_ADDR as u64, 0),
-                MapKind::Unwritten { addr } => fill(iomap, ext::IOMAP_UNWRITTEN, addr, 0),
-                MapKind::Mapped { addr } => fill(iomap, ext::IOMAP_MAPPED, addr, 0),
-                MapKind::Cow { addr, src } => {
-                    fill(iomap, ext::IOMAP_UNWRITTEN, addr, ext::IOMAP_F_SHARED);
-                    if !srcmap.is_null() {
-                        fill(srcmap, ext::IOMAP_MAPPED, src, 0);
-                    }
-                }
+        let bdev = file.super_block().bdev();
+        // CAST: IOMAP_NULL_ADDR is `-1ULL`; bindgen types it as a signed -1.
+        let (kind, addr, flags) = match m.kind {
+            MapKind::Hole => (ext::IOMAP_HOLE, ext::IOMAP_NULL_ADDR as u64, 0),
+            MapKind::Unwritten { addr } => (ext::IOMAP_UNWRITTEN, addr, 0),
+            MapKind::Mapped { addr } => (ext::IOMAP_MAPPED, addr, 0),
+            MapKind::Cow { addr, .. } => (ext::IOMAP_UNWRITTEN, addr, ext::IOMAP_F_SHARED),
+        };
+        // SAFETY: `iomap` is iomap's to fill for this call.
+        unsafe { set_iomap(iomap, &m, kind, addr, flags, bdev) };
+        if let MapKind::Cow { src, .. } = m.kind {
+            if !srcmap.is_null() {
+                // SAFETY: a non-null `srcmap` is iomap's to fill for this call.
+                unsafe { set_iomap(srcmap, &m, ext::IOMAP_MAPPED, src, 0, bdev) };
             }
         }
         Ok(0)
@@ -209,11 +281,12 @@ unsafe extern "C" fn iomap_begin_callback<T: FileSystem, const WRITE: u8>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `read_folio`.
-unsafe extern "C" fn read_folio_callback<T: FileSystem>(
+unsafe extern "C" fn read_folio_callback<T: Operations>(
     _file: *mut bindings::file,
     folio: *mut bindings::folio,
 ) -> c_int {
-    // SAFETY: a locked folio of one of our files; iomap unlocks it when the read completes.
+    // SAFETY: a locked folio of one of our regular files; iomap reads it with our static read
+    // operations and unlocks it when the read completes (also on error).
     unsafe { ext::lcfs_iomap_read_folio(folio.cast(), &Tables::<T>::READ_OPS) };
     0
 }
@@ -221,26 +294,26 @@ unsafe extern "C" fn read_folio_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `readahead`.
-unsafe extern "C" fn readahead_callback<T: FileSystem>(rac: *mut bindings::readahead_control) {
-    // SAFETY: a readahead request on one of our files.
+unsafe extern "C" fn readahead_callback<T: Operations>(rac: *mut bindings::readahead_control) {
+    // SAFETY: a live readahead request on one of our regular files; the operations are static.
     unsafe { ext::lcfs_iomap_readahead(rac.cast(), &Tables::<T>::READ_OPS) };
 }
 
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `writepages`.
-unsafe extern "C" fn writepages_callback<T: FileSystem>(
+unsafe extern "C" fn writepages_callback<T: Operations>(
     mapping: *mut bindings::address_space,
     wbc: *mut bindings::writeback_control,
 ) -> c_int {
-    // SAFETY: writeback of one of our files' mappings.
+    // SAFETY: live writeback of one of our regular files' mappings; the operations are static.
     unsafe { ext::lcfs_iomap_writepages(mapping.cast(), wbc.cast(), &Tables::<T>::WRITEBACK_OPS) }
 }
 
 /// # Safety
 ///
 /// Called only by iomap, with arguments that satisfy the C contract of `writeback_range`.
-unsafe extern "C" fn writeback_range_callback<T: FileSystem>(
+unsafe extern "C" fn writeback_range_callback<T: Operations>(
     wpc: *mut ext::iomap_writepage_ctx,
     folio: *mut bindings::folio,
     pos: u64,
@@ -248,20 +321,21 @@ unsafe extern "C" fn writeback_range_callback<T: FileSystem>(
     end_pos: u64,
 ) -> isize {
     let r = (|| -> Result<isize> {
-        // SAFETY: iomap passes its live writeback context, whose inode is ours.
-        let (inode, cached) = unsafe {
+        // SAFETY: iomap passes its live writeback context, whose mapping it keeps between
+        // folios and which nobody else changes during writeback.
+        let (raw, cached) = unsafe {
             let map = &(*wpc).iomap;
             let start = u64::try_from(map.offset).unwrap_or(u64::MAX);
             let cached = map.length != 0 && pos >= start && pos - start < map.length;
             ((*wpc).inode, cached)
         };
         if !cached {
-            // SAFETY: an initialised regular file of ours.
-            let file = unsafe { Inode::<T>::from_raw(inode.cast()) };
+            // SAFETY: the context's inode is an initialised regular file of ours, referenced by
+            // the writeback of its mapping.
+            let file = unsafe { Inode::<T>::from_raw(raw.cast()) };
             // Ask for up to the end of the file (at most 4 MiB) rather than this folio: one
             // mapping then serves the following folios too.
-            // SAFETY: `i_size_read` on a live inode.
-            let size = u64::try_from(unsafe { ext::lcfs_i_size_read(inode.cast()) }).unwrap_or(0);
+            let size = u64::try_from(file.size()).unwrap_or(0);
             // Not `clamp`: it panics if a range longer than the window ever comes.
             let want = size
                 .saturating_sub(pos)
@@ -274,17 +348,19 @@ unsafe extern "C" fn writeback_range_callback<T: FileSystem>(
             if m.offset > pos || m.offset.saturating_add(m.length) <= pos {
                 return Err(EIO);
             }
+            i64::try_from(m.offset).map_err(|_| EINVAL)?;
+            let bdev = file.super_block().bdev();
             // SAFETY: the context's mapping is ours to replace between folios.
             unsafe {
-                let map = &mut (*wpc).iomap;
-                map.offset = i64::try_from(m.offset).map_err(|_| EINVAL)?;
-                map.length = m.length;
-                // CAST: IOMAP_MAPPED fits in 16 bits.
-                map.type_ = ext::IOMAP_MAPPED as u16;
-                map.flags = 0;
-                map.addr = addr;
-                map.bdev = (*(*inode).i_sb).s_bdev.cast();
-            }
+                set_iomap(
+                    ptr::addr_of_mut!((*wpc).iomap),
+                    &m,
+                    ext::IOMAP_MAPPED,
+                    addr,
+                    0,
+                    bdev,
+                )
+            };
         }
         let (pos, end_pos) = (i64::try_from(pos)?, i64::try_from(end_pos)?);
         // SAFETY: live context and locked folio from iomap; the range lies in the mapping.
@@ -296,11 +372,11 @@ unsafe extern "C" fn writeback_range_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by iomap, with arguments that satisfy the C contract of `writeback_submit`.
-unsafe extern "C" fn writeback_submit_callback<T: FileSystem>(
+unsafe extern "C" fn writeback_submit_callback<T: Operations>(
     wpc: *mut ext::iomap_writepage_ctx,
     error: c_int,
 ) -> c_int {
-    // SAFETY: iomap passes its context with a pending ioend in `wb_ctx`.
+    // SAFETY: iomap passes its live context; `wb_ctx` holds the pending ioend or null.
     let ioend = unsafe { (*wpc).wb_ctx.cast::<ext::iomap_ioend>() };
     if error == 0 && !ioend.is_null() {
         // SAFETY: the ioend is not submitted yet; its completion becomes ours, and already runs
@@ -326,26 +402,32 @@ unsafe extern "C" fn writeback_end_io<T: FileSystem>(bio: *mut bindings::bio) {
     // filesystem may unmount before this function returns; `put_super` waits for an RCU grace
     // period, so the per-mount state outlives this read-side section.
     let _rcu = kernel::sync::rcu::read_lock();
-    // SAFETY: the bio is the `io_bio` of an ioend (see above), which its completion owns now.
-    // Until the ioend is queued, its folios under writeback pin the inode and so the mounted
-    // superblock, whose `s_fs_info` stays until `put_super`; after that, the RCU section does.
-    unsafe {
-        let ioend = kernel::container_of!(bio, ext::iomap_ioend, io_bio);
+    // SAFETY: the bio is the `io_bio` of an ioend (see the contract), which its completion owns
+    // now.
+    let ioend = unsafe { kernel::container_of!(bio, ext::iomap_ioend, io_bio) };
+    // SAFETY: the ioend is owned by its completion (see the contract); its inode is referenced
+    // by its folios under writeback.
+    let sb = unsafe {
         (*ioend).io_error = bindings::blk_status_to_errno((*bio).bi_status);
-        let sb = (*(*ioend).io_inode).i_sb;
-        let info = &*(*sb).s_fs_info.cast::<SbInfo<T>>();
-        info.queue_written(ioend);
-    }
+        (*(*ioend).io_inode).i_sb
+    };
+    // SAFETY: until the ioend is queued, its folios under writeback pin the inode and so the
+    // mounted superblock, whose `s_fs_info` stays until `put_super`; after that, the RCU section
+    // does.
+    let info = unsafe { &*(*sb).s_fs_info.cast::<SbInfo<T>>() };
+    // SAFETY: a completed ioend of ours, no longer used by the block layer; the RCU read lock is
+    // held.
+    unsafe { info.queue_written(ioend) };
 }
 
-/// Records a completed write with [`FileSystem::write_done`], then ends writeback of its
+/// Records a completed write with [`DataOperations::write_done`], then ends writeback of its
 /// folios: `fsync`, which waits for writeback, then sees every completed write recorded.
 ///
 /// # Safety
 ///
 /// `ioend` is a completed ioend of a file of `T`, submitted by `writeback_submit_callback::<T>`
 /// and owned by the caller; it is freed here.
-pub(super) unsafe fn finish_written<T: FileSystem>(ioend: *mut ext::iomap_ioend) {
+pub(super) unsafe fn finish_written<T: DataOperations>(ioend: *mut ext::iomap_ioend) {
     // SAFETY: the ioend is live and ours until finished below.
     let (mut result, inode, offset, size) = unsafe {
         (
@@ -373,33 +455,43 @@ pub(super) unsafe fn finish_written<T: FileSystem>(ioend: *mut ext::iomap_ioend)
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `page_mkwrite`.
-unsafe extern "C" fn page_mkwrite_callback<T: FileSystem>(
+unsafe extern "C" fn page_mkwrite_callback<T: Operations>(
     vmf: *mut bindings::vm_fault,
 ) -> bindings::vm_fault_t {
-    // SAFETY: a write fault on a shared mapping of one of our files: the file, its inode and
-    // superblock are live for the fault.
-    unsafe {
-        let file = ext::lcfs_vmf_file(vmf.cast());
-        let inode = ext::lcfs_file_inode(file);
-        let sb = (*inode).i_sb;
-        ext::lcfs_sb_start_pagefault(sb.cast());
-        bindings::file_update_time(file.cast());
-        // Serialises against truncate and hole punching.
-        ext::lcfs_invalidate_lock_shared((*inode).i_mapping.cast());
-        let ret = ext::iomap_page_mkwrite(vmf.cast(), &Tables::<T>::WRITE_OPS, ptr::null_mut());
-        ext::lcfs_invalidate_unlock_shared((*inode).i_mapping.cast());
-        ext::lcfs_sb_end_pagefault(sb.cast());
-        ret
-    }
+    // SAFETY: a write fault on a shared mapping of one of our files: the file is live for the
+    // fault.
+    let file = unsafe { ext::lcfs_vmf_file(vmf.cast()) };
+    // SAFETY: `file` is live for the fault, and an open file has a live inode.
+    let inode = unsafe { ext::lcfs_file_inode(file) };
+    // SAFETY: `inode` is live, and its superblock is mounted while the file is open.
+    let sb = unsafe { (*inode).i_sb };
+    // SAFETY: `sb` is live; ended below on every path.
+    unsafe { ext::lcfs_sb_start_pagefault(sb.cast()) };
+    // SAFETY: `file` is live for the fault.
+    unsafe { bindings::file_update_time(file.cast()) };
+    // SAFETY: `inode` is live; `i_mapping` is fixed for an inode of ours.
+    let mapping = unsafe { (*inode).i_mapping };
+    // SAFETY: the live mapping; released below on this task. The shared invalidate lock
+    // serialises against truncate and hole punching.
+    unsafe { ext::lcfs_invalidate_lock_shared(mapping.cast()) };
+    // SAFETY: the live fault, with the locks iomap expects; the operations are static.
+    let ret =
+        unsafe { ext::iomap_page_mkwrite(vmf.cast(), &Tables::<T>::WRITE_OPS, ptr::null_mut()) };
+    // SAFETY: taken above on this task.
+    unsafe { ext::lcfs_invalidate_unlock_shared(mapping.cast()) };
+    // SAFETY: started above.
+    unsafe { ext::lcfs_sb_end_pagefault(sb.cast()) };
+    ret
 }
 
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `mmap_prepare`.
-unsafe extern "C" fn mmap_prepare_callback<T: FileSystem>(
+unsafe extern "C" fn mmap_prepare_callback<T: Operations>(
     desc: *mut bindings::vm_area_desc,
 ) -> c_int {
-    // SAFETY: the descriptor of a mapping being set up for one of our files.
+    // SAFETY: the live descriptor of a mapping being set up for one of our files; the operations
+    // are static.
     unsafe { ext::lcfs_mmap_prepare(desc.cast(), ptr::from_ref(&Tables::<T>::VM_OPS).cast()) };
     0
 }
@@ -407,7 +499,7 @@ unsafe extern "C" fn mmap_prepare_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `llseek`.
-unsafe extern "C" fn llseek_callback<T: FileSystem>(
+unsafe extern "C" fn llseek_callback<T: Operations>(
     file: *mut bindings::file,
     offset: bindings::loff_t,
     whence: c_int,
@@ -415,56 +507,67 @@ unsafe extern "C" fn llseek_callback<T: FileSystem>(
     // CAST: SEEK_* constants are small.
     let (hole, data) = (bindings::SEEK_HOLE as c_int, bindings::SEEK_DATA as c_int);
     if whence != hole && whence != data {
-        // SAFETY: forwarding the arguments unchanged.
+        // SAFETY: the VFS's arguments, forwarded unchanged.
         return unsafe { bindings::generic_file_llseek(file, offset, whence) };
     }
-    // SAFETY: an open file of ours; iomap walks its mapping under `i_rwsem`, as XFS does.
-    unsafe {
-        let inode = ext::lcfs_file_inode(file.cast());
-        ext::lcfs_inode_lock(inode);
-        let ops = &Tables::<T>::READ_OPS;
-        let pos = if whence == hole {
-            ext::iomap_seek_hole(inode, offset, ops)
+    // SAFETY: an open regular file of ours has a live, initialised inode of `T`.
+    let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
+    let raw = inode.as_ptr().cast();
+    let ops = &Tables::<T>::READ_OPS;
+    let pos = {
+        // iomap walks the mapping under `i_rwsem`, as XFS does.
+        let _lock = inode.lock();
+        if whence == hole {
+            // SAFETY: a live inode whose `i_rwsem` is held; the operations are static.
+            unsafe { ext::iomap_seek_hole(raw, offset, ops) }
         } else {
-            ext::iomap_seek_data(inode, offset, ops)
-        };
-        ext::lcfs_inode_unlock(inode);
-        if pos < 0 {
-            return pos;
+            // SAFETY: a live inode whose `i_rwsem` is held; the operations are static.
+            unsafe { ext::iomap_seek_data(raw, offset, ops) }
         }
-        bindings::vfs_setpos(file, pos, (*(*inode).i_sb).s_maxbytes)
+    };
+    if pos < 0 {
+        return pos;
     }
+    // SAFETY: the live file of the call; `s_maxbytes` is fixed at mount.
+    unsafe { bindings::vfs_setpos(file, pos, (*(*inode.as_ptr()).i_sb).s_maxbytes) }
 }
 
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `write_iter`.
-unsafe extern "C" fn write_iter_callback<T: FileSystem>(
+unsafe extern "C" fn write_iter_callback<T: Operations>(
     iocb: *mut bindings::kiocb,
     from: *mut bindings::iov_iter,
 ) -> isize {
-    // SAFETY: a write to an open file of ours; `i_rwsem` is taken here, as for any buffered
-    // write, and covers the size update.
-    unsafe {
-        let file = (*iocb).ki_filp;
-        let raw = ext::lcfs_file_inode(file.cast());
-        ext::lcfs_inode_lock(raw);
-        let mut ret = bindings::generic_write_checks(iocb, from);
+    // SAFETY: a write to an open file of ours: `iocb` and its file are live for the call.
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: `file` is live for the call; an open regular file of ours has a live, initialised
+    // inode of `T`.
+    let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
+    let mut ret = {
+        // `i_rwsem` is taken here, as for any buffered write, and covers the size update.
+        let _lock = inode.lock();
+        // SAFETY: the live arguments of the call.
+        let mut ret = unsafe { bindings::generic_write_checks(iocb, from) };
         if ret > 0 {
-            ret = bindings::file_modified(file) as isize;
+            // SAFETY: the live file of the call, with `i_rwsem` held.
+            ret = unsafe { bindings::file_modified(file) } as isize;
             if ret == 0 {
-                let old = ext::lcfs_i_size_read(raw);
-                ret = ext::iomap_file_buffered_write(
-                    iocb.cast(),
-                    from.cast(),
-                    &Tables::<T>::WRITE_OPS,
-                    ptr::null(),
-                    ptr::null_mut(),
-                );
-                let new = ext::lcfs_i_size_read(raw);
+                let old = inode.size();
+                // SAFETY: the live arguments, checked above, with `i_rwsem` held as buffered
+                // writes need; the operations are static.
+                ret = unsafe {
+                    ext::iomap_file_buffered_write(
+                        iocb.cast(),
+                        from.cast(),
+                        &Tables::<T>::WRITE_OPS,
+                        ptr::null(),
+                        ptr::null_mut(),
+                    )
+                };
+                let new = inode.size();
                 if new > old {
-                    let inode = Inode::<T>::from_raw(raw.cast());
-                    if let Err(e) = T::store_attrs(inode, Some(u64::try_from(new).unwrap_or(0))) {
+                    if let Err(e) = T::store_size(inode, u64::try_from(new).unwrap_or(0)) {
                         if ret >= 0 {
                             ret = e.to_errno() as isize;
                         }
@@ -472,28 +575,29 @@ unsafe extern "C" fn write_iter_callback<T: FileSystem>(
                 }
             }
         }
-        ext::lcfs_inode_unlock(raw);
-        if ret > 0 {
-            ret = ext::lcfs_generic_write_sync(iocb.cast(), ret);
-        }
         ret
+    };
+    if ret > 0 {
+        // SAFETY: the live `iocb` of the call, after `i_rwsem` was released.
+        ret = unsafe { ext::lcfs_generic_write_sync(iocb.cast(), ret) };
     }
+    ret
 }
 
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `fsync`.
-unsafe extern "C" fn fsync_callback<T: FileSystem>(
+unsafe extern "C" fn fsync_callback<T: Operations>(
     file: *mut bindings::file,
     start: bindings::loff_t,
     end: bindings::loff_t,
     _datasync: c_int,
 ) -> c_int {
     from_result(|| {
-        // SAFETY: an open file of ours. Writeback records each completed write before the
+        // SAFETY: the live file of the call. Writeback records each completed write before the
         // folios leave writeback, so after the wait the commit covers all of them.
         to_result(unsafe { bindings::file_write_and_wait_range(file, start, end) })?;
-        // SAFETY: as above.
+        // SAFETY: an open regular file of ours has a live, initialised inode of `T`.
         let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
         T::fsync(inode)?;
         Ok(0)
@@ -503,20 +607,20 @@ unsafe extern "C" fn fsync_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `fallocate`.
-unsafe extern "C" fn fallocate_callback<T: FileSystem>(
+unsafe extern "C" fn fallocate_callback<T: Operations>(
     file: *mut bindings::file,
     mode: c_int,
     offset: bindings::loff_t,
     len: bindings::loff_t,
 ) -> c_long {
-    // SAFETY: an open file of ours.
-    let raw = unsafe { ext::lcfs_file_inode(file.cast()) };
-    // SAFETY: `i_rwsem` serialises against writes and truncate.
-    unsafe { ext::lcfs_inode_lock(raw) };
-    // SAFETY: as above; `i_rwsem` is held.
-    let r = unsafe { fallocate_locked::<T>(file, raw, mode, offset, len) };
-    // SAFETY: taken above.
-    unsafe { ext::lcfs_inode_unlock(raw) };
+    // SAFETY: an open regular file of ours has a live, initialised inode of `T`.
+    let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
+    let r = {
+        // Serialises against writes and truncate.
+        let _lock = inode.lock();
+        // SAFETY: `file` is the live file of `inode`, whose `i_rwsem` is held.
+        unsafe { fallocate_locked::<T>(file, inode, mode, offset, len) }
+    };
     match r {
         Ok(()) => 0,
         // CAST: errno values fit any integer type.
@@ -524,12 +628,36 @@ unsafe extern "C" fn fallocate_callback<T: FileSystem>(
     }
 }
 
+/// Zeroes bytes `[from, to)` of `inode` through the page cache.
+///
 /// # Safety
 ///
-/// `raw` is the inode of the open file `file`, with `i_rwsem` held.
-unsafe fn fallocate_locked<T: FileSystem>(
+/// The current task holds `inode`'s `i_rwsem` and its mapping's `invalidate_lock`.
+unsafe fn zero_range<T: Operations>(inode: &Inode<T>, from: u64, to: u64) -> Result {
+    if to <= from {
+        return Ok(());
+    }
+    let (f, l) = (i64::try_from(from)?, i64::try_from(to - from)?);
+    // SAFETY: a live inode with the locks iomap needs held (contract); the operations are static.
+    to_result(unsafe {
+        ext::iomap_zero_range(
+            inode.as_ptr().cast(),
+            f,
+            l,
+            ptr::null_mut(),
+            &Tables::<T>::WRITE_OPS,
+            ptr::null(),
+            ptr::null_mut(),
+        )
+    })
+}
+
+/// # Safety
+///
+/// `file` is the live, open file of `inode`, whose `i_rwsem` the current task holds.
+unsafe fn fallocate_locked<T: Operations>(
     file: *mut bindings::file,
-    raw: *mut bindings::inode,
+    inode: &Inode<T>,
     mode: c_int,
     offset: bindings::loff_t,
     len: bindings::loff_t,
@@ -544,60 +672,33 @@ unsafe fn fallocate_locked<T: FileSystem>(
     }
     let end = offset.checked_add(len).ok_or(EFBIG)?;
     let (start_u, end_u) = (offset.unsigned_abs(), end.unsigned_abs());
-    // SAFETY: per the function contract.
-    let inode = unsafe { Inode::<T>::from_raw(raw.cast()) };
-    // SAFETY: as above.
-    let size = unsafe { ext::lcfs_i_size_read(raw) };
+    let size = inode.size();
     if mode == keep | punch {
-        // SAFETY: `i_rwsem` is held; the invalidate lock keeps faults out while blocks go.
-        unsafe {
-            let mapping = (*raw).i_mapping;
-            ext::lcfs_invalidate_lock(mapping.cast());
-            let r = (|| -> Result {
-                to_result(bindings::filemap_write_and_wait_range(
-                    mapping.cast(),
-                    offset,
-                    end - 1,
-                ))?;
-                // Zero the partial blocks at both ends through the page cache; whole blocks
-                // in between lose their pages and then their blocks.
-                let first_full = start_u.div_ceil(BS) * BS;
-                let last_full = end_u / BS * BS;
-                let ops = &Tables::<T>::WRITE_OPS;
-                let zero = |from: u64, to: u64| -> Result {
-                    if to > from {
-                        let (f, l) = (i64::try_from(from)?, i64::try_from(to - from)?);
-                        to_result(ext::iomap_zero_range(
-                            raw,
-                            f,
-                            l,
-                            ptr::null_mut(),
-                            ops,
-                            ptr::null(),
-                            ptr::null_mut(),
-                        ))?;
-                    }
-                    Ok(())
-                };
-                if first_full >= last_full {
-                    zero(start_u, end_u)?;
-                } else {
-                    zero(start_u, first_full)?;
-                    zero(last_full, end_u)?;
-                    bindings::truncate_pagecache_range(
-                        raw.cast(),
-                        i64::try_from(first_full)?,
-                        i64::try_from(last_full)? - 1,
-                    );
-                    T::punch(inode, first_full, last_full - first_full)?;
-                }
-                Ok(())
-            })();
-            ext::lcfs_invalidate_unlock(mapping.cast());
-            r?;
+        // Keeps page faults out while blocks go.
+        let _inval = inode.invalidate_lock();
+        // SAFETY: the live mapping of `inode`.
+        to_result(unsafe {
+            bindings::filemap_write_and_wait_range(inode.mapping(), offset, end - 1)
+        })?;
+        // Zero the partial blocks at both ends through the page cache; whole blocks in between
+        // lose their pages and then their blocks.
+        let first_full = start_u.div_ceil(BS) * BS;
+        let last_full = end_u / BS * BS;
+        if first_full >= last_full {
+            // SAFETY: `i_rwsem` (contract) and `invalidate_lock` (above) are held.
+            unsafe { zero_range(inode, start_u, end_u) }?;
+        } else {
+            // SAFETY: `i_rwsem` (contract) and `invalidate_lock` (above) are held.
+            unsafe { zero_range(inode, start_u, first_full) }?;
+            // SAFETY: `i_rwsem` (contract) and `invalidate_lock` (above) are held.
+            unsafe { zero_range(inode, last_full, end_u) }?;
+            let (first, last) = (i64::try_from(first_full)?, i64::try_from(last_full)? - 1);
+            // SAFETY: a live inode with both locks held, as truncation of its pages needs.
+            unsafe { bindings::truncate_pagecache_range(inode.as_ptr(), first, last) };
+            T::punch(inode, first_full, last_full - first_full)?;
         }
     } else if mode == 0 || mode == keep {
-        // SAFETY: `file` is live.
+        // SAFETY: the live file of the call (contract).
         to_result(unsafe { bindings::file_modified(file) })?;
         T::allocate(
             inode,
@@ -605,15 +706,15 @@ unsafe fn fallocate_locked<T: FileSystem>(
             end_u.div_ceil(BS) * BS - start_u / BS * BS,
         )?;
         if mode == 0 && end > size {
-            // SAFETY: `i_rwsem` is held.
-            unsafe { ext::lcfs_i_size_write(raw, end) };
-            T::store_attrs(inode, Some(end_u))?;
+            // SAFETY: a live inode whose `i_rwsem` is held (contract), as size changes need.
+            unsafe { ext::lcfs_i_size_write(inode.as_ptr().cast(), end) };
+            T::store_size(inode, end_u)?;
         }
         return Ok(());
     } else {
         return Err(EOPNOTSUPP);
     }
-    // SAFETY: `file` is live.
+    // SAFETY: the live file of the call (contract).
     to_result(unsafe { bindings::file_modified(file) })
 }
 
@@ -624,37 +725,38 @@ unsafe fn fallocate_locked<T: FileSystem>(
 ///
 /// # Safety
 ///
-/// `raw` is a regular file of `T` with `i_rwsem` held.
-pub(super) unsafe fn set_size<T: FileSystem>(
+/// `raw` is a regular file of `T` whose `i_rwsem` the current task holds.
+pub(super) unsafe fn set_size<T: Operations>(
     raw: *mut bindings::inode,
     size: u64,
     store: impl FnOnce() -> Result,
 ) -> Result {
     let new = i64::try_from(size).map_err(|_| EFBIG)?;
-    // SAFETY: per the function contract.
-    unsafe {
-        let old = ext::lcfs_i_size_read(raw.cast());
-        let mapping = (*raw).i_mapping;
-        ext::lcfs_invalidate_lock(mapping.cast());
-        let r = (|| -> Result {
-            if new < old {
-                to_result(ext::iomap_truncate_page(
-                    raw.cast(),
-                    new,
-                    ptr::null_mut(),
-                    &Tables::<T>::WRITE_OPS,
-                    ptr::null(),
-                    ptr::null_mut(),
-                ))?;
-                bindings::truncate_setsize(raw, new);
-                store()
-            } else {
-                store()?;
-                bindings::truncate_setsize(raw, new);
-                Ok(())
-            }
-        })();
-        ext::lcfs_invalidate_unlock(mapping.cast());
-        r
+    // SAFETY: a live, initialised regular file of `T` (contract).
+    let inode = unsafe { Inode::<T>::from_raw(raw) };
+    let old = inode.size();
+    // Keeps page faults out while the size and blocks change.
+    let _inval = inode.invalidate_lock();
+    if new < old {
+        // SAFETY: a live inode with `i_rwsem` (contract) and `invalidate_lock` held; the
+        // operations are static.
+        to_result(unsafe {
+            ext::iomap_truncate_page(
+                raw.cast(),
+                new,
+                ptr::null_mut(),
+                &Tables::<T>::WRITE_OPS,
+                ptr::null(),
+                ptr::null_mut(),
+            )
+        })?;
+        // SAFETY: a live inode with `i_rwsem` (contract) and `invalidate_lock` held.
+        unsafe { bindings::truncate_setsize(raw, new) };
+        store()
+    } else {
+        store()?;
+        // SAFETY: a live inode with `i_rwsem` (contract) and `invalidate_lock` held.
+        unsafe { bindings::truncate_setsize(raw, new) };
+        Ok(())
     }
 }

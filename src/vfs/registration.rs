@@ -1,49 +1,34 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Filesystem type registration and the superblock-level callbacks.
+//! The filesystem type: the [`FileSystem`] trait, its registration with the VFS, and mounting
+//! through the fs_context machinery (`fs_context_operations`, `fill_super`, `kill_sb`).
 
 use core::marker::PhantomData;
 use core::ptr;
-use core::sync::atomic::AtomicIsize;
 
 use kernel::bindings;
-use kernel::error::{from_result, to_result};
+use kernel::error::{from_result, to_result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 use kernel::types::Opaque;
 
 use super::bindings as ext;
-use super::dir::{NewNode, Rename};
-use super::file::AttrChange;
-use super::inode::{self, Inode, InodeCache, InodeSlot};
-use super::ioctl::{Output, Request};
-use super::iomap::{FileMap, MapFor};
+use super::dir::DirOperations;
+use super::file::InodeOperations;
+use super::inode::{self, Inode, InodeCache};
+use super::iomap::{DataOperations, FileOperations};
 use super::params::{Param, ParamValue};
-use super::super_block::SbInfo;
-use super::super_block::{NewSuperBlock, SuperBlock};
-use super::xattr::XattrSet;
-use super::DirContext;
+use super::super_block::{NewSuperBlock, SbInfo, SuperBlock};
+use super::super_ops::StatFs;
+use super::xattr::XattrOperations;
 use crate::format::BLOCK_SIZE;
 
-/// Numbers reported by `statfs(2)`.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct StatFs {
-    /// Total data blocks.
-    pub(crate) blocks: u64,
-    /// Free blocks.
-    pub(crate) free_blocks: u64,
-    /// Free blocks available to unprivileged users.
-    pub(crate) avail_blocks: u64,
-    /// Total inodes (0 if unlimited).
-    pub(crate) files: u64,
-    /// Free inodes.
-    pub(crate) free_files: u64,
-    /// Filesystem id.
-    pub(crate) fsid: [u32; 2],
-    /// Longest file name in bytes.
-    pub(crate) name_len: u32,
-}
-
-/// A filesystem implemented in safe Rust on top of this layer.
+/// A filesystem implemented in safe Rust on top of this layer: its type, mount context and
+/// superblock operations (`file_system_type`, `fs_context_operations`, `super_operations`).
+///
+/// An optional method the filesystem does not implement leaves its C operation NULL, and the
+/// VFS's default applies. The operations of inodes are in the per-table traits that
+/// [`Operations`] gathers.
+#[vtable]
 pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
     /// Name of the filesystem type (`mount -t NAME`).
     const NAME: &'static CStr;
@@ -65,94 +50,68 @@ pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
     /// Reads and validates the on-disk superblock and returns the per-mount state.
     fn fill_super(sb: &NewSuperBlock<'_, Self>, opts: &Self::Options) -> Result<Self::Info>;
 
-    /// Called once the mount is complete (root set), for example to start periodic work.
-    fn activate(_sb: &SuperBlock<Self>) {}
-
-    /// Remount with new options; `read_only` is the requested state. The VFS has synced the
-    /// filesystem before.
-    fn reconfigure(sb: &SuperBlock<Self>, opts: &Self::Options, read_only: bool) -> Result;
-
-    /// Makes everything written so far durable when `wait` is set (`sync`, `syncfs`, unmount).
-    fn sync_fs(sb: &SuperBlock<Self>, wait: bool) -> Result;
-
-    /// The periodic work scheduled with [`SuperBlock::schedule_periodic`] is due.
-    fn periodic(sb: &SuperBlock<Self>);
-
-    /// Unmount: all inodes are gone, the device is still open; the last chance to write.
-    fn put_super(sb: &SuperBlock<Self>);
-
     /// Returns the root directory inode; called after `fill_super` succeeded.
     fn root(sb: &SuperBlock<Self>) -> Result<ARef<Inode<Self>>>;
 
-    /// Reports filesystem usage.
-    fn statfs(sb: &SuperBlock<Self>) -> Result<StatFs>;
+    /// Called once the mount is complete (root set), for example to start periodic work. Not a
+    /// C operation: without it, nothing happens.
+    fn activate(_sb: &SuperBlock<Self>) {}
 
-    /// Looks `name` up in directory `dir`; `Ok(None)` when it does not exist.
-    fn lookup(dir: &Inode<Self>, name: &[u8]) -> Result<Option<ARef<Inode<Self>>>>;
+    /// The periodic work scheduled with [`SuperBlock::schedule_periodic`] is due. Not a C
+    /// operation: a filesystem that never schedules it need not implement it.
+    fn periodic(_sb: &SuperBlock<Self>) {}
 
-    /// Emits the entries of `dir` from `ctx.pos()` on.
-    fn readdir(dir: &Inode<Self>, ctx: &mut DirContext<'_>) -> Result;
+    /// Remount with new options; `read_only` is the requested state. The VFS has synced the
+    /// filesystem before. Without it, a remount only changes the VFS's flags.
+    fn reconfigure(_sb: &SuperBlock<Self>, _opts: &Self::Options, _read_only: bool) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
-    /// Creates `name` in `dir` (any kind of inode) and returns it.
-    fn create(dir: &Inode<Self>, name: &[u8], node: &NewNode<'_>) -> Result<ARef<Inode<Self>>>;
+    /// Makes everything written so far durable when `wait` is set (`sync`, `syncfs`, unmount).
+    fn sync_fs(_sb: &SuperBlock<Self>, _wait: bool) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
-    /// Adds the name `name` in `dir` for `inode`.
-    fn link(dir: &Inode<Self>, inode: &Inode<Self>, name: &[u8]) -> Result;
+    /// Unmount: all inodes are gone, the device is still open; the last chance to write.
+    fn put_super(_sb: &SuperBlock<Self>) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
-    /// Removes the name `name` of `inode` from `dir` (`unlink` and `rmdir`).
-    fn unlink(dir: &Inode<Self>, name: &[u8], inode: &Inode<Self>) -> Result;
-
-    /// Renames.
-    fn rename(request: &Rename<'_, Self>) -> Result;
-
-    /// Changes attributes; the cached inode holds the VFS's computed values and must be
-    /// refreshed from disk (success or not).
-    fn setattr(inode: &Inode<Self>, change: &AttrChange) -> Result;
-
-    /// Maps a range of regular file `inode` (bytes) for `purpose`.
-    fn map(inode: &Inode<Self>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap>;
-
-    /// Where writeback writes the range of `inode` starting at `pos` (a `Mapped` range).
-    fn map_writeback(inode: &Inode<Self>, pos: u64, len: u64) -> Result<FileMap>;
-
-    /// The data of `[pos, pos + len)` of `inode` reached the disk.
-    fn write_done(inode: &Inode<Self>, pos: u64, len: u64) -> Result;
-
-    /// Stores the cached inode's timestamps (and its size, when given) on disk.
-    fn store_attrs(inode: &Inode<Self>, size: Option<u64>) -> Result;
-
-    /// Makes everything written to `inode` durable (its data is written back already).
-    fn fsync(inode: &Inode<Self>) -> Result;
-
-    /// Allocates the block-aligned range `[pos, pos + len)` of `inode` (`fallocate`).
-    fn allocate(inode: &Inode<Self>, pos: u64, len: u64) -> Result;
-
-    /// Frees the blocks of the block-aligned range `[pos, pos + len)` of `inode`.
-    fn punch(inode: &Inode<Self>, pos: u64, len: u64) -> Result;
-
-    /// Reads extended attribute `name` (full name) of `inode` into `buf` (which may be empty to
-    /// ask for the size); returns its length. `ENODATA` if it does not exist.
-    fn get_xattr(inode: &Inode<Self>, name: &[u8], buf: &mut [u8]) -> Result<usize>;
-
-    /// Sets (`Some`) or removes (`None`) extended attribute `name` of `inode`.
-    fn set_xattr(inode: &Inode<Self>, name: &[u8], value: Option<&[u8]>, how: XattrSet) -> Result;
-
-    /// Calls `f` with each extended attribute name of `inode` until it returns `false`.
-    fn list_xattrs(inode: &Inode<Self>, f: &mut dyn FnMut(&[u8]) -> bool) -> Result;
+    /// Reports filesystem usage. Without it, `statfs(2)` fails with `ENOSYS`.
+    fn statfs(_sb: &SuperBlock<Self>) -> Result<StatFs> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// The last reference to an inode without links is gone: delete it.
-    fn evict(inode: &Inode<Self>);
+    fn evict(_inode: &Inode<Self>) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
-    /// Handles an LCFS ioctl on an open file of `inode`.
-    fn ioctl(inode: &Inode<Self>, request: Request, out: Output) -> Result;
+    /// The VFS changed the cached timestamps of `inode` (`dirty_inode`): store them.
+    fn dirty_inode(_inode: &Inode<Self>) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// Every operation table of a filesystem: what mounting it and setting up its inodes need.
+///
+/// Implemented for every type that implements the per-table traits.
+pub(crate) trait Operations:
+    FileSystem + InodeOperations + DirOperations + FileOperations + DataOperations + XattrOperations
+{
+}
+
+impl<T> Operations for T where
+    T: FileSystem
+        + InodeOperations
+        + DirOperations
+        + FileOperations
+        + DataOperations
+        + XattrOperations
+{
 }
 
 pub(crate) use kernel::sync::aref::ARef;
-
-/// Inodes allocated from the inode caches of all registered LCFS types and not yet freed.
-///
-/// Checked at module unload: anything but zero is a leak.
-pub(crate) static LIVE_INODES: AtomicIsize = AtomicIsize::new(0);
 
 /// A registered filesystem type with its inode cache.
 ///
@@ -168,17 +127,16 @@ pub(crate) struct Registration<T: FileSystem> {
     _p: PhantomData<T>,
 }
 
-// SAFETY: the object owns a kmem cache and a registered `file_system_type`; neither is tied to
-// the thread that made it: `unregister_filesystem` and `kmem_cache_destroy` may run on any
-// thread (module exit usually runs on another one than init).
+// SAFETY: the registration owns a `file_system_type` and a `kmem_cache`; registering,
+// unregistering and destroying them may happen on any thread (the module loader's and unloader's
+// tasks differ).
 unsafe impl<T: FileSystem> Send for Registration<T> {}
-// SAFETY: shared references reach every CPU at once: mounts and inode allocations get `&Self`
-// through `from_fst` while they run. They only read `inode_cache`, which is set in `new` and never
-// changes, and hand `fst` to the VFS, which serialises changes to it under its own locks
-// (`file_systems_lock`, the superblock list lock); no method of `Self` writes through `&self`.
+// SAFETY: a shared reference reads only `inode_cache`, a pointer fixed at creation, on whichever
+// thread allocates an inode; `fst` is changed only by the VFS, under its own lock, through the
+// pointer it was given at registration.
 unsafe impl<T: FileSystem> Sync for Registration<T> {}
 
-impl<T: FileSystem> Registration<T> {
+impl<T: Operations> Registration<T> {
     /// Creates the inode cache and registers the filesystem type.
     ///
     /// If registration fails, the cache is destroyed again when the partly built object drops.
@@ -203,7 +161,9 @@ impl<T: FileSystem> Registration<T> {
             _p: PhantomData,
         })
     }
+}
 
+impl<T: FileSystem> Registration<T> {
     /// The registration owning filesystem type `fst`.
     ///
     /// # Safety
@@ -226,32 +186,24 @@ impl<T: FileSystem> PinnedDrop for Registration<T> {
         // SAFETY: `fst` was registered in `new` (type invariant). After this no new mounts can
         // start, and the module cannot be unloaded while a mount exists.
         unsafe { bindings::unregister_filesystem(self.fst.get()) };
-        // `inode_cache` drops with the fields, after this: it waits for the inodes still being
-        // freed through call_rcu() and reports any left.
+        // `inode_cache` drops after this: it waits for inodes still being freed through
+        // call_rcu() and reports leaks before it is destroyed.
     }
 }
 
-/// The `super_operations` of `T`.
+/// The `fs_context_operations` of `T`.
 struct Tables<T>(PhantomData<T>);
 
-impl<T: FileSystem> Tables<T> {
-    const SUPER_OPS: bindings::super_operations = bindings::super_operations {
-        alloc_inode: Some(inode::alloc_inode_callback::<T>),
-        free_inode: Some(inode::free_inode_callback::<T>),
-        statfs: Some(statfs_callback::<T>),
-        sync_fs: Some(sync_fs_callback::<T>),
-        evict_inode: Some(evict_inode_callback::<T>),
-        dirty_inode: Some(dirty_inode_callback::<T>),
-        put_super: Some(put_super_callback::<T>),
-        // SAFETY: all-zero (all `None`) is a valid operations table.
-        ..unsafe { core::mem::zeroed() }
-    };
-
+impl<T: Operations> Tables<T> {
     const CONTEXT_OPS: ext::fs_context_operations = ext::fs_context_operations {
         free: Some(free_fs_context_callback::<T>),
         parse_param: Some(parse_param_callback::<T>),
         get_tree: Some(get_tree_callback::<T>),
-        reconfigure: Some(reconfigure_callback::<T>),
+        reconfigure: if T::HAS_RECONFIGURE {
+            Some(reconfigure_callback::<T>)
+        } else {
+            None
+        },
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };
@@ -260,7 +212,7 @@ impl<T: FileSystem> Tables<T> {
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `init_fs_context`.
-unsafe extern "C" fn init_fs_context_callback<T: FileSystem>(
+unsafe extern "C" fn init_fs_context_callback<T: Operations>(
     fc: *mut bindings::fs_context,
 ) -> c_int {
     let fc = fc.cast::<ext::fs_context>();
@@ -291,14 +243,16 @@ unsafe fn options<'a, T: FileSystem>(fc: *mut ext::fs_context) -> &'a mut T::Opt
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `free`.
 unsafe extern "C" fn free_fs_context_callback<T: FileSystem>(fc: *mut ext::fs_context) {
-    // SAFETY: `fs_private` is null or the box stored at init; the context is going away.
-    unsafe {
-        let opts = (*fc).fs_private.cast::<T::Options>();
-        if !opts.is_null() {
-            (*fc).fs_private = ptr::null_mut();
-            drop(KBox::from_raw(opts));
-        }
+    // SAFETY: the VFS passes the live context it is freeing.
+    let opts = unsafe { (*fc).fs_private.cast::<T::Options>() };
+    if opts.is_null() {
+        return;
     }
+    // SAFETY: as for the read; nothing uses the context's options after this.
+    unsafe { (*fc).fs_private = ptr::null_mut() };
+    // SAFETY: a non-null `fs_private` of our context is the box `init_fs_context_callback::<T>`
+    // stored, owned by the context until now.
+    drop(unsafe { KBox::from_raw(opts) });
 }
 
 /// # Safety
@@ -316,15 +270,20 @@ unsafe extern "C" fn parse_param_callback<T: FileSystem>(
     let Ok(opt) = u8::try_from(opt) else {
         return opt;
     };
-    // SAFETY: `param` is live; a string value is NUL-terminated (`fs_value_is_string`).
-    let string = unsafe {
-        if (*param).type_() == ext::fs_value_type_fs_value_is_string
-            && !(*param).__bindgen_anon_1.string.is_null()
-        {
-            CStr::from_char_ptr((*param).__bindgen_anon_1.string).to_bytes()
-        } else {
+    // SAFETY: `param` is live for the call.
+    let is_string = unsafe { (*param).type_() } == ext::fs_value_type_fs_value_is_string;
+    let string = if is_string {
+        // SAFETY: `param` is live; `string` is the member a string value uses.
+        let ptr = unsafe { (*param).__bindgen_anon_1.string };
+        if ptr.is_null() {
             &[]
+        } else {
+            // SAFETY: a string value is NUL-terminated (`fs_value_is_string`) and lives for the
+            // call.
+            unsafe { CStr::from_char_ptr(ptr) }.to_bytes()
         }
+    } else {
+        &[]
     };
     // SAFETY: `uint_32` is what `fs_param_is_u32` fills; for other types it is zero or unused.
     let number = unsafe { *result.__bindgen_anon_1.uint_32.as_ref() };
@@ -346,9 +305,10 @@ unsafe extern "C" fn reconfigure_callback<T: FileSystem>(fc: *mut ext::fs_contex
         kernel::error::to_result(unsafe { bindings::sync_filesystem(sb) })?;
         // SAFETY: a mounted superblock of `T` (it has our context operations).
         let sb_ref = unsafe { SuperBlock::<T>::from_raw(sb) };
-        // SAFETY: as in `parse_param_callback`.
+        // SAFETY: the context was set up by our init (it has our operations); the VFS holds
+        // `s_umount` and uses the context from this task only, so no other reference exists.
         let opts = unsafe { options::<T>(fc) };
-        // SAFETY: `fc` is live.
+        // SAFETY: `fc` is live for the call.
         let read_only = unsafe { ext::lcfs_fc_rdonly(fc) };
         T::reconfigure(sb_ref, opts, read_only)?;
         Ok(0)
@@ -358,7 +318,7 @@ unsafe extern "C" fn reconfigure_callback<T: FileSystem>(fc: *mut ext::fs_contex
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `get_tree`.
-unsafe extern "C" fn get_tree_callback<T: FileSystem>(fc: *mut ext::fs_context) -> c_int {
+unsafe extern "C" fn get_tree_callback<T: Operations>(fc: *mut ext::fs_context) -> c_int {
     // SAFETY: `fc` is the context the VFS is mounting; `get_tree_bdev` opens the source device and
     // calls our `fill_super` for a new superblock.
     unsafe { ext::get_tree_bdev(fc, Some(fill_super_callback::<T>)) }
@@ -367,7 +327,7 @@ unsafe extern "C" fn get_tree_callback<T: FileSystem>(fc: *mut ext::fs_context) 
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `fill_super`.
-unsafe extern "C" fn fill_super_callback<T: FileSystem>(
+unsafe extern "C" fn fill_super_callback<T: Operations>(
     sb: *mut bindings::super_block,
     fc: *mut ext::fs_context,
 ) -> c_int {
@@ -375,7 +335,8 @@ unsafe extern "C" fn fill_super_callback<T: FileSystem>(
         // SAFETY: the VFS passes a new superblock of a block device, locked, not yet visible to
         // anyone else; it stays alive for the call.
         let new = unsafe { NewSuperBlock::<T>::from_raw(sb) };
-        // SAFETY: as above.
+        // SAFETY: the new superblock, private to this call, has an open block device (the type
+        // has `FS_REQUIRES_DEV`).
         if unsafe { ext::sb_set_blocksize(sb.cast(), BLOCK_SIZE as c_int) } == 0 {
             pr_err!(
                 "{}: device does not support {}-byte blocks\n",
@@ -384,21 +345,25 @@ unsafe extern "C" fn fill_super_callback<T: FileSystem>(
             );
             return Err(EINVAL);
         }
-        // SAFETY: `fc` is the context being mounted, set up by our init.
+        // SAFETY: `fc` is the context being mounted, set up by our init; `get_tree` runs on
+        // this task alone, so no other reference to its options exists.
         let opts = unsafe { options::<T>(fc) };
         let info = T::fill_super(&new, opts)?;
         let info = SbInfo::<T>::new(sb, info)?;
-        // SAFETY: the superblock is not yet live; `s_fs_info` is freed in `put_super_callback`
-        // (or `kill_sb_callback` if the mount fails) after all inodes are gone.
+        let s_op = super::super_ops::super_operations::<T>();
+        let s_xattr = super::xattr::handlers::<T>();
+        // SAFETY: the superblock is private to this call until the mount completes. `s_fs_info`
+        // is released by `SbInfo::release` in `put_super_callback` (or `kill_sb_callback` if the
+        // mount fails), after all inodes are gone; the tables are static.
         unsafe {
             (*sb).s_fs_info = KBox::into_raw(info).cast();
-            (*sb).s_op = &Tables::<T>::SUPER_OPS;
+            (*sb).s_op = s_op;
             // CAST: u32 to the 64-bit `unsigned long`, lossless.
             (*sb).s_magic = T::MAGIC as c_ulong;
             (*sb).s_time_gran = 1;
             (*sb).s_time_min = i64::MIN;
             (*sb).s_time_max = i64::MAX;
-            (*sb).s_xattr = super::xattr::handlers::<T>();
+            (*sb).s_xattr = s_xattr;
             (*sb).s_maxbytes = i64::MAX;
         }
         // SAFETY: `s_fs_info` now holds `T::Info`, which makes the superblock a `SuperBlock<T>`.
@@ -418,124 +383,12 @@ unsafe extern "C" fn fill_super_callback<T: FileSystem>(
 
 /// # Safety
 ///
-/// Called only by the kernel, with arguments that satisfy the C contract of `sync_fs`.
-unsafe extern "C" fn sync_fs_callback<T: FileSystem>(
-    sb: *mut bindings::super_block,
-    wait: c_int,
-) -> c_int {
-    // SAFETY: a mounted superblock of `T` (it has our operations); `s_fs_info` is set until
-    // `put_super`, which runs after the last `sync_fs`.
-    let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
-    from_result(|| T::sync_fs(sb, wait != 0).map(|()| 0))
-}
-
-/// # Safety
-///
-/// Called only by the kernel, with arguments that satisfy the C contract of `dirty_inode`.
-unsafe extern "C" fn dirty_inode_callback<T: FileSystem>(
-    inode: *mut bindings::inode,
-    _flags: c_int,
-) {
-    // SAFETY: the VFS marks a live inode of ours dirty (timestamps changed); an inode still
-    // being set up has no state to store yet.
-    unsafe {
-        if inode::is_initialised::<T>(inode) && !bindings::is_bad_inode(inode) {
-            // Timestamps are advisory: a failure (a frozen layer, for example) keeps the
-            // cached value until the next change.
-            let _ = T::store_attrs(Inode::<T>::from_raw(inode), None);
-        }
-    }
-}
-
-/// # Safety
-///
-/// Called only by the kernel, with arguments that satisfy the C contract of `evict_inode`.
-unsafe extern "C" fn evict_inode_callback<T: FileSystem>(inode: *mut bindings::inode) {
-    // SAFETY: the VFS evicts an unreferenced inode of ours: nobody else uses it any more.
-    unsafe {
-        bindings::truncate_inode_pages_final(&mut (*inode).i_data);
-        if inode::is_initialised::<T>(inode)
-            && !bindings::is_bad_inode(inode)
-            && (*inode).__bindgen_anon_1.i_nlink == 0
-        {
-            T::evict(Inode::<T>::from_raw(inode));
-        }
-        bindings::clear_inode(inode);
-    }
-}
-
-/// # Safety
-///
-/// Called only by the kernel, with arguments that satisfy the C contract of `put_super`.
-unsafe extern "C" fn put_super_callback<T: FileSystem>(sb: *mut bindings::super_block) {
-    // SAFETY: a mounted superblock of `T` being shut down: all inodes are evicted and its
-    // device is still open.
-    let sb_ref = unsafe { SuperBlock::<T>::from_raw(sb) };
-    sb_ref.cancel_periodic();
-    // Writeback has ended (the VFS synced and evicted everything), but a bio completion may
-    // still be queueing its (finished) ioend's work item under the RCU read lock, and the work
-    // may still be returning: wait for both before the per-mount state goes.
-    kernel::sync::rcu::synchronize_rcu();
-    sb_ref.flush_writeback();
-    T::put_super(sb_ref);
-    // SAFETY: nothing uses the per-mount state after `put_super`; dropping it here, before the
-    // device is closed, means no device handle it holds can outlive the device.
-    unsafe {
-        let info = (*sb).s_fs_info.cast::<SbInfo<T>>();
-        (*sb).s_fs_info = ptr::null_mut();
-        drop(KBox::from_raw(info));
-    }
-}
-
-/// # Safety
-///
 /// Called only by the kernel, with arguments that satisfy the C contract of `kill_sb`.
 unsafe extern "C" fn kill_sb_callback<T: FileSystem>(sb: *mut bindings::super_block) {
     // SAFETY: the VFS tears the superblock down; this evicts all inodes and closes the device.
     unsafe { bindings::kill_block_super(sb) };
     // SAFETY: `s_fs_info` is null (after `put_super`) or, when the mount failed half-way, the
-    // box stored by `fill_super_callback`, whose periodic work never started; no inode can use
-    // it any more.
-    unsafe {
-        let info = (*sb).s_fs_info.cast::<SbInfo<T>>();
-        if !info.is_null() {
-            (*sb).s_fs_info = ptr::null_mut();
-            drop(KBox::from_raw(info));
-        }
-    }
-}
-
-/// # Safety
-///
-/// Called only by the kernel, with arguments that satisfy the C contract of `statfs`.
-unsafe extern "C" fn statfs_callback<T: FileSystem>(
-    dentry: *mut bindings::dentry,
-    buf: *mut bindings::kstatfs,
-) -> c_int {
-    from_result(|| {
-        // SAFETY: the VFS passes a live dentry of a mounted LCFS superblock.
-        let sb = unsafe { SuperBlock::<T>::from_raw((*dentry).d_sb) };
-        let st = T::statfs(sb)?;
-        let buf = buf.cast::<ext::kstatfs>();
-        // SAFETY: `buf` points to a `kstatfs` the caller owns for this call.
-        unsafe {
-            // CAST (these four): u32 to the 64-bit `long`, lossless.
-            (*buf).f_type = T::MAGIC as c_long;
-            (*buf).f_bsize = BLOCK_SIZE as c_long;
-            (*buf).f_frsize = BLOCK_SIZE as c_long;
-            (*buf).f_blocks = st.blocks;
-            (*buf).f_bfree = st.free_blocks;
-            (*buf).f_bavail = st.avail_blocks;
-            (*buf).f_files = st.files;
-            (*buf).f_ffree = st.free_files;
-            (*buf).f_fsid.val = st.fsid.map(|w| c_int::from_ne_bytes(w.to_ne_bytes()));
-            (*buf).f_namelen = st.name_len as c_long;
-        }
-        Ok(0)
-    })
-}
-
-/// Size of one inode slot of `T`, for the cache.
-pub(super) const fn slot_size<T: FileSystem>() -> usize {
-    size_of::<InodeSlot<T>>()
+    // state stored by `fill_super_callback`, whose periodic work never started; the inodes are
+    // gone, so nothing uses it any more.
+    unsafe { SbInfo::<T>::release(sb) };
 }

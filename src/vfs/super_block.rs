@@ -1,34 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Superblock handles.
+//! Superblock handles, the per-mount state this layer keeps, and the block device under a
+//! mount.
 
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use kernel::bindings;
+use kernel::fs::File;
 use kernel::prelude::*;
 use kernel::types::Opaque;
 
 use super::bindings as ext;
 use super::inode::{Iget, Inode, NewInode};
+use super::iomap::DataOperations;
 use super::registration::{ARef, FileSystem};
-
-/// Reads a block of `sb`'s device; shared by [`NewSuperBlock`] and [`SuperBlock`].
-///
-/// # Safety
-///
-/// `sb` must be a live block-device superblock.
-unsafe fn read_block<R>(
-    sb: *mut bindings::super_block,
-    block: u64,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Result<R> {
-    // SAFETY: a block-device superblock has an open `s_bdev` for its whole life.
-    let mapping = unsafe { (*(*sb).s_bdev).bd_mapping };
-    // SAFETY: `mapping` belongs to the open device.
-    unsafe { super::block::with_block(mapping, block, f) }
-}
 
 /// The device name of `sb` (`s_id`), for log messages.
 ///
@@ -67,7 +54,10 @@ pub(super) struct SbInfo<T: FileSystem> {
 }
 
 impl<T: FileSystem> SbInfo<T> {
-    pub(super) fn new(sb: *mut bindings::super_block, info: T::Info) -> Result<KBox<Self>> {
+    pub(super) fn new(sb: *mut bindings::super_block, info: T::Info) -> Result<KBox<Self>>
+    where
+        T: DataOperations,
+    {
         // SAFETY: `sb` is being mounted; its `s_id` is a NUL-terminated name.
         let wq = unsafe { ext::lcfs_alloc_writeback_workqueue((*sb).s_id.as_ptr()) };
         let wb_queue = NonNull::new(wq.cast::<bindings::workqueue_struct>()).ok_or(ENOMEM)?;
@@ -131,6 +121,25 @@ impl<T: FileSystem> SbInfo<T> {
         // SAFETY: live queue (type invariant).
         unsafe { ext::lcfs_flush_workqueue(self.wb_queue.as_ptr().cast()) };
     }
+
+    /// Takes the per-mount state out of `sb`'s `s_fs_info`, if set, and drops it.
+    ///
+    /// # Safety
+    ///
+    /// `sb` is a live superblock of `T` whose `s_fs_info` is null or was set by `fill_super` to
+    /// a boxed `SbInfo<T>`, and nothing uses that state any more (no inode, no queued work).
+    pub(super) unsafe fn release(sb: *mut bindings::super_block) {
+        // SAFETY: `sb` is live (contract).
+        let info = unsafe { (*sb).s_fs_info.cast::<Self>() };
+        if info.is_null() {
+            return;
+        }
+        // SAFETY: `sb` is live and nothing reads `s_fs_info` any more (contract); clearing it
+        // first means the superblock never points to freed state.
+        unsafe { (*sb).s_fs_info = ptr::null_mut() };
+        // SAFETY: the box `fill_super` stored (contract), now owned here.
+        drop(unsafe { KBox::from_raw(info) });
+    }
 }
 
 impl<T: FileSystem> Drop for SbInfo<T> {
@@ -160,7 +169,7 @@ unsafe extern "C" fn periodic_callback<T: FileSystem>(work: *mut bindings::work_
 /// # Safety
 ///
 /// Called only by the workqueue, for the `wb_work` of a live `SbInfo<T>`.
-unsafe extern "C" fn writeback_done_callback<T: FileSystem>(work: *mut bindings::work_struct) {
+unsafe extern "C" fn writeback_done_callback<T: DataOperations>(work: *mut bindings::work_struct) {
     // SAFETY: the work item is the `wb_work` field of an `SbInfo<T>`, which destroys its queue
     // (waiting for this) before it goes away.
     let info = unsafe {
@@ -180,14 +189,15 @@ unsafe extern "C" fn writeback_done_callback<T: FileSystem>(work: *mut bindings:
         while !list.is_null() {
             // SAFETY: a queued ioend (type invariant), now owned by this function.
             let next = unsafe { (*list).io_private.cast::<ext::iomap_ioend>() };
-            // SAFETY: as above.
+            // SAFETY: the same ioend, owned by this function; `io_private` is the filesystem's.
             unsafe { (*list).io_private = oldest.cast() };
             oldest = list;
             list = next;
         }
         while !oldest.is_null() {
             let ioend = oldest;
-            // SAFETY: as above; read before the ioend is finished (and freed).
+            // SAFETY: an ioend taken off the queue above, owned by this function until it is
+            // finished (and freed) below.
             oldest = unsafe { (*ioend).io_private.cast() };
             // SAFETY: a completed ioend of a file of ours (type invariant).
             unsafe { super::iomap::finish_written::<T>(ioend) };
@@ -201,28 +211,39 @@ unsafe extern "C" fn writeback_done_callback<T: FileSystem>(work: *mut bindings:
 ///
 /// # Invariants
 ///
-/// `bdev` is open while the handle exists: handles come only from a superblock and live in its
-/// per-mount state, which the VFS layer drops in `put_super`, before the device is closed.
+/// `_file` is a reference to the file through which the VFS opened the device for the mount
+/// (`s_bdev_file`) and `bdev` is that file's device: the reference keeps the device open for as
+/// long as the handle exists, wherever the handle is kept.
 pub(crate) struct BlockDevice {
+    // Never read: holding the reference is its purpose.
+    _file: ARef<File>,
     bdev: NonNull<bindings::block_device>,
 }
 
-// SAFETY: block device I/O may be issued from any thread.
+// SAFETY: the device is open while the handle exists (type invariant), and block-device I/O
+// (page-cache reads and writes of its mapping, `sync_blockdev`, cache flushes) may be issued from
+// any thread; `ARef<File>` is `Send`.
 unsafe impl Send for BlockDevice {}
-// SAFETY: as above; the handle has no interior state.
+// SAFETY: the handle has no state of its own that changes; concurrent I/O on one device is
+// serialised by the block layer and the page cache as for any other user.
 unsafe impl Sync for BlockDevice {}
 
 impl BlockDevice {
+    fn mapping(&self) -> *mut bindings::address_space {
+        // SAFETY: the device is open (type invariant); `bd_mapping` is fixed while it is.
+        unsafe { (*self.bdev.as_ptr()).bd_mapping }
+    }
+
     /// Reads block `block` and calls `f` with its bytes.
     pub(crate) fn read<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         // SAFETY: the device is open (type invariant).
-        unsafe { super::block::with_block((*self.bdev.as_ptr()).bd_mapping, block, f) }
+        unsafe { super::block::with_block(self.mapping(), block, f) }
     }
 
     /// Replaces block `block` in the page cache; durable after [`Self::flush`].
     pub(crate) fn write(&self, block: u64, data: &[u8]) -> Result {
         // SAFETY: the device is open (type invariant).
-        unsafe { super::block::write_block((*self.bdev.as_ptr()).bd_mapping, block, data) }
+        unsafe { super::block::write_block(self.mapping(), block, data) }
     }
 
     /// Writes back everything written so far and flushes the device's write cache.
@@ -279,17 +300,30 @@ impl<'a, T: FileSystem> NewSuperBlock<'a, T> {
 
     /// Reads block `block` and calls `f` with its bytes.
     pub(crate) fn read_block<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        // SAFETY: live block-device superblock (type invariant).
-        unsafe { read_block(self.sb.as_ptr(), block, f) }
+        // SAFETY: a live block-device superblock (type invariant) has an open `s_bdev`, whose
+        // `bd_mapping` is fixed while it is open.
+        let mapping = unsafe { (*(*self.sb.as_ptr()).s_bdev).bd_mapping };
+        // SAFETY: the mapping of the device, open for the call (see above).
+        unsafe { super::block::with_block(mapping, block, f) }
     }
 
-    /// A handle to the device, to keep in the per-mount state.
+    /// A handle to the device, to read it and to keep in the per-mount state.
     pub(crate) fn block_device(&self) -> Result<BlockDevice> {
-        // SAFETY: a block-device superblock has an open `s_bdev` (type invariant).
-        let bdev = NonNull::new(unsafe { (*self.sb.as_ptr()).s_bdev }).ok_or(EINVAL)?;
-        // INVARIANT: the handle goes into `T::Info`, which lives in `s_fs_info` and is dropped
-        // in `put_super` or, for a failed mount, never used for I/O again.
-        Ok(BlockDevice { bdev })
+        // SAFETY: a live block-device superblock inside `fill_super` (type invariant): the VFS
+        // opened the device through `s_bdev_file` and set `s_bdev` to its device.
+        let (file, bdev) = unsafe {
+            let sb = self.sb.as_ptr();
+            ((*sb).s_bdev_file, (*sb).s_bdev)
+        };
+        let bdev = NonNull::new(bdev).ok_or(EINVAL)?;
+        if file.is_null() {
+            return Err(EINVAL);
+        }
+        // SAFETY: `s_bdev_file` is referenced by the superblock for its whole life, which covers
+        // this call; it is not in any file table, so nobody calls `fdget_pos` on it.
+        let file = ARef::from(unsafe { File::from_raw_file(file) });
+        // INVARIANT: `file` is a new reference to the file that opened `bdev`.
+        Ok(BlockDevice { _file: file, bdev })
     }
 
     /// Whether the mount was requested read-only.
@@ -328,6 +362,13 @@ impl<T: FileSystem> SuperBlock<T> {
 
     pub(super) fn as_ptr(&self) -> *mut bindings::super_block {
         self.0.get()
+    }
+
+    /// The block device under the mount, for the mappings iomap submits I/O to.
+    pub(super) fn bdev(&self) -> *mut bindings::block_device {
+        // SAFETY: a live, mounted block-device superblock (type invariant): `s_bdev` is set
+        // before `fill_super` and stays until the superblock is killed.
+        unsafe { (*self.as_ptr()).s_bdev }
     }
 
     /// The per-mount state.
@@ -400,32 +441,31 @@ impl<T: FileSystem> SuperBlock<T> {
 ///
 /// # Invariants
 ///
-/// `flags` are the current task's allocation flags saved by `enter`. The value never leaves the
-/// task that made it: the raw-pointer marker makes it neither `Send` nor `Sync`.
+/// `flags` are what `memalloc_nofs_save` returned on the task that holds the value: the value is
+/// not `Send`, so it drops (and restores them) on that task.
 pub(crate) struct NoFsScope {
     flags: c_uint,
-    _not_send: PhantomData<*mut ()>,
+    _not_send: kernel::types::NotThreadSafe,
 }
 
 impl NoFsScope {
     /// Enters the scope; it ends when the value drops.
     pub(crate) fn enter() -> Self {
-        // SAFETY: `memalloc_nofs_save` only changes the current task's flags and returns the old
-        // ones; the matching restore is in `drop`, on the same task (the type is not `Send`).
+        // SAFETY: changes only the current task's allocation flags; the restore in `drop` runs
+        // on this task (the value is not `Send`).
         let flags = unsafe { ext::lcfs_memalloc_nofs_save() };
-        // INVARIANT: `flags` were saved on this task, and the value cannot leave it.
+        // INVARIANT: saved on the current task, which the value cannot leave.
         Self {
             flags,
-            _not_send: PhantomData,
+            _not_send: kernel::types::NotThreadSafe,
         }
     }
 }
 
 impl Drop for NoFsScope {
     fn drop(&mut self) {
-        // SAFETY: by the type invariant, `flags` were saved by `enter` on this same task, and
-        // scopes nest (a later one drops first, being a later local), so restoring them undoes
-        // exactly this scope.
+        // SAFETY: restores the flags `enter` saved on this same task (type invariant), in
+        // reverse order of nested scopes since values drop in reverse order.
         unsafe { ext::lcfs_memalloc_nofs_restore(self.flags) };
     }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Extended attributes in the `user.`, `trusted.` and `security.` namespaces.
+//! Extended attributes in the `user.`, `trusted.` and `security.` namespaces: the
+//! [`XattrOperations`] behind the superblock's `xattr_handler`s and the inodes' `listxattr`.
 //!
 //! The VFS checks permissions (`user.` needs access to the inode, `trusted.` needs
 //! `CAP_SYS_ADMIN`) before it calls a handler; `listxattr` hides `trusted.` names from callers
@@ -11,10 +12,40 @@ use core::marker::PhantomData;
 use core::ptr;
 
 use kernel::bindings;
+use kernel::error::VTABLE_DEFAULT_ERROR;
 use kernel::prelude::*;
 
-use super::inode::Inode;
+use super::inode::{Inode, Locked};
 use super::registration::FileSystem;
+
+/// The extended-attribute operations of a filesystem.
+///
+/// Without `get_xattr` and `set_xattr` the superblock has no handlers, and the VFS refuses
+/// extended attributes (`EOPNOTSUPP`); without one of them only that direction is refused.
+/// Without `list_xattrs`, `listxattr` lists only what security modules add.
+#[vtable]
+pub(crate) trait XattrOperations: FileSystem {
+    /// Reads extended attribute `name` (full name) of `inode` into `buf` (which may be empty to
+    /// ask for the size); returns its length. `ENODATA` if it does not exist.
+    fn get_xattr(_inode: &Inode<Self>, _name: &[u8], _buf: &mut [u8]) -> Result<usize> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Sets (`Some`) or removes (`None`) extended attribute `name` of `inode`.
+    fn set_xattr(
+        _inode: Locked<'_, Self>,
+        _name: &[u8],
+        _value: Option<&[u8]>,
+        _how: XattrSet,
+    ) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Calls `f` with each extended attribute name of `inode` until it returns `false`.
+    fn list_xattrs(_inode: &Inode<Self>, _f: &mut dyn FnMut(&[u8]) -> bool) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
 
 /// How `setxattr` treats an existing attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +60,7 @@ pub(crate) enum XattrSet {
 
 struct Handlers<T>(PhantomData<T>);
 
-impl<T: FileSystem> Handlers<T> {
+impl<T: XattrOperations> Handlers<T> {
     const USER: bindings::xattr_handler = handler::<T>(c"user.");
     const TRUSTED: bindings::xattr_handler = handler::<T>(c"trusted.");
     const SECURITY: bindings::xattr_handler = handler::<T>(c"security.");
@@ -37,21 +68,43 @@ impl<T: FileSystem> Handlers<T> {
         [&Self::USER, &Self::TRUSTED, &Self::SECURITY, ptr::null()];
 }
 
-const fn handler<T: FileSystem>(prefix: &'static CStr) -> bindings::xattr_handler {
+const fn handler<T: XattrOperations>(prefix: &'static CStr) -> bindings::xattr_handler {
     bindings::xattr_handler {
         name: ptr::null(),
         prefix: kernel::str::as_char_ptr_in_const_context(prefix),
         flags: 0,
         list: None,
-        get: Some(get_callback::<T>),
-        set: Some(set_callback::<T>),
+        get: if T::HAS_GET_XATTR {
+            Some(get_callback::<T>)
+        } else {
+            None
+        },
+        set: if T::HAS_SET_XATTR {
+            Some(set_callback::<T>)
+        } else {
+            None
+        },
     }
 }
 
-/// The `s_xattr` table of `T`: a static, NULL-terminated array.
-pub(super) fn handlers<T: FileSystem>() -> *const *const bindings::xattr_handler {
+/// The `s_xattr` table of `T`: a static, NULL-terminated array, or NULL when `T` has neither
+/// `get_xattr` nor `set_xattr`.
+pub(super) fn handlers<T: XattrOperations>() -> *const *const bindings::xattr_handler {
+    if !T::HAS_GET_XATTR && !T::HAS_SET_XATTR {
+        return ptr::null();
+    }
     let table: &'static [*const bindings::xattr_handler; 4] = &Handlers::<T>::LIST;
     table.as_ptr()
+}
+
+/// The `listxattr` entry of `T`'s inode operations.
+pub(super) const fn listxattr_operation<T: XattrOperations>(
+) -> Option<unsafe extern "C" fn(*mut bindings::dentry, *mut c_char, usize) -> isize> {
+    if T::HAS_LIST_XATTRS {
+        Some(listxattr_callback::<T>)
+    } else {
+        None
+    }
 }
 
 /// The full attribute name (`prefix` + `name`).
@@ -79,7 +132,7 @@ unsafe fn full_name(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `xattr_handler.get`.
-unsafe extern "C" fn get_callback<T: FileSystem>(
+unsafe extern "C" fn get_callback<T: XattrOperations>(
     handler: *const bindings::xattr_handler,
     _dentry: *mut bindings::dentry,
     inode: *mut bindings::inode,
@@ -96,7 +149,8 @@ unsafe extern "C" fn get_callback<T: FileSystem>(
             // SAFETY: the VFS passes a kernel buffer of `size` bytes.
             unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), size) }
         };
-        // SAFETY: an initialised inode of ours.
+        // SAFETY: the VFS passes a live inode of the superblock whose handler this is: an
+        // initialised inode of `T`.
         let inode = unsafe { Inode::<T>::from_raw(inode) };
         let n = T::get_xattr(inode, &full, buf)?;
         if size != 0 && n > size {
@@ -110,7 +164,7 @@ unsafe extern "C" fn get_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `xattr_handler.set`.
-unsafe extern "C" fn set_callback<T: FileSystem>(
+unsafe extern "C" fn set_callback<T: XattrOperations>(
     handler: *const bindings::xattr_handler,
     _idmap: *mut bindings::mnt_idmap,
     _dentry: *mut bindings::dentry,
@@ -139,8 +193,9 @@ unsafe extern "C" fn set_callback<T: FileSystem>(
             f if f == bindings::XATTR_REPLACE as c_int => XattrSet::Replace,
             _ => return Err(EINVAL),
         };
-        // SAFETY: an initialised inode of ours; the VFS holds its `i_rwsem`.
-        let inode = unsafe { Inode::<T>::from_raw(inode) };
+        // SAFETY: the VFS passes a live inode of the superblock whose handler this is (an
+        // initialised inode of `T`) and holds its `i_rwsem` for the call.
+        let inode = unsafe { Locked::new(Inode::<T>::from_raw(inode)) };
         T::set_xattr(inode, &full, value, how)
     })();
     match r {
@@ -152,13 +207,14 @@ unsafe extern "C" fn set_callback<T: FileSystem>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `listxattr`.
-pub(super) unsafe extern "C" fn listxattr_callback<T: FileSystem>(
+unsafe extern "C" fn listxattr_callback<T: XattrOperations>(
     dentry: *mut bindings::dentry,
     buffer: *mut c_char,
     size: usize,
 ) -> isize {
     let r = (|| -> Result<isize> {
-        // SAFETY: a positive dentry of ours.
+        // SAFETY: the VFS passes a positive dentry whose inode has our operations: a live,
+        // initialised inode of `T`.
         let inode = unsafe { Inode::<T>::from_raw((*dentry).d_inode) };
         let out: &mut [u8] = if size == 0 || buffer.is_null() {
             &mut []

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Mount and remount, commits (periodic, on sync and to free space), statfs, the errno mapping
-//! of the format core's errors, and the `FileSystem` implementation, which hands the VFS layer's
-//! calls to `namespace` and `file`.
+//! Mounting: the mount options, reading and checking the superblock pair, opening the volume,
+//! recovery after a crash, and the [`FileSystem`] operations of the superblock (remount, sync,
+//! statfs, unmount).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -12,93 +12,28 @@ use kernel::sync::Mutex;
 
 use crate::format::bytes::get_u32;
 use crate::format::data::STEP_TREES;
-use crate::format::records::Timespec;
 use crate::format::records::LAYER_NAME_MAX;
 use crate::format::superblock::{self, Superblock, SUPERBLOCK_COPIES};
-use crate::format::tree::Error as CoreError;
 use crate::format::volume::Volume;
-use crate::format::{FormatError, BLOCK_SIZE, NAME_MAX};
-use crate::vfs::{
-    now, ARef, AttrChange, DirContext, FileMap, FileSystem, FsInfo, Inode, MapFor, NewNode,
-    NewSuperBlock, NoFsScope, Output, Param, ParamValue, Rename, Request, StatFs, SuperBlock,
-    XattrSet,
-};
+use crate::format::{BLOCK_SIZE, NAME_MAX};
+use crate::vfs::{ARef, FileSystem, Inode, NewSuperBlock, Param, ParamValue, StatFs, SuperBlock};
 
-use super::file;
+use super::commit::{commit, schedule_commit, Vol};
+use super::errno::{format_errno, mount_errno};
 use super::namespace::{self, InodeInfo};
-
 use super::store::BdevStore;
-
-/// The mounted volume: the format core over the device, behind the mount's one metadata lock.
-pub(crate) type Vol = Volume<BdevStore>;
-
-/// The LCFS filesystem type.
-pub(crate) struct Lcfs;
+use super::time::timestamp;
+use super::{file, Lcfs};
 
 /// Per-mount state.
 pub(crate) struct MountInfo {
     /// The volume and its running transaction. Lock order: VFS locks (`i_rwsem`) before this;
     /// never take a file folio lock while holding it.
-    pub(crate) vol: Pin<KBox<Mutex<Vol>>>,
+    pub(super) vol: Pin<KBox<Mutex<Vol>>>,
     /// Seconds between periodic commits (`commit=`).
-    commit_secs: AtomicU32,
+    pub(super) commit_secs: AtomicU32,
     /// The layer mounted as the root (`layer=`), or `None` for the list of layers.
     pub(crate) layer: Option<u64>,
-}
-
-/// The volume locked, with allocations kept out of filesystem reclaim while it is.
-pub(crate) struct VolGuard<'a> {
-    // Declared first: dropped (unlocked) before the allocation scope ends.
-    guard: kernel::sync::MutexGuard<'a, Vol>,
-    _nofs: NoFsScope,
-}
-
-impl core::ops::Deref for VolGuard<'_> {
-    type Target = Vol;
-    fn deref(&self) -> &Vol {
-        &self.guard
-    }
-}
-
-impl core::ops::DerefMut for VolGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Vol {
-        &mut self.guard
-    }
-}
-
-impl MountInfo {
-    /// Locks the volume.
-    pub(crate) fn lock(&self) -> VolGuard<'_> {
-        let nofs = NoFsScope::enter();
-        VolGuard {
-            guard: self.vol.lock(),
-            _nofs: nofs,
-        }
-    }
-}
-
-/// Runs `op` on the locked volume; if it fails for space while blocks freed in the running
-/// transaction are pinned (they become free only when it commits), commits and runs it once
-/// more. Every operation admits its space before its first change, so the refused run changed
-/// nothing, or (a multi-step data operation) left a consistent state the second run continues.
-pub(crate) fn retry_for_space<R>(
-    sb: &SuperBlock<Lcfs>,
-    vol: &mut VolGuard<'_>,
-    mut op: impl FnMut(&mut Vol) -> core::result::Result<R, CoreError>,
-) -> core::result::Result<R, CoreError> {
-    match op(vol) {
-        Err(CoreError::NoSpace) if vol.map().pinned > 0 => {
-            vol.commit(timestamp()).inspect_err(|e| {
-                pr_err!(
-                    "{}: commit to free space failed ({:?}); the last committed state stays on disk\n",
-                    sb.id(),
-                    e
-                );
-            })?;
-            op(vol)
-        }
-        r => r,
-    }
 }
 
 /// Mount options.
@@ -118,78 +53,13 @@ const MAX_COMMIT_SECS: u32 = 86_400;
 const OPT_COMMIT: u8 = 0;
 const OPT_LAYER: u8 = 1;
 
-/// The time as the format core stores it.
-pub(crate) fn timestamp() -> Timespec {
-    let (sec, nsec) = now();
-    Timespec { sec, nsec }
-}
-
-/// The errno for a format-core error of a running filesystem.
-pub(crate) fn errno(e: CoreError) -> Error {
-    match e {
-        CoreError::Corrupt(_) => EUCLEAN,
-        CoreError::Io | CoreError::Aborted => EIO,
-        CoreError::NoSpace => ENOSPC,
-        CoreError::NoMemory => ENOMEM,
-        CoreError::Invalid => EINVAL,
-        CoreError::NotFound => ENOENT,
-        CoreError::Exists => EEXIST,
-        CoreError::Busy => EBUSY,
-        CoreError::ReadOnly => EROFS,
-        CoreError::NotEmpty => ENOTEMPTY,
-        CoreError::IsDir => EISDIR,
-        CoreError::NotDir => ENOTDIR,
-    }
-}
-
-/// Commits the running transaction of `sb`'s volume if it has changes, logging a failure once
-/// (the transaction is then aborted and the filesystem answers EIO until it is remounted).
-pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
-    if sb.read_only() {
-        return Ok(());
-    }
-    let mut vol = sb.info().lock();
-    if vol.is_aborted() {
-        return Err(EIO);
-    }
-    if vol.store().read_only {
-        // Being remounted read-only: the VFS synced everything before.
-        return Ok(());
-    }
-    vol.commit(timestamp()).map_err(|e| {
-        pr_err!(
-            "{}: commit failed ({:?}); the last committed state stays on disk, remount to use it\n",
-            sb.id(),
-            e
-        );
-        errno(e)
-    })
-}
-
 /// `statfs.f_type` of LCFS: "LCFS" in ASCII.
 const LCFS_MAGIC: u32 = 0x4c43_4653;
 
-// The kernel formats through its own `Display` trait; forward to the format core's impl.
-impl kernel::fmt::Display for FormatError {
-    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
-        core::fmt::Display::fmt(self, f)
-    }
-}
-
-/// Maps a format error to the errno mount returns: damaged LCFS structures are `EUCLEAN`
-/// (the kernel's `EFSCORRUPTED`), anything that is not (this version of) LCFS is `EINVAL`.
-fn format_errno(e: &FormatError) -> Error {
-    if e.is_corruption() {
-        EUCLEAN
-    } else {
-        EINVAL
-    }
-}
-
 /// Reads both superblock copies and picks the current one.
-// Not inlined, here and in the other steps of `fill_super`: inlined, their locals added up to an
-// 8 KiB `fill_super` frame, on top of which opening the volume reads blocks through the block
-// layer; with 16 KiB kernel stacks that left a few hundred bytes.
+// Not inlined, here and in the other steps of `fill_super`: inlined, their locals would add up
+// in one `fill_super` frame, under which opening the volume still reads blocks through the block
+// layer, on a 16 KiB kernel stack.
 #[inline(never)]
 fn read_superblock(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Superblock> {
     let device_bytes = sb.device_bytes();
@@ -224,32 +94,6 @@ fn read_superblock(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Superblock> {
     }
 }
 
-/// Maps a core error at mount to an errno, logging what was wrong.
-fn core_errno(sb: &NewSuperBlock<'_, Lcfs>, what: &str, e: CoreError) -> Error {
-    match e {
-        CoreError::Corrupt(f) => {
-            pr_err!(
-                "{}: cannot mount: {}: {}
-",
-                sb.id(),
-                what,
-                f
-            );
-            format_errno(&f)
-        }
-        CoreError::NoMemory => ENOMEM,
-        _ => {
-            pr_err!(
-                "{}: cannot mount: {}: I/O error
-",
-                sb.id(),
-                what
-            );
-            EIO
-        }
-    }
-}
-
 /// Opens the filesystem through the format core: the reference-count map's root must agree with
 /// the superblock, and the layer tree must be readable. Returns the volume, already on the heap
 /// (a `Volume` is about 2 KiB: every copy on the stack counts), and its number of layers.
@@ -263,7 +107,7 @@ fn open_volume(
         sb.device_bytes() / u64::from(BLOCK_SIZE),
         sb.read_only(),
     )?;
-    let (vol, _) = Volume::open(store).map_err(|e| core_errno(sb, "reference-count map", e))?;
+    let (vol, _) = Volume::open(store).map_err(|e| mount_errno(sb, "reference-count map", e))?;
     let vol = KBox::pin_init(new_mutex!(vol), GFP_KERNEL)?;
     let mut layers = 0u64;
     vol.lock()
@@ -271,7 +115,7 @@ fn open_volume(
             layers += 1;
             true
         })
-        .map_err(|e| core_errno(sb, "layer tree", e))?;
+        .map_err(|e| mount_errno(sb, "layer tree", e))?;
     if layers != disk.layer_count {
         pr_err!(
             "{}: cannot mount: superblock counts {} layers, the layer tree holds {}
@@ -285,33 +129,7 @@ fn open_volume(
     Ok((vol, layers))
 }
 
-/// Schedules the next periodic commit of a writable mount.
-fn schedule_commit(sb: &SuperBlock<Lcfs>) {
-    if sb.read_only() {
-        return;
-    }
-    let secs = sb.info().commit_secs.load(Ordering::Relaxed);
-    sb.schedule_periodic(secs.saturating_mul(1000));
-}
-
-/// `LCFS_IOC_FS_INFO` output for superblock `disk`.
-fn fs_info(disk: &Superblock) -> FsInfo {
-    let mut info = FsInfo {
-        format_version: superblock::VERSION,
-        block_size: BLOCK_SIZE,
-        generation: disk.generation,
-        total_blocks: disk.total_blocks,
-        free_blocks: disk.free_blocks,
-        uuid: disk.uuid,
-        ..FsInfo::default()
-    };
-    // The on-disk label is NUL-padded and at most 63 bytes, so the copy stays NUL-terminated.
-    for (dst, src) in info.label.iter_mut().zip(disk.label.iter()) {
-        *dst = c_char::from_ne_bytes([*src]);
-    }
-    info
-}
-
+#[vtable]
 impl FileSystem for Lcfs {
     const NAME: &'static CStr = c"lcfs";
     const MAGIC: u32 = LCFS_MAGIC;
@@ -366,12 +184,11 @@ impl FileSystem for Lcfs {
                     );
                     return Err(ENOENT);
                 }
-                Err(e) => return Err(core_errno(sb, "layer tree", e)),
+                Err(e) => return Err(mount_errno(sb, "layer tree", e)),
             },
         };
         if !sb.read_only() {
-            let orphans =
-                super::namespace::recover(&mut v).map_err(|e| core_errno(sb, "recovery", e))?;
+            let orphans = namespace::recover(&mut v).map_err(|e| mount_errno(sb, "recovery", e))?;
             if orphans > 0 {
                 pr_info!(
                     "{}: deleted {} inodes unlinked while open before a crash\n",
@@ -379,7 +196,7 @@ impl FileSystem for Lcfs {
                     orphans
                 );
                 v.commit(timestamp())
-                    .map_err(|e| core_errno(sb, "recovery commit", e))?;
+                    .map_err(|e| mount_errno(sb, "recovery commit", e))?;
             }
         }
         drop(v);
@@ -397,6 +214,10 @@ impl FileSystem for Lcfs {
             commit_secs: AtomicU32::new(opts.commit_secs.unwrap_or(DEFAULT_COMMIT_SECS)),
             layer,
         })
+    }
+
+    fn root(sb: &SuperBlock<Self>) -> Result<ARef<Inode<Self>>> {
+        namespace::root(sb)
     }
 
     fn activate(sb: &SuperBlock<Self>) {
@@ -453,10 +274,6 @@ impl FileSystem for Lcfs {
         let _ = commit(sb);
     }
 
-    fn root(sb: &SuperBlock<Self>) -> Result<ARef<Inode<Self>>> {
-        namespace::root(sb)
-    }
-
     fn statfs(sb: &SuperBlock<Self>) -> Result<StatFs> {
         let (disk, room) = {
             let vol = sb.info().lock();
@@ -480,85 +297,14 @@ impl FileSystem for Lcfs {
         })
     }
 
-    fn lookup(dir: &Inode<Self>, name: &[u8]) -> Result<Option<ARef<Inode<Self>>>> {
-        namespace::lookup(dir, name)
-    }
-
-    fn readdir(dir: &Inode<Self>, ctx: &mut DirContext<'_>) -> Result {
-        namespace::readdir(dir, ctx)
-    }
-
-    fn create(dir: &Inode<Self>, name: &[u8], node: &NewNode<'_>) -> Result<ARef<Inode<Self>>> {
-        namespace::create(dir, name, node)
-    }
-
-    fn link(dir: &Inode<Self>, inode: &Inode<Self>, name: &[u8]) -> Result {
-        namespace::link(dir, inode, name)
-    }
-
-    fn unlink(dir: &Inode<Self>, name: &[u8], inode: &Inode<Self>) -> Result {
-        namespace::unlink(dir, name, inode)
-    }
-
-    fn rename(request: &Rename<'_, Self>) -> Result {
-        namespace::rename(request)
-    }
-
-    fn setattr(inode: &Inode<Self>, change: &AttrChange) -> Result {
-        namespace::setattr(inode, change)
-    }
-
-    fn get_xattr(inode: &Inode<Self>, name: &[u8], buf: &mut [u8]) -> Result<usize> {
-        namespace::get_xattr(inode, name, buf)
-    }
-
-    fn set_xattr(inode: &Inode<Self>, name: &[u8], value: Option<&[u8]>, how: XattrSet) -> Result {
-        namespace::set_xattr(inode, name, value, how)
-    }
-
-    fn list_xattrs(inode: &Inode<Self>, f: &mut dyn FnMut(&[u8]) -> bool) -> Result {
-        namespace::list_xattrs(inode, f)
-    }
-
     fn evict(inode: &Inode<Self>) {
         namespace::evict(inode)
     }
 
-    fn map(inode: &Inode<Self>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap> {
-        file::map(inode, pos, len, purpose)
-    }
-
-    fn map_writeback(inode: &Inode<Self>, pos: u64, len: u64) -> Result<FileMap> {
-        file::map_writeback(inode, pos, len)
-    }
-
-    fn write_done(inode: &Inode<Self>, pos: u64, len: u64) -> Result {
-        file::write_done(inode, pos, len)
-    }
-
-    fn store_attrs(inode: &Inode<Self>, size: Option<u64>) -> Result {
-        file::store_attrs(inode, size)
-    }
-
-    fn fsync(inode: &Inode<Self>) -> Result {
-        file::fsync(inode)
-    }
-
-    fn allocate(inode: &Inode<Self>, pos: u64, len: u64) -> Result {
-        file::allocate(inode, pos, len)
-    }
-
-    fn punch(inode: &Inode<Self>, pos: u64, len: u64) -> Result {
-        file::punch(inode, pos, len)
-    }
-
-    fn ioctl(inode: &Inode<Self>, request: Request, out: Output) -> Result {
-        match request {
-            Request::FsInfo => {
-                let disk = inode.super_block().info().lock().superblock();
-                out.write_fs_info(&fs_info(&disk))
-            }
-        }
+    fn dirty_inode(inode: &Inode<Self>) {
+        // Timestamps are advisory: a failure (a frozen layer, for example) keeps the cached
+        // value until the next change.
+        let _ = file::store_attrs(inode, None);
     }
 }
 
@@ -567,6 +313,7 @@ mod tests {
     use super::*;
     use crate::format::crc32c::crc32c;
     use crate::format::superblock::SUPERBLOCK_SIZE;
+    use crate::format::FormatError;
 
     fn sample() -> Superblock {
         Superblock::new(1024, [9; 16], 1_700_000_000)

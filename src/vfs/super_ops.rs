@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The superblock operations (`super_operations`) of a [`FileSystem`].
+//!
+//! `alloc_inode`, `free_inode` and `put_super` are always set: they manage this layer's own
+//! state (the inode slots, the per-mount state). The others are set only when the filesystem
+//! implements the matching [`FileSystem`] method.
+
+use core::marker::PhantomData;
+
+use kernel::bindings;
+use kernel::error::from_result;
+use kernel::prelude::*;
+
+use super::bindings as ext;
+use super::inode;
+use super::registration::FileSystem;
+use super::super_block::{SbInfo, SuperBlock};
+use crate::format::BLOCK_SIZE;
+
+/// Numbers reported by `statfs(2)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StatFs {
+    /// Total data blocks.
+    pub(crate) blocks: u64,
+    /// Free blocks.
+    pub(crate) free_blocks: u64,
+    /// Free blocks available to unprivileged users.
+    pub(crate) avail_blocks: u64,
+    /// Total inodes (0 if unlimited).
+    pub(crate) files: u64,
+    /// Free inodes.
+    pub(crate) free_files: u64,
+    /// Filesystem id.
+    pub(crate) fsid: [u32; 2],
+    /// Longest file name in bytes.
+    pub(crate) name_len: u32,
+}
+
+/// The `super_operations` of `T`.
+struct Tables<T>(PhantomData<T>);
+
+impl<T: FileSystem> Tables<T> {
+    const SUPER_OPS: bindings::super_operations = bindings::super_operations {
+        alloc_inode: Some(inode::alloc_inode_callback::<T>),
+        free_inode: Some(inode::free_inode_callback::<T>),
+        statfs: if T::HAS_STATFS {
+            Some(statfs_callback::<T>)
+        } else {
+            None
+        },
+        sync_fs: if T::HAS_SYNC_FS {
+            Some(sync_fs_callback::<T>)
+        } else {
+            None
+        },
+        // NULL: the VFS drops the page cache and clears the inode itself.
+        evict_inode: if T::HAS_EVICT {
+            Some(evict_inode_callback::<T>)
+        } else {
+            None
+        },
+        dirty_inode: if T::HAS_DIRTY_INODE {
+            Some(dirty_inode_callback::<T>)
+        } else {
+            None
+        },
+        put_super: Some(put_super_callback::<T>),
+        // SAFETY: all-zero (all `None`) is a valid operations table.
+        ..unsafe { core::mem::zeroed() }
+    };
+}
+
+pub(super) fn super_operations<T: FileSystem>() -> &'static bindings::super_operations {
+    &Tables::<T>::SUPER_OPS
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `sync_fs`.
+unsafe extern "C" fn sync_fs_callback<T: FileSystem>(
+    sb: *mut bindings::super_block,
+    wait: c_int,
+) -> c_int {
+    // SAFETY: a mounted superblock of `T` (it has our operations); `s_fs_info` is set until
+    // `put_super`, which runs after the last `sync_fs`.
+    let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
+    from_result(|| T::sync_fs(sb, wait != 0).map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `dirty_inode`.
+unsafe extern "C" fn dirty_inode_callback<T: FileSystem>(
+    inode: *mut bindings::inode,
+    _flags: c_int,
+) {
+    // SAFETY: the VFS marks a live inode of our superblock dirty, so it comes from
+    // `alloc_inode_callback::<T>`. One still being set up has nothing to store yet.
+    if let Some(inode) = unsafe { inode::initialised::<T>(inode) } {
+        T::dirty_inode(inode);
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `evict_inode`.
+unsafe extern "C" fn evict_inode_callback<T: FileSystem>(raw: *mut bindings::inode) {
+    // SAFETY: the VFS evicts an unreferenced inode of ours: nobody else uses its pages any more.
+    unsafe { bindings::truncate_inode_pages_final(core::ptr::addr_of_mut!((*raw).i_data)) };
+    // SAFETY: an inode of our superblock comes from `alloc_inode_callback::<T>`, and it stays
+    // live until `free_inode`.
+    if let Some(inode) = unsafe { inode::initialised::<T>(raw) } {
+        if inode.nlink() == 0 {
+            T::evict(inode);
+        }
+    }
+    // SAFETY: the inode is being evicted and its pages are gone; this ends its use.
+    unsafe { bindings::clear_inode(raw) };
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `put_super`.
+unsafe extern "C" fn put_super_callback<T: FileSystem>(sb: *mut bindings::super_block) {
+    {
+        // SAFETY: a mounted superblock of `T` being shut down: all inodes are evicted and its
+        // device is still open. The reference ends with this block, before the state goes.
+        let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
+        sb.cancel_periodic();
+        // Writeback has ended (the VFS synced and evicted everything), but a bio completion may
+        // still be queueing its (finished) ioend's work item under the RCU read lock, and the
+        // work may still be returning: wait for both before the per-mount state goes.
+        kernel::sync::rcu::synchronize_rcu();
+        sb.flush_writeback();
+        if T::HAS_PUT_SUPER {
+            T::put_super(sb);
+        }
+    }
+    // SAFETY: nothing uses the per-mount state after `put_super`; dropping it here, before the
+    // device is closed, releases the device handles it holds while the device is still open.
+    unsafe { SbInfo::<T>::release(sb) };
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `statfs`.
+unsafe extern "C" fn statfs_callback<T: FileSystem>(
+    dentry: *mut bindings::dentry,
+    buf: *mut bindings::kstatfs,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: the VFS passes a live dentry of a mounted superblock of `T`, which stays
+        // mounted for the call.
+        let sb = unsafe { SuperBlock::<T>::from_raw((*dentry).d_sb) };
+        let st = T::statfs(sb)?;
+        let buf = buf.cast::<ext::kstatfs>();
+        // SAFETY: `buf` points to a `kstatfs` the caller owns for this call (the module's
+        // complete definition of the struct the kernel crate leaves opaque; KUnit checks the size).
+        unsafe {
+            // CAST (these four): u32 to the 64-bit `long`, lossless.
+            (*buf).f_type = T::MAGIC as c_long;
+            (*buf).f_bsize = BLOCK_SIZE as c_long;
+            (*buf).f_frsize = BLOCK_SIZE as c_long;
+            (*buf).f_blocks = st.blocks;
+            (*buf).f_bfree = st.free_blocks;
+            (*buf).f_bavail = st.avail_blocks;
+            (*buf).f_files = st.files;
+            (*buf).f_ffree = st.free_files;
+            (*buf).f_fsid.val = st.fsid.map(|w| c_int::from_ne_bytes(w.to_ne_bytes()));
+            (*buf).f_namelen = st.name_len as c_long;
+        }
+        Ok(0)
+    })
+}
