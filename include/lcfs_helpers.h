@@ -75,6 +75,7 @@ void lcfs_inode_lock(struct inode *inode);
 void lcfs_inode_unlock(struct inode *inode);
 ssize_t lcfs_generic_write_sync(struct kiocb *iocb, ssize_t count);
 struct inode *lcfs_file_inode(const struct file *file);
+bool lcfs_file_writable(const struct file *file);
 struct file *lcfs_vmf_file(const struct vm_fault *vmf);
 void lcfs_sb_start_pagefault(struct super_block *sb);
 void lcfs_sb_end_pagefault(struct super_block *sb);
@@ -115,6 +116,13 @@ bool lcfs_dir_emit(struct dir_context *ctx, const char *name, int len, u64 ino,
 size_t lcfs_sizeof_fs_context(void);
 size_t lcfs_sizeof_kstatfs(void);
 size_t lcfs_offsetof_fs_context_ops(void);
-unsigned int lcfs_ioc_fs_info(void);
+unsigned int lcfs_ioc_code(unsigned int nr);
+struct dentry;
+void lcfs_forget_root_name(struct super_block *sb, const char *name, unsigned int len);
+int lcfs_detach_begin(struct super_block *sb, const char *name, unsigned int len,
+		      struct dentry **out);
+void lcfs_detach_end(struct super_block *sb, struct dentry *d, bool removed);
+int lcfs_freeze_super(struct super_block *sb);
+int lcfs_thaw_super(struct super_block *sb);
 
 #endif /* LCFS_HELPERS_H */

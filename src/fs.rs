@@ -30,6 +30,7 @@ mod core_kunit;
 mod errno;
 mod file;
 mod ioctl;
+mod layers;
 mod mount;
 mod namespace;
 mod store;

@@ -19,6 +19,8 @@
 #include <linux/sched/mm.h>
 #include <linux/writeback.h>
 #include <linux/kdev_t.h>
+#include <linux/dcache.h>
+#include <linux/namei.h>
 #include "lcfs_helpers.h"
 #include "uapi/linux/lcfs.h"
 
@@ -118,7 +120,97 @@ bool lcfs_dir_emit(struct dir_context *ctx, const char *name, int len, u64 ino, 
 size_t lcfs_sizeof_fs_context(void) { return sizeof(struct fs_context); }
 size_t lcfs_sizeof_kstatfs(void) { return sizeof(struct kstatfs); }
 size_t lcfs_offsetof_fs_context_ops(void) { return offsetof(struct fs_context, ops); }
-unsigned int lcfs_ioc_fs_info(void) { return LCFS_IOC_FS_INFO; }
+unsigned int lcfs_ioc_code(unsigned int nr)
+{
+	switch (nr) {
+	case LCFS_IOC_FS_INFO_NR: return LCFS_IOC_FS_INFO;
+	case LCFS_IOC_LAYER_CREATE_NR: return LCFS_IOC_LAYER_CREATE;
+	case LCFS_IOC_LAYER_CLONE_NR: return LCFS_IOC_LAYER_CLONE;
+	case LCFS_IOC_LAYER_SNAPSHOT_NR: return LCFS_IOC_LAYER_SNAPSHOT;
+	case LCFS_IOC_LAYER_FREEZE_NR: return LCFS_IOC_LAYER_FREEZE;
+	case LCFS_IOC_LAYER_RENAME_NR: return LCFS_IOC_LAYER_RENAME;
+	case LCFS_IOC_LAYER_REMOVE_NR: return LCFS_IOC_LAYER_REMOVE;
+	case LCFS_IOC_LAYER_INFO_NR: return LCFS_IOC_LAYER_INFO;
+	case LCFS_IOC_LAYER_LIST_NR: return LCFS_IOC_LAYER_LIST;
+	default: return 0;
+	}
+}
+
+/*
+ * Forgets the cached dentry of `name` under the mount root, positive or negative: the next lookup
+ * asks the filesystem. Unhashed, not invalidated: mounts on it and tasks inside stay where they
+ * are (a renamed layer's bind mounts keep working).
+ */
+void lcfs_forget_root_name(struct super_block *sb, const char *name, unsigned int len)
+{
+	struct qstr q = QSTR_INIT(name, len);
+	struct dentry *d = try_lookup_noperm(&q, sb->s_root);
+
+	if (!IS_ERR_OR_NULL(d)) {
+		d_drop(d);
+		dput(d);
+	}
+}
+
+/*
+ * Starts removing the layer directory `name` under the mount root: locks the root directory
+ * (no lookup there can start until lcfs_detach_end), prunes the unused dentries below the
+ * layer's, and fails with -EBUSY if anything still uses it (an open file or a working directory
+ * in it, a mount on it or inside it). Otherwise unhashes its dentry, so no path walk enters it
+ * again, and returns it in *out (NULL when none is cached, so nothing uses it).
+ */
+int lcfs_detach_begin(struct super_block *sb, const char *name, unsigned int len,
+		      struct dentry **out)
+{
+	struct qstr q = QSTR_INIT(name, len);
+	struct dentry *d;
+	bool busy;
+
+	*out = NULL;
+	inode_lock_nested(d_inode(sb->s_root), I_MUTEX_PARENT);
+	d = try_lookup_noperm(&q, sb->s_root);
+	if (IS_ERR(d)) {
+		inode_unlock(d_inode(sb->s_root));
+		return PTR_ERR(d);
+	}
+	if (!d)
+		return 0;
+	shrink_dcache_parent(d);
+	spin_lock(&d->d_lock);
+	/* Our reference is the only one left unless something uses the layer. */
+	busy = d->d_lockref.count > 1 || d_mountpoint(d);
+	if (!busy)
+		__d_drop(d);
+	spin_unlock(&d->d_lock);
+	if (busy) {
+		dput(d);
+		inode_unlock(d_inode(sb->s_root));
+		return -EBUSY;
+	}
+	*out = d;
+	return 0;
+}
+
+/* Ends lcfs_detach_begin: a layer that stays gets its dentry back in the hash. */
+void lcfs_detach_end(struct super_block *sb, struct dentry *d, bool removed)
+{
+	if (d) {
+		if (!removed)
+			d_rehash(d);
+		dput(d);
+	}
+	inode_unlock(d_inode(sb->s_root));
+}
+
+int lcfs_freeze_super(struct super_block *sb)
+{
+	return freeze_super(sb, FREEZE_HOLDER_KERNEL | FREEZE_MAY_NEST, NULL);
+}
+
+int lcfs_thaw_super(struct super_block *sb)
+{
+	return thaw_super(sb, FREEZE_HOLDER_KERNEL | FREEZE_MAY_NEST, NULL);
+}
 
 bool lcfs_sb_rdonly(const struct super_block *sb) { return sb_rdonly(sb); }
 bool lcfs_fc_rdonly(const struct fs_context *fc) { return fc->sb_flags & SB_RDONLY; }
@@ -174,6 +266,7 @@ void lcfs_inode_lock(struct inode *inode) { inode_lock(inode); }
 void lcfs_inode_unlock(struct inode *inode) { inode_unlock(inode); }
 ssize_t lcfs_generic_write_sync(struct kiocb *iocb, ssize_t count) { return generic_write_sync(iocb, count); }
 struct inode *lcfs_file_inode(const struct file *file) { return file_inode(file); }
+bool lcfs_file_writable(const struct file *file) { return file->f_mode & FMODE_WRITE; }
 struct file *lcfs_vmf_file(const struct vm_fault *vmf) { return vmf->vma->vm_file; }
 void lcfs_sb_start_pagefault(struct super_block *sb) { sb_start_pagefault(sb); }
 void lcfs_sb_end_pagefault(struct super_block *sb) { sb_end_pagefault(sb); }

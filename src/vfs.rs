@@ -35,7 +35,10 @@ pub(crate) mod xattr;
 pub(crate) use dir::{DirContext, DirEntryType, DirOperations, NewNode, Rename, RenameMode};
 pub(crate) use file::{AttrChange, InodeOperations};
 pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams, Locked};
-pub(crate) use ioctl::{FsInfo, Output, Request};
+pub(crate) use ioctl::{
+    capable_sys_admin, FsInfo, LayerCreate, CREATE_READ_ONLY, LAYER_READ_ONLY, LIST_MAX, LayerInfo, LayerList, Output,
+    Request, UserArray,
+};
 pub(crate) use iomap::{DataOperations, FileMap, FileOperations, MapFor, MapKind};
 pub(crate) use params::{Param, ParamValue};
 pub(crate) use registration::{ARef, FileSystem, Registration};

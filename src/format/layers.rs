@@ -101,6 +101,17 @@ pub fn layer_key(id: u64) -> Key {
 /// free offset of its hash bucket.
 type NameSlot = (Option<(u64, u64)>, Option<u64>);
 
+/// What a new layer starts from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// An empty root directory.
+    Empty,
+    /// A clone of this frozen layer, its parent.
+    Clone(LayerInfo),
+    /// A frozen copy of this layer, a sibling of it.
+    Snapshot(LayerInfo),
+}
+
 /// Largest encoded layer record.
 const LAYER_RECORD_MAX: usize = 65 + LAYER_NAME_MAX;
 
@@ -164,11 +175,21 @@ impl<S: Device> Volume<S> {
 
     /// Calls `f` for every layer in id order; `f` returns `false` to stop.
     pub fn for_each_layer(&mut self, f: &mut dyn FnMut(&LayerInfo) -> bool) -> Result<(), Error> {
+        self.for_each_layer_from(0, f)
+    }
+
+    /// Calls `f` for every layer with an id of `first` or more, in id order (O(log layers) to
+    /// the first); `f` returns `false` to stop.
+    pub fn for_each_layer_from(
+        &mut self,
+        first: u64,
+        f: &mut dyn FnMut(&LayerInfo) -> bool,
+    ) -> Result<(), Error> {
         self.live()?;
         self.flush_layer()?;
         let root = self.sb.layer_root;
         let total = self.sb.total_blocks;
-        let mut from = layer_key(0);
+        let mut from = layer_key(first);
         loop {
             let got = self.txn(tree_kind::LAYERS).next(root, &from, |k, v| {
                 if k.id == LAYER_NAME_INDEX {
@@ -225,6 +246,31 @@ impl<S: Device> Volume<S> {
         parent: Option<u64>,
         now: Timespec,
     ) -> Result<u64, Error> {
+        let source = match parent {
+            Some(p) => {
+                let p = self.layer(p)?;
+                if !p.is_read_only() {
+                    return Err(Error::Invalid);
+                }
+                Source::Clone(p)
+            }
+            None => Source::Empty,
+        };
+        self.new_layer(name, source, now)
+    }
+
+    /// Creates a frozen layer named `name` that holds what layer `source` (read-write or not)
+    /// holds now, in O(1): its tree is shared, and either side's later changes copy what they
+    /// change. The new layer's parent is `source`'s parent. Returns its id.
+    ///
+    /// The caller writes `source`'s cached file data back first: data not yet in its tree is
+    /// not in the copy.
+    pub fn snapshot_layer(&mut self, name: &[u8], source: u64, now: Timespec) -> Result<u64, Error> {
+        let s = self.layer(source)?;
+        self.new_layer(name, Source::Snapshot(s), now)
+    }
+
+    fn new_layer(&mut self, name: &[u8], source: Source, now: Timespec) -> Result<u64, Error> {
         self.live()?;
         super::records::check_layer_name(name)?;
         self.admit(4, true)?;
@@ -233,19 +279,18 @@ impl<S: Device> Volume<S> {
             return Err(Error::Exists);
         }
         let name_offset = free.ok_or(Error::NoSpace)?;
-        let parent = match parent {
-            Some(p) => {
-                let p = self.layer(p)?;
-                if !p.is_read_only() {
-                    return Err(Error::Invalid);
-                }
-                if p.children == u32::MAX {
-                    return Err(Error::Busy);
-                }
-                Some(p)
-            }
-            None => None,
+        // The layer whose child count grows, and the layer whose tree is shared.
+        let (parent, shared) = match source {
+            Source::Empty => (None, None),
+            Source::Clone(p) => (Some(p), Some(p)),
+            Source::Snapshot(s) => match s.parent {
+                0 => (None, Some(s)),
+                p => (Some(self.layer(p)?), Some(s)),
+            },
         };
+        if parent.is_some_and(|p| p.children == u32::MAX) {
+            return Err(Error::Busy);
+        }
         let id = self.sb.next_layer_id;
         if id >= super::LAYER_ID_LIMIT {
             return Err(Error::NoSpace);
@@ -266,15 +311,20 @@ impl<S: Device> Volume<S> {
             },
         )?;
         self.mutate(|v| {
-            match parent {
-                Some(mut p) => {
-                    info.parent = p.id;
-                    info.root = v.txn(tree_kind::FS).clone_tree(p.root)?;
-                    info.bytes_used = p.bytes_used;
-                    info.inodes_used = p.inodes_used;
-                    info.next_ino = p.next_ino;
-                    p.children = p.children.checked_add(1).ok_or(Error::Busy)?;
-                    v.put_layer(&p)?;
+            if let Some(mut p) = parent {
+                info.parent = p.id;
+                p.children = p.children.checked_add(1).ok_or(Error::Busy)?;
+                v.put_layer(&p)?;
+            }
+            if let Source::Snapshot(_) = source {
+                info.flags |= layer_flags::READ_ONLY;
+            }
+            match shared {
+                Some(s) => {
+                    info.root = v.txn(tree_kind::FS).clone_tree(s.root)?;
+                    info.bytes_used = s.bytes_used;
+                    info.inodes_used = s.inodes_used;
+                    info.next_ino = s.next_ino;
                 }
                 None => {
                     let root = InodeRecord {
@@ -306,6 +356,43 @@ impl<S: Device> Volume<S> {
             v.sb.next_layer_id = next_id;
             v.sb.layer_count = v.sb.layer_count.checked_add(1).ok_or(Error::NoSpace)?;
             Ok(id)
+        })
+    }
+
+    /// Renames layer `id` to `name`.
+    pub fn rename_layer(&mut self, id: u64, name: &[u8]) -> Result<(), Error> {
+        self.live()?;
+        super::records::check_layer_name(name)?;
+        let mut l = self.layer(id)?;
+        if l.name() == name {
+            return Ok(());
+        }
+        let old_offset = match self.find_layer_name(l.name())?.0 {
+            Some((owner, offset)) if owner == id => offset,
+            _ => return Err(Error::Corrupt(FormatError::BadField("layer name index"))),
+        };
+        let (found, free) = self.find_layer_name(name)?;
+        if found.is_some() {
+            return Err(Error::Exists);
+        }
+        let new_offset = free.ok_or(Error::NoSpace)?;
+        self.admit(3, true)?;
+        let renamed = LayerInfo::from_record(id, &LayerRecord { name, ..l.record() })?;
+        self.mutate(|v| {
+            let mut root = v.sb.layer_root;
+            let old = Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, old_offset);
+            let (r, found) = v.txn(tree_kind::LAYERS).remove(root, &old)?;
+            if !found {
+                return Err(Error::Corrupt(FormatError::BadField("layer name index")));
+            }
+            root = r;
+            let mut buf = [0u8; 8 + LAYER_NAME_MAX];
+            let n = LayerNameRecord { id, name }.encode(&mut buf)?;
+            let key = Key::new(LAYER_NAME_INDEX, kind::LAYER_NAME, new_offset);
+            let value = buf.get(..n).ok_or(Error::Invalid)?;
+            v.sb.layer_root = v.txn(tree_kind::LAYERS).insert(root, &key, value)?;
+            l = renamed;
+            v.put_layer(&l)
         })
     }
 

@@ -526,9 +526,15 @@ impl<'a> LayerNameRecord<'a> {
     }
 }
 
-/// Checks a layer name: 1 to 255 bytes of UTF-8, no `/` or NUL.
+/// Checks a layer name: 1 to 255 bytes of UTF-8, no `/` or NUL, not `.` or `..`.
 pub fn check_layer_name(name: &[u8]) -> Result<(), FormatError> {
-    if name.is_empty() || name.len() > LAYER_NAME_MAX || name.contains(&b'/') || name.contains(&0) {
+    if name.is_empty()
+        || name.len() > LAYER_NAME_MAX
+        || name.contains(&b'/')
+        || name.contains(&0)
+        || name == b"."
+        || name == b".."
+    {
         return Err(FormatError::BadField("layer name"));
     }
     core::str::from_utf8(name).map_err(|_| FormatError::BadField("layer name"))?;

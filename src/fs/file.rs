@@ -55,6 +55,14 @@ impl FileOperations for Lcfs {
         punch(inode, pos, len)
     }
 
+    fn open_writer(inode: &Inode<Self>) -> Result {
+        super::layers::open_writer(inode)
+    }
+
+    fn release_writer(inode: &Inode<Self>) {
+        super::layers::release_writer(inode)
+    }
+
     fn ioctl(inode: &Inode<Self>, request: Request, out: Output) -> Result {
         super::ioctl::ioctl(inode, request, out)
     }

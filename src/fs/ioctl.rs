@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The ioctls of LCFS (`include/uapi/linux/lcfs.h`).
+//! The ioctls of LCFS (`include/uapi/linux/lcfs.h`): checking each request's input (reserved
+//! fields zero, known flags, valid names: `EINVAL` otherwise) and handing it to `layers`.
 
 use kernel::prelude::*;
 
 use crate::format::superblock::{self, Superblock};
 use crate::format::BLOCK_SIZE;
-use crate::vfs::{FsInfo, Inode, Output, Request};
+use crate::vfs::{
+    FsInfo, Inode, LayerCreate, LayerList, Output, Request, UserArray, CREATE_READ_ONLY, LIST_MAX,
+};
 
+use super::layers::{self, name_of, Source};
 use super::Lcfs;
 
 /// `LCFS_IOC_FS_INFO` output for superblock `disk`.
@@ -28,12 +32,100 @@ fn fs_info(disk: &Superblock) -> FsInfo {
     info
 }
 
+/// `EINVAL` unless every reserved value is zero.
+fn reserved_zero(values: &[u64]) -> Result {
+    if values.iter().any(|&v| v != 0) {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// Which request made a new layer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    Empty,
+    Clone,
+    Snapshot,
+}
+
+/// The new layer's name and source of a create, clone or snapshot request.
+fn create_args(c: &LayerCreate, kind: Create) -> Result<(&[u8], Source)> {
+    reserved_zero(&c.reserved)?;
+    if c.reserved0 != 0 || c.id != 0 {
+        return Err(EINVAL);
+    }
+    let source = match kind {
+        Create::Empty if c.flags == 0 && c.source == 0 => Source::Empty,
+        Create::Clone if c.flags & !CREATE_READ_ONLY == 0 && c.source != 0 => Source::Clone {
+            parent: c.source,
+            read_only: c.flags & CREATE_READ_ONLY != 0,
+        },
+        Create::Snapshot if c.flags == 0 && c.source != 0 => Source::Snapshot(c.source),
+        _ => return Err(EINVAL),
+    };
+    Ok((name_of(&c.name)?, source))
+}
+
+/// A create, clone or snapshot request: makes the layer and reports its id in `c`.
+fn create(inode: &Inode<Lcfs>, mut c: LayerCreate, kind: Create, out: Output) -> Result {
+    let (name, source) = create_args(&c, kind)?;
+    c.id = layers::create(inode.super_block(), name, source)?;
+    out.write(&c)
+}
+
 /// Handles `request` on an open file of `inode`.
 pub(crate) fn ioctl(inode: &Inode<Lcfs>, request: Request, out: Output) -> Result {
+    let sb = inode.super_block();
     match request {
         Request::FsInfo => {
-            let disk = inode.super_block().info().lock().superblock();
-            out.write_fs_info(&fs_info(&disk))
+            let disk = sb.info().lock().superblock();
+            out.write(&fs_info(&disk))
+        }
+        Request::LayerCreate(c) => create(inode, c, Create::Empty, out),
+        Request::LayerClone(c) => create(inode, c, Create::Clone, out),
+        Request::LayerSnapshot(c) => create(inode, c, Create::Snapshot, out),
+        Request::LayerFreeze(r) => {
+            reserved_zero(&r.reserved)?;
+            layers::freeze(sb, r.id)
+        }
+        Request::LayerRename(r) => {
+            reserved_zero(&r.reserved)?;
+            layers::rename(sb, r.id, name_of(&r.name)?)
+        }
+        Request::LayerRemove(r) => {
+            reserved_zero(&r.reserved)?;
+            layers::remove(sb, r.id)
+        }
+        Request::LayerInfo(i) => {
+            reserved_zero(&i.reserved)?;
+            // Every field but the id and the name is output only.
+            let outputs = [i.parent, i.inodes, i.bytes, i.own_bytes];
+            let small = [i.flags, i.children, i.create_nsec, i.valid];
+            if outputs.iter().any(|&v| v != 0) || small.iter().any(|&v| v != 0) || i.create_sec != 0 {
+                return Err(EINVAL);
+            }
+            let named = i.name.first().is_some_and(|&b| b != 0);
+            let name = match (i.id, named) {
+                (0, true) => Some(name_of(&i.name)?),
+                (_, false) => None,
+                // Both an id and a name.
+                (_, true) => return Err(EINVAL),
+            };
+            out.write(&layers::info(inode, i.id, name)?)
+        }
+        Request::LayerList(l) => {
+            reserved_zero(&l.reserved)?;
+            if l.reserved0 != 0 || l.count == 0 || l.count > LIST_MAX {
+                return Err(EINVAL);
+            }
+            let count = usize::try_from(l.count).map_err(|_| EINVAL)?;
+            let entries = UserArray::new(l.entries, count)?;
+            let (filled, next) = layers::list(sb, l.cursor, entries, count)?;
+            out.write(&LayerList {
+                cursor: next,
+                count: filled,
+                ..l
+            })
         }
     }
 }

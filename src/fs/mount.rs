@@ -34,7 +34,13 @@ pub(crate) struct MountInfo {
     pub(super) commit_secs: AtomicU32,
     /// The layer mounted as the root (`layer=`), or `None` for the list of layers.
     pub(crate) layer: Option<u64>,
+    /// Per layer with files open for writing: its id and how many (see `layers`). Lock order:
+    /// before the volume lock.
+    pub(super) writers: Pin<KBox<Mutex<Writers>>>,
 }
+
+/// Files open for writing: (layer id, count) for each layer with any.
+pub(super) type Writers = KVec<(u64, u32)>;
 
 /// Mount options.
 #[derive(Default)]
@@ -213,6 +219,7 @@ impl FileSystem for Lcfs {
             vol,
             commit_secs: AtomicU32::new(opts.commit_secs.unwrap_or(DEFAULT_COMMIT_SECS)),
             layer,
+            writers: KBox::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?,
         })
     }
 

@@ -53,14 +53,30 @@ mod tests {
 
     #[test]
     fn ioctl_codes_match_c() {
-        // SAFETY: pure function without arguments.
-        assert_eq!(crate::vfs::ioctl::IOC_FS_INFO, unsafe {
-            super::lcfs_ioc_fs_info()
-        });
+        use crate::vfs::ioctl::*;
+        for (nr, code) in [
+            (super::LCFS_IOC_FS_INFO_NR, IOC_FS_INFO),
+            (super::LCFS_IOC_LAYER_CREATE_NR, IOC_LAYER_CREATE),
+            (super::LCFS_IOC_LAYER_CLONE_NR, IOC_LAYER_CLONE),
+            (super::LCFS_IOC_LAYER_SNAPSHOT_NR, IOC_LAYER_SNAPSHOT),
+            (super::LCFS_IOC_LAYER_FREEZE_NR, IOC_LAYER_FREEZE),
+            (super::LCFS_IOC_LAYER_RENAME_NR, IOC_LAYER_RENAME),
+            (super::LCFS_IOC_LAYER_REMOVE_NR, IOC_LAYER_REMOVE),
+            (super::LCFS_IOC_LAYER_INFO_NR, IOC_LAYER_INFO),
+            (super::LCFS_IOC_LAYER_LIST_NR, IOC_LAYER_LIST),
+        ] {
+            // SAFETY: pure function.
+            assert_eq!(code, unsafe { super::lcfs_ioc_code(nr) });
+        }
     }
 
     #[test]
     fn uapi_sizes_are_fixed() {
         assert_eq!(size_of::<super::lcfs_fs_info>(), 176);
+        assert_eq!(size_of::<super::lcfs_layer_create>(), 320);
+        assert_eq!(size_of::<super::lcfs_layer_ref>(), 32);
+        assert_eq!(size_of::<super::lcfs_layer_rename>(), 288);
+        assert_eq!(size_of::<super::lcfs_layer_info>(), 352);
+        assert_eq!(size_of::<super::lcfs_layer_list>(), 56);
     }
 }

@@ -182,6 +182,7 @@ impl<T: Operations> Tables<T> {
         iterate_shared: Some(readdir_callback::<T>),
         fsync: Some(bindings::noop_fsync),
         unlocked_ioctl: super::ioctl::ioctl_operation::<T>(),
+        compat_ioctl: super::ioctl::compat_ioctl_operation::<T>(),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };

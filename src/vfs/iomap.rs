@@ -72,6 +72,16 @@ pub(crate) trait FileOperations: FileSystem {
         Err(EOPNOTSUPP)
     }
 
+    /// A file of `inode` is being opened for writing (the VFS's checks passed): may refuse it.
+    /// Each success is matched by one [`Self::release_writer`] when that file is released.
+    fn open_writer(_inode: &Inode<Self>) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// A file of `inode` that [`Self::open_writer`] let open for writing was released: its last
+    /// reference, a writable mapping's included, is gone.
+    fn release_writer(_inode: &Inode<Self>) {}
+
     /// Handles an ioctl of the filesystem on an open file of `inode`.
     fn ioctl(_inode: &Inode<Self>, _request: super::Request, _out: super::Output) -> Result {
         build_error!(VTABLE_DEFAULT_ERROR)
@@ -172,7 +182,16 @@ impl<T: Operations> Tables<T> {
         read_iter: Some(bindings::generic_file_read_iter),
         write_iter: Some(write_iter_callback::<T>),
         mmap_prepare: Some(mmap_prepare_callback::<T>),
-        open: Some(bindings::generic_file_open),
+        open: if T::HAS_OPEN_WRITER {
+            Some(open_callback::<T>)
+        } else {
+            Some(bindings::generic_file_open)
+        },
+        release: if T::HAS_OPEN_WRITER {
+            Some(release_callback::<T>)
+        } else {
+            None
+        },
         fsync: if T::HAS_FSYNC {
             Some(fsync_callback::<T>)
         } else {
@@ -186,6 +205,7 @@ impl<T: Operations> Tables<T> {
         splice_read: Some(bindings::filemap_splice_read),
         splice_write: Some(bindings::iter_file_splice_write),
         unlocked_ioctl: super::ioctl::ioctl_operation::<T>(),
+        compat_ioctl: super::ioctl::compat_ioctl_operation::<T>(),
         // SAFETY: all-zero (all `None`) is a valid operations table.
         ..unsafe { core::mem::zeroed() }
     };
@@ -493,6 +513,42 @@ unsafe extern "C" fn mmap_prepare_callback<T: Operations>(
     // SAFETY: the live descriptor of a mapping being set up for one of our files; the operations
     // are static.
     unsafe { ext::lcfs_mmap_prepare(desc.cast(), ptr::from_ref(&Tables::<T>::VM_OPS).cast()) };
+    0
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `open`.
+unsafe extern "C" fn open_callback<T: Operations>(
+    inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    // SAFETY: the VFS's arguments, forwarded unchanged.
+    let r = unsafe { bindings::generic_file_open(inode, file) };
+    if r != 0 {
+        return r;
+    }
+    // SAFETY: `file` is the file being opened, its mode set.
+    if !unsafe { ext::lcfs_file_writable(file.cast()) } {
+        return 0;
+    }
+    // SAFETY: a regular file of ours being opened: a live, initialised inode of `T`.
+    let inode = unsafe { Inode::<T>::from_raw(inode) };
+    from_result(|| T::open_writer(inode).map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `release`.
+unsafe extern "C" fn release_callback<T: Operations>(
+    inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    // SAFETY: `file` is the file being released; its mode does not change after open.
+    if unsafe { ext::lcfs_file_writable(file.cast()) } {
+        // SAFETY: the file's inode, live and initialised while the file is.
+        T::release_writer(unsafe { Inode::<T>::from_raw(inode) });
+    }
     0
 }
 

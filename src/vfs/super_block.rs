@@ -8,6 +8,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use kernel::bindings;
+use kernel::error::to_result;
 use kernel::fs::File;
 use kernel::prelude::*;
 use kernel::types::Opaque;
@@ -392,6 +393,55 @@ impl<T: FileSystem> SuperBlock<T> {
     pub(crate) fn read_only(&self) -> bool {
         // SAFETY: live superblock (type invariant).
         unsafe { ext::lcfs_sb_rdonly(self.as_ptr().cast()) }
+    }
+
+    /// Forgets the mount root's cached dentry of `name` (the mount root must be a directory whose
+    /// names the filesystem changes behind the VFS's back, as LCFS's list of layers): the next
+    /// lookup of `name` asks the filesystem.
+    pub(crate) fn forget_root_name(&self, name: &[u8]) -> Result {
+        let len = u32::try_from(name.len()).map_err(|_| EINVAL)?;
+        // SAFETY: live superblock (type invariant) with a root dentry (set by `fill_super`);
+        // `name` is valid for `len` bytes during the call.
+        unsafe { ext::lcfs_forget_root_name(self.as_ptr().cast(), name.as_ptr().cast(), len) };
+        Ok(())
+    }
+
+    /// Runs `remove`, which removes the mount root's entry `name`, with that entry out of use:
+    /// fails with `EBUSY` and does not call `remove` if anything uses it (an open file or a
+    /// working directory below it, a mount on or below it). Meanwhile no lookup in the mount root
+    /// runs, and the entry's dentry is out of the hash, so no path walk enters it; if `remove`
+    /// fails, the entry is put back.
+    ///
+    /// Lock order: the root directory's `i_rwsem`, then whatever `remove` takes.
+    pub(crate) fn detach_root_name<R>(&self, name: &[u8], remove: impl FnOnce() -> Result<R>) -> Result<R> {
+        let len = u32::try_from(name.len()).map_err(|_| EINVAL)?;
+        let mut dentry = ptr::null_mut();
+        // SAFETY: live superblock (type invariant) with a root dentry; `name` is valid for `len`
+        // bytes; `dentry` is a valid place for the result.
+        to_result(unsafe {
+            ext::lcfs_detach_begin(self.as_ptr().cast(), name.as_ptr().cast(), len, &mut dentry)
+        })?;
+        let r = remove();
+        // SAFETY: `lcfs_detach_begin` succeeded: the root is locked and `dentry` is its result,
+        // ended exactly once here.
+        unsafe { ext::lcfs_detach_end(self.as_ptr().cast(), dentry, r.is_ok()) };
+        r
+    }
+
+    /// Runs `f` with the filesystem frozen as `fsfreeze` freezes it: writes and page faults
+    /// that would dirty data wait, and all dirty data is written back and its I/O complete
+    /// before `f` runs. Must not be called with any lock that writeback or a blocked writer
+    /// holds, nor from a path that itself holds the superblock's write protection.
+    pub(crate) fn with_frozen<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        // SAFETY: live superblock (type invariant); the caller's open file keeps it active, as
+        // `freeze_super` requires.
+        to_result(unsafe { ext::lcfs_freeze_super(self.as_ptr().cast()) })?;
+        let r = f();
+        // SAFETY: frozen by this kernel holder just above; thawed once.
+        let thawed = to_result(unsafe { ext::lcfs_thaw_super(self.as_ptr().cast()) });
+        let r = r?;
+        thawed?;
+        Ok(r)
     }
 
     /// Runs [`FileSystem::periodic`] once after `ms` milliseconds (replacing an earlier request).

@@ -62,7 +62,7 @@ t_fs_info_ioctl() {
 	# Committed first: a periodic commit between the two reads would free the pinned blocks of
 	# the earlier tests' changes and move the count.
 	sync
-	lcfs info --json /mnt | grep -q "\"free_blocks\": $(stat -f -c %f /mnt)" ||
+	lcfs info --json /mnt | grep -Eq "\"free_blocks\": $(stat -f -c %f /mnt)(,|\$)" ||
 		fail "free blocks differ: $(lcfs info --json /mnt | grep free_blocks) against $(stat -f -c %f /mnt)"
 	uuid=$(lcfs debug super "$DEV" | awk '/uuid/ {print $2; exit}')
 	lcfs info /mnt | grep -q "^uuid *$uuid$" || fail "uuid differs from the superblock ($uuid)"
@@ -88,6 +88,7 @@ t_busy_device_refused_by_mkfs() {
 	if mkfs.lcfs -f -q "$DEV" 2>/tmp/err; then umount /mnt; fail "mkfs formatted a mounted device"; fi
 	cat /tmp/err
 	umount /mnt
+	grep -q 'busy' /tmp/err || fail "mkfs failed for another reason"
 }
 
 t_mount_cycles() {

@@ -111,6 +111,7 @@ phase1() {
 # written or zero.
 check_partial() {
 	gen "$2" "$3" "$4" >/tmp/exp
+	assert_eq "$(stat -c %s /tmp/exp)" "$4" "expected data of $1"
 	size=$(stat -c %s "$1")
 	[ "$size" -le "$4" ] || fail "$1: size $size, only $4 bytes written"
 	cmp -s "$1" /tmp/exp && return 0

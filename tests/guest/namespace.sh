@@ -1,3 +1,4 @@
+# lcfs-needs: debian-rootfs
 # Namespace suite: directories, names, links, symlinks, device nodes, attributes, rename modes,
 # unlinked-but-open files, commits (sync, periodic, unmount) and persistence across remounts,
 # each checked against fsck.lcfs.
@@ -80,6 +81,8 @@ t_symlinks() {
 	assert_eq "$(stat -c %s $M/pathmax)" "4095" "4095-byte target size"
 	if ln -s "${t}8" $M/toolong 2>/tmp/err; then fail "4096-byte target accepted"; fi
 	cat /tmp/err
+	grep -q 'File name too long' /tmp/err
+	[ ! -e $M/toolong ] && [ ! -L $M/toolong ]
 }
 
 t_device_nodes() {
@@ -129,14 +132,25 @@ t_rmdir_unlink() {
 	if rmdir $M/file 2>/dev/null; then fail "rmdir of a file"; fi
 }
 
+free_blocks() { sync; stat -f -c %f /mnt; }
+
 t_open_unlinked() {
-	echo -n >$M/open
+	dd if=/dev/urandom of=/tmp/open bs=64k count=16 2>/dev/null
+	cp /tmp/open $M/open
+	written=$(free_blocks)
 	exec 3<$M/open
 	rm $M/open
 	[ ! -e $M/open ]
-	# Still open: the inode lives on as an orphan until the last close.
+	# Still open: the inode lives on as an orphan until the last close, data and blocks included
+	# (a commit in between changes nothing).
 	readlink /proc/self/fd/3 | grep -q '/mnt/default/open (deleted)'
+	unlinked=$(free_blocks)
+	[ "$unlinked" -le $((written + 8)) ] || fail "unlinking an open file freed blocks ($written, then $unlinked)"
+	cmp /tmp/open /proc/self/fd/3
 	exec 3<&-
+	# The last close deletes it: its 256 data blocks come back.
+	closed=$(free_blocks)
+	[ "$closed" -ge $((unlinked + 256)) ] || fail "closing freed $((closed - unlinked)) blocks, not 256"
 }
 
 t_sync_commits() {
@@ -201,22 +215,60 @@ t_read_only_mount() {
 	mount -t lcfs "$DEV" /mnt
 }
 
+# A reader of the directory that changes it as it goes: on reading e-N-... for an even N it
+# unlinks e-(N+1)-..., and for every tenth even N it creates n-N-...; it prints what it read.
+# Python's scandir reads with getdents in 32 KiB batches, about 140 of these names each.
+READ_AND_CHANGE='
+import os, sys
+d, pad = sys.argv[1], sys.argv[2]
+names = []
+with os.scandir(d) as it:
+    for e in it:
+        names.append(e.name)
+        kind, n = e.name.split("-")[:2]
+        n = int(n)
+        if kind == "e" and n % 2 == 0:
+            try:
+                os.unlink(f"{d}/e-{n + 1}-{pad}")
+            except FileNotFoundError:
+                pass
+            if n % 20 == 0:
+                open(f"{d}/n-{n}-{pad}", "x").close()
+print("\n".join(names))
+'
+
 t_many_entries() {
+	# 3000 names of 208 bytes: a directory read takes about 20 getdents calls.
+	pad=$(printf '%0200d' 0)
 	mkdir $M/many
 	i=0
-	while [ $i -lt 1000 ]; do
-		: >$M/many/entry-$i
+	while [ $i -lt 3000 ]; do
+		: >$M/many/e-$i-$pad
 		i=$((i + 1))
 	done
-	assert_eq "$(ls $M/many | wc -l)" 1000 "entries listed"
-	assert_eq "$(ls $M/many | sort -u | wc -l)" 1000 "entries unique"
-	# readdir keeps its place while the directory changes under it.
-	n=$(find $M/many -mindepth 1 -maxdepth 1 | while read -r f; do
-		f=${f##*/}
-		case $f in entry-1*) rm -f "$M/many/entry-2${f#entry-1}" ;; esac
-		echo "$f"
-	done | sort -u | wc -l)
-	[ "$n" -ge 500 ] || fail "readdir while deleting listed $n"
+	ls $M/many >/tmp/listed
+	assert_eq "$(wc -l </tmp/listed)" 3000 "entries listed"
+	assert_eq "$(sort /tmp/listed | uniq -d | wc -l)" 0 "names listed twice"
+	i=0
+	while [ $i -lt 3000 ]; do echo e-$i-$pad; i=$((i + 1)); done | sort >/tmp/want
+	sort /tmp/listed | cmp - /tmp/want
+	# readdir keeps its place while the directory changes under it: every name that stays is
+	# listed exactly once, a removed or added one at most once, nothing else.
+	mount --bind /mnt /debian/mnt
+	rc=0
+	chroot /debian python3 -c "$READ_AND_CHANGE" $M/many "$pad" >/tmp/read || rc=$?
+	umount /debian/mnt
+	assert_eq "$rc" 0 "reader's exit status"
+	assert_eq "$(sort /tmp/read | uniq -d | wc -l)" 0 "names read twice"
+	assert_eq "$(grep -c "^e-[0-9]*[02468]-$pad\$" /tmp/read)" 1500 "names that stayed"
+	grep -v "^[en]-[0-9]*-$pad\$" /tmp/read && fail "names never created"
+	odd=$(grep -c "^e-[0-9]*[13579]-$pad\$" /tmp/read || true)
+	new=$(grep -c "^n-[0-9]*-$pad\$" /tmp/read || true)
+	echo "read $odd of 1500 removed names, $new of 150 added ones"
+	# Some removed names must have gone before the reader reached them, or nothing was tested.
+	[ "$odd" -lt 1400 ] || fail "the reader saw $odd of 1500 names removed under it"
+	# What is left: the even names and the added ones.
+	assert_eq "$(ls $M/many | wc -l)" 1650 "entries after the changes"
 	rm -rf $M/many
 	[ ! -e $M/many ]
 }

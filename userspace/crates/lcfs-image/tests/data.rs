@@ -1377,3 +1377,76 @@ proptest! {
         run(&ops);
     }
 }
+
+#[test]
+fn snapshot_of_a_live_layer_is_a_point_in_time() {
+    let (mut vol, f) = with_file(8192);
+    let tags: Vec<u64> = (1..=20).collect();
+    write(&mut vol, 1, f, 0, &tags, true).unwrap();
+    vol.commit(NOW).unwrap();
+    // The file's blocks are layer 1's alone: overwrites go in place.
+    assert_eq!(vol.map_write(1, f, 5, 1).unwrap().kind, WriteKind::InPlace);
+    vol.complete_write(1, f, 5, 1).unwrap();
+    let snap = vol.snapshot_layer(b"snap", 1, NOW).unwrap();
+    let s = vol.layer(snap).unwrap();
+    assert!(s.is_read_only());
+    assert_eq!((s.parent, s.name()), (0, &b"snap"[..]));
+    assert!(!vol.layer(1).unwrap().is_read_only(), "the source stays writable");
+    assert_eq!(vol.layer(snap).unwrap().bytes_used, 20 * BS);
+    // Now shared with the snapshot: the source's next write to the block copies it.
+    let runs = write(&mut vol, 1, f, 5, &[500], false).unwrap();
+    assert!(matches!(runs[..], [(5, 1, WriteKind::Cow { .. })]), "{runs:?}");
+    vol.complete_write(1, f, 5, 1).unwrap();
+    let mut want = tags.clone();
+    want[5] = 500;
+    check_contents(&mut vol, 1, f, &want, "source");
+    check_contents(&mut vol, snap, f, &tags, "snapshot");
+    // The snapshot refuses changes, and can be cloned like any frozen layer.
+    assert!(matches!(vol.map_write(snap, f, 0, 1), Err(Error::ReadOnly)));
+    let c = vol.create_layer(b"from-snap", Some(snap), NOW).unwrap();
+    check_contents(&mut vol, c, f, &tags, "clone of the snapshot");
+    vol.commit(NOW).unwrap();
+    let r = fsck_clean(vol.store().clone());
+    assert_eq!(r.stats.data_blocks, 21, "one block copied");
+    // A snapshot of a clone is its sibling: a child of the same parent.
+    let s2 = vol.snapshot_layer(b"snap2", c, NOW).unwrap();
+    assert_eq!(vol.layer(s2).unwrap().parent, snap);
+    assert_eq!(vol.layer(snap).unwrap().children, 2);
+    assert!(matches!(vol.snapshot_layer(b"snap2", c, NOW), Err(Error::Exists)));
+    assert!(matches!(vol.snapshot_layer(b"x", 999, NOW), Err(Error::NotFound)));
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.into_store());
+}
+
+#[test]
+fn layers_are_renamed_and_listed_from_a_cursor() {
+    let mut vol = fresh(4096);
+    vol.freeze_layer(1).unwrap();
+    let ids: Vec<u64> = (0..5)
+        .map(|i| vol.create_layer(format!("l{i}").as_bytes(), Some(1), NOW).unwrap())
+        .collect();
+    vol.rename_layer(ids[2], b"renamed").unwrap();
+    assert!(vol.find_layer(b"l2").unwrap().is_none());
+    assert_eq!(vol.find_layer(b"renamed").unwrap().unwrap().id, ids[2]);
+    assert_eq!(vol.layer(ids[2]).unwrap().name(), b"renamed");
+    assert!(matches!(vol.rename_layer(ids[3], b"l4"), Err(Error::Exists)));
+    assert!(matches!(vol.rename_layer(99, b"x"), Err(Error::NotFound)));
+    for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
+        assert!(vol.rename_layer(ids[0], bad).is_err(), "{bad:?} accepted");
+        assert!(vol.create_layer(bad, Some(1), NOW).is_err(), "{bad:?} accepted");
+    }
+    // Renaming to its own name changes nothing.
+    vol.rename_layer(ids[0], b"l0").unwrap();
+    let mut from_third = Vec::new();
+    vol.for_each_layer_from(ids[2], &mut |l| {
+        from_third.push(l.id);
+        true
+    })
+    .unwrap();
+    assert_eq!(from_third, ids[2..]);
+    vol.commit(NOW).unwrap();
+    let (mut vol, damage) = Volume::open(vol.into_store()).unwrap();
+    assert!(damage.is_none());
+    assert_eq!(vol.find_layer(b"renamed").unwrap().unwrap().id, ids[2]);
+    fsck_clean(vol.into_store());
+}

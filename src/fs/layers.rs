@@ -1,0 +1,289 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Layers as live operations: the layer ioctls (create, clone, snapshot, freeze, rename,
+//! remove, info, list) and the bookkeeping they need: which layers have files open for writing.
+//!
+//! Every change commits before it returns, so a layer the caller was told about survives a
+//! crash. Changes that must see a layer's data in its tree (snapshot of a read-write layer,
+//! freeze, remove) run with the filesystem frozen (`SuperBlock::with_frozen`): all dirty data
+//! is written back and no write, page fault or writeback runs meanwhile. That costs one flush
+//! of the whole filesystem's dirty data per operation; a per-layer flush is planned.
+
+use kernel::prelude::*;
+
+use crate::format::records::{layer_flags, LAYER_NAME_MAX};
+use crate::format::tree::Error as CoreError;
+use crate::format::volume::LayerInfo as CoreLayer;
+use crate::vfs::{capable_sys_admin, Inode, LayerInfo, SuperBlock, UserArray};
+
+use super::commit::commit;
+use super::errno::errno;
+use super::time::timestamp;
+use super::Lcfs;
+
+/// What a new layer starts from.
+pub(super) enum Source {
+    /// An empty root directory.
+    Empty,
+    /// A clone of this frozen layer.
+    Clone {
+        /// The parent.
+        parent: u64,
+        /// The clone starts frozen.
+        read_only: bool,
+    },
+    /// A frozen copy of this layer as it is now.
+    Snapshot(u64),
+}
+
+/// A layer name from an ioctl structure: the bytes before the first NUL, which must come within
+/// the field, and a valid name (`EINVAL` otherwise).
+pub(super) fn name_of(field: &[c_char]) -> Result<&[u8]> {
+    let bytes = kernel::transmute::AsBytes::as_bytes(field);
+    let len = bytes.iter().position(|&b| b == 0).ok_or(EINVAL)?;
+    let name = bytes.get(..len).ok_or(EINVAL)?;
+    crate::format::records::check_layer_name(name).map_err(|_| EINVAL)?;
+    Ok(name)
+}
+
+/// Fails with `EPERM` unless the caller may change layers: `CAP_SYS_ADMIN` in the initial user
+/// namespace (the root of a container's own user namespace does not count), and `EROFS` on a
+/// read-only mount.
+pub(super) fn may_change(sb: &SuperBlock<Lcfs>) -> Result {
+    if !capable_sys_admin() {
+        return Err(EPERM);
+    }
+    if sb.read_only() {
+        return Err(EROFS);
+    }
+    Ok(())
+}
+
+/// The mount root lists the layers (no `layer=`): its cached names must follow the changes.
+fn root_lists_layers(sb: &SuperBlock<Lcfs>) -> bool {
+    sb.info().layer.is_none()
+}
+
+/// Creates a layer named `name` from `source`; returns its id.
+pub(super) fn create(sb: &SuperBlock<Lcfs>, name: &[u8], source: Source) -> Result<u64> {
+    may_change(sb)?;
+    let make = || -> Result<u64> {
+        let mut vol = sb.info().lock();
+        let now = timestamp();
+        let id = match source {
+            Source::Empty => vol.create_layer(name, None, now),
+            Source::Clone { parent, read_only } => {
+                vol.create_layer(name, Some(parent), now).and_then(|id| {
+                    if read_only {
+                        vol.freeze_layer(id)?;
+                    }
+                    Ok(id)
+                })
+            }
+            Source::Snapshot(of) => vol.snapshot_layer(name, of, now),
+        }
+        .map_err(errno)?;
+        drop(vol);
+        commit(sb)?;
+        Ok(id)
+    };
+    let id = match source {
+        // The copy must hold the data written so far, and none written while it is made.
+        Source::Snapshot(of) if !is_frozen(sb, of)? => sb.with_frozen(make)?,
+        _ => make()?,
+    };
+    if root_lists_layers(sb) {
+        sb.forget_root_name(name)?;
+    }
+    Ok(id)
+}
+
+/// Whether layer `id` is frozen.
+fn is_frozen(sb: &SuperBlock<Lcfs>, id: u64) -> Result<bool> {
+    Ok(sb.info().lock().layer(id).map_err(errno)?.is_read_only())
+}
+
+/// Freezes layer `id`: `EBUSY` while a file of it is open for writing.
+pub(super) fn freeze(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
+    may_change(sb)?;
+    sb.with_frozen(|| {
+        {
+            // Under the writers lock: an open for writing either came first (and is counted)
+            // or comes after the layer is read-only (and is refused).
+            let writers = sb.info().writers.lock();
+            if writers.iter().any(|&(l, _)| l == id) {
+                return Err(EBUSY);
+            }
+            sb.info().lock().freeze_layer(id).map_err(errno)?;
+        }
+        commit(sb)
+    })
+}
+
+/// Renames layer `id` to `name`.
+pub(super) fn rename(sb: &SuperBlock<Lcfs>, id: u64, name: &[u8]) -> Result {
+    may_change(sb)?;
+    let mut old = [0u8; LAYER_NAME_MAX];
+    let old_len = {
+        let mut vol = sb.info().lock();
+        let l = vol.layer(id).map_err(errno)?;
+        let n = l.name().len();
+        old.get_mut(..n).ok_or(EUCLEAN)?.copy_from_slice(l.name());
+        vol.rename_layer(id, name).map_err(errno)?;
+        n
+    };
+    commit(sb)?;
+    if root_lists_layers(sb) {
+        sb.forget_root_name(old.get(..old_len).ok_or(EUCLEAN)?)?;
+        sb.forget_root_name(name)?;
+    }
+    Ok(())
+}
+
+/// Removes layer `id`: `ENOTEMPTY` while it has children, `EBUSY` while anything uses it.
+pub(super) fn remove(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
+    may_change(sb)?;
+    if sb.info().layer == Some(id) {
+        // Mounted as the root (`layer=`).
+        return Err(EBUSY);
+    }
+    let mut name = [0u8; LAYER_NAME_MAX];
+    let name_len = {
+        let l = sb.info().lock().layer(id).map_err(errno)?;
+        if l.children > 0 {
+            return Err(ENOTEMPTY);
+        }
+        let n = l.name().len();
+        name.get_mut(..n).ok_or(EUCLEAN)?.copy_from_slice(l.name());
+        n
+    };
+    let name = name.get(..name_len).ok_or(EUCLEAN)?;
+    // Frozen: no data of the layer is dirty or under writeback, and none can become so, when
+    // its blocks are freed.
+    sb.with_frozen(|| {
+        let drop_layer = || -> Result {
+            if sb.info().writers.lock().iter().any(|&(l, _)| l == id) {
+                return Err(EBUSY);
+            }
+            sb.info().lock().remove_layer(id).map_err(|e| match e {
+                CoreError::Busy => ENOTEMPTY,
+                e => errno(e),
+            })?;
+            commit(sb)
+        };
+        if root_lists_layers(sb) {
+            sb.detach_root_name(name, drop_layer)
+        } else {
+            drop_layer()
+        }
+    })
+}
+
+/// The ABI form of a layer.
+pub(super) fn info_of(l: &CoreLayer) -> LayerInfo {
+    let mut info = LayerInfo {
+        id: l.id,
+        parent: l.parent,
+        flags: if l.flags & layer_flags::READ_ONLY != 0 {
+            crate::vfs::LAYER_READ_ONLY
+        } else {
+            0
+        },
+        children: l.children,
+        create_sec: l.create_time.sec,
+        create_nsec: l.create_time.nsec,
+        valid: 0,
+        inodes: l.inodes_used,
+        bytes: l.bytes_used,
+        ..LayerInfo::default()
+    };
+    // A name is at most 255 bytes: the field's last byte stays NUL.
+    for (dst, src) in info.name.iter_mut().zip(l.name()) {
+        *dst = c_char::from_ne_bytes([*src]);
+    }
+    info
+}
+
+/// `LCFS_IOC_LAYER_INFO`: layer `id`, or the layer named `name` (`id` 0), or with neither the
+/// layer of `inode`. Anyone may read the layer of a file they opened; other layers need
+/// `CAP_SYS_ADMIN`, as their names do.
+pub(super) fn info(inode: &Inode<Lcfs>, id: u64, name: Option<&[u8]>) -> Result<LayerInfo> {
+    let own = inode.info().layer;
+    let own_layer = own != 0 && (id == own || (id == 0 && name.is_none()));
+    // Checked before the lookup: whether another layer exists is not told either.
+    if !own_layer && !capable_sys_admin() {
+        return Err(EPERM);
+    }
+    let sb = inode.super_block();
+    let mut vol = sb.info().lock();
+    let l = match (id, name) {
+        (0, None) if own != 0 => vol.layer(own).map_err(errno)?,
+        // The mount root that lists the layers is no layer.
+        (0, None) => return Err(EINVAL),
+        (0, Some(name)) => vol.find_layer(name).map_err(errno)?.ok_or(ENOENT)?,
+        (id, _) => vol.layer(id).map_err(errno)?,
+    };
+    drop(vol);
+    Ok(info_of(&l))
+}
+
+/// `LCFS_IOC_LAYER_LIST`: up to `count` layers with ids of `cursor` or more into the caller's
+/// array; returns how many and where the next call starts (0: no layer is left).
+pub(super) fn list(
+    sb: &SuperBlock<Lcfs>,
+    cursor: u64,
+    mut out: UserArray<LayerInfo>,
+    count: usize,
+) -> Result<(u32, u64)> {
+    if !capable_sys_admin() {
+        return Err(EPERM);
+    }
+    // Collected under the volume lock, copied out after it (a copy may fault on this mount).
+    let mut got: KVec<CoreLayer> = KVec::with_capacity(count, GFP_KERNEL)?;
+    let mut next = 0;
+    let mut failed = Ok(());
+    sb.info()
+        .lock()
+        .for_each_layer_from(cursor, &mut |l| {
+            if got.len() == count {
+                next = l.id;
+                return false;
+            }
+            failed = got.push(*l, GFP_KERNEL).map_err(Error::from);
+            failed.is_ok()
+        })
+        .map_err(errno)?;
+    failed?;
+    for l in &got {
+        out.push(&info_of(l))?;
+    }
+    let filled = u32::try_from(got.len()).map_err(|_| EINVAL)?;
+    Ok((filled, next))
+}
+
+/// Counts a file of `inode`'s layer opened for writing; `EROFS` if the layer is frozen.
+pub(super) fn open_writer(inode: &Inode<Lcfs>) -> Result {
+    let layer = inode.info().layer;
+    let sb = inode.super_block();
+    // Lock order: the writers lock, then the volume lock.
+    let mut writers = sb.info().writers.lock();
+    if sb.info().lock().layer(layer).map_err(errno)?.is_read_only() {
+        return Err(EROFS);
+    }
+    if let Some(entry) = writers.iter_mut().find(|(l, _)| *l == layer) {
+        entry.1 = entry.1.checked_add(1).ok_or(EMFILE)?;
+    } else {
+        writers.push((layer, 1), GFP_KERNEL)?;
+    }
+    Ok(())
+}
+
+/// A file counted by [`open_writer`] was released.
+pub(super) fn release_writer(inode: &Inode<Lcfs>) {
+    let layer = inode.info().layer;
+    let mut writers = inode.super_block().info().writers.lock();
+    for entry in writers.iter_mut().filter(|(l, _)| *l == layer) {
+        entry.1 = entry.1.saturating_sub(1);
+    }
+    writers.retain(|&mut (_, n)| n > 0);
+}
