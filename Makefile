@@ -19,7 +19,7 @@ LLVM_SUFFIX := -19
 export LIBCLANG_PATH ?= /usr/lib/llvm$(LLVM_SUFFIX)/lib
 BUILD := $(CURDIR)/build
 
-.PHONY: all setup kernel module userspace guest-tools test soak run shell bench clippy fmt-check clean
+.PHONY: all setup kernel module userspace man guest-tools test soak run shell bench clippy fmt-check clean
 
 all: module userspace
 
@@ -40,6 +40,11 @@ userspace: setup
 	@install -m755 userspace/target/release/mkfs-lcfs $(BUILD)/host/mkfs.lcfs
 	@install -m755 userspace/target/release/fsck-lcfs $(BUILD)/host/fsck.lcfs
 	@install -m755 userspace/target/release/lcfs $(BUILD)/host/lcfs
+
+# Man pages (section 8) and bash, zsh and fish completions of the tools, generated from their
+# clap definitions into build/man and build/completions.
+man: setup
+	@cd userspace && cargo run --release --quiet -p lcfs-gen -- $(BUILD)/man $(BUILD)/completions
 
 # Static binaries for the busybox guest.
 guest-tools: setup

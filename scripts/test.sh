@@ -4,7 +4,7 @@
 # counted; the last line is "N passed, N failed" and the exit status is non-zero if anything failed.
 #
 #   SUITES="host posix ..."  run only these groups (default: all): host (cargo test, clippy,
-#                            rustfmt), fuzz, the guest suites basic userland namespace files stress
+#                            rustfmt), fuzz, the guest suites basic userland namespace files layers stress
 #                            posix corrupt crash, and fsx-release (fsx on the release kernel).
 #                            Set-up and the module builds always run; KUnit runs with any guest
 #                            suite but crash.
@@ -27,7 +27,7 @@ pass=0 fail=0 harness=0
 t0=$(date +%s)
 
 soak=${LCFS_SOAK:-0}
-all_groups="host fuzz basic userland namespace files stress posix corrupt crash fsx-release"
+all_groups="host fuzz basic userland namespace files layers stress posix corrupt crash fsx-release"
 if [ "$soak" = 1 ]; then default_groups="fuzz stress posix corrupt crash fsx-release"; else default_groups=$all_groups; fi
 groups=${SUITES:-$default_groups}
 for g in $groups; do
@@ -37,7 +37,7 @@ selected() { case " $groups " in *" $1 "*) return 0 ;; esac; return 1; }
 # KUnit runs at every module load of a guest suite, except in the crash rounds' boots.
 kunit_selected() {
 	local g
-	for g in basic namespace files stress posix corrupt fsx-release; do
+	for g in basic namespace files layers stress posix corrupt fsx-release; do
 		! selected "$g" || return 0
 	done
 	return 1
@@ -262,7 +262,7 @@ run_suite() { # run_suite SUITE [NAME]: NAME (default SUITE) names the run's res
 rm -f "$build"/logs/*.kunit
 # The Debian userland other suites use: a harness self-check, not a test of LCFS.
 ! selected userland || rec=record_harness run_suite userland
-for s in basic namespace files; do ! selected $s || run_suite $s; done
+for s in basic namespace files layers; do ! selected $s || run_suite $s; done
 ! selected stress || LCFS_GUEST_ENV="STRESS_SECONDS=$stress_seconds" run_suite stress
 # pjdfstest, then fsx with mmap on two seeds at once (tests/guest/posix.sh), under KASAN and
 # lockdep; the longer fsx runs follow on the release kernel. Documentation/testing.md has the

@@ -6,8 +6,8 @@
 //! read-only on request): the mount root lists the layers, or is one layer's root directory
 //! (`layer=`); each layer's tree holds directories, regular files, symlinks, device nodes, FIFOs
 //! and sockets with extended attributes. Changes go into one running transaction, committed
-//! periodically, on `sync`/`fsync` and at unmount. Creating, cloning and removing layers are not
-//! reachable from the kernel yet; the only ioctl reports filesystem information.
+//! periodically, on `sync`/`fsync` and at unmount. Layers are created, cloned, snapshotted,
+//! frozen, renamed and removed through ioctls on any file of the mount.
 //!
 //! [`Lcfs`] implements the VFS layer's traits, each in the file that owns the concept:
 //! - `mount`: [`FileSystem`](crate::vfs::FileSystem) (mount options, `fill_super`, remount,
@@ -19,7 +19,8 @@
 //! - `file`: [`DataOperations`](crate::vfs::DataOperations) and
 //!   [`FileOperations`](crate::vfs::FileOperations) (block mapping, writeback, fsync, fallocate);
 //! - `xattr`: [`XattrOperations`](crate::vfs::XattrOperations);
-//! - `ioctl`: the filesystem's ioctls;
+//! - `ioctl`: the filesystem's ioctls, checked and handed to `layers`;
+//! - `layers`: the layer operations and the per-layer count of files open for writing;
 //! - `errno`: format-core errors as errno values; `time`: timestamps;
 //! - `store`: the format core's block store over the mounted device.
 

@@ -132,6 +132,7 @@ unsigned int lcfs_ioc_code(unsigned int nr)
 	case LCFS_IOC_LAYER_REMOVE_NR: return LCFS_IOC_LAYER_REMOVE;
 	case LCFS_IOC_LAYER_INFO_NR: return LCFS_IOC_LAYER_INFO;
 	case LCFS_IOC_LAYER_LIST_NR: return LCFS_IOC_LAYER_LIST;
+	case LCFS_IOC_LAYER_DIFF_NR: return LCFS_IOC_LAYER_DIFF;
 	default: return 0;
 	}
 }

@@ -265,7 +265,12 @@ impl<S: Device> Volume<S> {
     ///
     /// The caller writes `source`'s cached file data back first: data not yet in its tree is
     /// not in the copy.
-    pub fn snapshot_layer(&mut self, name: &[u8], source: u64, now: Timespec) -> Result<u64, Error> {
+    pub fn snapshot_layer(
+        &mut self,
+        name: &[u8],
+        source: u64,
+        now: Timespec,
+    ) -> Result<u64, Error> {
         let s = self.layer(source)?;
         self.new_layer(name, Source::Snapshot(s), now)
     }

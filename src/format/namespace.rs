@@ -72,6 +72,38 @@ pub enum PathChange {
     Deleted,
 }
 
+/// One changed item of a path diff: its key, whether the base and the layer have it, and for a
+/// directory entry its name and type.
+type ItemChange = (Key, bool, bool, Option<(Name, u8)>);
+
+/// Where a path diff resumes ([`Volume::diff_paths_from`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathCursor {
+    /// The first item key not yet compared.
+    pub key: Key,
+    /// The inode last reported as modified (0: none), whose further items are not reported.
+    pub reported: u64,
+}
+
+impl PathCursor {
+    /// The start of a diff.
+    pub const START: Self = Self {
+        key: Key::MIN,
+        reported: 0,
+    };
+}
+
+/// One path of a diff ([`Volume::diff_paths_from`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathDiff<'a> {
+    /// How it changed.
+    pub change: PathChange,
+    /// `DT_*` type of what the path names (in the layer; in the base for a deleted path).
+    pub dtype: u8,
+    /// The path from the layer's root, starting with `/`.
+    pub path: &'a [u8],
+}
+
 /// Attribute changes for [`Volume::set_attr`]; `None` leaves an attribute as it is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SetAttr {
@@ -782,36 +814,67 @@ impl<S: Device> Volume<S> {
         layer: u64,
         f: &mut dyn FnMut(PathChange, &[u8]) -> bool,
     ) -> Result<(), Error> {
-        let parent = self.layer(layer)?.parent;
+        self.diff_paths_from(layer, None, PathCursor::START, &mut |c| f(c.change, c.path))?;
+        Ok(())
+    }
+
+    /// [`Self::diff_paths`] against `base` (an ancestor of `layer`, `None` for its parent) from
+    /// `cursor` on: returns where to resume after `f` returned `false` (at the change `f` did
+    /// not take), or `None` when every change was reported. A walk resumed from the returned
+    /// cursor reports every change once, as one uninterrupted walk does.
+    pub fn diff_paths_from(
+        &mut self,
+        layer: u64,
+        base: Option<u64>,
+        cursor: PathCursor,
+        f: &mut dyn FnMut(&PathDiff<'_>) -> bool,
+    ) -> Result<Option<PathCursor>, Error> {
+        let mut from = cursor.key;
+        let l = self.layer(layer)?;
+        let base = match base {
+            None => l.parent,
+            Some(b) => {
+                self.check_ancestor(layer, b)?;
+                b
+            }
+        };
+        let base_root = match base {
+            0 => 0,
+            b => self.layer(b)?.root,
+        };
         let mut pathbuf = self.store().alloc_buf()?;
-        let mut from = Key::MIN;
-        let mut reported = 0u64;
+        // The inode last reported as modified: its later items are the same change.
+        let mut reported = cursor.reported;
         loop {
+            let before = reported;
             // One change at a time: the path lookups below need the trees too.
-            let mut got: Option<(Key, bool, bool, Option<Name>)> = None;
-            self.diff(layer, from, &mut |c| {
-                let name = if c.key.kind == kind::DIRENT {
-                    let v = c.new.or(c.old).unwrap_or(&[]);
-                    Some(Name::new(DirentRecord::decode(v)?.name))
-                } else {
-                    None
-                };
-                got = Some((c.key, c.old.is_some(), c.new.is_some(), name));
-                Ok(false)
+            let mut got: Option<ItemChange> = None;
+            self.with_tree(|t| {
+                t.diff(base_root, l.root, from, &mut |c| {
+                    let name = if c.key.kind == kind::DIRENT {
+                        let v = c.new.or(c.old).unwrap_or(&[]);
+                        let d = DirentRecord::decode(v)?;
+                        Some((Name::new(d.name), d.dtype))
+                    } else {
+                        None
+                    };
+                    got = Some((c.key, c.old.is_some(), c.new.is_some(), name));
+                    Ok(false)
+                })
             })?;
             let Some((key, had, has, name)) = got else {
-                return Ok(());
+                return Ok(None);
             };
             let next = key_after(&key);
             let buf = pathbuf.as_mut();
-            let (change, start) = match (key.kind, name) {
-                (kind::DIRENT, Some(name)) => {
+            let (change, dtype, start) = match (key.kind, name) {
+                (kind::DIRENT, Some((name, dtype))) => {
                     let change = match (had, has) {
                         (false, _) => PathChange::Added,
                         (_, false) => PathChange::Deleted,
                         _ => PathChange::Modified,
                     };
-                    let in_layer = if has { layer } else { parent };
+                    let in_layer = if has { layer } else { base };
                     let end = buf.len();
                     let n = name.get().len().saturating_add(1);
                     let nstart = end.checked_sub(n).ok_or(Error::Invalid)?;
@@ -830,42 +893,75 @@ impl<S: Device> Volume<S> {
                             buf.get_mut(..nstart).ok_or(Error::Invalid)?,
                         )?
                     };
-                    (Some(change), dir_start)
+                    (Some(change), dtype, dir_start)
                 }
-                (kind::LINK | kind::ORPHAN, _) => (None, 0),
-                _ if key.id == reported => (None, 0),
+                (kind::LINK | kind::ORPHAN, _) => (None, 0, 0),
+                _ if key.id == reported => (None, 0, 0),
                 _ => {
                     // An inode that exists on both sides changed; new or deleted inodes are
                     // reported through their names.
-                    let in_parent =
-                        parent != 0 && self.lookup(parent, &inode_key(key.id), |_| ())?.is_some();
-                    let in_layer = self.lookup(layer, &inode_key(key.id), |_| ())?.is_some();
-                    // An orphan has no path; its name's removal is reported as such.
-                    if in_parent && in_layer && self.is_orphan(layer, key.id)? {
-                        reported = key.id;
-                        (None, 0)
-                    } else if in_parent && in_layer {
-                        reported = key.id;
-                        (
-                            Some(PathChange::Modified),
-                            self.path_of(layer, key.id, buf)?,
-                        )
-                    } else {
-                        (None, 0)
+                    let in_base =
+                        base != 0 && self.lookup(base, &inode_key(key.id), |_| ())?.is_some();
+                    let mode = self
+                        .lookup(layer, &inode_key(key.id), |v| {
+                            InodeRecord::decode(v).map(|r| r.mode)
+                        })?
+                        .transpose()?;
+                    match mode {
+                        // An orphan has no path; its name's removal is reported as such.
+                        Some(_) if in_base && self.is_orphan(layer, key.id)? => {
+                            reported = key.id;
+                            (None, 0, 0)
+                        }
+                        Some(m) if in_base => {
+                            reported = key.id;
+                            // The `DT_*` type is the mode's type bits.
+                            let dtype = u8::try_from((m & mode::S_IFMT) >> 12).unwrap_or(0);
+                            (
+                                Some(PathChange::Modified),
+                                dtype,
+                                self.path_of(layer, key.id, buf)?,
+                            )
+                        }
+                        _ => (None, 0, 0),
                     }
                 }
             };
             if let Some(change) = change {
                 let path = pathbuf.as_ref().get(start..).ok_or(Error::Invalid)?;
-                if !f(change, path) {
-                    return Ok(());
+                if !f(&PathDiff {
+                    change,
+                    dtype,
+                    path,
+                }) {
+                    // Resume at this change: it was not taken.
+                    return Ok(Some(PathCursor {
+                        key,
+                        reported: before,
+                    }));
                 }
             }
             match next {
                 Some(k) => from = k,
-                None => return Ok(()),
+                None => return Ok(None),
             }
         }
+    }
+
+    /// `Invalid` unless `base` is a proper ancestor of `layer` (the walk up is bounded by the
+    /// number of layers, so a damaged parent cycle ends).
+    fn check_ancestor(&mut self, layer: u64, base: u64) -> Result<(), Error> {
+        let mut cur = self.layer(layer)?.parent;
+        for _ in 0..self.superblock().layer_count {
+            if cur == 0 {
+                break;
+            }
+            if cur == base {
+                return Ok(());
+            }
+            cur = self.layer(cur)?.parent;
+        }
+        Err(Error::Invalid)
     }
 
     /// Changes the attributes of `ino` and returns its new record. Only the given attributes

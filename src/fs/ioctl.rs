@@ -8,7 +8,8 @@ use kernel::prelude::*;
 use crate::format::superblock::{self, Superblock};
 use crate::format::BLOCK_SIZE;
 use crate::vfs::{
-    FsInfo, Inode, LayerCreate, LayerList, Output, Request, UserArray, CREATE_READ_ONLY, LIST_MAX,
+    FsInfo, Inode, LayerCreate, LayerDiff, LayerList, Output, Request, UserArray,
+    CREATE_READ_ONLY, DIFF_BUF_MAX, DIFF_BUF_MIN, LIST_MAX,
 };
 
 use super::layers::{self, name_of, Source};
@@ -112,6 +113,22 @@ pub(crate) fn ioctl(inode: &Inode<Lcfs>, request: Request, out: Output) -> Resul
                 (_, true) => return Err(EINVAL),
             };
             out.write(&layers::info(inode, i.id, name)?)
+        }
+        Request::LayerDiff(d) => {
+            reserved_zero(&d.reserved)?;
+            if d.count != 0 || d.buf_size < DIFF_BUF_MIN {
+                return Err(EINVAL);
+            }
+            let limit = usize::try_from(d.buf_size.min(DIFF_BUF_MAX)).map_err(|_| EINVAL)?;
+            let size = usize::try_from(d.buf_size).map_err(|_| EINVAL)?;
+            let buf = UserArray::new(d.buf, size)?;
+            let batch = layers::diff(sb, d.id, d.base, d.cursor, buf, limit)?;
+            out.write(&LayerDiff {
+                cursor: batch.cursor,
+                buf_size: batch.filled,
+                count: batch.count,
+                ..d
+            })
         }
         Request::LayerList(l) => {
             reserved_zero(&l.reserved)?;

@@ -11,6 +11,8 @@
 
 use kernel::prelude::*;
 
+use crate::format::namespace::{PathChange, PathCursor};
+use crate::format::node::Key;
 use crate::format::records::{layer_flags, LAYER_NAME_MAX};
 use crate::format::tree::Error as CoreError;
 use crate::format::volume::LayerInfo as CoreLayer;
@@ -259,6 +261,88 @@ pub(super) fn list(
     }
     let filled = u32::try_from(got.len()).map_err(|_| EINVAL)?;
     Ok((filled, next))
+}
+
+/// The result of one `LCFS_IOC_LAYER_DIFF` call.
+pub(super) struct DiffBatch {
+    /// Where the next call continues (all zero: done).
+    pub(super) cursor: [u64; 4],
+    /// Bytes filled.
+    pub(super) filled: u32,
+    /// Entries filled.
+    pub(super) count: u32,
+}
+
+/// The ABI form of a diff cursor: key id, kind, offset, and the inode last reported.
+fn cursor_abi(c: Option<PathCursor>) -> [u64; 4] {
+    match c {
+        Some(c) => [c.key.id, u64::from(c.key.kind), c.key.offset, c.reported],
+        None => [0; 4],
+    }
+}
+
+/// `LCFS_IOC_LAYER_DIFF`: the paths layer `id` changed against `base` (0: its parent) from
+/// `cursor` on, as `struct lcfs_diff_entry` records in the caller's buffer (`limit` bytes
+/// filled at most).
+pub(super) fn diff(
+    sb: &SuperBlock<Lcfs>,
+    id: u64,
+    base: u64,
+    cursor: [u64; 4],
+    mut out: UserArray<u8>,
+    limit: usize,
+) -> Result<DiffBatch> {
+    if !capable_sys_admin() {
+        return Err(EPERM);
+    }
+    let [kid, kkind, koffset, reported] = cursor;
+    let from = PathCursor {
+        key: Key::new(kid, u8::try_from(kkind).map_err(|_| EINVAL)?, koffset),
+        reported,
+    };
+    // Filled under the volume lock, copied out after it (a copy may fault on this mount).
+    let mut buf: KVec<u8> = KVec::with_capacity(limit, GFP_KERNEL)?;
+    let mut count = 0u32;
+    let mut failed = Ok(());
+    let next = sb
+        .info()
+        .lock()
+        .diff_paths_from(id, (base != 0).then_some(base), from, &mut |d| {
+            let Ok(len) = u16::try_from(d.path.len()) else {
+                failed = Err(EUCLEAN);
+                return false;
+            };
+            // Header, path, padding to 8 bytes.
+            let size = (8 + d.path.len()).next_multiple_of(8);
+            if buf.len() + size > limit {
+                return false;
+            }
+            let change = match d.change {
+                PathChange::Added => crate::vfs::DIFF_ADDED,
+                PathChange::Modified => crate::vfs::DIFF_MODIFIED,
+                PathChange::Deleted => crate::vfs::DIFF_DELETED,
+            };
+            let pad = size - 8 - d.path.len();
+            let mut header = [0u8; 8];
+            header[0] = change;
+            header[1] = d.dtype;
+            header[2..4].copy_from_slice(&len.to_ne_bytes());
+            failed = buf
+                .extend_from_slice(&header, GFP_KERNEL)
+                .and_then(|()| buf.extend_from_slice(d.path, GFP_KERNEL))
+                .and_then(|()| buf.extend_from_slice(&[0u8; 8][..pad], GFP_KERNEL))
+                .map_err(Error::from);
+            count += 1;
+            failed.is_ok()
+        })
+        .map_err(errno)?;
+    failed?;
+    out.write_bytes(&buf)?;
+    Ok(DiffBatch {
+        cursor: cursor_abi(next),
+        filled: u32::try_from(buf.len()).map_err(|_| EINVAL)?,
+        count,
+    })
 }
 
 /// Counts a file of `inode`'s layer opened for writing; `EROFS` if the layer is frozen.

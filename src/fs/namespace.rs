@@ -108,7 +108,7 @@ fn params(rec: &InodeRecord) -> Result<InodeParams> {
 }
 
 /// Rejects a change through the mount root's layer list: layers are not made or removed by
-/// creating or removing names there (layer ioctls are planned).
+/// creating or removing names there (the layer ioctls do that).
 fn writable(dir: &Inode<Lcfs>) -> Result {
     if dir.info().layer == 0 {
         return Err(EPERM);

@@ -64,6 +64,7 @@ mod tests {
             (super::LCFS_IOC_LAYER_REMOVE_NR, IOC_LAYER_REMOVE),
             (super::LCFS_IOC_LAYER_INFO_NR, IOC_LAYER_INFO),
             (super::LCFS_IOC_LAYER_LIST_NR, IOC_LAYER_LIST),
+            (super::LCFS_IOC_LAYER_DIFF_NR, IOC_LAYER_DIFF),
         ] {
             // SAFETY: pure function.
             assert_eq!(code, unsafe { super::lcfs_ioc_code(nr) });
@@ -78,5 +79,7 @@ mod tests {
         assert_eq!(size_of::<super::lcfs_layer_rename>(), 288);
         assert_eq!(size_of::<super::lcfs_layer_info>(), 352);
         assert_eq!(size_of::<super::lcfs_layer_list>(), 56);
+        assert_eq!(size_of::<super::lcfs_layer_diff>(), 96);
+        assert_eq!(size_of::<super::lcfs_diff_entry>(), 8);
     }
 }

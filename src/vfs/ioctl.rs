@@ -32,6 +32,8 @@ pub(crate) type LayerRename = ext::lcfs_layer_rename;
 pub(crate) type LayerInfo = ext::lcfs_layer_info;
 /// `struct lcfs_layer_list`.
 pub(crate) type LayerList = ext::lcfs_layer_list;
+/// `struct lcfs_layer_diff`.
+pub(crate) type LayerDiff = ext::lcfs_layer_diff;
 
 /// Declares an ABI structure plain old data after checking it has no padding: its size is the
 /// sum of its fields' sizes (each listed), so every byte belongs to an integer or byte array.
@@ -63,6 +65,7 @@ abi_struct!(LayerRef, 32, id, reserved);
 abi_struct!(LayerRename, 288, id, reserved, name);
 abi_struct!(LayerInfo, 352, id, parent, flags, children, create_sec, create_nsec, valid, inodes, bytes, own_bytes, reserved, name);
 abi_struct!(LayerList, 56, cursor, entries, count, reserved0, reserved);
+abi_struct!(LayerDiff, 96, id, base, cursor, buf, buf_size, count, reserved);
 
 const fn ior<T>(nr: u32) -> u32 {
     kernel::ioctl::_IOR::<T>(ext::LCFS_IOCTL_MAGIC, nr)
@@ -78,6 +81,12 @@ const fn iowr<T>(nr: u32) -> u32 {
 pub(crate) const LAYER_READ_ONLY: u32 = ext::LCFS_LAYER_READ_ONLY;
 /// `LCFS_CREATE_READ_ONLY`.
 pub(crate) const CREATE_READ_ONLY: u32 = ext::LCFS_CREATE_READ_ONLY;
+/// `LCFS_DIFF_ADDED`, `_MODIFIED`, `_DELETED`.
+pub(crate) const DIFF_ADDED: u8 = ext::LCFS_DIFF_ADDED as u8;
+/// `LCFS_DIFF_MODIFIED`.
+pub(crate) const DIFF_MODIFIED: u8 = ext::LCFS_DIFF_MODIFIED as u8;
+/// `LCFS_DIFF_DELETED`.
+pub(crate) const DIFF_DELETED: u8 = ext::LCFS_DIFF_DELETED as u8;
 /// `LCFS_LIST_MAX`.
 pub(crate) const LIST_MAX: u32 = ext::LCFS_LIST_MAX;
 
@@ -99,6 +108,12 @@ pub(crate) const IOC_LAYER_REMOVE: u32 = iow::<LayerRef>(ext::LCFS_IOC_LAYER_REM
 pub(crate) const IOC_LAYER_INFO: u32 = iowr::<LayerInfo>(ext::LCFS_IOC_LAYER_INFO_NR);
 /// `LCFS_IOC_LAYER_LIST`.
 pub(crate) const IOC_LAYER_LIST: u32 = iowr::<LayerList>(ext::LCFS_IOC_LAYER_LIST_NR);
+/// `LCFS_IOC_LAYER_DIFF`.
+pub(crate) const IOC_LAYER_DIFF: u32 = iowr::<LayerDiff>(ext::LCFS_IOC_LAYER_DIFF_NR);
+/// `LCFS_DIFF_BUF_MIN`.
+pub(crate) const DIFF_BUF_MIN: u32 = ext::LCFS_DIFF_BUF_MIN;
+/// `LCFS_DIFF_BUF_MAX`.
+pub(crate) const DIFF_BUF_MAX: u32 = ext::LCFS_DIFF_BUF_MAX;
 
 /// A decoded ioctl request, with its input copied in.
 pub(crate) enum Request {
@@ -120,6 +135,8 @@ pub(crate) enum Request {
     LayerInfo(LayerInfo),
     /// `LCFS_IOC_LAYER_LIST`.
     LayerList(LayerList),
+    /// `LCFS_IOC_LAYER_DIFF`.
+    LayerDiff(LayerDiff),
 }
 
 /// Where an ioctl's output goes: the caller's structure.
@@ -153,6 +170,13 @@ impl<T: AsBytes> UserArray<T> {
     /// Writes the next element (`EFAULT` on a bad address or past the array's end).
     pub(crate) fn push(&mut self, value: &T) -> Result {
         self.writer.write(value)
+    }
+}
+
+impl UserArray<u8> {
+    /// Writes the next bytes (`EFAULT` on a bad address or past the array's end).
+    pub(crate) fn write_bytes(&mut self, bytes: &[u8]) -> Result {
+        self.writer.write_slice(bytes)
     }
 }
 
@@ -202,6 +226,7 @@ fn decode(cmd: c_uint, arg: c_ulong) -> Result<(Request, usize)> {
         IOC_LAYER_REMOVE => (Request::LayerRemove(read(arg)?), 0),
         IOC_LAYER_INFO => (Request::LayerInfo(read(arg)?), size_of::<LayerInfo>()),
         IOC_LAYER_LIST => (Request::LayerList(read(arg)?), size_of::<LayerList>()),
+        IOC_LAYER_DIFF => (Request::LayerDiff(read(arg)?), size_of::<LayerDiff>()),
         _ => return Err(ENOTTY),
     })
 }

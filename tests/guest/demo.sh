@@ -1,5 +1,7 @@
 # `make run`: the main job on a file-backed disk. Formats it, mounts it, writes a tree of files,
-# unmounts, checks it with fsck.lcfs, mounts it again and reads everything back.
+# unmounts, checks it with fsck.lcfs, mounts it again and reads everything back; then uses layers
+# as a container runtime would: an image layer frozen, two containers cloned from it, their
+# diffs, a snapshot and a removal, the usage, fsck.
 DEV=/dev/vda
 M=/mnt/default
 step() { echo; echo "==> $*"; }
@@ -39,8 +41,33 @@ echo "all $(wc -l </tmp/sums) files read back identical"
 cat $M/etc/motd
 readlink $M/usr/bin/sh
 $M/usr/bin/busybox echo "a binary stored on lcfs runs"
-step "umount /mnt; rmmod lcfs"
+step "layers: freeze 'default' as an image, clone two containers from it"
+lcfs layer rename default image -m /mnt
+lcfs layer freeze image -m /mnt
+lcfs layer clone image container-a -m /mnt
+lcfs layer clone image container-b -m /mnt
+ls -la /mnt
+step "each container writes; the image does not change"
+echo "written by container a" >/mnt/container-a/etc/motd
+rm /mnt/container-a/var/log/fifo
+mkdir /mnt/container-a/app
+cp /mnt/container-a/usr/bin/busybox /mnt/container-a/app/tool
+printf 'B' | dd of=/mnt/container-b/var/log/random bs=1 seek=1000 conv=notrunc 2>/dev/null
+cat /mnt/image/etc/motd /mnt/container-a/etc/motd /mnt/container-b/etc/motd
+step "lcfs layer diff: what each container changed"
+lcfs layer diff container-a -m /mnt
+lcfs layer diff container-b -m /mnt
+step "snapshot container-a (it goes on running), remove container-b"
+lcfs layer snapshot container-a container-a-snap -m /mnt
+echo "after the snapshot" >>/mnt/container-a/etc/motd
+cat /mnt/container-a-snap/etc/motd
+lcfs layer remove container-b -m /mnt
+step "lcfs layer list; lcfs df"
+lcfs layer list -m /mnt
+lcfs df /mnt
+step "umount /mnt; fsck.lcfs -n $DEV; rmmod lcfs"
 umount /mnt
+fsck.lcfs -n "$DEV"
 rmmod lcfs
 dmesg | grep 'lcfs: ' | tail -5
 echo

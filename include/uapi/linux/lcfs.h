@@ -149,6 +149,55 @@ struct lcfs_layer_list {
 /* Largest batch of LCFS_IOC_LAYER_LIST. */
 #define LCFS_LIST_MAX 256
 
+/* struct lcfs_diff_entry.change */
+#define LCFS_DIFF_ADDED		1	/* the path exists only in the layer */
+#define LCFS_DIFF_MODIFIED	2	/* in both, and what it names changed */
+#define LCFS_DIFF_DELETED	3	/* only in the base */
+
+/**
+ * struct lcfs_diff_entry - one path in the output of LCFS_IOC_LAYER_DIFF, followed by the path
+ * @change: LCFS_DIFF_*
+ * @type: DT_* type of what the path names (in the base layer, for a deleted path)
+ * @path_len: bytes of the path that follows this header (it starts with '/'; no NUL)
+ * @reserved: zero
+ *
+ * Entries start at multiples of 8 bytes in the buffer: the next one after the padding that
+ * follows the path.
+ */
+struct lcfs_diff_entry {
+	__u8 change;
+	__u8 type;
+	__u16 path_len;
+	__u32 reserved;
+};
+
+/* Smallest buffer LCFS_IOC_LAYER_DIFF takes (one entry with the longest path), and the most it
+ * fills in one call. */
+#define LCFS_DIFF_BUF_MIN	4112
+#define LCFS_DIFF_BUF_MAX	65536
+
+/**
+ * struct lcfs_layer_diff - the paths a layer changed (LCFS_IOC_LAYER_DIFF)
+ * @id: the layer
+ * @base: zero to compare the layer with its parent, or the id of one of its ancestors
+ * @cursor: input: where to continue, all zero at the start; output: where the next call
+ *	continues, all zero when no change is left (opaque otherwise)
+ * @buf: user address of the output buffer: struct lcfs_diff_entry records
+ * @buf_size: input: the buffer's size, at least LCFS_DIFF_BUF_MIN (at most LCFS_DIFF_BUF_MAX of
+ *	it is filled per call); output: bytes filled
+ * @count: output: entries filled
+ * @reserved: zero
+ */
+struct lcfs_layer_diff {
+	__u64 id;
+	__u64 base;
+	__u64 cursor[4];
+	__u64 buf;
+	__u32 buf_size;
+	__u32 count;
+	__u64 reserved[4];
+};
+
 /*
  * Request numbers. Rust users (lcfs.ko, the lcfs tool) build the ioctl codes from the *_NR values
  * and the structure sizes, as _IOR() does; bindgen cannot expand _IOR() itself.
@@ -171,5 +220,7 @@ struct lcfs_layer_list {
 #define LCFS_IOC_LAYER_INFO	_IOWR(LCFS_IOCTL_MAGIC, LCFS_IOC_LAYER_INFO_NR, struct lcfs_layer_info)
 #define LCFS_IOC_LAYER_LIST_NR		9
 #define LCFS_IOC_LAYER_LIST	_IOWR(LCFS_IOCTL_MAGIC, LCFS_IOC_LAYER_LIST_NR, struct lcfs_layer_list)
+#define LCFS_IOC_LAYER_DIFF_NR		10
+#define LCFS_IOC_LAYER_DIFF	_IOWR(LCFS_IOCTL_MAGIC, LCFS_IOC_LAYER_DIFF_NR, struct lcfs_layer_diff)
 
 #endif /* _UAPI_LINUX_LCFS_H */

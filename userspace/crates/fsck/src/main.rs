@@ -4,7 +4,6 @@
 //! repair yet: damage is reported and left, which `-n` makes explicit.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,55 +13,15 @@ use lcfs_image::fsck::{self, Phase};
 use lcfs_image::output::is_broken_pipe;
 use lcfs_image::{outln, Access, Device};
 
+mod cli;
+use cli::Args;
+
 /// Exit codes, as e2fsck defines them.
 mod exit {
     pub(crate) const CLEAN: u8 = 0;
     pub(crate) const UNCORRECTED: u8 = 4;
     pub(crate) const OPERATIONAL: u8 = 8;
     pub(crate) const USAGE: u8 = 16;
-}
-
-/// Check an LCFS filesystem.
-///
-/// Exit status: 0 no errors, 4 errors left uncorrected, 8 operational error (the device could
-/// not be read, or holds no LCFS filesystem), 16 usage error.
-#[derive(Parser, Debug)]
-#[command(name = "fsck.lcfs", version)]
-struct Args {
-    /// Block device or image file.
-    device: PathBuf,
-
-    /// Open read-only and answer "no" to every repair (nothing is ever written).
-    #[arg(short = 'n')]
-    no: bool,
-
-    /// Answer "yes" to every repair (no repairs exist yet: errors are reported and left).
-    #[arg(short = 'y', conflicts_with = "no")]
-    yes: bool,
-
-    /// Preen: repair what is safe without asking (accepted for fstab compatibility; no repairs
-    /// exist yet, so errors are reported and left). Only one of -p, -n and -y may be given.
-    #[arg(short = 'p', short_alias = 'a', conflicts_with_all = ["no", "yes"])]
-    preen: bool,
-
-    /// Check even if the filesystem seems clean (every check is always complete).
-    #[arg(short = 'f')]
-    force: bool,
-
-    /// Progress, as e2fsck gives it: with 0, a completion bar on standard output when it is a
-    /// terminal; with another FD, one line "PASS DONE TOTAL DEVICE" per step on that file
-    /// descriptor (for fsck -C). Without -C, a completion bar on standard error when it is a
-    /// terminal.
-    #[arg(short = 'C', value_name = "FD")]
-    progress_fd: Option<u32>,
-
-    /// Print counters.
-    #[arg(short = 'v')]
-    verbose: bool,
-
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Where progress goes.

@@ -20,13 +20,14 @@ pub mod store;
 /// Errors of device access.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The device could not be opened, read or written.
-    #[error("{path}: {source}")]
+    /// The device could not be opened, read or written. Printed as `PATH: TEXT` with the
+    /// system's text for the error once (not a source: a report of the chain would repeat it).
+    #[error("{path}: {}", os_text(.error))]
     Io {
         /// Device path.
         path: PathBuf,
         /// Underlying error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The device holds no valid LCFS superblock.
     #[error("{path}: {source}")]
@@ -36,6 +37,15 @@ pub enum Error {
         /// What was wrong.
         source: FormatError,
     },
+}
+
+/// The text of an I/O error without Rust's " (os error N)" suffix.
+pub fn os_text(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
 }
 
 /// Result type of this crate.
@@ -64,9 +74,9 @@ pub enum Access {
 impl Device {
     /// Opens `path`.
     pub fn open(path: &Path, access: Access) -> Result<Self> {
-        let io_err = |source| Error::Io {
+        let io_err = |error| Error::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let meta = std::fs::metadata(path).map_err(io_err)?;
         let is_block_device = meta.file_type().is_block_device();
@@ -121,13 +131,13 @@ impl Device {
     fn io_err(&self, source: io::Error) -> Error {
         Error::Io {
             path: self.path.clone(),
-            source,
+            error: source,
         }
     }
 
     /// Keeps the details of an I/O error the format core only sees as `Io`.
     fn remember(&mut self, e: Error) -> lcfs_format::tree::Error {
-        if let Error::Io { source, .. } = e {
+        if let Error::Io { error: source, .. } = e {
             self.last_error = Some(source);
         }
         lcfs_format::tree::Error::Io

@@ -1391,11 +1391,17 @@ fn snapshot_of_a_live_layer_is_a_point_in_time() {
     let s = vol.layer(snap).unwrap();
     assert!(s.is_read_only());
     assert_eq!((s.parent, s.name()), (0, &b"snap"[..]));
-    assert!(!vol.layer(1).unwrap().is_read_only(), "the source stays writable");
+    assert!(
+        !vol.layer(1).unwrap().is_read_only(),
+        "the source stays writable"
+    );
     assert_eq!(vol.layer(snap).unwrap().bytes_used, 20 * BS);
     // Now shared with the snapshot: the source's next write to the block copies it.
     let runs = write(&mut vol, 1, f, 5, &[500], false).unwrap();
-    assert!(matches!(runs[..], [(5, 1, WriteKind::Cow { .. })]), "{runs:?}");
+    assert!(
+        matches!(runs[..], [(5, 1, WriteKind::Cow { .. })]),
+        "{runs:?}"
+    );
     vol.complete_write(1, f, 5, 1).unwrap();
     let mut want = tags.clone();
     want[5] = 500;
@@ -1412,8 +1418,14 @@ fn snapshot_of_a_live_layer_is_a_point_in_time() {
     let s2 = vol.snapshot_layer(b"snap2", c, NOW).unwrap();
     assert_eq!(vol.layer(s2).unwrap().parent, snap);
     assert_eq!(vol.layer(snap).unwrap().children, 2);
-    assert!(matches!(vol.snapshot_layer(b"snap2", c, NOW), Err(Error::Exists)));
-    assert!(matches!(vol.snapshot_layer(b"x", 999, NOW), Err(Error::NotFound)));
+    assert!(matches!(
+        vol.snapshot_layer(b"snap2", c, NOW),
+        Err(Error::Exists)
+    ));
+    assert!(matches!(
+        vol.snapshot_layer(b"x", 999, NOW),
+        Err(Error::NotFound)
+    ));
     vol.commit(NOW).unwrap();
     fsck_clean(vol.into_store());
 }
@@ -1423,17 +1435,26 @@ fn layers_are_renamed_and_listed_from_a_cursor() {
     let mut vol = fresh(4096);
     vol.freeze_layer(1).unwrap();
     let ids: Vec<u64> = (0..5)
-        .map(|i| vol.create_layer(format!("l{i}").as_bytes(), Some(1), NOW).unwrap())
+        .map(|i| {
+            vol.create_layer(format!("l{i}").as_bytes(), Some(1), NOW)
+                .unwrap()
+        })
         .collect();
     vol.rename_layer(ids[2], b"renamed").unwrap();
     assert!(vol.find_layer(b"l2").unwrap().is_none());
     assert_eq!(vol.find_layer(b"renamed").unwrap().unwrap().id, ids[2]);
     assert_eq!(vol.layer(ids[2]).unwrap().name(), b"renamed");
-    assert!(matches!(vol.rename_layer(ids[3], b"l4"), Err(Error::Exists)));
+    assert!(matches!(
+        vol.rename_layer(ids[3], b"l4"),
+        Err(Error::Exists)
+    ));
     assert!(matches!(vol.rename_layer(99, b"x"), Err(Error::NotFound)));
     for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
         assert!(vol.rename_layer(ids[0], bad).is_err(), "{bad:?} accepted");
-        assert!(vol.create_layer(bad, Some(1), NOW).is_err(), "{bad:?} accepted");
+        assert!(
+            vol.create_layer(bad, Some(1), NOW).is_err(),
+            "{bad:?} accepted"
+        );
     }
     // Renaming to its own name changes nothing.
     vol.rename_layer(ids[0], b"l0").unwrap();

@@ -673,3 +673,129 @@ fn io_error_mid_operation_never_commits_half_of_it() {
         assert!(failures > 2, "{what}: only {failures} failure points");
     }
 }
+
+/// Every change of a path diff, each walk resumed from the cursor after every change, as
+/// (change, type, path), in the walk's order.
+fn diff_resumed(
+    vol: &mut Volume<MemDevice>,
+    layer: u64,
+    base: Option<u64>,
+) -> Vec<(PathChange, u8, String)> {
+    use lcfs_format::namespace::PathCursor;
+    let mut out = Vec::new();
+    let mut cursor = PathCursor::START;
+    loop {
+        let mut took = false;
+        let next = vol
+            .diff_paths_from(layer, base, cursor, &mut |d| {
+                if took {
+                    return false;
+                }
+                took = true;
+                out.push((
+                    d.change,
+                    d.dtype,
+                    String::from_utf8(d.path.to_vec()).unwrap(),
+                ));
+                true
+            })
+            .unwrap();
+        match next {
+            Some(c) => cursor = c,
+            None => return out,
+        }
+        assert!(out.len() < 1000, "the diff does not end");
+    }
+}
+
+#[test]
+fn path_diffs_resume_and_reach_ancestors() {
+    let sb = Superblock::new(4096, [2; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(4096), sb, Some(b"base"), NOW).unwrap();
+    let etc = vol.create(1, ROOT_INO, b"etc", &dir(), NOW).unwrap();
+    let mut files = Vec::new();
+    for i in 0..20 {
+        files.push(
+            vol.create(1, etc, format!("f{i}").as_bytes(), &file(), NOW)
+                .unwrap(),
+        );
+    }
+    vol.freeze_layer(1).unwrap();
+    let c1 = vol.create_layer(b"c1", Some(1), NOW).unwrap();
+    vol.create(c1, ROOT_INO, b"new1", &file(), NOW).unwrap();
+    vol.unlink(c1, etc, b"f3", NOW).unwrap();
+    // Several items of one inode change: it is one modification.
+    let attr = SetAttr {
+        uid: Some(7),
+        mtime: Some(LATER),
+        ..SetAttr::default()
+    };
+    vol.set_attr(c1, files[5], &attr).unwrap();
+    vol.set_xattr(c1, files[5], b"user.a", b"1", NOW).unwrap();
+    vol.write_inline(c1, files[5], b"contents", LATER).unwrap();
+    vol.freeze_layer(c1).unwrap();
+    let c2 = vol.create_layer(b"c2", Some(c1), NOW).unwrap();
+    vol.create(c2, etc, b"sub", &dir(), NOW).unwrap();
+    vol.unlink(c2, etc, b"f7", NOW).unwrap();
+    // A directory whose record, entries and xattrs change: the walk meets its record, then
+    // entries (reported as names), then its xattr, which must not report it a second time
+    // after a resumption at an entry.
+    vol.set_xattr(c2, etc, b"user.d", b"x", NOW).unwrap();
+    let reg = 8u8; // DT_REG
+    let d = 4u8; // DT_DIR
+    let c1_diff = diff_resumed(&mut vol, c1, None);
+    let mut sorted: Vec<_> = c1_diff.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec![
+            (PathChange::Added, reg, "/new1".into()),
+            (PathChange::Modified, reg, "/etc/f5".into()),
+            (PathChange::Deleted, reg, "/etc/f3".into()),
+        ]
+    );
+    // Resumed one change at a time, the same changes as one walk.
+    let whole: BTreeSet<_> = diff(&mut vol, c1);
+    assert_eq!(whole.len(), c1_diff.len());
+    // Against the parent and against the grandparent.
+    let mut to_parent = diff_resumed(&mut vol, c2, None);
+    to_parent.sort();
+    assert_eq!(
+        to_parent,
+        vec![
+            (PathChange::Added, d, "/etc/sub".into()),
+            // A new subdirectory: another link.
+            (PathChange::Modified, d, "/etc".into()),
+            (PathChange::Deleted, reg, "/etc/f7".into()),
+        ]
+    );
+    assert_eq!(to_parent, {
+        let mut v = diff_resumed(&mut vol, c2, Some(c1));
+        v.sort();
+        v
+    });
+    let mut to_base = diff_resumed(&mut vol, c2, Some(1));
+    to_base.sort();
+    let mut want: Vec<(PathChange, u8, String)> = vec![
+        (PathChange::Added, reg, "/new1".into()),
+        (PathChange::Added, d, "/etc/sub".into()),
+        (PathChange::Modified, d, "/etc".into()),
+        (PathChange::Modified, reg, "/etc/f5".into()),
+        (PathChange::Deleted, reg, "/etc/f3".into()),
+        (PathChange::Deleted, reg, "/etc/f7".into()),
+    ];
+    want.sort();
+    assert_eq!(to_base, want);
+    // Only ancestors can be a base.
+    let other = vol.create_layer(b"other", Some(1), NOW).unwrap();
+    for bad in [other, c2, 999] {
+        let r = vol.diff_paths_from(
+            c2,
+            Some(bad),
+            lcfs_format::namespace::PathCursor::START,
+            &mut |_| true,
+        );
+        assert!(r.is_err(), "base {bad} accepted");
+    }
+    clean(vol);
+}

@@ -1,83 +1,22 @@
 //! `lcfs`: the LCFS command-line tool.
 //!
 //! Online commands talk to a mounted filesystem through the ioctls of
-//! `include/uapi/linux/lcfs.h`; `debug` commands read a device offline. Layer commands (clone,
-//! snapshot, remove, diff, stats) arrive with the layer ioctls.
+//! `include/uapi/linux/lcfs.h` (`info`, `layer`, `df`); `debug` commands read a device offline.
 
+mod cli;
 mod dump;
+mod layer;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use cli::{Cli, Command, DebugCommand};
 use lcfs_format::superblock::{Superblock, VERSION};
 use lcfs_format::BLOCK_SIZE;
 use lcfs_image::output::is_broken_pipe;
 use lcfs_image::{outln, Access, Device};
 use serde::Serialize;
-
-/// Manage LCFS (Layer Cloning Filesystem) filesystems.
-#[derive(Debug, Parser)]
-#[command(name = "lcfs", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Show information about the mounted LCFS filesystem holding PATH.
-    Info {
-        /// A regular file or directory on a mounted LCFS filesystem (its root, usually).
-        path: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Inspect on-disk structures (offline, read-only).
-    #[command(subcommand)]
-    Debug(DebugCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum DebugCommand {
-    /// Print both superblock copies and which one is current.
-    Super {
-        /// Block device or image file.
-        device: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List the paths a layer adds, modifies or deletes relative to its parent (A/M/D).
-    Diff {
-        /// Block device or image file.
-        device: PathBuf,
-        /// Layer name, or id (a name is looked up first).
-        layer: String,
-        /// Print JSON instead of text.
-        #[arg(long, conflicts_with = "null")]
-        json: bool,
-        /// Print "A PATH" records ending in NUL instead of a newline, for scripts.
-        #[arg(short = '0', long = "null")]
-        null: bool,
-    },
-    /// Print every structure: superblock, reference-count map, layers and tree nodes.
-    Dump {
-        /// Block device or image file.
-        device: PathBuf,
-        /// Only this layer's tree: its name, or its id (a name is looked up first).
-        #[arg(long)]
-        layer: Option<String>,
-        /// Decode every item of every leaf.
-        #[arg(long)]
-        items: bool,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 /// One superblock copy as printed.
 #[derive(Debug, Serialize)]
@@ -230,6 +169,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Info { path, json } => info(path, *json),
+        Command::Layer(cmd) => layer::run(cmd).map(|()| true),
+        Command::Df { path, json } => layer::df(path, *json).map(|()| true),
         Command::Debug(DebugCommand::Super { device, json }) => debug_super(device, *json),
         Command::Debug(DebugCommand::Diff {
             device,

@@ -4,7 +4,6 @@
 //! that already holds a filesystem when `--force` is not given).
 
 use std::fs::OpenOptions;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,66 +16,8 @@ use lcfs_format::BLOCK_SIZE;
 use lcfs_image::output::ignore_broken_pipe;
 use lcfs_image::{outln, probe, Access, Device};
 
-/// Create an LCFS (Layer Cloning Filesystem) filesystem.
-#[derive(Debug, Parser)]
-#[command(name = "mkfs.lcfs", version, about, long_about = None)]
-struct Args {
-    /// Block device or image file to format.
-    device: PathBuf,
-
-    /// Overwrite an existing filesystem or partition table signature.
-    #[arg(short, long)]
-    force: bool,
-
-    /// Volume label (at most 63 bytes).
-    #[arg(short = 'L', long)]
-    label: Option<String>,
-
-    /// Filesystem UUID (default: random).
-    #[arg(short = 'U', long)]
-    uuid: Option<uuid::Uuid>,
-
-    /// Size of an image file to create or resize, in bytes or with one of mke2fs's suffixes
-    /// K, M, G, T (powers of 1024, either case: 512M, 10G). Regular files only; a file larger
-    /// than SIZE is cut only with -f.
-    #[arg(short, long, value_parser = parse_size)]
-    size: Option<u64>,
-
-    /// Show what would be done without writing anything.
-    #[arg(short = 'n', long)]
-    dry_run: bool,
-
-    /// Print nothing but errors.
-    #[arg(short, long)]
-    quiet: bool,
-
-    /// Name of the first, empty read-write layer.
-    #[arg(long, default_value = "default")]
-    layer: String,
-}
-
-/// Parses a byte count with mke2fs's suffixes: one of K, M, G, T (powers of 1024), either case.
-/// `MB` or `KiB` are refused rather than guessed at (`MB` means 10^6 elsewhere).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid size '{s}'"))?;
-    let shift = match suffix.to_ascii_uppercase().as_str() {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => {
-            return Err(format!(
-                "invalid size suffix in '{s}': use K, M, G or T (powers of 1024)"
-            ))
-        }
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size '{s}' too large"))
-}
+mod cli;
+use cli::Args;
 
 /// Refuses a size below the format's minimum.
 fn check_size(args: &Args, size: u64) -> Result<()> {
@@ -267,7 +208,7 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::cli::parse_size;
 
     #[test]
     fn sizes() {

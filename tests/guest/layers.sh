@@ -1,0 +1,285 @@
+# lcfs-needs: debian-rootfs
+# Layers suite: the layer ioctls through `lcfs layer` and from a raw caller (layer_abi.py):
+# create, clone chains, copy-on-write isolation, snapshot under writes, freeze with and without
+# writers and what a frozen layer refuses, rename, remove (busy, with children, space returned),
+# unprivileged callers and user namespaces, persistence, each checked with fsck.lcfs.
+. /tests/lib.sh
+
+DEV=/dev/vda
+M=/mnt
+
+echo clear >/sys/kernel/debug/kmemleak
+
+layer() { lcfs layer "$@" -m $M; }
+# Debian tools see the lcfs mount through a bind mount at the same path inside /debian.
+bind_debian() { mount --bind /mnt /debian/mnt; }
+unbind_debian() { umount /debian/mnt; }
+# The checksums of every file under DIR, by path relative to it.
+tree_sums() { (cd "$1" && find . -type f | sort | xargs md5sum); }
+free_blocks() { sync; stat -f -c %f $M; }
+# expect_error TEXT CMD...: CMD fails and says TEXT.
+expect_error() {
+	_want=$1
+	shift
+	if "$@" 2>/tmp/err; then fail "$* succeeded"; fi
+	grep -q "$_want" /tmp/err || fail "$*: expected '$_want', got '$(cat /tmp/err)'"
+}
+# The state of layer NAME ("rw" or "ro") and its parent's name, from `lcfs layer list`.
+state() { lcfs layer list -m $M | awk -v n="$1" '$2 == n { print $4 }'; }
+
+t_setup() {
+	cp /tests/layer_abi.py /tmp/
+	mkfs.lcfs -q "$DEV"
+	mount -t lcfs "$DEV" $M
+	dd if=/dev/urandom of=/tmp/rand bs=1M count=4 2>/dev/null
+}
+
+t_create() {
+	# Looked up before it exists: the cached negative entry must not hide the new layer.
+	[ ! -e $M/base ] || fail "base exists before it was made"
+	layer create base
+	# The new layer is a directory of the mount root at once, empty.
+	[ -d $M/base ] || fail "no directory for the new layer"
+	assert_eq "$(ls -A $M/base | wc -l)" 0 "entries of a new layer"
+	assert_eq "$(state base)" rw "state"
+	mkdir -p $M/base/etc $M/base/usr/bin
+	i=0
+	while [ $i -lt 40 ]; do
+		echo "file $i" >$M/base/etc/f$i
+		i=$((i + 1))
+	done
+	cp /tmp/rand $M/base/usr/bin/big
+	ln -s ../etc/f1 $M/base/usr/link
+	tree_sums $M/base >/tmp/base.sums
+	expect_error 'exists' layer create base
+	expect_error 'Invalid argument' layer create ..
+}
+
+t_freeze_with_writer() {
+	exec 3>>$M/base/etc/f0
+	expect_error 'busy' layer freeze base
+	assert_eq "$(state base)" rw "state after a refused freeze"
+	exec 3>&-
+	layer freeze base
+	assert_eq "$(state base)" ro "state"
+	# Freezing again is no change.
+	layer freeze base
+}
+
+# Every way of changing a frozen layer answers EROFS, and nothing changed.
+t_frozen_refuses_changes() {
+	expect_error 'Read-only' sh -c "echo x >>$M/base/etc/f0"
+	expect_error 'Read-only' touch $M/base/new
+	expect_error 'Read-only' mkdir $M/base/newdir
+	expect_error 'Read-only' rm $M/base/etc/f1
+	expect_error 'Read-only' chmod 600 $M/base/etc/f2
+	expect_error 'Read-only' chown 1:1 $M/base/etc/f2
+	expect_error 'Read-only' truncate -s 0 $M/base/etc/f3
+	expect_error 'Read-only' mv $M/base/etc/f4 $M/base/etc/f4b
+	expect_error 'Read-only' ln $M/base/etc/f5 $M/base/etc/f5b
+	expect_error 'Read-only' touch -d @0 $M/base/etc/f6
+	bind_debian
+	rc=0
+	chroot /debian setfattr -n user.x -v 1 $M/base/etc/f7 2>/tmp/err || rc=$?
+	chroot /debian xfs_io -c 'mmap -w 0 4096' -c 'mwrite 0 16' $M/base/usr/bin/big 2>>/tmp/err || rc=$((rc + 10))
+	unbind_debian
+	[ $rc -ge 11 ] || fail "setfattr or a writable mapping worked on a frozen layer ($rc)"
+	grep -c 'Read-only' /tmp/err | grep -q 2 || fail "expected EROFS twice: $(cat /tmp/err)"
+	tree_sums $M/base | cmp - /tmp/base.sums
+}
+
+# A chain of read-only clones 128 deep: the data at the bottom is the data at the top.
+t_clone_chain() {
+	prev=base
+	i=1
+	while [ $i -le 128 ]; do
+		layer clone $prev d$i --readonly
+		prev=d$i
+		i=$((i + 1))
+	done
+	assert_eq "$(state d128)" ro "state of a read-only clone"
+	tree_sums $M/d128 | cmp - /tmp/base.sums
+	tree_sums $M/d64 | cmp - /tmp/base.sums
+}
+
+# Clones share their parent's blocks until they change them, one 4 KiB block at a time; no
+# change reaches the parent or a sibling.
+t_cow_isolation() {
+	layer clone d128 w1
+	layer clone d128 w2
+	before=$(free_blocks)
+	# One byte into the 4 MiB file: one new block (and a few of metadata).
+	printf 'Z' | dd of=$M/w1/usr/bin/big bs=1 seek=1000000 conv=notrunc 2>/dev/null
+	after=$(free_blocks)
+	used=$((before - after))
+	echo "a one-byte write into a shared 4 MiB file took $used blocks"
+	[ "$used" -ge 1 ] && [ "$used" -le 16 ] || fail "a one-byte write took $used blocks"
+	echo new >$M/w1/etc/added
+	rm $M/w1/etc/f9
+	echo changed >$M/w2/etc/f10
+	tree_sums $M/d128 | cmp - /tmp/base.sums
+	tree_sums $M/base | cmp - /tmp/base.sums
+	[ ! -e $M/w2/etc/added ] && [ -e $M/w2/etc/f9 ] || fail "w1's changes reached w2"
+	assert_eq "$(cat $M/w1/etc/f10)" "file 10" "w2's change reached w1"
+	cmp -s /tmp/rand $M/w1/usr/bin/big && fail "w1's write is missing"
+	cmp /tmp/rand $M/w2/usr/bin/big
+	# The layer of a path, and the listings.
+	lcfs layer show -m $M/w1/etc
+	lcfs layer show -m $M/w1/etc | grep -q '^name *w1$'
+	lcfs layer show d128 -m $M | grep -q '^parent *d127 '
+	lcfs layer list -m $M --json | grep -q '"name": "w2"'
+	lcfs df $M
+	assert_eq "$(lcfs df $M --json | grep -c '"name"')" 132 "layers in lcfs df"
+}
+
+# The paths a clone changed, against its parent and against an ancestor: additions and
+# deletions exactly, modifications at least those made (reading a file may update its access
+# time, which is a change of its inode too).
+t_diff() {
+	layer diff w1 >/tmp/diff
+	cat /tmp/diff
+	assert_eq "$(grep '^[AD] ' /tmp/diff | sort | tr '\n' ' ')" "A /etc/added D /etc/f9 " "added and deleted"
+	grep -qx 'M /usr/bin/big' /tmp/diff || fail "the written file is not modified"
+	grep -qx 'M /etc' /tmp/diff || fail "the changed directory is not modified"
+	assert_eq "$(grep -c . /tmp/diff)" "$(sort -u /tmp/diff | grep -c .)" "paths reported twice"
+	# d128 .. d1 changed nothing: against base the same paths.
+	sort /tmp/diff >/tmp/diff.sorted
+	layer diff w1 --base base | sort | diff /tmp/diff.sorted -
+	layer diff d64 | grep -c . | grep -qx 0 || fail "an unchanged clone has a diff"
+	expect_error 'Invalid argument' layer diff w1 --base w2
+	layer diff w1 --json | grep -q '"change":"A","type":"file","path":"/etc/added"'
+	assert_eq "$(layer diff w1 -0 | tr '\0' '\n' | grep -c '^A /etc/added$')" 1 "NUL-separated output"
+}
+
+# A snapshot of a layer being written holds every file fsynced before it was asked for.
+t_snapshot_under_writes() {
+	rm -f /tmp/synced
+	(
+		i=0
+		while [ $i -lt 60 ]; do
+			dd if=/tmp/rand of=$M/w1/s$i bs=64k count=2 conv=fsync 2>/dev/null
+			echo $i >>/tmp/synced
+			i=$((i + 1))
+		done
+	) &
+	writer=$!
+	while [ "$(wc -l </tmp/synced 2>/dev/null || echo 0)" -lt 10 ]; do sleep 0.2; done
+	last=$(tail -1 /tmp/synced)
+	layer snapshot w1 snap1
+	wait $writer
+	assert_eq "$(state snap1)" ro "state"
+	head -c 131072 /tmp/rand >/tmp/s.want
+	i=0
+	while [ $i -le "$last" ]; do
+		cmp /tmp/s.want $M/snap1/s$i || fail "s$i, fsynced before the snapshot, is not in it whole"
+		i=$((i + 1))
+	done
+	n=$(ls $M/snap1 | grep -c '^s[0-9]' || true)
+	echo "the snapshot holds $n files, $((last + 1)) fsynced before it"
+	assert_eq "$(ls $M/w1 | grep -c '^s[0-9]')" 60 "files the writer made"
+	# The source goes on being written; the snapshot does not change.
+	echo after >$M/w1/after-snap
+	[ ! -e $M/snap1/after-snap ] || fail "a change after the snapshot is in it"
+	expect_error 'Read-only' touch $M/snap1/x
+}
+
+t_rename() {
+	mkdir -p /tmp/bm
+	mount --bind $M/w2 /tmp/bm
+	layer rename w2 w2b
+	[ ! -e $M/w2 ] || fail "the old name is still there"
+	[ -d $M/w2b ] || fail "the new name is missing"
+	assert_eq "$(cat $M/w2b/etc/f10)" changed "data under the new name"
+	# A bind mount of the layer made before keeps working.
+	assert_eq "$(cat /tmp/bm/etc/f10)" changed "data through the bind mount"
+	umount /tmp/bm
+	expect_error 'exists' layer rename w2b w1
+}
+
+t_remove_refused() {
+	expect_error 'not empty' layer remove base
+	# In use: a working directory, an open file, a bind mount.
+	(cd $M/w2b/etc && sleep 30) &
+	cwd=$!
+	sleep 1
+	expect_error 'busy' layer remove w2b
+	kill $cwd
+	wait $cwd || true
+	exec 3<$M/w2b/etc/f10
+	expect_error 'busy' layer remove w2b
+	exec 3<&-
+	mount --bind $M/w2b /tmp/bm
+	expect_error 'busy' layer remove w2b
+	umount /tmp/bm
+	[ -d $M/w2b ] || fail "a refused removal removed the layer"
+	assert_eq "$(cat $M/w2b/etc/f10)" changed "data after refused removals"
+}
+
+# Removing a layer gives back the space its changes took: all but what the layer tree may keep
+# (creating a layer can split a node of it, and removing one does not merge them back); the
+# exact count is fsck's, at the end.
+t_remove_returns_space() {
+	before=$(free_blocks)
+	layer clone d128 tmp
+	cp /tmp/rand $M/tmp/copy
+	mkdir $M/tmp/dir
+	i=0
+	while [ $i -lt 200 ]; do echo $i >$M/tmp/dir/n$i; i=$((i + 1)); done
+	[ "$(free_blocks)" -lt $((before - 1024)) ] || fail "the writes took no space"
+	layer remove tmp
+	[ ! -e $M/tmp ] || fail "the removed layer's directory is still there"
+	after=$(free_blocks)
+	echo "free blocks: $before before the layer, $after after its removal"
+	[ "$after" -le "$before" ] && [ "$after" -ge $((before - 4)) ] ||
+		fail "$after free blocks after the removal, $before before"
+	layer remove w2b
+	lcfs layer list -m $M | grep -qw w2b && fail "w2b still listed"
+	expect_error 'No such' layer remove w2b
+}
+
+t_abi() {
+	bind_debian
+	rc=0
+	chroot /debian python3 /tmp/layer_abi.py admin $M || rc=$?
+	unbind_debian
+	assert_eq "$rc" 0 "raw ioctl checks"
+}
+
+# Without CAP_SYS_ADMIN in the initial user namespace nothing changes and only the caller's own
+# layer is visible: another uid, and root of a user namespace holding a bind mount of its layer.
+t_unprivileged() {
+	bind_debian
+	rc=0
+	# Absolute paths: the guest's busybox runs its own applets before programs of that name.
+	chroot /debian /usr/bin/setpriv --reuid=1000 --regid=1000 --clear-groups \
+		/usr/bin/python3 /tmp/layer_abi.py unprivileged $M/w1 base || rc=$?
+	# A user namespace cannot be made inside a chroot: busybox makes it, then enters /debian,
+	# where the bind mount is /tmp/container.
+	mkdir -p /tmp/container
+	unshare -r -m sh -c "mount --bind $M/w1 /debian/tmp/container &&
+		chroot /debian python3 /tmp/layer_abi.py unprivileged /tmp/container base" ||
+		rc=$((rc + 10))
+	unbind_debian
+	assert_eq "$rc" 0 "unprivileged checks"
+}
+
+t_persistence() {
+	lcfs layer list -m $M >/tmp/list.before
+	tree_sums $M/w1 >/tmp/w1.sums
+	umount $M
+	fsck.lcfs -n -v "$DEV"
+	mount -t lcfs "$DEV" $M
+	lcfs layer list -m $M | diff /tmp/list.before -
+	tree_sums $M/w1 | cmp - /tmp/w1.sums
+	tree_sums $M/d128 | cmp - /tmp/base.sums
+}
+
+t_final_fsck() {
+	umount $M
+	fsck.lcfs -n -v "$DEV"
+}
+
+run_tests \
+	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation diff \
+	snapshot_under_writes rename remove_refused remove_returns_space abi unprivileged \
+	persistence final_fsck

@@ -1,0 +1,57 @@
+//! The generated man pages and completions exist and describe the tools' real options.
+
+use std::fs;
+use std::process::Command;
+
+#[test]
+fn pages_and_completions_follow_the_clap_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (man, comp) = (dir.path().join("man"), dir.path().join("completions"));
+    let out = Command::new(env!("CARGO_BIN_EXE_lcfs-gen"))
+        .args([&man, &comp])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = |name: &str| fs::read_to_string(man.join(name)).unwrap();
+    let mkfs = page("mkfs.lcfs.8");
+    assert!(mkfs.starts_with(".ie \\n(.g .ds Aq"), "not a roff page");
+    assert!(mkfs.contains(".TH mkfs.lcfs 8"), "{mkfs}");
+    for opt in [
+        "\\-\\-label",
+        "\\-\\-size",
+        "\\-\\-force",
+        "\\-\\-dry\\-run",
+    ] {
+        assert!(mkfs.contains(opt), "mkfs.lcfs.8 lacks {opt}");
+    }
+    assert!(page("fsck.lcfs.8").contains("\\-C"));
+    let lcfs = page("lcfs.8");
+    assert!(lcfs.contains("layer") && lcfs.contains("df"));
+    let clone = page("lcfs-layer-clone.8");
+    assert!(clone.contains("\\-\\-readonly"), "{clone}");
+    for sub in [
+        "create", "snapshot", "freeze", "rename", "remove", "list", "show", "diff",
+    ] {
+        assert!(
+            man.join(format!("lcfs-layer-{sub}.8")).exists(),
+            "no page for layer {sub}"
+        );
+    }
+    assert!(man.join("lcfs-debug-dump.8").exists());
+    assert!(
+        !man.join("lcfs-help.8").exists(),
+        "a page for clap's help subcommand"
+    );
+    let bash = fs::read_to_string(comp.join("lcfs.bash")).unwrap();
+    assert!(bash.contains("snapshot") && bash.contains("--readonly"));
+    assert!(comp.join("_mkfs.lcfs").exists() && comp.join("fsck.lcfs.fish").exists());
+    // A bad call is a usage error, not a panic.
+    let out = Command::new(env!("CARGO_BIN_EXE_lcfs-gen"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
