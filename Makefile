@@ -71,6 +71,7 @@ shell: module guest-tools
 bench: setup guest-tools
 	@cd userspace && cargo run --release --quiet -p lcfs-bench
 	@scripts/fsbench.sh
+	@scripts/layerbench.sh
 
 clippy: setup
 	@cd userspace && cargo clippy --release --all-targets --quiet -- -D warnings

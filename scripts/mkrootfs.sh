@@ -9,7 +9,7 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
 SUITE=bookworm
-PACKAGES=(fio stress-ng e2fsprogs xfsprogs attr)
+PACKAGES=(fio stress-ng e2fsprogs xfsprogs attr btrfs-progs)
 
 # Only the image path goes to stdout (callers capture it); everything else to stderr.
 key=$( { echo "$SUITE ${PACKAGES[*]}"; cat "$0"; } | sha256sum | cut -c1-12)

@@ -60,6 +60,26 @@ pub enum Error {
 /// A visitor of tree items for [`Txn::scan_leaf`]: `Ok(true)` for more.
 pub type ItemVisitor<'a> = dyn FnMut(&Key, &[u8]) -> Result<bool, Error> + 'a;
 
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Corrupt(e) => write!(f, "damaged filesystem: {e}"),
+            Self::Io => f.write_str("I/O error"),
+            Self::NoSpace => f.write_str("no space left"),
+            Self::NoMemory => f.write_str("out of memory"),
+            Self::Invalid => f.write_str("invalid argument"),
+            Self::NotFound => f.write_str("not found"),
+            Self::Exists => f.write_str("already exists"),
+            Self::Busy => f.write_str("in use"),
+            Self::ReadOnly => f.write_str("read-only"),
+            Self::NotEmpty => f.write_str("not empty"),
+            Self::IsDir => f.write_str("is a directory"),
+            Self::NotDir => f.write_str("not a directory"),
+            Self::Aborted => f.write_str("an earlier failure aborted the transaction"),
+        }
+    }
+}
+
 impl From<FormatError> for Error {
     fn from(e: FormatError) -> Self {
         Self::Corrupt(e)

@@ -207,11 +207,13 @@ impl FileSystem for Lcfs {
         }
         drop(v);
         sb.set_uuid(&disk.uuid);
+        let plural = if layers == 1 { "" } else { "s" };
         pr_info!(
-            "{}: mounted generation {}, {} layers, {} of {} blocks free\n",
+            "{}: mounted generation {}, {} layer{}, {} of {} blocks free\n",
             sb.id(),
             disk.generation,
             layers,
+            plural,
             disk.free_blocks,
             disk.total_blocks
         );

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use lcfs_image::fsck::{self, Phase};
-use lcfs_image::output::is_broken_pipe;
+use lcfs_image::output::{count, is_broken_pipe};
 use lcfs_image::{outln, Access, Device};
 
 mod cli;
@@ -158,20 +158,26 @@ fn run(args: &Args) -> Result<u8, anyhow::Error> {
                 outln!("{name}: {e}")?;
             }
             if report.more_errors > 0 {
-                outln!("{name}: ... and {} more errors", report.more_errors)?;
+                outln!(
+                    "{name}: ... and {} more",
+                    count(report.more_errors, "error")
+                )?;
             }
             let s = &report.stats;
             let used = s.total_blocks.saturating_sub(s.free_blocks);
             if report.is_clean() {
                 outln!(
-                    "{name}: clean, {} layers, {used}/{} blocks (generation {})",
-                    s.layers,
+                    "{name}: clean, {}, {used}/{} blocks (generation {})",
+                    count(s.layers, "layer"),
                     s.total_blocks,
                     s.generation
                 )?;
             } else {
                 let total = report.errors.len() as u64 + report.more_errors;
-                outln!("{name}: {total} errors found; the filesystem was not modified")?;
+                outln!(
+                    "{name}: {} found; the filesystem was not modified",
+                    count(total, "error")
+                )?;
                 if args.yes || args.preen {
                     outln!("{name}: automatic repair is not implemented yet")?;
                 }

@@ -43,7 +43,7 @@ fn clean_image_exits_0() {
     mkfs(img);
     let (code, out) = fsck(&["-n", img]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("clean, 1 layers"), "{out}");
+    assert!(out.contains("clean, 1 layer,"), "{out}");
     let (code, out) = fsck(&["-n", "--json", img]);
     assert_eq!(code, 0);
     assert!(out.contains("\"errors\": []"), "{out}");
@@ -61,7 +61,10 @@ fn damaged_image_exits_4_and_is_not_modified() {
     std::fs::write(img, &data).unwrap();
     let (code, out) = fsck(&["-n", img]);
     assert_eq!(code, 4, "{out}");
-    assert!(out.contains("errors found"), "{out}");
+    assert!(
+        out.contains("error found") || out.contains("errors found"),
+        "{out}"
+    );
     assert_eq!(std::fs::read(img).unwrap(), data);
 }
 

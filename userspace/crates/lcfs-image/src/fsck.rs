@@ -217,8 +217,7 @@ fn err(r: &Result<Superblock, FormatError>) -> String {
 pub fn tree_err(e: TreeError) -> String {
     match e {
         TreeError::Corrupt(f) => f.to_string(),
-        TreeError::Io => "I/O error".into(),
-        other => format!("{other:?}"),
+        other => other.to_string(),
     }
 }
 

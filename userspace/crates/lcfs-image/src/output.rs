@@ -48,3 +48,22 @@ pub fn run_with_closed_stdout(cmd: &mut std::process::Command) -> io::Result<std
     drop(child.stdout.take());
     child.wait_with_output()
 }
+
+/// `N THING` with the plural `s` when N is not 1: "1 layer", "3 layers", "0 errors".
+pub fn count(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    #[test]
+    fn plurals() {
+        assert_eq!(super::count(0, "error"), "0 errors");
+        assert_eq!(super::count(1, "layer"), "1 layer");
+        assert_eq!(super::count(2, "layer"), "2 layers");
+    }
+}

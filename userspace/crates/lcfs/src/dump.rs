@@ -192,7 +192,7 @@ fn dump_map(vol: &mut Volume<Device>) -> Result<Vec<MapNode>> {
         let mut buf = vec![0u8; BLOCK_SIZE as usize];
         vol.store()
             .read(block, &mut buf)
-            .map_err(|e| anyhow::anyhow!("map node {block}: {e:?}"))?;
+            .map_err(|e| anyhow::anyhow!("map node {block}: {e}"))?;
         let hdr = refmap::check(
             &buf,
             &refmap::MapExpect {
@@ -285,7 +285,7 @@ fn dump_tree(
         let mut buf = vec![0u8; BLOCK_SIZE as usize];
         vol.store()
             .read(block, &mut buf)
-            .map_err(|e| anyhow::anyhow!("node {block}: {e:?}"))?;
+            .map_err(|e| anyhow::anyhow!("node {block}: {e}"))?;
         let hdr = node::check(
             &buf,
             &node::Expect {
@@ -310,7 +310,7 @@ fn dump_tree(
             block,
             level: hdr.level,
             generation: hdr.generation,
-            refcount: vol.refcount(block).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            refcount: vol.refcount(block).map_err(|e| anyhow::anyhow!("{e}"))?,
             items: n,
             first_key: (n > 0).then(|| key(0).map(|k| key_str(&k))).transpose()?,
             last_key: (n > 0)
@@ -342,7 +342,7 @@ fn dump_tree(
 fn resolve_layer(vol: &mut Volume<Device>, arg: &str) -> Result<u64> {
     let by_name = vol
         .find_layer(arg.as_bytes())
-        .map_err(|e| anyhow::anyhow!("layer name index: {e:?}"))?;
+        .map_err(|e| anyhow::anyhow!("layer name index: {e}"))?;
     if let Some(l) = by_name {
         return Ok(l.id);
     }
@@ -350,7 +350,7 @@ fn resolve_layer(vol: &mut Volume<Device>, arg: &str) -> Result<u64> {
         match vol.layer(id) {
             Ok(l) => return Ok(l.id),
             Err(TreeError::NotFound) => {}
-            Err(e) => bail!("layer {id}: {e:?}"),
+            Err(e) => bail!("layer {id}: {e}"),
         }
     }
     bail!("no layer named or numbered '{arg}'")
@@ -362,7 +362,7 @@ pub(crate) fn dump(device: &Path, layer: Option<&str>, items: bool, json: bool) 
     let (mut vol, other) = match Volume::open(dev) {
         Ok(v) => v,
         Err(e) => bail!(
-            "{}: cannot open: {e:?} (run fsck.lcfs for details)",
+            "{}: cannot open: {e} (run fsck.lcfs for details)",
             device.display()
         ),
     };
@@ -376,7 +376,7 @@ pub(crate) fn dump(device: &Path, layer: Option<&str>, items: bool, json: bool) 
         layers.push(*l);
         true
     })
-    .map_err(|e| anyhow::anyhow!("layer tree: {e:?}"))?;
+    .map_err(|e| anyhow::anyhow!("layer tree: {e}"))?;
     let mut seen = HashSet::new();
     let mut trees = vec![dump_tree(
         &mut vol,
@@ -566,7 +566,7 @@ pub(crate) fn diff(device: &Path, layer: &str, format: DiffFormat) -> Result<boo
     let (mut vol, _) = match Volume::open(dev) {
         Ok(v) => v,
         Err(e) => bail!(
-            "{}: cannot open: {e:?} (run fsck.lcfs for details)",
+            "{}: cannot open: {e} (run fsck.lcfs for details)",
             device.display()
         ),
     };
@@ -602,7 +602,7 @@ pub(crate) fn diff(device: &Path, layer: &str, format: DiffFormat) -> Result<boo
         werr = r.err();
         werr.is_none()
     })
-    .map_err(|e| anyhow::anyhow!("diff of layer {layer}: {e:?}"))?;
+    .map_err(|e| anyhow::anyhow!("diff of layer {layer}: {e}"))?;
     if let Some(e) = werr {
         return Err(e.into());
     }

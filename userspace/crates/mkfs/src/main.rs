@@ -169,7 +169,7 @@ fn format(args: &Args) -> Result<()> {
     let vol = match Volume::format(dev, sb, Some(args.layer.as_bytes()), now_ts) {
         Ok(vol) => vol,
         Err(e) => bail!(
-            "{}: cannot write the filesystem: {e:?}",
+            "{}: cannot write the filesystem: {e}",
             args.device.display()
         ),
     };

@@ -1,0 +1,315 @@
+# SPDX-License-Identifier: GPL-2.0
+# Layer benchmark (not a test), run by tests/guest/layerbench.sh in the Debian root: what layer
+# operations cost on lcfs beside the same operation on btrfs (subvolume snapshots, through its
+# ioctls) and overlayfs (on ext4), on the same virtual disk in one guest run. Operations are timed
+# around the system call alone with a monotonic clock; each timed operation runs REPEAT times and
+# the median is printed as
+#
+#   BENCH test=TEST fs=FS n=N value=VALUE unit=UNIT
+#
+# for scripts/layerbench.sh, which makes the table. Sizes: N inodes per layer for each N in
+# $SIZES, a $BIG_MB MiB file for the copy-on-write and freeze tests, a $TREE-file tree seen
+# through a chain of $DEPTH clones or overlay lower directories.
+import ctypes
+import fcntl
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, "/tmp")
+import layer_abi as abi  # noqa: E402
+
+DEV = "/dev/vda"
+MNT = "/mnt"
+SIZES = [int(n) for n in os.environ.get("SIZES", "1000,100000").replace(",", " ").split()]
+BIG_MB = int(os.environ.get("BIG_MB", "256"))
+TREE = int(os.environ.get("TREE", "10000"))
+DEPTH = int(os.environ.get("DEPTH", "128"))
+REPEAT = int(os.environ.get("REPEAT", "5"))
+
+# btrfs ioctls (include/uapi/linux/btrfs.h): struct btrfs_ioctl_vol_args_v2 is 4096 bytes: fd,
+# transid, flags, 4 unused u64, then the name (4040 bytes).
+BTRFS_MAGIC = 0x94
+VOL_ARGS_V2 = struct.Struct("<qQQ4Q4040s")
+
+
+def btrfs_code(nr):
+    return (abi.W << 30) | (VOL_ARGS_V2.size << 16) | (BTRFS_MAGIC << 8) | nr
+
+
+BTRFS_IOC_SNAP_CREATE_V2 = btrfs_code(23)
+BTRFS_IOC_SUBVOL_CREATE_V2 = btrfs_code(24)
+BTRFS_IOC_SNAP_DESTROY_V2 = btrfs_code(63)
+
+
+def bench(test, fs, n, value, unit):
+    print(f"BENCH test={test} fs={fs} n={n} value={value:.3f} unit={unit}", flush=True)
+
+
+def run(*cmd):
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+
+
+def timed(f):
+    t = time.perf_counter_ns()
+    f()
+    return (time.perf_counter_ns() - t) / 1e6  # ms
+
+
+def median_ms(f, repeat=REPEAT):
+    return statistics.median(timed(lambda: f(i)) for i in range(repeat))
+
+
+def populate(root, n):
+    """n files in directories of 1000, plus their directories."""
+    for d in range((n + 999) // 1000):
+        os.mkdir(f"{root}/d{d}")
+        for i in range(min(1000, n - d * 1000)):
+            os.close(os.open(f"{root}/d{d}/f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def mount_lcfs():
+    run("umount", "-q", MNT) if os.path.ismount(MNT) else None
+    run("/tmp/mkfs.lcfs", "-f", "-q", DEV)
+    run("mount", "-t", "lcfs", DEV, MNT)
+    return os.open(MNT, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def mount_btrfs():
+    run("mkfs.btrfs", "-q", "-f", DEV)
+    run("mount", "-t", "btrfs", DEV, MNT)
+    return os.open(MNT, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def mount_ext4():
+    run("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", DEV)
+    run("mount", "-t", "ext4", DEV, MNT)
+
+
+def umount():
+    os.sync()
+    run("umount", MNT)
+
+
+def lcfs_id(fd, name):
+    got, info = abi.info_of(fd, name=name.encode())
+    assert got == 0, (name, got)
+    return info["id"]
+
+
+def lcfs_call(fd, code, arg):
+    fcntl.ioctl(fd, code, arg)
+
+
+def lcfs_clone(fd, src, name, ro=False):
+    return abi.CREATE.unpack(fcntl.ioctl(fd, abi.IOC_CLONE, abi.create(source=src, flags=int(ro), name=name.encode())))[3]
+
+
+def lcfs_snapshot(fd, src, name):
+    return abi.CREATE.unpack(fcntl.ioctl(fd, abi.IOC_SNAPSHOT, abi.create(source=src, name=name.encode())))[3]
+
+
+def lcfs_create(fd, name):
+    return abi.CREATE.unpack(fcntl.ioctl(fd, abi.IOC_CREATE, abi.create(name=name.encode())))[3]
+
+
+def btrfs_snapshot(dirfd, src_path, name, ro=False):
+    src = os.open(src_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.ioctl(dirfd, BTRFS_IOC_SNAP_CREATE_V2, VOL_ARGS_V2.pack(src, 0, 2 if ro else 0, 0, 0, 0, 0, name.encode()))
+    finally:
+        os.close(src)
+
+
+def btrfs_subvol(dirfd, name):
+    fcntl.ioctl(dirfd, BTRFS_IOC_SUBVOL_CREATE_V2, VOL_ARGS_V2.pack(0, 0, 0, 0, 0, 0, 0, name.encode()))
+
+
+def btrfs_destroy(dirfd, name):
+    fcntl.ioctl(dirfd, BTRFS_IOC_SNAP_DESTROY_V2, VOL_ARGS_V2.pack(0, 0, 0, 0, 0, 0, 0, name.encode()))
+
+
+def du(path):
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for f in files:
+            total += os.lstat(os.path.join(root, f)).st_blocks
+    return total
+
+
+def per_size(n):
+    # lcfs: an image layer of n inodes, frozen.
+    fd = mount_lcfs()
+    img = lcfs_create(fd, "img")
+    populate(f"{MNT}/img", n)
+    lcfs_call(fd, abi.IOC_FREEZE, abi.REF.pack(img, 0, 0, 0))
+    os.sync()
+    bench("clone", "lcfs", n, median_ms(lambda i: lcfs_clone(fd, img, f"c{i}")), "ms")
+    rw = lcfs_id(fd, "c0")
+    with open(f"{MNT}/c0/d0/f0", "w") as f:
+        f.write("x")
+    bench("snapshot", "lcfs", n, median_ms(lambda i: lcfs_snapshot(fd, rw, f"s{i}")), "ms")
+    bench("usage", "lcfs", n, median_ms(lambda i: abi.info_of(fd, rw)), "ms")
+    bench("usage-du", "lcfs", n, median_ms(lambda i: du(f"{MNT}/c0"), 1), "ms")
+    buf = ctypes.create_string_buffer(abi.DIFF_BUF_MIN)
+
+    def diff_walk(i):
+        cursor = (0, 0, 0, 0)
+        while True:
+            out = fcntl.ioctl(fd, abi.IOC_DIFF, abi.diff(rw, ctypes.addressof(buf), cursor=cursor))
+            f = abi.DIFF.unpack(out)
+            cursor = f[2:6]
+            if cursor == (0, 0, 0, 0):
+                return
+
+    bench("diff-one-change", "lcfs", n, median_ms(diff_walk), "ms")
+    # A layer of n inodes of its own, removed.
+    big = lcfs_create(fd, "own")
+    populate(f"{MNT}/own", n)
+    os.sync()
+    bench("remove", "lcfs", n, timed(lambda: lcfs_call(fd, abi.IOC_REMOVE, abi.REF.pack(big, 0, 0, 0))), "ms")
+    os.close(fd)
+    umount()
+    run("/tmp/fsck.lcfs", "-n", DEV)
+
+    # btrfs: the same image as a subvolume.
+    fd = mount_btrfs()
+    btrfs_subvol(fd, "img")
+    populate(f"{MNT}/img", n)
+    os.sync()
+    bench("clone", "btrfs", n, median_ms(lambda i: btrfs_snapshot(fd, f"{MNT}/img", f"c{i}")), "ms")
+    with open(f"{MNT}/c0/d0/f0", "w") as f:
+        f.write("x")
+    bench("snapshot", "btrfs", n, median_ms(lambda i: btrfs_snapshot(fd, f"{MNT}/c0", f"s{i}", ro=True)), "ms")
+    bench("usage-du", "btrfs", n, median_ms(lambda i: du(f"{MNT}/c0"), 1), "ms")
+    btrfs_subvol(fd, "own")
+    populate(f"{MNT}/own", n)
+    os.sync()
+    bench("remove", "btrfs", n, timed(lambda: btrfs_destroy(fd, "own")), "ms")
+    # Until the space is back: the cleaner's work, which lcfs does before its call returns.
+    bench("remove+reclaim", "btrfs", n, timed(lambda: run("btrfs", "subvolume", "sync", MNT)), "ms")
+    os.close(fd)
+    umount()
+
+    # overlayfs on ext4: an upper directory of n files, removed with rm -rf; a walk of an upper
+    # directory holding one change.
+    mount_ext4()
+    os.makedirs(f"{MNT}/upper")
+    populate(f"{MNT}/upper", n)
+    os.sync()
+    bench("remove", "overlay", n, timed(lambda: shutil.rmtree(f"{MNT}/upper")), "ms")
+    os.makedirs(f"{MNT}/one/d0")
+    open(f"{MNT}/one/d0/f0", "w").close()
+
+    def walk(i):
+        for _ in os.walk(f"{MNT}/one"):
+            pass
+
+    bench("diff-one-change", "overlay", n, median_ms(walk), "ms")
+    umount()
+
+
+def copy_on_write():
+    """The first 1-byte write into a BIG_MB MiB file of a clone, and freeze of a layer with that
+    much new data."""
+    size = BIG_MB << 20
+    chunk = b"\xa5" * (1 << 20)
+    fd = mount_lcfs()
+    img = lcfs_create(fd, "img")
+    with open(f"{MNT}/img/big", "wb") as f:
+        for _ in range(BIG_MB):
+            f.write(chunk)
+    t_flush = timed(os.sync)
+    bench("freeze-flush", "lcfs", BIG_MB, t_flush, "ms")
+    bench("freeze", "lcfs", BIG_MB, timed(lambda: lcfs_call(fd, abi.IOC_FREEZE, abi.REF.pack(img, 0, 0, 0))), "ms")
+    lcfs_clone(fd, img, "c")
+    os.sync()
+    free0 = os.statvfs(MNT).f_bfree
+
+    def first_write():
+        wfd = os.open(f"{MNT}/c/big", os.O_WRONLY)
+        os.pwrite(wfd, b"z", 12345)
+        os.fsync(wfd)
+        os.close(wfd)
+
+    bench("first-write", "lcfs", BIG_MB, timed(first_write), "ms")
+    os.sync()
+    bench("first-write-space", "lcfs", BIG_MB, (free0 - os.statvfs(MNT).f_bfree) * 4, "KiB")
+    os.close(fd)
+    umount()
+    mount_ext4()
+    for d in ("lower", "upper", "work", "merged"):
+        os.makedirs(f"{MNT}/{d}")
+    with open(f"{MNT}/lower/big", "wb") as f:
+        for _ in range(BIG_MB):
+            f.write(chunk)
+    run("mount", "-t", "overlay", "overlay", "-o",
+        f"lowerdir={MNT}/lower,upperdir={MNT}/upper,workdir={MNT}/work", f"{MNT}/merged")
+    os.sync()
+    free0 = os.statvfs(MNT).f_bfree
+
+    def first_write_overlay():
+        wfd = os.open(f"{MNT}/merged/big", os.O_WRONLY)
+        os.pwrite(wfd, b"z", 12345)
+        os.fsync(wfd)
+        os.close(wfd)
+
+    bench("first-write", "overlay", BIG_MB, timed(first_write_overlay), "ms")
+    os.sync()
+    bench("first-write-space", "overlay", BIG_MB, (free0 - os.statvfs(MNT).f_bfree) * os.statvfs(MNT).f_bsize / 1024, "KiB")
+    run("umount", f"{MNT}/merged")
+    umount()
+
+
+def depth():
+    """stat of every file of a TREE-file tree through the DEPTH-th clone and the first, and
+    through overlayfs with the tree spread over DEPTH lower directories; caches dropped first."""
+    files = [f"d{i // 1000}/f{i % 1000}" for i in range(TREE)]
+
+    def stat_all(root):
+        drop_caches()
+        return timed(lambda: [os.lstat(f"{root}/{p}") for p in files])
+
+    fd = mount_lcfs()
+    img = lcfs_create(fd, "img")
+    populate(f"{MNT}/img", TREE)
+    lcfs_call(fd, abi.IOC_FREEZE, abi.REF.pack(img, 0, 0, 0))
+    prev = img
+    for i in range(1, DEPTH + 1):
+        prev = lcfs_clone(fd, prev, f"l{i}", ro=True)
+    bench("stat-depth-1", "lcfs", TREE, statistics.median(stat_all(f"{MNT}/l1") for _ in range(3)), "ms")
+    bench(f"stat-depth-{DEPTH}", "lcfs", TREE, statistics.median(stat_all(f"{MNT}/l{DEPTH}") for _ in range(3)), "ms")
+    os.close(fd)
+    umount()
+    mount_ext4()
+    lowers = []
+    for layer in range(DEPTH):
+        lower = f"{MNT}/lower{layer}"
+        lowers.append(lower)
+        for i, p in enumerate(files):
+            if i % DEPTH == layer:
+                os.makedirs(os.path.dirname(f"{lower}/{p}"), exist_ok=True)
+                open(f"{lower}/{p}", "w").close()
+    os.makedirs(f"{MNT}/merged")
+    # The first lower directory is the top one: lowerdir lists them top first.
+    run("mount", "-t", "overlay", "overlay", "-o", "lowerdir=" + ":".join(reversed(lowers)), f"{MNT}/merged")
+    bench(f"stat-depth-{DEPTH}", "overlay", TREE, statistics.median(stat_all(f"{MNT}/merged") for _ in range(3)), "ms")
+    run("umount", f"{MNT}/merged")
+    umount()
+
+
+if __name__ == "__main__":
+    for n in SIZES:
+        per_size(n)
+    copy_on_write()
+    depth()

@@ -1,0 +1,16 @@
+# lcfs-needs: debian-rootfs
+# lcfs-timeout: 7200
+# Layer benchmark (not a test): tests/guest/layerbench.py in the Debian root measures layer
+# operations on lcfs, btrfs and overlayfs on the same disk and prints "BENCH ..." lines for
+# scripts/layerbench.sh. Settings (LCFS_GUEST_ENV): SIZES, BIG_MB, TREE, DEPTH, REPEAT.
+. /tests/lib.sh
+
+t_layerbench() {
+	modprobe lcfs
+	cp /tests/layer_abi.py /tests/layerbench.py "$(command -v mkfs.lcfs)" "$(command -v fsck.lcfs)" /tmp/
+	# The benchmark mounts at /mnt inside the chroot.
+	SIZES="${SIZES:-1000,100000}" BIG_MB="${BIG_MB:-256}" TREE="${TREE:-10000}" DEPTH="${DEPTH:-128}" \
+		REPEAT="${REPEAT:-5}" chroot /debian python3 /tmp/layerbench.py | tee /dev/console
+}
+
+run_tests layerbench
