@@ -9,8 +9,13 @@ t_layerbench() {
 	modprobe lcfs
 	cp /tests/layer_abi.py /tests/layerbench.py "$(command -v mkfs.lcfs)" "$(command -v fsck.lcfs)" /tmp/
 	# The benchmark mounts at /mnt inside the chroot.
+	rc=0
 	SIZES="${SIZES:-1000,100000}" BIG_MB="${BIG_MB:-256}" TREE="${TREE:-10000}" DEPTH="${DEPTH:-128}" \
-		REPEAT="${REPEAT:-5}" chroot /debian python3 /tmp/layerbench.py | tee /dev/console
+		REPEAT="${REPEAT:-5}" chroot /debian python3 /tmp/layerbench.py >/tmp/bench.out 2>/tmp/bench.err ||
+		rc=$?
+	# The results on the console whatever happened (test output is shown only on failure).
+	cat /tmp/bench.out /tmp/bench.err >/dev/console
+	assert_eq "$rc" 0 "the benchmark's exit status"
 }
 
 run_tests layerbench
