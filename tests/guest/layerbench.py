@@ -225,6 +225,23 @@ def per_size(n):
     umount()
 
 
+def first_write(fs, path):
+    """Times opening `path`, a 1-byte write and fsync, and reports the space it took."""
+    os.sync()
+    before = os.statvfs(MNT)
+
+    def write():
+        wfd = os.open(path, os.O_WRONLY)
+        os.pwrite(wfd, b"z", 12345)
+        os.fsync(wfd)
+        os.close(wfd)
+
+    bench("first-write", fs, BIG_MB, timed(write), "ms")
+    os.sync()
+    used = (before.f_bfree - os.statvfs(MNT).f_bfree) * before.f_bsize / 1024
+    bench("first-write-space", fs, BIG_MB, used, "KiB")
+
+
 def copy_on_write():
     """The first 1-byte write into a BIG_MB MiB file of a clone, and freeze of a layer with that
     much new data."""
@@ -239,18 +256,7 @@ def copy_on_write():
     bench("freeze-flush", "lcfs", BIG_MB, t_flush, "ms")
     bench("freeze", "lcfs", BIG_MB, timed(lambda: lcfs_call(fd, abi.IOC_FREEZE, abi.REF.pack(img, 0, 0, 0))), "ms")
     lcfs_clone(fd, img, "c")
-    os.sync()
-    free0 = os.statvfs(MNT).f_bfree
-
-    def first_write():
-        wfd = os.open(f"{MNT}/c/big", os.O_WRONLY)
-        os.pwrite(wfd, b"z", 12345)
-        os.fsync(wfd)
-        os.close(wfd)
-
-    bench("first-write", "lcfs", BIG_MB, timed(first_write), "ms")
-    os.sync()
-    bench("first-write-space", "lcfs", BIG_MB, (free0 - os.statvfs(MNT).f_bfree) * 4, "KiB")
+    first_write("lcfs", f"{MNT}/c/big")
     os.close(fd)
     umount()
     mount_ext4()
@@ -261,18 +267,7 @@ def copy_on_write():
             f.write(chunk)
     run("mount", "-t", "overlay", "overlay", "-o",
         f"lowerdir={MNT}/lower,upperdir={MNT}/upper,workdir={MNT}/work", f"{MNT}/merged")
-    os.sync()
-    free0 = os.statvfs(MNT).f_bfree
-
-    def first_write_overlay():
-        wfd = os.open(f"{MNT}/merged/big", os.O_WRONLY)
-        os.pwrite(wfd, b"z", 12345)
-        os.fsync(wfd)
-        os.close(wfd)
-
-    bench("first-write", "overlay", BIG_MB, timed(first_write_overlay), "ms")
-    os.sync()
-    bench("first-write-space", "overlay", BIG_MB, (free0 - os.statvfs(MNT).f_bfree) * os.statvfs(MNT).f_bsize / 1024, "KiB")
+    first_write("overlay", f"{MNT}/merged/big")
     run("umount", f"{MNT}/merged")
     umount()
 
