@@ -180,7 +180,13 @@ impl<T: Operations> Tables<T> {
         llseek: Some(bindings::generic_file_llseek),
         read: Some(bindings::generic_read_dir),
         iterate_shared: Some(readdir_callback::<T>),
-        fsync: Some(bindings::noop_fsync),
+        // A directory's fsync must make its entries durable (POSIX: after a create or rename, an
+        // fsync of the directory persists the name), so it commits like a file's.
+        fsync: if T::HAS_FSYNC {
+            Some(super::iomap::fsync_callback::<T>)
+        } else {
+            Some(bindings::noop_fsync)
+        },
         unlocked_ioctl: super::ioctl::ioctl_operation::<T>(),
         compat_ioctl: super::ioctl::compat_ioctl_operation::<T>(),
         // SAFETY: all-zero (all `None`) is a valid operations table.

@@ -640,10 +640,13 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
     ret
 }
 
+/// `fsync` of regular files and directories: waits for the file's writeback, then lets the
+/// filesystem make the rest durable (for a directory, the names added, removed or moved in it).
+///
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `fsync`.
-unsafe extern "C" fn fsync_callback<T: Operations>(
+pub(super) unsafe extern "C" fn fsync_callback<T: Operations>(
     file: *mut bindings::file,
     start: bindings::loff_t,
     end: bindings::loff_t,
@@ -651,9 +654,11 @@ unsafe extern "C" fn fsync_callback<T: Operations>(
 ) -> c_int {
     from_result(|| {
         // SAFETY: the live file of the call. Writeback records each completed write before the
-        // folios leave writeback, so after the wait the commit covers all of them.
+        // folios leave writeback, so after the wait the commit covers all of them. A directory's
+        // mapping holds no folios, so for it the call only checks the mapping's error state.
         to_result(unsafe { bindings::file_write_and_wait_range(file, start, end) })?;
-        // SAFETY: an open regular file of ours has a live, initialised inode of `T`.
+        // SAFETY: this callback is installed only in the `file_operations` of our regular files
+        // and directories, whose open files hold a reference to a live, initialised inode of `T`.
         let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
         T::fsync(inode)?;
         Ok(0)

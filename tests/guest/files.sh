@@ -171,6 +171,40 @@ t_fsync() {
 	mnt
 }
 
+# fsync of a directory commits: names created, renamed and removed in it are on the device when
+# it returns, with no file fsync standing in.
+t_dir_fsync() {
+	umnt
+	mnt -o commit=86400
+	mkdir $M/dsync
+	echo keep >$M/dsync/old
+	echo gone >$M/dsync/gone
+	: >$M/dsync/empty
+	sync
+	gen0=$(generation)
+	mv $M/dsync/old $M/dsync/new
+	rm $M/dsync/gone
+	mkdir $M/dsync/sub
+	xfs_io -r -c fsync $M/dsync
+	gen1=$(generation)
+	[ "$gen1" -gt "$gen0" ] || fail "directory fsync made no commit (generation $gen0, then $gen1)"
+	chroot /debian dd if=$DEV of=/tmp/device.img bs=1M iflag=direct status=none
+	fsck.lcfs -n /tmp/device.img
+	loop=$(losetup -f)
+	losetup "$loop" /tmp/device.img
+	mkdir -p /tmp/copy
+	mount -t lcfs -o ro "$loop" /tmp/copy
+	names=$(ls /tmp/copy/default/dsync | tr '\n' ' ')
+	content=$(cat /tmp/copy/default/dsync/new 2>&1 || true)
+	umount /tmp/copy
+	losetup -d "$loop"
+	rm /tmp/device.img
+	assert_eq "$names" "empty new sub " "names in the device copy after the directory fsync"
+	assert_eq "$content" keep "the renamed file in the device copy"
+	umnt
+	mnt
+}
+
 t_remount() {
 	for f in rand trunc falloc punch mapped holes; do sum $M/$f; done >/tmp/sums.before
 	stat -c '%n %s %b' $M/* >/tmp/stat.before
@@ -266,4 +300,4 @@ t_final_fsck() {
 
 run_tests \
 	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate mmap \
-	fsync remount parallel_writers xattrs enospc final_fsck
+	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck
