@@ -21,6 +21,7 @@
 //! - `xattr`: [`XattrOperations`](crate::vfs::XattrOperations);
 //! - `ioctl`: the filesystem's ioctls, checked and handed to `layers`;
 //! - `layers`: the layer operations and the per-layer count of files open for writing;
+//! - `reclaim`: freeing the space of removed layers in background chunks;
 //! - `errno`: format-core errors as errno values; `time`: timestamps;
 //! - `store`: the format core's block store over the mounted device.
 
@@ -34,6 +35,7 @@ mod ioctl;
 mod layers;
 mod mount;
 mod namespace;
+mod reclaim;
 mod store;
 mod time;
 mod xattr;

@@ -62,6 +62,11 @@ struct workqueue_struct *lcfs_alloc_writeback_workqueue(const char *id)
 void lcfs_init_work(struct work_struct *work, lcfs_work_fn fn) { INIT_WORK(work, fn); }
 void lcfs_queue_work(struct workqueue_struct *wq, struct work_struct *work) { queue_work(wq, work); }
 void lcfs_flush_workqueue(struct workqueue_struct *wq) { flush_workqueue(wq); }
+/* Background work (reclaim of removed layers) runs in chunks on the long-running unbound queue. */
+void lcfs_queue_background(struct work_struct *work) { queue_work(system_dfl_long_wq, work); }
+bool lcfs_cancel_work_sync(struct work_struct *work) { return cancel_work_sync(work); }
+bool lcfs_sb_start_intwrite_trylock(struct super_block *sb) { return sb_start_intwrite_trylock(sb); }
+void lcfs_sb_end_intwrite(struct super_block *sb) { sb_end_intwrite(sb); }
 /* Our completion already runs in a task; the block layer need not defer it first. */
 void lcfs_bio_clear_complete_in_task(struct bio *bio) { bio_clear_flag(bio, BIO_COMPLETE_IN_TASK); }
 void lcfs_cond_resched(void) { cond_resched(); }

@@ -23,6 +23,7 @@ pub mod hash;
 pub mod layers;
 pub mod namespace;
 pub mod node;
+pub mod reclaim;
 pub mod records;
 pub mod refmap;
 pub mod superblock;

@@ -51,6 +51,9 @@ pub mod kind {
     pub const LAYER: u8 = 16;
     /// An entry of the layer-name index (key id [`super::LAYER_NAME_INDEX`]).
     pub const LAYER_NAME: u8 = 17;
+    /// An entry of the reclaim queue (key id [`super::RECLAIM_QUEUE`], offset its place in
+    /// the queue): a tree node of a removed layer still to be dropped.
+    pub const RECLAIM: u8 = 18;
 }
 
 /// Longest name in a directory, in bytes.
@@ -523,6 +526,72 @@ impl<'a> LayerNameRecord<'a> {
             return Err(FormatError::BadField("layer name index"));
         }
         Ok(Self { id, name })
+    }
+}
+
+/// Key id under which the layer tree keeps the reclaim queue (after the name index: same id,
+/// higher kind).
+pub const RECLAIM_QUEUE: u64 = u64::MAX;
+
+/// Encoded size of a [`ReclaimRecord`].
+pub const RECLAIM_RECORD_SIZE: usize = 16;
+
+/// `level` of a [`ReclaimRecord`] for a tree's root, whose level is read from the node.
+const RECLAIM_ANY_LEVEL: u8 = 0xff;
+
+/// An entry of the reclaim queue: a node of a removed layer's tree, reached through one
+/// reference that the entry now holds, and how far dropping its children got.
+///
+/// Layout: `block` u64 @0, `next` u32 @8, `level` u8 @12 (255: a tree's root, any level),
+/// reserved (zero) @13..16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReclaimRecord {
+    /// The node.
+    pub block: u64,
+    /// Its level, `None` for a tree's root.
+    pub level: Option<u8>,
+    /// Children already dropped (0: the node itself not visited yet).
+    pub next: u32,
+}
+
+impl ReclaimRecord {
+    /// Encodes into `buf`.
+    pub fn encode(&self, buf: &mut [u8; RECLAIM_RECORD_SIZE]) -> Result<(), FormatError> {
+        buf.fill(0);
+        put_u64(buf, 0, self.block)?;
+        put_u32(buf, 8, self.next)?;
+        let level = match self.level {
+            Some(l) if l <= super::node::MAX_LEVEL => l,
+            Some(_) => return Err(FormatError::BadField("reclaim level")),
+            None => RECLAIM_ANY_LEVEL,
+        };
+        put_bytes(buf, 12, &[level])
+    }
+
+    /// Decodes and validates against a device of `total_blocks`.
+    pub fn decode(buf: &[u8], total_blocks: u64) -> Result<Self, FormatError> {
+        if buf.len() != RECLAIM_RECORD_SIZE {
+            return Err(FormatError::BadField("reclaim record size"));
+        }
+        let block = get_u64(buf, 0)?;
+        let next = get_u32(buf, 8)?;
+        let [level, r0, r1, r2] = get_array::<4>(buf, 12)?;
+        if r0 | r1 | r2 != 0 {
+            return Err(FormatError::BadField("reclaim reserved"));
+        }
+        if block < super::superblock::Superblock::FIXED_BLOCKS || block >= total_blocks {
+            return Err(FormatError::BadField("reclaim block"));
+        }
+        let level = match level {
+            RECLAIM_ANY_LEVEL => None,
+            l if l <= super::node::MAX_LEVEL => Some(l),
+            _ => return Err(FormatError::BadField("reclaim level")),
+        };
+        // A root is not entered before it is known exclusive, which gives it a level.
+        if level.is_none() && next != 0 {
+            return Err(FormatError::BadField("reclaim progress"));
+        }
+        Ok(Self { block, level, next })
     }
 }
 

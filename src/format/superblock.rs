@@ -33,7 +33,7 @@
 //! |    192 |    8 | `map_root`         | root node of the reference-count map                  |
 //! |    200 |    4 | `map_level`        | level of that root, fixed by `total_blocks`           |
 //! |    204 |    4 | reserved           | zero                                                  |
-//! |    208 |    8 | `layer_root`       | root of the layer tree (0: no layers)                 |
+//! |    208 |    8 | `layer_root`       | root of the layer tree (0: empty)                     |
 //! |    216 |    8 | `next_layer_id`    | id the next new layer gets                            |
 //! |    224 |    8 | `layer_count`      | layers in the layer tree                              |
 //! |    232 |    8 | `reserve_blocks`   | blocks only metadata may use (deletes work when full) |
@@ -354,7 +354,8 @@ impl Superblock {
         {
             return Err(FormatError::BadField("layer_root"));
         }
-        if (sb.layer_root == 0) != (sb.layer_count == 0) || sb.next_layer_id <= sb.layer_count {
+        // The layer tree may outlive the last layer: it also holds the reclaim queue.
+        if (sb.layer_root == 0 && sb.layer_count != 0) || sb.next_layer_id <= sb.layer_count {
             return Err(FormatError::BadField("layer_count"));
         }
         if sb.reserve_blocks > sb.total_blocks / 2 {

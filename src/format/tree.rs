@@ -240,6 +240,23 @@ struct Shrunk {
     leaf: bool,
 }
 
+/// What [`Txn::drop_step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropStep {
+    /// The node's reference is gone (and the node with it, if it was the last).
+    Done,
+    /// The node is exclusive and has this child to drop next (its reference moves to the
+    /// caller); the node's progress is now `next`.
+    Descend {
+        /// The child's block.
+        child: u64,
+        /// The child's level.
+        level: u8,
+        /// Children of the node dealt with once this one is handed out.
+        next: u32,
+    },
+}
+
 impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
     /// Calls `f` for every block range the items of leaf `buf` reference.
     fn leaf_ranges(&mut self, buf: &S::Buf, inc: bool) -> Result<(), Error> {
@@ -459,6 +476,45 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
             return Ok(());
         }
         self.drop_rec(root, None)
+    }
+
+    /// One bounded step of dropping a tree, for reclaim that must stop and resume (across
+    /// commits and crashes): node `block` (at `level`, `None` for a tree's root) was reached
+    /// through one reference, and its children before `next` are dealt with already.
+    ///
+    /// With `next == 0` the node was not visited yet: if other trees share it, only its
+    /// reference is released; a leaf releases what its items reference and is freed. An
+    /// exclusive internal node hands out its children one per step (`Descend`, whose caller
+    /// drops the child and records `next` as the node's new progress) and is freed after the
+    /// last. A step reads one node and changes at most one leaf's worth of counts.
+    pub fn drop_step(
+        &mut self,
+        block: u64,
+        level: Option<u8>,
+        next: u32,
+    ) -> Result<DropStep, Error> {
+        // Progress past the first child means the node was found exclusive, and nothing can
+        // share it since: it is in no tree.
+        if next == 0 && self.alloc.refcount(self.store, block)? > 1 {
+            self.alloc.dec_ref(self.store, block, 1)?;
+            return Ok(DropStep::Done);
+        }
+        let (buf, hdr) = self.read(block, level)?;
+        if hdr.is_leaf() {
+            self.leaf_ranges(&buf, false)?;
+        } else {
+            let n = node::len(buf.as_ref())?;
+            let i = usize::try_from(next).map_err(|_| Error::Invalid)?;
+            if i < n {
+                return Ok(DropStep::Descend {
+                    child: node::internal_child(buf.as_ref(), i)?,
+                    level: hdr.child_level()?,
+                    next: next.checked_add(1).ok_or(Error::Invalid)?,
+                });
+            }
+        }
+        self.alloc.dec_ref(self.store, block, 1)?;
+        Ok(DropStep::Done)
     }
 
     fn drop_rec(&mut self, block: u64, level: Option<u8>) -> Result<(), Error> {

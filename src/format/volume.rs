@@ -98,6 +98,9 @@ pub struct Volume<S: Device> {
     epoch: u64,
     /// Set while [`Self::mutate_keeping_epoch`] runs: the steps inside keep the epoch too.
     epoch_kept: bool,
+    /// Entries in the reclaim queue (see [`super::reclaim`]), once counted: a volume is
+    /// opened without reading the layer tree, so that fsck can open a damaged one.
+    pub(super) reclaim_queued: Option<u64>,
 }
 
 /// Empties the in-place cache a store keeps for its volume: a new volume starts its epochs again,
@@ -148,6 +151,7 @@ impl<S: Device> Volume<S> {
             layer_cache: None,
             epoch: 1,
             epoch_kept: false,
+            reclaim_queued: Some(0),
         };
         if let Some(name) = first_layer {
             vol.create_layer(name, None, now)?;
@@ -184,19 +188,18 @@ impl<S: Device> Volume<S> {
             },
         )?;
         forget_in_place(&mut store);
-        Ok((
-            Self {
-                store,
-                sb,
-                map,
-                dirty: false,
-                aborted: false,
-                layer_cache: None,
-                epoch: 1,
-                epoch_kept: false,
-            },
-            sel.other_error,
-        ))
+        let vol = Self {
+            store,
+            sb,
+            map,
+            dirty: false,
+            aborted: false,
+            layer_cache: None,
+            epoch: 1,
+            epoch_kept: false,
+            reclaim_queued: None,
+        };
+        Ok((vol, sel.other_error))
     }
 
     /// The superblock as the next commit will write it (free count of the running transaction).

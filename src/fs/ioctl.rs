@@ -12,6 +12,7 @@ use crate::vfs::{
     CREATE_READ_ONLY, DIFF_BUF_MAX, DIFF_BUF_MIN, LIST_MAX,
 };
 
+use super::errno::errno;
 use super::layers::{self, name_of, Source};
 use super::Lcfs;
 
@@ -79,8 +80,13 @@ pub(crate) fn ioctl(inode: &Inode<Lcfs>, request: Request, out: Output) -> Resul
     let sb = inode.super_block();
     match request {
         Request::FsInfo => {
-            let disk = sb.info().lock().superblock();
-            out.write(&fs_info(&disk))
+            let (disk, queued) = {
+                let mut vol = sb.info().lock();
+                (vol.superblock(), vol.reclaim_queued().map_err(errno)?)
+            };
+            let mut info = fs_info(&disk);
+            info.reclaim_queued = queued;
+            out.write(&info)
         }
         Request::LayerCreate(c) => create(inode, c, Create::Empty, out),
         Request::LayerClone(c) => create(inode, c, Create::Clone, out),

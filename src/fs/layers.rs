@@ -91,13 +91,21 @@ pub(super) fn create(sb: &SuperBlock<Lcfs>, name: &[u8], source: Source) -> Resu
     };
     let id = match source {
         // The copy must hold the data written so far, and none written while it is made.
-        Source::Snapshot(of) if !is_frozen(sb, of)? => sb.with_frozen(make)?,
+        Source::Snapshot(of) if !is_frozen(sb, of)? => frozen(sb, make)?,
         _ => make()?,
     };
     if root_lists_layers(sb) {
         sb.forget_root_name(name)?;
     }
     Ok(id)
+}
+
+/// Runs `f` with the filesystem frozen, then restarts reclaim, which pauses while it is (and
+/// has work after a removal).
+fn frozen<R>(sb: &SuperBlock<Lcfs>, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    let r = sb.with_frozen(f);
+    super::reclaim::kick_if_queued(sb);
+    r
 }
 
 /// Whether layer `id` is frozen.
@@ -108,7 +116,7 @@ fn is_frozen(sb: &SuperBlock<Lcfs>, id: u64) -> Result<bool> {
 /// Freezes layer `id`: `EBUSY` while a file of it is open for writing.
 pub(super) fn freeze(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     may_change(sb)?;
-    sb.with_frozen(|| {
+    frozen(sb, || {
         {
             // Under the writers lock: an open for writing either came first (and is counted)
             // or comes after the layer is read-only (and is refused).
@@ -161,8 +169,9 @@ pub(super) fn remove(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     };
     let name = name.get(..name_len).ok_or(EUCLEAN)?;
     // Frozen: no data of the layer is dirty or under writeback, and none can become so, when
-    // its blocks are freed.
-    sb.with_frozen(|| {
+    // its tree leaves the layer tree for the reclaim queue. The space comes back in the
+    // background.
+    frozen(sb, || {
         let drop_layer = || -> Result {
             if sb.info().writers.lock().iter().any(|&(l, _)| l == id) {
                 return Err(EBUSY);

@@ -23,7 +23,7 @@ use super::errno::{format_errno, mount_errno};
 use super::namespace::{self, InodeInfo};
 use super::store::BdevStore;
 use super::time::timestamp;
-use super::{file, Lcfs};
+use super::{file, reclaim, Lcfs};
 
 /// Per-mount state.
 pub(crate) struct MountInfo {
@@ -231,6 +231,8 @@ impl FileSystem for Lcfs {
 
     fn activate(sb: &SuperBlock<Self>) {
         schedule_commit(sb);
+        // A crash or unmount mid-reclaim left removed layers' trees queued: go on with them.
+        reclaim::kick_if_queued(sb);
     }
 
     fn reconfigure(sb: &SuperBlock<Self>, opts: &Options, read_only: bool) -> Result {
@@ -262,6 +264,7 @@ impl FileSystem for Lcfs {
         drop(vol);
         if !read_only {
             schedule_commit(sb);
+            reclaim::kick_if_queued(sb);
         }
         Ok(())
     }
@@ -277,6 +280,12 @@ impl FileSystem for Lcfs {
         // A failure is logged by `commit` and then answered by every later operation.
         let _ = commit(sb);
         schedule_commit(sb);
+        // Reclaim stops while the filesystem is frozen; this resumes it after a thaw.
+        reclaim::kick_if_queued(sb);
+    }
+
+    fn background(sb: &SuperBlock<Self>) -> bool {
+        reclaim::chunk(sb)
     }
 
     fn put_super(sb: &SuperBlock<Self>) {

@@ -61,6 +61,14 @@ pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
     /// operation: a filesystem that never schedules it need not implement it.
     fn periodic(_sb: &SuperBlock<Self>) {}
 
+    /// Background work requested with [`SuperBlock::kick_background`]: does one bounded chunk
+    /// and returns whether more remains (the work then runs again). It runs in process context
+    /// with the filesystem held against freezing, and never while it is frozen or read-only.
+    /// Not a C operation: a filesystem that never kicks it need not implement it.
+    fn background(_sb: &SuperBlock<Self>) -> bool {
+        false
+    }
+
     /// Remount with new options; `read_only` is the requested state. The VFS has synced the
     /// filesystem before. Without it, a remount only changes the VFS's flags.
     fn reconfigure(_sb: &SuperBlock<Self>, _opts: &Self::Options, _read_only: bool) -> Result {

@@ -36,17 +36,18 @@ unsafe fn id<'a>(sb: *mut bindings::super_block) -> &'a str {
 }
 
 /// The per-mount state the VFS layer keeps in `s_fs_info`: the filesystem's state, the
-/// periodic work item and the writeback completion queue.
+/// periodic and background work items and the writeback completion queue.
 ///
 /// # Invariants
 ///
-/// `work` was initialised with `periodic_callback::<T>` and `wb_work` with
-/// `writeback_done_callback::<T>`; `wb_queue` is a live workqueue owned by this object; `wb_done`
+/// `work` was initialised with `periodic_callback::<T>`, `bg_work` with
+/// `background_callback::<T>` and `wb_work` with `writeback_done_callback::<T>`; `wb_queue` is a live workqueue owned by this object; `wb_done`
 /// is null or the first of a list of submitted, completed ioends of files of `sb`, linked
 /// through `io_private`; `sb` is the superblock whose `s_fs_info` points here. The object is
 /// boxed and never moves.
 pub(super) struct SbInfo<T: FileSystem> {
     work: Opaque<bindings::delayed_work>,
+    bg_work: Opaque<bindings::work_struct>,
     wb_work: Opaque<bindings::work_struct>,
     wb_queue: NonNull<bindings::workqueue_struct>,
     wb_done: AtomicPtr<ext::iomap_ioend>,
@@ -65,6 +66,7 @@ impl<T: FileSystem> SbInfo<T> {
         let this = KBox::new(
             Self {
                 work: Opaque::uninit(),
+                bg_work: Opaque::uninit(),
                 wb_work: Opaque::uninit(),
                 wb_queue,
                 wb_done: AtomicPtr::new(ptr::null_mut()),
@@ -78,6 +80,7 @@ impl<T: FileSystem> SbInfo<T> {
         // anyone can queue them.
         unsafe {
             ext::lcfs_init_delayed_work(this.work.get().cast(), Some(periodic_callback::<T>));
+            ext::lcfs_init_work(this.bg_work.get().cast(), Some(background_callback::<T>));
             ext::lcfs_init_work(
                 this.wb_work.get().cast(),
                 Some(writeback_done_callback::<T>),
@@ -163,6 +166,41 @@ unsafe extern "C" fn periodic_callback<T: FileSystem>(work: *mut bindings::work_
     };
     // SAFETY: `info.sb` is mounted and its `s_fs_info` is `info` (type invariant).
     T::periodic(unsafe { SuperBlock::<T>::from_raw(info.sb) });
+}
+
+/// Runs one chunk of [`FileSystem::background`], and queues itself again while more remains.
+///
+/// # Safety
+///
+/// Called only by the workqueue, for the `bg_work` of a live `SbInfo<T>`.
+unsafe extern "C" fn background_callback<T: FileSystem>(work: *mut bindings::work_struct) {
+    // SAFETY: the work item is the `bg_work` field of an `SbInfo<T>`, and `put_super` cancels
+    // it (waiting for a running instance, even one that queues itself again) before the state
+    // goes away.
+    let info = unsafe {
+        &*kernel::container_of!(
+            Opaque::cast_from(work.cast::<bindings::work_struct>()),
+            SbInfo<T>,
+            bg_work
+        )
+    };
+    // SAFETY: `info.sb` is mounted and its `s_fs_info` is `info` (type invariant).
+    let sb = unsafe { SuperBlock::<T>::from_raw(info.sb) };
+    if sb.read_only() {
+        return;
+    }
+    // SAFETY: a mounted superblock; the internal-write level of freeze protection is taken
+    // only if the filesystem is not frozen or being frozen, and released below. A frozen
+    // filesystem is kicked again after it thaws (or by the filesystem's periodic work).
+    if !unsafe { ext::lcfs_sb_start_intwrite_trylock(info.sb.cast()) } {
+        return;
+    }
+    let more = T::background(sb);
+    // SAFETY: taken above.
+    unsafe { ext::lcfs_sb_end_intwrite(info.sb.cast()) };
+    if more {
+        sb.kick_background();
+    }
 }
 
 /// Handles completed writeback ioends, oldest first.
@@ -453,6 +491,21 @@ impl<T: FileSystem> SuperBlock<T> {
             let delay = ext::lcfs_msecs_to_jiffies(ms);
             ext::lcfs_schedule_delayed_work(work.cast(), delay);
         }
+    }
+
+    /// Runs [`FileSystem::background`] soon, in a worker (nothing if it is queued already).
+    pub(crate) fn kick_background(&self) {
+        let work = self.sb_info().bg_work.get();
+        // SAFETY: the work item was initialised in `SbInfo::new` and is cancelled in
+        // `put_super` before the state goes away; queueing a queued item does nothing.
+        unsafe { ext::lcfs_queue_background(work.cast()) };
+    }
+
+    /// Cancels the background work and waits for a running instance to finish.
+    pub(super) fn cancel_background(&self) {
+        // SAFETY: initialised work item (see `kick_background`); `cancel_work_sync` handles a
+        // work that queues itself again.
+        unsafe { ext::lcfs_cancel_work_sync(self.sb_info().bg_work.get().cast()) };
     }
 
     /// Waits until every completed writeback ioend has been handled.

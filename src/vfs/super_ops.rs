@@ -127,7 +127,9 @@ unsafe extern "C" fn put_super_callback<T: FileSystem>(sb: *mut bindings::super_
         // SAFETY: a mounted superblock of `T` being shut down: all inodes are evicted and its
         // device is still open. The reference ends with this block, before the state goes.
         let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
+        // The periodic work may kick the background work: cancel it first.
         sb.cancel_periodic();
+        sb.cancel_background();
         // Writeback has ended (the VFS synced and evicted everything), but a bio completion may
         // still be queueing its (finished) ioend's work item under the RCU read lock, and the
         // work may still be returning: wait for both before the per-mount state goes.

@@ -9,11 +9,18 @@
 # first batch it prints LCFS-CRASH-NOW and keeps going; the host kills QEMU (SIGKILL) a few
 # seconds later, mid-workload.
 #
+# Boot 1 also fills a layer "big" with 1500 files before the kill, removes it right after
+# LCFS-CRASH-NOW ("LCFS-REMOVED big" once the call returned; its space is reclaimed in the
+# background while the workload goes on), and snapshots the workload's layer every 150 files
+# ("LCFS-SNAPSHOT NAME" once the call returned), so kills land during reclaim and snapshots.
+#
 # Boot 2 (lcfs_phase=2, with boot 1's LCFS- lines in /tests/crash.manifest): fsck.lcfs -n must
 # find the filesystem clean; every fsynced file must be there with its checksum (its first LEN
 # bytes if unsynced appends followed); every unsynced file may be absent, or no longer than
 # written, each byte either what was written or zero (data not yet on disk); every file reads
-# without error; the filesystem takes new writes; after the unmount fsck is still clean.
+# without error; a removed layer is gone and its reclaim finishes after the mount, every
+# snapshot taken is there; the filesystem takes new writes; after the unmount fsck is still
+# clean.
 #
 # File contents are slices of /bin/busybox (the same in both boots): SKIP and COUNT 4 KiB
 # blocks from it, cut to LEN bytes.
@@ -65,7 +72,7 @@ exec 3>&1
 
 # Boot 2's checks, each a test named round<N>_<check>.
 CHECKS="fsck_clean_after_crash mount_after_crash fsynced_files_intact unsynced_files_sane
-	everything_readable writable_after_recovery umount_fsck_clean"
+	everything_readable layers_after_crash writable_after_recovery umount_fsck_clean"
 
 # The first batch, before the host is told to kill: six fsynced and six unsynced files.
 t_workload_started() {
@@ -77,6 +84,11 @@ t_workload_started() {
 		i=$((i + 1))
 	done
 	assert_eq "$(ls $M | wc -l)" 12 "files of the first batch"
+	lcfs layer create big -m /mnt
+	mkdir /mnt/big/d
+	i=0
+	while [ $i -lt 1500 ]; do echo "$i" >/mnt/big/d/f$i; i=$((i + 1)); done
+	sync
 }
 
 phase1() {
@@ -87,9 +99,13 @@ phase1() {
 	run_test "round${round}_workload_started" t_workload_started
 	[ "$_rc" = 0 ] || return 1
 	echo "LCFS-CRASH-NOW"
+	lcfs layer remove big -m /mnt && echo "LCFS-REMOVED big"
 	# Until the host kills the guest: fsynced and unsynced files, appends, renames, unlinks.
 	i=100
 	while [ $i -lt 3000 ]; do
+		if [ $((i % 150)) = 0 ]; then
+			lcfs layer snapshot default "snap$i" -m /mnt && echo "LCFS-SNAPSHOT snap$i"
+		fi
 		if [ $((i % 2)) = 0 ]; then write_fsynced "s$i" $i; else write_unsynced "u$i" $i; fi
 		# Appends to the fsynced files of the first batch: their fsynced part must survive.
 		[ $((i % 3)) != 0 ] || append_unsynced "s$((i / 3 % 6 * 2))" $((i + 5000))
@@ -174,6 +190,26 @@ t_everything_readable() {
 		cat "$f" >/dev/null || fail "cannot read $f"
 	done
 	echo "LCFS-INFO: round $round: $(ls $M | wc -l) files, $(du -sk $M | cut -f1) KiB" >/dev/console
+}
+
+# A removal that returned is committed, and the reclaim it started (perhaps cut by the kill)
+# resumes at mount and ends; every snapshot whose call returned is a frozen layer.
+t_layers_after_crash() {
+	lcfs layer list -m /mnt
+	queued=$(lcfs df /mnt --json | awk '/"reclaim_queued"/ { print $2 + 0 }')
+	echo "LCFS-INFO: round $round: $queued reclaim queue entries at mount" >/dev/console
+	if grep -q '^LCFS-REMOVED big' /tests/crash.manifest; then
+		[ ! -e /mnt/big ] || fail "removed layer big is back"
+	fi
+	waited=0
+	while [ "$(lcfs df /mnt --json | awk '/"reclaim_queued"/ { print $2 + 0 }')" != 0 ]; do
+		[ $waited -lt 600 ] || fail "reclaim did not finish in 60 s after the mount"
+		sleep 0.1
+		waited=$((waited + 1))
+	done
+	for s in $(awk '$1 == "LCFS-SNAPSHOT" { print $2 }' /tests/crash.manifest); do
+		assert_eq "$(lcfs layer show "$s" -m /mnt | awk '$1 == "state" { print $2 }')" ro "state of snapshot $s"
+	done
 }
 
 t_writable_after_recovery() {

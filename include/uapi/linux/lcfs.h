@@ -27,6 +27,8 @@
  * @free_blocks: blocks not in use
  * @uuid: filesystem UUID
  * @label: volume label, NUL-terminated
+ * @reclaim_queued: tree nodes of removed layers queued for reclaim; 0 once the space of every
+ *	removed layer is free
  * @reserved: zero
  */
 struct lcfs_fs_info {
@@ -37,7 +39,8 @@ struct lcfs_fs_info {
 	__u64 free_blocks;
 	__u8 uuid[16];
 	char label[LCFS_LABEL_SIZE];
-	__u64 reserved[8];
+	__u64 reclaim_queued;
+	__u64 reserved[7];
 };
 
 /* Size of a layer name field: up to LCFS_LAYER_NAME_MAX bytes and a terminating NUL. */

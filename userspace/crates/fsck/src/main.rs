@@ -187,6 +187,12 @@ fn run(args: &Args) -> Result<u8, anyhow::Error> {
                     "{:>12} layers\n{:>12} tree nodes\n{:>12} map nodes\n{:>12} items\n{:>12} data blocks\n{:>12} free blocks",
                     s.layers, s.tree_nodes, s.map_nodes, s.items, s.data_blocks, s.free_blocks
                 )?;
+                if s.reclaim_queued > 0 {
+                    outln!(
+                        "{:>12} reclaim queue entries (space of removed layers not yet free)",
+                        s.reclaim_queued
+                    )?;
+                }
             }
         }
         Ok(())

@@ -25,7 +25,7 @@ use lcfs_format::namespace;
 use lcfs_format::node::{self, Expect, Key};
 use lcfs_format::records::{
     self, kind, layer_flags, DirentRecord, ExtentRecord, InodeRecord, LayerRecord, LinkRecord,
-    XattrRecord,
+    ReclaimRecord, XattrRecord,
 };
 use lcfs_format::refmap::{self, LEAF_ENTRIES};
 use lcfs_format::superblock::{self, Superblock};
@@ -55,6 +55,8 @@ pub struct Stats {
     pub data_blocks: u64,
     /// Items in distinct leaves.
     pub items: u64,
+    /// Entries in the reclaim queue: tree nodes of removed layers still to be dropped.
+    pub reclaim_queued: u64,
 }
 
 /// What a check found.
@@ -318,7 +320,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         if root == 0 {
             return Some(Sums::default());
         }
-        self.walk_node(root, tree, None, None, None, true, what, items)
+        self.walk_node(root, tree, None, None, None, true, 0, what, items)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -330,6 +332,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         lo: Option<Key>,
         hi: Option<Key>,
         is_root: bool,
+        first_child: usize,
         what: &str,
         items: ItemCheck<'_, Self>,
     ) -> Option<Sums> {
@@ -369,6 +372,11 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         let hdr = node::header(&buf).ok()?;
         let mut sums = Sums::default();
         let mut ok = true;
+        if hdr.level == 0 && first_child > 0 {
+            self.report
+                .error(format!("{what}: leaf {block} has a child position"));
+            return None;
+        }
         if hdr.level == 0 {
             self.report.stats.items += n as u64;
             for i in 0..n {
@@ -388,7 +396,12 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 }
             }
         } else {
-            for i in 0..n {
+            if first_child > n {
+                self.report
+                    .error(format!("{what}: node {block} has no child {first_child}"));
+                ok = false;
+            }
+            for i in first_child..n {
                 let (Ok(child), Ok(lo)) =
                     (node::internal_child(&buf, i), node::internal_key(&buf, i))
                 else {
@@ -408,6 +421,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                     Some(lo),
                     hi,
                     false,
+                    0,
                     what,
                     items,
                 ) {
@@ -431,8 +445,16 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         let total = self.sb.total_blocks;
         let mut layers: Vec<(u64, LayerRecordOwned)> = Vec::new();
         let mut index: Vec<(u64, Vec<u8>, u64)> = Vec::new();
+        let mut queue: Vec<(u64, ReclaimRecord)> = Vec::new();
         let hash = records::HashKey(self.sb.hash_key[0], self.sb.hash_key[1]);
         self.walk_tree(root, tree_kind::LAYERS, "layer tree", &mut |_, k, v| {
+            if k.id == records::RECLAIM_QUEUE && k.kind == kind::RECLAIM {
+                queue.push((
+                    k.offset,
+                    ReclaimRecord::decode(v, total).map_err(|e| e.to_string())?,
+                ));
+                return Ok(Sums::default());
+            }
             if k.id == records::LAYER_NAME_INDEX && k.kind == kind::LAYER_NAME {
                 let r = records::LayerNameRecord::decode(v).map_err(|e| e.to_string())?;
                 let h = hash.hash(r.name);
@@ -575,6 +597,33 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                     Err(e) => self.report.error(format!("layer {id}: {e}")),
                 }
             }
+        }
+        self.check_reclaim_queue(&queue);
+    }
+
+    /// The reclaim queue holds one reference to each node it names, and that node holds its
+    /// children from the entry's progress on (those before it are dropped or queued above it).
+    fn check_reclaim_queue(&mut self, queue: &[(u64, ReclaimRecord)]) {
+        self.report.stats.reclaim_queued = queue.len() as u64;
+        for (place, r) in queue {
+            let what = format!("reclaim queue entry {place}");
+            self.reference(r.block, &what);
+            let Ok(next) = usize::try_from(r.next) else {
+                self.report
+                    .error(format!("{what}: progress {} out of range", r.next));
+                continue;
+            };
+            self.walk_node(
+                r.block,
+                tree_kind::FS,
+                r.level,
+                None,
+                None,
+                true,
+                next,
+                &what,
+                &mut |c, k, v| c.check_item(k, v),
+            );
         }
     }
 

@@ -393,6 +393,7 @@ fn xattrs_inline_and_external_shared_by_clones() {
     let before = vol.superblock().free_blocks;
     vol.remove_layer(c).unwrap();
     vol.remove_layer(1).unwrap();
+    assert_eq!(vol.reclaim(u32::MAX).unwrap(), 0);
     vol.commit(LATER).unwrap();
     assert!(vol.superblock().free_blocks >= before + 3);
     clean(vol);

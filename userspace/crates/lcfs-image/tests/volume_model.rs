@@ -102,6 +102,7 @@ enum Op {
     Insert(usize, u64, usize),
     Extent(usize, u64, u32),
     RemoveItem(usize, u64),
+    Reclaim(u32),
     Commit,
     Reopen,
 }
@@ -115,6 +116,7 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (any::<usize>(), 2u64..400, 0usize..300).prop_map(|(l, k, n)| Op::Insert(l, k, n)),
         4 => (any::<usize>(), 2u64..400, 1u32..6).prop_map(|(l, k, n)| Op::Extent(l, k, n)),
         5 => (any::<usize>(), 2u64..400).prop_map(|(l, k)| Op::RemoveItem(l, k)),
+        2 => (1u32..20).prop_map(Op::Reclaim),
         2 => Just(Op::Commit),
         1 => Just(Op::Reopen),
     ]
@@ -283,6 +285,7 @@ fn run(ops: &[Op]) {
                 fsck_clean(dev);
                 Ok(())
             }
+            Op::Reclaim(steps) => vol.reclaim(steps).map(|_| ()),
             Op::Reopen => {
                 // Drops the running transaction: the image opens at the last commit.
                 let dev = vol.into_store();
@@ -305,7 +308,10 @@ fn run(ops: &[Op]) {
     let dev = vol.into_store();
     let mut vol = Volume::open(dev).unwrap().0;
     compare(&mut vol, &model);
-    fsck_clean(vol.into_store());
+    assert_eq!(vol.reclaim(u32::MAX).unwrap(), 0);
+    vol.commit(NOW).unwrap();
+    let r = fsck_clean(vol.into_store());
+    assert_eq!(r.stats.reclaim_queued, 0);
 }
 
 proptest! {
@@ -375,6 +381,11 @@ fn removing_a_layer_with_children_is_refused_and_frees_everything_after() {
     assert_eq!(vol.refcount(b).unwrap(), 1);
     vol.remove_layer(child).unwrap();
     vol.remove_layer(1).unwrap();
+    // Removal only queues the trees: nothing is free until reclaim drops them.
+    vol.commit(NOW).unwrap();
+    assert!(vol.superblock().free_blocks < free0 - 4);
+    fsck_clean(vol.store().clone());
+    assert_eq!(vol.reclaim(u32::MAX).unwrap(), 0);
     vol.commit(NOW).unwrap();
     let sb = vol.superblock();
     assert_eq!(sb.layer_count, 0);

@@ -134,11 +134,15 @@ pub(crate) enum LayerCommand {
         #[command(flatten)]
         at: MountArg,
     },
-    /// Remove layers (refused while a layer has children or is in use).
+    /// Remove layers (refused while a layer has children or is in use). Their space comes back
+    /// in the background.
     Remove {
         /// The layers, removed in order; the first failure stops.
         #[arg(required = true)]
         names: Vec<String>,
+        /// Wait until the space of every removed layer is free again.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         at: MountArg,
     },

@@ -95,12 +95,15 @@ pub(crate) fn run(cmd: &LayerCommand) -> Result<()> {
                 )
             })?;
         }
-        LayerCommand::Remove { names, at } => {
+        LayerCommand::Remove { names, wait, at } => {
             let fd = open(at)?;
             for name in names {
                 let id = find(&fd, "layer remove", name, at)?.id;
                 lcfs_uapi::layer_remove(&fd, id)
                     .map_err(|e| failed("layer remove", name, &at.mount, &e))?;
+            }
+            if *wait {
+                wait_for_reclaim(&fd, &at.mount)?;
             }
         }
         LayerCommand::List { json, bytes, at } => {
@@ -411,7 +414,22 @@ struct DfReport {
     total_bytes: u64,
     used_bytes: u64,
     free_bytes: u64,
+    /// Tree nodes of removed layers whose space is not free yet.
+    reclaim_queued: u64,
     layers: Vec<Row>,
+}
+
+/// Waits until the filesystem has reclaimed the space of every removed layer (its background
+/// work commits each chunk, so the space shows in `statfs` once the queue is empty).
+fn wait_for_reclaim(fd: &File, mount: &Path) -> Result<()> {
+    loop {
+        let fs =
+            lcfs_uapi::fs_info(fd).map_err(|e| failed("layer remove", "reclaim", mount, &e))?;
+        if fs.reclaim_queued == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// `lcfs df PATH`: the filesystem's space, then each layer's.
@@ -429,6 +447,7 @@ pub(crate) fn df(path: &Path, json: bool) -> Result<()> {
             .saturating_sub(fs.free_blocks)
             .saturating_mul(bs),
         free_bytes: fs.free_blocks.saturating_mul(bs),
+        reclaim_queued: fs.reclaim_queued,
         layers: rows(&layers),
     };
     if json {
@@ -443,6 +462,12 @@ pub(crate) fn df(path: &Path, json: bool) -> Result<()> {
         human(report.used_bytes),
         human(report.free_bytes)
     )?;
+    if report.reclaim_queued > 0 {
+        outln!(
+            "reclaiming removed layers: {} queued",
+            lcfs_image::output::count(report.reclaim_queued, "tree node")
+        )?;
+    }
     outln!()?;
     for line in table(&report.layers, false) {
         outln!("{line}")?;

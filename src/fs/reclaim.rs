@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Reclaim of removed layers in the background.
+//!
+//! Removing a layer only queues its tree (see the format core's `reclaim`); the mount's
+//! background work empties the queue in chunks of [`CHUNK`] steps, each under the volume lock
+//! and followed by a commit, so the space comes back while other layers go on working: an
+//! operation waits at most one chunk for the lock. The work is kicked when a layer is removed,
+//! at mount when the last commit left a queue (a crash or unmount mid-reclaim), after a layer
+//! operation thaws the filesystem, and by the periodic commit.
+
+use kernel::prelude::*;
+
+use crate::vfs::SuperBlock;
+
+use super::commit::{commit, retry_for_space};
+use super::Lcfs;
+
+/// Steps (tree nodes dropped) per chunk: one chunk reads at most this many nodes and holds the
+/// volume lock for them.
+const CHUNK: u32 = 256;
+
+/// Starts the background work if removed layers wait for reclaim.
+pub(super) fn kick_if_queued(sb: &SuperBlock<Lcfs>) {
+    if sb.read_only() {
+        return;
+    }
+    let queued = {
+        let mut vol = sb.info().lock();
+        if vol.is_aborted() {
+            return;
+        }
+        vol.reclaim_queued()
+    };
+    match queued {
+        Ok(0) => {}
+        Ok(_) => sb.kick_background(),
+        Err(e) => pr_err!("{}: cannot read the reclaim queue ({:?})\n", sb.id(), e),
+    }
+}
+
+/// One chunk of reclaim and its commit; whether more remains.
+pub(super) fn chunk(sb: &SuperBlock<Lcfs>) -> bool {
+    let left = {
+        let mut vol = sb.info().lock();
+        if vol.is_aborted() || vol.store().read_only {
+            return false;
+        }
+        retry_for_space(sb, &mut vol, |v| v.reclaim(CHUNK))
+    };
+    let left = match left {
+        Ok(n) => n,
+        Err(e) => {
+            // A failure after a step's first change aborted the transaction: the mount answers
+            // EIO from now on and the last commit keeps the queue for the next mount.
+            pr_err!("{}: reclaim of removed layers failed ({:?})\n", sb.id(), e);
+            return false;
+        }
+    };
+    // Freed blocks are free once committed: commit every chunk, so the space shows in statfs
+    // as it comes back and a crash loses at most one chunk of progress.
+    if commit(sb).is_err() {
+        return false;
+    }
+    left > 0
+}
