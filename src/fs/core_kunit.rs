@@ -271,6 +271,9 @@ mod volume_tests {
         );
         vol.remove_layer(child).map_err(|_| EIO)?;
         vol.remove_layer(1).map_err(|_| EIO)?;
+        // Removal queues the trees; reclaim frees them.
+        assert!(vol.reclaim_queued().map_err(|_| EIO)? > 0);
+        assert_eq!(vol.reclaim(u32::MAX), Ok(0));
         vol.commit(NOW).map_err(|_| EIO)?;
         // Everything but the first layer's root tree node and the layer tree came back.
         assert_eq!(vol.superblock().free_blocks, free0 + 2);
