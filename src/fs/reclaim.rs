@@ -18,7 +18,7 @@ use super::Lcfs;
 
 /// Steps (tree nodes dropped) per chunk: one chunk reads at most this many nodes and holds the
 /// volume lock for them.
-const CHUNK: u32 = 256;
+const CHUNK: u32 = 64;
 
 /// Starts the background work if removed layers wait for reclaim.
 pub(super) fn kick_if_queued(sb: &SuperBlock<Lcfs>) {

@@ -9,9 +9,9 @@
 # first batch it prints LCFS-CRASH-NOW and keeps going; the host kills QEMU (SIGKILL) a few
 # seconds later, mid-workload.
 #
-# Boot 1 also fills a layer "big" with 1500 files before the kill, removes it right after
-# LCFS-CRASH-NOW ("LCFS-REMOVED big" once the call returned; its space is reclaimed in the
-# background while the workload goes on), and snapshots the workload's layer every 150 files
+# Boot 1 also fills a layer "big" with 3000 files, removes it just before LCFS-CRASH-NOW
+# ("LCFS-REMOVED big" once the call returned; its space is reclaimed in the background while
+# the workload goes on), and snapshots the workload's layer every 50 files
 # ("LCFS-SNAPSHOT NAME" once the call returned), so kills land during reclaim and snapshots.
 #
 # Boot 2 (lcfs_phase=2, with boot 1's LCFS- lines in /tests/crash.manifest): fsck.lcfs -n must
@@ -86,8 +86,9 @@ t_workload_started() {
 	assert_eq "$(ls $M | wc -l)" 12 "files of the first batch"
 	lcfs layer create big -m /mnt
 	mkdir /mnt/big/d
+	line=$(head -c 300 /dev/zero | tr '\0' x)
 	i=0
-	while [ $i -lt 1500 ]; do echo "$i" >/mnt/big/d/f$i; i=$((i + 1)); done
+	while [ $i -lt 3000 ]; do echo "$i$line" >/mnt/big/d/f$i; i=$((i + 1)); done
 	sync
 }
 
@@ -98,12 +99,13 @@ phase1() {
 	# Without a first batch there is nothing to crash: no LCFS-CRASH-NOW, which the host reports.
 	run_test "round${round}_workload_started" t_workload_started
 	[ "$_rc" = 0 ] || return 1
-	echo "LCFS-CRASH-NOW"
+	# The kill comes during the reclaim this starts, or after it.
 	lcfs layer remove big -m /mnt && echo "LCFS-REMOVED big"
+	echo "LCFS-CRASH-NOW"
 	# Until the host kills the guest: fsynced and unsynced files, appends, renames, unlinks.
 	i=100
 	while [ $i -lt 3000 ]; do
-		if [ $((i % 150)) = 0 ]; then
+		if [ $((i % 50)) = 0 ]; then
 			lcfs layer snapshot default "snap$i" -m /mnt && echo "LCFS-SNAPSHOT snap$i"
 		fi
 		if [ $((i % 2)) = 0 ]; then write_fsynced "s$i" $i; else write_unsynced "u$i" $i; fi
