@@ -36,7 +36,7 @@ pub(crate) use dir::{DirContext, DirEntryType, DirOperations, NewNode, Rename, R
 pub(crate) use file::{AttrChange, InodeOperations};
 pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams, Locked};
 pub(crate) use ioctl::{
-    capable_sys_admin, FsInfo, LayerCreate, CREATE_READ_ONLY, LAYER_READ_ONLY, LIST_MAX, LayerDiff, LayerInfo, LayerList, Output, DIFF_ADDED, DIFF_BUF_MAX, DIFF_BUF_MIN, DIFF_DELETED, DIFF_MODIFIED,
+    capable_sys_admin, FsInfo, LayerCreate, CREATE_READ_ONLY, INFO_OWN_BYTES, LAYER_READ_ONLY, LIST_MAX, LayerDiff, LayerInfo, LayerList, Output, DIFF_ADDED, DIFF_BUF_MAX, DIFF_BUF_MIN, DIFF_DELETED, DIFF_MODIFIED,
     Request, UserArray,
 };
 pub(crate) use iomap::{DataOperations, FileMap, FileOperations, MapFor, MapKind};

@@ -585,6 +585,12 @@ impl<S: Device> Volume<S> {
         let Some((disk, flags)) = new else {
             return Ok(removed);
         };
+        // New data of a file is born in the layer that writes it (its own bytes).
+        let flags = if k == kind::EXTENT {
+            ExtentRecord::flags_born_in(flags, layer)?
+        } else {
+            flags
+        };
         let span = end.checked_sub(start).ok_or(Error::Invalid)?;
         let mut m = Ext {
             off: start,

@@ -41,6 +41,11 @@ pub struct LayerInfo {
     pub inodes_used: u64,
     /// Next inode number.
     pub next_ino: u64,
+    /// Bytes of file data the layer's own writes hold (extents born in `own_birth`).
+    pub own_bytes: u64,
+    /// The layer whose writes' extents count as this layer's own: itself, or for a snapshot
+    /// its source's.
+    pub own_birth: u64,
     name: [u8; LAYER_NAME_MAX],
     name_len: u8,
 }
@@ -61,6 +66,12 @@ impl LayerInfo {
             bytes_used: r.bytes_used,
             inodes_used: r.inodes_used,
             next_ino: r.next_ino,
+            own_bytes: r.own_bytes,
+            own_birth: if r.own_birth == 0 {
+                id
+            } else {
+                u64::from(r.own_birth)
+            },
             name,
             name_len: u8::try_from(r.name.len())
                 .map_err(|_| FormatError::BadField("layer name"))?,
@@ -77,6 +88,14 @@ impl LayerInfo {
             bytes_used: self.bytes_used,
             inodes_used: self.inodes_used,
             next_ino: self.next_ino,
+            own_bytes: self.own_bytes,
+            // 0 for itself; layer ids are below `LAYER_ID_LIMIT` (2^24), checked on decode and
+            // creation, so another layer's fits.
+            own_birth: if self.own_birth == self.id {
+                0
+            } else {
+                u32::try_from(self.own_birth).unwrap_or(0)
+            },
             name: self.name(),
         }
     }
@@ -312,6 +331,8 @@ impl<S: Device> Volume<S> {
                 bytes_used: 0,
                 inodes_used: 0,
                 next_ino: ROOT_INO + 1,
+                own_bytes: 0,
+                own_birth: 0,
                 name,
             },
         )?;
@@ -350,6 +371,13 @@ impl<S: Device> Volume<S> {
                     info.root = v.txn(tree_kind::FS).insert(0, &inode_key(ROOT_INO), &buf)?;
                     info.inodes_used = 1;
                 }
+            }
+            // A snapshot holds what its source's writes hold: it counts the extents born in the
+            // source's writes as its own, as the source does. A new or cloned layer has
+            // written nothing yet.
+            if let Source::Snapshot(s) = source {
+                info.own_bytes = s.own_bytes;
+                info.own_birth = s.own_birth;
             }
             v.put_layer(&info)?;
             let mut buf = [0u8; 8 + LAYER_NAME_MAX];

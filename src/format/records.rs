@@ -332,12 +332,19 @@ impl<'a> DirentRecord<'a> {
     }
 }
 
-/// Extent flags this version knows.
+/// Extent flags this version knows, in the low byte of `flags`; the three bytes above hold the
+/// extent's birth layer.
 pub mod extent_flags {
     /// Allocated but not written: reads return zeros (fallocate).
     pub const UNWRITTEN: u32 = 1;
     /// All known flags.
     pub const KNOWN: u32 = UNWRITTEN;
+    /// The flags proper; `flags >> BIRTH_SHIFT` is the id of the layer whose writes allocated
+    /// the extent's blocks (0: none, for staging extents and xattr values). Layer ids are below
+    /// `2^24` (`LAYER_ID_LIMIT`), so the id fits.
+    pub const MASK: u32 = 0xff;
+    /// Shift of the birth layer id in `flags`.
+    pub const BIRTH_SHIFT: u32 = 8;
 }
 
 /// Size of an encoded [`ExtentRecord`].
@@ -378,10 +385,24 @@ impl ExtentRecord {
         if e.len == 0 || e.disk_block == 0 || end.is_none_or(|end| end > total_blocks) {
             return Err(FormatError::BadField("extent range"));
         }
-        if e.flags & !extent_flags::KNOWN != 0 {
+        if e.flags & extent_flags::MASK & !extent_flags::KNOWN != 0 {
             return Err(FormatError::BadField("extent flags"));
         }
         Ok(e)
+    }
+
+    /// The layer whose writes allocated the extent's blocks (0: none recorded).
+    pub fn birth(&self) -> u64 {
+        u64::from(self.flags >> extent_flags::BIRTH_SHIFT)
+    }
+
+    /// `flags` (their low byte) with birth layer `layer`.
+    pub fn flags_born_in(flags: u32, layer: u64) -> Result<u32, FormatError> {
+        let id = u32::try_from(layer)
+            .ok()
+            .filter(|&id| id < 1 << (32 - extent_flags::BIRTH_SHIFT))
+            .ok_or(FormatError::BadField("extent birth layer"))?;
+        Ok((flags & extent_flags::MASK) | (id << extent_flags::BIRTH_SHIFT))
     }
 }
 
@@ -397,14 +418,14 @@ pub mod layer_flags {
 pub const LAYER_NAME_MAX: usize = 255;
 
 /// Bytes of a layer record before the name.
-const LAYER_HEADER: usize = 65;
+const LAYER_HEADER: usize = 73;
 
 /// A layer: one complete tree of inodes, directory entries and extents, possibly sharing nodes
 /// with its parent.
 ///
 /// Layout: `parent` u64 @0 (0: none), `flags` u32 @8, `children` u32 @12, `create_time` @16
-/// (i64 + u32), reserved u32 @28, `root` u64 @32 (tree root block), `bytes_used` u64 @40,
-/// `inodes_used` u64 @48, `next_ino` u64 @56, `name_len` u8 @64, name @65.
+/// (i64 + u32), `own_birth` u32 @28, `root` u64 @32 (tree root block), `bytes_used` u64 @40,
+/// `inodes_used` u64 @48, `next_ino` u64 @56, `own_bytes` u64 @64, `name_len` u8 @72, name @73.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerRecord<'a> {
     /// Parent layer id, 0 for none.
@@ -423,6 +444,12 @@ pub struct LayerRecord<'a> {
     pub inodes_used: u64,
     /// Inode number the next new inode gets.
     pub next_ino: u64,
+    /// Bytes of file data in extents born in `own_birth` (see [`ExtentRecord::birth`]), kept
+    /// incrementally: what the layer's own writes hold that its parent does not.
+    pub own_bytes: u64,
+    /// The layer whose extents count in `own_bytes`: 0 for this layer itself (every read-write
+    /// layer), a snapshot's source's for a snapshot.
+    pub own_birth: u32,
     /// Name, 1 to 255 bytes of UTF-8 without `/` or NUL.
     pub name: &'a [u8],
 }
@@ -442,19 +469,21 @@ impl<'a> LayerRecord<'a> {
         put_u32(b, 8, self.flags)?;
         put_u32(b, 12, self.children)?;
         self.create_time.put(b, 16)?;
+        put_u32(b, 28, self.own_birth)?;
         put_u64(b, 32, self.root)?;
         put_u64(b, 40, self.bytes_used)?;
         put_u64(b, 48, self.inodes_used)?;
         put_u64(b, 56, self.next_ino)?;
+        put_u64(b, 64, self.own_bytes)?;
         let len = u8::try_from(self.name.len()).map_err(|_| FormatError::BadField("layer name"))?;
-        put_array(b, 64, [len])?;
+        put_array(b, 72, [len])?;
         put_bytes(b, LAYER_HEADER, self.name)?;
         Ok(self.size())
     }
 
     /// Decodes and validates a layer record of layer `id`.
     pub fn decode(buf: &'a [u8], id: u64, total_blocks: u64) -> Result<Self, FormatError> {
-        let len = usize::from(get_array::<1>(buf, 64)?[0]);
+        let len = usize::from(get_array::<1>(buf, 72)?[0]);
         let name = buf.get(LAYER_HEADER..).ok_or(FormatError::Truncated)?;
         if name.len() != len {
             return Err(FormatError::BadField("layer record length"));
@@ -469,10 +498,15 @@ impl<'a> LayerRecord<'a> {
             bytes_used: get_u64(buf, 40)?,
             inodes_used: get_u64(buf, 48)?,
             next_ino: get_u64(buf, 56)?,
+            own_bytes: get_u64(buf, 64)?,
+            own_birth: get_u32(buf, 28)?,
             name,
         };
-        if get_u32(buf, 28)? != 0 {
-            return Err(FormatError::BadField("layer reserved"));
+        // Only a frozen layer (a snapshot) counts another layer's writes as its own.
+        if r.own_birth != 0
+            && (r.flags & layer_flags::READ_ONLY == 0 || u64::from(r.own_birth) >= id)
+        {
+            return Err(FormatError::BadField("layer own_birth"));
         }
         if r.flags & !layer_flags::KNOWN != 0 {
             return Err(FormatError::BadField("layer flags"));
@@ -484,6 +518,9 @@ impl<'a> LayerRecord<'a> {
             || id >= super::LAYER_ID_LIMIT
         {
             return Err(FormatError::BadField("layer links"));
+        }
+        if r.own_bytes > r.bytes_used {
+            return Err(FormatError::BadField("layer own bytes"));
         }
         Ok(r)
     }

@@ -138,15 +138,36 @@ fn layer_round_trip() {
         bytes_used: 1 << 40,
         inodes_used: 12,
         next_ino: 13,
+        own_bytes: 1 << 30,
+        own_birth: 2,
         name: b"sha256:abc",
     };
     let mut buf = [0u8; 400];
     let n = l.encode(&mut buf).unwrap();
-    assert_eq!(n, 65 + 10);
+    assert_eq!(n, 73 + 10);
     assert_eq!(&buf[12..16], &2u32.to_le_bytes());
+    assert_eq!(&buf[28..32], &2u32.to_le_bytes());
     assert_eq!(&buf[56..64], &13u64.to_le_bytes());
-    assert_eq!(&buf[65..75], b"sha256:abc");
+    assert_eq!(&buf[64..72], &(1u64 << 30).to_le_bytes());
+    assert_eq!(&buf[73..83], b"sha256:abc");
     assert_eq!(LayerRecord::decode(&buf[..n], 4, 1000), Ok(l));
+    // Only a frozen layer counts an older layer's writes as its own.
+    let mut rw = buf;
+    rw[8..12].fill(0);
+    assert!(
+        LayerRecord::decode(&rw[..n], 4, 1000).is_err(),
+        "own_birth of a read-write layer"
+    );
+    assert!(
+        LayerRecord::decode(&buf[..n], 2, 1000).is_err(),
+        "own_birth not older"
+    );
+    let mut big = buf;
+    big[64..72].copy_from_slice(&(1u64 << 41).to_le_bytes());
+    assert!(
+        LayerRecord::decode(&big[..n], 4, 1000).is_err(),
+        "own above used"
+    );
     assert!(
         LayerRecord::decode(&buf[..n], 3, 1000).is_err(),
         "own parent"

@@ -51,7 +51,7 @@ pub const MAGIC: [u8; 8] = *b"LCFSsupr";
 ///
 /// Until the first release the format may change; each change bumps this number and mount refuses
 /// any version it does not know.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Bytes of one superblock copy covered by its checksum.
 pub const SUPERBLOCK_SIZE: usize = 512;
@@ -459,7 +459,7 @@ mod tests {
     fn layout_is_fixed() {
         let buf = encoded(&sample());
         assert_eq!(&buf[0..8], b"LCFSsupr");
-        assert_eq!(&buf[12..16], &2u32.to_le_bytes());
+        assert_eq!(&buf[12..16], &3u32.to_le_bytes());
         assert_eq!(&buf[16..20], &512u32.to_le_bytes());
         assert_eq!(&buf[20..24], &4096u32.to_le_bytes());
         assert_eq!(&buf[72..80], &1024u64.to_le_bytes());
@@ -508,11 +508,11 @@ mod tests {
             Superblock::decode(&bad, 1024),
             Err(FormatError::BadChecksum { .. })
         ));
-        let mut v3 = buf;
-        v3[12] = 3;
+        let mut v4 = buf;
+        v4[12] = 4;
         assert_eq!(
-            Superblock::decode(&v3, 1024),
-            Err(FormatError::UnknownVersion(3))
+            Superblock::decode(&v4, 1024),
+            Err(FormatError::UnknownVersion(4))
         );
         let mut feat = sb.clone();
         feat.incompat = 1 << 40;

@@ -64,11 +64,20 @@ fn item_bytes(key: &Key, value: &[u8], total_blocks: u64) -> Result<u64, FormatE
     Ok(0)
 }
 
-/// Usage an item accounts for, and the blocks it references.
-fn item_usage(key: &Key, value: &[u8], total: u64) -> Result<(Usage, Option<(u64, u64)>), Error> {
+/// Usage an item of a layer whose own extents are born in `own_birth` accounts for, and the
+/// blocks it references.
+fn item_usage(
+    key: &Key,
+    value: &[u8],
+    total: u64,
+    own_birth: u64,
+) -> Result<(Usage, Option<(u64, u64)>), Error> {
+    let bytes = i64::try_from(item_bytes(key, value, total)?).map_err(|_| Error::Invalid)?;
+    let own = key.kind == kind::EXTENT && ExtentRecord::decode(value, total)?.birth() == own_birth;
     let usage = Usage {
         inodes: i64::from(key.kind == kind::INODE),
-        bytes: i64::try_from(item_bytes(key, value, total)?).map_err(|_| Error::Invalid)?,
+        bytes,
+        own: if own { bytes } else { 0 },
     };
     Ok((usage, fs_leaf_refs(key, value, total)?))
 }
@@ -78,6 +87,7 @@ fn item_usage(key: &Key, value: &[u8], total: u64) -> Result<(Usage, Option<(u64
 struct Usage {
     inodes: i64,
     bytes: i64,
+    own: i64,
 }
 
 /// An open filesystem and its running transaction.
@@ -450,6 +460,10 @@ impl<S: Device> Volume<S> {
             .bytes_used
             .checked_add_signed(add.bytes.checked_sub(sub.bytes).ok_or(bad)?)
             .ok_or(bad)?;
+        l.own_bytes = l
+            .own_bytes
+            .checked_add_signed(add.own.checked_sub(sub.own).ok_or(bad)?)
+            .ok_or(bad)?;
         Ok(())
     }
 
@@ -480,7 +494,7 @@ impl<S: Device> Volume<S> {
     ) -> Result<(), Error> {
         let mut l = self.writable_layer(layer)?;
         let total = self.sb.total_blocks;
-        let (add, _) = item_usage(key, value, total)?;
+        let (add, _) = item_usage(key, value, total, l.own_birth)?;
         self.admit(2, grows)?;
         if !matches!(key.kind, kind::EXTENT | kind::COW | kind::XATTR) {
             // What such an item accounts for depends on its key alone: whether the insert
@@ -493,9 +507,10 @@ impl<S: Device> Volume<S> {
                 v.put_layer(&l)
             });
         }
+        let birth = l.own_birth;
         let old = self
             .txn(tree_kind::FS)
-            .lookup(l.root, key, |v| item_usage(key, v, total))?;
+            .lookup(l.root, key, |v| item_usage(key, v, total, birth))?;
         let (sub, old_refs) = old.transpose()?.unwrap_or_default();
         self.mutate(|v| {
             l.root = v.txn(tree_kind::FS).insert(l.root, key, value)?;
@@ -523,9 +538,10 @@ impl<S: Device> Volume<S> {
         let l = self.writable_layer(layer)?;
         self.admit(2, false)?;
         let total = self.sb.total_blocks;
+        let birth = l.own_birth;
         let old = self
             .txn(tree_kind::FS)
-            .lookup(l.root, key, |v| item_usage(key, v, total))?;
+            .lookup(l.root, key, |v| item_usage(key, v, total, birth))?;
         let Some(old) = old else { return Ok(false) };
         let (sub, refs) = old?;
         self.remove_seen(layer, key, sub, refs).map(|()| true)
@@ -542,7 +558,8 @@ impl<S: Device> Volume<S> {
             }
             return Ok(());
         }
-        let (sub, refs) = item_usage(key, &[], self.sb.total_blocks)?;
+        // Neither inodes' nor names' items hold data: no layer's birth matters.
+        let (sub, refs) = item_usage(key, &[], self.sb.total_blocks, 0)?;
         self.remove_seen(layer, key, sub, refs)
     }
 
@@ -573,6 +590,7 @@ impl<S: Device> Volume<S> {
         /// Items taken from a leaf per descent (about half a KiB of stack).
         const BATCH: usize = 8;
         let total = self.sb.total_blocks;
+        let birth = self.layer(layer)?.own_birth;
         let mut from = Key::new(id, 0, 0);
         loop {
             let mut batch = [(Key::MIN, Usage::default(), None); BATCH];
@@ -586,7 +604,7 @@ impl<S: Device> Volume<S> {
                     full = true;
                     return Ok(false);
                 };
-                let (usage, refs) = item_usage(k, v, total)?;
+                let (usage, refs) = item_usage(k, v, total, birth)?;
                 *slot = (*k, usage, refs);
                 n = n.saturating_add(1);
                 Ok(true)

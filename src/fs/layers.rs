@@ -203,9 +203,10 @@ pub(super) fn info_of(l: &CoreLayer) -> LayerInfo {
         children: l.children,
         create_sec: l.create_time.sec,
         create_nsec: l.create_time.nsec,
-        valid: 0,
+        valid: crate::vfs::INFO_OWN_BYTES,
         inodes: l.inodes_used,
         bytes: l.bytes_used,
+        own_bytes: l.own_bytes,
         ..LayerInfo::default()
     };
     // A name is at most 255 bytes: the field's last byte stays NUL.

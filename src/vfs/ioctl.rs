@@ -79,6 +79,8 @@ const fn iowr<T>(nr: u32) -> u32 {
 
 /// `LCFS_LAYER_READ_ONLY`.
 pub(crate) const LAYER_READ_ONLY: u32 = ext::LCFS_LAYER_READ_ONLY;
+/// `LCFS_INFO_OWN_BYTES`.
+pub(crate) const INFO_OWN_BYTES: u32 = ext::LCFS_INFO_OWN_BYTES;
 /// `LCFS_CREATE_READ_ONLY`.
 pub(crate) const CREATE_READ_ONLY: u32 = ext::LCFS_CREATE_READ_ONLY;
 /// `LCFS_DIFF_ADDED`, `_MODIFIED`, `_DELETED`.

@@ -133,9 +133,9 @@ t_bad_checksum() {
 
 t_unknown_version() {
 	new_image
-	poke "$IMG" 12 003
-	poke "$IMG" 4108 003
-	expect_mount_error "$LOOP" "Invalid argument" "unknown format version 3"
+	poke "$IMG" 12 004
+	poke "$IMG" 4108 004
+	expect_mount_error "$LOOP" "Invalid argument" "unknown format version 4"
 	drop_image
 }
 

@@ -132,6 +132,30 @@ t_cow_isolation() {
 	assert_eq "$(lcfs df $M --json | grep -c '"name"')" 132 "layers in lcfs df"
 }
 
+# A layer's own bytes: what its writes allocated (containerd's Usage). A clone starts with none;
+# rewriting one byte of an inherited 4 MiB file copies one 4 KiB block; a new file adds its
+# size; deleting the inherited file takes nothing from them, deleting its own files does; a
+# snapshot counts its source's. Unprivileged callers see their own layer's figure too.
+own() { sync; lcfs layer show "$1" -m $M | awk '$1 == "own" { gsub(/[(]/, "", $3); print $3 }'; }
+t_own_bytes() {
+	layer clone d128 own1
+	assert_eq "$(own own1)" 0 "own bytes of a new clone"
+	printf 'Z' | dd of=$M/own1/usr/bin/big bs=1 seek=1000000 conv=notrunc 2>/dev/null
+	assert_eq "$(own own1)" 4096 "own bytes after a one-byte write into an inherited file"
+	head -c 1048576 /tmp/rand >$M/own1/new
+	assert_eq "$(own own1)" $((4096 + 1048576)) "own bytes after a new 1 MiB file"
+	layer snapshot own1 own1-snap
+	assert_eq "$(own own1-snap)" $((4096 + 1048576)) "own bytes of a snapshot"
+	rm $M/own1/new
+	assert_eq "$(own own1)" 4096 "own bytes after deleting the new file"
+	rm $M/own1/usr/bin/big
+	assert_eq "$(own own1)" 0 "own bytes after deleting the rewritten inherited file"
+	assert_eq "$(own own1-snap)" $((4096 + 1048576)) "the snapshot's own bytes"
+	assert_eq "$(own d128)" 0 "own bytes of an untouched clone"
+	lcfs layer list -m $M --bytes | grep -w own1
+	layer remove own1-snap own1
+}
+
 # The paths a clone changed, against its parent and against an ancestor: additions and
 # deletions exactly, modifications at least those made (reading a file may update its access
 # time, which is a change of its inode too).
@@ -283,6 +307,6 @@ t_final_fsck() {
 }
 
 run_tests \
-	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation diff \
+	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes diff \
 	snapshot_under_writes rename remove_refused remove_returns_space abi unprivileged \
 	persistence final_fsck

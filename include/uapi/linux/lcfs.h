@@ -113,7 +113,8 @@ struct lcfs_layer_rename {
  * @valid: LCFS_INFO_* bits of the figures filled in
  * @inodes: inodes of the layer
  * @bytes: bytes of file data the layer's files reference (apparent size)
- * @own_bytes: bytes of space the layer holds that its parent does not (valid with LCFS_INFO_OWN_BYTES)
+ * @own_bytes: bytes of file data the layer's own writes hold, which its parent does not (valid
+ *	with LCFS_INFO_OWN_BYTES); a snapshot counts its source's
  * @reserved: zero on input; zero on output
  * @name: the layer's name, NUL-terminated (input to LCFS_IOC_LAYER_INFO when @id is zero)
  */

@@ -116,10 +116,32 @@ pub enum Phase {
 type ItemCheck<'a, C> = &'a mut dyn FnMut(&mut C, &Key, &[u8]) -> Result<Sums, String>;
 
 /// Sums of a subtree, memoised per node.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Sums {
     inodes: u64,
     bytes: u64,
+    /// Bytes of extents by birth layer, sorted by layer (a layer's own bytes are its birth's).
+    born: Vec<(u64, u64)>,
+}
+
+impl Sums {
+    fn add(&mut self, other: &Sums) {
+        self.inodes += other.inodes;
+        self.bytes += other.bytes;
+        for &(layer, bytes) in &other.born {
+            match self.born.binary_search_by_key(&layer, |&(l, _)| l) {
+                Ok(i) => self.born[i].1 += bytes,
+                Err(i) => self.born.insert(i, (layer, bytes)),
+            }
+        }
+    }
+
+    /// Bytes of extents born in `layer`.
+    fn born_in(&self, layer: u64) -> u64 {
+        self.born
+            .binary_search_by_key(&layer, |&(l, _)| l)
+            .map_or(0, |i| self.born[i].1)
+    }
 }
 
 struct Checker<'a, S: volume::Device<Buf = Vec<u8>>> {
@@ -366,7 +388,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             }
         }
         if let Some(s) = self.visited.get(&block) {
-            return Some(*s);
+            return Some(s.clone());
         }
         self.report.stats.tree_nodes += 1;
         let hdr = node::header(&buf).ok()?;
@@ -385,10 +407,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                     continue;
                 };
                 match items(self, &k, v) {
-                    Ok(s) => {
-                        sums.inodes += s.inodes;
-                        sums.bytes += s.bytes;
-                    }
+                    Ok(s) => sums.add(&s),
                     Err(e) => {
                         self.report
                             .error(format!("{what}: node {block}, item {k:?}: {e}"));
@@ -425,15 +444,12 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                     what,
                     items,
                 ) {
-                    Some(s) => {
-                        sums.inodes += s.inodes;
-                        sums.bytes += s.bytes;
-                    }
+                    Some(s) => sums.add(&s),
                     None => ok = false,
                 }
             }
         }
-        self.visited.insert(block, sums);
+        self.visited.insert(block, sums.clone());
         ok.then_some(sums)
     }
 
@@ -580,6 +596,14 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                         l.inodes_used, l.bytes_used, s.inodes, s.bytes
                     ));
                 }
+                let birth = l.own_birth.unwrap_or(*id);
+                if s.born_in(birth) != l.own_bytes {
+                    self.report.error(format!(
+                        "layer {id}: records {} bytes of its own (born in layer {birth}), the tree holds {}",
+                        l.own_bytes,
+                        s.born_in(birth)
+                    ));
+                }
                 // The namespace of a layer without a parent is checked whole; a clone only where
                 // it differs from its parent (the parent was checked before it: ids grow), so the
                 // cost follows the changes.
@@ -654,7 +678,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 InodeRecord::decode(v).map_err(e)?;
                 Ok(Sums {
                     inodes: 1,
-                    bytes: 0,
+                    ..Sums::default()
                 })
             }
             kind::DIRENT => {
@@ -684,12 +708,15 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 }
                 self.data(x.disk_block, u64::from(x.len));
                 // Staging extents hold blocks but are not in the usage counters.
-                let bytes = if k.kind == kind::EXTENT {
-                    u64::from(x.len) * u64::from(BLOCK_SIZE)
-                } else {
-                    0
-                };
-                Ok(Sums { inodes: 0, bytes })
+                if k.kind != kind::EXTENT {
+                    return Ok(Sums::default());
+                }
+                let bytes = u64::from(x.len) * u64::from(BLOCK_SIZE);
+                Ok(Sums {
+                    inodes: 0,
+                    bytes,
+                    born: vec![(x.birth(), bytes)],
+                })
             }
             kind::INLINE => {
                 records::inline_data(v).map_err(e)?;
@@ -747,6 +774,9 @@ struct LayerRecordOwned {
     bytes_used: u64,
     inodes_used: u64,
     next_ino: u64,
+    own_bytes: u64,
+    /// The birth layer of the extents counted as its own (itself unless a snapshot).
+    own_birth: Option<u64>,
     name: Vec<u8>,
 }
 
@@ -760,6 +790,8 @@ impl From<&LayerRecord<'_>> for LayerRecordOwned {
             bytes_used: r.bytes_used,
             inodes_used: r.inodes_used,
             next_ino: r.next_ino,
+            own_bytes: r.own_bytes,
+            own_birth: (r.own_birth != 0).then_some(u64::from(r.own_birth)),
             name: r.name.to_vec(),
         }
     }

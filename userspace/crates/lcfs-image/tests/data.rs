@@ -198,7 +198,11 @@ fn items<S: Device>(
             break;
         }
         let e = e.unwrap();
-        out.insert(key.offset, (e.disk_block, e.len, e.flags));
+        // The flags proper; the birth layer is checked where it matters.
+        out.insert(
+            key.offset,
+            (e.disk_block, e.len, e.flags & extent_flags::MASK),
+        );
         from = Key::new(ino, k, key.offset + 1);
     }
     out
@@ -550,6 +554,62 @@ fn writing_one_block_of_a_shared_file_copies_one_block() {
         vol.map_write(child, f, 51, 10).unwrap().kind,
         WriteKind::Cow { .. }
     ));
+}
+
+/// A layer's own bytes are those its writes allocated: a clone starts with none, copy-on-write
+/// and new blocks add to them, dropping an inherited extent does not take from them, dropping
+/// its own does; a snapshot counts its source's; fsck recomputes them from the births.
+#[test]
+fn own_bytes_follow_the_layers_writes() {
+    let (mut vol, f) = with_file(8192);
+    let tags: Vec<u64> = (1..=8).collect();
+    write(&mut vol, 1, f, 0, &tags, true).unwrap();
+    assert_eq!(vol.layer(1).unwrap().own_bytes, 8 * BS);
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    assert_eq!(vol.layer(c).unwrap().own_bytes, 0);
+    // One block copied on write, two new ones past the end.
+    write(&mut vol, c, f, 3, &[100], true).unwrap();
+    write(&mut vol, c, f, 20, &[101, 102], true).unwrap();
+    let l = vol.layer(c).unwrap();
+    assert_eq!((l.own_bytes, l.bytes_used), (3 * BS, 10 * BS));
+    let births: Vec<u64> = {
+        let total = vol.superblock().total_blocks;
+        let mut out = Vec::new();
+        let mut from = Key::new(f, kind::EXTENT, 0);
+        while let Some((k, b)) = vol
+            .next(c, &from, |k, v| {
+                (*k, ExtentRecord::decode(v, total).unwrap().birth())
+            })
+            .unwrap()
+        {
+            if k.id != f || k.kind != kind::EXTENT {
+                break;
+            }
+            out.push(b);
+            from = Key::new(f, kind::EXTENT, k.offset + 1);
+        }
+        out
+    };
+    assert_eq!(
+        births,
+        vec![1, c, 1, c],
+        "inherited, copied, inherited, new"
+    );
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.store().clone());
+    // A snapshot of the clone counts the clone's writes as its own.
+    let s = vol.snapshot_layer(b"s", c, NOW).unwrap();
+    assert_eq!(vol.layer(s).unwrap().own_bytes, 3 * BS);
+    // Cutting the file to 2 blocks drops inherited blocks (own unchanged) and the clone's.
+    set_size(&mut vol, c, f, 2 * BS).unwrap();
+    let l = vol.layer(c).unwrap();
+    assert_eq!((l.own_bytes, l.bytes_used), (0, 2 * BS));
+    assert_eq!(vol.layer(s).unwrap().own_bytes, 3 * BS);
+    assert_eq!(vol.layer(1).unwrap().own_bytes, 8 * BS);
+    vol.commit(NOW).unwrap();
+    let r = fsck_clean(vol.into_store());
+    assert_eq!(r.stats.layers, 3);
 }
 
 /// The disk block writeback uses for `fblock`.
