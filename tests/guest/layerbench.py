@@ -129,6 +129,17 @@ def lcfs_create(fd, name):
     return abi.CREATE.unpack(fcntl.ioctl(fd, abi.IOC_CREATE, abi.create(name=name.encode())))[3]
 
 
+def lcfs_reclaimed(fd):
+    # Waits until LCFS_IOC_FS_INFO's reclaim_queued (offset 112) is 0: the space of every removed
+    # layer is free.
+    buf = bytearray(abi.FS_INFO_SIZE)
+    while True:
+        fcntl.ioctl(fd, abi.IOC_FS_INFO, buf)
+        if struct.unpack_from("<Q", buf, 112)[0] == 0:
+            return
+        time.sleep(0.001)
+
+
 def btrfs_snapshot(dirfd, src_path, name, ro=False):
     src = os.open(src_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -184,6 +195,8 @@ def per_size(n):
     populate(f"{MNT}/own", n)
     os.sync()
     bench("remove", "lcfs", n, timed(lambda: lcfs_call(fd, abi.IOC_REMOVE, abi.REF.pack(big, 0, 0, 0))), "ms")
+    # Until the space is back: the background reclaim, in committed chunks.
+    bench("remove+reclaim", "lcfs", n, timed(lambda: lcfs_reclaimed(fd)), "ms")
     os.close(fd)
     umount()
     run("/tmp/fsck.lcfs", "-n", DEV)
@@ -202,7 +215,7 @@ def per_size(n):
     populate(f"{MNT}/own", n)
     os.sync()
     bench("remove", "btrfs", n, timed(lambda: btrfs_destroy(fd, "own")), "ms")
-    # Until the space is back: the cleaner's work, which lcfs does before its call returns.
+    # Until the space is back: the cleaner's work.
     bench("remove+reclaim", "btrfs", n, timed(lambda: run("btrfs", "subvolume", "sync", MNT)), "ms")
     os.close(fd)
     umount()

@@ -156,6 +156,54 @@ t_own_bytes() {
 	layer remove own1-snap own1
 }
 
+# fsx in a clone while its frozen parent is read back and checksummed the whole time: no
+# operation of the clone (writes, mmap writes, truncates, copy-on-write of shared blocks)
+# reaches the parent. The parent's fsx file was made by fsx too; the clone's fsx rewrites it
+# from scratch, and a writer rewrites scattered blocks of a shared 4 MiB file meanwhile.
+t_fsx_on_clone() {
+	layer create fsxp
+	mkdir -p /tmp/fsxp /tmp/fsxc
+	fsx -N 2000 -S 7 -P /tmp/fsxp $M/fsxp/f >/tmp/fsxp/out 2>&1 || { tail -20 /tmp/fsxp/out; fail "fsx in the parent"; }
+	cp /tmp/rand $M/fsxp/g
+	layer freeze fsxp
+	layer clone fsxp fsxc
+	sums() { md5sum $M/fsxp/f $M/fsxp/g | cut -d' ' -f1; }
+	sums >/tmp/fsxp.sums
+	: >/tmp/fsxp.bad
+	(
+		n=0
+		while [ ! -e /tmp/fsxp.stop ]; do
+			echo 3 >/proc/sys/vm/drop_caches
+			sums | cmp -s - /tmp/fsxp.sums || echo "round $n: the parent changed" >>/tmp/fsxp.bad
+			n=$((n + 1))
+		done
+		echo "$n" >/tmp/fsxp.rounds
+	) &
+	checker=$!
+	i=0
+	while [ $i -lt 64 ]; do
+		printf 'C%04d' $i | dd of=$M/fsxc/g bs=1 seek=$((i * 65536 + 17)) conv=notrunc 2>/dev/null
+		i=$((i + 1))
+	done
+	rc=0
+	fsx -f /tests/fsx.toml -N 10000 -S 8 -P /tmp/fsxc $M/fsxc/f >/tmp/fsxc/out 2>&1 || rc=$?
+	touch /tmp/fsxp.stop
+	wait $checker
+	rm /tmp/fsxp.stop
+	[ $rc = 0 ] || { tail -40 /tmp/fsxc/out; fail "fsx in the clone"; }
+	grep -q 'All operations completed A-OK' /tmp/fsxc/out || fail "fsx in the clone did not complete"
+	echo "the parent was checksummed $(cat /tmp/fsxp.rounds) times while fsx ran"
+	[ "$(cat /tmp/fsxp.rounds)" -ge 2 ] || fail "the parent was not read during fsx"
+	[ ! -s /tmp/fsxp.bad ] || fail "$(head -3 /tmp/fsxp.bad)"
+	sums | cmp - /tmp/fsxp.sums
+	# The clone's writes are there, and only they: the bytes around them are the parent's.
+	assert_eq "$(dd if=$M/fsxc/g bs=1 skip=$((5 * 65536 + 17)) count=5 2>/dev/null)" C0005 "a clone write"
+	cmp -s $M/fsxc/g $M/fsxp/g && fail "the clone's writes are missing"
+	diffs=$(cmp -l $M/fsxc/g $M/fsxp/g | wc -l)
+	[ "$diffs" -ge 250 ] && [ "$diffs" -le 320 ] || fail "$diffs bytes differ, 320 were written"
+	layer remove fsxc fsxp
+}
+
 # The paths a clone changed, against its parent and against an ancestor: additions and
 # deletions exactly, modifications at least those made (reading a file may update its access
 # time, which is a change of its inode too).
@@ -307,6 +355,6 @@ t_final_fsck() {
 }
 
 run_tests \
-	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes diff \
+	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes fsx_on_clone diff \
 	snapshot_under_writes rename remove_refused remove_returns_space abi unprivileged \
 	persistence final_fsck
