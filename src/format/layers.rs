@@ -13,7 +13,7 @@ use super::bucket::probe;
 use super::node::Key;
 use super::records::{
     kind, layer_flags, InodeRecord, LayerNameRecord, LayerRecord, Timespec, INODE_RECORD_SIZE,
-    LAYER_NAME_INDEX, LAYER_NAME_MAX,
+    LAYER_NAME_INDEX, LAYER_NAME_MAX, LAYER_RECORD_MAX,
 };
 use super::refmap::RefMap;
 use super::tree::{Error, Txn};
@@ -131,8 +131,6 @@ enum Source {
     Snapshot(LayerInfo),
 }
 
-/// Largest encoded layer record.
-const LAYER_RECORD_MAX: usize = 65 + LAYER_NAME_MAX;
 
 impl<S: Device> Volume<S> {
     /// The layer with id `id`.

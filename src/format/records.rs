@@ -420,6 +420,9 @@ pub const LAYER_NAME_MAX: usize = 255;
 /// Bytes of a layer record before the name.
 const LAYER_HEADER: usize = 73;
 
+/// Largest encoded layer record.
+pub const LAYER_RECORD_MAX: usize = LAYER_HEADER + LAYER_NAME_MAX;
+
 /// A layer: one complete tree of inodes, directory entries and extents, possibly sharing nodes
 /// with its parent.
 ///

@@ -1,4 +1,5 @@
 # lcfs-needs: debian-rootfs
+# lcfs-needs: guest-tools
 # Layers suite: the layer ioctls through `lcfs layer` and from a raw caller (layer_abi.py):
 # create, clone chains, copy-on-write isolation, snapshot under writes, freeze with and without
 # writers and what a frozen layer refuses, rename, remove (busy, with children, space returned),

@@ -464,7 +464,13 @@ fn layer_names_are_unique_and_reusable_after_removal() {
     assert_eq!(vol.find_layer(b"layer-123").unwrap(), None);
     let again = vol.create_layer(b"layer-123", None, NOW).unwrap();
     assert!(again > ids[299], "ids are never reused");
+    // The longest name fits the record, through the cache and the layer tree.
+    let long = vec![b'n'; 255];
+    let l = vol.create_layer(&long, None, NOW).unwrap();
+    vol.insert(l, &Key::new(1, kind::INLINE, 3), &inline_value(1, 1))
+        .unwrap();
     vol.commit(NOW).unwrap();
+    assert_eq!(vol.layer(l).unwrap().name(), &long[..]);
     let r = fsck_clean(vol.into_store());
-    assert_eq!(r.stats.layers, 301);
+    assert_eq!(r.stats.layers, 302);
 }
