@@ -256,16 +256,21 @@ pub(crate) struct Rename<'a, T: FileSystem> {
 /// `i_rwsem` or the dentry is being looked up).
 unsafe fn dentry_name<'a>(dentry: *mut bindings::dentry) -> &'a [u8] {
     let mut len: u32 = 0;
-    // SAFETY: per the contract.
+    // SAFETY: `dentry` is live (contract); the helper reads `d_name.name` and `d_name.len` and
+    // writes the length to a local.
     let name = unsafe { ext::lcfs_dentry_name(dentry.cast(), &mut len) };
     let len = usize::try_from(len).unwrap_or(0);
-    // SAFETY: `name` points to `len` bytes that live as long as the name is stable.
+    // SAFETY: `d_name.name` points to `d_name.len` initialised bytes, which are not freed or
+    // changed while the name is stable (contract: for `'a`, as a rename, the only thing that
+    // replaces a dentry's name, needs the parent's `i_rwsem` the caller's VFS operation holds).
     unsafe { core::slice::from_raw_parts(name, len) }
 }
 
 /// Owner and mode of a new inode in `dir`, as `inode_init_owner` computes them.
 fn new_owner<T: FileSystem>(dir: &Inode<T>, mode: u32) -> (u32, u32, u32) {
-    // SAFETY: reads the current task's credentials, which the task holds while it runs.
+    // SAFETY: `current_fsuid()` reads `current->cred`, which a task may always read for itself
+    // in process context (its credentials are replaced only by the task itself, with RCU), and
+    // maps it to the initial user namespace; the call has no other effect.
     let uid = unsafe { ext::lcfs_current_fsuid() };
     if dir.mode() & bindings::S_ISGID != 0 {
         let mode = if mode & bindings::S_IFMT == bindings::S_IFDIR {
@@ -275,43 +280,57 @@ fn new_owner<T: FileSystem>(dir: &Inode<T>, mode: u32) -> (u32, u32, u32) {
         };
         (uid, dir.owner().1, mode)
     } else {
-        // SAFETY: as for the uid.
+        // SAFETY: `current_fsgid()` reads the current task's own credentials, as
+        // `current_fsuid()` above, with no other effect.
         (uid, unsafe { ext::lcfs_current_fsgid() }, mode)
     }
 }
 
-/// Creates an inode for `dentry` in `dir` and instantiates the dentry with it.
+/// The arguments of a create-type operation (`create`, `mkdir`, `mknod`, `symlink`).
 ///
-/// # Safety
+/// # Invariants
 ///
-/// `dir` and `dentry` must be the live arguments of a create-type operation on a directory of
-/// `T` (the VFS holds `dir`'s `i_rwsem`; `dentry` is negative and hashed).
-unsafe fn make_node<T: DirOperations>(
-    dir: *mut bindings::inode,
+/// `dentry` is the operation's negative, hashed dentry, live for `'a`, whose name `name` is
+/// stable for `'a`; `dir` is its parent, whose `i_rwsem` the VFS holds for `'a`.
+struct NewEntry<'a, T: FileSystem> {
+    dir: Locked<'a, T>,
+    name: &'a [u8],
     dentry: *mut bindings::dentry,
-    mode: u32,
-    rdev: u64,
-    link: Option<&[u8]>,
-) -> Result {
-    // SAFETY: `dir` is a live, initialised directory of `T` (it has our inode operations), whose
-    // `i_rwsem` the VFS holds for the call (contract).
-    let dir = unsafe { Locked::new(Inode::<T>::from_raw(dir)) };
-    let (uid, gid, mode) = new_owner(&dir, mode);
-    // SAFETY: `dentry` is live and its name stable while the VFS holds the parent's `i_rwsem`
-    // (contract).
-    let name = unsafe { dentry_name(dentry) };
-    let node = NewNode {
-        mode,
-        rdev,
-        uid,
-        gid,
-        link,
-    };
-    let inode = T::create(dir, name, &node)?;
-    // SAFETY: `dentry` is the call's negative dentry; `d_instantiate` takes over the inode
-    // reference.
-    unsafe { bindings::d_instantiate(dentry, ARef::into_raw(inode).as_ptr().cast()) };
-    Ok(())
+}
+
+impl<'a, T: DirOperations> NewEntry<'a, T> {
+    /// # Safety
+    ///
+    /// `dir` and `dentry` must be the live arguments of a create-type operation on a directory
+    /// of `T` (the VFS holds `dir`'s `i_rwsem` for `'a`; `dentry` is negative and hashed).
+    unsafe fn new(dir: *mut bindings::inode, dentry: *mut bindings::dentry) -> Self {
+        // SAFETY: `dir` is a live, initialised directory of `T` (it has our inode operations),
+        // whose `i_rwsem` the VFS holds for the call (contract).
+        let dir = unsafe { Locked::new(Inode::<T>::from_raw(dir)) };
+        // SAFETY: `dentry` is live and its name stable while the VFS holds the parent's
+        // `i_rwsem` (contract).
+        let name = unsafe { dentry_name(dentry) };
+        // INVARIANT: from the contract.
+        Self { dir, name, dentry }
+    }
+
+    /// Creates the inode (owner and group as `inode_init_owner` computes them) and
+    /// instantiates the dentry with it.
+    fn make(self, mode: u32, rdev: u64, link: Option<&[u8]>) -> Result {
+        let (uid, gid, mode) = new_owner(&self.dir, mode);
+        let node = NewNode {
+            mode,
+            rdev,
+            uid,
+            gid,
+            link,
+        };
+        let inode = T::create(self.dir, self.name, &node)?;
+        // SAFETY: `dentry` is the operation's live negative dentry (type invariant);
+        // `d_instantiate` takes over the inode reference.
+        unsafe { bindings::d_instantiate(self.dentry, ARef::into_raw(inode).as_ptr().cast()) };
+        Ok(())
+    }
 }
 
 /// # Safety
@@ -324,7 +343,8 @@ unsafe extern "C" fn create_callback<T: DirOperations>(
     mode: bindings::umode_t,
 ) -> c_int {
     // SAFETY: the VFS's arguments of `create`, a create-type operation on a directory of `T`.
-    from_result(|| unsafe { make_node::<T>(dir, dentry, u32::from(mode), 0, None) }.map(|()| 0))
+    let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
+    from_result(|| entry.make(u32::from(mode), 0, None).map(|()| 0))
 }
 
 /// # Safety
@@ -338,7 +358,8 @@ unsafe extern "C" fn mkdir_callback<T: DirOperations>(
 ) -> *mut bindings::dentry {
     let mode = u32::from(mode) | bindings::S_IFDIR;
     // SAFETY: the VFS's arguments of `mkdir`, a create-type operation on a directory of `T`.
-    match unsafe { make_node::<T>(dir, dentry, mode, 0, None) } {
+    let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
+    match entry.make(mode, 0, None) {
         // NULL: the dentry passed in was instantiated.
         Ok(()) => ptr::null_mut(),
         Err(e) => e.to_ptr(),
@@ -355,10 +376,11 @@ unsafe extern "C" fn mknod_callback<T: DirOperations>(
     mode: bindings::umode_t,
     dev: bindings::dev_t,
 ) -> c_int {
-    // SAFETY: pure computation on an integer.
+    // SAFETY: `new_encode_dev` is arithmetic on its integer argument, with no other effect.
     let rdev = u64::from(unsafe { ext::lcfs_new_encode_dev(dev) });
     // SAFETY: the VFS's arguments of `mknod`, a create-type operation on a directory of `T`.
-    from_result(|| unsafe { make_node::<T>(dir, dentry, u32::from(mode), rdev, None) }.map(|()| 0))
+    let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
+    from_result(|| entry.make(u32::from(mode), rdev, None).map(|()| 0))
 }
 
 /// # Safety
@@ -376,7 +398,8 @@ unsafe extern "C" fn symlink_callback<T: DirOperations>(
         let mode = bindings::S_IFLNK | 0o777;
         // SAFETY: the VFS's arguments of `symlink`, a create-type operation on a directory of
         // `T`.
-        unsafe { make_node::<T>(dir, dentry, mode, 0, Some(target)) }?;
+        let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
+        entry.make(mode, 0, Some(target))?;
         Ok(0)
     })
 }

@@ -102,7 +102,9 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
         // SAFETY: an inode with our operations is a live, initialised inode of `T`; the VFS
         // holds its `i_rwsem` for the call.
         let inode = unsafe { Locked::new(Inode::<T>::from_raw(raw)) };
-        // SAFETY: permission and limit checks (`-EPERM`, `-EFBIG`, ...) on the live arguments.
+        // SAFETY: `setattr_prepare` only reads its arguments, which are the ones the VFS passed
+        // to this `setattr` (live for the call, `i_rwsem` held as it requires), and returns
+        // `-EPERM`, `-EFBIG` and the like for changes the caller may not make.
         to_result(unsafe { bindings::setattr_prepare(idmap, dentry, attr) })?;
         // SAFETY: `attr` is the caller's, live for the call.
         let (valid, new_size) = unsafe { ((*attr).ia_valid, (*attr).ia_size) };
@@ -112,7 +114,8 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
             && valid & bindings::ATTR_CTIME == 0
             && new_size != inode.size()
         {
-            // SAFETY: a live inode.
+            // SAFETY: `raw` is the live inode of the call (held by the dentry); `current_time`
+            // reads its superblock's time granularity and changes nothing.
             let now = unsafe { bindings::current_time(raw) };
             // SAFETY: `attr` is the caller's request, ours to complete for the call.
             unsafe {
@@ -148,9 +151,9 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
         let regular = InodeKind::from_mode(inode.mode()) == Some(InodeKind::Regular);
         match change.size {
             Some(size) if regular => {
-                let store = || T::setattr(inode, &change);
-                // SAFETY: a regular file of `T` whose `i_rwsem` the VFS holds.
-                unsafe { super::iomap::set_size::<T>(raw, size, store) }?
+                // SAFETY: a regular file of `T` whose `i_rwsem` the VFS holds for the call.
+                let resize = unsafe { super::iomap::Resize::<T>::new(raw, size) }?;
+                resize.apply(|| T::setattr(inode, &change))?
             }
             _ => T::setattr(inode, &change)?,
         }

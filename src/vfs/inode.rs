@@ -240,7 +240,11 @@ pub(crate) struct InodeParams {
 /// protected by the locks the VFS holds around the operation).
 unsafe fn set_attributes(inode: *mut bindings::inode, params: &InodeParams) {
     let mode = params.kind.type_bits() | (u32::from(params.perm) & 0o7777);
-    // SAFETY: per the function contract.
+    // SAFETY: the contract makes `inode` live and its attributes the caller's to change: either
+    // the inode is new (`I_NEW`, invisible to anyone else until `unlock_new_inode`) or the VFS
+    // holds the locks that serialise attribute changes around the operation (`i_rwsem`). Each
+    // setter writes only the field it names; `i_size_write` and the time setters are the C
+    // helpers that keep their fields' own update rules.
     unsafe {
         // CAST: `mode` fits in 16 bits (type bits | 0o7777).
         (*inode).i_mode = mode as u16;
@@ -599,8 +603,9 @@ impl<T: FileSystem> NewInode<T> {
                 if let Some(t) = target {
                     let len = c_int::try_from(t.len().saturating_sub(1)).unwrap_or(0);
                     let link = t.as_ptr();
-                    // SAFETY: as for `info` above. The buffer moves with its `KVec`, not its
-                    // contents, so `link` stays valid.
+                    // SAFETY: the inode is new and locked (type invariant), so nobody else looks
+                    // at its slot's `link`, an initialised field (the old value drops here).
+                    // The buffer moves with its `KVec`, not its contents, so `link` stays valid.
                     unsafe { (*slot).link = Some(t) };
                     // SAFETY: new and locked (type invariant). The NUL-terminated target lives
                     // in the slot until `free_inode`, after RCU path walkers are done with it.

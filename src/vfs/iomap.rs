@@ -24,7 +24,7 @@ use kernel::error::{from_result, to_result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 
 use super::bindings as ext;
-use super::inode::Inode;
+use super::inode::{Inode, InodeGuard, InvalidateGuard};
 use super::registration::{FileSystem, Operations};
 use super::super_block::SbInfo;
 use crate::format::BLOCK_SIZE;
@@ -406,7 +406,9 @@ unsafe extern "C" fn writeback_submit_callback<T: Operations>(
             ext::lcfs_bio_clear_complete_in_task(ptr::addr_of_mut!((*ioend).io_bio).cast());
         }
     }
-    // SAFETY: submits the ioend, or completes it with the error through the default handler.
+    // SAFETY: `wpc` is iomap's live context for this submission (the callback's contract), and
+    // this is the one call that hands its pending ioend (if any) on: submitted, or with
+    // `error`, completed through the bio's end handler. Nothing here touches the ioend after.
     unsafe { ext::iomap_ioend_writeback_submit(wpc, error) }
 }
 
@@ -467,8 +469,10 @@ pub(super) unsafe fn finish_written<T: DataOperations>(ioend: *mut ext::iomap_io
             result = e.to_errno();
         }
     }
-    // SAFETY: ends writeback of the ioend's folios (recording `result` in the mapping on
-    // failure) and frees the ioend with its bio.
+    // SAFETY: the ioend is ours (contract) and nothing uses it after this call, which ends
+    // writeback of its folios (recording `result` in the mapping on failure) and frees it with
+    // its bio. `file` above is not used past `write_done`, and the folios' writeback pinned
+    // the inode until here.
     unsafe { ext::iomap_finish_ioends(ioend, result) };
 }
 
@@ -677,10 +681,9 @@ unsafe extern "C" fn fallocate_callback<T: Operations>(
     // SAFETY: an open regular file of ours has a live, initialised inode of `T`.
     let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
     let r = {
-        // Serialises against writes and truncate.
-        let _lock = inode.lock();
-        // SAFETY: `file` is the live file of `inode`, whose `i_rwsem` is held.
-        unsafe { fallocate_locked::<T>(file, inode, mode, offset, len) }
+        // SAFETY: `file` is the live file of the call and `inode` its inode.
+        let locked = unsafe { LockedFile::new(file, inode) };
+        locked.fallocate(mode, offset, len)
     };
     match r {
         Ok(()) => 0,
@@ -713,111 +716,159 @@ unsafe fn zero_range<T: Operations>(inode: &Inode<T>, from: u64, to: u64) -> Res
     })
 }
 
-/// # Safety
+/// An open regular file of `T` with its inode's `i_rwsem` held (writes and truncate wait).
 ///
-/// `file` is the live, open file of `inode`, whose `i_rwsem` the current task holds.
-unsafe fn fallocate_locked<T: Operations>(
+/// # Invariants
+///
+/// `file` is a live open file whose inode is `inode`, live for `'a`; `_lock` holds that inode's
+/// `i_rwsem`.
+struct LockedFile<'a, T: Operations> {
     file: *mut bindings::file,
-    inode: &Inode<T>,
-    mode: c_int,
-    offset: bindings::loff_t,
-    len: bindings::loff_t,
-) -> Result {
-    // CAST: the FALLOC_FL_* flags are small positive constants.
-    let (keep, punch) = (
-        ext::FALLOC_FL_KEEP_SIZE as c_int,
-        ext::FALLOC_FL_PUNCH_HOLE as c_int,
-    );
-    if offset < 0 || len <= 0 {
-        return Err(EINVAL);
-    }
-    let end = offset.checked_add(len).ok_or(EFBIG)?;
-    let (start_u, end_u) = (offset.unsigned_abs(), end.unsigned_abs());
-    let size = inode.size();
-    if mode == keep | punch {
-        // Keeps page faults out while blocks go.
-        let _inval = inode.invalidate_lock();
-        // SAFETY: the live mapping of `inode`.
-        to_result(unsafe {
-            bindings::filemap_write_and_wait_range(inode.mapping(), offset, end - 1)
-        })?;
-        // Zero the partial blocks at both ends through the page cache; whole blocks in between
-        // lose their pages and then their blocks.
-        let first_full = start_u.div_ceil(BS) * BS;
-        let last_full = end_u / BS * BS;
-        if first_full >= last_full {
-            // SAFETY: `i_rwsem` (contract) and `invalidate_lock` (above) are held.
-            unsafe { zero_range(inode, start_u, end_u) }?;
-        } else {
-            // SAFETY: `i_rwsem` (contract) and `invalidate_lock` (above) are held.
-            unsafe { zero_range(inode, start_u, first_full) }?;
-            // SAFETY: `i_rwsem` (contract) and `invalidate_lock` (above) are held.
-            unsafe { zero_range(inode, last_full, end_u) }?;
-            let (first, last) = (i64::try_from(first_full)?, i64::try_from(last_full)? - 1);
-            // SAFETY: a live inode with both locks held, as truncation of its pages needs.
-            unsafe { bindings::truncate_pagecache_range(inode.as_ptr(), first, last) };
-            T::punch(inode, first_full, last_full - first_full)?;
-        }
-    } else if mode == 0 || mode == keep {
-        // SAFETY: the live file of the call (contract).
-        to_result(unsafe { bindings::file_modified(file) })?;
-        T::allocate(
-            inode,
-            start_u / BS * BS,
-            end_u.div_ceil(BS) * BS - start_u / BS * BS,
-        )?;
-        if mode == 0 && end > size {
-            // SAFETY: a live inode whose `i_rwsem` is held (contract), as size changes need.
-            unsafe { ext::lcfs_i_size_write(inode.as_ptr().cast(), end) };
-            T::store_size(inode, end_u)?;
-        }
-        return Ok(());
-    } else {
-        return Err(EOPNOTSUPP);
-    }
-    // SAFETY: the live file of the call (contract).
-    to_result(unsafe { bindings::file_modified(file) })
+    inode: &'a Inode<T>,
+    _lock: InodeGuard<'a, T>,
 }
 
-/// Truncates or extends the page cache and data of `raw` to `size` around the filesystem's own
-/// size change `store`, in the order that never exposes stale data: shrinking zeroes the tail
-/// of the new last block and drops the cached pages past it before the blocks go; growing
-/// records the size first.
+impl<'a, T: Operations> LockedFile<'a, T> {
+    /// Takes `inode`'s `i_rwsem`.
+    ///
+    /// # Safety
+    ///
+    /// `file` is a live open file of `inode` for `'a`.
+    unsafe fn new(file: *mut bindings::file, inode: &'a Inode<T>) -> Self {
+        // INVARIANT: `file` and `inode` per the contract; the lock is taken here.
+        Self {
+            file,
+            inode,
+            _lock: inode.lock(),
+        }
+    }
+
+    /// `fallocate`: allocate (mode 0 or `FALLOC_FL_KEEP_SIZE`) or punch a hole.
+    fn fallocate(&self, mode: c_int, offset: bindings::loff_t, len: bindings::loff_t) -> Result {
+        let (file, inode) = (self.file, self.inode);
+        // CAST: the FALLOC_FL_* flags are small positive constants.
+        let (keep, punch) = (
+            ext::FALLOC_FL_KEEP_SIZE as c_int,
+            ext::FALLOC_FL_PUNCH_HOLE as c_int,
+        );
+        if offset < 0 || len <= 0 {
+            return Err(EINVAL);
+        }
+        let end = offset.checked_add(len).ok_or(EFBIG)?;
+        let (start_u, end_u) = (offset.unsigned_abs(), end.unsigned_abs());
+        let size = inode.size();
+        // A mode the filesystem does not implement changes nothing (the punch path zeroes and
+        // drops cached pages before the filesystem's call).
+        if (mode == keep | punch && !T::HAS_PUNCH)
+            || ((mode == 0 || mode == keep) && !T::HAS_ALLOCATE)
+        {
+            return Err(EOPNOTSUPP);
+        }
+        if mode == keep | punch {
+            // Keeps page faults out while blocks go.
+            let _inval = inode.invalidate_lock();
+            // SAFETY: the live mapping of `inode`.
+            to_result(unsafe {
+                bindings::filemap_write_and_wait_range(inode.mapping(), offset, end - 1)
+            })?;
+            // Zero the partial blocks at both ends through the page cache; whole blocks in
+            // between lose their pages and then their blocks.
+            let first_full = start_u.div_ceil(BS) * BS;
+            let last_full = end_u / BS * BS;
+            if first_full >= last_full {
+                // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
+                unsafe { zero_range(inode, start_u, end_u) }?;
+            } else {
+                // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
+                unsafe { zero_range(inode, start_u, first_full) }?;
+                // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
+                unsafe { zero_range(inode, last_full, end_u) }?;
+                let (first, last) = (i64::try_from(first_full)?, i64::try_from(last_full)? - 1);
+                // SAFETY: a live inode with both locks held, as truncation of its pages needs.
+                unsafe { bindings::truncate_pagecache_range(inode.as_ptr(), first, last) };
+                T::punch(inode, first_full, last_full - first_full)?;
+            }
+        } else if mode == 0 || mode == keep {
+            // SAFETY: the live file of the call (type invariant).
+            to_result(unsafe { bindings::file_modified(file) })?;
+            T::allocate(
+                inode,
+                start_u / BS * BS,
+                end_u.div_ceil(BS) * BS - start_u / BS * BS,
+            )?;
+            if mode == 0 && end > size {
+                // SAFETY: a live inode whose `i_rwsem` is held (type invariant), as size changes
+                // need.
+                unsafe { ext::lcfs_i_size_write(inode.as_ptr().cast(), end) };
+                T::store_size(inode, end_u)?;
+            }
+            return Ok(());
+        } else {
+            return Err(EOPNOTSUPP);
+        }
+        // SAFETY: the live file of the call (type invariant).
+        to_result(unsafe { bindings::file_modified(file) })
+    }
+}
+
+/// A size change of a regular file: truncates or extends its page cache and data around the
+/// filesystem's own size change, in the order that never exposes stale data (shrinking zeroes
+/// the tail of the new last block and drops the cached pages past it before the blocks go;
+/// growing records the size first).
 ///
-/// # Safety
+/// # Invariants
 ///
-/// `raw` is a regular file of `T` whose `i_rwsem` the current task holds.
-pub(super) unsafe fn set_size<T: Operations>(
-    raw: *mut bindings::inode,
-    size: u64,
-    store: impl FnOnce() -> Result,
-) -> Result {
-    let new = i64::try_from(size).map_err(|_| EFBIG)?;
-    // SAFETY: a live, initialised regular file of `T` (contract).
-    let inode = unsafe { Inode::<T>::from_raw(raw) };
-    let old = inode.size();
-    // Keeps page faults out while the size and blocks change.
-    let _inval = inode.invalidate_lock();
-    if new < old {
-        // SAFETY: a live inode with `i_rwsem` (contract) and `invalidate_lock` held; the
-        // operations are static.
-        to_result(unsafe {
-            ext::iomap_truncate_page(
-                raw.cast(),
-                new,
-                ptr::null_mut(),
-                &Tables::<T>::WRITE_OPS,
-                ptr::null(),
-                ptr::null_mut(),
-            )
-        })?;
-        // SAFETY: a live inode with `i_rwsem` (contract) and `invalidate_lock` held.
-        unsafe { bindings::truncate_setsize(raw, new) };
-        store()
-    } else {
-        store()?;
-        // SAFETY: a live inode with `i_rwsem` (contract) and `invalidate_lock` held.
-        unsafe { bindings::truncate_setsize(raw, new) };
-        Ok(())
+/// `inode` is a regular file of `T` whose `i_rwsem` the current task holds for `'a`, and
+/// `_inval` holds its mapping's `invalidate_lock` (page faults stay out while the size and
+/// blocks change).
+pub(super) struct Resize<'a, T: Operations> {
+    inode: &'a Inode<T>,
+    new: i64,
+    _inval: InvalidateGuard<'a, T>,
+}
+
+impl<'a, T: Operations> Resize<'a, T> {
+    /// Starts changing the size of `raw` to `size`.
+    ///
+    /// # Safety
+    ///
+    /// `raw` is a regular file of `T` whose `i_rwsem` the current task holds for `'a`.
+    pub(super) unsafe fn new(raw: *mut bindings::inode, size: u64) -> Result<Self> {
+        let new = i64::try_from(size).map_err(|_| EFBIG)?;
+        // SAFETY: a live, initialised regular file of `T` (contract).
+        let inode = unsafe { Inode::<T>::from_raw(raw) };
+        // INVARIANT: regular file with `i_rwsem` held (contract); the lock is taken here.
+        Ok(Self {
+            inode,
+            new,
+            _inval: inode.invalidate_lock(),
+        })
+    }
+
+    /// Changes the cached size and pages, and runs `store`, the filesystem's own change.
+    pub(super) fn apply(self, store: impl FnOnce() -> Result) -> Result {
+        let raw = self.inode.as_ptr();
+        if self.new < self.inode.size() {
+            // SAFETY: a live inode with `i_rwsem` and `invalidate_lock` held (type invariant);
+            // the operations are static.
+            to_result(unsafe {
+                ext::iomap_truncate_page(
+                    raw.cast(),
+                    self.new,
+                    ptr::null_mut(),
+                    &Tables::<T>::WRITE_OPS,
+                    ptr::null(),
+                    ptr::null_mut(),
+                )
+            })?;
+            // SAFETY: a live inode with `i_rwsem` and `invalidate_lock` held (type invariant).
+            unsafe { bindings::truncate_setsize(raw, self.new) };
+            store()
+        } else {
+            store()?;
+            // SAFETY: a live inode with `i_rwsem` and `invalidate_lock` held (type invariant).
+            unsafe { bindings::truncate_setsize(raw, self.new) };
+            Ok(())
+        }
     }
 }

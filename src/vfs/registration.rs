@@ -251,12 +251,14 @@ unsafe fn options<'a, T: FileSystem>(fc: *mut ext::fs_context) -> &'a mut T::Opt
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `free`.
 unsafe extern "C" fn free_fs_context_callback<T: FileSystem>(fc: *mut ext::fs_context) {
-    // SAFETY: the VFS passes the live context it is freeing.
+    // SAFETY: the VFS passes the live context it is freeing; reading a field of it is sound,
+    // and no one else uses the context during `free`.
     let opts = unsafe { (*fc).fs_private.cast::<T::Options>() };
     if opts.is_null() {
         return;
     }
-    // SAFETY: as for the read; nothing uses the context's options after this.
+    // SAFETY: the same live context, ours alone during `free`: clearing `fs_private` before
+    // the box is dropped means the context never points to freed options.
     unsafe { (*fc).fs_private = ptr::null_mut() };
     // SAFETY: a non-null `fs_private` of our context is the box `init_fs_context_callback::<T>`
     // stored, owned by the context until now.
@@ -382,7 +384,9 @@ unsafe extern "C" fn fill_super_callback<T: Operations>(
         if dentry.is_null() {
             return Err(ENOMEM);
         }
-        // SAFETY: the superblock is still private to this mount.
+        // SAFETY: `fill_super` runs with the new superblock not yet visible to any other task
+        // (`SB_BORN` is set after it returns, under `s_umount` held by the mount), so writing
+        // `s_root` races with nothing; the dentry's reference moves to the superblock.
         unsafe { (*sb).s_root = dentry };
         T::activate(sb_ref);
         Ok(0)
@@ -393,7 +397,9 @@ unsafe extern "C" fn fill_super_callback<T: Operations>(
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `kill_sb`.
 unsafe extern "C" fn kill_sb_callback<T: FileSystem>(sb: *mut bindings::super_block) {
-    // SAFETY: the VFS tears the superblock down; this evicts all inodes and closes the device.
+    // SAFETY: `kill_sb` is called once per superblock, by the VFS, after its last active
+    // reference went; `kill_block_super` is the teardown a block-device filesystem owes it
+    // (it calls our `put_super`, evicts all inodes and releases the device).
     unsafe { bindings::kill_block_super(sb) };
     // SAFETY: `s_fs_info` is null (after `put_super`) or, when the mount failed half-way, the
     // state stored by `fill_super_callback`, whose periodic work never started; the inodes are

@@ -296,7 +296,9 @@ impl BlockDevice {
 pub(crate) fn now() -> (i64, u32) {
     let mut sec = 0i64;
     let mut nsec: c_long = 0;
-    // SAFETY: plain call writing two locals.
+    // SAFETY: the helper reads the wall clock (`ktime_get_real_ts64`, callable in any context)
+    // and writes through its two pointers only, which point to the locals above, live and
+    // exclusive for the call.
     unsafe { ext::lcfs_now(&mut sec, &mut nsec) };
     (sec, u32::try_from(nsec).unwrap_or(0))
 }

@@ -116,7 +116,9 @@ unsafe fn full_name(
     handler: *const bindings::xattr_handler,
     name: *const c_char,
 ) -> Result<KVec<u8>> {
-    // SAFETY: our handlers have a static NUL-terminated prefix; `name` is NUL-terminated.
+    // SAFETY: `handler` is one of our static handlers (contract), whose `prefix` is a static
+    // NUL-terminated string; `name` is NUL-terminated and live for the call (contract). Both
+    // `CStr`s are only read before the function returns.
     let (prefix, name) = unsafe {
         (
             CStr::from_char_ptr((*handler).prefix).to_bytes(),
@@ -141,12 +143,16 @@ unsafe extern "C" fn get_callback<T: XattrOperations>(
     size: usize,
 ) -> c_int {
     let r = (|| -> Result<c_int> {
-        // SAFETY: live handler arguments.
+        // SAFETY: the VFS calls `get` with the handler it found for the name (one of ours,
+        // static) and the name's suffix after the prefix, NUL-terminated and live for the call:
+        // `full_name`'s contract.
         let full = unsafe { full_name(handler, name) }?;
         let buf: &mut [u8] = if size == 0 || buffer.is_null() {
             &mut []
         } else {
-            // SAFETY: the VFS passes a kernel buffer of `size` bytes.
+            // SAFETY: a non-NULL `buffer` from the VFS is a kernel buffer of `size` bytes
+            // (`vfs_getxattr` allocates it, or it is the xattr cache's), writable and not
+            // aliased by anything else for the call.
             unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), size) }
         };
         // SAFETY: the VFS passes a live inode of the superblock whose handler this is: an
@@ -175,7 +181,8 @@ unsafe extern "C" fn set_callback<T: XattrOperations>(
     flags: c_int,
 ) -> c_int {
     let r = (|| -> Result {
-        // SAFETY: live handler arguments.
+        // SAFETY: as in `get_callback`: the VFS passes its (static) handler and the
+        // NUL-terminated name suffix, live for the call.
         let full = unsafe { full_name(handler, name) }?;
         // A NULL buffer removes the attribute; an empty value is a value.
         let value: Option<&[u8]> = if buffer.is_null() {
@@ -183,7 +190,8 @@ unsafe extern "C" fn set_callback<T: XattrOperations>(
         } else if size == 0 {
             Some(&[])
         } else {
-            // SAFETY: the VFS passes a kernel buffer of `size` bytes.
+            // SAFETY: a non-NULL `buffer` is the value `setxattr` copied into a kernel buffer of
+            // `size` bytes, live and unchanged for the call.
             Some(unsafe { core::slice::from_raw_parts(buffer.cast::<u8>(), size) })
         };
         // CAST: flag constants are small.
@@ -219,11 +227,14 @@ unsafe extern "C" fn listxattr_callback<T: XattrOperations>(
         let out: &mut [u8] = if size == 0 || buffer.is_null() {
             &mut []
         } else {
-            // SAFETY: the VFS passes a kernel buffer of `size` bytes.
+            // SAFETY: a non-NULL `buffer` from `listxattr` is a kernel buffer of `size` bytes
+            // the VFS allocated for this call, writable and not aliased.
             unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), size) }
         };
         // CAST: CAP_SYS_ADMIN is a small constant.
-        // SAFETY: plain capability check of the current task.
+        // SAFETY: `capable` reads the current task's credentials (always valid for the task
+        // itself in process context, where the VFS calls `listxattr`) and may record an audit
+        // event; it takes no pointer arguments.
         let admin = unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) };
         let mut total = 0usize;
         let mut overflow = false;
