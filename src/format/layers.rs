@@ -131,7 +131,6 @@ enum Source {
     Snapshot(LayerInfo),
 }
 
-
 impl<S: Device> Volume<S> {
     /// The layer with id `id`.
     pub fn layer(&mut self, id: u64) -> Result<LayerInfo, Error> {
