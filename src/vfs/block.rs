@@ -130,14 +130,15 @@ pub(super) unsafe fn write_block(
         // SAFETY: `addr` maps `BLOCK_BYTES` writable bytes of the locked folio; nothing else
         // writes them while we hold the lock.
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), addr.cast::<u8>(), BLOCK_BYTES) };
-        // SAFETY: `addr` is the most recent local mapping; the folio is locked.
-        unsafe {
-            ext::lcfs_kunmap_local(addr);
-            if !uptodate && fsize == BLOCK_BYTES {
-                ext::lcfs_folio_mark_uptodate(folio.as_ptr().cast());
-            }
-            bindings::folio_mark_dirty(folio.as_ptr());
+        // SAFETY: `addr` is this task's most recent local mapping (kmap_local mappings are
+        // undone in reverse order), not used after this.
+        unsafe { ext::lcfs_kunmap_local(addr) };
+        if !uptodate && fsize == BLOCK_BYTES {
+            // SAFETY: a locked, referenced folio whose one block was just written whole.
+            unsafe { ext::lcfs_folio_mark_uptodate(folio.as_ptr().cast()) };
         }
+        // SAFETY: a locked, referenced folio of the device's mapping.
+        unsafe { bindings::folio_mark_dirty(folio.as_ptr()) };
     }
     // SAFETY: locked by us above.
     unsafe { bindings::folio_unlock(folio.as_ptr()) };

@@ -480,21 +480,31 @@ unsafe extern "C" fn rename_callback<T: DirOperations>(
         // stable and covers the moved and the replaced inode (it locks those too, except a
         // directory moving inside its parent); all are live, initialised inodes of `T`.
         // `old_dentry` is positive, `new_dentry` may be negative.
-        let request = unsafe {
-            let new_inode = (*new_dentry).d_inode;
-            Rename {
-                old_dir: Locked::new(Inode::<T>::from_raw(old_dir)),
-                old_name: dentry_name(old_dentry),
-                old_inode: Locked::new(Inode::<T>::from_raw((*old_dentry).d_inode)),
-                new_dir: Locked::new(Inode::<T>::from_raw(new_dir)),
-                new_name: dentry_name(new_dentry),
-                new_inode: if new_inode.is_null() {
-                    None
-                } else {
-                    Some(Locked::new(Inode::<T>::from_raw(new_inode)))
-                },
-                mode,
-            }
+        let (old_dir, old_name, old_inode, new_dir, new_name, new_inode) = unsafe {
+            (
+                Locked::new(Inode::<T>::from_raw(old_dir)),
+                dentry_name(old_dentry),
+                Locked::new(Inode::<T>::from_raw((*old_dentry).d_inode)),
+                Locked::new(Inode::<T>::from_raw(new_dir)),
+                dentry_name(new_dentry),
+                (*new_dentry).d_inode,
+            )
+        };
+        let new_inode = if new_inode.is_null() {
+            None
+        } else {
+            // SAFETY: a positive `new_dentry`'s inode is a live, initialised inode of `T`,
+            // covered by the locks above.
+            Some(unsafe { Locked::new(Inode::<T>::from_raw(new_inode)) })
+        };
+        let request = Rename {
+            old_dir,
+            old_name,
+            old_inode,
+            new_dir,
+            new_name,
+            new_inode,
+            mode,
         };
         T::rename(&request)?;
         Ok(0)

@@ -239,9 +239,11 @@ unsafe fn set_iomap(
     flags: u32,
     bdev: *mut bindings::block_device,
 ) {
-    // SAFETY: ours to fill for the call (contract).
+    let offset = i64::try_from(m.offset).unwrap_or(i64::MAX);
+    // SAFETY: iomap hands `map` to this call to fill (contract): live, and written by nothing
+    // else until the call returns.
     unsafe {
-        (*map).offset = i64::try_from(m.offset).unwrap_or(i64::MAX);
+        (*map).offset = offset;
         (*map).length = m.length;
         // CAST: the IOMAP_* type and flag constants fit in 16 bits.
         (*map).type_ = kind as u16;
@@ -343,12 +345,10 @@ unsafe extern "C" fn writeback_range_callback<T: Operations>(
     let r = (|| -> Result<isize> {
         // SAFETY: iomap passes its live writeback context, whose mapping it keeps between
         // folios and which nobody else changes during writeback.
-        let (raw, cached) = unsafe {
-            let map = &(*wpc).iomap;
-            let start = u64::try_from(map.offset).unwrap_or(u64::MAX);
-            let cached = map.length != 0 && pos >= start && pos - start < map.length;
-            ((*wpc).inode, cached)
-        };
+        let (raw, offset, length) =
+            unsafe { ((*wpc).inode, (*wpc).iomap.offset, (*wpc).iomap.length) };
+        let start = u64::try_from(offset).unwrap_or(u64::MAX);
+        let cached = length != 0 && pos >= start && pos - start < length;
         if !cached {
             // SAFETY: the context's inode is an initialised regular file of ours, referenced by
             // the writeback of its mapping.

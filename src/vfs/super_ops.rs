@@ -156,22 +156,26 @@ unsafe extern "C" fn statfs_callback<T: FileSystem>(
         // mounted for the call.
         let sb = unsafe { SuperBlock::<T>::from_raw((*dentry).d_sb) };
         let st = T::statfs(sb)?;
-        let buf = buf.cast::<ext::kstatfs>();
+        // CAST (these four): u32 to the 64-bit `long`, lossless.
+        let out = ext::kstatfs {
+            f_type: T::MAGIC as c_long,
+            f_bsize: BLOCK_SIZE as c_long,
+            f_frsize: BLOCK_SIZE as c_long,
+            f_blocks: st.blocks,
+            f_bfree: st.free_blocks,
+            f_bavail: st.avail_blocks,
+            f_files: st.files,
+            f_ffree: st.free_files,
+            f_fsid: bindings::__kernel_fsid_t {
+                val: st.fsid.map(|w| c_int::from_ne_bytes(w.to_ne_bytes())),
+            },
+            f_namelen: st.name_len as c_long,
+            ..Default::default()
+        };
         // SAFETY: `buf` points to a `kstatfs` the caller owns for this call (the module's
-        // complete definition of the struct the kernel crate leaves opaque; KUnit checks the size).
-        unsafe {
-            // CAST (these four): u32 to the 64-bit `long`, lossless.
-            (*buf).f_type = T::MAGIC as c_long;
-            (*buf).f_bsize = BLOCK_SIZE as c_long;
-            (*buf).f_frsize = BLOCK_SIZE as c_long;
-            (*buf).f_blocks = st.blocks;
-            (*buf).f_bfree = st.free_blocks;
-            (*buf).f_bavail = st.avail_blocks;
-            (*buf).f_files = st.files;
-            (*buf).f_ffree = st.free_files;
-            (*buf).f_fsid.val = st.fsid.map(|w| c_int::from_ne_bytes(w.to_ne_bytes()));
-            (*buf).f_namelen = st.name_len as c_long;
-        }
+        // complete definition of the struct the kernel crate leaves opaque; KUnit checks the
+        // layout); every field, the spare ones zero, is written in one store.
+        unsafe { buf.cast::<ext::kstatfs>().write(out) };
         Ok(0)
     })
 }
