@@ -569,8 +569,12 @@ impl NoFsScope {
 
 impl Drop for NoFsScope {
     fn drop(&mut self) {
-        // SAFETY: restores the flags `enter` saved on this same task (type invariant), in
-        // reverse order of nested scopes since values drop in reverse order.
+        // SAFETY: restores, on the task that saved them (type invariant), the flags `enter`
+        // saved: the call only sets or clears the current task's `PF_MEMALLOC_NOFS` bit, which
+        // is memory-safe in any order. Order matters for the scope's purpose, not for safety:
+        // a scope dropped before one entered after it would end `GFP_NOFS` early for the
+        // other. Its one holder, `VolGuard`, keeps the scope beside the lock guard and drops
+        // both together, so scopes nest as the locks do.
         unsafe { ext::lcfs_memalloc_nofs_restore(self.flags) };
     }
 }
