@@ -141,15 +141,17 @@ pub(super) unsafe extern "C" fn alloc_inode_callback<T: FileSystem>(
 pub(super) unsafe extern "C" fn free_inode_callback<T: FileSystem>(inode: *mut bindings::inode) {
     // SAFETY: the VFS frees only inodes it got from `alloc_inode_callback`.
     let slot = unsafe { slot_of::<T>(inode) };
-    // SAFETY: called once, after an RCU grace period; nothing references the inode any more.
-    // `info` is always initialised (to `None` at least), and its drop must not sleep (documented
-    // on `FileSystem::InodeInfo`).
-    unsafe {
-        let cache = (*slot).cache;
-        ptr::drop_in_place(ptr::addr_of_mut!((*slot).info));
-        ptr::drop_in_place(ptr::addr_of_mut!((*slot).link));
-        bindings::kmem_cache_free(cache, slot.cast());
-    }
+    // SAFETY: called once, after an RCU grace period; nothing references the inode any more,
+    // so its slot is ours. `info` and `link` are always initialised (to `None` at least); taking
+    // them leaves `None`, which owns nothing.
+    let (cache, info, link) = unsafe { ((*slot).cache, (*slot).info.take(), (*slot).link.take()) };
+    // The filesystem's per-inode state drops here, in safe code (its drop must not sleep: this
+    // runs from an RCU callback; documented on `FileSystem::InodeInfo`).
+    drop(info);
+    drop(link);
+    // SAFETY: the slot came from `cache` (`alloc_inode_callback`), no field of it owns anything
+    // now, and nothing uses it after this.
+    unsafe { bindings::kmem_cache_free(cache, slot.cast()) };
     LIVE_INODES.fetch_sub(1, Ordering::Relaxed);
 }
 

@@ -413,7 +413,7 @@ unsafe extern "C" fn writeback_submit_callback<T: Operations>(
 }
 
 /// Bio completion of a written ioend: may run in interrupt context, so it only queues the ioend
-/// for [`finish_written`].
+/// for [`WrittenIoend::finish`].
 ///
 /// # Safety
 ///
@@ -442,38 +442,61 @@ unsafe extern "C" fn writeback_end_io<T: FileSystem>(bio: *mut bindings::bio) {
     unsafe { info.queue_written(ioend) };
 }
 
-/// Records a completed write with [`DataOperations::write_done`], then ends writeback of its
-/// folios: `fsync`, which waits for writeback, then sees every completed write recorded.
+/// A completed writeback ioend of a file of `T`, to be recorded and finished.
 ///
-/// # Safety
+/// # Invariants
 ///
-/// `ioend` is a completed ioend of a file of `T`, submitted by `writeback_submit_callback::<T>`
-/// and owned by the caller; it is freed here.
-pub(super) unsafe fn finish_written<T: DataOperations>(ioend: *mut ext::iomap_ioend) {
-    // SAFETY: the ioend is live and ours until finished below.
-    let (mut result, inode, offset, size) = unsafe {
-        (
-            (*ioend).io_error,
-            (*ioend).io_inode,
-            (*ioend).io_offset,
-            (*ioend).io_size,
-        )
-    };
-    if result == 0 {
-        // SAFETY: the ioend's inode is an initialised regular file of ours, referenced by its
-        // folios under writeback.
-        let file = unsafe { Inode::<T>::from_raw(inode.cast()) };
-        let offset = u64::try_from(offset).unwrap_or(0);
-        let size = u64::try_from(size).unwrap_or(0);
-        if let Err(e) = T::write_done(file, offset, size) {
-            result = e.to_errno();
+/// `ioend` is a completed ioend of a regular file of `T`, submitted by
+/// `writeback_submit_callback::<T>` and owned by this value; its folios under writeback pin
+/// its inode until it is finished.
+pub(super) struct WrittenIoend<T: DataOperations> {
+    ioend: *mut ext::iomap_ioend,
+    _fs: PhantomData<T>,
+}
+
+impl<T: DataOperations> WrittenIoend<T> {
+    /// # Safety
+    ///
+    /// `ioend` is a completed ioend of a file of `T`, submitted by
+    /// `writeback_submit_callback::<T>` and owned by the caller, who hands it over.
+    pub(super) unsafe fn new(ioend: *mut ext::iomap_ioend) -> Self {
+        // INVARIANT: per the contract.
+        Self {
+            ioend,
+            _fs: PhantomData,
         }
     }
-    // SAFETY: the ioend is ours (contract) and nothing uses it after this call, which ends
-    // writeback of its folios (recording `result` in the mapping on failure) and frees it with
-    // its bio. `file` above is not used past `write_done`, and the folios' writeback pinned
-    // the inode until here.
-    unsafe { ext::iomap_finish_ioends(ioend, result) };
+
+    /// Records the completed write with [`DataOperations::write_done`], then ends writeback of
+    /// its folios (and frees the ioend): `fsync`, which waits for writeback, then sees every
+    /// completed write recorded.
+    pub(super) fn finish(self) {
+        let ioend = self.ioend;
+        // SAFETY: the ioend is live and ours until finished below (type invariant).
+        let (mut result, inode, offset, size) = unsafe {
+            (
+                (*ioend).io_error,
+                (*ioend).io_inode,
+                (*ioend).io_offset,
+                (*ioend).io_size,
+            )
+        };
+        if result == 0 {
+            // SAFETY: the ioend's inode is an initialised regular file of `T`, pinned by its
+            // folios under writeback (type invariant).
+            let file = unsafe { Inode::<T>::from_raw(inode.cast()) };
+            let offset = u64::try_from(offset).unwrap_or(0);
+            let size = u64::try_from(size).unwrap_or(0);
+            if let Err(e) = T::write_done(file, offset, size) {
+                result = e.to_errno();
+            }
+        }
+        // SAFETY: the ioend is ours (type invariant) and nothing uses it after this call, which
+        // ends writeback of its folios (recording `result` in the mapping on failure) and frees
+        // it with its bio. `file` above is not used past `write_done`, and the folios'
+        // writeback pinned the inode until here.
+        unsafe { ext::iomap_finish_ioends(ioend, result) };
+    }
 }
 
 /// # Safety

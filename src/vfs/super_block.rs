@@ -238,8 +238,10 @@ unsafe extern "C" fn writeback_done_callback<T: DataOperations>(work: *mut bindi
             // SAFETY: an ioend taken off the queue above, owned by this function until it is
             // finished (and freed) below.
             oldest = unsafe { (*ioend).io_private.cast() };
-            // SAFETY: a completed ioend of a file of ours (type invariant).
-            unsafe { super::iomap::finish_written::<T>(ioend) };
+            // SAFETY: a completed ioend of a file of ours, submitted by our writeback and now
+            // owned by this function (type invariant), handed over.
+            let written = unsafe { super::iomap::WrittenIoend::<T>::new(ioend) };
+            written.finish();
             // SAFETY: process context, no locks held.
             unsafe { ext::lcfs_cond_resched() };
         }
