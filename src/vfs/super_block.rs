@@ -196,7 +196,8 @@ unsafe extern "C" fn background_callback<T: FileSystem>(work: *mut bindings::wor
         return;
     }
     let more = T::background(sb);
-    // SAFETY: taken above.
+    // SAFETY: releases the protection this task took above, once; the superblock is still
+    // mounted (the work runs before `put_super` cancels it).
     unsafe { ext::lcfs_sb_end_intwrite(info.sb.cast()) };
     if more {
         sb.kick_background();

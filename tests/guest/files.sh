@@ -142,6 +142,22 @@ t_mmap() {
 
 generation() { lcfs info /mnt | awk '$1 == "generation" { print $2 }'; }
 
+# A copy of the device read past every cache right now (what a crash would leave), fsck clean,
+# mounted read-only at /tmp/copy; device_copy_done undoes it.
+device_copy() {
+	chroot /debian dd if=$DEV of=/tmp/device.img bs=1M iflag=direct status=none
+	fsck.lcfs -n /tmp/device.img
+	loop=$(losetup -f)
+	losetup "$loop" /tmp/device.img
+	mkdir -p /tmp/copy
+	mount -t lcfs -o ro "$loop" /tmp/copy
+}
+device_copy_done() {
+	umount /tmp/copy
+	losetup -d "$loop"
+	rm /tmp/device.img
+}
+
 # fsync and fdatasync each commit (the generation moves on) and the data is on the device when
 # they return: a copy of the device read past every cache right then is clean and holds the file.
 t_fsync() {
@@ -155,17 +171,10 @@ t_fsync() {
 	xfs_io -c 'pwrite -i /tmp/rand -s 1m 1m 1m' -c fdatasync $M/synced >/dev/null
 	gen2=$(generation)
 	[ "$gen2" -gt "$gen1" ] || fail "fdatasync made no commit (generation $gen1, then $gen2)"
-	chroot /debian dd if=$DEV of=/tmp/device.img bs=1M iflag=direct status=none
-	fsck.lcfs -n /tmp/device.img
-	loop=$(losetup -f)
-	losetup "$loop" /tmp/device.img
-	mkdir -p /tmp/copy
-	mount -t lcfs -o ro "$loop" /tmp/copy
+	device_copy
 	rc=0
 	head -c 2097152 /tmp/rand | cmp - /tmp/copy/default/synced || rc=$?
-	umount /tmp/copy
-	losetup -d "$loop"
-	rm /tmp/device.img
+	device_copy_done
 	assert_eq "$rc" 0 "the fsynced data in the device copy"
 	umnt
 	mnt
@@ -188,17 +197,10 @@ t_dir_fsync() {
 	xfs_io -r -c fsync $M/dsync
 	gen1=$(generation)
 	[ "$gen1" -gt "$gen0" ] || fail "directory fsync made no commit (generation $gen0, then $gen1)"
-	chroot /debian dd if=$DEV of=/tmp/device.img bs=1M iflag=direct status=none
-	fsck.lcfs -n /tmp/device.img
-	loop=$(losetup -f)
-	losetup "$loop" /tmp/device.img
-	mkdir -p /tmp/copy
-	mount -t lcfs -o ro "$loop" /tmp/copy
+	device_copy
 	names=$(ls /tmp/copy/default/dsync | tr '\n' ' ')
 	content=$(cat /tmp/copy/default/dsync/new 2>&1 || true)
-	umount /tmp/copy
-	losetup -d "$loop"
-	rm /tmp/device.img
+	device_copy_done
 	assert_eq "$names" "empty new sub " "names in the device copy after the directory fsync"
 	assert_eq "$content" keep "the renamed file in the device copy"
 	umnt
