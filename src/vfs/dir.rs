@@ -96,13 +96,17 @@ impl DirContext<'_> {
     ///
     /// Returns `false` when the caller's buffer is full.
     pub(crate) fn emit_dots(&mut self) -> bool {
-        // SAFETY: live arguments of the current readdir (type invariant).
+        // SAFETY: `file` and `ctx` are the live arguments of the `iterate_shared` call in progress
+        // (type invariant), which `dir_emit_dots` expects; it writes only through `ctx`, which the
+        // readdir owns for the call (the VFS holds `f_pos_lock` and the directory's `i_rwsem`).
         unsafe { ext::lcfs_dir_emit_dots(self.file.cast(), self.ctx.cast()) }
     }
 
     /// Moves the position to `pos` (the cookie of the next entry).
     pub(crate) fn set_pos(&mut self, pos: i64) {
-        // SAFETY: `ctx` is live (type invariant) and ours to advance.
+        // SAFETY: `ctx` is the live context of the `iterate_shared` call in progress (type
+        // invariant); its `pos` is the filesystem's to advance during the call (`&mut self`
+        // rules out a concurrent reader on our side, and the VFS reads it back only after).
         unsafe { (*self.ctx).pos = pos };
     }
 
@@ -111,7 +115,9 @@ impl DirContext<'_> {
         let Ok(len) = c_int::try_from(name.len()) else {
             return false;
         };
-        // SAFETY: live arguments (type invariant); `name` is valid for `len` bytes.
+        // SAFETY: `ctx` is the live context of the `iterate_shared` call in progress (type
+        // invariant); `name` is a slice valid for `len` bytes, which `dir_emit` copies into the
+        // caller's buffer before it returns.
         unsafe {
             ext::lcfs_dir_emit(
                 self.ctx.cast(),
@@ -256,8 +262,9 @@ pub(crate) struct Rename<'a, T: FileSystem> {
 /// `i_rwsem` or the dentry is being looked up).
 unsafe fn dentry_name<'a>(dentry: *mut bindings::dentry) -> &'a [u8] {
     let mut len: u32 = 0;
-    // SAFETY: `dentry` is live (contract); the helper reads `d_name.name` and `d_name.len` and
-    // writes the length to a local.
+    // SAFETY: `dentry` is live (function contract), so its `d_name` may be read; the helper
+    // reads `d_name.name` and `d_name.len` and writes the length through `&mut len`, a local
+    // that is live and exclusively borrowed for the call.
     let name = unsafe { ext::lcfs_dentry_name(dentry.cast(), &mut len) };
     let len = usize::try_from(len).unwrap_or(0);
     // SAFETY: `d_name.name` points to `d_name.len` initialised bytes, which are not freed or
@@ -280,9 +287,11 @@ fn new_owner<T: FileSystem>(dir: &Inode<T>, mode: u32) -> (u32, u32, u32) {
         };
         (uid, dir.owner().1, mode)
     } else {
-        // SAFETY: `current_fsgid()` reads the current task's own credentials, as
-        // `current_fsuid()` above, with no other effect.
-        (uid, unsafe { ext::lcfs_current_fsgid() }, mode)
+        // SAFETY: `current_fsgid()` reads `current->cred`, which a task may always read for
+        // itself in process context (only the task itself replaces its credentials, with RCU),
+        // and maps the fsgid to the initial user namespace; the call has no other effect.
+        let gid = unsafe { ext::lcfs_current_fsgid() };
+        (uid, gid, mode)
     }
 }
 
@@ -326,9 +335,11 @@ impl<'a, T: DirOperations> NewEntry<'a, T> {
             link,
         };
         let inode = T::create(self.dir, self.name, &node)?;
-        // SAFETY: `dentry` is the operation's live negative dentry (type invariant);
-        // `d_instantiate` takes over the inode reference.
-        unsafe { bindings::d_instantiate(self.dentry, ARef::into_raw(inode).as_ptr().cast()) };
+        let inode = ARef::into_raw(inode).as_ptr().cast::<bindings::inode>();
+        // SAFETY: `dentry` is the operation's live, negative dentry and the VFS holds its
+        // parent's `i_rwsem` (type invariant), as `d_instantiate` requires; `inode` carries the
+        // reference `into_raw` released, which `d_instantiate` takes over.
+        unsafe { bindings::d_instantiate(self.dentry, inode) };
         Ok(())
     }
 }
@@ -342,7 +353,9 @@ unsafe extern "C" fn create_callback<T: DirOperations>(
     dentry: *mut bindings::dentry,
     mode: bindings::umode_t,
 ) -> c_int {
-    // SAFETY: the VFS's arguments of `create`, a create-type operation on a directory of `T`.
+    // SAFETY: `create`'s contract meets `NewEntry::new`'s: `dir` has our directory inode
+    // operations (a directory of `T`) and the VFS holds its `i_rwsem` for the call
+    // (`filename_create`); `dentry` is the negative, hashed dentry of the new name.
     let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
     from_result(|| entry.make(u32::from(mode), 0, None).map(|()| 0))
 }
@@ -357,7 +370,9 @@ unsafe extern "C" fn mkdir_callback<T: DirOperations>(
     mode: bindings::umode_t,
 ) -> *mut bindings::dentry {
     let mode = u32::from(mode) | bindings::S_IFDIR;
-    // SAFETY: the VFS's arguments of `mkdir`, a create-type operation on a directory of `T`.
+    // SAFETY: `mkdir`'s contract meets `NewEntry::new`'s: `dir` has our directory inode
+    // operations (a directory of `T`) and the VFS holds its `i_rwsem` for the call
+    // (`filename_create`); `dentry` is the negative, hashed dentry of the new name.
     let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
     match entry.make(mode, 0, None) {
         // NULL: the dentry passed in was instantiated.
@@ -376,9 +391,12 @@ unsafe extern "C" fn mknod_callback<T: DirOperations>(
     mode: bindings::umode_t,
     dev: bindings::dev_t,
 ) -> c_int {
-    // SAFETY: `new_encode_dev` is arithmetic on its integer argument, with no other effect.
+    // SAFETY: `new_encode_dev` only shifts and masks its integer argument: it dereferences
+    // nothing and has no other effect.
     let rdev = u64::from(unsafe { ext::lcfs_new_encode_dev(dev) });
-    // SAFETY: the VFS's arguments of `mknod`, a create-type operation on a directory of `T`.
+    // SAFETY: `mknod`'s contract meets `NewEntry::new`'s: `dir` has our directory inode
+    // operations (a directory of `T`) and the VFS holds its `i_rwsem` for the call
+    // (`filename_create`); `dentry` is the negative, hashed dentry of the new name.
     let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
     from_result(|| entry.make(u32::from(mode), rdev, None).map(|()| 0))
 }
@@ -393,11 +411,13 @@ unsafe extern "C" fn symlink_callback<T: DirOperations>(
     target: *const c_char,
 ) -> c_int {
     from_result(|| {
-        // SAFETY: the VFS passes a NUL-terminated target that lives for the call.
+        // SAFETY: `symlink`'s contract: `target` is the NUL-terminated path the VFS copied in
+        // from user space (`getname`), live and unchanged until the call returns.
         let target = unsafe { CStr::from_char_ptr(target) }.to_bytes();
         let mode = bindings::S_IFLNK | 0o777;
-        // SAFETY: the VFS's arguments of `symlink`, a create-type operation on a directory of
-        // `T`.
+        // SAFETY: `symlink`'s contract meets `NewEntry::new`'s: `dir` has our directory inode
+        // operations (a directory of `T`) and the VFS holds its `i_rwsem` for the call
+        // (`filename_create`); `dentry` is the negative, hashed dentry of the new name.
         let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
         entry.make(mode, 0, Some(target))?;
         Ok(0)
@@ -413,23 +433,26 @@ unsafe extern "C" fn link_callback<T: DirOperations>(
     dentry: *mut bindings::dentry,
 ) -> c_int {
     from_result(|| {
-        // SAFETY: the VFS holds `dir`'s and the inode's `i_rwsem`; all arguments are live and
-        // initialised inodes of `T` (same superblock, checked by the VFS); the new name is
-        // stable under `dir`'s lock.
-        let (dir_ref, inode, name) = unsafe {
-            (
-                Locked::new(Inode::<T>::from_raw(dir)),
-                Locked::new(Inode::<T>::from_raw((*old_dentry).d_inode)),
-                dentry_name(dentry),
-            )
-        };
+        // SAFETY: `link`'s contract: `dir` is a live directory with our inode operations, so an
+        // initialised inode of `T`, whose `i_rwsem` the VFS holds for the call (`filename_linkat`
+        // locks the parent of the new name).
+        let dir_ref = unsafe { Locked::new(Inode::<T>::from_raw(dir)) };
+        // SAFETY: `old_dentry` is the live, positive dentry of the existing name, pinned by the
+        // caller's path reference for the call.
+        let raw = unsafe { (*old_dentry).d_inode };
+        // SAFETY: `raw` is a live inode of the same superblock (`vfs_link` refuses a cross-device
+        // link), so an initialised inode of `T`; `vfs_link` holds its `i_rwsem` for the call.
+        let inode = unsafe { Locked::new(Inode::<T>::from_raw(raw)) };
+        // SAFETY: `dentry` is the live, negative dentry of the new name; its name is stable
+        // while the VFS holds `dir`'s `i_rwsem`, that is for the call.
+        let name = unsafe { dentry_name(dentry) };
         T::link(dir_ref, inode, name)?;
-        // SAFETY: `dentry` is the call's negative dentry; it takes the new reference to the
-        // linked inode, which the `ihold` gives it.
-        unsafe {
-            bindings::ihold(inode.as_ptr());
-            bindings::d_instantiate(dentry, inode.as_ptr());
-        }
+        // SAFETY: `inode` is referenced (the VFS's reference through `old_dentry`, live for the
+        // call), so taking another one is valid; `d_instantiate` below consumes it.
+        unsafe { bindings::ihold(inode.as_ptr()) };
+        // SAFETY: `dentry` is the call's live, negative dentry, whose parent's `i_rwsem` the VFS
+        // holds; it takes over the reference just taken.
+        unsafe { bindings::d_instantiate(dentry, inode.as_ptr()) };
         Ok(0)
     })
 }
@@ -443,15 +466,18 @@ unsafe extern "C" fn unlink_callback<T: DirOperations>(
     dentry: *mut bindings::dentry,
 ) -> c_int {
     from_result(|| {
-        // SAFETY: the VFS holds the `i_rwsem` of `dir` and of the positive `dentry`'s inode,
-        // both live, initialised inodes of `T`; the name is stable under `dir`'s lock.
-        let (dir, inode, name) = unsafe {
-            (
-                Locked::new(Inode::<T>::from_raw(dir)),
-                Locked::new(Inode::<T>::from_raw((*dentry).d_inode)),
-                dentry_name(dentry),
-            )
-        };
+        // SAFETY: `unlink`/`rmdir`'s contract: `dir` is a live directory with our inode
+        // operations, so an initialised inode of `T`, whose `i_rwsem` the VFS holds for the call.
+        let dir = unsafe { Locked::new(Inode::<T>::from_raw(dir)) };
+        // SAFETY: `dentry` is the live, positive dentry being removed, referenced by the caller
+        // for the call.
+        let raw = unsafe { (*dentry).d_inode };
+        // SAFETY: `raw` is a live inode of our superblock (a child of `dir`), so an initialised
+        // inode of `T`; `vfs_unlink` and `vfs_rmdir` hold its `i_rwsem` for the call.
+        let inode = unsafe { Locked::new(Inode::<T>::from_raw(raw)) };
+        // SAFETY: `dentry` is live, and its name is stable while the VFS holds `dir`'s
+        // `i_rwsem`, that is for the call.
+        let name = unsafe { dentry_name(dentry) };
         T::unlink(dir, name, inode)?;
         Ok(0)
     })
@@ -476,26 +502,34 @@ unsafe extern "C" fn rename_callback<T: DirOperations>(
             bindings::RENAME_WHITEOUT => RenameMode::Whiteout,
             _ => return Err(EINVAL),
         };
-        // SAFETY: the VFS holds the `i_rwsem` of both directories, which keeps both names
-        // stable and covers the moved and the replaced inode (it locks those too, except a
-        // directory moving inside its parent); all are live, initialised inodes of `T`.
-        // `old_dentry` is positive, `new_dentry` may be negative.
-        let (old_dir, old_name, old_inode, new_dir, new_name, new_inode) = unsafe {
-            (
-                Locked::new(Inode::<T>::from_raw(old_dir)),
-                dentry_name(old_dentry),
-                Locked::new(Inode::<T>::from_raw((*old_dentry).d_inode)),
-                Locked::new(Inode::<T>::from_raw(new_dir)),
-                dentry_name(new_dentry),
-                (*new_dentry).d_inode,
-            )
-        };
-        let new_inode = if new_inode.is_null() {
+        // SAFETY: `rename`'s contract: `old_dir` is a live directory with our inode operations,
+        // so an initialised inode of `T`; `lock_rename` holds its `i_rwsem` for the call.
+        let old_dir = unsafe { Locked::new(Inode::<T>::from_raw(old_dir)) };
+        // SAFETY: `old_dentry` is live (referenced by the caller) and its name is stable while
+        // the VFS holds `old_dir`'s `i_rwsem`, that is for the call.
+        let old_name = unsafe { dentry_name(old_dentry) };
+        // SAFETY: `old_dentry` is the live, positive dentry being moved.
+        let old_raw = unsafe { (*old_dentry).d_inode };
+        // SAFETY: `old_raw` is a live inode of our superblock, so an initialised inode of `T`.
+        // `vfs_rename` holds its `i_rwsem`, except for a directory moving inside its parent,
+        // where `old_dir`'s lock covers the entry that changes (the `Locked` invariant).
+        let old_inode = unsafe { Locked::new(Inode::<T>::from_raw(old_raw)) };
+        // SAFETY: `new_dir` is a live directory of our superblock (`vfs_rename` refuses a
+        // cross-device rename), so an initialised inode of `T`; `lock_rename` holds its
+        // `i_rwsem` for the call.
+        let new_dir = unsafe { Locked::new(Inode::<T>::from_raw(new_dir)) };
+        // SAFETY: `new_dentry` is live (referenced by the caller) and its name is stable while
+        // the VFS holds `new_dir`'s `i_rwsem`, that is for the call.
+        let new_name = unsafe { dentry_name(new_dentry) };
+        // SAFETY: `new_dentry` is live; it may be negative (null `d_inode`).
+        let new_raw = unsafe { (*new_dentry).d_inode };
+        let new_inode = if new_raw.is_null() {
             None
         } else {
-            // SAFETY: a positive `new_dentry`'s inode is a live, initialised inode of `T`,
-            // covered by the locks above.
-            Some(unsafe { Locked::new(Inode::<T>::from_raw(new_inode)) })
+            // SAFETY: a positive `new_dentry`'s inode is a live inode of our superblock (a child
+            // of `new_dir`), so an initialised inode of `T`, whose `i_rwsem` `vfs_rename` holds
+            // for the call.
+            Some(unsafe { Locked::new(Inode::<T>::from_raw(new_raw)) })
         };
         let request = Rename {
             old_dir,
@@ -519,17 +553,21 @@ unsafe extern "C" fn lookup_callback<T: DirOperations>(
     dentry: *mut bindings::dentry,
     _flags: c_uint,
 ) -> *mut bindings::dentry {
-    // SAFETY: the VFS passes a live dentry whose name is stable during lookup.
+    // SAFETY: `lookup`'s contract: `dentry` is a live dentry being looked up (in-lookup or
+    // unhashed, with the parent's `i_rwsem` held at least shared), so nothing renames it and
+    // its name is stable for the call.
     let name = unsafe { dentry_name(dentry) };
-    // SAFETY: `dir` is a live, initialised directory of `T` (it has our inode operations).
+    // SAFETY: `dir` is a live directory with our inode operations, so an initialised inode of
+    // `T`, and the VFS holds a reference to it (through the parent dentry) for the call.
     let dir = unsafe { Inode::<T>::from_raw(dir) };
     let inode = match T::lookup(dir, name) {
         Ok(Some(inode)) => ARef::into_raw(inode).as_ptr().cast::<bindings::inode>(),
         Ok(None) => ptr::null_mut(),
         Err(e) => return e.to_ptr(),
     };
-    // SAFETY: `d_splice_alias` takes over the inode reference (or a null inode for a negative
-    // entry) and the dentry is the unhashed one the VFS passed in.
+    // SAFETY: `dentry` is the live dentry the VFS passed to `lookup`, not yet instantiated, as
+    // `d_splice_alias` requires; `inode` is null (a negative entry) or carries the reference
+    // `into_raw` released, which `d_splice_alias` takes over (and drops on failure).
     unsafe { bindings::d_splice_alias(inode, dentry) }
 }
 
@@ -541,8 +579,11 @@ unsafe extern "C" fn readdir_callback<T: DirOperations>(
     ctx: *mut bindings::dir_context,
 ) -> c_int {
     from_result(|| {
-        // SAFETY: an open directory of `T` has a live, initialised inode.
-        let dir = unsafe { Inode::<T>::from_raw((*file).f_inode) };
+        // SAFETY: `iterate_shared`'s contract: `file` is a live, open file, pinned for the call.
+        let raw = unsafe { (*file).f_inode };
+        // SAFETY: the file has our directory file operations, so its inode is an initialised
+        // directory of `T`, which the open file keeps referenced for the call.
+        let dir = unsafe { Inode::<T>::from_raw(raw) };
         // INVARIANT: the live arguments of this call.
         let mut dctx = DirContext {
             file,
