@@ -195,7 +195,9 @@ impl<T: Operations> Tables<T> {
         },
         unlocked_ioctl: super::ioctl::ioctl_operation::<T>(),
         compat_ioctl: super::ioctl::compat_ioctl_operation::<T>(),
-        // SAFETY: all-zero (all `None`) is a valid operations table.
+        // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
+        // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
+        // value: every entry not set above is NULL to the kernel.
         ..unsafe { core::mem::zeroed() }
     };
 }

@@ -55,7 +55,9 @@ pub(super) const fn common_inode_operations<T: Operations>() -> bindings::inode_
         },
         getattr: Some(getattr_callback::<T>),
         listxattr: super::xattr::listxattr_operation::<T>(),
-        // SAFETY: all-zero (all `None`) is a valid operations table.
+        // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
+        // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
+        // value: every entry not set above is NULL to the kernel.
         ..unsafe { core::mem::zeroed() }
     }
 }
@@ -97,16 +99,20 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
     attr: *mut bindings::iattr,
 ) -> c_int {
     from_result(|| {
-        // SAFETY: the VFS passes a positive dentry of ours, live for the call.
+        // SAFETY: `setattr`'s contract: `dentry` is a live, positive dentry, referenced by the
+        // caller for the call.
         let raw = unsafe { (*dentry).d_inode };
-        // SAFETY: an inode with our operations is a live, initialised inode of `T`; the VFS
-        // holds its `i_rwsem` for the call.
+        // SAFETY: `raw` has our inode operations, so it is an initialised inode of `T`, pinned
+        // by `dentry`; `notify_change` holds its `i_rwsem` for the call.
         let inode = unsafe { Locked::new(Inode::<T>::from_raw(raw)) };
-        // SAFETY: `setattr_prepare` only reads its arguments, which are the ones the VFS passed
-        // to this `setattr` (live for the call, `i_rwsem` held as it requires), and returns
-        // `-EPERM`, `-EFBIG` and the like for changes the caller may not make.
+        // SAFETY: the arguments are the ones the VFS passed to this `setattr`: live for the call,
+        // with the inode's `i_rwsem` held as `setattr_prepare` requires. It reads the inode and
+        // may clear flags in `*attr` (`ATTR_KILL_PRIV`), the caller's request, which is ours to
+        // change for the call; it returns `-EPERM`, `-EFBIG` and the like for changes the caller
+        // may not make.
         to_result(unsafe { bindings::setattr_prepare(idmap, dentry, attr) })?;
-        // SAFETY: `attr` is the caller's, live for the call.
+        // SAFETY: `attr` is the caller's request, live for the call and written by nobody else
+        // while the VFS holds the inode's `i_rwsem`.
         let (valid, new_size) = unsafe { ((*attr).ia_valid, (*attr).ia_size) };
         // truncate(2) passes no time flags: a size change updates mtime and ctime all the
         // same (POSIX), as every filesystem does in its own setattr.
@@ -114,10 +120,12 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
             && valid & bindings::ATTR_CTIME == 0
             && new_size != inode.size()
         {
-            // SAFETY: `raw` is the live inode of the call (held by the dentry); `current_time`
-            // reads its superblock's time granularity and changes nothing.
+            // SAFETY: `raw` is the live inode of the call (pinned by `dentry`), whose superblock
+            // is mounted for the call; `current_time` reads the clock and the superblock's time
+            // granularity and changes nothing.
             let now = unsafe { bindings::current_time(raw) };
-            // SAFETY: `attr` is the caller's request, ours to complete for the call.
+            // SAFETY: `attr` is the caller's request, live for the call and ours to complete
+            // (nobody else writes it while the VFS holds the inode's `i_rwsem`).
             unsafe {
                 (*attr).ia_mtime = now;
                 (*attr).ia_ctime = now;
@@ -127,9 +135,11 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
         // Let the VFS compute the new values on the cached inode (S_ISGID clearing, times),
         // then store what it computed; the filesystem refreshes the inode from disk after,
         // which also undoes the cached change if storing fails.
-        // SAFETY: live arguments, checked by `setattr_prepare`; `i_rwsem` is held.
+        // SAFETY: `raw` and `attr` are the live inode and request of the call, which
+        // `setattr_prepare` accepted; `setattr_copy` writes the inode's cached attributes, which
+        // the `i_rwsem` the VFS holds lets this call change.
         unsafe { bindings::setattr_copy(idmap, raw, attr) };
-        // SAFETY: `attr` is live for the call.
+        // SAFETY: `attr` is the caller's request, live for the call.
         let valid = unsafe { (*attr).ia_valid };
         let has = |flag: u32| valid & flag != 0;
         let (uid, gid) = inode.owner();
@@ -151,7 +161,9 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
         let regular = InodeKind::from_mode(inode.mode()) == Some(InodeKind::Regular);
         match change.size {
             Some(size) if regular => {
-                // SAFETY: a regular file of `T` whose `i_rwsem` the VFS holds for the call.
+                // SAFETY: `raw` is a regular file (checked above) of `T` (it has our inode
+                // operations), and `notify_change` holds its `i_rwsem` for the call, which
+                // outlives `resize`.
                 let resize = unsafe { super::iomap::Resize::<T>::new(raw, size) }?;
                 resize.apply(|| T::setattr(inode, &change))?
             }
@@ -171,16 +183,22 @@ unsafe extern "C" fn getattr_callback<T: FileSystem>(
     request_mask: u32,
     _flags: c_uint,
 ) -> c_int {
-    // SAFETY: the VFS passes a live path to a positive dentry of ours.
-    let raw = unsafe { (*(*path).dentry).d_inode };
-    // SAFETY: live arguments; `stat` is the caller's to fill.
+    // SAFETY: `getattr`'s contract: `path` is live and holds a reference to its dentry for the
+    // call.
+    let dentry = unsafe { (*path).dentry };
+    // SAFETY: `dentry` is live (pinned by `path`) and positive.
+    let raw = unsafe { (*dentry).d_inode };
+    // SAFETY: `raw` is live (pinned by `dentry`) and `stat` is the caller's buffer, live and
+    // ours to fill for the call; `generic_fillattr` only reads the inode.
     unsafe { bindings::generic_fillattr(idmap, request_mask, raw, stat) };
-    // SAFETY: an inode with our operations is a live, initialised inode of `T`.
+    // SAFETY: `raw` has our inode operations, so it is an initialised inode of `T`, pinned by
+    // `dentry` for the call.
     let (sec, nsec) = unsafe { Inode::<T>::from_raw(raw) }.btime();
-    // SAFETY: `stat` is the caller's to fill for the call.
+    let nsec = c_long::try_from(nsec).unwrap_or(0);
+    // SAFETY: `stat` is the caller's buffer, live and ours to fill for the call.
     unsafe {
         (*stat).btime.tv_sec = sec;
-        (*stat).btime.tv_nsec = c_long::try_from(nsec).unwrap_or(0);
+        (*stat).btime.tv_nsec = nsec;
         (*stat).result_mask |= bindings::STATX_BTIME;
     }
     0

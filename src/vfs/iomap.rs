@@ -165,7 +165,9 @@ impl<T: Operations> Tables<T> {
         invalidate_folio: Some(ext::iomap_invalidate_folio),
         is_partially_uptodate: Some(ext::iomap_is_partially_uptodate),
         error_remove_folio: Some(bindings::generic_error_remove_folio),
-        // SAFETY: all-zero (all `None`) is a valid operations table.
+        // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
+        // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
+        // value: every entry not set above is NULL to the kernel.
         ..unsafe { core::mem::zeroed() }
     };
 
@@ -173,7 +175,9 @@ impl<T: Operations> Tables<T> {
         fault: Some(bindings::filemap_fault),
         map_pages: Some(bindings::filemap_map_pages),
         page_mkwrite: Some(page_mkwrite_callback::<T>),
-        // SAFETY: all-zero (all `None`) is a valid operations table.
+        // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
+        // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
+        // value: every entry not set above is NULL to the kernel.
         ..unsafe { core::mem::zeroed() }
     };
 
@@ -206,7 +210,9 @@ impl<T: Operations> Tables<T> {
         splice_write: Some(bindings::iter_file_splice_write),
         unlocked_ioctl: super::ioctl::ioctl_operation::<T>(),
         compat_ioctl: super::ioctl::compat_ioctl_operation::<T>(),
-        // SAFETY: all-zero (all `None`) is a valid operations table.
+        // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
+        // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
+        // value: every entry not set above is NULL to the kernel.
         ..unsafe { core::mem::zeroed() }
     };
 }

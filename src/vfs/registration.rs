@@ -212,7 +212,9 @@ impl<T: Operations> Tables<T> {
         } else {
             None
         },
-        // SAFETY: all-zero (all `None`) is a valid operations table.
+        // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
+        // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
+        // value: every entry not set above is NULL to the kernel.
         ..unsafe { core::mem::zeroed() }
     };
 }

@@ -66,7 +66,9 @@ impl<T: FileSystem> Tables<T> {
             None
         },
         put_super: Some(put_super_callback::<T>),
-        // SAFETY: all-zero (all `None`) is a valid operations table.
+        // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
+        // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
+        // value: every entry not set above is NULL to the kernel.
         ..unsafe { core::mem::zeroed() }
     };
 }
