@@ -54,7 +54,9 @@ unsafe fn slot_of<T: FileSystem>(inode: *const bindings::inode) -> *mut InodeSlo
 /// Called only by the kernel, with arguments that satisfy the C contract of `inode_ctor`.
 unsafe extern "C" fn inode_ctor<T: FileSystem>(obj: *mut c_void) {
     let slot = obj.cast::<InodeSlot<T>>();
-    // SAFETY: the slab calls the constructor once per object of our cache, sized for the slot.
+    // SAFETY: the slab calls the constructor once per object of our cache, before the object is
+    // first handed out; the cache was created with the size and alignment of `InodeSlot<T>`, so
+    // `obj` is valid for one and `vfs_inode` lies inside it. Only the field's address is taken.
     unsafe { bindings::inode_init_once(Opaque::cast_into(ptr::addr_of!((*slot).vfs_inode))) };
 }
 
@@ -73,8 +75,9 @@ impl InodeCache {
 
 impl Drop for InodeCache {
     fn drop(&mut self) {
-        // SAFETY: no locks held, process context (module exit or failed init). Freed inodes go
-        // back to the cache through call_rcu(): wait for all of them before destroying it.
+        // SAFETY: `rcu_barrier` may sleep: this runs in process context (module exit or failed
+        // init) with no locks held. Freed inodes go back to the cache through call_rcu(): wait
+        // for all of them before destroying it.
         unsafe { bindings::rcu_barrier() };
         let live = LIVE_INODES.load(Ordering::Relaxed);
         if live != 0 {
@@ -92,7 +95,8 @@ impl Drop for InodeCache {
 pub(super) fn create_cache<T: FileSystem>() -> Result<InodeCache> {
     let size = u32::try_from(size_of::<InodeSlot<T>>()).map_err(|_| EINVAL)?;
     let align = u32::try_from(align_of::<InodeSlot<T>>()).map_err(|_| EINVAL)?;
-    // SAFETY: the name is a static string; the constructor matches the object size.
+    // SAFETY: the name is a static NUL-terminated string, as `kmem_cache_create` keeps it; the
+    // size and alignment are those of `InodeSlot<T>`, which `inode_ctor::<T>` initialises.
     let cache = unsafe {
         ext::lcfs_inode_cache_create(
             c"lcfs_inode".as_char_ptr(),
@@ -112,18 +116,26 @@ pub(super) fn create_cache<T: FileSystem>() -> Result<InodeCache> {
 pub(super) unsafe extern "C" fn alloc_inode_callback<T: FileSystem>(
     sb: *mut bindings::super_block,
 ) -> *mut bindings::inode {
-    // SAFETY: `sb` is a superblock of `T`, whose `s_type` is the `fst` of our registration.
-    let reg = unsafe { Registration::<T>::from_fst((*sb).s_type) };
+    // SAFETY: `alloc_inode`'s contract: `sb` is a live superblock, ours (it has our superblock
+    // operations).
+    let fst = unsafe { (*sb).s_type };
+    // SAFETY: a superblock of `T` has the `fst` of our `Registration<T>` as its type, and the
+    // registration outlives every superblock of the type (the module cannot be unloaded while a
+    // mount exists, and unregistering comes first).
+    let reg = unsafe { Registration::<T>::from_fst(fst) };
     let cache = reg.inode_cache();
-    // SAFETY: `cache` is live while the filesystem type is registered.
+    // SAFETY: `cache` is the live inode cache of the registration (type invariant of
+    // `Registration`), whose objects are `InodeSlot<T>`s; `sb` is live for the call.
     let obj = unsafe { ext::lcfs_alloc_inode_sb(sb.cast(), cache.cast()) };
     if obj.is_null() {
         return ptr::null_mut();
     }
     // `alloc_inode_sb` returns the start of the cache object, which is the slot.
     let slot = obj.cast::<InodeSlot<T>>();
-    // SAFETY: a fresh object of our cache; `vfs_inode` was set up by the constructor and the
-    // other fields are written here before anything reads them.
+    // SAFETY: `slot` is a fresh object of our cache, sized and aligned for `InodeSlot<T>` and
+    // not yet visible to anyone else; `vfs_inode` was set up by the constructor, and the other
+    // fields are written here, in place without reading or dropping old contents, before
+    // anything reads them.
     unsafe {
         ptr::addr_of_mut!((*slot).cache).write(cache);
         ptr::addr_of_mut!((*slot).info).write(None);
@@ -131,7 +143,8 @@ pub(super) unsafe extern "C" fn alloc_inode_callback<T: FileSystem>(
         ptr::addr_of_mut!((*slot).link).write(None);
     }
     LIVE_INODES.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: `slot` points to the object just allocated; only the field's address is taken.
+    // SAFETY: `slot` points to the live object just allocated; only the field's address is
+    // taken.
     Opaque::cast_into(unsafe { ptr::addr_of!((*slot).vfs_inode) })
 }
 
@@ -139,18 +152,23 @@ pub(super) unsafe extern "C" fn alloc_inode_callback<T: FileSystem>(
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `free_inode`.
 pub(super) unsafe extern "C" fn free_inode_callback<T: FileSystem>(inode: *mut bindings::inode) {
-    // SAFETY: the VFS frees only inodes it got from `alloc_inode_callback`.
+    // SAFETY: the VFS frees only inodes of our superblocks, which it got from
+    // `alloc_inode_callback::<T>`.
     let slot = unsafe { slot_of::<T>(inode) };
-    // SAFETY: called once, after an RCU grace period; nothing references the inode any more,
-    // so its slot is ours. `info` and `link` are always initialised (to `None` at least); taking
-    // them leaves `None`, which owns nothing.
-    let (cache, info, link) = unsafe { ((*slot).cache, (*slot).info.take(), (*slot).link.take()) };
+    // SAFETY: `free_inode` is called once per inode, after an RCU grace period: nothing else
+    // references the inode or its slot any more, so an exclusive reference to the slot is
+    // valid until the slot is freed below. Its Rust fields are initialised
+    // (`alloc_inode_callback` wrote them before the VFS saw the inode).
+    let slot_ref = unsafe { &mut *slot };
+    let cache = slot_ref.cache;
+    // Taking them leaves `None`, which owns nothing, so freeing the memory below leaks nothing.
     // The filesystem's per-inode state drops here, in safe code (its drop must not sleep: this
     // runs from an RCU callback; documented on `FileSystem::InodeInfo`).
-    drop(info);
-    drop(link);
+    drop(slot_ref.info.take());
+    drop(slot_ref.link.take());
     // SAFETY: the slot came from `cache` (`alloc_inode_callback`), no field of it owns anything
-    // now, and nothing uses it after this.
+    // now (the `Option`s are `None`, the other fields are plain data and the C inode's own
+    // teardown is done), and nothing uses it after this (`slot_ref` ends above).
     unsafe { bindings::kmem_cache_free(cache, slot.cast()) };
     LIVE_INODES.fetch_sub(1, Ordering::Relaxed);
 }
@@ -241,26 +259,46 @@ pub(crate) struct InodeParams {
 /// `inode` must be a live inode whose attributes the caller may change (new and locked, or
 /// protected by the locks the VFS holds around the operation).
 unsafe fn set_attributes(inode: *mut bindings::inode, params: &InodeParams) {
-    let mode = params.kind.type_bits() | (u32::from(params.perm) & 0o7777);
-    // SAFETY: the contract makes `inode` live and its attributes the caller's to change: either
-    // the inode is new (`I_NEW`, invisible to anyone else until `unlock_new_inode`) or the VFS
-    // holds the locks that serialise attribute changes around the operation (`i_rwsem`). Each
-    // setter writes only the field it names; `i_size_write` and the time setters are the C
-    // helpers that keep their fields' own update rules.
-    unsafe {
-        // CAST: `mode` fits in 16 bits (type bits | 0o7777).
-        (*inode).i_mode = mode as u16;
-        bindings::set_nlink(inode, params.nlink);
-        ext::lcfs_i_uid_write(inode.cast(), params.uid);
-        ext::lcfs_i_gid_write(inode.cast(), params.gid);
-        ext::lcfs_i_size_write(inode.cast(), i64::try_from(params.size).unwrap_or(i64::MAX));
-        (*inode).i_blocks = params.blocks;
-        ext::lcfs_inode_set_atime(inode.cast(), params.atime.0, nsec(params.atime.1));
-        ext::lcfs_inode_set_mtime(inode.cast(), params.mtime.0, nsec(params.mtime.1));
-        ext::lcfs_inode_set_ctime(inode.cast(), params.ctime.0, nsec(params.ctime.1));
-        // CAST: NFS generations are 32-bit; the low bits are what file handles carry.
-        (*inode).i_generation = params.generation as u32;
-    }
+    // CAST: `mode` fits in 16 bits (type bits | 0o7777).
+    let mode = (params.kind.type_bits() | (u32::from(params.perm) & 0o7777)) as u16;
+    let size = i64::try_from(params.size).unwrap_or(i64::MAX);
+    let (atime, mtime, ctime) = (params.atime, params.mtime, params.ctime);
+    let (atime_ns, mtime_ns, ctime_ns) = (nsec(atime.1), nsec(mtime.1), nsec(ctime.1));
+    // CAST: NFS generations are 32-bit; the low bits are what file handles carry.
+    let generation = params.generation as u32;
+    // Each block below relies on the function contract: `inode` is live and its attributes are
+    // the caller's to change, either because the inode is new (`I_NEW`, invisible to anyone
+    // else until `unlock_new_inode`) or because the VFS holds the lock that serialises attribute
+    // changes around the operation (`i_rwsem`).
+    // SAFETY: `inode` is live and `i_mode` the caller's to change (contract); a plain store.
+    unsafe { (*inode).i_mode = mode };
+    // SAFETY: `inode` is live and its link count the caller's to change (contract);
+    // `set_nlink` also keeps the superblock's count of unlinked inodes right.
+    unsafe { bindings::set_nlink(inode, params.nlink) };
+    // SAFETY: `inode` is live and its owner the caller's to change (contract); the helper
+    // stores the id mapped from the initial user namespace.
+    unsafe { ext::lcfs_i_uid_write(inode.cast(), params.uid) };
+    // SAFETY: `inode` is live and its group the caller's to change (contract); as for the uid.
+    unsafe { ext::lcfs_i_gid_write(inode.cast(), params.gid) };
+    // SAFETY: `inode` is live and its size the caller's to change (contract): `i_size_write`
+    // needs writers serialised, which the new state or `i_rwsem` does, and keeps lockless
+    // `i_size_read`ers seeing a whole value.
+    unsafe { ext::lcfs_i_size_write(inode.cast(), size) };
+    // SAFETY: `inode` is live and its block count the caller's to change (contract); a plain
+    // store, as the VFS's own attribute refreshes do under the same locks.
+    unsafe { (*inode).i_blocks = params.blocks };
+    // SAFETY: `inode` is live and its times the caller's to change (contract); the setter
+    // writes only the access time.
+    unsafe { ext::lcfs_inode_set_atime(inode.cast(), atime.0, atime_ns) };
+    // SAFETY: as for the access time: `inode` is live, its times the caller's (contract); the
+    // setter writes only the modification time.
+    unsafe { ext::lcfs_inode_set_mtime(inode.cast(), mtime.0, mtime_ns) };
+    // SAFETY: `inode` is live and its times the caller's to change (contract); the setter
+    // writes only the change time.
+    unsafe { ext::lcfs_inode_set_ctime(inode.cast(), ctime.0, ctime_ns) };
+    // SAFETY: `inode` is live and `i_generation` the caller's to change (contract); a plain
+    // store.
+    unsafe { (*inode).i_generation = generation };
 }
 
 /// Nanoseconds as the C `long` the time setters take; values over a second are clamped.
@@ -280,12 +318,14 @@ pub(crate) struct Inode<T: FileSystem>(Opaque<bindings::inode>, PhantomData<T>);
 // SAFETY: `ihold` and `iput` may be called from any thread on a referenced inode.
 unsafe impl<T: FileSystem> kernel::sync::aref::AlwaysRefCounted for Inode<T> {
     fn inc_ref(&self) {
-        // SAFETY: `self` is referenced, so taking another reference is valid.
+        // SAFETY: `&self` proves a reference is held (the inode is live and `i_count` nonzero),
+        // which is what `ihold` requires.
         unsafe { bindings::ihold(self.0.get()) };
     }
 
     unsafe fn dec_ref(obj: NonNull<Self>) {
-        // SAFETY: the caller owns the reference being dropped.
+        // SAFETY: the caller owns the reference being dropped (`dec_ref`'s contract) and does not
+        // use `obj` after; `iput` may evict and free the inode if it was the last.
         unsafe { bindings::iput(obj.cast().as_ptr()) };
     }
 }
@@ -303,22 +343,29 @@ impl<T: FileSystem> Inode<T> {
         self.0.get()
     }
 
+    /// The slot holding the inode.
+    fn slot(&self) -> &InodeSlot<T> {
+        // SAFETY: the inode came from `alloc_inode_callback::<T>` (type invariant).
+        let slot = unsafe { slot_of::<T>(self.as_ptr()) };
+        // SAFETY: the slot is live while `&self` keeps the inode alive, and its Rust fields are
+        // changed only while no `Inode<T>` reference to it exists (by `NewInode::init`, before
+        // the inode is handed out, and by `free_inode_callback`, after the last reference);
+        // `vfs_inode` is `Opaque`, so a shared reference allows the C side to change it.
+        unsafe { &*slot }
+    }
+
     /// The filesystem's per-inode state.
     pub(crate) fn info(&self) -> &T::InodeInfo {
-        // SAFETY: an initialised inode's slot holds `Some(info)` until it is freed (type
-        // invariant); the reference is tied to `&self`, which keeps the inode alive.
-        unsafe {
-            (*slot_of::<T>(self.as_ptr()))
-                .info
-                .as_ref()
-                .unwrap_unchecked()
-        }
+        let info = self.slot().info.as_ref();
+        // SAFETY: an initialised inode's slot holds `Some(info)` from `NewInode::init` until it
+        // is freed (type invariant), and `&self` keeps it from being freed.
+        unsafe { info.unwrap_unchecked() }
     }
 
     /// Sets the allocated space (512-byte units) after the filesystem allocated or freed data.
     pub(crate) fn set_blocks(&self, blocks: u64) {
-        // SAFETY: a live inode (type invariant); the helper takes `i_lock`, as `inode_add_bytes`
-        // does, so concurrent updates and `stat` readers see a whole value.
+        // SAFETY: a live inode (type invariant, kept alive by `&self`); the helper takes `i_lock`,
+        // as `inode_add_bytes` does, so concurrent updates and `stat` readers see a whole value.
         unsafe { ext::lcfs_inode_set_blocks(self.as_ptr().cast(), blocks) };
     }
 
@@ -326,8 +373,9 @@ impl<T: FileSystem> Inode<T> {
     pub(crate) fn times(&self) -> [(i64, u32); 3] {
         let mut sec = [0i64; 3];
         let mut ns: [c_long; 3] = [0; 3];
-        // SAFETY: a live inode (type invariant); the helper writes three elements to each of
-        // the two local arrays, which hold three.
+        // SAFETY: a live inode (type invariant, kept alive by `&self`); the helper reads the
+        // three timestamps and writes three elements to each of the two local arrays, which hold
+        // three and are exclusively borrowed for the call.
         unsafe {
             ext::lcfs_inode_get_times(self.as_ptr().cast(), sec.as_mut_ptr(), ns.as_mut_ptr())
         };
@@ -336,45 +384,52 @@ impl<T: FileSystem> Inode<T> {
 
     /// The cached mode (type and permission bits).
     pub(super) fn mode(&self) -> u32 {
-        // SAFETY: a live inode (type invariant); `i_mode` is a plain integer field.
+        // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_mode` is a plain
+        // integer field, read whole.
         u32::from(unsafe { (*self.as_ptr()).i_mode })
     }
 
     /// The link count.
     pub(super) fn nlink(&self) -> u32 {
-        // SAFETY: a live inode (type invariant); `i_nlink` is a plain integer field.
+        // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_nlink` is a plain
+        // integer field, read whole (the union member the VFS keeps it in).
         unsafe { (*self.as_ptr()).__bindgen_anon_1.i_nlink }
     }
 
     /// The cached owner and group, in the initial user namespace.
     pub(super) fn owner(&self) -> (u32, u32) {
-        // SAFETY: a live inode (type invariant).
-        unsafe {
-            (
-                ext::lcfs_i_uid_read(self.as_ptr().cast()),
-                ext::lcfs_i_gid_read(self.as_ptr().cast()),
-            )
-        }
+        // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_uid_read` reads
+        // `i_uid`, a word-sized field, and maps it to the initial user namespace.
+        let uid = unsafe { ext::lcfs_i_uid_read(self.as_ptr().cast()) };
+        // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_gid_read` reads
+        // `i_gid`, a word-sized field, and maps it to the initial user namespace.
+        let gid = unsafe { ext::lcfs_i_gid_read(self.as_ptr().cast()) };
+        (uid, gid)
     }
 
     /// The cached size in bytes (`i_size_read`: a whole value even without `i_rwsem`).
     pub(super) fn size(&self) -> i64 {
-        // SAFETY: a live inode (type invariant).
+        // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_size_read` needs no
+        // lock (it retries on the size's seqcount where a 64-bit load is not atomic).
         unsafe { ext::lcfs_i_size_read(self.as_ptr().cast()) }
     }
 
     /// The birth time, reported by `statx`.
     pub(super) fn btime(&self) -> (i64, u32) {
-        // SAFETY: an initialised inode's slot (type invariant); `btime` is set before the inode
-        // is unlocked in `NewInode::init` and never changes after.
-        unsafe { (*slot_of::<T>(self.as_ptr())).btime }
+        // `btime` is set before the inode is unlocked in `NewInode::init` and never changes
+        // after.
+        self.slot().btime
     }
 
     /// The superblock the inode belongs to.
     pub(crate) fn super_block(&self) -> &SuperBlock<T> {
-        // SAFETY: an initialised inode of `T` belongs to a live superblock of `T` whose info is
-        // set (type invariant).
-        unsafe { SuperBlock::from_raw((*self.0.get()).i_sb) }
+        // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_sb` is set at
+        // allocation and never changes.
+        let sb = unsafe { (*self.as_ptr()).i_sb };
+        // SAFETY: an initialised inode of `T` belongs to a mounted superblock of `T` whose
+        // `s_fs_info` is set (`fill_super` sets it before any inode is initialised, `put_super`
+        // clears it after all are evicted), live while the inode is.
+        unsafe { SuperBlock::from_raw(sb) }
     }
 
     /// Takes `i_rwsem` exclusively, as the VFS does around writes; released when the guard drops.
@@ -382,7 +437,8 @@ impl<T: FileSystem> Inode<T> {
     /// Lock order: `i_rwsem` comes before `invalidate_lock`, file folio locks and every lock of
     /// the filesystem.
     pub(super) fn lock(&self) -> InodeGuard<'_, T> {
-        // SAFETY: a live inode (type invariant); the guard releases the lock on the same task.
+        // SAFETY: a live inode (type invariant) for the guard's lifetime `'_`; the guard is not
+        // `Send`, so it releases the lock on the task that took it.
         unsafe { ext::lcfs_inode_lock(self.as_ptr().cast()) };
         // INVARIANT: locked above.
         InodeGuard {
@@ -394,8 +450,8 @@ impl<T: FileSystem> Inode<T> {
     /// Takes the mapping's `invalidate_lock` exclusively (keeps page faults from mapping blocks
     /// that truncate or hole punching are removing); released when the guard drops.
     pub(super) fn invalidate_lock(&self) -> InvalidateGuard<'_, T> {
-        // SAFETY: a live inode (type invariant) has a live mapping; the guard releases the lock on
-        // the same task.
+        // SAFETY: a live inode (type invariant) has a live mapping for the guard's lifetime `'_`;
+        // the guard is not `Send`, so it releases the lock on the task that took it.
         unsafe { ext::lcfs_invalidate_lock(self.mapping().cast()) };
         // INVARIANT: locked above.
         InvalidateGuard {
@@ -512,10 +568,14 @@ pub(crate) struct NewInode<T: FileSystem> {
 pub(super) unsafe fn initialised<'a, T: FileSystem>(
     inode: *mut bindings::inode,
 ) -> Option<&'a Inode<T>> {
-    // SAFETY: per the contract the slot's fields are initialised (`alloc_inode_callback` writes
-    // them before the VFS sees the inode).
-    let init = unsafe { (*slot_of::<T>(inode)).info.is_some() };
-    // SAFETY: `inode` is live (contract).
+    // SAFETY: `inode` comes from `alloc_inode_callback::<T>` (contract).
+    let slot = unsafe { slot_of::<T>(inode) };
+    // SAFETY: the slot is live for `'a` (contract) and its fields are initialised
+    // (`alloc_inode_callback` writes them before the VFS sees the inode); `info` changes only
+    // while the inode is new and locked, when the VFS calls none of our operations on it.
+    let init = unsafe { (*slot).info.is_some() };
+    // SAFETY: `inode` is live (contract); `is_bad_inode` compares its `i_op` with the bad-inode
+    // table.
     if !init || unsafe { bindings::is_bad_inode(inode) } {
         return None;
     }
@@ -580,25 +640,34 @@ impl<T: FileSystem> NewInode<T> {
         let inode = this.inode.as_ptr();
         // SAFETY: the inode comes from our cache (type invariant).
         let slot = unsafe { slot_of::<T>(inode) };
-        // SAFETY: the inode is new and locked (type invariant), so nobody else looks at the
-        // filesystem's fields of its slot, which are initialised (the old values drop here).
-        unsafe {
-            (*slot).info = Some(info);
-            (*slot).btime = params.btime;
-        }
-        // SAFETY: new and locked (type invariant): the attributes are ours to set.
+        // SAFETY: the inode is new and locked (type invariant), so nobody else looks at its
+        // slot's Rust fields, which are initialised (`alloc_inode_callback`), and no `Inode<T>`
+        // reference to it exists yet: an exclusive reference to the `info` field (which does
+        // not overlap the C inode written below) is valid for the next statement.
+        let info_field = unsafe { &mut (*slot).info };
+        // The old value (`None` for a fresh slot) drops outside any unsafe block.
+        drop(info_field.replace(info));
+        // SAFETY: as for `info`: nobody else looks at the slot's `btime` while the inode is new;
+        // a plain store of a `Copy` value.
+        unsafe { (*slot).btime = params.btime };
+        // SAFETY: the inode is live, new and locked (type invariant): invisible to others until
+        // `unlock_new_inode`, so its attributes are ours to set.
         unsafe { set_attributes(inode, params) };
-        // SAFETY: new and locked (type invariant): its operations are ours to set; the tables
-        // are static.
+        // SAFETY: the inode is live, new and locked (type invariant): nobody else reads `i_op`
+        // until `unlock_new_inode`; the table is static, so it outlives the inode.
         unsafe { (*inode).i_op = i_op };
         if let Some(fop) = i_fop {
-            // SAFETY: new and locked (type invariant); the table is static.
+            // SAFETY: the inode is live, new and locked (type invariant): nobody opens it before
+            // `unlock_new_inode`; the table is static. `i_fop` is the union member the VFS reads
+            // for regular files and directories.
             unsafe { (*inode).__bindgen_anon_3.i_fop = fop };
         }
         match params.kind {
             InodeKind::Regular => {
                 let aops = ptr::from_ref(super::iomap::address_space_operations::<T>());
-                // SAFETY: new and locked (type invariant); the table is static.
+                // SAFETY: the inode is live, new and locked (type invariant), so its mapping has no
+                // folios yet and nobody uses its operations before `unlock_new_inode`; the table
+                // is static.
                 unsafe { ext::lcfs_set_aops(inode.cast(), aops.cast()) };
             }
             InodeKind::Symlink => {
@@ -606,25 +675,37 @@ impl<T: FileSystem> NewInode<T> {
                     let len = c_int::try_from(t.len().saturating_sub(1)).unwrap_or(0);
                     let link = t.as_ptr();
                     // SAFETY: the inode is new and locked (type invariant), so nobody else looks
-                    // at its slot's `link`, an initialised field (the old value drops here).
-                    // The buffer moves with its `KVec`, not its contents, so `link` stays valid.
-                    unsafe { (*slot).link = Some(t) };
-                    // SAFETY: new and locked (type invariant). The NUL-terminated target lives
-                    // in the slot until `free_inode`, after RCU path walkers are done with it.
+                    // at its slot's `link`, an initialised field, and no `Inode<T>` reference to
+                    // it exists yet: an exclusive reference to the field is valid for the next
+                    // statement.
+                    let link_field = unsafe { &mut (*slot).link };
+                    // The buffer moves with its `KVec`, not its contents, so `link` stays valid;
+                    // the old value (`None` for a fresh slot) drops here, outside unsafe code.
+                    drop(link_field.replace(t));
+                    // SAFETY: the inode is live, new and locked (type invariant), so nobody
+                    // follows the link before `unlock_new_inode`. The NUL-terminated target of
+                    // `len` bytes lives in the slot until `free_inode`, after RCU path walkers are
+                    // done with it.
                     unsafe { ext::lcfs_inode_set_cached_link(inode.cast(), link.cast(), len) };
                 }
             }
             InodeKind::Directory => {}
             _ => {
-                // SAFETY: pure computation on an integer.
-                let dev =
-                    unsafe { ext::lcfs_new_decode_dev(u32::try_from(params.rdev).unwrap_or(0)) };
-                // SAFETY: new and locked (type invariant); `i_mode` was set by
-                // `set_attributes`.
-                unsafe { bindings::init_special_inode(inode, (*inode).i_mode, dev) };
+                let rdev = u32::try_from(params.rdev).unwrap_or(0);
+                // SAFETY: `new_decode_dev` only shifts and masks its integer argument: it
+                // dereferences nothing and has no other effect.
+                let dev = unsafe { ext::lcfs_new_decode_dev(rdev) };
+                // SAFETY: the inode is live (type invariant); `i_mode` was set by
+                // `set_attributes` above and nobody else changes it while the inode is new.
+                let mode = unsafe { (*inode).i_mode };
+                // SAFETY: the inode is live, new and locked (type invariant): its file
+                // operations and device number are ours to set before `unlock_new_inode`.
+                unsafe { bindings::init_special_inode(inode, mode, dev) };
             }
         }
-        // SAFETY: new and locked with `I_NEW` (type invariant), now fully set up.
+        // SAFETY: the inode is referenced and locked with `I_NEW` (type invariant), and now
+        // fully set up (attributes, operations, slot); `this` is never dropped, so `iget_failed`
+        // does not run after this.
         unsafe { bindings::unlock_new_inode(inode) };
         // SAFETY: the reference from `iget_locked` moves into the `ARef`; the inode is now an
         // initialised inode of `T`.
@@ -634,8 +715,9 @@ impl<T: FileSystem> NewInode<T> {
 
 impl<T: FileSystem> Drop for NewInode<T> {
     fn drop(&mut self) {
-        // SAFETY: the inode is new, locked and referenced (type invariant); `iget_failed` marks
-        // it bad, unlocks it and drops the reference.
+        // SAFETY: the inode is new, locked and referenced (type invariant) and this value owns
+        // that reference; `iget_failed` marks it bad, unlocks it and drops the reference, and
+        // nothing uses the pointer after.
         unsafe { bindings::iget_failed(self.inode.as_ptr()) };
     }
 }
