@@ -36,17 +36,20 @@ mod tests {
     // catch a mismatch (for example stale generated code) before it corrupts memory.
     #[test]
     fn fs_context_layout_matches_c() {
-        // SAFETY: pure function without arguments.
+        // SAFETY: the C helper returns `sizeof(struct fs_context)`, a compile-time constant; it
+        // takes no arguments and touches no memory.
         let c_size = unsafe { super::lcfs_sizeof_fs_context() };
         assert_eq!(size_of::<super::fs_context>(), c_size);
-        // SAFETY: pure function without arguments.
+        // SAFETY: the C helper returns `offsetof(struct fs_context, ops)`, a compile-time
+        // constant; it takes no arguments and touches no memory.
         let c_off = unsafe { super::lcfs_offsetof_fs_context_ops() };
         assert_eq!(core::mem::offset_of!(super::fs_context, ops), c_off);
     }
 
     #[test]
     fn kstatfs_layout_matches_c() {
-        // SAFETY: pure function without arguments.
+        // SAFETY: the C helper returns `sizeof(struct kstatfs)`, a compile-time constant; it
+        // takes no arguments and touches no memory.
         let c_size = unsafe { super::lcfs_sizeof_kstatfs() };
         assert_eq!(size_of::<super::kstatfs>(), c_size);
     }
@@ -66,8 +69,11 @@ mod tests {
             (super::LCFS_IOC_LAYER_LIST_NR, IOC_LAYER_LIST),
             (super::LCFS_IOC_LAYER_DIFF_NR, IOC_LAYER_DIFF),
         ] {
-            // SAFETY: pure function.
-            assert_eq!(code, unsafe { super::lcfs_ioc_code(nr) });
+            // SAFETY: the C helper returns the uapi header's request code (`LCFS_IOC_*`, built
+            // by the C `_IOR`/`_IOW`/`_IOWR` macros) for `nr`, a switch over constants that
+            // touches no memory.
+            let c_code = unsafe { super::lcfs_ioc_code(nr) };
+            assert_eq!(code, c_code);
         }
     }
 

@@ -278,7 +278,8 @@ unsafe fn set_attributes(inode: *mut bindings::inode, params: &InodeParams) {
     // SAFETY: `inode` is live and its owner the caller's to change (contract); the helper
     // stores the id mapped from the initial user namespace.
     unsafe { ext::lcfs_i_uid_write(inode.cast(), params.uid) };
-    // SAFETY: `inode` is live and its group the caller's to change (contract); as for the uid.
+    // SAFETY: `inode` is live and its group the caller's to change (contract); the helper
+    // stores the id mapped from the initial user namespace.
     unsafe { ext::lcfs_i_gid_write(inode.cast(), params.gid) };
     // SAFETY: `inode` is live and its size the caller's to change (contract): `i_size_write`
     // needs writers serialised, which the new state or `i_rwsem` does, and keeps lockless
@@ -290,8 +291,8 @@ unsafe fn set_attributes(inode: *mut bindings::inode, params: &InodeParams) {
     // SAFETY: `inode` is live and its times the caller's to change (contract); the setter
     // writes only the access time.
     unsafe { ext::lcfs_inode_set_atime(inode.cast(), atime.0, atime_ns) };
-    // SAFETY: as for the access time: `inode` is live, its times the caller's (contract); the
-    // setter writes only the modification time.
+    // SAFETY: `inode` is live and its times the caller's to change (contract); the setter
+    // writes only the modification time.
     unsafe { ext::lcfs_inode_set_mtime(inode.cast(), mtime.0, mtime_ns) };
     // SAFETY: `inode` is live and its times the caller's to change (contract); the setter
     // writes only the change time.
@@ -647,8 +648,8 @@ impl<T: FileSystem> NewInode<T> {
         let info_field = unsafe { &mut (*slot).info };
         // The old value (`None` for a fresh slot) drops outside any unsafe block.
         drop(info_field.replace(info));
-        // SAFETY: as for `info`: nobody else looks at the slot's `btime` while the inode is new;
-        // a plain store of a `Copy` value.
+        // SAFETY: the inode is new and locked (type invariant), so nobody reads the slot's
+        // `btime` (only initialised inodes report it); a plain store of a `Copy` value.
         unsafe { (*slot).btime = params.btime };
         // SAFETY: the inode is live, new and locked (type invariant): invisible to others until
         // `unlock_new_inode`, so its attributes are ours to set.
