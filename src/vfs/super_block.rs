@@ -41,10 +41,10 @@ unsafe fn id<'a>(sb: *mut bindings::super_block) -> &'a str {
 /// # Invariants
 ///
 /// `work` was initialised with `periodic_callback::<T>`, `bg_work` with
-/// `background_callback::<T>` and `wb_work` with `writeback_done_callback::<T>`; `wb_queue` is a live workqueue owned by this object; `wb_done`
-/// is null or the first of a list of submitted, completed ioends of files of `sb`, linked
-/// through `io_private`; `sb` is the superblock whose `s_fs_info` points here. The object is
-/// boxed and never moves.
+/// `background_callback::<T>` and `wb_work` with `writeback_done_callback::<T>`; `wb_queue` is a
+/// live workqueue owned by this object; `wb_done` is null or the first of a list of submitted,
+/// completed ioends of files of `sb`, linked through `io_private`; `sb` is the superblock whose
+/// `s_fs_info` points here. The object is boxed and never moves.
 pub(super) struct SbInfo<T: FileSystem> {
     work: Opaque<bindings::delayed_work>,
     bg_work: Opaque<bindings::work_struct>,
@@ -60,7 +60,9 @@ impl<T: FileSystem> SbInfo<T> {
     where
         T: DataOperations,
     {
-        // SAFETY: `sb` is being mounted; its `s_id` is a NUL-terminated name.
+        // SAFETY: `sb` is live (being mounted by our `fill_super`); its `s_id` is a NUL-terminated
+        // `char[32]` set before `fill_super`, which the helper only formats into the queue's
+        // name.
         let wq = unsafe { ext::lcfs_alloc_writeback_workqueue((*sb).s_id.as_ptr()) };
         let wb_queue = NonNull::new(wq.cast::<bindings::workqueue_struct>()).ok_or(ENOMEM)?;
         let this = KBox::new(
@@ -76,16 +78,22 @@ impl<T: FileSystem> SbInfo<T> {
             // On failure the value is dropped, and its `Drop` destroys the queue.
             GFP_KERNEL,
         )?;
-        // SAFETY: the box gives the work items a stable address; they are initialised before
-        // anyone can queue them.
+        // SAFETY: `work` lives in the box, at an address that never changes, and nobody can
+        // queue it before `SbInfo::new` returns, so initialising it in place is valid.
         unsafe {
-            ext::lcfs_init_delayed_work(this.work.get().cast(), Some(periodic_callback::<T>));
-            ext::lcfs_init_work(this.bg_work.get().cast(), Some(background_callback::<T>));
+            ext::lcfs_init_delayed_work(this.work.get().cast(), Some(periodic_callback::<T>))
+        };
+        // SAFETY: `bg_work` lives in the box, at an address that never changes, and nobody can
+        // queue it before `SbInfo::new` returns.
+        unsafe { ext::lcfs_init_work(this.bg_work.get().cast(), Some(background_callback::<T>)) };
+        // SAFETY: `wb_work` lives in the box, at an address that never changes, and nobody can
+        // queue it before `SbInfo::new` returns.
+        unsafe {
             ext::lcfs_init_work(
                 this.wb_work.get().cast(),
                 Some(writeback_done_callback::<T>),
-            );
-        }
+            )
+        };
         // INVARIANT: initialised with our callbacks; `sb` is the caller's superblock.
         Ok(this)
     }
@@ -102,7 +110,9 @@ impl<T: FileSystem> SbInfo<T> {
     pub(super) unsafe fn queue_written(&self, ioend: *mut ext::iomap_ioend) {
         let mut head = self.wb_done.load(Ordering::Relaxed);
         loop {
-            // SAFETY: the ioend is ours (see above); `io_private` is the filesystem's field.
+            // SAFETY: the ioend is completed and no longer used by anyone else (function
+            // contract), so it is ours until the exchange below publishes it; `io_private` is
+            // the field iomap leaves to the filesystem.
             unsafe { (*ioend).io_private = head.cast() };
             match self.wb_done.compare_exchange_weak(
                 head,
@@ -114,15 +124,17 @@ impl<T: FileSystem> SbInfo<T> {
                 Err(now) => head = now,
             }
         }
-        // SAFETY: initialised work item and a queue that stays live until `put_super` waited
-        // for the caller's RCU section (type invariants, function contract); queueing an already
-        // queued item does nothing, and a running one is queued again.
+        // SAFETY: `wb_work` was initialised in `new` and `wb_queue` is live (type invariants),
+        // and both stay so until `put_super` has waited for the caller's RCU section (function
+        // contract); queueing an already queued item does nothing, and a running one is queued
+        // again. `queue_work` may be called from interrupt context.
         unsafe { ext::lcfs_queue_work(self.wb_queue.as_ptr().cast(), self.wb_work.get().cast()) };
     }
 
     /// Waits until every queued writeback completion has been handled.
     pub(super) fn flush_writeback(&self) {
-        // SAFETY: live queue (type invariant).
+        // SAFETY: `wb_queue` is live while `self` is (type invariant); `flush_workqueue` may
+        // sleep, and its callers (`put_super`) run in process context, not on this queue.
         unsafe { ext::lcfs_flush_workqueue(self.wb_queue.as_ptr().cast()) };
     }
 
@@ -133,7 +145,7 @@ impl<T: FileSystem> SbInfo<T> {
     /// `sb` is a live superblock of `T` whose `s_fs_info` is null or was set by `fill_super` to
     /// a boxed `SbInfo<T>`, and nothing uses that state any more (no inode, no queued work).
     pub(super) unsafe fn release(sb: *mut bindings::super_block) {
-        // SAFETY: `sb` is live (contract).
+        // SAFETY: `sb` is live (contract), and nothing else writes `s_fs_info` now.
         let info = unsafe { (*sb).s_fs_info.cast::<Self>() };
         if info.is_null() {
             return;
@@ -141,15 +153,18 @@ impl<T: FileSystem> SbInfo<T> {
         // SAFETY: `sb` is live and nothing reads `s_fs_info` any more (contract); clearing it
         // first means the superblock never points to freed state.
         unsafe { (*sb).s_fs_info = ptr::null_mut() };
-        // SAFETY: the box `fill_super` stored (contract), now owned here.
+        // SAFETY: a non-null `s_fs_info` is the `KBox<SbInfo<T>>` `fill_super` leaked into it
+        // (contract), now owned here alone: the field was cleared above and nothing else holds
+        // a reference (contract).
         drop(unsafe { KBox::from_raw(info) });
     }
 }
 
 impl<T: FileSystem> Drop for SbInfo<T> {
     fn drop(&mut self) {
-        // SAFETY: the queue is ours (type invariant); destroying it runs what is still queued,
-        // while the rest of `self` is alive.
+        // SAFETY: the queue is live and owned by `self` (type invariant), and nothing queues to it
+        // any more (the state is being dropped); destroying it runs what is still queued, while
+        // the rest of `self` is alive, and may sleep (process context: unmount or failed mount).
         unsafe { bindings::destroy_workqueue(self.wb_queue.as_ptr()) };
     }
 }
@@ -158,14 +173,17 @@ impl<T: FileSystem> Drop for SbInfo<T> {
 ///
 /// Called only by the workqueue, for the `work` of a live `SbInfo<T>`.
 unsafe extern "C" fn periodic_callback<T: FileSystem>(work: *mut bindings::work_struct) {
-    // SAFETY: the work item is the `work` field of an `SbInfo<T>`, which `put_super` keeps alive
-    // until the work is cancelled and finished.
-    let info = unsafe {
-        let dwork = ext::lcfs_to_delayed_work(work).cast::<bindings::delayed_work>();
-        &*kernel::container_of!(Opaque::cast_from(dwork), SbInfo<T>, work)
-    };
-    // SAFETY: `info.sb` is mounted and its `s_fs_info` is `info` (type invariant).
-    T::periodic(unsafe { SuperBlock::<T>::from_raw(info.sb) });
+    // SAFETY: the workqueue passes the `work_struct` of a live delayed work item (our `work`
+    // fields are the only delayed work with this callback); `to_delayed_work` computes the
+    // address of the item containing it.
+    let dwork = unsafe { ext::lcfs_to_delayed_work(work) }.cast::<bindings::delayed_work>();
+    // SAFETY: the delayed work is the `work` field of an `SbInfo<T>` (the callback is installed
+    // only there), which `put_super` keeps alive until the work is cancelled and finished.
+    let info = unsafe { &*kernel::container_of!(Opaque::cast_from(dwork), SbInfo<T>, work) };
+    // SAFETY: `info.sb` is mounted and its `s_fs_info` is `info` (type invariant), until
+    // `put_super`, which waits for this work first.
+    let sb = unsafe { SuperBlock::<T>::from_raw(info.sb) };
+    T::periodic(sb);
 }
 
 /// Runs one chunk of [`FileSystem::background`], and queues itself again while more remains.
@@ -184,7 +202,8 @@ unsafe extern "C" fn background_callback<T: FileSystem>(work: *mut bindings::wor
             bg_work
         )
     };
-    // SAFETY: `info.sb` is mounted and its `s_fs_info` is `info` (type invariant).
+    // SAFETY: `info.sb` is mounted and its `s_fs_info` is `info` (type invariant), until
+    // `put_super`, which cancels this work (and waits for it) first.
     let sb = unsafe { SuperBlock::<T>::from_raw(info.sb) };
     if sb.read_only() {
         return;
@@ -243,7 +262,8 @@ unsafe extern "C" fn writeback_done_callback<T: DataOperations>(work: *mut bindi
             // owned by this function (type invariant), handed over.
             let written = unsafe { super::iomap::WrittenIoend::<T>::new(ioend) };
             written.finish();
-            // SAFETY: process context, no locks held.
+            // SAFETY: `cond_resched` may sleep: a work item runs in process context, and no
+            // lock or RCU read-side section is held here.
             unsafe { ext::lcfs_cond_resched() };
         }
     }
@@ -272,25 +292,29 @@ unsafe impl Sync for BlockDevice {}
 
 impl BlockDevice {
     fn mapping(&self) -> *mut bindings::address_space {
-        // SAFETY: the device is open (type invariant); `bd_mapping` is fixed while it is.
+        // SAFETY: `_file` keeps the device open while `&self` lives (type invariant), so `bdev`
+        // is live; `bd_mapping` is fixed while it is open.
         unsafe { (*self.bdev.as_ptr()).bd_mapping }
     }
 
     /// Reads block `block` and calls `f` with its bytes.
     pub(crate) fn read<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        // SAFETY: the device is open (type invariant).
+        // SAFETY: `self.mapping()` is the `bd_mapping` of the device, which `_file` keeps open
+        // (type invariant) for as long as `&self` lives, which covers the call.
         unsafe { super::block::with_block(self.mapping(), block, f) }
     }
 
     /// Replaces block `block` in the page cache; durable after [`Self::flush`].
     pub(crate) fn write(&self, block: u64, data: &[u8]) -> Result {
-        // SAFETY: the device is open (type invariant).
+        // SAFETY: `self.mapping()` is the `bd_mapping` of the device, which `_file` keeps open
+        // (type invariant) for as long as `&self` lives, which covers the call.
         unsafe { super::block::write_block(self.mapping(), block, data) }
     }
 
     /// Writes back everything written so far and flushes the device's write cache.
     pub(crate) fn flush(&self) -> Result {
-        // SAFETY: the device is open (type invariant).
+        // SAFETY: `bdev` is the device `_file` keeps open (type invariant) for as long as `&self`
+        // lives, which covers the call.
         unsafe { super::block::flush(self.bdev.as_ptr()) }
     }
 }
@@ -323,7 +347,7 @@ impl<'a, T: FileSystem> NewSuperBlock<'a, T> {
     pub(super) unsafe fn from_raw(sb: *mut bindings::super_block) -> Self {
         // INVARIANT: per the contract.
         Self {
-            // SAFETY: the VFS never passes a null superblock.
+            // SAFETY: `sb` is a live superblock (contract), so not null.
             sb: unsafe { NonNull::new_unchecked(sb) },
             _p: PhantomData,
         }
@@ -331,23 +355,32 @@ impl<'a, T: FileSystem> NewSuperBlock<'a, T> {
 
     /// Device name, for log messages.
     pub(crate) fn id(&self) -> &str {
-        // SAFETY: live by the type invariant.
+        // SAFETY: a live superblock (type invariant) for `'a`, which outlives `&self`, the
+        // lifetime of the returned name.
         unsafe { id(self.sb.as_ptr()) }
     }
 
     /// Size of the device in bytes.
     pub(crate) fn device_bytes(&self) -> u64 {
-        // SAFETY: the device is open (type invariant).
-        let bytes = unsafe { ext::lcfs_bdev_nr_bytes((*self.sb.as_ptr()).s_bdev.cast()) };
+        // SAFETY: a live block-device superblock inside `fill_super` (type invariant): `s_bdev`
+        // was set before `fill_super` and stays while the superblock lives.
+        let bdev = unsafe { (*self.sb.as_ptr()).s_bdev };
+        // SAFETY: `bdev` is open for the mount (through `s_bdev_file`) during `fill_super`;
+        // `bdev_nr_bytes` reads its size.
+        let bytes = unsafe { ext::lcfs_bdev_nr_bytes(bdev.cast()) };
         u64::try_from(bytes).unwrap_or(0)
     }
 
     /// Reads block `block` and calls `f` with its bytes.
     pub(crate) fn read_block<R>(&self, block: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        // SAFETY: a live block-device superblock (type invariant) has an open `s_bdev`, whose
+        // SAFETY: a live block-device superblock inside `fill_super` (type invariant): `s_bdev`
+        // was set before `fill_super` and stays while the superblock lives.
+        let bdev = unsafe { (*self.sb.as_ptr()).s_bdev };
+        // SAFETY: `bdev` is open for the mount (through `s_bdev_file`) during `fill_super`, and
         // `bd_mapping` is fixed while it is open.
-        let mapping = unsafe { (*(*self.sb.as_ptr()).s_bdev).bd_mapping };
-        // SAFETY: the mapping of the device, open for the call (see above).
+        let mapping = unsafe { (*bdev).bd_mapping };
+        // SAFETY: `mapping` is the `bd_mapping` of `s_bdev`, which stays open for the call (the
+        // superblock holds it through `s_bdev_file` at least until `&self`'s `fill_super` ends).
         unsafe { super::block::with_block(mapping, block, f) }
     }
 
@@ -372,13 +405,16 @@ impl<'a, T: FileSystem> NewSuperBlock<'a, T> {
 
     /// Whether the mount was requested read-only.
     pub(crate) fn read_only(&self) -> bool {
-        // SAFETY: live superblock (type invariant).
+        // SAFETY: a live superblock (type invariant, kept alive by `&self`); `sb_rdonly` reads
+        // `s_flags` once.
         unsafe { ext::lcfs_sb_rdonly(self.sb.as_ptr().cast()) }
     }
 
     /// Sets the UUID reported to userspace (`FS_IOC_GETFSUUID`, `/proc/self/mountinfo` tools).
     pub(crate) fn set_uuid(&self, uuid: &[u8; 16]) {
-        // SAFETY: the superblock is private to this mount until `fill_super` returns.
+        // SAFETY: a live superblock inside `fill_super` (type invariant), not visible to any
+        // other task until it returns (`SB_BORN` is set after), so these stores race with no
+        // reader.
         unsafe {
             let sb = self.sb.as_ptr();
             (*sb).s_uuid.b = *uuid;
@@ -400,7 +436,9 @@ impl<T: FileSystem> SuperBlock<T> {
     ///
     /// `sb` must be a superblock of `T` whose `s_fs_info` holds a `T::Info`, live for `'a`.
     pub(super) unsafe fn from_raw<'a>(sb: *mut bindings::super_block) -> &'a Self {
-        // SAFETY: `Self` is a transparent wrapper of `super_block`; validity per the contract.
+        // SAFETY: `Self` is a transparent wrapper of `Opaque<super_block>`, so the cast keeps
+        // layout; the superblock is live for `'a` and its `s_fs_info` set (contract), as the
+        // type invariant requires.
         unsafe { &*sb.cast::<Self>() }
     }
 
@@ -421,20 +459,26 @@ impl<T: FileSystem> SuperBlock<T> {
     }
 
     fn sb_info(&self) -> &SbInfo<T> {
-        // SAFETY: `s_fs_info` holds an `SbInfo<T>` while the superblock is mounted (type
-        // invariant).
-        unsafe { &*(*self.as_ptr()).s_fs_info.cast::<SbInfo<T>>() }
+        // SAFETY: a live superblock (type invariant, kept alive by `&self`); `s_fs_info` is set
+        // by `fill_super` before any `SuperBlock<T>` exists and cleared only by `put_super`.
+        let info = unsafe { (*self.as_ptr()).s_fs_info };
+        // SAFETY: `info` is the boxed `SbInfo<T>` that `fill_super` stored (type invariant),
+        // freed only by `put_super` after every user of a `SuperBlock<T>` is gone; only shared
+        // references to it are made.
+        unsafe { &*info.cast::<SbInfo<T>>() }
     }
 
     /// Device name, for log messages.
     pub(crate) fn id(&self) -> &str {
-        // SAFETY: live superblock (type invariant).
+        // SAFETY: a live superblock (type invariant) for as long as `&self`, the lifetime of the
+        // returned name.
         unsafe { id(self.as_ptr()) }
     }
 
     /// Whether the filesystem is mounted read-only now.
     pub(crate) fn read_only(&self) -> bool {
-        // SAFETY: live superblock (type invariant).
+        // SAFETY: a live superblock (type invariant, kept alive by `&self`); `sb_rdonly` reads
+        // `s_flags` once.
         unsafe { ext::lcfs_sb_rdonly(self.as_ptr().cast()) }
     }
 
@@ -443,8 +487,9 @@ impl<T: FileSystem> SuperBlock<T> {
     /// lookup of `name` asks the filesystem.
     pub(crate) fn forget_root_name(&self, name: &[u8]) -> Result {
         let len = u32::try_from(name.len()).map_err(|_| EINVAL)?;
-        // SAFETY: live superblock (type invariant) with a root dentry (set by `fill_super`);
-        // `name` is valid for `len` bytes during the call.
+        // SAFETY: a live, mounted superblock (type invariant, kept alive by `&self`), so its
+        // `s_root` is set (by `fill_super`); `name` is valid for `len` bytes during the call,
+        // which only looks it up.
         unsafe { ext::lcfs_forget_root_name(self.as_ptr().cast(), name.as_ptr().cast(), len) };
         Ok(())
     }
@@ -456,17 +501,22 @@ impl<T: FileSystem> SuperBlock<T> {
     /// fails, the entry is put back.
     ///
     /// Lock order: the root directory's `i_rwsem`, then whatever `remove` takes.
-    pub(crate) fn detach_root_name<R>(&self, name: &[u8], remove: impl FnOnce() -> Result<R>) -> Result<R> {
+    pub(crate) fn detach_root_name<R>(
+        &self,
+        name: &[u8],
+        remove: impl FnOnce() -> Result<R>,
+    ) -> Result<R> {
         let len = u32::try_from(name.len()).map_err(|_| EINVAL)?;
         let mut dentry = ptr::null_mut();
-        // SAFETY: live superblock (type invariant) with a root dentry; `name` is valid for `len`
-        // bytes; `dentry` is a valid place for the result.
+        // SAFETY: a live, mounted superblock (type invariant, kept alive by `&self`), so its
+        // `s_root` is set; `name` is valid for `len` bytes during the call; `dentry` is a local,
+        // exclusively borrowed for the call, where the helper stores its result.
         to_result(unsafe {
             ext::lcfs_detach_begin(self.as_ptr().cast(), name.as_ptr().cast(), len, &mut dentry)
         })?;
         let r = remove();
-        // SAFETY: `lcfs_detach_begin` succeeded: the root is locked and `dentry` is its result,
-        // ended exactly once here.
+        // SAFETY: `lcfs_detach_begin` succeeded on this task: the root's `i_rwsem` is held and
+        // `dentry` is the detached entry it returned; this ends that detach exactly once.
         unsafe { ext::lcfs_detach_end(self.as_ptr().cast(), dentry, r.is_ok()) };
         r
     }
@@ -480,7 +530,9 @@ impl<T: FileSystem> SuperBlock<T> {
         // `freeze_super` requires.
         to_result(unsafe { ext::lcfs_freeze_super(self.as_ptr().cast()) })?;
         let r = f();
-        // SAFETY: frozen by this kernel holder just above; thawed once.
+        // SAFETY: the superblock is live (`&self`) and was frozen by the kernel holder just above
+        // (`FREEZE_HOLDER_KERNEL | FREEZE_MAY_NEST`); this thaws that freeze once, as
+        // `thaw_super` requires.
         let thawed = to_result(unsafe { ext::lcfs_thaw_super(self.as_ptr().cast()) });
         let r = r?;
         thawed?;
@@ -490,27 +542,31 @@ impl<T: FileSystem> SuperBlock<T> {
     /// Runs [`FileSystem::periodic`] once after `ms` milliseconds (replacing an earlier request).
     pub(crate) fn schedule_periodic(&self, ms: u32) {
         let work = self.sb_info().work.get();
-        // SAFETY: the work item was initialised in `SbInfo::new` and is cancelled in
-        // `put_super` before the state goes away.
-        unsafe {
-            let delay = ext::lcfs_msecs_to_jiffies(ms);
-            ext::lcfs_schedule_delayed_work(work.cast(), delay);
-        }
+        // SAFETY: `msecs_to_jiffies` is arithmetic on its integer argument (and `HZ`); it
+        // dereferences nothing.
+        let delay = unsafe { ext::lcfs_msecs_to_jiffies(ms) };
+        // SAFETY: the work item was initialised in `SbInfo::new` (type invariant of `SbInfo`)
+        // and is cancelled in `put_super` before the state goes away; rescheduling a pending
+        // item only moves its timer.
+        unsafe { ext::lcfs_schedule_delayed_work(work.cast(), delay) };
     }
 
     /// Runs [`FileSystem::background`] soon, in a worker (nothing if it is queued already).
     pub(crate) fn kick_background(&self) {
         let work = self.sb_info().bg_work.get();
-        // SAFETY: the work item was initialised in `SbInfo::new` and is cancelled in
-        // `put_super` before the state goes away; queueing a queued item does nothing.
+        // SAFETY: the work item was initialised in `SbInfo::new` (type invariant of `SbInfo`)
+        // and is cancelled in `put_super` before the state goes away; queueing an item that is
+        // already queued does nothing.
         unsafe { ext::lcfs_queue_background(work.cast()) };
     }
 
     /// Cancels the background work and waits for a running instance to finish.
     pub(super) fn cancel_background(&self) {
-        // SAFETY: initialised work item (see `kick_background`); `cancel_work_sync` handles a
-        // work that queues itself again.
-        unsafe { ext::lcfs_cancel_work_sync(self.sb_info().bg_work.get().cast()) };
+        let work = self.sb_info().bg_work.get();
+        // SAFETY: the work item was initialised in `SbInfo::new` (type invariant of `SbInfo`)
+        // and lives as long as `&self`; `cancel_work_sync` may sleep (called from `put_super`, in
+        // process context) and also stops a work that queues itself again.
+        unsafe { ext::lcfs_cancel_work_sync(work.cast()) };
     }
 
     /// Waits until every completed writeback ioend has been handled.
@@ -520,22 +576,31 @@ impl<T: FileSystem> SuperBlock<T> {
 
     /// Cancels the periodic work and waits for a running instance to finish.
     pub(super) fn cancel_periodic(&self) {
-        // SAFETY: initialised work item (see `schedule_periodic`); a self-requeueing work is
-        // handled by `cancel_delayed_work_sync`.
-        unsafe { bindings::cancel_delayed_work_sync(self.sb_info().work.get()) };
+        let work = self.sb_info().work.get();
+        // SAFETY: the delayed work item was initialised in `SbInfo::new` (type invariant of
+        // `SbInfo`) and lives as long as `&self`; `cancel_delayed_work_sync` may sleep (called
+        // from `put_super`, in process context) and also stops a work that requeues itself.
+        unsafe { bindings::cancel_delayed_work_sync(work) };
     }
 
     /// Finds inode `ino` in the inode cache, or allocates a new one to be initialised.
     pub(crate) fn iget(&self, ino: u64) -> Result<Iget<T>> {
-        // SAFETY: the superblock is live; `iget_locked` returns a referenced inode or null.
+        // SAFETY: the superblock is live and mounted (type invariant, kept alive by `&self`);
+        // `iget_locked` may sleep (callers run in process context) and returns a referenced
+        // inode or null.
         let inode = unsafe { bindings::iget_locked(self.as_ptr(), ino) };
         let inode = NonNull::new(inode).ok_or(ENOMEM)?;
-        // SAFETY: `inode` is referenced.
+        // SAFETY: `inode` is referenced (by `iget_locked`), so it is live; the helper reads its
+        // `I_NEW` state bit.
         if unsafe { ext::lcfs_inode_is_new(inode.as_ptr().cast()) } {
-            // SAFETY: a new inode is locked (I_NEW) and ours to initialise.
+            // SAFETY: a new inode from `iget_locked` is referenced, locked (`I_NEW`) and ours to
+            // initialise; it lives in an `InodeSlot<T>` (our `alloc_inode`).
             Ok(Iget::New(unsafe { NewInode::from_raw(inode) }))
         } else {
-            // SAFETY: `iget_locked` returned a reference to a fully initialised inode of `T`.
+            // SAFETY: `iget_locked` returned a reference to an inode of this superblock that is
+            // not new: `iget_locked` waited for `I_NEW` to clear, and a failed initialisation
+            // (`iget_failed`) unhashes the inode, so it is initialised; the reference moves into
+            // the `ARef`.
             Ok(Iget::Cached(unsafe {
                 ARef::from_raw(inode.cast::<Inode<T>>())
             }))
@@ -547,10 +612,24 @@ impl<T: FileSystem> SuperBlock<T> {
 /// held with the filesystem's metadata lock, so reclaim never waits on that lock (through inode
 /// eviction) while the lock holder waits on reclaim.
 ///
+/// Scopes may nest, also with the kernel's own `memalloc_nofs_save` scopes, and the task leaves
+/// `GFP_NOFS` when its outermost scope ends. The order in which scopes end never matters for
+/// memory safety, and for that rule only the outermost scope's end matters: in 7.3
+/// `memalloc_nofs_save` returns the `PF_MEMALLOC_NOFS` bit only if it set it (the task was in no
+/// scope) and `0` otherwise, and `memalloc_nofs_restore` only clears the bits it is given. So the
+/// end of an inner scope changes nothing, in any order, and no order of ends leaves the bit set
+/// once every scope has ended. The one thing order can change: the outermost scope ending while
+/// an inner one is still held ends `GFP_NOFS` early for the inner one (its purpose, not memory
+/// safety). The type rules that out as far as Rust allows without a closure-shaped API: a scope
+/// cannot leave its task (not `Send`), locals drop in reverse order of creation, and the one
+/// holder, `VolGuard`, pairs it with a non-recursive mutex, so two never exist at once on a task;
+/// C scopes begin and end inside the calls that use them.
+///
 /// # Invariants
 ///
 /// `flags` are what `memalloc_nofs_save` returned on the task that holds the value: the value is
 /// not `Send`, so it drops (and restores them) on that task.
+#[must_use = "the scope ends when the value drops"]
 pub(crate) struct NoFsScope {
     flags: c_uint,
     _not_send: kernel::types::NotThreadSafe,
@@ -559,7 +638,8 @@ pub(crate) struct NoFsScope {
 impl NoFsScope {
     /// Enters the scope; it ends when the value drops.
     pub(crate) fn enter() -> Self {
-        // SAFETY: changes only the current task's allocation flags; the restore in `drop` runs
+        // SAFETY: `memalloc_nofs_save` may be called in any context; it sets the current task's
+        // `PF_MEMALLOC_NOFS` bit and touches nothing else. The matching restore in `drop` runs
         // on this task (the value is not `Send`).
         let flags = unsafe { ext::lcfs_memalloc_nofs_save() };
         // INVARIANT: saved on the current task, which the value cannot leave.
@@ -572,12 +652,10 @@ impl NoFsScope {
 
 impl Drop for NoFsScope {
     fn drop(&mut self) {
-        // SAFETY: restores, on the task that saved them (type invariant), the flags `enter`
-        // saved: the call only sets or clears the current task's `PF_MEMALLOC_NOFS` bit, which
-        // is memory-safe in any order. Order matters for the scope's purpose, not for safety:
-        // a scope dropped before one entered after it would end `GFP_NOFS` early for the
-        // other. Its one holder, `VolGuard`, keeps the scope beside the lock guard and drops
-        // both together, so scopes nest as the locks do.
+        // SAFETY: the flags are those `enter` saved on this same task (type invariant), as
+        // `memalloc_nofs_restore` requires; it only clears the bits it is given in the current
+        // task's flags: `PF_MEMALLOC_NOFS` if this scope set it (the outermost), nothing for a
+        // nested one. That is sound in any order (see the type's documentation).
         unsafe { ext::lcfs_memalloc_nofs_restore(self.flags) };
     }
 }
