@@ -185,9 +185,12 @@ impl UserArray<u8> {
 /// Whether the calling task has `CAP_SYS_ADMIN` in the initial user namespace (audited, as
 /// `capable()` is).
 pub(crate) fn capable_sys_admin() -> bool {
-    // SAFETY: `capable` only reads the current task's credentials.
     // CAST: capability numbers are small (CAP_SYS_ADMIN is 21).
-    unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) }
+    let cap = bindings::CAP_SYS_ADMIN as c_int;
+    // SAFETY: `capable` reads the current task's own credentials, which a task may always read
+    // (only the task itself replaces them, with RCU), and may record an audit event; it takes no
+    // pointer arguments.
+    unsafe { bindings::capable(cap) }
 }
 
 /// The `unlocked_ioctl` entry of `T`'s file operations (regular files and directories): NULL,
@@ -245,9 +248,12 @@ unsafe extern "C" fn ioctl_callback<T: FileOperations>(
         // For our requests `arg` is a user address (`c_ulong` is `usize` in the kernel).
         let (request, out_len) = decode(cmd, arg)?;
         let out = Output(UserSlice::new(UserPtr::from_addr(arg), out_len).writer());
-        // SAFETY: an open file of `T` (it has our file operations) has a live, initialised inode
-        // of `T`, which the open file keeps alive for the call.
-        let inode = unsafe { Inode::<T>::from_raw((*file).f_inode) };
+        // SAFETY: `unlocked_ioctl`'s contract: `file` is a live open file, pinned for the call;
+        // `f_inode` is fixed while it is open.
+        let raw = unsafe { (*file).f_inode };
+        // SAFETY: the file has our file operations, so its inode is an initialised inode of
+        // `T`, which the open file keeps alive for the call.
+        let inode = unsafe { Inode::<T>::from_raw(raw) };
         T::ioctl(inode, request, out)?;
         Ok(0)
     })

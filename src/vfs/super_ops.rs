@@ -84,8 +84,9 @@ unsafe extern "C" fn sync_fs_callback<T: FileSystem>(
     sb: *mut bindings::super_block,
     wait: c_int,
 ) -> c_int {
-    // SAFETY: a mounted superblock of `T` (it has our operations); `s_fs_info` is set until
-    // `put_super`, which runs after the last `sync_fs`.
+    // SAFETY: `sync_fs`'s contract: a live superblock with our operations, so of `T`, mounted
+    // (`s_umount` held); `s_fs_info` is set until `put_super`, which runs after the last
+    // `sync_fs`.
     let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
     from_result(|| T::sync_fs(sb, wait != 0).map(|()| 0))
 }
@@ -108,8 +109,13 @@ unsafe extern "C" fn dirty_inode_callback<T: FileSystem>(
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `evict_inode`.
 unsafe extern "C" fn evict_inode_callback<T: FileSystem>(raw: *mut bindings::inode) {
-    // SAFETY: the VFS evicts an unreferenced inode of ours: nobody else uses its pages any more.
-    unsafe { bindings::truncate_inode_pages_final(core::ptr::addr_of_mut!((*raw).i_data)) };
+    // SAFETY: `evict_inode`'s contract: `raw` is a live inode of ours with no references left
+    // (`I_FREEING`), so nobody else uses its pages any more; only the embedded mapping's
+    // address is taken.
+    let data = unsafe { core::ptr::addr_of_mut!((*raw).i_data) };
+    // SAFETY: `data` is the live mapping of the inode being evicted, which nobody else uses:
+    // `truncate_inode_pages_final` is what an `evict_inode` must call on it.
+    unsafe { bindings::truncate_inode_pages_final(data) };
     // SAFETY: an inode of our superblock comes from `alloc_inode_callback::<T>`, and it stays
     // live until `free_inode`.
     if let Some(inode) = unsafe { inode::initialised::<T>(raw) } {
@@ -117,7 +123,8 @@ unsafe extern "C" fn evict_inode_callback<T: FileSystem>(raw: *mut bindings::ino
             T::evict(inode);
         }
     }
-    // SAFETY: the inode is being evicted and its pages are gone; this ends its use.
+    // SAFETY: the inode is being evicted and its page cache was emptied above, as
+    // `clear_inode` requires; the filesystem is done with it (this ends its use).
     unsafe { bindings::clear_inode(raw) };
 }
 
@@ -154,9 +161,12 @@ unsafe extern "C" fn statfs_callback<T: FileSystem>(
     buf: *mut bindings::kstatfs,
 ) -> c_int {
     from_result(|| {
-        // SAFETY: the VFS passes a live dentry of a mounted superblock of `T`, which stays
-        // mounted for the call.
-        let sb = unsafe { SuperBlock::<T>::from_raw((*dentry).d_sb) };
+        // SAFETY: `statfs`'s contract: `dentry` is live (the caller holds a path to it) and
+        // `d_sb` is fixed for its life.
+        let raw = unsafe { (*dentry).d_sb };
+        // SAFETY: the superblock has our operations, so it is of `T`, and it stays mounted
+        // (with `s_fs_info` set) while the caller's path pins it, which covers the call.
+        let sb = unsafe { SuperBlock::<T>::from_raw(raw) };
         let st = T::statfs(sb)?;
         // CAST (these four): u32 to the 64-bit `long`, lossless.
         let out = ext::kstatfs {

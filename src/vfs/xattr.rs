@@ -116,15 +116,14 @@ unsafe fn full_name(
     handler: *const bindings::xattr_handler,
     name: *const c_char,
 ) -> Result<KVec<u8>> {
-    // SAFETY: `handler` is one of our static handlers (contract), whose `prefix` is a static
-    // NUL-terminated string; `name` is NUL-terminated and live for the call (contract). Both
-    // `CStr`s are only read before the function returns.
-    let (prefix, name) = unsafe {
-        (
-            CStr::from_char_ptr((*handler).prefix).to_bytes(),
-            CStr::from_char_ptr(name).to_bytes(),
-        )
-    };
+    // SAFETY: `handler` is one of our static handlers (contract), live forever.
+    let prefix = unsafe { (*handler).prefix };
+    // SAFETY: our handlers' `prefix` is a static NUL-terminated string (`handler()` takes a
+    // `&'static CStr`), never changed.
+    let prefix = unsafe { CStr::from_char_ptr(prefix) }.to_bytes();
+    // SAFETY: `name` is NUL-terminated and live for the call (contract); the `CStr` is only
+    // read before this function returns.
+    let name = unsafe { CStr::from_char_ptr(name) }.to_bytes();
     let mut full = KVec::with_capacity(prefix.len() + name.len(), GFP_KERNEL)?;
     full.extend_from_slice(prefix, GFP_KERNEL)?;
     full.extend_from_slice(name, GFP_KERNEL)?;
@@ -155,8 +154,8 @@ unsafe extern "C" fn get_callback<T: XattrOperations>(
             // aliased by anything else for the call.
             unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), size) }
         };
-        // SAFETY: the VFS passes a live inode of the superblock whose handler this is: an
-        // initialised inode of `T`.
+        // SAFETY: the VFS passes a live, referenced inode of the superblock whose handler this is
+        // (ours), so an initialised inode of `T`, for the call.
         let inode = unsafe { Inode::<T>::from_raw(inode) };
         let n = T::get_xattr(inode, &full, buf)?;
         if size != 0 && n > size {
@@ -181,8 +180,9 @@ unsafe extern "C" fn set_callback<T: XattrOperations>(
     flags: c_int,
 ) -> c_int {
     let r = (|| -> Result {
-        // SAFETY: as in `get_callback`: the VFS passes its (static) handler and the
-        // NUL-terminated name suffix, live for the call.
+        // SAFETY: the VFS calls `set` with the handler it found for the name (one of ours,
+        // static) and the name's suffix after the prefix, NUL-terminated and live for the call:
+        // `full_name`'s contract.
         let full = unsafe { full_name(handler, name) }?;
         // A NULL buffer removes the attribute; an empty value is a value.
         let value: Option<&[u8]> = if buffer.is_null() {
@@ -201,8 +201,9 @@ unsafe extern "C" fn set_callback<T: XattrOperations>(
             f if f == bindings::XATTR_REPLACE as c_int => XattrSet::Replace,
             _ => return Err(EINVAL),
         };
-        // SAFETY: the VFS passes a live inode of the superblock whose handler this is (an
-        // initialised inode of `T`) and holds its `i_rwsem` for the call.
+        // SAFETY: the VFS passes a live, referenced inode of the superblock whose handler this is
+        // (ours), so an initialised inode of `T`, and `__vfs_setxattr_locked` holds its
+        // `i_rwsem` for the call.
         let inode = unsafe { Locked::new(Inode::<T>::from_raw(inode)) };
         T::set_xattr(inode, &full, value, how)
     })();
@@ -221,9 +222,12 @@ unsafe extern "C" fn listxattr_callback<T: XattrOperations>(
     size: usize,
 ) -> isize {
     let r = (|| -> Result<isize> {
-        // SAFETY: the VFS passes a positive dentry whose inode has our operations: a live,
-        // initialised inode of `T`.
-        let inode = unsafe { Inode::<T>::from_raw((*dentry).d_inode) };
+        // SAFETY: `listxattr`'s contract: `dentry` is a live, positive dentry, pinned by the
+        // caller's path for the call.
+        let raw = unsafe { (*dentry).d_inode };
+        // SAFETY: `raw` has our inode operations (this callback is in them), so it is an
+        // initialised inode of `T`, pinned by `dentry` for the call.
+        let inode = unsafe { Inode::<T>::from_raw(raw) };
         let out: &mut [u8] = if size == 0 || buffer.is_null() {
             &mut []
         } else {
@@ -232,10 +236,11 @@ unsafe extern "C" fn listxattr_callback<T: XattrOperations>(
             unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), size) }
         };
         // CAST: CAP_SYS_ADMIN is a small constant.
+        let cap = bindings::CAP_SYS_ADMIN as c_int;
         // SAFETY: `capable` reads the current task's credentials (always valid for the task
         // itself in process context, where the VFS calls `listxattr`) and may record an audit
         // event; it takes no pointer arguments.
-        let admin = unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) };
+        let admin = unsafe { bindings::capable(cap) };
         let mut total = 0usize;
         let mut overflow = false;
         T::list_xattrs(inode, &mut |name| {
