@@ -152,18 +152,26 @@ impl<T: Operations> Registration<T> {
         try_pin_init!(Self {
             inode_cache: inode::create_cache::<T>()?,
             fst <- Opaque::try_ffi_init(move |slot: *mut bindings::file_system_type| {
-                // SAFETY: `slot` is valid for writes (pin-init contract) and all-zero is a valid
-                // `file_system_type`.
+                let name = T::NAME.as_char_ptr();
+                let owner = module.as_ptr();
+                // CAST: the FS_* flags are small positive constants.
+                let fs_flags = bindings::FS_REQUIRES_DEV as c_int;
+                // SAFETY: `slot` is valid for writes and not yet initialised (pin-init contract),
+                // so it is written whole, without dropping old contents: all-zero is a valid
+                // `file_system_type` (pointers null, function pointers `None`, integers zero),
+                // then the fields that matter are stored. `name` is a static string and the
+                // callbacks are functions, so all outlive the registration.
                 unsafe {
                     slot.write(pin_init::zeroed());
-                    (*slot).name = T::NAME.as_char_ptr();
-                    (*slot).owner = module.as_ptr();
-                    (*slot).fs_flags = bindings::FS_REQUIRES_DEV as c_int;
+                    (*slot).name = name;
+                    (*slot).owner = owner;
+                    (*slot).fs_flags = fs_flags;
                     (*slot).init_fs_context = Some(init_fs_context_callback::<T>);
                     (*slot).kill_sb = Some(kill_sb_callback::<T>);
                 }
-                // SAFETY: `slot` is initialised and pinned inside the registration, which
-                // unregisters it before it is dropped.
+                // SAFETY: `slot` is initialised (above) and pinned inside the registration, which
+                // unregisters it before it is dropped (`PinnedDrop`), so the VFS's pointer to it
+                // stays valid while registered.
                 to_result(unsafe { bindings::register_filesystem(slot) })
             }),
             _p: PhantomData,
@@ -229,10 +237,14 @@ unsafe extern "C" fn init_fs_context_callback<T: Operations>(
     let Ok(opts) = KBox::new(T::Options::default(), GFP_KERNEL) else {
         return ENOMEM.to_errno();
     };
-    // SAFETY: the VFS passes a valid context it is setting up; `ops` points to a static table.
-    // `fs_private` owns the options until `free_fs_context_callback`.
+    let opts = KBox::into_raw(opts).cast::<c_void>();
+    // SAFETY: `init_fs_context`'s contract: `fc` is a live context the VFS is setting up on
+    // this task, not yet used by anyone else, whose `fs_private` and `ops` are ours to set.
+    // `fs_private` owns the options from here until `free_fs_context_callback`; `ops` points to
+    // a static table, which the complete `ext::fs_context` definition places where the C
+    // struct has it (checked by the KUnit layout test).
     unsafe {
-        (*fc).fs_private = KBox::into_raw(opts).cast();
+        (*fc).fs_private = opts;
         (*fc).ops = &Tables::<T>::CONTEXT_OPS;
     }
     0
@@ -245,16 +257,20 @@ unsafe extern "C" fn init_fs_context_callback<T: Operations>(
 /// `fc` must be a live context set up by `init_fs_context_callback::<T>`, and no other reference
 /// to its options may exist for `'a`.
 unsafe fn options<'a, T: FileSystem>(fc: *mut ext::fs_context) -> &'a mut T::Options {
-    // SAFETY: `fs_private` holds the `KBox<T::Options>` stored at init (contract).
-    unsafe { &mut *(*fc).fs_private.cast::<T::Options>() }
+    // SAFETY: `fc` is live (contract).
+    let opts = unsafe { (*fc).fs_private };
+    // SAFETY: `fs_private` holds the `KBox<T::Options>` stored at init (contract), live until
+    // `free`, and no other reference to it exists for `'a` (contract).
+    unsafe { &mut *opts.cast::<T::Options>() }
 }
 
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `free`.
 unsafe extern "C" fn free_fs_context_callback<T: FileSystem>(fc: *mut ext::fs_context) {
-    // SAFETY: the VFS passes the live context it is freeing; reading a field of it is sound,
-    // and no one else uses the context during `free`.
+    // SAFETY: `free`'s contract: `fc` is the live context being freed, used by no one else
+    // during the call. Its `fs_private` is null (if `init_fs_context` failed before setting
+    // it) or the box our init stored.
     let opts = unsafe { (*fc).fs_private.cast::<T::Options>() };
     if opts.is_null() {
         return;
@@ -274,18 +290,23 @@ unsafe extern "C" fn parse_param_callback<T: FileSystem>(
     fc: *mut ext::fs_context,
     param: *mut ext::fs_parameter,
 ) -> c_int {
-    // SAFETY: all-zero is a valid parse result.
-    let mut result: ext::fs_parse_result = unsafe { core::mem::zeroed() };
-    // SAFETY: live context and parameter from the VFS; the table is static and terminated.
-    // Unknown names return -ENOPARAM, which makes the VFS fail with "Unknown parameter".
-    let opt = unsafe { ext::lcfs_fs_parse(fc, Param::table_ptr(T::PARAMS), param, &mut result) };
+    // All-zero, as bindgen's `Default` builds it.
+    let mut result = ext::fs_parse_result::default();
+    let table = Param::table_ptr(T::PARAMS);
+    // SAFETY: `fc` and `param` are the live arguments of this `parse_param` call; the table is
+    // static and ends with `Param::END`, as `fs_parse` requires; `result` is a local,
+    // exclusively borrowed for the call. Unknown names return -ENOPARAM, which makes the VFS
+    // fail with "Unknown parameter".
+    let opt = unsafe { ext::lcfs_fs_parse(fc, table, param, &mut result) };
     let Ok(opt) = u8::try_from(opt) else {
         return opt;
     };
-    // SAFETY: `param` is live for the call.
+    // SAFETY: `param` is the live parameter of the call; `type` is a bitfield the VFS set
+    // before the call, read whole.
     let is_string = unsafe { (*param).type_() } == ext::fs_value_type_fs_value_is_string;
     let string = if is_string {
-        // SAFETY: `param` is live; `string` is the member a string value uses.
+        // SAFETY: `param` is live, and its type is `fs_value_is_string` (checked above), for
+        // which `string` is the union member the VFS set.
         let ptr = unsafe { (*param).__bindgen_anon_1.string };
         if ptr.is_null() {
             &[]
@@ -297,7 +318,9 @@ unsafe extern "C" fn parse_param_callback<T: FileSystem>(
     } else {
         &[]
     };
-    // SAFETY: `uint_32` is what `fs_param_is_u32` fills; for other types it is zero or unused.
+    // SAFETY: `result` was all-zero before `fs_parse`, and every union member is an integer or
+    // an integer wrapper, so any member's bytes are a valid `u32`: `uint_32` is what
+    // `fs_param_is_u32` fills, and for other types it is zero or unused.
     let number = unsafe { *result.__bindgen_anon_1.uint_32.as_ref() };
     let value = ParamValue { number, string };
     // SAFETY: the context was set up by our init; the VFS serialises parameter parsing.
@@ -310,17 +333,23 @@ unsafe extern "C" fn parse_param_callback<T: FileSystem>(
 /// Called only by the kernel, with arguments that satisfy the C contract of `reconfigure`.
 unsafe extern "C" fn reconfigure_callback<T: FileSystem>(fc: *mut ext::fs_context) -> c_int {
     from_result(|| {
-        // SAFETY: a remount context has the mount's root dentry, whose superblock is ours and
-        // active for the call.
-        let sb = unsafe { (*(*fc).root).d_sb };
-        // SAFETY: the VFS holds `s_umount` for writing during reconfigure.
+        // SAFETY: `reconfigure`'s contract: `fc` is a live remount context, whose `root` is the
+        // mount's root dentry, referenced by the context.
+        let root = unsafe { (*fc).root };
+        // SAFETY: `root` is live (referenced by `fc`); `d_sb` is fixed for its life, and that
+        // superblock is ours and active for the call.
+        let sb = unsafe { (*root).d_sb };
+        // SAFETY: `sb` is live and active, and the VFS holds its `s_umount` for writing during
+        // reconfigure, as `sync_filesystem` requires.
         kernel::error::to_result(unsafe { bindings::sync_filesystem(sb) })?;
-        // SAFETY: a mounted superblock of `T` (it has our context operations).
+        // SAFETY: a mounted superblock of `T` (the context has our operations), live and with
+        // `s_fs_info` set for the call (an active superblock is past `fill_super` and before
+        // `put_super`).
         let sb_ref = unsafe { SuperBlock::<T>::from_raw(sb) };
         // SAFETY: the context was set up by our init (it has our operations); the VFS holds
         // `s_umount` and uses the context from this task only, so no other reference exists.
         let opts = unsafe { options::<T>(fc) };
-        // SAFETY: `fc` is live for the call.
+        // SAFETY: `fc` is live for the call; the helper reads the `sb_flags` it requests.
         let read_only = unsafe { ext::lcfs_fc_rdonly(fc) };
         T::reconfigure(sb_ref, opts, read_only)?;
         Ok(0)
@@ -347,9 +376,12 @@ unsafe extern "C" fn fill_super_callback<T: Operations>(
         // SAFETY: the VFS passes a new superblock of a block device, locked, not yet visible to
         // anyone else; it stays alive for the call.
         let new = unsafe { NewSuperBlock::<T>::from_raw(sb) };
-        // SAFETY: the new superblock, private to this call, has an open block device (the type
-        // has `FS_REQUIRES_DEV`).
-        if unsafe { ext::sb_set_blocksize(sb.cast(), BLOCK_SIZE as c_int) } == 0 {
+        // CAST: the block size is a small power of two.
+        let block_size = BLOCK_SIZE as c_int;
+        // SAFETY: the new superblock, private to this call, has an open block device
+        // (`get_tree_bdev` opened it; the type has `FS_REQUIRES_DEV`), whose block size
+        // `sb_set_blocksize` sets.
+        if unsafe { ext::sb_set_blocksize(sb.cast(), block_size) } == 0 {
             pr_err!(
                 "{}: device does not support {}-byte blocks\n",
                 new.id(),
@@ -362,27 +394,34 @@ unsafe extern "C" fn fill_super_callback<T: Operations>(
         let opts = unsafe { options::<T>(fc) };
         let info = T::fill_super(&new, opts)?;
         let info = SbInfo::<T>::new(sb, info)?;
+        let info = KBox::into_raw(info).cast::<c_void>();
         let s_op = super::super_ops::super_operations::<T>();
         let s_xattr = super::xattr::handlers::<T>();
-        // SAFETY: the superblock is private to this call until the mount completes. `s_fs_info`
-        // is released by `SbInfo::release` in `put_super_callback` (or `kill_sb_callback` if the
-        // mount fails), after all inodes are gone; the tables are static.
+        // CAST: u32 to the 64-bit `unsigned long`, lossless.
+        let magic = T::MAGIC as c_ulong;
+        // SAFETY: the superblock is live and private to this call until the mount completes
+        // (`SB_BORN` is set after `fill_super` returns), so these stores race with no reader.
+        // `s_fs_info` takes over the box, released by `SbInfo::release` in `put_super_callback`
+        // (or `kill_sb_callback` if the mount fails), after all inodes are gone; the tables are
+        // static.
         unsafe {
-            (*sb).s_fs_info = KBox::into_raw(info).cast();
+            (*sb).s_fs_info = info;
             (*sb).s_op = s_op;
-            // CAST: u32 to the 64-bit `unsigned long`, lossless.
-            (*sb).s_magic = T::MAGIC as c_ulong;
+            (*sb).s_magic = magic;
             (*sb).s_time_gran = 1;
             (*sb).s_time_min = i64::MIN;
             (*sb).s_time_max = i64::MAX;
             (*sb).s_xattr = s_xattr;
             (*sb).s_maxbytes = i64::MAX;
         }
-        // SAFETY: `s_fs_info` now holds `T::Info`, which makes the superblock a `SuperBlock<T>`.
+        // SAFETY: the superblock is live for the call and its `s_fs_info` now holds the
+        // `SbInfo<T>` with `T::Info`, which makes it a `SuperBlock<T>`.
         let sb_ref = unsafe { SuperBlock::<T>::from_raw(sb) };
         let root = T::root(sb_ref)?;
-        // SAFETY: `d_make_root` consumes the inode reference, also on failure.
-        let dentry = unsafe { bindings::d_make_root(ARef::into_raw(root).as_ptr().cast()) };
+        let root = ARef::into_raw(root).as_ptr().cast::<bindings::inode>();
+        // SAFETY: `root` is a live inode of this superblock carrying the reference `into_raw`
+        // released, which `d_make_root` consumes, also on failure (it `iput`s it).
+        let dentry = unsafe { bindings::d_make_root(root) };
         if dentry.is_null() {
             return Err(ENOMEM);
         }
@@ -399,7 +438,7 @@ unsafe extern "C" fn fill_super_callback<T: Operations>(
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `kill_sb`.
 unsafe extern "C" fn kill_sb_callback<T: FileSystem>(sb: *mut bindings::super_block) {
-    // SAFETY: `kill_sb` is called once per superblock, by the VFS, after its last active
+    // SAFETY: `kill_sb`'s contract: called once per superblock, by the VFS, after its last active
     // reference went; `kill_block_super` is the teardown a block-device filesystem owes it
     // (it calls our `put_super`, evicts all inodes and releases the device).
     unsafe { bindings::kill_block_super(sb) };
