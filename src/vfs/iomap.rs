@@ -232,6 +232,30 @@ const BS: u64 = BLOCK_SIZE as u64;
 /// Most bytes one writeback mapping covers.
 const WRITEBACK_WINDOW: u64 = 4 << 20;
 
+/// `pos` rounded down to a block boundary.
+fn block_floor(pos: u64) -> u64 {
+    pos / BS * BS
+}
+
+/// `pos` rounded up to a block boundary (`pos` at most `i64::MAX`, so this cannot overflow).
+fn block_ceil(pos: u64) -> u64 {
+    pos.div_ceil(BS) * BS
+}
+
+/// The inode of `file`, an open regular file or directory of `T`.
+///
+/// # Safety
+///
+/// `file` must be a live open file with our file operations (so its inode is an initialised
+/// inode of `T`), open for `'a`.
+unsafe fn file_inode<'a, T: FileSystem>(file: *mut bindings::file) -> &'a Inode<T> {
+    // SAFETY: `file` is live (contract); `file_inode` reads `f_inode`, fixed while it is open.
+    let raw = unsafe { ext::lcfs_file_inode(file.cast()) };
+    // SAFETY: the file has our file operations, so its inode is an initialised inode of `T`
+    // (contract), which the open file keeps referenced for `'a`.
+    unsafe { Inode::<T>::from_raw(raw.cast()) }
+}
+
 /// Fills iomap's mapping `map` with the range of `m`.
 ///
 /// # Safety
@@ -246,14 +270,15 @@ unsafe fn set_iomap(
     bdev: *mut bindings::block_device,
 ) {
     let offset = i64::try_from(m.offset).unwrap_or(i64::MAX);
-    // SAFETY: iomap hands `map` to this call to fill (contract): live, and written by nothing
-    // else until the call returns.
+    // CAST: the IOMAP_* type and flag constants fit in 16 bits.
+    let (kind, flags) = (kind as u16, flags as u16);
+    // SAFETY: iomap hands `map` to this call to fill (contract): live, and read or written by
+    // nothing else until the call returns; plain stores of integer and pointer fields.
     unsafe {
         (*map).offset = offset;
         (*map).length = m.length;
-        // CAST: the IOMAP_* type and flag constants fit in 16 bits.
-        (*map).type_ = kind as u16;
-        (*map).flags = flags as u16;
+        (*map).type_ = kind;
+        (*map).flags = flags;
         (*map).addr = addr;
         (*map).bdev = bdev.cast();
     }
@@ -280,7 +305,9 @@ unsafe extern "C" fn iomap_begin_callback<T: DataOperations, const WRITE: u8>(
         };
         let pos = u64::try_from(pos).map_err(|_| EINVAL)?;
         let length = u64::try_from(length).map_err(|_| EINVAL)?;
-        // SAFETY: iomap passes a live, initialised regular file of ours.
+        // SAFETY: `iomap_begin`'s contract: `inode` is the live inode iomap is iterating over,
+        // one of our regular files (only their operations use these iomap tables), so an
+        // initialised inode of `T`, referenced by the caller for the call.
         let file = unsafe { Inode::<T>::from_raw(inode) };
         let m = T::map(file, pos, length.max(1), purpose)?;
         if m.length == 0 || m.offset > pos || m.offset.saturating_add(m.length) <= pos {
@@ -294,11 +321,13 @@ unsafe extern "C" fn iomap_begin_callback<T: DataOperations, const WRITE: u8>(
             MapKind::Mapped { addr } => (ext::IOMAP_MAPPED, addr, 0),
             MapKind::Cow { addr, .. } => (ext::IOMAP_UNWRITTEN, addr, ext::IOMAP_F_SHARED),
         };
-        // SAFETY: `iomap` is iomap's to fill for this call.
+        // SAFETY: `iomap_begin`'s contract: `iomap` is the live mapping iomap hands this call to
+        // fill.
         unsafe { set_iomap(iomap, &m, kind, addr, flags, bdev) };
         if let MapKind::Cow { src, .. } = m.kind {
             if !srcmap.is_null() {
-                // SAFETY: a non-null `srcmap` is iomap's to fill for this call.
+                // SAFETY: `iomap_begin`'s contract: a non-null `srcmap` is the live source
+                // mapping iomap hands this call to fill for a write.
                 unsafe { set_iomap(srcmap, &m, ext::IOMAP_MAPPED, src, 0, bdev) };
             }
         }
@@ -313,8 +342,10 @@ unsafe extern "C" fn read_folio_callback<T: Operations>(
     _file: *mut bindings::file,
     folio: *mut bindings::folio,
 ) -> c_int {
-    // SAFETY: a locked folio of one of our regular files; iomap reads it with our static read
-    // operations and unlocks it when the read completes (also on error).
+    // SAFETY: `read_folio`'s contract: `folio` is a live, locked folio of one of our regular
+    // files (this callback is in their address-space operations only); iomap reads it with our
+    // static read operations and unlocks it when the read completes (also on error), as the
+    // contract requires of us.
     unsafe { ext::lcfs_iomap_read_folio(folio.cast(), &Tables::<T>::READ_OPS) };
     0
 }
@@ -323,7 +354,8 @@ unsafe extern "C" fn read_folio_callback<T: Operations>(
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `readahead`.
 unsafe extern "C" fn readahead_callback<T: Operations>(rac: *mut bindings::readahead_control) {
-    // SAFETY: a live readahead request on one of our regular files; the operations are static.
+    // SAFETY: `readahead`'s contract: `rac` is a live readahead request on one of our regular
+    // files, its folios locked and in the page cache; the operations are static.
     unsafe { ext::lcfs_iomap_readahead(rac.cast(), &Tables::<T>::READ_OPS) };
 }
 
@@ -334,7 +366,9 @@ unsafe extern "C" fn writepages_callback<T: Operations>(
     mapping: *mut bindings::address_space,
     wbc: *mut bindings::writeback_control,
 ) -> c_int {
-    // SAFETY: live writeback of one of our regular files' mappings; the operations are static.
+    // SAFETY: `writepages`'s contract: `mapping` is the live mapping of one of our regular
+    // files and `wbc` the live writeback request; the operations are static, and their callbacks
+    // only use the context iomap passes them.
     unsafe { ext::lcfs_iomap_writepages(mapping.cast(), wbc.cast(), &Tables::<T>::WRITEBACK_OPS) }
 }
 
@@ -349,15 +383,17 @@ unsafe extern "C" fn writeback_range_callback<T: Operations>(
     end_pos: u64,
 ) -> isize {
     let r = (|| -> Result<isize> {
-        // SAFETY: iomap passes its live writeback context, whose mapping it keeps between
-        // folios and which nobody else changes during writeback.
+        // SAFETY: `writeback_range`'s contract: `wpc` is iomap's live writeback context, whose
+        // inode and cached mapping only this writeback (this task) reads or changes until it
+        // ends; plain field reads.
         let (raw, offset, length) =
             unsafe { ((*wpc).inode, (*wpc).iomap.offset, (*wpc).iomap.length) };
         let start = u64::try_from(offset).unwrap_or(u64::MAX);
         let cached = length != 0 && pos >= start && pos - start < length;
         if !cached {
-            // SAFETY: the context's inode is an initialised regular file of ours, referenced by
-            // the writeback of its mapping.
+            // SAFETY: the context's inode is one of our regular files (its mapping has our
+            // `writepages`), so an initialised inode of `T`, kept alive by the writeback of its
+            // mapping for the call.
             let file = unsafe { Inode::<T>::from_raw(raw.cast()) };
             // Ask for up to the end of the file (at most 4 MiB) rather than this folio: one
             // mapping then serves the following folios too.
@@ -376,7 +412,9 @@ unsafe extern "C" fn writeback_range_callback<T: Operations>(
             }
             i64::try_from(m.offset).map_err(|_| EINVAL)?;
             let bdev = file.super_block().bdev();
-            // SAFETY: the context's mapping is ours to replace between folios.
+            // SAFETY: `wpc` is live (contract) and its cached mapping is this callback's to
+            // replace between folios (iomap reads it only after the callback returns); only the
+            // field's address is taken.
             unsafe {
                 set_iomap(
                     ptr::addr_of_mut!((*wpc).iomap),
@@ -389,7 +427,9 @@ unsafe extern "C" fn writeback_range_callback<T: Operations>(
             };
         }
         let (pos, end_pos) = (i64::try_from(pos)?, i64::try_from(end_pos)?);
-        // SAFETY: live context and locked folio from iomap; the range lies in the mapping.
+        // SAFETY: `wpc` and the locked `folio` are the live arguments of this callback, and the
+        // range `[pos, pos + len)` lies inside the context's mapping (cached: checked above; new:
+        // `m` covers `pos`), as `iomap_add_to_ioend` requires.
         Ok(unsafe { ext::iomap_add_to_ioend(wpc, folio, pos, end_pos, len) })
     })();
     r.unwrap_or_else(|e| e.to_errno() as isize)
@@ -402,15 +442,19 @@ unsafe extern "C" fn writeback_submit_callback<T: Operations>(
     wpc: *mut ext::iomap_writepage_ctx,
     error: c_int,
 ) -> c_int {
-    // SAFETY: iomap passes its live context; `wb_ctx` holds the pending ioend or null.
+    // SAFETY: `writeback_submit`'s contract: `wpc` is iomap's live context; `wb_ctx` holds
+    // the pending ioend or null.
     let ioend = unsafe { (*wpc).wb_ctx.cast::<ext::iomap_ioend>() };
     if error == 0 && !ioend.is_null() {
-        // SAFETY: the ioend is not submitted yet; its completion becomes ours, and already runs
-        // in a task (the workqueue), so the block layer need not defer it (dropbehind folios).
-        unsafe {
-            (*ioend).io_bio.bi_end_io = Some(writeback_end_io::<T>);
-            ext::lcfs_bio_clear_complete_in_task(ptr::addr_of_mut!((*ioend).io_bio).cast());
-        }
+        // SAFETY: the pending ioend is live and not submitted yet, so nothing else reads its bio;
+        // its completion becomes ours (`writeback_end_io::<T>`, which expects exactly such an
+        // ioend).
+        unsafe { (*ioend).io_bio.bi_end_io = Some(writeback_end_io::<T>) };
+        // SAFETY: the same live, unsubmitted ioend; only the bio's address is taken.
+        let bio = unsafe { ptr::addr_of_mut!((*ioend).io_bio) };
+        // SAFETY: `bio` is the live, unsubmitted bio of the ioend. Its completion already
+        // defers to a task (the workqueue), so the block layer need not (dropbehind folios).
+        unsafe { ext::lcfs_bio_clear_complete_in_task(bio.cast()) };
     }
     // SAFETY: `wpc` is iomap's live context for this submission (the callback's contract), and
     // this is the one call that hands its pending ioend (if any) on: submitted, or with
@@ -433,18 +477,25 @@ unsafe extern "C" fn writeback_end_io<T: FileSystem>(bio: *mut bindings::bio) {
     // SAFETY: the bio is the `io_bio` of an ioend (see the contract), which its completion owns
     // now.
     let ioend = unsafe { kernel::container_of!(bio, ext::iomap_ioend, io_bio) };
-    // SAFETY: the ioend is owned by its completion (see the contract); its inode is referenced
-    // by its folios under writeback.
-    let sb = unsafe {
-        (*ioend).io_error = bindings::blk_status_to_errno((*bio).bi_status);
-        (*(*ioend).io_inode).i_sb
-    };
+    // SAFETY: `bio` is the completed bio the block layer passes its end handler, live for the
+    // call.
+    let status = unsafe { (*bio).bi_status };
+    // SAFETY: `blk_status_to_errno` maps a status code to an errno; it dereferences nothing.
+    let errno = unsafe { bindings::blk_status_to_errno(status) };
+    // SAFETY: the ioend is owned by its completion (see the contract), so nothing else writes
+    // `io_error` now.
+    unsafe { (*ioend).io_error = errno };
+    // SAFETY: the ioend is live (owned here); `io_inode` is fixed for its life.
+    let inode = unsafe { (*ioend).io_inode };
+    // SAFETY: the inode is referenced by the ioend's folios under writeback; `i_sb` is fixed.
+    let sb = unsafe { (*inode).i_sb };
     // SAFETY: until the ioend is queued, its folios under writeback pin the inode and so the
-    // mounted superblock, whose `s_fs_info` stays until `put_super`; after that, the RCU section
-    // does.
+    // mounted superblock, whose `s_fs_info` (a `SbInfo<T>`: the ioend is of a file of `T`) stays
+    // until `put_super`; after that, the RCU section does. Only a shared reference is made.
     let info = unsafe { &*(*sb).s_fs_info.cast::<SbInfo<T>>() };
-    // SAFETY: a completed ioend of ours, no longer used by the block layer; the RCU read lock is
-    // held.
+    // SAFETY: a completed ioend of a file of this superblock, submitted by
+    // `writeback_submit_callback::<T>` (the only place this handler is installed) and no longer
+    // used by the block layer; the RCU read lock is held: `queue_written`'s contract.
     unsafe { info.queue_written(ioend) };
 }
 
@@ -478,7 +529,8 @@ impl<T: DataOperations> WrittenIoend<T> {
     /// completed write recorded.
     pub(super) fn finish(self) {
         let ioend = self.ioend;
-        // SAFETY: the ioend is live and ours until finished below (type invariant).
+        // SAFETY: the ioend is live and owned by `self` until finished below (type invariant);
+        // plain field reads.
         let (mut result, inode, offset, size) = unsafe {
             (
                 (*ioend).io_error,
@@ -511,28 +563,33 @@ impl<T: DataOperations> WrittenIoend<T> {
 unsafe extern "C" fn page_mkwrite_callback<T: Operations>(
     vmf: *mut bindings::vm_fault,
 ) -> bindings::vm_fault_t {
-    // SAFETY: a write fault on a shared mapping of one of our files: the file is live for the
-    // fault.
+    // SAFETY: `page_mkwrite`'s contract: `vmf` is the live write fault on a shared mapping of
+    // one of our files, whose VMA holds a reference to the file for the fault.
     let file = unsafe { ext::lcfs_vmf_file(vmf.cast()) };
-    // SAFETY: `file` is live for the fault, and an open file has a live inode.
+    // SAFETY: `file` is live for the fault; `file_inode` reads `f_inode`, fixed while it is
+    // open.
     let inode = unsafe { ext::lcfs_file_inode(file) };
-    // SAFETY: `inode` is live, and its superblock is mounted while the file is open.
+    // SAFETY: `inode` is live (the open file references it); `i_sb` is fixed, and the
+    // superblock is mounted while the file is open.
     let sb = unsafe { (*inode).i_sb };
-    // SAFETY: `sb` is live; ended below on every path.
+    // SAFETY: `sb` is live for the fault; the matching `sb_end_pagefault` below runs on every
+    // path, on this task.
     unsafe { ext::lcfs_sb_start_pagefault(sb.cast()) };
-    // SAFETY: `file` is live for the fault.
+    // SAFETY: `file` is live for the fault, and its superblock's write protection is held
+    // (above), as changing its times needs.
     unsafe { bindings::file_update_time(file.cast()) };
     // SAFETY: `inode` is live; `i_mapping` is fixed for an inode of ours.
     let mapping = unsafe { (*inode).i_mapping };
-    // SAFETY: the live mapping; released below on this task. The shared invalidate lock
-    // serialises against truncate and hole punching.
+    // SAFETY: `mapping` is live for the fault; the shared `invalidate_lock` is released below on
+    // this task, and serialises against truncate and hole punching (which take it exclusively).
     unsafe { ext::lcfs_invalidate_lock_shared(mapping.cast()) };
-    // SAFETY: the live fault, with the locks iomap expects; the operations are static.
+    // SAFETY: the live fault, with the freeze protection and the shared `invalidate_lock` held
+    // as `iomap_page_mkwrite` expects; the operations are static.
     let ret =
         unsafe { ext::iomap_page_mkwrite(vmf.cast(), &Tables::<T>::WRITE_OPS, ptr::null_mut()) };
-    // SAFETY: taken above on this task.
+    // SAFETY: the shared `invalidate_lock` of `mapping` was taken above on this task, once.
     unsafe { ext::lcfs_invalidate_unlock_shared(mapping.cast()) };
-    // SAFETY: started above.
+    // SAFETY: `sb_start_pagefault` was called above on this task; this ends it once.
     unsafe { ext::lcfs_sb_end_pagefault(sb.cast()) };
     ret
 }
@@ -543,8 +600,9 @@ unsafe extern "C" fn page_mkwrite_callback<T: Operations>(
 unsafe extern "C" fn mmap_prepare_callback<T: Operations>(
     desc: *mut bindings::vm_area_desc,
 ) -> c_int {
-    // SAFETY: the live descriptor of a mapping being set up for one of our files; the operations
-    // are static.
+    // SAFETY: `mmap_prepare`'s contract: `desc` is the live descriptor of a mapping being set up
+    // for one of our files, ours to fill for the call; the operations are static, so they
+    // outlive the mapping.
     unsafe { ext::lcfs_mmap_prepare(desc.cast(), ptr::from_ref(&Tables::<T>::VM_OPS).cast()) };
     0
 }
@@ -556,16 +614,18 @@ unsafe extern "C" fn open_callback<T: Operations>(
     inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> c_int {
-    // SAFETY: the VFS's arguments, forwarded unchanged.
+    // SAFETY: `open`'s contract: `inode` and `file` are the live inode and file being opened,
+    // forwarded unchanged to the generic `open` this one extends.
     let r = unsafe { bindings::generic_file_open(inode, file) };
     if r != 0 {
         return r;
     }
-    // SAFETY: `file` is the file being opened, its mode set.
+    // SAFETY: `file` is the live file being opened; its `f_mode` was set before `open`.
     if !unsafe { ext::lcfs_file_writable(file.cast()) } {
         return 0;
     }
-    // SAFETY: a regular file of ours being opened: a live, initialised inode of `T`.
+    // SAFETY: the inode of a file being opened with our file operations: a live, initialised
+    // inode of `T`, referenced by the opening path for the call.
     let inode = unsafe { Inode::<T>::from_raw(inode) };
     from_result(|| T::open_writer(inode).map(|()| 0))
 }
@@ -577,10 +637,13 @@ unsafe extern "C" fn release_callback<T: Operations>(
     inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> c_int {
-    // SAFETY: `file` is the file being released; its mode does not change after open.
+    // SAFETY: `release`'s contract: `file` is the live file being released; its mode does not
+    // change after open.
     if unsafe { ext::lcfs_file_writable(file.cast()) } {
-        // SAFETY: the file's inode, live and initialised while the file is.
-        T::release_writer(unsafe { Inode::<T>::from_raw(inode) });
+        // SAFETY: `inode` is the file's inode, which has our file operations, so an initialised
+        // inode of `T`, referenced by the file until `release` returns.
+        let inode = unsafe { Inode::<T>::from_raw(inode) };
+        T::release_writer(inode);
     }
     0
 }
@@ -596,29 +659,38 @@ unsafe extern "C" fn llseek_callback<T: Operations>(
     // CAST: SEEK_* constants are small.
     let (hole, data) = (bindings::SEEK_HOLE as c_int, bindings::SEEK_DATA as c_int);
     if whence != hole && whence != data {
-        // SAFETY: the VFS's arguments, forwarded unchanged.
+        // SAFETY: `llseek`'s contract: the live arguments of the call, forwarded unchanged to the
+        // generic `llseek` this one extends.
         return unsafe { bindings::generic_file_llseek(file, offset, whence) };
     }
-    // SAFETY: an open regular file of ours has a live, initialised inode of `T`.
-    let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
+    // SAFETY: `llseek`'s contract: `file` is a live open file with our regular-file operations,
+    // pinned for the call.
+    let inode = unsafe { file_inode::<T>(file) };
     let raw = inode.as_ptr().cast();
     let ops = &Tables::<T>::READ_OPS;
     let pos = {
         // iomap walks the mapping under `i_rwsem`, as XFS does.
         let _lock = inode.lock();
         if whence == hole {
-            // SAFETY: a live inode whose `i_rwsem` is held; the operations are static.
+            // SAFETY: `raw` is a live regular file (pinned by `file`) whose `i_rwsem` `_lock`
+            // holds, as iomap's walk of the mapping needs; the operations are static.
             unsafe { ext::iomap_seek_hole(raw, offset, ops) }
         } else {
-            // SAFETY: a live inode whose `i_rwsem` is held; the operations are static.
+            // SAFETY: `raw` is a live regular file (pinned by `file`) whose `i_rwsem` `_lock`
+            // holds, as iomap's walk of the mapping needs; the operations are static.
             unsafe { ext::iomap_seek_data(raw, offset, ops) }
         }
     };
     if pos < 0 {
         return pos;
     }
-    // SAFETY: the live file of the call; `s_maxbytes` is fixed at mount.
-    unsafe { bindings::vfs_setpos(file, pos, (*(*inode.as_ptr()).i_sb).s_maxbytes) }
+    let sb = inode.super_block().as_ptr();
+    // SAFETY: `sb` is the live, mounted superblock of the open file; `s_maxbytes` is fixed at
+    // mount.
+    let max = unsafe { (*sb).s_maxbytes };
+    // SAFETY: `file` is the live file of the call, whose position `llseek` may set
+    // (`f_pos_lock` is the VFS's business; `vfs_setpos` takes `f_lock` itself).
+    unsafe { bindings::vfs_setpos(file, pos, max) }
 }
 
 /// # Safety
@@ -628,23 +700,27 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
     iocb: *mut bindings::kiocb,
     from: *mut bindings::iov_iter,
 ) -> isize {
-    // SAFETY: a write to an open file of ours: `iocb` and its file are live for the call.
+    // SAFETY: `write_iter`'s contract: `iocb` is live for the call, and `ki_filp` is the open
+    // file written to.
     let file = unsafe { (*iocb).ki_filp };
-    // SAFETY: `file` is live for the call; an open regular file of ours has a live, initialised
-    // inode of `T`.
-    let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
+    // SAFETY: `file` is a live open file with our regular-file operations, pinned for the call.
+    let inode = unsafe { file_inode::<T>(file) };
     let mut ret = {
         // `i_rwsem` is taken here, as for any buffered write, and covers the size update.
         let _lock = inode.lock();
-        // SAFETY: the live arguments of the call.
+        // SAFETY: `iocb` and `from` are the live arguments of the call, and `i_rwsem` is held
+        // (`_lock`), as `generic_write_checks` requires (it may shorten `from`).
         let mut ret = unsafe { bindings::generic_write_checks(iocb, from) };
         if ret > 0 {
-            // SAFETY: the live file of the call, with `i_rwsem` held.
-            ret = unsafe { bindings::file_modified(file) } as isize;
+            // SAFETY: `file` is the live file of the call, with `i_rwsem` held (`_lock`), as
+            // `file_modified` (which may update times and drop privileges) requires.
+            let r = unsafe { bindings::file_modified(file) };
+            // CAST: an errno or zero, in `ssize_t`'s range.
+            ret = r as isize;
             if ret == 0 {
                 let old = inode.size();
-                // SAFETY: the live arguments, checked above, with `i_rwsem` held as buffered
-                // writes need; the operations are static.
+                // SAFETY: `iocb` and `from` are the live arguments, checked above, with
+                // `i_rwsem` held (`_lock`) as buffered writes need; the operations are static.
                 ret = unsafe {
                     ext::iomap_file_buffered_write(
                         iocb.cast(),
@@ -667,7 +743,8 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
         ret
     };
     if ret > 0 {
-        // SAFETY: the live `iocb` of the call, after `i_rwsem` was released.
+        // SAFETY: `iocb` is the live `iocb` of the call; `i_rwsem` was released (`_lock`
+        // dropped), as `generic_write_sync` (which may fsync) needs.
         ret = unsafe { ext::lcfs_generic_write_sync(iocb.cast(), ret) };
     }
     ret
@@ -686,13 +763,15 @@ pub(super) unsafe extern "C" fn fsync_callback<T: Operations>(
     _datasync: c_int,
 ) -> c_int {
     from_result(|| {
-        // SAFETY: the live file of the call. Writeback records each completed write before the
-        // folios leave writeback, so after the wait the commit covers all of them. A directory's
-        // mapping holds no folios, so for it the call only checks the mapping's error state.
+        // SAFETY: `fsync`'s contract: `file` is the live file of the call, open with its mapping
+        // live; no lock is held, as waiting for writeback needs. Writeback records each
+        // completed write before the folios leave writeback, so after the wait the commit covers
+        // all of them. A directory's mapping holds no folios, so for it the call only checks the
+        // mapping's error state.
         to_result(unsafe { bindings::file_write_and_wait_range(file, start, end) })?;
         // SAFETY: this callback is installed only in the `file_operations` of our regular files
-        // and directories, whose open files hold a reference to a live, initialised inode of `T`.
-        let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
+        // and directories, and `file` is live and open for the call (`fsync`'s contract).
+        let inode = unsafe { file_inode::<T>(file) };
         T::fsync(inode)?;
         Ok(0)
     })
@@ -707,10 +786,12 @@ unsafe extern "C" fn fallocate_callback<T: Operations>(
     offset: bindings::loff_t,
     len: bindings::loff_t,
 ) -> c_long {
-    // SAFETY: an open regular file of ours has a live, initialised inode of `T`.
-    let inode = unsafe { Inode::<T>::from_raw(ext::lcfs_file_inode(file.cast()).cast()) };
+    // SAFETY: `fallocate`'s contract: `file` is a live open file with our regular-file
+    // operations, pinned for the call.
+    let inode = unsafe { file_inode::<T>(file) };
     let r = {
-        // SAFETY: `file` is the live file of the call and `inode` its inode.
+        // SAFETY: `file` is the live file of the call, open for the whole block, and `inode` its
+        // inode.
         let locked = unsafe { LockedFile::new(file, inode) };
         locked.fallocate(mode, offset, len)
     };
@@ -731,7 +812,8 @@ unsafe fn zero_range<T: Operations>(inode: &Inode<T>, from: u64, to: u64) -> Res
         return Ok(());
     }
     let (f, l) = (i64::try_from(from)?, i64::try_from(to - from)?);
-    // SAFETY: a live inode with the locks iomap needs held (contract); the operations are static.
+    // SAFETY: a live inode (`&Inode`), with `i_rwsem` and `invalidate_lock` held by the current
+    // task (contract), as `iomap_zero_range` needs; the operations are static.
     to_result(unsafe {
         ext::iomap_zero_range(
             inode.as_ptr().cast(),
@@ -796,14 +878,15 @@ impl<'a, T: Operations> LockedFile<'a, T> {
         if mode == keep | punch {
             // Keeps page faults out while blocks go.
             let _inval = inode.invalidate_lock();
-            // SAFETY: the live mapping of `inode`.
+            // SAFETY: the live mapping of `inode` (kept alive by `self`); no folio lock is held,
+            // as waiting for writeback needs.
             to_result(unsafe {
                 bindings::filemap_write_and_wait_range(inode.mapping(), offset, end - 1)
             })?;
             // Zero the partial blocks at both ends through the page cache; whole blocks in
             // between lose their pages and then their blocks.
-            let first_full = start_u.div_ceil(BS) * BS;
-            let last_full = end_u / BS * BS;
+            let first_full = block_ceil(start_u);
+            let last_full = block_floor(end_u);
             if first_full >= last_full {
                 // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
                 unsafe { zero_range(inode, start_u, end_u) }?;
@@ -813,21 +896,20 @@ impl<'a, T: Operations> LockedFile<'a, T> {
                 // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
                 unsafe { zero_range(inode, last_full, end_u) }?;
                 let (first, last) = (i64::try_from(first_full)?, i64::try_from(last_full)? - 1);
-                // SAFETY: a live inode with both locks held, as truncation of its pages needs.
+                // SAFETY: a live inode with `i_rwsem` (type invariant) and `invalidate_lock`
+                // (`_inval`) held, as dropping its pages needs; `first..=last` is block-aligned.
                 unsafe { bindings::truncate_pagecache_range(inode.as_ptr(), first, last) };
                 T::punch(inode, first_full, last_full - first_full)?;
             }
         } else if mode == 0 || mode == keep {
-            // SAFETY: the live file of the call (type invariant).
+            // SAFETY: the live file of the call, with its inode's `i_rwsem` held (type
+            // invariant), as `file_modified` requires.
             to_result(unsafe { bindings::file_modified(file) })?;
-            T::allocate(
-                inode,
-                start_u / BS * BS,
-                end_u.div_ceil(BS) * BS - start_u / BS * BS,
-            )?;
+            let first = block_floor(start_u);
+            T::allocate(inode, first, block_ceil(end_u) - first)?;
             if mode == 0 && end > size {
-                // SAFETY: a live inode whose `i_rwsem` is held (type invariant), as size changes
-                // need.
+                // SAFETY: a live inode whose `i_rwsem` is held (type invariant), which serialises
+                // `i_size_write`rs as it requires.
                 unsafe { ext::lcfs_i_size_write(inode.as_ptr().cast(), end) };
                 T::store_size(inode, end_u)?;
             }
@@ -835,7 +917,8 @@ impl<'a, T: Operations> LockedFile<'a, T> {
         } else {
             return Err(EOPNOTSUPP);
         }
-        // SAFETY: the live file of the call (type invariant).
+        // SAFETY: the live file of the call, with its inode's `i_rwsem` held (type invariant),
+        // as `file_modified` requires.
         to_result(unsafe { bindings::file_modified(file) })
     }
 }
@@ -864,7 +947,7 @@ impl<'a, T: Operations> Resize<'a, T> {
     /// `raw` is a regular file of `T` whose `i_rwsem` the current task holds for `'a`.
     pub(super) unsafe fn new(raw: *mut bindings::inode, size: u64) -> Result<Self> {
         let new = i64::try_from(size).map_err(|_| EFBIG)?;
-        // SAFETY: a live, initialised regular file of `T` (contract).
+        // SAFETY: a live, initialised regular file of `T` for `'a` (contract).
         let inode = unsafe { Inode::<T>::from_raw(raw) };
         // INVARIANT: regular file with `i_rwsem` held (contract); the lock is taken here.
         Ok(Self {
@@ -878,8 +961,8 @@ impl<'a, T: Operations> Resize<'a, T> {
     pub(super) fn apply(self, store: impl FnOnce() -> Result) -> Result {
         let raw = self.inode.as_ptr();
         if self.new < self.inode.size() {
-            // SAFETY: a live inode with `i_rwsem` and `invalidate_lock` held (type invariant);
-            // the operations are static.
+            // SAFETY: a live regular file with `i_rwsem` and `invalidate_lock` held by this task
+            // (type invariant), as `iomap_truncate_page` needs; the operations are static.
             to_result(unsafe {
                 ext::iomap_truncate_page(
                     raw.cast(),
@@ -890,12 +973,14 @@ impl<'a, T: Operations> Resize<'a, T> {
                     ptr::null_mut(),
                 )
             })?;
-            // SAFETY: a live inode with `i_rwsem` and `invalidate_lock` held (type invariant).
+            // SAFETY: a live regular file with `i_rwsem` and `invalidate_lock` held by this task
+            // (type invariant), as `truncate_setsize` (size update and page truncation) needs.
             unsafe { bindings::truncate_setsize(raw, self.new) };
             store()
         } else {
             store()?;
-            // SAFETY: a live inode with `i_rwsem` and `invalidate_lock` held (type invariant).
+            // SAFETY: a live regular file with `i_rwsem` and `invalidate_lock` held by this task
+            // (type invariant), as `truncate_setsize` (size update) needs.
             unsafe { bindings::truncate_setsize(raw, self.new) };
             Ok(())
         }
