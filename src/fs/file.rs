@@ -19,6 +19,7 @@ use crate::vfs::{
 
 use super::commit::{commit, retry_for_space, VolGuard};
 use super::errno::errno;
+use super::namespace::sectors;
 use super::time::to_core;
 use super::Lcfs;
 
@@ -207,8 +208,7 @@ pub(crate) fn store_attrs(inode: &Inode<Lcfs>, size: Option<u64>) -> Result {
 fn update_blocks(inode: &Inode<Lcfs>, vol: &mut VolGuard<'_>) -> Result {
     let info = inode.info();
     let rec = vol.inode(info.layer, info.ino).map_err(errno)?;
-    // The record counts 4 KiB blocks; `st_blocks` counts 512-byte units.
-    inode.set_blocks(rec.blocks.saturating_mul(8));
+    inode.set_blocks(sectors(rec.blocks));
     Ok(())
 }
 

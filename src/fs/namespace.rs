@@ -19,7 +19,7 @@ use crate::format::namespace::{NewInode, RenameMode as CoreRename, SetAttr};
 use crate::format::records::InodeRecord;
 use crate::format::tree::Error as CoreError;
 use crate::format::volume::LayerInfo;
-use crate::format::{INO_LIMIT, LAYER_ID_LIMIT, NAME_MAX, ROOT_INO};
+use crate::format::{BLOCK_SIZE, INO_LIMIT, LAYER_ID_LIMIT, NAME_MAX, ROOT_INO};
 use crate::vfs::{
     ARef, AttrChange, DirContext, DirEntryType, DirOperations, Iget, Inode, InodeKind,
     InodeOperations, InodeParams, Locked, NewNode, Rename, RenameMode, SuperBlock,
@@ -85,6 +85,11 @@ fn vfs_ino(layer: u64, ino: u64) -> Result<u64> {
     Ok(layer << INO_BITS | ino)
 }
 
+/// The allocated space of `blocks` filesystem blocks in the 512-byte units of `st_blocks`.
+pub(super) fn sectors(blocks: u64) -> u64 {
+    blocks.saturating_mul(u64::from(BLOCK_SIZE / 512))
+}
+
 /// VFS attributes of an inode record.
 fn params(rec: &InodeRecord) -> Result<InodeParams> {
     let kind = InodeKind::from_mode(rec.mode).ok_or(EUCLEAN)?;
@@ -96,8 +101,7 @@ fn params(rec: &InodeRecord) -> Result<InodeParams> {
         uid: rec.uid,
         gid: rec.gid,
         size: rec.size,
-        // The record counts 4 KiB blocks; `st_blocks` counts 512-byte units.
-        blocks: rec.blocks.saturating_mul(8),
+        blocks: sectors(rec.blocks),
         rdev: rec.rdev,
         generation: rec.generation,
         atime: from_core(rec.atime),
