@@ -386,12 +386,11 @@ impl<'a, T: FileSystem> NewSuperBlock<'a, T> {
 
     /// A handle to the device, to read it and to keep in the per-mount state.
     pub(crate) fn block_device(&self) -> Result<BlockDevice> {
+        let sb = self.sb.as_ptr();
         // SAFETY: a live block-device superblock inside `fill_super` (type invariant): the VFS
-        // opened the device through `s_bdev_file` and set `s_bdev` to its device.
-        let (file, bdev) = unsafe {
-            let sb = self.sb.as_ptr();
-            ((*sb).s_bdev_file, (*sb).s_bdev)
-        };
+        // opened the device through `s_bdev_file` and set `s_bdev` to its device, and neither
+        // changes while the superblock lives; plain field reads.
+        let (file, bdev) = unsafe { ((*sb).s_bdev_file, (*sb).s_bdev) };
         let bdev = NonNull::new(bdev).ok_or(EINVAL)?;
         if file.is_null() {
             return Err(EINVAL);
@@ -412,11 +411,11 @@ impl<'a, T: FileSystem> NewSuperBlock<'a, T> {
 
     /// Sets the UUID reported to userspace (`FS_IOC_GETFSUUID`, `/proc/self/mountinfo` tools).
     pub(crate) fn set_uuid(&self, uuid: &[u8; 16]) {
+        let sb = self.sb.as_ptr();
         // SAFETY: a live superblock inside `fill_super` (type invariant), not visible to any
         // other task until it returns (`SB_BORN` is set after), so these stores race with no
         // reader.
         unsafe {
-            let sb = self.sb.as_ptr();
             (*sb).s_uuid.b = *uuid;
             (*sb).s_uuid_len = 16;
         }
