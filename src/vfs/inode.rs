@@ -336,7 +336,9 @@ impl<T: FileSystem> Inode<T> {
     ///
     /// `inode` must be an initialised inode of `T`, live for `'a`.
     pub(super) unsafe fn from_raw<'a>(inode: *mut bindings::inode) -> &'a Self {
-        // SAFETY: `Self` is a transparent wrapper of `inode`; validity per the contract.
+        // SAFETY: `Self` is a `repr(transparent)` wrapper of `Opaque<inode>`, so the cast keeps
+        // layout; the inode is initialised, of `T` and live for `'a` (contract), which is the
+        // type invariant.
         unsafe { &*inode.cast::<Self>() }
     }
 

@@ -14,7 +14,9 @@ use super::bindings as ext;
 #[repr(transparent)]
 pub(crate) struct Param(ext::fs_parameter_spec);
 
-// SAFETY: the table is immutable static data (static strings and function pointers).
+// SAFETY: a `Param` is never changed after construction, and its pointers point to static,
+// immutable data (NUL-terminated names, kernel parser functions) or are null, so sharing it
+// between threads only ever reads immutable memory.
 unsafe impl Sync for Param {}
 
 impl Param {

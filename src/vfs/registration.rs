@@ -186,7 +186,8 @@ impl<T: FileSystem> Registration<T> {
     ///
     /// `fst` must be the `fst` field of a live `Registration<T>`.
     pub(super) unsafe fn from_fst<'a>(fst: *const bindings::file_system_type) -> &'a Self {
-        // SAFETY: per the contract, `fst` lies inside a live `Registration<T>`.
+        // SAFETY: per the contract, `fst` is the `fst` field of a live `Registration<T>`, so the
+        // containing object is live for `'a`; only shared references to it are made.
         unsafe { &*kernel::container_of!(Opaque::cast_from(fst), Self, fst) }
     }
 
@@ -323,7 +324,10 @@ unsafe extern "C" fn parse_param_callback<T: FileSystem>(
     // `fs_param_is_u32` fills, and for other types it is zero or unused.
     let number = unsafe { *result.__bindgen_anon_1.uint_32.as_ref() };
     let value = ParamValue { number, string };
-    // SAFETY: the context was set up by our init; the VFS serialises parameter parsing.
+    // SAFETY: `fc` has our context operations, so `init_fs_context_callback::<T>` set it up;
+    // the VFS parses a context's parameters one at a time, on the task that owns the context,
+    // so no other reference to its options exists while `opts` (which ends with this call)
+    // lives.
     let opts = unsafe { options::<T>(fc) };
     from_result(|| T::parse_param(opts, opt, &value).map(|()| 0))
 }

@@ -26,7 +26,8 @@ use super::registration::{ARef, FileSystem};
 unsafe fn id<'a>(sb: *mut bindings::super_block) -> &'a str {
     // SAFETY: `s_id` is a NUL-terminated `char[32]` set before `fill_super` and never changed.
     let raw = unsafe { &(*sb).s_id };
-    // SAFETY: `c_char` and `u8` have the same size and alignment.
+    // SAFETY: `raw` is a live array of `raw.len()` initialised `c_char`s for `'a` (above), and
+    // `c_char` and `u8` have the same size, alignment and valid values.
     let bytes = unsafe { core::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len()) };
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     bytes
