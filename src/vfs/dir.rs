@@ -516,8 +516,8 @@ unsafe extern "C" fn rename_callback<T: DirOperations>(
         // `vfs_rename` holds its `i_rwsem`, except for a directory moving inside its parent,
         // where `old_dir`'s lock covers the entry that changes (the `Locked` invariant).
         let old_inode = unsafe { Locked::new(Inode::<T>::from_raw(old_raw)) };
-        // SAFETY: `new_dir` is a live directory of our superblock (`vfs_rename` refuses a
-        // cross-device rename), so an initialised inode of `T`; `lock_rename` holds its
+        // SAFETY: `new_dir` is a live directory of our superblock (the VFS refuses a rename
+        // across mounts with `EXDEV`), so an initialised inode of `T`; `lock_rename` holds its
         // `i_rwsem` for the call.
         let new_dir = unsafe { Locked::new(Inode::<T>::from_raw(new_dir)) };
         // SAFETY: `new_dentry` is live (referenced by the caller) and its name is stable while
