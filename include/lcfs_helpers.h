@@ -126,7 +126,7 @@ void lcfs_forget_root_name(struct super_block *sb, const char *name, unsigned in
 int lcfs_detach_begin(struct super_block *sb, const char *name, unsigned int len,
 		      struct dentry **out);
 void lcfs_detach_end(struct super_block *sb, struct dentry *d, bool removed);
-int lcfs_freeze_super(struct super_block *sb);
-int lcfs_thaw_super(struct super_block *sb);
+int lcfs_write_back_inodes(struct super_block *sb, bool (*select)(struct inode *, void *),
+			   void *arg);
 
 #endif /* LCFS_HELPERS_H */

@@ -159,11 +159,12 @@ void lcfs_forget_root_name(struct super_block *sb, const char *name, unsigned in
 }
 
 /*
- * Starts removing the layer directory `name` under the mount root: locks the root directory
- * (no lookup there can start until lcfs_detach_end), prunes the unused dentries below the
- * layer's, and fails with -EBUSY if anything still uses it (an open file or a working directory
- * in it, a mount on it or inside it). Otherwise unhashes its dentry, so no path walk enters it
- * again, and returns it in *out (NULL when none is cached, so nothing uses it).
+ * Starts removing the layer directory `name` under the mount root: prunes the unused dentries
+ * below the layer's, locks the root directory (no lookup there can start until
+ * lcfs_detach_end), prunes again what came meanwhile, and fails with -EBUSY if anything still
+ * uses it (an open file or a working directory in it, a mount on it or inside it). Otherwise
+ * unhashes its dentry, so no path walk enters it again, and returns it in *out (NULL when none
+ * is cached, so nothing uses it).
  */
 int lcfs_detach_begin(struct super_block *sb, const char *name, unsigned int len,
 		      struct dentry **out)
@@ -173,6 +174,15 @@ int lcfs_detach_begin(struct super_block *sb, const char *name, unsigned int len
 	bool busy;
 
 	*out = NULL;
+	/*
+	 * Prune before locking the root too, so that lookups of other layers' names do not wait
+	 * for the walk of a large subtree; the prune under the lock then finds little.
+	 */
+	d = try_lookup_noperm(&q, sb->s_root);
+	if (!IS_ERR_OR_NULL(d)) {
+		shrink_dcache_parent(d);
+		dput(d);
+	}
 	inode_lock_nested(d_inode(sb->s_root), I_MUTEX_PARENT);
 	d = try_lookup_noperm(&q, sb->s_root);
 	if (IS_ERR(d)) {
@@ -208,14 +218,48 @@ void lcfs_detach_end(struct super_block *sb, struct dentry *d, bool removed)
 	inode_unlock(d_inode(sb->s_root));
 }
 
-int lcfs_freeze_super(struct super_block *sb)
+/*
+ * Writes back the page cache of every cached inode of sb that select(inode, arg) picks and
+ * that holds dirty folios or folios under writeback, and waits for that I/O; the walk of
+ * drop_pagecache_sb. Only inodes with such folios are offered to select, which runs under the
+ * inode list lock and the inode's i_lock, so it must not sleep. Returns the first error; the
+ * other inodes are written back all the same.
+ */
+int lcfs_write_back_inodes(struct super_block *sb, bool (*select)(struct inode *, void *),
+			   void *arg)
 {
-	return freeze_super(sb, FREEZE_HOLDER_KERNEL | FREEZE_MAY_NEST, NULL);
-}
+	struct inode *inode, *toput = NULL;
+	int err = 0;
 
-int lcfs_thaw_super(struct super_block *sb)
-{
-	return thaw_super(sb, FREEZE_HOLDER_KERNEL | FREEZE_MAY_NEST, NULL);
+	spin_lock(&sb->s_inode_list_lock);
+	list_for_each_entry(inode, &sb->s_inodes, i_sb_list) {
+		struct address_space *mapping = inode->i_mapping;
+		int r;
+
+		spin_lock(&inode->i_lock);
+		if ((inode_state_read(inode) & (I_FREEING | I_WILL_FREE | I_NEW)) ||
+		    (!mapping_tagged(mapping, PAGECACHE_TAG_DIRTY) &&
+		     !mapping_tagged(mapping, PAGECACHE_TAG_WRITEBACK)) ||
+		    !select(inode, arg)) {
+			spin_unlock(&inode->i_lock);
+			continue;
+		}
+		__iget(inode);
+		spin_unlock(&inode->i_lock);
+		spin_unlock(&sb->s_inode_list_lock);
+
+		r = filemap_write_and_wait(mapping);
+		if (r && !err)
+			err = r;
+		iput(toput);
+		toput = inode;
+
+		cond_resched();
+		spin_lock(&sb->s_inode_list_lock);
+	}
+	spin_unlock(&sb->s_inode_list_lock);
+	iput(toput);
+	return err;
 }
 
 bool lcfs_sb_rdonly(const struct super_block *sb) { return sb_rdonly(sb); }

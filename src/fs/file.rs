@@ -40,6 +40,14 @@ impl DataOperations for Lcfs {
     fn store_size(inode: &Inode<Self>, size: u64) -> Result {
         store_attrs(inode, Some(size))
     }
+
+    fn start_change(inode: &Inode<Self>) -> Result {
+        super::layers::start_change(inode)
+    }
+
+    fn end_change(inode: &Inode<Self>) {
+        super::layers::end_change(inode)
+    }
 }
 
 #[vtable]

@@ -5,11 +5,13 @@
 //!
 //! Every change commits before it returns, so a layer the caller was told about survives a
 //! crash. Changes that must see a layer's data in its tree (snapshot of a read-write layer,
-//! freeze, remove) run with the filesystem frozen (`SuperBlock::with_frozen`): all dirty data
-//! is written back and no write, page fault or writeback runs meanwhile. That costs one flush
-//! of the whole filesystem's dirty data per operation; a per-layer flush is planned.
+//! freeze, remove) hold that layer still ([`hold`]): they wait for its data changes in progress
+//! (writes, write faults, truncates, `fallocate`) to end, make new ones wait, and write back the
+//! layer's dirty page cache, then change the tree. Other layers' I/O goes on meanwhile.
 
 use kernel::prelude::*;
+use kernel::sync::{CondVar, Mutex};
+use kernel::{new_condvar, new_mutex};
 
 use crate::format::namespace::{PathChange, PathCursor};
 use crate::format::node::Key;
@@ -91,21 +93,17 @@ pub(super) fn create(sb: &SuperBlock<Lcfs>, name: &[u8], source: Source) -> Resu
     };
     let id = match source {
         // The copy must hold the data written so far, and none written while it is made.
-        Source::Snapshot(of) if !is_frozen(sb, of)? => frozen(sb, make)?,
+        Source::Snapshot(of) if !is_frozen(sb, of)? => {
+            let _hold = hold(sb, of, false)?;
+            flush(sb, of)?;
+            make()?
+        }
         _ => make()?,
     };
     if root_lists_layers(sb) {
         sb.forget_root_name(name)?;
     }
     Ok(id)
-}
-
-/// Runs `f` with the filesystem frozen, then restarts reclaim, which pauses while it is (and
-/// has work after a removal).
-fn frozen<R>(sb: &SuperBlock<Lcfs>, f: impl FnOnce() -> Result<R>) -> Result<R> {
-    let r = sb.with_frozen(f);
-    super::reclaim::kick_if_queued(sb);
-    r
 }
 
 /// Whether layer `id` is frozen.
@@ -116,18 +114,10 @@ fn is_frozen(sb: &SuperBlock<Lcfs>, id: u64) -> Result<bool> {
 /// Freezes layer `id`: `EBUSY` while a file of it is open for writing.
 pub(super) fn freeze(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     may_change(sb)?;
-    frozen(sb, || {
-        {
-            // Under the writers lock: an open for writing either came first (and is counted)
-            // or comes after the layer is read-only (and is refused).
-            let writers = sb.info().writers.lock();
-            if writers.iter().any(|&(l, _)| l == id) {
-                return Err(EBUSY);
-            }
-            sb.info().lock().freeze_layer(id).map_err(errno)?;
-        }
-        commit(sb)
-    })
+    let _hold = hold(sb, id, true)?;
+    flush(sb, id)?;
+    sb.info().lock().freeze_layer(id).map_err(errno)?;
+    commit(sb)
 }
 
 /// Renames layer `id` to `name`.
@@ -168,26 +158,25 @@ pub(super) fn remove(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
         n
     };
     let name = name.get(..name_len).ok_or(EUCLEAN)?;
-    // Frozen: no data of the layer is dirty or under writeback, and none can become so, when
-    // its tree leaves the layer tree for the reclaim queue. The space comes back in the
-    // background.
-    frozen(sb, || {
-        let drop_layer = || -> Result {
-            if sb.info().writers.lock().iter().any(|&(l, _)| l == id) {
-                return Err(EBUSY);
-            }
-            sb.info().lock().remove_layer(id).map_err(|e| match e {
-                CoreError::Busy => ENOTEMPTY,
-                e => errno(e),
-            })?;
-            commit(sb)
-        };
-        if root_lists_layers(sb) {
-            sb.detach_root_name(name, drop_layer)
-        } else {
-            drop_layer()
-        }
-    })
+    // Held: no data of the layer is dirty or under writeback, and none can become so, when its
+    // tree leaves the layer tree for the reclaim queue. The space comes back in the background.
+    let hold = hold(sb, id, true)?;
+    let drop_layer = || -> Result {
+        flush(sb, id)?;
+        sb.info().lock().remove_layer(id).map_err(|e| match e {
+            CoreError::Busy => ENOTEMPTY,
+            e => errno(e),
+        })?;
+        commit(sb)
+    };
+    let r = if root_lists_layers(sb) {
+        sb.detach_root_name(name, drop_layer)
+    } else {
+        drop_layer()
+    };
+    drop(hold);
+    super::reclaim::kick_if_queued(sb);
+    r
 }
 
 /// The ABI form of a layer.
@@ -355,29 +344,166 @@ pub(super) fn diff(
     })
 }
 
+/// Which layers are in use for changes (see [`MountInfo::uses`]).
+///
+/// [`MountInfo::uses`]: super::mount::MountInfo
+#[pin_data]
+pub(crate) struct LayerUses {
+    #[pin]
+    uses: Mutex<Uses>,
+    /// Signalled when a hold ends and when the last change of a held layer ends.
+    #[pin]
+    changed: CondVar,
+}
+
+/// The counts behind [`LayerUses`].
+struct Uses {
+    /// Files open for writing, per layer: (layer id, count).
+    writers: Counts,
+    /// Data changes in progress (between `start_change` and `end_change`), per layer.
+    changes: Counts,
+    /// The layer held still, if any.
+    held: Option<Held>,
+}
+
+#[derive(Clone, Copy)]
+struct Held {
+    layer: u64,
+    /// For a freeze or a removal: opens for writing wait too, and then see the outcome.
+    exclusive: bool,
+}
+
+/// (layer id, count) for each layer with a non-zero count.
+struct Counts(KVec<(u64, u32)>);
+
+impl Counts {
+    fn get(&self, layer: u64) -> u32 {
+        self.0
+            .iter()
+            .find(|(l, _)| *l == layer)
+            .map_or(0, |&(_, n)| n)
+    }
+
+    fn add(&mut self, layer: u64) -> Result {
+        if let Some(entry) = self.0.iter_mut().find(|(l, _)| *l == layer) {
+            entry.1 = entry.1.checked_add(1).ok_or(EMFILE)?;
+            return Ok(());
+        }
+        self.0.push((layer, 1), GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Takes one off `layer`'s count; returns what is left.
+    fn sub(&mut self, layer: u64) -> u32 {
+        let mut left = 0;
+        for entry in self.0.iter_mut().filter(|(l, _)| *l == layer) {
+            entry.1 = entry.1.saturating_sub(1);
+            left = entry.1;
+        }
+        self.0.retain(|&mut (_, n)| n > 0);
+        left
+    }
+}
+
+impl LayerUses {
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            uses <- new_mutex!(Uses {
+                writers: Counts(KVec::new()),
+                changes: Counts(KVec::new()),
+                held: None,
+            }),
+            changed <- new_condvar!(),
+        })
+    }
+}
+
+/// Layer `id` held still by [`hold`] until this is dropped.
+struct Hold<'a> {
+    uses: &'a LayerUses,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.uses.uses.lock().held = None;
+        self.uses.changed.notify_all();
+    }
+}
+
+/// Holds layer `id` still: waits for another hold to end, then for the layer's data changes in
+/// progress; new ones wait until the hold ends. `exclusive` (a freeze, a removal): `EBUSY`
+/// while a file of the layer is open for writing, and opens for writing wait too.
+fn hold(sb: &SuperBlock<Lcfs>, id: u64, exclusive: bool) -> Result<Hold<'_>> {
+    let uses = &*sb.info().uses;
+    let mut u = uses.uses.lock();
+    while u.held.is_some() {
+        uses.changed.wait(&mut u);
+    }
+    if exclusive && u.writers.get(id) > 0 {
+        return Err(EBUSY);
+    }
+    u.held = Some(Held {
+        layer: id,
+        exclusive,
+    });
+    // From here on the guard ends the hold on every path.
+    let hold = Hold { uses };
+    while u.changes.get(id) > 0 {
+        uses.changed.wait(&mut u);
+    }
+    Ok(hold)
+}
+
+/// Writes back the dirty page cache of layer `id` and waits for it. Under a [`hold`], nothing
+/// dirties more of it meanwhile.
+fn flush(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
+    sb.write_back_inodes(|inode| inode.info().layer == id)
+}
+
 /// Counts a file of `inode`'s layer opened for writing; `EROFS` if the layer is frozen.
 pub(super) fn open_writer(inode: &Inode<Lcfs>) -> Result {
     let layer = inode.info().layer;
     let sb = inode.super_block();
-    // Lock order: the writers lock, then the volume lock.
-    let mut writers = sb.info().writers.lock();
+    let uses = &*sb.info().uses;
+    let mut u = uses.uses.lock();
+    // A freeze or removal in progress decides whether the layer stays writable.
+    while u.held.is_some_and(|h| h.exclusive && h.layer == layer) {
+        uses.changed.wait(&mut u);
+    }
+    // Lock order: the uses lock, then the volume lock.
     if sb.info().lock().layer(layer).map_err(errno)?.is_read_only() {
         return Err(EROFS);
     }
-    if let Some(entry) = writers.iter_mut().find(|(l, _)| *l == layer) {
-        entry.1 = entry.1.checked_add(1).ok_or(EMFILE)?;
-    } else {
-        writers.push((layer, 1), GFP_KERNEL)?;
-    }
-    Ok(())
+    u.writers.add(layer)
 }
 
 /// A file counted by [`open_writer`] was released.
 pub(super) fn release_writer(inode: &Inode<Lcfs>) {
     let layer = inode.info().layer;
-    let mut writers = inode.super_block().info().writers.lock();
-    for entry in writers.iter_mut().filter(|(l, _)| *l == layer) {
-        entry.1 = entry.1.saturating_sub(1);
+    let uses = &*inode.super_block().info().uses;
+    uses.uses.lock().writers.sub(layer);
+}
+
+/// A data change of `inode` starts: waits while its layer is held still.
+pub(super) fn start_change(inode: &Inode<Lcfs>) -> Result {
+    let layer = inode.info().layer;
+    let uses = &*inode.super_block().info().uses;
+    let mut u = uses.uses.lock();
+    while u.held.is_some_and(|h| h.layer == layer) {
+        uses.changed.wait(&mut u);
     }
-    writers.retain(|&mut (_, n)| n > 0);
+    u.changes.add(layer)
+}
+
+/// The data change [`start_change`] let start is done.
+pub(super) fn end_change(inode: &Inode<Lcfs>) {
+    let layer = inode.info().layer;
+    let uses = &*inode.super_block().info().uses;
+    let mut u = uses.uses.lock();
+    let left = u.changes.sub(layer);
+    let waited_for = left == 0 && u.held.is_some_and(|h| h.layer == layer);
+    drop(u);
+    if waited_for {
+        uses.changed.notify_all();
+    }
 }

@@ -20,6 +20,7 @@ use crate::vfs::{ARef, FileSystem, Inode, NewSuperBlock, Param, ParamValue, Stat
 
 use super::commit::{commit, schedule_commit, Vol};
 use super::errno::{format_errno, mount_errno};
+use super::layers::LayerUses;
 use super::namespace::{self, InodeInfo};
 use super::store::BdevStore;
 use super::time::timestamp;
@@ -34,13 +35,11 @@ pub(crate) struct MountInfo {
     pub(super) commit_secs: AtomicU32,
     /// The layer mounted as the root (`layer=`), or `None` for the list of layers.
     pub(crate) layer: Option<u64>,
-    /// Per layer with files open for writing: its id and how many (see `layers`). Lock order:
-    /// before the volume lock.
-    pub(super) writers: Pin<KBox<Mutex<Writers>>>,
+    /// Which layers have files open for writing or data changes in progress, and the layer a
+    /// snapshot, freeze or removal holds still (see `layers`). Lock order: before the volume
+    /// lock.
+    pub(super) uses: Pin<KBox<LayerUses>>,
 }
-
-/// Files open for writing: (layer id, count) for each layer with any.
-pub(super) type Writers = KVec<(u64, u32)>;
 
 /// Mount options.
 #[derive(Default)]
@@ -221,7 +220,7 @@ impl FileSystem for Lcfs {
             vol,
             commit_secs: AtomicU32::new(opts.commit_secs.unwrap_or(DEFAULT_COMMIT_SECS)),
             layer,
-            writers: KBox::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?,
+            uses: KBox::pin_init(LayerUses::new(), GFP_KERNEL)?,
         })
     }
 

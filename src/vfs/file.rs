@@ -161,6 +161,8 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
         let regular = InodeKind::from_mode(inode.mode()) == Some(InodeKind::Regular);
         match change.size {
             Some(size) if regular => {
+                // Under `i_rwsem` and before the `invalidate_lock` (`start_change`'s order).
+                let _change = super::iomap::Change::start(&inode)?;
                 // SAFETY: `raw` is a regular file (checked above) of `T` (it has our inode
                 // operations), and `notify_change` holds its `i_rwsem` for the call, which
                 // outlives `resize`.

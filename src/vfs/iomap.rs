@@ -46,6 +46,37 @@ pub(crate) trait DataOperations: FileSystem {
 
     /// A write or `fallocate` made `inode` `size` bytes long: store its size and timestamps.
     fn store_size(inode: &Inode<Self>, size: u64) -> Result;
+
+    /// A change that may dirty folios or move blocks of regular file `inode` starts: a write,
+    /// a write fault on a shared mapping, a size change or `fallocate`. The filesystem may make
+    /// it wait here, to hold the file's data still (as a freeze does, for one part of the
+    /// filesystem). Called holding the file's `i_rwsem` (writes, size changes, `fallocate`) or
+    /// the mapping's `mmap_lock` (write faults), never the `invalidate_lock` or a folio lock.
+    /// Each success is matched by one [`Self::end_change`] once the change is done.
+    fn start_change(_inode: &Inode<Self>) -> Result {
+        Ok(())
+    }
+
+    /// The change [`Self::start_change`] let start is done: its folios are dirty or clean.
+    fn end_change(_inode: &Inode<Self>) {}
+}
+
+/// A change to a file's data in progress, between [`DataOperations::start_change`] and
+/// [`DataOperations::end_change`].
+pub(super) struct Change<'a, T: Operations>(&'a Inode<T>);
+
+impl<'a, T: Operations> Change<'a, T> {
+    /// Starts a change of regular file `inode`, under the locks `start_change` names.
+    pub(super) fn start(inode: &'a Inode<T>) -> Result<Self> {
+        T::start_change(inode)?;
+        Ok(Self(inode))
+    }
+}
+
+impl<T: Operations> Drop for Change<'_, T> {
+    fn drop(&mut self) {
+        T::end_change(self.0);
+    }
 }
 
 /// The operations of open regular files (and `ioctl`, of open directories too).
@@ -575,8 +606,35 @@ unsafe extern "C" fn page_mkwrite_callback<T: Operations>(
     // SAFETY: `sb` is live for the fault; the matching `sb_end_pagefault` below runs on every
     // path, on this task.
     unsafe { ext::lcfs_sb_start_pagefault(sb.cast()) };
+    // SAFETY: `inode` has our file operations (its file is one of our regular files), so it is
+    // an initialised inode of `T`, live while the mapping's file is.
+    let typed = unsafe { Inode::<T>::from_raw(inode) };
+    let ret = match Change::start(typed) {
+        // SAFETY: the live fault, with the freeze protection held (above), as `mkwrite` needs.
+        Ok(_change) => unsafe { mkwrite::<T>(vmf, file, inode) },
+        // What `vmf_error` answers.
+        Err(e) if e == ENOMEM => bindings::vm_fault_reason_VM_FAULT_OOM,
+        Err(_) => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+    };
+    // SAFETY: `sb_start_pagefault` was called above on this task; this ends it once.
+    unsafe { ext::lcfs_sb_end_pagefault(sb.cast()) };
+    ret
+}
+
+/// The write fault of `page_mkwrite` once the change started: the file's times and iomap's
+/// fault handling.
+///
+/// # Safety
+///
+/// `vmf` is a live write fault on a shared mapping of `file`, one of our regular files, whose
+/// inode is `inode`; the superblock's page-fault freeze protection is held.
+unsafe fn mkwrite<T: Operations>(
+    vmf: *mut bindings::vm_fault,
+    file: *mut bindings::file,
+    inode: *mut bindings::inode,
+) -> bindings::vm_fault_t {
     // SAFETY: `file` is live for the fault, and its superblock's write protection is held
-    // (above), as changing its times needs.
+    // (contract), as changing its times needs.
     unsafe { bindings::file_update_time(file.cast()) };
     // SAFETY: `inode` is live; `i_mapping` is fixed for an inode of ours.
     let mapping = unsafe { (*inode).i_mapping };
@@ -589,8 +647,6 @@ unsafe extern "C" fn page_mkwrite_callback<T: Operations>(
         unsafe { ext::iomap_page_mkwrite(vmf.cast(), &Tables::<T>::WRITE_OPS, ptr::null_mut()) };
     // SAFETY: the shared `invalidate_lock` of `mapping` was taken above on this task, once.
     unsafe { ext::lcfs_invalidate_unlock_shared(mapping.cast()) };
-    // SAFETY: `sb_start_pagefault` was called above on this task; this ends it once.
-    unsafe { ext::lcfs_sb_end_pagefault(sb.cast()) };
     ret
 }
 
@@ -708,6 +764,11 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
     let mut ret = {
         // `i_rwsem` is taken here, as for any buffered write, and covers the size update.
         let _lock = inode.lock();
+        let _change = match Change::start(inode) {
+            Ok(c) => c,
+            // CAST: an errno, in `ssize_t`'s range.
+            Err(e) => return e.to_errno() as isize,
+        };
         // SAFETY: `iocb` and `from` are the live arguments of the call, and `i_rwsem` is held
         // (`_lock`), as `generic_write_checks` requires (it may shorten `from`).
         let mut ret = unsafe { bindings::generic_write_checks(iocb, from) };
@@ -793,7 +854,8 @@ unsafe extern "C" fn fallocate_callback<T: Operations>(
         // SAFETY: `file` is the live file of the call, open for the whole block, and `inode` its
         // inode.
         let locked = unsafe { LockedFile::new(file, inode) };
-        locked.fallocate(mode, offset, len)
+        // After `i_rwsem` and before the `invalidate_lock` (`start_change`'s order).
+        Change::start(inode).and_then(|_change| locked.fallocate(mode, offset, len))
     };
     match r {
         Ok(()) => 0,

@@ -521,22 +521,39 @@ impl<T: FileSystem> SuperBlock<T> {
         r
     }
 
-    /// Runs `f` with the filesystem frozen as `fsfreeze` freezes it: writes and page faults
-    /// that would dirty data wait, and all dirty data is written back and its I/O complete
-    /// before `f` runs. Must not be called with any lock that writeback or a blocked writer
-    /// holds, nor from a path that itself holds the superblock's write protection.
-    pub(crate) fn with_frozen<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
-        // SAFETY: live superblock (type invariant); the caller's open file keeps it active, as
-        // `freeze_super` requires.
-        to_result(unsafe { ext::lcfs_freeze_super(self.as_ptr().cast()) })?;
-        let r = f();
-        // SAFETY: the superblock is live (`&self`) and was frozen by the kernel holder just above
-        // (`FREEZE_HOLDER_KERNEL | FREEZE_MAY_NEST`); this thaws that freeze once, as
-        // `thaw_super` requires.
-        let thawed = to_result(unsafe { ext::lcfs_thaw_super(self.as_ptr().cast()) });
-        let r = r?;
-        thawed?;
-        Ok(r)
+    /// Writes back the data of every cached inode that `select` picks and waits for it: the
+    /// data written through the page cache before the call is on disk (and recorded by
+    /// [`DataOperations::write_done`]) when it returns. Only inodes with dirty folios or folios
+    /// under writeback are offered to `select`, which must not sleep (it runs under spinlocks).
+    /// Returns the first writeback error; the other inodes are written back all the same.
+    ///
+    /// [`DataOperations::write_done`]: super::DataOperations::write_done
+    pub(crate) fn write_back_inodes<F: Fn(&Inode<T>) -> bool>(&self, select: F) -> Result {
+        /// # Safety
+        ///
+        /// `inode` is a live inode of a superblock of `T`, neither `I_NEW` nor being freed,
+        /// whose page cache holds folios, and `arg` points to an `F`, both live for the call.
+        unsafe extern "C" fn trampoline<T: FileSystem, F: Fn(&Inode<T>) -> bool>(
+            inode: *mut bindings::inode,
+            arg: *mut core::ffi::c_void,
+        ) -> bool {
+            // SAFETY: per the contract, `inode` is an inode of `T` that is not `I_NEW` and has
+            // folios. Every inode of ours comes from `iget_locked` and leaves `I_NEW` either
+            // initialised (`NewInode::init`) or failed (`iget_failed`), and a failed one never
+            // had address-space operations to get folios with: so this one is initialised. Its
+            // `i_lock`, held for the call, keeps it from being freed.
+            let inode = unsafe { Inode::<T>::from_raw(inode.cast()) };
+            // SAFETY: per the contract, `arg` is the `F` `write_back_inodes` borrowed.
+            let select = unsafe { &*arg.cast::<F>() };
+            select(inode)
+        }
+        let arg: *mut core::ffi::c_void = ptr::from_ref(&select).cast_mut().cast();
+        // SAFETY: a live superblock (type invariant); the helper offers `trampoline` only our
+        // superblock's inodes that are neither new nor being freed, under their `i_lock`, with
+        // `arg`, which points to `select`, borrowed for the whole call.
+        to_result(unsafe {
+            ext::lcfs_write_back_inodes(self.as_ptr().cast(), Some(trampoline::<T, F>), arg)
+        })
     }
 
     /// Runs [`FileSystem::periodic`] once after `ms` milliseconds (replacing an earlier request).

@@ -78,10 +78,13 @@ def mean_ms(f, count):
 
 def populate(root, n):
     """n files in directories of 1000, plus their directories."""
+    t = time.monotonic()
     for d in range((n + 999) // 1000):
         os.mkdir(f"{root}/d{d}")
         for i in range(min(1000, n - d * 1000)):
             os.close(os.open(f"{root}/d{d}/f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+    # Progress for the log (not a result): how long the set-up takes at this size.
+    print(f"# populated {root} with {n} files in {time.monotonic() - t:.0f} s", flush=True)
 
 
 def mount_lcfs():
@@ -177,7 +180,6 @@ def per_size(n):
         f.write("x")
     bench("snapshot", "lcfs", n, mean_ms(lambda i: lcfs_snapshot(fd, rw, f"s{i}"), 25), "ms")
     bench("usage", "lcfs", n, mean_ms(lambda i: abi.info_of(fd, rw), 500), "ms")
-    bench("usage-du", "lcfs", n, median_ms(lambda i: du(f"{MNT}/c0"), 1), "ms")
     buf = ctypes.create_string_buffer(abi.DIFF_BUF_MIN)
 
     def diff_walk(i):
@@ -189,14 +191,23 @@ def per_size(n):
             if cursor == (0, 0, 0, 0):
                 return
 
+    # Before the du walk, which updates the access time of every directory it reads (a change
+    # of each in the clone's diff).
     bench("diff-one-change", "lcfs", n, mean_ms(diff_walk, 50), "ms")
-    # A layer of n inodes of its own, removed.
+    bench("usage-du", "lcfs", n, median_ms(lambda i: du(f"{MNT}/c0"), 1), "ms")
+    # Layers of n inodes of their own, removed: one whose entries are all in the dentry cache
+    # (just written; the removal prunes them), one with the caches dropped.
+    cold = lcfs_create(fd, "cold")
+    populate(f"{MNT}/cold", n)
+    drop_caches()
     big = lcfs_create(fd, "own")
     populate(f"{MNT}/own", n)
     os.sync()
     bench("remove", "lcfs", n, timed(lambda: lcfs_call(fd, abi.IOC_REMOVE, abi.REF.pack(big, 0, 0, 0))), "ms")
     # Until the space is back: the background reclaim, in committed chunks.
     bench("remove+reclaim", "lcfs", n, timed(lambda: lcfs_reclaimed(fd)), "ms")
+    bench("remove-cold", "lcfs", n, timed(lambda: lcfs_call(fd, abi.IOC_REMOVE, abi.REF.pack(cold, 0, 0, 0))), "ms")
+    lcfs_reclaimed(fd)
     os.close(fd)
     umount()
     run("/tmp/fsck.lcfs", "-n", DEV)
@@ -211,12 +222,17 @@ def per_size(n):
         f.write("x")
     bench("snapshot", "btrfs", n, mean_ms(lambda i: btrfs_snapshot(fd, f"{MNT}/c0", f"s{i}", ro=True), 25), "ms")
     bench("usage-du", "btrfs", n, median_ms(lambda i: du(f"{MNT}/c0"), 1), "ms")
+    btrfs_subvol(fd, "cold")
+    populate(f"{MNT}/cold", n)
+    drop_caches()
     btrfs_subvol(fd, "own")
     populate(f"{MNT}/own", n)
     os.sync()
     bench("remove", "btrfs", n, timed(lambda: btrfs_destroy(fd, "own")), "ms")
     # Until the space is back: the cleaner's work.
     bench("remove+reclaim", "btrfs", n, timed(lambda: run("btrfs", "subvolume", "sync", MNT)), "ms")
+    bench("remove-cold", "btrfs", n, timed(lambda: btrfs_destroy(fd, "cold")), "ms")
+    run("btrfs", "subvolume", "sync", MNT)
     os.close(fd)
     umount()
 
@@ -261,13 +277,28 @@ def copy_on_write():
     size = BIG_MB << 20
     chunk = b"\xa5" * (1 << 20)
     fd = mount_lcfs()
+
+    def freeze(layer):
+        return timed(lambda: lcfs_call(fd, abi.IOC_FREEZE, abi.REF.pack(layer, 0, 0, 0)))
+
+    def write_big(path):
+        with open(path, "wb") as f:
+            for _ in range(BIG_MB):
+                f.write(chunk)
+
     img = lcfs_create(fd, "img")
-    with open(f"{MNT}/img/big", "wb") as f:
-        for _ in range(BIG_MB):
-            f.write(chunk)
-    t_flush = timed(os.sync)
-    bench("freeze-flush", "lcfs", BIG_MB, t_flush, "ms")
-    bench("freeze", "lcfs", BIG_MB, timed(lambda: lcfs_call(fd, abi.IOC_FREEZE, abi.REF.pack(img, 0, 0, 0))), "ms")
+    write_big(f"{MNT}/img/big")
+    bench("freeze-flush", "lcfs", BIG_MB, timed(os.sync), "ms")
+    bench("freeze", "lcfs", BIG_MB, freeze(img), "ms")
+    # The freeze writes back its own layer's dirty data, and no other layer's.
+    idle = lcfs_create(fd, "idle")
+    with open(f"{MNT}/idle/f", "w") as f:
+        f.write("x")
+    other = lcfs_create(fd, "other")
+    os.sync()
+    write_big(f"{MNT}/other/big")
+    bench("freeze-beside-dirty", "lcfs", BIG_MB, freeze(idle), "ms")
+    bench("freeze-with-flush", "lcfs", BIG_MB, freeze(other), "ms")
     lcfs_clone(fd, img, "c")
     first_write("lcfs", f"{MNT}/c/big")
     os.close(fd)

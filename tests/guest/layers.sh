@@ -256,6 +256,94 @@ t_snapshot_under_writes() {
 	expect_error 'Read-only' touch $M/snap1/x
 }
 
+# The kernel's periodic writeback stays off while a test needs data to stay dirty.
+writeback_off() { echo 0 >/proc/sys/vm/dirty_writeback_centisecs; }
+writeback_on() { echo 500 >/proc/sys/vm/dirty_writeback_centisecs; }
+dirty_kib() { awk '$1 == "Dirty:" { print $2 }' /proc/meminfo; }
+no_writeback_errors() {
+	! dmesg | grep -q 'no block to write back' || fail "writeback found no block: $(dmesg | grep 'no block' | tail -3)"
+}
+
+# Data written or mapped and never synced is in a snapshot: the layer's dirty page cache is
+# written back before its tree is shared.
+t_snapshot_flushes() {
+	head -c 8192 /tmp/rand >$M/w1/mapped
+	sync
+	writeback_off
+	head -c 1048576 /tmp/rand >/tmp/rand1m
+	cp /tmp/rand1m $M/w1/unsynced
+	bind_debian
+	# 0x5a is 'Z'; the mapping is dropped without msync, its page left dirty.
+	chroot /debian xfs_io -c 'mmap -w 0 4096' -c 'mwrite -S 0x5a 0 4096' $M/w1/mapped
+	unbind_debian
+	[ "$(dirty_kib)" -ge 900 ] || fail "the writes are not dirty in the page cache ($(dirty_kib) KiB)"
+	layer snapshot w1 snap2
+	writeback_on
+	cmp /tmp/rand1m $M/snap2/unsynced || fail "unsynced data written before the snapshot is not in it"
+	assert_eq "$(head -c 4096 $M/snap2/mapped | tr -d Z | wc -c)" 0 "bytes of the mapped page not written through the mapping"
+	layer remove snap2
+}
+
+# Holding one layer still leaves the others' dirty data alone: a freeze, a snapshot and a
+# removal write back only their layer's page cache.
+t_hold_spares_other_layers() {
+	layer create other
+	layer create idle
+	echo x >$M/idle/f
+	sync
+	writeback_off
+	dd if=/tmp/rand of=$M/other/dirty bs=1M count=4 2>/dev/null
+	i=0
+	while [ $i -lt 15 ]; do cat /tmp/rand >>$M/other/dirty; i=$((i + 1)); done
+	before=$(dirty_kib)
+	[ "$before" -ge 60000 ] || fail "64 MiB written, $before KiB dirty"
+	echo y >>$M/idle/f
+	layer freeze idle
+	layer snapshot w1 snap3
+	layer remove snap3
+	layer remove idle
+	after=$(dirty_kib)
+	writeback_on
+	echo "dirty: $before KiB before holding other layers, $after KiB after"
+	[ "$after" -ge $((before - 4096)) ] || fail "another layer's dirty data was written back ($before KiB dirty before, $after after)"
+	sync
+	i=0
+	while [ $i -lt 16 ]; do cat /tmp/rand; i=$((i + 1)); done | cmp - $M/other/dirty
+	layer remove other
+}
+
+# A snapshot taken while a file is overwritten holds one whole version of it: no write is split
+# by it, whether the write goes in place, to a staging block, or to a new one.
+t_snapshot_point_in_time() {
+	head -c 131072 /tmp/rand >/tmp/va
+	tail -c 131072 /tmp/rand >/tmp/vb
+	cp /tmp/va $M/w1/pit
+	sync
+	(
+		i=0
+		while [ ! -e /tmp/pit.stop ] && [ $i -lt 3000 ]; do
+			dd if=/tmp/va of=$M/w1/pit bs=128k count=1 conv=notrunc 2>/dev/null
+			dd if=/tmp/vb of=$M/w1/pit bs=128k count=1 conv=notrunc 2>/dev/null
+			i=$((i + 1))
+		done
+	) &
+	writer=$!
+	k=1
+	while [ $k -le 12 ]; do
+		layer snapshot w1 pit$k
+		cmp -s /tmp/va $M/pit$k/pit || cmp -s /tmp/vb $M/pit$k/pit ||
+			fail "snapshot $k holds neither version of a file overwritten under it"
+		k=$((k + 1))
+	done
+	touch /tmp/pit.stop
+	wait $writer
+	rm /tmp/pit.stop
+	sync
+	no_writeback_errors
+	k=1
+	while [ $k -le 12 ]; do layer remove pit$k; k=$((k + 1)); done
+}
+
 t_rename() {
 	mkdir -p /tmp/bm
 	mount --bind $M/w2 /tmp/bm
@@ -301,7 +389,10 @@ t_remove_returns_space() {
 	i=0
 	while [ $i -lt 3000 ]; do echo $i >$M/tmp/dir/n$i; i=$((i + 1)); done
 	[ "$(free_blocks)" -lt $((before - 1024)) ] || fail "the writes took no space"
+	# Dirty when the layer goes: written back (or dropped) first, never into freed blocks.
+	cp /tmp/rand $M/tmp/unsynced
 	layer remove --wait tmp
+	no_writeback_errors
 	[ ! -e $M/tmp ] || fail "the removed layer's directory is still there"
 	assert_eq "$(lcfs df $M --json | awk '/"reclaim_queued"/ { print $2 }')" "0," "reclaim queue after --wait"
 	after=$(free_blocks)
@@ -357,5 +448,5 @@ t_final_fsck() {
 
 run_tests \
 	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes fsx_on_clone diff \
-	snapshot_under_writes rename remove_refused remove_returns_space abi unprivileged \
+	snapshot_under_writes snapshot_flushes hold_spares_other_layers snapshot_point_in_time rename remove_refused remove_returns_space abi unprivileged \
 	persistence final_fsck
