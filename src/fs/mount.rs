@@ -231,7 +231,7 @@ impl FileSystem for Lcfs {
     fn activate(sb: &SuperBlock<Self>) {
         schedule_commit(sb);
         // A crash or unmount mid-reclaim left removed layers' trees queued: go on with them.
-        reclaim::kick_if_queued(sb);
+        reclaim::resume(sb);
     }
 
     fn reconfigure(sb: &SuperBlock<Self>, opts: &Options, read_only: bool) -> Result {

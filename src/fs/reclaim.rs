@@ -6,8 +6,8 @@
 //! background work empties the queue in chunks of [`CHUNK`] steps, each under the volume lock
 //! and followed by a commit, so the space comes back while other layers go on working: an
 //! operation waits at most one chunk for the lock. The work is kicked when a layer is removed,
-//! at mount when the last commit left a queue (a crash or unmount mid-reclaim), after a layer
-//! operation thaws the filesystem, and by the periodic commit.
+//! at mount when the last commit left a queue (a crash or unmount mid-reclaim), on a remount
+//! read-write, and by the periodic commit.
 
 use kernel::prelude::*;
 
@@ -19,6 +19,34 @@ use super::Lcfs;
 /// Steps (tree nodes dropped) per chunk: one chunk reads at most this many nodes and holds the
 /// volume lock for them.
 const CHUNK: u32 = 64;
+
+/// At mount: resumes the reclaim a crash or an unmount cut, saying so.
+pub(super) fn resume(sb: &SuperBlock<Lcfs>) {
+    if sb.read_only() {
+        return;
+    }
+    let queued = {
+        let mut vol = sb.info().lock();
+        if vol.is_aborted() {
+            return;
+        }
+        vol.reclaim_queued()
+    };
+    match queued {
+        Ok(0) => {}
+        Ok(n) => {
+            let entries = if n == 1 { "entry" } else { "entries" };
+            pr_info!(
+                "{}: resuming the reclaim of removed layers ({} queue {})\n",
+                sb.id(),
+                n,
+                entries
+            );
+            sb.kick_background();
+        }
+        Err(e) => pr_err!("{}: cannot read the reclaim queue ({:?})\n", sb.id(), e),
+    }
+}
 
 /// Starts the background work if removed layers wait for reclaim.
 pub(super) fn kick_if_queued(sb: &SuperBlock<Lcfs>) {

@@ -11,7 +11,7 @@
 use core::marker::PhantomData;
 
 use kernel::bindings;
-use kernel::error::from_result;
+use kernel::error::{from_result, to_result};
 use kernel::prelude::*;
 use kernel::transmute::{AsBytes, FromBytes};
 use kernel::uaccess::{UserPtr, UserSlice, UserSliceWriter};
@@ -141,6 +141,50 @@ pub(crate) enum Request {
     LayerDiff(LayerDiff),
 }
 
+impl Request {
+    /// Whether the request changes the filesystem: it then runs with write access to the mount
+    /// (`EROFS` on a read-only mount, waiting while the filesystem is frozen), as `write` does.
+    fn changes(&self) -> bool {
+        matches!(
+            self,
+            Self::LayerCreate(_)
+                | Self::LayerClone(_)
+                | Self::LayerSnapshot(_)
+                | Self::LayerFreeze(_)
+                | Self::LayerRename(_)
+                | Self::LayerRemove(_)
+        )
+    }
+}
+
+/// Write access to the mount of an open file, from `mnt_want_write_file` until dropped.
+///
+/// # Invariants
+///
+/// `mnt_want_write_file` succeeded on `file`, which the caller keeps open while this lives.
+struct WriteAccess(*mut bindings::file);
+
+impl WriteAccess {
+    /// # Safety
+    ///
+    /// `file` is a live open file that stays open while the result lives.
+    unsafe fn new(file: *mut bindings::file) -> Result<Self> {
+        // SAFETY: `file` is live (contract); `mnt_want_write_file` takes the superblock's write
+        // freeze protection and the mount's write count, or fails (`EROFS`) and takes nothing.
+        to_result(unsafe { bindings::mnt_want_write_file(file) })?;
+        // INVARIANT: it succeeded, on a file the caller keeps open.
+        Ok(Self(file))
+    }
+}
+
+impl Drop for WriteAccess {
+    fn drop(&mut self) {
+        // SAFETY: `mnt_want_write_file` succeeded on this still open file (type invariant); this
+        // releases what it took, once.
+        unsafe { bindings::mnt_drop_write_file(self.0) };
+    }
+}
+
 /// Where an ioctl's output goes: the caller's structure.
 pub(crate) struct Output(UserSliceWriter);
 
@@ -254,6 +298,12 @@ unsafe extern "C" fn ioctl_callback<T: FileOperations>(
         // SAFETY: the file has our file operations, so its inode is an initialised inode of
         // `T`, which the open file keeps alive for the call.
         let inode = unsafe { Inode::<T>::from_raw(raw) };
+        let _write = if request.changes() {
+            // SAFETY: `file` is open for the whole call, which the guard does not outlive.
+            Some(unsafe { WriteAccess::new(file) }?)
+        } else {
+            None
+        };
         T::ioctl(inode, request, out)?;
         Ok(0)
     })

@@ -13,6 +13,8 @@
 # ("LCFS-REMOVED big" once the call returned; its space is reclaimed in the background while
 # the workload goes on), and snapshots the workload's layer every 50 files
 # ("LCFS-SNAPSHOT NAME" once the call returned), so kills land during reclaim and snapshots.
+# In round 1 the filesystem is frozen right after the removal ("LCFS-RECLAIM-CUT N": N queue
+# entries left), so that kill lands with the reclaim cut for certain, and boot 2 must resume it.
 #
 # Boot 2 (lcfs_phase=2, with boot 1's LCFS- lines in /tests/crash.manifest): fsck.lcfs -n must
 # find the filesystem clean; every fsynced file must be there with its checksum (its first LEN
@@ -89,6 +91,8 @@ t_workload_started() {
 	line=$(head -c 300 /dev/zero | tr '\0' x)
 	i=0
 	while [ $i -lt 3000 ]; do echo "$i$line" >/mnt/big/d/f$i; i=$((i + 1)); done
+	# And many empty ones, made by few processes: a tree whose reclaim takes many chunks.
+	(cd /mnt/big/d && seq 1 12000 | sed 's/^/e/' | xargs touch)
 	sync
 }
 
@@ -101,6 +105,13 @@ phase1() {
 	[ "$_rc" = 0 ] || return 1
 	# The kill comes during the reclaim this starts, or after it.
 	lcfs layer remove big -m /mnt && echo "LCFS-REMOVED big"
+	if [ "$round" = 1 ]; then
+		# Round 1 stops the reclaim where it is, for certain: the freeze commits the chunks done
+		# so far and pauses the rest, and the kill comes while the filesystem is frozen (the
+		# workload below waits on its first write).
+		fsfreeze -f /mnt
+		echo "LCFS-RECLAIM-CUT $(lcfs df /mnt --json | awk '/"reclaim_queued"/ { print $2 + 0 }')"
+	fi
 	echo "LCFS-CRASH-NOW"
 	# Until the host kills the guest: fsynced and unsynced files, appends, renames, unlinks.
 	i=100
@@ -202,6 +213,12 @@ t_layers_after_crash() {
 	echo "LCFS-INFO: round $round: $queued reclaim queue entries at mount" >/dev/console
 	if grep -q '^LCFS-REMOVED big' /tests/crash.manifest; then
 		[ ! -e /mnt/big ] || fail "removed layer big is back"
+	fi
+	cut=$(awk '$1 == "LCFS-RECLAIM-CUT" { print $2 }' /tests/crash.manifest)
+	if [ -n "$cut" ]; then
+		[ "$cut" -gt 0 ] || fail "the reclaim had finished before the freeze: nothing was cut"
+		dmesg | grep -q 'resuming the reclaim of removed layers' ||
+			fail "the mount did not resume the reclaim cut with $cut queue entries"
 	fi
 	waited=0
 	while [ "$(lcfs df /mnt --json | awk '/"reclaim_queued"/ { print $2 + 0 }')" != 0 ]; do

@@ -344,6 +344,29 @@ t_snapshot_point_in_time() {
 	while [ $k -le 12 ]; do layer remove pit$k; k=$((k + 1)); done
 }
 
+# Layer changes need write access to the mount, as writes do: a read-only bind mount refuses
+# them, and while the filesystem is frozen (fsfreeze) they wait, writing nothing meanwhile.
+t_write_access() {
+	mkdir -p /tmp/robind
+	mount --bind $M /tmp/robind
+	mount -o remount,bind,ro /tmp/robind
+	expect_error 'Read-only' lcfs layer create viaro -m /tmp/robind
+	expect_error 'Read-only' lcfs layer freeze w1 -m /tmp/robind
+	umount /tmp/robind
+	fsfreeze -f $M
+	gen=$(lcfs info $M --json | awk '/"generation"/ { print $2 + 0 }')
+	layer create during-freeze &
+	creator=$!
+	sleep 2
+	kill -0 $creator 2>/dev/null || fail "a layer was created while the filesystem was frozen"
+	assert_eq "$(lcfs info $M --json | awk '/"generation"/ { print $2 + 0 }')" "$gen" "generation while frozen"
+	fsfreeze -u $M
+	wait $creator || fail "the creation failed after the thaw"
+	[ -d $M/during-freeze ] || fail "no layer after the thaw"
+	[ "$(lcfs info $M --json | awk '/"generation"/ { print $2 + 0 }')" -gt "$gen" ] || fail "no commit"
+	layer remove during-freeze
+}
+
 t_rename() {
 	mkdir -p /tmp/bm
 	mount --bind $M/w2 /tmp/bm
@@ -448,5 +471,5 @@ t_final_fsck() {
 
 run_tests \
 	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes fsx_on_clone diff \
-	snapshot_under_writes snapshot_flushes hold_spares_other_layers snapshot_point_in_time rename remove_refused remove_returns_space abi unprivileged \
+	snapshot_under_writes snapshot_flushes hold_spares_other_layers snapshot_point_in_time write_access rename remove_refused remove_returns_space abi unprivileged \
 	persistence final_fsck
