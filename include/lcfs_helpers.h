@@ -94,6 +94,7 @@ void lcfs_memalloc_nofs_restore(unsigned int flags);
 void lcfs_set_aops(struct inode *inode, const struct address_space_operations *aops);
 void lcfs_inode_set_blocks(struct inode *inode, u64 blocks);
 bool lcfs_sb_rdonly(const struct super_block *sb);
+bool lcfs_sb_frozen(const struct super_block *sb);
 bool lcfs_fc_rdonly(const struct fs_context *fc);
 
 struct dentry;

@@ -263,6 +263,7 @@ int lcfs_write_back_inodes(struct super_block *sb, bool (*select)(struct inode *
 }
 
 bool lcfs_sb_rdonly(const struct super_block *sb) { return sb_rdonly(sb); }
+bool lcfs_sb_frozen(const struct super_block *sb) { return sb->s_writers.frozen == SB_FREEZE_COMPLETE; }
 bool lcfs_fc_rdonly(const struct fs_context *fc) { return fc->sb_flags & SB_RDONLY; }
 
 void lcfs_inode_set_cached_link(struct inode *inode, const char *link, int len)

@@ -275,6 +275,19 @@ impl FileSystem for Lcfs {
         commit(sb)
     }
 
+    fn freeze(sb: &SuperBlock<Self>) -> Result {
+        // Writers, page faults and writeback are done and the VFS synced; a change made since
+        // (an unlinked inode deleted at its last close) is committed here. From now on `commit`
+        // writes nothing until the thaw.
+        commit(sb)
+    }
+
+    fn unfreeze(sb: &SuperBlock<Self>) -> Result {
+        // Reclaim paused while frozen; the periodic commit picks up anything made meanwhile.
+        reclaim::kick_if_queued(sb);
+        Ok(())
+    }
+
     fn periodic(sb: &SuperBlock<Self>) {
         // A failure is logged by `commit` and then answered by every later operation.
         let _ = commit(sb);

@@ -80,6 +80,19 @@ pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
+    /// `fsfreeze` (`FIFREEZE`): the VFS has stopped writes and page faults and synced the
+    /// filesystem; make the rest durable. Until [`Self::unfreeze`] the filesystem must not
+    /// commit. Without it, freezing fails with `EOPNOTSUPP`.
+    fn freeze(_sb: &SuperBlock<Self>) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `FITHAW` after [`Self::freeze`]: the filesystem may write again once this returns (the
+    /// VFS lets writers in after it).
+    fn unfreeze(_sb: &SuperBlock<Self>) -> Result {
+        Ok(())
+    }
+
     /// Unmount: all inodes are gone, the device is still open; the last chance to write.
     fn put_super(_sb: &SuperBlock<Self>) {
         build_error!(VTABLE_DEFAULT_ERROR)

@@ -482,6 +482,15 @@ impl<T: FileSystem> SuperBlock<T> {
         unsafe { ext::lcfs_sb_rdonly(self.as_ptr().cast()) }
     }
 
+    /// Whether the filesystem is frozen (`fsfreeze`, or a kernel freeze) and its
+    /// [`FileSystem::freeze`] done: it must write nothing until it thaws.
+    pub(crate) fn frozen(&self) -> bool {
+        // SAFETY: a live superblock (type invariant, kept alive by `&self`); the helper reads
+        // `s_writers.frozen` once (a racy read: a freeze or thaw in progress may be seen either
+        // way, and callers that must not race one hold the freeze protection).
+        unsafe { ext::lcfs_sb_frozen(self.as_ptr().cast()) }
+    }
+
     /// Forgets the mount root's cached dentry of `name` (the mount root must be a directory whose
     /// names the filesystem changes behind the VFS's back, as LCFS's list of layers): the next
     /// lookup of `name` asks the filesystem.

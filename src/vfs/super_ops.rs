@@ -65,6 +65,16 @@ impl<T: FileSystem> Tables<T> {
         } else {
             None
         },
+        freeze_fs: if T::HAS_FREEZE {
+            Some(freeze_fs_callback::<T>)
+        } else {
+            None
+        },
+        unfreeze_fs: if T::HAS_FREEZE {
+            Some(unfreeze_fs_callback::<T>)
+        } else {
+            None
+        },
         put_super: Some(put_super_callback::<T>),
         // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
         // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
@@ -89,6 +99,28 @@ unsafe extern "C" fn sync_fs_callback<T: FileSystem>(
     // `sync_fs`.
     let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
     from_result(|| T::sync_fs(sb, wait != 0).map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `freeze_fs`.
+unsafe extern "C" fn freeze_fs_callback<T: FileSystem>(sb: *mut bindings::super_block) -> c_int {
+    // SAFETY: `freeze_fs`'s contract: a live, mounted superblock with our operations, so of
+    // `T`, with `s_umount` held; `s_fs_info` is set until `put_super`.
+    let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
+    from_result(|| T::freeze(sb).map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `unfreeze_fs`.
+unsafe extern "C" fn unfreeze_fs_callback<T: FileSystem>(
+    sb: *mut bindings::super_block,
+) -> c_int {
+    // SAFETY: `unfreeze_fs`'s contract: a live, mounted superblock with our operations, so of
+    // `T`, with `s_umount` held; `s_fs_info` is set until `put_super`.
+    let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
+    from_result(|| T::unfreeze(sb).map(|()| 0))
 }
 
 /// # Safety

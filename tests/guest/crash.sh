@@ -109,7 +109,7 @@ phase1() {
 		# Round 1 stops the reclaim where it is, for certain: the freeze commits the chunks done
 		# so far and pauses the rest, and the kill comes while the filesystem is frozen (the
 		# workload below waits on its first write).
-		fsfreeze -f /mnt
+		fsfreeze --freeze /mnt
 		echo "LCFS-RECLAIM-CUT $(lcfs df /mnt --json | awk '/"reclaim_queued"/ { print $2 + 0 }')"
 	fi
 	echo "LCFS-CRASH-NOW"

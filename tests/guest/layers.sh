@@ -353,18 +353,73 @@ t_write_access() {
 	expect_error 'Read-only' lcfs layer create viaro -m /tmp/robind
 	expect_error 'Read-only' lcfs layer freeze w1 -m /tmp/robind
 	umount /tmp/robind
-	fsfreeze -f $M
+	fsfreeze --freeze $M
 	gen=$(lcfs info $M --json | awk '/"generation"/ { print $2 + 0 }')
 	layer create during-freeze &
 	creator=$!
 	sleep 2
 	kill -0 $creator 2>/dev/null || fail "a layer was created while the filesystem was frozen"
 	assert_eq "$(lcfs info $M --json | awk '/"generation"/ { print $2 + 0 }')" "$gen" "generation while frozen"
-	fsfreeze -u $M
+	fsfreeze --unfreeze $M
 	wait $creator || fail "the creation failed after the thaw"
 	[ -d $M/during-freeze ] || fail "no layer after the thaw"
 	[ "$(lcfs info $M --json | awk '/"generation"/ { print $2 + 0 }')" -gt "$gen" ] || fail "no commit"
 	layer remove during-freeze
+}
+
+# Freeze racing opens for writing: each open either came first (the freeze is EBUSY and tried
+# again) or comes after and is EROFS; what the frozen layer holds is what reaches the disk.
+t_freeze_races_writers() {
+	layer create racer
+	(
+		n=0
+		while echo "line $n" >>$M/racer/f 2>/dev/null; do n=$((n + 1)); done
+		echo $n >/tmp/racer.n
+	) &
+	writer=$!
+	sleep 1
+	tries=0
+	until layer freeze racer 2>/tmp/err; do
+		grep -q busy /tmp/err || fail "freeze failed: $(cat /tmp/err)"
+		tries=$((tries + 1))
+		[ $tries -lt 500 ] || fail "freeze still busy after 500 tries"
+	done
+	wait $writer
+	echo "froze after $tries busy tries, $(cat /tmp/racer.n) appends"
+	expect_error 'Read-only' sh -c "echo x >>$M/racer/f"
+	assert_eq "$(wc -l <$M/racer/f)" "$(cat /tmp/racer.n)" "lines in the frozen file"
+	before=$(md5sum <$M/racer/f)
+	echo 3 >/proc/sys/vm/drop_caches
+	assert_eq "$(md5sum <$M/racer/f)" "$before" "the frozen file read back from disk"
+}
+
+# Remove racing lookups into the layer: each removal attempt is EBUSY while a lookup holds the
+# layer, or succeeds; then the layer is gone for every path.
+t_remove_races_lookups() {
+	layer clone racer victim --readonly
+	(
+		while [ ! -e /tmp/victim.stop ]; do
+			# They fail once the layer is gone; that is no failure of the looker.
+			cat $M/victim/f >/dev/null 2>&1 || :
+			ls $M/victim >/dev/null 2>&1 || :
+			stat $M/victim/f >/dev/null 2>&1 || :
+		done
+	) &
+	looker=$!
+	sleep 1
+	tries=0
+	until layer remove victim 2>/tmp/err; do
+		grep -q busy /tmp/err || fail "remove failed: $(cat /tmp/err)"
+		tries=$((tries + 1))
+		[ $tries -lt 500 ] || fail "remove still busy after 500 tries"
+	done
+	touch /tmp/victim.stop
+	wait $looker
+	rm /tmp/victim.stop
+	echo "removed after $tries busy tries"
+	[ ! -e $M/victim ] || fail "the removed layer is still there"
+	expect_error 'No such' cat $M/victim/f
+	layer remove racer
 }
 
 t_rename() {
@@ -471,5 +526,5 @@ t_final_fsck() {
 
 run_tests \
 	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes fsx_on_clone diff \
-	snapshot_under_writes snapshot_flushes hold_spares_other_layers snapshot_point_in_time write_access rename remove_refused remove_returns_space abi unprivileged \
+	snapshot_under_writes snapshot_flushes hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space abi unprivileged \
 	persistence final_fsck
