@@ -30,6 +30,7 @@ BIG_MB = int(os.environ.get("BIG_MB", "256"))
 TREE = int(os.environ.get("TREE", "10000"))
 DEPTH = int(os.environ.get("DEPTH", "128"))
 REPEAT = int(os.environ.get("REPEAT", "5"))
+COLD_MAX = int(os.environ.get("COLD_MAX", "100000"))
 
 # btrfs ioctls (include/uapi/linux/btrfs.h): struct btrfs_ioctl_vol_args_v2 is 4096 bytes: fd,
 # transid, flags, 4 unused u64, then the name (4040 bytes).
@@ -170,6 +171,11 @@ def du(path):
 def per_size(n):
     # lcfs: an image layer of n inodes, frozen.
     fd = mount_lcfs()
+    if n <= COLD_MAX:
+        # Written first and its caches dropped, so that nothing of it is cached at its removal.
+        cold = lcfs_create(fd, "cold")
+        populate(f"{MNT}/cold", n)
+        drop_caches()
     img = lcfs_create(fd, "img")
     populate(f"{MNT}/img", n)
     lcfs_call(fd, abi.IOC_FREEZE, abi.REF.pack(img, 0, 0, 0))
@@ -195,25 +201,31 @@ def per_size(n):
     # of each in the clone's diff).
     bench("diff-one-change", "lcfs", n, mean_ms(diff_walk, 50), "ms")
     bench("usage-du", "lcfs", n, median_ms(lambda i: du(f"{MNT}/c0"), 1), "ms")
-    # Layers of n inodes of their own, removed: one whose entries are all in the dentry cache
-    # (just written; the removal prunes them), one with the caches dropped.
-    cold = lcfs_create(fd, "cold")
-    populate(f"{MNT}/cold", n)
-    drop_caches()
-    big = lcfs_create(fd, "own")
-    populate(f"{MNT}/own", n)
-    os.sync()
-    bench("remove", "lcfs", n, timed(lambda: lcfs_call(fd, abi.IOC_REMOVE, abi.REF.pack(big, 0, 0, 0))), "ms")
+    # Removal of a layer of n inodes of its own: the image, once its clones and snapshots are
+    # gone (each removal of those frees a few nodes). Its entries are in the dentry cache as far
+    # as memory kept them since it was written; the removal prunes them. Up to COLD_MAX inodes,
+    # also the layer written first, none of it cached.
+    for i in range(50):
+        lcfs_call(fd, abi.IOC_REMOVE, abi.REF.pack(lcfs_id(fd, f"c{i}"), 0, 0, 0))
+    for i in range(25):
+        lcfs_call(fd, abi.IOC_REMOVE, abi.REF.pack(lcfs_id(fd, f"s{i}"), 0, 0, 0))
+    lcfs_reclaimed(fd)
+    bench("remove", "lcfs", n, timed(lambda: lcfs_call(fd, abi.IOC_REMOVE, abi.REF.pack(img, 0, 0, 0))), "ms")
     # Until the space is back: the background reclaim, in committed chunks.
     bench("remove+reclaim", "lcfs", n, timed(lambda: lcfs_reclaimed(fd)), "ms")
-    bench("remove-cold", "lcfs", n, timed(lambda: lcfs_call(fd, abi.IOC_REMOVE, abi.REF.pack(cold, 0, 0, 0))), "ms")
-    lcfs_reclaimed(fd)
+    if n <= COLD_MAX:
+        bench("remove-cold", "lcfs", n, timed(lambda: lcfs_call(fd, abi.IOC_REMOVE, abi.REF.pack(cold, 0, 0, 0))), "ms")
+        lcfs_reclaimed(fd)
     os.close(fd)
     umount()
     run("/tmp/fsck.lcfs", "-n", DEV)
 
     # btrfs: the same image as a subvolume.
     fd = mount_btrfs()
+    if n <= COLD_MAX:
+        btrfs_subvol(fd, "cold")
+        populate(f"{MNT}/cold", n)
+        drop_caches()
     btrfs_subvol(fd, "img")
     populate(f"{MNT}/img", n)
     os.sync()
@@ -222,17 +234,12 @@ def per_size(n):
         f.write("x")
     bench("snapshot", "btrfs", n, mean_ms(lambda i: btrfs_snapshot(fd, f"{MNT}/c0", f"s{i}", ro=True), 25), "ms")
     bench("usage-du", "btrfs", n, median_ms(lambda i: du(f"{MNT}/c0"), 1), "ms")
-    btrfs_subvol(fd, "cold")
-    populate(f"{MNT}/cold", n)
-    drop_caches()
-    btrfs_subvol(fd, "own")
-    populate(f"{MNT}/own", n)
-    os.sync()
-    bench("remove", "btrfs", n, timed(lambda: btrfs_destroy(fd, "own")), "ms")
+    bench("remove", "btrfs", n, timed(lambda: btrfs_destroy(fd, "img")), "ms")
     # Until the space is back: the cleaner's work.
     bench("remove+reclaim", "btrfs", n, timed(lambda: run("btrfs", "subvolume", "sync", MNT)), "ms")
-    bench("remove-cold", "btrfs", n, timed(lambda: btrfs_destroy(fd, "cold")), "ms")
-    run("btrfs", "subvolume", "sync", MNT)
+    if n <= COLD_MAX:
+        bench("remove-cold", "btrfs", n, timed(lambda: btrfs_destroy(fd, "cold")), "ms")
+        run("btrfs", "subvolume", "sync", MNT)
     os.close(fd)
     umount()
 
