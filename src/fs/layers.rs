@@ -9,6 +9,8 @@
 //! (writes, write faults, truncates, `fallocate`) to end, make new ones wait, and write back the
 //! layer's dirty page cache, then change the tree. Other layers' I/O goes on meanwhile.
 
+use core::sync::atomic::Ordering;
+
 use kernel::prelude::*;
 use kernel::sync::{CondVar, Mutex};
 use kernel::{new_condvar, new_mutex};
@@ -364,7 +366,19 @@ struct Uses {
     changes: Counts,
     /// The layer held still, if any.
     held: Option<Held>,
+    /// (layer, inode) of the files data changes touched since their layer's last flush: what
+    /// a flush writes back. At most [`TOUCHED_MAX`] entries.
+    touched: KVec<(u64, u64)>,
+    /// Layers with touched files the list had no room for: their flush walks every cached
+    /// inode instead.
+    overflowed: KVec<u64>,
+    /// Flushes so far. An inode listed in an earlier epoch may have been drained by its layer's
+    /// flush since, so its next change lists it again (a duplicate at worst).
+    epoch: u64,
 }
+
+/// Entries of the touched list: bounds its memory (16 bytes each) and the scan a flush makes.
+const TOUCHED_MAX: usize = 4096;
 
 #[derive(Clone, Copy)]
 struct Held {
@@ -412,6 +426,9 @@ impl LayerUses {
                 writers: Counts(KVec::new()),
                 changes: Counts(KVec::new()),
                 held: None,
+                touched: KVec::new(),
+                overflowed: KVec::new(),
+                epoch: 0,
             }),
             changed <- new_condvar!(),
         })
@@ -455,9 +472,38 @@ fn hold(sb: &SuperBlock<Lcfs>, id: u64, exclusive: bool) -> Result<Hold<'_>> {
 }
 
 /// Writes back the dirty page cache of layer `id` and waits for it. Under a [`hold`], nothing
-/// dirties more of it meanwhile.
+/// dirties more of it meanwhile. Only the files its changes touched can have dirty folios:
+/// those are written back, unless the list overflowed, when every cached inode is looked at.
 fn flush(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
-    sb.write_back_inodes(|inode| inode.info().layer == id)
+    let mut inos = KVec::new();
+    let overflowed = {
+        let mut u = sb.info().uses.uses.lock();
+        u.epoch = u.epoch.wrapping_add(1);
+        let mut failed = Ok(());
+        u.touched.retain(|&mut (l, ino)| {
+            if l != id {
+                return true;
+            }
+            if failed.is_ok() {
+                failed = inos.push(ino, GFP_KERNEL);
+            }
+            false
+        });
+        let overflowed = u.overflowed.contains(&id);
+        u.overflowed.retain(|&mut l| l != id);
+        // Out of memory for the copy: the walk finds them all the same.
+        overflowed || failed.is_err()
+    };
+    for &ino in &inos {
+        // Not cached any more: evicted, its folios written back then.
+        if let Some(inode) = sb.ilookup(super::namespace::vfs_ino(id, ino)?) {
+            inode.write_back()?;
+        }
+    }
+    if overflowed {
+        sb.write_back_inodes(|inode| inode.info().layer == id)?;
+    }
+    Ok(())
 }
 
 /// Counts a file of `inode`'s layer opened for writing; `EROFS` if the layer is frozen.
@@ -492,7 +538,24 @@ pub(super) fn start_change(inode: &Inode<Lcfs>) -> Result {
     while u.held.is_some_and(|h| h.layer == layer) {
         uses.changed.wait(&mut u);
     }
-    u.changes.add(layer)
+    u.changes.add(layer)?;
+    // Listed, so that a hold's flush finds the folios this change may dirty. Under the uses
+    // lock, as the flush drains the list and moves the epoch on.
+    let info = inode.info();
+    if info.listed.load(Ordering::Relaxed) != u.epoch {
+        let listed =
+            u.touched.len() < TOUCHED_MAX && u.touched.push((layer, info.ino), GFP_KERNEL).is_ok();
+        if !listed
+            && !u.overflowed.contains(&layer)
+            && u.overflowed.push(layer, GFP_KERNEL).is_err()
+        {
+            // Neither listed nor marked: a hold would miss its dirty folios.
+            u.changes.sub(layer);
+            return Err(ENOMEM);
+        }
+        info.listed.store(u.epoch, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// The data change [`start_change`] let start is done.

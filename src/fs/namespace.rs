@@ -70,6 +70,19 @@ pub(crate) struct InodeInfo {
     pub(crate) layer: u64,
     /// Inode number inside the layer.
     pub(crate) ino: u64,
+    /// The flush epoch in which the inode was last listed among the files data changes touched
+    /// (see `layers::start_change`); `u64::MAX` if never.
+    pub(crate) listed: core::sync::atomic::AtomicU64,
+}
+
+impl InodeInfo {
+    fn new(layer: u64, ino: u64) -> Self {
+        Self {
+            layer,
+            ino,
+            listed: core::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 /// Bits of the VFS inode number that hold the inode number inside a layer.
@@ -78,7 +91,7 @@ const _: () = assert!(INO_LIMIT == 1 << INO_BITS && LAYER_ID_LIMIT == 1 << (64 -
 
 /// The VFS inode number of `ino` in `layer`. Both come from disk (directory entries, layer
 /// records); the format keeps them below its limits, so a larger one is damage.
-fn vfs_ino(layer: u64, ino: u64) -> Result<u64> {
+pub(super) fn vfs_ino(layer: u64, ino: u64) -> Result<u64> {
     if ino >= INO_LIMIT || layer >= LAYER_ID_LIMIT {
         return Err(EUCLEAN);
     }
@@ -143,7 +156,7 @@ fn iget_known(
     if let Some(rec) = known {
         let p = params(rec)?;
         if p.kind != InodeKind::Symlink {
-            return new.init(&p, InodeInfo { layer, ino }, None);
+            return new.init(&p, InodeInfo::new(layer, ino), None);
         }
     }
     // Dropping `new` on an error path marks the inode bad and unlocks it.
@@ -158,7 +171,7 @@ fn iget_known(
         target = Some(buf);
     }
     drop(vol);
-    new.init(&p, InodeInfo { layer, ino }, target.as_deref())
+    new.init(&p, InodeInfo::new(layer, ino), target.as_deref())
 }
 
 /// The root of the mount: a layer's root directory (`layer=`), or the list of layers.
@@ -187,14 +200,7 @@ pub(crate) fn root(sb: &SuperBlock<Lcfs>) -> Result<ARef<Inode<Lcfs>>> {
                 ctime: time,
                 btime: time,
             };
-            new.init(
-                &p,
-                InodeInfo {
-                    layer: 0,
-                    ino: ROOT_INO,
-                },
-                None,
-            )
+            new.init(&p, InodeInfo::new(0, ROOT_INO), None)
         }
     }
 }

@@ -463,6 +463,16 @@ impl<T: FileSystem> Inode<T> {
         }
     }
 
+    /// Writes back the dirty folios of the inode's page cache and waits for all its writeback.
+    /// The caller holds no lock of the inode or its folios.
+    pub(crate) fn write_back(&self) -> Result {
+        let mapping = self.mapping();
+        // SAFETY: the mapping of a live inode (kept alive by `&self`); the caller holds no lock
+        // that writeback or waiting for it needs.
+        let r = unsafe { bindings::filemap_write_and_wait_range(mapping, 0, i64::MAX) };
+        kernel::error::to_result(r)
+    }
+
     /// The inode's page-cache mapping.
     pub(super) fn mapping(&self) -> *mut bindings::address_space {
         // SAFETY: a live inode (type invariant); `i_mapping` is set at allocation and never changes

@@ -609,6 +609,18 @@ impl<T: FileSystem> SuperBlock<T> {
         unsafe { bindings::cancel_delayed_work_sync(work) };
     }
 
+    /// Inode `ino` if it is in the inode cache (initialised), without reading anything.
+    pub(crate) fn ilookup(&self, ino: u64) -> Option<ARef<Inode<T>>> {
+        // SAFETY: the superblock is live and mounted (type invariant, kept alive by `&self`);
+        // `ilookup` may sleep (callers run in process context) and returns a referenced inode or
+        // null.
+        let inode = NonNull::new(unsafe { bindings::ilookup(self.as_ptr(), ino) })?;
+        // SAFETY: `ilookup` waited for `I_NEW` to clear and retries when a failed
+        // initialisation unhashed the inode, so it returned a reference to an initialised inode
+        // of this superblock, ours (our `alloc_inode`); the reference moves into the `ARef`.
+        Some(unsafe { ARef::from_raw(inode.cast::<Inode<T>>()) })
+    }
+
     /// Finds inode `ino` in the inode cache, or allocates a new one to be initialised.
     pub(crate) fn iget(&self, ino: u64) -> Result<Iget<T>> {
         // SAFETY: the superblock is live and mounted (type invariant, kept alive by `&self`);

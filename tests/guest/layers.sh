@@ -284,6 +284,24 @@ t_snapshot_flushes() {
 	layer remove snap2
 }
 
+# The same past the list of files a layer's changes touched (4096 entries): 4,200 files written
+# first fill it, so the layer's flush must walk every cached inode to find the last ones.
+t_snapshot_flushes_past_the_list() {
+	layer create many
+	writeback_off
+	mkdir $M/many/d
+	i=0
+	while [ $i -lt 4200 ]; do echo "$i" >$M/many/d/f$i; i=$((i + 1)); done
+	cp /tmp/rand1m $M/many/last
+	layer snapshot many many-snap
+	writeback_on
+	cmp /tmp/rand1m $M/many-snap/last || fail "unsynced data written after the list was full is not in the snapshot"
+	assert_eq "$(cat $M/many-snap/d/f4199)" 4199 "the last small file"
+	assert_eq "$(cat $M/many-snap/d/f0)" 0 "the first small file"
+	layer remove many-snap
+	layer remove many
+}
+
 # Holding one layer still leaves the others' dirty data alone: a freeze, a snapshot and a
 # removal write back only their layer's page cache.
 t_hold_spares_other_layers() {
@@ -526,5 +544,5 @@ t_final_fsck() {
 
 run_tests \
 	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes fsx_on_clone diff \
-	snapshot_under_writes snapshot_flushes hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space abi unprivileged \
+	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space abi unprivileged \
 	persistence final_fsck
