@@ -22,48 +22,41 @@ const CHUNK: u32 = 64;
 
 /// At mount: resumes the reclaim a crash or an unmount cut, saying so.
 pub(super) fn resume(sb: &SuperBlock<Lcfs>) {
-    if sb.read_only() {
-        return;
-    }
-    let queued = {
-        let mut vol = sb.info().lock();
-        if vol.is_aborted() {
-            return;
-        }
-        vol.reclaim_queued()
-    };
-    match queued {
-        Ok(0) => {}
-        Ok(n) => {
-            let entries = if n == 1 { "entry" } else { "entries" };
-            pr_info!(
-                "{}: resuming the reclaim of removed layers ({} queue {})\n",
-                sb.id(),
-                n,
-                entries
-            );
-            sb.kick_background();
-        }
-        Err(e) => pr_err!("{}: cannot read the reclaim queue ({:?})\n", sb.id(), e),
+    let n = kick_if_queued(sb);
+    if n > 0 {
+        let entries = if n == 1 { "entry" } else { "entries" };
+        pr_info!(
+            "{}: resuming the reclaim of removed layers ({} queue {})\n",
+            sb.id(),
+            n,
+            entries
+        );
     }
 }
 
-/// Starts the background work if removed layers wait for reclaim.
-pub(super) fn kick_if_queued(sb: &SuperBlock<Lcfs>) {
+/// Starts the background work if removed layers wait for reclaim; returns how many queue
+/// entries wait (0 also when none can be reclaimed now: read-only, aborted, unreadable).
+pub(super) fn kick_if_queued(sb: &SuperBlock<Lcfs>) -> u64 {
     if sb.read_only() {
-        return;
+        return 0;
     }
     let queued = {
         let mut vol = sb.info().lock();
         if vol.is_aborted() {
-            return;
+            return 0;
         }
         vol.reclaim_queued()
     };
     match queued {
-        Ok(0) => {}
-        Ok(_) => sb.kick_background(),
-        Err(e) => pr_err!("{}: cannot read the reclaim queue ({:?})\n", sb.id(), e),
+        Ok(0) => 0,
+        Ok(n) => {
+            sb.kick_background();
+            n
+        }
+        Err(e) => {
+            pr_err!("{}: cannot read the reclaim queue ({:?})\n", sb.id(), e);
+            0
+        }
     }
 }
 

@@ -385,6 +385,17 @@ t_write_access() {
 	layer remove during-freeze
 }
 
+# retry_busy CMD...: runs CMD until it stops failing with EBUSY (500 tries at most); any other
+# failure fails the test. Leaves the number of busy tries in busy_tries.
+retry_busy() {
+	busy_tries=0
+	until "$@" 2>/tmp/err; do
+		grep -q busy /tmp/err || fail "$*: $(cat /tmp/err)"
+		busy_tries=$((busy_tries + 1))
+		[ $busy_tries -lt 500 ] || fail "$*: still busy after 500 tries"
+	done
+}
+
 # Freeze racing opens for writing: each open either came first (the freeze is EBUSY and tried
 # again) or comes after and is EROFS; what the frozen layer holds is what reaches the disk.
 t_freeze_races_writers() {
@@ -396,14 +407,9 @@ t_freeze_races_writers() {
 	) &
 	writer=$!
 	sleep 1
-	tries=0
-	until layer freeze racer 2>/tmp/err; do
-		grep -q busy /tmp/err || fail "freeze failed: $(cat /tmp/err)"
-		tries=$((tries + 1))
-		[ $tries -lt 500 ] || fail "freeze still busy after 500 tries"
-	done
+	retry_busy layer freeze racer
 	wait $writer
-	echo "froze after $tries busy tries, $(cat /tmp/racer.n) appends"
+	echo "froze after $busy_tries busy tries, $(cat /tmp/racer.n) appends"
 	expect_error 'Read-only' sh -c "echo x >>$M/racer/f"
 	assert_eq "$(wc -l <$M/racer/f)" "$(cat /tmp/racer.n)" "lines in the frozen file"
 	before=$(md5sum <$M/racer/f)
@@ -425,16 +431,11 @@ t_remove_races_lookups() {
 	) &
 	looker=$!
 	sleep 1
-	tries=0
-	until layer remove victim 2>/tmp/err; do
-		grep -q busy /tmp/err || fail "remove failed: $(cat /tmp/err)"
-		tries=$((tries + 1))
-		[ $tries -lt 500 ] || fail "remove still busy after 500 tries"
-	done
+	retry_busy layer remove victim
 	touch /tmp/victim.stop
 	wait $looker
 	rm /tmp/victim.stop
-	echo "removed after $tries busy tries"
+	echo "removed after $busy_tries busy tries"
 	[ ! -e $M/victim ] || fail "the removed layer is still there"
 	expect_error 'No such' cat $M/victim/f
 	layer remove racer
