@@ -39,11 +39,11 @@ pub struct Args {
 
     /// Make the image file with mkfs.lcfs if it does not hold LCFS yet, at this size (K, M, G,
     /// T suffixes, as mkfs.lcfs -s); implies --format.
-    #[arg(short, long, value_name = "SIZE", requires = "device")]
+    #[arg(short, long, value_name = "SIZE")]
     pub size: Option<String>,
 
     /// Run mkfs.lcfs on --device if it does not hold LCFS yet (never over another signature).
-    #[arg(long, requires = "device")]
+    #[arg(long)]
     pub format: bool,
 
     /// Where to mount --device [default: ROOT/mnt].

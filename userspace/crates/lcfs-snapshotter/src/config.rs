@@ -211,6 +211,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/config.toml");
+        let s = merge(args(&[]), FileConfig::read(&path).unwrap()).unwrap();
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(matches!(s.source, Source::Device { format: true, .. }));
+    }
+
+    #[test]
     fn bad_settings_are_refused() {
         assert!(merge(args(&[]), FileConfig::default()).is_err());
         assert!(merge(args(&[]), file("mounted = \"/m\"\nformat = true")).is_err());
@@ -219,6 +227,14 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("unknown = 1").is_err());
         let both = Args::try_parse_from(["x", "--device", "/d", "--mounted", "/m"]);
         assert!(both.is_err());
-        assert!(Args::try_parse_from(["x", "--format"]).is_err());
+        assert!(merge(args(&["--format"]), FileConfig::default()).is_err());
+        assert!(merge(
+            args(&["--mounted", "/m", "--size", "1G"]),
+            FileConfig::default()
+        )
+        .is_err());
+        // A size on the command line for the file's device.
+        let s = merge(args(&["--size", "1G"]), file("device = \"/d\"")).unwrap();
+        assert!(matches!(s.source, Source::Device { format: true, .. }));
     }
 }

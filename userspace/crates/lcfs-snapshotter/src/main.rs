@@ -1,5 +1,6 @@
 //! `containerd-lcfs-grpc`: see the crate's library and `Documentation/containerd.md`.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ fn init_logging(s: &Settings) -> anyhow::Result<()> {
     .context("bad log level")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match s.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
