@@ -149,10 +149,12 @@ impl Meta {
         Ok(())
     }
 
-    /// Deletes snapshot `key`; whether it was there.
+    /// Deletes snapshot `key`, and the commit intent an earlier failed Commit of it may have
+    /// left; whether the snapshot was there.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let tx = self.db.begin_write()?;
         let was = tx.open_table(SNAPSHOTS)?.remove(key)?.is_some();
+        tx.open_table(INTENTS)?.remove(key)?;
         tx.commit()?;
         Ok(was)
     }
@@ -221,6 +223,17 @@ impl Meta {
 mod tests {
     use super::*;
 
+    impl Meta {
+        fn intents_example(&self) -> Intent {
+            Intent {
+                name: "n".into(),
+                labels: BTreeMap::new(),
+                layer_id: 9,
+                target: "n".into(),
+            }
+        }
+    }
+
     fn rec(parent: &str, id: u64) -> Record {
         Record {
             kind: Kind::Committed,
@@ -273,7 +286,12 @@ mod tests {
         let keys: Vec<String> = m.all().unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["a", "c"]);
         assert!(m.intents().unwrap().is_empty());
+        m.put_intent("a", &m.intents_example()).unwrap();
         assert!(m.delete("a").unwrap());
+        assert!(
+            m.intents().unwrap().is_empty(),
+            "delete drops the intent too"
+        );
         assert!(!m.delete("a").unwrap());
         assert_eq!(m.get("a").unwrap(), None);
     }

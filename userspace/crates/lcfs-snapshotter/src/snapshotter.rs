@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
@@ -57,6 +58,21 @@ struct Inner<S> {
     inflight: Mutex<HashSet<String>>,
     /// Simulated crash points (tests).
     cuts: Mutex<HashSet<&'static str>>,
+    /// Points where the next operation waits (tests): it signals the first channel and waits
+    /// for the second.
+    pauses: Mutex<HashMap<&'static str, Held>>,
+}
+
+/// The channels of a pause point, on the operation's side.
+type Held = (Sender<()>, Receiver<()>);
+
+/// An operation held at a point (see [`LcfsSnapshotter::pause_at`]).
+#[derive(Debug)]
+pub struct Pause {
+    /// Receives once the operation reached the point.
+    pub reached: Receiver<()>,
+    /// Lets it go on.
+    pub release: Sender<()>,
 }
 
 /// What startup recovery did.
@@ -118,6 +134,7 @@ impl<S: LayerStore> LcfsSnapshotter<S> {
             foreign,
             inflight: Mutex::default(),
             cuts: Mutex::default(),
+            pauses: Mutex::default(),
         });
         let recovery = inner.recover()?;
         Ok((
@@ -134,6 +151,15 @@ impl<S: LayerStore> LcfsSnapshotter<S> {
     /// `commit:intent`, `commit:frozen`, `commit:renamed`, `remove:deleted`.
     pub fn cut_at(&self, point: &'static str) {
         lock(&self.inner.cuts).insert(point);
+    }
+
+    /// Makes the next operation that reaches `point` (one of [`LcfsSnapshotter::cut_at`]'s)
+    /// wait there until released: for tests of what runs meanwhile.
+    pub fn pause_at(&self, point: &'static str) -> Pause {
+        let (reached_tx, reached) = channel();
+        let (release, release_rx) = channel();
+        lock(&self.inner.pauses).insert(point, (reached_tx, release_rx));
+        Pause { reached, release }
     }
 
     /// The mount root.
@@ -158,6 +184,11 @@ impl<S: LayerStore> LcfsSnapshotter<S> {
 
 impl<S: LayerStore> Inner<S> {
     fn cut(&self, point: &'static str) -> Result<()> {
+        let pause = lock(&self.pauses).remove(point);
+        if let Some((reached, release)) = pause {
+            let _ = reached.send(());
+            let _ = release.recv();
+        }
         if lock(&self.cuts).contains(point) {
             return Err(Error::Cut(point));
         }

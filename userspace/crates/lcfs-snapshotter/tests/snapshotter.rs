@@ -718,3 +718,83 @@ async fn long_keys_get_hashed_layer_names() {
     assert!(env.layer(&names::hash_name(&format!("{key}-c"))).is_some());
     check_consistent(&env, &s).await;
 }
+
+#[tokio::test]
+async fn a_commit_that_failed_after_the_freeze_is_finished_at_restart() {
+    let env = Env::new();
+    {
+        let s = env.open();
+        prepare(&s, "a", "").await.unwrap();
+        env.store.fail_next("rename", Errno::IO);
+        assert_eq!(
+            code(commit(&s, "c", "a").await.unwrap_err()),
+            Code::Internal
+        );
+        assert!(env.layer("a").unwrap().read_only);
+    }
+    let (s, r) = env.open_with_recovery();
+    assert_eq!(r.commits_finished, 1);
+    assert_eq!(keys(&s).await, ["c"]);
+    check_consistent(&env, &s).await;
+    // Removing a snapshot whose commit failed drops the intent with it.
+    prepare(&s, "b", "").await.unwrap();
+    env.store.fail_next("rename", Errno::IO);
+    assert!(commit(&s, "d", "b").await.is_err());
+    s.remove("b".into()).await.unwrap();
+    drop(s);
+    let (s, r) = env.open_with_recovery();
+    assert_eq!(r, Recovery::default());
+    assert_eq!(keys(&s).await, ["c"]);
+    check_consistent(&env, &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_spares_a_layer_being_prepared() {
+    let env = Env::new();
+    let s = Arc::new(env.open());
+    let pause = s.pause_at("prepare:created");
+    let s2 = s.clone();
+    let task = tokio::spawn(async move { prepare(&s2, "k", "").await });
+    let reached = pause.reached;
+    tokio::task::spawn_blocking(move || reached.recv().unwrap())
+        .await
+        .unwrap();
+    // The layer exists, its record not yet: Cleanup must leave it.
+    assert!(env.layer("k").is_some());
+    s.clear().await.unwrap();
+    assert!(
+        env.layer("k").is_some(),
+        "Cleanup removed a layer being prepared"
+    );
+    pause.release.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    s.clear().await.unwrap();
+    assert_eq!(keys(&s).await, ["k"]);
+    check_consistent(&env, &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_on_one_key_wait_for_each_other_but_not_for_others() {
+    let env = Env::new();
+    let s = Arc::new(env.open());
+    prepare(&s, "a", "").await.unwrap();
+    let pause = s.pause_at("commit:frozen");
+    let s2 = s.clone();
+    let task = tokio::spawn(async move { commit(&s2, "c", "a").await });
+    let reached = pause.reached;
+    tokio::task::spawn_blocking(move || reached.recv().unwrap())
+        .await
+        .unwrap();
+    // Another key goes on while the commit is held.
+    prepare(&s, "other", "").await.unwrap();
+    // The same key waits: its Remove has not run when the commit is let go.
+    let s3 = s.clone();
+    let remove = tokio::spawn(async move { s3.remove("a".into()).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!remove.is_finished());
+    pause.release.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    // The commit finished first, so the key is gone by the time Remove runs.
+    assert_eq!(code(remove.await.unwrap().unwrap_err()), Code::NotFound);
+    assert_eq!(keys(&s).await, ["c", "other"]);
+}
