@@ -133,4 +133,20 @@ mod tests {
         };
         assert!(prepare(&source).unwrap_err().to_string().contains("--size"));
     }
+
+    #[test]
+    fn an_lcfs_signature_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("img");
+        let mut bytes = vec![0u8; 128 * 1024];
+        bytes[..8].copy_from_slice(&lcfs_format::superblock::MAGIC);
+        std::fs::write(&img, &bytes).unwrap();
+        assert!(holds_lcfs(&img).unwrap());
+        // Another filesystem's signature is not LCFS: mkfs.lcfs would refuse it without -f,
+        // which the daemon never passes.
+        let mut ext4 = vec![0u8; 128 * 1024];
+        ext4[1080..1082].copy_from_slice(&[0x53, 0xef]);
+        std::fs::write(&img, &ext4).unwrap();
+        assert!(!holds_lcfs(&img).unwrap());
+    }
 }
