@@ -11,6 +11,7 @@ APT_PACKAGES=(
 	busybox-static qemu-system-x86		# guest userland and the VM
 	mmdebstrap				# Debian root filesystem for guest tools (scripts/mkrootfs.sh)
 	e2fsprogs				# ext4 baseline in later benchmarks
+	protobuf-compiler			# protoc: containerd's gRPC API in lcfs-snapshotter (tonic-build)
 )
 
 [ "$(id -u)" = 0 ] || die "setup needs root (it installs Debian packages)"

@@ -1,6 +1,7 @@
 //! `lcfs-gen MANDIR COMPLETIONSDIR`: writes the man pages (section 8: administration tools) and
-//! the bash, zsh and fish completions of `mkfs.lcfs`, `fsck.lcfs` and `lcfs` from the same clap
-//! definitions the tools parse their arguments with (`make man`). `lcfs`'s subcommands get pages
+//! the bash, zsh and fish completions of `mkfs.lcfs`, `fsck.lcfs`, `lcfs` and
+//! `containerd-lcfs-grpc` from the same clap definitions the tools parse their arguments with
+//! (`make man`). `lcfs`'s subcommands get pages
 //! of their own (`lcfs-layer-create.8`, ...), as git's and btrfs's do.
 
 #![allow(dead_code, unreachable_pub)] // The command-line modules are the tools' own.
@@ -18,6 +19,8 @@ mod fsck_cli;
 mod lcfs_cli;
 #[path = "../../mkfs/src/cli.rs"]
 mod mkfs_cli;
+#[path = "../../lcfs-snapshotter/src/cli.rs"]
+mod snapshotter_cli;
 
 /// Writes `cmd`'s page as `NAME.8`, and one page per subcommand, recursively (`build` named
 /// them: `lcfs-layer-create`).
@@ -53,6 +56,7 @@ fn main() -> Result<()> {
         ("mkfs.lcfs", mkfs_cli::Args::command()),
         ("fsck.lcfs", fsck_cli::Args::command()),
         ("lcfs", lcfs_cli::Cli::command()),
+        ("containerd-lcfs-grpc", snapshotter_cli::Args::command()),
     ];
     for (name, mut cmd) in tools {
         cmd.build();

@@ -42,6 +42,11 @@ fn pages_and_completions_follow_the_clap_definitions() {
         );
     }
     assert!(man.join("lcfs-debug-dump.8").exists());
+    let daemon = page("containerd-lcfs-grpc.8");
+    assert!(daemon.contains(".TH containerd-lcfs-grpc 8"), "{daemon}");
+    for opt in ["\\-\\-mounted", "\\-\\-device", "\\-\\-log\\-format"] {
+        assert!(daemon.contains(opt), "containerd-lcfs-grpc.8 lacks {opt}");
+    }
     assert!(
         !man.join("lcfs-help.8").exists(),
         "a page for clap's help subcommand"
