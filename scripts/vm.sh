@@ -9,7 +9,9 @@
 #   scripts/vm.sh --shell [--disk SIZE]       interactive shell (exit with `reboot -f` or Ctrl-A X)
 #   --rootfs                                 also attach the Debian root filesystem (fio, stress-ng,
 #                                            ...; scripts/mkrootfs.sh) at /debian in the guest; a
-#                                            suite asks for it with a "# lcfs-needs: debian-rootfs" line
+#                                            suite asks for it with a "# lcfs-needs: debian-rootfs" line;
+#                                            "# lcfs-needs: debian-root" boots the guest into it as
+#                                            its root (containerd and runc need a real root)
 #   --env NAME=VALUE                         environment variable for the guest suite (repeatable;
 #                                            no spaces; on the kernel command line, which hands
 #                                            unknown NAME=VALUE parameters to init as environment)
@@ -51,7 +53,8 @@ done
 [ -n "$mode" ] || die "usage: $0 --run SUITE | --shell [--disk SIZE]"
 name=${name:-$suite}
 [ "$mode" = shell ] || [ -f "$LCFS_ROOT/tests/guest/$suite.sh" ] || die "no guest suite $suite"
-[ "$mode" = shell ] || ! grep -q '^# lcfs-needs: debian-rootfs' "$LCFS_ROOT/tests/guest/$suite.sh" || rootfs=1
+[ "$mode" = shell ] || ! grep -q '^# lcfs-needs: debian-rootfs$' "$LCFS_ROOT/tests/guest/$suite.sh" || rootfs=1
+[ "$mode" = shell ] || ! grep -q '^# lcfs-needs: debian-root$' "$LCFS_ROOT/tests/guest/$suite.sh" || rootfs=2
 tools=0 vm_timeout=${LCFS_VM_TIMEOUT:-900}
 if [ "$mode" = shell ]; then tools=1; else
 	! grep -q '^# lcfs-needs: guest-tools' "$LCFS_ROOT/tests/guest/$suite.sh" || tools=1
@@ -116,9 +119,10 @@ rm -f "$disk"
 truncate -s "$disk_size" "$disk"
 
 # Test runs execute the module's KUnit suites at load (and only those); the demo and the shell
-# skip KUnit to keep the console readable.
+# skip KUnit to keep the console readable, and the suites booted into Debian (their module load
+# would only repeat the KUnit results).
 kunit="kunit.filter_glob=lcfs_*"
-[ "$suite" = demo ] || [ "$mode" = shell ] && kunit="kunit.enable=0"
+[ "$suite" = demo ] || [ "$mode" = shell ] || [ "$rootfs" = 2 ] && kunit="kunit.enable=0"
 accel=tcg
 [ "${LCFS_KVM:-0}" = 1 ] && accel=kvm
 # Two sockets, not two cores: the test kernel has no ACPI, and the firmware's MP table lists one
@@ -127,7 +131,7 @@ qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2,sockets=2 -m 2G -nograp
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
 	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
 	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report ${LCFS_KERNEL_ARGS:-} $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs${guest_env[*]:+ ${guest_env[*]}}")
-if [ "$rootfs" = 1 ]; then
+if [ "$rootfs" != 0 ]; then
 	# Read-only for the guest: writes go to a temporary overlay that QEMU discards.
 	rootimg=$("$LCFS_ROOT/scripts/mkrootfs.sh") || die "cannot build the Debian root filesystem"
 	qemu+=(-drive "file=$rootimg,if=virtio,format=raw,snapshot=on")
