@@ -18,7 +18,8 @@
 #       cannot pass.
 #
 # SKIPS: lines "NAME REASON...", NAME as reported (PREFIX/...); '#' starts a comment line.
-# Exit status 0 if every result is ok, 1 otherwise.
+# Exit status 0 if every result is ok, 1 otherwise. One run per PREFIX and boot: a second would
+# report PREFIX/finished again (give each run its own PREFIX).
 
 skips=/dev/null out=/tmp/gotest.out
 while [ $# -gt 0 ]; do
