@@ -12,6 +12,8 @@ APT_PACKAGES=(
 	mmdebstrap				# Debian root filesystem for guest tools (scripts/mkrootfs.sh)
 	e2fsprogs				# ext4 baseline in later benchmarks
 	protobuf-compiler			# protoc: containerd's gRPC API in lcfs-snapshotter (tonic-build)
+	golang-go golang-github-containerd-containerd-dev	# containerd's snapshotter suite (scripts/build-conformance.sh)
+	file					# checks that guest binaries are static
 )
 
 [ "$(id -u)" = 0 ] || die "setup needs root (it installs Debian packages)"
@@ -77,6 +79,8 @@ fi
 	"ld.lld$LCFS_LLVM_SUFFIX" --version | sed -n 1p
 	qemu-system-x86_64 --version | sed -n 1p
 	busybox | sed -n 1p
+	go version
+	echo "containerd (Go sources): $(dpkg-query -W -f='${Version}' golang-github-containerd-containerd-dev)"
 	sed -n '1,2p' "$guest_tools/versions.txt"
 } >"$LCFS_CACHE/versions.txt"
 [ -n "${LCFS_QUIET:-}" ] || { log "toolchain ready:"; sed 's/^/    /' "$LCFS_CACHE/versions.txt" >&2; }
