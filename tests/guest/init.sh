@@ -15,6 +15,7 @@ if [ "$1" = debian-root ]; then
 	mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 	mount -t devpts devpts /dev/pts
 	mount -t cgroup2 cgroup2 /sys/fs/cgroup
+	ip link set lo up
 	# The kernel's module loader runs /sbin/modprobe, which Debian's minimal system lacks.
 	modprobe lcfs
 	cd /tests && sh "/tests/$2.sh"
