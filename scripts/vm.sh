@@ -19,6 +19,8 @@
 # A suite with a "# lcfs-needs: guest-tools" line also gets pjdfstest and fsx in /bin
 # (scripts/guest-tools.sh; --shell gets them too), and "# lcfs-timeout: SECONDS" raises its default
 # timeout.
+# "# lcfs-needs: conformance" puts containerd's snapshotter test suite, built by
+# scripts/build-conformance.sh, in /bin (tests/guest/conformance.sh).
 # "# lcfs-needs: corrupt-images" puts the corrupted images of userspace/crates/lcfs-corrupt in
 # /tests/corrupt (LCFS_CORRUPT_COUNT mutants, default 300, of seed LCFS_CORRUPT_SEED, default 1;
 # tests/guest/corrupt.sh). "# lcfs-needs: crash-kill" runs the suite as crash rounds: two boots
@@ -97,6 +99,10 @@ find "$LCFS_ROOT/tests/guest" -maxdepth 1 -type f -exec cp {} "$root/tests/" \;
 # pjdfstest switches to the users nobody and tests, each with its own group.
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\ntests:x:1000:1000:pjdfstest:/:/bin/false\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\ntests:x:1000:\n' >"$root/etc/group"
+if [ "$mode" = run ] && grep -q '^# lcfs-needs: conformance' "$LCFS_ROOT/tests/guest/$suite.sh"; then
+	conformance=$("$LCFS_ROOT/scripts/build-conformance.sh") || die "cannot build the conformance suite"
+	install -m755 "$conformance" "$root/bin/"
+fi
 if [ "$mode" = run ] && grep -q '^# lcfs-needs: corrupt-images' "$LCFS_ROOT/tests/guest/$suite.sh"; then
 	# Deterministic (seed, count): cargo rebuilds the generator only when it changed, and it
 	# writes the images in about a second. The same tool, static for musl, exercises each

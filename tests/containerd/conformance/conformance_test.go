@@ -63,12 +63,16 @@ func requireRoot(t *testing.T) {
 	}
 }
 
+// Both suites run at once (-test.parallel bounds the cases in flight): the reference's
+// 128LayersMount alone takes minutes under TCG.
 func TestLcfs(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	testsuite.SnapshotterSuite(t, "Lcfs", newLcfs)
 }
 
 func TestOverlay(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	testsuite.SnapshotterSuite(t, "Overlay", newOverlay)
 }
