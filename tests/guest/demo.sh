@@ -1,7 +1,10 @@
+# lcfs-needs: debian-root
 # `make run`: the main job on a file-backed disk. Formats it, mounts it, writes a tree of files,
 # unmounts, checks it with fsck.lcfs, mounts it again and reads everything back; then uses layers
 # as a container runtime would: an image layer frozen, two containers cloned from it, their
-# diffs, a snapshot and a removal, the usage, fsck.
+# diffs, a snapshot and a removal, the usage, fsck. Last, containerd runs a container whose
+# snapshots are layers of the same filesystem (containerd-lcfs-grpc); the guest boots into the
+# Debian root filesystem for containerd and runc, with busybox's tools first in PATH.
 DEV=/dev/vda
 M=/mnt/default
 step() { echo; echo "==> $*"; }
@@ -17,7 +20,7 @@ ls -la /mnt
 step "write files into $M"
 mkdir -p $M/etc $M/usr/bin $M/var/log
 echo "hello from lcfs" >$M/etc/motd
-cp /bin/busybox $M/usr/bin/busybox
+cp /lcfs/bin/busybox $M/usr/bin/busybox
 ln -s busybox $M/usr/bin/sh
 ln $M/etc/motd $M/etc/motd.link
 dd if=/dev/urandom of=$M/var/log/random bs=64k count=32 2>/dev/null
@@ -65,8 +68,39 @@ lcfs layer remove container-b -m /mnt
 step "lcfs layer list; lcfs df"
 lcfs layer list -m /mnt
 lcfs df /mnt
-step "umount /mnt; fsck.lcfs -n $DEV; rmmod lcfs"
+step "umount /mnt; fsck.lcfs -n $DEV"
 umount /mnt
+fsck.lcfs -n "$DEV"
+step "containerd: containerd-lcfs-grpc serves this filesystem's layers as containerd snapshots"
+containerd-lcfs-grpc --device "$DEV" >/tmp/lcfs-grpc.log 2>&1 &
+grpc=$!
+while [ ! -S /run/containerd-lcfs/containerd-lcfs-grpc.sock ]; do sleep 0.2; done
+mkdir -p /etc/containerd
+cat >/etc/containerd/config.toml <<'END'
+version = 2
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[proxy_plugins]
+  [proxy_plugins.lcfs]
+    type = "snapshot"
+    address = "/run/containerd-lcfs/containerd-lcfs-grpc.sock"
+END
+cat /etc/containerd/config.toml
+containerd >/tmp/containerd.log 2>&1 &
+ctrd=$!
+while ! ctr version >/dev/null 2>&1; do sleep 0.2; done
+ctr plugins ls | grep -E 'TYPE|lcfs'
+step "ctr image import --snapshotter lcfs: a busybox image built offline, unpacked into a layer"
+ctr image import --snapshotter lcfs /images/busybox.tar
+ctr snapshots --snapshotter lcfs ls
+step "ctr run --rm --snapshotter lcfs: the container's root is a clone of the image's layer"
+ctr run --rm --snapshotter lcfs localhost/lcfs-test/busybox:1 demo sh -c \
+	'echo "hello from a container on lcfs"; awk "\$5 == \"/\"" /proc/self/mountinfo; echo x >/written; ls /'
+step "the filesystem's layers: the demo's own beside containerd's and its metadata layer (the container's goes when containerd's collector runs)"
+lcfs layer list -m /var/lib/containerd-lcfs/mnt
+step "stop containerd and the snapshotter; umount; fsck.lcfs -n $DEV; rmmod lcfs"
+kill $ctrd $grpc
+wait $ctrd $grpc || :
+umount /var/lib/containerd-lcfs/mnt
 fsck.lcfs -n "$DEV"
 rmmod lcfs
 dmesg | grep 'lcfs: ' | tail -5
