@@ -1,10 +1,25 @@
 # lcfs-needs: debian-root
-# lcfs-timeout: 1500
+# lcfs-needs: conformance
+# lcfs-timeout: 2400
 # containerd suite: Debian's containerd and runc run real containers whose snapshots are LCFS
 # layers, served by containerd-lcfs-grpc as a proxy plugin. The guest boots into the Debian root
 # filesystem (runc needs a real root); the images are OCI archives built on the host from Debian
 # packages and busybox (scripts/mkrootfs.sh) and imported with `ctr image import`.
+#
+# Meanwhile, in the same boot, containerd's own snapshotter test suite (containerd 1.6's
+# snapshots/testsuite, built on the host by scripts/build-conformance.sh from Debian's sources)
+# runs against containerd-lcfs-grpc through containerd's proxy client, every case on a fresh
+# daemon with a fresh file-backed LCFS, and against containerd's overlayfs snapshotter
+# in-process as the reference; one result per case, containerd-conformance/lcfs/NAME and
+# containerd-conformance/overlay/NAME (tests/guest/gotest-results.sh). It shares nothing with the
+# tests above but the kernel, and running beside them halves the suite's time under TCG.
 . /tests/lib.sh
+
+# The cases' directories and image files: on tmpfs, sparse. Its lines go to the console at the
+# end, in one piece.
+TMPDIR=/tmp sh /tests/gotest-results.sh -k /tests/containerd-conformance.skips containerd-conformance \
+	lcfs-snapshot-conformance -test.v -test.parallel 4 -test.timeout 35m >/tmp/conformance.console 2>&1 &
+conformance=$!
 
 SOCK=/run/containerd-lcfs/containerd-lcfs-grpc.sock
 M=/var/lib/containerd-lcfs/mnt
@@ -251,3 +266,5 @@ run_tests \
 	containerd_loads_lcfs import_unpacks_into_layers run_reads_image_and_writes \
 	twenty_containers_at_once committed_container_is_a_new_layer snapshots_usage_ls_rm \
 	image_rm_and_gc_return_space fsck_clean_after_containers snapshotter_sigkill_under_load
+wait $conformance || :
+cat /tmp/conformance.console
