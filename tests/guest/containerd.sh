@@ -12,7 +12,7 @@
 # daemon with a fresh file-backed LCFS, and against containerd's overlayfs snapshotter
 # in-process as the reference; one result per case, containerd-conformance/lcfs/NAME and
 # containerd-conformance/overlay/NAME (tests/guest/gotest-results.sh). It shares nothing with the
-# tests above but the kernel, and running beside them halves the suite's time under TCG.
+# tests above but the kernel; beside them, one boot does both in 8.3 minutes against 9.9 apart.
 . /tests/lib.sh
 
 # The cases' directories and image files: on tmpfs, sparse. Its lines go to the console at the
