@@ -20,7 +20,7 @@
 # (scripts/guest-tools.sh; --shell gets them too), and "# lcfs-timeout: SECONDS" raises its default
 # timeout.
 # "# lcfs-needs: conformance" puts containerd's snapshotter test suite, built by
-# scripts/build-conformance.sh, in /bin (tests/guest/conformance.sh).
+# scripts/build-conformance.sh, in /bin (tests/guest/containerd.sh).
 # "# lcfs-needs: corrupt-images" puts the corrupted images of userspace/crates/lcfs-corrupt in
 # /tests/corrupt (LCFS_CORRUPT_COUNT mutants, default 300, of seed LCFS_CORRUPT_SEED, default 1;
 # tests/guest/corrupt.sh). "# lcfs-needs: crash-kill" runs the suite as crash rounds: two boots
