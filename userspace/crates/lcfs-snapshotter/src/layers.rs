@@ -14,19 +14,8 @@ use std::sync::Mutex;
 
 use rustix::io::Errno;
 
-/// How a new layer starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NewLayer {
-    /// Empty and read-write.
-    Empty,
-    /// A clone of the frozen layer `parent`; frozen itself with `read_only`.
-    Clone {
-        /// The parent's id.
-        parent: u64,
-        /// The clone is read-only from the start.
-        read_only: bool,
-    },
-}
+/// How a new layer starts: the ABI's own choices (the snapshotter uses `Empty` and `Clone`).
+pub use lcfs_uapi::NewLayer;
 
 /// What the snapshotter knows of a layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,12 +103,6 @@ impl LayerStore for Lcfs {
     }
 
     fn create(&self, name: &str, how: NewLayer) -> io::Result<u64> {
-        let how = match how {
-            NewLayer::Empty => lcfs_uapi::NewLayer::Empty,
-            NewLayer::Clone { parent, read_only } => {
-                lcfs_uapi::NewLayer::Clone { parent, read_only }
-            }
-        };
         lcfs_uapi::layer_create(&self.dir, how, name)
     }
 
@@ -294,6 +277,8 @@ impl LayerStore for Fake {
                 }
                 (parent, read_only, p.inodes)
             }
+            // The snapshotter never snapshots a layer; the fake does not model it.
+            NewLayer::Snapshot { .. } => return Err(errno(Errno::OPNOTSUPP)),
         };
         std::fs::create_dir(self.root.join(name))?;
         let id = st.next_id;
