@@ -17,6 +17,9 @@ SHELL := /bin/bash
 export LCFS_CACHE ?= /var/cache/lcfs
 LLVM_SUFFIX := -19
 export LIBCLANG_PATH ?= /usr/lib/llvm$(LLVM_SUFFIX)/lib
+# Cargo's intermediate artifacts are cached across clones (each clone's own crates get their own
+# files there; the binaries still land in the clone's userspace/target).
+export CARGO_BUILD_BUILD_DIR ?= $(LCFS_CACHE)/cargo-build
 BUILD := $(CURDIR)/build
 
 .PHONY: all setup kernel module userspace man guest-tools test soak run shell bench clippy fmt-check clean

@@ -10,6 +10,8 @@ LCFS_KERNEL_SERIES=7.3
 LCFS_BINDGEN_VERSION=0.73.2
 LCFS_LLVM_SUFFIX=-19
 export LIBCLANG_PATH=${LIBCLANG_PATH:-/usr/lib/llvm${LCFS_LLVM_SUFFIX}/lib}
+# Cargo's intermediate artifacts: shared by clones (the binaries stay in each userspace/target).
+export CARGO_BUILD_BUILD_DIR=${CARGO_BUILD_BUILD_DIR:-$LCFS_CACHE/cargo-build}
 export PATH="$LCFS_CACHE/tools/bin:$HOME/.cargo/bin:$PATH"
 
 log() { printf '[lcfs %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
