@@ -12,8 +12,8 @@
 #   run-seq             CHURN_N times `ctr run --rm IMAGE ID true`, one after the other
 #   run-par             CHURN_N of them, PARALLEL at a time
 #
-# Every result is printed as "BENCH test=TEST fs=SNAPSHOTTER n=N value=VALUE unit=UNIT" (times
-# in ms, per call or per container) on stdout for scripts/containerdbench.sh; progress goes to
+# Every result is printed as "BENCH test=TEST fs=SNAPSHOTTER n=N value=VALUE unit=UNIT" (import
+# in s, the others in ms per call or per container) on stdout for scripts/containerdbench.sh; progress goes to
 # stderr. Settings (environment): CHURN_N (default 100), CHURN_COMMIT_N (default
 # CHURN_N), CHURN_RUN_N (default CHURN_N), IMPORT_REPEAT (3), CTR_NOOP_N (20), PARALLEL (10),
 # SNAPSHOTTERS (lcfs,overlayfs,native,btrfs).
@@ -184,7 +184,7 @@ def import_image(sn):
         ctr("image", "import", "--snapshotter", sn, TARBALL)
         times.append(ms_since(t))
         progress(f"{sn}: import {i + 1}: {times[-1] / 1000:.1f} s")
-    bench("import", sn, IMPORT_REPEAT, statistics.median(times))
+    bench("import", sn, IMPORT_REPEAT, statistics.median(times) / 1000, "s")
 
 
 def ctr_noop(sn, parent):
