@@ -122,11 +122,13 @@ class Round:
     def __init__(self, sn):
         self.sn = sn
         self.procs = []
+        self.logs = []
 
     def start(self, what, cmd, log, ready):
         with open(log, "a") as out:
             p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(p)
+        self.logs.append(log)
         wait_for(f"{what} did not start", 120, lambda: p.poll() is None and ready())
 
     def __enter__(self):
@@ -134,14 +136,23 @@ class Round:
             shutil.rmtree(d, ignore_errors=True)
         make_fs(self.sn)
         write_config(self.sn)
-        if self.sn == "lcfs":
-            self.start("containerd-lcfs-grpc", ["containerd-lcfs-grpc", "--device", DEV, "--format"],
-                       "/tmp/lcfs-grpc.log", lambda: os.path.exists(LCFS_SOCK))
-        self.start("containerd", ["containerd"], f"/tmp/containerd-{self.sn}.log",
-                   lambda: ctr("version") is not None)
+        try:
+            if self.sn == "lcfs":
+                self.start("containerd-lcfs-grpc", ["containerd-lcfs-grpc", "--device", DEV, "--format"],
+                           "/tmp/lcfs-grpc.log", lambda: os.path.exists(LCFS_SOCK))
+            self.start("containerd", ["containerd"], f"/tmp/containerd-{self.sn}.log",
+                       lambda: ctr("version") is not None)
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:
+            # What the daemons said last, for the console.
+            for log in self.logs:
+                with open(log) as f:
+                    sys.stderr.write(f"--- {log} (end)\n" + "".join(f.readlines()[-30:]))
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
