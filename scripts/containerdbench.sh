@@ -7,7 +7,8 @@
 # Not a test: nothing passes or fails on the numbers.
 #
 # Settings, from the environment into the guest: CHURN_N (snapshotter-level iterations and
-# containers per mode, default 100), CHURN_COMMIT_N, CHURN_RUN_N, IMPORT_REPEAT, CTR_NOOP_N,
+# containers per mode, default 20;
+# 100 needs LCFS_VM_TIMEOUT past the suite's 7200 s), CHURN_COMMIT_N, CHURN_RUN_N, IMPORT_REPEAT, CTR_NOOP_N,
 # PARALLEL, SNAPSHOTTERS (tests/guest/containerdbench.py); or any of them in LCFS_GUEST_ENV.
 set -euo pipefail
 export LCFS_KERNEL=${LCFS_KERNEL:-release}
