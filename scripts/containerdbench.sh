@@ -7,9 +7,9 @@
 # Not a test: nothing passes or fails on the numbers.
 #
 # Settings, from the environment into the guest: CHURN_N (snapshotter-level iterations and
-# containers per mode, default 20;
-# 100 needs LCFS_VM_TIMEOUT past the suite's 7200 s), CHURN_COMMIT_N, CHURN_RUN_N, IMPORT_REPEAT, CTR_NOOP_N,
-# PARALLEL, SNAPSHOTTERS (tests/guest/containerdbench.py); or any of them in LCFS_GUEST_ENV.
+# containers per mode, default 20, which takes about 30 minutes under TCG; 100 about 80),
+# CHURN_COMMIT_N, CHURN_RUN_N, IMPORT_REPEAT, CTR_NOOP_N, PARALLEL, SNAPSHOTTERS
+# (tests/guest/containerdbench.py); or any of them in LCFS_GUEST_ENV.
 set -euo pipefail
 export LCFS_KERNEL=${LCFS_KERNEL:-release}
 . "$(dirname "$0")/env.sh"
