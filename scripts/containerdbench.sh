@@ -4,7 +4,8 @@
 # containerd's overlayfs, native and btrfs snapshotters, each on the same virtual disk in turn, in
 # one guest) on the release kernel, prints a Markdown table (per operation each snapshotter's time
 # and the others' ratio to lcfs's) and draws the times as a chart, build/containerdbench.svg.
-# Not a test: nothing passes or fails on the numbers.
+# Not a test: nothing passes or fails on the numbers. `--report LOG` makes the table and the
+# chart again from a run's console log (build/logs/containerdbench.log).
 #
 # Settings, from the environment into the guest: CHURN_N (snapshotter-level iterations and
 # containers per mode, default 20, which takes about 30 minutes under TCG; 100 about 80),
@@ -15,21 +16,26 @@ export LCFS_KERNEL=${LCFS_KERNEL:-release}
 . "$(dirname "$0")/env.sh"
 
 command -v gnuplot >/dev/null || die "gnuplot not found: run scripts/setup.sh (gnuplot-nox)"
-"$LCFS_ROOT/scripts/build-module.sh" >/dev/null
-[ -x "$LCFS_ROOT/build/guest/containerd-lcfs-grpc" ] || die "guest tools not built (make guest-tools)"
-env_args=()
-for v in CHURN_N CHURN_COMMIT_N CHURN_RUN_N IMPORT_REPEAT CTR_NOOP_N PARALLEL SNAPSHOTTERS; do
-	[ -z "${!v:-}" ] || env_args+=(--env "$v=${!v}")
-done
-# 8 GiB: the native snapshotter copies the image (about 170 MB) for every snapshot, and btrfs
-# wants room for its chunks; the file is sparse.
-disk=${LCFS_BENCH_DISK:-8G}
-log "containerd benchmark on the $LCFS_KERNEL kernel"
-"$LCFS_ROOT/scripts/vm.sh" --run containerdbench --disk "$disk" ${env_args[@]+"${env_args[@]}"} \
-	>"$LCFS_ROOT/build/logs/containerdbench.out" 2>&1 ||
-	die "benchmark run failed; see build/logs/containerdbench.out"
 logf="$LCFS_ROOT/build/logs/containerdbench.log"
-grep -q '^LCFS-RESULT: ok ' "$logf" || die "the benchmark did not complete; see build/logs/containerdbench.log"
+# --report LOG: only the table and the chart, from the console log of an earlier run.
+if [ "${1:-}" = --report ]; then
+	logf=${2:?usage: $0 [--report LOG]}
+else
+	"$LCFS_ROOT/scripts/build-module.sh" >/dev/null
+	[ -x "$LCFS_ROOT/build/guest/containerd-lcfs-grpc" ] || die "guest tools not built (make guest-tools)"
+	env_args=()
+	for v in CHURN_N CHURN_COMMIT_N CHURN_RUN_N IMPORT_REPEAT CTR_NOOP_N PARALLEL SNAPSHOTTERS; do
+		[ -z "${!v:-}" ] || env_args+=(--env "$v=${!v}")
+	done
+	# 8 GiB: the native snapshotter copies the image (about 170 MB) for every snapshot, and
+	# btrfs wants room for its chunks; the file is sparse.
+	disk=${LCFS_BENCH_DISK:-8G}
+	log "containerd benchmark on the $LCFS_KERNEL kernel"
+	"$LCFS_ROOT/scripts/vm.sh" --run containerdbench --disk "$disk" ${env_args[@]+"${env_args[@]}"} \
+		>"$LCFS_ROOT/build/logs/containerdbench.out" 2>&1 ||
+		die "benchmark run failed; see build/logs/containerdbench.out"
+fi
+grep -q '^LCFS-RESULT: ok ' "$logf" || die "the benchmark did not complete; see $logf"
 
 # The results, one line per operation: name, unit, count, then lcfs's, overlayfs's, native's and
 # btrfs's values ("-" where missing), in the order the guest printed them.
@@ -51,7 +57,7 @@ awk '
 			printf "\n"
 		}
 	}' "$logf" >"$data"
-[ -s "$data" ] || die "no results in build/logs/containerdbench.log"
+[ -s "$data" ] || die "no results in $logf"
 
 awk '
 	function cell(v) { return v == "-" ? "-" : sprintf(v < 100 ? "%.2f" : "%.0f", v) }
