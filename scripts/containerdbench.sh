@@ -8,7 +8,7 @@
 # chart again from a run's console log (build/logs/containerdbench.log).
 #
 # Settings, from the environment into the guest: CHURN_N (snapshotter-level iterations and
-# containers per mode, default 20, which takes about 30 minutes under TCG; 100 about 80),
+# containers per mode, default 20, which takes about 20 minutes under TCG; 100 about 75),
 # CHURN_COMMIT_N, CHURN_RUN_N, IMPORT_REPEAT, CTR_NOOP_N, PARALLEL, SNAPSHOTTERS
 # (tests/guest/containerdbench.py); or any of them in LCFS_GUEST_ENV.
 set -euo pipefail

@@ -14,10 +14,10 @@
 #
 # Every result is printed as "BENCH test=TEST fs=SNAPSHOTTER n=N value=VALUE unit=UNIT" (import
 # in s, the others in ms per call or per container) on stdout for scripts/containerdbench.sh;
-# progress goes to stderr. Settings (environment): CHURN_N (default 20: the run takes about 30
+# progress goes to stderr. Settings (environment): CHURN_N (default 20: the run takes about 20
 # minutes under TCG, most of it the native snapshotter's, which copies the image for every
-# snapshot; 100 takes about 80), CHURN_COMMIT_N (default CHURN_N), CHURN_RUN_N (default
-# CHURN_N), IMPORT_REPEAT (3), CTR_NOOP_N (20), PARALLEL (10), SNAPSHOTTERS
+# snapshot, and btrfs's commits; 100 would take about 75), CHURN_COMMIT_N (default CHURN_N),
+# CHURN_RUN_N (default CHURN_N), IMPORT_REPEAT (3), CTR_NOOP_N (20), PARALLEL (10), SNAPSHOTTERS
 # (lcfs,overlayfs,native,btrfs).
 import concurrent.futures
 import os
