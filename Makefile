@@ -72,12 +72,13 @@ run: module guest-tools
 shell: module guest-tools
 	@scripts/vm.sh --shell
 
-# Format-core benchmark table, then the guest benchmark on the release kernel (not tests); see
+# Format-core benchmark table, then the guest benchmarks on the release kernel (not tests); see
 # Documentation/benchmarks.md.
 bench: setup guest-tools
 	@cd userspace && cargo run --release --quiet -p lcfs-bench
 	@scripts/fsbench.sh
 	@scripts/layerbench.sh
+	@scripts/containerdbench.sh
 
 clippy: setup
 	@cd userspace && cargo clippy --release --all-targets --quiet -- -D warnings

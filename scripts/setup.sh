@@ -14,6 +14,7 @@ APT_PACKAGES=(
 	protobuf-compiler			# protoc: containerd's gRPC API in lcfs-snapshotter (tonic-build)
 	golang-go golang-github-containerd-containerd-dev	# containerd's snapshotter suite (scripts/build-conformance.sh)
 	file					# checks that guest binaries are static
+	gnuplot-nox				# the containerd benchmark's chart (scripts/containerdbench.sh)
 )
 
 [ "$(id -u)" = 0 ] || die "setup needs root (it installs Debian packages)"

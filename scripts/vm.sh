@@ -21,6 +21,8 @@
 # timeout.
 # "# lcfs-needs: conformance" puts containerd's snapshotter test suite, built by
 # scripts/build-conformance.sh, in /bin (tests/guest/containerd.sh).
+# "# lcfs-needs: churn" puts lcfs-churn, the containerd benchmark's client (scripts/build-churn.sh),
+# in /bin (tests/guest/containerdbench.sh).
 # "# lcfs-needs: corrupt-images" puts the corrupted images of userspace/crates/lcfs-corrupt in
 # /tests/corrupt (LCFS_CORRUPT_COUNT mutants, default 300, of seed LCFS_CORRUPT_SEED, default 1;
 # tests/guest/corrupt.sh). "# lcfs-needs: crash-kill" runs the suite as crash rounds: two boots
@@ -102,6 +104,10 @@ printf 'root:x:0:\nnogroup:x:65534:\ntests:x:1000:\n' >"$root/etc/group"
 if [ "$mode" = run ] && grep -q '^# lcfs-needs: conformance' "$LCFS_ROOT/tests/guest/$suite.sh"; then
 	conformance=$("$LCFS_ROOT/scripts/build-conformance.sh") || die "cannot build the conformance suite"
 	install -m755 "$conformance" "$root/bin/"
+fi
+if [ "$mode" = run ] && grep -q '^# lcfs-needs: churn' "$LCFS_ROOT/tests/guest/$suite.sh"; then
+	churn=$("$LCFS_ROOT/scripts/build-churn.sh") || die "cannot build lcfs-churn"
+	install -m755 "$churn" "$root/bin/"
 fi
 if [ "$mode" = run ] && grep -q '^# lcfs-needs: corrupt-images' "$LCFS_ROOT/tests/guest/$suite.sh"; then
 	# Deterministic (seed, count): cargo rebuilds the generator only when it changed, and it

@@ -1,0 +1,266 @@
+# SPDX-License-Identifier: GPL-2.0
+# containerd benchmark (not a test), run by tests/guest/containerdbench.sh in the guest booted
+# into the Debian root: the lcfs snapshotter (containerd-lcfs-grpc, a proxy plugin) beside
+# containerd's built-in overlayfs, native and btrfs snapshotters, each on a fresh filesystem made
+# in turn on the same virtual disk (/dev/vda), with a fresh containerd. containerd's own state
+# (content store, metadata) stays on the root disk for all four, so only the snapshotter differs.
+#
+#   import              `ctr image import --snapshotter X` of the Debian image (ingest and
+#                       unpack), median of IMPORT_REPEAT, the image removed (--sync) in between
+#   ctr-noop            `ctr snapshots info` of the image's top layer: what a ctr process costs
+#   rpc-noop ... commit the snapshotter level, through lcfs-churn (tests/containerd/churn)
+#   run-seq             CHURN_N times `ctr run --rm IMAGE ID true`, one after the other
+#   run-par             CHURN_N of them, PARALLEL at a time
+#
+# Every result is printed as "BENCH test=TEST fs=SNAPSHOTTER n=N value=VALUE unit=UNIT" (import
+# in s, the others in ms per call or per container) on stdout for scripts/containerdbench.sh;
+# progress goes to stderr. Settings (environment): CHURN_N (default 100: the run
+# takes about 75 minutes under TCG, most of it the native snapshotter's, which copies the image
+# for every snapshot, and btrfs's commits; 20 takes about 20), CHURN_COMMIT_N (default CHURN_N),
+# CHURN_RUN_N (default CHURN_N), IMPORT_REPEAT (3), CTR_NOOP_N (20), PARALLEL (10), SNAPSHOTTERS
+# (lcfs,overlayfs,native,btrfs).
+import concurrent.futures
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+DEV = "/dev/vda"
+IMAGE = "localhost/lcfs-test/debian:bookworm"
+TARBALL = "/images/debian.tar"
+ROOT = "/var/lib/containerd"
+LCFS_SOCK = "/run/containerd-lcfs/containerd-lcfs-grpc.sock"
+LCFS_MNT = "/var/lib/containerd-lcfs/mnt"
+
+N = int(os.environ.get("CHURN_N", "100"))
+COMMIT_N = int(os.environ.get("CHURN_COMMIT_N", str(N)))
+RUN_N = int(os.environ.get("CHURN_RUN_N", str(N)))
+IMPORT_REPEAT = int(os.environ.get("IMPORT_REPEAT", "3"))
+CTR_NOOP_N = int(os.environ.get("CTR_NOOP_N", "20"))
+PARALLEL = int(os.environ.get("PARALLEL", "10"))
+SNAPSHOTTERS = os.environ.get("SNAPSHOTTERS", "lcfs,overlayfs,native,btrfs").split(",")
+
+T0 = time.monotonic()
+
+
+def progress(msg):
+    """Progress for the console as it happens; the results go to stdout, which the suite shows
+    when the run is over (whole lines, not cut by kernel messages)."""
+    print(f"# [{time.monotonic() - T0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+
+def bench(test, fs, n, value, unit="ms"):
+    print(f"BENCH test={test} fs={fs} n={n} value={value:.3f} unit={unit}", flush=True)
+
+
+def run(*cmd, **kw):
+    """Runs a command; its output goes to the log only if it fails."""
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {p.returncode}:\n{p.stdout}")
+    return p.stdout
+
+
+def ctr(*args):
+    return run("ctr", *args)
+
+
+def wait_for(what, seconds, f):
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            if f():
+                return
+        except (OSError, RuntimeError):
+            pass
+        if time.monotonic() > end:
+            raise RuntimeError(f"{what} within {seconds} s")
+        time.sleep(0.1)
+
+
+def ms_since(t):
+    return (time.monotonic() - t) * 1000
+
+
+# --- each snapshotter's filesystem and daemons -------------------------------------------------
+
+def snapshotter_dir(sn):
+    return f"{ROOT}/io.containerd.snapshotter.v1.{sn}"
+
+
+def make_fs(sn):
+    """A fresh filesystem on the disk for this round; lcfs's daemon makes its own (--format),
+    which refuses a disk with another filesystem's signature, so every round starts from a
+    wiped disk."""
+    run("/usr/sbin/wipefs", "-q", "-a", DEV)
+    if sn in ("overlayfs", "native"):
+        run("/usr/sbin/mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", DEV)
+        os.makedirs(snapshotter_dir(sn))
+        run("/usr/bin/mount", "-t", "ext4", DEV, snapshotter_dir(sn))
+    elif sn == "btrfs":
+        run("/usr/sbin/mkfs.btrfs", "-q", "-f", DEV)
+        os.makedirs(snapshotter_dir(sn))
+        run("/usr/bin/mount", "-t", "btrfs", DEV, snapshotter_dir(sn))
+
+
+def write_config(sn):
+    # The same configuration for every round; only lcfs's round names the proxy plugin (the
+    # others have no daemon to answer it).
+    proxy = ""
+    if sn == "lcfs":
+        proxy = f'[proxy_plugins]\n  [proxy_plugins.lcfs]\n    type = "snapshot"\n    address = "{LCFS_SOCK}"\n'
+    os.makedirs("/etc/containerd", exist_ok=True)
+    with open("/etc/containerd/config.toml", "w") as f:
+        # Kubernetes' CRI is not measured (and wants a CNI set-up).
+        f.write('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n' + proxy)
+
+
+class Round:
+    """One snapshotter's turn: its filesystem, the lcfs daemon if it is lcfs's, containerd."""
+
+    def __init__(self, sn):
+        self.sn = sn
+        self.procs = []
+        self.logs = []
+
+    def start(self, what, cmd, log, ready):
+        with open(log, "a") as out:
+            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        self.logs.append(log)
+        wait_for(f"{what} did not start", 120, lambda: p.poll() is None and ready())
+
+    def __enter__(self):
+        for d in (ROOT, "/run/containerd"):
+            shutil.rmtree(d, ignore_errors=True)
+        make_fs(self.sn)
+        write_config(self.sn)
+        try:
+            if self.sn == "lcfs":
+                self.start("containerd-lcfs-grpc", ["containerd-lcfs-grpc", "--device", DEV, "--format"],
+                           "/tmp/lcfs-grpc.log", lambda: os.path.exists(LCFS_SOCK))
+            self.start("containerd", ["containerd"], f"/tmp/containerd-{self.sn}.log",
+                       lambda: ctr("version") is not None)
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:
+            # What the daemons said last, for the console.
+            for log in self.logs:
+                with open(log) as f:
+                    sys.stderr.write(f"--- {log} (end)\n" + "".join(f.readlines()[-30:]))
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        # The daemon leaves its filesystem mounted (containers may hold bind mounts of it).
+        for m in (snapshotter_dir(self.sn), LCFS_MNT):
+            if os.path.ismount(m):
+                run("/usr/bin/umount", m)
+        return False
+
+
+# --- the measurements ------------------------------------------------------------------------
+
+def top_layer(sn):
+    """The committed snapshot that is no other's parent: the image's top layer (the only image
+    is unpacked). `ctr snapshots ls` prints KEY PARENT KIND, PARENT blank for none."""
+    keys, parents = set(), set()
+    for line in ctr("snapshots", "--snapshotter", sn, "ls").splitlines()[1:]:
+        f = line.split()
+        if f[-1] == "Committed":
+            keys.add(f[0])
+        if len(f) == 3:
+            parents.add(f[1])
+    top = keys - parents
+    if len(top) != 1:
+        raise RuntimeError(f"no single top layer among {sorted(keys)}")
+    return top.pop()
+
+
+def import_image(sn):
+    times = []
+    for i in range(IMPORT_REPEAT):
+        if i > 0:
+            ctr("image", "rm", "--sync", IMAGE)
+        t = time.monotonic()
+        ctr("image", "import", "--snapshotter", sn, TARBALL)
+        times.append(ms_since(t))
+        progress(f"{sn}: import {i + 1}: {times[-1] / 1000:.1f} s")
+    bench("import", sn, IMPORT_REPEAT, statistics.median(times) / 1000, "s")
+
+
+def ctr_noop(sn, parent):
+    t = time.monotonic()
+    for _ in range(CTR_NOOP_N):
+        ctr("snapshots", "--snapshotter", sn, "info", parent)
+    bench("ctr-noop", sn, CTR_NOOP_N, ms_since(t) / CTR_NOOP_N)
+
+
+def churn(sn, parent):
+    p = subprocess.run(["lcfs-churn", "-snapshotter", sn, "-parent", parent, "-n", str(N),
+                        "-commit-n", str(COMMIT_N)], stdout=subprocess.PIPE, text=True)
+    sys.stdout.write(p.stdout)
+    sys.stdout.flush()
+    if p.returncode != 0:
+        raise RuntimeError(f"lcfs-churn exited with {p.returncode}")
+
+
+def ctr_run(sn, cid):
+    ctr("run", "--rm", "--snapshotter", sn, IMAGE, cid, "true")
+
+
+def runs(sn):
+    # One untimed container first: the shim's and runc's first start.
+    ctr_run(sn, "warm")
+    t = time.monotonic()
+    for i in range(RUN_N):
+        ctr_run(sn, f"seq-{i}")
+    bench("run-seq", sn, RUN_N, ms_since(t) / RUN_N)
+    progress(f"{sn}: {RUN_N} containers one at a time: {ms_since(t) / 1000:.1f} s")
+    t = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
+        for f in [pool.submit(ctr_run, sn, f"par-{i}") for i in range(RUN_N)]:
+            f.result()
+    bench("run-par", sn, RUN_N, ms_since(t) / RUN_N)
+    progress(f"{sn}: {RUN_N} containers {PARALLEL} at a time: {ms_since(t) / 1000:.1f} s")
+
+
+def main():
+    progress(f"CHURN_N={N} CHURN_COMMIT_N={COMMIT_N} CHURN_RUN_N={RUN_N} IMPORT_REPEAT={IMPORT_REPEAT} "
+             f"snapshotters {','.join(SNAPSHOTTERS)}")
+    # The files every round reads, in the page cache before the first round, so that it does not
+    # pay for reading them alone.
+    for f in [TARBALL, "/usr/bin/ctr", "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2",
+              "/usr/sbin/runc"]:
+        if os.path.exists(f):
+            with open(f, "rb") as r:
+                while r.read(1 << 20):
+                    pass
+    for sn in SNAPSHOTTERS:
+        start = time.monotonic()
+        with Round(sn):
+            progress(f"{sn}: started")
+            import_image(sn)
+            parent = top_layer(sn)
+            ctr_noop(sn, parent)
+            progress(f"{sn}: snapshotter level, top layer {parent}")
+            churn(sn, parent)
+            progress(f"{sn}: snapshotter level done")
+            runs(sn)
+            ctr("image", "rm", "--sync", IMAGE)
+        progress(f"{sn}: round took {time.monotonic() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
