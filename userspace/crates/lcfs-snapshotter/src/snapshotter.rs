@@ -27,7 +27,7 @@ use std::time::SystemTime;
 use containerd_snapshots::api::types::Mount;
 use containerd_snapshots::{Info, Snapshotter, Usage};
 use rustix::io::Errno;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
@@ -176,7 +176,7 @@ impl<S: LayerStore> LcfsSnapshotter<S> {
     ) -> Result<Vec<Mount>> {
         check_key(&key)?;
         let labels = check_labels(labels)?;
-        let _guards = self.locks.lock(&[&key, &parent]).await;
+        let _guards = self.locks.lock(&[&key], &[&parent]).await;
         let inner = self.inner.clone();
         blocking(move || inner.create_snapshot(kind, &key, &parent, labels)).await
     }
@@ -627,37 +627,60 @@ impl Drop for Inflight<'_> {
     }
 }
 
-/// One async mutex per key in use.
+/// One async read-write lock per key in use: a request holds its own keys exclusively and the
+/// parent it reads shared, so that containers starting from one image prepare at once while a
+/// Remove or Commit of that parent waits for them.
 #[derive(Default)]
 struct KeyLocks {
-    map: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    map: Mutex<HashMap<String, Weak<RwLock<()>>>>,
+}
+
+/// Held key locks; released when dropped.
+#[derive(Default)]
+struct KeyGuards {
+    _shared: Vec<OwnedRwLockReadGuard<()>>,
+    _exclusive: Vec<OwnedRwLockWriteGuard<()>>,
 }
 
 impl KeyLocks {
-    /// Locks `keys` (empty ones skipped), in sorted order so that requests cannot deadlock.
-    async fn lock(&self, keys: &[&str]) -> Vec<OwnedMutexGuard<()>> {
-        let mut keys: Vec<&str> = keys.iter().copied().filter(|k| !k.is_empty()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mutexes: Vec<_> = {
+    /// Locks `exclusive` and `shared` (empty keys skipped; a key in both is taken exclusively),
+    /// in sorted key order so that requests cannot deadlock.
+    async fn lock(&self, exclusive: &[&str], shared: &[&str]) -> KeyGuards {
+        let mut keys: Vec<(&str, bool)> = exclusive
+            .iter()
+            .map(|k| (*k, true))
+            .chain(shared.iter().map(|k| (*k, false)))
+            .filter(|(k, _)| !k.is_empty())
+            .collect();
+        // Exclusive first among equal keys, so that dedup keeps it.
+        keys.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+        keys.dedup_by(|later, first| later.0 == first.0);
+        let locks: Vec<_> = {
             let mut map = lock(&self.map);
             if map.len() >= 256 {
                 map.retain(|_, m| m.strong_count() > 0);
             }
             keys.iter()
-                .map(|k| match map.get(*k).and_then(Weak::upgrade) {
-                    Some(m) => m,
-                    None => {
-                        let m = Arc::new(tokio::sync::Mutex::new(()));
-                        map.insert((*k).to_owned(), Arc::downgrade(&m));
-                        m
-                    }
+                .map(|(k, exclusive)| {
+                    let m = match map.get(*k).and_then(Weak::upgrade) {
+                        Some(m) => m,
+                        None => {
+                            let m = Arc::new(RwLock::new(()));
+                            map.insert((*k).to_owned(), Arc::downgrade(&m));
+                            m
+                        }
+                    };
+                    (m, *exclusive)
                 })
                 .collect()
         };
-        let mut guards = Vec::with_capacity(mutexes.len());
-        for m in mutexes {
-            guards.push(m.lock_owned().await);
+        let mut guards = KeyGuards::default();
+        for (m, exclusive) in locks {
+            if exclusive {
+                guards._exclusive.push(m.write_owned().await);
+            } else {
+                guards._shared.push(m.read_owned().await);
+            }
         }
         guards
     }
@@ -673,7 +696,7 @@ impl<S: LayerStore> Snapshotter for LcfsSnapshotter<S> {
     }
 
     async fn update(&self, info: Info, fieldpaths: Option<Vec<String>>) -> Result<Info> {
-        let _guards = self.locks.lock(&[&info.name]).await;
+        let _guards = self.locks.lock(&[&info.name], &[]).await;
         let inner = self.inner.clone();
         blocking(move || inner.update(info, fieldpaths.unwrap_or_default())).await
     }
@@ -735,13 +758,13 @@ impl<S: LayerStore> Snapshotter for LcfsSnapshotter<S> {
     ) -> Result<()> {
         check_key(&name)?;
         let labels = check_labels(labels)?;
-        let _guards = self.locks.lock(&[&name, &key]).await;
+        let _guards = self.locks.lock(&[&name, &key], &[]).await;
         let inner = self.inner.clone();
         blocking(move || inner.commit(&name, &key, labels)).await
     }
 
     async fn remove(&self, key: String) -> Result<()> {
-        let _guards = self.locks.lock(&[&key]).await;
+        let _guards = self.locks.lock(&[&key], &[]).await;
         let inner = self.inner.clone();
         blocking(move || inner.remove(&key)).await
     }

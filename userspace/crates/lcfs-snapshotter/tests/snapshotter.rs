@@ -798,3 +798,39 @@ async fn requests_on_one_key_wait_for_each_other_but_not_for_others() {
     assert_eq!(code(remove.await.unwrap().unwrap_err()), Code::NotFound);
     assert_eq!(keys(&s).await, ["c", "other"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepares_from_one_parent_run_at_once_and_its_remove_waits() {
+    let env = Env::new();
+    let s = Arc::new(env.open());
+    prepare(&s, "a", "").await.unwrap();
+    commit(&s, "base", "a").await.unwrap();
+    let pause = s.pause_at("prepare:created");
+    let s2 = s.clone();
+    let first = tokio::spawn(async move { prepare(&s2, "c1", "base").await });
+    let reached = pause.reached;
+    tokio::task::spawn_blocking(move || reached.recv().unwrap())
+        .await
+        .unwrap();
+    // The parent is only read: a second child is prepared while the first is held.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        prepare(&s, "c2", "base"),
+    )
+    .await
+    .expect("a Prepare from the same parent waited for another")
+    .unwrap();
+    // Removing the parent waits for the Prepare that reads it.
+    let s3 = s.clone();
+    let remove = tokio::spawn(async move { s3.remove("base".into()).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!remove.is_finished());
+    pause.release.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(
+        code(remove.await.unwrap().unwrap_err()),
+        Code::FailedPrecondition
+    );
+    assert_eq!(keys(&s).await, ["base", "c1", "c2"]);
+    check_consistent(&env, &s).await;
+}
