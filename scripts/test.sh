@@ -5,8 +5,8 @@
 #
 #   SUITES="host posix ..."  run only these groups (default: all): host (cargo test, clippy,
 #                            rustfmt), fuzz, the guest suites basic userland namespace files layers
-#                            containerd stress posix corrupt crash, and fsx-release (fsx on the
-#                            release kernel).
+#                            containerd containerd-crash stress posix corrupt crash, and
+#                            fsx-release (fsx on the release kernel).
 #                            Set-up and the module builds always run; KUnit runs with any guest
 #                            suite but crash.
 #   LCFS_SOAK=1              `make soak`: the long forms (Documentation/testing.md); default
@@ -28,7 +28,7 @@ pass=0 fail=0 harness=0
 t0=$(date +%s)
 
 soak=${LCFS_SOAK:-0}
-all_groups="host fuzz basic userland namespace files layers containerd stress posix corrupt crash fsx-release"
+all_groups="host fuzz basic userland namespace files layers containerd containerd-crash stress posix corrupt crash fsx-release"
 if [ "$soak" = 1 ]; then default_groups="fuzz stress posix corrupt crash fsx-release"; else default_groups=$all_groups; fi
 groups=${SUITES:-$default_groups}
 for g in $groups; do
@@ -267,6 +267,8 @@ for s in basic namespace files layers; do ! selected $s || run_suite $s; done
 # Real containers through containerd, runc and containerd-lcfs-grpc (the guest boots into Debian),
 # and beside them containerd's snapshotter test suite against containerd-lcfs-grpc and overlayfs.
 ! selected containerd || run_suite containerd
+# The VM killed during container churn, then containerd and the daemon restarted on the disk.
+! selected containerd-crash || run_suite containerd-crash
 ! selected stress || LCFS_GUEST_ENV="STRESS_SECONDS=$stress_seconds" run_suite stress
 # pjdfstest, then fsx with mmap on two seeds at once (tests/guest/posix.sh), under KASAN and
 # lockdep; the longer fsx runs follow on the release kernel. Documentation/testing.md has the

@@ -9,7 +9,8 @@
 # /tests/crash.manifest, in a second cpio archive appended to the initramfs, and checks the disk.
 # Both boots' consoles go into the suite's log, so the kernel-report check covers them.
 #
-#   LCFS_CRASH_DELAYS  seconds from LCFS-CRASH-NOW to the kill, one round each (default "0 3 8")
+#   LCFS_CRASH_DELAYS  seconds from LCFS-CRASH-NOW to the kill, one round each; default the
+#                      suite's "# lcfs-crash-delays: ..." line, else "0 3 8"
 #
 # Uses vm.sh's qemu, disk, disk_size, build, suite, kunit, vm_timeout and logf; sets qrc and
 # crash_bad. KUnit is off in these boots (the other suites run it).
@@ -24,7 +25,8 @@
 # and reordering are simulated on the host, userspace/crates/lcfs-image/tests/crash.rs.)
 # cache=writethrough would hide the write cache from the guest, so its flushes would not be sent.
 
-crash_delays=(${LCFS_CRASH_DELAYS:-0 3 8})
+crash_delays=(${LCFS_CRASH_DELAYS:-$(sed -n 's/^# lcfs-crash-delays: *//p' "$LCFS_ROOT/tests/guest/$suite.sh" | sed -n 1p)})
+[ ${#crash_delays[@]} -gt 0 ] || crash_delays=(0 3 8)
 
 # crash_qemu PHASE ROUND INITRD: vm.sh's QEMU command for one boot of a round, in the array q.
 crash_qemu() {

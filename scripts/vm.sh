@@ -17,8 +17,8 @@
 #                                            unknown NAME=VALUE parameters to init as environment)
 #
 # A suite with a "# lcfs-needs: guest-tools" line also gets pjdfstest and fsx in /bin
-# (scripts/guest-tools.sh; --shell gets them too), and "# lcfs-timeout: SECONDS" raises its default
-# timeout.
+# (scripts/guest-tools.sh; --shell gets them too), "# lcfs-timeout: SECONDS" raises its default
+# timeout, and "# lcfs-disk: SIZE" sets its scratch disk's size when --disk does not (default 256M).
 # "# lcfs-needs: conformance" puts containerd's snapshotter test suite, built by
 # scripts/build-conformance.sh, in /bin (tests/guest/containerd.sh).
 # "# lcfs-needs: churn" puts lcfs-churn, the containerd benchmark's client (scripts/build-churn.sh),
@@ -42,7 +42,7 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-mode="" suite="" name="" disk_size=256M rootfs=0 guest_env=(${LCFS_GUEST_ENV:-})
+mode="" suite="" name="" disk_size="" rootfs=0 guest_env=(${LCFS_GUEST_ENV:-})
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--run) mode=run; suite=$2; shift 2 ;;
@@ -64,7 +64,10 @@ if [ "$mode" = shell ]; then tools=1; else
 	! grep -q '^# lcfs-needs: guest-tools' "$LCFS_ROOT/tests/guest/$suite.sh" || tools=1
 	t=$(sed -n 's/^# lcfs-timeout: *\([0-9][0-9]*\).*/\1/p' "$LCFS_ROOT/tests/guest/$suite.sh" | sed -n 1p)
 	vm_timeout=${LCFS_VM_TIMEOUT:-${t:-900}}
+	[ -n "$disk_size" ] ||
+		disk_size=$(sed -n 's/^# lcfs-disk: *\([0-9][0-9]*[KMG]\).*/\1/p' "$LCFS_ROOT/tests/guest/$suite.sh" | sed -n 1p)
 fi
+disk_size=${disk_size:-256M}
 for e in ${guest_env[@]+"${guest_env[@]}"}; do
 	[[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*=[^[:space:]]*$ ]] || die "--env wants NAME=VALUE without spaces: '$e'"
 done

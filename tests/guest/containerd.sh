@@ -14,6 +14,7 @@
 # containerd-conformance/overlay/NAME (tests/guest/gotest-results.sh). It shares nothing with the
 # tests above but the kernel; beside them, one boot does both in 8.3 minutes against 9.9 apart.
 . /tests/lib.sh
+. /tests/containerd-lib.sh
 
 # The cases' directories and image files: on tmpfs, sparse. Its lines go to the console at the
 # end, in one piece.
@@ -21,69 +22,8 @@ TMPDIR=/tmp sh /tests/gotest-results.sh -k /tests/containerd-conformance.skips c
 	lcfs-snapshot-conformance -test.v -test.parallel 4 -test.timeout 35m >/tmp/conformance.console 2>&1 &
 conformance=$!
 
-SOCK=/run/containerd-lcfs/containerd-lcfs-grpc.sock
-M=/var/lib/containerd-lcfs/mnt
-DEBIAN=localhost/lcfs-test/debian:bookworm
-BUSYBOX=localhost/lcfs-test/busybox:1
-snap() { ctr snapshots --snapshotter lcfs "$@"; }
-# Committed, active and view snapshots as containerd lists them: "KEY PARENT KIND", PARENT "-"
-# for none (ctr leaves the column blank).
-snaps() { snap ls | awk 'NR > 1 { if (NF == 3) print $1, $2, $3; else print $1, "-", $2 }'; }
-has_snap() { snaps | awk -v k="$1" '$1 == k { found = 1 } END { exit !found }'; }
-
-wait_for() { # wait_for SECONDS COMMAND...: until COMMAND succeeds
-	_n=$(( $1 * 10 )); shift
-	while ! "$@" >/dev/null 2>&1; do
-		_n=$((_n - 1))
-		[ $_n -gt 0 ] || return 1
-		sleep 0.1
-	done
-}
-
-start_snapshotter() {
-	# --format: the scratch disk is blank at the first start; later starts find LCFS on it.
-	containerd-lcfs-grpc --device /dev/vda --format --log-level info >>/tmp/lcfs-grpc.log 2>&1 &
-	echo $! >/tmp/lcfs-grpc.pid
-	wait_for 60 test -S $SOCK || { cat /tmp/lcfs-grpc.log; fail "the snapshotter did not start"; }
-}
-
-stop_snapshotter() { # stop_snapshotter [SIGNAL]
-	_pid=$(cat /tmp/lcfs-grpc.pid)
-	kill -"${1:-TERM}" "$_pid"
-	wait_for 60 sh -c "! kill -0 $_pid" || fail "the snapshotter did not stop"
-}
-
-start_containerd() {
-	containerd >>/tmp/containerd.log 2>&1 &
-	echo $! >/tmp/containerd.pid
-	wait_for 120 ctr version || { tail -50 /tmp/containerd.log; fail "containerd did not start"; }
-}
-
-stop_containerd() {
-	_pid=$(cat /tmp/containerd.pid)
-	kill "$_pid"
-	wait_for 60 sh -c "! kill -0 $_pid" || fail "containerd did not stop"
-}
-
-# Used bytes of the LCFS filesystem (statfs).
-used() { stat -f -c '%b %f %S' $M | awk '{ print ($1 - $2) * $3 }'; }
-
-reclaimed() { [ "$(lcfs df $M --json | awk '/"reclaim_queued"/ { print $2 }')" = "0," ]; }
-
-# Layers on the filesystem other than the daemon's database: "NAME STATE".
-layers() { lcfs layer list -m $M | awk 'NR > 1 && $2 != ".containerd-meta" { print $2, $4 }'; }
-
 t_containerd_loads_lcfs() {
-	mkdir -p /etc/containerd
-	cat >/etc/containerd/config.toml <<EOF
-version = 2
-# Kubernetes' CRI is not what this suite tests (and wants a CNI set-up).
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[proxy_plugins]
-  [proxy_plugins.lcfs]
-    type = "snapshot"
-    address = "$SOCK"
-EOF
+	write_containerd_config
 	start_snapshotter
 	start_containerd
 	ctr plugins ls | grep -E 'io.containerd.snapshotter.v1 +lcfs +- +ok'
