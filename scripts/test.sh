@@ -29,7 +29,7 @@ t0=$(date +%s)
 
 soak=${LCFS_SOAK:-0}
 all_groups="host fuzz basic userland namespace files layers containerd containerd-crash stress posix corrupt crash fsx-release"
-if [ "$soak" = 1 ]; then default_groups="fuzz stress posix corrupt crash fsx-release"; else default_groups=$all_groups; fi
+if [ "$soak" = 1 ]; then default_groups="fuzz layers containerd stress posix corrupt crash fsx-release"; else default_groups=$all_groups; fi
 groups=${SUITES:-$default_groups}
 for g in $groups; do
 	case " $all_groups " in *" $g "*) ;; *) die "unknown group '$g' in SUITES (groups: $all_groups)" ;; esac
@@ -49,10 +49,12 @@ if [ "$soak" = 1 ]; then
 	fuzz_seconds=${LCFS_FUZZ_SECONDS:-120} fsx_ops=${LCFS_FSX_OPS:-10000}
 	fsx_long_ops=${LCFS_FSX_LONG_OPS:-100000} corrupt_count=${LCFS_CORRUPT_COUNT:-600}
 	crash_delays=${LCFS_CRASH_DELAYS:-0 1 2 3 5 8} stress_seconds=${LCFS_STRESS_SECONDS:-120}
+	layers_fsx_ops=${LCFS_LAYERS_FSX_OPS:-10000} conformance_reference=${LCFS_CONFORMANCE_REFERENCE:-.}
 else
 	fuzz_seconds=${LCFS_FUZZ_SECONDS:-20} fsx_ops=${LCFS_FSX_OPS:-2000}
 	fsx_long_ops=${LCFS_FSX_LONG_OPS:-10000} corrupt_count=${LCFS_CORRUPT_COUNT:-200}
 	crash_delays=${LCFS_CRASH_DELAYS:-0 3 8} stress_seconds=${LCFS_STRESS_SECONDS:-20}
+	layers_fsx_ops=${LCFS_LAYERS_FSX_OPS:-4000} conformance_reference=${LCFS_CONFORMANCE_REFERENCE:-^[^1]}
 fi
 
 record() { # record ok|fail NAME [detail]
@@ -263,10 +265,11 @@ run_suite() { # run_suite SUITE [NAME]: NAME (default SUITE) names the run's res
 rm -f "$build"/logs/*.kunit
 # The Debian userland other suites use: a harness self-check, not a test of LCFS.
 ! selected userland || rec=record_harness run_suite userland
-for s in basic namespace files layers; do ! selected $s || run_suite $s; done
+for s in basic namespace files; do ! selected $s || run_suite $s; done
+! selected layers || LCFS_GUEST_ENV="LAYERS_FSX_OPS=$layers_fsx_ops" run_suite layers
 # Real containers through containerd, runc and containerd-lcfs-grpc (the guest boots into Debian),
 # and beside them containerd's snapshotter test suite against containerd-lcfs-grpc and overlayfs.
-! selected containerd || run_suite containerd
+! selected containerd || LCFS_GUEST_ENV="CONFORMANCE_REFERENCE=$conformance_reference" run_suite containerd
 # The VM killed during container churn, then containerd and the daemon restarted on the disk.
 ! selected containerd-crash || run_suite containerd-crash
 ! selected stress || LCFS_GUEST_ENV="STRESS_SECONDS=$stress_seconds" run_suite stress
