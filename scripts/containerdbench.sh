@@ -27,10 +27,23 @@ if [ "${1:-}" = --report ]; then
 else
 	"$LCFS_ROOT/scripts/build-module.sh" >/dev/null
 	[ -x "$build/guest/containerd-lcfs-grpc" ] || die "guest tools not built (make guest-tools)"
+	# The settings checked as the guest checks them, so that a bad one fails before the boot; an
+	# empty one is left to the guest's default.
 	env_args=()
-	for v in CHURN_N CHURN_COMMIT_N CHURN_RUN_N IMPORT_REPEAT CTR_NOOP_N PARALLEL SNAPSHOTTERS; do
-		[ -z "${!v:-}" ] || env_args+=(--env "$v=${!v}")
+	for v in CHURN_N CHURN_COMMIT_N CHURN_RUN_N IMPORT_REPEAT CTR_NOOP_N PARALLEL; do
+		[ -n "${!v:-}" ] || continue
+		[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
+		env_args+=(--env "$v=${!v}")
 	done
+	if [ -n "${SNAPSHOTTERS:-}" ]; then
+		# The extra comma keeps a trailing empty name, which read would drop.
+		IFS=, read -ra sns <<<"$SNAPSHOTTERS,"
+		for s in "${sns[@]}"; do
+			[[ $s =~ ^(lcfs|overlayfs|native|btrfs)$ ]] ||
+				die "SNAPSHOTTERS must be some of lcfs,overlayfs,native,btrfs, not '$SNAPSHOTTERS'"
+		done
+		env_args+=(--env "SNAPSHOTTERS=$SNAPSHOTTERS")
+	fi
 	# 8 GiB: the native snapshotter copies the image (about 170 MB) for every snapshot, and
 	# btrfs wants room for its chunks; the file is sparse.
 	disk=${LCFS_BENCH_DISK:-8G}

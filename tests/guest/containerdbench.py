@@ -21,6 +21,7 @@
 # (lcfs,overlayfs,native,btrfs).
 import concurrent.futures
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -35,13 +36,28 @@ ROOT = "/var/lib/containerd"
 LCFS_SOCK = "/run/containerd-lcfs/containerd-lcfs-grpc.sock"
 LCFS_MNT = "/var/lib/containerd-lcfs/mnt"
 
-N = int(os.environ.get("CHURN_N", "100"))
-COMMIT_N = int(os.environ.get("CHURN_COMMIT_N", str(N)))
-RUN_N = int(os.environ.get("CHURN_RUN_N", str(N)))
-IMPORT_REPEAT = int(os.environ.get("IMPORT_REPEAT", "3"))
-CTR_NOOP_N = int(os.environ.get("CTR_NOOP_N", "20"))
-PARALLEL = int(os.environ.get("PARALLEL", "10"))
-SNAPSHOTTERS = os.environ.get("SNAPSHOTTERS", "lcfs,overlayfs,native,btrfs").split(",")
+KNOWN = ["lcfs", "overlayfs", "native", "btrfs"]
+
+
+def positive(name, default):
+    """A setting that must be a positive integer: a bad one stops the run before the first round,
+    not hours into it."""
+    v = os.environ.get(name, default)
+    if not re.fullmatch(r"[1-9][0-9]*", v):
+        sys.exit(f"containerdbench: {name} must be a positive integer, not {v!r}")
+    return int(v)
+
+
+N = positive("CHURN_N", "100")
+COMMIT_N = positive("CHURN_COMMIT_N", str(N))
+RUN_N = positive("CHURN_RUN_N", str(N))
+IMPORT_REPEAT = positive("IMPORT_REPEAT", "3")
+CTR_NOOP_N = positive("CTR_NOOP_N", "20")
+PARALLEL = positive("PARALLEL", "10")
+SNAPSHOTTERS = os.environ.get("SNAPSHOTTERS", ",".join(KNOWN)).split(",")
+if not set(SNAPSHOTTERS) <= set(KNOWN):
+    sys.exit(f"containerdbench: SNAPSHOTTERS must be some of {','.join(KNOWN)}, "
+             f"not {os.environ['SNAPSHOTTERS']!r}")
 
 T0 = time.monotonic()
 
