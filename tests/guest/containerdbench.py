@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -84,9 +85,12 @@ def ctr(*args):
     return run("ctr", *args)
 
 
-def wait_for(what, seconds, f):
+def wait_for(what, seconds, f, proc=None):
+    """Waits until f() is true; a daemon (proc) that exits fails the wait at once."""
     end = time.monotonic() + seconds
     while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: it exited with status {proc.returncode}")
         try:
             if f():
                 return
@@ -95,6 +99,14 @@ def wait_for(what, seconds, f):
         if time.monotonic() > end:
             raise RuntimeError(f"{what} within {seconds} s")
         time.sleep(0.1)
+
+
+def connects(path):
+    """Whether a server accepts connections on the Unix socket (a socket file alone may be a
+    stale one or not yet listened on)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+    return True
 
 
 def ms_since(t):
@@ -147,17 +159,17 @@ class Round:
             p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(p)
         self.logs.append(log)
-        wait_for(f"{what} did not start", 120, lambda: p.poll() is None and ready())
+        wait_for(f"{what} did not start", 120, ready, p)
 
     def __enter__(self):
-        for d in (ROOT, "/run/containerd"):
+        for d in (ROOT, "/run/containerd", os.path.dirname(LCFS_SOCK)):
             shutil.rmtree(d, ignore_errors=True)
         make_fs(self.sn)
         write_config(self.sn)
         try:
             if self.sn == "lcfs":
                 self.start("containerd-lcfs-grpc", ["containerd-lcfs-grpc", "--device", DEV, "--format"],
-                           "/tmp/lcfs-grpc.log", lambda: os.path.exists(LCFS_SOCK))
+                           "/tmp/lcfs-grpc.log", lambda: connects(LCFS_SOCK))
             self.start("containerd", ["containerd"], f"/tmp/containerd-{self.sn}.log",
                        lambda: ctr("version") is not None)
         except BaseException:
