@@ -146,6 +146,21 @@ def write_config(sn):
         f.write('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n' + proxy)
 
 
+def same_cache():
+    """Every round starts from the same page cache: the previous round's pages (its filesystem's,
+    containerd's) dropped, and the files every round reads read in, so that no round pays for
+    reading them alone."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+    for f in [TARBALL, "/usr/bin/ctr", "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2",
+              "/usr/sbin/runc"]:
+        if os.path.exists(f):
+            with open(f, "rb") as r:
+                while r.read(1 << 20):
+                    pass
+
+
 class Round:
     """One snapshotter's turn: its filesystem, the lcfs daemon if it is lcfs's, containerd."""
 
@@ -166,6 +181,7 @@ class Round:
             shutil.rmtree(d, ignore_errors=True)
         make_fs(self.sn)
         write_config(self.sn)
+        same_cache()
         try:
             if self.sn == "lcfs":
                 self.start("containerd-lcfs-grpc", ["containerd-lcfs-grpc", "--device", DEV, "--format"],
@@ -267,14 +283,6 @@ def runs(sn):
 def main():
     progress(f"CHURN_N={N} CHURN_COMMIT_N={COMMIT_N} CHURN_RUN_N={RUN_N} IMPORT_REPEAT={IMPORT_REPEAT} "
              f"snapshotters {','.join(SNAPSHOTTERS)}")
-    # The files every round reads, in the page cache before the first round, so that it does not
-    # pay for reading them alone.
-    for f in [TARBALL, "/usr/bin/ctr", "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2",
-              "/usr/sbin/runc"]:
-        if os.path.exists(f):
-            with open(f, "rb") as r:
-                while r.read(1 << 20):
-                    pass
     for sn in SNAPSHOTTERS:
         start = time.monotonic()
         with Round(sn):
