@@ -37,6 +37,11 @@ TARBALL = "/images/debian.tar"
 ROOT = "/var/lib/containerd"
 LCFS_SOCK = "/run/containerd-lcfs/containerd-lcfs-grpc.sock"
 LCFS_MNT = "/var/lib/containerd-lcfs/mnt"
+# The daemon's own layer, its database's (Documentation/containerd.md).
+LCFS_META_LAYER = ".containerd-meta"
+# What containerd's collector logs when a snapshotter's Remove or Cleanup fails; it reports the
+# collection done all the same.
+GC_FAILED = ("garbage collection failed", "failed to remove snapshot")
 
 KNOWN = ["lcfs", "overlayfs", "native", "btrfs"]
 
@@ -135,6 +140,10 @@ def make_fs(sn):
         run("/usr/bin/mount", "-t", "btrfs", DEV, snapshotter_dir(sn))
 
 
+def containerd_log(sn):
+    return f"/tmp/containerd-{sn}.log"
+
+
 def write_config(sn):
     # The same configuration for every round; only lcfs's round names the proxy plugin (the
     # others have no daemon to answer it).
@@ -187,7 +196,7 @@ class Round:
             if self.sn == "lcfs":
                 self.start("containerd-lcfs-grpc", ["containerd-lcfs-grpc", "--device", DEV, "--format"],
                            "/tmp/lcfs-grpc.log", lambda: connects(LCFS_SOCK))
-            self.start("containerd", ["containerd"], f"/tmp/containerd-{self.sn}.log",
+            self.start("containerd", ["containerd"], containerd_log(self.sn),
                        lambda: ctr("version") is not None)
         except BaseException:
             self.__exit__(*sys.exc_info())
@@ -213,6 +222,35 @@ class Round:
             if os.path.ismount(m):
                 run("/usr/bin/umount", m)
         return False
+
+
+# --- the checks: a failed Remove must not pass for a fast one --------------------------------
+
+def check_collections(sn, after):
+    """Fails the round if containerd's collector failed to remove anything so far: it only logs
+    the failure, so a failing snapshotter would look fast and leak its layers."""
+    with open(containerd_log(sn)) as f:
+        failed = [line for line in f if any(m in line for m in GC_FAILED)]
+    if failed:
+        raise RuntimeError(f"{sn}: containerd's garbage collection failed ({after}):\n"
+                           + "".join(failed[-10:]))
+
+
+def check_nothing_left(sn):
+    """Fails the round if a snapshot outlived the image's removal, in containerd's records or in
+    the snapshotter's own (lcfs's layers, the built-in snapshotters' directories): containerd
+    drops its record before the snapshotter's Remove, which may have failed."""
+    left = ctr("snapshots", "--snapshotter", sn, "ls").splitlines()[1:]
+    if sn == "lcfs":
+        left += [line for line in run("lcfs", "layer", "list", "-m", LCFS_MNT).splitlines()[1:]
+                 if line.split()[1] != LCFS_META_LAYER]
+    else:
+        for sub in ("snapshots", "active", "view"):
+            d = os.path.join(snapshotter_dir(sn), sub)
+            if os.path.isdir(d):
+                left += [os.path.join(d, e) for e in sorted(os.listdir(d))]
+    if left:
+        raise RuntimeError(f"{sn}: snapshots left after the image was removed:\n" + "\n".join(left[:20]))
 
 
 # --- the measurements ------------------------------------------------------------------------
@@ -306,9 +344,12 @@ def main():
             ctr_noop(sn, parent)
             progress(f"{sn}: snapshotter level, top layer {parent}")
             churn(sn, parent)
+            check_collections(sn, "after the import and the snapshotter level")
             progress(f"{sn}: snapshotter level done")
             runs(sn)
             ctr("image", "rm", "--sync", IMAGE)
+            check_collections(sn, "by the end of the round")
+            check_nothing_left(sn)
         progress(f"{sn}: round took {time.monotonic() - start:.0f} s")
 
 
