@@ -6,11 +6,12 @@
 # and the others' ratio to lcfs's) and draws the times as a chart, build/containerdbench.svg.
 # Not a test: nothing passes or fails on the numbers. `--report LOG` makes the table and the
 # chart again from a run's console log (build/logs/containerdbench.log, or under
-# LCFS_VM_BUILD as for scripts/vm.sh).
+# LCFS_VM_BUILD as for scripts/vm.sh); the guest prints every result as it is measured, so the
+# log of a run cut short still holds those it finished.
 #
 # Settings, from the environment into the guest: CHURN_N (snapshotter-level iterations and
-# containers per mode, default 100, which takes about 75 minutes under TCG; 20 about 20),
-# CHURN_COMMIT_N, CHURN_RUN_N, IMPORT_REPEAT, CTR_NOOP_N, PARALLEL, SNAPSHOTTERS
+# containers per mode, default 100, which takes an estimated 75 minutes under TCG; a run with 20
+# took about 20), CHURN_COMMIT_N, CHURN_RUN_N, IMPORT_REPEAT, CTR_NOOP_N, PARALLEL, SNAPSHOTTERS
 # (tests/guest/containerdbench.py); or any of them in LCFS_GUEST_ENV.
 set -euo pipefail
 export LCFS_KERNEL=${LCFS_KERNEL:-release}
@@ -24,6 +25,9 @@ logf="$build/logs/containerdbench.log"
 # --report LOG: only the table and the chart, from the console log of an earlier run.
 if [ "${1:-}" = --report ]; then
 	logf=${2:?usage: $0 [--report LOG]}
+	[ -f "$logf" ] || die "no log $logf"
+	grep -q '^LCFS-RESULT: ok ' "$logf" ||
+		log "the benchmark did not complete: only the results measured before it stopped"
 else
 	"$LCFS_ROOT/scripts/build-module.sh" >/dev/null
 	[ -x "$build/guest/containerd-lcfs-grpc" ] || die "guest tools not built (make guest-tools)"
@@ -52,9 +56,10 @@ else
 	rm -f "$logf"
 	"$LCFS_ROOT/scripts/vm.sh" --run containerdbench --disk "$disk" ${env_args[@]+"${env_args[@]}"} \
 		>"$build/logs/containerdbench.out" 2>&1 ||
-		die "benchmark run failed; see ${build#$LCFS_ROOT/}/logs/containerdbench.out"
+		die "benchmark run failed; see ${build#$LCFS_ROOT/}/logs/containerdbench.out" \
+			"(the results it measured: $0 --report $logf)"
+	grep -q '^LCFS-RESULT: ok ' "$logf" || die "the benchmark did not complete; see $logf"
 fi
-grep -q '^LCFS-RESULT: ok ' "$logf" || die "the benchmark did not complete; see $logf"
 
 # The results, one line per operation: name, unit, count, then lcfs's, overlayfs's, native's and
 # btrfs's values ("-" where missing), in the order the guest printed them.
@@ -63,6 +68,9 @@ awk '
 	/^BENCH / {
 		delete f
 		for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+		# A line cut by a kernel message on the console is left out.
+		if (f["test"] == "" || f["fs"] == "" || f["n"] !~ /^[0-9]+$/ ||
+		    f["value"] !~ /^[0-9]+(\.[0-9]+)?$/ || f["unit"] !~ /^(s|ms)$/) next
 		t = f["test"]
 		if (!(t in seen)) { seen[t] = 1; order[++nt] = t; unit[t] = f["unit"]; n[t] = f["n"] }
 		val[t, f["fs"]] = f["value"]

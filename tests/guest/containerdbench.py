@@ -15,11 +15,11 @@
 #
 # Every result is printed as "BENCH test=TEST fs=SNAPSHOTTER n=N value=VALUE unit=UNIT" (import
 # in s, the others in ms per call or per container) on stdout for scripts/containerdbench.sh;
-# progress goes to stderr. Settings (environment): CHURN_N (default 100: the run
-# takes about 75 minutes under TCG, most of it the native snapshotter's, which copies the image
-# for every snapshot, and btrfs's commits; 20 takes about 20), CHURN_COMMIT_N (default CHURN_N),
-# CHURN_RUN_N (default CHURN_N), IMPORT_REPEAT (3), CTR_NOOP_N (20), PARALLEL (10), SNAPSHOTTERS
-# (lcfs,overlayfs,native,btrfs).
+# progress goes to stderr; both to the console as they come. Settings (environment): CHURN_N
+# (default 100: the run takes an estimated 75 minutes under TCG, most of it the native
+# snapshotter's, which copies the image for every snapshot, and btrfs's commits; a run with 20
+# took about 20), CHURN_COMMIT_N (default CHURN_N), CHURN_RUN_N (default CHURN_N),
+# IMPORT_REPEAT (3), CTR_NOOP_N (20), PARALLEL (10), SNAPSHOTTERS (lcfs,overlayfs,native,btrfs).
 import concurrent.futures
 import os
 import re
@@ -70,12 +70,12 @@ T0 = time.monotonic()
 
 
 def progress(msg):
-    """Progress for the console as it happens; the results go to stdout, which the suite shows
-    when the run is over (whole lines, not cut by kernel messages)."""
+    """Progress for the console as it happens; the results go to stdout, also the console."""
     print(f"# [{time.monotonic() - T0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 def bench(test, fs, n, value, unit="ms"):
+    # Flushed at once: a run cut short by the timeout keeps the results measured so far.
     print(f"BENCH test={test} fs={fs} n={n} value={value:.3f} unit={unit}", flush=True)
 
 
@@ -250,7 +250,8 @@ def check_nothing_left(sn):
             if os.path.isdir(d):
                 left += [os.path.join(d, e) for e in sorted(os.listdir(d))]
     if left:
-        raise RuntimeError(f"{sn}: snapshots left after the image was removed:\n" + "\n".join(left[:20]))
+        raise RuntimeError(f"{sn}: snapshots left after the image was removed:\n"
+                           + "\n".join(left[:20]))
 
 
 # --- the measurements ------------------------------------------------------------------------
@@ -291,10 +292,10 @@ def ctr_noop(sn, parent):
 
 
 def churn(sn, parent):
-    p = subprocess.run(["lcfs-churn", "-snapshotter", sn, "-parent", parent, "-n", str(N),
-                        "-commit-n", str(COMMIT_N)], stdout=subprocess.PIPE, text=True)
-    sys.stdout.write(p.stdout)
+    # lcfs-churn prints its results to our stdout as it measures them.
     sys.stdout.flush()
+    p = subprocess.run(["lcfs-churn", "-snapshotter", sn, "-parent", parent, "-n", str(N),
+                        "-commit-n", str(COMMIT_N)])
     if p.returncode != 0:
         raise RuntimeError(f"lcfs-churn exited with {p.returncode}")
 
