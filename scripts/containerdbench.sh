@@ -5,45 +5,72 @@
 # one guest) on the release kernel, prints a Markdown table (per operation each snapshotter's time
 # and the others' ratio to lcfs's) and draws the times as a chart, build/containerdbench.svg.
 # Not a test: nothing passes or fails on the numbers. `--report LOG` makes the table and the
-# chart again from a run's console log (build/logs/containerdbench.log).
+# chart again from a run's console log (build/logs/containerdbench.log, or under
+# LCFS_VM_BUILD as for scripts/vm.sh); the guest prints every result as it is measured, so the
+# log of a run cut short still holds those it finished.
 #
 # Settings, from the environment into the guest: CHURN_N (snapshotter-level iterations and
-# containers per mode, default 100, which takes about 75 minutes under TCG; 20 about 20),
-# CHURN_COMMIT_N, CHURN_RUN_N, IMPORT_REPEAT, CTR_NOOP_N, PARALLEL, SNAPSHOTTERS
+# containers per mode, default 100, which takes an estimated 75 minutes under TCG; a run with 20
+# took about 20), CHURN_COMMIT_N, CHURN_RUN_N, IMPORT_REPEAT, CTR_NOOP_N, PARALLEL, SNAPSHOTTERS
 # (tests/guest/containerdbench.py); or any of them in LCFS_GUEST_ENV.
 set -euo pipefail
 export LCFS_KERNEL=${LCFS_KERNEL:-release}
 . "$(dirname "$0")/env.sh"
 
 command -v gnuplot >/dev/null || die "gnuplot not found: run scripts/setup.sh (gnuplot-nox)"
-logf="$LCFS_ROOT/build/logs/containerdbench.log"
+# Where scripts/vm.sh puts the guest tools and the logs.
+build=${LCFS_VM_BUILD:-$LCFS_ROOT/build}
+mkdir -p "$build/logs"
+logf="$build/logs/containerdbench.log"
 # --report LOG: only the table and the chart, from the console log of an earlier run.
 if [ "${1:-}" = --report ]; then
 	logf=${2:?usage: $0 [--report LOG]}
+	[ -f "$logf" ] || die "no log $logf"
+	grep -q '^LCFS-RESULT: ok ' "$logf" ||
+		log "the benchmark did not complete: only the results measured before it stopped"
 else
 	"$LCFS_ROOT/scripts/build-module.sh" >/dev/null
-	[ -x "$LCFS_ROOT/build/guest/containerd-lcfs-grpc" ] || die "guest tools not built (make guest-tools)"
+	[ -x "$build/guest/containerd-lcfs-grpc" ] || die "guest tools not built (make guest-tools)"
+	# The settings checked as the guest checks them, so that a bad one fails before the boot; an
+	# empty one is left to the guest's default.
 	env_args=()
-	for v in CHURN_N CHURN_COMMIT_N CHURN_RUN_N IMPORT_REPEAT CTR_NOOP_N PARALLEL SNAPSHOTTERS; do
-		[ -z "${!v:-}" ] || env_args+=(--env "$v=${!v}")
+	for v in CHURN_N CHURN_COMMIT_N CHURN_RUN_N IMPORT_REPEAT CTR_NOOP_N PARALLEL; do
+		[ -n "${!v:-}" ] || continue
+		[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
+		env_args+=(--env "$v=${!v}")
 	done
+	if [ -n "${SNAPSHOTTERS:-}" ]; then
+		# The extra comma keeps a trailing empty name, which read would drop.
+		IFS=, read -ra sns <<<"$SNAPSHOTTERS,"
+		for s in "${sns[@]}"; do
+			[[ $s =~ ^(lcfs|overlayfs|native|btrfs)$ ]] ||
+				die "SNAPSHOTTERS must be some of lcfs,overlayfs,native,btrfs, not '$SNAPSHOTTERS'"
+		done
+		env_args+=(--env "SNAPSHOTTERS=$SNAPSHOTTERS")
+	fi
 	# 8 GiB: the native snapshotter copies the image (about 170 MB) for every snapshot, and
 	# btrfs wants room for its chunks; the file is sparse.
 	disk=${LCFS_BENCH_DISK:-8G}
 	log "containerd benchmark on the $LCFS_KERNEL kernel"
+	# A run that fails before the guest boots must not leave an earlier run's log to report.
+	rm -f "$logf"
 	"$LCFS_ROOT/scripts/vm.sh" --run containerdbench --disk "$disk" ${env_args[@]+"${env_args[@]}"} \
-		>"$LCFS_ROOT/build/logs/containerdbench.out" 2>&1 ||
-		die "benchmark run failed; see build/logs/containerdbench.out"
+		>"$build/logs/containerdbench.out" 2>&1 ||
+		die "benchmark run failed; see ${build#$LCFS_ROOT/}/logs/containerdbench.out" \
+			"(the results it measured: $0 --report $logf)"
+	grep -q '^LCFS-RESULT: ok ' "$logf" || die "the benchmark did not complete; see $logf"
 fi
-grep -q '^LCFS-RESULT: ok ' "$logf" || die "the benchmark did not complete; see $logf"
 
 # The results, one line per operation: name, unit, count, then lcfs's, overlayfs's, native's and
 # btrfs's values ("-" where missing), in the order the guest printed them.
-data="$LCFS_ROOT/build/containerdbench.dat"
+data="$build/containerdbench.dat"
 awk '
 	/^BENCH / {
 		delete f
 		for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+		# A line cut by a kernel message on the console is left out.
+		if (f["test"] == "" || f["fs"] == "" || f["n"] !~ /^[0-9]+$/ ||
+		    f["value"] !~ /^[0-9]+(\.[0-9]+)?$/ || f["unit"] !~ /^(s|ms)$/) next
 		t = f["test"]
 		if (!(t in seen)) { seen[t] = 1; order[++nt] = t; unit[t] = f["unit"]; n[t] = f["n"] }
 		val[t, f["fs"]] = f["value"]
@@ -73,7 +100,7 @@ awk '
 
 # The chart: time per operation for each snapshotter, on a log scale (the operations span from
 # a millisecond to a minute). Seconds are drawn as milliseconds.
-chart="$LCFS_ROOT/build/containerdbench.svg"
+chart="$build/containerdbench.svg"
 awk '{ k = $2 == "s" ? 1000 : 1; printf "%s", $1; for (i = 4; i <= 7; i++) printf " %s", $i == "-" ? "-" : $i * k; printf "\n" }' \
 	"$data" >"$data.ms"
 gnuplot <<GP

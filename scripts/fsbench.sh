@@ -16,10 +16,13 @@ export LCFS_KERNEL=${LCFS_KERNEL:-release}
 
 disk=${LCFS_BENCH_DISK:-2G}
 log "benchmark on the $LCFS_KERNEL kernel"
-"$LCFS_ROOT/scripts/vm.sh" --run fsbench --disk "$disk" >"$LCFS_ROOT/build/logs/fsbench.out" 2>&1 ||
-	die "benchmark run failed; see build/logs/fsbench.out"
-grep -q '^LCFS-RESULT: ok ' "$LCFS_ROOT/build/logs/fsbench.log" ||
-	die "the benchmark did not complete; see build/logs/fsbench.log"
+# Where scripts/vm.sh puts the logs; the first run of a clone has no logs directory yet.
+build=${LCFS_VM_BUILD:-$LCFS_ROOT/build}
+mkdir -p "$build/logs"
+"$LCFS_ROOT/scripts/vm.sh" --run fsbench --disk "$disk" >"$build/logs/fsbench.out" 2>&1 ||
+	die "benchmark run failed; see ${build#$LCFS_ROOT/}/logs/fsbench.out"
+grep -q '^LCFS-RESULT: ok ' "$build/logs/fsbench.log" ||
+	die "the benchmark did not complete; see ${build#$LCFS_ROOT/}/logs/fsbench.log"
 awk '
 	function median(list,    v, n, i, j, t) {
 		n = split(list, v, " ")
@@ -51,4 +54,4 @@ awk '
 			if (r == "") { printf "| %s | - | missing | missing | - | - |\n", tests[t]; continue }
 			printf "| %s | %s | %d | %d | %s | %.2f |\n", tests[t], unit[tests[t]], median(e), median(l), rs, median(r)
 		}
-	}' "$LCFS_ROOT/build/logs/fsbench.log"
+	}' "$build/logs/fsbench.log"

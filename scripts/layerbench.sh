@@ -12,10 +12,13 @@ export LCFS_KERNEL=${LCFS_KERNEL:-release}
 "$LCFS_ROOT/scripts/build-module.sh" >/dev/null
 disk=${LCFS_BENCH_DISK:-4G}
 log "layer benchmark on the $LCFS_KERNEL kernel"
-"$LCFS_ROOT/scripts/vm.sh" --run layerbench --disk "$disk" >"$LCFS_ROOT/build/logs/layerbench.out" 2>&1 ||
-	die "benchmark run failed; see build/logs/layerbench.out"
-grep -q '^LCFS-RESULT: ok ' "$LCFS_ROOT/build/logs/layerbench.log" ||
-	die "the benchmark did not complete; see build/logs/layerbench.log"
+# Where scripts/vm.sh puts the logs; the first run of a clone has no logs directory yet.
+build=${LCFS_VM_BUILD:-$LCFS_ROOT/build}
+mkdir -p "$build/logs"
+"$LCFS_ROOT/scripts/vm.sh" --run layerbench --disk "$disk" >"$build/logs/layerbench.out" 2>&1 ||
+	die "benchmark run failed; see ${build#$LCFS_ROOT/}/logs/layerbench.out"
+grep -q '^LCFS-RESULT: ok ' "$build/logs/layerbench.log" ||
+	die "the benchmark did not complete; see ${build#$LCFS_ROOT/}/logs/layerbench.log"
 awk '
 	/^BENCH / {
 		delete f
@@ -37,4 +40,4 @@ awk '
 			printf "| %s | %s | %s | %s | %s | %s | %s |\n", k, unit[k], cell(k, "lcfs"), cell(k, "btrfs"),
 				cell(k, "overlay"), ratio(k, "btrfs"), ratio(k, "overlay")
 		}
-	}' "$LCFS_ROOT/build/logs/layerbench.log"
+	}' "$build/logs/layerbench.log"

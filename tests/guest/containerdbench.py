@@ -9,20 +9,23 @@
 #                       unpack), median of IMPORT_REPEAT, the image removed (--sync) in between
 #   ctr-noop            `ctr snapshots info` of the image's top layer: what a ctr process costs
 #   rpc-noop ... commit the snapshotter level, through lcfs-churn (tests/containerd/churn)
-#   run-seq             CHURN_N times `ctr run --rm IMAGE ID true`, one after the other
-#   run-par             CHURN_N of them, PARALLEL at a time
+#   run-seq             CHURN_N times `ctr run --rm IMAGE ID true`, one after the other, then a
+#                       synchronous collection (the snapshotters' Removes), all timed
+#   run-par             CHURN_N of them, PARALLEL at a time, then a synchronous collection
 #
 # Every result is printed as "BENCH test=TEST fs=SNAPSHOTTER n=N value=VALUE unit=UNIT" (import
 # in s, the others in ms per call or per container) on stdout for scripts/containerdbench.sh;
-# progress goes to stderr. Settings (environment): CHURN_N (default 100: the run
-# takes about 75 minutes under TCG, most of it the native snapshotter's, which copies the image
-# for every snapshot, and btrfs's commits; 20 takes about 20), CHURN_COMMIT_N (default CHURN_N),
-# CHURN_RUN_N (default CHURN_N), IMPORT_REPEAT (3), CTR_NOOP_N (20), PARALLEL (10), SNAPSHOTTERS
-# (lcfs,overlayfs,native,btrfs).
+# progress goes to stderr; both to the console as they come. Settings (environment): CHURN_N
+# (default 100: the run takes an estimated 75 minutes under TCG, most of it the native
+# snapshotter's, which copies the image for every snapshot, and btrfs's commits; a run with 20
+# took about 20), CHURN_COMMIT_N (default CHURN_N), CHURN_RUN_N (default CHURN_N),
+# IMPORT_REPEAT (3), CTR_NOOP_N (20), PARALLEL (10), SNAPSHOTTERS (lcfs,overlayfs,native,btrfs).
 import concurrent.futures
 import os
+import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -34,25 +37,45 @@ TARBALL = "/images/debian.tar"
 ROOT = "/var/lib/containerd"
 LCFS_SOCK = "/run/containerd-lcfs/containerd-lcfs-grpc.sock"
 LCFS_MNT = "/var/lib/containerd-lcfs/mnt"
+# The daemon's own layer, its database's (Documentation/containerd.md).
+LCFS_META_LAYER = ".containerd-meta"
+# What containerd's collector logs when a snapshotter's Remove or Cleanup fails; it reports the
+# collection done all the same.
+GC_FAILED = ("garbage collection failed", "failed to remove snapshot")
 
-N = int(os.environ.get("CHURN_N", "100"))
-COMMIT_N = int(os.environ.get("CHURN_COMMIT_N", str(N)))
-RUN_N = int(os.environ.get("CHURN_RUN_N", str(N)))
-IMPORT_REPEAT = int(os.environ.get("IMPORT_REPEAT", "3"))
-CTR_NOOP_N = int(os.environ.get("CTR_NOOP_N", "20"))
-PARALLEL = int(os.environ.get("PARALLEL", "10"))
-SNAPSHOTTERS = os.environ.get("SNAPSHOTTERS", "lcfs,overlayfs,native,btrfs").split(",")
+KNOWN = ["lcfs", "overlayfs", "native", "btrfs"]
+
+
+def positive(name, default):
+    """A setting that must be a positive integer: a bad one stops the run before the first round,
+    not hours into it."""
+    v = os.environ.get(name, default)
+    if not re.fullmatch(r"[1-9][0-9]*", v):
+        sys.exit(f"containerdbench: {name} must be a positive integer, not {v!r}")
+    return int(v)
+
+
+N = positive("CHURN_N", "100")
+COMMIT_N = positive("CHURN_COMMIT_N", str(N))
+RUN_N = positive("CHURN_RUN_N", str(N))
+IMPORT_REPEAT = positive("IMPORT_REPEAT", "3")
+CTR_NOOP_N = positive("CTR_NOOP_N", "20")
+PARALLEL = positive("PARALLEL", "10")
+SNAPSHOTTERS = os.environ.get("SNAPSHOTTERS", ",".join(KNOWN)).split(",")
+if not set(SNAPSHOTTERS) <= set(KNOWN):
+    sys.exit(f"containerdbench: SNAPSHOTTERS must be some of {','.join(KNOWN)}, "
+             f"not {os.environ['SNAPSHOTTERS']!r}")
 
 T0 = time.monotonic()
 
 
 def progress(msg):
-    """Progress for the console as it happens; the results go to stdout, which the suite shows
-    when the run is over (whole lines, not cut by kernel messages)."""
+    """Progress for the console as it happens; the results go to stdout, also the console."""
     print(f"# [{time.monotonic() - T0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 def bench(test, fs, n, value, unit="ms"):
+    # Flushed at once: a run cut short by the timeout keeps the results measured so far.
     print(f"BENCH test={test} fs={fs} n={n} value={value:.3f} unit={unit}", flush=True)
 
 
@@ -68,9 +91,12 @@ def ctr(*args):
     return run("ctr", *args)
 
 
-def wait_for(what, seconds, f):
+def wait_for(what, seconds, f, proc=None):
+    """Waits until f() is true; a daemon (proc) that exits fails the wait at once."""
     end = time.monotonic() + seconds
     while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: it exited with status {proc.returncode}")
         try:
             if f():
                 return
@@ -79,6 +105,14 @@ def wait_for(what, seconds, f):
         if time.monotonic() > end:
             raise RuntimeError(f"{what} within {seconds} s")
         time.sleep(0.1)
+
+
+def connects(path):
+    """Whether a server accepts connections on the Unix socket (a socket file alone may be a
+    stale one or not yet listened on)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+    return True
 
 
 def ms_since(t):
@@ -106,6 +140,10 @@ def make_fs(sn):
         run("/usr/bin/mount", "-t", "btrfs", DEV, snapshotter_dir(sn))
 
 
+def containerd_log(sn):
+    return f"/tmp/containerd-{sn}.log"
+
+
 def write_config(sn):
     # The same configuration for every round; only lcfs's round names the proxy plugin (the
     # others have no daemon to answer it).
@@ -116,6 +154,21 @@ def write_config(sn):
     with open("/etc/containerd/config.toml", "w") as f:
         # Kubernetes' CRI is not measured (and wants a CNI set-up).
         f.write('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n' + proxy)
+
+
+def same_cache():
+    """Every round starts from the same page cache: the previous round's pages (its filesystem's,
+    containerd's) dropped, and the files every round reads read in, so that no round pays for
+    reading them alone."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+    for f in [TARBALL, "/usr/bin/ctr", "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2",
+              "/usr/sbin/runc"]:
+        if os.path.exists(f):
+            with open(f, "rb") as r:
+                while r.read(1 << 20):
+                    pass
 
 
 class Round:
@@ -131,18 +184,19 @@ class Round:
             p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(p)
         self.logs.append(log)
-        wait_for(f"{what} did not start", 120, lambda: p.poll() is None and ready())
+        wait_for(f"{what} did not start", 120, ready, p)
 
     def __enter__(self):
-        for d in (ROOT, "/run/containerd"):
+        for d in (ROOT, "/run/containerd", os.path.dirname(LCFS_SOCK)):
             shutil.rmtree(d, ignore_errors=True)
         make_fs(self.sn)
         write_config(self.sn)
+        same_cache()
         try:
             if self.sn == "lcfs":
                 self.start("containerd-lcfs-grpc", ["containerd-lcfs-grpc", "--device", DEV, "--format"],
-                           "/tmp/lcfs-grpc.log", lambda: os.path.exists(LCFS_SOCK))
-            self.start("containerd", ["containerd"], f"/tmp/containerd-{self.sn}.log",
+                           "/tmp/lcfs-grpc.log", lambda: connects(LCFS_SOCK))
+            self.start("containerd", ["containerd"], containerd_log(self.sn),
                        lambda: ctr("version") is not None)
         except BaseException:
             self.__exit__(*sys.exc_info())
@@ -168,6 +222,36 @@ class Round:
             if os.path.ismount(m):
                 run("/usr/bin/umount", m)
         return False
+
+
+# --- the checks: a failed Remove must not pass for a fast one --------------------------------
+
+def check_collections(sn, after):
+    """Fails the round if containerd's collector failed to remove anything so far: it only logs
+    the failure, so a failing snapshotter would look fast and leak its layers."""
+    with open(containerd_log(sn)) as f:
+        failed = [line for line in f if any(m in line for m in GC_FAILED)]
+    if failed:
+        raise RuntimeError(f"{sn}: containerd's garbage collection failed ({after}):\n"
+                           + "".join(failed[-10:]))
+
+
+def check_nothing_left(sn):
+    """Fails the round if a snapshot outlived the image's removal, in containerd's records or in
+    the snapshotter's own (lcfs's layers, the built-in snapshotters' directories): containerd
+    drops its record before the snapshotter's Remove, which may have failed."""
+    left = ctr("snapshots", "--snapshotter", sn, "ls").splitlines()[1:]
+    if sn == "lcfs":
+        left += [line for line in run("lcfs", "layer", "list", "-m", LCFS_MNT).splitlines()[1:]
+                 if line.split()[1] != LCFS_META_LAYER]
+    else:
+        for sub in ("snapshots", "active", "view"):
+            d = os.path.join(snapshotter_dir(sn), sub)
+            if os.path.isdir(d):
+                left += [os.path.join(d, e) for e in sorted(os.listdir(d))]
+    if left:
+        raise RuntimeError(f"{sn}: snapshots left after the image was removed:\n"
+                           + "\n".join(left[:20]))
 
 
 # --- the measurements ------------------------------------------------------------------------
@@ -208,10 +292,10 @@ def ctr_noop(sn, parent):
 
 
 def churn(sn, parent):
-    p = subprocess.run(["lcfs-churn", "-snapshotter", sn, "-parent", parent, "-n", str(N),
-                        "-commit-n", str(COMMIT_N)], stdout=subprocess.PIPE, text=True)
-    sys.stdout.write(p.stdout)
+    # lcfs-churn prints its results to our stdout as it measures them.
     sys.stdout.flush()
+    p = subprocess.run(["lcfs-churn", "-snapshotter", sn, "-parent", parent, "-n", str(N),
+                        "-commit-n", str(COMMIT_N)])
     if p.returncode != 0:
         raise RuntimeError(f"lcfs-churn exited with {p.returncode}")
 
@@ -220,18 +304,31 @@ def ctr_run(sn, cid):
     ctr("run", "--rm", "--snapshotter", sn, IMAGE, cid, "true")
 
 
+def collect(lease):
+    """A synchronous collection (a throwaway lease deleted with --sync), as lcfs-churn asks for
+    one: `ctr run --rm` only drops containerd's record, and the snapshotter's Remove waits for
+    containerd's background collector, which would otherwise finish part of a timed loop's
+    removals after the loop, unevenly between snapshotters."""
+    ctr("leases", "create", "--id", lease)
+    ctr("leases", "rm", "--sync", lease)
+
+
 def runs(sn):
-    # One untimed container first: the shim's and runc's first start.
+    # One untimed container first (the shim's and runc's first start), its removal collected
+    # before the clock starts.
     ctr_run(sn, "warm")
+    collect("run-warm")
     t = time.monotonic()
     for i in range(RUN_N):
         ctr_run(sn, f"seq-{i}")
+    collect("run-seq")
     bench("run-seq", sn, RUN_N, ms_since(t) / RUN_N)
     progress(f"{sn}: {RUN_N} containers one at a time: {ms_since(t) / 1000:.1f} s")
     t = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
         for f in [pool.submit(ctr_run, sn, f"par-{i}") for i in range(RUN_N)]:
             f.result()
+    collect("run-par")
     bench("run-par", sn, RUN_N, ms_since(t) / RUN_N)
     progress(f"{sn}: {RUN_N} containers {PARALLEL} at a time: {ms_since(t) / 1000:.1f} s")
 
@@ -239,14 +336,6 @@ def runs(sn):
 def main():
     progress(f"CHURN_N={N} CHURN_COMMIT_N={COMMIT_N} CHURN_RUN_N={RUN_N} IMPORT_REPEAT={IMPORT_REPEAT} "
              f"snapshotters {','.join(SNAPSHOTTERS)}")
-    # The files every round reads, in the page cache before the first round, so that it does not
-    # pay for reading them alone.
-    for f in [TARBALL, "/usr/bin/ctr", "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2",
-              "/usr/sbin/runc"]:
-        if os.path.exists(f):
-            with open(f, "rb") as r:
-                while r.read(1 << 20):
-                    pass
     for sn in SNAPSHOTTERS:
         start = time.monotonic()
         with Round(sn):
@@ -256,9 +345,12 @@ def main():
             ctr_noop(sn, parent)
             progress(f"{sn}: snapshotter level, top layer {parent}")
             churn(sn, parent)
+            check_collections(sn, "after the import and the snapshotter level")
             progress(f"{sn}: snapshotter level done")
             runs(sn)
             ctr("image", "rm", "--sync", IMAGE)
+            check_collections(sn, "by the end of the round")
+            check_nothing_left(sn)
         progress(f"{sn}: round took {time.monotonic() - start:.0f} s")
 
 
