@@ -36,6 +36,7 @@ CONF
 }
 
 start_snapshotter() {
+	modprobe lcfs # as the systemd unit's ExecStartPre
 	# --format: the scratch disk is blank at the first start; later starts find LCFS on it.
 	containerd-lcfs-grpc --device /dev/vda --format --log-level info >>/tmp/lcfs-grpc.log 2>&1 &
 	echo $! >/tmp/lcfs-grpc.pid
