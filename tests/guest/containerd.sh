@@ -103,8 +103,9 @@ t_twenty_containers_at_once() {
 t_committed_container_is_a_new_layer() {
 	ctr run --snapshotter lcfs $DEBIAN build1 sh -c 'echo built >/built && rm /etc/motd'
 	# The container's changes as an image layer blob in the content store (containerd's differ
-	# over the mounts), which ctr also writes out.
-	snap diff build1 >/tmp/diff.tgz
+	# over the mounts), which ctr also writes out. --keep makes the blob a collection root:
+	# without it, ctr's lease goes when ctr exits and the collector may take the blob at once.
+	snap diff --keep build1 >/tmp/diff.tgz
 	digest=sha256:$(sha256sum </tmp/diff.tgz | cut -d' ' -f1)
 	echo "diff: $digest"
 	ctr content ls | grep -q "^$digest" || fail "the diff $digest is not in the content store"
@@ -113,6 +114,7 @@ t_committed_container_is_a_new_layer() {
 	grep -qx './built\|built' /tmp/diff.list || fail "the diff lacks /built"
 	grep -q 'etc/.wh.motd' /tmp/diff.list || fail "the diff lacks the whiteout of /etc/motd"
 	assert_eq "$(wc -l </tmp/diff.list | tr -d ' ')" 3 "entries in the diff (built, etc, etc/.wh.motd)"
+	ctr content rm "$digest"
 	# Commit the container's snapshot: its layer freezes in place under the new name.
 	parent=$(snap info build1 | awk -F'"' '/"Parent"/ { print $4 }')
 	snap commit built-layer build1
