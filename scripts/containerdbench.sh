@@ -28,6 +28,9 @@ if [ "${1:-}" = --report ]; then
 	[ -f "$logf" ] || die "no log $logf"
 	grep -q '^LCFS-RESULT: ok ' "$logf" ||
 		log "the benchmark did not complete: only the results measured before it stopped"
+elif [ $# -gt 0 ]; then
+	# Settings come from the environment: "CHURN_N=20" as an argument would be ignored.
+	die "usage: [SETTING=VALUE...] $0 [--report LOG]"
 else
 	"$LCFS_ROOT/scripts/build-module.sh" >/dev/null
 	[ -x "$build/guest/containerd-lcfs-grpc" ] || die "guest tools not built (make guest-tools)"
