@@ -12,7 +12,7 @@ APT_PACKAGES=(
 	mmdebstrap				# Debian root filesystem for guest tools (scripts/mkrootfs.sh)
 	e2fsprogs				# ext4 baseline in later benchmarks
 	protobuf-compiler			# protoc: containerd's gRPC API in lcfs-snapshotter (tonic-build)
-	golang-go golang-github-containerd-containerd-dev	# containerd's snapshotter suite (scripts/build-conformance.sh)
+	golang-go golang-github-containerd-containerd-dev	# containerd's snapshotter suite (scripts/build-go.sh conformance)
 	file					# checks that guest binaries are static
 	gnuplot-nox				# the containerd benchmark's chart (scripts/containerdbench.sh)
 )

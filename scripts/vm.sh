@@ -20,8 +20,8 @@
 # (scripts/guest-tools.sh; --shell gets them too), "# lcfs-timeout: SECONDS" raises its default
 # timeout, and "# lcfs-disk: SIZE" sets its scratch disk's size when --disk does not (default 256M).
 # "# lcfs-needs: conformance" puts containerd's snapshotter test suite, built by
-# scripts/build-conformance.sh, in /bin (tests/guest/containerd.sh).
-# "# lcfs-needs: churn" puts lcfs-churn, the containerd benchmark's client (scripts/build-churn.sh),
+# `scripts/build-go.sh conformance`, in /bin (tests/guest/containerd.sh).
+# "# lcfs-needs: churn" puts lcfs-churn, the containerd benchmark's client (`scripts/build-go.sh churn`),
 # in /bin (tests/guest/containerdbench.sh).
 # "# lcfs-needs: corrupt-images" puts the corrupted images of userspace/crates/lcfs-corrupt in
 # /tests/corrupt (LCFS_CORRUPT_COUNT mutants, default 300, of seed LCFS_CORRUPT_SEED, default 1;
@@ -105,11 +105,11 @@ find "$LCFS_ROOT/tests/guest" -maxdepth 1 -type f -exec cp {} "$root/tests/" \;
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\ntests:x:1000:1000:pjdfstest:/:/bin/false\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\ntests:x:1000:\n' >"$root/etc/group"
 if [ "$mode" = run ] && grep -q '^# lcfs-needs: conformance' "$LCFS_ROOT/tests/guest/$suite.sh"; then
-	conformance=$("$LCFS_ROOT/scripts/build-conformance.sh") || die "cannot build the conformance suite"
+	conformance=$("$LCFS_ROOT/scripts/build-go.sh" conformance) || die "cannot build the conformance suite"
 	install -m755 "$conformance" "$root/bin/"
 fi
 if [ "$mode" = run ] && grep -q '^# lcfs-needs: churn' "$LCFS_ROOT/tests/guest/$suite.sh"; then
-	churn=$("$LCFS_ROOT/scripts/build-churn.sh") || die "cannot build lcfs-churn"
+	churn=$("$LCFS_ROOT/scripts/build-go.sh" churn) || die "cannot build lcfs-churn"
 	install -m755 "$churn" "$root/bin/"
 fi
 if [ "$mode" = run ] && grep -q '^# lcfs-needs: corrupt-images' "$LCFS_ROOT/tests/guest/$suite.sh"; then

@@ -7,7 +7,7 @@
 # packages and busybox (scripts/mkrootfs.sh) and imported with `ctr image import`.
 #
 # Meanwhile, in the same boot, containerd's own snapshotter test suite (containerd 1.6's
-# snapshots/testsuite, built on the host by scripts/build-conformance.sh from Debian's sources)
+# snapshots/testsuite, built on the host by scripts/build-go.sh conformance from Debian's sources)
 # runs against containerd-lcfs-grpc through containerd's proxy client, every case on a fresh
 # daemon with a fresh file-backed LCFS, and against containerd's overlayfs snapshotter
 # in-process as the reference, in a second process; one result per case,

@@ -10,7 +10,7 @@
 //     snapshotter per case), stopped and unmounted when the case ends.
 //   - TestOverlay: against containerd's overlayfs snapshotter in-process, as the reference.
 //
-// Both mount, so both need root. scripts/build-conformance.sh builds this package into the static
+// Both mount, so both need root. scripts/build-go.sh conformance builds this package into the static
 // test binary lcfs-snapshot-conformance; in the guest (tests/guest/gotest-results.sh turns the
 // -test.v lines into LCFS-RESULT lines):
 //
