@@ -97,7 +97,7 @@ pub enum OpError {
     #[error("not an LCFS filesystem (no LCFS superblock found)")]
     NotLcfs,
     /// Out of memory or similar.
-    #[error("{0:?}")]
+    #[error("{}", tree_err(*.0))]
     Other(TreeError),
 }
 
