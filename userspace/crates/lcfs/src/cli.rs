@@ -65,6 +65,9 @@ pub(crate) enum DebugCommand {
         null: bool,
     },
     /// Print every structure: superblock, reference-count map, layers and tree nodes.
+    ///
+    /// A node that cannot be read is shown as UNREADABLE, with the reason and the part of its
+    /// tree or of the map it covers, and the rest is still shown; the exit status is then 1.
     Dump {
         /// Block device or image file.
         device: PathBuf,
