@@ -15,9 +15,11 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Show information about the mounted LCFS filesystem holding PATH.
+    /// Show information about the mounted LCFS filesystem holding PATH (for an image file or an
+    /// unmounted device, see `lcfs debug super`).
     Info {
-        /// A regular file or directory on a mounted LCFS filesystem (its root, usually).
+        /// A regular file or directory on a mounted LCFS filesystem (its root, usually); not an
+        /// image file or device.
         path: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]

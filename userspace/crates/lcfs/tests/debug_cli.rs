@@ -371,3 +371,23 @@ fn dump_without_the_map_or_the_layer_tree_still_shows_the_rest() {
     assert!(out.is_empty(), "{out}");
     assert!(err.contains("among those that could be read"), "{err}");
 }
+
+#[test]
+fn info_on_an_image_file_points_to_debug_super() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    image(&img);
+    let (code, _, err) = lcfs_full(&["info", img.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("is an LCFS image file") && err.contains("lcfs debug super"),
+        "{err}"
+    );
+    // Any other file is just not on LCFS.
+    let other = dir.path().join("other");
+    std::fs::write(&other, b"text").unwrap();
+    let (code, _, err) = lcfs_full(&["info", other.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not on an LCFS filesystem"), "{err}");
+    assert!(!err.contains("debug super"), "{err}");
+}
