@@ -368,6 +368,34 @@ impl Superblock {
     }
 }
 
+/// What a superblock copy that failed [`Superblock::decode`] says of itself, read without any
+/// check: a checker's best guess at the commit a damaged copy held. Any field may be the damaged
+/// one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unverified {
+    /// The `generation` field as stored.
+    pub generation: u64,
+    /// The `layer_count` field as stored.
+    pub layer_count: u64,
+    /// The `commit_time` field as stored.
+    pub commit_time: u64,
+}
+
+/// Reads the fields of [`Unverified`] from a copy whatever its checksum and field checks say, if
+/// its magic number and version are this format's (otherwise its layout is unknown).
+pub fn peek(buf: &[u8]) -> Option<Unverified> {
+    let rec = buf.get(..SUPERBLOCK_SIZE)?;
+    if get_array::<8>(rec, off::MAGIC).ok()? != MAGIC || get_u32(rec, off::VERSION).ok()? != VERSION
+    {
+        return None;
+    }
+    Some(Unverified {
+        generation: get_u64(rec, off::GENERATION).ok()?,
+        layer_count: get_u64(rec, off::LAYER_COUNT).ok()?,
+        commit_time: get_u64(rec, off::COMMIT_TIME).ok()?,
+    })
+}
+
 /// Default metadata reserve: 2% of the device, at least 16 blocks, at most 64 MiB.
 pub fn default_reserve(total_blocks: u64) -> u64 {
     (total_blocks / 50).clamp(16, 16384).min(total_blocks / 4)
@@ -533,6 +561,31 @@ mod tests {
             Superblock::decode(&encoded(&file), 1024),
             Err(FormatError::BadField("root_mode"))
         );
+    }
+
+    #[test]
+    fn peek_reads_a_damaged_copy_but_not_a_foreign_one() {
+        let mut sb = sample();
+        sb.generation = 5;
+        sb.layer_count = 3;
+        sb.next_layer_id = 4;
+        sb.layer_root = 9;
+        let mut bad = encoded(&sb);
+        bad[300] ^= 1;
+        assert!(Superblock::decode(&bad, 1024).is_err());
+        assert_eq!(
+            peek(&bad),
+            Some(Unverified {
+                generation: 5,
+                layer_count: 3,
+                commit_time: sb.commit_time
+            })
+        );
+        assert_eq!(peek(&[0u8; SUPERBLOCK_SIZE]), None);
+        assert_eq!(peek(&bad[..100]), None);
+        let mut v4 = bad;
+        v4[12] = 4;
+        assert_eq!(peek(&v4), None);
     }
 
     #[test]

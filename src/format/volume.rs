@@ -383,6 +383,16 @@ impl<S: Device> Volume<S> {
         self.abort_on_error(r)
     }
 
+    /// Commits even without changes: the committed state again, as the next generation, into
+    /// the other superblock copy, so that both copies describe it. fsck's repair of a damaged
+    /// copy uses it: a mount then starts from the state the damaged copy fell back to, through
+    /// the same commit path as every other commit.
+    pub fn recommit(&mut self, now: Timespec) -> Result<(), Error> {
+        self.live()?;
+        self.dirty = true;
+        self.commit(now)
+    }
+
     fn commit_inner(&mut self, now: Timespec) -> Result<(), Error> {
         self.flush_layer()?;
         self.map.unpin_all(&mut self.store)?;

@@ -1,15 +1,18 @@
 //! `fsck.lcfs`: checks an LCFS filesystem with e2fsck-style exit codes.
 //!
-//! Every invariant of the format is checked (see [`lcfs_image::fsck`]). The checker does not
-//! repair yet: damage is reported and left, which `-n` makes explicit.
+//! Every invariant of the format is checked (see [`lcfs_image::fsck`]). One kind of damage is
+//! repaired with `-y` or `-p`: a damaged newest superblock copy, after which the filesystem falls
+//! back to the previous commit ([`fsck::Fallback`]); the surviving state is committed again so
+//! that both copies describe it. Any other damage is reported and left.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use lcfs_image::fsck::{self, Phase};
+use lcfs_format::records::Timespec;
+use lcfs_image::fsck::{self, Phase, Report};
 use lcfs_image::output::{count, is_broken_pipe};
 use lcfs_image::{outln, Access, Device};
 
@@ -19,6 +22,7 @@ use cli::Args;
 /// Exit codes, as e2fsck defines them.
 mod exit {
     pub(crate) const CLEAN: u8 = 0;
+    pub(crate) const CORRECTED: u8 = 1;
     pub(crate) const UNCORRECTED: u8 = 4;
     pub(crate) const OPERATIONAL: u8 = 8;
     pub(crate) const USAGE: u8 = 16;
@@ -133,66 +137,160 @@ impl Progress {
     }
 }
 
+/// What was done about the damage found.
+enum Repair {
+    /// Nothing was asked (`-n`, or no option) or there was nothing to repair.
+    None,
+    /// The fallback was repaired: the new generation.
+    Done(u64),
+    /// The fallback was left because other damage was found.
+    Refused,
+}
+
+/// The report as `--json` prints it.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    /// What the repair did, in the words of the text output.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    repaired: &'a [String],
+}
+
+fn now() -> Timespec {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timespec {
+        sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+        nsec: t.subsec_nanos(),
+    }
+}
+
 fn run(args: &Args) -> Result<u8, anyhow::Error> {
-    let dev = Device::open(&args.device, Access::ReadOnly)?;
     let name = args.device.display().to_string();
+    // Opened before the check and held to the end: for a block device the O_EXCL open keeps a
+    // mount away from what is checked and then repaired.
+    let writer = if args.yes || args.preen {
+        Some(Device::open(&args.device, Access::ReadWrite).context("cannot open for repair")?)
+    } else {
+        None
+    };
+    let dev = Device::open(&args.device, Access::ReadOnly)?;
     let mut progress = Progress::new(args)?;
     let result = fsck::check(dev, &mut |p, d, t| progress.report(p, d, t));
     progress.finish();
-    let report = match result {
+    let mut report = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("fsck.lcfs: {name}: {e}");
             return Ok(exit::OPERATIONAL);
         }
     };
+    let mut repair = Repair::None;
+    if let (Some(writer), Some(fallback)) = (writer, report.fallback.clone()) {
+        if report.only_fallback() {
+            match fsck::make_fallback_current(writer, &fallback, now()) {
+                Ok(vol) => {
+                    let generation = vol.superblock().generation;
+                    report.stats.generation = generation;
+                    repair = Repair::Done(generation);
+                }
+                Err(e) => {
+                    eprintln!(
+                        "fsck.lcfs: {name}: superblock copy {} not repaired: {e}",
+                        fallback.damaged_copy
+                    );
+                    return Ok(exit::OPERATIONAL);
+                }
+            }
+        } else {
+            repair = Repair::Refused;
+        }
+    }
+    let repaired: Vec<String> = match (&repair, &report.fallback) {
+        (Repair::Done(g), Some(f)) => vec![format!(
+            "repaired: generation {} committed again as generation {g} in superblock copy {}; \
+             both copies now hold it",
+            f.generation, f.damaged_copy
+        )],
+        _ => Vec::new(),
+    };
     // The exit code says what the check found, even when the reader of the output went away.
     let print = || -> anyhow::Result<()> {
         if args.json {
-            outln!("{}", serde_json::to_string_pretty(&report)?)?;
-        } else {
-            for w in &report.warnings {
-                outln!("{name}: warning: {w}")?;
-            }
-            for e in &report.errors {
-                outln!("{name}: {e}")?;
-            }
-            if report.more_errors > 0 {
-                outln!(
-                    "{name}: ... and {} more",
-                    count(report.more_errors, "error")
-                )?;
-            }
-            let s = &report.stats;
-            let used = s.total_blocks.saturating_sub(s.free_blocks);
-            if report.is_clean() {
-                outln!(
-                    "{name}: clean, {}, {used}/{} blocks (generation {})",
-                    count(s.layers, "layer"),
-                    s.total_blocks,
-                    s.generation
-                )?;
+            let out = JsonReport {
+                report: &report,
+                repaired: &repaired,
+            };
+            outln!("{}", serde_json::to_string_pretty(&out)?)?;
+            return Ok(());
+        }
+        for w in &report.warnings {
+            outln!("{name}: warning: {w}")?;
+        }
+        for e in &report.errors {
+            outln!("{name}: {e}")?;
+        }
+        if report.more_errors > 0 {
+            outln!(
+                "{name}: ... and {} more",
+                count(report.more_errors, "error")
+            )?;
+        }
+        for r in &repaired {
+            outln!("{name}: {r}")?;
+        }
+        let s = &report.stats;
+        let used = s.total_blocks.saturating_sub(s.free_blocks);
+        let total = report.errors.len() as u64 + report.more_errors;
+        if report.is_clean() || matches!(repair, Repair::Done(_)) {
+            let fixed = if report.is_clean() {
+                String::new()
             } else {
-                let total = report.errors.len() as u64 + report.more_errors;
-                outln!(
-                    "{name}: {} found; the filesystem was not modified",
-                    count(total, "error")
-                )?;
-                if args.yes || args.preen {
-                    outln!("{name}: automatic repair is not implemented yet")?;
-                }
+                format!("{} found and corrected; ", count(total, "error"))
+            };
+            outln!(
+                "{name}: {fixed}clean, {}, {used}/{} blocks (generation {})",
+                count(s.layers, "layer"),
+                s.total_blocks,
+                s.generation
+            )?;
+        } else {
+            outln!(
+                "{name}: {} found; the filesystem was not modified",
+                count(total, "error")
+            )?;
+            match (&repair, &report.fallback) {
+                (Repair::Refused, Some(f)) => outln!(
+                    "{name}: superblock copy {} left as it is: the state it falls back to is \
+                     damaged too, and the damaged copy may be the better way back (by hand)",
+                    f.damaged_copy
+                )?,
+                (_, Some(f)) if report.only_fallback() => outln!(
+                    "{name}: fsck.lcfs -y makes generation {} current for good, overwriting the \
+                     damaged copy, as the next read-write mount's first commit would",
+                    f.generation
+                )?,
+                _ => {}
             }
-            if args.verbose {
+            if args.yes || args.preen {
                 outln!(
-                    "{:>12} layers\n{:>12} tree nodes\n{:>12} map nodes\n{:>12} items\n{:>12} data blocks\n{:>12} free blocks",
-                    s.layers, s.tree_nodes, s.map_nodes, s.items, s.data_blocks, s.free_blocks
+                    "{name}: only a damaged newest superblock copy can be repaired yet; the \
+                     damage above is left"
                 )?;
-                if s.reclaim_queued > 0 {
-                    outln!(
-                        "{:>12} reclaim queue entries (space of removed layers not yet free)",
-                        s.reclaim_queued
-                    )?;
-                }
+            }
+        }
+        if args.verbose {
+            outln!(
+                "{:>12} layers\n{:>12} tree nodes\n{:>12} map nodes\n{:>12} items\n{:>12} data blocks\n{:>12} free blocks",
+                s.layers, s.tree_nodes, s.map_nodes, s.items, s.data_blocks, s.free_blocks
+            )?;
+            if s.reclaim_queued > 0 {
+                outln!(
+                    "{:>12} reclaim queue entries (space of removed layers not yet free)",
+                    s.reclaim_queued
+                )?;
             }
         }
         Ok(())
@@ -202,10 +300,10 @@ fn run(args: &Args) -> Result<u8, anyhow::Error> {
             return Err(e);
         }
     }
-    Ok(if report.is_clean() {
-        exit::CLEAN
-    } else {
-        exit::UNCORRECTED
+    Ok(match repair {
+        Repair::Done(_) => exit::CORRECTED,
+        _ if report.is_clean() => exit::CLEAN,
+        _ => exit::UNCORRECTED,
     })
 }
 

@@ -134,3 +134,104 @@ fn only_one_of_p_n_y() {
         assert_eq!(fsck(&[args[0], args[1], "img"]).0, 16, "{args:?}");
     }
 }
+
+/// `mkfs` plus a last commit that creates three layers; then one byte of the superblock copy
+/// holding that commit is changed, so the filesystem falls back to the commit before (1 layer).
+/// Returns the generation it falls back to.
+fn lose_last_commit(path: &str) -> u64 {
+    mkfs(path);
+    let dev = Device::open(Path::new(path), Access::ReadWrite).unwrap();
+    let mut vol = Volume::open(dev).unwrap().0;
+    let now = Timespec {
+        sec: 1_700_000_100,
+        nsec: 0,
+    };
+    let before = vol.superblock().generation;
+    for name in [&b"a"[..], b"b", b"c"] {
+        vol.create_layer(name, None, now).unwrap();
+    }
+    vol.commit(now).unwrap();
+    let newest = vol.superblock().slot();
+    drop(vol);
+    let mut data = std::fs::read(path).unwrap();
+    data[usize::try_from(newest).unwrap() * 4096 + 300] ^= 0x10;
+    std::fs::write(path, &data).unwrap();
+    before
+}
+
+#[test]
+fn lost_last_commit_is_an_error_and_y_or_p_repairs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let img = img.to_str().unwrap();
+    let before = lose_last_commit(img);
+    let damaged = std::fs::read(img).unwrap();
+    let (code, out) = fsck(&["-n", img]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains(&format!("falls back to generation {before} (1 layer,")),
+        "{out}"
+    );
+    assert!(out.contains("reads as generation"), "{out}");
+    assert!(out.contains("with 4 layers (unverified)"), "{out}");
+    assert!(out.contains("fsck.lcfs -y makes generation"), "{out}");
+    assert_eq!(std::fs::read(img).unwrap(), damaged, "-n wrote");
+    let (code, out) = fsck(&["-n", "--json", img]);
+    assert_eq!(code, 4, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["fallback"]["generation"], before);
+    assert_eq!(v["fallback"]["damaged_generation"], before + 1);
+    assert_eq!(v["fallback"]["layer_count"], 1);
+    // Without -n, -y or -p nothing is written either.
+    assert_eq!(fsck(&[img]).0, 4);
+    assert_eq!(std::fs::read(img).unwrap(), damaged);
+
+    for opt in ["-y", "-p"] {
+        std::fs::write(img, &damaged).unwrap();
+        let (code, out) = fsck(&[opt, img]);
+        assert_eq!(code, 1, "{opt}: {out}");
+        assert!(out.contains("repaired: generation"), "{opt}: {out}");
+        assert!(
+            out.contains("found and corrected; clean, 1 layer"),
+            "{opt}: {out}"
+        );
+        let (code, out) = fsck(&["-n", img]);
+        assert_eq!(code, 0, "after {opt}: {out}");
+        assert!(
+            out.contains("clean, 1 layer, ")
+                && out.contains(&format!("(generation {})", before + 1)),
+            "after {opt}: {out}"
+        );
+        assert!(!out.contains("warning"), "after {opt}: {out}");
+        // A mount selects the copies the same way: the surviving state, both copies valid.
+        let mut dev = Device::open(Path::new(img), Access::ReadOnly).unwrap();
+        let sel = dev.read_superblock().unwrap();
+        assert_eq!(sel.other_error, None);
+        assert_eq!((sel.sb.generation, sel.sb.layer_count), (before + 1, 1));
+        // Nothing left to repair.
+        assert_eq!(fsck(&[opt, img]).0, 0);
+    }
+}
+
+#[test]
+fn lost_last_commit_with_other_damage_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let img = img.to_str().unwrap();
+    let before = lose_last_commit(img);
+    let mut dev = Device::open(Path::new(img), Access::ReadOnly).unwrap();
+    let map_root = dev
+        .read_superblock_copy(before % 2)
+        .unwrap()
+        .unwrap()
+        .map_root;
+    drop(dev);
+    // The surviving state's map root too: it is damaged as well.
+    let mut data = std::fs::read(img).unwrap();
+    data[usize::try_from(map_root).unwrap() * 4096 + 100] ^= 0xff;
+    std::fs::write(img, &data).unwrap();
+    let (code, out) = fsck(&["-y", img]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("left as it is"), "{out}");
+    assert_eq!(std::fs::read(img).unwrap(), data, "-y wrote");
+}

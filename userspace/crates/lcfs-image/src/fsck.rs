@@ -1,7 +1,8 @@
 //! The filesystem checker behind `fsck.lcfs`.
 //!
 //! It checks every invariant the format promises, reading each block once: both superblock
-//! copies; the reference-count map (node checksums and positions, every summary equal to what is
+//! copies (a damaged copy of a commit newer than the one in use is an error, [`Fallback`]);
+//! the reference-count map (node checksums and positions, every summary equal to what is
 //! below it, the free count); the layer tree and every layer tree (node checksums, levels, key
 //! order and bounds, every item decoding); the layer graph (parents exist and are older and
 //! frozen, child counts, names unique, counts in the superblock); each layer's usage counters;
@@ -59,6 +60,26 @@ pub struct Stats {
     pub reclaim_queued: u64,
 }
 
+/// The newest superblock copy is damaged (or may have been: nothing can be read from it), so the
+/// filesystem falls back to the commit in the other copy, and what the commits after it changed
+/// is gone. Mount falls back the same way, and its first commit overwrites the damaged copy.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Fallback {
+    /// The damaged copy (0 or 1).
+    pub damaged_copy: u64,
+    /// Why it is not valid.
+    pub reason: String,
+    /// The generation the damaged copy reads as, unverified (its damage may be in this field);
+    /// `None` if nothing can be read from it.
+    pub damaged_generation: Option<u64>,
+    /// The layer count the damaged copy reads as, unverified.
+    pub damaged_layer_count: Option<u64>,
+    /// The generation the filesystem falls back to.
+    pub generation: u64,
+    /// Layers of that state (its superblock's count).
+    pub layer_count: u64,
+}
+
 /// What a check found.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Report {
@@ -66,8 +87,10 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Errors beyond the first [`MAX_MESSAGES`], counted only.
     pub more_errors: u64,
-    /// Oddities that are not damage (a stale or torn backup superblock).
+    /// Oddities that are not damage (a damaged copy of an older commit than the current one).
     pub warnings: Vec<String>,
+    /// Set when the newest commit's superblock copy is damaged; its error is in `errors` too.
+    pub fallback: Option<Fallback>,
     /// Counters.
     pub stats: Stats,
 }
@@ -76,6 +99,12 @@ impl Report {
     /// Whether no error was found.
     pub fn is_clean(&self) -> bool {
         self.errors.is_empty()
+    }
+
+    /// Whether the fallback to an older commit is the only error: then the surviving state is
+    /// sound, and [`make_fallback_current`] may repair it.
+    pub fn only_fallback(&self) -> bool {
+        self.fallback.is_some() && self.errors.len() == 1 && self.more_errors == 0
     }
 
     fn error(&mut self, msg: String) {
@@ -97,8 +126,22 @@ pub enum OpError {
     #[error("not an LCFS filesystem (no LCFS superblock found)")]
     NotLcfs,
     /// Out of memory or similar.
-    #[error("{0:?}")]
+    #[error("{}", tree_err(*.0))]
     Other(TreeError),
+}
+
+/// Why [`make_fallback_current`] did not repair.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    /// The superblock copies are no longer as the check found them; nothing was written.
+    #[error("the superblock copies changed since the check; nothing was written")]
+    Changed,
+    /// The generation cannot move on (the next one would be the last possible).
+    #[error("generation {0} is the last one a commit can follow; nothing was written")]
+    LastGeneration(u64),
+    /// Opening, writing or reading back failed.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Phases reported to the progress callback.
@@ -189,9 +232,8 @@ pub fn check<S: volume::Device<Buf = Vec<u8>>>(
         }
     };
     if let Some((slot, e)) = selected.other_error {
-        report.warnings.push(format!(
-            "superblock copy {slot} is not valid ({e}); the next commit rewrites it"
-        ));
+        store.read(slot, &mut buf).map_err(|_| OpError::Io)?;
+        superblock_damage(&mut report, &selected.sb, slot, &e, &buf);
     }
     let (vol, _) = match Volume::open(store) {
         Ok(v) => v,
@@ -228,6 +270,108 @@ pub fn check<S: volume::Device<Buf = Vec<u8>>>(
             .error("reference counts not compared: the map could not be read".into());
     }
     Ok(c.report)
+}
+
+/// A superblock copy's error in words that fit a copy (the core's text for a bad magic number
+/// speaks of the whole filesystem, which the other copy shows to be LCFS).
+fn copy_err(e: &FormatError) -> String {
+    match e {
+        FormatError::BadMagic => "no superblock there (bad magic number)".into(),
+        e => e.to_string(),
+    }
+}
+
+/// Reports the damaged copy in `slot` (block contents `raw`) beside the valid `current`: a copy
+/// of an older commit only costs redundancy; one of a newer commit (or one that cannot tell)
+/// means the filesystem fell back and lost that commit.
+fn superblock_damage(
+    report: &mut Report,
+    current: &Superblock,
+    slot: u64,
+    e: &FormatError,
+    raw: &[u8],
+) {
+    let seen = superblock::peek(raw);
+    let (g, layers) = (current.generation, current.layer_count);
+    let kept = format!(
+        "generation {g} ({}, superblock copy {})",
+        crate::output::count(layers, "layer"),
+        current.slot()
+    );
+    if let Some(u) = seen.filter(|u| u.generation <= g) {
+        report.warnings.push(format!(
+            "superblock copy {slot} is not valid ({e}); it reads as generation {}, not newer \
+             than the current {g}, so only redundancy is lost until the next commit rewrites it",
+            u.generation
+        ));
+        return;
+    }
+    let msg = match seen {
+        Some(u) => {
+            // A one-commit step is what the protocol leaves; anything else means the field is
+            // part of the damage.
+            let doubt = if g.checked_add(1) == Some(u.generation) {
+                ""
+            } else {
+                ", although a generation other than the next is itself suspect"
+            };
+            format!(
+                "superblock copy {slot} is damaged ({e}): the filesystem falls back to {kept}, and \
+                 what the commit after it changed is lost; the damaged copy reads as generation \
+                 {} with {} (unverified{doubt})",
+                u.generation,
+                crate::output::count(u.layer_count, "layer")
+            )
+        }
+        None => format!(
+            "superblock copy {slot} is damaged ({}) and its generation cannot be read: the \
+             filesystem uses {kept}; if the damaged copy held a newer commit, what that commit \
+             changed is lost",
+            copy_err(e)
+        ),
+    };
+    report.error(msg);
+    report.fallback = Some(Fallback {
+        damaged_copy: slot,
+        reason: copy_err(e),
+        damaged_generation: seen.map(|u| u.generation),
+        damaged_layer_count: seen.map(|u| u.layer_count),
+        generation: g,
+        layer_count: layers,
+    });
+}
+
+/// Repairs a [`Fallback`]: commits the state the filesystem fell back to again, as the next
+/// generation, into the damaged copy's slot (as every commit does), so that both copies are valid
+/// and a mount starts from that state. The caller checks first that nothing else is damaged
+/// ([`Report::only_fallback`]): otherwise the damaged copy may be the better way back, by hand.
+/// Returns the filesystem reopened as a mount opens it, at the new generation.
+pub fn make_fallback_current<S: volume::Device>(
+    store: S,
+    fallback: &Fallback,
+    now: lcfs_format::records::Timespec,
+) -> Result<Volume<S>, RepairError> {
+    let failed = |e: TreeError| RepairError::Failed(tree_err(e));
+    // Generation u64::MAX is invalid, and the commit after this one needs a generation too.
+    if fallback.generation.checked_add(2).is_none() {
+        return Err(RepairError::LastGeneration(fallback.generation));
+    }
+    let (mut vol, other) = Volume::open(store).map_err(failed)?;
+    if vol.superblock().generation != fallback.generation
+        || other.map(|(slot, _)| slot) != Some(fallback.damaged_copy)
+    {
+        return Err(RepairError::Changed);
+    }
+    vol.recommit(now).map_err(failed)?;
+    let generation = vol.superblock().generation;
+    // Read back as a mount reads: both copies valid, the new one current.
+    let (vol, other) = Volume::open(vol.into_store()).map_err(failed)?;
+    if other.is_some() || vol.superblock().generation != generation {
+        return Err(RepairError::Failed(
+            "the rewritten superblock copy does not read back".into(),
+        ));
+    }
+    Ok(vol)
 }
 
 fn err(r: &Result<Superblock, FormatError>) -> String {

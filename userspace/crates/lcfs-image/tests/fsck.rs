@@ -215,3 +215,110 @@ proptest! {
         let _ = Volume::open(dev);
     }
 }
+
+/// `sample()` plus a last commit that creates three layers: the newest superblock copy holds
+/// that commit, the other copy the one before it. Returns the image and both generations.
+fn with_last_commit() -> (MemDevice, u64, u64) {
+    let mut vol = Volume::open(sample()).unwrap().0;
+    let before = vol.superblock().generation;
+    for name in [&b"x"[..], b"y", b"z"] {
+        vol.create_layer(name, Some(1), NOW).unwrap();
+    }
+    vol.commit(NOW).unwrap();
+    let after = vol.superblock().generation;
+    assert_eq!(after, before + 1);
+    (vol.into_store(), before, after)
+}
+
+/// Changes one byte of superblock copy `slot` (outside the checksum's own field).
+fn damage_copy(dev: &mut MemDevice, slot: u64, at: usize) {
+    dev.blocks.get_mut(&slot).expect("copy written")[at] ^= 0x10;
+}
+
+#[test]
+fn damaged_newest_superblock_copy_is_a_lost_commit() {
+    let (mut dev, before, after) = with_last_commit();
+    damage_copy(&mut dev, after % 2, 300);
+    let r = fsck::check(dev.clone(), &mut |_, _, _| {}).unwrap();
+    assert!(!r.is_clean(), "a fallback that loses a commit is an error");
+    assert!(r.only_fallback(), "{:?}", r.errors);
+    assert_eq!(
+        r.fallback,
+        Some(fsck::Fallback {
+            damaged_copy: after % 2,
+            reason: r.fallback.as_ref().unwrap().reason.clone(),
+            damaged_generation: Some(after),
+            damaged_layer_count: Some(6),
+            generation: before,
+            layer_count: 3,
+        })
+    );
+    let msg = &r.errors[0];
+    for want in [
+        &format!(
+            "superblock copy {} is damaged (checksum mismatch",
+            after % 2
+        ),
+        &format!("falls back to generation {before} (3 layers"),
+        &format!("reads as generation {after} with 6 layers (unverified)"),
+    ] {
+        assert!(msg.contains(want.as_str()), "{want:?} not in {msg:?}");
+    }
+    assert_eq!((r.stats.generation, r.stats.layers), (before, 3));
+
+    // The repair commits the surviving state again into the damaged copy's slot.
+    let vol = fsck::make_fallback_current(dev, &r.fallback.unwrap(), NOW).unwrap();
+    assert_eq!(vol.superblock().generation, before + 1);
+    let fixed = vol.into_store();
+    let r = fsck::check(fixed.clone(), &mut |_, _, _| {}).unwrap();
+    assert!(r.is_clean(), "{:?}", r.errors);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert_eq!((r.stats.generation, r.stats.layers), (before + 1, 3));
+    let (vol, other) = Volume::open(fixed).unwrap();
+    assert_eq!(other, None, "both copies valid");
+    assert_eq!(vol.superblock().generation, before + 1);
+}
+
+#[test]
+fn damaged_copy_without_a_readable_generation_may_be_a_lost_commit() {
+    let (mut dev, before, after) = with_last_commit();
+    // The magic number gone: nothing of the copy can be read.
+    damage_copy(&mut dev, after % 2, 0);
+    let r = fsck::check(dev, &mut |_, _, _| {}).unwrap();
+    assert!(r.only_fallback(), "{:?}", r.errors);
+    let f = r.fallback.unwrap();
+    assert_eq!((f.damaged_generation, f.damaged_layer_count), (None, None));
+    assert_eq!(f.generation, before);
+    assert!(
+        r.errors[0].contains("its generation cannot be read"),
+        "{:?}",
+        r.errors
+    );
+}
+
+#[test]
+fn damaged_older_superblock_copy_only_warns() {
+    let (mut dev, before, _) = with_last_commit();
+    damage_copy(&mut dev, before % 2, 300);
+    let r = fsck::check(dev, &mut |_, _, _| {}).unwrap();
+    assert!(r.is_clean(), "{:?}", r.errors);
+    assert_eq!(r.fallback, None);
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert!(
+        r.warnings[0].contains(&format!("generation {before}, not newer")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
+fn fallback_with_other_damage_is_not_for_repair() {
+    let (mut dev, _, after) = with_last_commit();
+    damage_copy(&mut dev, after % 2, 300);
+    // And the surviving state's layer tree root: the damaged copy may be the better way back.
+    let root = Volume::open(dev.clone()).unwrap().0.superblock().layer_root;
+    dev.blocks.get_mut(&root).unwrap()[200] ^= 1;
+    let r = fsck::check(dev, &mut |_, _, _| {}).unwrap();
+    assert!(r.fallback.is_some());
+    assert!(!r.only_fallback(), "{:?}", r.errors);
+}

@@ -15,9 +15,11 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Show information about the mounted LCFS filesystem holding PATH.
+    /// Show information about the mounted LCFS filesystem holding PATH (for an image file or an
+    /// unmounted device, see `lcfs debug super`).
     Info {
-        /// A regular file or directory on a mounted LCFS filesystem (its root, usually).
+        /// A regular file or directory on a mounted LCFS filesystem (its root, usually); not an
+        /// image file or device.
         path: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -65,6 +67,9 @@ pub(crate) enum DebugCommand {
         null: bool,
     },
     /// Print every structure: superblock, reference-count map, layers and tree nodes.
+    ///
+    /// A node that cannot be read is shown as UNREADABLE, with the reason and the part of its
+    /// tree or of the map it covers, and the rest is still shown; the exit status is then 1.
     Dump {
         /// Block device or image file.
         device: PathBuf,

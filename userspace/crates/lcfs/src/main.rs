@@ -7,6 +7,8 @@ mod cli;
 mod dump;
 mod layer;
 
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -82,7 +84,7 @@ impl From<&Superblock> for SuperReport {
     }
 }
 
-fn debug_super(device: &std::path::Path, json: bool) -> Result<bool> {
+fn debug_super(device: &Path, json: bool) -> Result<bool> {
     let mut dev = Device::open(device, Access::ReadOnly)?;
     let current = dev.read_superblock().ok().map(|sel| sel.sb.slot());
     let mut reports = Vec::new();
@@ -133,16 +135,41 @@ struct InfoReport {
     label: String,
 }
 
-fn info(path: &std::path::Path, json: bool) -> Result<bool> {
+/// Why `lcfs info` failed on `path`. It asks a mounted filesystem; an image file or a device is
+/// read by `lcfs debug super`, which the error names for those.
+fn info_error(path: &Path, e: std::io::Error) -> anyhow::Error {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).ok();
+    let what = if meta
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_block_device())
+    {
+        Some("a block device")
+    } else if meta.as_ref().is_some_and(std::fs::Metadata::is_file)
+        && Device::open(path, Access::ReadOnly)
+            .and_then(|mut d| lcfs_image::probe::signatures(&mut d))
+            .is_ok_and(|s| s.contains(&"lcfs"))
+    {
+        Some("an LCFS image file")
+    } else {
+        None
+    };
+    match what {
+        Some(what) => anyhow::anyhow!(
+            "{shown} is {what}, not a path on a mounted LCFS filesystem (`lcfs info` asks a \
+             mount); `lcfs debug super {shown}` reads it offline"
+        ),
+        None if lcfs_uapi::is_not_lcfs(&e) => {
+            anyhow::anyhow!("{shown} is not on an LCFS filesystem")
+        }
+        None => anyhow::Error::new(e).context("LCFS_IOC_FS_INFO failed"),
+    }
+}
+
+fn info(path: &Path, json: bool) -> Result<bool> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let raw = lcfs_uapi::fs_info(&file).map_err(|e| {
-        if lcfs_uapi::is_not_lcfs(&e) {
-            anyhow::anyhow!("{} is not on an LCFS filesystem", path.display())
-        } else {
-            anyhow::Error::new(e).context("LCFS_IOC_FS_INFO failed")
-        }
-    })?;
+    let raw = lcfs_uapi::fs_info(&file).map_err(|e| info_error(path, e))?;
     let report = InfoReport {
         format_version: raw.format_version,
         block_size: raw.block_size,

@@ -243,3 +243,151 @@ fn closed_pipe_ends_quietly() {
         );
     }
 }
+
+/// Runs `lcfs args`: exit status, stdout, stderr.
+fn lcfs_full(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lcfs"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Flips a byte in block `block` of the image at `path` (its checksum then fails).
+fn damage_block(path: &Path, block: u64) {
+    let mut data = std::fs::read(path).unwrap();
+    data[usize::try_from(block).unwrap() * 4096 + 200] ^= 0x40;
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn dump_shows_everything_readable_around_a_damaged_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("img");
+    image(&path);
+    // The second leaf of the base layer's two-level tree, and the keys it holds.
+    let dev = Device::open(&path, Access::ReadOnly).unwrap();
+    let mut vol = Volume::open(dev).unwrap().0;
+    let root = vol.layer(1).unwrap().root;
+    let mut buf = vec![0u8; 4096];
+    lcfs_format::tree::BlockStore::read(vol.store(), root, &mut buf).unwrap();
+    assert!(lcfs_format::node::len(&buf).unwrap() > 2, "two levels");
+    let leaf = lcfs_format::node::internal_child(&buf, 1).unwrap();
+    let lo = lcfs_format::node::internal_key(&buf, 1).unwrap();
+    let hi = lcfs_format::node::internal_key(&buf, 2).unwrap();
+    drop(vol);
+    damage_block(&path, leaf);
+    let img = path.to_str().unwrap();
+
+    let (code, out, err) = lcfs_full(&["debug", "dump", "--items", img]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let range = format!(
+        "keys from (1 INLINE {}) up to (1 INLINE {})",
+        lo.offset, hi.offset
+    );
+    assert!(
+        out.contains(&format!("node {leaf} UNREADABLE: checksum mismatch")) && out.contains(&range),
+        "{out}"
+    );
+    // Everything else is there: both layers, the map, the other leaves and their items, the
+    // clone's tree.
+    for want in [
+        "superblock: generation",
+        "reference-count map:",
+        "1 \"base\" parent 0 ro children 1",
+        "2 \"child\" parent 1 rw children 0",
+        "(1 INODE 0) mode 40755",
+        &format!("(1 INLINE {}) 50 bytes inline", hi.offset),
+        "tree layer 2 ",
+    ] {
+        assert!(out.contains(want), "{want:?} missing: {out}");
+    }
+    assert!(err.contains("1 structure could not be read"), "{err}");
+    assert!(
+        !err.contains("Corrupt") && !err.contains("BadChecksum"),
+        "{err}"
+    );
+
+    let (code, json, _) = lcfs_full(&["debug", "dump", "--json", img]);
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["unreadable"].as_array().unwrap().len(), 1, "{json}");
+    let marked: Vec<&serde_json::Value> = v["trees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["nodes"].as_array().unwrap())
+        .filter(|n| n.get("unreadable").is_some())
+        .collect();
+    // In the base layer's tree, and again in the clone's, which shares the leaf.
+    assert_eq!(marked.len(), 2, "{json}");
+    assert_eq!(marked[1]["shared_with_earlier"], true, "{json}");
+    assert_eq!(marked[0]["block"], leaf);
+    assert_eq!(marked[0]["covers"], range.as_str());
+}
+
+#[test]
+fn dump_without_the_map_or_the_layer_tree_still_shows_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("img");
+    image(&path);
+    let mut dev = Device::open(&path, Access::ReadOnly).unwrap();
+    let sb = dev.read_superblock().unwrap().sb;
+    drop(dev);
+
+    // The map root: the volume does not open, the trees are read from the device.
+    let map = dir.path().join("map");
+    std::fs::copy(&path, &map).unwrap();
+    damage_block(&map, sb.map_root);
+    let (code, out, err) = lcfs_full(&["debug", "dump", map.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains(&format!("node {} UNREADABLE", sb.map_root))
+            && out.contains("not shown: the reference counts of blocks 0.."),
+        "{out}"
+    );
+    assert!(out.contains("2 \"child\" parent 1"), "{out}");
+    assert!(out.contains(" refs ? "), "reference counts unknown: {out}");
+
+    // The layer tree's root: no layer is known, which --layer then says.
+    let layers = dir.path().join("layers");
+    std::fs::copy(&path, &layers).unwrap();
+    damage_block(&layers, sb.layer_root);
+    let layers = layers.to_str().unwrap();
+    let (code, out, err) = lcfs_full(&["debug", "dump", layers]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains(&format!("node {} UNREADABLE", sb.layer_root))
+            && out.contains("not shown: the whole tree"),
+        "{out}"
+    );
+    assert!(out.contains("reference-count map:\n  node"), "{out}");
+    let (code, out, err) = lcfs_full(&["debug", "dump", "--layer", "base", layers]);
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("among those that could be read"), "{err}");
+}
+
+#[test]
+fn info_on_an_image_file_points_to_debug_super() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    image(&img);
+    let (code, _, err) = lcfs_full(&["info", img.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("is an LCFS image file") && err.contains("lcfs debug super"),
+        "{err}"
+    );
+    // Any other file is just not on LCFS.
+    let other = dir.path().join("other");
+    std::fs::write(&other, b"text").unwrap();
+    let (code, _, err) = lcfs_full(&["info", other.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not on an LCFS filesystem"), "{err}");
+    assert!(!err.contains("debug super"), "{err}");
+}
