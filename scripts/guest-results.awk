@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0
 # Verdict on a guest suite's console log (tests/guest/lib.sh writes the lines it reads):
 #   LCFS-PLAN: NAME...            tests a boot of the suite declares before running them
-#   LCFS-RESULT: ok NAME | not ok NAME (status N)
+#   LCFS-RESULT: ok NAME [(TIME)] | not ok NAME (status N[, TIME])
 #   LCFS-DONE rc=N                exit status of the suite script (tests/guest/init.sh)
 # Prints one line per finding, for scripts/test.sh and scripts/vm.sh:
 #   ok NAME | fail NAME           a result, first report of each name

@@ -23,7 +23,7 @@ check() {
 
 guest() { check "guest-results: $1" guest-results.awk "$2"; }
 
-printf 'LCFS-PLAN: a b\nLCFS-RESULT: ok a\nLCFS-RESULT: not ok b (status 1)\nLCFS-DONE rc=0\n' |
+printf 'LCFS-PLAN: a b\nLCFS-RESULT: ok a (0.4 s)\nLCFS-RESULT: not ok b (status 1, 2.0 s)\nLCFS-DONE rc=0\n' |
 	guest "complete suite" "ok a
 fail b"
 printf 'LCFS-PLAN: a b c\nLCFS-RESULT: ok a\n[   3.1] Oops\n' |

@@ -1,6 +1,6 @@
 # Helpers for guest test suites (busybox sh). Each test is a function run in a subshell with
-# `set -e`; its result goes to the console as "LCFS-RESULT: ok NAME" or "LCFS-RESULT: not ok NAME",
-# which the host collects. Output of a failing test is shown indented.
+# `set -e`; its result goes to the console as "LCFS-RESULT: ok NAME (TIME)" or "LCFS-RESULT: not ok
+# NAME (status N, TIME)", which the host collects. Output of a failing test is shown indented.
 #
 # Before its first test, every boot of a suite declares the tests it will report with `plan`
 # ("LCFS-PLAN: NAME..."; `run_tests` does it for a fixed list). The host fails a suite whose plan
@@ -21,13 +21,16 @@ run_tests() {
 run_test() {
 	_name=$1
 	shift
+	_t0=$(cut -d' ' -f1 /proc/uptime)
 	# Not inside `if`: errexit is ignored in condition context, even in a subshell.
 	( set -e; "$@" ) >/tmp/test.out 2>&1
 	_rc=$?
+	# The test's time, for the test budget (Documentation/build.md); readers take the name only.
+	_took=$(awk -v t0="$_t0" '{ printf "%.1f s", $1 - t0 }' /proc/uptime)
 	if [ $_rc = 0 ]; then
-		echo "LCFS-RESULT: ok $_name"
+		echo "LCFS-RESULT: ok $_name ($_took)"
 	else
-		echo "LCFS-RESULT: not ok $_name (status $_rc)"
+		echo "LCFS-RESULT: not ok $_name (status $_rc, $_took)"
 		sed 's/^/    | /' /tmp/test.out
 	fi
 	# The status stays in _rc; returning it would make a suite's last failing test its exit
