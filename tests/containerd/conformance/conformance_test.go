@@ -21,7 +21,7 @@
 //	LCFS_SNAPSHOTTER                the daemon (default: containerd-lcfs-grpc, looked up in PATH)
 //	LCFS_SNAPSHOTTER_ARGS           more daemon arguments, split at white space ("--log-level debug")
 //	LCFS_SNAPSHOTTER_SIZE           size of each case's image file (default 1G; sparse)
-//	LCFS_SNAPSHOTTER_START_TIMEOUT  seconds a daemon may take to answer (default 30)
+//	LCFS_SNAPSHOTTER_START_TIMEOUT  seconds a daemon may take to answer (default 120)
 //	LCFS_CONFORMANCE_LOG=1          log every daemon's stderr, not only that of failed cases
 //	TMPDIR                          where the suite's case directories and the images go (/tmp)
 package conformance
@@ -108,7 +108,9 @@ func startTimeout() time.Duration {
 	if s, err := strconv.Atoi(os.Getenv("LCFS_SNAPSHOTTER_START_TIMEOUT")); err == nil && s > 0 {
 		return time.Duration(s) * time.Second
 	}
-	return 30 * time.Second
+	// Generous: under TCG with the debug kernel, four cases' daemons format and mount at once
+	// while the containerd tests beside them import images; a start has taken over 30 s there.
+	return 120 * time.Second
 }
 
 // daemon is one case's containerd-lcfs-grpc.
