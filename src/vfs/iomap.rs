@@ -964,6 +964,12 @@ impl<'a, T: Operations> LockedFile<'a, T> {
                 T::punch(inode, first_full, last_full - first_full)?;
             }
         } else if mode == 0 || mode == keep {
+            if mode == 0 && end > size {
+                // RLIMIT_FSIZE and the size limit: EFBIG (and SIGXFSZ for the rlimit), as
+                // writes and truncates get them from the VFS; before anything changes.
+                // SAFETY: a live inode (`&Inode`); the check only reads it and the task's limits.
+                to_result(unsafe { bindings::inode_newsize_ok(inode.as_ptr(), end) })?;
+            }
             // SAFETY: the live file of the call, with its inode's `i_rwsem` held (type
             // invariant), as `file_modified` requires.
             to_result(unsafe { bindings::file_modified(file) })?;

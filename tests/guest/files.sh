@@ -123,6 +123,29 @@ t_fallocate() {
 	if xfs_io -c 'fcollapse 0 4096' /mnt/default/punch 2>/tmp/err; then fail "collapse accepted"; fi
 }
 
+# RLIMIT_FSIZE: growing a file past the limit by fallocate, truncate or write fails with EFBIG and
+# raises SIGXFSZ (whose default action ends the process), and changes nothing past the limit.
+t_file_size_limit() {
+	limited() { chroot /debian bash -c "ulimit -f 1024; $1"; } # 1 MiB
+	# SIGXFSZ is 25: killed by it, the shell reports status 153.
+	for cmd in "exec xfs_io -f -c 'falloc 0 2m' $M/lim-falloc" "exec truncate -s 2M $M/lim-trunc" \
+		"exec dd if=/dev/zero of=$M/lim-write bs=64K count=32 status=none"; do
+		st=0
+		limited "$cmd" 2>/dev/null || st=$?
+		assert_eq "$st" 153 "status of '$cmd' past RLIMIT_FSIZE"
+	done
+	# With the signal ignored, the calls' own error shows.
+	limited "trap '' XFSZ; xfs_io -f -c 'falloc 0 2m' $M/lim-falloc" 2>&1 | tee /tmp/err
+	grep -q 'File too large' /tmp/err || fail "fallocate past RLIMIT_FSIZE did not fail with EFBIG"
+	assert_eq "$(stat -c '%s %b' $M/lim-falloc)" "0 0" "fallocate's file past the limit"
+	assert_eq "$(stat -c %s $M/lim-trunc)" 0 "truncate's file past the limit"
+	assert_eq "$(stat -c %s $M/lim-write)" 1048576 "written up to the limit"
+	# Within the limit, and keeping the size, all of them work.
+	limited "xfs_io -c 'falloc 0 1m' -c 'falloc -k 1m 1m' $M/lim-falloc && truncate -s 1M $M/lim-trunc"
+	assert_eq "$(stat -c '%s %b' $M/lim-falloc)" "1048576 4096" "fallocate within the limit"
+	rm $M/lim-falloc $M/lim-trunc $M/lim-write
+}
+
 t_mmap() {
 	xfs_io -f -c 'truncate 65536' -c 'mmap -rw 0 65536' -c 'mwrite -S 0x5a 0 65536' \
 		-c 'msync -s 0 65536' /mnt/default/mapped >/dev/null
@@ -301,5 +324,5 @@ t_final_fsck() {
 }
 
 run_tests \
-	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate mmap \
+	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate file_size_limit mmap \
 	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck
