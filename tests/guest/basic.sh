@@ -149,6 +149,30 @@ t_device_too_small() {
 	drop_image
 }
 
+# mkfs with a size on a block device (mke2fs's trailing fs-size): the filesystem takes the first
+# 64 MiB of the 256 MiB disk, and filling it leaves the bytes past it alone.
+t_sized_on_block_device() {
+	umount /mnt 2>/dev/null || :
+	printf 'past-the-filesystem' | dd of="$DEV" bs=1M seek=100 conv=notrunc 2>/dev/null
+	if mkfs.lcfs -q -f "$DEV" 1G 2>/tmp/err; then fail "mkfs made 1 GiB on a 256 MiB disk"; fi
+	cat /tmp/err
+	grep -q 'larger than the device' /tmp/err
+	mkfs.lcfs -f "$DEV" 65536 | tee /tmp/out
+	grep -q '16384 blocks' /tmp/out
+	lcfs debug super "$DEV" | grep -q '^  total_blocks  16384$' || { lcfs debug super "$DEV"; fail "superblock size"; }
+	mount -t lcfs "$DEV" /mnt
+	assert_eq "$(stat -f -c '%b %S' /mnt)" "16384 4096" "statfs size"
+	if dd if=/dev/zero of=/mnt/default/fill bs=1M 2>/tmp/err; then fail "filled 256 MiB"; fi
+	grep -q 'No space left' /tmp/err
+	size=$(stat -c %s /mnt/default/fill)
+	echo "filled $size bytes"
+	[ "$size" -le $((64 << 20)) ] || fail "a 64 MiB filesystem took $size bytes"
+	umount /mnt
+	fsck.lcfs -n "$DEV"
+	assert_eq "$(dd if="$DEV" bs=1M skip=100 count=1 2>/dev/null | head -c 19)" past-the-filesystem \
+		"bytes past the filesystem"
+}
+
 # raw_image SOURCE BLOCKSIZE COUNT: a loop device over bytes copied from SOURCE.
 raw_image() {
 	rm -f "$IMG"
@@ -243,4 +267,4 @@ run_tests \
 	mkfs_in_guest mount_autoloads_module layer_root statfs fs_info_ioctl umount mount_options \
 	busy_device_refused_by_mkfs mount_cycles bad_magic bad_checksum unknown_version \
 	device_too_small tiny_device garbage zeroed one_copy_damaged damaged_map damaged_layer_tree \
-	fsck_operational_error rmmod_no_leak modprobe_explicit
+	sized_on_block_device fsck_operational_error rmmod_no_leak modprobe_explicit

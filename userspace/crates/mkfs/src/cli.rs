@@ -24,11 +24,17 @@ pub(crate) struct Args {
     #[arg(short = 'U', long)]
     pub(crate) uuid: Option<uuid::Uuid>,
 
-    /// Size of an image file to create or resize, in bytes or with one of mke2fs's suffixes
-    /// K, M, G, T (powers of 1024, either case: 512M, 10G). Regular files only; a file larger
-    /// than SIZE is cut only with -f.
+    /// Size of the filesystem, in bytes or with one of mke2fs's suffixes K, M, G, T (powers of
+    /// 1024, either case: 512M, 10G). An image file is created or resized to it (a file larger
+    /// than SIZE is cut only with -f); on a block device the filesystem takes the first SIZE
+    /// bytes and leaves the rest alone.
     #[arg(short, long, value_parser = parse_size)]
     pub(crate) size: Option<u64>,
+
+    /// The filesystem's size as mke2fs takes it after the device: as --size, but a number
+    /// without a suffix counts KiB.
+    #[arg(value_name = "FS-SIZE", value_parser = parse_fs_size)]
+    pub(crate) fs_size: Option<u64>,
 
     /// Show what would be done without writing anything.
     #[arg(short = 'n', long)]
@@ -41,6 +47,15 @@ pub(crate) struct Args {
     /// Name of the first, empty read-write layer.
     #[arg(long, default_value = "default")]
     pub(crate) layer: String,
+}
+
+/// Parses mke2fs's trailing fs-size: a number without a suffix counts KiB (mke2fs without -b).
+pub(crate) fn parse_fs_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_size(&format!("{s}K"));
+    }
+    parse_size(s)
 }
 
 /// Parses a byte count with mke2fs's suffixes: one of K, M, G, T (powers of 1024), either case.

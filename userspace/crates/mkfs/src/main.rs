@@ -19,6 +19,10 @@ use lcfs_image::{outln, probe, Access, Device};
 mod cli;
 use cli::Args;
 
+fn is_block_device(m: &std::fs::Metadata) -> bool {
+    std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())
+}
+
 /// Refuses a size below the format's minimum.
 fn check_size(args: &Args, size: u64) -> Result<()> {
     if size / u64::from(BLOCK_SIZE) < MIN_BLOCKS {
@@ -38,13 +42,9 @@ fn run(args: &Args) -> Result<()> {
     let meta = std::fs::metadata(&args.device);
     let mut created = false;
     if let Some(size) = args.size {
-        if let Ok(m) = &meta {
-            if std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) {
-                bail!(
-                    "{}: --size applies to image files only",
-                    args.device.display()
-                );
-            }
+        // A block device keeps its size: the filesystem takes its first `size` bytes (format
+        // checks that they exist).
+        if let Some(m) = meta.as_ref().ok().filter(|m| !is_block_device(m)) {
             if m.len() > size && !args.force {
                 bail!(
                     "{} is {} bytes: --size {size} would cut it; use -f to shrink it",
@@ -97,8 +97,18 @@ fn format(args: &Args) -> Result<()> {
         );
     }
 
+    let block = std::fs::metadata(&args.device).is_ok_and(|m| is_block_device(&m));
     // A preview without a device has a size (new_preview).
     let size = args.size.or(dev.as_ref().map(Device::size)).unwrap_or(0);
+    if let Some(dev) = dev.as_ref().filter(|_| block) {
+        if size > dev.size() {
+            bail!(
+                "{}: the filesystem size {size} is larger than the device ({} bytes)",
+                args.device.display(),
+                dev.size()
+            );
+        }
+    }
     check_size(args, size)?;
     let blocks = size / u64::from(BLOCK_SIZE);
 
@@ -151,7 +161,7 @@ fn format(args: &Args) -> Result<()> {
     }
 
     let mut dev = match dev {
-        Some(dev) if args.size.is_none() => dev,
+        Some(dev) if args.size.is_none() || block => dev,
         _ => {
             std::fs::OpenOptions::new()
                 .write(true)
@@ -186,7 +196,7 @@ fn format(args: &Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let mut args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();
@@ -197,6 +207,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    // mke2fs's trailing fs-size is --size by another name.
+    match (args.size, args.fs_size) {
+        (Some(a), Some(b)) if a != b => {
+            eprintln!("mkfs.lcfs: --size {a} and the size argument {b} (bytes) disagree");
+            return ExitCode::from(1);
+        }
+        (None, b) => args.size = b,
+        _ => {}
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -208,7 +227,7 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::cli::parse_size;
+    use super::cli::{parse_fs_size, parse_size};
 
     #[test]
     fn sizes() {
@@ -222,5 +241,14 @@ mod tests {
         }
         assert!(parse_size("M").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn trailing_fs_size_counts_kib_without_a_suffix() {
+        assert_eq!(parse_fs_size("65536"), Ok(64 << 20));
+        assert_eq!(parse_fs_size("64M"), Ok(64 << 20));
+        assert!(parse_fs_size("64MB").is_err());
+        assert!(parse_fs_size("").is_err());
+        assert!(parse_fs_size("99999999999999999").is_err());
     }
 }

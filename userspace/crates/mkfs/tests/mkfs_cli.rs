@@ -170,3 +170,21 @@ fn sizes_refused_before_anything_is_written() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("K, M, G or T"));
 }
+
+#[test]
+fn trailing_size_argument_as_mke2fs_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("t.img");
+    // A bare number counts KiB, as mke2fs's fs-size.
+    let out = mkfs(&["-q", img.to_str().unwrap(), "8192"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", out);
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 8 << 20);
+    let out = mkfs(&["-n", "-f", img.to_str().unwrap(), "4M"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1024 blocks"));
+    // Both ways at once must agree.
+    let out = mkfs(&["-q", "-f", "-s", "8M", img.to_str().unwrap(), "4M"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("disagree"));
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 8 << 20);
+}
