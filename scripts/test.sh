@@ -3,14 +3,15 @@
 # `make test` and `make soak`: set-up, builds, host tests, KUnit and VM tests. Every check is
 # counted; the last line is "N passed, N failed" and the exit status is non-zero if anything failed.
 #
-#   SUITES="host posix ..."  run only these groups (default: all): host (cargo test, clippy,
-#                            rustfmt), fuzz, the guest suites basic userland namespace files layers
-#                            containerd containerd-crash stress posix corrupt crash, and
-#                            fsx-release (fsx on the release kernel).
+#   SUITES="host posix ..."  run only these groups (default: all but fsx-release): host (cargo
+#                            test, clippy, rustfmt), fuzz, the guest suites basic userland
+#                            namespace files layers containerd containerd-crash stress posix
+#                            corrupt crash, and fsx-release (long fsx runs on the release kernel,
+#                            which takes a kernel build of its own).
 #                            Set-up and the module builds always run; KUnit runs with any guest
 #                            suite but crash.
 #   LCFS_SOAK=1              `make soak`: the long forms (Documentation/testing.md); default
-#                            groups fuzz stress posix corrupt crash fsx-release.
+#                            groups fuzz layers containerd stress posix corrupt crash fsx-release.
 #
 # Besides each test's own verdict, the run fails when a guest suite's plan and results disagree
 # (scripts/guest-results.awk), when a cargo test binary reported fewer tests than it announced,
@@ -29,7 +30,8 @@ t0=$(date +%s)
 
 soak=${LCFS_SOAK:-0}
 all_groups="host fuzz basic userland namespace files layers containerd containerd-crash stress posix corrupt crash fsx-release"
-if [ "$soak" = 1 ]; then default_groups="fuzz layers containerd stress posix corrupt crash fsx-release"; else default_groups=$all_groups; fi
+# fsx on the release kernel is a long form: make test has fsx on the debug kernel (posix, layers).
+if [ "$soak" = 1 ]; then default_groups="fuzz layers containerd stress posix corrupt crash fsx-release"; else default_groups=${all_groups% fsx-release}; fi
 groups=${SUITES:-$default_groups}
 for g in $groups; do
 	case " $all_groups " in *" $g "*) ;; *) die "unknown group '$g' in SUITES (groups: $all_groups)" ;; esac
@@ -144,8 +146,19 @@ sed 's/^/    /' "$LCFS_CACHE/versions.txt" >&2
 # first step that needs it.
 setsid scripts/build-kernel.sh >"$build/logs/kernel.log" 2>&1 &
 kernel_build=$!
-release_build=""
-trap 'for p in $kernel_build $release_build; do kill -- -$p 2>/dev/null; done' EXIT
+release_build="" rootfs_build=""
+# The Debian root filesystem too (most guest suites need it): on a new machine it is mostly
+# package downloads and unpacking, which the builds above leave room for.
+needs_rootfs=0
+for g in $groups; do
+	[ "$g" != fsx-release ] || g=posix
+	! grep -q '^# lcfs-needs: debian-root' "tests/guest/$g.sh" 2>/dev/null || needs_rootfs=1
+done
+if [ $needs_rootfs = 1 ]; then
+	setsid scripts/mkrootfs.sh >/dev/null 2>"$build/logs/rootfs.log" &
+	rootfs_build=$!
+fi
+trap 'for p in $kernel_build $release_build $rootfs_build; do kill -- -$p 2>/dev/null; done' EXIT
 
 # --- host tests ------------------------------------------------------------------------------
 if selected host; then
@@ -263,6 +276,16 @@ run_suite() { # run_suite SUITE [NAME]: NAME (default SUITE) names the run's res
 }
 
 rm -f "$build"/logs/*.kunit
+if [ -n "$rootfs_build" ]; then
+	log "build: Debian root filesystem (waiting for the background build)"
+	if wait $rootfs_build; then
+		record ok "build: Debian root filesystem"
+	else
+		tail -30 "$build/logs/rootfs.log" >&2
+		record fail "build: Debian root filesystem" "see build/logs/rootfs.log"
+		finish
+	fi
+fi
 # The Debian userland other suites use: a harness self-check, not a test of LCFS.
 ! selected userland || rec=record_harness run_suite userland
 for s in basic namespace files; do ! selected $s || run_suite $s; done
