@@ -4,7 +4,8 @@
 
 SOCK=/run/containerd-lcfs/containerd-lcfs-grpc.sock
 M=/var/lib/containerd-lcfs/mnt
-DEBIAN=localhost/lcfs-test/debian:bookworm
+# Debian's shell and core tools in two layers (scripts/mkrootfs.sh: debian-slim.tar).
+DEBIAN=localhost/lcfs-test/debian-slim:bookworm
 BUSYBOX=localhost/lcfs-test/busybox:1
 snap() { ctr snapshots --snapshotter lcfs "$@"; }
 # Committed, active and view snapshots as containerd lists them: "KEY PARENT KIND", PARENT "-"
