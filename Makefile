@@ -59,13 +59,16 @@ $(RELEASE_STAMP): $(RELEASE_SOURCES)
 	@$(RELEASE)/lcfs-gen $(BUILD)/man $(BUILD)/completions
 	@touch $@
 
-userspace: setup $(RELEASE_STAMP)
+# The set-up first, then the build (a sub-make keeps that order under make -j).
+userspace: setup
+	@$(MAKE) --no-print-directory $(RELEASE_STAMP)
 	@mkdir -p $(BUILD)/host
 	@install -m755 $(RELEASE)/mkfs-lcfs $(BUILD)/host/mkfs.lcfs
 	@install -m755 $(RELEASE)/fsck-lcfs $(BUILD)/host/fsck.lcfs
 	@install -m755 $(RELEASE)/lcfs $(BUILD)/host/lcfs
 
-man: setup $(RELEASE_STAMP)
+man: setup
+	@$(MAKE) --no-print-directory $(RELEASE_STAMP)
 
 # Static binaries for the busybox guest.
 guest-tools: setup
