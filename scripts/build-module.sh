@@ -11,13 +11,8 @@ kdir=$("$LCFS_ROOT/scripts/build-kernel.sh")
 mdir=$(module_dir)
 lint=(CLIPPY=1)
 if [ "$mdir" != "$LCFS_ROOT" ]; then
-	# rsync -a keeps mtimes, so Kbuild rebuilds only what changed. Only sources are copied (the
-	# first matching rule wins); with --delete a removed source goes away, while the excluded
-	# build products are left alone.
 	mkdir -p "$mdir"
-	rsync -a --delete --exclude='*_generated.rs' --include='*/' --include='Kbuild' \
-		--include='*.rs' --include='*.c' --include='*.h' --exclude='*' \
-		"$LCFS_ROOT/Kbuild" "$LCFS_ROOT/src" "$LCFS_ROOT/include" "$mdir/"
+	copy_module_sources "$mdir"
 	lint=() # the same sources are linted by the debug build
 fi
 make -s -C "$kdir" LLVM="$LCFS_LLVM_SUFFIX" "${lint[@]}" M="$mdir" modules >&2

@@ -51,6 +51,26 @@ module_dir() {
 	if [ "$LCFS_KERNEL" = debug ]; then echo "$LCFS_ROOT"; else echo "$LCFS_ROOT/build/module-$LCFS_KERNEL"; fi
 }
 
+# The module's sources, what Kbuild reads (Kbuild, src/, include/), copied into DIR: for the
+# release kernel's build (build-module.sh) and the DKMS source tree (make install-dkms). rsync -a
+# keeps mtimes, so Kbuild rebuilds only what changed. Only sources are copied (the first matching
+# rule wins); with --delete a removed source goes away, while the excluded build products are left
+# alone.
+copy_module_sources() { # copy_module_sources DIR
+	rsync -a --delete --exclude='*_generated.rs' --include='*/' --include='Kbuild' \
+		--include='*.rs' --include='*.c' --include='*.h' --exclude='*' \
+		"$LCFS_ROOT/Kbuild" "$LCFS_ROOT/src" "$LCFS_ROOT/include" "$1/"
+}
+
+# Installs the lcfs.ko built in MDIR for the kernel build KDIR the way users install an
+# out-of-tree module: the kernel's modules_install, into ROOT/lib/modules/<version>/updates/ (no
+# ROOT: the running system), then the kernel's depmod (DEPMOD=true in the environment skips it).
+# For the guest's initramfs (vm.sh) and make install-module alike.
+install_module() { # install_module KDIR MDIR [ROOT]
+	make -s -C "$1" LLVM="$LCFS_LLVM_SUFFIX" M="$2" INSTALL_MOD_PATH="${3:-}" INSTALL_MOD_DIR=updates \
+		modules_install
+}
+
 # The Debian mirror this machine's apt uses (deb822 or one-line sources), never a hard-coded host.
 mirror_uri() {
 	local uri=""

@@ -15,6 +15,7 @@ APT_PACKAGES=(
 	golang-go golang-github-containerd-containerd-dev	# containerd's snapshotter suite (scripts/build-go.sh conformance)
 	file					# checks that guest binaries are static
 	gnuplot-nox				# the containerd benchmark's chart (scripts/containerdbench.sh)
+	man-db groff-base dkms systemd		# scripts/install-check.sh: lexgrog, groff, dkms, systemd-analyze
 )
 
 [ "$(id -u)" = 0 ] || die "setup needs root (it installs Debian packages)"

@@ -4,10 +4,10 @@
 # counted; the last line is "N passed, N failed" and the exit status is non-zero if anything failed.
 #
 #   SUITES="host posix ..."  run only these groups (default: all but fsx-release): host (cargo
-#                            test, clippy, rustfmt), fuzz, the guest suites basic userland
-#                            namespace files layers containerd containerd-crash stress posix
-#                            corrupt crash, and fsx-release (long fsx runs on the release kernel,
-#                            which takes a kernel build of its own).
+#                            test, clippy, rustfmt, make install), fuzz, the guest suites basic
+#                            userland namespace files layers containerd containerd-crash stress
+#                            posix corrupt crash, and fsx-release (long fsx runs on the release
+#                            kernel, which takes a kernel build of its own).
 #                            Set-up and the module builds always run; KUnit runs with any guest
 #                            suite but crash.
 #   LCFS_SOAK=1              `make soak`: the long forms (Documentation/testing.md); default
@@ -99,7 +99,7 @@ check_counts() {
 		case "$line" in "" | "#"*) continue ;; esac
 		floor=${line##* } group=${line% *}
 		case "$group" in
-		host | "host "* | selftest) sel=host ;; fuzz) sel=fuzz ;; "vm "*) sel=${group#vm } ;; build-release) sel=fsx-release ;;
+		host | "host "* | selftest | install) sel=host ;; fuzz) sel=fuzz ;; "vm "*) sel=${group#vm } ;; build-release) sel=fsx-release ;;
 		"kunit "*) sel=kunit ;; *) sel=always ;;
 		esac
 		case "$sel" in always) ;; kunit) kunit_selected || continue ;; *) selected "$sel" || continue ;; esac
@@ -228,6 +228,17 @@ if step "build: lcfs.ko" "$build/logs/module.log" make -s module; then
 	fi
 else
 	finish
+fi
+# make install, uninstall and the module's install targets into scratch DESTDIRs: host checks, run
+# here because install-module and DKMS need lcfs.ko and the kernel build.
+if selected host; then
+	log "host: make install"
+	while IFS= read -r line; do
+		case "$line" in
+		"ok "*) record ok "${line#ok }" ;;
+		"not ok "*) record fail "${line#not ok }" "see build/logs/install.log" ;;
+		esac
+	done < <(scripts/install-check.sh 2>"$build/logs/install.log")
 fi
 step "build: guest tools (musl)" "$build/logs/guest-tools.log" make -s guest-tools || finish
 

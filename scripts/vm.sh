@@ -88,8 +88,7 @@ cp /bin/busybox "$root/bin/busybox"
 # The base kernel's module metadata (modules.builtin, ...), then lcfs.ko the way users install an
 # out-of-tree module: modules_install into /lib/modules/<version>/updates and depmod.
 make -s -C "$kdir" INSTALL_MOD_PATH="$root" modules_install >/dev/null
-make -s -C "$kdir" LLVM="$LCFS_LLVM_SUFFIX" M="$mdir" INSTALL_MOD_PATH="$root" \
-	INSTALL_MOD_DIR=updates modules_install >/dev/null 2>"$build/modules_install.err" ||
+install_module "$kdir" "$mdir" "$root" >/dev/null 2>"$build/modules_install.err" ||
 	{ cat "$build/modules_install.err" >&2; die "modules_install failed"; }
 depmod -b "$root" "$kver"
 grep -q 'alias fs-lcfs lcfs' "$root/lib/modules/$kver/modules.alias" || die "fs-lcfs alias missing"

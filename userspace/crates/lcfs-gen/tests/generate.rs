@@ -47,6 +47,28 @@ fn pages_and_completions_follow_the_clap_definitions() {
     for opt in ["\\-\\-mounted", "\\-\\-device", "\\-\\-log\\-format"] {
         assert!(daemon.contains(opt), "containerd-lcfs-grpc.8 lacks {opt}");
     }
+    // Each page's NAME line is its own tool's summary, not lcfs-gen's crate description (what a
+    // bare clap `about` gives in the files lcfs-gen compiles).
+    for (file, summary) in [
+        ("mkfs.lcfs.8", "Create an LCFS"),
+        ("fsck.lcfs.8", "Check an LCFS filesystem"),
+        ("lcfs.8", "Manage LCFS"),
+        (
+            "containerd-lcfs-grpc.8",
+            "containerd snapshotter on LCFS layers",
+        ),
+    ] {
+        let text = page(file);
+        let name = text
+            .lines()
+            .skip_while(|l| *l != ".SH NAME")
+            .nth(1)
+            .unwrap_or_default();
+        assert!(
+            name.contains(summary) && !text.contains("lcfs\\-gen"),
+            "{file}: NAME is {name:?}"
+        );
+    }
     assert!(
         !man.join("lcfs-help.8").exists(),
         "a page for clap's help subcommand"

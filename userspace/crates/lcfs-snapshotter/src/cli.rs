@@ -18,7 +18,9 @@ pub const DEFAULT_ADDRESS: &str = "/run/containerd-lcfs/containerd-lcfs-grpc.soc
 /// keys are the long option names with '_' for '-' (root, address, device, size, format,
 /// mountpoint, mounted, log_format, log_level); options on the command line win.
 #[derive(Debug, Default, Parser)]
-#[command(name = "containerd-lcfs-grpc", version, about, long_about)]
+// The about text is the doc comment, not a bare `about` (Cargo.toml's description of the crate
+// compiling this file, which for lcfs-gen is its own).
+#[command(name = "containerd-lcfs-grpc", version)]
 pub struct Args {
     /// TOML configuration file.
     #[arg(short, long, value_name = "FILE")]

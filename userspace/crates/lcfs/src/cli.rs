@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand};
 
 /// Manage LCFS (Layer Cloning Filesystem) filesystems.
 #[derive(Debug, Parser)]
-#[command(name = "lcfs", version, about)]
+// The about text is the doc comment, not a bare `about` (Cargo.toml's description of the crate
+// compiling this file, which for lcfs-gen is its own).
+#[command(name = "lcfs", version)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,

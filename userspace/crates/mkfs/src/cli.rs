@@ -7,7 +7,9 @@ use clap::Parser;
 
 /// Create an LCFS (Layer Cloning Filesystem) filesystem.
 #[derive(Debug, Parser)]
-#[command(name = "mkfs.lcfs", version, about, long_about = None)]
+// The about text is the doc comment, not a bare `about` (Cargo.toml's description of the crate
+// compiling this file, which for lcfs-gen is its own).
+#[command(name = "mkfs.lcfs", version, long_about = None)]
 pub(crate) struct Args {
     /// Block device or image file to format.
     pub(crate) device: PathBuf,
