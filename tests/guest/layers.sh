@@ -161,7 +161,7 @@ t_own_bytes() {
 # operation of the clone (writes, mmap writes, truncates, copy-on-write of shared blocks)
 # reaches the parent. The parent's fsx file was made by fsx too; the clone's fsx rewrites it
 # from scratch, and a writer rewrites scattered blocks of a shared 4 MiB file meanwhile.
-# LAYERS_FSX_OPS operations in the clone (make test 4000, make soak 10000).
+# LAYERS_FSX_OPS operations in the clone (make test 2000, make soak 10000).
 t_fsx_on_clone() {
 	layer create fsxp
 	mkdir -p /tmp/fsxp /tmp/fsxc
@@ -188,7 +188,7 @@ t_fsx_on_clone() {
 		i=$((i + 1))
 	done
 	rc=0
-	fsx -f /tests/fsx.toml -N "${LAYERS_FSX_OPS:-4000}" -S 8 -P /tmp/fsxc $M/fsxc/f >/tmp/fsxc/out 2>&1 || rc=$?
+	fsx -f /tests/fsx.toml -N "${LAYERS_FSX_OPS:-2000}" -S 8 -P /tmp/fsxc $M/fsxc/f >/tmp/fsxc/out 2>&1 || rc=$?
 	touch /tmp/fsxp.stop
 	wait $checker
 	rm /tmp/fsxp.stop
