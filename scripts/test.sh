@@ -55,7 +55,7 @@ if [ "$soak" = 1 ]; then
 else
 	fuzz_seconds=${LCFS_FUZZ_SECONDS:-10} fsx_ops=${LCFS_FSX_OPS:-2000}
 	fsx_long_ops=${LCFS_FSX_LONG_OPS:-6000} corrupt_count=${LCFS_CORRUPT_COUNT:-120}
-	crash_delays=${LCFS_CRASH_DELAYS:-0 3 8} stress_seconds=${LCFS_STRESS_SECONDS:-20}
+	crash_delays=${LCFS_CRASH_DELAYS:-0 8} stress_seconds=${LCFS_STRESS_SECONDS:-20}
 	layers_fsx_ops=${LCFS_LAYERS_FSX_OPS:-2000} conformance_reference=${LCFS_CONFORMANCE_REFERENCE:-^[^1]}
 fi
 
