@@ -553,8 +553,10 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 match items(self, &k, v) {
                     Ok(s) => sums.add(&s),
                     Err(e) => {
-                        self.report
-                            .error(format!("{what}: node {block}, item {}: {e}", show_key(&k)));
+                        self.report.error(format!(
+                            "{what}: node {block}, item {}: {e}",
+                            crate::key_text(&k)
+                        ));
                     }
                 }
             }
@@ -1397,45 +1399,5 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             }
         }
         Ok(set)
-    }
-}
-
-/// A key as a user reads it: "inode 12, extent at 4096" rather than Rust's debug form.
-fn show_key(k: &Key) -> String {
-    let what = match k.kind {
-        kind::INODE => "inode",
-        kind::DIRENT => "directory entry",
-        kind::LINK => "back reference",
-        kind::EXTENT => "extent",
-        kind::INLINE => "inline data",
-        kind::XATTR => "xattr",
-        kind::COW => "staging extent",
-        kind::ORPHAN => "orphan entry",
-        kind::LAYER => "layer",
-        kind::LAYER_NAME => "layer name",
-        kind::RECLAIM => "reclaim entry",
-        _ => return format!("id {}, unknown kind {}, offset {}", k.id, k.kind, k.offset),
-    };
-    format!("{what} of id {} at offset {}", k.id, k.offset)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_read_as_words_not_debug_output() {
-        let k = Key {
-            id: 12,
-            kind: kind::EXTENT,
-            offset: 4096,
-        };
-        assert_eq!(show_key(&k), "extent of id 12 at offset 4096");
-        let odd = Key {
-            id: 1,
-            kind: 99,
-            offset: 0,
-        };
-        assert_eq!(show_key(&odd), "id 1, unknown kind 99, offset 0");
     }
 }

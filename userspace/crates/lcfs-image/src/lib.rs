@@ -9,6 +9,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use lcfs_format::node::Key;
+use lcfs_format::records::{kind, LAYER_NAME_INDEX};
 use lcfs_format::superblock::{self, Selected, Superblock, SUPERBLOCK_COPIES};
 use lcfs_format::{FormatError, BLOCK_SIZE};
 
@@ -204,9 +206,39 @@ impl Device {
     }
 }
 
+/// A key as `lcfs debug dump` prints it, "(12 EXTENT 4096)": what fsck reports and dump shows
+/// read the same.
+pub fn key_text(k: &Key) -> String {
+    let kind = match k.kind {
+        kind::INODE => "INODE",
+        kind::DIRENT => "DIRENT",
+        kind::LINK => "LINK",
+        kind::EXTENT => "EXTENT",
+        kind::INLINE => "INLINE",
+        kind::XATTR => "XATTR",
+        kind::COW => "COW",
+        kind::ORPHAN => "ORPHAN",
+        kind::LAYER => "LAYER",
+        kind::LAYER_NAME => "LAYER_NAME",
+        kind::RECLAIM => "RECLAIM",
+        _ => "?",
+    };
+    if k.id == LAYER_NAME_INDEX {
+        return format!("(NAME_INDEX {} {})", kind, k.offset);
+    }
+    format!("({} {} {})", k.id, kind, k.offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_read_as_dump_prints_them_not_as_debug_output() {
+        let k = Key::new(12, kind::EXTENT, 4096);
+        assert_eq!(key_text(&k), "(12 EXTENT 4096)");
+        assert_eq!(key_text(&Key::new(1, 99, 0)), "(1 ? 0)");
+    }
 
     #[test]
     fn superblock_round_trip_through_a_file() {

@@ -21,7 +21,7 @@ use lcfs_format::tree::Error as TreeError;
 use lcfs_format::volume::{tree_kind, Volume};
 use lcfs_format::{FormatError, BLOCK_SIZE};
 use lcfs_image::output::count;
-use lcfs_image::{os_text, outln, Access, Device};
+use lcfs_image::{key_text, os_text, outln, Access, Device};
 use serde::Serialize;
 
 /// The whole dump.
@@ -140,27 +140,6 @@ struct TreeNode {
     item_list: Vec<String>,
 }
 
-fn key_str(k: &Key) -> String {
-    let kind = match k.kind {
-        kind::INODE => "INODE",
-        kind::DIRENT => "DIRENT",
-        kind::LINK => "LINK",
-        kind::EXTENT => "EXTENT",
-        kind::INLINE => "INLINE",
-        kind::XATTR => "XATTR",
-        kind::COW => "COW",
-        kind::ORPHAN => "ORPHAN",
-        kind::LAYER => "LAYER",
-        kind::LAYER_NAME => "LAYER_NAME",
-        kind::RECLAIM => "RECLAIM",
-        _ => "?",
-    };
-    if k.id == records::LAYER_NAME_INDEX {
-        return format!("(NAME_INDEX {} {})", kind, k.offset);
-    }
-    format!("({} {} {})", k.id, kind, k.offset)
-}
-
 /// One item decoded for humans.
 fn item_str(k: &Key, v: &[u8], total: u64) -> String {
     let body = match k.kind {
@@ -220,8 +199,8 @@ fn item_str(k: &Key, v: &[u8], total: u64) -> String {
         _ => Ok(format!("{} bytes", v.len())),
     };
     match body {
-        Ok(b) => format!("{} {b}", key_str(k)),
-        Err(e) => format!("{} INVALID: {e}", key_str(k)),
+        Ok(b) => format!("{} {b}", key_text(k)),
+        Err(e) => format!("{} INVALID: {e}", key_text(k)),
     }
 }
 
@@ -401,9 +380,9 @@ fn map_node(
 fn key_range(lo: Option<Key>, hi: Option<Key>) -> String {
     match (lo, hi) {
         (None, None) => "the whole tree".into(),
-        (Some(l), None) => format!("keys from {} on", key_str(&l)),
-        (None, Some(h)) => format!("keys before {}", key_str(&h)),
-        (Some(l), Some(h)) => format!("keys from {} up to {}", key_str(&l), key_str(&h)),
+        (Some(l), None) => format!("keys from {} on", key_text(&l)),
+        (None, Some(h)) => format!("keys before {}", key_text(&h)),
+        (Some(l), Some(h)) => format!("keys from {} up to {}", key_text(&l), key_text(&h)),
     }
 }
 
@@ -494,7 +473,7 @@ fn tree_node(
         }
     };
     let (first_key, last_key) = match n.checked_sub(1) {
-        Some(last) => (Some(key_str(&key(0)?)), Some(key_str(&key(last)?))),
+        Some(last) => (Some(key_text(&key(0)?)), Some(key_text(&key(last)?))),
         None => (None, None),
     };
     let shared = !seen.insert(block);
