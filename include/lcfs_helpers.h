@@ -87,7 +87,6 @@ void lcfs_invalidate_lock(struct address_space *mapping);
 void lcfs_invalidate_unlock(struct address_space *mapping);
 void lcfs_invalidate_lock_shared(struct address_space *mapping);
 void lcfs_invalidate_unlock_shared(struct address_space *mapping);
-void lcfs_mmap_prepare(struct vm_area_desc *desc, const struct vm_operations_struct *ops);
 loff_t lcfs_i_size_read(const struct inode *inode);
 unsigned int lcfs_memalloc_nofs_save(void);
 void lcfs_memalloc_nofs_restore(unsigned int flags);
@@ -129,5 +128,25 @@ int lcfs_detach_begin(struct super_block *sb, const char *name, unsigned int len
 void lcfs_detach_end(struct super_block *sb, struct dentry *d, bool removed);
 int lcfs_write_back_inodes(struct super_block *sb, bool (*select)(struct inode *, void *),
 			   void *arg);
+
+struct kiocb;
+struct iov_iter;
+struct pipe_inode_info;
+struct vm_area_struct;
+struct vm_operations_struct;
+struct inode *lcfs_iget_content(struct super_block *sb, unsigned long ino, unsigned long layer);
+struct file *lcfs_content_open(struct file *file, struct inode *content);
+ssize_t lcfs_content_read_iter(struct kiocb *iocb, struct iov_iter *to, struct file *sf);
+ssize_t lcfs_content_splice_read(struct file *file, struct file *sf, loff_t *ppos,
+				 struct pipe_inode_info *pipe, size_t len, unsigned int flags);
+int lcfs_content_mmap(struct file *file, struct vm_area_struct *vma, struct file *sf);
+int lcfs_content_fadvise(struct file *sf, loff_t offset, loff_t len, int advice);
+int lcfs_file_mmap(struct file *file, struct vm_area_struct *vma,
+		   const struct vm_operations_struct *ops);
+void *lcfs_file_private(const struct file *file);
+void lcfs_file_set_private(struct file *file, void *data);
+bool lcfs_file_truncating(const struct file *file);
+void lcfs_fput(struct file *file);
+long lcfs_err_ptr(const void *ptr);
 
 #endif /* LCFS_HELPERS_H */

@@ -33,11 +33,11 @@ awk '
 		return sprintf("%.1fx", val[k, fs] / val[k, "lcfs"])
 	}
 	END {
-		print "| operation | size | unit | lcfs | btrfs | overlay | btrfs / lcfs | overlay / lcfs |"
-		print "|---|---:|---|---:|---:|---:|---:|---:|"
+		print "| operation | size | unit | lcfs | btrfs | overlay | ext4 | btrfs / lcfs | overlay / lcfs | ext4 / lcfs |"
+		print "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
 		for (i = 1; i <= nk; i++) {
 			k = order[i]
-			printf "| %s | %s | %s | %s | %s | %s | %s |\n", k, unit[k], cell(k, "lcfs"), cell(k, "btrfs"),
-				cell(k, "overlay"), ratio(k, "btrfs"), ratio(k, "overlay")
+			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", k, unit[k], cell(k, "lcfs"), cell(k, "btrfs"),
+				cell(k, "overlay"), cell(k, "ext4"), ratio(k, "btrfs"), ratio(k, "overlay"), ratio(k, "ext4")
 		}
 	}' "$build/logs/layerbench.log"

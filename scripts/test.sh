@@ -5,7 +5,7 @@
 #
 #   SUITES="host posix ..."  run only these groups (default: all but fsx-release): host (cargo
 #                            test, clippy, rustfmt, make install), fuzz, the guest suites basic
-#                            userland namespace files layers containerd containerd-crash stress
+#                            userland namespace files layers share containerd containerd-crash stress
 #                            posix corrupt crash, and fsx-release (long fsx runs on the release
 #                            kernel, which takes a kernel build of its own).
 #                            Set-up and the module builds always run; KUnit runs with any guest
@@ -29,9 +29,9 @@ pass=0 fail=0 harness=0
 t0=$(date +%s)
 
 soak=${LCFS_SOAK:-0}
-all_groups="host fuzz basic userland namespace files layers containerd containerd-crash stress posix corrupt crash fsx-release"
+all_groups="host fuzz basic userland namespace files layers share containerd containerd-crash stress posix corrupt crash fsx-release"
 # fsx on the release kernel is a long form: make test has fsx on the debug kernel (posix, layers).
-if [ "$soak" = 1 ]; then default_groups="fuzz layers containerd stress posix corrupt crash fsx-release"; else default_groups=${all_groups% fsx-release}; fi
+if [ "$soak" = 1 ]; then default_groups="fuzz layers share containerd stress posix corrupt crash fsx-release"; else default_groups=${all_groups% fsx-release}; fi
 groups=${SUITES:-$default_groups}
 for g in $groups; do
 	case " $all_groups " in *" $g "*) ;; *) die "unknown group '$g' in SUITES (groups: $all_groups)" ;; esac
@@ -40,7 +40,7 @@ selected() { case " $groups " in *" $1 "*) return 0 ;; esac; return 1; }
 # KUnit runs at every module load of a guest suite, except in the crash rounds' boots.
 kunit_selected() {
 	local g
-	for g in basic namespace files layers stress posix corrupt fsx-release; do
+	for g in basic namespace files layers share stress posix corrupt fsx-release; do
 		! selected "$g" || return 0
 	done
 	return 1
@@ -52,11 +52,13 @@ if [ "$soak" = 1 ]; then
 	fsx_long_ops=${LCFS_FSX_LONG_OPS:-100000} corrupt_count=${LCFS_CORRUPT_COUNT:-600}
 	crash_delays=${LCFS_CRASH_DELAYS:-0 1 2 3 5 8} stress_seconds=${LCFS_STRESS_SECONDS:-120}
 	layers_fsx_ops=${LCFS_LAYERS_FSX_OPS:-10000} conformance_reference=${LCFS_CONFORMANCE_REFERENCE:-.}
+	share_fsx_ops=${LCFS_SHARE_FSX_OPS:-10000}
 else
 	fuzz_seconds=${LCFS_FUZZ_SECONDS:-10} fsx_ops=${LCFS_FSX_OPS:-2000}
 	fsx_long_ops=${LCFS_FSX_LONG_OPS:-6000} corrupt_count=${LCFS_CORRUPT_COUNT:-120}
 	crash_delays=${LCFS_CRASH_DELAYS:-0 8} stress_seconds=${LCFS_STRESS_SECONDS:-20}
 	layers_fsx_ops=${LCFS_LAYERS_FSX_OPS:-2000} conformance_reference=${LCFS_CONFORMANCE_REFERENCE:-^[^1]}
+	share_fsx_ops=${LCFS_SHARE_FSX_OPS:-1000}
 fi
 
 record() { # record ok|fail NAME [detail]
@@ -301,6 +303,8 @@ fi
 ! selected userland || rec=record_harness run_suite userland
 for s in basic namespace files; do ! selected $s || run_suite $s; done
 ! selected layers || LCFS_GUEST_ENV="LAYERS_FSX_OPS=$layers_fsx_ops" run_suite layers
+# Page-cache sharing between clones, and copy-on-write of the cache (tests/guest/share.sh).
+! selected share || LCFS_GUEST_ENV="SHARE_FSX_OPS=$share_fsx_ops" run_suite share
 # Real containers through containerd, runc and containerd-lcfs-grpc (the guest boots into Debian),
 # and beside them containerd's snapshotter test suite against containerd-lcfs-grpc and overlayfs.
 ! selected containerd || LCFS_GUEST_ENV="CONFORMANCE_REFERENCE=$conformance_reference" run_suite containerd

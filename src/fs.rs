@@ -22,6 +22,7 @@
 //! - `ioctl`: the filesystem's ioctls, checked and handed to `layers`;
 //! - `layers`: the layer operations and the per-layer count of files open for writing;
 //! - `reclaim`: freeing the space of removed layers in background chunks;
+//! - `share`: page-cache sharing, one cached copy of contents many layers hold;
 //! - `errno`: format-core errors as errno values; `time`: timestamps;
 //! - `store`: the format core's block store over the mounted device.
 
@@ -36,6 +37,7 @@ mod layers;
 mod mount;
 mod namespace;
 mod reclaim;
+mod share;
 mod store;
 mod time;
 mod xattr;

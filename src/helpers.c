@@ -21,6 +21,11 @@
 #include <linux/kdev_t.h>
 #include <linux/dcache.h>
 #include <linux/namei.h>
+#include <linux/backing-file.h>
+#include <linux/fadvise.h>
+#include <linux/security.h>
+#include <linux/splice.h>
+#include <linux/uio.h>
 #include "lcfs_helpers.h"
 #include "uapi/linux/lcfs.h"
 
@@ -326,12 +331,6 @@ void lcfs_invalidate_unlock(struct address_space *mapping) { filemap_invalidate_
 void lcfs_invalidate_lock_shared(struct address_space *mapping) { filemap_invalidate_lock_shared(mapping); }
 void lcfs_invalidate_unlock_shared(struct address_space *mapping) { filemap_invalidate_unlock_shared(mapping); }
 
-void lcfs_mmap_prepare(struct vm_area_desc *desc, const struct vm_operations_struct *ops)
-{
-	file_accessed(desc->file);
-	desc->vm_ops = ops;
-}
-
 loff_t lcfs_i_size_read(const struct inode *inode) { return i_size_read(inode); }
 unsigned int lcfs_memalloc_nofs_save(void) { return memalloc_nofs_save(); }
 void lcfs_memalloc_nofs_restore(unsigned int flags) { memalloc_nofs_restore(flags); }
@@ -347,3 +346,119 @@ void lcfs_inode_set_blocks(struct inode *inode, u64 blocks)
 	inode->i_blocks = blocks;
 	spin_unlock(&inode->i_lock);
 }
+
+/*
+ * Content inodes (page-cache sharing) live in the inode hash beside layer inodes: their i_ino
+ * is data_id + 1 (below 2^40, where layer inodes of layer 0 use only 1) and i_private holds the
+ * id of the frozen layer their blocks are read from (never 0, while every layer inode's
+ * i_private is NULL), so no lookup of one kind can find the other.
+ */
+struct lcfs_content_key {
+	unsigned long ino;
+	unsigned long layer;
+};
+
+static int lcfs_content_test(struct inode *inode, void *data)
+{
+	const struct lcfs_content_key *k = data;
+
+	return inode->i_ino == k->ino && (unsigned long)inode->i_private == k->layer;
+}
+
+static int lcfs_content_set(struct inode *inode, void *data)
+{
+	const struct lcfs_content_key *k = data;
+
+	inode->i_ino = k->ino;
+	inode->i_private = (void *)k->layer;
+	return 0;
+}
+
+struct inode *lcfs_iget_content(struct super_block *sb, unsigned long ino, unsigned long layer)
+{
+	struct lcfs_content_key k = { .ino = ino, .layer = layer };
+
+	return iget5_locked(sb, ino, lcfs_content_test, lcfs_content_set, &k);
+}
+
+/*
+ * Opens content inode @content for reading on behalf of @file, a read-only open of a layer
+ * inode: a backing file on a disconnected alias of @content on @file's mount, which reports
+ * @file's path (/proc/PID/maps). Takes its own references.
+ */
+struct file *lcfs_content_open(struct file *file, struct inode *content)
+{
+	struct path path = { .mnt = file->f_path.mnt };
+	struct file *sf;
+
+	ihold(content);
+	path.dentry = d_obtain_alias(content);
+	if (IS_ERR(path.dentry))
+		return ERR_CAST(path.dentry);
+	sf = backing_file_open(file, O_RDONLY | O_LARGEFILE | O_NOATIME, &path, file->f_cred);
+	dput(path.dentry);
+	return sf;
+}
+
+/* A read of @iocb's file served from its content file @sf's page cache (as erofs does). */
+ssize_t lcfs_content_read_iter(struct kiocb *iocb, struct iov_iter *to, struct file *sf)
+{
+	struct kiocb k;
+	ssize_t ret;
+
+	if (!iov_iter_count(to))
+		return 0;
+	kiocb_clone(&k, iocb, sf);
+	ret = filemap_read(&k, to, 0);
+	iocb->ki_pos = k.ki_pos;
+	file_accessed(iocb->ki_filp);
+	return ret;
+}
+
+ssize_t lcfs_content_splice_read(struct file *file, struct file *sf, loff_t *ppos,
+				 struct pipe_inode_info *pipe, size_t len, unsigned int flags)
+{
+	ssize_t ret = filemap_splice_read(sf, ppos, pipe, len, flags);
+
+	file_accessed(file);
+	return ret;
+}
+
+/* Maps content file @sf where @file was asked for: faults read @sf's page cache. */
+int lcfs_content_mmap(struct file *file, struct vm_area_struct *vma, struct file *sf)
+{
+	int err;
+
+	if (vma_is_shared_maywrite(vma))
+		return -EINVAL;
+	vma_set_file(vma, sf);
+	err = security_mmap_backing_file(vma, sf, file);
+	if (err)
+		return err;
+	return generic_file_readonly_mmap(file, vma);
+}
+
+/*
+ * Advice on @file, whose reads go through content file @sf: to @sf, except dropping cached
+ * pages, which other layers' files share (one tenant must not evict another's cache).
+ */
+int lcfs_content_fadvise(struct file *sf, loff_t offset, loff_t len, int advice)
+{
+	if (advice == POSIX_FADV_DONTNEED || advice == POSIX_FADV_NOREUSE)
+		return 0;
+	return vfs_fadvise(sf, offset, len, advice);
+}
+
+int lcfs_file_mmap(struct file *file, struct vm_area_struct *vma,
+		   const struct vm_operations_struct *ops)
+{
+	file_accessed(file);
+	vma->vm_ops = ops;
+	return 0;
+}
+
+void *lcfs_file_private(const struct file *file) { return file->private_data; }
+void lcfs_file_set_private(struct file *file, void *data) { file->private_data = data; }
+bool lcfs_file_truncating(const struct file *file) { return file->f_flags & O_TRUNC; }
+void lcfs_fput(struct file *file) { fput(file); }
+long lcfs_err_ptr(const void *ptr) { return IS_ERR(ptr) ? PTR_ERR(ptr) : 0; }

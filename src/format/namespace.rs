@@ -247,8 +247,8 @@ fn parent_link_deltas(
     (old_delta, new_delta)
 }
 
-/// The record of a new inode.
-fn new_inode(ino: u64, attrs: &NewInode, nlink: u32, now: Timespec) -> InodeRecord {
+/// The record of a new inode; `data_id` is 0 but for a regular file.
+fn new_inode(ino: u64, data_id: u64, attrs: &NewInode, nlink: u32, now: Timespec) -> InodeRecord {
     InodeRecord {
         mode: attrs.mode,
         uid: attrs.uid,
@@ -260,7 +260,7 @@ fn new_inode(ino: u64, attrs: &NewInode, nlink: u32, now: Timespec) -> InodeReco
         ctime: now,
         btime: now,
         generation: ino,
-        data_id: ino,
+        data_id,
         ..InodeRecord::default()
     }
 }
@@ -539,7 +539,12 @@ impl<S: Device> Volume<S> {
         self.admit_trees(OP_TREES)?;
         self.mutate(|v| {
             let ino = v.alloc_ino(layer)?;
-            let rec = new_inode(ino, attrs, if is_dir { 2 } else { 1 }, now);
+            let data_id = if attrs.mode & mode::S_IFMT == mode::S_IFREG {
+                v.alloc_data_id()?
+            } else {
+                0
+            };
+            let rec = new_inode(ino, data_id, attrs, if is_dir { 2 } else { 1 }, now);
             v.put_inode(layer, ino, &rec)?;
             v.put_entry(layer, dir, offset, ino, dtype, name)?;
             v.put_link(layer, ino, dir, 1, name)?;
@@ -1166,7 +1171,7 @@ impl<S: Device> Volume<S> {
                         mode: mode::S_IFCHR,
                         ..NewInode::default()
                     };
-                    v.put_inode(layer, w, &new_inode(w, &attrs, 1, now))?;
+                    v.put_inode(layer, w, &new_inode(w, 0, &attrs, 1, now))?;
                     v.put_entry(layer, old_dir, src.offset, w, 2, old_name)?;
                     v.add_link(layer, w, old_dir, old_name)?;
                     result.whiteout = Some(w);

@@ -163,12 +163,19 @@ pub struct InodeRecord {
     pub btime: Timespec,
     /// Generation number, for NFS file handles.
     pub generation: u64,
-    /// Identity of the file's data, reserved for page-cache sharing between layers (planned):
-    /// today set to the inode number at creation, copied by clones and read by nothing.
+    /// Identity of a regular file's contents (0 for other kinds): taken from the superblock's
+    /// `next_data_id` at creation, copied by clones, replaced before the first change of the
+    /// contents in a layer. Two records with the same non-zero `data_id` hold the same bytes,
+    /// so their layers may share one page-cache copy of them.
     pub data_id: u64,
 }
 
 impl InodeRecord {
+    /// Whether this is a regular file.
+    pub fn is_regular(&self) -> bool {
+        self.mode & mode::S_IFMT == mode::S_IFREG
+    }
+
     /// Encodes into `INODE_RECORD_SIZE` bytes at the start of `buf`.
     pub fn encode(&self, buf: &mut [u8]) -> Result<(), FormatError> {
         let b = buf

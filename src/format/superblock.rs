@@ -38,7 +38,8 @@
 //! |    224 |    8 | `layer_count`      | layers in the layer tree                              |
 //! |    232 |    8 | `reserve_blocks`   | blocks only metadata may use (deletes work when full) |
 //! |    240 |   16 | `hash_key`         | SipHash key of directory-entry name hashes            |
-//! |    256 |  256 | reserved           | zero                                                  |
+//! |    256 |    8 | `next_data_id`     | `data_id` the next new file contents get              |
+//! |    264 |  248 | reserved           | zero                                                  |
 
 use super::bytes::{get_array, get_u32, get_u64, put_bytes, put_u32, put_u64};
 use super::crc32c::crc32c;
@@ -51,7 +52,7 @@ pub const MAGIC: [u8; 8] = *b"LCFSsupr";
 ///
 /// Until the first release the format may change; each change bumps this number and mount refuses
 /// any version it does not know.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Bytes of one superblock copy covered by its checksum.
 pub const SUPERBLOCK_SIZE: usize = 512;
@@ -108,7 +109,8 @@ mod off {
     pub(super) const LAYER_COUNT: usize = 224;
     pub(super) const RESERVE_BLOCKS: usize = 232;
     pub(super) const HASH_KEY: usize = 240;
-    pub(super) const RESERVED3: usize = 256;
+    pub(super) const NEXT_DATA_ID: usize = 256;
+    pub(super) const RESERVED3: usize = 264;
 }
 
 /// A decoded, validated superblock.
@@ -154,6 +156,9 @@ pub struct Superblock {
     pub reserve_blocks: u64,
     /// Key of directory-entry name hashes.
     pub hash_key: [u64; 2],
+    /// The `data_id` the next new file contents get: ids are never reused, so two inode
+    /// records (of any layers) with the same `data_id` hold the same bytes.
+    pub next_data_id: u64,
 }
 
 impl Superblock {
@@ -193,6 +198,7 @@ impl Superblock {
                 u64::from_le_bytes(uuid_half(&uuid, 0)) ^ 0x6c63_6673_6861_7368,
                 u64::from_le_bytes(uuid_half(&uuid, 8)) ^ 0x6469_7265_6e74_6b79,
             ],
+            next_data_id: 1,
         }
     }
 
@@ -258,6 +264,7 @@ impl Superblock {
         put_u64(rec, off::RESERVE_BLOCKS, self.reserve_blocks)?;
         put_u64(rec, off::HASH_KEY, self.hash_key[0])?;
         put_u64(rec, off::HASH_KEY + 8, self.hash_key[1])?;
+        put_u64(rec, off::NEXT_DATA_ID, self.next_data_id)?;
         let sum = crc32c(rec);
         put_u32(rec, off::CHECKSUM, sum)
     }
@@ -316,6 +323,7 @@ impl Superblock {
                 get_u64(rec, off::HASH_KEY)?,
                 get_u64(rec, off::HASH_KEY + 8)?,
             ],
+            next_data_id: get_u64(rec, off::NEXT_DATA_ID)?,
         };
         let reserved_zero = rec
             .get(off::RESERVED1..off::LABEL)
@@ -357,6 +365,9 @@ impl Superblock {
         // The layer tree may outlive the last layer: it also holds the reclaim queue.
         if (sb.layer_root == 0 && sb.layer_count != 0) || sb.next_layer_id <= sb.layer_count {
             return Err(FormatError::BadField("layer_count"));
+        }
+        if sb.next_data_id == 0 || sb.next_data_id > super::INO_LIMIT {
+            return Err(FormatError::BadField("next_data_id"));
         }
         if sb.reserve_blocks > sb.total_blocks / 2 {
             return Err(FormatError::BadField("reserve_blocks"));
@@ -487,7 +498,7 @@ mod tests {
     fn layout_is_fixed() {
         let buf = encoded(&sample());
         assert_eq!(&buf[0..8], b"LCFSsupr");
-        assert_eq!(&buf[12..16], &3u32.to_le_bytes());
+        assert_eq!(&buf[12..16], &4u32.to_le_bytes());
         assert_eq!(&buf[16..20], &512u32.to_le_bytes());
         assert_eq!(&buf[20..24], &4096u32.to_le_bytes());
         assert_eq!(&buf[72..80], &1024u64.to_le_bytes());
@@ -497,6 +508,7 @@ mod tests {
         assert_eq!(&buf[200..204], &1u32.to_le_bytes());
         assert_eq!(&buf[216..224], &1u64.to_le_bytes());
         assert_eq!(&buf[232..240], &20u64.to_le_bytes());
+        assert_eq!(&buf[256..264], &1u64.to_le_bytes());
     }
 
     #[test]
@@ -536,11 +548,17 @@ mod tests {
             Superblock::decode(&bad, 1024),
             Err(FormatError::BadChecksum { .. })
         ));
-        let mut v4 = buf;
-        v4[12] = 4;
+        let mut v5 = buf;
+        v5[12] = 5;
         assert_eq!(
-            Superblock::decode(&v4, 1024),
-            Err(FormatError::UnknownVersion(4))
+            Superblock::decode(&v5, 1024),
+            Err(FormatError::UnknownVersion(5))
+        );
+        let mut no_data_id = sb.clone();
+        no_data_id.next_data_id = 0;
+        assert_eq!(
+            Superblock::decode(&encoded(&no_data_id), 1024),
+            Err(FormatError::BadField("next_data_id"))
         );
         let mut feat = sb.clone();
         feat.incompat = 1 << 40;
@@ -583,9 +601,9 @@ mod tests {
         );
         assert_eq!(peek(&[0u8; SUPERBLOCK_SIZE]), None);
         assert_eq!(peek(&bad[..100]), None);
-        let mut v4 = bad;
-        v4[12] = 4;
-        assert_eq!(peek(&v4), None);
+        let mut v5 = bad;
+        v5[12] = 5;
+        assert_eq!(peek(&v5), None);
     }
 
     #[test]

@@ -649,6 +649,69 @@ impl<S: Device> Volume<S> {
         Ok(ino)
     }
 
+    /// Takes a new `data_id` for new or changed file contents.
+    pub(super) fn alloc_data_id(&mut self) -> Result<u64, Error> {
+        self.live()?;
+        let id = self.sb.next_data_id;
+        if id >= super::INO_LIMIT {
+            return Err(Error::NoSpace);
+        }
+        self.dirty = true;
+        self.sb.next_data_id = id.checked_add(1).ok_or(Error::NoSpace)?;
+        Ok(id)
+    }
+
+    /// Gives regular file `ino` of read-write layer `layer` a `data_id` of its own, before a
+    /// change of its data: no other inode record holds the new one, so no other layer's file
+    /// is taken to have the same contents any more. Returns the new id.
+    pub fn renew_data_id(&mut self, layer: u64, ino: u64) -> Result<u64, Error> {
+        self.writable_layer(layer)?;
+        let mut rec = self.inode(layer, ino)?;
+        if !rec.is_regular() {
+            return Err(Error::Invalid);
+        }
+        self.mutate_keeping_epoch(|v| {
+            rec.data_id = v.alloc_data_id()?;
+            v.put_inode(layer, ino, &rec)?;
+            Ok(rec.data_id)
+        })
+    }
+
+    /// The oldest frozen layer, among `layer` and its ancestors up to the first one where
+    /// regular file `ino` is missing or has another `data_id`, in which `ino` has `data_id`:
+    /// the layer whose copy of the contents never changes and outlives every clone of it.
+    /// `None` when no such layer is frozen (the contents belong to read-write layers only), or
+    /// `data_id` is 0 (contents without an identity).
+    pub fn share_source(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        data_id: u64,
+    ) -> Result<Option<u64>, Error> {
+        if data_id == 0 {
+            return Ok(None);
+        }
+        let mut source = None;
+        let mut at = layer;
+        // Layer depth is bounded by the layer count; so is this walk.
+        for _ in 0..=self.sb.layer_count {
+            let l = self.layer(at)?;
+            match self.inode(at, ino) {
+                Ok(rec) if rec.data_id == data_id && rec.is_regular() => {}
+                Ok(_) | Err(Error::NotFound) => break,
+                Err(e) => return Err(e),
+            }
+            if l.is_read_only() {
+                source = Some(at);
+            }
+            if l.parent == 0 {
+                break;
+            }
+            at = l.parent;
+        }
+        Ok(source)
+    }
+
     /// Allocates up to `max` consecutive data blocks (at least one). They must end up in an
     /// extent item of this transaction, or be released with [`Self::release`]. Fails cleanly
     /// with `NoSpace` when only the metadata reserve is left.

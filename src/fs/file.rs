@@ -9,6 +9,7 @@
 //! leaves zeros or the old contents, never stale blocks.
 
 use kernel::prelude::*;
+use kernel::sync::aref::ARef;
 
 use crate::format::data::{MapKind as CoreMap, WriteKind};
 use crate::format::namespace::SetAttr;
@@ -42,7 +43,15 @@ impl DataOperations for Lcfs {
     }
 
     fn start_change(inode: &Inode<Self>) -> Result {
-        super::layers::start_change(inode)
+        let renew = super::layers::start_change(inode)?;
+        super::share::unshare(inode);
+        if let Some(epoch) = renew {
+            if let Err(e) = renew_data_id(inode, epoch) {
+                super::layers::end_change(inode);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     fn end_change(inode: &Inode<Self>) {
@@ -65,7 +74,9 @@ impl FileOperations for Lcfs {
     }
 
     fn open_writer(inode: &Inode<Self>) -> Result {
-        super::layers::open_writer(inode)
+        super::layers::open_writer(inode)?;
+        super::share::unshare(inode);
+        Ok(())
     }
 
     fn release_writer(inode: &Inode<Self>) {
@@ -75,6 +86,26 @@ impl FileOperations for Lcfs {
     fn ioctl(inode: &Inode<Self>, request: Request, out: Output) -> Result {
         super::ioctl::ioctl(inode, request, out)
     }
+
+    fn content(inode: &Inode<Self>) -> Result<Option<ARef<Inode<Self>>>> {
+        super::share::content(inode)
+    }
+
+    fn shares(inode: &Inode<Self>) -> bool {
+        super::share::shares(inode)
+    }
+}
+
+/// Gives `inode` a `data_id` of its own before a change of its contents in flush epoch
+/// `epoch` (see [`super::layers::start_change`]).
+fn renew_data_id(inode: &Inode<Lcfs>, epoch: u64) -> Result {
+    let info = inode.info();
+    let sb = inode.super_block();
+    let mut vol = sb.info().lock();
+    retry_for_space(sb, &mut vol, |v| v.renew_data_id(info.layer, info.ino)).map_err(errno)?;
+    info.renewed
+        .store(epoch, core::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// Blocks covering bytes `[pos, pos + len)`: the first block and the count.

@@ -442,7 +442,12 @@ struct Hold<'a> {
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
-        self.uses.uses.lock().held = None;
+        let mut u = self.uses.uses.lock();
+        u.held = None;
+        // Again at the end: a file created while the hold cloned or snapshotted its layer read
+        // the epoch after the flush moved it on, and its `data_id` may be in the copy now.
+        u.epoch = u.epoch.wrapping_add(1);
+        drop(u);
         self.uses.changed.notify_all();
     }
 }
@@ -530,8 +535,15 @@ pub(super) fn release_writer(inode: &Inode<Lcfs>) {
     uses.uses.lock().writers.sub(layer);
 }
 
-/// A data change of `inode` starts: waits while its layer is held still.
-pub(super) fn start_change(inode: &Inode<Lcfs>) -> Result {
+/// The current flush epoch: it moves on at every hold's flush.
+pub(super) fn epoch(sb: &SuperBlock<Lcfs>) -> u64 {
+    sb.info().uses.uses.lock().epoch
+}
+
+/// A data change of `inode` starts: waits while its layer is held still. Returns the flush
+/// epoch if the file has not had a `data_id` of its own since the epoch began: a clone or
+/// snapshot may share its current one, which must be renewed before the contents change.
+pub(super) fn start_change(inode: &Inode<Lcfs>) -> Result<Option<u64>> {
     let layer = inode.info().layer;
     let uses = &*inode.super_block().info().uses;
     let mut u = uses.uses.lock();
@@ -555,7 +567,8 @@ pub(super) fn start_change(inode: &Inode<Lcfs>) -> Result {
         }
         info.listed.store(u.epoch, Ordering::Relaxed);
     }
-    Ok(())
+    // No hold (so no flush, which moves the epoch) starts before this change ends.
+    Ok((info.renewed.load(Ordering::Relaxed) != u.epoch).then_some(u.epoch))
 }
 
 /// The data change [`start_change`] let start is done.

@@ -73,14 +73,26 @@ pub(crate) struct InodeInfo {
     /// The flush epoch in which the inode was last listed among the files data changes touched
     /// (see `layers::start_change`); `u64::MAX` if never.
     pub(crate) listed: core::sync::atomic::AtomicU64,
+    /// The flush epoch in which the file last got a `data_id` of its own (see
+    /// `layers::start_change`); `u64::MAX` if never since it was read.
+    pub(crate) renewed: core::sync::atomic::AtomicU64,
+    /// Page-cache sharing state (`share::UNKNOWN`, `share::PRIVATE`, or the frozen layer whose
+    /// content inode reads go through, plus 1).
+    pub(crate) share: core::sync::atomic::AtomicU64,
+    /// The `data_id` of the contents reads go through while `share` says shared.
+    pub(crate) share_data: core::sync::atomic::AtomicU64,
 }
 
 impl InodeInfo {
-    fn new(layer: u64, ino: u64) -> Self {
+    pub(super) fn new(layer: u64, ino: u64) -> Self {
+        use core::sync::atomic::AtomicU64;
         Self {
             layer,
             ino,
-            listed: core::sync::atomic::AtomicU64::new(u64::MAX),
+            listed: AtomicU64::new(u64::MAX),
+            renewed: AtomicU64::new(u64::MAX),
+            share: AtomicU64::new(super::share::UNKNOWN),
+            share_data: AtomicU64::new(0),
         }
     }
 }
@@ -104,7 +116,7 @@ pub(super) fn sectors(blocks: u64) -> u64 {
 }
 
 /// VFS attributes of an inode record.
-fn params(rec: &InodeRecord) -> Result<InodeParams> {
+pub(super) fn params(rec: &InodeRecord) -> Result<InodeParams> {
     let kind = InodeKind::from_mode(rec.mode).ok_or(EUCLEAN)?;
     Ok(InodeParams {
         kind,
@@ -367,6 +379,9 @@ fn create(dir: Locked<'_, Lcfs>, name: &[u8], node: &NewNode<'_>) -> Result<ARef
             return Err(ENAMETOOLONG);
         }
     }
+    // Read before the record exists: a hold that moves the epoch on after this may share the new
+    // file's `data_id` (a snapshot), and the file must then renew it before its first change.
+    let epoch = super::layers::epoch(sb);
     let (ino, touched) = retry_for_space(sb, &mut sb.info().lock(), |vol| {
         let (ino, touched) = vol.create_touched(info.layer, info.ino, name, &attrs, now)?;
         if let Some(target) = node.link {
@@ -382,7 +397,13 @@ fn create(dir: Locked<'_, Lcfs>, name: &[u8], node: &NewNode<'_>) -> Result<ARef
     // The records as just written: no need to read them back.
     dir.refresh(&params(&touched.dir)?);
     // A symlink's record changed with its target: `iget_known` reads that one.
-    iget_known(sb, info.layer, ino, Some(&touched.inode))
+    let inode = iget_known(sb, info.layer, ino, Some(&touched.inode))?;
+    // A new file's `data_id` is its own: no renewal before its first write in this epoch.
+    inode
+        .info()
+        .renewed
+        .store(epoch, core::sync::atomic::Ordering::Relaxed);
+    Ok(inode)
 }
 
 fn link(dir: Locked<'_, Lcfs>, inode: Locked<'_, Lcfs>, name: &[u8]) -> Result {

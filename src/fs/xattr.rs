@@ -74,6 +74,13 @@ fn set_xattr(inode: Locked<'_, Lcfs>, name: &[u8], value: Option<&[u8]>, how: Xa
             None => vol.remove_xattr(info.layer, info.ino, name, now),
         })
         .map_err(xattr_errno)?;
+        // An attribute change gives the file a page cache of its own, as a data change does,
+        // and contents of its own for good (a regular file's: `Invalid` for other kinds).
+        super::share::unshare(&inode);
+        match retry_for_space(sb, &mut vol, |vol| vol.renew_data_id(info.layer, info.ino)) {
+            Ok(_) | Err(CoreError::Invalid) => {}
+            Err(e) => return Err(errno(e)),
+        }
     }
     refresh(inode)
 }

@@ -627,6 +627,36 @@ impl<T: FileSystem> NewInode<T> {
     where
         T: Operations,
     {
+        self.init_as(params, info, link, false)
+    }
+
+    /// [`Self::init`] for a content inode from [`super::SuperBlock::iget_content`]: a regular
+    /// file that is only ever opened as the backing file of layer inodes' reads, so its file
+    /// operations only read.
+    pub(crate) fn init_content(
+        self,
+        params: &InodeParams,
+        info: T::InodeInfo,
+    ) -> Result<ARef<Inode<T>>>
+    where
+        T: Operations,
+    {
+        if params.kind != InodeKind::Regular {
+            return Err(EINVAL);
+        }
+        self.init_as(params, info, None, true)
+    }
+
+    fn init_as(
+        self,
+        params: &InodeParams,
+        info: T::InodeInfo,
+        link: Option<&[u8]>,
+        content: bool,
+    ) -> Result<ARef<Inode<T>>>
+    where
+        T: Operations,
+    {
         let target = match link {
             Some(l) => {
                 let mut v = KVec::with_capacity(l.len().checked_add(1).ok_or(EINVAL)?, GFP_KERNEL)?;
@@ -640,6 +670,10 @@ impl<T: FileSystem> NewInode<T> {
             InodeKind::Directory => (
                 super::dir::inode_operations::<T>(),
                 Some(super::dir::file_operations::<T>()),
+            ),
+            InodeKind::Regular if content => (
+                super::file::inode_operations::<T>(),
+                Some(super::iomap::content_file_operations::<T>()),
             ),
             InodeKind::Regular => (
                 super::file::inode_operations::<T>(),

@@ -22,6 +22,7 @@ use core::ptr;
 use kernel::bindings;
 use kernel::error::{from_result, to_result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
+use kernel::sync::aref::ARef;
 
 use super::bindings as ext;
 use super::inode::{Inode, InodeGuard, InvalidateGuard};
@@ -116,6 +117,21 @@ pub(crate) trait FileOperations: FileSystem {
     /// Handles an ioctl of the filesystem on an open file of `inode`.
     fn ioctl(_inode: &Inode<Self>, _request: super::Request, _out: super::Output) -> Result {
         build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Page-cache sharing: the content inode (from [`super::SuperBlock::iget_content`]) whose
+    /// page cache a file of `inode` opened for reading only reads through, if any. Its contents
+    /// must be `inode`'s, and stay so while [`Self::shares`] says yes.
+    fn content(_inode: &Inode<Self>) -> Result<Option<ARef<Inode<Self>>>> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Whether reads of `inode` still go through the content inode [`Self::content`] gave. Once
+    /// it says no, it never says yes again for this inode: reads, mappings and advice of files
+    /// opened before then use `inode`'s own page cache from then on (mappings made before keep
+    /// the content inode's pages).
+    fn shares(_inode: &Inode<Self>) -> bool {
+        false
     }
 }
 
@@ -214,19 +230,22 @@ impl<T: Operations> Tables<T> {
 
     const FILE_OPS: bindings::file_operations = bindings::file_operations {
         llseek: Some(llseek_callback::<T>),
-        read_iter: Some(bindings::generic_file_read_iter),
+        read_iter: Some(read_iter_callback::<T>),
         write_iter: Some(write_iter_callback::<T>),
-        mmap_prepare: Some(mmap_prepare_callback::<T>),
-        open: if T::HAS_OPEN_WRITER {
+        // `mmap`, not `mmap_prepare`: a mapping of a shared file maps the content file instead
+        // (`vma_set_file` and the backing-file LSM hook need the VMA, as in overlayfs and erofs).
+        mmap: Some(mmap_callback::<T>),
+        open: if T::HAS_OPEN_WRITER || T::HAS_CONTENT {
             Some(open_callback::<T>)
         } else {
             Some(bindings::generic_file_open)
         },
-        release: if T::HAS_OPEN_WRITER {
+        release: if T::HAS_OPEN_WRITER || T::HAS_CONTENT {
             Some(release_callback::<T>)
         } else {
             None
         },
+        fadvise: Some(fadvise_callback::<T>),
         fsync: if T::HAS_FSYNC {
             Some(fsync_callback::<T>)
         } else {
@@ -237,7 +256,7 @@ impl<T: Operations> Tables<T> {
         } else {
             None
         },
-        splice_read: Some(bindings::filemap_splice_read),
+        splice_read: Some(splice_read_callback::<T>),
         splice_write: Some(bindings::iter_file_splice_write),
         unlocked_ioctl: super::ioctl::ioctl_operation::<T>(),
         compat_ioctl: super::ioctl::compat_ioctl_operation::<T>(),
@@ -248,8 +267,28 @@ impl<T: Operations> Tables<T> {
     };
 }
 
+impl<T: Operations> Tables<T> {
+    /// Content files (page-cache sharing) are only opened as backing files, read with
+    /// `filemap_read`, spliced with `filemap_splice_read` and mapped by their layer files'
+    /// `mmap`: their own operations only need to let the backing file open.
+    const CONTENT_FILE_OPS: bindings::file_operations = bindings::file_operations {
+        llseek: Some(bindings::generic_file_llseek),
+        read_iter: Some(bindings::generic_file_read_iter),
+        splice_read: Some(bindings::filemap_splice_read),
+        open: Some(bindings::generic_file_open),
+        // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
+        // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
+        // value: every entry not set above is NULL to the kernel.
+        ..unsafe { core::mem::zeroed() }
+    };
+}
+
 pub(super) fn file_operations<T: Operations>() -> &'static bindings::file_operations {
     &Tables::<T>::FILE_OPS
+}
+
+pub(super) fn content_file_operations<T: Operations>() -> &'static bindings::file_operations {
+    &Tables::<T>::CONTENT_FILE_OPS
 }
 
 pub(super) fn address_space_operations<T: Operations>(
@@ -650,17 +689,108 @@ unsafe fn mkwrite<T: Operations>(
     ret
 }
 
+/// The content file reads of open regular file `file` go through (page-cache sharing), if it
+/// has one and its inode still shares.
+///
 /// # Safety
 ///
-/// Called only by the kernel, with arguments that satisfy the C contract of `mmap_prepare`.
-unsafe extern "C" fn mmap_prepare_callback<T: Operations>(
-    desc: *mut bindings::vm_area_desc,
+/// `file` must be a live open regular file with our file operations, open for the call.
+unsafe fn content_file<T: Operations>(file: *mut bindings::file) -> Option<*mut ext::file> {
+    // SAFETY: `file` is live (contract); `private_data` of our regular files is set only by
+    // `open_callback`, before the file is installed, and cleared by nobody until `release`.
+    let sf = unsafe { ext::lcfs_file_private(file.cast()) }.cast::<ext::file>();
+    if sf.is_null() {
+        return None;
+    }
+    // SAFETY: `file` is a live open regular file of ours (contract).
+    let inode = unsafe { file_inode::<T>(file) };
+    T::shares(inode).then_some(sf)
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `read_iter`.
+unsafe extern "C" fn read_iter_callback<T: Operations>(
+    iocb: *mut bindings::kiocb,
+    to: *mut bindings::iov_iter,
+) -> isize {
+    // SAFETY: `read_iter`'s contract: `iocb` is live for the call and `ki_filp` is the open
+    // file read from, one of our regular files.
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: `file` is a live open regular file of ours, pinned for the call.
+    match unsafe { content_file::<T>(file) } {
+        // SAFETY: the live arguments of the call; `sf` is the backing file `file` holds until
+        // `release`, open for reading.
+        Some(sf) => unsafe { ext::lcfs_content_read_iter(iocb.cast(), to.cast(), sf) },
+        // SAFETY: the live arguments of the call, forwarded unchanged to the generic read.
+        None => unsafe { bindings::generic_file_read_iter(iocb, to) },
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `splice_read`.
+unsafe extern "C" fn splice_read_callback<T: Operations>(
+    file: *mut bindings::file,
+    ppos: *mut bindings::loff_t,
+    pipe: *mut bindings::pipe_inode_info,
+    len: usize,
+    flags: c_uint,
+) -> isize {
+    // SAFETY: `splice_read`'s contract: `file` is a live open regular file of ours.
+    match unsafe { content_file::<T>(file) } {
+        // SAFETY: the live arguments of the call; `sf` is the backing file `file` holds until
+        // `release`, open for reading.
+        Some(sf) => unsafe {
+            ext::lcfs_content_splice_read(file.cast(), sf, ppos, pipe.cast(), len, flags)
+        },
+        // SAFETY: the live arguments of the call, forwarded unchanged to the generic splice.
+        None => unsafe { bindings::filemap_splice_read(file, ppos, pipe, len, flags) },
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `mmap`.
+unsafe extern "C" fn mmap_callback<T: Operations>(
+    file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
 ) -> c_int {
-    // SAFETY: `mmap_prepare`'s contract: `desc` is the live descriptor of a mapping being set up
-    // for one of our files, ours to fill for the call; the operations are static, so they
-    // outlive the mapping.
-    unsafe { ext::lcfs_mmap_prepare(desc.cast(), ptr::from_ref(&Tables::<T>::VM_OPS).cast()) };
-    0
+    // SAFETY: `mmap`'s contract: `file` is a live open regular file of ours.
+    match unsafe { content_file::<T>(file) } {
+        // SAFETY: `vma` is the mapping being set up for `file`, ours to fill for the call; `sf`
+        // is the backing file `file` holds, open for reading: the helper makes the mapping hold
+        // its own reference to `sf` instead of `file`.
+        Some(sf) => unsafe { ext::lcfs_content_mmap(file.cast(), vma.cast(), sf) },
+        // SAFETY: `vma` is the mapping being set up for `file`, ours to fill for the call; the
+        // operations are static, so they outlive the mapping.
+        None => unsafe {
+            ext::lcfs_file_mmap(
+                file.cast(),
+                vma.cast(),
+                ptr::from_ref(&Tables::<T>::VM_OPS).cast(),
+            )
+        },
+    }
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `fadvise`.
+unsafe extern "C" fn fadvise_callback<T: Operations>(
+    file: *mut bindings::file,
+    offset: bindings::loff_t,
+    len: bindings::loff_t,
+    advice: c_int,
+) -> c_int {
+    // SAFETY: `fadvise`'s contract: `file` is a live open file of ours (regular: only their
+    // operations have this callback).
+    match unsafe { content_file::<T>(file) } {
+        // SAFETY: `sf` is the backing file `file` holds, live for the call.
+        Some(sf) => unsafe { ext::lcfs_content_fadvise(sf, offset, len, advice) },
+        // SAFETY: the live arguments of the call, forwarded unchanged to the generic advice.
+        None => unsafe { bindings::generic_fadvise(file, offset, len, advice) },
+    }
 }
 
 /// # Safety
@@ -676,14 +806,37 @@ unsafe extern "C" fn open_callback<T: Operations>(
     if r != 0 {
         return r;
     }
-    // SAFETY: `file` is the live file being opened; its `f_mode` was set before `open`.
-    if !unsafe { ext::lcfs_file_writable(file.cast()) } {
-        return 0;
-    }
     // SAFETY: the inode of a file being opened with our file operations: a live, initialised
     // inode of `T`, referenced by the opening path for the call.
-    let inode = unsafe { Inode::<T>::from_raw(inode) };
-    from_result(|| T::open_writer(inode).map(|()| 0))
+    let typed = unsafe { Inode::<T>::from_raw(inode) };
+    // SAFETY: `file` is the live file being opened; its `f_mode` was set before `open`.
+    if unsafe { ext::lcfs_file_writable(file.cast()) } {
+        return if T::HAS_OPEN_WRITER {
+            from_result(|| T::open_writer(typed).map(|()| 0))
+        } else {
+            0
+        };
+    }
+    // A truncating open changes the contents right after: it reads them through its own cache.
+    // SAFETY: `file` is the live file being opened; its flags were set before `open`.
+    if !T::HAS_CONTENT || unsafe { ext::lcfs_file_truncating(file.cast()) } {
+        return 0;
+    }
+    from_result(|| {
+        let Some(content) = T::content(typed)? else {
+            return Ok(0);
+        };
+        // SAFETY: `file` is the live file being opened, on a mount of the superblock that
+        // `content` (a live, initialised content inode, referenced by `content`) belongs to;
+        // the helper takes its own references and returns a backing file or an error pointer.
+        let sf = unsafe { ext::lcfs_content_open(file.cast(), content.as_ptr().cast()) };
+        // SAFETY: `lcfs_err_ptr` only decodes the pointer value.
+        to_result(unsafe { ext::lcfs_err_ptr(sf.cast()) } as c_int)?;
+        // SAFETY: `file` is being opened, not yet installed anywhere: nobody else reads its
+        // `private_data`, which `release_callback` puts back to a reference drop.
+        unsafe { ext::lcfs_file_set_private(file.cast(), sf.cast()) };
+        Ok(0)
+    })
 }
 
 /// # Safety
@@ -696,10 +849,21 @@ unsafe extern "C" fn release_callback<T: Operations>(
     // SAFETY: `release`'s contract: `file` is the live file being released; its mode does not
     // change after open.
     if unsafe { ext::lcfs_file_writable(file.cast()) } {
-        // SAFETY: `inode` is the file's inode, which has our file operations, so an initialised
-        // inode of `T`, referenced by the file until `release` returns.
-        let inode = unsafe { Inode::<T>::from_raw(inode) };
-        T::release_writer(inode);
+        if T::HAS_OPEN_WRITER {
+            // SAFETY: `inode` is the file's inode, which has our file operations, so an
+            // initialised inode of `T`, referenced by the file until `release` returns.
+            let inode = unsafe { Inode::<T>::from_raw(inode) };
+            T::release_writer(inode);
+        }
+        return 0;
+    }
+    // SAFETY: `file` is live and being released: nothing else uses its `private_data`.
+    let sf = unsafe { ext::lcfs_file_private(file.cast()) };
+    if !sf.is_null() {
+        // SAFETY: a non-null `private_data` of our regular file is the backing file
+        // `open_callback` opened for it; this drops the file's one reference to it, once.
+        // Mappings hold references of their own.
+        unsafe { ext::lcfs_fput(sf.cast()) };
     }
     0
 }

@@ -627,18 +627,49 @@ impl<T: FileSystem> SuperBlock<T> {
         // `iget_locked` may sleep (callers run in process context) and returns a referenced
         // inode or null.
         let inode = unsafe { bindings::iget_locked(self.as_ptr(), ino) };
+        // SAFETY: what `iget_locked` returned on this superblock.
+        unsafe { Self::got(inode) }
+    }
+
+    /// Finds the content inode of `key` read from `layer` (page-cache sharing) in the inode
+    /// cache, or allocates a new one to be initialised with [`NewInode::init_content`].
+    ///
+    /// Content inodes share the inode hash with the ones [`Self::iget`] finds but never match
+    /// them: `key` must be at least 2 and below 2^40, where `iget`'s inode numbers are only 1,
+    /// and `layer` must not be 0.
+    pub(crate) fn iget_content(&self, key: u64, layer: u64) -> Result<Iget<T>> {
+        if !(2..1 << 40).contains(&key) || layer == 0 {
+            return Err(EINVAL);
+        }
+        // SAFETY: the superblock is live and mounted (type invariant, kept alive by `&self`);
+        // `iget5_locked` may sleep (callers run in process context) and returns a referenced
+        // inode or null. Its test and set callbacks only read and write `i_ino` and
+        // `i_private` of inodes of this superblock.
+        let inode = unsafe { ext::lcfs_iget_content(self.as_ptr().cast(), key, layer) };
+        // SAFETY: what `iget5_locked` returned on this superblock.
+        unsafe { Self::got(inode.cast()) }
+    }
+
+    /// The result of `iget_locked` or `iget5_locked`.
+    ///
+    /// # Safety
+    ///
+    /// `inode` is what `iget_locked` or `iget5_locked` returned on this superblock: null, or a
+    /// referenced inode of it whose reference moves into the result.
+    unsafe fn got(inode: *mut bindings::inode) -> Result<Iget<T>> {
         let inode = NonNull::new(inode).ok_or(ENOMEM)?;
-        // SAFETY: `inode` is referenced (by `iget_locked`), so it is live; the helper reads its
+        // SAFETY: `inode` is referenced (contract), so it is live; the helper reads its
         // `I_NEW` state bit.
         if unsafe { ext::lcfs_inode_is_new(inode.as_ptr().cast()) } {
-            // SAFETY: a new inode from `iget_locked` is referenced, locked (`I_NEW`) and ours to
-            // initialise; it lives in an `InodeSlot<T>` (our `alloc_inode`).
+            // SAFETY: a new inode from `iget_locked` or `iget5_locked` (contract) is referenced,
+            // locked (`I_NEW`) and ours to initialise; it lives in an `InodeSlot<T>` (our
+            // `alloc_inode`).
             Ok(Iget::New(unsafe { NewInode::from_raw(inode) }))
         } else {
-            // SAFETY: `iget_locked` returned a reference to an inode of this superblock that is
-            // not new: `iget_locked` waited for `I_NEW` to clear, and a failed initialisation
-            // (`iget_failed`) unhashes the inode, so it is initialised; the reference moves into
-            // the `ARef`.
+            // SAFETY: `iget_locked` (or `iget5_locked`) returned a reference to an inode of this
+            // superblock that is not new: it waited for `I_NEW` to clear, and a failed
+            // initialisation (`iget_failed`) unhashes the inode, so it is initialised; the
+            // reference moves into the `ARef`.
             Ok(Iget::Cached(unsafe {
                 ARef::from_raw(inode.cast::<Inode<T>>())
             }))

@@ -9,7 +9,9 @@
 #
 # for scripts/layerbench.sh, which makes the table. Sizes: N inodes per layer for each N in
 # $SIZES, a $BIG_MB MiB file for the copy-on-write and freeze tests, a $TREE-file tree seen
-# through a chain of $DEPTH clones or overlay lower directories.
+# through a chain of $DEPTH clones or overlay lower directories. The page-cache part: $CLONES
+# clones (btrfs snapshots, overlay mounts on one lower directory) each reading one $SHARE_MB MiB
+# file and executing one binary. $PARTS picks parts (default: all of layers,cow,depth,pagecache).
 import ctypes
 import fcntl
 import os
@@ -31,6 +33,9 @@ TREE = int(os.environ.get("TREE", "10000"))
 DEPTH = int(os.environ.get("DEPTH", "128"))
 REPEAT = int(os.environ.get("REPEAT", "5"))
 COLD_MAX = int(os.environ.get("COLD_MAX", "100000"))
+CLONES = int(os.environ.get("CLONES", "100"))
+SHARE_MB = int(os.environ.get("SHARE_MB", "100"))
+PARTS = os.environ.get("PARTS", "layers,cow,depth,pagecache").split(",")
 
 # btrfs ioctls (include/uapi/linux/btrfs.h): struct btrfs_ioctl_vol_args_v2 is 4096 bytes: fd,
 # transid, flags, 4 unused u64, then the name (4040 bytes).
@@ -262,7 +267,7 @@ def per_size(n):
     umount()
 
 
-def first_write(fs, path):
+def first_write(fs, path, test="first-write", n=BIG_MB):
     """Times opening `path`, a 1-byte write and fsync, and reports the space it took."""
     os.sync()
     before = os.statvfs(MNT)
@@ -273,10 +278,10 @@ def first_write(fs, path):
         os.fsync(wfd)
         os.close(wfd)
 
-    bench("first-write", fs, BIG_MB, timed(write), "ms")
+    bench(test, fs, n, timed(write), "ms")
     os.sync()
     used = (before.f_bfree - os.statvfs(MNT).f_bfree) * before.f_bsize / 1024
-    bench("first-write-space", fs, BIG_MB, used, "KiB")
+    bench(test + "-space", fs, n, used, "KiB")
 
 
 def copy_on_write():
@@ -361,8 +366,121 @@ def depth():
     umount()
 
 
+def meminfo_kib(field):
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def sectors_read():
+    with open("/sys/block/vda/stat") as f:
+        return int(f.read().split()[2])
+
+
+def cache_growth(paths, action):
+    """Page cache (MiB) and disk reads (MiB) while `action` runs on each path, caches cold."""
+    drop_caches()
+    c0, r0 = meminfo_kib("Cached"), sectors_read()
+    for p in paths:
+        action(p)
+    return (meminfo_kib("Cached") - c0) / 1024, (sectors_read() - r0) / 2048
+
+
+def read_file(path):
+    with open(path, "rb", buffering=0) as f:
+        while f.read(1 << 20):
+            pass
+
+
+def exec_file(path):
+    run(path, "-c", ":")
+
+
+def pagecache():
+    """CLONES clones each reading one SHARE_MB MiB file, then each executing one binary (a copy
+    of bash): page cache used and data read from the disk, beside btrfs snapshots and overlay
+    mounts of one lower directory; warm reads of the shared cache against ext4; the first write
+    into a shared file."""
+    chunk = os.urandom(1 << 20)
+    binary = "/usr/bin/bash"
+
+    def fill(root):
+        os.makedirs(root, exist_ok=True)
+        with open(f"{root}/big", "wb") as f:
+            for _ in range(SHARE_MB):
+                f.write(chunk)
+        shutil.copy2(binary, f"{root}/bin")
+
+    def measure(fs, roots):
+        for what, name, action in (("pagecache-read", "big", read_file), ("pagecache-exec", "bin", exec_file)):
+            one, _ = cache_growth([f"{roots[0]}/{name}"], action)
+            grown, disk = cache_growth([f"{r}/{name}" for r in roots], action)
+            bench(what, fs, len(roots), grown, "MiB")
+            bench(what + "-per-one", fs, len(roots), grown / one if one > 0 else 0, "x")
+            bench(what + "-disk", fs, len(roots), disk, "MiB")
+        # Warm: every clone's file is cached (or shares the cached one).
+        read_file(f"{roots[1]}/big")
+        t = timed(lambda: [read_file(f"{r}/big") for r in roots[1:11]])
+        bench("warm-read", fs, SHARE_MB, 10 * SHARE_MB / (t / 1000), "MB/s")
+
+    fd = mount_lcfs()
+    img = lcfs_create(fd, "img")
+    fill(f"{MNT}/img")
+    lcfs_call(fd, abi.IOC_FREEZE, abi.REF.pack(img, 0, 0, 0))
+    for i in range(CLONES):
+        lcfs_clone(fd, img, f"c{i}")
+    measure("lcfs", [f"{MNT}/c{i}" for i in range(CLONES)])
+    # The first write into a file that shares the cache, and into one that never opened it.
+    read_file(f"{MNT}/c1/big")
+    first_write("lcfs", f"{MNT}/c1/big", "first-write-shared", SHARE_MB)
+    lcfs_clone(fd, img, "cold")
+    drop_caches()
+    first_write("lcfs", f"{MNT}/cold/big", "first-write-unopened", SHARE_MB)
+    os.close(fd)
+    umount()
+
+    run("mkfs.btrfs", "-q", "-f", DEV)
+    run("mount", "-t", "btrfs", DEV, MNT)
+    run("btrfs", "-q", "subvolume", "create", f"{MNT}/img")
+    fill(f"{MNT}/img")
+    for i in range(CLONES):
+        run("btrfs", "-q", "subvolume", "snapshot", f"{MNT}/img", f"{MNT}/c{i}")
+    measure("btrfs", [f"{MNT}/c{i}" for i in range(CLONES)])
+    umount()
+
+    mount_ext4()
+    fill(f"{MNT}/lower")
+    roots = []
+    for i in range(CLONES):
+        for d in ("upper", "work", "merged"):
+            os.makedirs(f"{MNT}/{d}{i}")
+        run("mount", "-t", "overlay", "overlay", "-o",
+            f"lowerdir={MNT}/lower,upperdir={MNT}/upper{i},workdir={MNT}/work{i}", f"{MNT}/merged{i}")
+        roots.append(f"{MNT}/merged{i}")
+    measure("overlay", roots)
+    for r in roots:
+        run("umount", r)
+    # ext4 itself: warm reads of one file.
+    read_file(f"{MNT}/lower/big")
+    t = timed(lambda: [read_file(f"{MNT}/lower/big") for _ in range(10)])
+    bench("warm-read", "ext4", SHARE_MB, 10 * SHARE_MB / (t / 1000), "MB/s")
+    with open(f"{MNT}/plain", "wb") as f:
+        for _ in range(SHARE_MB):
+            f.write(chunk)
+    read_file(f"{MNT}/plain")
+    first_write("ext4", f"{MNT}/plain", "first-write-shared", SHARE_MB)
+    umount()
+
+
 if __name__ == "__main__":
-    for n in SIZES:
-        per_size(n)
-    copy_on_write()
-    depth()
+    if "layers" in PARTS:
+        for n in SIZES:
+            per_size(n)
+    if "cow" in PARTS:
+        copy_on_write()
+    if "depth" in PARTS:
+        depth()
+    if "pagecache" in PARTS:
+        pagecache()

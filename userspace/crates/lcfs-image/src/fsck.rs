@@ -1292,6 +1292,19 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         // File data is counted in `blocks` of regular files (other inodes have no data path;
         // tests use their extents as opaque items).
         let regular = rec.mode & records::mode::S_IFMT == records::mode::S_IFREG;
+        // Ids are taken from the superblock's counter: one at or past it was never handed out,
+        // and could be handed out again to other contents.
+        if regular && rec.data_id >= self.sb.next_data_id {
+            errors.push(format!(
+                "data_id {} not below next_data_id {}",
+                rec.data_id, self.sb.next_data_id
+            ));
+        } else if !regular && rec.data_id != 0 {
+            errors.push(format!(
+                "data_id {} on an inode that is not a regular file",
+                rec.data_id
+            ));
+        }
         let mut sum = 0u64;
         let mut end = 0u64;
         // Written runs, merged, for the staging check.

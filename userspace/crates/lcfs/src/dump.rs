@@ -46,6 +46,7 @@ struct SuperSummary {
     layer_root: u64,
     layer_count: u64,
     next_layer_id: u64,
+    next_data_id: u64,
 }
 
 /// A block that could not be read or failed its checks, where a node was expected.
@@ -662,6 +663,7 @@ pub(crate) fn dump(device: &Path, layer: Option<&str>, items: bool, json: bool) 
             layer_root: sb.layer_root,
             layer_count: sb.layer_count,
             next_layer_id: sb.next_layer_id,
+            next_data_id: sb.next_data_id,
         },
         map,
         layers,
@@ -711,12 +713,13 @@ fn print_text(d: &Dump) -> std::io::Result<()> {
         s.reserve_blocks
     )?;
     outln!(
-        "  map root {} (level {}), layer tree root {}, {}, next layer id {}",
+        "  map root {} (level {}), layer tree root {}, {}, next layer id {}, next data id {}",
         s.map_root,
         s.map_level,
         s.layer_root,
         count(s.layer_count, "layer"),
-        s.next_layer_id
+        s.next_layer_id,
+        s.next_data_id
     )?;
     outln!("reference-count map:")?;
     for m in &d.map {

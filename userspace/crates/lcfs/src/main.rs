@@ -53,6 +53,7 @@ struct SuperReport {
     layer_root: u64,
     layer_count: u64,
     next_layer_id: u64,
+    next_data_id: u64,
     reserve_blocks: u64,
 }
 
@@ -79,6 +80,7 @@ impl From<&Superblock> for SuperReport {
             layer_root: sb.layer_root,
             layer_count: sb.layer_count,
             next_layer_id: sb.next_layer_id,
+            next_data_id: sb.next_data_id,
             reserve_blocks: sb.reserve_blocks,
         }
     }

@@ -1,0 +1,183 @@
+# lcfs-needs: debian-rootfs
+# lcfs-needs: guest-tools
+# Share suite: page-cache sharing between layers. Clones of one frozen layer read its files
+# through one page-cache copy (reads, private and shared read-only mappings, exec) that
+# survives remount; every way of changing a file gives the changing clone its own copy and
+# leaves the others' open files and mappings alone; advice and memory pressure in one clone do
+# not take the others' view; fsx in one clone beside a reader in another; no inode left at
+# module unload. Each part checked with fsck.lcfs. The checks from Python live in share.py.
+. /tests/lib.sh
+
+DEV=/dev/vda
+M=/mnt
+# The shared file: large enough that one copy of it stands out from metadata in Cached.
+MIB=16
+CLONES="c1 c2 c3 c4 c5 c6 c7 c8"
+
+layer() { lcfs layer "$@" -m $M; }
+cached_kib() { awk '$1 == "Cached:" { print $2 }' /proc/meminfo; }
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+py() { chroot /debian python3 /tmp/share.py "$@"; }
+# Debian tools see the lcfs mount through a bind mount at the same path inside /debian.
+bind_debian() { mount --bind $M /debian$M; }
+unbind_debian() { umount /debian$M; }
+sum() { md5sum "$1" | cut -d' ' -f1; }
+# read_growth CMD...: the growth of Cached (KiB) while CMD runs on cold caches.
+read_growth() {
+	drop
+	_c0=$(cached_kib)
+	"$@" >/tmp/growth.out 2>&1 || { cat /tmp/growth.out >&2; return 1; }
+	echo $(($(cached_kib) - _c0))
+}
+read_clones() { for c in $CLONES; do cat $M/$c/f; done; }
+# within_one_copy GROWTH WHAT: GROWTH (KiB) is about one copy of the file, not one per clone.
+within_one_copy() {
+	echo "$2: Cached grew by $1 KiB for $(echo $CLONES | wc -w) clones of a $MIB MiB file"
+	[ "$1" -ge $((MIB * 1024 * 9 / 10)) ] || fail "$2: grew by $1 KiB, less than the file"
+	[ "$1" -le $((MIB * 1024 * 5 / 4)) ] || fail "$2: grew by $1 KiB, more than one copy"
+}
+
+t_setup() {
+	cp /tests/share.py /tmp/ && cp /tmp/share.py /debian/tmp/
+	mkfs.lcfs -q "$DEV"
+	mount -t lcfs "$DEV" $M
+	layer create base
+	head -c $((MIB << 20)) /dev/urandom >$M/base/f
+	ln $M/base/f $M/base/hl
+	mkdir $M/base/bin
+	cp /lcfs/bin/busybox $M/base/bin/busybox
+	sum $M/base/f >/tmp/f.sum
+	layer freeze base
+	for c in $CLONES; do layer clone base $c; done
+	bind_debian
+}
+
+# Reads of one file in eight clones fill one copy of the page cache, and a second pass reads
+# nothing from the disk.
+t_one_copy() {
+	for c in $CLONES; do assert_eq "$(sum $M/$c/f)" "$(cat /tmp/f.sum)" "$c's file"; done
+	g=$(read_growth read_clones)
+	within_one_copy "$g" "cat"
+	r0=$(awk '{ print $3 }' /sys/block/vda/stat)
+	read_clones >/dev/null
+	assert_eq "$(awk '{ print $3 }' /sys/block/vda/stat)" "$r0" "sectors read by a warm pass"
+	# splice(2) (sendfile) serves from the same copy.
+	paths=""
+	for c in $CLONES; do paths="$paths $M/$c/f"; done
+	g=$(read_growth py sendfile $paths)
+	within_one_copy "$g" "sendfile"
+}
+
+# Private and shared read-only mappings share the copy too.
+t_mappings() {
+	paths=""
+	for c in $CLONES; do paths="$paths $M/$c/f"; done
+	g=$(read_growth py mapsum $paths)
+	within_one_copy "$g" "mmap"
+	py mapsum $paths | cut -d' ' -f1 | sort -u >/tmp/sums
+	assert_eq "$(cat /tmp/sums)" "$(cat /tmp/f.sum)" "checksums through mappings"
+}
+
+# Executing one binary in every clone: it runs, its mapping names the clone's path, and writing
+# it while it runs is ETXTBSY in that clone only.
+t_exec() {
+	for c in $CLONES; do $M/$c/bin/busybox true || fail "exec in $c"; done
+	$M/c1/bin/busybox sleep 30 &
+	pid=$!
+	sleep 1
+	grep -q "$M/c1/bin/busybox" /proc/$pid/maps || fail "maps: $(cat /proc/$pid/maps)"
+	if echo x 2>/tmp/err >>$M/c1/bin/busybox; then fail "wrote a running binary"; fi
+	grep -q 'busy' /tmp/err || fail "expected ETXTBSY: $(cat /tmp/err)"
+	# Another clone's copy of the binary is another file.
+	echo x >>$M/c2/bin/busybox
+	kill $pid
+	wait $pid || true
+	cmp -s $M/c2/bin/busybox $M/base/bin/busybox && fail "c2's write is missing"
+	cmp $M/c1/bin/busybox $M/base/bin/busybox
+	$M/c3/bin/busybox true
+}
+
+# A change in one clone is its own; the other's open files and mappings never see it.
+t_isolation() {
+	py isolation $M c3 c4
+	assert_eq "$(sum $M/c4/f)" "$(cat /tmp/f.sum)" "c4's file"
+}
+
+# Within one clone, a mapping made before its own change keeps the shared pages.
+t_same_layer() {
+	py same-layer $M c5
+}
+
+# Truncating by path and changing an extended attribute also give the clone its own copy: its
+# reads then fill a second one.
+t_unshare_without_open() {
+	g=$(read_growth cat $M/c6/f $M/c7/f)
+	within_one_copy "$g" "two clones"
+	chroot /debian setfattr -n user.x -v 1 $M/c6/f
+	g=$(read_growth cat $M/c6/f $M/c7/f)
+	echo "after setfattr in c6: Cached grew by $g KiB"
+	[ "$g" -ge $((MIB * 1024 * 19 / 10)) ] || fail "c6 still reads the shared copy ($g KiB)"
+	assert_eq "$(sum $M/c6/f)" "$(cat /tmp/f.sum)" "c6's file after setfattr"
+	truncate -s $((MIB << 19)) $M/c7/f
+	assert_eq "$(stat -c %s $M/c7/f)" $((MIB << 19)) "c7's size"
+	assert_eq "$(head -c $((MIB << 19)) $M/c8/f | md5sum | cut -d' ' -f1)" "$(sum $M/c7/f)" "c7's first half"
+	assert_eq "$(sum $M/c8/f)" "$(cat /tmp/f.sum)" "c8's file"
+}
+
+# Advice and memory pressure in one clone do not take the others' view.
+t_fadvise_and_pressure() {
+	py fadvise $M c1 c2
+	# Memory pressure: the shared copy may go and come back, never wrong.
+	cat $M/c1/f >/dev/null
+	head -c 700M /dev/zero | chroot /debian python3 -c 'import sys; b = sys.stdin.buffer.read(); print(len(b))'
+	for c in c1 c2 c8; do assert_eq "$(sum $M/$c/f)" "$(cat /tmp/f.sum)" "$c's file after pressure"; done
+}
+
+# The shared copy survives a remount; once nothing uses it, it is freed.
+t_remount() {
+	unbind_debian
+	umount $M
+	fsck.lcfs -n "$DEV"
+	mount -t lcfs "$DEV" $M
+	bind_debian
+	CLONES="c1 c2 c4 c8"
+	g=$(read_growth read_clones)
+	within_one_copy "$g" "after remount"
+	c0=$(cached_kib)
+	drop
+	c1=$(cached_kib)
+	echo "dropping caches freed $((c0 - c1)) KiB"
+	[ $((c0 - c1)) -ge $((MIB * 1024 * 9 / 10)) ] || fail "the shared copy stayed after drop_caches"
+}
+
+# fsx rewrites the file in one clone while another reads and maps its own the whole time.
+t_fsx_two_clones() {
+	layer clone base fa
+	layer clone base fb
+	rm -f /tmp/watch.stop
+	py watch $M/fb/f "$(cat /tmp/f.sum)" /tmp/watch.stop >/tmp/watch.out 2>&1 &
+	watcher=$!
+	mkdir -p /tmp/fsxa
+	rc=0
+	fsx -f /tests/fsx.toml -N "${SHARE_FSX_OPS:-1000}" -S 9 -P /tmp/fsxa $M/fa/f >/tmp/fsxa/out 2>&1 || rc=$?
+	touch /tmp/watch.stop
+	wrc=0
+	wait $watcher || wrc=$?
+	cat /tmp/watch.out
+	[ $rc = 0 ] || { tail -40 /tmp/fsxa/out; fail "fsx in fa"; }
+	[ $wrc = 0 ] || fail "the reader in fb saw something else"
+	assert_eq "$(sum $M/base/f)" "$(cat /tmp/f.sum)" "base's file"
+}
+
+# Unmount frees every content inode: the module unloads with no inode left.
+t_unload() {
+	unbind_debian
+	umount $M
+	fsck.lcfs -n -v "$DEV"
+	rmmod lcfs
+	dmesg | tail -5 | grep -q 'unloaded, no inodes left' || fail "unload: $(dmesg | tail -5)"
+	modprobe lcfs
+}
+
+run_tests setup one_copy mappings exec isolation same_layer unshare_without_open \
+	fadvise_and_pressure remount fsx_two_clones unload
