@@ -695,10 +695,10 @@ unsafe fn mkwrite<T: Operations>(
 /// # Safety
 ///
 /// `file` must be a live open regular file with our file operations, open for the call.
-unsafe fn content_file<T: Operations>(file: *mut bindings::file) -> Option<*mut ext::file> {
+unsafe fn content_file<T: Operations>(file: *mut bindings::file) -> Option<*mut bindings::file> {
     // SAFETY: `file` is live (contract); `private_data` of our regular files is set only by
     // `open_callback`, before the file is installed, and cleared by nobody until `release`.
-    let sf = unsafe { ext::lcfs_file_private(file.cast()) }.cast::<ext::file>();
+    let sf = unsafe { ext::lcfs_file_private(file.cast()) }.cast::<bindings::file>();
     if sf.is_null() {
         return None;
     }

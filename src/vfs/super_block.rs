@@ -641,6 +641,10 @@ impl<T: FileSystem> SuperBlock<T> {
         if !(2..1 << 40).contains(&key) || layer == 0 {
             return Err(EINVAL);
         }
+        let (key, layer) = (
+            usize::try_from(key).map_err(|_| EINVAL)?,
+            usize::try_from(layer).map_err(|_| EINVAL)?,
+        );
         // SAFETY: the superblock is live and mounted (type invariant, kept alive by `&self`);
         // `iget5_locked` may sleep (callers run in process context) and returns a referenced
         // inode or null. Its test and set callbacks only read and write `i_ino` and

@@ -11,6 +11,8 @@
 #   share.py fadvise MOUNT A B       POSIX_FADV_DONTNEED in B leaves the shared cache to A
 #   share.py mapsum PATH...          prints the MD5 of each file read through a private mapping
 #   share.py sendfile PATH...        copies each file to /dev/null with sendfile(2) (splice)
+#   share.py growth CMD ARGS...      runs CMD (mapsum, sendfile) and prints how much Cached grew
+#                                    (KiB) meanwhile, the interpreter's own files already read
 #   share.py watch FILE SUM STOP     reads and maps FILE until STOP exists; each must hash to SUM
 #
 # Prints "ok NAME" or "not ok NAME: ..." per check and exits 1 if any failed.
@@ -199,6 +201,13 @@ def main():
         mapsum(args)
     elif cmd == "sendfile":
         sendfile(args)
+    elif cmd == "growth":
+        c0 = cached_kib()
+        with open(os.devnull, "w") as null:
+            out, sys.stdout = sys.stdout, null
+            {"mapsum": mapsum, "sendfile": sendfile}[args[0]](args[1:])
+            sys.stdout = out
+        print(cached_kib() - c0)
     elif cmd == "watch":
         watch(*args)
     else:
