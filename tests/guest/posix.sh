@@ -26,9 +26,10 @@ FSX_CONFIG=${FSX_CONFIG:-/tests/fsx.toml}
 DEV=/dev/vda
 MNT=/mnt
 EXCEPTIONS=/tests/pjdfstest.exceptions
-# Where the tests work: lcfs shows its layers under the mount root, so its first layer.
+# Where the tests work: lcfs shows its layers under the mount root; the tests run in a clone of
+# the first layer, frozen, as container layers are.
 WORK=$MNT
-[ "$FS" != lcfs ] || WORK=$MNT/default
+[ "$FS" != lcfs ] || WORK=$MNT/work
 
 info() { echo "LCFS-INFO: $*"; }
 part() { case ",$POSIX_PARTS," in *",$1,"*) return 0 ;; esac; return 1; }
@@ -53,6 +54,10 @@ t_mkfs_mount() {
 	esac
 	do_mount
 	mounted
+	if [ "$FS" = lcfs ]; then
+		lcfs layer freeze default -m "$MNT"
+		lcfs layer clone default work -m "$MNT"
+	fi
 	grep " $MNT " /proc/mounts
 }
 
