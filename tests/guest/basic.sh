@@ -133,9 +133,9 @@ t_bad_checksum() {
 
 t_unknown_version() {
 	new_image
-	poke "$IMG" 12 004
-	poke "$IMG" 4108 004
-	expect_mount_error "$LOOP" "Invalid argument" "unknown format version 4"
+	poke "$IMG" 12 005
+	poke "$IMG" 4108 005
+	expect_mount_error "$LOOP" "Invalid argument" "unknown format version 5"
 	drop_image
 }
 

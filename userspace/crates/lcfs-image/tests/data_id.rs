@@ -118,7 +118,7 @@ fn fsck_reports_an_id_never_handed_out() {
     let d = vol
         .create(1, ROOT_INO, b"d", &node(mode::S_IFDIR | 0o755), NOW)
         .unwrap();
-    let mut put = |vol: &mut Volume<MemDevice>, ino: u64, id: u64| {
+    let put = |vol: &mut Volume<MemDevice>, ino: u64, id: u64| {
         let mut rec = vol.inode(1, ino).unwrap();
         rec.data_id = id;
         let mut buf = [0u8; INODE_RECORD_SIZE];
