@@ -69,7 +69,6 @@ struct readahead_control;
 struct writeback_control;
 struct kiocb;
 struct vm_fault;
-struct vm_area_desc;
 struct vm_operations_struct;
 void lcfs_iomap_read_folio(struct folio *folio, const struct iomap_ops *ops);
 void lcfs_iomap_readahead(struct readahead_control *rac, const struct iomap_ops *ops);
