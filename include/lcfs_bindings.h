@@ -11,5 +11,6 @@
 #include <linux/pagemap.h>
 #include <linux/statfs.h>
 #include <linux/blkdev.h>
+#include <linux/filelock.h>
 #include "lcfs_helpers.h"
 #include "uapi/linux/lcfs.h"

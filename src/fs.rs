@@ -32,6 +32,7 @@ mod commit;
 mod core_kunit;
 mod errno;
 mod file;
+mod frozen;
 mod ioctl;
 mod layers;
 mod mount;

@@ -45,8 +45,8 @@ use super::records::{
     extent_flags, inline_data, kind, mode, put_inline_data, ExtentRecord, InodeRecord, Timespec,
     EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, SYMLINK_CHUNKS, SYMLINK_MAX,
 };
-use super::tree::{BlockStore, Change, Error};
-use super::volume::{inode_key, Device, Volume};
+use super::tree::{Allocator, BlockStore, Change, Error, Txn};
+use super::volume::{inode_key, tree_kind, Device, Volume};
 use super::{FormatError, BLOCK_SHIFT};
 
 /// File blocks a file can have: sizes are at most `2^63 - 1` bytes, so every file block number
@@ -350,6 +350,107 @@ fn gap(to: u64, from: u64) -> Result<u64, Error> {
     match to.checked_sub(from) {
         Some(n) if n > 0 => Ok(n),
         _ => Err(corrupt("overlapping extents")),
+    }
+}
+
+/// The run of file blocks from `fblock` (at most `max`) of `ino` in the file-system tree at
+/// `root`, and the extent it comes from (`None` for a hole, which runs to the next extent).
+fn read_run<S: BlockStore, A: Allocator<S>>(
+    t: &mut Txn<'_, S, A>,
+    root: u64,
+    ino: u64,
+    fblock: u64,
+    max: u64,
+    total: u64,
+) -> Result<(Map, Option<Ext>), Error> {
+    let at = Key::new(ino, kind::EXTENT, fblock);
+    let floor = t.prev(root, &at, |key, v| (*key, Ext::decode(key, v, total)))?;
+    if let Some((key, e)) = floor {
+        if key.id == ino && key.kind == kind::EXTENT {
+            let e = e?;
+            if e.end() > fblock {
+                let disk_block = e.disk_at(fblock);
+                let map = Map {
+                    fblock,
+                    len: e.left(fblock)?.min(max),
+                    kind: if e.is_unwritten() {
+                        MapKind::Unwritten { disk_block }
+                    } else {
+                        MapKind::Written { disk_block }
+                    },
+                };
+                return Ok((map, Some(e)));
+            }
+        }
+    }
+    let next = t.next(root, &at, |key, v| (*key, Ext::decode(key, v, total)))?;
+    let len = match next {
+        Some((key, e)) if key.id == ino && key.kind == kind::EXTENT => {
+            gap(e?.off, fblock)?.min(max)
+        }
+        _ => max,
+    };
+    let map = Map {
+        fblock,
+        len,
+        kind: MapKind::Hole,
+    };
+    Ok((map, None))
+}
+
+/// A frozen layer's file-system tree, read without the volume: its nodes were committed and
+/// nothing changes or frees them while the layer exists, so any number of readers may walk it
+/// at once through a read-only store (the kernel reads image files of frozen layers this way,
+/// without the mount's lock). The caller keeps the layer from being removed meanwhile.
+#[derive(Clone, Copy, Debug)]
+pub struct FrozenTree {
+    root: u64,
+    fsid: u64,
+    generation: u64,
+    total_blocks: u64,
+}
+
+/// The allocator of a tree that is only read: asked for anything, it refuses.
+struct NoAlloc;
+
+impl<S: BlockStore> Allocator<S> for NoAlloc {
+    fn alloc(&mut self, _: &mut S) -> Result<u64, Error> {
+        Err(Error::ReadOnly)
+    }
+    fn refcount(&mut self, _: &mut S, _: u64) -> Result<u32, Error> {
+        Err(Error::ReadOnly)
+    }
+    fn inc_ref(&mut self, _: &mut S, _: u64, _: u64) -> Result<(), Error> {
+        Err(Error::ReadOnly)
+    }
+    fn dec_ref(&mut self, _: &mut S, _: u64, _: u64) -> Result<(), Error> {
+        Err(Error::ReadOnly)
+    }
+}
+
+impl FrozenTree {
+    /// [`Volume::map_read`] of the regular file `ino` of this layer, reading nodes from `store`
+    /// (which validates every node it returns as the volume's does).
+    pub fn map_read<S: BlockStore>(
+        &self,
+        store: &mut S,
+        ino: u64,
+        fblock: u64,
+        max: u64,
+    ) -> Result<Map, Error> {
+        let max = clip(fblock, max)?;
+        if store.total_blocks() != self.total_blocks {
+            return Err(Error::Invalid);
+        }
+        let mut t = Txn {
+            store,
+            alloc: &mut NoAlloc,
+            generation: self.generation,
+            fsid: self.fsid,
+            tree: tree_kind::FS,
+            leaf_refs: None,
+        };
+        Ok(read_run(&mut t, self.root, ino, fblock, max, self.total_blocks)?.0)
     }
 }
 
@@ -698,43 +799,45 @@ impl<S: Device> Volume<S> {
             }
         }
         self.data_inode(layer, ino, false)?;
-        if let Some(e) = self.item_at(layer, ino, kind::EXTENT, fblock)? {
-            let disk_block = e.disk_at(fblock);
-            if let Some(epoch) = epoch {
-                let run = InPlace {
-                    epoch,
-                    layer,
-                    ino,
-                    off: e.off,
-                    len: e.len,
-                    disk: e.disk,
-                    kind: if e.is_unwritten() {
-                        RUN_UNWRITTEN
-                    } else {
-                        RUN_WRITTEN
-                    },
-                };
-                InPlaceCache::put(self.store(), &run);
-            }
-            return Ok(Map {
-                fblock,
-                len: e.left(fblock)?.min(max),
+        let root = self.layer(layer)?.root;
+        let total = self.superblock().total_blocks;
+        let (map, found) = self.with_tree(|t| read_run(t, root, ino, fblock, max, total))?;
+        if let (Some(e), Some(epoch)) = (found, epoch) {
+            let run = InPlace {
+                epoch,
+                layer,
+                ino,
+                off: e.off,
+                len: e.len,
+                disk: e.disk,
                 kind: if e.is_unwritten() {
-                    MapKind::Unwritten { disk_block }
+                    RUN_UNWRITTEN
                 } else {
-                    MapKind::Written { disk_block }
+                    RUN_WRITTEN
                 },
-            });
+            };
+            InPlaceCache::put(self.store(), &run);
         }
-        let len = match self.item_from(layer, ino, kind::EXTENT, fblock)? {
-            Some(n) => gap(n.off, fblock)?.min(max),
-            None => max,
-        };
-        Ok(Map {
-            fblock,
-            len,
-            kind: MapKind::Hole,
-        })
+        Ok(map)
+    }
+
+    /// Layer `layer`'s tree for [`FrozenTree::map_read`], if the layer is frozen; `None` for a
+    /// read-write layer or an aborted transaction. The caller must know the freeze committed
+    /// (the tree's nodes are then on the medium and never change while the layer exists).
+    pub fn frozen_tree(&mut self, layer: u64) -> Result<Option<FrozenTree>, Error> {
+        if self.is_aborted() {
+            return Ok(None);
+        }
+        let l = self.layer(layer)?;
+        if !l.is_read_only() {
+            return Ok(None);
+        }
+        Ok(Some(FrozenTree {
+            root: l.root,
+            fsid: self.superblock().fsid(),
+            generation: self.superblock().generation.saturating_add(1),
+            total_blocks: self.superblock().total_blocks,
+        }))
     }
 
     /// Makes file blocks from `fblock` (at most `max`) of the regular file `ino` writable and

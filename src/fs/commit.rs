@@ -79,6 +79,15 @@ pub(crate) fn retry_for_space<R>(
 /// Commits the running transaction of `sb`'s volume if it has changes, logging a failure once
 /// (the transaction is then aborted and the filesystem answers EIO until it is remounted).
 pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
+    if sb.read_only() || sb.frozen() {
+        return Ok(());
+    }
+    commit_locked(sb, &mut sb.info().lock())
+}
+
+/// [`commit`] with the volume already locked, for a change that must be on the medium before
+/// anyone else sees it (a layer's freeze: see `frozen`).
+pub(crate) fn commit_locked(sb: &SuperBlock<Lcfs>, vol: &mut VolGuard<'_>) -> Result {
     if sb.read_only() {
         return Ok(());
     }
@@ -87,7 +96,6 @@ pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
         // deletes it) waits for the thaw: a frozen filesystem writes nothing.
         return Ok(());
     }
-    let mut vol = sb.info().lock();
     if vol.is_aborted() {
         return Err(EIO);
     }

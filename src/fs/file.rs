@@ -130,12 +130,19 @@ fn file_map(fblock: u64, len: u64, kind: MapKind) -> Result<FileMap> {
 
 fn read_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
     let info = inode.info();
-    let m = inode
-        .super_block()
-        .info()
-        .lock()
-        .map_read(info.layer, info.ino, first, count)
-        .map_err(errno)?;
+    let sb = inode.super_block();
+    let frozen = info
+        .frozen
+        .as_ref()
+        .and_then(|f| super::frozen::map_read(sb, f, info.ino, first, count));
+    let m = match frozen {
+        Some(m) => m?,
+        None => sb
+            .info()
+            .lock()
+            .map_read(info.layer, info.ino, first, count)
+            .map_err(errno)?,
+    };
     let kind = match m.kind {
         CoreMap::Hole => MapKind::Hole,
         CoreMap::Unwritten { disk_block } => MapKind::Unwritten {

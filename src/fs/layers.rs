@@ -22,7 +22,7 @@ use crate::format::tree::Error as CoreError;
 use crate::format::volume::LayerInfo as CoreLayer;
 use crate::vfs::{capable_sys_admin, Inode, LayerInfo, SuperBlock, UserArray};
 
-use super::commit::commit;
+use super::commit::{commit, commit_locked};
 use super::errno::errno;
 use super::time::timestamp;
 use super::Lcfs;
@@ -89,8 +89,8 @@ pub(super) fn create(sb: &SuperBlock<Lcfs>, name: &[u8], source: Source) -> Resu
             Source::Snapshot(of) => vol.snapshot_layer(name, of, now),
         }
         .map_err(errno)?;
-        drop(vol);
-        commit(sb)?;
+        // Under the same hold: a layer is never seen frozen before its tree is committed.
+        commit_locked(sb, &mut vol)?;
         Ok(id)
     };
     let id = match source {
@@ -118,8 +118,10 @@ pub(super) fn freeze(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     may_change(sb)?;
     let _hold = hold(sb, id, true)?;
     flush(sb, id)?;
-    sb.info().lock().freeze_layer(id).map_err(errno)?;
-    commit(sb)
+    let mut vol = sb.info().lock();
+    vol.freeze_layer(id).map_err(errno)?;
+    // Under the same hold: a layer is never seen frozen before its tree is committed.
+    commit_locked(sb, &mut vol)
 }
 
 /// Renames layer `id` to `name`.
@@ -165,10 +167,13 @@ pub(super) fn remove(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     let hold = hold(sb, id, true)?;
     let drop_layer = || -> Result {
         flush(sb, id)?;
+        // No lock-free reader may be in the tree when it goes to the reclaim queue.
+        let retired = super::frozen::retire(sb, id)?;
         sb.info().lock().remove_layer(id).map_err(|e| match e {
             CoreError::Busy => ENOTEMPTY,
             e => errno(e),
         })?;
+        retired.done();
         commit(sb)
     };
     let r = if root_lists_layers(sb) {

@@ -22,6 +22,7 @@ use super::commit::{commit, schedule_commit, Vol};
 use super::errno::{format_errno, mount_errno};
 use super::layers::LayerUses;
 use super::namespace::{self, InodeInfo};
+use super::frozen::FrozenLayers;
 use super::store::BdevStore;
 use super::time::timestamp;
 use super::{file, reclaim, Lcfs};
@@ -39,6 +40,8 @@ pub(crate) struct MountInfo {
     /// snapshot, freeze or removal holds still (see `layers`). Lock order: before the volume
     /// lock.
     pub(super) uses: Pin<KBox<LayerUses>>,
+    /// Reads of frozen layers' block maps without the volume lock (see `frozen`).
+    pub(super) frozen: Pin<KBox<FrozenLayers>>,
 }
 
 /// Mount options.
@@ -221,6 +224,10 @@ impl FileSystem for Lcfs {
             commit_secs: AtomicU32::new(opts.commit_secs.unwrap_or(DEFAULT_COMMIT_SECS)),
             layer,
             uses: KBox::pin_init(LayerUses::new(), GFP_KERNEL)?,
+            frozen: KBox::pin_init(
+                FrozenLayers::new(sb.block_device()?, disk.total_blocks)?,
+                GFP_KERNEL,
+            )?,
         })
     }
 

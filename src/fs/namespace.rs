@@ -81,6 +81,8 @@ pub(crate) struct InodeInfo {
     pub(crate) share: core::sync::atomic::AtomicU64,
     /// The `data_id` of the contents reads go through while `share` says shared.
     pub(crate) share_data: core::sync::atomic::AtomicU64,
+    /// For a regular file of a frozen layer: its layer's tree, read without the volume lock.
+    pub(crate) frozen: Option<super::frozen::FrozenRef>,
 }
 
 impl InodeInfo {
@@ -93,7 +95,14 @@ impl InodeInfo {
             renewed: AtomicU64::new(u64::MAX),
             share: AtomicU64::new(super::share::UNKNOWN),
             share_data: AtomicU64::new(0),
+            frozen: None,
         }
+    }
+
+    /// The inode of a regular file of a frozen layer, read through `frozen`.
+    pub(super) fn with_frozen(mut self, frozen: Option<super::frozen::FrozenRef>) -> Self {
+        self.frozen = frozen;
+        self
     }
 }
 
@@ -176,6 +185,10 @@ fn iget_known(
     let rec = vol.inode(layer, ino).map_err(errno)?;
     let p = params(&rec)?;
     let mut target = None;
+    let mut frozen = None;
+    if p.kind == InodeKind::Regular {
+        frozen = super::frozen::frozen_ref(sb, &mut vol, layer)?;
+    }
     if p.kind == InodeKind::Symlink {
         let mut buf = KVec::from_elem(0u8, crate::format::records::SYMLINK_MAX, GFP_KERNEL)?;
         let n = vol.read_inline(layer, ino, &mut buf).map_err(errno)?;
@@ -183,7 +196,8 @@ fn iget_known(
         target = Some(buf);
     }
     drop(vol);
-    new.init(&p, InodeInfo::new(layer, ino), target.as_deref())
+    let info = InodeInfo::new(layer, ino).with_frozen(frozen);
+    new.init(&p, info, target.as_deref())
 }
 
 /// The root of the mount: a layer's root directory (`layer=`), or the list of layers.

@@ -79,7 +79,11 @@ pub(super) fn content(inode: &Inode<Lcfs>) -> Result<Option<ARef<Inode<Lcfs>>>> 
     match sb.iget_content(key, source)? {
         Iget::Cached(content) => Ok(Some(content)),
         Iget::New(new) => {
-            let rec = sb.info().lock().inode(source, info.ino).map_err(errno)?;
+            let (rec, frozen) = {
+                let mut vol = sb.info().lock();
+                let rec = vol.inode(source, info.ino).map_err(errno)?;
+                (rec, super::frozen::frozen_ref(sb, &mut vol, source)?)
+            };
             // Frozen: the record cannot have changed since `share_source` read it.
             if rec.data_id != data_id || !rec.is_regular() {
                 return Err(EUCLEAN);
@@ -89,7 +93,7 @@ pub(super) fn content(inode: &Inode<Lcfs>) -> Result<Option<ARef<Inode<Lcfs>>>> 
             p.perm = 0o444;
             p.nlink = 1;
             (p.uid, p.gid) = (0, 0);
-            new.init_content(&p, InodeInfo::new(source, info.ino))
+            new.init_content(&p, InodeInfo::new(source, info.ino).with_frozen(frozen))
                 .map(Some)
         }
     }

@@ -78,7 +78,7 @@ impl BufPool {
     }
 
     /// A zeroed block, reused if one is free.
-    fn get(self: &Arc<Self>) -> Result<KBlock, CoreError> {
+    pub(super) fn get(self: &Arc<Self>) -> Result<KBlock, CoreError> {
         let mut b = self.get_dirty()?;
         b.data.fill(0);
         Ok(b)
@@ -86,7 +86,7 @@ impl BufPool {
 
     /// A block with the contents a previous user left in it (zeros if newly allocated), for a
     /// caller that overwrites all of it.
-    fn get_dirty(self: &Arc<Self>) -> Result<KBlock, CoreError> {
+    pub(super) fn get_dirty(self: &Arc<Self>) -> Result<KBlock, CoreError> {
         let reused = self.free.lock().pop();
         let data = match reused {
             Some(d) => d,

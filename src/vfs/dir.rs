@@ -193,6 +193,8 @@ impl<T: Operations> Tables<T> {
         } else {
             Some(bindings::noop_fsync)
         },
+        // Directory leases (NFS directory delegations), kept by the VFS as for files.
+        setlease: Some(ext::generic_setlease),
         unlocked_ioctl: super::ioctl::ioctl_operation::<T>(),
         compat_ioctl: super::ioctl::compat_ioctl_operation::<T>(),
         // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by

@@ -258,6 +258,9 @@ impl<T: Operations> Tables<T> {
         },
         splice_read: Some(splice_read_callback::<T>),
         splice_write: Some(bindings::iter_file_splice_write),
+        // Leases (Samba, NFS delegations) are kept by the VFS on the inode; the kernel refuses
+        // them on files whose operations do not name a `setlease`.
+        setlease: Some(ext::generic_setlease),
         unlocked_ioctl: super::ioctl::ioctl_operation::<T>(),
         compat_ioctl: super::ioctl::compat_ioctl_operation::<T>(),
         // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by

@@ -11,7 +11,10 @@
 # $SIZES, a $BIG_MB MiB file for the copy-on-write and freeze tests, a $TREE-file tree seen
 # through a chain of $DEPTH clones or overlay lower directories. The page-cache part: $CLONES
 # clones (btrfs snapshots, overlay mounts on one lower directory) each reading one $SHARE_MB MiB
-# file and executing one binary. $PARTS picks parts (default: all of layers,cow,depth,pagecache).
+# file and executing one binary. The parallel part: fio 4 KiB random reads (cold caches) of a
+# $PAR_MB MiB file in each of two frozen layers (btrfs subvolumes, ext4 directories), one job
+# against two at once for $PAR_SECONDS s each. $PARTS picks parts (default: all of
+# layers,cow,depth,pagecache,parallel).
 import ctypes
 import fcntl
 import os
@@ -35,7 +38,9 @@ REPEAT = int(os.environ.get("REPEAT", "5"))
 COLD_MAX = int(os.environ.get("COLD_MAX", "100000"))
 CLONES = int(os.environ.get("CLONES", "100"))
 SHARE_MB = int(os.environ.get("SHARE_MB", "100"))
-PARTS = os.environ.get("PARTS", "layers,cow,depth,pagecache").split(",")
+PAR_MB = int(os.environ.get("PAR_MB", "256"))
+PAR_SECONDS = int(os.environ.get("PAR_SECONDS", "15"))
+PARTS = os.environ.get("PARTS", "layers,cow,depth,pagecache,parallel").split(",")
 
 # btrfs ioctls (include/uapi/linux/btrfs.h): struct btrfs_ioctl_vol_args_v2 is 4096 bytes: fd,
 # transid, flags, 4 unused u64, then the name (4040 bytes).
@@ -474,6 +479,66 @@ def pagecache():
     umount()
 
 
+def fio_randread(files):
+    """Read IOPS of 4 KiB random reads, one fio job per file, all at once, caches cold."""
+    drop_caches()
+    args = ["fio", "--minimal", "--group_reporting", "--ioengine=psync", "--rw=randread", "--bs=4k",
+            "--time_based", f"--runtime={PAR_SECONDS}", f"--size={PAR_MB}M"]
+    for i, f in enumerate(files):
+        args += [f"--name=j{i}", f"--filename={f}"]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    # Terse output: field 8 is the read IOPS (of the whole group).
+    return float(out.strip().splitlines()[-1].split(";")[7])
+
+
+def parallel():
+    """Cold random reads in two layers: one reader against two at once. On lcfs the files are
+    in frozen layers (their block maps are read without the volume lock) and, for comparison,
+    in read-write layers (block maps under the lock)."""
+    chunk = os.urandom(1 << 20)
+
+    def fill(path):
+        with open(path, "wb") as f:
+            for _ in range(PAR_MB):
+                f.write(chunk)
+
+    def measure(fs, files, test="randread"):
+        one = fio_randread(files[:1])
+        two = fio_randread(files)
+        bench(f"{test}-iops", fs, 1, one, "IOPS")
+        bench(f"{test}-iops", fs, 2, two, "IOPS")
+        bench(f"{test}-scaling", fs, 2, two / one if one > 0 else 0, "x")
+
+    fd = mount_lcfs()
+    for name in ("a", "b", "wa", "wb"):
+        lid = lcfs_create(fd, name)
+        fill(f"{MNT}/{name}/f")
+        if not name.startswith("w"):
+            lcfs_call(fd, abi.IOC_FREEZE, abi.REF.pack(lid, 0, 0, 0))
+    run("sync")
+    measure("lcfs", [f"{MNT}/a/f", f"{MNT}/b/f"])
+    measure("lcfs", [f"{MNT}/wa/f", f"{MNT}/wb/f"], "randread-rw-layers")
+    os.close(fd)
+    umount()
+
+    run("mkfs.btrfs", "-q", "-f", DEV)
+    run("mount", "-t", "btrfs", DEV, MNT)
+    for name in ("a", "b"):
+        run("btrfs", "-q", "subvolume", "create", f"{MNT}/{name}")
+        fill(f"{MNT}/{name}/f")
+    run("sync")
+    measure("btrfs", [f"{MNT}/a/f", f"{MNT}/b/f"])
+    umount()
+
+    mount_ext4()
+    for name in ("a", "b"):
+        os.makedirs(f"{MNT}/{name}")
+        fill(f"{MNT}/{name}/f")
+    run("sync")
+    measure("ext4", [f"{MNT}/a/f", f"{MNT}/b/f"])
+    umount()
+
+
 if __name__ == "__main__":
     if "layers" in PARTS:
         for n in SIZES:
@@ -484,3 +549,5 @@ if __name__ == "__main__":
         depth()
     if "pagecache" in PARTS:
         pagecache()
+    if "parallel" in PARTS:
+        parallel()

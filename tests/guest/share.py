@@ -6,6 +6,8 @@
 #   share.py isolation MOUNT A B     a change in clone A (writes, truncate) is A's alone: B's open
 #                                    files and mappings, base, and A's identity are unchanged;
 #                                    A's files opened before see the change
+#   share.py identity MOUNT A B      inotify marks and leases stay on each clone's own inode
+#                                    while A and B share one page cache
 #   share.py same-layer MOUNT A      a mapping made before A's own change keeps the shared pages
 #                                    (the documented difference from ext4); later ones see it
 #   share.py fadvise MOUNT A B       POSIX_FADV_DONTNEED in B leaves the shared cache to A
@@ -16,10 +18,14 @@
 #   share.py watch FILE SUM STOP     reads and maps FILE until STOP exists; each must hash to SUM
 #
 # Prints "ok NAME" or "not ok NAME: ..." per check and exits 1 if any failed.
+import ctypes
+import errno
 import fcntl
 import hashlib
 import mmap
 import os
+import signal
+import struct
 import sys
 import time
 
@@ -118,6 +124,61 @@ def isolation(mount, a, b):
     check("B after dropping caches", read_all(fb) == orig)
 
 
+IN_ACCESS, IN_OPEN, IN_NONBLOCK = 0x1, 0x20, 0o4000
+
+
+def inotify_events(fd):
+    """The event masks waiting on inotify descriptor FD (none: an empty list)."""
+    try:
+        buf = os.read(fd, 4096)
+    except BlockingIOError:
+        return []
+    masks = []
+    while buf:
+        _, mask, _, length = struct.unpack_from("iIII", buf)
+        masks.append(mask)
+        buf = buf[16 + length:]
+    return masks
+
+
+def identity(mount, a, b):
+    fa, fb = f"{mount}/{a}/f", f"{mount}/{b}/f"
+    orig = read_all(f"{mount}/base/f")
+    # inotify: a mark on A's file sees A's opens and reads, not B's, though both read one cache.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    ino = libc.inotify_init1(IN_NONBLOCK)
+    check("inotify_init1", ino >= 0, os.strerror(ctypes.get_errno()))
+    wd = libc.inotify_add_watch(ino, fa.encode(), IN_ACCESS | IN_OPEN)
+    check("inotify_add_watch on A's file", wd >= 0, os.strerror(ctypes.get_errno()))
+    check("B reads the contents", read_all(fb) == orig)
+    check("B's read leaves A's mark quiet", inotify_events(ino) == [])
+    check("A reads the contents", read_all(fa) == orig)
+    seen = 0
+    for m in inotify_events(ino):
+        seen |= m
+    check("A's read reaches A's mark", seen & (IN_ACCESS | IN_OPEN) == IN_ACCESS | IN_OPEN,
+          f"events {seen:#x}")
+    os.close(ino)
+    # Leases: a read lease on A's file is broken by a write open of A, not by one of B.
+    signal.signal(signal.SIGIO, signal.SIG_IGN)
+    held = open(fa, "rb")
+    fcntl.fcntl(held, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    check("A's read lease is held", fcntl.fcntl(held, fcntl.F_GETLEASE) == fcntl.F_RDLCK)
+    try:
+        os.close(os.open(fb, os.O_RDWR | os.O_NONBLOCK))
+        check("a write open of B leaves A's lease", True)
+    except OSError as e:
+        check("a write open of B leaves A's lease", False, e.strerror)
+    try:
+        os.close(os.open(fa, os.O_RDWR | os.O_NONBLOCK))
+        check("a write open of A meets A's lease", False, "the open went through")
+    except OSError as e:
+        check("a write open of A meets A's lease", e.errno == errno.EWOULDBLOCK, e.strerror)
+    fcntl.fcntl(held, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    held.close()
+    check("A still reads the contents", read_all(fa) == orig)
+
+
 def same_layer(mount, a):
     fa = f"{mount}/{a}/f"
     orig = read_all(fa)
@@ -193,6 +254,8 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "isolation":
         isolation(*args)
+    elif cmd == "identity":
+        identity(*args)
     elif cmd == "same-layer":
         same_layer(*args)
     elif cmd == "fadvise":

@@ -118,6 +118,14 @@ t_isolation() {
 	check_sum $M/c4/f "c4's file"
 }
 
+# Identity stays per clone while the cache is shared: inotify marks and leases.
+t_identity() {
+	layer clone base i1
+	layer clone base i2
+	py identity $M i1 i2
+	check_sum $M/i1/f "i1's file"
+}
+
 # Within one clone, a mapping made before its own change keeps the shared pages.
 t_same_layer() {
 	py same-layer $M c5
@@ -137,6 +145,37 @@ t_unshare_without_open() {
 	assert_eq "$(stat -c %s $M/c7/f)" $((MIB << 19)) "c7's size"
 	assert_eq "$(head -c $((MIB << 19)) $M/c8/f | md5sum | cut -d' ' -f1)" "$(sum $M/c7/f)" "c7's first half"
 	check_sum $M/c8/f "c8's file"
+}
+
+# The other ways of changing a file: each gives its clone its own contents while a reader's
+# mapping in another clone keeps base's.
+t_other_changes() {
+	for c in p1 p2 p3 p4 q; do layer clone base $c; done
+	# Read first: each clone's file reads through the shared cache when its change comes.
+	for c in p1 p2 p3 p4; do check_sum $M/$c/f "$c's file before its change"; done
+	py watch $M/q/f "$(cat /tmp/f.sum)" /tmp/other.stop >/tmp/other.out 2>&1 &
+	watcher=$!
+	sleep 2
+	# Punch a hole, allocate past the end, write through a shared writable mapping, and open
+	# read-only with O_TRUNC (Linux truncates).
+	chroot /debian xfs_io -c 'fpunch 0 65536' $M/p1/f
+	chroot /debian xfs_io -c "falloc $((MIB << 20)) 1048576" $M/p2/f
+	chroot /debian xfs_io -c 'mmap -w 0 4096' -c 'mwrite -S 0x5a 0 4096' -c 'msync -s 0 4096' $M/p3/f
+	chroot /debian python3 -c "import os; os.close(os.open('$M/p4/f', os.O_RDONLY | os.O_TRUNC))"
+	touch /tmp/other.stop
+	wrc=0
+	wait $watcher || wrc=$?
+	rm -f /tmp/other.stop
+	[ $wrc = 0 ] || fail "q's reader saw a change: $(cat /tmp/other.out)"
+	assert_eq "$(head -c 65536 $M/p1/f | tr -d '\0' | wc -c)" 0 "p1's punched range"
+	assert_eq "$(stat -c %s $M/p2/f)" $(((MIB << 20) + 1048576)) "p2's size"
+	assert_eq "$(head -c 4096 $M/p3/f | tr -d Z | wc -c)" 0 "p3's mapped write"
+	assert_eq "$(stat -c %s $M/p4/f)" 0 "p4's size"
+	drop
+	assert_eq "$(head -c 65536 $M/p1/f | tr -d '\0' | wc -c)" 0 "p1's punched range, cold"
+	assert_eq "$(head -c 4096 $M/p3/f | tr -d Z | wc -c)" 0 "p3's mapped write, cold"
+	check_sum $M/q/f "q's file"
+	check_sum $M/base/f "base's file"
 }
 
 # Advice and memory pressure in one clone do not take the others' view.
@@ -203,5 +242,5 @@ t_unload() {
 	modprobe lcfs
 }
 
-run_tests setup one_copy mappings exec isolation same_layer unshare_without_open \
+run_tests setup one_copy mappings exec isolation identity same_layer unshare_without_open other_changes \
 	fadvise_and_pressure remount fsx_two_clones unload

@@ -1531,3 +1531,65 @@ fn layers_are_renamed_and_listed_from_a_cursor() {
     assert_eq!(vol.find_layer(b"renamed").unwrap().unwrap().id, ids[2]);
     fsck_clean(vol.into_store());
 }
+
+/// A frozen layer's tree read without the volume (as the kernel reads image files) maps every
+/// block as the volume does: written, unwritten and hole runs, across a tree of many leaves.
+#[test]
+fn frozen_tree_maps_as_the_volume_does() {
+    let mut vol = fresh(16384);
+    let mut files = Vec::new();
+    for i in 0..150u64 {
+        let name = format!("f{i}");
+        let ino = vol
+            .create(1, ROOT_INO, name.as_bytes(), &regular(), NOW)
+            .unwrap();
+        write(&mut vol, 1, ino, i % 3, &[i + 1, i + 2], true).unwrap();
+        write(&mut vol, 1, ino, 6 + i % 5, &[i + 3], true).unwrap();
+        if i % 4 == 0 {
+            vol.allocate(1, ino, 12, 2).unwrap();
+        }
+        files.push(ino);
+    }
+    // Read-write: no frozen tree.
+    assert!(vol.frozen_tree(1).unwrap().is_none());
+    vol.freeze_layer(1).unwrap();
+    vol.commit(NOW).unwrap();
+    let frozen = vol.frozen_tree(1).unwrap().expect("layer 1 is frozen");
+    let mut dev = vol.store().clone();
+    let mut kinds = [0u32; 3];
+    for &ino in &files {
+        for fb in 0..16 {
+            let want = vol.map_read(1, ino, fb, 64).unwrap();
+            let got = frozen.map_read(&mut dev, ino, fb, 64).unwrap();
+            assert_eq!(got, want, "file {ino} block {fb}");
+            kinds[match want.kind {
+                MapKind::Hole => 0,
+                MapKind::Unwritten { .. } => 1,
+                MapKind::Written { .. } => 2,
+            }] += 1;
+        }
+    }
+    assert!(
+        kinds.iter().all(|&n| n > 0),
+        "every kind of run seen: {kinds:?}"
+    );
+    // A clone of the frozen layer is read-write: no frozen tree for it.
+    let clone = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    assert!(vol.frozen_tree(clone).unwrap().is_none());
+    // Bad arguments are errors, as from the volume.
+    assert_eq!(
+        frozen.map_read(&mut dev, files[0], 0, 0),
+        Err(Error::Invalid)
+    );
+    assert_eq!(
+        frozen.map_read(&mut dev, files[0], MAX_FILE_BLOCKS, 1),
+        Err(Error::Invalid)
+    );
+    // A damaged node is refused, not followed: zero every block the tree may use.
+    let total = vol.superblock().total_blocks;
+    let mut wiped = MemDevice::new(total);
+    assert!(matches!(
+        frozen.map_read(&mut wiped, files[0], 0, 1),
+        Err(Error::Corrupt(_))
+    ));
+}
