@@ -15,7 +15,7 @@
 //! the tree goes to the reclaim queue. A reader that finds its layer dead goes the locked way,
 //! which then answers for a layer that is gone.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kernel::new_mutex;
 use kernel::prelude::*;
@@ -28,7 +28,7 @@ use crate::vfs::{BlockDevice, NoFsScope, SuperBlock};
 
 use super::commit::VolGuard;
 use super::errno::errno;
-use super::store::{BufPool, KBlock};
+use super::store::{slot_index, BufPool, KBlock, VERIFIED_SLOTS, VERIFIED_SLOT_BITS};
 use super::Lcfs;
 
 /// Whether a frozen layer's tree may be read without the lock, and how many read it now.
@@ -77,6 +77,7 @@ pub(crate) struct FrozenLayers {
     bdev: BlockDevice,
     total_blocks: u64,
     pool: Arc<BufPool>,
+    verified: Verified,
     /// Lock order: after the volume lock (inodes are read in under it); never held across I/O.
     #[pin]
     lives: Mutex<KVec<Arc<LayerLife>>>,
@@ -85,10 +86,12 @@ pub(crate) struct FrozenLayers {
 impl FrozenLayers {
     pub(crate) fn new(bdev: BlockDevice, total_blocks: u64) -> Result<impl PinInit<Self, Error>> {
         let pool = BufPool::new()?;
+        let verified = Verified::new()?;
         Ok(try_pin_init!(Self {
             bdev,
             total_blocks,
             pool,
+            verified,
             lives <- new_mutex!(KVec::new(), "lcfs_frozen_lives"),
         }? Error))
     }
@@ -146,6 +149,7 @@ pub(super) fn map_read(
         bdev: &f.bdev,
         total_blocks: f.total_blocks,
         pool: &f.pool,
+        verified: &f.verified,
     };
     Some(r.tree.map_read(&mut store, ino, first, count).map_err(|e| {
         if matches!(e, CoreError::Corrupt(_)) {
@@ -223,13 +227,35 @@ impl Drop for Retired<'_> {
     }
 }
 
+/// Blocks of frozen trees whose copy passed full validation, as the volume's own table (see
+/// `store`): a direct-mapped table of `blocknr + 1`, shared by the lock-free readers, so a hot
+/// node is checksummed once rather than at every visit (placement is still checked at every
+/// visit). A block in it belongs to a frozen tree, which nobody rewrites while the layer lives;
+/// a block freed and written again later holds a node the filesystem wrote, valid as well.
+struct Verified(KVec<AtomicU64>);
+
+impl Verified {
+    fn new() -> Result<Self> {
+        let mut slots = KVec::with_capacity(VERIFIED_SLOTS, GFP_KERNEL)?;
+        for _ in 0..VERIFIED_SLOTS {
+            slots.push(AtomicU64::new(0), GFP_KERNEL)?;
+        }
+        Ok(Self(slots))
+    }
+
+    fn slot(&self, blocknr: u64) -> Option<&AtomicU64> {
+        self.0.get(slot_index(blocknr, VERIFIED_SLOT_BITS))
+    }
+}
+
 /// Reads of committed blocks from the device's page cache, for [`FrozenTree::map_read`]: the
-/// tree code validates every node it gets (this store remembers no verification), and nothing
-/// is ever written.
+/// tree code validates every node it gets (in full unless [`Verified`] has it), and nothing is
+/// ever written.
 struct FrozenStore<'a> {
     bdev: &'a BlockDevice,
     total_blocks: u64,
     pool: &'a Arc<BufPool>,
+    verified: &'a Verified,
 }
 
 impl BlockStore for FrozenStore<'_> {
@@ -265,6 +291,20 @@ impl BlockStore for FrozenStore<'_> {
 
     fn write(&mut self, _blocknr: u64, _buf: &KBlock) -> Result<(), CoreError> {
         Err(CoreError::ReadOnly)
+    }
+
+    fn is_verified(&mut self, blocknr: u64) -> bool {
+        // Relaxed: the tag only says the block's contents passed the checks once; the contents
+        // themselves come from the page cache, not from whoever set the tag.
+        self.verified
+            .slot(blocknr)
+            .is_some_and(|s| s.load(Ordering::Relaxed) == blocknr.wrapping_add(1))
+    }
+
+    fn set_verified(&mut self, blocknr: u64) {
+        if let Some(s) = self.verified.slot(blocknr) {
+            s.store(blocknr.wrapping_add(1), Ordering::Relaxed);
+        }
     }
 
     fn total_blocks(&self) -> u64 {

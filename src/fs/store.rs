@@ -139,10 +139,10 @@ impl BdevStore {
 struct VerifiedBlocks(KVec<u64>);
 
 /// Bits of a slot index.
-const VERIFIED_SLOT_BITS: u32 = 15;
+pub(super) const VERIFIED_SLOT_BITS: u32 = 15;
 
 /// Slots in the table (256 KiB per mount): more than the metadata blocks of 100,000 files.
-const VERIFIED_SLOTS: usize = 1 << VERIFIED_SLOT_BITS;
+pub(super) const VERIFIED_SLOTS: usize = 1 << VERIFIED_SLOT_BITS;
 
 impl VerifiedBlocks {
     fn new() -> Result<Self> {
@@ -156,7 +156,7 @@ impl VerifiedBlocks {
 
 /// The slot of `blocknr` in a direct-mapped table of `1 << bits` slots (`bits` in 1..=32).
 /// Fibonacci hashing spreads neighbouring block numbers over the table.
-fn slot_index(blocknr: u64, bits: u32) -> usize {
+pub(super) fn slot_index(blocknr: u64, bits: u32) -> usize {
     let h = blocknr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits);
     // The shift leaves `bits` bits, so the value fits `usize` and indexes the table.
     usize::try_from(h).unwrap_or(0)

@@ -2,7 +2,8 @@
 # Concurrency suite on the 2-vCPU guest (lockdep, KASAN and the other debug options of the test
 # kernel report any locking or memory error, which fails the run): stress-ng stressors that
 # create, rename, link, unlink, write and read in parallel, and shell workers that race on the
-# same names in shared directories. The filesystem must stay consistent (fsck.lcfs) throughout.
+# same names in shared directories, and layers cloned, snapshotted and removed while readers
+# checksum an image in other layers. The filesystem must stay consistent (fsck.lcfs) throughout.
 . /tests/lib.sh
 
 DEV=/dev/vda
@@ -72,6 +73,68 @@ t_shared_directories() {
 	rm -rf $M/a $M/b
 }
 
+# Layers change while their image is read: two readers checksum a frozen layer's file through
+# two clones (the block maps of frozen layers are read without the volume lock; caches are
+# dropped to keep the reads cold) while clones are made, written, snapshotted (frozen), read and
+# removed, and sync runs, all at once for STRESS_SECONDS.
+stop_at() { echo $(($(date +%s) + ${STRESS_SECONDS:-20})); }
+img_reader() {
+	n=0
+	while [ "$(date +%s)" -lt "$end" ]; do
+		s=$(md5sum </mnt/$1/f | cut -d' ' -f1)
+		[ "$s" = "$want" ] || { echo "reader in $1: checksum $s, expected $want"; return 1; }
+		n=$((n + 1))
+	done
+	echo "reader in $1: $n rounds"
+	[ $n -gt 0 ]
+}
+layer_churn() {
+	i=0
+	while [ "$(date +%s)" -lt "$end" ]; do
+		lcfs layer clone img k$i -m /mnt || return 1
+		dd if=/dev/urandom of=/mnt/k$i/f bs=4k count=8 seek=$((i % 64)) conv=notrunc 2>/dev/null || return 1
+		lcfs layer snapshot k$i s$i -m /mnt || return 1
+		[ "$(md5sum </mnt/s$i/f)" = "$(md5sum </mnt/k$i/f)" ] || { echo "snapshot s$i differs"; return 1; }
+		lcfs layer remove s$i -m /mnt || return 1
+		lcfs layer remove k$i -m /mnt || return 1
+		i=$((i + 1))
+	done
+	echo "layer churn: $i rounds"
+	[ $i -gt 0 ]
+}
+cache_dropper() {
+	while [ "$(date +%s)" -lt "$end" ]; do
+		sync
+		echo 3 >/proc/sys/vm/drop_caches
+		sleep 1
+	done
+}
+
+t_layers_under_reads() {
+	lcfs layer create img -m /mnt
+	head -c $((8 << 20)) /dev/urandom >/mnt/img/f
+	want=$(md5sum </mnt/img/f | cut -d' ' -f1)
+	lcfs layer freeze img -m /mnt
+	lcfs layer clone img r1 -m /mnt
+	lcfs layer clone img r2 -m /mnt
+	end=$(stop_at)
+	pids=""
+	for r in r1 r2; do
+		img_reader $r &
+		pids="$pids $!"
+	done
+	layer_churn &
+	pids="$pids $!"
+	cache_dropper &
+	dropper=$!
+	bad=0
+	for p in $pids; do wait "$p" || bad=$((bad + 1)); done
+	wait $dropper
+	assert_eq "$bad" 0 "failed workers"
+	for l in r1 r2 img; do lcfs layer remove $l -m /mnt; done
+	assert_eq "$(ls -A /mnt)" "default" "layers left"
+}
+
 t_fsck_after_stress() {
 	umount /debian/mnt
 	umount /mnt
@@ -82,4 +145,4 @@ t_fsck_after_stress() {
 }
 
 run_tests \
-	setup stress_ng shared_directories fsck_after_stress
+	setup stress_ng shared_directories layers_under_reads fsck_after_stress
