@@ -307,6 +307,26 @@ impl FileSystem for Lcfs {
         reclaim::chunk(sb)
     }
 
+    fn cached_objects(sb: &SuperBlock<Self>) -> u64 {
+        // Never waits: reclaim must not stall behind a commit. A busy volume reports none.
+        sb.info()
+            .vol
+            .try_lock()
+            .map_or(0, |mut v| v.store().cached_nodes())
+            .try_into()
+            .unwrap_or(u64::MAX)
+    }
+
+    fn free_cached_objects(sb: &SuperBlock<Self>, nr: u64) -> u64 {
+        let nr = usize::try_from(nr).unwrap_or(usize::MAX);
+        sb.info()
+            .vol
+            .try_lock()
+            .map_or(0, |mut v| v.store().shrink_nodes(nr))
+            .try_into()
+            .unwrap_or(u64::MAX)
+    }
+
     fn put_super(sb: &SuperBlock<Self>) {
         let _ = commit(sb);
     }

@@ -113,6 +113,8 @@ pub(crate) struct BdevStore {
     /// The volume's in-place cache ([`BlockStore::in_place_table`]).
     in_place: KVec<u64>,
     pool: Arc<BufPool>,
+    /// Where [`Self::shrink_nodes`] goes on from.
+    shrink_at: usize,
 }
 
 /// Entries of the table behind [`BlockStore::single_table`] (1 KiB).
@@ -129,6 +131,7 @@ impl BdevStore {
             single: KVec::from_elem(0u64, SINGLE_SLOTS, GFP_KERNEL)?,
             in_place: KVec::from_elem(0u64, IN_PLACE_TABLE, GFP_KERNEL)?,
             pool: BufPool::new()?,
+            shrink_at: 0,
         })
     }
 }
@@ -295,6 +298,35 @@ impl BdevStore {
             write_back(&self.bdev, s)?;
         }
         Ok(s.hold(blocknr, data, true))
+    }
+
+    /// Clean node copies held: memory the superblock shrinker may take back.
+    pub(crate) fn cached_nodes(&self) -> usize {
+        self.nodes
+            .0
+            .iter()
+            .filter(|s| !s.dirty && s.data.capacity() > 0)
+            .count()
+    }
+
+    /// Frees up to `nr` clean node copies (dirty ones wait for the commit), going round the
+    /// slots from where the last call stopped; returns how many were freed.
+    pub(crate) fn shrink_nodes(&mut self, nr: usize) -> usize {
+        let n = self.nodes.0.len();
+        let (mut freed, mut seen) = (0usize, 0usize);
+        while freed < nr && seen < n {
+            let i = self.shrink_at;
+            self.shrink_at = i.wrapping_add(1).checked_rem(n).unwrap_or(0);
+            seen = seen.saturating_add(1);
+            if let Some(s) = self.nodes.0.get_mut(i) {
+                if !s.dirty && s.data.capacity() > 0 {
+                    s.tag = 0;
+                    s.data = KVec::new();
+                    freed = freed.saturating_add(1);
+                }
+            }
+        }
+        freed
     }
 
     /// Seals every dirty node and copies it to the page cache.

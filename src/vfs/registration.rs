@@ -93,6 +93,19 @@ pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
         Ok(())
     }
 
+    /// Objects the filesystem caches for the superblock and could free under memory pressure
+    /// (`nr_cached_objects`, asked by the superblock shrinker beside its dentries and inodes).
+    /// Must not wait for the filesystem's locks: a busy filesystem may answer 0.
+    fn cached_objects(_sb: &SuperBlock<Self>) -> u64 {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Frees up to `nr` of [`Self::cached_objects`] (`free_cached_objects`); returns how many.
+    /// Must not wait for the filesystem's locks either.
+    fn free_cached_objects(_sb: &SuperBlock<Self>, _nr: u64) -> u64 {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// Unmount: all inodes are gone, the device is still open; the last chance to write.
     fn put_super(_sb: &SuperBlock<Self>) {
         build_error!(VTABLE_DEFAULT_ERROR)

@@ -75,6 +75,16 @@ impl<T: FileSystem> Tables<T> {
         } else {
             None
         },
+        nr_cached_objects: if T::HAS_CACHED_OBJECTS {
+            Some(nr_cached_objects_callback::<T>)
+        } else {
+            None
+        },
+        free_cached_objects: if T::HAS_FREE_CACHED_OBJECTS {
+            Some(free_cached_objects_callback::<T>)
+        } else {
+            None
+        },
         put_super: Some(put_super_callback::<T>),
         // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
         // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
@@ -99,6 +109,36 @@ unsafe extern "C" fn sync_fs_callback<T: FileSystem>(
     // `sync_fs`.
     let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
     from_result(|| T::sync_fs(sb, wait != 0).map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of
+/// `nr_cached_objects`.
+unsafe extern "C" fn nr_cached_objects_callback<T: FileSystem>(
+    sb: *mut bindings::super_block,
+    _sc: *mut bindings::shrink_control,
+) -> c_long {
+    // SAFETY: the superblock shrinker asks only a superblock with our operations, so of `T`,
+    // that is `SB_BORN` (its `fill_super` succeeded, so `s_fs_info` is set), and it is freed
+    // (`shrinker_free`, which waits for calls in progress) at the start of unmount, before
+    // `put_super` drops the per-mount state.
+    let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
+    c_long::try_from(T::cached_objects(sb)).unwrap_or(c_long::MAX)
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of
+/// `free_cached_objects`.
+unsafe extern "C" fn free_cached_objects_callback<T: FileSystem>(
+    sb: *mut bindings::super_block,
+    sc: *mut bindings::shrink_control,
+) -> c_long {
+    // SAFETY: as in `nr_cached_objects_callback` (and `s_umount` is held for reading);
+    // `sc` is the caller's live shrink request for the call, read once.
+    let (sb, nr) = unsafe { (SuperBlock::<T>::from_raw(sb), (*sc).nr_to_scan) };
+    c_long::try_from(T::free_cached_objects(sb, u64::try_from(nr).unwrap_or(u64::MAX))).unwrap_or(c_long::MAX)
 }
 
 /// # Safety
