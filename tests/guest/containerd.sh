@@ -14,9 +14,11 @@
 # containerd-conformance/lcfs/NAME and containerd-reference/overlay/NAME
 # (tests/guest/gotest-results.sh). It shares nothing with the tests above but the kernel.
 #
-# CONFORMANCE_REFERENCE (guest environment): the reference's cases, a Go -test.run pattern for
-# the case names. make test's default "^[^1]" leaves out overlayfs's 128LayersMount (7 minutes
-# under TCG, the whole suite's longest part); make soak runs them all (".").
+# CONFORMANCE_CASES (guest environment): the lcfs cases, a Go -test.run pattern for the case
+# names; make test's "^[^1]" leaves out 128LayersMount (6.5 minutes under TCG, beside the tests
+# above; the layers suite's clone_chain covers 128 layers deep in the kernel), make soak runs them
+# all ("."). CONFORMANCE_REFERENCE: the reference's cases, the same way; empty (make test) runs
+# no reference.
 . /tests/lib.sh
 . /tests/containerd-lib.sh
 
@@ -29,13 +31,16 @@ modprobe lcfs
 # The cases' directories and image files: on tmpfs, sparse. Its lines go to the console at the
 # end, in one piece.
 TMPDIR=/tmp sh /tests/gotest-results.sh -k /tests/containerd-conformance.skips -o /tmp/gotest-lcfs.out \
-	containerd-conformance lcfs-snapshot-conformance -test.run '^TestLcfs$' -test.v -test.parallel 4 \
+	containerd-conformance lcfs-snapshot-conformance -test.run "^TestLcfs\$/${CONFORMANCE_CASES:-.}" -test.v -test.parallel 4 \
 	-test.timeout 35m >/tmp/conformance.console 2>&1 &
 conformance=$!
-TMPDIR=/tmp sh /tests/gotest-results.sh -k /tests/containerd-conformance.skips -o /tmp/gotest-overlay.out \
-	containerd-reference lcfs-snapshot-conformance -test.run "^TestOverlay\$/${CONFORMANCE_REFERENCE:-^[^1]}" \
-	-test.v -test.parallel 4 -test.timeout 35m >/tmp/reference.console 2>&1 &
-reference=$!
+reference=
+if [ -n "${CONFORMANCE_REFERENCE:-}" ]; then
+	TMPDIR=/tmp sh /tests/gotest-results.sh -k /tests/containerd-conformance.skips -o /tmp/gotest-overlay.out \
+		containerd-reference lcfs-snapshot-conformance -test.run "^TestOverlay\$/$CONFORMANCE_REFERENCE" \
+		-test.v -test.parallel 4 -test.timeout 35m >/tmp/reference.console 2>&1 &
+	reference=$!
+fi
 
 t_containerd_loads_lcfs() {
 	write_containerd_config
@@ -224,5 +229,6 @@ run_tests \
 	twenty_containers_at_once committed_container_is_a_new_layer snapshots_usage_ls_rm \
 	image_rm_and_gc_return_space fsck_clean_after_containers snapshotter_sigkill_under_load
 wait $conformance || :
-wait $reference || :
-cat /tmp/conformance.console /tmp/reference.console
+[ -z "$reference" ] || wait $reference || :
+cat /tmp/conformance.console
+[ -z "$reference" ] || cat /tmp/reference.console

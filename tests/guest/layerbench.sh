@@ -13,7 +13,7 @@ t_layerbench() {
 	rc=0
 	SIZES="${SIZES:-1000,100000}" BIG_MB="${BIG_MB:-256}" TREE="${TREE:-10000}" DEPTH="${DEPTH:-128}" \
 		REPEAT="${REPEAT:-5}" CLONES="${CLONES:-100}" SHARE_MB="${SHARE_MB:-100}" \
-		PARTS="${PARTS:-layers,cow,depth,pagecache,parallel}" PAR_MB="${PAR_MB:-256}" PAR_SECONDS="${PAR_SECONDS:-15}" chroot /debian python3 /tmp/layerbench.py >/tmp/bench.out 2>/tmp/bench.err ||
+		PARTS="${PARTS:-layers,cow,depth,pagecache,parallel}" PAR_MB="${PAR_MB:-128}" PAR_SECONDS="${PAR_SECONDS:-20}" PAR_ROUNDS="${PAR_ROUNDS:-1}" chroot /debian python3 /tmp/layerbench.py >/tmp/bench.out 2>/tmp/bench.err ||
 		rc=$?
 	# The results on the console whatever happened (test output is shown only on failure).
 	cat /tmp/bench.out /tmp/bench.err >/dev/console
