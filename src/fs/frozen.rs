@@ -40,6 +40,17 @@ pub(crate) struct LayerLife {
 }
 
 impl LayerLife {
+    fn new(layer: u64) -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            Self {
+                layer,
+                readers: AtomicUsize::new(0),
+                dead: AtomicBool::new(false),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
     /// Counts a reader in, unless the layer is being removed.
     ///
     /// The reader adds itself before it looks at `dead` and the remover sets `dead` before it
@@ -102,14 +113,7 @@ impl FrozenLayers {
         if let Some(l) = lives.iter().find(|l| l.layer == layer) {
             return Ok((!l.dead.load(Ordering::SeqCst)).then(|| l.clone()));
         }
-        let l = Arc::new(
-            LayerLife {
-                layer,
-                readers: AtomicUsize::new(0),
-                dead: AtomicBool::new(false),
-            },
-            GFP_KERNEL,
-        )?;
+        let l = LayerLife::new(layer)?;
         lives.push(l.clone(), GFP_KERNEL)?;
         Ok(Some(l))
     }
@@ -175,14 +179,7 @@ pub(super) fn retire(sb: &SuperBlock<Lcfs>, layer: u64) -> Result<Retired<'_>> {
             Some(l) => l.clone(),
             None => {
                 // A dead entry keeps inodes read in from now on off the lock-free way.
-                let l = Arc::new(
-                    LayerLife {
-                        layer,
-                        readers: AtomicUsize::new(0),
-                        dead: AtomicBool::new(false),
-                    },
-                    GFP_KERNEL,
-                )?;
+                let l = LayerLife::new(layer)?;
                 lives.push(l.clone(), GFP_KERNEL)?;
                 l
             }
