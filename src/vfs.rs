@@ -34,10 +34,11 @@ pub(crate) mod xattr;
 
 pub(crate) use dir::{DirContext, DirEntryType, DirOperations, NewNode, Rename, RenameMode};
 pub(crate) use file::{AttrChange, InodeOperations};
-pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams, Locked};
+pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams, Locked, NewInode as NewVfsInode};
 pub(crate) use ioctl::{
-    capable_sys_admin, FsInfo, LayerCreate, CREATE_READ_ONLY, INFO_OWN_BYTES, LAYER_READ_ONLY, LIST_MAX, LayerDiff, LayerInfo, LayerList, Output, DIFF_ADDED, DIFF_BUF_MAX, DIFF_BUF_MIN, DIFF_DELETED, DIFF_MODIFIED,
-    Request, UserArray,
+    capable_sys_admin, FsInfo, LayerCreate, LayerDiff, LayerInfo, LayerList, Output, Request,
+    UserArray, CREATE_READ_ONLY, DIFF_ADDED, DIFF_BUF_MAX, DIFF_BUF_MIN, DIFF_DELETED,
+    DIFF_MODIFIED, INFO_OWN_BYTES, LAYER_READ_ONLY, LIST_MAX,
 };
 pub(crate) use iomap::{DataOperations, FileMap, FileOperations, MapFor, MapKind};
 pub(crate) use params::{Param, ParamValue};

@@ -39,14 +39,14 @@
 //! it done and the transaction intact, and a large range never needs its whole worst-case space
 //! at once. Nothing here panics on any input or image, and nothing block-sized is on the stack.
 
-use super::namespace::check_time;
+use super::namespace::{check_time, lookup_name_in, read_inode, readdir_in, DirEntry, Entry};
 use super::node::{key_after, Key};
 use super::records::{
-    extent_flags, inline_data, kind, mode, put_inline_data, ExtentRecord, InodeRecord, Timespec,
-    EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, SYMLINK_CHUNKS, SYMLINK_MAX,
+    extent_flags, inline_data, kind, mode, put_inline_data, ExtentRecord, HashKey, InodeRecord,
+    Timespec, EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, SYMLINK_CHUNKS, SYMLINK_MAX,
 };
-use super::tree::{Allocator, BlockStore, Change, Error, Txn};
-use super::volume::{inode_key, tree_kind, Device, Volume};
+use super::tree::{Allocator, BlockStore, Change, Error, ItemVisitor, Txn};
+use super::volume::{inode_key, tree_kind, Device, LayerItems, Volume};
 use super::{FormatError, BLOCK_SHIFT};
 
 /// File blocks a file can have: sizes are at most `2^63 - 1` bytes, so every file block number
@@ -398,6 +398,34 @@ fn read_run<S: BlockStore, A: Allocator<S>>(
     Ok((map, None))
 }
 
+/// See [`Volume::read_inline`].
+fn read_inline_in(items: &mut impl LayerItems, ino: u64, buf: &mut [u8]) -> Result<usize, Error> {
+    let mut total = 0usize;
+    // A long symlink target continues in the next item after every full one.
+    for i in 0..SYMLINK_CHUNKS {
+        let got = items.lookup(&Key::new(ino, kind::INLINE, i), |v| {
+            let data = inline_data(v)?;
+            let end = total.checked_add(data.len()).ok_or(Error::Invalid)?;
+            let dst = buf.get_mut(total..end).ok_or(Error::Invalid)?;
+            dst.copy_from_slice(data);
+            Ok::<usize, Error>(data.len())
+        })?;
+        match got {
+            None if i == 0 => return Err(Error::NotFound),
+            None => break,
+            Some(n) => {
+                let n = n?;
+                // At most `buf.len()`: the copy above fitted.
+                total = total.saturating_add(n);
+                if n < INLINE_CHUNK {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// A frozen layer's file-system tree, read without the volume: its nodes were committed and
 /// nothing changes or frees them while the layer exists, so any number of readers may walk it
 /// at once through a read-only store (the kernel reads image files of frozen layers this way,
@@ -408,6 +436,7 @@ pub struct FrozenTree {
     fsid: u64,
     generation: u64,
     total_blocks: u64,
+    hash_key: HashKey,
 }
 
 /// The allocator of a tree that is only read: asked for anything, it refuses.
@@ -429,6 +458,25 @@ impl<S: BlockStore> Allocator<S> for NoAlloc {
 }
 
 impl FrozenTree {
+    /// A read-only transaction over this tree in `store`, which must be this filesystem's.
+    fn txn<'a, S: BlockStore>(
+        &self,
+        store: &'a mut S,
+        alloc: &'a mut NoAlloc,
+    ) -> Result<Txn<'a, S, NoAlloc>, Error> {
+        if store.total_blocks() != self.total_blocks {
+            return Err(Error::Invalid);
+        }
+        Ok(Txn {
+            store,
+            alloc,
+            generation: self.generation,
+            fsid: self.fsid,
+            tree: tree_kind::FS,
+            leaf_refs: None,
+        })
+    }
+
     /// [`Volume::map_read`] of the regular file `ino` of this layer, reading nodes from `store`
     /// (which validates every node it returns as the volume's does).
     pub fn map_read<S: BlockStore>(
@@ -439,18 +487,85 @@ impl FrozenTree {
         max: u64,
     ) -> Result<Map, Error> {
         let max = clip(fblock, max)?;
-        if store.total_blocks() != self.total_blocks {
-            return Err(Error::Invalid);
-        }
-        let mut t = Txn {
-            store,
-            alloc: &mut NoAlloc,
-            generation: self.generation,
-            fsid: self.fsid,
-            tree: tree_kind::FS,
-            leaf_refs: None,
-        };
+        let mut no = NoAlloc;
+        let mut t = self.txn(store, &mut no)?;
         Ok(read_run(&mut t, self.root, ino, fblock, max, self.total_blocks)?.0)
+    }
+
+    /// The layer's items, read from `store`.
+    fn items<'a, S: BlockStore>(&'a self, store: &'a mut S) -> FrozenItems<'a, S> {
+        FrozenItems { tree: self, store }
+    }
+
+    /// [`Volume::inode`] in this layer.
+    pub fn inode<S: BlockStore>(&self, store: &mut S, ino: u64) -> Result<InodeRecord, Error> {
+        read_inode(&mut self.items(store), ino)
+    }
+
+    /// [`Volume::lookup_name`] in this layer.
+    pub fn lookup_name<S: BlockStore>(
+        &self,
+        store: &mut S,
+        dir: u64,
+        name: &[u8],
+    ) -> Result<Option<Entry>, Error> {
+        lookup_name_in(&mut self.items(store), dir, name)
+    }
+
+    /// [`Volume::readdir`] in this layer.
+    pub fn readdir<S: BlockStore>(
+        &self,
+        store: &mut S,
+        dir: u64,
+        from: u64,
+        f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
+    ) -> Result<(), Error> {
+        readdir_in(&mut self.items(store), dir, from, f)
+    }
+
+    /// [`Volume::read_inline`] in this layer.
+    pub fn read_inline<S: BlockStore>(
+        &self,
+        store: &mut S,
+        ino: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Error> {
+        read_inline_in(&mut self.items(store), ino, buf)
+    }
+}
+
+/// [`LayerItems`] of a frozen layer, read from a store without the volume.
+struct FrozenItems<'a, S> {
+    tree: &'a FrozenTree,
+    store: &'a mut S,
+}
+
+impl<S: BlockStore> LayerItems for FrozenItems<'_, S> {
+    fn lookup<R>(&mut self, key: &Key, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, Error> {
+        let root = self.tree.root;
+        self.tree
+            .txn(self.store, &mut NoAlloc)?
+            .lookup(root, key, f)
+    }
+
+    fn next<R>(
+        &mut self,
+        from: &Key,
+        f: impl FnOnce(&Key, &[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
+        let root = self.tree.root;
+        self.tree.txn(self.store, &mut NoAlloc)?.next(root, from, f)
+    }
+
+    fn scan_leaf(&mut self, from: &Key, f: &mut ItemVisitor<'_>) -> Result<Option<Key>, Error> {
+        let root = self.tree.root;
+        self.tree
+            .txn(self.store, &mut NoAlloc)?
+            .scan_leaf(root, from, f)
+    }
+
+    fn hash_key(&self) -> HashKey {
+        self.tree.hash_key
     }
 }
 
@@ -837,6 +952,7 @@ impl<S: Device> Volume<S> {
             fsid: self.superblock().fsid(),
             generation: self.superblock().generation.saturating_add(1),
             total_blocks: self.superblock().total_blocks,
+            hash_key: self.hash_key(),
         }))
     }
 
@@ -1417,30 +1533,7 @@ impl<S: Device> Volume<S> {
     /// Copies the inline data of `ino` (a symlink's target, a small file's bytes) into `buf` and
     /// returns its length: `NotFound` if it has none, `Invalid` if `buf` is too small.
     pub fn read_inline(&mut self, layer: u64, ino: u64, buf: &mut [u8]) -> Result<usize, Error> {
-        let mut total = 0usize;
-        // A long symlink target continues in the next item after every full one.
-        for i in 0..SYMLINK_CHUNKS {
-            let got = self.lookup(layer, &Key::new(ino, kind::INLINE, i), |v| {
-                let data = inline_data(v)?;
-                let end = total.checked_add(data.len()).ok_or(Error::Invalid)?;
-                let dst = buf.get_mut(total..end).ok_or(Error::Invalid)?;
-                dst.copy_from_slice(data);
-                Ok::<usize, Error>(data.len())
-            })?;
-            match got {
-                None if i == 0 => return Err(Error::NotFound),
-                None => break,
-                Some(n) => {
-                    let n = n?;
-                    // At most `buf.len()`: the copy above fitted.
-                    total = total.saturating_add(n);
-                    if n < INLINE_CHUNK {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(total)
+        read_inline_in(&mut self.items(layer), ino, buf)
     }
 
     /// Sets the inline data of `ino`: a small file's bytes (one item, at most [`INLINE_CHUNK`]

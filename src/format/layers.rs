@@ -173,6 +173,7 @@ impl<S: Device> Volume<S> {
         let Some((info, true)) = self.layer_cache else {
             return Ok(());
         };
+        self.changeable()?;
         self.layer_cache = Some((info, false));
         let r = self.write_layer(&info);
         self.abort_on_error(r)

@@ -18,7 +18,7 @@ use super::records::{
     LinkRecord, Timespec, INODE_RECORD_SIZE, NAME_MAX,
 };
 use super::tree::Error;
-use super::volume::{inode_key, Device, Volume};
+use super::volume::{inode_key, Device, LayerItems, Volume};
 use super::{FormatError, BLOCK_SIZE, ROOT_INO};
 
 /// Longest path a diff reports, in bytes (Linux `PATH_MAX`, including the terminating NUL).
@@ -265,13 +265,79 @@ fn new_inode(ino: u64, data_id: u64, attrs: &NewInode, nlink: u32, now: Timespec
     }
 }
 
+/// The inode record of `ino` in `items`.
+pub(super) fn read_inode(items: &mut impl LayerItems, ino: u64) -> Result<InodeRecord, Error> {
+    match items.lookup(&inode_key(ino), InodeRecord::decode)? {
+        Some(r) => Ok(r?),
+        None => Err(Error::NotFound),
+    }
+}
+
+/// Looks `name` up in directory `dir`. Also returns the first free entry offset of the name's
+/// hash bucket (for an insert), if any. Reads the bucket's entries only.
+fn find_entry(
+    items: &mut impl LayerItems,
+    dir: u64,
+    name: &[u8],
+) -> Result<(Option<Entry>, Option<u64>), Error> {
+    let hash = items.hash_key().hash(name);
+    let slot = probe(dir, kind::DIRENT, hash, |from| {
+        items.next(from, |k, v| {
+            let d = DirentRecord::decode(v).map_err(Error::from);
+            (*k, d.map(|d| (d.name == name).then_some((d.ino, d.dtype))))
+        })
+    })?;
+    let entry = slot
+        .found
+        .map(|(offset, (ino, dtype))| Entry { ino, dtype, offset });
+    Ok((entry, slot.free))
+}
+
+/// Looks `name` up in directory `dir`.
+pub(super) fn lookup_name_in(
+    items: &mut impl LayerItems,
+    dir: u64,
+    name: &[u8],
+) -> Result<Option<Entry>, Error> {
+    check_name(name)?;
+    Ok(find_entry(items, dir, name)?.0)
+}
+
+/// See [`Volume::readdir`].
+pub(super) fn readdir_in(
+    items: &mut impl LayerItems,
+    dir: u64,
+    from: u64,
+    f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
+) -> Result<(), Error> {
+    let hash_key = items.hash_key();
+    let mut key = Some(Key::new(dir, kind::DIRENT, from));
+    // A leaf's worth of entries per descent.
+    while let Some(from) = key {
+        key = items.scan_leaf(&from, &mut |k, v| {
+            if k.id != dir || k.kind != kind::DIRENT {
+                return Ok(false);
+            }
+            let d = DirentRecord::decode(v)?;
+            // A name that does not hash to its key cannot be looked up: damage, not an entry.
+            if dirent_offset(hash_key.hash(d.name), k.offset & 0xff) != Some(k.offset) {
+                return Err(corrupt("directory entry hash"));
+            }
+            Ok(f(&DirEntry {
+                offset: k.offset,
+                ino: d.ino,
+                dtype: d.dtype,
+                name: d.name,
+            }))
+        })?;
+    }
+    Ok(())
+}
+
 impl<S: Device> Volume<S> {
     /// The inode record of `ino` in `layer`.
     pub fn inode(&mut self, layer: u64, ino: u64) -> Result<InodeRecord, Error> {
-        match self.lookup(layer, &inode_key(ino), InodeRecord::decode)? {
-            Some(r) => Ok(r?),
-            None => Err(Error::NotFound),
-        }
+        read_inode(&mut self.items(layer), ino)
     }
 
     pub(super) fn put_inode(&mut self, layer: u64, ino: u64, r: &InodeRecord) -> Result<(), Error> {
@@ -280,25 +346,14 @@ impl<S: Device> Volume<S> {
         self.insert(layer, &inode_key(ino), &buf)
     }
 
-    /// Looks `name` up in directory `dir`. Also returns the first free entry offset of the
-    /// name's hash bucket (for an insert), if any. Reads the bucket's entries only.
+    /// [`find_entry`] in `layer`.
     fn find_entry(
         &mut self,
         layer: u64,
         dir: u64,
         name: &[u8],
     ) -> Result<(Option<Entry>, Option<u64>), Error> {
-        let hash = self.hash_key().hash(name);
-        let slot = probe(dir, kind::DIRENT, hash, |from| {
-            self.next(layer, from, |k, v| {
-                let d = DirentRecord::decode(v).map_err(Error::from);
-                (*k, d.map(|d| (d.name == name).then_some((d.ino, d.dtype))))
-            })
-        })?;
-        let entry = slot
-            .found
-            .map(|(offset, (ino, dtype))| Entry { ino, dtype, offset });
-        Ok((entry, slot.free))
+        find_entry(&mut self.items(layer), dir, name)
     }
 
     /// Looks `name` up in directory `dir` of `layer`.
@@ -308,8 +363,7 @@ impl<S: Device> Volume<S> {
         dir: u64,
         name: &[u8],
     ) -> Result<Option<Entry>, Error> {
-        check_name(name)?;
-        Ok(self.find_entry(layer, dir, name)?.0)
+        lookup_name_in(&mut self.items(layer), dir, name)
     }
 
     /// Calls `f` for each entry of directory `dir` whose offset is at
@@ -323,28 +377,7 @@ impl<S: Device> Volume<S> {
         from: u64,
         f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
     ) -> Result<(), Error> {
-        let hash_key = self.hash_key();
-        let mut key = Some(Key::new(dir, kind::DIRENT, from));
-        // A leaf's worth of entries per descent.
-        while let Some(from) = key {
-            key = self.scan_leaf(layer, &from, &mut |k, v| {
-                if k.id != dir || k.kind != kind::DIRENT {
-                    return Ok(false);
-                }
-                let d = DirentRecord::decode(v)?;
-                // A name that does not hash to its key cannot be looked up: damage, not an entry.
-                if dirent_offset(hash_key.hash(d.name), k.offset & 0xff) != Some(k.offset) {
-                    return Err(corrupt("directory entry hash"));
-                }
-                Ok(f(&DirEntry {
-                    offset: k.offset,
-                    ino: d.ino,
-                    dtype: d.dtype,
-                    name: d.name,
-                }))
-            })?;
-        }
-        Ok(())
+        readdir_in(&mut self.items(layer), dir, from, f)
     }
 
     /// The record of directory `dir`: `NotDir` if it is something else, `NotFound` if it was

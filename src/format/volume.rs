@@ -46,6 +46,81 @@ pub mod tree_kind {
 pub trait Device: BlockStore {
     /// Returns once every write so far is on stable storage.
     fn flush(&mut self) -> Result<(), Error>;
+
+    /// Hands every write the store still holds back (a cache of dirty nodes) to the device,
+    /// without waiting for stable storage: after it, a flush of the device alone (which need not
+    /// go through this store) makes them durable.
+    fn write_back(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// A commit whose changes are written back but not yet durable: see [`Volume::commit_begin`].
+/// Until [`Volume::commit_end`] takes it, the volume refuses every change (`Busy`) and answers
+/// reads from the state being committed.
+#[must_use]
+#[derive(Debug)]
+pub struct PendingCommit {
+    sb: Superblock,
+}
+
+impl PendingCommit {
+    /// The block the new superblock goes to (after a flush of the device, before another).
+    pub fn slot(&self) -> u64 {
+        self.sb.slot()
+    }
+
+    /// Encodes the new superblock's block (zeros after the superblock) into `block`.
+    pub fn encode(&self, block: &mut [u8]) -> Result<(), Error> {
+        block.fill(0);
+        self.sb
+            .encode(block.get_mut(..SUPERBLOCK_SIZE).ok_or(Error::Invalid)?)?;
+        Ok(())
+    }
+}
+
+/// Items of one layer's tree, to read: through the volume, or from a frozen layer's committed
+/// tree without it ([`super::data::FrozenTree`]). The namespace reads (inodes, names, directory
+/// listings, symlink targets) are written once against this, so a lock-free reader of a frozen
+/// layer answers exactly as the volume does.
+pub trait LayerItems {
+    /// Calls `f` with the value of `key`.
+    fn lookup<R>(&mut self, key: &Key, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, Error>;
+    /// Calls `f` with the first item with a key of at least `from`.
+    fn next<R>(&mut self, from: &Key, f: impl FnOnce(&Key, &[u8]) -> R)
+        -> Result<Option<R>, Error>;
+    /// See [`Txn::scan_leaf`].
+    fn scan_leaf(&mut self, from: &Key, f: &mut ItemVisitor<'_>) -> Result<Option<Key>, Error>;
+    /// The filesystem's directory hash key.
+    fn hash_key(&self) -> HashKey;
+}
+
+/// [`LayerItems`] of a layer, read through the volume (see [`Volume::items`]).
+pub struct InLayer<'a, S: Device> {
+    vol: &'a mut Volume<S>,
+    layer: u64,
+}
+
+impl<S: Device> LayerItems for InLayer<'_, S> {
+    fn lookup<R>(&mut self, key: &Key, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, Error> {
+        self.vol.lookup(self.layer, key, f)
+    }
+
+    fn next<R>(
+        &mut self,
+        from: &Key,
+        f: impl FnOnce(&Key, &[u8]) -> R,
+    ) -> Result<Option<R>, Error> {
+        self.vol.next(self.layer, from, f)
+    }
+
+    fn scan_leaf(&mut self, from: &Key, f: &mut ItemVisitor<'_>) -> Result<Option<Key>, Error> {
+        self.vol.scan_leaf(self.layer, from, f)
+    }
+
+    fn hash_key(&self) -> HashKey {
+        self.vol.hash_key()
+    }
 }
 
 /// Key of an inode record.
@@ -111,6 +186,8 @@ pub struct Volume<S: Device> {
     /// Entries in the reclaim queue (see [`super::reclaim`]), once counted: a volume is
     /// opened without reading the layer tree, so that fsck can open a damaged one.
     pub(super) reclaim_queued: Option<u64>,
+    /// Between [`Self::commit_begin`] and [`Self::commit_end`]: no change may be made.
+    committing: bool,
 }
 
 /// Empties the in-place cache a store keeps for its volume: a new volume starts its epochs again,
@@ -162,6 +239,7 @@ impl<S: Device> Volume<S> {
             epoch: 1,
             epoch_kept: false,
             reclaim_queued: Some(0),
+            committing: false,
         };
         if let Some(name) = first_layer {
             vol.create_layer(name, None, now)?;
@@ -208,6 +286,7 @@ impl<S: Device> Volume<S> {
             epoch: 1,
             epoch_kept: false,
             reclaim_queued: None,
+            committing: false,
         };
         Ok((vol, sel.other_error))
     }
@@ -308,7 +387,7 @@ impl<S: Device> Volume<S> {
     }
 
     fn run_change<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
-        self.live()?;
+        self.changeable()?;
         self.dirty = true;
         let r = f(self);
         self.abort_on_error(r)
@@ -375,12 +454,7 @@ impl<S: Device> Volume<S> {
 
     /// Commits the running transaction (nothing happens if it has no changes).
     pub fn commit(&mut self, now: Timespec) -> Result<(), Error> {
-        self.live()?;
-        if !self.dirty {
-            return Ok(());
-        }
-        let r = self.commit_inner(now);
-        self.abort_on_error(r)
+        self.commit_inner(now)
     }
 
     /// Commits even without changes: the committed state again, as the next generation, into
@@ -394,24 +468,76 @@ impl<S: Device> Volume<S> {
     }
 
     fn commit_inner(&mut self, now: Timespec) -> Result<(), Error> {
-        self.flush_layer()?;
-        self.map.unpin_all(&mut self.store)?;
+        let Some(pending) = self.commit_begin(now)? else {
+            return Ok(());
+        };
+        let r = self.commit_write(&pending);
+        self.commit_end(pending, r)
+    }
+
+    /// The device part of a commit, as [`Self::commit`] runs it through the store.
+    fn commit_write(&mut self, pending: &PendingCommit) -> Result<(), Error> {
         self.store.flush()?;
-        let mut sb = self.superblock();
-        sb.generation = self.txn_generation();
-        sb.commit_time = u64::try_from(now.sec).unwrap_or(0);
         let mut buf = self.store.alloc_buf()?;
-        buf.as_mut().fill(0);
-        sb.encode(
-            buf.as_mut()
-                .get_mut(..SUPERBLOCK_SIZE)
-                .ok_or(Error::Invalid)?,
-        )?;
-        self.store.write(sb.slot(), &buf)?;
-        self.store.flush()?;
-        self.sb = sb;
+        pending.encode(buf.as_mut())?;
+        self.store.write(pending.slot(), &buf)?;
+        self.store.flush()
+    }
+
+    /// The first part of a commit, split so that a caller can run the device part without
+    /// holding whatever serialises the volume: ends the running transaction's changes (the
+    /// cached layer record written, pins turned into free blocks, every node written back to the
+    /// device) and returns the superblock to write; `None` without changes. The caller then
+    /// flushes the device, writes [`PendingCommit::encode`] to [`PendingCommit::slot`], flushes
+    /// again, and passes the outcome to [`Self::commit_end`]. Meanwhile reads see the state
+    /// being committed and every change fails with `Busy`: blocks this transaction freed must not
+    /// be written before the new superblock is durable, since the last commit still uses them.
+    pub fn commit_begin(&mut self, now: Timespec) -> Result<Option<PendingCommit>, Error> {
+        self.changeable()?;
+        if !self.dirty {
+            return Ok(None);
+        }
+        let r = (|| {
+            self.flush_layer()?;
+            self.map.unpin_all(&mut self.store)?;
+            self.store.write_back()?;
+            let mut sb = self.superblock();
+            sb.generation = self.txn_generation();
+            sb.commit_time = u64::try_from(now.sec).unwrap_or(0);
+            Ok(sb)
+        })();
+        let sb = self.abort_on_error(r)?;
+        self.committing = true;
+        Ok(Some(PendingCommit { sb }))
+    }
+
+    /// Ends a commit [`Self::commit_begin`] started, with the outcome of its device part: the new
+    /// superblock is the committed one, or (the device failed) the transaction is aborted and
+    /// the last commit stays on the medium.
+    pub fn commit_end(
+        &mut self,
+        pending: PendingCommit,
+        written: Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.committing = false;
+        self.abort_on_error(written)?;
+        self.sb = pending.sb;
         self.map.generation = self.sb.generation.saturating_add(1);
         self.dirty = false;
+        Ok(())
+    }
+
+    /// Whether a commit's device part is under way ([`Self::commit_begin`]).
+    pub fn is_committing(&self) -> bool {
+        self.committing
+    }
+
+    /// Refuses a change while a commit's device part is under way.
+    pub(super) fn changeable(&self) -> Result<(), Error> {
+        self.live()?;
+        if self.committing {
+            return Err(Error::Busy);
+        }
         Ok(())
     }
 
@@ -450,6 +576,11 @@ impl<S: Device> Volume<S> {
     ) -> Result<Option<Key>, Error> {
         let l = self.layer(layer)?;
         self.txn(tree_kind::FS).scan_leaf(l.root, from, f)
+    }
+
+    /// The items of layer `layer`, read through the volume.
+    pub(super) fn items(&mut self, layer: u64) -> InLayer<'_, S> {
+        InLayer { vol: self, layer }
     }
 
     fn writable_layer(&mut self, layer: u64) -> Result<LayerInfo, Error> {
@@ -651,7 +782,7 @@ impl<S: Device> Volume<S> {
 
     /// Takes a new `data_id` for new or changed file contents.
     pub(super) fn alloc_data_id(&mut self) -> Result<u64, Error> {
-        self.live()?;
+        self.changeable()?;
         let id = self.sb.next_data_id;
         if id >= super::INO_LIMIT {
             return Err(Error::NoSpace);

@@ -9,8 +9,9 @@ use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 use crate::format::tree::Error as CoreError;
-use crate::format::volume::Volume;
-use crate::vfs::{NoFsScope, SuperBlock};
+use crate::format::volume::{PendingCommit, Volume};
+use crate::format::BLOCK_SIZE;
+use crate::vfs::{BlockDevice, NoFsScope, SuperBlock};
 
 use super::errno::errno;
 use super::mount::MountInfo;
@@ -42,8 +43,21 @@ impl core::ops::DerefMut for VolGuard<'_> {
 }
 
 impl MountInfo {
-    /// Locks the volume.
+    /// Locks the volume to change it: waits while a commit's device part runs (that
+    /// transaction takes no more changes, and the next one starts when it ends).
     pub(crate) fn lock(&self) -> VolGuard<'_> {
+        let nofs = NoFsScope::enter();
+        let mut guard = self.vol.lock();
+        while guard.is_committing() {
+            self.committed.wait(&mut guard);
+        }
+        VolGuard { guard, _nofs: nofs }
+    }
+
+    /// Locks the volume to read it, also while a commit's device part runs: lookups, listings,
+    /// inode reads and block maps then see the state being committed, which nothing changes
+    /// meanwhile. A change tried through this guard during a commit fails (`Busy`).
+    pub(crate) fn lock_read(&self) -> VolGuard<'_> {
         let nofs = NoFsScope::enter();
         VolGuard {
             guard: self.vol.lock(),
@@ -78,39 +92,81 @@ pub(crate) fn retry_for_space<R>(
 
 /// Commits the running transaction of `sb`'s volume if it has changes, logging a failure once
 /// (the transaction is then aborted and the filesystem answers EIO until it is remounted).
+///
+/// The device part (two flushes and the superblock write between them) runs without the volume
+/// lock: readers of any layer go on meanwhile ([`MountInfo::lock_read`]); changes wait for its
+/// end ([`MountInfo::lock`]), because blocks the transaction freed are still used by the last
+/// commit until the new superblock is durable.
 pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
     if sb.read_only() || sb.frozen() {
         return Ok(());
     }
-    commit_locked(sb, &mut sb.info().lock())
-}
-
-/// [`commit`] with the volume already locked, for a change that must be on the medium before
-/// anyone else sees it (a layer's freeze: see `frozen`).
-pub(crate) fn commit_locked(sb: &SuperBlock<Lcfs>, vol: &mut VolGuard<'_>) -> Result {
-    if sb.read_only() {
+    let info = sb.info();
+    let mut vol = info.lock();
+    if !committable(sb, &mut vol)? {
         return Ok(());
     }
-    if sb.frozen() {
-        // The freeze committed everything. What changed since (an unlinked inode's last close
-        // deletes it) waits for the thaw: a frozen filesystem writes nothing.
-        return Ok(());
+    let pending = match vol.commit_begin(timestamp()) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(failed(sb, e)),
+    };
+    drop(vol);
+    // As under the lock: an allocation here must not recurse into this filesystem, whose
+    // changes wait for this commit.
+    let nofs = NoFsScope::enter();
+    let written = write_commit(&info.io, &pending);
+    drop(nofs);
+    let ended = info.lock_read().commit_end(pending, written);
+    info.committed.notify_all();
+    ended.map_err(|e| failed(sb, e))
+}
+
+/// The device part of a commit: the nodes the transaction wrote back made durable, then the new
+/// superblock.
+fn write_commit(
+    bdev: &BlockDevice,
+    pending: &PendingCommit,
+) -> core::result::Result<(), CoreError> {
+    bdev.flush().map_err(|_| CoreError::Io)?;
+    let mut block =
+        KVec::from_elem(0u8, BLOCK_SIZE as usize, GFP_KERNEL).map_err(|_| CoreError::NoMemory)?;
+    pending.encode(&mut block)?;
+    bdev.write(pending.slot(), &block)
+        .map_err(|_| CoreError::Io)?;
+    bdev.flush().map_err(|_| CoreError::Io)
+}
+
+/// Whether a commit of `vol` may write: not for a filesystem frozen (the freeze committed
+/// everything; what changed since, such as an unlinked inode's last close deleting it, waits
+/// for the thaw) or being remounted read-only (the VFS synced everything before); `EIO` for an
+/// aborted transaction.
+fn committable(sb: &SuperBlock<Lcfs>, vol: &mut VolGuard<'_>) -> Result<bool> {
+    if sb.read_only() || sb.frozen() {
+        return Ok(false);
     }
     if vol.is_aborted() {
         return Err(EIO);
     }
-    if vol.store().read_only {
-        // Being remounted read-only: the VFS synced everything before.
+    Ok(!vol.store().read_only)
+}
+
+fn failed(sb: &SuperBlock<Lcfs>, e: CoreError) -> Error {
+    pr_err!(
+        "{}: commit failed ({:?}); the last committed state stays on disk, remount to use it\n",
+        sb.id(),
+        e
+    );
+    errno(e)
+}
+
+/// [`commit`] with the volume already locked, whole under the lock, for a change that must be on
+/// the medium before anyone else sees it (a layer's freeze: see `frozen`).
+pub(crate) fn commit_locked(sb: &SuperBlock<Lcfs>, vol: &mut VolGuard<'_>) -> Result {
+    if !committable(sb, vol)? {
         return Ok(());
     }
-    vol.commit(timestamp()).map_err(|e| {
-        pr_err!(
-            "{}: commit failed ({:?}); the last committed state stays on disk, remount to use it\n",
-            sb.id(),
-            e
-        );
-        errno(e)
-    })
+    vol.commit(timestamp()).map_err(|e| failed(sb, e))
 }
 
 /// Schedules the next periodic commit of a writable mount.

@@ -139,7 +139,7 @@ fn read_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
         Some(m) => m?,
         None => sb
             .info()
-            .lock()
+            .lock_read()
             .map_read(info.layer, info.ino, first, count)
             .map_err(errno)?,
     };

@@ -23,6 +23,8 @@ use kernel::sync::{Arc, Mutex};
 use kernel::time::{delay::fsleep, Delta};
 
 use crate::format::data::{FrozenTree, Map};
+use crate::format::namespace::{DirEntry, Entry};
+use crate::format::records::{mode, InodeRecord, SYMLINK_MAX};
 use crate::format::tree::{BlockStore, Error as CoreError};
 use crate::vfs::{BlockDevice, NoFsScope, SuperBlock};
 
@@ -75,7 +77,9 @@ impl Drop for Reading<'_> {
     }
 }
 
-/// An inode's way into its frozen layer's tree, taken when the inode was read in.
+/// An inode's way into its frozen layer's tree, taken when the inode was read in (and handed on
+/// to the inodes found through it).
+#[derive(Clone)]
 pub(crate) struct FrozenRef {
     tree: FrozenTree,
     life: Arc<LayerLife>,
@@ -136,6 +140,40 @@ pub(super) fn frozen_ref(
         .map(|life| FrozenRef { tree, life }))
 }
 
+/// Runs `f` on `r`'s tree without the volume lock; `None` if the layer is being removed (the
+/// caller takes the locked way). `what` names the read in the report of a damaged tree.
+fn read<R>(
+    sb: &SuperBlock<Lcfs>,
+    r: &FrozenRef,
+    what: &str,
+    id: u64,
+    f: impl FnOnce(&FrozenTree, &mut FrozenStore<'_>) -> core::result::Result<R, CoreError>,
+) -> Option<Result<R>> {
+    let _reading = r.life.enter()?;
+    // As under the volume lock: no allocation here may recurse into this filesystem.
+    let _nofs = NoFsScope::enter();
+    let frozen = &sb.info().frozen;
+    let mut store = FrozenStore {
+        bdev: &frozen.bdev,
+        total_blocks: frozen.total_blocks,
+        pool: &frozen.pool,
+        verified: &frozen.verified,
+    };
+    Some(f(&r.tree, &mut store).map_err(|e| {
+        if matches!(e, CoreError::Corrupt(_)) {
+            pr_err!(
+                "{}: damaged {} {} of frozen layer {}: {:?}\n",
+                sb.id(),
+                what,
+                id,
+                r.life.layer,
+                e
+            );
+        }
+        errno(e)
+    }))
+}
+
 /// [`crate::format::volume::Volume::map_read`] of file `ino` through `r`, without the volume
 /// lock; `None` if the layer is being removed (the caller takes the locked way).
 pub(super) fn map_read(
@@ -145,28 +183,52 @@ pub(super) fn map_read(
     first: u64,
     count: u64,
 ) -> Option<Result<Map>> {
-    let _reading = r.life.enter()?;
-    // As under the volume lock: no allocation here may recurse into this filesystem.
-    let _nofs = NoFsScope::enter();
-    let f = &sb.info().frozen;
-    let mut store = FrozenStore {
-        bdev: &f.bdev,
-        total_blocks: f.total_blocks,
-        pool: &f.pool,
-        verified: &f.verified,
-    };
-    Some(r.tree.map_read(&mut store, ino, first, count).map_err(|e| {
-        if matches!(e, CoreError::Corrupt(_)) {
-            pr_err!(
-                "{}: damaged block map of inode {} of frozen layer {}: {:?}\n",
-                sb.id(),
-                ino,
-                r.life.layer,
-                e
-            );
+    read(sb, r, "block map of inode", ino, |t, s| {
+        t.map_read(s, ino, first, count)
+    })
+}
+
+/// [`crate::format::volume::Volume::lookup_name`] in directory `dir` through `r`, without the
+/// volume lock; `None` as for [`map_read`].
+pub(super) fn lookup_name(
+    sb: &SuperBlock<Lcfs>,
+    r: &FrozenRef,
+    dir: u64,
+    name: &[u8],
+) -> Option<Result<Option<Entry>>> {
+    read(sb, r, "directory", dir, |t, s| t.lookup_name(s, dir, name))
+}
+
+/// [`crate::format::volume::Volume::readdir`] of directory `dir` through `r`, without the
+/// volume lock; `None` as for [`map_read`] (then `f` was not called).
+pub(super) fn readdir(
+    sb: &SuperBlock<Lcfs>,
+    r: &FrozenRef,
+    dir: u64,
+    from: u64,
+    f: &mut dyn FnMut(&DirEntry<'_>) -> bool,
+) -> Option<Result> {
+    read(sb, r, "directory", dir, |t, s| t.readdir(s, dir, from, f))
+}
+
+/// The record of inode `ino` through `r` and, for a symlink, its target, without the volume
+/// lock; `None` as for [`map_read`].
+pub(super) fn inode(
+    sb: &SuperBlock<Lcfs>,
+    r: &FrozenRef,
+    ino: u64,
+) -> Option<Result<(InodeRecord, Option<KVec<u8>>)>> {
+    read(sb, r, "inode", ino, |t, s| {
+        let rec = t.inode(s, ino)?;
+        if rec.mode & mode::S_IFMT != mode::S_IFLNK {
+            return Ok((rec, None));
         }
-        errno(e)
-    }))
+        let mut buf =
+            KVec::from_elem(0u8, SYMLINK_MAX, GFP_KERNEL).map_err(|_| CoreError::NoMemory)?;
+        let n = t.read_inline(s, ino, &mut buf)?;
+        buf.truncate(n);
+        Ok((rec, Some(buf)))
+    })
 }
 
 /// Marks `layer` dead for lock-free readers and waits until none reads it; dropped without

@@ -6,9 +6,9 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use kernel::new_mutex;
 use kernel::prelude::*;
-use kernel::sync::Mutex;
+use kernel::sync::{CondVar, Mutex};
+use kernel::{new_condvar, new_mutex};
 
 use crate::format::bytes::get_u32;
 use crate::format::data::STEP_TREES;
@@ -16,13 +16,15 @@ use crate::format::records::LAYER_NAME_MAX;
 use crate::format::superblock::{self, Superblock, SUPERBLOCK_COPIES};
 use crate::format::volume::Volume;
 use crate::format::{BLOCK_SIZE, NAME_MAX};
-use crate::vfs::{ARef, FileSystem, Inode, NewSuperBlock, Param, ParamValue, StatFs, SuperBlock};
+use crate::vfs::{
+    ARef, BlockDevice, FileSystem, Inode, NewSuperBlock, Param, ParamValue, StatFs, SuperBlock,
+};
 
 use super::commit::{commit, schedule_commit, Vol};
 use super::errno::{format_errno, mount_errno};
+use super::frozen::FrozenLayers;
 use super::layers::LayerUses;
 use super::namespace::{self, InodeInfo};
-use super::frozen::FrozenLayers;
 use super::store::BdevStore;
 use super::time::timestamp;
 use super::{file, reclaim, Lcfs};
@@ -42,6 +44,10 @@ pub(crate) struct MountInfo {
     pub(super) uses: Pin<KBox<LayerUses>>,
     /// Reads of frozen layers' block maps without the volume lock (see `frozen`).
     pub(super) frozen: Pin<KBox<FrozenLayers>>,
+    /// The device, for a commit's flushes and superblock write without the volume lock.
+    pub(super) io: BlockDevice,
+    /// Signalled when a commit's device part ends (see `commit`).
+    pub(super) committed: Pin<KBox<CondVar>>,
 }
 
 /// Mount options.
@@ -228,6 +234,8 @@ impl FileSystem for Lcfs {
                 FrozenLayers::new(sb.block_device()?, disk.total_blocks)?,
                 GFP_KERNEL,
             )?,
+            io: sb.block_device()?,
+            committed: KBox::pin_init(new_condvar!("lcfs_committed"), GFP_KERNEL)?,
         })
     }
 
@@ -333,7 +341,7 @@ impl FileSystem for Lcfs {
 
     fn statfs(sb: &SuperBlock<Self>) -> Result<StatFs> {
         let (disk, room) = {
-            let vol = sb.info().lock();
+            let vol = sb.info().lock_read();
             (vol.superblock(), vol.data_room(STEP_TREES))
         };
         let disk = &disk;

@@ -15,18 +15,19 @@
 
 use kernel::prelude::*;
 
-use crate::format::namespace::{NewInode, RenameMode as CoreRename, SetAttr};
+use crate::format::namespace::{DirEntry, NewInode, RenameMode as CoreRename, SetAttr};
 use crate::format::records::InodeRecord;
 use crate::format::tree::Error as CoreError;
 use crate::format::volume::LayerInfo;
 use crate::format::{BLOCK_SIZE, INO_LIMIT, LAYER_ID_LIMIT, NAME_MAX, ROOT_INO};
 use crate::vfs::{
     ARef, AttrChange, DirContext, DirEntryType, DirOperations, Iget, Inode, InodeKind,
-    InodeOperations, InodeParams, Locked, NewNode, Rename, RenameMode, SuperBlock,
+    InodeOperations, InodeParams, Locked, NewNode, NewVfsInode, Rename, RenameMode, SuperBlock,
 };
 
 use super::commit::{retry_for_space, Vol};
 use super::errno::errno;
+use super::frozen::FrozenRef;
 use super::time::{from_core, timestamp, to_core};
 use super::Lcfs;
 
@@ -180,15 +181,24 @@ fn iget_known(
             return new.init(&p, InodeInfo::new(layer, ino), None);
         }
     }
+    read_in(sb, new, layer, ino)
+}
+
+/// Initialises `new`, inode `ino` of `layer`, from its record read under the volume lock.
+fn read_in(
+    sb: &SuperBlock<Lcfs>,
+    new: NewVfsInode<Lcfs>,
+    layer: u64,
+    ino: u64,
+) -> Result<ARef<Inode<Lcfs>>> {
     // Dropping `new` on an error path marks the inode bad and unlocks it.
-    let mut vol = sb.info().lock();
+    let mut vol = sb.info().lock_read();
     let rec = vol.inode(layer, ino).map_err(errno)?;
     let p = params(&rec)?;
     let mut target = None;
-    let mut frozen = None;
-    if p.kind == InodeKind::Regular {
-        frozen = super::frozen::frozen_ref(sb, &mut vol, layer)?;
-    }
+    // Every inode of a frozen layer reads through its tree without the lock: file data,
+    // and lookups and listings of directories (whose inodes hand the way on to theirs).
+    let frozen = super::frozen::frozen_ref(sb, &mut vol, layer)?;
     if p.kind == InodeKind::Symlink {
         let mut buf = KVec::from_elem(0u8, crate::format::records::SYMLINK_MAX, GFP_KERNEL)?;
         let n = vol.read_inline(layer, ino, &mut buf).map_err(errno)?;
@@ -200,6 +210,29 @@ fn iget_known(
     new.init(&p, info, target.as_deref())
 }
 
+/// [`iget`] of inode `ino` found in a frozen layer through `r`: read in without the volume lock
+/// unless the layer is being removed.
+fn iget_frozen(
+    sb: &SuperBlock<Lcfs>,
+    r: &FrozenRef,
+    layer: u64,
+    ino: u64,
+) -> Result<ARef<Inode<Lcfs>>> {
+    let new = match sb.iget(vfs_ino(layer, ino)?)? {
+        Iget::Cached(inode) => return Ok(inode),
+        Iget::New(new) => new,
+    };
+    match super::frozen::inode(sb, r, ino) {
+        Some(got) => {
+            let (rec, target) = got?;
+            let p = params(&rec)?;
+            let info = InodeInfo::new(layer, ino).with_frozen(Some(r.clone()));
+            new.init(&p, info, target.as_deref())
+        }
+        None => read_in(sb, new, layer, ino),
+    }
+}
+
 /// The root of the mount: a layer's root directory (`layer=`), or the list of layers.
 pub(crate) fn root(sb: &SuperBlock<Lcfs>) -> Result<ARef<Inode<Lcfs>>> {
     if let Some(layer) = sb.info().layer {
@@ -208,7 +241,7 @@ pub(crate) fn root(sb: &SuperBlock<Lcfs>) -> Result<ARef<Inode<Lcfs>>> {
     match sb.iget(vfs_ino(0, ROOT_INO)?)? {
         Iget::Cached(inode) => Ok(inode),
         Iget::New(new) => {
-            let disk = sb.info().lock().superblock();
+            let disk = sb.info().lock_read().superblock();
             let time = (i64::try_from(disk.create_time).unwrap_or(i64::MAX), 0);
             let p = InodeParams {
                 kind: InodeKind::Directory,
@@ -252,8 +285,16 @@ fn lookup(dir: &Inode<Lcfs>, name: &[u8]) -> Result<Option<ARef<Inode<Lcfs>>>> {
     }
     let sb = dir.super_block();
     let info = dir.info();
+    if let Some(r) = &info.frozen {
+        if let Some(found) = super::frozen::lookup_name(sb, r, info.ino, name) {
+            return match found? {
+                Some(e) => Ok(Some(iget_frozen(sb, r, info.layer, e.ino)?)),
+                None => Ok(None),
+            };
+        }
+    }
     let found = {
-        let mut vol = sb.info().lock();
+        let mut vol = sb.info().lock_read();
         if info.layer == 0 {
             vol.find_layer(name)
                 .map_err(errno)?
@@ -345,8 +386,19 @@ fn readdir(dir: &Inode<Lcfs>, ctx: &mut DirContext<'_>) -> Result {
         let from = u64::try_from(ctx.pos()).map_err(|_| EINVAL)?.max(2);
         let mut batch = Batch::new()?;
         let mut failed = Ok(());
-        {
-            let mut vol = sb.info().lock();
+        let mut push = |e: &DirEntry<'_>| {
+            failed = vfs_ino(info.layer, e.ino)
+                .and_then(|ino| batch.push(e.offset, ino, e.dtype, e.name));
+            failed.is_ok() && batch.count < BATCH
+        };
+        let unlocked = info
+            .frozen
+            .as_ref()
+            .and_then(|r| super::frozen::readdir(sb, r, info.ino, from, &mut push));
+        if let Some(r) = unlocked {
+            r?;
+        } else {
+            let mut vol = sb.info().lock_read();
             if info.layer == 0 {
                 // Layer ids are the cookies (offset by the two dot entries).
                 vol.for_each_layer(&mut |l| {
@@ -362,12 +414,8 @@ fn readdir(dir: &Inode<Lcfs>, ctx: &mut DirContext<'_>) -> Result {
                 })
                 .map_err(errno)?;
             } else {
-                vol.readdir(info.layer, info.ino, from, &mut |e| {
-                    failed = vfs_ino(info.layer, e.ino)
-                        .and_then(|ino| batch.push(e.offset, ino, e.dtype, e.name));
-                    failed.is_ok() && batch.count < BATCH
-                })
-                .map_err(errno)?;
+                vol.readdir(info.layer, info.ino, from, &mut push)
+                    .map_err(errno)?;
             }
         }
         failed?;

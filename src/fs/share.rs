@@ -47,7 +47,7 @@ pub(super) fn content(inode: &Inode<Lcfs>) -> Result<Option<ARef<Inode<Lcfs>>>> 
     let mut state = info.share.load(Ordering::Acquire);
     if state == UNKNOWN {
         let (source, data_id) = {
-            let mut vol = sb.info().lock();
+            let mut vol = sb.info().lock_read();
             let rec = vol.inode(info.layer, info.ino).map_err(errno)?;
             let source = vol
                 .share_source(info.layer, info.ino, rec.data_id)
@@ -80,7 +80,7 @@ pub(super) fn content(inode: &Inode<Lcfs>) -> Result<Option<ARef<Inode<Lcfs>>>> 
         Iget::Cached(content) => Ok(Some(content)),
         Iget::New(new) => {
             let (rec, frozen) = {
-                let mut vol = sb.info().lock();
+                let mut vol = sb.info().lock_read();
                 let rec = vol.inode(source, info.ino).map_err(errno)?;
                 (rec, super::frozen::frozen_ref(sb, &mut vol, source)?)
             };

@@ -475,4 +475,11 @@ impl Device for BdevStore {
         self.write_back_all()?;
         self.bdev.flush().map_err(|_| CoreError::Io)
     }
+
+    fn write_back(&mut self) -> Result<(), CoreError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.write_back_all()
+    }
 }

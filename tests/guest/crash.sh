@@ -1,4 +1,5 @@
 # lcfs-needs: crash-kill
+# lcfs-needs: guest-tools
 # lcfs-timeout: 600
 # Crash recovery, in two boots per round on one scratch disk (scripts/vm-crash.sh drives them):
 #
@@ -23,6 +24,10 @@
 # without error; a removed layer is gone and its reclaim finishes after the mount, every
 # snapshot taken is there; the filesystem takes new writes; after the unmount fsck is still
 # clean.
+#
+# Meanwhile other layers are busy (fsx, metadata churn, snapshots, clones and removals, sync and
+# drop_caches: see start_background_load), so the kill also lands in their changes, and boot 2
+# checks that their jobs all ran without an error before it.
 #
 # File contents are slices of /bin/busybox (the same in both boots): SKIP and COUNT 4 KiB
 # blocks from it, cut to LEN bytes.
@@ -74,7 +79,63 @@ exec 3>&1
 
 # Boot 2's checks, each a test named round<N>_<check>.
 CHECKS="fsck_clean_after_crash mount_after_crash fsynced_files_intact unsynced_files_sane
-	everything_readable layers_after_crash writable_after_recovery umount_fsck_clean"
+	everything_readable layers_after_crash other_layers_after_crash writable_after_recovery
+	umount_fsck_clean"
+
+# Other layers busy when the kill comes, as on a host of many containers: fsx in two layers,
+# metadata churn in a third, a fourth snapshotted, cloned, written and removed in a loop, and a
+# sync and drop_caches loop. Each job says it started ("LCFS-BG-START NAME"); one that fails
+# before the kill says so ("LCFS-BG-FAIL NAME"), which boot 2 reports.
+bg_job() { # bg_job NAME COMMAND...: runs COMMAND in the background
+	_n=$1
+	shift
+	(
+		echo "LCFS-BG-START $_n" >&3
+		"$@" >/tmp/bg-$_n.out 2>&1 || {
+			echo "LCFS-BG-FAIL $_n" >&3
+			tail -5 /tmp/bg-$_n.out >&3
+		}
+	) &
+}
+bg_meta() {
+	mkdir /mnt/meta/a /mnt/meta/b
+	i=0
+	while :; do
+		echo "$i" >/mnt/meta/a/f$((i % 97)) || return 1
+		mv -f /mnt/meta/a/f$((i % 97)) /mnt/meta/b/g$((i % 89)) || return 1
+		ln -s "t$i" /mnt/meta/a/l$i && rm /mnt/meta/a/l$i || return 1
+		mkdir /mnt/meta/a/d$i && rmdir /mnt/meta/a/d$i || return 1
+		[ $((i % 5)) != 0 ] || rm -f /mnt/meta/b/g$((i % 89)) || return 1
+		i=$((i + 1))
+	done
+}
+bg_layers() {
+	i=0
+	while :; do
+		lcfs layer snapshot meta ms$i -m /mnt || return 1
+		lcfs layer clone ms$i mc$i -m /mnt || return 1
+		echo "$i" >/mnt/mc$i/new || return 1
+		lcfs layer remove mc$i -m /mnt || return 1
+		lcfs layer remove ms$i -m /mnt || return 1
+		i=$((i + 1))
+	done
+}
+bg_caches() {
+	while :; do
+		sync
+		echo 3 >/proc/sys/vm/drop_caches
+		sleep 1
+	done
+}
+start_background_load() {
+	for l in fx1 fx2 meta; do lcfs layer create $l -m /mnt; done
+	mkdir -p /tmp/fx1 /tmp/fx2
+	bg_job fx1 fsx -N 100000000 -S $((round * 2 + 1)) -P /tmp/fx1 /mnt/fx1/f
+	bg_job fx2 fsx -N 100000000 -S $((round * 2 + 2)) -P /tmp/fx2 /mnt/fx2/f
+	bg_job meta bg_meta
+	bg_job layers bg_layers
+	bg_job caches bg_caches
+}
 
 # The first batch, before the host is told to kill: six fsynced and six unsynced files.
 t_workload_started() {
@@ -103,6 +164,7 @@ phase1() {
 	# Without a first batch there is nothing to crash: no LCFS-CRASH-NOW, which the host reports.
 	run_test "round${round}_workload_started" t_workload_started
 	[ "$_rc" = 0 ] || return 1
+	start_background_load
 	# The kill comes during the reclaim this starts, or after it.
 	lcfs layer remove big -m /mnt && echo "LCFS-REMOVED big"
 	if [ "$round" = 1 ]; then
@@ -229,6 +291,20 @@ t_layers_after_crash() {
 	for s in $(awk '$1 == "LCFS-SNAPSHOT" { print $2 }' /tests/crash.manifest); do
 		assert_eq "$(lcfs layer show "$s" -m /mnt | awk '$1 == "state" { print $2 }')" ro "state of snapshot $s"
 	done
+}
+
+# The other layers' jobs all started and none failed before the kill; their layers (fsx's files
+# were never fsynced) read without error.
+t_other_layers_after_crash() {
+	assert_eq "$(grep -c '^LCFS-BG-START' /tests/crash.manifest)" 5 "background jobs started"
+	! grep '^LCFS-BG-FAIL' /tests/crash.manifest || fail "a background job failed before the kill"
+	for l in fx1 fx2 meta; do
+		[ -d /mnt/$l ] || fail "layer $l is missing"
+		for f in $(find /mnt/$l -type f); do
+			cat "$f" >/dev/null || fail "cannot read $f"
+		done
+	done
+	echo "LCFS-INFO: round $round: $(lcfs layer list -m /mnt | wc -l) layer lines after the crash" >/dev/console
 }
 
 t_writable_after_recovery() {

@@ -13,8 +13,12 @@
 # clones (btrfs snapshots, overlay mounts on one lower directory) each reading one $SHARE_MB MiB
 # file and executing one binary. The parallel part: fio 4 KiB random reads (cold caches) of a
 # $PAR_MB MiB file in each of two frozen layers (btrfs subvolumes, ext4 directories), one job
-# against two at once for $PAR_SECONDS s each, $PAR_ROUNDS interleaved rounds (medians). $PARTS
-# picks parts (default: all of layers,cow,depth,pagecache,parallel).
+# against two at once for $PAR_SECONDS s each, $PAR_ROUNDS interleaved rounds (medians). The
+# creates part: $CREATES empty files created in one layer alone, then in each of two layers at
+# once (lcfs read-write layers, btrfs subvolumes, ext4 directories). The latency part: cold
+# stats and 4 KiB reads of $LAT_FILES files in a clone of a frozen image (a btrfs snapshot, an
+# ext4 directory) with another layer idle and with it running a write-and-fsync loop. $PARTS
+# picks parts (default: all of layers,cow,depth,pagecache,parallel,creates,latency).
 import ctypes
 import fcntl
 import os
@@ -41,7 +45,9 @@ SHARE_MB = int(os.environ.get("SHARE_MB", "100"))
 PAR_MB = int(os.environ.get("PAR_MB", "128"))
 PAR_SECONDS = int(os.environ.get("PAR_SECONDS", "20"))
 PAR_ROUNDS = int(os.environ.get("PAR_ROUNDS", "1"))
-PARTS = os.environ.get("PARTS", "layers,cow,depth,pagecache,parallel").split(",")
+CREATES = int(os.environ.get("CREATES", "50000"))
+LAT_FILES = int(os.environ.get("LAT_FILES", "2000"))
+PARTS = os.environ.get("PARTS", "layers,cow,depth,pagecache,parallel,creates,latency").split(",")
 
 # btrfs ioctls (include/uapi/linux/btrfs.h): struct btrfs_ioctl_vol_args_v2 is 4096 bytes: fd,
 # transid, flags, 4 unused u64, then the name (4040 bytes).
@@ -544,6 +550,147 @@ def parallel():
     umount()
 
 
+# Creates `n` empty files in the directory `argv[1]`: one process per layer.
+CREATE_CODE = """
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+os.mkdir(d)
+for i in range(n):
+    os.close(os.open(f"{d}/file-{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+"""
+
+
+def create_in(dirs):
+    """Seconds to create CREATES files in each of `dirs`, one process each, all at once."""
+    t = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-c", CREATE_CODE, d, str(CREATES)]) for d in dirs]
+    codes = [p.wait() for p in procs]
+    assert codes == [0] * len(dirs), codes
+    return time.monotonic() - t
+
+
+def creates():
+    """Two layers creating files at once against one alone: aggregate files per second."""
+
+    def measure(fs, roots):
+        ones, twos = [], []
+        for r in range(PAR_ROUNDS):
+            ones.append(CREATES / create_in([f"{roots[0]}/one{r}"]))
+            twos.append(2 * CREATES / create_in([f"{root}/two{r}" for root in roots]))
+        one, two = statistics.median(ones), statistics.median(twos)
+        bench("creates-rate", fs, 1, one, "files/s")
+        bench("creates-rate", fs, 2, two, "files/s")
+        bench("creates-scaling", fs, 2, two / one if one > 0 else 0, "x")
+
+    fd = mount_lcfs()
+    for name in ("a", "b"):
+        lcfs_create(fd, name)
+    measure("lcfs", [f"{MNT}/a", f"{MNT}/b"])
+    os.close(fd)
+    umount()
+
+    os.close(mount_btrfs())
+    for name in ("a", "b"):
+        run("btrfs", "-q", "subvolume", "create", f"{MNT}/{name}")
+    measure("btrfs", [f"{MNT}/a", f"{MNT}/b"])
+    umount()
+
+    mount_ext4()
+    for name in ("a", "b"):
+        os.makedirs(f"{MNT}/{name}")
+    measure("ext4", [f"{MNT}/a", f"{MNT}/b"])
+    umount()
+
+
+# Writes 4 KiB and fsyncs it, over and over, until killed: the busy neighbour.
+FSYNC_CODE = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY, 0o644)
+buf = os.urandom(4096)
+i = 0
+while True:
+    os.pwrite(fd, buf, (i % 256) * 4096)
+    os.fsync(fd)
+    i += 1
+"""
+
+
+def percentile(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(len(v) * p / 100))]
+
+
+def latency():
+    """p99 of cold stats and reads in layer B, with layer A idle and with A in an fsync loop.
+    The guest clock of a TCG run moves in coarse steps (see mean_ms): single calls below a few
+    milliseconds read as 0 or one step, so the p99 shows stalls, not fast-path costs."""
+
+    def files(root):
+        for d in range(LAT_FILES // 100):
+            for i in range(100):
+                yield f"{root}/d{d}/f{i}"
+
+    def fill(root):
+        data = os.urandom(4096)
+        for d in range(LAT_FILES // 100):
+            os.makedirs(f"{root}/d{d}")
+        for p in files(root):
+            with open(p, "wb") as f:
+                f.write(data)
+
+    def probe(root):
+        drop_caches()
+        stats, reads = [], []
+        for p in files(root):
+            stats.append(timed(lambda: os.stat(p)))
+            reads.append(timed(lambda: open(p, "rb").read(4096)))
+        return stats, reads
+
+    def measure(fs, b_root, a_file):
+        idle = probe(b_root)
+        busy_proc = subprocess.Popen([sys.executable, "-c", FSYNC_CODE, a_file])
+        time.sleep(1)
+        try:
+            busy = probe(b_root)
+        finally:
+            busy_proc.kill()
+            busy_proc.wait()
+        for name, i, b in (("stat", idle[0], busy[0]), ("read", idle[1], busy[1])):
+            p_idle, p_busy = percentile(i, 99), percentile(b, 99)
+            bench(f"p99-{name}-idle", fs, LAT_FILES, p_idle, "ms")
+            bench(f"p99-{name}-fsync", fs, LAT_FILES, p_busy, "ms")
+            # One clock step stands in for a p99 that read as 0.
+            bench(f"p99-{name}-ratio", fs, LAT_FILES, p_busy / max(p_idle, 4.0), "x")
+
+    fd = mount_lcfs()
+    img = lcfs_create(fd, "img")
+    fill(f"{MNT}/img")
+    lcfs_call(fd, abi.IOC_FREEZE, abi.REF.pack(img, 0, 0, 0))
+    lcfs_clone(fd, img, "b")
+    lcfs_create(fd, "a")
+    run("sync")
+    measure("lcfs", f"{MNT}/b", f"{MNT}/a/log")
+    os.close(fd)
+    umount()
+
+    dfd = mount_btrfs()
+    btrfs_subvol(dfd, "img")
+    fill(f"{MNT}/img")
+    btrfs_snapshot(dfd, f"{MNT}/img", "b")
+    btrfs_subvol(dfd, "a")
+    run("sync")
+    measure("btrfs", f"{MNT}/b", f"{MNT}/a/log")
+    os.close(dfd)
+    umount()
+
+    mount_ext4()
+    fill(f"{MNT}/b")
+    os.makedirs(f"{MNT}/a")
+    run("sync")
+    measure("ext4", f"{MNT}/b", f"{MNT}/a/log")
+    umount()
+
+
 if __name__ == "__main__":
     if "layers" in PARTS:
         for n in SIZES:
@@ -556,3 +703,7 @@ if __name__ == "__main__":
         pagecache()
     if "parallel" in PARTS:
         parallel()
+    if "creates" in PARTS:
+        creates()
+    if "latency" in PARTS:
+        latency()

@@ -183,6 +183,10 @@ impl<S: volume::Device<Buf = Vec<u8>>> volume::Device for Recorder<S> {
         self.events.push(Event::Flush);
         self.inner.flush()
     }
+
+    fn write_back(&mut self) -> Result<(), TreeError> {
+        self.inner.write_back()
+    }
 }
 
 /// Remembers which blocks passed full validation since they were last written, as the kernel
@@ -246,5 +250,9 @@ impl<S: BlockStore> BlockStore for VerifyCache<S> {
 impl<S: volume::Device> volume::Device for VerifyCache<S> {
     fn flush(&mut self) -> Result<(), TreeError> {
         self.inner.flush()
+    }
+
+    fn write_back(&mut self) -> Result<(), TreeError> {
+        self.inner.write_back()
     }
 }

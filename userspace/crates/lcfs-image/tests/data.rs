@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 
 use lcfs_format::data::{MapKind, WriteKind, WriteMap, MAX_FILE_BLOCKS};
-use lcfs_format::namespace::{NewInode, SetAttr};
+use lcfs_format::namespace::{DirEntry, NewInode, SetAttr};
 use lcfs_format::node::Key;
 use lcfs_format::records::{extent_flags, kind, mode, ExtentRecord, InodeRecord, Timespec};
 use lcfs_format::superblock::Superblock;
-use lcfs_format::tree::Error;
+use lcfs_format::tree::{BlockStore, Error};
 use lcfs_format::volume::{Device, Volume};
 use lcfs_format::ROOT_INO;
 use lcfs_image::fsck;
@@ -1592,4 +1592,189 @@ fn frozen_tree_maps_as_the_volume_does() {
         frozen.map_read(&mut wiped, files[0], 0, 1),
         Err(Error::Corrupt(_))
     ));
+}
+
+/// A frozen layer's tree read without the volume answers lookups, listings, inode records and
+/// symlink targets exactly as the volume does, across directories of many leaves.
+#[test]
+fn frozen_tree_reads_names_as_the_volume_does() {
+    let mut vol = fresh(16384);
+    let dir = vol
+        .create(
+            1,
+            ROOT_INO,
+            b"d",
+            &NewInode {
+                mode: mode::S_IFDIR | 0o755,
+                ..NewInode::default()
+            },
+            NOW,
+        )
+        .unwrap();
+    let mut names = Vec::new();
+    for i in 0..600u64 {
+        let name = format!("entry-with-a-longer-name-{i:04}");
+        let attrs = match i % 3 {
+            0 => regular(),
+            1 => NewInode {
+                mode: mode::S_IFLNK | 0o777,
+                ..NewInode::default()
+            },
+            _ => NewInode {
+                mode: mode::S_IFCHR | 0o600,
+                uid: i as u32,
+                rdev: i,
+                ..NewInode::default()
+            },
+        };
+        let ino = vol.create(1, dir, name.as_bytes(), &attrs, NOW).unwrap();
+        if i % 3 == 1 {
+            // Targets of one to four inline items.
+            let target = vec![b'a' + (i % 26) as u8; 200 + (i as usize * 7) % 3000];
+            vol.write_inline(1, ino, &target, NOW).unwrap();
+        }
+        names.push((name, ino));
+    }
+    vol.freeze_layer(1).unwrap();
+    vol.commit(NOW).unwrap();
+    let frozen = vol.frozen_tree(1).unwrap().expect("layer 1 is frozen");
+    let mut dev = vol.store().clone();
+    for (name, ino) in &names {
+        let want = vol.lookup_name(1, dir, name.as_bytes()).unwrap();
+        assert_eq!(want.map(|e| e.ino), Some(*ino));
+        assert_eq!(
+            frozen.lookup_name(&mut dev, dir, name.as_bytes()).unwrap(),
+            want
+        );
+        assert_eq!(
+            frozen.inode(&mut dev, *ino).unwrap(),
+            vol.inode(1, *ino).unwrap()
+        );
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+        let got = frozen.read_inline(&mut dev, *ino, &mut a);
+        assert_eq!(got, vol.read_inline(1, *ino, &mut b), "{name}");
+        if let Ok(n) = got {
+            assert!(n >= 200);
+            assert_eq!(a[..n], b[..n]);
+        }
+    }
+    for missing in [&b"nope"[..], b"entry-with-a-longer-name-9999"] {
+        assert_eq!(frozen.lookup_name(&mut dev, dir, missing).unwrap(), None);
+    }
+    assert!(frozen.lookup_name(&mut dev, dir, b"a/b").is_err());
+    assert_eq!(frozen.inode(&mut dev, 999_999), Err(Error::NotFound));
+    // Listings, whole and resumed from every 50th cookie, as the volume gives them.
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    let entry = |e: &DirEntry<'_>| (e.offset, e.ino, e.dtype, e.name.to_vec());
+    vol.readdir(1, dir, 0, &mut |e| {
+        want.push(entry(e));
+        true
+    })
+    .unwrap();
+    frozen
+        .readdir(&mut dev, dir, 0, &mut |e| {
+            got.push(entry(e));
+            true
+        })
+        .unwrap();
+    assert_eq!(want.len(), names.len());
+    assert_eq!(got, want);
+    for (offset, ..) in want.iter().step_by(50) {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        vol.readdir(1, dir, *offset, &mut |e| {
+            a.push(e.ino);
+            a.len() < 20
+        })
+        .unwrap();
+        frozen
+            .readdir(&mut dev, dir, *offset, &mut |e| {
+                b.push(e.ino);
+                b.len() < 20
+            })
+            .unwrap();
+        assert_eq!(a, b);
+    }
+    // Another filesystem's device is refused, a damaged one is not followed.
+    let total = vol.superblock().total_blocks;
+    assert_eq!(
+        frozen.inode(&mut MemDevice::new(total + 1), ROOT_INO),
+        Err(Error::Invalid)
+    );
+    assert!(matches!(
+        frozen.lookup_name(&mut MemDevice::new(total), dir, b"x"),
+        Err(Error::Corrupt(_))
+    ));
+}
+
+/// A commit in two parts, as the kernel runs it with its device part outside the volume lock:
+/// between `commit_begin` and `commit_end` every read answers from the state being committed and
+/// every change is refused (`Busy`) without changing anything; the state is committed once the
+/// caller has flushed, written the new superblock and flushed again, and a failed device part
+/// aborts the transaction, leaving the last commit on the medium.
+#[test]
+fn commit_in_two_parts_reads_and_refuses_changes() {
+    let (mut vol, ino) = with_file(4096);
+    write(&mut vol, 1, ino, 0, &[5, 6, 7], true).unwrap();
+    let gen = vol.superblock().generation;
+    let pending = vol.commit_begin(NOW).unwrap().expect("changes to commit");
+    assert!(vol.is_committing());
+    // Reads.
+    assert_eq!(
+        vol.lookup_name(1, ROOT_INO, b"f").unwrap().unwrap().ino,
+        ino
+    );
+    assert_eq!(vol.inode(1, ino).unwrap().size, 3 * BS);
+    let mut names = Vec::new();
+    vol.readdir(1, ROOT_INO, 0, &mut |e| {
+        names.push(e.name.to_vec());
+        true
+    })
+    .unwrap();
+    assert_eq!(names, [b"f".to_vec()]);
+    assert!(matches!(
+        vol.map_read(1, ino, 0, 3).unwrap().kind,
+        MapKind::Written { .. }
+    ));
+    // Changes, each refused and none made.
+    assert_eq!(
+        vol.create(1, ROOT_INO, b"g", &regular(), NOW),
+        Err(Error::Busy)
+    );
+    assert_eq!(vol.unlink(1, ROOT_INO, b"f", NOW), Err(Error::Busy));
+    assert_eq!(vol.alloc_data(1), Err(Error::Busy));
+    assert_eq!(vol.create_layer(b"x", None, NOW), Err(Error::Busy));
+    assert!(vol.commit_begin(NOW).is_err(), "a second commit began");
+    assert!(!vol.is_aborted());
+    assert_eq!(vol.lookup_name(1, ROOT_INO, b"g").unwrap(), None);
+    // The device part, as the kernel does it: flush, superblock, flush.
+    let mut dev = vol.store().clone();
+    let written = (|| {
+        dev.flush()?;
+        let mut block = vec![0u8; BS as usize];
+        pending.encode(&mut block)?;
+        dev.write(pending.slot(), &block)?;
+        dev.flush()
+    })();
+    // The volume's own store saw the node writes: give it the superblock too.
+    let mut block = vec![0u8; BS as usize];
+    pending.encode(&mut block).unwrap();
+    vol.store().write(pending.slot(), &block).unwrap();
+    vol.commit_end(pending, written).unwrap();
+    assert!(!vol.is_committing());
+    assert_eq!(vol.superblock().generation, gen + 1);
+    // Changes go on, and the committed state is the one the device part wrote.
+    vol.create(1, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    let (mut reopened, _) = Volume::open(dev).unwrap();
+    assert_eq!(reopened.superblock().generation, gen + 1);
+    assert_eq!(reopened.inode(1, ino).unwrap().size, 3 * BS);
+    assert_eq!(reopened.lookup_name(1, ROOT_INO, b"g").unwrap(), None);
+    fsck_clean(reopened.into_store());
+    // A device part that failed aborts the transaction; the last commit stays.
+    let pending = vol.commit_begin(NOW).unwrap().expect("changes to commit");
+    assert_eq!(vol.commit_end(pending, Err(Error::Io)), Err(Error::Io));
+    assert!(vol.is_aborted());
+    assert!(!vol.is_committing());
+    let (mut reopened, _) = Volume::open(vol.into_store()).unwrap();
+    assert_eq!(reopened.superblock().generation, gen + 1);
+    assert_eq!(reopened.lookup_name(1, ROOT_INO, b"g").unwrap(), None);
 }
