@@ -112,6 +112,7 @@ pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
         Err(e) => return Err(failed(sb, e)),
     };
     drop(vol);
+    // From here every path must reach `commit_end`: until it runs, every `lock()` waits.
     // As under the lock: an allocation here must not recurse into this filesystem, whose
     // changes wait for this commit.
     let nofs = NoFsScope::enter();

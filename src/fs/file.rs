@@ -232,7 +232,9 @@ fn write_done(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
 pub(crate) fn store_attrs(inode: &Inode<Lcfs>, size: Option<u64>) -> Result {
     let info = inode.info();
     let sb = inode.super_block();
-    if info.layer == 0 || sb.read_only() {
+    // A frozen layer's records never change (an atime update of one of its files would only be
+    // refused, after waiting for the volume lock on a path that is otherwise lock-free).
+    if info.layer == 0 || sb.read_only() || info.frozen.is_some() {
         return Ok(());
     }
     let [atime, mtime, ctime] = inode.times();

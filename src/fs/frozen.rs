@@ -248,7 +248,7 @@ pub(super) fn retire(sb: &SuperBlock<Lcfs>, layer: u64) -> Result<Retired<'_>> {
         }
     };
     life.dead.store(true, Ordering::SeqCst);
-    // A reader holds its count for one block-map lookup (a few node reads).
+    // A reader holds its count for one lookup (a few node reads) or one batch of a listing.
     while life.readers.load(Ordering::SeqCst) != 0 {
         fsleep(Delta::from_millis(1));
     }

@@ -127,8 +127,12 @@ bg_caches() {
 		sleep 1
 	done
 }
-start_background_load() {
+# The layers are made before the removal (and round 1's freeze), the jobs started right before
+# LCFS-CRASH-NOW: in round 1 they wait on the frozen filesystem when the kill comes.
+make_background_layers() {
 	for l in fx1 fx2 meta; do lcfs layer create $l -m /mnt; done
+}
+start_background_load() {
 	mkdir -p /tmp/fx1 /tmp/fx2
 	bg_job fx1 fsx -N 100000000 -S $((round * 2 + 1)) -P /tmp/fx1 /mnt/fx1/f
 	bg_job fx2 fsx -N 100000000 -S $((round * 2 + 2)) -P /tmp/fx2 /mnt/fx2/f
@@ -164,7 +168,7 @@ phase1() {
 	# Without a first batch there is nothing to crash: no LCFS-CRASH-NOW, which the host reports.
 	run_test "round${round}_workload_started" t_workload_started
 	[ "$_rc" = 0 ] || return 1
-	start_background_load
+	make_background_layers
 	# The kill comes during the reclaim this starts, or after it.
 	lcfs layer remove big -m /mnt && echo "LCFS-REMOVED big"
 	if [ "$round" = 1 ]; then
@@ -174,6 +178,7 @@ phase1() {
 		fsfreeze --freeze /mnt
 		echo "LCFS-RECLAIM-CUT $(lcfs df /mnt --json | awk '/"reclaim_queued"/ { print $2 + 0 }')"
 	fi
+	start_background_load
 	echo "LCFS-CRASH-NOW"
 	# Until the host kills the guest: fsynced and unsynced files, appends, renames, unlinks.
 	i=100
