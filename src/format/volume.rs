@@ -454,7 +454,11 @@ impl<S: Device> Volume<S> {
 
     /// Commits the running transaction (nothing happens if it has no changes).
     pub fn commit(&mut self, now: Timespec) -> Result<(), Error> {
-        self.commit_inner(now)
+        let Some(pending) = self.commit_begin(now)? else {
+            return Ok(());
+        };
+        let r = self.commit_write(&pending);
+        self.commit_end(pending, r)
     }
 
     /// Commits even without changes: the committed state again, as the next generation, into
@@ -465,14 +469,6 @@ impl<S: Device> Volume<S> {
         self.live()?;
         self.dirty = true;
         self.commit(now)
-    }
-
-    fn commit_inner(&mut self, now: Timespec) -> Result<(), Error> {
-        let Some(pending) = self.commit_begin(now)? else {
-            return Ok(());
-        };
-        let r = self.commit_write(&pending);
-        self.commit_end(pending, r)
     }
 
     /// The device part of a commit, as [`Self::commit`] runs it through the store.

@@ -85,11 +85,10 @@ pub(crate) struct FrozenRef {
     life: Arc<LayerLife>,
 }
 
-/// The mount's lock-free readers: a second handle to the device, buffers, and the frozen layers
-/// that have readers (one [`LayerLife`] each, shared by their inodes).
+/// The mount's lock-free readers: buffers, and the frozen layers that have readers (one
+/// [`LayerLife`] each, shared by their inodes). They read the device through `MountInfo::io`.
 #[pin_data]
 pub(crate) struct FrozenLayers {
-    bdev: BlockDevice,
     total_blocks: u64,
     pool: Arc<BufPool>,
     verified: Verified,
@@ -99,11 +98,10 @@ pub(crate) struct FrozenLayers {
 }
 
 impl FrozenLayers {
-    pub(crate) fn new(bdev: BlockDevice, total_blocks: u64) -> Result<impl PinInit<Self, Error>> {
+    pub(crate) fn new(total_blocks: u64) -> Result<impl PinInit<Self, Error>> {
         let pool = BufPool::new()?;
         let verified = Verified::new()?;
         Ok(try_pin_init!(Self {
-            bdev,
             total_blocks,
             pool,
             verified,
@@ -154,7 +152,7 @@ fn read<R>(
     let _nofs = NoFsScope::enter();
     let frozen = &sb.info().frozen;
     let mut store = FrozenStore {
-        bdev: &frozen.bdev,
+        bdev: &sb.info().io,
         total_blocks: frozen.total_blocks,
         pool: &frozen.pool,
         verified: &frozen.verified,

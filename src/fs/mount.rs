@@ -44,7 +44,8 @@ pub(crate) struct MountInfo {
     pub(super) uses: Pin<KBox<LayerUses>>,
     /// Reads of frozen layers' block maps without the volume lock (see `frozen`).
     pub(super) frozen: Pin<KBox<FrozenLayers>>,
-    /// The device, for a commit's flushes and superblock write without the volume lock.
+    /// A handle to the device for I/O without the volume lock: frozen layers' reads, a commit's
+    /// flushes and superblock write.
     pub(super) io: BlockDevice,
     /// Signalled when a commit's device part ends (see `commit`).
     pub(super) committed: Pin<KBox<CondVar>>,
@@ -230,10 +231,7 @@ impl FileSystem for Lcfs {
             commit_secs: AtomicU32::new(opts.commit_secs.unwrap_or(DEFAULT_COMMIT_SECS)),
             layer,
             uses: KBox::pin_init(LayerUses::new(), GFP_KERNEL)?,
-            frozen: KBox::pin_init(
-                FrozenLayers::new(sb.block_device()?, disk.total_blocks)?,
-                GFP_KERNEL,
-            )?,
+            frozen: KBox::pin_init(FrozenLayers::new(disk.total_blocks)?, GFP_KERNEL)?,
             io: sb.block_device()?,
             committed: KBox::pin_init(new_condvar!("lcfs_committed"), GFP_KERNEL)?,
         })

@@ -64,14 +64,15 @@ pub(super) unsafe fn with_block<R>(
     // (checked above) and the block is page-aligned and no larger than a page, so the mapping
     // covers exactly one whole page of it.
     let addr = unsafe { ext::lcfs_kmap_local_folio(folio.as_ptr().cast(), offset) };
+    // The filesystem never reads a block while it may be written: the volume's own reads and
+    // writes are under its metadata lock (`BdevStore` lives inside the locked volume); the reads
+    // without it (`fs/frozen.rs`) are of frozen layers' tree blocks, which nothing writes while
+    // the layer lives; the one write without it, a commit's superblock copy, goes to a block
+    // that is read only while mounting.
     // SAFETY: `addr` maps `BLOCK_BYTES` initialised bytes of an uptodate folio, referenced for
     // the whole function; the slice does not outlive the mapping, which is released right after
-    // `f` returns. Writers of the block through this module (`write_block`) hold the folio lock,
-    // which this read does not take; the filesystem never reads a block while it may be written:
-    // the volume's own reads and writes are under its metadata lock (`BdevStore` lives inside
-    // the locked volume); the reads without it (`fs/frozen.rs`) are of frozen layers' tree
-    // blocks, which nothing writes while the layer lives; and the one write without it, a
-    // commit's superblock copy, goes to a block that is read only while mounting.
+    // `f` returns. Writers of the block (`write_block`) hold the folio lock, which this read does
+    // not take; none runs meanwhile (above).
     let data = unsafe { core::slice::from_raw_parts(addr.cast::<u8>(), BLOCK_BYTES) };
     let result = f(data);
     // SAFETY: `addr` came from `lcfs_kmap_local_folio` above on this task and is its most

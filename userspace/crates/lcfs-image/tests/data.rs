@@ -38,6 +38,13 @@ fn regular() -> NewInode {
     }
 }
 
+fn directory() -> NewInode {
+    NewInode {
+        mode: mode::S_IFDIR | 0o755,
+        ..NewInode::default()
+    }
+}
+
 /// A fresh filesystem with one empty regular file `f` in layer 1.
 fn with_file(total: u64) -> (Volume<MemDevice>, u64) {
     let mut vol = fresh(total);
@@ -642,18 +649,7 @@ fn clone_keeps_its_own_copy_of_unwritten_extents() {
 #[test]
 fn errors_change_nothing() {
     let (mut vol, f) = with_file(4096);
-    let d = vol
-        .create(
-            1,
-            ROOT_INO,
-            b"d",
-            &NewInode {
-                mode: mode::S_IFDIR | 0o755,
-                ..NewInode::default()
-            },
-            NOW,
-        )
-        .unwrap();
+    let d = vol.create(1, ROOT_INO, b"d", &directory(), NOW).unwrap();
     let l = vol
         .create(
             1,
@@ -1599,18 +1595,7 @@ fn frozen_tree_maps_as_the_volume_does() {
 #[test]
 fn frozen_tree_reads_names_as_the_volume_does() {
     let mut vol = fresh(16384);
-    let dir = vol
-        .create(
-            1,
-            ROOT_INO,
-            b"d",
-            &NewInode {
-                mode: mode::S_IFDIR | 0o755,
-                ..NewInode::default()
-            },
-            NOW,
-        )
-        .unwrap();
+    let dir = vol.create(1, ROOT_INO, b"d", &directory(), NOW).unwrap();
     let mut names = Vec::new();
     for i in 0..600u64 {
         let name = format!("entry-with-a-longer-name-{i:04}");
