@@ -138,7 +138,12 @@ t_leftovers_removed() {
 		ctr containers rm "$c"
 	done
 	for l in $(ctr leases ls -q); do ctr leases rm "$l"; done
-	for k in $(snaps | awk '$3 != "Committed" || $1 ~ /^c[0-9]+$/ { print $1 }'); do snap rm "$k"; done
+	# Removing a lease lets containerd's collector remove the snapshots it held, beside this loop:
+	# a removal may find its snapshot gone, and only that failure is accepted.
+	for k in $(snaps | awk '$3 != "Committed" || $1 ~ /^c[0-9]+$/ { print $1 }'); do
+		snap rm "$k" 2>/tmp/snap-rm.err && continue
+		grep -q "not found" /tmp/snap-rm.err && ! has_snap "$k" || { cat /tmp/snap-rm.err; fail "removing $k"; }
+	done
 	assert_eq "$(ctr containers ls -q)" "" "containers"
 	assert_eq "$(snaps | awk '$3 != "Committed"')" "" "snapshots not committed"
 	assert_eq "$(snaps | wc -l)" 2 "snapshots (the image's two layers)"
