@@ -53,14 +53,14 @@ if [ "$soak" = 1 ]; then
 	crash_delays=${LCFS_CRASH_DELAYS:-0 1 2 3 5 8} stress_seconds=${LCFS_STRESS_SECONDS:-120}
 	layers_fsx_ops=${LCFS_LAYERS_FSX_OPS:-10000} conformance_reference=${LCFS_CONFORMANCE_REFERENCE:-.}
 	conformance_cases=${LCFS_CONFORMANCE_CASES:-.}
-	share_fsx_ops=${LCFS_SHARE_FSX_OPS:-10000}
+	share_fsx_ops=${LCFS_SHARE_FSX_OPS:-10000} containers=${LCFS_CONTAINERS:-20}
 else
 	fuzz_seconds=${LCFS_FUZZ_SECONDS:-10} fsx_ops=${LCFS_FSX_OPS:-2000}
 	fsx_long_ops=${LCFS_FSX_LONG_OPS:-6000} corrupt_count=${LCFS_CORRUPT_COUNT:-60}
 	crash_delays=${LCFS_CRASH_DELAYS:-0 8} stress_seconds=${LCFS_STRESS_SECONDS:-20}
 	layers_fsx_ops=${LCFS_LAYERS_FSX_OPS:-1000} conformance_reference=${LCFS_CONFORMANCE_REFERENCE-}
 	conformance_cases=${LCFS_CONFORMANCE_CASES:-^[^1]}
-	share_fsx_ops=${LCFS_SHARE_FSX_OPS:-1000}
+	share_fsx_ops=${LCFS_SHARE_FSX_OPS:-1000} containers=${LCFS_CONTAINERS:-10}
 fi
 
 record() { # record ok|fail NAME [detail]
@@ -309,7 +309,7 @@ for s in basic namespace files; do ! selected $s || run_suite $s; done
 ! selected share || LCFS_GUEST_ENV="SHARE_FSX_OPS=$share_fsx_ops" run_suite share
 # Real containers through containerd, runc and containerd-lcfs-grpc (the guest boots into Debian),
 # and beside them containerd's snapshotter test suite against containerd-lcfs-grpc and overlayfs.
-! selected containerd || LCFS_GUEST_ENV="CONFORMANCE_CASES=$conformance_cases${conformance_reference:+ CONFORMANCE_REFERENCE=$conformance_reference}" run_suite containerd
+! selected containerd || LCFS_GUEST_ENV="CONTAINERS=$containers CONFORMANCE_CASES=$conformance_cases${conformance_reference:+ CONFORMANCE_REFERENCE=$conformance_reference}" run_suite containerd
 # The VM killed during container churn, then containerd and the daemon restarted on the disk.
 ! selected containerd-crash || run_suite containerd-crash
 ! selected stress || LCFS_GUEST_ENV="STRESS_SECONDS=$stress_seconds" run_suite stress

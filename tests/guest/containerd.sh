@@ -18,9 +18,11 @@
 # names; make test's "^[^1]" leaves out 128LayersMount (6.5 minutes under TCG, beside the tests
 # above; the layers suite's clone_chain covers 128 layers deep in the kernel), make soak runs them
 # all ("."). CONFORMANCE_REFERENCE: the reference's cases, the same way; empty (make test) runs
-# no reference.
+# no reference. CONTAINERS: how many containers containers_at_once runs at once (make test 10,
+# make soak 20).
 . /tests/lib.sh
 . /tests/containerd-lib.sh
+CONTAINERS=${CONTAINERS:-20}
 
 # Loaded first, as the systemd unit's ExecStartPre does: the two conformance processes' first
 # mounts start at once, and one failed with ENODEV when both made the kernel load the module on
@@ -88,16 +90,16 @@ t_run_reads_image_and_writes() {
 	ctr run --rm --snapshotter lcfs $DEBIAN c2 sh -c 'test ! -e /root/f && test -e /etc/motd'
 }
 
-t_twenty_containers_at_once() {
+t_containers_at_once() {
 	i=1
-	while [ $i -le 20 ]; do
+	while [ $i -le "$CONTAINERS" ]; do
 		ctr run --rm --snapshotter lcfs $DEBIAN p$i sh -c "echo $i >/mine; sleep 3; test \"\$(cat /mine)\" = $i" \
 			>/tmp/p$i.out 2>&1 &
 		eval "pid$i=\$!"
 		i=$((i + 1))
 	done
 	bad=0 i=1
-	while [ $i -le 20 ]; do
+	while [ $i -le "$CONTAINERS" ]; do
 		eval "wait \$pid$i" || { echo "container p$i failed:"; cat /tmp/p$i.out; bad=1; }
 		i=$((i + 1))
 	done
@@ -226,7 +228,7 @@ t_snapshotter_sigkill_under_load() {
 
 run_tests \
 	containerd_loads_lcfs import_unpacks_into_layers run_reads_image_and_writes \
-	twenty_containers_at_once committed_container_is_a_new_layer snapshots_usage_ls_rm \
+	containers_at_once committed_container_is_a_new_layer snapshots_usage_ls_rm \
 	image_rm_and_gc_return_space fsck_clean_after_containers snapshotter_sigkill_under_load
 wait $conformance || :
 [ -z "$reference" ] || wait $reference || :
