@@ -27,7 +27,8 @@
 # /tests/corrupt (LCFS_CORRUPT_COUNT mutants, default 300, of seed LCFS_CORRUPT_SEED, default 1;
 # tests/guest/corrupt.sh). "# lcfs-needs: crash-kill" runs the suite as crash rounds: two boots
 # per round on one scratch disk, the first killed with SIGKILL mid-workload (scripts/vm-crash.sh;
-# LCFS_CRASH_DELAYS, tests/guest/crash.sh).
+# LCFS_CRASH_DELAYS, tests/guest/crash.sh). "# lcfs-needs: kmemleak" keeps the test kernel's
+# kmemleak on (kmemleak=off otherwise).
 #
 # The exit status is 0 only if the suite finished (no hang, no crash) and the console shows no
 # kernel WARNING, BUG, Oops, KASAN, lockdep, hung-task or leak report. Environment:
@@ -137,6 +138,11 @@ truncate -s "$disk_size" "$disk"
 # would only repeat the KUnit results).
 kunit="kunit.filter_glob=lcfs_*"
 [ "$suite" = demo ] || [ "$mode" = shell ] || [ "$rootfs" = 2 ] && kunit="kunit.enable=0"
+# kmemleak tracks every allocation (about a tenth of a suite's time under TCG); only a suite that
+# scans for leaks, with a "# lcfs-needs: kmemleak" line, runs with it.
+leaks=""
+[ "$LCFS_KERNEL" != debug ] || grep -q '^# lcfs-needs: kmemleak$' "$LCFS_ROOT/tests/guest/$suite.sh" 2>/dev/null ||
+	leaks="kmemleak=off "
 accel=tcg
 [ "${LCFS_KVM:-0}" = 1 ] && accel=kvm
 # Two sockets, not two cores: the test kernel has no ACPI, and the firmware's MP table lists one
@@ -144,7 +150,7 @@ accel=tcg
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2,sockets=2 -m 2G -nographic -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
 	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
-	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report ${LCFS_KERNEL_ARGS:-} $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs${guest_env[*]:+ ${guest_env[*]}}")
+	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report $leaks${LCFS_KERNEL_ARGS:-} $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs${guest_env[*]:+ ${guest_env[*]}}")
 if [ "$rootfs" != 0 ]; then
 	# Read-only for the guest: writes go to a temporary overlay that QEMU discards.
 	rootimg=$("$LCFS_ROOT/scripts/mkrootfs.sh") || die "cannot build the Debian root filesystem"

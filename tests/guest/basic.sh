@@ -1,3 +1,4 @@
+# lcfs-needs: kmemleak
 # Foundation suite: module loading, mount/umount, empty root, statfs, mkfs in the guest,
 # damaged superblocks, unload without leaks.
 . /tests/lib.sh

@@ -7,8 +7,6 @@
 DEV=/dev/vda
 M=/mnt/default
 
-echo clear >/sys/kernel/debug/kmemleak
-
 xfs_io() { chroot /debian xfs_io "$@"; }
 # Debian tools see the lcfs mount through a bind mount at the same path inside /debian.
 mnt() { mount -t lcfs "$@" "$DEV" /mnt && mount --bind /mnt /debian/mnt; }

@@ -9,8 +9,6 @@
 DEV=/dev/vda
 M=/mnt
 
-echo clear >/sys/kernel/debug/kmemleak
-
 layer() { lcfs layer "$@" -m $M; }
 # Debian tools see the lcfs mount through a bind mount at the same path inside /debian.
 bind_debian() { mount --bind /mnt /debian/mnt; }

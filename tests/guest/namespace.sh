@@ -7,8 +7,6 @@
 DEV=/dev/vda
 M=/mnt/default
 
-echo clear >/sys/kernel/debug/kmemleak
-
 # The last committed generation of the mounted filesystem.
 generation() {
 	lcfs info /mnt | awk '$1 == "generation" {print $2; exit}'
