@@ -147,6 +147,12 @@ unsigned int lcfs_ioc_code(unsigned int nr)
 	}
 }
 
+/* FS_IOC_SHUTDOWN, built by the C _IOR macro, for the KUnit check of the Rust value. */
+unsigned int lcfs_fs_ioc_shutdown(void)
+{
+	return FS_IOC_SHUTDOWN;
+}
+
 /*
  * Forgets the cached dentry of `name` under the mount root, positive or negative: the next lookup
  * asks the filesystem. Unhashed, not invalidated: mounts on it and tasks inside stay where they

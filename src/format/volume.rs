@@ -523,6 +523,13 @@ impl<S: Device> Volume<S> {
         Ok(())
     }
 
+    /// Ends the running transaction without committing it (the filesystem is shut down): every
+    /// later operation fails with [`Error::Aborted`], so nothing more is written, and the device
+    /// keeps the last commit for the next open.
+    pub fn shut_down(&mut self) {
+        self.aborted = true;
+    }
+
     /// Whether a commit's device part is under way ([`Self::commit_begin`]).
     pub fn is_committing(&self) -> bool {
         self.committing

@@ -13,6 +13,7 @@ use kernel::sync::aref::ARef;
 
 use crate::format::data::{MapKind as CoreMap, WriteKind};
 use crate::format::namespace::SetAttr;
+use crate::format::tree::Error as CoreError;
 use crate::format::BLOCK_SHIFT;
 use crate::vfs::{
     DataOperations, FileMap, FileOperations, Inode, MapFor, MapKind, Output, Request,
@@ -204,6 +205,10 @@ fn map_writeback(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result<FileMap> {
         .lock()
         .map_writeback(info.layer, info.ino, first, count)
         .map_err(|e| {
+            // An aborted (or shut down) filesystem writes nothing more: no news.
+            if matches!(e, CoreError::Aborted) {
+                return EIO;
+            }
             pr_err!(
                 "{}: no block to write back for inode {} of layer {}, block {}: {:?}\n",
                 inode.super_block().id(),

@@ -333,6 +333,24 @@ impl FileSystem for Lcfs {
             .unwrap_or(u64::MAX)
     }
 
+    fn shut_down(sb: &SuperBlock<Self>, flush: bool) {
+        if flush {
+            // A failure is logged by `commit`; the shutdown goes on.
+            let _ = commit(sb);
+        }
+        let generation = {
+            let mut vol = sb.info().lock();
+            vol.shut_down();
+            vol.superblock().generation
+        };
+        pr_warn!(
+            "{}: shut down; generation {} stays on the device, every call fails with EIO until \
+             it is unmounted\n",
+            sb.id(),
+            generation
+        );
+    }
+
     fn put_super(sb: &SuperBlock<Self>) {
         let _ = commit(sb);
     }

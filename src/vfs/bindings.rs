@@ -75,6 +75,8 @@ mod tests {
             let c_code = unsafe { super::lcfs_ioc_code(nr) };
             assert_eq!(code, c_code);
         }
+        // SAFETY: the C helper returns a constant and touches no memory.
+        assert_eq!(IOC_SHUTDOWN, unsafe { super::lcfs_fs_ioc_shutdown() });
     }
 
     #[test]

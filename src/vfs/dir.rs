@@ -330,6 +330,7 @@ impl<'a, T: DirOperations> NewEntry<'a, T> {
     /// Creates the inode (owner and group as `inode_init_owner` computes them) and
     /// instantiates the dentry with it.
     fn make(self, mode: u32, rdev: u64, link: Option<&[u8]>) -> Result {
+        self.dir.super_block().live()?;
         let (uid, gid, mode) = new_owner(&self.dir, mode);
         let node = NewNode {
             mode,
@@ -450,6 +451,7 @@ unsafe extern "C" fn link_callback<T: DirOperations>(
         // SAFETY: `dentry` is the live, negative dentry of the new name; its name is stable
         // while the VFS holds `dir`'s `i_rwsem`, that is for the call.
         let name = unsafe { dentry_name(dentry) };
+        dir_ref.super_block().live()?;
         T::link(dir_ref, inode, name)?;
         // SAFETY: `inode` is referenced (the VFS's reference through `old_dentry`, live for the
         // call), so taking another one is valid; `d_instantiate` below consumes it.
@@ -482,6 +484,7 @@ unsafe extern "C" fn unlink_callback<T: DirOperations>(
         // SAFETY: `dentry` is live, and its name is stable while the VFS holds `dir`'s
         // `i_rwsem`, that is for the call.
         let name = unsafe { dentry_name(dentry) };
+        dir.super_block().live()?;
         T::unlink(dir, name, inode)?;
         Ok(0)
     })
@@ -535,6 +538,7 @@ unsafe extern "C" fn rename_callback<T: DirOperations>(
             // for the call.
             Some(unsafe { Locked::new(Inode::<T>::from_raw(new_raw)) })
         };
+        old_dir.super_block().live()?;
         let request = Rename {
             old_dir,
             old_name,
@@ -564,6 +568,9 @@ unsafe extern "C" fn lookup_callback<T: DirOperations>(
     // SAFETY: `dir` is a live directory with our inode operations, so an initialised inode of
     // `T`, and the VFS holds a reference to it (through the parent dentry) for the call.
     let dir = unsafe { Inode::<T>::from_raw(dir) };
+    if let Err(e) = dir.super_block().live() {
+        return e.to_ptr();
+    }
     let inode = match T::lookup(dir, name) {
         Ok(Some(inode)) => ARef::into_raw(inode).as_ptr().cast::<bindings::inode>(),
         Ok(None) => ptr::null_mut(),
@@ -588,6 +595,7 @@ unsafe extern "C" fn readdir_callback<T: DirOperations>(
         // SAFETY: the file has our directory file operations, so its inode is an initialised
         // directory of `T`, which the open file keeps referenced for the call.
         let dir = unsafe { Inode::<T>::from_raw(raw) };
+        dir.super_block().live()?;
         // INVARIANT: the live arguments of this call.
         let mut dctx = DirContext {
             file,

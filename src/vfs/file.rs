@@ -105,6 +105,7 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
         // SAFETY: `raw` has our inode operations, so it is an initialised inode of `T`, pinned
         // by `dentry`; `notify_change` holds its `i_rwsem` for the call.
         let inode = unsafe { Locked::new(Inode::<T>::from_raw(raw)) };
+        inode.super_block().live()?;
         // SAFETY: the arguments are the ones the VFS passed to this `setattr`: live for the call,
         // with the inode's `i_rwsem` held as `setattr_prepare` requires. It reads the inode and
         // may clear flags in `*attr` (`ATTR_KILL_PRIV`), the caller's request, which is ours to
@@ -190,12 +191,16 @@ unsafe extern "C" fn getattr_callback<T: FileSystem>(
     let dentry = unsafe { (*path).dentry };
     // SAFETY: `dentry` is live (pinned by `path`) and positive.
     let raw = unsafe { (*dentry).d_inode };
+    // SAFETY: `raw` has our inode operations, so it is an initialised inode of `T`, pinned by
+    // `dentry` for the call.
+    let inode = unsafe { Inode::<T>::from_raw(raw) };
+    if let Err(e) = inode.super_block().live() {
+        return e.to_errno();
+    }
     // SAFETY: `raw` is live (pinned by `dentry`) and `stat` is the caller's buffer, live and
     // ours to fill for the call; `generic_fillattr` only reads the inode.
     unsafe { bindings::generic_fillattr(idmap, request_mask, raw, stat) };
-    // SAFETY: `raw` has our inode operations, so it is an initialised inode of `T`, pinned by
-    // `dentry` for the call.
-    let (sec, nsec) = unsafe { Inode::<T>::from_raw(raw) }.btime();
+    let (sec, nsec) = inode.btime();
     let nsec = c_long::try_from(nsec).unwrap_or(0);
     // SAFETY: `stat` is the caller's buffer, live and ours to fill for the call.
     unsafe {

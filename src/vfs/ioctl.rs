@@ -19,6 +19,8 @@ use kernel::uaccess::{UserPtr, UserSlice, UserSliceWriter};
 use super::bindings as ext;
 use super::inode::Inode;
 use super::iomap::FileOperations;
+use super::registration::FileSystem;
+use super::super_block::{Shutdown, SuperBlock};
 
 /// `struct lcfs_fs_info`.
 pub(crate) type FsInfo = ext::lcfs_fs_info;
@@ -112,6 +114,8 @@ pub(crate) const IOC_LAYER_INFO: u32 = iowr::<LayerInfo>(ext::LCFS_IOC_LAYER_INF
 pub(crate) const IOC_LAYER_LIST: u32 = iowr::<LayerList>(ext::LCFS_IOC_LAYER_LIST_NR);
 /// `LCFS_IOC_LAYER_DIFF`.
 pub(crate) const IOC_LAYER_DIFF: u32 = iowr::<LayerDiff>(ext::LCFS_IOC_LAYER_DIFF_NR);
+/// `FS_IOC_SHUTDOWN` (ext4's, xfs's and btrfs's request code too).
+pub(crate) const IOC_SHUTDOWN: u32 = kernel::ioctl::_IOR::<u32>(b'X' as u32, 125);
 /// `LCFS_DIFF_BUF_MIN`.
 pub(crate) const DIFF_BUF_MIN: u32 = ext::LCFS_DIFF_BUF_MIN;
 /// `LCFS_DIFF_BUF_MAX`.
@@ -280,6 +284,21 @@ fn decode(cmd: c_uint, arg: c_ulong) -> Result<(Request, usize)> {
     })
 }
 
+/// `FS_IOC_SHUTDOWN`: `CAP_SYS_ADMIN` (`EPERM`), then the flags at `arg` (`EFAULT`), one of the
+/// three (`EINVAL`), in the order ext4 checks them. Allowed on a read-only mount, as there.
+fn shutdown<T: FileSystem>(sb: &SuperBlock<T>, arg: c_ulong) -> Result {
+    if !capable_sys_admin() {
+        return Err(EPERM);
+    }
+    let how = match read::<u32>(arg)? {
+        bindings::FS_SHUTDOWN_FLAGS_DEFAULT => Shutdown::Sync,
+        bindings::FS_SHUTDOWN_FLAGS_LOGFLUSH => Shutdown::Commit,
+        bindings::FS_SHUTDOWN_FLAGS_NOLOGFLUSH => Shutdown::Now,
+        _ => return Err(EINVAL),
+    };
+    sb.shut_down(how)
+}
+
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `unlocked_ioctl`.
@@ -289,15 +308,20 @@ unsafe extern "C" fn ioctl_callback<T: FileOperations>(
     arg: c_ulong,
 ) -> c_long {
     from_result(|| {
-        // For our requests `arg` is a user address (`c_ulong` is `usize` in the kernel).
-        let (request, out_len) = decode(cmd, arg)?;
-        let out = Output(UserSlice::new(UserPtr::from_addr(arg), out_len).writer());
         // SAFETY: `unlocked_ioctl`'s contract: `file` is a live open file, pinned for the call;
         // `f_inode` is fixed while it is open.
         let raw = unsafe { (*file).f_inode };
         // SAFETY: the file has our file operations, so its inode is an initialised inode of
         // `T`, which the open file keeps alive for the call.
         let inode = unsafe { Inode::<T>::from_raw(raw) };
+        if cmd == IOC_SHUTDOWN && T::HAS_SHUT_DOWN {
+            shutdown(inode.super_block(), arg)?;
+            return Ok(0);
+        }
+        inode.super_block().live()?;
+        // For our requests `arg` is a user address (`c_ulong` is `usize` in the kernel).
+        let (request, out_len) = decode(cmd, arg)?;
+        let out = Output(UserSlice::new(UserPtr::from_addr(arg), out_len).writer());
         let _write = if request.changes() {
             // SAFETY: `file` is open for the whole call, which the guard does not outlive.
             Some(unsafe { WriteAccess::new(file) }?)

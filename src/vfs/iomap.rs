@@ -329,6 +329,17 @@ unsafe fn file_inode<'a, T: FileSystem>(file: *mut bindings::file) -> &'a Inode<
     unsafe { Inode::<T>::from_raw(raw.cast()) }
 }
 
+/// `EIO` once the filesystem of `file` is shut down, as a callback's negative return value.
+///
+/// # Safety
+///
+/// As [`file_inode`].
+unsafe fn shut_down<T: FileSystem>(file: *mut bindings::file) -> Option<c_int> {
+    // SAFETY: the caller's contract is `file_inode`'s.
+    let inode = unsafe { file_inode::<T>(file) };
+    inode.super_block().live().err().map(|e| e.to_errno())
+}
+
 /// Fills iomap's mapping `map` with the range of `m`.
 ///
 /// # Safety
@@ -382,6 +393,8 @@ unsafe extern "C" fn iomap_begin_callback<T: DataOperations, const WRITE: u8>(
         // one of our regular files (only their operations use these iomap tables), so an
         // initialised inode of `T`, referenced by the caller for the call.
         let file = unsafe { Inode::<T>::from_raw(inode) };
+        // Reads of uncached pages, buffered writes, write faults, SEEK_DATA and SEEK_HOLE.
+        file.super_block().live()?;
         let m = T::map(file, pos, length.max(1), purpose)?;
         if m.length == 0 || m.offset > pos || m.offset.saturating_add(m.length) <= pos {
             return Err(EIO);
@@ -461,6 +474,13 @@ unsafe extern "C" fn writeback_range_callback<T: Operations>(
         // ends; plain field reads.
         let (raw, offset, length) =
             unsafe { ((*wpc).inode, (*wpc).iomap.offset, (*wpc).iomap.length) };
+        // SAFETY: the context's inode is one of our regular files (its mapping has our
+        // `writepages`), so an initialised inode of `T`, kept alive by the writeback of its
+        // mapping for the call. Shut down, nothing more is written, even to blocks already
+        // mapped: iomap ends the folio's writeback with the error.
+        unsafe { Inode::<T>::from_raw(raw.cast()) }
+            .super_block()
+            .live()?;
         let start = u64::try_from(offset).unwrap_or(u64::MAX);
         let cached = length != 0 && pos >= start && pos - start < length;
         if !cached {
@@ -651,7 +671,11 @@ unsafe extern "C" fn page_mkwrite_callback<T: Operations>(
     // SAFETY: `inode` has our file operations (its file is one of our regular files), so it is
     // an initialised inode of `T`, live while the mapping's file is.
     let typed = unsafe { Inode::<T>::from_raw(inode) };
-    let ret = match Change::start(typed) {
+    let ret = match typed
+        .super_block()
+        .live()
+        .and_then(|()| Change::start(typed))
+    {
         // SAFETY: the live fault, with the freeze protection held (above), as `mkwrite` needs.
         Ok(_change) => unsafe { mkwrite::<T>(vmf, file, inode) },
         // What `vmf_error` answers.
@@ -720,6 +744,12 @@ unsafe extern "C" fn read_iter_callback<T: Operations>(
     // SAFETY: `read_iter`'s contract: `iocb` is live for the call and `ki_filp` is the open
     // file read from, one of our regular files.
     let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: `file` is a live open regular file of ours, pinned for the call. Cached pages
+    // too are refused once shut down.
+    if let Some(e) = unsafe { shut_down::<T>(file) } {
+        // CAST: an errno, in `ssize_t`'s range.
+        return e as isize;
+    }
     // SAFETY: `file` is a live open regular file of ours, pinned for the call.
     match unsafe { content_file::<T>(file) } {
         // SAFETY: the live arguments of the call; `sf` is the backing file `file` holds until
@@ -741,6 +771,11 @@ unsafe extern "C" fn splice_read_callback<T: Operations>(
     flags: c_uint,
 ) -> isize {
     // SAFETY: `splice_read`'s contract: `file` is a live open regular file of ours.
+    if let Some(e) = unsafe { shut_down::<T>(file) } {
+        // CAST: an errno, in `ssize_t`'s range.
+        return e as isize;
+    }
+    // SAFETY: `splice_read`'s contract: `file` is a live open regular file of ours.
     match unsafe { content_file::<T>(file) } {
         // SAFETY: the live arguments of the call; `sf` is the backing file `file` holds until
         // `release`, open for reading.
@@ -759,6 +794,10 @@ unsafe extern "C" fn mmap_callback<T: Operations>(
     file: *mut bindings::file,
     vma: *mut bindings::vm_area_struct,
 ) -> c_int {
+    // SAFETY: `mmap`'s contract: `file` is a live open regular file of ours.
+    if let Some(e) = unsafe { shut_down::<T>(file) } {
+        return e;
+    }
     // SAFETY: `mmap`'s contract: `file` is a live open regular file of ours.
     match unsafe { content_file::<T>(file) } {
         // SAFETY: `vma` is the mapping being set up for `file`, ours to fill for the call; `sf`
@@ -812,6 +851,9 @@ unsafe extern "C" fn open_callback<T: Operations>(
     // SAFETY: the inode of a file being opened with our file operations: a live, initialised
     // inode of `T`, referenced by the opening path for the call.
     let typed = unsafe { Inode::<T>::from_raw(inode) };
+    if let Err(e) = typed.super_block().live() {
+        return e.to_errno();
+    }
     // SAFETY: `file` is the live file being opened; its `f_mode` was set before `open`.
     if unsafe { ext::lcfs_file_writable(file.cast()) } {
         return if T::HAS_OPEN_WRITER {
@@ -928,6 +970,10 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
     let file = unsafe { (*iocb).ki_filp };
     // SAFETY: `file` is a live open file with our regular-file operations, pinned for the call.
     let inode = unsafe { file_inode::<T>(file) };
+    if let Err(e) = inode.super_block().live() {
+        // CAST: an errno, in `ssize_t`'s range.
+        return e.to_errno() as isize;
+    }
     let mut ret = {
         // `i_rwsem` is taken here, as for any buffered write, and covers the size update.
         let _lock = inode.lock();
@@ -991,6 +1037,9 @@ pub(super) unsafe extern "C" fn fsync_callback<T: Operations>(
     _datasync: c_int,
 ) -> c_int {
     from_result(|| {
+        // SAFETY: `fsync`'s contract: `file` is a live open file of ours (this callback is only
+        // in our tables).
+        unsafe { file_inode::<T>(file) }.super_block().live()?;
         // SAFETY: `fsync`'s contract: `file` is the live file of the call, open with its mapping
         // live; no lock is held, as waiting for writeback needs. Writeback records each
         // completed write before the folios leave writeback, so after the wait the commit covers
@@ -1017,6 +1066,10 @@ unsafe extern "C" fn fallocate_callback<T: Operations>(
     // SAFETY: `fallocate`'s contract: `file` is a live open file with our regular-file
     // operations, pinned for the call.
     let inode = unsafe { file_inode::<T>(file) };
+    if let Err(e) = inode.super_block().live() {
+        // CAST: errno values fit any integer type.
+        return e.to_errno() as c_long;
+    }
     let r = {
         // SAFETY: `file` is the live file of the call, open for the whole block, and `inode` its
         // inode.

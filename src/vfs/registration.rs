@@ -111,6 +111,13 @@ pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
+    /// The filesystem is being shut down (`FS_IOC_SHUTDOWN`, or its device gone): its entry
+    /// points already fail with `EIO`. Commit what it holds if `commit` is set, then make sure
+    /// nothing more is written to the device. Without it, `FS_IOC_SHUTDOWN` fails with `ENOTTY`.
+    fn shut_down(_sb: &SuperBlock<Self>, _commit: bool) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// Reports filesystem usage. Without it, `statfs(2)` fails with `ENOSYS`.
     fn statfs(_sb: &SuperBlock<Self>) -> Result<StatFs> {
         build_error!(VTABLE_DEFAULT_ERROR)

@@ -5,7 +5,7 @@
 
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use kernel::bindings;
 use kernel::error::to_result;
@@ -52,6 +52,8 @@ pub(super) struct SbInfo<T: FileSystem> {
     wb_work: Opaque<bindings::work_struct>,
     wb_queue: NonNull<bindings::workqueue_struct>,
     wb_done: AtomicPtr<ext::iomap_ioend>,
+    /// Set once by [`SuperBlock::shut_down`], never cleared.
+    shut_down: AtomicBool,
     sb: *mut bindings::super_block,
     info: T::Info,
 }
@@ -73,6 +75,7 @@ impl<T: FileSystem> SbInfo<T> {
                 wb_work: Opaque::uninit(),
                 wb_queue,
                 wb_done: AtomicPtr::new(ptr::null_mut()),
+                shut_down: AtomicBool::new(false),
                 sb,
                 info,
             },
@@ -423,6 +426,18 @@ impl<'a, T: FileSystem> NewSuperBlock<'a, T> {
     }
 }
 
+/// How [`SuperBlock::shut_down`] ends the filesystem: the flags of `FS_IOC_SHUTDOWN`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shutdown {
+    /// `FS_SHUTDOWN_FLAGS_DEFAULT`: dirty data and metadata made durable first.
+    Sync,
+    /// `FS_SHUTDOWN_FLAGS_LOGFLUSH`: what the filesystem holds committed first, dirty pages not
+    /// written back.
+    Commit,
+    /// `FS_SHUTDOWN_FLAGS_NOLOGFLUSH`, or the device gone: nothing more written.
+    Now,
+}
+
 /// A mounted superblock of filesystem `T`.
 ///
 /// # Invariants
@@ -489,6 +504,63 @@ impl<T: FileSystem> SuperBlock<T> {
         // `s_writers.frozen` once (a racy read: a freeze or thaw in progress may be seen either
         // way, and callers that must not race one hold the freeze protection).
         unsafe { ext::lcfs_sb_frozen(self.as_ptr().cast()) }
+    }
+
+    /// Whether the filesystem is shut down ([`Self::shut_down`]).
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.sb_info().shut_down.load(Ordering::Acquire)
+    }
+
+    /// `EIO` once the filesystem is shut down: the first check of every entry point of the
+    /// operation tables, as ext4's and xfs's are.
+    pub(super) fn live(&self) -> Result {
+        if self.is_shut_down() {
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    /// Shuts the filesystem down (`FS_IOC_SHUTDOWN`, or its device gone): after `how`'s flush,
+    /// every later call fails with `EIO` and [`FileSystem::shut_down`] makes sure nothing more
+    /// reaches the device, so the next mount finds the last commit. A second shutdown does
+    /// nothing.
+    pub(super) fn shut_down(&self, how: Shutdown) -> Result
+    where
+        T: FileSystem,
+    {
+        if self.is_shut_down() {
+            return Ok(());
+        }
+        if how == Shutdown::Sync {
+            // Everything written so far made durable first, as `FS_SHUTDOWN_FLAGS_DEFAULT`
+            // asks; on failure the filesystem stays up, as ext4's does when its freeze fails.
+            self.sync()?;
+        }
+        // Set before the filesystem's part: calls entering from now on fail at once, and the
+        // ones already inside find the filesystem's own state shut.
+        if self.sb_info().shut_down.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if T::HAS_SHUT_DOWN {
+            T::shut_down(self, how != Shutdown::Now);
+        }
+        Ok(())
+    }
+
+    /// Writes back every dirty page and inode and has the filesystem make them durable, as
+    /// `syncfs(2)` does.
+    fn sync(&self) -> Result {
+        let sb = self.as_ptr();
+        // SAFETY: a live superblock (type invariant, kept alive by `&self`: our callers run in
+        // an ioctl on an open file of it); `s_umount` is its rwsem, which `syncfs(2)` takes for
+        // reading around `sync_filesystem` just as here, with no other lock held (we hold none).
+        unsafe { bindings::down_read(&raw mut (*sb).s_umount) };
+        // SAFETY: `s_umount` is held for reading, as `sync_filesystem` requires; the superblock
+        // is live and mounted.
+        let r = to_result(unsafe { bindings::sync_filesystem(sb) });
+        // SAFETY: taken above by this task.
+        unsafe { bindings::up_read(&raw mut (*sb).s_umount) };
+        r
     }
 
     /// Forgets the mount root's cached dentry of `name` (the mount root must be a directory whose

@@ -15,7 +15,7 @@ use kernel::prelude::*;
 use super::bindings as ext;
 use super::inode;
 use super::registration::FileSystem;
-use super::super_block::{SbInfo, SuperBlock};
+use super::super_block::{SbInfo, Shutdown, SuperBlock};
 use crate::format::BLOCK_SIZE;
 
 /// Numbers reported by `statfs(2)`.
@@ -86,6 +86,11 @@ impl<T: FileSystem> Tables<T> {
             None
         },
         put_super: Some(put_super_callback::<T>),
+        shutdown: if T::HAS_SHUT_DOWN {
+            Some(shutdown_callback::<T>)
+        } else {
+            None
+        },
         // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
         // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
         // value: every entry not set above is NULL to the kernel.
@@ -108,7 +113,10 @@ unsafe extern "C" fn sync_fs_callback<T: FileSystem>(
     // (`s_umount` held); `s_fs_info` is set until `put_super`, which runs after the last
     // `sync_fs`.
     let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
-    from_result(|| T::sync_fs(sb, wait != 0).map(|()| 0))
+    from_result(|| {
+        sb.live()?;
+        T::sync_fs(sb, wait != 0).map(|()| 0)
+    })
 }
 
 /// # Safety
@@ -223,6 +231,18 @@ unsafe extern "C" fn put_super_callback<T: FileSystem>(sb: *mut bindings::super_
     // SAFETY: nothing uses the per-mount state after `put_super`; dropping it here, before the
     // device is closed, releases the device handles it holds while the device is still open.
     unsafe { SbInfo::<T>::release(sb) };
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `shutdown` (the
+/// device under a mounted filesystem went away).
+unsafe extern "C" fn shutdown_callback<T: FileSystem>(sb: *mut bindings::super_block) {
+    // SAFETY: `shutdown`'s contract: a live, mounted superblock with our operations, so of `T`
+    // with `s_fs_info` set, and `s_umount` held for the call, so `put_super` cannot run.
+    let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
+    // With the device gone there is nothing to flush to: `Now` never fails.
+    let _ = sb.shut_down(Shutdown::Now);
 }
 
 /// # Safety

@@ -157,6 +157,7 @@ unsafe extern "C" fn get_callback<T: XattrOperations>(
         // SAFETY: the VFS passes a live, referenced inode of the superblock whose handler this is
         // (ours), so an initialised inode of `T`, for the call.
         let inode = unsafe { Inode::<T>::from_raw(inode) };
+        inode.super_block().live()?;
         let n = T::get_xattr(inode, &full, buf)?;
         if size != 0 && n > size {
             return Err(ERANGE);
@@ -205,6 +206,7 @@ unsafe extern "C" fn set_callback<T: XattrOperations>(
         // (ours), so an initialised inode of `T`, and `__vfs_setxattr_locked` holds its
         // `i_rwsem` for the call.
         let inode = unsafe { Locked::new(Inode::<T>::from_raw(inode)) };
+        inode.super_block().live()?;
         T::set_xattr(inode, &full, value, how)
     })();
     match r {
@@ -228,6 +230,7 @@ unsafe extern "C" fn listxattr_callback<T: XattrOperations>(
         // SAFETY: `raw` has our inode operations (this callback is in them), so it is an
         // initialised inode of `T`, pinned by `dentry` for the call.
         let inode = unsafe { Inode::<T>::from_raw(raw) };
+        inode.super_block().live()?;
         let out: &mut [u8] = if size == 0 || buffer.is_null() {
             &mut []
         } else {

@@ -321,6 +321,119 @@ t_final_fsck() {
 	fsck.lcfs -n -v "$DEV"
 }
 
+# FS_IOC_SHUTDOWN (ext4's, xfs's and btrfs's request) with each of its flags: 0 syncs first, 1
+# commits what the filesystem holds (not dirty pages), 2 writes nothing more. Every call after it
+# fails with EIO; the next mount finds the last commit.
+cat >/debian/tmp/shutdown.py <<'PY'
+import errno, fcntl, mmap, os, struct, sys
+
+SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
+d, flags, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+
+def code(f, *a, **kw):
+    try:
+        f(*a, **kw)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+
+def shut(how):
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        return code(fcntl.ioctl, fd, SHUTDOWN, struct.pack("I", how))
+    finally:
+        os.close(fd)
+
+
+if mode == "flags":
+    print(shut(flags))
+    sys.exit()
+w = os.open(f"{d}/open-w", os.O_CREAT | os.O_WRONLY, 0o644)
+r = os.open(f"{d}/synced-{flags}", os.O_RDONLY)
+os.read(r, 4096)
+print("shutdown", shut(flags))
+print("again", shut(flags))
+print("read", code(os.pread, r, 4096, 0))
+print("write", code(os.write, w, b"x"))
+print("fsync", code(os.fsync, w))
+print("ftruncate", code(os.ftruncate, w, 0))
+print("mmap", code(mmap.mmap, r, 4096, prot=mmap.PROT_READ))
+print("open", code(os.open, f"{d}/synced-{flags}", os.O_RDONLY))
+print("create", code(os.open, f"{d}/new", os.O_CREAT | os.O_WRONLY, 0o644))
+print("mkdir", code(os.mkdir, f"{d}/newdir"))
+print("unlink", code(os.unlink, f"{d}/synced-{flags}"))
+print("listdir", code(os.listdir, d))
+print("stat", code(os.stat, f"{d}/synced-{flags}"))
+print("statvfs", code(os.statvfs, d))
+PY
+shutdown_py() { chroot /debian /usr/bin/python3 /tmp/shutdown.py "$@"; }
+shutdowns_logged() { dmesg | grep -c 'lcfs: vda: shut down' || :; }
+# What the calls after a shutdown answer: EIO, but for a second shutdown and statfs.
+cat >/tmp/shutdown.want <<'EOF'
+shutdown ok
+again ok
+read EIO
+write EIO
+fsync EIO
+ftruncate EIO
+mmap EIO
+open EIO
+create EIO
+mkdir EIO
+unlink EIO
+listdir EIO
+stat EIO
+statvfs ok
+EOF
+
+t_shutdown() {
+	mkfs.lcfs -q -f "$DEV"
+	# No periodic commit: only fsync and the shutdown's own flush commit.
+	mnt -o commit=3600
+	for flags in 0 1 2; do
+		dd if=/tmp/rand of=$M/synced-$flags bs=1M count=2 conv=fsync 2>/dev/null
+		dd if=/tmp/rand of=$M/unsynced-$flags bs=1M count=2 2>/dev/null
+		assert_eq "$(chroot /debian /usr/bin/setpriv --reuid=1000 --regid=1000 --clear-groups \
+			/usr/bin/python3 /tmp/shutdown.py /mnt/default "$flags" flags)" EPERM "unprivileged shutdown"
+		assert_eq "$(shutdown_py /mnt/default 3 flags)" EINVAL "unknown flags"
+		echo up >$M/still-up || fail "the filesystem went down without a valid shutdown"
+		logged=$(shutdowns_logged)
+		shutdown_py /mnt/default "$flags" run >/tmp/shutdown.got
+		cat /tmp/shutdown.got
+		diff /tmp/shutdown.want /tmp/shutdown.got || fail "flags $flags: the calls after the shutdown"
+		assert_eq "$(shutdowns_logged)" $((logged + 1)) "shutdown messages"
+		umnt || fail "flags $flags: unmount after the shutdown"
+		fsck.lcfs -n "$DEV"
+		mnt -o commit=3600
+		for f in $(seq 0 "$flags"); do
+			cmp -n 2097152 /tmp/rand $M/synced-$f || fail "flags $flags: fsynced file synced-$f"
+		done
+		case $flags in
+		0) cmp -n 2097152 /tmp/rand $M/unsynced-0 || fail "flags 0: unsynced data not synced" ;;
+		1) assert_eq "$(stat -c %s $M/unsynced-1)" 2097152 "flags 1: the committed size" ;;
+		2) [ ! -e $M/unsynced-2 ] || fail "flags 2: committed what it should have dropped" ;;
+		esac
+	done
+	cp $M/synced-2 /tmp/synced-2
+	umnt
+	fsck.lcfs -n "$DEV"
+	# The same calls on ext4 with flags 2: lcfs answers as ext4 does, but for stat and readdir,
+	# which ext4 answers from what it has in memory (xfs, as lcfs, refuses both).
+	chroot /debian mkfs.ext4 -q -F "$DEV"
+	mount -t ext4 "$DEV" /mnt
+	mount --bind /mnt /debian/mnt
+	mkdir /mnt/default
+	cp /tmp/synced-2 $M/synced-2
+	sync
+	shutdown_py /mnt/default 2 run >/tmp/shutdown.ext4
+	umnt
+	cat /tmp/shutdown.ext4
+	sed 's/^stat EIO$/stat ok/; s/^listdir EIO$/listdir ok/' /tmp/shutdown.want | diff - /tmp/shutdown.ext4 ||
+		fail "ext4 answers otherwise"
+}
+
 run_tests \
 	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate file_size_limit mmap \
-	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck
+	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck shutdown
