@@ -120,7 +120,7 @@ size_t lcfs_sizeof_fs_context(void);
 size_t lcfs_sizeof_kstatfs(void);
 size_t lcfs_offsetof_fs_context_ops(void);
 unsigned int lcfs_ioc_code(unsigned int nr);
-unsigned int lcfs_fs_ioc_shutdown(void);
+unsigned int lcfs_fs_ioc_code(unsigned int which);
 struct dentry;
 void lcfs_forget_root_name(struct super_block *sb, const char *name, unsigned int len);
 int lcfs_detach_begin(struct super_block *sb, const char *name, unsigned int len,

@@ -147,10 +147,18 @@ unsigned int lcfs_ioc_code(unsigned int nr)
 	}
 }
 
-/* FS_IOC_SHUTDOWN, built by the C _IOR macro, for the KUnit check of the Rust value. */
-unsigned int lcfs_fs_ioc_shutdown(void)
+/*
+ * The generic requests LCFS answers, built by the C macros, for the KUnit check of the Rust
+ * values: 0 FS_IOC_SHUTDOWN, 1 FS_IOC_GETFSLABEL, 2 FS_IOC_SETFSLABEL.
+ */
+unsigned int lcfs_fs_ioc_code(unsigned int which)
 {
-	return FS_IOC_SHUTDOWN;
+	switch (which) {
+	case 0: return FS_IOC_SHUTDOWN;
+	case 1: return FS_IOC_GETFSLABEL;
+	case 2: return FS_IOC_SETFSLABEL;
+	default: return 0;
+	}
 }
 
 /*

@@ -36,7 +36,7 @@ pub(crate) use dir::{DirContext, DirEntryType, DirOperations, NewNode, Rename, R
 pub(crate) use file::{AttrChange, InodeOperations};
 pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams, Locked, NewInode as NewVfsInode};
 pub(crate) use ioctl::{
-    capable_sys_admin, FsInfo, LayerCreate, LayerDiff, LayerInfo, LayerList, Output, Request,
+    capable_sys_admin, FsInfo, Label, LayerCreate, LayerDiff, LayerInfo, LayerList, Output, Request,
     UserArray, CREATE_READ_ONLY, DIFF_ADDED, DIFF_BUF_MAX, DIFF_BUF_MIN, DIFF_DELETED,
     DIFF_MODIFIED, INFO_OWN_BYTES, LAYER_READ_ONLY, LIST_MAX,
 };

@@ -523,6 +523,17 @@ impl<S: Device> Volume<S> {
         Ok(())
     }
 
+    /// Sets the volume label (UTF-8, at most `LABEL_SIZE - 1` bytes, no NUL: `Invalid`
+    /// otherwise), written with the running transaction's commit.
+    pub fn set_label(&mut self, label: &str) -> Result<(), Error> {
+        self.changeable()?;
+        let mut sb = self.sb.clone();
+        sb.set_label(label).map_err(|_| Error::Invalid)?;
+        self.sb.label = sb.label;
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Ends the running transaction without committing it (the filesystem is shut down): every
     /// later operation fails with [`Error::Aborted`], so nothing more is written, and the device
     /// keeps the last commit for the next open.

@@ -1,17 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The ioctls of LCFS (`include/uapi/linux/lcfs.h`): checking each request's input (reserved
-//! fields zero, known flags, valid names: `EINVAL` otherwise) and handing it to `layers`.
+//! fields zero, known flags, valid names: `EINVAL` otherwise) and handing it to `layers`; and the
+//! generic label requests (`FS_IOC_GETFSLABEL`, `FS_IOC_SETFSLABEL`).
 
 use kernel::prelude::*;
 
 use crate::format::superblock::{self, Superblock};
 use crate::format::BLOCK_SIZE;
 use crate::vfs::{
-    FsInfo, Inode, LayerCreate, LayerDiff, LayerList, Output, Request, UserArray,
-    CREATE_READ_ONLY, DIFF_BUF_MAX, DIFF_BUF_MIN, LIST_MAX,
+    capable_sys_admin, FsInfo, Inode, Label, LayerCreate, LayerDiff, LayerList, Output, Request,
+    UserArray, CREATE_READ_ONLY, DIFF_BUF_MAX, DIFF_BUF_MIN, LIST_MAX,
 };
 
+use super::commit::commit;
 use super::errno::errno;
 use super::layers::{self, name_of, Source};
 use super::Lcfs;
@@ -149,6 +151,29 @@ pub(crate) fn ioctl(inode: &Inode<Lcfs>, request: Request, out: Output) -> Resul
                 count: filled,
                 ..l
             })
+        }
+        Request::GetLabel => {
+            let disk = sb.info().lock_read().superblock();
+            let mut label: Label = [0; _];
+            // The on-disk label is NUL-padded and at most 63 bytes: the copy stays
+            // NUL-terminated.
+            for (dst, src) in label.iter_mut().zip(disk.label.iter()) {
+                *dst = *src;
+            }
+            out.write(&label)
+        }
+        Request::SetLabel(new) => {
+            if !capable_sys_admin() {
+                return Err(EPERM);
+            }
+            // NUL-terminated within the buffer, UTF-8 and short enough for the superblock
+            // (63 bytes), or `EINVAL`, as ext4 answers a label longer than its field.
+            let len = new.iter().position(|&b| b == 0).ok_or(EINVAL)?;
+            let label = new.get(..len).ok_or(EINVAL)?;
+            let label = core::str::from_utf8(label).map_err(|_| EINVAL)?;
+            sb.info().lock().set_label(label).map_err(errno)?;
+            // On the medium before the call returns, as btrfs commits a label change.
+            commit(sb)
         }
     }
 }

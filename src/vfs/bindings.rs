@@ -75,8 +75,10 @@ mod tests {
             let c_code = unsafe { super::lcfs_ioc_code(nr) };
             assert_eq!(code, c_code);
         }
-        // SAFETY: the C helper returns a constant and touches no memory.
-        assert_eq!(IOC_SHUTDOWN, unsafe { super::lcfs_fs_ioc_shutdown() });
+        for (which, code) in [(0, IOC_SHUTDOWN), (1, IOC_GET_LABEL), (2, IOC_SET_LABEL)] {
+            // SAFETY: the C helper returns a constant for `which` and touches no memory.
+            assert_eq!(code, unsafe { super::lcfs_fs_ioc_code(which) });
+        }
     }
 
     #[test]

@@ -114,6 +114,12 @@ pub(crate) const IOC_LAYER_INFO: u32 = iowr::<LayerInfo>(ext::LCFS_IOC_LAYER_INF
 pub(crate) const IOC_LAYER_LIST: u32 = iowr::<LayerList>(ext::LCFS_IOC_LAYER_LIST_NR);
 /// `LCFS_IOC_LAYER_DIFF`.
 pub(crate) const IOC_LAYER_DIFF: u32 = iowr::<LayerDiff>(ext::LCFS_IOC_LAYER_DIFF_NR);
+/// `FS_IOC_GETFSLABEL`, `FS_IOC_SETFSLABEL`: the label in a `char[FSLABEL_MAX]`.
+pub(crate) type Label = [u8; bindings::FSLABEL_MAX as usize];
+/// `FS_IOC_GETFSLABEL`.
+pub(crate) const IOC_GET_LABEL: u32 = kernel::ioctl::_IOR::<Label>(0x94, 49);
+/// `FS_IOC_SETFSLABEL`.
+pub(crate) const IOC_SET_LABEL: u32 = kernel::ioctl::_IOW::<Label>(0x94, 50);
 /// `FS_IOC_SHUTDOWN` (ext4's, xfs's and btrfs's request code too).
 pub(crate) const IOC_SHUTDOWN: u32 = kernel::ioctl::_IOR::<u32>(b'X' as u32, 125);
 /// `LCFS_DIFF_BUF_MIN`.
@@ -143,6 +149,10 @@ pub(crate) enum Request {
     LayerList(LayerList),
     /// `LCFS_IOC_LAYER_DIFF`.
     LayerDiff(LayerDiff),
+    /// `FS_IOC_GETFSLABEL`.
+    GetLabel,
+    /// `FS_IOC_SETFSLABEL`, with the new label (NUL-terminated).
+    SetLabel(Label),
 }
 
 impl Request {
@@ -157,6 +167,7 @@ impl Request {
                 | Self::LayerFreeze(_)
                 | Self::LayerRename(_)
                 | Self::LayerRemove(_)
+                | Self::SetLabel(_)
         )
     }
 }
@@ -280,6 +291,8 @@ fn decode(cmd: c_uint, arg: c_ulong) -> Result<(Request, usize)> {
         IOC_LAYER_INFO => (Request::LayerInfo(read(arg)?), size_of::<LayerInfo>()),
         IOC_LAYER_LIST => (Request::LayerList(read(arg)?), size_of::<LayerList>()),
         IOC_LAYER_DIFF => (Request::LayerDiff(read(arg)?), size_of::<LayerDiff>()),
+        IOC_GET_LABEL => (Request::GetLabel, size_of::<Label>()),
+        IOC_SET_LABEL => (Request::SetLabel(read(arg)?), 0),
         _ => return Err(ENOTTY),
     })
 }

@@ -434,6 +434,43 @@ t_shutdown() {
 		fail "ext4 answers otherwise"
 }
 
+# The generic label and UUID requests (FS_IOC_GETFSLABEL, FS_IOC_SETFSLABEL through xfs_io's
+# `label`, FS_IOC_GETFSUUID) on the mounted filesystem; the label is committed at once.
+t_label() {
+	mkfs.lcfs -q -f -L first "$DEV"
+	mnt
+	assert_eq "$(xfs_io -c label /mnt)" 'label = "first"' "the label made by mkfs"
+	assert_eq "$(xfs_io -c 'label -s second' $M)" 'label = "second"' "the label set"
+	lcfs debug super "$DEV" | grep -q '^  label *second$' || { lcfs debug super "$DEV"; fail "label not committed"; }
+	chroot /debian /usr/bin/setpriv --reuid=1000 --regid=1000 --clear-groups /usr/sbin/xfs_io \
+		-c 'label -s third' /mnt/default >/tmp/label.out 2>&1 || :
+	cat /tmp/label.out
+	grep -q 'Operation not permitted' /tmp/label.out || fail "an unprivileged label change"
+	long=$(head -c 64 /dev/zero | tr '\0' l)
+	xfs_io -c "label -s $long" /mnt >/tmp/label.out 2>&1 || :
+	cat /tmp/label.out
+	grep -q 'Invalid argument' /tmp/label.out || fail "a 64-byte label"
+	assert_eq "$(xfs_io -c "label -s $(head -c 63 /dev/zero | tr '\0' m)" /mnt)" "label = \"$(head -c 63 /dev/zero | tr '\0' m)\"" "a 63-byte label"
+	xfs_io -c 'label -c' /mnt
+	assert_eq "$(xfs_io -c label /mnt)" 'label = ""' "the label cleared"
+	xfs_io -c 'label -s second' /mnt
+	uuid=$(lcfs debug super "$DEV" | awk '/uuid/ {print $2; exit}' | tr -d -)
+	assert_eq "$(chroot /debian /usr/bin/python3 -c '
+import fcntl, os
+fd = os.open("/mnt/default", os.O_RDONLY)
+b = fcntl.ioctl(fd, 0x80111500, bytes(17))  # FS_IOC_GETFSUUID: struct fsuuid2
+print(b[0], b[1:1 + b[0]].hex())
+')" "16 $uuid" "FS_IOC_GETFSUUID"
+	umnt
+	fsck.lcfs -n "$DEV"
+	mnt -o ro
+	assert_eq "$(xfs_io -c label /mnt)" 'label = "second"' "the label after a remount"
+	xfs_io -c 'label -s ro' /mnt >/tmp/label.out 2>&1 || :
+	cat /tmp/label.out
+	grep -q 'Read-only file system' /tmp/label.out || fail "a label change on a read-only mount"
+	umnt
+}
+
 run_tests \
 	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate file_size_limit mmap \
-	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck shutdown
+	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown

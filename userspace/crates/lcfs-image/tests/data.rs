@@ -1763,3 +1763,36 @@ fn commit_in_two_parts_reads_and_refuses_changes() {
     assert_eq!(reopened.superblock().generation, gen + 1);
     assert_eq!(reopened.lookup_name(1, ROOT_INO, b"g").unwrap(), None);
 }
+
+/// The label (`FS_IOC_SETFSLABEL`) changes with the running transaction and is committed with
+/// it; a label that does not fit is refused and changes nothing. A shutdown
+/// (`FS_IOC_SHUTDOWN`) ends the running transaction uncommitted: every later call fails and
+/// the device keeps the last commit.
+#[test]
+fn label_and_shutdown() {
+    let (mut vol, _) = with_file(4096);
+    vol.commit(NOW).unwrap();
+    vol.set_label("containers").unwrap();
+    assert_eq!(vol.superblock().label(), Some("containers"));
+    let long = "l".repeat(64);
+    assert_eq!(vol.set_label(&long), Err(Error::Invalid));
+    assert_eq!(vol.set_label("a\0b"), Err(Error::Invalid));
+    assert_eq!(vol.superblock().label(), Some("containers"));
+    vol.set_label(&"m".repeat(63)).unwrap();
+    vol.set_label("containers").unwrap();
+    vol.commit(NOW).unwrap();
+    let gen = vol.superblock().generation;
+    vol.create(1, ROOT_INO, b"lost", &regular(), NOW).unwrap();
+    vol.set_label("lost").unwrap();
+    vol.shut_down();
+    assert_eq!(
+        vol.create(1, ROOT_INO, b"later", &regular(), NOW),
+        Err(Error::Aborted)
+    );
+    assert!(vol.commit(NOW).is_err(), "a shut-down volume committed");
+    let (mut reopened, _) = Volume::open(vol.into_store()).unwrap();
+    assert_eq!(reopened.superblock().generation, gen);
+    assert_eq!(reopened.superblock().label(), Some("containers"));
+    assert_eq!(reopened.lookup_name(1, ROOT_INO, b"lost").unwrap(), None);
+    fsck_clean(reopened.into_store());
+}
