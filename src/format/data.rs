@@ -936,6 +936,38 @@ impl<S: Device> Volume<S> {
         Ok(map)
     }
 
+    /// [`Self::map_read`] for a report of the file's layout (FIEMAP), and whether the run's
+    /// blocks are shared: also referenced by another layer's tree or another item (a clone's
+    /// blocks until either side rewrites them). The run ends where sharing changes. A written
+    /// run of a write in progress (staging blocks) and unwritten runs are reported unshared.
+    pub fn map_report(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        fblock: u64,
+        max: u64,
+    ) -> Result<(Map, bool), Error> {
+        let mut m = self.map_read(layer, ino, fblock, max)?;
+        let MapKind::Written { disk_block } = m.kind else {
+            return Ok((m, false));
+        };
+        let Some(e) = self.item_at(layer, ino, kind::EXTENT, fblock)? else {
+            return Ok((m, false));
+        };
+        if e.is_unwritten() || e.disk_at(fblock) != disk_block {
+            return Ok((m, false));
+        }
+        let key = Key::new(ino, kind::EXTENT, e.off);
+        let lim = m.len.min(e.left(fblock)?).min(SCAN_MAX);
+        let shared = self.shared_run(layer, &key, disk_block, lim)?;
+        if shared > 0 {
+            m.len = shared;
+            return Ok((m, true));
+        }
+        m.len = self.exclusive_run(layer, &key, disk_block, lim)?.max(1);
+        Ok((m, false))
+    }
+
     /// Layer `layer`'s tree for [`FrozenTree::map_read`], if the layer is frozen; `None` for a
     /// read-write layer or an aborted transaction. The caller must know the freeze committed
     /// (the tree's nodes are then on the medium and never change while the layer exists).

@@ -156,10 +156,38 @@ fn read_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
     file_map(m.fblock, m.len, kind)
 }
 
+/// A run of the file's layout for FIEMAP, with the blocks other layers share marked. Read
+/// through the volume in every layer (frozen ones too): it is not on any data path.
+fn report_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
+    let info = inode.info();
+    let (m, shared) = inode
+        .super_block()
+        .info()
+        .lock_read()
+        .map_report(info.layer, info.ino, first, count)
+        .map_err(errno)?;
+    let kind = match m.kind {
+        CoreMap::Hole => MapKind::Hole,
+        CoreMap::Unwritten { disk_block } => MapKind::Unwritten {
+            addr: bytes(disk_block)?,
+        },
+        CoreMap::Written { disk_block } if shared => MapKind::Shared {
+            addr: bytes(disk_block)?,
+        },
+        CoreMap::Written { disk_block } => MapKind::Mapped {
+            addr: bytes(disk_block)?,
+        },
+    };
+    file_map(m.fblock, m.len, kind)
+}
+
 fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap> {
     let (first, count) = blocks(pos, len)?;
     if purpose == MapFor::Read {
         return read_map(inode, first, count);
+    }
+    if purpose == MapFor::Report {
+        return report_map(inode, first, count);
     }
     if purpose == MapFor::Zero {
         // Zeroing leaves holes and unwritten blocks alone; only data needs a writable block.

@@ -68,6 +68,11 @@ struct Tables<T>(PhantomData<T>);
 impl<T: Operations> Tables<T> {
     const FILE_INODE_OPS: bindings::inode_operations = common_inode_operations::<T>();
 
+    const REGULAR_INODE_OPS: bindings::inode_operations = bindings::inode_operations {
+        fiemap: super::iomap::fiemap_operation::<T>(),
+        ..common_inode_operations::<T>()
+    };
+
     const SYMLINK_OPS: bindings::inode_operations = bindings::inode_operations {
         get_link: Some(bindings::simple_get_link),
         ..common_inode_operations::<T>()
@@ -76,7 +81,7 @@ impl<T: Operations> Tables<T> {
 
 /// The `inode_operations` of regular files.
 pub(super) fn inode_operations<T: Operations>() -> &'static bindings::inode_operations {
-    &Tables::<T>::FILE_INODE_OPS
+    &Tables::<T>::REGULAR_INODE_OPS
 }
 
 /// The `inode_operations` of symlinks.

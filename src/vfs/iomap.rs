@@ -150,6 +150,12 @@ pub(crate) enum MapKind {
         /// Device address of the range's start.
         addr: u64,
     },
+    /// Written blocks that another layer or file also references (only for
+    /// [`MapFor::Report`]).
+    Shared {
+        /// Device address of the range's start.
+        addr: u64,
+    },
     /// New blocks for a write that replace shared ones: partial blocks read the old data from
     /// `src`.
     Cow {
@@ -180,6 +186,9 @@ pub(crate) enum MapFor {
     Write,
     /// Zeroing part of a block (truncate, punch): holes and unwritten blocks stay as they are.
     Zero,
+    /// A report of the file's layout (FIEMAP): as [`Self::Read`], and written blocks shared
+    /// with another layer or file come back as [`MapKind::Shared`].
+    Report,
 }
 
 /// Operation tables of regular files of `T`.
@@ -194,6 +203,12 @@ impl<T: Operations> Tables<T> {
 
     const WRITE_OPS: ext::iomap_ops = ext::iomap_ops {
         iomap_begin: Some(iomap_begin_callback::<T, 1>),
+        iomap_end: None,
+        iomap_next: None,
+    };
+
+    const REPORT_OPS: ext::iomap_ops = ext::iomap_ops {
+        iomap_begin: Some(iomap_begin_callback::<T, 2>),
         iomap_end: None,
         iomap_next: None,
     };
@@ -368,6 +383,8 @@ unsafe fn set_iomap(
     }
 }
 
+/// `WRITE` picks the purpose: 0 reads (and seeks), 1 writes, 2 reports (FIEMAP).
+///
 /// # Safety
 ///
 /// Called only by iomap, with arguments that satisfy the C contract of `iomap_begin`.
@@ -380,7 +397,9 @@ unsafe extern "C" fn iomap_begin_callback<T: DataOperations, const WRITE: u8>(
     srcmap: *mut ext::iomap,
 ) -> c_int {
     from_result(|| {
-        let purpose = if WRITE == 0 || flags & ext::IOMAP_REPORT != 0 {
+        let purpose = if WRITE == 2 {
+            MapFor::Report
+        } else if WRITE == 0 || flags & ext::IOMAP_REPORT != 0 {
             MapFor::Read
         } else if flags & ext::IOMAP_ZERO != 0 {
             MapFor::Zero
@@ -405,6 +424,7 @@ unsafe extern "C" fn iomap_begin_callback<T: DataOperations, const WRITE: u8>(
             MapKind::Hole => (ext::IOMAP_HOLE, ext::IOMAP_NULL_ADDR as u64, 0),
             MapKind::Unwritten { addr } => (ext::IOMAP_UNWRITTEN, addr, 0),
             MapKind::Mapped { addr } => (ext::IOMAP_MAPPED, addr, 0),
+            MapKind::Shared { addr } => (ext::IOMAP_MAPPED, addr, ext::IOMAP_F_SHARED),
             MapKind::Cow { addr, .. } => (ext::IOMAP_UNWRITTEN, addr, ext::IOMAP_F_SHARED),
         };
         // SAFETY: `iomap_begin`'s contract: `iomap` is the live mapping iomap hands this call to
@@ -732,6 +752,45 @@ unsafe fn content_file<T: Operations>(file: *mut bindings::file) -> Option<*mut 
     // SAFETY: `file` is a live open regular file of ours (contract).
     let inode = unsafe { file_inode::<T>(file) };
     T::shares(inode).then_some(sf)
+}
+
+/// The `fiemap` entry of regular files' `inode_operations`.
+pub(super) const fn fiemap_operation<T: Operations>() -> Option<
+    unsafe extern "C" fn(*mut bindings::inode, *mut bindings::fiemap_extent_info, u64, u64) -> c_int,
+> {
+    Some(fiemap_callback::<T>)
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `fiemap`.
+unsafe extern "C" fn fiemap_callback<T: Operations>(
+    inode: *mut bindings::inode,
+    fieinfo: *mut bindings::fiemap_extent_info,
+    start: u64,
+    len: u64,
+) -> c_int {
+    // SAFETY: `fiemap`'s contract: `inode` is a live regular file with our inode operations
+    // (only regular files have this entry), so an initialised inode of `T`, referenced by the
+    // caller's open file for the call.
+    let typed = unsafe { Inode::<T>::from_raw(inode) };
+    if let Err(e) = typed.super_block().live() {
+        return e.to_errno();
+    }
+    // iomap walks the mapping under `i_rwsem`, as for SEEK_DATA; `fiemap_prep` inside writes
+    // dirty pages back first when the caller asks (`FIEMAP_FLAG_SYNC`).
+    let _lock = typed.lock();
+    // SAFETY: `inode` is live and its `i_rwsem` held (`_lock`); `fieinfo` is the caller's live
+    // request, which iomap fills through `fiemap_fill_next_extent`; the operations are static.
+    unsafe {
+        ext::iomap_fiemap(
+            inode.cast(),
+            fieinfo.cast(),
+            start,
+            len,
+            &Tables::<T>::REPORT_OPS,
+        )
+    }
 }
 
 /// # Safety

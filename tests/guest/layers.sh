@@ -500,6 +500,46 @@ t_remove_returns_space() {
 	expect_error 'No such' layer remove w2b
 }
 
+# FIEMAP (`filefrag -v`, e2fsprogs) marks the blocks a layer shares with another: a clone's
+# file is shared whole, a block the clone rewrites is its own, and its parent's old copy of that
+# block too; after the clone's removal nothing is shared. `layout FILE` prints runs of blocks
+# "FIRST LAST shared|own" (adjacent extents of the same kind merged) and checks that the extents
+# cover the file.
+layout() {
+	chroot /debian /usr/sbin/filefrag -v "$1" >/tmp/filefrag.out || { cat /tmp/filefrag.out; fail "filefrag $1"; }
+	awk -F: '/^ *[0-9]+:/ {
+		split($2, l, "[.][.]"); s = l[1] + 0; e = l[2] + 0
+		k = ($0 ~ /shared/) ? "shared" : "own"
+		if (n && k == kind && s == last + 1) { last = e; next }
+		if (n) print first, last, kind
+		if (s != (n ? last + 1 : 0)) print "gap before", s
+		first = s; last = e; kind = k; n++
+	}
+	END { if (n) print first, last, kind }' /tmp/filefrag.out
+}
+# The physical block of logical block 0.
+physical0() { awk -F: '/^ *0:/ { split($3, p, "[.][.]"); print p[1] + 0 }' /tmp/filefrag.out; }
+
+t_fiemap() {
+	layer create fm
+	dd if=/dev/urandom of=$M/fm/f bs=64k count=16 conv=fsync 2>/dev/null
+	bind_debian
+	assert_eq "$(layout $M/fm/f)" "0 255 own" "a file of a layer without clones"
+	layer freeze fm
+	layer clone fm fmc
+	assert_eq "$(layout $M/fmc/f)" "0 255 shared" "the clone's file"
+	clone0=$(physical0)
+	assert_eq "$(layout $M/fm/f)" "0 255 shared" "the parent's file"
+	assert_eq "$(physical0)" "$clone0" "the block the parent and the clone share"
+	dd if=/dev/urandom of=$M/fmc/f bs=4k count=1 seek=100 conv=notrunc,fsync 2>/dev/null
+	assert_eq "$(layout $M/fmc/f | tr '\n' ,)" "0 99 shared,100 100 own,101 255 shared," "the clone after a write"
+	assert_eq "$(layout $M/fm/f | tr '\n' ,)" "0 99 shared,100 100 own,101 255 shared," "the parent after the clone's write"
+	layer remove --wait fmc
+	assert_eq "$(layout $M/fm/f | tr '\n' ,)" "0 255 own," "the parent after the clone's removal"
+	unbind_debian
+	layer remove fm
+}
+
 t_abi() {
 	bind_debian
 	rc=0
@@ -544,5 +584,5 @@ t_final_fsck() {
 
 run_tests \
 	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes fsx_on_clone diff \
-	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space abi unprivileged \
+	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space fiemap abi unprivileged \
 	persistence final_fsck
