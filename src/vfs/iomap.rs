@@ -756,7 +756,12 @@ unsafe fn content_file<T: Operations>(file: *mut bindings::file) -> Option<*mut 
 
 /// The `fiemap` entry of regular files' `inode_operations`.
 pub(super) const fn fiemap_operation<T: Operations>() -> Option<
-    unsafe extern "C" fn(*mut bindings::inode, *mut bindings::fiemap_extent_info, u64, u64) -> c_int,
+    unsafe extern "C" fn(
+        *mut bindings::inode,
+        *mut bindings::fiemap_extent_info,
+        u64,
+        u64,
+    ) -> c_int,
 > {
     Some(fiemap_callback::<T>)
 }
