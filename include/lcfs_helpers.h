@@ -98,6 +98,7 @@ bool lcfs_fc_rdonly(const struct fs_context *fc);
 struct dentry;
 bool lcfs_inode_is_new(struct inode *inode);
 const unsigned char *lcfs_dentry_name(const struct dentry *dentry, u32 *len);
+int lcfs_finish_open_simple(struct file *file);
 
 struct kmem_cache *lcfs_inode_cache_create(const char *name, unsigned int size,
 					   unsigned int align, void (*ctor)(void *));

@@ -93,6 +93,12 @@ void lcfs_now(s64 *sec, long *nsec)
 
 bool lcfs_inode_is_new(struct inode *inode) { return inode_state_read_once(inode) & I_NEW; }
 
+/* finish_open_simple() is static inline: the end of a `tmpfile` operation. */
+int lcfs_finish_open_simple(struct file *file)
+{
+	return finish_open_simple(file, 0);
+}
+
 const unsigned char *lcfs_dentry_name(const struct dentry *dentry, u32 *len)
 {
 	*len = dentry->d_name.len;

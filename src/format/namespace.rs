@@ -597,8 +597,40 @@ impl<S: Device> Volume<S> {
         })
     }
 
+    /// Creates a regular file without a name in read-write layer `layer` (`O_TMPFILE` in
+    /// directory `dir`): link count 0 and in the orphan index from the start, as an unlinked
+    /// open file is, so [`Self::delete_orphan`] deletes it at its last close, or
+    /// [`Self::reap_orphans`] after a crash, unless [`Self::link`] gives it a name first.
+    /// Returns the new inode number.
+    pub fn create_unnamed(
+        &mut self,
+        layer: u64,
+        dir: u64,
+        attrs: &NewInode,
+        now: Timespec,
+    ) -> Result<(u64, InodeRecord), Error> {
+        check_time(&now)?;
+        if attrs.mode & mode::S_IFMT != mode::S_IFREG || attrs.mode & !(mode::S_IFMT | 0o7777) != 0
+        {
+            return Err(Error::Invalid);
+        }
+        self.check_writable(layer)?;
+        self.check_dir(layer, dir)?;
+        self.admit_trees(OP_TREES)?;
+        self.mutate(|v| {
+            let ino = v.alloc_ino(layer)?;
+            let data_id = v.alloc_data_id()?;
+            let rec = new_inode(ino, data_id, attrs, 0, now);
+            v.put_inode(layer, ino, &rec)?;
+            v.insert(layer, &orphan_key(ino), &[])?;
+            Ok((ino, rec))
+        })
+    }
+
     /// Adds the name `name` in `dir` for the existing non-directory inode `ino`. An orphan
-    /// (link count 0) cannot get a name back: `NotFound`.
+    /// (link count 0) gets a name back and leaves the orphan index (the kernel allows it only
+    /// for a file made with `O_TMPFILE` and without `O_EXCL`); an inode with no links that is not
+    /// an orphan is `NotFound`.
     pub fn link(
         &mut self,
         layer: u64,
@@ -615,7 +647,8 @@ impl<S: Device> Volume<S> {
         if dtype == 4 || target.nlink == u32::MAX {
             return Err(Error::Invalid);
         }
-        if target.nlink == 0 {
+        let orphan = target.nlink == 0;
+        if orphan && !self.is_orphan(layer, ino)? {
             return Err(Error::NotFound);
         }
         let mut parent = self.check_dir(layer, dir)?;
@@ -626,6 +659,9 @@ impl<S: Device> Volume<S> {
         let offset = free.ok_or(Error::NoSpace)?;
         self.admit_trees(OP_TREES)?;
         self.mutate(|v| {
+            if orphan {
+                v.remove_found(layer, &orphan_key(ino))?;
+            }
             v.put_entry(layer, dir, offset, ino, dtype, name)?;
             v.add_link(layer, ino, dir, name)?;
             target.nlink = target.nlink.checked_add(1).ok_or(Error::Invalid)?;

@@ -189,6 +189,16 @@ fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileM
     if purpose == MapFor::Report {
         return report_map(inode, first, count);
     }
+    let mut count = count;
+    if purpose == MapFor::Unshare {
+        // Only a shared written run gets new blocks (as a write would); holes, unwritten and
+        // own blocks are left as they are.
+        let m = report_map(inode, first, count)?;
+        let MapKind::Shared { .. } = m.kind else {
+            return Ok(m);
+        };
+        count = m.length >> BLOCK_SHIFT;
+    }
     if purpose == MapFor::Zero {
         // Zeroing leaves holes and unwritten blocks alone; only data needs a writable block.
         let m = read_map(inode, first, count)?;

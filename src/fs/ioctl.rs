@@ -82,12 +82,14 @@ pub(crate) fn ioctl(inode: &Inode<Lcfs>, request: Request, out: Output) -> Resul
     let sb = inode.super_block();
     match request {
         Request::FsInfo => {
-            let (disk, queued) = {
+            let (disk, queued, cached) = {
                 let mut vol = sb.info().lock();
-                (vol.superblock(), vol.reclaim_queued().map_err(errno)?)
+                let cached = vol.store().cached_nodes();
+                (vol.superblock(), vol.reclaim_queued().map_err(errno)?, cached)
             };
             let mut info = fs_info(&disk);
             info.reclaim_queued = queued;
+            info.cached_nodes = u64::try_from(cached).unwrap_or(u64::MAX);
             out.write(&info)
         }
         Request::LayerCreate(c) => create(inode, c, Create::Empty, out),

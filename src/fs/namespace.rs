@@ -45,6 +45,10 @@ impl DirOperations for Lcfs {
         create(dir, name, node)
     }
 
+    fn tmpfile(dir: &Inode<Self>, node: &NewNode<'_>) -> Result<ARef<Inode<Self>>> {
+        tmpfile(dir, node)
+    }
+
     fn link(dir: Locked<'_, Self>, inode: Locked<'_, Self>, name: &[u8]) -> Result {
         link(dir, inode, name)
     }
@@ -461,6 +465,32 @@ fn create(dir: Locked<'_, Lcfs>, name: &[u8], node: &NewNode<'_>) -> Result<ARef
     // A symlink's record changed with its target: `iget_known` reads that one.
     let inode = iget_known(sb, info.layer, ino, Some(&touched.inode))?;
     // A new file's `data_id` is its own: no renewal before its first write in this epoch.
+    inode
+        .info()
+        .renewed
+        .store(epoch, core::sync::atomic::Ordering::Relaxed);
+    Ok(inode)
+}
+
+/// `O_TMPFILE`: a file without a name, an orphan from the start (see
+/// `Volume::create_unnamed`), which `evict` deletes at its last close unless it was linked.
+fn tmpfile(dir: &Inode<Lcfs>, node: &NewNode<'_>) -> Result<ARef<Inode<Lcfs>>> {
+    writable(dir)?;
+    let sb = dir.super_block();
+    let info = dir.info();
+    let attrs = NewInode {
+        mode: node.mode,
+        uid: node.uid,
+        gid: node.gid,
+        rdev: 0,
+    };
+    // As for `create`: read before the record exists.
+    let epoch = super::layers::epoch(sb);
+    let (ino, rec) = retry_for_space(sb, &mut sb.info().lock(), |vol| {
+        vol.create_unnamed(info.layer, info.ino, &attrs, timestamp())
+    })
+    .map_err(errno)?;
+    let inode = iget_known(sb, info.layer, ino, Some(&rec))?;
     inode
         .info()
         .renewed

@@ -7,7 +7,7 @@ use core::marker::PhantomData;
 use core::ptr;
 
 use kernel::bindings;
-use kernel::error::{from_result, VTABLE_DEFAULT_ERROR};
+use kernel::error::{from_result, to_result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 
 use super::bindings as ext;
@@ -37,7 +37,15 @@ pub(crate) trait DirOperations: FileSystem {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
-    /// Adds the name `name` in `dir` for `inode`.
+    /// Creates a regular file without a name (`O_TMPFILE` in `dir`), with no links, and
+    /// returns it: deleted at its last close unless [`Self::link`] names it first. The VFS does
+    /// not hold `dir`'s `i_rwsem`: `dir` does not change.
+    fn tmpfile(_dir: &Inode<Self>, _node: &NewNode<'_>) -> Result<ARef<Inode<Self>>> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Adds the name `name` in `dir` for `inode` (also a file from [`Self::tmpfile`], whose
+    /// link count is 0 until then).
     fn link(_dir: Locked<'_, Self>, _inode: Locked<'_, Self>, _name: &[u8]) -> Result {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
@@ -160,6 +168,11 @@ impl<T: Operations> Tables<T> {
             },
             link: if T::HAS_LINK {
                 Some(link_callback::<T>)
+            } else {
+                None
+            },
+            tmpfile: if T::HAS_TMPFILE {
+                Some(tmpfile_callback::<T>)
             } else {
                 None
             },
@@ -459,6 +472,44 @@ unsafe extern "C" fn link_callback<T: DirOperations>(
         // SAFETY: `dentry` is the call's live, negative dentry, whose parent's `i_rwsem` the VFS
         // holds; it takes over the reference just taken.
         unsafe { bindings::d_instantiate(dentry, inode.as_ptr()) };
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `tmpfile`.
+unsafe extern "C" fn tmpfile_callback<T: DirOperations>(
+    _idmap: *mut bindings::mnt_idmap,
+    dir: *mut bindings::inode,
+    file: *mut bindings::file,
+    mode: bindings::umode_t,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: `tmpfile`'s contract: `dir` is a live directory with our inode operations, so
+        // an initialised inode of `T`, referenced through the opening path for the call.
+        let dir = unsafe { Inode::<T>::from_raw(dir) };
+        dir.super_block().live()?;
+        let (uid, gid, mode) = new_owner(dir, u32::from(mode));
+        let node = NewNode {
+            mode,
+            rdev: 0,
+            uid,
+            gid,
+            link: None,
+        };
+        let inode = T::tmpfile(dir, &node)?;
+        let inode = ARef::into_raw(inode).as_ptr().cast::<bindings::inode>();
+        // SAFETY: `inode` is the new, live inode whose reference `into_raw` released. Its
+        // record has no links; `d_tmpfile` drops one, so it needs one first.
+        unsafe { bindings::set_nlink(inode, 1) };
+        // SAFETY: `file` is the file being opened by `vfs_tmpfile`, whose `f_path.dentry` is the
+        // new unhashed dentry it allocated for this call; `d_tmpfile` instantiates it with
+        // `inode`, taking over the reference released above.
+        unsafe { bindings::d_tmpfile(file, inode) };
+        // SAFETY: `file` now has its dentry instantiated; this opens it with our file
+        // operations (`open_callback` runs), as `finish_open_simple` does for any `tmpfile`.
+        to_result(unsafe { ext::lcfs_finish_open_simple(file.cast()) })?;
         Ok(0)
     })
 }

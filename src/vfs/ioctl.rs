@@ -61,7 +61,7 @@ const fn size_of_raw<T>(_p: *const T) -> usize {
     size_of::<T>()
 }
 
-abi_struct!(FsInfo, 176, format_version, block_size, generation, total_blocks, free_blocks, uuid, label, reclaim_queued, reserved);
+abi_struct!(FsInfo, 176, format_version, block_size, generation, total_blocks, free_blocks, uuid, label, reclaim_queued, cached_nodes, reserved);
 abi_struct!(LayerCreate, 320, source, flags, reserved0, id, reserved, name);
 abi_struct!(LayerRef, 32, id, reserved);
 abi_struct!(LayerRename, 288, id, reserved, name);

@@ -189,6 +189,9 @@ pub(crate) enum MapFor {
     /// A report of the file's layout (FIEMAP): as [`Self::Read`], and written blocks shared
     /// with another layer or file come back as [`MapKind::Shared`].
     Report,
+    /// `FALLOC_FL_UNSHARE_RANGE`: shared written blocks get new ones as for a write
+    /// ([`MapKind::Cow`]); everything else maps as for [`Self::Read`] and stays as it is.
+    Unshare,
 }
 
 /// Operation tables of regular files of `T`.
@@ -209,6 +212,12 @@ impl<T: Operations> Tables<T> {
 
     const REPORT_OPS: ext::iomap_ops = ext::iomap_ops {
         iomap_begin: Some(iomap_begin_callback::<T, 2>),
+        iomap_end: None,
+        iomap_next: None,
+    };
+
+    const UNSHARE_OPS: ext::iomap_ops = ext::iomap_ops {
+        iomap_begin: Some(iomap_begin_callback::<T, 3>),
         iomap_end: None,
         iomap_next: None,
     };
@@ -383,7 +392,7 @@ unsafe fn set_iomap(
     }
 }
 
-/// `WRITE` picks the purpose: 0 reads (and seeks), 1 writes, 2 reports (FIEMAP).
+/// `WRITE` picks the purpose: 0 reads (and seeks), 1 writes, 2 reports (FIEMAP), 3 unshares.
 ///
 /// # Safety
 ///
@@ -397,7 +406,9 @@ unsafe extern "C" fn iomap_begin_callback<T: DataOperations, const WRITE: u8>(
     srcmap: *mut ext::iomap,
 ) -> c_int {
     from_result(|| {
-        let purpose = if WRITE == 2 {
+        let purpose = if WRITE == 3 {
+            MapFor::Unshare
+        } else if WRITE == 2 {
             MapFor::Report
         } else if WRITE == 0 || flags & ext::IOMAP_REPORT != 0 {
             MapFor::Read
@@ -1200,13 +1211,18 @@ impl<'a, T: Operations> LockedFile<'a, T> {
         }
     }
 
-    /// `fallocate`: allocate (mode 0 or `FALLOC_FL_KEEP_SIZE`) or punch a hole.
+    /// `fallocate`: allocate (mode 0 or `FALLOC_FL_KEEP_SIZE`), punch a hole, zero a range
+    /// (`FALLOC_FL_ZERO_RANGE`: a punch, then unwritten blocks), or give the file its own copy
+    /// of blocks it shares (`FALLOC_FL_UNSHARE_RANGE`). Collapsing and inserting ranges are
+    /// `EOPNOTSUPP` (see `Documentation/features.md`).
     fn fallocate(&self, mode: c_int, offset: bindings::loff_t, len: bindings::loff_t) -> Result {
-        let (file, inode) = (self.file, self.inode);
+        let inode = self.inode;
         // CAST: the FALLOC_FL_* flags are small positive constants.
-        let (keep, punch) = (
+        let (keep, punch, zero, unshare) = (
             ext::FALLOC_FL_KEEP_SIZE as c_int,
             ext::FALLOC_FL_PUNCH_HOLE as c_int,
+            ext::FALLOC_FL_ZERO_RANGE as c_int,
+            ext::FALLOC_FL_UNSHARE_RANGE as c_int,
         );
         if offset < 0 || len <= 0 {
             return Err(EINVAL);
@@ -1214,64 +1230,89 @@ impl<'a, T: Operations> LockedFile<'a, T> {
         let end = offset.checked_add(len).ok_or(EFBIG)?;
         let (start_u, end_u) = (offset.unsigned_abs(), end.unsigned_abs());
         let size = inode.size();
+        let how = mode & !keep;
         // A mode the filesystem does not implement changes nothing (the punch path zeroes and
         // drops cached pages before the filesystem's call).
-        if (mode == keep | punch && !T::HAS_PUNCH)
-            || ((mode == 0 || mode == keep) && !T::HAS_ALLOCATE)
-        {
+        let supported = match how {
+            0 => T::HAS_ALLOCATE,
+            m if m == punch => mode & keep != 0 && T::HAS_PUNCH,
+            m if m == zero => T::HAS_PUNCH && T::HAS_ALLOCATE,
+            m if m == unshare => true,
+            _ => false,
+        };
+        if !supported {
             return Err(EOPNOTSUPP);
         }
-        if mode == keep | punch {
-            // Keeps page faults out while blocks go.
+        let grows = mode & keep == 0 && end > size && (how == 0 || how == zero);
+        if grows {
+            // RLIMIT_FSIZE and the size limit: EFBIG (and SIGXFSZ for the rlimit), as writes
+            // and truncates get them from the VFS; before anything changes.
+            // SAFETY: a live inode (`&Inode`); the check only reads it and the task's limits.
+            to_result(unsafe { bindings::inode_newsize_ok(inode.as_ptr(), end) })?;
+        }
+        // SAFETY: the live file of the call, with its inode's `i_rwsem` held (type invariant),
+        // as `file_modified` requires.
+        to_result(unsafe { bindings::file_modified(self.file) })?;
+        if how == unshare {
+            // Keeps page faults out while the range's pages are rewritten.
             let _inval = inode.invalidate_lock();
-            // SAFETY: the live mapping of `inode` (kept alive by `self`); no folio lock is held,
-            // as waiting for writeback needs.
-            to_result(unsafe {
-                bindings::filemap_write_and_wait_range(inode.mapping(), offset, end - 1)
-            })?;
-            // Zero the partial blocks at both ends through the page cache; whole blocks in
-            // between lose their pages and then their blocks.
-            let first_full = block_ceil(start_u);
-            let last_full = block_floor(end_u);
-            if first_full >= last_full {
-                // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
-                unsafe { zero_range(inode, start_u, end_u) }?;
-            } else {
-                // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
-                unsafe { zero_range(inode, start_u, first_full) }?;
-                // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
-                unsafe { zero_range(inode, last_full, end_u) }?;
-                let (first, last) = (i64::try_from(first_full)?, i64::try_from(last_full)? - 1);
-                // SAFETY: a live inode with `i_rwsem` (type invariant) and `invalidate_lock`
-                // (`_inval`) held, as dropping its pages needs; `first..=last` is block-aligned.
-                unsafe { bindings::truncate_pagecache_range(inode.as_ptr(), first, last) };
-                T::punch(inode, first_full, last_full - first_full)?;
-            }
-        } else if mode == 0 || mode == keep {
-            if mode == 0 && end > size {
-                // RLIMIT_FSIZE and the size limit: EFBIG (and SIGXFSZ for the rlimit), as
-                // writes and truncates get them from the VFS; before anything changes.
-                // SAFETY: a live inode (`&Inode`); the check only reads it and the task's limits.
-                to_result(unsafe { bindings::inode_newsize_ok(inode.as_ptr(), end) })?;
-            }
-            // SAFETY: the live file of the call, with its inode's `i_rwsem` held (type
-            // invariant), as `file_modified` requires.
-            to_result(unsafe { bindings::file_modified(file) })?;
+            // SAFETY: a live regular file with `i_rwsem` (type invariant) and `invalidate_lock`
+            // held, as xfs holds both for an unshare; iomap reads each shared block's data into
+            // the page cache through the source mapping and dirties it, so writeback gives the
+            // file new blocks (the copy-on-write of a buffered write); the operations are static.
+            return to_result(unsafe {
+                ext::iomap_file_unshare(
+                    inode.as_ptr().cast(),
+                    offset,
+                    len,
+                    &Tables::<T>::UNSHARE_OPS,
+                    ptr::null(),
+                )
+            });
+        }
+        if how == punch || how == zero {
+            self.punch(offset, end)?;
+        }
+        if how == 0 || how == zero {
             let first = block_floor(start_u);
             T::allocate(inode, first, block_ceil(end_u) - first)?;
-            if mode == 0 && end > size {
+            if grows {
                 // SAFETY: a live inode whose `i_rwsem` is held (type invariant), which serialises
                 // `i_size_write`rs as it requires.
                 unsafe { ext::lcfs_i_size_write(inode.as_ptr().cast(), end) };
                 T::store_size(inode, end_u)?;
             }
-            return Ok(());
-        } else {
-            return Err(EOPNOTSUPP);
         }
-        // SAFETY: the live file of the call, with its inode's `i_rwsem` held (type invariant),
-        // as `file_modified` requires.
-        to_result(unsafe { bindings::file_modified(file) })
+        Ok(())
+    }
+
+    /// Punches `[offset, end)`: the partial blocks at both ends zeroed through the page cache,
+    /// the whole blocks in between dropped from the cache and then from the file.
+    fn punch(&self, offset: bindings::loff_t, end: bindings::loff_t) -> Result {
+        let inode = self.inode;
+        let (start_u, end_u) = (offset.unsigned_abs(), end.unsigned_abs());
+        // Keeps page faults out while blocks go.
+        let _inval = inode.invalidate_lock();
+        // SAFETY: the live mapping of `inode` (kept alive by `self`); no folio lock is held, as
+        // waiting for writeback needs.
+        to_result(unsafe {
+            bindings::filemap_write_and_wait_range(inode.mapping(), offset, end - 1)
+        })?;
+        let first_full = block_ceil(start_u);
+        let last_full = block_floor(end_u);
+        if first_full >= last_full {
+            // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
+            return unsafe { zero_range(inode, start_u, end_u) };
+        }
+        // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
+        unsafe { zero_range(inode, start_u, first_full) }?;
+        // SAFETY: `i_rwsem` (type invariant) and `invalidate_lock` (above) are held.
+        unsafe { zero_range(inode, last_full, end_u) }?;
+        let (first, last) = (i64::try_from(first_full)?, i64::try_from(last_full)? - 1);
+        // SAFETY: a live inode with `i_rwsem` (type invariant) and `invalidate_lock` (`_inval`)
+        // held, as dropping its pages needs; `first..=last` is block-aligned.
+        unsafe { bindings::truncate_pagecache_range(inode.as_ptr(), first, last) };
+        T::punch(inode, first_full, last_full - first_full)
     }
 }
 

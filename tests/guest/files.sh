@@ -123,6 +123,35 @@ t_fallocate() {
 
 # RLIMIT_FSIZE: growing a file past the limit by fallocate, truncate or write fails with EFBIG and
 # raises SIGXFSZ (whose default action ends the process), and changes nothing past the limit.
+# FALLOC_FL_ZERO_RANGE (xfs_io fzero): the range reads as zeros, its whole blocks unwritten,
+# partial blocks zeroed, the rest of the file kept; past the end it grows the file, unless
+# KEEP_SIZE. Collapse and insert are refused, changing nothing.
+t_fallocate_modes() {
+	head -c 1048576 /tmp/rand >$M/fz
+	xfs_io -c "fzero 4000 10000" $M/fz
+	expect_bytes $M/fz 4000 10000 '\0' "zeroed range"
+	cmp -n 4000 /tmp/rand $M/fz || fail "the bytes before the zeroed range"
+	head -c 1048576 /tmp/rand | cmp - $M/fz 14000 14000 || fail "the bytes after the zeroed range"
+	assert_eq "$(stat -c %s $M/fz)" 1048576 "size after a zeroed range inside"
+	chroot /debian /usr/sbin/filefrag -v $M/fz >/tmp/fz.frag
+	cat /tmp/fz.frag
+	grep -Eq '^ *[0-9]+: +1\.\. +2: .*unwritten' /tmp/fz.frag || fail "blocks 1 and 2 are not unwritten"
+	xfs_io -c "fzero 1048576 8192" $M/fz
+	assert_eq "$(stat -c %s $M/fz)" 1056768 "size after zeroing past the end"
+	xfs_io -c "fzero -k 2097152 4096" $M/fz
+	assert_eq "$(stat -c %s $M/fz)" 1056768 "size after zeroing past the end with KEEP_SIZE"
+	for op in fcollapse finsert; do
+		xfs_io -c "$op 0 4096" $M/fz >/tmp/fz.err 2>&1 || :
+		cat /tmp/fz.err
+		grep -q 'Operation not supported' /tmp/fz.err || fail "$op not refused"
+	done
+	drop_caches
+	expect_bytes $M/fz 4000 10000 '\0' "zeroed range after dropping caches"
+	expect_bytes $M/fz 1048576 8192 '\0' "zeroed tail"
+	cmp -n 4000 /tmp/rand $M/fz || fail "the head after dropping caches"
+	rm $M/fz
+}
+
 t_file_size_limit() {
 	limited() { chroot /debian bash -c "ulimit -f 1024; $1"; } # 1 MiB
 	# SIGXFSZ is 25: killed by it, the shell reports status 153.
@@ -471,6 +500,90 @@ print(b[0], b[1:1 + b[0]].hex())
 	umnt
 }
 
+# O_TMPFILE: a file without a name, linked into the namespace with linkat (AT_EMPTY_PATH; the
+# /proc/self/fd form fails with EXDEV inside the chroot on tmpfs too; not with O_EXCL),
+# and an unnamed file still open when the filesystem goes down (FS_IOC_SHUTDOWN with flags 2,
+# as a crash would take it) leaves nothing after the next mount.
+cat >/debian/tmp/tmpfile.py <<'PY'
+import ctypes, errno, fcntl, os, struct, sys
+
+libc = ctypes.CDLL(None, use_errno=True)
+d, mode = sys.argv[1], sys.argv[2]
+data = bytes(range(256)) * 4096 * 3  # 3 MiB
+
+
+def linkat(fd, path):
+    """linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH), as systemd names its O_TMPFILE files."""
+    if libc.linkat(fd, b"", -100, path.encode(), 0x1000) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), path)
+
+
+if mode == "link":
+    fd = os.open(d, os.O_TMPFILE | os.O_RDWR, 0o640)
+    os.write(fd, data)
+    st = os.fstat(fd)
+    print("nlink", st.st_nlink, "mode", oct(st.st_mode & 0o7777), "size", st.st_size)
+    names_before = sorted(os.listdir(d))
+    linkat(fd, f"{d}/linked")
+    print("after link nlink", os.fstat(fd).st_nlink, "new names", sorted(set(os.listdir(d)) - set(names_before)))
+    os.fsync(fd)
+    excl = os.open(d, os.O_TMPFILE | os.O_RDWR | os.O_EXCL, 0o600)
+    try:
+        linkat(excl, f"{d}/excl")
+        print("O_EXCL linked")
+    except OSError as e:
+        print("O_EXCL", errno.errorcode[e.errno])
+    try:
+        os.open(f"{d}/linked", os.O_TMPFILE | os.O_RDWR, 0o600)
+        print("in a file: opened")
+    except OSError as e:
+        print("in a file", errno.errorcode[e.errno])
+elif mode == "hold":
+    fd = os.open(d, os.O_TMPFILE | os.O_RDWR, 0o600)
+    os.write(fd, data * 3)  # 9 MiB
+    os.fsync(fd)
+    top = os.open(d, os.O_RDONLY)
+    fcntl.ioctl(top, 0x8004587D, struct.pack("I", 2))  # FS_IOC_SHUTDOWN, nothing more written
+    print("shut down with the unnamed file open")
+PY
+
+t_tmpfile() {
+	mkfs.lcfs -q -f "$DEV"
+	mnt
+	chroot /debian /usr/bin/python3 /tmp/tmpfile.py /mnt/default link >/tmp/tmpfile.out
+	cat /tmp/tmpfile.out
+	cat >/tmp/tmpfile.want <<'EOF'
+nlink 0 mode 0o640 size 3145728
+after link nlink 1 new names ['linked']
+O_EXCL ENOENT
+in a file ENOTDIR
+EOF
+	diff /tmp/tmpfile.want /tmp/tmpfile.out || fail "O_TMPFILE calls"
+	chroot /debian /usr/bin/python3 -c 'import sys; sys.stdout.buffer.write(bytes(range(256)) * 4096 * 3)' >/tmp/tmpfile.data
+	cmp /tmp/tmpfile.data $M/linked || fail "the linked file's contents"
+	assert_eq "$(ls $M)" "linked" "names in the layer"
+	umnt
+	fsck.lcfs -n "$DEV"
+	mnt
+	cmp /tmp/tmpfile.data $M/linked || fail "the linked file after a remount"
+	sync
+	free=$(stat -f -c %f /mnt)
+	chroot /debian /usr/bin/python3 /tmp/tmpfile.py /mnt/default hold
+	umnt
+	# The device holds the unnamed file as an orphan (committed by its fsync): fsck accepts it,
+	# and the next mount deletes it.
+	fsck.lcfs -n "$DEV"
+	before=$(dmesg | grep -c 'deleted 1 inodes unlinked while open' || :)
+	mnt
+	assert_eq "$(dmesg | grep -c 'deleted 1 inodes unlinked while open')" $((before + 1)) "orphans deleted at mount"
+	assert_eq "$(ls $M)" "linked" "names after the recovery"
+	after=$(stat -f -c %f /mnt)
+	echo "free blocks: $free before the unnamed file, $after after the recovery"
+	[ "$after" -ge $((free - 8)) ] || fail "the unnamed file's 9 MiB did not come back"
+	umnt
+	fsck.lcfs -n "$DEV"
+}
+
 run_tests \
-	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate file_size_limit mmap \
-	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown
+	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate fallocate_modes file_size_limit mmap \
+	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile

@@ -29,6 +29,8 @@
  * @label: volume label, NUL-terminated
  * @reclaim_queued: tree nodes of removed layers queued for reclaim; 0 once the space of every
  *	removed layer is free
+ * @cached_nodes: copies of metadata blocks the mount's node cache holds in memory now (each
+ *	4 KiB; the superblock shrinker frees the clean ones under memory pressure)
  * @reserved: zero
  */
 struct lcfs_fs_info {
@@ -40,7 +42,8 @@ struct lcfs_fs_info {
 	__u8 uuid[16];
 	char label[LCFS_LABEL_SIZE];
 	__u64 reclaim_queued;
-	__u64 reserved[7];
+	__u64 cached_nodes;
+	__u64 reserved[6];
 };
 
 /* Size of a layer name field: up to LCFS_LAYER_NAME_MAX bytes and a terminating NUL. */

@@ -800,3 +800,49 @@ fn path_diffs_resume_and_reach_ancestors() {
     }
     clean(vol);
 }
+
+/// An unnamed file (`O_TMPFILE`) is an orphan from the start: a crash leaves nothing of it
+/// (`reap_orphans`), a link gives it a name and takes it out of the orphan index, and only
+/// regular files can be made so.
+#[test]
+fn unnamed_files_are_orphans_until_linked() {
+    let sb = Superblock::new(4096, [3; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(4096), sb, Some(b"base"), NOW).unwrap();
+    let d = vol.create(1, ROOT_INO, b"d", &dir(), NOW).unwrap();
+    let (kept, rec) = vol.create_unnamed(1, d, &file(), NOW).unwrap();
+    assert_eq!(rec.nlink, 0);
+    assert!(vol.is_orphan(1, kept).unwrap());
+    vol.write_inline(1, kept, b"kept", NOW).unwrap();
+    let (lost, _) = vol.create_unnamed(1, d, &file(), NOW).unwrap();
+    vol.write_inline(1, lost, b"lost", NOW).unwrap();
+    assert_eq!(
+        vol.create_unnamed(1, d, &dir(), NOW),
+        Err(Error::Invalid),
+        "an unnamed directory"
+    );
+    assert_eq!(
+        vol.create_unnamed(1, kept, &file(), NOW),
+        Err(Error::NotDir),
+        "in a file"
+    );
+    vol.link(1, kept, d, b"named", LATER).unwrap();
+    assert!(!vol.is_orphan(1, kept).unwrap());
+    assert_eq!(vol.inode(1, kept).unwrap().nlink, 1);
+    assert_eq!(
+        vol.lookup_name(1, d, b"named").unwrap().map(|e| e.ino),
+        Some(kept)
+    );
+    // A second name is an ordinary link.
+    vol.link(1, kept, ROOT_INO, b"again", LATER).unwrap();
+    assert_eq!(vol.inode(1, kept).unwrap().nlink, 2);
+    vol.commit(NOW).unwrap();
+    // As after a crash: the unnamed file still open is reaped at the next mount.
+    let mut vol = clean(vol);
+    assert_eq!(vol.reap_orphans(1).unwrap(), 1);
+    assert_eq!(vol.inode(1, lost), Err(Error::NotFound));
+    let mut got = [0u8; 16];
+    let n = vol.read_inline(1, kept, &mut got).unwrap();
+    assert_eq!(&got[..n], b"kept");
+    vol.commit(NOW).unwrap();
+    clean(vol);
+}

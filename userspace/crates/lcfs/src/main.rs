@@ -135,6 +135,8 @@ struct InfoReport {
     free_blocks: u64,
     uuid: String,
     label: String,
+    /// Metadata blocks the mount's node cache holds in memory (4 KiB each).
+    cached_nodes: u64,
 }
 
 /// Why `lcfs info` failed on `path`. It asks a mounted filesystem; an image file or a device is
@@ -180,6 +182,7 @@ fn info(path: &Path, json: bool) -> Result<bool> {
         free_blocks: raw.free_blocks,
         uuid: uuid::Uuid::from_bytes(raw.uuid).to_string(),
         label: raw.label_string(),
+        cached_nodes: raw.cached_nodes,
     };
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
