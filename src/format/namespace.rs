@@ -628,9 +628,7 @@ impl<S: Device> Volume<S> {
     }
 
     /// Adds the name `name` in `dir` for the existing non-directory inode `ino`. An orphan
-    /// (link count 0) gets a name back and leaves the orphan index (the kernel allows it only
-    /// for a file made with `O_TMPFILE` and without `O_EXCL`); an inode with no links that is not
-    /// an orphan is `NotFound`.
+    /// (link count 0) cannot get a name back: `NotFound` (see [`Self::name_unnamed`]).
     pub fn link(
         &mut self,
         layer: u64,
@@ -638,6 +636,33 @@ impl<S: Device> Volume<S> {
         dir: u64,
         name: &[u8],
         now: Timespec,
+    ) -> Result<(), Error> {
+        self.add_name(layer, ino, dir, name, now, false)
+    }
+
+    /// Gives the unnamed file `ino` (from [`Self::create_unnamed`]) its first name, `name` in
+    /// `dir`, and takes it out of the orphan index: `linkat` of an `O_TMPFILE` file, which the
+    /// kernel allows only for a file made without `O_EXCL`. `NotFound` for an inode without
+    /// links that is not an orphan; an inode with links gets one more, as with [`Self::link`].
+    pub fn name_unnamed(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        dir: u64,
+        name: &[u8],
+        now: Timespec,
+    ) -> Result<(), Error> {
+        self.add_name(layer, ino, dir, name, now, true)
+    }
+
+    fn add_name(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        dir: u64,
+        name: &[u8],
+        now: Timespec,
+        unnamed: bool,
     ) -> Result<(), Error> {
         check_name(name)?;
         check_time(&now)?;
@@ -648,7 +673,7 @@ impl<S: Device> Volume<S> {
             return Err(Error::Invalid);
         }
         let orphan = target.nlink == 0;
-        if orphan && !self.is_orphan(layer, ino)? {
+        if orphan && !(unnamed && self.is_orphan(layer, ino)?) {
             return Err(Error::NotFound);
         }
         let mut parent = self.check_dir(layer, dir)?;

@@ -505,8 +505,15 @@ fn link(dir: Locked<'_, Lcfs>, inode: Locked<'_, Lcfs>, name: &[u8]) -> Result {
         return Err(EXDEV);
     }
     let sb = dir.super_block();
+    // The VFS links an inode without links only if it is an `O_TMPFILE` file made without
+    // `O_EXCL` (`I_LINKABLE`).
+    let unnamed = inode.nlink() == 0;
     retry_for_space(sb, &mut sb.info().lock(), |v| {
-        v.link(d.layer, i.ino, d.ino, name, timestamp())
+        if unnamed {
+            v.name_unnamed(d.layer, i.ino, d.ino, name, timestamp())
+        } else {
+            v.link(d.layer, i.ino, d.ino, name, timestamp())
+        }
     })
     .map_err(errno)?;
     refresh(dir)?;

@@ -393,7 +393,7 @@ impl<T: FileSystem> Inode<T> {
     }
 
     /// The link count.
-    pub(super) fn nlink(&self) -> u32 {
+    pub(crate) fn nlink(&self) -> u32 {
         // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_nlink` is a plain
         // integer field, read whole (the union member the VFS keeps it in).
         unsafe { (*self.as_ptr()).__bindgen_anon_1.i_nlink }

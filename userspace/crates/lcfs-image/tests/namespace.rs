@@ -825,7 +825,9 @@ fn unnamed_files_are_orphans_until_linked() {
         Err(Error::NotDir),
         "in a file"
     );
-    vol.link(1, kept, d, b"named", LATER).unwrap();
+    // `link` names no orphan.
+    assert_eq!(vol.link(1, kept, d, b"named", LATER), Err(Error::NotFound));
+    vol.name_unnamed(1, kept, d, b"named", LATER).unwrap();
     assert!(!vol.is_orphan(1, kept).unwrap());
     assert_eq!(vol.inode(1, kept).unwrap().nlink, 1);
     assert_eq!(
