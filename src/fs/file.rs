@@ -144,16 +144,23 @@ fn read_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
             .map_read(info.layer, info.ino, first, count)
             .map_err(errno)?,
     };
-    let kind = match m.kind {
+    file_map(m.fblock, m.len, map_kind(m.kind, false)?)
+}
+
+/// The VFS form of a core mapping; `shared` marks written blocks others reference too.
+fn map_kind(kind: CoreMap, shared: bool) -> Result<MapKind> {
+    Ok(match kind {
         CoreMap::Hole => MapKind::Hole,
         CoreMap::Unwritten { disk_block } => MapKind::Unwritten {
+            addr: bytes(disk_block)?,
+        },
+        CoreMap::Written { disk_block } if shared => MapKind::Shared {
             addr: bytes(disk_block)?,
         },
         CoreMap::Written { disk_block } => MapKind::Mapped {
             addr: bytes(disk_block)?,
         },
-    };
-    file_map(m.fblock, m.len, kind)
+    })
 }
 
 /// A run of the file's layout for FIEMAP, with the blocks other layers share marked. Read
@@ -166,19 +173,7 @@ fn report_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
         .lock_read()
         .map_report(info.layer, info.ino, first, count)
         .map_err(errno)?;
-    let kind = match m.kind {
-        CoreMap::Hole => MapKind::Hole,
-        CoreMap::Unwritten { disk_block } => MapKind::Unwritten {
-            addr: bytes(disk_block)?,
-        },
-        CoreMap::Written { disk_block } if shared => MapKind::Shared {
-            addr: bytes(disk_block)?,
-        },
-        CoreMap::Written { disk_block } => MapKind::Mapped {
-            addr: bytes(disk_block)?,
-        },
-    };
-    file_map(m.fblock, m.len, kind)
+    file_map(m.fblock, m.len, map_kind(m.kind, shared)?)
 }
 
 fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap> {
