@@ -73,13 +73,14 @@ man: setup
 # Static binaries for the busybox guest.
 guest-tools: setup
 	@cd userspace && cargo build --release --quiet --target x86_64-unknown-linux-musl -p lcfs-mkfs -p lcfs-fsck -p lcfs-cli \
-		-p lcfs-snapshotter
+		-p lcfs-snapshotter -p lcfs-fsx
 	@mkdir -p $(BUILD)/guest
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/mkfs-lcfs $(BUILD)/guest/mkfs.lcfs
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/fsck-lcfs $(BUILD)/guest/fsck.lcfs
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/lcfs $(BUILD)/guest/lcfs
 	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/containerd-lcfs-grpc \
 		$(BUILD)/guest/containerd-lcfs-grpc
+	@install -s -m755 userspace/target/x86_64-unknown-linux-musl/release/lcfs-fsx $(BUILD)/guest/lcfs-fsx
 
 test:
 	@SUITES="$(SUITES)" scripts/test.sh
