@@ -150,4 +150,22 @@ bool lcfs_file_truncating(const struct file *file);
 void lcfs_fput(struct file *file);
 long lcfs_err_ptr(const void *ptr);
 
+struct iomap_ops;
+struct iomap_dio_ops;
+struct kstat;
+bool lcfs_iocb_direct(const struct kiocb *iocb);
+size_t lcfs_iov_iter_count(const struct iov_iter *iter);
+ssize_t lcfs_dio_rw(struct kiocb *iocb, struct iov_iter *iter, const struct iomap_ops *ops,
+		    const struct iomap_dio_ops *dops, unsigned int dio_flags);
+ssize_t lcfs_buffered_read_iter(struct kiocb *iocb, struct iov_iter *to);
+ssize_t lcfs_direct_write_fallback(struct kiocb *iocb, struct iov_iter *iter,
+				   ssize_t direct_written, ssize_t buffered_written);
+void lcfs_file_set_can_odirect(struct file *file);
+void lcfs_file_accessed(struct file *file);
+void lcfs_inode_lock_shared(struct inode *inode);
+void lcfs_inode_unlock_shared(struct inode *inode);
+unsigned int lcfs_dio_read_align(struct block_device *bdev);
+void lcfs_fill_dio_align(struct kstat *stat, const struct inode *inode, u32 request_mask,
+			 u32 write_align);
+
 #endif /* LCFS_HELPERS_H */

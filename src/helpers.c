@@ -482,3 +482,62 @@ void lcfs_file_set_private(struct file *file, void *data) { file->private_data =
 bool lcfs_file_truncating(const struct file *file) { return file->f_flags & O_TRUNC; }
 void lcfs_fput(struct file *file) { fput(file); }
 long lcfs_err_ptr(const void *ptr) { return IS_ERR(ptr) ? PTR_ERR(ptr) : 0; }
+
+/* Direct I/O (iomap) */
+bool lcfs_iocb_direct(const struct kiocb *iocb) { return iocb->ki_flags & IOCB_DIRECT; }
+size_t lcfs_iov_iter_count(const struct iov_iter *iter) { return iov_iter_count(iter); }
+
+/*
+ * A direct read or write through iomap, waiting for completion even for an asynchronous iocb
+ * when @dio_flags asks (IOMAP_DIO_FORCE_WAIT). A write's O_SYNC/O_DSYNC flags are masked for the
+ * call: iomap would otherwise fsync from inside, under the caller's i_rwsem; LCFS syncs once its
+ * locks are dropped, as for buffered writes.
+ */
+ssize_t lcfs_dio_rw(struct kiocb *iocb, struct iov_iter *iter, const struct iomap_ops *ops,
+		    const struct iomap_dio_ops *dops, unsigned int dio_flags)
+{
+	int sync = iov_iter_rw(iter) == WRITE ? iocb->ki_flags & (IOCB_DSYNC | IOCB_SYNC) : 0;
+	ssize_t ret;
+
+	iocb->ki_flags &= ~sync;
+	ret = iomap_dio_rw(iocb, iter, ops, dops, dio_flags, NULL, 0);
+	iocb->ki_flags |= sync;
+	return ret;
+}
+
+/* A read of an O_DIRECT file through the page cache (a request direct I/O cannot serve). */
+ssize_t lcfs_buffered_read_iter(struct kiocb *iocb, struct iov_iter *to)
+{
+	if (!iov_iter_count(to))
+		return 0;
+	return filemap_read(iocb, to, 0);
+}
+
+ssize_t lcfs_direct_write_fallback(struct kiocb *iocb, struct iov_iter *iter,
+				   ssize_t direct_written, ssize_t buffered_written)
+{
+	return direct_write_fallback(iocb, iter, direct_written, buffered_written);
+}
+
+void lcfs_file_set_can_odirect(struct file *file) { file->f_mode |= FMODE_CAN_ODIRECT; }
+void lcfs_file_accessed(struct file *file) { file_accessed(file); }
+void lcfs_inode_lock_shared(struct inode *inode) { inode_lock_shared(inode); }
+void lcfs_inode_unlock_shared(struct inode *inode) { inode_unlock_shared(inode); }
+unsigned int lcfs_dio_read_align(struct block_device *bdev) { return bdev_logical_block_size(bdev); }
+
+/*
+ * statx's direct I/O alignment of regular file @inode: memory as the device needs it, offsets
+ * and lengths of reads in device sectors, of writes in @write_align bytes (filesystem blocks).
+ */
+void lcfs_fill_dio_align(struct kstat *stat, const struct inode *inode, u32 request_mask,
+			 u32 write_align)
+{
+	struct block_device *bdev = inode->i_sb->s_bdev;
+
+	if (!S_ISREG(inode->i_mode) || !(request_mask & (STATX_DIOALIGN | STATX_DIO_READ_ALIGN)))
+		return;
+	stat->result_mask |= STATX_DIOALIGN | STATX_DIO_READ_ALIGN;
+	stat->dio_mem_align = bdev_dma_alignment(bdev) + 1;
+	stat->dio_offset_align = write_align;
+	stat->dio_read_offset_align = bdev_logical_block_size(bdev);
+}

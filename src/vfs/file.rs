@@ -9,8 +9,10 @@ use kernel::bindings;
 use kernel::error::{from_result, to_result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 
+use super::bindings as ext;
 use super::inode::{Inode, InodeKind, Locked};
 use super::registration::{FileSystem, Operations};
+use crate::format::BLOCK_SIZE;
 
 /// The inode operations every kind of inode shares.
 ///
@@ -213,5 +215,8 @@ unsafe extern "C" fn getattr_callback<T: FileSystem>(
         (*stat).btime.tv_nsec = nsec;
         (*stat).result_mask |= bindings::STATX_BTIME;
     }
+    // SAFETY: `raw` is live (pinned by `dentry`), on a mounted superblock with its device;
+    // `stat` is the caller's buffer, ours to fill. Direct writes are in whole blocks.
+    unsafe { ext::lcfs_fill_dio_align(stat.cast(), raw.cast(), request_mask, BLOCK_SIZE) };
     0
 }

@@ -450,6 +450,27 @@ impl<T: FileSystem> Inode<T> {
         }
     }
 
+    /// Takes `i_rwsem` shared, as direct reads do (writes, truncates and hole punches wait);
+    /// released when the guard drops. Same lock order as [`Self::lock`].
+    pub(super) fn lock_shared(&self) -> SharedInodeGuard<'_, T> {
+        // SAFETY: a live inode (type invariant) for the guard's lifetime `'_`; the guard is not
+        // `Send`, so it releases the lock on the task that took it.
+        unsafe { ext::lcfs_inode_lock_shared(self.as_ptr().cast()) };
+        // INVARIANT: locked above.
+        SharedInodeGuard {
+            inode: self,
+            _not_send: kernel::types::NotThreadSafe,
+        }
+    }
+
+    /// Waits until no direct I/O of the inode is in flight (an asynchronous direct read keeps
+    /// going after its call returns). The caller holds `i_rwsem` exclusively, so none starts.
+    pub(super) fn dio_wait(&self) {
+        // SAFETY: a live inode (type invariant); waiting for its direct I/O count needs no lock
+        // and the caller holds none that a completion takes.
+        unsafe { bindings::inode_dio_wait(self.as_ptr()) };
+    }
+
     /// Takes the mapping's `invalidate_lock` exclusively (keeps page faults from mapping blocks
     /// that truncate or hole punching are removing); released when the guard drops.
     pub(super) fn invalidate_lock(&self) -> InvalidateGuard<'_, T> {
@@ -496,6 +517,24 @@ impl<T: FileSystem> Drop for InodeGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: taken by this task in `Inode::lock` (type invariant).
         unsafe { ext::lcfs_inode_unlock(self.inode.as_ptr().cast()) };
+    }
+}
+
+/// `i_rwsem` of an inode, held shared by the current task.
+///
+/// # Invariants
+///
+/// The current task took `inode`'s `i_rwsem` in [`Inode::lock_shared`] and releases it on drop.
+pub(super) struct SharedInodeGuard<'a, T: FileSystem> {
+    inode: &'a Inode<T>,
+    // A rw_semaphore is released by the task that took it.
+    _not_send: kernel::types::NotThreadSafe,
+}
+
+impl<T: FileSystem> Drop for SharedInodeGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: taken shared by this task in `Inode::lock_shared` (type invariant).
+        unsafe { ext::lcfs_inode_unlock_shared(self.inode.as_ptr().cast()) };
     }
 }
 

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Regular files: the [`DataOperations`] behind their page cache (iomap, no buffer heads) and
-//! the [`FileOperations`] of open files. Buffered read and write, readahead, mmap with
-//! `page_mkwrite`, writeback, truncate, fallocate, SEEK_HOLE and SEEK_DATA, fsync.
+//! the [`FileOperations`] of open files. Buffered read and write, direct I/O, readahead, mmap
+//! with `page_mkwrite`, writeback, truncate, fallocate, SEEK_HOLE and SEEK_DATA, fsync.
 //!
 //! The filesystem answers two questions: where a file range is ([`DataOperations::map`], for
 //! reads, writes (allocating) and zeroing) and where writeback must write it
@@ -11,6 +11,17 @@
 //! are queued to the mount's writeback workqueue, which reports each done before its folios leave
 //! writeback, so `fsync` (which waits for writeback) sees every completed write recorded and can
 //! commit.
+//!
+//! Direct I/O goes through `iomap_dio_rw` with the same mappings. A direct write maps its blocks
+//! as a buffered write would (new unwritten blocks for holes, new blocks for shared ones, in
+//! place for the file's own), writes them and, on completion, reports them done with
+//! [`DataOperations::write_done`]: it never writes into a block another layer or file shares.
+//! Writes are whole filesystem blocks under the exclusive `i_rwsem` and wait for their
+//! completion even when asynchronous, so completion and size update happen under that lock;
+//! reads need device sectors, take `i_rwsem` shared and may complete asynchronously (size
+//! changes and `fallocate` wait for them). A request direct I/O cannot serve (a write not in
+//! whole blocks, a read not in sectors) goes through the page cache instead, written back and
+//! dropped after a write, as btrfs does.
 //!
 //! Lock order: `i_rwsem` -> `invalidate_lock` -> file folio lock -> the filesystem's own locks.
 //! Callers of the filesystem hooks may hold a file folio lock (`page_mkwrite`, writeback), so the
@@ -222,6 +233,12 @@ impl<T: Operations> Tables<T> {
         iomap_next: None,
     };
 
+    const DIO_OPS: ext::iomap_dio_ops = ext::iomap_dio_ops {
+        end_io: Some(dio_end_io_callback::<T>),
+        submit_io: None,
+        bio_set: ptr::null_mut(),
+    };
+
     const WRITEBACK_OPS: ext::iomap_writeback_ops = ext::iomap_writeback_ops {
         writeback_range: Some(writeback_range_callback::<T>),
         writeback_submit: Some(writeback_submit_callback::<T>),
@@ -417,6 +434,11 @@ unsafe extern "C" fn iomap_begin_callback<T: DataOperations, const WRITE: u8>(
         } else {
             MapFor::Write
         };
+        // Mapping may wait for the volume lock and read the device.
+        if flags & ext::IOMAP_NOWAIT != 0 {
+            return Err(EAGAIN);
+        }
+        let direct_write = purpose == MapFor::Write && flags & ext::IOMAP_DIRECT != 0;
         let pos = u64::try_from(pos).map_err(|_| EINVAL)?;
         let length = u64::try_from(length).map_err(|_| EINVAL)?;
         // SAFETY: `iomap_begin`'s contract: `inode` is the live inode iomap is iterating over,
@@ -431,17 +453,23 @@ unsafe extern "C" fn iomap_begin_callback<T: DataOperations, const WRITE: u8>(
         }
         let bdev = file.super_block().bdev();
         // CAST: IOMAP_NULL_ADDR is `-1ULL`; bindgen types it as a signed -1.
-        let (kind, addr, flags) = match m.kind {
+        let (kind, addr, mut flags) = match m.kind {
             MapKind::Hole => (ext::IOMAP_HOLE, ext::IOMAP_NULL_ADDR as u64, 0),
             MapKind::Unwritten { addr } => (ext::IOMAP_UNWRITTEN, addr, 0),
             MapKind::Mapped { addr } => (ext::IOMAP_MAPPED, addr, 0),
             MapKind::Shared { addr } => (ext::IOMAP_MAPPED, addr, ext::IOMAP_F_SHARED),
             MapKind::Cow { addr, .. } => (ext::IOMAP_UNWRITTEN, addr, ext::IOMAP_F_SHARED),
         };
+        if direct_write {
+            // Even an overwrite in place may be of blocks whose mapping is not committed yet:
+            // no FUA shortcut for O_DSYNC (which then commits).
+            flags |= ext::IOMAP_F_DIRTY;
+        }
         // SAFETY: `iomap_begin`'s contract: `iomap` is the live mapping iomap hands this call to
         // fill.
         unsafe { set_iomap(iomap, &m, kind, addr, flags, bdev) };
-        if let MapKind::Cow { src, .. } = m.kind {
+        // Direct writes are of whole blocks: nothing of the old data is read.
+        if let (MapKind::Cow { src, .. }, false) = (m.kind, direct_write) {
             if !srcmap.is_null() {
                 // SAFETY: `iomap_begin`'s contract: a non-null `srcmap` is the live source
                 // mapping iomap hands this call to fill for a write.
@@ -825,14 +853,70 @@ unsafe extern "C" fn read_iter_callback<T: Operations>(
         // CAST: an errno, in `ssize_t`'s range.
         return e as isize;
     }
+    // SAFETY: `iocb` is live for the call (contract); a flag read.
+    if unsafe { ext::lcfs_iocb_direct(iocb.cast()) } {
+        // SAFETY: the live arguments of the call, an O_DIRECT read of our regular file `file`.
+        if let Some(ret) = unsafe { direct_read::<T>(iocb, to, file) } {
+            return ret;
+        }
+    }
     // SAFETY: `file` is a live open regular file of ours, pinned for the call.
     match unsafe { content_file::<T>(file) } {
         // SAFETY: the live arguments of the call; `sf` is the backing file `file` holds until
         // `release`, open for reading.
         Some(sf) => unsafe { ext::lcfs_content_read_iter(iocb.cast(), to.cast(), sf) },
+        // SAFETY: the live arguments of the call. An O_DIRECT read that gets here is one direct
+        // I/O cannot serve: it reads through the page cache (`generic_file_read_iter` would
+        // call the `direct_IO` operation, which iomap filesystems do not have).
+        None if unsafe { ext::lcfs_iocb_direct(iocb.cast()) } => unsafe {
+            ext::lcfs_buffered_read_iter(iocb.cast(), to.cast())
+        },
         // SAFETY: the live arguments of the call, forwarded unchanged to the generic read.
         None => unsafe { bindings::generic_file_read_iter(iocb, to) },
     }
+}
+
+/// A direct read of `file`, or `None` when direct I/O cannot serve it (not in whole device
+/// sectors): the caller then reads through the page cache.
+///
+/// # Safety
+///
+/// `iocb` and `to` are the live arguments of a `read_iter` call on `file`, a live open regular
+/// file of ours opened with `O_DIRECT`.
+unsafe fn direct_read<T: Operations>(
+    iocb: *mut bindings::kiocb,
+    to: *mut bindings::iov_iter,
+    file: *mut bindings::file,
+) -> Option<isize> {
+    // SAFETY: `file` is a live open regular file of ours (contract).
+    let inode = unsafe { file_inode::<T>(file) };
+    // SAFETY: `iocb` and `to` are live (contract); plain reads.
+    let (pos, count) = unsafe { ((*iocb).ki_pos, ext::lcfs_iov_iter_count(to.cast())) };
+    // SAFETY: the superblock of an open file is live and has its device.
+    let sector = u64::from(unsafe { ext::lcfs_dio_read_align(inode.super_block().bdev()) });
+    let (pos, count) = (u64::try_from(pos).ok()?, u64::try_from(count).ok()?);
+    if count == 0 || sector == 0 || (pos | count) % sector != 0 {
+        return None;
+    }
+    let ret = {
+        // Writes, truncates and hole punches wait; an asynchronous read that outlives the call
+        // is waited for by them (`Inode::dio_wait`).
+        let _lock = inode.lock_shared();
+        // SAFETY: the live arguments of the call, with `i_rwsem` held shared (`_lock`) as iomap's
+        // direct reads need; the operations are static; reads have no completion hook.
+        unsafe {
+            ext::lcfs_dio_rw(
+                iocb.cast(),
+                to.cast(),
+                &Tables::<T>::READ_OPS,
+                ptr::null(),
+                0,
+            )
+        }
+    };
+    // SAFETY: `file` is live for the call; the access time update takes its own locks.
+    unsafe { ext::lcfs_file_accessed(file.cast()) };
+    Some(ret)
 }
 
 /// # Safety
@@ -929,6 +1013,9 @@ unsafe extern "C" fn open_callback<T: Operations>(
     if let Err(e) = typed.super_block().live() {
         return e.to_errno();
     }
+    // SAFETY: `file` is the live file being opened, not yet installed: its mode is ours to
+    // change. The VFS checks the flag for O_DIRECT after `open` and in `fcntl(F_SETFL)`.
+    unsafe { ext::lcfs_file_set_can_odirect(file.cast()) };
     // SAFETY: `file` is the live file being opened; its `f_mode` was set before `open`.
     if unsafe { ext::lcfs_file_writable(file.cast()) } {
         return if T::HAS_OPEN_WRITER {
@@ -1068,16 +1155,46 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
             ret = r as isize;
             if ret == 0 {
                 let old = inode.size();
-                // SAFETY: `iocb` and `from` are the live arguments, checked above, with
-                // `i_rwsem` held (`_lock`) as buffered writes need; the operations are static.
-                ret = unsafe {
-                    ext::iomap_file_buffered_write(
-                        iocb.cast(),
-                        from.cast(),
-                        &Tables::<T>::WRITE_OPS,
-                        ptr::null(),
-                        ptr::null_mut(),
-                    )
+                // SAFETY: `iocb` is live (contract); a flag read.
+                let direct = unsafe { ext::lcfs_iocb_direct(iocb.cast()) };
+                let mut written = 0;
+                if direct {
+                    // SAFETY: the live arguments of the call, checked, with `i_rwsem` held.
+                    written = unsafe { direct_write::<T>(iocb, from, inode) };
+                }
+                // SAFETY: `from` is live (contract); a plain read.
+                let left = unsafe { ext::lcfs_iov_iter_count(from.cast()) };
+                ret = if written < 0 || (direct && left == 0) {
+                    written
+                } else {
+                    // SAFETY: `iocb` and `from` are the live arguments, checked above, with
+                    // `i_rwsem` held (`_lock`) as buffered writes need; the operations are
+                    // static.
+                    let buffered = unsafe {
+                        ext::iomap_file_buffered_write(
+                            iocb.cast(),
+                            from.cast(),
+                            &Tables::<T>::WRITE_OPS,
+                            ptr::null(),
+                            ptr::null_mut(),
+                        )
+                    };
+                    if direct {
+                        // What direct I/O left to the page cache is written back and dropped
+                        // there, as O_DIRECT promises.
+                        // SAFETY: the live arguments, after a buffered write of `buffered`
+                        // bytes (or its error) following `written` direct bytes.
+                        unsafe {
+                            ext::lcfs_direct_write_fallback(
+                                iocb.cast(),
+                                from.cast(),
+                                written,
+                                buffered,
+                            )
+                        }
+                    } else {
+                        buffered
+                    }
                 };
                 let new = inode.size();
                 if new > old {
@@ -1097,6 +1214,98 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
         ret = unsafe { ext::lcfs_generic_write_sync(iocb.cast(), ret) };
     }
     ret
+}
+
+/// The direct part of an O_DIRECT write: the bytes written (the iterator advanced past them),
+/// 0 when direct I/O cannot serve the request (not in whole blocks, or cached pages that cannot
+/// be dropped), or a negative errno. The rest is the caller's to write through the page cache.
+///
+/// # Safety
+///
+/// `iocb` and `from` are the live arguments of a `write_iter` call on a regular file of ours
+/// whose inode is `inode`, checked by `generic_write_checks`, with `i_rwsem` held by this task
+/// and the change started.
+unsafe fn direct_write<T: Operations>(
+    iocb: *mut bindings::kiocb,
+    from: *mut bindings::iov_iter,
+    inode: &Inode<T>,
+) -> isize {
+    // SAFETY: `iocb` and `from` are live (contract); plain reads.
+    let (pos, count) = unsafe { ((*iocb).ki_pos, ext::lcfs_iov_iter_count(from.cast())) };
+    let (Ok(pos_u), Ok(count)) = (u64::try_from(pos), u64::try_from(count)) else {
+        return 0;
+    };
+    if count == 0 || (pos_u | count) % BS != 0 {
+        return 0;
+    }
+    let size = u64::try_from(inode.size()).unwrap_or(0);
+    if pos_u > size && size % BS != 0 {
+        // The cached last block past the old end may hold bytes a shared mapping wrote there;
+        // the write makes them part of the file: zero them first, as XFS does.
+        let _inval = inode.invalidate_lock();
+        // SAFETY: `i_rwsem` (contract) and `invalidate_lock` (`_inval`) are held.
+        if let Err(e) = unsafe { zero_range(inode, size, block_ceil(size).min(pos_u)) } {
+            // CAST: an errno, in `ssize_t`'s range.
+            return e.to_errno() as isize;
+        }
+    }
+    // SAFETY: the live arguments of the call, with `i_rwsem` held (contract) as iomap's direct
+    // writes need; the operations are static. Completion is waited for (so `dio_end_io_callback`
+    // runs on this task, under `i_rwsem`), even for an asynchronous iocb.
+    let ret = unsafe {
+        ext::lcfs_dio_rw(
+            iocb.cast(),
+            from.cast(),
+            &Tables::<T>::WRITE_OPS,
+            &Tables::<T>::DIO_OPS,
+            ext::IOMAP_DIO_FORCE_WAIT | ext::IOMAP_DIO_FSBLOCK_ALIGNED,
+        )
+    };
+    // CAST: `ENOTBLK` is a small positive constant.
+    if ret == -(bindings::ENOTBLK as isize) {
+        return 0;
+    }
+    ret
+}
+
+/// Completion of a direct write: the blocks written become the file's data
+/// ([`DataOperations::write_done`], for new, unwritten and copied blocks) and the size grows
+/// to cover them.
+///
+/// # Safety
+///
+/// Called only by iomap, with arguments that satisfy the C contract of `end_io`, for a direct
+/// write started by [`direct_write`] (so on its task, with the file's `i_rwsem` held).
+unsafe extern "C" fn dio_end_io_callback<T: Operations>(
+    iocb: *mut bindings::kiocb,
+    size: isize,
+    error: c_int,
+    flags: c_uint,
+) -> c_int {
+    if error != 0 {
+        return error;
+    }
+    from_result(|| {
+        let (Ok(len), true) = (u64::try_from(size), size > 0) else {
+            return Ok(0);
+        };
+        // SAFETY: `end_io`'s contract: `iocb` is the live iocb of the write; `ki_filp` is our
+        // regular file and `ki_pos` still the write's start.
+        let (file, pos) = unsafe { ((*iocb).ki_filp, (*iocb).ki_pos) };
+        // SAFETY: `file` is a live open regular file of ours, pinned by the iocb.
+        let inode = unsafe { file_inode::<T>(file) };
+        let start = u64::try_from(pos).map_err(|_| EINVAL)?;
+        if flags & (ext::IOMAP_DIO_UNWRITTEN | ext::IOMAP_DIO_COW) != 0 {
+            T::write_done(inode, start, len)?;
+        }
+        let end = pos.checked_add(i64::try_from(len)?).ok_or(EFBIG)?;
+        if end > inode.size() {
+            // SAFETY: a live inode whose `i_rwsem` the writing task holds (contract), which
+            // serialises `i_size_write`rs as it requires.
+            unsafe { ext::lcfs_i_size_write(inode.as_ptr().cast(), end) };
+        }
+        Ok(0)
+    })
 }
 
 /// `fsync` of regular files and directories: waits for the file's writeback, then lets the
@@ -1253,6 +1462,8 @@ impl<'a, T: Operations> LockedFile<'a, T> {
         // SAFETY: the live file of the call, with its inode's `i_rwsem` held (type invariant),
         // as `file_modified` requires.
         to_result(unsafe { bindings::file_modified(self.file) })?;
+        // No direct read still in flight reads blocks this frees or moves.
+        inode.dio_wait();
         if how == unshare {
             // Keeps page faults out while the range's pages are rewritten.
             let _inval = inode.invalidate_lock();
@@ -1342,6 +1553,8 @@ impl<'a, T: Operations> Resize<'a, T> {
         let new = i64::try_from(size).map_err(|_| EFBIG)?;
         // SAFETY: a live, initialised regular file of `T` for `'a` (contract).
         let inode = unsafe { Inode::<T>::from_raw(raw) };
+        // No direct read still in flight reads blocks the size change frees.
+        inode.dio_wait();
         // INVARIANT: regular file with `i_rwsem` held (contract); the lock is taken here.
         Ok(Self {
             inode,

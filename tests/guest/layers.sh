@@ -550,6 +550,40 @@ t_fiemap() {
 	layer remove fm
 }
 
+# Direct writes (O_DIRECT) into a clone's file copy the blocks it shares with its parent, as
+# buffered writes do: the parent's file keeps its contents, and its blocks stay its own.
+t_direct_io() {
+	layer create dio
+	dd if=/dev/urandom of=$M/dio/f bs=64k count=16 conv=fsync 2>/dev/null
+	layer freeze dio
+	layer clone dio dioc
+	parent=$(md5sum <$M/dio/f)
+	bind_debian
+	assert_eq "$(layout $M/dioc/f)" "0 255 shared" "the clone's file"
+	# One block, then 16 blocks from block 10, straight to the device.
+	dd if=/dev/urandom of=/tmp/dio.blocks bs=4k count=17 2>/dev/null
+	chroot /debian dd if=/tmp/dio.blocks of=/mnt/dioc/f bs=4k count=1 seek=100 oflag=direct conv=notrunc status=none ||
+		fail "direct write of one block"
+	chroot /debian dd if=/tmp/dio.blocks of=/mnt/dioc/f bs=64k count=1 skip=4096 iflag=skip_bytes \
+		seek=40960 oflag=direct,seek_bytes conv=notrunc status=none || fail "direct write of 16 blocks"
+	cp $M/dio/f /tmp/dio.want
+	dd if=/tmp/dio.blocks of=/tmp/dio.want bs=4k count=1 seek=100 conv=notrunc 2>/dev/null
+	dd if=/tmp/dio.blocks of=/tmp/dio.want bs=4k count=16 skip=1 seek=10 conv=notrunc 2>/dev/null
+	assert_eq "$(layout $M/dioc/f | tr '\n' ,)" "0 9 shared,10 25 own,26 99 shared,100 100 own,101 255 shared," "the clone after direct writes"
+	assert_eq "$(md5sum <$M/dio/f)" "$parent" "the parent's contents"
+	cmp /tmp/dio.want $M/dioc/f || fail "the clone's contents"
+	echo 3 >/proc/sys/vm/drop_caches
+	assert_eq "$(md5sum <$M/dio/f)" "$parent" "the parent's contents read back"
+	cmp /tmp/dio.want $M/dioc/f || fail "the clone's contents read back"
+	chroot /debian dd if=/mnt/dioc/f bs=64k iflag=direct status=none | cmp /tmp/dio.want - ||
+		fail "the clone's contents read directly"
+	chroot /debian dd if=/mnt/dio/f bs=64k iflag=direct status=none | md5sum >/tmp/dio.sum
+	assert_eq "$(cat /tmp/dio.sum)" "$parent" "the parent's contents read directly"
+	unbind_debian
+	layer remove --wait dioc
+	layer remove dio
+}
+
 t_abi() {
 	bind_debian
 	rc=0
@@ -594,5 +628,5 @@ t_final_fsck() {
 
 run_tests \
 	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes fsx_on_clone diff \
-	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space fiemap abi unprivileged \
+	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space fiemap direct_io abi unprivileged \
 	persistence final_fsck
