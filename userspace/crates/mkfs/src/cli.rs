@@ -46,9 +46,31 @@ pub(crate) struct Args {
     #[arg(short, long)]
     pub(crate) quiet: bool,
 
-    /// Name of the first, empty read-write layer.
+    /// Name of the first read-write layer (empty unless --rootdir or --tar fills it).
     #[arg(long, default_value = "default")]
     pub(crate) layer: String,
+
+    /// Copy the directory tree DIR into the first layer (as mkfs.ext4 -d): directories, regular
+    /// files, symbolic links, device nodes, FIFOs and sockets, with their owners, permissions
+    /// (setuid, setgid and sticky bits too), access, modification and change times (to the
+    /// nanosecond) and extended attributes in the user., trusted. and security. namespaces
+    /// (others, such as POSIX ACLs, are left out and counted). Names of one inode (hard links)
+    /// stay one inode. Holes of sparse files, found with SEEK_DATA and SEEK_HOLE, and all-zero
+    /// blocks are not written. Symbolic links are copied, never followed. With -n the tree is
+    /// read and counted, and nothing is written.
+    #[arg(short = 'd', long, value_name = "DIR", conflicts_with = "tar")]
+    pub(crate) rootdir: Option<PathBuf>,
+
+    /// Copy the entries of the tar archive FILE (- for standard input) into the first layer,
+    /// as extracting it as root with numeric owners would: ustar, GNU and PAX archives with
+    /// long names, PAX owners, sub-second times and extended attributes (SCHILY.xattr.*),
+    /// hard links, symbolic links, device nodes, FIFOs and GNU sparse files (PAX sparse files
+    /// are refused). All-zero blocks are not written. Directories the archive does not list
+    /// are made with mode 0755, owner 0:0 and the current time; a path listed twice takes
+    /// the later entry. Compressed archives must be decompressed first (for example
+    /// `zstd -dc image.tar.zst | mkfs.lcfs --tar - ...`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tar: Option<PathBuf>,
 }
 
 /// Parses mke2fs's trailing fs-size: a number without a suffix counts KiB (mke2fs without -b).

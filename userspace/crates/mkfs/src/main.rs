@@ -1,9 +1,14 @@
 //! `mkfs.lcfs` (built as `mkfs-lcfs`, installed as `mkfs.lcfs`): creates an LCFS filesystem on a block device or an image file.
 //!
+//! With `--rootdir DIR` or `--tar FILE` it also writes a tree into the first layer (see
+//! [`populate`]).
+//!
 //! Exit status, as mkfs(8): 0 on success, 1 on any failure (including usage errors and a device
 //! that already holds a filesystem when `--force` is not given).
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,11 +18,110 @@ use lcfs_format::records::{self, Timespec};
 use lcfs_format::superblock::{Superblock, MIN_BLOCKS};
 use lcfs_format::volume::Volume;
 use lcfs_format::BLOCK_SIZE;
-use lcfs_image::output::ignore_broken_pipe;
+use lcfs_image::output::{count, ignore_broken_pipe};
 use lcfs_image::{outln, probe, Access, Device};
 
 mod cli;
+mod populate;
+mod rootdir;
+mod tarball;
 use cli::Args;
+use populate::{Sink, Stats, Vol};
+
+/// The tree to write into the first layer.
+enum Source {
+    Rootdir(PathBuf),
+    Tar(PathBuf),
+}
+
+impl Source {
+    fn of(args: &Args) -> Option<Self> {
+        match (&args.rootdir, &args.tar) {
+            (Some(d), _) => Some(Self::Rootdir(d.clone())),
+            (None, Some(t)) => Some(Self::Tar(t.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Refuses a source that cannot be read, before the device is touched.
+    fn check(&self) -> Result<()> {
+        match self {
+            Self::Rootdir(d) => {
+                let m =
+                    std::fs::metadata(d).with_context(|| format!("--rootdir {}", d.display()))?;
+                if !m.is_dir() {
+                    bail!("--rootdir {}: not a directory", d.display());
+                }
+                std::fs::read_dir(d).with_context(|| format!("--rootdir {}", d.display()))?;
+            }
+            Self::Tar(t) if t.as_os_str() == "-" => {}
+            Self::Tar(t) => {
+                std::fs::File::open(t).with_context(|| format!("--tar {}", t.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the tree into the layer named `layer` of `vol` (`None`: a dry run, which reads
+    /// and counts it). `image` is the (device, inode) of the image file, which a tree holding
+    /// it leaves out.
+    fn copy(
+        &self,
+        vol: Option<&mut Vol>,
+        layer: &str,
+        now: Timespec,
+        image: Option<(u64, u64)>,
+    ) -> Result<Stats> {
+        let mut sink = Sink::new(vol, layer.as_bytes(), now)?;
+        match self {
+            Self::Rootdir(d) => rootdir::copy(&mut sink, d, image)?,
+            Self::Tar(t) => tarball::copy(&mut sink, t, now)?,
+        }
+        sink.finish()?;
+        Ok(sink.stats)
+    }
+}
+
+/// The summary of a tree written (or to be written, in a dry run).
+fn report(stats: &Stats, dry_run: bool) -> std::io::Result<()> {
+    let s = stats;
+    let dirs = if s.dirs == 1 {
+        "1 directory".to_owned()
+    } else {
+        format!("{} directories", s.dirs)
+    };
+    outln!(
+        "  {} {}, {dirs}, {}, {}, {}",
+        if dry_run {
+            "would write:"
+        } else {
+            "written:    "
+        },
+        count(s.files, "file"),
+        count(s.symlinks, "symbolic link"),
+        count(s.specials, "special file"),
+        count(s.hard_links, "extra hard link"),
+    )?;
+    outln!(
+        "               {} of file data in {} of {BLOCK_SIZE} bytes (holes and zero blocks left out), {}",
+        count(s.bytes, "byte"),
+        count(s.data_blocks, "block"),
+        count(s.xattrs, "extended attribute"),
+    )?;
+    if s.xattrs_skipped > 0 {
+        outln!(
+            "  left out:    {} outside the user., trusted. and security. namespaces",
+            count(s.xattrs_skipped, "extended attribute")
+        )?;
+    }
+    if s.replaced > 0 {
+        outln!(
+            "  replaced:    {} by later entries of the same path",
+            count(s.replaced, "entry")
+        )?;
+    }
+    Ok(())
+}
 
 fn is_block_device(m: &std::fs::Metadata) -> bool {
     std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())
@@ -39,6 +143,9 @@ fn run(args: &Args) -> Result<()> {
     // What can be refused without touching the device is refused first.
     records::check_layer_name(args.layer.as_bytes())
         .map_err(|_| anyhow::anyhow!("layer name must be 1 to 255 bytes without '/' or NUL"))?;
+    if let Some(source) = Source::of(args) {
+        source.check()?;
+    }
     let meta = std::fs::metadata(&args.device);
     let mut created = false;
     if let Some(size) = args.size {
@@ -156,7 +263,19 @@ fn format(args: &Args) -> Result<()> {
         ))?;
         ignore_broken_pipe(outln!("  first layer: {}", args.layer))?;
     }
+    let source = Source::of(args);
+    // The image file itself, if a tree to copy holds it.
+    let image = std::fs::metadata(&args.device)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| (m.dev(), m.ino()));
     if args.dry_run {
+        if let Some(source) = source {
+            let stats = source.copy(None, &args.layer, now_ts, image)?;
+            if !args.quiet {
+                ignore_broken_pipe(report(&stats, true))?;
+            }
+        }
         return Ok(());
     }
 
@@ -176,14 +295,39 @@ fn format(args: &Args) -> Result<()> {
     dev.write_at(0, &vec![0u8; probe::PROBE_BYTES])?;
     // The map, the layer tree and the first layer, committed twice so that both superblock
     // copies are valid from the start.
-    let vol = match Volume::format(dev, sb, Some(args.layer.as_bytes()), now_ts) {
+    let mut vol = match Volume::format(dev, sb, Some(args.layer.as_bytes()), now_ts) {
         Ok(vol) => vol,
         Err(e) => bail!(
             "{}: cannot write the filesystem: {e}",
             args.device.display()
         ),
     };
+    let mut stats = None;
+    if let Some(source) = source {
+        let copied = source
+            .copy(Some(&mut vol), &args.layer, now_ts, image)
+            .and_then(|s| {
+                vol.commit(now_ts).map_err(|e| {
+                    anyhow::anyhow!("{}: cannot commit the tree: {e}", args.device.display())
+                })?;
+                Ok(s)
+            });
+        match copied {
+            Ok(s) => stats = Some(s),
+            Err(e) => {
+                // A half-written tree must not pass for a filesystem (a commit made to free
+                // space may have reached the superblocks): no signature is left.
+                let dev = vol.store();
+                let _ = dev.write_at(0, &vec![0u8; probe::PROBE_BYTES]);
+                let _ = dev.sync();
+                return Err(e);
+            }
+        }
+    }
     if !args.quiet {
+        if let Some(stats) = &stats {
+            ignore_broken_pipe(report(stats, false))?;
+        }
         let sb = vol.superblock();
         ignore_broken_pipe(outln!(
             "  free blocks: {} (reserve {})",
