@@ -72,6 +72,9 @@ pub(crate) enum DebugCommand {
     ///
     /// A node that cannot be read is shown as UNREADABLE, with the reason and the part of its
     /// tree or of the map it covers, and the rest is still shown; the exit status is then 1.
+    /// Times (a layer's creation, an inode's mtime) are shown in UTC to the nanosecond, as
+    /// `2026-12-06 17:52:04.123456789 UTC`; JSON keeps them as seconds since the epoch
+    /// (`1796579524.123456789`) and adds a layer's `create_time_utc`.
     Dump {
         /// Block device or image file.
         device: PathBuf,

@@ -13,7 +13,7 @@ use lcfs_format::namespace::PathChange;
 use lcfs_format::node::{self, Key};
 use lcfs_format::records::{
     self, kind, layer_flags, DirentRecord, ExtentRecord, InodeRecord, LayerRecord, LinkRecord,
-    XattrRecord, XattrValue,
+    Timespec, XattrRecord, XattrValue,
 };
 use lcfs_format::refmap::{self, LEAF_ENTRIES, NODE_ENTRIES};
 use lcfs_format::superblock::Superblock;
@@ -107,7 +107,32 @@ struct Layer {
     inodes_used: u64,
     bytes_used: u64,
     next_ino: u64,
+    /// Seconds and nanoseconds since the epoch, `SECONDS.NANOSECONDS`.
     create_time: String,
+    /// The same in UTC, `YYYY-MM-DD HH:MM:SS.NANOSECONDS UTC`.
+    create_time_utc: String,
+}
+
+/// How decoded items show times: as text for people, or raw seconds in JSON (as it always has).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimeForm {
+    /// Seconds and nanoseconds since the epoch: `1700000000.000000000`.
+    Raw,
+    /// UTC: `2023-11-14 22:13:20.000000000 UTC`.
+    Human,
+}
+
+/// `t` in UTC to the nanosecond: `2026-12-06 17:52:04.123456789 UTC`.
+pub(crate) fn utc_time(t: Timespec) -> String {
+    format!("{}.{:09} UTC", crate::layer::utc(t.sec), t.nsec)
+}
+
+/// `t` in `form`.
+fn time_str(t: Timespec, form: TimeForm) -> String {
+    match form {
+        TimeForm::Raw => format!("{}.{:09}", t.sec, t.nsec),
+        TimeForm::Human => utc_time(t),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -142,19 +167,18 @@ struct TreeNode {
 }
 
 /// One item decoded for humans.
-fn item_str(k: &Key, v: &[u8], total: u64) -> String {
+fn item_str(k: &Key, v: &[u8], total: u64, times: TimeForm) -> String {
     let body = match k.kind {
         kind::INODE => InodeRecord::decode(v).map(|i| {
             format!(
-                "mode {:o} uid {} gid {} nlink {} size {} blocks {} mtime {}.{:09} gen {}",
+                "mode {:o} uid {} gid {} nlink {} size {} blocks {} mtime {} gen {}",
                 i.mode,
                 i.uid,
                 i.gid,
                 i.nlink,
                 i.size,
                 i.blocks,
-                i.mtime.sec,
-                i.mtime.nsec,
+                time_str(i.mtime, times),
                 i.generation
             )
         }),
@@ -397,7 +421,7 @@ fn dump_tree(
     name: String,
     root: u64,
     tree: u8,
-    items: bool,
+    items: Option<TimeForm>,
     seen: &mut HashSet<u64>,
     problems: &mut Problems,
     leaf_items: &mut dyn FnMut(&Key, &[u8]),
@@ -449,7 +473,7 @@ fn tree_node(
     block: u64,
     level: Option<u8>,
     tree: u8,
-    items: bool,
+    items: Option<TimeForm>,
     seen: &mut HashSet<u64>,
     hi: Option<Key>,
     stack: &mut Vec<Pending>,
@@ -497,8 +521,8 @@ fn tree_node(
             match (node::leaf_key(buf, i), node::leaf_value(buf, i)) {
                 (Ok(k), Ok(v)) => {
                     leaf_items(&k, v);
-                    if items {
-                        tn.item_list.push(item_str(&k, v, sb.total_blocks));
+                    if let Some(times) = items {
+                        tn.item_list.push(item_str(&k, v, sb.total_blocks, times));
                     }
                 }
                 (Err(e), _) | (_, Err(e)) => {
@@ -579,6 +603,8 @@ pub(crate) fn dump(device: &Path, layer: Option<&str>, items: bool, json: bool) 
         ),
     };
     let total = sb.total_blocks;
+    // Items show times in UTC for people, raw in JSON.
+    let items = items.then_some(if json { TimeForm::Raw } else { TimeForm::Human });
     let mut seen = HashSet::new();
     let mut layers = Vec::new();
     let mut bad_records = Vec::new();
@@ -606,7 +632,8 @@ pub(crate) fn dump(device: &Path, layer: Option<&str>, items: bool, json: bool) 
                     inodes_used: l.inodes_used,
                     bytes_used: l.bytes_used,
                     next_ino: l.next_ino,
-                    create_time: format!("{}.{:09}", l.create_time.sec, l.create_time.nsec),
+                    create_time: time_str(l.create_time, TimeForm::Raw),
+                    create_time_utc: utc_time(l.create_time),
                 }),
                 Err(e) => bad_records.push(format!("layer tree: record of layer {}: {e}", k.id)),
             }
@@ -782,7 +809,7 @@ fn print_text(d: &Dump) -> std::io::Result<()> {
             l.inodes_used,
             l.bytes_used,
             l.next_ino,
-            l.create_time
+            l.create_time_utc
         )?;
     }
     for t in &d.trees {

@@ -73,6 +73,68 @@ fn dump_shows_layers_and_shared_nodes() {
 }
 
 #[test]
+fn dump_shows_times_in_utc() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("img");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let dev = Device::open(&path, Access::ReadWrite).unwrap();
+    let sb = Superblock::new(dev.blocks(), [4; 16], 1_700_000_000);
+    let created = Timespec {
+        sec: 1_796_579_524,
+        nsec: 123_456_789,
+    };
+    let mut vol = Volume::format(dev, sb, Some(b"base"), created).unwrap();
+    let f = lcfs_format::namespace::NewInode {
+        mode: lcfs_format::records::mode::S_IFREG | 0o644,
+        ..Default::default()
+    };
+    let ino = vol
+        .create(1, lcfs_format::ROOT_INO, b"old", &f, NOW)
+        .unwrap();
+    // Before 1970: half a second before the epoch.
+    let attr = lcfs_format::namespace::SetAttr {
+        mtime: Some(Timespec {
+            sec: -1,
+            nsec: 500_000_000,
+        }),
+        ..Default::default()
+    };
+    vol.set_attr(1, ino, &attr).unwrap();
+    vol.commit(NOW).unwrap();
+    let img = path.to_str().unwrap();
+    let (ok, out) = lcfs(&["debug", "dump", "--items", img]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("created 2026-12-06 17:52:04.123456789 UTC"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mtime 1969-12-31 23:59:59.500000000 UTC gen"),
+        "{out}"
+    );
+    // The root's mtime: the create in it.
+    assert!(
+        out.contains("mtime 2023-11-14 22:13:20.000000000 UTC gen"),
+        "{out}"
+    );
+    assert!(!out.contains("1796579524"), "{out}");
+    // JSON keeps the raw seconds where it had them, and adds the layer's time in UTC.
+    let (ok, out) = lcfs(&["debug", "dump", "--items", "--json", img]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["layers"][0]["create_time"], "1796579524.123456789");
+    assert_eq!(
+        v["layers"][0]["create_time_utc"],
+        "2026-12-06 17:52:04.123456789 UTC"
+    );
+    assert!(out.contains("mtime -1.500000000 gen"), "{out}");
+    assert!(out.contains("mtime 1700000000.000000000 gen"), "{out}");
+}
+
+#[test]
 fn diff_lists_paths() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("img");
