@@ -1,10 +1,11 @@
 # lcfs-needs: debian-rootfs
 # lcfs-needs: guest-tools
 # lcfs-timeout: 3600
-# POSIX conformance (pjdfstest) and data integrity (fsx with mmap) on one filesystem, lcfs by
-# default; ext4 and tmpfs give the reference. Settings (scripts/vm.sh --env NAME=VALUE):
+# POSIX conformance (pjdfstest) and data integrity (fsx with mmap; lcfs-fsx with direct I/O
+# mixed with buffered and mapped I/O, copy_file_range between two files) on one filesystem, lcfs
+# by default; ext4 and tmpfs give the reference. Settings (scripts/vm.sh --env NAME=VALUE):
 #   FS=lcfs|ext4|tmpfs        filesystem under test, made on the scratch disk /dev/vda
-#   POSIX_PARTS=pjdfstest,fsx parts to run
+#   POSIX_PARTS=pjdfstest,fsx,dio parts to run (dio: lcfs-fsx, FSX_OPS operations per seed)
 #   PJD_FEATURES=...          pjdfstest opt-in features (comma-separated; pjdfstest -l lists them)
 #   PJD_TESTS=...             only the pjdfstest tests whose names contain one of these (comma-separated)
 #   FSX_OPS=100000            operations per fsx run
@@ -16,7 +17,7 @@
 . /tests/lib.sh
 
 FS=${FS:-lcfs}
-POSIX_PARTS=${POSIX_PARTS:-pjdfstest,fsx}
+POSIX_PARTS=${POSIX_PARTS:-pjdfstest,fsx,dio}
 PJD_FEATURES=${PJD_FEATURES:-posix_fallocate,rename_ctime,utime_now,utimensat}
 PJD_TESTS=${PJD_TESTS:-}
 FSX_OPS=${FSX_OPS:-100000}
@@ -156,6 +157,11 @@ _planned="mkfs_mount_$FS"
 ! part pjdfstest || _planned="$_planned pjdfstest_no_unexpected_failures pjdfstest_exceptions_still_fail"
 if part fsx; then
 	for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do _planned="$_planned fsx_mmap_seed_$seed"; done
+fi
+if part dio && [ "$FS" != tmpfs ]; then
+	for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do _planned="$_planned fsx_direct_io_seed_$seed"; done
+fi
+if part fsx || part dio; then
 	[ "$FS" = tmpfs ] || _planned="$_planned remount_keeps_data"
 fi
 [ "$FS" = tmpfs ] || _planned="$_planned fsck_clean"
@@ -177,53 +183,78 @@ fi
 # --- fsx -------------------------------------------------------------------------------------
 t_fsx() {
 	mounted
-	mkdir -p "/tmp/fsx-$1"
+	mkdir -p "/tmp/fsx_mmap-$1"
 	_start=$(date +%s)
 	_conf="-f $FSX_CONFIG"
 	[ "$FSX_CONFIG" != none ] || _conf=""
-	if ! fsx $_conf -N "$FSX_OPS" -S "$1" -P "/tmp/fsx-$1" "$WORK/fsx.$1" >"/tmp/fsx-$1/out" 2>&1; then
-		tail -60 "/tmp/fsx-$1/out"
+	if ! fsx $_conf -N "$FSX_OPS" -S "$1" -P "/tmp/fsx_mmap-$1" "$WORK/fsx.$1" >"/tmp/fsx_mmap-$1/out" 2>&1; then
+		tail -60 "/tmp/fsx_mmap-$1/out"
 		fail "fsx seed $1 failed"
 	fi
-	cat "/tmp/fsx-$1/out"
-	grep -q 'All operations completed A-OK' "/tmp/fsx-$1/out" || fail "fsx did not complete"
-	echo "fsx $FS seed $1: $FSX_OPS operations in $(( $(date +%s) - _start )) s" >"/tmp/fsx-$1/info"
+	cat "/tmp/fsx_mmap-$1/out"
+	grep -q 'All operations completed A-OK' "/tmp/fsx_mmap-$1/out" || fail "fsx did not complete"
+	echo "fsx $FS seed $1: $FSX_OPS operations in $(( $(date +%s) - _start )) s" >"/tmp/fsx_mmap-$1/info"
 }
 
-# Data written through read/write and mmap reaches the disk: the same bytes after a remount.
+# lcfs-fsx: direct reads and writes (aligned as statx says, and some only to sectors) mixed with
+# buffered and mapped ones, truncates, punched, zeroed and allocated ranges, fsync and
+# copy_file_range within and between two files, every read checked against its model.
+t_fsx_direct_io() {
+	mounted
+	_start=$(date +%s)
+	_out=/tmp/fsx_direct_io-$1/out
+	if ! lcfs-fsx -q -N "$FSX_OPS" -S "$1" --second-file "$WORK/dio.$1" >"$_out" 2>&1; then
+		tail -80 "$_out"
+		fail "lcfs-fsx seed $1 failed"
+	fi
+	cat "$_out"
+	grep -q 'operations OK' "$_out" || fail "lcfs-fsx did not complete"
+	echo "lcfs-fsx $FS seed $1: $FSX_OPS operations in $(( $(date +%s) - _start )) s: $(tail -n 1 "$_out")" \
+		>"/tmp/fsx_direct_io-$1/info"
+}
+
+# Data written through read/write, mmap and direct I/O reaches the disk: the same bytes after a
+# remount.
 t_remount_keeps_data() {
 	mounted
-	(cd "$WORK" && md5sum fsx.*) >/tmp/fsx.sums
+	(cd "$WORK" && md5sum fsx.* dio.* 2>/dev/null) >/tmp/fsx.sums
+	[ -s /tmp/fsx.sums ] || fail "no file to compare" 
 	cat /tmp/fsx.sums
 	umount "$MNT"
 	do_mount
 	(cd "$WORK" && md5sum -c /tmp/fsx.sums)
 }
 
-if part fsx; then
+# run_seeds NAME FUNCTION: test NAME_seed_N runs FUNCTION N for each seed N, all at once with
+# FSX_PARALLEL=1 (each on its own file, as many as vCPUs keep busy); FUNCTION leaves a line for
+# the log in /tmp/NAME-N/info.
+run_seeds() {
 	if [ "$FSX_PARALLEL" = 1 ]; then
-		# All seeds at once (each on its own file), as many runs as vCPUs keep busy; each seed
-		# is still its own test.
 		for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do
-			mkdir -p "/tmp/fsx-$seed"
-			( ( set -e; t_fsx "$seed" ) >"/tmp/fsx-$seed/test.out" 2>&1; echo $? >"/tmp/fsx-$seed/rc" ) &
+			mkdir -p "/tmp/$1-$seed"
+			( ( set -e; "$2" "$seed" ) >"/tmp/$1-$seed/test.out" 2>&1; echo $? >"/tmp/$1-$seed/rc" ) &
 		done
 		wait
 		for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do
-			if [ "$(cat "/tmp/fsx-$seed/rc")" = 0 ]; then
-				echo "LCFS-RESULT: ok fsx_mmap_seed_$seed"
+			if [ "$(cat "/tmp/$1-$seed/rc")" = 0 ]; then
+				echo "LCFS-RESULT: ok $1_seed_$seed"
 			else
-				echo "LCFS-RESULT: not ok fsx_mmap_seed_$seed (status $(cat "/tmp/fsx-$seed/rc"))"
-				sed 's/^/    | /' "/tmp/fsx-$seed/test.out"
+				echo "LCFS-RESULT: not ok $1_seed_$seed (status $(cat "/tmp/$1-$seed/rc"))"
+				sed 's/^/    | /' "/tmp/$1-$seed/test.out"
 			fi
-			[ ! -f "/tmp/fsx-$seed/info" ] || info "$(cat "/tmp/fsx-$seed/info") (seeds in parallel)"
+			[ ! -f "/tmp/$1-$seed/info" ] || info "$(cat "/tmp/$1-$seed/info") (seeds in parallel)"
 		done
 	else
 		for seed in $(echo "$FSX_SEEDS" | tr ',' ' '); do
-			run_test "fsx_mmap_seed_$seed" t_fsx "$seed"
-			[ ! -f "/tmp/fsx-$seed/info" ] || info "$(cat "/tmp/fsx-$seed/info")"
+			mkdir -p "/tmp/$1-$seed"
+			run_test "$1_seed_$seed" "$2" "$seed"
+			[ ! -f "/tmp/$1-$seed/info" ] || info "$(cat "/tmp/$1-$seed/info")"
 		done
 	fi
+}
+! part fsx || run_seeds fsx_mmap t_fsx
+[ "$FS" = tmpfs ] || ! part dio || run_seeds fsx_direct_io t_fsx_direct_io
+if part fsx || part dio; then
 	[ "$FS" = tmpfs ] || run_test remount_keeps_data t_remount_keeps_data
 fi
 

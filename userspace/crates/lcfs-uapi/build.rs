@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 fn main() {
-    let header =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../include/uapi/linux/lcfs.h");
+    // Read when the script runs, not when it is compiled: cargo's shared build directory
+    // (`CARGO_BUILD_BUILD_DIR`) may reuse one compiled script for several clones.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let header = PathBuf::from(dir).join("../../../include/uapi/linux/lcfs.h");
     println!("cargo:rerun-if-changed={}", header.display());
     println!("cargo:rerun-if-env-changed=LIBCLANG_PATH");
     let bindings = bindgen::Builder::default()
