@@ -755,6 +755,88 @@ t_direct_io() {
 		fail "lcfs answers otherwise than ext4"
 }
 
+# mkfs.lcfs --rootdir and --tar: a tree with every kind of file, owners, modes, times, xattrs,
+# hard links and holes, copied into a new filesystem's first layer; mounted, it compares equal to
+# the source (GNU stat of every path, contents, link targets, xattrs, the hard links one inode).
+# The archive is made by GNU tar (PAX, with xattrs), as image builders make layers. (Debian's
+# tools by absolute path: the guest's busybox chroot runs its own applets before programs.)
+rootdir_tree() {
+	rm -rf /tmp/src && mkdir -p /tmp/src/dir/sub /tmp/src/sticky
+	head -c 100000 /tmp/rand >/tmp/src/file
+	: >/tmp/src/empty
+	printf 'x' >/tmp/src/dir/one-byte
+	head -c 4096 /tmp/rand >/tmp/src/dir/sub/block
+	dd if=/tmp/rand of=/tmp/src/sparse bs=4096 count=1 seek=100 conv=notrunc 2>/dev/null
+	head -c 8192 /dev/zero >/tmp/src/zeros
+	ln /tmp/src/file /tmp/src/dir/hardlink
+	ln -s ../file /tmp/src/dir/link
+	ln -s "$(head -c 300 /dev/zero | tr '\0' l)" /tmp/src/longlink
+	mkfifo /tmp/src/fifo
+	mknod /tmp/src/null c 1 3
+	mknod /tmp/src/blk b 7 0
+	chmod 4755 /tmp/src/file
+	chmod 2750 /tmp/src/dir
+	chmod 1777 /tmp/src/sticky
+	chown 1234:5678 /tmp/src/dir/one-byte /tmp/src/sticky
+	chroot /debian /usr/bin/setfattr -n user.note -v "from the source" /tmp/src/file
+	chroot /debian /usr/bin/setfattr -n user.dir -v 0xdeadbeef /tmp/src/dir
+	chroot /debian /usr/bin/setfattr -n trusted.t -v yes /tmp/src/dir/sub/block
+	chroot /debian /usr/bin/touch -h -d '2001-02-03 04:05:06.123456789' /tmp/src/dir/link
+	chroot /debian /usr/bin/touch -d '1999-12-31 23:59:59.5' /tmp/src/dir/sub /tmp/src/empty
+}
+# What is compared: every path's type and mode, owner, size (not of directories: lcfs and tmpfs
+# count differently), link count, mtime to the nanosecond (ctime too with CTIME=1), device
+# numbers, link targets; the contents of regular files; xattrs.
+manifest() {
+	chroot /debian /bin/bash -c "cd '$1' && export LC_ALL=C &&
+		find . -mindepth 1 \\( -type d -printf '%p %y %#m %U:%G %n %TY-%Tm-%Td %TT ${CTIME:+%C@}\\n' \\) -o \\
+			-printf '%p %y %#m %U:%G %s %n %TY-%Tm-%Td %TT ${CTIME:+%C@ }%l\\n' | sort &&
+		find . \\( -type b -o -type c \\) -exec stat -c '%n %t:%T' {} + | sort &&
+		find . -type f -print0 | sort -z | xargs -0 md5sum &&
+		find . -mindepth 1 -print0 | sort -z | xargs -0 getfattr -h -d -m '^(user|trusted)\\.' 2>/dev/null
+		true"
+}
+
+t_mkfs_rootdir() {
+	rootdir_tree
+	umnt 2>/dev/null || :
+	mkfs.lcfs -f --rootdir /tmp/src "$DEV" >/tmp/mkfs.out || { cat /tmp/mkfs.out; fail "mkfs --rootdir"; }
+	cat /tmp/mkfs.out
+	fsck.lcfs -n "$DEV"
+	mnt
+	CTIME=1 manifest /tmp/src >/tmp/src.manifest
+	CTIME=1 manifest /mnt/default >/tmp/lcfs.manifest
+	diff /tmp/src.manifest /tmp/lcfs.manifest || fail "the mounted tree differs from its source"
+	grep -q 'user.note="from the source"' /tmp/lcfs.manifest || fail "no xattr compared"
+	[ "$(grep -c '^\./' /tmp/lcfs.manifest)" -eq 17 ] || fail "too few paths compared"
+	assert_eq "$(stat -c %i $M/file)" "$(stat -c %i $M/dir/hardlink)" "hard links: one inode"
+	assert_eq "$(stat -c %b $M/sparse) $(stat -c %b $M/zeros)" "8 0" "blocks of the sparse and zero files"
+	assert_eq "$(stat -c '%a %U' $M)" "$(stat -c '%a %U' /tmp/src)" "the layer's root"
+	umnt
+	fsck.lcfs -n "$DEV"
+}
+
+t_mkfs_tar() {
+	rootdir_tree
+	umnt 2>/dev/null || :
+	chroot /debian /usr/bin/tar --format=posix --xattrs --xattrs-include='*' --numeric-owner \
+		-cf /tmp/src.tar -C /tmp/src . || fail "tar"
+	mkfs.lcfs -f --tar - "$DEV" </tmp/src.tar >/tmp/mkfs.out || { cat /tmp/mkfs.out; fail "mkfs --tar"; }
+	cat /tmp/mkfs.out
+	fsck.lcfs -n "$DEV"
+	mnt
+	# tar keeps no change times.
+	manifest /tmp/src >/tmp/src.manifest
+	manifest /mnt/default >/tmp/lcfs.manifest
+	diff /tmp/src.manifest /tmp/lcfs.manifest || fail "the mounted tree differs from the archive's source"
+	grep -q 'trusted.t="yes"' /tmp/lcfs.manifest || fail "no trusted xattr compared"
+	[ "$(grep -c '^\./' /tmp/lcfs.manifest)" -eq 17 ] || fail "too few paths compared"
+	assert_eq "$(stat -c %i $M/file)" "$(stat -c %i $M/dir/hardlink)" "hard links: one inode"
+	assert_eq "$(stat -c %b $M/sparse) $(stat -c %b $M/zeros)" "8 0" "blocks of the sparse and zero files"
+	umnt
+	fsck.lcfs -n "$DEV"
+}
+
 run_tests \
 	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate fallocate_modes file_size_limit mmap \
-	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile direct_io
+	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile direct_io mkfs_rootdir mkfs_tar
