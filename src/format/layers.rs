@@ -427,6 +427,23 @@ impl<S: Device> Volume<S> {
         })
     }
 
+    /// Replaces layer `info.id`'s counters (`bytes_used`, `inodes_used`, `own_bytes`,
+    /// `next_ino`), child count and flags with those of `info`; its name, parent and tree stay
+    /// as they are. For fsck's repair, which recounts them from the trees (and lifts a frozen
+    /// layer's flag for the time of its own changes). `NotFound` for a layer that does not
+    /// exist.
+    pub fn set_layer_record(&mut self, info: &LayerInfo) -> Result<(), Error> {
+        let mut l = self.layer(info.id)?;
+        self.admit(1, false)?;
+        l.bytes_used = info.bytes_used;
+        l.inodes_used = info.inodes_used;
+        l.own_bytes = info.own_bytes;
+        l.next_ino = info.next_ino;
+        l.children = info.children;
+        l.flags = info.flags;
+        self.mutate(|v| v.put_layer(&l))
+    }
+
     /// Freezes a layer: read-only from now on, and cloneable.
     pub fn freeze_layer(&mut self, id: u64) -> Result<(), Error> {
         let mut l = self.layer(id)?;

@@ -8,9 +8,19 @@ use clap::Parser;
 /// Check an LCFS filesystem.
 ///
 /// A damaged superblock copy of the newest commit is an error: the filesystem falls back to the
-/// previous commit in the other copy, and what the newest commit changed is lost. With -y or -p
-/// that surviving state is committed again so that both copies hold it (only when nothing else is
-/// damaged); other damage is reported and left.
+/// previous commit in the other copy, and what the newest commit changed is lost.
+///
+/// Repair (-y, and -p for its safe part) covers: the reference-count map and the free count
+/// (rebuilt from the references found), layer usage counters and child counts, link counts
+/// (the safe part, with the superblock copy); directory entries naming a missing inode
+/// (removed), inodes with links but no name (named #INO in the layer's /lost+found, made with
+/// mode 0700) and inodes without links missing from the orphan index (indexed, so the next
+/// read-write mount deletes them). Damage none of these covers (a tree node that does not read,
+/// a record that does not decode, back references that disagree) is not rebuilt: -y goes back
+/// to the previous commit if it checks sound, naming what is lost (generation, layers), and
+/// otherwise leaves the filesystem as it is. A repair is tried in memory and checked first;
+/// only one whose result is clean is written, through the format's own commits, so a crash
+/// leaves the old state or the new one. Anything else writes nothing.
 ///
 /// Exit status: 0 no errors, 1 errors corrected, 4 errors left uncorrected, 8 operational error
 /// (the device could not be read or written, or holds no LCFS filesystem), 16 usage error.
@@ -25,14 +35,15 @@ pub(crate) struct Args {
     #[arg(short = 'n')]
     pub(crate) no: bool,
 
-    /// Answer "yes" to every repair. The one repair so far: a damaged newest superblock copy is
-    /// rewritten with the state the filesystem fell back to, as the next read-write mount would.
-    /// The device is opened exclusively, so a mounted one is refused.
+    /// Answer "yes" to every repair (see above), going back to the previous commit when the
+    /// newest is damaged beyond them. The device is opened exclusively, so a mounted one is
+    /// refused.
     #[arg(short = 'y', conflicts_with = "no")]
     pub(crate) yes: bool,
 
-    /// Preen: repair without asking what -y repairs (it writes only what the next mount's
-    /// first commit would). Only one of -p, -n and -y may be given.
+    /// Preen: repair without asking only what is safe (the map and free count, counters, link
+    /// counts, the superblock copy); any other damage writes nothing and exits 4 ("UNEXPECTED
+    /// INCONSISTENCY; RUN fsck MANUALLY"). Only one of -p, -n and -y may be given.
     #[arg(short = 'p', short_alias = 'a', conflicts_with_all = ["no", "yes"])]
     pub(crate) preen: bool,
 

@@ -1,9 +1,7 @@
 //! `fsck.lcfs`: checks an LCFS filesystem with e2fsck-style exit codes.
 //!
-//! Every invariant of the format is checked (see [`lcfs_image::fsck`]). One kind of damage is
-//! repaired with `-y` or `-p`: a damaged newest superblock copy, after which the filesystem falls
-//! back to the previous commit ([`fsck::Fallback`]); the surviving state is committed again so
-//! that both copies describe it. Any other damage is reported and left.
+//! Every invariant of the format is checked (see [`lcfs_image::fsck`]); `-y` and `-p` repair
+//! what [`lcfs_image::repair`] covers (`-p` only the safe kinds), or leave the device as it was.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -14,6 +12,7 @@ use clap::Parser;
 use lcfs_format::records::Timespec;
 use lcfs_image::fsck::{self, Phase, Report};
 use lcfs_image::output::{count, is_broken_pipe};
+use lcfs_image::repair::{self, Mode, Outcome, Refusal};
 use lcfs_image::{outln, Access, Device};
 
 mod cli;
@@ -137,16 +136,6 @@ impl Progress {
     }
 }
 
-/// What was done about the damage found.
-enum Repair {
-    /// Nothing was asked (`-n`, or no option) or there was nothing to repair.
-    None,
-    /// The fallback was repaired: the new generation.
-    Done(u64),
-    /// The fallback was left because other damage was found.
-    Refused,
-}
-
 /// The report as `--json` prints it.
 #[derive(serde::Serialize)]
 struct JsonReport<'a> {
@@ -187,35 +176,27 @@ fn run(args: &Args) -> Result<u8, anyhow::Error> {
             return Ok(exit::OPERATIONAL);
         }
     };
-    let mut repair = Repair::None;
-    if let (Some(writer), Some(fallback)) = (writer, report.fallback.clone()) {
-        if report.only_fallback() {
-            match fsck::make_fallback_current(writer, &fallback, now()) {
-                Ok(vol) => {
-                    let generation = vol.superblock().generation;
-                    report.stats.generation = generation;
-                    repair = Repair::Done(generation);
-                }
-                Err(e) => {
-                    eprintln!(
-                        "fsck.lcfs: {name}: superblock copy {} not repaired: {e}",
-                        fallback.damaged_copy
-                    );
-                    return Ok(exit::OPERATIONAL);
-                }
+    let mut outcome = None;
+    if let Some(mut writer) = writer.filter(|_| !report.is_clean()) {
+        let mode = if args.yes { Mode::Yes } else { Mode::Preen };
+        match repair::repair(&mut writer, &report, mode, now()) {
+            Ok(o) => outcome = Some(o),
+            Err(e) => {
+                eprintln!("fsck.lcfs: {name}: repair failed: {e}");
+                return Ok(exit::OPERATIONAL);
             }
-        } else {
-            repair = Repair::Refused;
         }
     }
-    let repaired: Vec<String> = match (&repair, &report.fallback) {
-        (Repair::Done(g), Some(f)) => vec![format!(
-            "repaired: generation {} committed again as generation {g} in superblock copy {}; \
-             both copies now hold it",
-            f.generation, f.damaged_copy
-        )],
-        _ => Vec::new(),
+    let (repaired, after): (Vec<String>, Option<Report>) = match &mut outcome {
+        Some(Outcome::Repaired { actions, after }) => {
+            (std::mem::take(actions), Some(std::mem::take(&mut **after)))
+        }
+        _ => (Vec::new(), None),
     };
+    let fixed = after.is_some();
+    if let Some(a) = &after {
+        report.stats = a.stats.clone();
+    }
     // The exit code says what the check found, even when the reader of the output went away.
     let print = || -> anyhow::Result<()> {
         if args.json {
@@ -244,7 +225,7 @@ fn run(args: &Args) -> Result<u8, anyhow::Error> {
         let s = &report.stats;
         let used = s.total_blocks.saturating_sub(s.free_blocks);
         let total = report.errors.len() as u64 + report.more_errors;
-        if report.is_clean() || matches!(repair, Repair::Done(_)) {
+        if report.is_clean() || fixed {
             let fixed = if report.is_clean() {
                 String::new()
             } else {
@@ -261,24 +242,41 @@ fn run(args: &Args) -> Result<u8, anyhow::Error> {
                 "{name}: {} found; the filesystem was not modified",
                 count(total, "error")
             )?;
-            match (&repair, &report.fallback) {
-                (Repair::Refused, Some(f)) => outln!(
+            match (&outcome, &report.fallback) {
+                (Some(Outcome::Refused(_)), Some(f)) => outln!(
                     "{name}: superblock copy {} left as it is: the state it falls back to is \
                      damaged too, and the damaged copy may be the better way back (by hand)",
                     f.damaged_copy
                 )?,
-                (_, Some(f)) if report.only_fallback() => outln!(
+                (None, Some(f)) if report.only_fallback() => outln!(
                     "{name}: fsck.lcfs -y makes generation {} current for good, overwriting the \
                      damaged copy, as the next read-write mount's first commit would",
                     f.generation
                 )?,
+                (None, _) if report.repairable() => outln!(
+                    "{name}: fsck.lcfs -y repairs it{}",
+                    if report.fixes.iter().all(|f| f.is_safe()) {
+                        " (so does -p)"
+                    } else {
+                        ""
+                    }
+                )?,
                 _ => {}
             }
-            if args.yes || args.preen {
-                outln!(
-                    "{name}: only a damaged newest superblock copy can be repaired yet; the \
-                     damage above is left"
-                )?;
+            match &outcome {
+                Some(Outcome::Refused(Refusal::NeedsYes(fixes))) => {
+                    for f in fixes {
+                        outln!("{name}: needs -y: {f}")?;
+                    }
+                    outln!(
+                        "{name}: UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY.\n\t(i.e., without \
+                         -a or -p options)"
+                    )?;
+                }
+                Some(Outcome::Refused(Refusal::Unrepairable(why))) => {
+                    outln!("{name}: not repaired: {why}")?;
+                }
+                _ => {}
             }
         }
         if args.verbose {
@@ -300,10 +298,12 @@ fn run(args: &Args) -> Result<u8, anyhow::Error> {
             return Err(e);
         }
     }
-    Ok(match repair {
-        Repair::Done(_) => exit::CORRECTED,
-        _ if report.is_clean() => exit::CLEAN,
-        _ => exit::UNCORRECTED,
+    Ok(if fixed {
+        exit::CORRECTED
+    } else if report.is_clean() {
+        exit::CLEAN
+    } else {
+        exit::UNCORRECTED
     })
 }
 

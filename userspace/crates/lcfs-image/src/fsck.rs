@@ -34,6 +34,9 @@ use lcfs_format::tree::Error as TreeError;
 use lcfs_format::volume::{self, tree_kind, Volume};
 use lcfs_format::{FormatError, BLOCK_SIZE};
 
+use crate::store::SbView;
+use lcfs_format::tree::BlockStore;
+
 /// Most error messages kept; the rest are only counted.
 const MAX_MESSAGES: usize = 200;
 
@@ -80,6 +83,114 @@ pub struct Fallback {
     pub layer_count: u64,
 }
 
+/// A repair an error calls for (see [`crate::repair`]); errors without one are left.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fix {
+    /// The newest superblock copy is damaged: commit the state in use again.
+    Fallback,
+    /// Reference counts, map summaries or the free count are wrong: rebuild the map from the
+    /// references found.
+    Map,
+    /// A layer's usage counters: the values the tree holds.
+    LayerUsage {
+        /// Layer id.
+        layer: u64,
+        /// Inodes.
+        inodes: u64,
+        /// Bytes of file data.
+        bytes: u64,
+    },
+    /// A layer's own bytes.
+    LayerOwn {
+        /// Layer id.
+        layer: u64,
+        /// Bytes of its own.
+        own: u64,
+    },
+    /// A layer's child count.
+    LayerChildren {
+        /// Layer id.
+        layer: u64,
+        /// Layers whose parent it is.
+        children: u32,
+    },
+    /// An inode's link count.
+    LinkCount {
+        /// Layer id.
+        layer: u64,
+        /// Inode.
+        ino: u64,
+        /// The count its names (or subdirectories) make.
+        nlink: u32,
+    },
+    /// A directory entry that names an inode that does not exist: remove it.
+    DanglingEntry {
+        /// Layer id.
+        layer: u64,
+        /// Directory.
+        dir: u64,
+        /// The entry's key offset.
+        offset: u64,
+    },
+    /// An inode with links but no name: give it one in the layer's `lost+found`.
+    Unnamed {
+        /// Layer id.
+        layer: u64,
+        /// Inode.
+        ino: u64,
+    },
+    /// An inode without links or names that the orphan index does not hold: add it there.
+    OrphanIndex {
+        /// Layer id.
+        layer: u64,
+        /// Inode.
+        ino: u64,
+    },
+}
+
+impl Fix {
+    /// Whether preening (`-p`) may make it without asking: counters, the map and the
+    /// superblock copy change no name and drop no data.
+    pub fn is_safe(&self) -> bool {
+        matches!(
+            self,
+            Fix::Fallback
+                | Fix::Map
+                | Fix::LayerUsage { .. }
+                | Fix::LayerOwn { .. }
+                | Fix::LayerChildren { .. }
+                | Fix::LinkCount { .. }
+        )
+    }
+
+    /// The layer it changes, if any.
+    pub fn layer(&self) -> Option<u64> {
+        match *self {
+            Fix::Fallback | Fix::Map => None,
+            Fix::LayerUsage { layer, .. }
+            | Fix::LayerOwn { layer, .. }
+            | Fix::LayerChildren { layer, .. }
+            | Fix::LinkCount { layer, .. }
+            | Fix::DanglingEntry { layer, .. }
+            | Fix::Unnamed { layer, .. }
+            | Fix::OrphanIndex { layer, .. } => Some(layer),
+        }
+    }
+}
+
+/// What a map rebuild needs, gathered by a check whose map and tree walks were complete.
+#[derive(Clone, Debug, Default)]
+pub struct MapFacts {
+    /// References found to each block (fixed blocks, map nodes, tree nodes, data).
+    pub expected: Vec<u32>,
+    /// Counts the map records, where a leaf was read.
+    pub found: Vec<u32>,
+    /// First block of each map leaf read.
+    pub leaves: Vec<u64>,
+    /// The map's nodes.
+    pub map_nodes: Vec<u64>,
+}
+
 /// What a check found.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Report {
@@ -93,6 +204,15 @@ pub struct Report {
     pub fallback: Option<Fallback>,
     /// Counters.
     pub stats: Stats,
+    /// The repairs the errors call for, one per error that has one.
+    #[serde(skip)]
+    pub fixes: Vec<Fix>,
+    /// Errors no repair handles.
+    #[serde(skip)]
+    pub unrepairable: u64,
+    /// For a map rebuild: the references found, when the walks were complete.
+    #[serde(skip)]
+    pub map_facts: Option<MapFacts>,
 }
 
 impl Report {
@@ -107,7 +227,22 @@ impl Report {
         self.fallback.is_some() && self.errors.len() == 1 && self.more_errors == 0
     }
 
+    /// Whether every error found has a repair.
+    pub fn repairable(&self) -> bool {
+        !self.is_clean() && self.unrepairable == 0
+    }
+
     fn error(&mut self, msg: String) {
+        self.unrepairable += 1;
+        self.message(msg);
+    }
+
+    fn fixable(&mut self, fix: Fix, msg: String) {
+        self.fixes.push(fix);
+        self.message(msg);
+    }
+
+    fn message(&mut self, msg: String) {
         if self.errors.len() < MAX_MESSAGES {
             self.errors.push(msg);
         } else {
@@ -197,12 +332,92 @@ struct Checker<'a, S: volume::Device<Buf = Vec<u8>>> {
     found: Vec<u32>,
     visited: HashMap<u64, Sums>,
     data_seen: HashSet<u64>,
+    /// First block of each map leaf read.
+    leaves: Vec<u64>,
+    /// The map's nodes.
+    map_nodes: Vec<u64>,
     progress: &'a mut dyn FnMut(Phase, u64, u64),
 }
 
 /// Checks the filesystem on `store`. `progress(phase, done, total)` is called now and then.
 pub fn check<S: volume::Device<Buf = Vec<u8>>>(
+    store: S,
+    progress: &mut dyn FnMut(Phase, u64, u64),
+) -> Result<Report, OpError> {
+    check_view(SbView::new(store), progress)
+}
+
+/// Checks the previous commit of the filesystem on `store`: the state in the older superblock
+/// copy, as if the newest were lost (it is reported as a [`Fallback`]). `None` if there is no
+/// older valid copy.
+pub fn check_previous<S: volume::Device<Buf = Vec<u8>>>(
     mut store: S,
+) -> Result<Option<(u64, Report)>, OpError> {
+    let Some(newest) = newest_slot_with_previous(&mut store)? else {
+        return Ok(None);
+    };
+    let r = check_view(SbView::hiding(store, newest), &mut |_, _, _| {})?;
+    Ok(Some((newest, r)))
+}
+
+/// The slot of the newest superblock copy, when the other copy is valid too (an older commit
+/// to go back to).
+pub fn newest_slot_with_previous<S: volume::Device<Buf = Vec<u8>>>(
+    store: &mut S,
+) -> Result<Option<u64>, OpError> {
+    let device = store.total_blocks();
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    let mut copies = Vec::new();
+    for slot in 0..superblock::SUPERBLOCK_COPIES {
+        store.read(slot, &mut buf).map_err(|_| OpError::Io)?;
+        copies.push(Superblock::decode(&buf, device));
+    }
+    match (
+        &copies[..],
+        superblock::select(copies[0].clone(), copies[1].clone()),
+    ) {
+        ([Ok(_), Ok(_)], Ok(sel)) => Ok(Some(sel.sb.slot())),
+        _ => Ok(None),
+    }
+}
+
+/// The free count the map's root records, if the root reads as a valid map node.
+fn root_free<S: volume::Device<Buf = Vec<u8>>>(store: &mut S, sb: &Superblock) -> Option<u64> {
+    if sb.map_root < Superblock::FIXED_BLOCKS || sb.map_root >= sb.total_blocks {
+        return None;
+    }
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    store.read(sb.map_root, &mut buf).ok()?;
+    let expect = refmap::MapExpect {
+        blocknr: sb.map_root,
+        fsid: sb.fsid(),
+        level: sb.map_level,
+        first: 0,
+        txn_generation: sb.generation.checked_add(1)?,
+        total_blocks: sb.total_blocks,
+    };
+    refmap::check(&buf, &expect).ok()?;
+    if sb.map_level == 0 {
+        let n = sb.total_blocks.min(LEAF_ENTRIES);
+        let mut free = 0;
+        for i in 0..n {
+            if refmap::leaf_get(&buf, i).ok()? == 0 {
+                free += 1;
+            }
+        }
+        return Some(free);
+    }
+    let mut free = 0u64;
+    for i in 0..refmap::NODE_ENTRIES {
+        let e = refmap::entry_get(&buf, i).ok()?;
+        free = free.checked_add(e.free)?.checked_add(e.pinned)?;
+    }
+    Some(free)
+}
+
+/// [`check`] through a view of the superblock copies.
+pub fn check_view<S: volume::Device<Buf = Vec<u8>>>(
+    mut store: SbView<S>,
     progress: &mut dyn FnMut(Phase, u64, u64),
 ) -> Result<Report, OpError> {
     let mut report = Report::default();
@@ -235,6 +450,30 @@ pub fn check<S: volume::Device<Buf = Vec<u8>>>(
         store.read(slot, &mut buf).map_err(|_| OpError::Io)?;
         superblock_damage(&mut report, &selected.sb, slot, &e, &buf);
     }
+    // A free count that differs from the map root's summary stops the open: check on, with the
+    // count the root records, and rebuild the map in repair.
+    if let Some(free) = root_free(&mut store, &selected.sb) {
+        if free != selected.sb.free_blocks {
+            let slot = selected.sb.slot();
+            let mut fixed = selected.sb.clone();
+            fixed.free_blocks = free;
+            let mut block = vec![0u8; BLOCK_SIZE as usize];
+            store.read(slot, &mut block).map_err(|_| OpError::Io)?;
+            if fixed
+                .encode(&mut block[..superblock::SUPERBLOCK_SIZE])
+                .is_ok()
+            {
+                report.fixable(
+                    Fix::Map,
+                    format!(
+                        "free blocks: the superblock says {}, the map's root counts {free}",
+                        selected.sb.free_blocks
+                    ),
+                );
+                store.patch = Some((slot, block));
+            }
+        }
+    }
     let (vol, _) = match Volume::open(store) {
         Ok(v) => v,
         Err(e) => {
@@ -256,6 +495,8 @@ pub fn check<S: volume::Device<Buf = Vec<u8>>>(
         found: vec![0; total],
         visited: HashMap::new(),
         data_seen: HashSet::new(),
+        leaves: Vec::new(),
+        map_nodes: Vec::new(),
         progress,
     };
     for b in 0..Superblock::FIXED_BLOCKS {
@@ -266,9 +507,17 @@ pub fn check<S: volume::Device<Buf = Vec<u8>>>(
     if map_ok {
         c.compare_counts();
     } else {
-        c.report
-            .error("reference counts not compared: the map could not be read".into());
+        c.report.fixable(
+            Fix::Map,
+            "reference counts not compared: the map could not be read".into(),
+        );
     }
+    c.report.map_facts = Some(MapFacts {
+        expected: std::mem::take(&mut c.expected),
+        found: std::mem::take(&mut c.found),
+        leaves: std::mem::take(&mut c.leaves),
+        map_nodes: std::mem::take(&mut c.map_nodes),
+    });
     Ok(c.report)
 }
 
@@ -330,7 +579,7 @@ fn superblock_damage(
             copy_err(e)
         ),
     };
-    report.error(msg);
+    report.fixable(Fix::Fallback, msg);
     report.fallback = Some(Fallback {
         damaged_copy: slot,
         reason: copy_err(e),
@@ -408,11 +657,13 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         let mut found = std::mem::take(&mut self.found);
         let total = self.sb.total_blocks;
         let progress = &mut *self.progress;
+        let leaves = &mut self.leaves;
         let r = map.walk(
             self.vol.store(),
             &mut |b| nodes.push(b),
             &mut |first, leaf| {
                 progress(Phase::Map, first, total);
+                leaves.push(first);
                 for i in 0..LEAF_ENTRIES {
                     let v = refmap::leaf_get(leaf, i)?;
                     if let Some(slot) = usize::try_from(first + i)
@@ -427,20 +678,24 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         );
         self.found = found;
         self.report.stats.map_nodes = nodes.len() as u64;
-        for b in nodes {
+        for &b in &nodes {
             self.reference(b, "the map");
         }
+        self.map_nodes = nodes;
         if let Err(e) = r {
             self.report
-                .error(format!("reference-count map: {}", tree_err(e)));
+                .fixable(Fix::Map, format!("reference-count map: {}", tree_err(e)));
             return false;
         }
         let free = self.found.iter().filter(|&&v| v == 0).count() as u64;
         if free != self.sb.free_blocks {
-            self.report.error(format!(
-                "free blocks: superblock says {}, map has {free}",
-                self.sb.free_blocks
-            ));
+            self.report.fixable(
+                Fix::Map,
+                format!(
+                    "free blocks: superblock says {}, map has {free}",
+                    self.sb.free_blocks
+                ),
+            );
         }
         true
     }
@@ -713,10 +968,13 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             (self.progress)(Phase::Trees, n as u64, nlayers);
             let want = children.get(id).copied().unwrap_or(0);
             if l.children != want {
-                self.report.error(format!(
-                    "layer {id}: records {} children, found {want}",
-                    l.children
-                ));
+                self.report.fixable(
+                    Fix::LayerChildren {
+                        layer: *id,
+                        children: want,
+                    },
+                    format!("layer {id}: records {} children, found {want}", l.children),
+                );
             }
             if l.root != 0 {
                 self.reference(l.root, "a layer record");
@@ -737,18 +995,31 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             }
             if let Some(s) = sums {
                 if s.inodes != l.inodes_used || s.bytes != l.bytes_used {
-                    self.report.error(format!(
-                        "layer {id}: usage records {} inodes and {} bytes, the tree holds {} and {}",
-                        l.inodes_used, l.bytes_used, s.inodes, s.bytes
-                    ));
+                    self.report.fixable(
+                        Fix::LayerUsage {
+                            layer: *id,
+                            inodes: s.inodes,
+                            bytes: s.bytes,
+                        },
+                        format!(
+                            "layer {id}: usage records {} inodes and {} bytes, the tree holds {} and {}",
+                            l.inodes_used, l.bytes_used, s.inodes, s.bytes
+                        ),
+                    );
                 }
                 let birth = l.own_birth.unwrap_or(*id);
                 if s.born_in(birth) != l.own_bytes {
-                    self.report.error(format!(
-                        "layer {id}: records {} bytes of its own (born in layer {birth}), the tree holds {}",
-                        l.own_bytes,
-                        s.born_in(birth)
-                    ));
+                    self.report.fixable(
+                        Fix::LayerOwn {
+                            layer: *id,
+                            own: s.born_in(birth),
+                        },
+                        format!(
+                            "layer {id}: records {} bytes of its own (born in layer {birth}), the tree holds {}",
+                            l.own_bytes,
+                            s.born_in(birth)
+                        ),
+                    );
                 }
                 // The namespace of a layer without a parent is checked whole; a clone only where
                 // it differs from its parent (the parent was checked before it: ids grow), so the
@@ -906,7 +1177,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 }
                 (g, w) => format!("block {b}: reference count {g}, references found {w}"),
             };
-            self.report.error(msg);
+            self.report.fixable(Fix::Map, msg);
         }
     }
 }
@@ -950,8 +1221,8 @@ struct NsInode {
     attrs: Option<(u32, u32)>,
     /// Back references: parent directory, count, recorded name.
     links: Vec<(u64, u32, Vec<u8>)>,
-    /// Entries, if a directory: name, target inode, type.
-    entries: Vec<(Vec<u8>, u64, u8)>,
+    /// Entries, if a directory: name, target inode, type, key offset.
+    entries: Vec<(Vec<u8>, u64, u8, u64)>,
     /// Whether any item other than the inode record exists (orphan items need the record).
     has_items: bool,
 }
@@ -982,7 +1253,8 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 }
                 kind::DIRENT => {
                     let d = DirentRecord::decode(&v).map_err(|e| e.to_string())?;
-                    out.entries.push((d.name.to_vec(), d.ino, d.dtype));
+                    out.entries
+                        .push((d.name.to_vec(), d.ino, d.dtype, k.offset));
                     out.has_items = true;
                 }
                 _ => out.has_items = true,
@@ -1040,23 +1312,28 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
         let is_dir = |m: u32| m & records::mode::S_IFMT == records::mode::S_IFDIR;
         let mut names_from: HashMap<(u64, u64), Vec<Vec<u8>>> = HashMap::new();
         for (&dir, n) in &inodes {
-            for (name, target, _) in &n.entries {
+            for (name, target, _, _) in &n.entries {
                 names_from
                     .entry((*target, dir))
                     .or_default()
                     .push(name.clone());
             }
         }
-        let mut errors = Vec::new();
+        // Each error with the repair it calls for, if any.
+        let mut errors: Vec<(String, Option<Fix>)> = Vec::new();
+        let push = |errors: &mut Vec<(String, Option<Fix>)>, msg: String| errors.push((msg, None));
         for &ino in &orphans {
             if inodes.get(&ino).is_none_or(|n| n.attrs.is_none()) {
-                errors.push(format!("orphan item for missing inode {ino}"));
+                push(&mut errors, format!("orphan item for missing inode {ino}"));
             }
         }
         for (&ino, n) in &inodes {
             let Some((mode, nlink)) = n.attrs else {
                 if n.has_items {
-                    errors.push(format!("items of inode {ino}, which has no inode record"));
+                    push(
+                        &mut errors,
+                        format!("items of inode {ino}, which has no inode record"),
+                    );
                 }
                 continue;
             };
@@ -1069,37 +1346,52 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 match self.vol.lookup(id, &namespace::orphan_key(ino), |_| ()) {
                     Ok(found) => found.is_some(),
                     Err(e) => {
-                        errors.push(format!("inode {ino}: orphan index: {}", tree_err(e)));
+                        push(
+                            &mut errors,
+                            format!("inode {ino}: orphan index: {}", tree_err(e)),
+                        );
                         continue;
                     }
                 }
             };
             if nlink == 0 {
                 if ino == lcfs_format::ROOT_INO {
-                    errors.push("the root has link count 0".into());
+                    push(&mut errors, "the root has link count 0".into());
                 }
                 if !indexed {
-                    errors.push(format!("inode {ino}: link count 0 but no orphan item"));
+                    let msg = format!("inode {ino}: link count 0 but no orphan item");
+                    // Without names or entries it is what an orphan is: index it.
+                    let fix = (ino != lcfs_format::ROOT_INO
+                        && n.links.is_empty()
+                        && n.entries.is_empty())
+                    .then_some(Fix::OrphanIndex { layer: id, ino });
+                    errors.push((msg, fix));
                 }
                 if !n.links.is_empty() {
-                    errors.push(format!("orphan inode {ino} has names"));
+                    push(&mut errors, format!("orphan inode {ino} has names"));
                 }
                 if !n.entries.is_empty() {
-                    errors.push(format!("orphan directory {ino} has entries"));
+                    push(&mut errors, format!("orphan directory {ino} has entries"));
                 }
                 continue;
             }
             if indexed {
-                errors.push(format!("orphan item for inode {ino}, which has links"));
+                push(
+                    &mut errors,
+                    format!("orphan item for inode {ino}, which has links"),
+                );
             }
             if ino == lcfs_format::ROOT_INO {
                 if !is_dir(mode) {
-                    errors.push("the root is not a directory".into());
+                    push(&mut errors, "the root is not a directory".into());
                 }
             } else if n.links.is_empty() {
-                errors.push(format!("inode {ino} has no name (orphan)"));
+                errors.push((
+                    format!("inode {ino} has no name (orphan)"),
+                    Some(Fix::Unnamed { layer: id, ino }),
+                ));
             }
-            for (name, target, dtype) in &n.entries {
+            for (name, target, dtype, offset) in &n.entries {
                 let shown = String::from_utf8_lossy(name);
                 let t = inodes.get(target).and_then(|t| t.attrs.map(|a| a.0));
                 let t = match t {
@@ -1114,10 +1406,17 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                         .and_then(Result::ok),
                 };
                 match t {
-                    None => errors.push(format!(
-                        "entry {shown:?} of directory {ino} points to missing inode {target}"
+                    None => errors.push((
+                        format!(
+                            "entry {shown:?} of directory {ino} points to missing inode {target}"
+                        ),
+                        Some(Fix::DanglingEntry {
+                            layer: id,
+                            dir: ino,
+                            offset: *offset,
+                        }),
                     )),
-                    Some(m) if records::file_type(m) != Some(*dtype) => errors.push(format!(
+                    Some(m) if records::file_type(m) != Some(*dtype) => push(&mut errors, format!(
                         "entry {shown:?} of directory {ino}: type {dtype} but inode {target} has mode {m:o}"
                     )),
                     Some(_) => {}
@@ -1130,15 +1429,18 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                     .get(&(ino, *parent))
                     .map_or(&[][..], Vec::as_slice);
                 if names.len() as u64 != u64::from(*count) {
-                    errors.push(format!(
+                    push(&mut errors, format!(
                         "inode {ino}: back reference counts {count} names in directory {parent}, found {}",
                         names.len()
                     ));
                 } else if !names.contains(name) {
-                    errors.push(format!(
-                        "inode {ino}: back reference name {:?} is not in directory {parent}",
-                        String::from_utf8_lossy(name)
-                    ));
+                    push(
+                        &mut errors,
+                        format!(
+                            "inode {ino}: back reference name {:?} is not in directory {parent}",
+                            String::from_utf8_lossy(name)
+                        ),
+                    );
                 }
             }
             let want = if is_dir(mode) {
@@ -1147,25 +1449,54 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 link_sum
             };
             if u64::from(nlink) != want {
-                errors.push(format!("inode {ino}: link count {nlink}, expected {want}"));
+                let fix = match u32::try_from(want) {
+                    // No names at all: it goes to lost+found (and is counted again then).
+                    Ok(0) if n.links.is_empty() && ino != lcfs_format::ROOT_INO => {
+                        Some(Fix::Unnamed { layer: id, ino })
+                    }
+                    Ok(nlink) if nlink > 0 => Some(Fix::LinkCount {
+                        layer: id,
+                        ino,
+                        nlink,
+                    }),
+                    _ => None,
+                };
+                errors.push((
+                    format!("inode {ino}: link count {nlink}, expected {want}"),
+                    fix,
+                ));
             }
         }
         // Every entry of a gathered directory needs the back reference of its target.
         for (&dir, n) in &inodes {
-            for (name, target, _) in &n.entries {
+            for (name, target, _, offset) in &n.entries {
                 if let Some(t) = inodes.get(target) {
                     if !t.links.iter().any(|l| l.0 == dir) {
-                        errors.push(format!(
-                            "entry {:?} of directory {dir}: inode {target} has no back reference",
-                            String::from_utf8_lossy(name)
+                        // A missing target has none: the entry goes with its other error.
+                        let fix =
+                            (t.attrs.is_none() && !t.has_items).then_some(Fix::DanglingEntry {
+                                layer: id,
+                                dir,
+                                offset: *offset,
+                            });
+                        errors.push((
+                            format!(
+                                "entry {:?} of directory {dir}: inode {target} has no back reference",
+                                String::from_utf8_lossy(name)
+                            ),
+                            fix,
                         ));
                     }
                 }
             }
         }
         errors.sort();
-        for e in errors {
-            self.report.error(format!("layer {id}: {e}"));
+        for (e, fix) in errors {
+            let msg = format!("layer {id}: {e}");
+            match fix {
+                Some(f) => self.report.fixable(f, msg),
+                None => self.report.error(msg),
+            }
         }
     }
 

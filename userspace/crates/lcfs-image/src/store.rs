@@ -256,3 +256,218 @@ impl<S: volume::Device> volume::Device for VerifyCache<S> {
         self.inner.write_back()
     }
 }
+
+/// A store borrowed: lets a caller keep its store while the format core takes one by value.
+#[derive(Debug)]
+pub struct ByRef<'a, S>(pub &'a mut S);
+
+impl<S: BlockStore<Buf = Vec<u8>>> BlockStore for ByRef<'_, S> {
+    type Buf = Vec<u8>;
+
+    fn alloc_buf(&mut self) -> Result<Vec<u8>, TreeError> {
+        self.0.alloc_buf()
+    }
+
+    fn read(&mut self, blocknr: u64, buf: &mut Vec<u8>) -> Result<(), TreeError> {
+        self.0.read(blocknr, buf)
+    }
+
+    fn write(&mut self, blocknr: u64, buf: &Vec<u8>) -> Result<(), TreeError> {
+        self.0.write(blocknr, buf)
+    }
+
+    fn total_blocks(&self) -> u64 {
+        self.0.total_blocks()
+    }
+
+    fn single_table(&mut self) -> Option<&mut [u64]> {
+        self.0.single_table()
+    }
+
+    fn in_place_table(&mut self) -> Option<&mut [u64]> {
+        self.0.in_place_table()
+    }
+}
+
+impl<S: volume::Device<Buf = Vec<u8>>> volume::Device for ByRef<'_, S> {
+    fn flush(&mut self) -> Result<(), TreeError> {
+        self.0.flush()
+    }
+
+    fn write_back(&mut self) -> Result<(), TreeError> {
+        self.0.write_back()
+    }
+}
+
+/// Writes kept in memory over a store that is only read: what a repair would write, tried out
+/// first. The events can then be played onto the store in the same order ([`Overlay::replay`]),
+/// flushes included, which is the very sequence the format core would have written.
+#[derive(Debug)]
+pub struct Overlay<S> {
+    /// The store read through.
+    pub inner: S,
+    blocks: std::collections::HashMap<u64, Vec<u8>>,
+    /// Writes and flushes, in order.
+    pub events: Vec<Event>,
+}
+
+impl<S> Overlay<S> {
+    /// An overlay with no writes yet.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            blocks: std::collections::HashMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Whether anything was written.
+    pub fn is_written(&self) -> bool {
+        !self.blocks.is_empty()
+    }
+}
+
+impl<S: volume::Device<Buf = Vec<u8>>> Overlay<S> {
+    /// Plays the writes and flushes onto `dev`, in order, and flushes at the end.
+    pub fn replay<D: volume::Device<Buf = Vec<u8>>>(&self, dev: &mut D) -> Result<(), TreeError> {
+        for e in &self.events {
+            match e {
+                Event::Write(b, data) => dev.write(*b, data)?,
+                Event::Flush => dev.flush()?,
+            }
+        }
+        dev.flush()
+    }
+}
+
+impl<S: BlockStore<Buf = Vec<u8>>> BlockStore for Overlay<S> {
+    type Buf = Vec<u8>;
+
+    fn alloc_buf(&mut self) -> Result<Vec<u8>, TreeError> {
+        Ok(vec![0; BLOCK])
+    }
+
+    fn read(&mut self, blocknr: u64, buf: &mut Vec<u8>) -> Result<(), TreeError> {
+        match self.blocks.get(&blocknr) {
+            Some(b) => {
+                buf.clear();
+                buf.extend_from_slice(b);
+                Ok(())
+            }
+            None => self.inner.read(blocknr, buf),
+        }
+    }
+
+    fn write(&mut self, blocknr: u64, buf: &Vec<u8>) -> Result<(), TreeError> {
+        if blocknr >= self.inner.total_blocks() {
+            return Err(TreeError::Invalid);
+        }
+        self.events.push(Event::Write(blocknr, buf.clone()));
+        self.blocks.insert(blocknr, buf.clone());
+        Ok(())
+    }
+
+    fn total_blocks(&self) -> u64 {
+        self.inner.total_blocks()
+    }
+}
+
+impl<S: volume::Device<Buf = Vec<u8>>> volume::Device for Overlay<S> {
+    fn flush(&mut self) -> Result<(), TreeError> {
+        self.events.push(Event::Flush);
+        Ok(())
+    }
+}
+
+/// A store whose superblock copies can be seen otherwise than they are: one copy hidden
+/// (reading as zeros, so the other, the previous commit, is the one in use) or replaced by a
+/// corrected copy. A write to such a copy ends the pretence for it.
+#[derive(Debug)]
+pub struct SbView<S> {
+    /// The store seen through.
+    pub inner: S,
+    /// The copy shown instead of block 0 or 1, and its contents.
+    pub patch: Option<(u64, Vec<u8>)>,
+    /// The copy that reads as zeros.
+    pub hidden: Option<u64>,
+}
+
+impl<S> SbView<S> {
+    /// A view that shows everything as it is.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            patch: None,
+            hidden: None,
+        }
+    }
+
+    /// A view in which superblock copy `slot` reads as zeros.
+    pub fn hiding(inner: S, slot: u64) -> Self {
+        Self {
+            inner,
+            patch: None,
+            hidden: Some(slot),
+        }
+    }
+}
+
+impl<S: BlockStore<Buf = Vec<u8>>> BlockStore for SbView<S> {
+    type Buf = Vec<u8>;
+
+    fn alloc_buf(&mut self) -> Result<Vec<u8>, TreeError> {
+        self.inner.alloc_buf()
+    }
+
+    fn read(&mut self, blocknr: u64, buf: &mut Vec<u8>) -> Result<(), TreeError> {
+        if self.hidden == Some(blocknr) {
+            buf.clear();
+            buf.resize(BLOCK, 0);
+            return Ok(());
+        }
+        match &self.patch {
+            Some((slot, data)) if *slot == blocknr => {
+                buf.clear();
+                buf.extend_from_slice(data);
+                Ok(())
+            }
+            _ => self.inner.read(blocknr, buf),
+        }
+    }
+
+    fn write(&mut self, blocknr: u64, buf: &Vec<u8>) -> Result<(), TreeError> {
+        if self
+            .patch
+            .as_ref()
+            .is_some_and(|(slot, _)| *slot == blocknr)
+        {
+            self.patch = None;
+        }
+        if self.hidden == Some(blocknr) {
+            self.hidden = None;
+        }
+        self.inner.write(blocknr, buf)
+    }
+
+    fn total_blocks(&self) -> u64 {
+        self.inner.total_blocks()
+    }
+
+    fn single_table(&mut self) -> Option<&mut [u64]> {
+        self.inner.single_table()
+    }
+
+    fn in_place_table(&mut self) -> Option<&mut [u64]> {
+        self.inner.in_place_table()
+    }
+}
+
+impl<S: volume::Device<Buf = Vec<u8>>> volume::Device for SbView<S> {
+    fn flush(&mut self) -> Result<(), TreeError> {
+        self.inner.flush()
+    }
+
+    fn write_back(&mut self) -> Result<(), TreeError> {
+        self.inner.write_back()
+    }
+}
