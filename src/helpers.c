@@ -298,8 +298,20 @@ void lcfs_inode_set_cached_link(struct inode *inode, const char *link, int len)
 
 unsigned int lcfs_new_decode_dev(u32 dev) { return new_decode_dev(dev); }
 u32 lcfs_new_encode_dev(unsigned int dev) { return new_encode_dev(dev); }
-u32 lcfs_current_fsuid(void) { return from_kuid(&init_user_ns, current_fsuid()); }
-u32 lcfs_current_fsgid(void) { return from_kgid(&init_user_ns, current_fsgid()); }
+
+/*
+ * The caller's fsuid and fsgid as a new inode in @dir stores them when created through a mount
+ * with idmapping @idmap (inode_init_owner's mapping): -1 when the mount maps them to no id.
+ */
+u32 lcfs_mapped_fsuid(struct mnt_idmap *idmap, const struct inode *dir)
+{
+	return from_kuid(&init_user_ns, mapped_fsuid(idmap, i_user_ns(dir)));
+}
+
+u32 lcfs_mapped_fsgid(struct mnt_idmap *idmap, const struct inode *dir)
+{
+	return from_kgid(&init_user_ns, mapped_fsgid(idmap, i_user_ns(dir)));
+}
 u32 lcfs_i_uid_read(const struct inode *inode) { return i_uid_read(inode); }
 u32 lcfs_i_gid_read(const struct inode *inode) { return i_gid_read(inode); }
 

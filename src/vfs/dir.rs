@@ -290,25 +290,40 @@ unsafe fn dentry_name<'a>(dentry: *mut bindings::dentry) -> &'a [u8] {
     unsafe { core::slice::from_raw_parts(name, len) }
 }
 
-/// Owner and mode of a new inode in `dir`, as `inode_init_owner` computes them.
-fn new_owner<T: FileSystem>(dir: &Inode<T>, mode: u32) -> (u32, u32, u32) {
-    // SAFETY: `current_fsuid()` reads `current->cred`, which a task may always read for itself
-    // in process context (its credentials are replaced only by the task itself, with RCU), and
-    // maps it to the initial user namespace; the call has no other effect.
-    let uid = unsafe { ext::lcfs_current_fsuid() };
+/// Owner and mode of a new inode in `dir` created through a mount with idmapping `idmap`, as
+/// `inode_init_owner` computes them: the caller's fsuid and fsgid mapped through the mount's
+/// idmapping into the filesystem's (an idmapped mount stores the ids the mount maps them to).
+/// `EOVERFLOW` if they have no mapping there (the VFS refuses such creations before).
+///
+/// # Safety
+///
+/// `idmap` is the live idmapping of the mount the current VFS operation goes through.
+unsafe fn new_owner<T: FileSystem>(
+    idmap: *mut bindings::mnt_idmap,
+    dir: &Inode<T>,
+    mode: u32,
+) -> Result<(u32, u32, u32)> {
+    // SAFETY: `idmap` is live (contract) and `dir` a live inode; the helper reads the task's own
+    // credentials (`current_fsuid()`, which only the task itself replaces, with RCU) and maps
+    // them, with no other effect.
+    let uid = unsafe { ext::lcfs_mapped_fsuid(idmap.cast(), dir.as_ptr().cast()) };
+    if uid == u32::MAX {
+        return Err(EOVERFLOW);
+    }
     if dir.mode() & bindings::S_ISGID != 0 {
         let mode = if mode & bindings::S_IFMT == bindings::S_IFDIR {
             mode | bindings::S_ISGID
         } else {
             mode
         };
-        (uid, dir.owner().1, mode)
+        Ok((uid, dir.owner().1, mode))
     } else {
-        // SAFETY: `current_fsgid()` reads `current->cred`, which a task may always read for
-        // itself in process context (only the task itself replaces its credentials, with RCU),
-        // and maps the fsgid to the initial user namespace; the call has no other effect.
-        let gid = unsafe { ext::lcfs_current_fsgid() };
-        (uid, gid, mode)
+        // SAFETY: as for the uid above, with the task's fsgid.
+        let gid = unsafe { ext::lcfs_mapped_fsgid(idmap.cast(), dir.as_ptr().cast()) };
+        if gid == u32::MAX {
+            return Err(EOVERFLOW);
+        }
+        Ok((uid, gid, mode))
     }
 }
 
@@ -322,14 +337,20 @@ struct NewEntry<'a, T: FileSystem> {
     dir: Locked<'a, T>,
     name: &'a [u8],
     dentry: *mut bindings::dentry,
+    idmap: *mut bindings::mnt_idmap,
 }
 
 impl<'a, T: DirOperations> NewEntry<'a, T> {
     /// # Safety
     ///
-    /// `dir` and `dentry` must be the live arguments of a create-type operation on a directory
-    /// of `T` (the VFS holds `dir`'s `i_rwsem` for `'a`; `dentry` is negative and hashed).
-    unsafe fn new(dir: *mut bindings::inode, dentry: *mut bindings::dentry) -> Self {
+    /// `idmap`, `dir` and `dentry` must be the live arguments of a create-type operation on a
+    /// directory of `T` (the VFS holds `dir`'s `i_rwsem` for `'a`; `dentry` is negative and
+    /// hashed; `idmap` is the idmapping of the mount it goes through).
+    unsafe fn new(
+        idmap: *mut bindings::mnt_idmap,
+        dir: *mut bindings::inode,
+        dentry: *mut bindings::dentry,
+    ) -> Self {
         // SAFETY: `dir` is a live, initialised directory of `T` (it has our inode operations),
         // whose `i_rwsem` the VFS holds for the call (contract).
         let dir = unsafe { Locked::new(Inode::<T>::from_raw(dir)) };
@@ -337,14 +358,20 @@ impl<'a, T: DirOperations> NewEntry<'a, T> {
         // `i_rwsem` (contract).
         let name = unsafe { dentry_name(dentry) };
         // INVARIANT: from the contract.
-        Self { dir, name, dentry }
+        Self {
+            dir,
+            name,
+            dentry,
+            idmap,
+        }
     }
 
     /// Creates the inode (owner and group as `inode_init_owner` computes them) and
     /// instantiates the dentry with it.
     fn make(self, mode: u32, rdev: u64, link: Option<&[u8]>) -> Result {
         self.dir.super_block().live()?;
-        let (uid, gid, mode) = new_owner(&self.dir, mode);
+        // SAFETY: `idmap` is the live idmapping of the operation's mount (type invariant).
+        let (uid, gid, mode) = unsafe { new_owner(self.idmap, &self.dir, mode) }?;
         let node = NewNode {
             mode,
             rdev,
@@ -366,15 +393,16 @@ impl<'a, T: DirOperations> NewEntry<'a, T> {
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `create`.
 unsafe extern "C" fn create_callback<T: DirOperations>(
-    _idmap: *mut bindings::mnt_idmap,
+    idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
     mode: bindings::umode_t,
 ) -> c_int {
     // SAFETY: `create`'s contract meets `NewEntry::new`'s: `dir` has our directory inode
     // operations (a directory of `T`) and the VFS holds its `i_rwsem` for the call
-    // (`filename_create`); `dentry` is the negative, hashed dentry of the new name.
-    let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
+    // (`filename_create`); `dentry` is the negative, hashed dentry of the new name; `idmap` is
+    // the idmapping of the mount the operation goes through.
+    let entry = unsafe { NewEntry::<T>::new(idmap, dir, dentry) };
     from_result(|| entry.make(u32::from(mode), 0, None).map(|()| 0))
 }
 
@@ -382,7 +410,7 @@ unsafe extern "C" fn create_callback<T: DirOperations>(
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `mkdir`.
 unsafe extern "C" fn mkdir_callback<T: DirOperations>(
-    _idmap: *mut bindings::mnt_idmap,
+    idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
     mode: bindings::umode_t,
@@ -390,8 +418,9 @@ unsafe extern "C" fn mkdir_callback<T: DirOperations>(
     let mode = u32::from(mode) | bindings::S_IFDIR;
     // SAFETY: `mkdir`'s contract meets `NewEntry::new`'s: `dir` has our directory inode
     // operations (a directory of `T`) and the VFS holds its `i_rwsem` for the call
-    // (`filename_create`); `dentry` is the negative, hashed dentry of the new name.
-    let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
+    // (`filename_create`); `dentry` is the negative, hashed dentry of the new name; `idmap` is
+    // the idmapping of the mount the operation goes through.
+    let entry = unsafe { NewEntry::<T>::new(idmap, dir, dentry) };
     match entry.make(mode, 0, None) {
         // NULL: the dentry passed in was instantiated.
         Ok(()) => ptr::null_mut(),
@@ -403,7 +432,7 @@ unsafe extern "C" fn mkdir_callback<T: DirOperations>(
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `mknod`.
 unsafe extern "C" fn mknod_callback<T: DirOperations>(
-    _idmap: *mut bindings::mnt_idmap,
+    idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
     mode: bindings::umode_t,
@@ -414,8 +443,9 @@ unsafe extern "C" fn mknod_callback<T: DirOperations>(
     let rdev = u64::from(unsafe { ext::lcfs_new_encode_dev(dev) });
     // SAFETY: `mknod`'s contract meets `NewEntry::new`'s: `dir` has our directory inode
     // operations (a directory of `T`) and the VFS holds its `i_rwsem` for the call
-    // (`filename_create`); `dentry` is the negative, hashed dentry of the new name.
-    let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
+    // (`filename_create`); `dentry` is the negative, hashed dentry of the new name; `idmap` is
+    // the idmapping of the mount the operation goes through.
+    let entry = unsafe { NewEntry::<T>::new(idmap, dir, dentry) };
     from_result(|| entry.make(u32::from(mode), rdev, None).map(|()| 0))
 }
 
@@ -423,7 +453,7 @@ unsafe extern "C" fn mknod_callback<T: DirOperations>(
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `symlink`.
 unsafe extern "C" fn symlink_callback<T: DirOperations>(
-    _idmap: *mut bindings::mnt_idmap,
+    idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
     target: *const c_char,
@@ -435,8 +465,9 @@ unsafe extern "C" fn symlink_callback<T: DirOperations>(
         let mode = bindings::S_IFLNK | 0o777;
         // SAFETY: `symlink`'s contract meets `NewEntry::new`'s: `dir` has our directory inode
         // operations (a directory of `T`) and the VFS holds its `i_rwsem` for the call
-        // (`filename_create`); `dentry` is the negative, hashed dentry of the new name.
-        let entry = unsafe { NewEntry::<T>::new(dir, dentry) };
+        // (`filename_create`); `dentry` is the negative, hashed dentry of the new name; `idmap`
+        // is the idmapping of the mount the operation goes through.
+        let entry = unsafe { NewEntry::<T>::new(idmap, dir, dentry) };
         entry.make(mode, 0, Some(target))?;
         Ok(0)
     })
@@ -480,7 +511,7 @@ unsafe extern "C" fn link_callback<T: DirOperations>(
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `tmpfile`.
 unsafe extern "C" fn tmpfile_callback<T: DirOperations>(
-    _idmap: *mut bindings::mnt_idmap,
+    idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     file: *mut bindings::file,
     mode: bindings::umode_t,
@@ -490,7 +521,8 @@ unsafe extern "C" fn tmpfile_callback<T: DirOperations>(
         // an initialised inode of `T`, referenced through the opening path for the call.
         let dir = unsafe { Inode::<T>::from_raw(dir) };
         dir.super_block().live()?;
-        let (uid, gid, mode) = new_owner(dir, u32::from(mode));
+        // SAFETY: `tmpfile`'s contract: `idmap` is the live idmapping of the opening's mount.
+        let (uid, gid, mode) = unsafe { new_owner(idmap, dir, u32::from(mode)) }?;
         let node = NewNode {
             mode,
             rdev: 0,

@@ -187,8 +187,10 @@ impl<T: Operations> Registration<T> {
             fst <- Opaque::try_ffi_init(move |slot: *mut bindings::file_system_type| {
                 let name = T::NAME.as_char_ptr();
                 let owner = module.as_ptr();
-                // CAST: the FS_* flags are small positive constants.
-                let fs_flags = bindings::FS_REQUIRES_DEV as c_int;
+                // CAST: the FS_* flags are small positive constants. Idmapped mounts: every
+                // path that sets or checks an owner maps it through the mount's idmapping
+                // (creations here; permissions, attributes and `statx` through the VFS helpers).
+                let fs_flags = (bindings::FS_REQUIRES_DEV | bindings::FS_ALLOW_IDMAP) as c_int;
                 // SAFETY: `slot` is valid for writes and not yet initialised (pin-init contract),
                 // so it is written whole, without dropping old contents: all-zero is a valid
                 // `file_system_type` (pointers null, function pointers `None`, integers zero),

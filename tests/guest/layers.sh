@@ -584,6 +584,131 @@ t_direct_io() {
 	layer remove dio
 }
 
+# Idmapped mounts (FS_ALLOW_IDMAP): a bind mount of a layer with the idmapping of a user namespace
+# whose root is host uid 100000 (open_tree, mount_setattr with MOUNT_ATTR_IDMAP, move_mount from
+# python3). Through it the host sees the layer's owners shifted by 100000, and a process in that
+# namespace (the container) sees them as they are stored: root's files are its own, and what it
+# creates or chowns is stored with its own ids.
+cat >/debian/tmp/idmap.py <<'PY'
+import ctypes, os, struct, sys
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+
+def sc(nr, *args):
+    r = libc.syscall(nr, *args)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return r
+
+
+OPEN_TREE, MOVE_MOUNT, MOUNT_SETATTR = 428, 429, 442
+OPEN_TREE_CLONE, AT_EMPTY_PATH, AT_FDCWD = 1, 0x1000, -100
+MOUNT_ATTR_IDMAP, MOVE_MOUNT_F_EMPTY_PATH, CLONE_NEWUSER = 0x100000, 4, 0x10000000
+layer, target, holder = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def owner(p):
+    st = os.lstat(p)
+    return f"{st.st_uid}:{st.st_gid}"
+
+
+def try_create(p):
+    try:
+        os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+        return "created " + owner(p)
+    except OSError as e:
+        return "refused: " + os.strerror(e.errno)
+
+
+def as_ids(uid, gid, join=None):
+    """Runs the rest of the caller in a child with these ids (in user namespace `join`)."""
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid:
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+    if join is not None and libc.setns(join, CLONE_NEWUSER) != 0:
+        print("setns:", os.strerror(ctypes.get_errno()))
+        os._exit(1)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    return None
+
+
+# The user namespace (made by the caller outside the chroot, where one cannot be made): its root
+# is host uid and gid 100000.
+for f in ("uid_map", "gid_map"):
+    with open(f"/proc/{holder}/{f}", "w") as m:
+        m.write("0 100000 65536\n")
+userns = os.open(f"/proc/{holder}/ns/user", os.O_RDONLY)
+tree = sc(OPEN_TREE, AT_FDCWD, layer.encode(), OPEN_TREE_CLONE)
+attr = struct.pack("QQQQ", MOUNT_ATTR_IDMAP, 0, 0, userns)
+sc(MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, attr, len(attr))
+sc(MOVE_MOUNT, tree, b"", AT_FDCWD, target.encode(), MOVE_MOUNT_F_EMPTY_PATH)
+print("host: f", owner(f"{target}/f"), "g", owner(f"{target}/g"))
+print("host as root:", try_create(f"{target}/made-by-root"))
+sys.stdout.flush()
+# The container: root of the user namespace.
+r = as_ids(0, 0, join=userns)
+if r is None:
+    print("container: f", owner(f"{target}/f"), "g", owner(f"{target}/g"))
+    print("container:", try_create(f"{target}/made-in-container"))
+    os.mkdir(f"{target}/dir-in-container")
+    print("container: mkdir", owner(f"{target}/dir-in-container"))
+    os.chown(f"{target}/g", 7, 8)
+    print("container: chown g", owner(f"{target}/g"))
+    print("container: unmapped owner", owner(f"{target}/unmapped"))
+    sys.stdout.flush()
+    os._exit(0)
+print("container exit", r)
+# Host uid 100005 (uid 5 in the container), through the idmapped mount.
+if as_ids(100005, 100005) is None:
+    print("host uid 100005:", try_create(f"{target}/made-by-100005"))
+    sys.stdout.flush()
+    os._exit(0)
+PY
+
+t_idmapped_mount() {
+	layer create idm
+	echo f >$M/idm/f
+	echo g >$M/idm/g
+	chown 5:6 $M/idm/g
+	echo u >$M/idm/unmapped
+	chown 70000:70000 $M/idm/unmapped
+	chmod 777 $M/idm
+	mkdir -p /debian/tmp/idm
+	bind_debian
+	unshare -U sleep 600 &
+	holder=$!
+	chroot /debian /usr/bin/python3 /tmp/idmap.py /mnt/idm /tmp/idm $holder >/tmp/idmap.out 2>&1 ||
+		{ kill $holder; cat /tmp/idmap.out; fail "idmap.py"; }
+	kill $holder
+	cat /tmp/idmap.out
+	cat >/tmp/idmap.want <<'WANT'
+host: f 100000:100000 g 100005:100006
+host as root: refused: Value too large for defined data type
+container: f 0:0 g 5:6
+container: created 0:0
+container: mkdir 0:0
+container: chown g 7:8
+container: unmapped owner 65534:65534
+container exit 0
+host uid 100005: created 100005:100005
+WANT
+	diff /tmp/idmap.want /tmp/idmap.out || fail "owners through the idmapped mount"
+	# What the layer stores, seen through the plain mount.
+	assert_eq "$(stat -c '%u:%g' $M/idm/made-in-container $M/idm/dir-in-container $M/idm/g $M/idm/made-by-100005 | tr '\n' ' ')" \
+		"0:0 0:0 7:8 5:5 " "owners stored"
+	[ ! -e $M/idm/made-by-root ] || fail "root created a file it has no id for"
+	umount /debian/tmp/idm
+	unbind_debian
+	layer remove idm
+}
+
 t_abi() {
 	bind_debian
 	rc=0
@@ -628,5 +753,5 @@ t_final_fsck() {
 
 run_tests \
 	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes fsx_on_clone diff \
-	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space fiemap direct_io abi unprivileged \
+	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space fiemap direct_io idmapped_mount abi unprivileged \
 	persistence final_fsck
