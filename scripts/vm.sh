@@ -143,6 +143,10 @@ kunit="kunit.filter_glob=lcfs_*"
 leaks=""
 [ "$LCFS_KERNEL" != debug ] || grep -q '^# lcfs-needs: kmemleak$' "$LCFS_ROOT/tests/guest/$suite.sh" 2>/dev/null ||
 	leaks="kmemleak=off "
+# The demo's console carries kernel timestamps, so that its terminal view can tell the kernel's
+# lines from the demo's own (demo_view below).
+stamps=""
+[ "$suite" != demo ] || stamps="printk.time=1 "
 accel=tcg
 [ "${LCFS_KVM:-0}" = 1 ] && accel=kvm
 # Two sockets, not two cores: the test kernel has no ACPI, and the firmware's MP table lists one
@@ -150,7 +154,7 @@ accel=tcg
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2,sockets=2 -m 2G -nographic -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
 	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
-	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report $leaks${LCFS_KERNEL_ARGS:-} $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs${guest_env[*]:+ ${guest_env[*]}}")
+	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report $stamps$leaks${LCFS_KERNEL_ARGS:-} $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs${guest_env[*]:+ ${guest_env[*]}}")
 if [ "$rootfs" != 0 ]; then
 	# Read-only for the guest: writes go to a temporary overlay that QEMU discards.
 	rootimg=$("$LCFS_ROOT/scripts/mkrootfs.sh") || die "cannot build the Debian root filesystem"
@@ -169,9 +173,18 @@ if grep -q '^# lcfs-needs: crash-kill' "$LCFS_ROOT/tests/guest/$suite.sh"; then
 	. "$LCFS_ROOT/scripts/vm-crash.sh"
 else
 log "booting guest for suite '$suite' ($LCFS_KERNEL kernel, $accel, log: ${logf#$LCFS_ROOT/})"
+# The terminal's view of the demo (`make run`): its own output from its first line on, and the
+# kernel's messages about lcfs; the whole console, boot included, goes to the log.
+demo_view() {
+	awk '/^\[ *[0-9]+\.[0-9]+\]/ { if (started && $0 ~ /lcfs/) print; fflush(); next }
+		started { print; fflush(); next }
+		/^LCFS-PLAN: demo/ { started = 1 }'
+}
+view=cat
+[ "$suite" != demo ] || view=demo_view
 start=$(date +%s)
 set +e
-timeout --foreground -k 10 "$vm_timeout" "${qemu[@]}" </dev/null 2>&1 | stdbuf -o0 tr -d '\r' | tee "$logf"
+timeout --foreground -k 10 "$vm_timeout" "${qemu[@]}" </dev/null 2>&1 | stdbuf -o0 tr -d '\r' | tee "$logf" | $view
 qrc=${PIPESTATUS[0]}
 set -e
 log "guest finished in $(( $(date +%s) - start )) s (qemu status $qrc)"
