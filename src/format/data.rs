@@ -33,7 +33,7 @@
 //!
 //! Every operation checks its arguments and admits the space it may need before its first
 //! change. Operations over a range ([`Volume::complete_write`], [`Volume::punch_hole`],
-//! [`Volume::allocate`], [`Volume::recover`]) change it piece by piece (an item or a run of
+//! [`Volume::allocate`], [`Volume::clone_range`], [`Volume::recover`]) change it piece by piece (an item or a run of
 //! blocks), each piece admitted and applied as one [`Volume::mutate`]: every state between two
 //! pieces is consistent, so a piece refused for space returns `NoSpace` with the pieces before
 //! it done and the transaction intact, and a large range never needs its whole worst-case space
@@ -758,6 +758,29 @@ impl<S: Device> Volume<S> {
         new: Option<(u64, u32)>,
         grows: bool,
     ) -> Result<u64, Error> {
+        // New data of a file is born in the layer that writes it (its own bytes).
+        let new = match new {
+            Some((disk, flags)) if k == kind::EXTENT => {
+                Some((disk, ExtentRecord::flags_born_in(flags, layer)?))
+            }
+            other => other,
+        };
+        self.put_range_as(layer, ino, k, start, end, new, grows)
+    }
+
+    /// [`Self::put_range`] with `new`'s flags taken as they are, birth layer included (a clone
+    /// of existing data keeps the birth of the extent it shares).
+    #[allow(clippy::too_many_arguments)]
+    fn put_range_as(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        k: u8,
+        start: u64,
+        end: u64,
+        new: Option<(u64, u32)>,
+        grows: bool,
+    ) -> Result<u64, Error> {
         let mut removed = 0u64;
         let mut p = start;
         while p < end {
@@ -800,12 +823,6 @@ impl<S: Device> Volume<S> {
         }
         let Some((disk, flags)) = new else {
             return Ok(removed);
-        };
-        // New data of a file is born in the layer that writes it (its own bytes).
-        let flags = if k == kind::EXTENT {
-            ExtentRecord::flags_born_in(flags, layer)?
-        } else {
-            flags
         };
         let span = end.checked_sub(start).ok_or(Error::Invalid)?;
         let mut m = Ext {
@@ -1390,6 +1407,177 @@ impl<S: Device> Volume<S> {
             return Ok(Some((from, to)));
         }
         Ok(None)
+    }
+
+    /// Makes file blocks `[dst_fblock, dst_fblock + len)` of the regular file `dst_ino` of the
+    /// read-write layer `dst_layer` share the blocks of `[src_fblock, src_fblock + len)` of the
+    /// regular file `src_ino` of `src_layer` (any layer of the volume, frozen ones included):
+    /// reflink (`FICLONE`, `FICLONERANGE`, `copy_file_range`). Returns the blocks done.
+    ///
+    /// * Written source extents: the destination gets extents pointing at the same disk blocks,
+    ///   and each block gains one reference ([`Self::add_block_refs`]), as when a layer clone
+    ///   shares them; later writes to either file copy on write ([`Self::map_write`] finds the
+    ///   blocks shared). The new extents keep the source extent's birth layer: a clone allocates
+    ///   nothing, so they count in the destination layer's `own_bytes` only if the data was born
+    ///   there (cloned within a layer from that layer's own writes), never when it comes from
+    ///   the parent or another layer.
+    /// * Unwritten source extents and holes become holes (reads give zeros either way).
+    /// * Staging items of the source are not looked at: the extent holds what the file reads
+    ///   until a write completes, so the caller writes back and completes the source's writes
+    ///   first; any staging left is stale and its data is not cloned.
+    /// * Whatever the destination held in the range is released first, as by
+    ///   [`Self::punch_hole`]: its extents are cut (their blocks lose a reference) and its
+    ///   staging items there dropped (writes in progress there are lost: the caller writes back
+    ///   and drops the destination's page cache over the range). Inline data is not looked at.
+    ///
+    /// The destination inode's `blocks` follows, and the layer's `bytes_used` and `own_bytes`
+    /// follow the items as for every item change; its size, times and `data_id` are not changed
+    /// (the caller renews the `data_id` with [`Self::renew_data_id`] before and sets the size
+    /// and times after).
+    ///
+    /// Every change moves the epoch on ([`Self::mutate`]), so no in-place run the cache holds
+    /// for the source (whose blocks are now shared) or for the destination is used again.
+    ///
+    /// Piece by piece (see the module documentation): a piece is a run where neither the
+    /// source's extent nor the destination's extent or staging item changes; a piece that
+    /// clones data is admitted like an insert (it adds items, so it keeps out of the metadata
+    /// reserve), one that only releases like a punch. The whole range is done in one call.
+    ///
+    /// Errors, before any change: `Invalid` (`len` 0, a range past the largest file, ranges of
+    /// the same file that overlap, a file that is not a regular file), `IsDir`, `NotFound` (no
+    /// such layer or inode), `ReadOnly` (frozen destination layer), `NoSpace`. A piece refused
+    /// for space after others were done ends the call with `Ok` and the blocks done so far
+    /// (every piece before it complete, the rest of the destination range unchanged); asked
+    /// again for the rest, it then fails with `NoSpace`. Any other error is returned as it is,
+    /// even after progress (pieces done stay done; an error inside a change aborts the
+    /// transaction).
+    #[allow(clippy::too_many_arguments)]
+    pub fn clone_range(
+        &mut self,
+        src_layer: u64,
+        src_ino: u64,
+        src_fblock: u64,
+        dst_layer: u64,
+        dst_ino: u64,
+        dst_fblock: u64,
+        len: u64,
+    ) -> Result<u64, Error> {
+        let src_end = src_fblock.checked_add(len).ok_or(Error::Invalid)?;
+        let dst_end = dst_fblock.checked_add(len).ok_or(Error::Invalid)?;
+        if len == 0 || src_end > MAX_FILE_BLOCKS || dst_end > MAX_FILE_BLOCKS {
+            return Err(Error::Invalid);
+        }
+        let same = src_layer == dst_layer && src_ino == dst_ino;
+        if same && src_fblock < dst_end && dst_fblock < src_end {
+            return Err(Error::Invalid);
+        }
+        self.data_inode(dst_layer, dst_ino, true)?;
+        self.data_inode(src_layer, src_ino, false)?;
+        let mut done = 0u64;
+        while done < len {
+            let rest = sub(len, done)?;
+            let src = add(src_fblock, done)?;
+            let dst = add(dst_fblock, done)?;
+            match self.clone_piece(src_layer, src_ino, src, dst_layer, dst_ino, dst, rest) {
+                // At least 1 and at most `rest`: `done` stays at most `len`.
+                Ok(n) => done = done.saturating_add(n),
+                Err(Error::NoSpace) if done > 0 && !self.is_aborted() => return Ok(done),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    /// One piece of [`Self::clone_range`] from source block `p` and destination block `q`, at
+    /// most `rest` blocks: returns the blocks done (at least 1).
+    #[allow(clippy::too_many_arguments)]
+    fn clone_piece(
+        &mut self,
+        src_layer: u64,
+        src_ino: u64,
+        p: u64,
+        dst_layer: u64,
+        dst_ino: u64,
+        q: u64,
+        rest: u64,
+    ) -> Result<u64, Error> {
+        // The source first: reading another layer writes the destination's cached record back.
+        let (from, n) = match self.item_at(src_layer, src_ino, kind::EXTENT, p)? {
+            Some(e) => ((!e.is_unwritten()).then_some(e), e.left(p)?.min(rest)),
+            None => match self.item_from(src_layer, src_ino, kind::EXTENT, p)? {
+                Some(x) if x.off < p.saturating_add(rest) => (None, gap(x.off, p)?),
+                _ => (None, rest),
+            },
+        };
+        // The piece cuts at most one destination item of each kind, the whole piece in it.
+        let (ext, n) = self.piece_in(dst_layer, dst_ino, kind::EXTENT, q, n)?;
+        let staging = self.item_from(dst_layer, dst_ino, kind::COW, 0)?.is_some();
+        let (cow, n) = if staging {
+            self.piece_in(dst_layer, dst_ino, kind::COW, q, n)?
+        } else {
+            (false, n)
+        };
+        if from.is_none() && !ext && !cow {
+            // A hole over a hole.
+            return Ok(n);
+        }
+        let end = add(q, n)?;
+        let mut r = self.inode(dst_layer, dst_ino)?;
+        let grows = from.is_some();
+        if grows {
+            self.admit_trees(STEP_TREES)?;
+        } else {
+            self.admit_trees_in_reserve(STEP_TREES)?;
+        }
+        self.mutate(|v| {
+            if cow {
+                v.put_range(dst_layer, dst_ino, kind::COW, q, end, None, false)?;
+            }
+            let (added, removed) = match from {
+                Some(e) => {
+                    // The destination's share of the blocks, handed to its new extent.
+                    let disk = e.disk_at(p);
+                    v.add_block_refs(disk, n)?;
+                    let new = Some((disk, e.flags));
+                    let k = kind::EXTENT;
+                    (n, v.put_range_as(dst_layer, dst_ino, k, q, end, new, true)?)
+                }
+                None if ext => (
+                    0,
+                    v.put_range(dst_layer, dst_ino, kind::EXTENT, q, end, None, false)?,
+                ),
+                None => (0, 0),
+            };
+            if added != removed {
+                r.blocks = r
+                    .blocks
+                    .checked_add(added)
+                    .and_then(|b| b.checked_sub(removed))
+                    .ok_or(corrupt("inode blocks"))?;
+                v.put_inode_record(dst_layer, dst_ino, &r, grows)?;
+            }
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// For a piece of `n` blocks from `q`: whether an item of kind `k` of `ino` covers `q`, and
+    /// `n` shortened to end where that item ends or where the next one starts.
+    fn piece_in(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        k: u8,
+        q: u64,
+        n: u64,
+    ) -> Result<(bool, u64), Error> {
+        if let Some(x) = self.item_at(layer, ino, k, q)? {
+            return Ok((true, x.left(q)?.min(n)));
+        }
+        match self.item_from(layer, ino, k, q)? {
+            Some(x) if x.off < q.saturating_add(n) => Ok((false, gap(x.off, q)?)),
+            _ => Ok((false, n)),
+        }
     }
 
     /// Crash recovery at mount: frees every staging item of the read-write layer `layer` (their

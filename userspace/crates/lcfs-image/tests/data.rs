@@ -1,13 +1,14 @@
 //! File data: the extent API the kernel's page-cache I/O calls (`map_read`, `map_write`,
 //! `map_writeback`, `complete_write`, `punch_hole`, `allocate`, `recover`): each call and its
-//! errors, a model of file contents under random writes, punches, fallocates, truncates and
-//! clones with fsck after every commit, and crash simulation of the write protocol.
+//! errors, a model of file contents under random writes, punches, fallocates, truncates, layer
+//! clones and reflinks (`clone_range`) with fsck after every commit, and crash simulation of the
+//! write protocol.
 
 #![allow(clippy::cast_possible_truncation)] // Test data from small integers.
 
 use std::collections::BTreeMap;
 
-use lcfs_format::data::{MapKind, WriteKind, WriteMap, MAX_FILE_BLOCKS};
+use lcfs_format::data::{MapKind, WriteKind, WriteMap, MAX_FILE_BLOCKS, STEP_TREES};
 use lcfs_format::namespace::{DirEntry, NewInode, SetAttr};
 use lcfs_format::node::Key;
 use lcfs_format::records::{extent_flags, kind, mode, ExtentRecord, InodeRecord, Timespec};
@@ -939,6 +940,404 @@ fn staging_inherited_from_a_layer_frozen_mid_write_is_never_written() {
     );
 }
 
+// ---- reflink (clone_range) ----
+
+/// Commits and checks the whole volume.
+fn commit_clean(vol: &mut Volume<MemDevice>) -> fsck::Report {
+    vol.commit(NOW).unwrap();
+    fsck_clean(vol.store().clone())
+}
+
+/// The disk block file block `fblock` of `ino` reads from (`None`: a hole or unwritten).
+fn disk_of(vol: &mut Volume<MemDevice>, layer: u64, ino: u64, fblock: u64) -> Option<u64> {
+    match vol.map_read(layer, ino, fblock, 1).unwrap().kind {
+        MapKind::Written { disk_block } => Some(disk_block),
+        _ => None,
+    }
+}
+
+/// The birth layers of the extents of `ino`, in file order.
+fn births(vol: &mut Volume<MemDevice>, layer: u64, ino: u64) -> Vec<u64> {
+    let total = vol.superblock().total_blocks;
+    let mut out = Vec::new();
+    let mut from = Key::new(ino, kind::EXTENT, 0);
+    while let Some((k, b)) = vol
+        .next(layer, &from, |k, v| {
+            (*k, ExtentRecord::decode(v, total).unwrap().birth())
+        })
+        .unwrap()
+    {
+        if k.id != ino || k.kind != kind::EXTENT {
+            break;
+        }
+        out.push(b);
+        from = Key::new(ino, kind::EXTENT, k.offset + 1);
+    }
+    out
+}
+
+/// A partial range from the middle of an extent: the destination shares the very blocks, each
+/// counted twice; writes to either side copy on write and leave the other alone; punching and
+/// truncating either side drops its references, and the blocks come back when both are gone.
+#[test]
+fn clone_range_shares_blocks_until_either_side_writes() {
+    let (mut vol, f) = with_file(8192);
+    let g = vol.create(1, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    let tags: Vec<u64> = (1..=16).collect();
+    write(&mut vol, 1, f, 0, &tags, true).unwrap();
+    let r = commit_clean(&mut vol);
+    assert_eq!(r.stats.data_blocks, 16);
+    let d0 = disk_of(&mut vol, 1, f, 0).unwrap();
+    assert_eq!(vol.clone_range(1, f, 4, 1, g, 2, 8).unwrap(), 8);
+    set_size(&mut vol, 1, g, 10 * BS).unwrap();
+    let mut want_g = vec![0, 0];
+    want_g.extend(&tags[4..12]);
+    check_contents(&mut vol, 1, g, &want_g, "clone");
+    check_contents(&mut vol, 1, f, &tags, "source");
+    assert_eq!(
+        items(&mut vol, 1, g, kind::EXTENT)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![(2, (d0 + 4, 8, 0))],
+        "one extent on the source's blocks"
+    );
+    for b in 0..16 {
+        let want = if (4..12).contains(&b) { 2 } else { 1 };
+        assert_eq!(vol.refcount(d0 + b).unwrap(), want, "block {b}");
+    }
+    assert_eq!(vol.inode(1, g).unwrap().blocks, 8);
+    let l = vol.layer(1).unwrap();
+    assert_eq!((l.bytes_used, l.own_bytes), (24 * BS, 24 * BS));
+    assert_eq!(births(&mut vol, 1, g), vec![1], "the source's birth");
+    let r = commit_clean(&mut vol);
+    assert_eq!(r.stats.data_blocks, 16, "no data block allocated");
+    // A write to the source copies the shared block; the clone keeps the old data.
+    let runs = write(&mut vol, 1, f, 6, &[600], true).unwrap();
+    assert!(
+        matches!(runs[..], [(6, 1, WriteKind::Cow { .. })]),
+        "{runs:?}"
+    );
+    // Blocks the clone does not share are still written in place.
+    let runs = write(&mut vol, 1, f, 13, &[1300], true).unwrap();
+    assert_eq!(runs, vec![(13, 1, WriteKind::InPlace)]);
+    // A write to the clone copies too; the source keeps its data.
+    let runs = write(&mut vol, 1, g, 3, &[300], true).unwrap();
+    assert!(
+        matches!(runs[..], [(3, 1, WriteKind::Cow { .. })]),
+        "{runs:?}"
+    );
+    let mut want_f = tags.clone();
+    want_f[6] = 600;
+    want_f[13] = 1300;
+    want_g[3] = 300;
+    check_contents(&mut vol, 1, f, &want_f, "source after writes");
+    check_contents(&mut vol, 1, g, &want_g, "clone after writes");
+    // Block 6 of f and block 3 of g (f's 5) now have copies of their own: back to one owner.
+    assert_eq!(vol.refcount(d0 + 5).unwrap(), 1);
+    assert_eq!(vol.refcount(d0 + 6).unwrap(), 1);
+    let r = commit_clean(&mut vol);
+    assert_eq!(r.stats.data_blocks, 18);
+    // Punching the source's shared part: the clone holds the blocks alone, writes in place.
+    vol.punch_hole(1, f, 0, 10).unwrap();
+    for b in [4, 7, 9] {
+        assert_eq!(vol.refcount(d0 + b).unwrap(), 1, "block {b}");
+    }
+    assert_eq!(
+        write(&mut vol, 1, g, 5, &[500], true).unwrap(),
+        vec![(5, 1, WriteKind::InPlace)]
+    );
+    want_g[5] = 500;
+    check_contents(&mut vol, 1, g, &want_g, "clone after the punch");
+    let r = commit_clean(&mut vol);
+    // f keeps 10..16 (its own 13 included), g 8 blocks (its copy of block 3 included), two of
+    // them (10 and 11) shared.
+    assert_eq!(r.stats.data_blocks, 12);
+    // Truncating both: every data block comes back.
+    set_size(&mut vol, 1, g, 0).unwrap();
+    set_size(&mut vol, 1, f, 0).unwrap();
+    assert_eq!(vol.inode(1, g).unwrap().blocks, 0);
+    let l = vol.layer(1).unwrap();
+    assert_eq!((l.bytes_used, l.own_bytes), (0, 0));
+    let r = commit_clean(&mut vol);
+    assert_eq!(r.stats.data_blocks, 0);
+}
+
+/// The in-place cache: answers found for either file before a clone (an in-place run of the
+/// source, runs of the destination kept for reads and writes) are not used after it.
+#[test]
+fn clone_range_ends_in_place_runs_of_both_files() {
+    let (mut vol, f) = with_file(8192);
+    let g = vol.create(1, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    let tags: Vec<u64> = (1..=8).collect();
+    write(&mut vol, 1, f, 0, &tags, true).unwrap();
+    let old_g: Vec<u64> = (101..=108).collect();
+    write(&mut vol, 1, g, 0, &old_g, true).unwrap();
+    // Known in place (and for reads), as right before a clone.
+    for ino in [f, g] {
+        assert_eq!(
+            vol.map_write(1, ino, 2, 1).unwrap().kind,
+            WriteKind::InPlace
+        );
+        vol.map_read(1, ino, 4, 1).unwrap();
+    }
+    assert_eq!(vol.clone_range(1, f, 0, 1, g, 0, 8).unwrap(), 8);
+    check_contents(&mut vol, 1, g, &tags, "clone");
+    // The next writes to the source's block 2 and the clone's block 4 must copy.
+    let runs = write(&mut vol, 1, f, 2, &[222], true).unwrap();
+    assert!(
+        matches!(runs[..], [(2, 1, WriteKind::Cow { .. })]),
+        "{runs:?}"
+    );
+    let runs = write(&mut vol, 1, g, 4, &[444], true).unwrap();
+    assert!(
+        matches!(runs[..], [(4, 1, WriteKind::Cow { .. })]),
+        "{runs:?}"
+    );
+    let mut want_f = tags.clone();
+    want_f[2] = 222;
+    let mut want_g = tags.clone();
+    want_g[4] = 444;
+    check_contents(&mut vol, 1, f, &want_f, "source");
+    check_contents(&mut vol, 1, g, &want_g, "clone");
+    commit_clean(&mut vol);
+}
+
+/// Sources in a frozen layer and in another read-write layer: blocks shared across trees, the
+/// extents keep their birth (a clone's data is not the destination layer's own), and removing
+/// the source's layer leaves the clone's data readable.
+#[test]
+fn clone_range_from_a_frozen_layer_and_across_read_write_layers() {
+    let (mut vol, f) = with_file(8192);
+    let tags: Vec<u64> = (1..=12).collect();
+    write(&mut vol, 1, f, 0, &tags, true).unwrap();
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    let d = vol.create_layer(b"d", Some(1), NOW).unwrap();
+    let g = vol.create(c, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    let h = vol.create(d, ROOT_INO, b"h", &regular(), NOW).unwrap();
+    let h_tags: Vec<u64> = (201..=206).collect();
+    write(&mut vol, d, h, 0, &h_tags, true).unwrap();
+    commit_clean(&mut vol);
+    // From the frozen layer into a new file of the clone.
+    assert_eq!(vol.clone_range(1, f, 2, c, g, 0, 8).unwrap(), 8);
+    // From the other read-write layer, after it.
+    assert_eq!(vol.clone_range(d, h, 1, c, g, 8, 4).unwrap(), 4);
+    set_size(&mut vol, c, g, 12 * BS).unwrap();
+    let mut want: Vec<u64> = tags[2..10].to_vec();
+    want.extend(&h_tags[1..5]);
+    check_contents(&mut vol, c, g, &want, "clone");
+    assert_eq!(births(&mut vol, c, g), vec![1, d]);
+    let l = vol.layer(c).unwrap();
+    assert_eq!((l.bytes_used, l.own_bytes), (24 * BS, 0));
+    let r = commit_clean(&mut vol);
+    assert_eq!(r.stats.data_blocks, 18);
+    // The frozen layer's blocks are shared: a write to the clone copies, the parent keeps them.
+    let runs = write(&mut vol, c, g, 0, &[900], true).unwrap();
+    assert!(
+        matches!(runs[..], [(0, 1, WriteKind::Cow { .. })]),
+        "{runs:?}"
+    );
+    want[0] = 900;
+    check_contents(&mut vol, c, g, &want, "clone after a write");
+    check_contents(&mut vol, 1, f, &tags, "frozen source");
+    check_contents(&mut vol, d, h, &h_tags, "read-write source");
+    assert_eq!(vol.layer(c).unwrap().own_bytes, BS);
+    // The other layer goes: its blocks the clone shares stay.
+    vol.remove_layer(d).unwrap();
+    while vol.reclaim(64).unwrap() > 0 {}
+    check_contents(&mut vol, c, g, &want, "after the source's layer went");
+    let r = commit_clean(&mut vol);
+    assert_eq!(r.stats.data_blocks, 12 + 1 + 4);
+    // A frozen destination refuses.
+    vol.freeze_layer(c).unwrap();
+    assert_eq!(vol.clone_range(1, f, 0, c, g, 0, 1), Err(Error::ReadOnly));
+    assert!(!vol.is_aborted());
+    commit_clean(&mut vol);
+}
+
+/// What the destination held is released: extents cut (their blocks freed when no one else
+/// holds them), staging items dropped, `blocks` following; source holes and unwritten extents
+/// become holes; the destination outside the range is untouched.
+#[test]
+fn clone_range_releases_the_destination_and_clones_holes_as_holes() {
+    let (mut vol, f) = with_file(8192);
+    let g = vol.create(1, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    // f: written 0..4, hole 4..8, unwritten 8..12, written 12..16.
+    write(&mut vol, 1, f, 0, &[1, 2, 3, 4], true).unwrap();
+    vol.allocate(1, f, 8, 4).unwrap();
+    write(&mut vol, 1, f, 12, &[13, 14, 15, 16], true).unwrap();
+    let g_tags: Vec<u64> = (101..=120).collect();
+    write(&mut vol, 1, g, 0, &g_tags, true).unwrap();
+    vol.freeze_layer(1).unwrap();
+    let c = vol.create_layer(b"c", Some(1), NOW).unwrap();
+    // A write to g in progress in the clone (staging over 2..4), as a write not flushed.
+    write(&mut vol, c, g, 2, &[777, 778], false).unwrap();
+    // g's own blocks in the clone (copied on write) that the clone range releases.
+    write(&mut vol, c, g, 9, &[909], true).unwrap();
+    assert_eq!(items(&mut vol, c, g, kind::COW).len(), 1);
+    let r = commit_clean(&mut vol);
+    let before = r.stats.data_blocks;
+    assert_eq!(vol.clone_range(c, f, 0, c, g, 0, 16).unwrap(), 16);
+    assert!(items(&mut vol, c, g, kind::COW).is_empty());
+    let mut want = vec![1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 13, 14, 15, 16];
+    want.extend(&g_tags[16..]);
+    check_contents(&mut vol, c, g, &want, "clone");
+    assert_eq!(vol.inode(c, g).unwrap().blocks, 8 + 4);
+    assert_eq!(vol.inode(c, f).unwrap().blocks, 12);
+    check_contents(&mut vol, 1, g, &g_tags, "parent's g");
+    let r = commit_clean(&mut vol);
+    // The staging blocks and g's copy of block 9 are free again.
+    assert_eq!(r.stats.data_blocks, before - 3);
+    // Cloning the same data again changes nothing but its references.
+    assert_eq!(vol.clone_range(c, f, 0, c, g, 0, 16).unwrap(), 16);
+    check_contents(&mut vol, c, g, &want, "again");
+    let r = commit_clean(&mut vol);
+    assert_eq!(r.stats.data_blocks, before - 3);
+}
+
+/// Ranges of one file (not overlapping), and every refusal, none changing anything.
+#[test]
+fn clone_range_within_a_file_and_its_errors() {
+    let (mut vol, f) = with_file(8192);
+    let d = vol.create(1, ROOT_INO, b"d", &directory(), NOW).unwrap();
+    let tags: Vec<u64> = (1..=8).collect();
+    write(&mut vol, 1, f, 0, &tags, true).unwrap();
+    assert_eq!(vol.clone_range(1, f, 2, 1, f, 10, 4).unwrap(), 4);
+    // Adjacent ranges are not overlapping ones.
+    assert_eq!(vol.clone_range(1, f, 0, 1, f, 8, 2).unwrap(), 2);
+    set_size(&mut vol, 1, f, 14 * BS).unwrap();
+    let mut want = tags.clone();
+    want.extend([1, 2, 3, 4, 5, 6]);
+    check_contents(&mut vol, 1, f, &want, "one file");
+    assert_eq!(vol.inode(1, f).unwrap().blocks, 14);
+    let r = commit_clean(&mut vol);
+    assert_eq!(r.stats.data_blocks, 8);
+    let free = vol.superblock().free_blocks;
+    let big = MAX_FILE_BLOCKS;
+    let c = vol.clone_range(1, f, 0, 1, f, 3, 4);
+    assert_eq!(c, Err(Error::Invalid), "overlapping ranges of one file");
+    assert_eq!(vol.clone_range(1, f, 4, 1, f, 2, 4), Err(Error::Invalid));
+    assert_eq!(vol.clone_range(1, f, 0, 1, f, 20, 0), Err(Error::Invalid));
+    assert_eq!(
+        vol.clone_range(1, f, big - 1, 1, f, 20, 2),
+        Err(Error::Invalid)
+    );
+    assert_eq!(
+        vol.clone_range(1, f, 0, 1, f, big - 1, 2),
+        Err(Error::Invalid)
+    );
+    assert_eq!(
+        vol.clone_range(1, f, u64::MAX, 1, f, 0, 2),
+        Err(Error::Invalid)
+    );
+    assert_eq!(vol.clone_range(1, d, 0, 1, f, 20, 1), Err(Error::IsDir));
+    assert_eq!(vol.clone_range(1, f, 0, 1, d, 20, 1), Err(Error::IsDir));
+    assert_eq!(
+        vol.clone_range(1, 999, 0, 1, f, 20, 1),
+        Err(Error::NotFound)
+    );
+    assert_eq!(
+        vol.clone_range(1, f, 0, 1, 999, 20, 1),
+        Err(Error::NotFound)
+    );
+    assert_eq!(vol.clone_range(9, f, 0, 1, f, 20, 1), Err(Error::NotFound));
+    assert_eq!(vol.clone_range(1, f, 0, 9, f, 20, 1), Err(Error::NotFound));
+    assert!(!vol.is_aborted());
+    assert!(!vol.is_dirty());
+    assert_eq!(vol.superblock().free_blocks, free);
+    // Holes over holes change nothing at all.
+    let g = vol.create(1, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    vol.commit(NOW).unwrap();
+    assert_eq!(
+        vol.clone_range(1, f, 100, 1, g, 0, 1 << 40).unwrap(),
+        1 << 40
+    );
+    assert!(!vol.is_dirty());
+    commit_clean(&mut vol);
+}
+
+/// On a full filesystem a clone stops cleanly: refused before any change, or short with every
+/// piece before the refusal done and the rest of the destination unchanged; the next call for
+/// the rest is refused; freeing space lets it finish.
+#[test]
+fn clone_range_on_a_full_filesystem_stops_between_pieces() {
+    let (mut vol, f) = with_file(2048);
+    let other = vol.create(1, ROOT_INO, b"o", &regular(), NOW).unwrap();
+    // 150 one-block extents (interleaved with another file's, so none merge).
+    for b in 0..150u64 {
+        write(&mut vol, 1, f, b, &[b + 1], true).unwrap();
+        write(&mut vol, 1, other, b, &[0], true).unwrap();
+    }
+    let tags: Vec<u64> = (1..=150).collect();
+    assert_eq!(items(&mut vol, 1, f, kind::EXTENT).len(), 150);
+    commit_clean(&mut vol);
+    let g = vol.create(1, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    // Fill the data space.
+    let fill = vol.create(1, ROOT_INO, b"fill", &regular(), NOW).unwrap();
+    let mut at = 0;
+    while let Ok(wm) = vol.map_write(1, fill, at, 64) {
+        at += wm.len;
+    }
+    vol.complete_write(1, fill, 0, at).unwrap();
+    set_size(&mut vol, 1, fill, at * BS).unwrap();
+    commit_clean(&mut vol);
+    // A few blocks above what a clone's piece is admitted with.
+    let mut punched = 0;
+    while vol.data_room(STEP_TREES) < 4 {
+        vol.punch_hole(1, fill, punched, 1).unwrap();
+        vol.commit(NOW).unwrap();
+        punched += 1;
+    }
+    // Clone the 150 extents again and again into one file until space runs out.
+    let mut next = 0u64;
+    let mut short = None;
+    let err = loop {
+        let free = vol.superblock().free_blocks;
+        match vol.clone_range(1, f, 0, 1, g, next, 150) {
+            Ok(150) => next += 150,
+            Ok(n) => {
+                assert!(n > 0 && n < 150);
+                assert!(short.is_none(), "two short clones");
+                short = Some(n);
+                next += n;
+                // The rest is refused up front.
+                let again = vol.clone_range(1, f, n, 1, g, next, 150 - n);
+                assert_eq!(again, Err(Error::NoSpace));
+            }
+            Err(e) => {
+                assert_eq!(
+                    vol.superblock().free_blocks,
+                    free,
+                    "a refusal changed nothing"
+                );
+                break e;
+            }
+        }
+        assert!(next < 100 * 150, "never full");
+    };
+    assert_eq!(err, Error::NoSpace);
+    assert!(!vol.is_aborted());
+    assert!(short.is_some(), "{next} blocks cloned, never short");
+    set_size(&mut vol, 1, g, (next + 150) * BS).unwrap();
+    let mut want: Vec<u64> = (0..next).map(|b| tags[(b % 150) as usize]).collect();
+    want.extend([0; 150]);
+    check_contents(&mut vol, 1, g, &want, "cloned");
+    assert_eq!(vol.inode(1, g).unwrap().blocks, next);
+    commit_clean(&mut vol);
+    // Space freed: the rest goes through.
+    vol.punch_hole(1, fill, 0, at).unwrap();
+    commit_clean(&mut vol);
+    let from = next % 150;
+    let n = 150 - from;
+    assert_eq!(vol.clone_range(1, f, from, 1, g, next, n).unwrap(), n);
+    for b in next..next + n {
+        want[b as usize] = tags[(b % 150) as usize];
+    }
+    check_contents(&mut vol, 1, g, &want, "finished");
+    commit_clean(&mut vol);
+    eprintln!("clone on a full filesystem: {next} blocks, short {short:?}");
+}
+
 // ---- fsck ----
 
 #[test]
@@ -1216,6 +1615,17 @@ enum Op {
         blocks: u64,
     },
     CloneLayer,
+    /// `clone_range` of `len` blocks from file `src` at `src_at` (of the frozen layer
+    /// `frozen % frozen layers`, or of the current layer if `None` or none is frozen) into file
+    /// `dst` at `dst_at` of the current layer.
+    CloneRange {
+        src: usize,
+        frozen: Option<usize>,
+        src_at: u64,
+        dst: usize,
+        dst_at: u64,
+        len: u64,
+    },
     Commit,
 }
 
@@ -1229,6 +1639,16 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(file, at, len)| Op::Allocate { file, at, len }),
         2 => (0usize..2, 0..MAXB).prop_map(|(file, blocks)| Op::Truncate { file, blocks }),
         1 => Just(Op::CloneLayer),
+        3 => (0usize..2, proptest::option::weighted(0.3, 0usize..4), 0..MAXB, 0usize..2, 0..MAXB, 1u64..16)
+            .prop_map(|(src, frozen, src_at, dst, dst_at, len)| Op::CloneRange {
+                src,
+                frozen,
+                src_at,
+                dst,
+                dst_at,
+                // Sizes stay within `MAXB + 8` blocks, as writes leave them.
+                len: len.min(MAXB + 8 - dst_at),
+            }),
         3 => Just(Op::Commit),
     ]
 }
@@ -1369,6 +1789,46 @@ impl World {
                     .vol
                     .create_layer(name.as_bytes(), Some(layer), NOW)
                     .unwrap();
+            }
+            Op::CloneRange {
+                src,
+                frozen,
+                src_at,
+                dst,
+                dst_at,
+                len,
+            } => {
+                // The kernel writes both files back and waits first.
+                self.complete_all();
+                let (src_layer, src_tags) = match frozen {
+                    Some(i) if !self.frozen.is_empty() => {
+                        let (l, files) = &self.frozen[i % self.frozen.len()];
+                        (*l, files[src].tags.clone())
+                    }
+                    _ => (layer, self.files[src].tags.clone()),
+                };
+                let (src_ino, dst_ino) = (self.files[src].ino, self.files[dst].ino);
+                let got = self
+                    .vol
+                    .clone_range(src_layer, src_ino, src_at, layer, dst_ino, dst_at, len);
+                let overlap = src_layer == layer
+                    && src == dst
+                    && src_at < dst_at + len
+                    && dst_at < src_at + len;
+                if overlap {
+                    assert_eq!(got, Err(Error::Invalid));
+                    return;
+                }
+                assert_eq!(got, Ok(len));
+                let m = &mut self.files[dst];
+                for i in 0..len {
+                    m.tags[(dst_at + i) as usize] = src_tags[(src_at + i) as usize];
+                }
+                // The kernel grows the destination to the end of a range cloned past it.
+                if m.size < dst_at + len {
+                    m.size = dst_at + len;
+                    set_size(&mut self.vol, layer, dst_ino, m.size * BS).unwrap();
+                }
             }
             Op::Commit => {
                 self.vol.commit(NOW).unwrap();
