@@ -163,6 +163,10 @@ ssize_t lcfs_direct_write_fallback(struct kiocb *iocb, struct iov_iter *iter,
 				   ssize_t direct_written, ssize_t buffered_written);
 void lcfs_file_set_can_odirect(struct file *file);
 void lcfs_file_accessed(struct file *file);
+void lcfs_lock_two(struct inode *a, struct inode *b);
+void lcfs_unlock_two(struct inode *a, struct inode *b);
+void lcfs_invalidate_lock_two(struct inode *a, struct inode *b);
+void lcfs_invalidate_unlock_two(struct inode *a, struct inode *b);
 void lcfs_inode_lock_shared(struct inode *inode);
 void lcfs_inode_unlock_shared(struct inode *inode);
 unsigned int lcfs_dio_read_align(struct block_device *bdev);

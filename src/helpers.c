@@ -533,6 +533,20 @@ ssize_t lcfs_direct_write_fallback(struct kiocb *iocb, struct iov_iter *iter,
 
 void lcfs_file_set_can_odirect(struct file *file) { file->f_mode |= FMODE_CAN_ODIRECT; }
 void lcfs_file_accessed(struct file *file) { file_accessed(file); }
+
+/* The two regular files of a remap: i_rwsem, then invalidate_lock, as xfs and btrfs take them. */
+void lcfs_lock_two(struct inode *a, struct inode *b) { lock_two_nondirectories(a, b); }
+void lcfs_unlock_two(struct inode *a, struct inode *b) { unlock_two_nondirectories(a, b); }
+
+void lcfs_invalidate_lock_two(struct inode *a, struct inode *b)
+{
+	filemap_invalidate_lock_two(a->i_mapping, b->i_mapping);
+}
+
+void lcfs_invalidate_unlock_two(struct inode *a, struct inode *b)
+{
+	filemap_invalidate_unlock_two(a->i_mapping, b->i_mapping);
+}
 void lcfs_inode_lock_shared(struct inode *inode) { inode_lock_shared(inode); }
 void lcfs_inode_unlock_shared(struct inode *inode) { inode_unlock_shared(inode); }
 unsigned int lcfs_dio_read_align(struct block_device *bdev) { return bdev_logical_block_size(bdev); }

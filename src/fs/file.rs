@@ -88,6 +88,16 @@ impl FileOperations for Lcfs {
         super::ioctl::ioctl(inode, request, out)
     }
 
+    fn clone_range(
+        src: &Inode<Self>,
+        src_pos: u64,
+        dst: &Inode<Self>,
+        dst_pos: u64,
+        len: u64,
+    ) -> Result {
+        clone_range(src, src_pos, dst, dst_pos, len)
+    }
+
     fn content(inode: &Inode<Self>) -> Result<Option<ARef<Inode<Self>>>> {
         super::share::content(inode)
     }
@@ -320,5 +330,44 @@ fn punch(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
         .punch_hole(info.layer, info.ino, first, count)
         .map_err(errno);
     update_blocks(inode, &mut vol)?;
+    r
+}
+
+/// Reflink: the destination's blocks in the range share the source's (`Volume::clone_range`),
+/// in as many calls as the core needs; a full device commits and retries as writes do.
+fn clone_range(
+    src: &Inode<Lcfs>,
+    src_pos: u64,
+    dst: &Inode<Lcfs>,
+    dst_pos: u64,
+    len: u64,
+) -> Result {
+    let sb = dst.super_block();
+    if sb.read_only() {
+        return Err(EROFS);
+    }
+    let (s, d) = (src.info(), dst.info());
+    let (src_first, count) = blocks(src_pos, len)?;
+    let (dst_first, _) = blocks(dst_pos, len)?;
+    let mut vol = sb.info().lock();
+    let mut done = 0;
+    let r = loop {
+        if done >= count {
+            break Ok(());
+        }
+        let (Some(from), Some(to)) = (src_first.checked_add(done), dst_first.checked_add(done))
+        else {
+            break Err(EFBIG);
+        };
+        match retry_for_space(sb, &mut vol, |v| {
+            v.clone_range(s.layer, s.ino, from, d.layer, d.ino, to, count - done)
+        }) {
+            Ok(0) => break Err(EIO),
+            Ok(n) => done = done.saturating_add(n),
+            Err(e) => break Err(errno(e)),
+        }
+    };
+    // Part of the range may be shared even when the rest failed.
+    update_blocks(dst, &mut vol)?;
     r
 }

@@ -115,6 +115,22 @@ pub(crate) trait FileOperations: FileSystem {
         Err(EOPNOTSUPP)
     }
 
+    /// Makes the `len` bytes of `dst` from `dst_pos` share the blocks of `src` from `src_pos`
+    /// (reflink: `FICLONE`, `FICLONERANGE`, `FIDEDUPERANGE` and `copy_file_range`). Offsets are
+    /// block-aligned and `len` whole blocks. Called with both files' `i_rwsem` and
+    /// `invalidate_lock` held, their pages in the ranges written back, the destination's
+    /// dropped, and a change of `dst` started ([`DataOperations::start_change`]); the caller
+    /// sets the size.
+    fn clone_range(
+        _src: &Inode<Self>,
+        _src_pos: u64,
+        _dst: &Inode<Self>,
+        _dst_pos: u64,
+        _len: u64,
+    ) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// A file of `inode` is being opened for writing (the VFS's checks passed): may refuse it.
     /// Each success is matched by one [`Self::release_writer`] when that file is released.
     fn open_writer(_inode: &Inode<Self>) -> Result {
@@ -299,6 +315,11 @@ impl<T: Operations> Tables<T> {
         },
         splice_read: Some(splice_read_callback::<T>),
         splice_write: Some(bindings::iter_file_splice_write),
+        remap_file_range: if T::HAS_CLONE_RANGE {
+            Some(remap_file_range_callback::<T>)
+        } else {
+            None
+        },
         // Leases (Samba, NFS delegations) are kept by the VFS on the inode; the kernel refuses
         // them on files whose operations do not name a `setlease`.
         setlease: Some(ext::generic_setlease),
@@ -1306,6 +1327,138 @@ unsafe extern "C" fn dio_end_io_callback<T: Operations>(
         }
         Ok(0)
     })
+}
+
+/// Both regular files of a remap locked, in the VFS's order for two non-directories: their
+/// `i_rwsem` (by address), once when they are one file; with [`RemapLock::invalidate`], their
+/// mappings' `invalidate_lock` too.
+///
+/// # Invariants
+///
+/// The current task holds `src`'s and `dst`'s `i_rwsem`, taken in [`RemapLock::new`], and their
+/// `invalidate_lock` when `invalidate` says so; all are released on drop.
+struct RemapLock<'a, T: Operations> {
+    src: &'a Inode<T>,
+    dst: &'a Inode<T>,
+    invalidate: bool,
+    // rw_semaphores are released by the task that took them.
+    _not_send: kernel::types::NotThreadSafe,
+}
+
+impl<'a, T: Operations> RemapLock<'a, T> {
+    fn new(src: &'a Inode<T>, dst: &'a Inode<T>) -> Self {
+        // SAFETY: two live inodes (or one twice) for `'a`; the helper takes both `i_rwsem`s in
+        // the VFS's order, once for one inode.
+        unsafe { ext::lcfs_lock_two(src.as_ptr().cast(), dst.as_ptr().cast()) };
+        // INVARIANT: locked above.
+        Self {
+            src,
+            dst,
+            invalidate: false,
+            _not_send: kernel::types::NotThreadSafe,
+        }
+    }
+
+    /// Takes both mappings' `invalidate_lock` too (after `i_rwsem` and a change's start, in
+    /// the lock order): page faults stay out until the remap is done.
+    fn invalidate(&mut self) {
+        if !self.invalidate {
+            // SAFETY: the two live inodes of the guard, whose `i_rwsem` this task holds (type
+            // invariant); the helper takes both mappings' locks in the VFS's order.
+            unsafe {
+                ext::lcfs_invalidate_lock_two(self.src.as_ptr().cast(), self.dst.as_ptr().cast())
+            };
+            // INVARIANT: locked above.
+            self.invalidate = true;
+        }
+    }
+}
+
+impl<T: Operations> Drop for RemapLock<'_, T> {
+    fn drop(&mut self) {
+        let (src, dst) = (self.src.as_ptr().cast(), self.dst.as_ptr().cast());
+        if self.invalidate {
+            // SAFETY: taken by this task in `RemapLock::invalidate` (type invariant).
+            unsafe { ext::lcfs_invalidate_unlock_two(src, dst) };
+        }
+        // SAFETY: taken by this task in `RemapLock::new` (type invariant).
+        unsafe { ext::lcfs_unlock_two(src, dst) };
+    }
+}
+
+/// `remap_file_range`: `FICLONE`, `FICLONERANGE`, `FIDEDUPERANGE` and `copy_file_range` between
+/// our regular files (the VFS checks both are on this superblock). The generic preparation
+/// checks the request (block-aligned offsets, limits, immutable files), waits for direct I/O,
+/// writes both ranges back, compares them for a dedupe and updates the destination's times;
+/// then the destination's cached pages in the range go and the filesystem shares the blocks.
+///
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `remap_file_range`.
+unsafe extern "C" fn remap_file_range_callback<T: Operations>(
+    file_in: *mut bindings::file,
+    pos_in: bindings::loff_t,
+    file_out: *mut bindings::file,
+    pos_out: bindings::loff_t,
+    len: bindings::loff_t,
+    flags: c_uint,
+) -> bindings::loff_t {
+    // SAFETY: `remap_file_range`'s contract: both are live open regular files with our
+    // operations (the VFS calls `file_in`'s and checked that `file_out` is on the same
+    // superblock, whose regular files all have these operations).
+    let (src, dst) = unsafe { (file_inode::<T>(file_in), file_inode::<T>(file_out)) };
+    let r = (|| -> Result<i64> {
+        if flags & !(bindings::REMAP_FILE_DEDUP | bindings::REMAP_FILE_ADVISORY) != 0 {
+            return Err(EINVAL);
+        }
+        dst.super_block().live()?;
+        let mut lock = RemapLock::new(src, dst);
+        // After `i_rwsem` and before the `invalidate_lock` (`start_change`'s order).
+        let _change = Change::start(dst)?;
+        lock.invalidate();
+        let mut len = len;
+        // SAFETY: the live files of the call, with both inodes' `i_rwsem` and `invalidate_lock`
+        // held (`lock`) as the preparation expects; `len` is a local it may shorten.
+        to_result(unsafe {
+            bindings::generic_remap_file_range_prep(
+                file_in,
+                pos_in,
+                file_out,
+                pos_out,
+                &mut len,
+                flags,
+            )
+        })?;
+        if len == 0 {
+            return Ok(0);
+        }
+        let (src_pos, dst_pos) = (u64::try_from(pos_in)?, u64::try_from(pos_out)?);
+        let count = u64::try_from(len)?;
+        // The preparation checked the offsets are block-aligned; a length short of a block
+        // ends at the source's end, whose last block is shared whole.
+        if src_pos % BS != 0 || dst_pos % BS != 0 {
+            return Err(EINVAL);
+        }
+        let blocks = block_ceil(count);
+        let end = pos_out.checked_add(len).ok_or(EFBIG)?;
+        let last = i64::try_from(dst_pos.checked_add(blocks).ok_or(EFBIG)?)? - 1;
+        // SAFETY: a live inode with its `i_rwsem` and `invalidate_lock` held (`lock`), as
+        // dropping pages needs; the range is block-aligned.
+        unsafe { bindings::truncate_pagecache_range(dst.as_ptr(), pos_out, last) };
+        T::clone_range(src, src_pos, dst, dst_pos, blocks)?;
+        let size = if end > dst.size() {
+            // SAFETY: a live inode whose `i_rwsem` this task holds (`lock`), which
+            // serialises `i_size_write`rs as it requires.
+            unsafe { ext::lcfs_i_size_write(dst.as_ptr().cast(), end) };
+            end
+        } else {
+            dst.size()
+        };
+        // The size and the times the preparation set.
+        T::store_size(dst, u64::try_from(size)?)?;
+        Ok(len)
+    })();
+    r.unwrap_or_else(|e| e.to_errno().into())
 }
 
 /// `fsync` of regular files and directories: waits for the file's writeback, then lets the

@@ -709,6 +709,78 @@ WANT
 	layer remove idm
 }
 
+# Reflink: cp --reflink=always (FICLONE), xfs_io reflink (FICLONERANGE), dedupe
+# (FIDEDUPERANGE) and copy_range (copy_file_range) share blocks within a layer and across
+# read-write layers, reference-counted as clones are: a write to either file copies only what it
+# writes, and space comes back when the last sharer goes.
+t_reflink() {
+	layer create rl
+	layer create rl2
+	dd if=/dev/urandom of=$M/rl/a bs=64k count=16 conv=fsync 2>/dev/null
+	cp $M/rl/a /tmp/rl.a
+	bind_debian
+	free0=$(free_blocks)
+	chroot /debian /usr/bin/cp --reflink=always /mnt/rl/a /mnt/rl/b || fail "cp --reflink=always"
+	free1=$(free_blocks)
+	echo "free blocks: $free0 before the reflink, $free1 after"
+	[ "$free1" -ge $((free0 - 8)) ] || fail "the reflinked copy took space"
+	assert_eq "$(layout $M/rl/b)" "0 255 shared" "the copy's blocks"
+	assert_eq "$(layout $M/rl/a)" "0 255 shared" "the original's blocks"
+	cmp /tmp/rl.a $M/rl/b || fail "the copy's contents"
+	# A write into the copy: its own block there, the original unchanged.
+	dd if=/dev/urandom of=$M/rl/b bs=4k count=1 seek=10 conv=notrunc,fsync 2>/dev/null
+	assert_eq "$(layout $M/rl/b | tr '\n' ,)" "0 9 shared,10 10 own,11 255 shared," "the copy after a write"
+	cmp /tmp/rl.a $M/rl/a || fail "the original after a write to its copy"
+	# FICLONERANGE: 128 KiB of a from 64 KiB, at 0 of a new file; then into the middle of b.
+	chroot /debian /usr/sbin/xfs_io -f -c "reflink /mnt/rl/a 65536 0 131072" /mnt/rl/c >/dev/null ||
+		fail "xfs_io reflink"
+	assert_eq "$(stat -c %s $M/rl/c)" 131072 "the range's size"
+	dd if=/tmp/rl.a bs=64k skip=1 count=2 2>/dev/null | cmp - $M/rl/c || fail "the range's contents"
+	assert_eq "$(layout $M/rl/c)" "0 31 shared" "the range's blocks"
+	chroot /debian /usr/sbin/xfs_io -c "reflink /mnt/rl/c 0 40960 8192" /mnt/rl/b >/dev/null ||
+		fail "xfs_io reflink into the middle"
+	dd if=$M/rl/b bs=4k skip=10 count=2 2>/dev/null >/tmp/rl.got
+	dd if=/tmp/rl.a bs=4k skip=16 count=2 2>/dev/null >/tmp/rl.want
+	cmp /tmp/rl.want /tmp/rl.got || fail "the range cloned into the middle"
+	# Unaligned offsets are refused, as the VFS requires.
+	chroot /debian /usr/sbin/xfs_io -c "reflink /mnt/rl/a 100 0 4096" /mnt/rl/b >/tmp/rl.out 2>&1 || :
+	grep -q "Invalid argument" /tmp/rl.out || { cat /tmp/rl.out; fail "an unaligned reflink"; }
+	# Across read-write layers.
+	chroot /debian /usr/bin/cp --reflink=always /mnt/rl/a /mnt/rl2/x || fail "cp --reflink across layers"
+	assert_eq "$(layout $M/rl2/x)" "0 255 shared" "a copy in another layer"
+	cmp /tmp/rl.a $M/rl2/x || fail "the copy in another layer"
+	# copy_file_range shares blocks too.
+	chroot /debian /usr/sbin/xfs_io -f -c "copy_range -s 0 -d 0 -l 1048576 /mnt/rl/a" /mnt/rl/e >/dev/null ||
+		fail "xfs_io copy_range"
+	assert_eq "$(layout $M/rl/e)" "0 255 shared" "copy_file_range's blocks"
+	# Dedupe: a plain copy of a, deduplicated against it, gives its blocks back.
+	chroot /debian /usr/bin/cp --reflink=never /mnt/rl/a /mnt/rl/d
+	sync
+	before=$(free_blocks)
+	chroot /debian /usr/sbin/xfs_io -c "dedupe /mnt/rl/a 0 0 1048576" /mnt/rl/d >/tmp/dedupe.out ||
+		{ cat /tmp/dedupe.out; fail "xfs_io dedupe"; }
+	after=$(free_blocks)
+	echo "free blocks: $before before the dedupe, $after after"
+	[ "$after" -ge $((before + 250)) ] || fail "the dedupe gave no space back"
+	assert_eq "$(layout $M/rl/d)" "0 255 shared" "deduplicated blocks"
+	# Different contents are not deduplicated.
+	dd if=/dev/urandom of=$M/rl/d bs=4k count=1 conv=notrunc,fsync 2>/dev/null
+	chroot /debian /usr/sbin/xfs_io -c "dedupe /mnt/rl/a 0 0 4096" /mnt/rl/d >/tmp/dedupe.out 2>&1
+	grep -q "did not match" /tmp/dedupe.out || { cat /tmp/dedupe.out; fail "dedupe of different contents"; }
+	echo 3 >/proc/sys/vm/drop_caches
+	cmp /tmp/rl.a $M/rl/a || fail "the original read back"
+	cmp /tmp/rl.a $M/rl2/x || fail "the other layer's copy read back"
+	cmp /tmp/rl.a $M/rl/e || fail "copy_file_range's copy read back"
+	unbind_debian
+	# Everything but a goes: a's blocks are its own again, and the space comes back.
+	rm $M/rl/b $M/rl/c $M/rl/d $M/rl/e
+	layer remove --wait rl2
+	bind_debian
+	assert_eq "$(layout $M/rl/a)" "0 255 own" "the original once the copies are gone"
+	unbind_debian
+	layer remove rl
+}
+
 t_abi() {
 	bind_debian
 	rc=0
@@ -753,5 +825,5 @@ t_final_fsck() {
 
 run_tests \
 	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes fsx_on_clone diff \
-	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space fiemap direct_io idmapped_mount abi unprivileged \
+	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space fiemap direct_io reflink idmapped_mount abi unprivileged \
 	persistence final_fsck
