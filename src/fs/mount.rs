@@ -13,7 +13,7 @@ use kernel::{new_condvar, new_mutex};
 use crate::format::bytes::get_u32;
 use crate::format::data::STEP_TREES;
 use crate::format::records::LAYER_NAME_MAX;
-use crate::format::superblock::{self, Superblock, SUPERBLOCK_COPIES};
+use crate::format::superblock::{self, Superblock, RO_COMPAT_SUPPORTED, SUPERBLOCK_COPIES};
 use crate::format::volume::Volume;
 use crate::format::{BLOCK_SIZE, NAME_MAX};
 use crate::vfs::{
@@ -185,6 +185,16 @@ impl FileSystem for Lcfs {
 
     fn fill_super(sb: &NewSuperBlock<'_, Self>, opts: &Options) -> Result<MountInfo> {
         let disk = read_superblock(sb)?;
+        let unknown = disk.ro_compat & !RO_COMPAT_SUPPORTED;
+        if unknown != 0 && !sb.read_only() {
+            // As ext4: features a writer must know, so no writable mount.
+            pr_err!(
+                "{}: couldn't mount read-write: unknown read-only-compatible features {:#x}\n",
+                sb.id(),
+                unknown
+            );
+            return Err(EINVAL);
+        }
         let (vol, layers) = open_volume(sb, &disk)?;
         let mut v = vol.lock();
         let layer = match &opts.layer {
@@ -265,6 +275,15 @@ impl FileSystem for Lcfs {
             sb.info().commit_secs.store(secs, Ordering::Relaxed);
         }
         let mut vol = sb.info().lock();
+        let unknown = vol.superblock().ro_compat & !RO_COMPAT_SUPPORTED;
+        if unknown != 0 && !read_only {
+            pr_err!(
+                "{}: couldn't remount read-write: unknown read-only-compatible features {:#x}\n",
+                sb.id(),
+                unknown
+            );
+            return Err(EROFS);
+        }
         if vol.is_aborted() && !read_only {
             pr_err!(
                 "{}: an aborted transaction cannot be made writable; unmount and mount again\n",

@@ -140,6 +140,37 @@ t_unknown_version() {
 	drop_image
 }
 
+# Features this code does not know, set in both superblock copies with their checksums by
+# `lcfs debug set-super`: a read-only-compatible one allows only a read-only mount (as ext4),
+# a remount read-write is refused, and fsck reports it (exit 4); a compatible one is ignored by
+# the kernel and noted by fsck.
+t_unknown_features() {
+	new_image
+	lcfs debug set-super "$IMG" ro_compat 0x4000000000000000
+	expect_mount_error "$LOOP" "Invalid argument" "unknown read-only-compatible features 0x4000000000000000"
+	mount -t lcfs -o ro "$LOOP" /mnt || fail "a read-only mount with an unknown ro_compat feature"
+	ls /mnt/default >/dev/null
+	if mount -o remount,rw /mnt 2>/tmp/err; then umount /mnt; fail "remounted read-write"; fi
+	dmesg | tail -3 | grep -q "couldn't remount read-write" || fail "no kernel message for the remount"
+	umount /mnt
+	rc=0
+	fsck.lcfs -n "$IMG" >/tmp/fsck.out 2>&1 || rc=$?
+	cat /tmp/fsck.out
+	assert_eq "$rc" 4 "fsck's exit status for an unknown ro_compat feature"
+	grep -q "unknown read-only-compatible features 0x4000000000000000" /tmp/fsck.out ||
+		fail "fsck does not name the feature"
+	lcfs debug set-super "$IMG" ro_compat 0
+	lcfs debug set-super "$IMG" compat 0x10
+	mount -t lcfs "$LOOP" /mnt || fail "a read-write mount with an unknown compatible feature"
+	echo kept >/mnt/default/file
+	umount /mnt
+	fsck.lcfs -n "$IMG" >/tmp/fsck.out 2>&1 || { cat /tmp/fsck.out; fail "fsck after the rw mount"; }
+	cat /tmp/fsck.out
+	grep -q "unknown compatible features 0x10" /tmp/fsck.out || fail "fsck does not note the compat feature"
+	lcfs debug super "$IMG" | grep -q "compat *16" || { lcfs debug super "$IMG"; fail "the commit dropped the compat feature"; }
+	drop_image
+}
+
 t_device_too_small() {
 	new_image 8M
 	losetup -d "$LOOP"
@@ -266,6 +297,6 @@ t_modprobe_explicit() {
 
 run_tests \
 	mkfs_in_guest mount_autoloads_module layer_root statfs fs_info_ioctl umount mount_options \
-	busy_device_refused_by_mkfs mount_cycles bad_magic bad_checksum unknown_version \
+	busy_device_refused_by_mkfs mount_cycles bad_magic bad_checksum unknown_version unknown_features \
 	device_too_small tiny_device garbage zeroed one_copy_damaged damaged_map damaged_layer_tree \
 	sized_on_block_device fsck_operational_error rmmod_no_leak modprobe_explicit

@@ -450,6 +450,21 @@ pub fn check_view<S: volume::Device<Buf = Vec<u8>>>(
         store.read(slot, &mut buf).map_err(|_| OpError::Io)?;
         superblock_damage(&mut report, &selected.sb, slot, &e, &buf);
     }
+    // Features this code does not know: read-only-compatible ones may change what a check would
+    // take for damage (the kernel mounts them read-only only); compatible ones need no care.
+    let unknown = selected.sb.ro_compat & !superblock::RO_COMPAT_SUPPORTED;
+    if unknown != 0 {
+        report.error(format!(
+            "unknown read-only-compatible features {unknown:#x}: a newer fsck.lcfs is needed to \
+             check or repair this filesystem"
+        ));
+    }
+    if selected.sb.compat != 0 {
+        report.warnings.push(format!(
+            "unknown compatible features {:#x} (ignored)",
+            selected.sb.compat
+        ));
+    }
     // A free count that differs from the map root's summary stops the open: check on, with the
     // count the root records, and rebuild the map in repair.
     if let Some(free) = root_free(&mut store, &selected.sb) {

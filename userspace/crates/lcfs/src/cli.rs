@@ -55,6 +55,20 @@ pub(crate) enum DebugCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set a feature field in both superblock copies, with their checksums (as debugfs's
+    /// `set_super_value`): for testing how tools and the kernel treat features they do not know.
+    /// Only on an unmounted filesystem.
+    SetSuper {
+        /// Block device or image file.
+        device: PathBuf,
+        /// The field: `compat` (features older code may ignore) or `ro_compat` (features a
+        /// writer must know: the kernel then mounts only read-only).
+        #[arg(value_parser = ["compat", "ro_compat"])]
+        field: String,
+        /// The new value: decimal, or hexadecimal with 0x.
+        #[arg(value_parser = parse_u64)]
+        value: u64,
+    },
     /// List the paths a layer adds, modifies or deletes relative to its parent (A/M/D).
     Diff {
         /// Block device or image file.
@@ -194,4 +208,13 @@ pub(crate) enum LayerCommand {
         #[command(flatten)]
         at: MountArg,
     },
+}
+
+/// A decimal or `0x` hexadecimal number.
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("invalid number '{s}' (decimal, or hexadecimal with 0x)"))
 }

@@ -197,6 +197,35 @@ fn info(path: &Path, json: bool) -> Result<bool> {
     Ok(true)
 }
 
+/// `lcfs debug set-super`: the field set in each valid superblock copy, rewritten with its
+/// checksum; a damaged copy is left as it is.
+fn debug_set_super(device: &Path, field: &str, value: u64) -> Result<bool> {
+    let mut dev = Device::open(device, Access::ReadWrite)?;
+    let mut written = 0;
+    for slot in 0..lcfs_format::superblock::SUPERBLOCK_COPIES {
+        let mut sb = match dev.read_superblock_copy(slot)? {
+            Ok(sb) => sb,
+            Err(e) => {
+                eprintln!("lcfs: superblock copy {slot} left as it is: {e}");
+                continue;
+            }
+        };
+        match field {
+            "compat" => sb.compat = value,
+            "ro_compat" => sb.ro_compat = value,
+            _ => anyhow::bail!("unknown field '{field}' (compat or ro_compat)"),
+        }
+        dev.write_superblock(&sb)
+            .with_context(|| format!("writing superblock copy {slot}"))?;
+        written += 1;
+    }
+    dev.sync()?;
+    if written > 0 {
+        outln!("{field} = {value:#x} in {written} superblock copies")?;
+    }
+    Ok(written > 0)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -204,6 +233,11 @@ fn main() -> ExitCode {
         Command::Layer(cmd) => layer::run(cmd).map(|()| true),
         Command::Df { path, json } => layer::df(path, *json).map(|()| true),
         Command::Debug(DebugCommand::Super { device, json }) => debug_super(device, *json),
+        Command::Debug(DebugCommand::SetSuper {
+            device,
+            field,
+            value,
+        }) => debug_set_super(device, field, *value),
         Command::Debug(DebugCommand::Diff {
             device,
             layer,
