@@ -61,6 +61,25 @@ u32 lcfs_new_encode_dev(unsigned int dev);
 struct mnt_idmap;
 u32 lcfs_mapped_fsuid(struct mnt_idmap *idmap, const struct inode *dir);
 u32 lcfs_mapped_fsgid(struct mnt_idmap *idmap, const struct inode *dir);
+
+struct posix_acl;
+/* The inode_operations' ACL types (ACL_TYPE_ACCESS, ACL_TYPE_DEFAULT). */
+#define LCFS_ACL_TYPE_ACCESS 0x8000
+#define LCFS_ACL_TYPE_DEFAULT 0x4000
+/* fs_parameter_spec.flags: "noNAME" is the negation of flag NAME (fs_param_neg_with_no). */
+#define LCFS_FS_PARAM_NEG_WITH_NO 0x0002
+void lcfs_sb_set_posixacl(struct super_block *sb, bool on);
+bool lcfs_inode_posixacl(const struct inode *inode);
+int lcfs_acl_create(struct inode *dir, umode_t *mode, struct posix_acl **default_acl,
+		    struct posix_acl **acl);
+void *lcfs_acl_to_xattr(const struct posix_acl *acl, size_t *size);
+struct posix_acl *lcfs_acl_from_xattr(const void *value, size_t size);
+void lcfs_acl_release(struct posix_acl *acl);
+void lcfs_set_cached_acl(struct inode *inode, int type, struct posix_acl *acl);
+int lcfs_acl_update_mode(struct mnt_idmap *idmap, struct inode *inode, umode_t *mode,
+			 struct posix_acl **acl);
+int lcfs_acl_chmod(struct mnt_idmap *idmap, struct dentry *dentry, umode_t mode);
+struct posix_acl *lcfs_acl_err(int err);
 u32 lcfs_i_uid_read(const struct inode *inode);
 u32 lcfs_i_gid_read(const struct inode *inode);
 void lcfs_inode_get_times(const struct inode *inode, s64 *sec, long *nsec);

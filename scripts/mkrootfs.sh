@@ -22,7 +22,7 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
 SUITE=bookworm
-PACKAGES=(fio stress-ng e2fsprogs xfsprogs attr btrfs-progs containerd runc)
+PACKAGES=(fio stress-ng e2fsprogs xfsprogs attr acl btrfs-progs containerd runc)
 
 # Only the image path goes to stdout (callers capture it); everything else to stderr.
 key=$( { echo "$SUITE ${PACKAGES[*]}"; cat "$0" "$LCFS_ROOT/scripts/oci-image.py"; sha256sum /bin/busybox; } |

@@ -21,6 +21,8 @@
 #include <linux/kdev_t.h>
 #include <linux/dcache.h>
 #include <linux/namei.h>
+#include <linux/posix_acl.h>
+#include <linux/posix_acl_xattr.h>
 #include <linux/backing-file.h>
 #include <linux/fadvise.h>
 #include <linux/security.h>
@@ -312,6 +314,58 @@ u32 lcfs_mapped_fsgid(struct mnt_idmap *idmap, const struct inode *dir)
 {
 	return from_kgid(&init_user_ns, mapped_fsgid(idmap, i_user_ns(dir)));
 }
+
+/*
+ * POSIX ACLs. They are stored as the VFS's own xattr encoding (posix_acl_to_xattr) with ids in
+ * the filesystem's namespace, init_user_ns, as btrfs stores them.
+ */
+static_assert(LCFS_ACL_TYPE_ACCESS == ACL_TYPE_ACCESS);
+static_assert(LCFS_ACL_TYPE_DEFAULT == ACL_TYPE_DEFAULT);
+static_assert(LCFS_FS_PARAM_NEG_WITH_NO == fs_param_neg_with_no);
+
+void lcfs_sb_set_posixacl(struct super_block *sb, bool on)
+{
+	unsigned long flags = READ_ONCE(sb->s_flags);
+
+	WRITE_ONCE(sb->s_flags, on ? flags | SB_POSIXACL : flags & ~SB_POSIXACL);
+}
+
+bool lcfs_inode_posixacl(const struct inode *inode) { return IS_POSIXACL(inode); }
+
+int lcfs_acl_create(struct inode *dir, umode_t *mode, struct posix_acl **default_acl,
+		    struct posix_acl **acl)
+{
+	return posix_acl_create(dir, mode, default_acl, acl);
+}
+
+void *lcfs_acl_to_xattr(const struct posix_acl *acl, size_t *size)
+{
+	return posix_acl_to_xattr(&init_user_ns, acl, size, GFP_KERNEL);
+}
+
+struct posix_acl *lcfs_acl_from_xattr(const void *value, size_t size)
+{
+	return posix_acl_from_xattr(&init_user_ns, value, size);
+}
+
+void lcfs_acl_release(struct posix_acl *acl) { posix_acl_release(acl); }
+void lcfs_set_cached_acl(struct inode *inode, int type, struct posix_acl *acl)
+{
+	set_cached_acl(inode, type, acl);
+}
+
+int lcfs_acl_update_mode(struct mnt_idmap *idmap, struct inode *inode, umode_t *mode,
+			 struct posix_acl **acl)
+{
+	return posix_acl_update_mode(idmap, inode, mode, acl);
+}
+
+int lcfs_acl_chmod(struct mnt_idmap *idmap, struct dentry *dentry, umode_t mode)
+{
+	return posix_acl_chmod(idmap, dentry, mode);
+}
+
+struct posix_acl *lcfs_acl_err(int err) { return ERR_PTR(err); }
 u32 lcfs_i_uid_read(const struct inode *inode) { return i_uid_read(inode); }
 u32 lcfs_i_gid_read(const struct inode *inode) { return i_gid_read(inode); }
 

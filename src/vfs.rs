@@ -19,6 +19,7 @@
 //!
 //! Lock order (outermost first): `s_umount` (VFS) -> `i_rwsem` -> `invalidate_lock` -> folio lock.
 
+pub(crate) mod acl;
 pub(crate) mod bindings;
 pub(crate) mod block;
 pub(crate) mod dir;
@@ -32,6 +33,7 @@ pub(crate) mod super_block;
 pub(crate) mod super_ops;
 pub(crate) mod xattr;
 
+pub(crate) use acl::AclKind;
 pub(crate) use dir::{DirContext, DirEntryType, DirOperations, NewNode, Rename, RenameMode};
 pub(crate) use file::{AttrChange, InodeOperations};
 pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams, Locked, NewInode as NewVfsInode};

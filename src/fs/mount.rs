@@ -58,6 +58,8 @@ pub(crate) struct Options {
     commit_secs: Option<u32>,
     /// `layer=NAME`: mount this layer as the root.
     layer: Option<KVec<u8>>,
+    /// `acl` or `noacl`: POSIX ACLs on (the default, as on ext4) or off.
+    acl: Option<bool>,
 }
 
 /// Default periodic commit interval, as ext4's and btrfs's.
@@ -67,6 +69,7 @@ const MAX_COMMIT_SECS: u32 = 86_400;
 
 const OPT_COMMIT: u8 = 0;
 const OPT_LAYER: u8 = 1;
+const OPT_ACL: u8 = 2;
 
 /// `statfs.f_type` of LCFS: "LCFS" in ASCII.
 const LCFS_MAGIC: u32 = 0x4c43_4653;
@@ -154,6 +157,7 @@ impl FileSystem for Lcfs {
     const PARAMS: &'static [Param] = &[
         Param::u32(c"commit", OPT_COMMIT),
         Param::string(c"layer", OPT_LAYER),
+        Param::flag_no(c"acl", OPT_ACL),
         Param::END,
     ];
 
@@ -178,6 +182,7 @@ impl FileSystem for Lcfs {
                 name.extend_from_slice(value.string, GFP_KERNEL)?;
                 opts.layer = Some(name);
             }
+            OPT_ACL => opts.acl = Some(!value.negated),
             _ => return Err(EINVAL),
         }
         Ok(())
@@ -226,6 +231,7 @@ impl FileSystem for Lcfs {
         }
         drop(v);
         sb.set_uuid(&disk.uuid);
+        sb.set_posix_acl(opts.acl.unwrap_or(true));
         let plural = if layers == 1 { "" } else { "s" };
         pr_info!(
             "{}: mounted generation {}, {} layer{}, {} of {} blocks free\n",
@@ -273,6 +279,9 @@ impl FileSystem for Lcfs {
         }
         if let Some(secs) = opts.commit_secs {
             sb.info().commit_secs.store(secs, Ordering::Relaxed);
+        }
+        if let Some(on) = opts.acl {
+            sb.set_posix_acl(on);
         }
         let mut vol = sb.info().lock();
         let unknown = vol.superblock().ro_compat & !RO_COMPAT_SUPPORTED;

@@ -16,12 +16,12 @@
 use kernel::prelude::*;
 
 use crate::format::namespace::{DirEntry, NewInode, RenameMode as CoreRename, SetAttr};
-use crate::format::records::InodeRecord;
+use crate::format::records::{InodeRecord, Timespec};
 use crate::format::tree::Error as CoreError;
 use crate::format::volume::LayerInfo;
 use crate::format::{BLOCK_SIZE, INO_LIMIT, LAYER_ID_LIMIT, NAME_MAX, ROOT_INO};
 use crate::vfs::{
-    ARef, AttrChange, DirContext, DirEntryType, DirOperations, Iget, Inode, InodeKind,
+    ARef, AclKind, AttrChange, DirContext, DirEntryType, DirOperations, Iget, Inode, InodeKind,
     InodeOperations, InodeParams, Locked, NewNode, NewVfsInode, Rename, RenameMode, SuperBlock,
 };
 
@@ -450,26 +450,49 @@ fn create(dir: Locked<'_, Lcfs>, name: &[u8], node: &NewNode<'_>) -> Result<ARef
     let epoch = super::layers::epoch(sb);
     let (ino, touched) = retry_for_space(sb, &mut sb.info().lock(), |vol| {
         let (ino, touched) = vol.create_touched(info.layer, info.ino, name, &attrs, now)?;
-        if let Some(target) = node.link {
-            if let Err(e) = vol.write_inline(info.layer, ino, target, now) {
-                // Refused before any change (space): take the new name back out.
-                let _ = vol.unlink(info.layer, info.ino, name, now);
-                return Err(e);
-            }
+        let rest = match node.link {
+            Some(target) => vol.write_inline(info.layer, ino, target, now),
+            None => store_acls(vol, info.layer, ino, node, now),
+        };
+        if let Err(e) = rest {
+            // Refused (space): take the new name, and with it the inode, back out.
+            let _ = vol.unlink(info.layer, info.ino, name, now);
+            return Err(e);
         }
         Ok((ino, touched))
     })
     .map_err(errno)?;
     // The records as just written: no need to read them back.
     dir.refresh(&params(&touched.dir)?);
-    // A symlink's record changed with its target: `iget_known` reads that one.
-    let inode = iget_known(sb, info.layer, ino, Some(&touched.inode))?;
+    // A symlink's record changed with its target, and an inode's with inherited ACLs:
+    // `iget_known` reads that one.
+    let changed = node.link.is_some() || node.access_acl.is_some() || node.default_acl.is_some();
+    let inode = iget_known(sb, info.layer, ino, (!changed).then_some(&touched.inode))?;
     // A new file's `data_id` is its own: no renewal before its first write in this epoch.
     inode
         .info()
         .renewed
         .store(epoch, core::sync::atomic::Ordering::Relaxed);
     Ok(inode)
+}
+
+/// Stores the ACLs a new inode inherited (see `crate::vfs::NewNode`).
+fn store_acls(
+    vol: &mut Vol,
+    layer: u64,
+    ino: u64,
+    node: &NewNode<'_>,
+    now: Timespec,
+) -> core::result::Result<(), CoreError> {
+    for (kind, value) in [
+        (AclKind::Access, node.access_acl),
+        (AclKind::Default, node.default_acl),
+    ] {
+        if let Some(v) = value {
+            vol.set_xattr(layer, ino, kind.xattr_name(), v, now)?;
+        }
+    }
+    Ok(())
 }
 
 /// `O_TMPFILE`: a file without a name, an orphan from the start (see
@@ -487,10 +510,18 @@ fn tmpfile(dir: &Inode<Lcfs>, node: &NewNode<'_>) -> Result<ARef<Inode<Lcfs>>> {
     // As for `create`: read before the record exists.
     let epoch = super::layers::epoch(sb);
     let (ino, rec) = retry_for_space(sb, &mut sb.info().lock(), |vol| {
-        vol.create_unnamed(info.layer, info.ino, &attrs, timestamp())
+        let now = timestamp();
+        let (ino, rec) = vol.create_unnamed(info.layer, info.ino, &attrs, now)?;
+        if let Err(e) = store_acls(vol, info.layer, ino, node, now) {
+            // Refused (space): an orphan from the start, so deleting it is all there is.
+            let _ = vol.delete_orphan(info.layer, ino);
+            return Err(e);
+        }
+        Ok((ino, rec))
     })
     .map_err(errno)?;
-    let inode = iget_known(sb, info.layer, ino, Some(&rec))?;
+    let acls = node.access_acl.is_some();
+    let inode = iget_known(sb, info.layer, ino, (!acls).then_some(&rec))?;
     inode
         .info()
         .renewed

@@ -5,8 +5,9 @@
 
 use kernel::prelude::*;
 
+use crate::format::namespace::SetAttr;
 use crate::format::tree::Error as CoreError;
-use crate::vfs::{Inode, Locked, XattrOperations, XattrSet};
+use crate::vfs::{AclKind, Inode, Locked, XattrOperations, XattrSet};
 
 use super::commit::retry_for_space;
 use super::errno::{errno, xattr_errno};
@@ -31,6 +32,15 @@ impl XattrOperations for Lcfs {
 
     fn list_xattrs(inode: &Inode<Self>, f: &mut dyn FnMut(&[u8]) -> bool) -> Result {
         list_xattrs(inode, f)
+    }
+
+    fn set_acl(
+        inode: Locked<'_, Self>,
+        kind: AclKind,
+        value: Option<&[u8]>,
+        perm: Option<u16>,
+    ) -> Result {
+        set_acl(inode, kind, value, perm)
     }
 }
 
@@ -76,6 +86,65 @@ fn set_xattr(inode: Locked<'_, Lcfs>, name: &[u8], value: Option<&[u8]>, how: Xa
         .map_err(xattr_errno)?;
         // An attribute change gives the file a page cache of its own, as a data change does,
         // and contents of its own for good (a regular file's: `Invalid` for other kinds).
+        super::share::unshare(&inode);
+        match retry_for_space(sb, &mut vol, |vol| vol.renew_data_id(info.layer, info.ino)) {
+            Ok(_) | Err(CoreError::Invalid) => {}
+            Err(e) => return Err(errno(e)),
+        }
+    }
+    refresh(inode)
+}
+
+/// An ACL is an extended attribute like any other (see `crate::vfs::AclKind`); with an access
+/// ACL the permission bits change in the same volume-lock hold, so one commit has both.
+fn set_acl(
+    inode: Locked<'_, Lcfs>,
+    kind: AclKind,
+    value: Option<&[u8]>,
+    perm: Option<u16>,
+) -> Result {
+    let info = inode.info();
+    let sb = inode.super_block();
+    if info.layer == 0 {
+        return Err(EPERM);
+    }
+    if sb.read_only() {
+        return Err(EROFS);
+    }
+    let name = kind.xattr_name();
+    let now = timestamp();
+    {
+        let mut vol = sb.info().lock();
+        let old_perm = vol.inode(info.layer, info.ino).map_err(errno)?.mode & 0o7777;
+        let attr = |mode: u32| SetAttr {
+            mode: Some(mode),
+            uid: None,
+            gid: None,
+            size: None,
+            atime: None,
+            mtime: None,
+            ctime: Some(now),
+        };
+        retry_for_space(sb, &mut vol, |vol| {
+            if let Some(p) = perm {
+                vol.set_attr(info.layer, info.ino, &attr(u32::from(p)))?;
+            }
+            let stored = match value {
+                Some(v) => vol.set_xattr(info.layer, info.ino, name, v, now),
+                None => match vol.remove_xattr(info.layer, info.ino, name, now) {
+                    Err(CoreError::NotFound) => Ok(()),
+                    r => r,
+                },
+            };
+            if stored.is_err() && perm.is_some() {
+                // Both or neither: the bits back as they were (a record rewrite that just
+                // succeeded in the other direction).
+                let _ = vol.set_attr(info.layer, info.ino, &attr(old_perm));
+            }
+            stored
+        })
+        .map_err(xattr_errno)?;
+        // As for any attribute change (see `set_xattr`).
         super::share::unshare(&inode);
         match retry_for_space(sb, &mut vol, |vol| vol.renew_data_id(info.layer, info.ino)) {
             Ok(_) | Err(CoreError::Invalid) => {}

@@ -10,6 +10,7 @@ use kernel::bindings;
 use kernel::error::{from_result, to_result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 
+use super::acl::Inherited;
 use super::bindings as ext;
 use super::inode::{Inode, Locked};
 use super::registration::{ARef, FileSystem, Operations};
@@ -228,7 +229,8 @@ pub(super) fn file_operations<T: Operations>() -> &'static bindings::file_operat
 /// What a new inode will be.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct NewNode<'a> {
-    /// Type and permission bits (after umask, with `S_ISGID` inherited as POSIX wants).
+    /// Type and permission bits (after the umask or the directory's default ACL, with `S_ISGID`
+    /// inherited as POSIX wants).
     pub(crate) mode: u32,
     /// Device number of a device node (`new_encode_dev` form).
     pub(crate) rdev: u64,
@@ -238,6 +240,11 @@ pub(crate) struct NewNode<'a> {
     pub(crate) gid: u32,
     /// A symlink's target.
     pub(crate) link: Option<&'a [u8]>,
+    /// The access ACL inherited from the directory's default ACL, in the VFS's xattr encoding,
+    /// to store as [`super::AclKind::Access`] with the inode (`mode` already reflects it).
+    pub(crate) access_acl: Option<&'a [u8]>,
+    /// A new directory's default ACL (its parent's), to store as [`super::AclKind::Default`].
+    pub(crate) default_acl: Option<&'a [u8]>,
 }
 
 /// How `rename` treats an existing target.
@@ -340,7 +347,7 @@ struct NewEntry<'a, T: FileSystem> {
     idmap: *mut bindings::mnt_idmap,
 }
 
-impl<'a, T: DirOperations> NewEntry<'a, T> {
+impl<'a, T: Operations> NewEntry<'a, T> {
     /// # Safety
     ///
     /// `idmap`, `dir` and `dentry` must be the live arguments of a create-type operation on a
@@ -371,15 +378,19 @@ impl<'a, T: DirOperations> NewEntry<'a, T> {
     fn make(self, mode: u32, rdev: u64, link: Option<&[u8]>) -> Result {
         self.dir.super_block().live()?;
         // SAFETY: `idmap` is the live idmapping of the operation's mount (type invariant).
-        let (uid, gid, mode) = unsafe { new_owner(self.idmap, &self.dir, mode) }?;
+        let (uid, gid, mut mode) = unsafe { new_owner(self.idmap, &self.dir, mode) }?;
+        let acls = Inherited::new(&self.dir, &mut mode)?;
         let node = NewNode {
             mode,
             rdev,
             uid,
             gid,
             link,
+            access_acl: acls.access_acl(),
+            default_acl: acls.default_acl(),
         };
         let inode = T::create(self.dir, self.name, &node)?;
+        acls.cache(&inode);
         let inode = ARef::into_raw(inode).as_ptr().cast::<bindings::inode>();
         // SAFETY: `dentry` is the operation's live, negative dentry and the VFS holds its
         // parent's `i_rwsem` (type invariant), as `d_instantiate` requires; `inode` carries the
@@ -392,7 +403,7 @@ impl<'a, T: DirOperations> NewEntry<'a, T> {
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `create`.
-unsafe extern "C" fn create_callback<T: DirOperations>(
+unsafe extern "C" fn create_callback<T: Operations>(
     idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
@@ -409,7 +420,7 @@ unsafe extern "C" fn create_callback<T: DirOperations>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `mkdir`.
-unsafe extern "C" fn mkdir_callback<T: DirOperations>(
+unsafe extern "C" fn mkdir_callback<T: Operations>(
     idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
@@ -431,7 +442,7 @@ unsafe extern "C" fn mkdir_callback<T: DirOperations>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `mknod`.
-unsafe extern "C" fn mknod_callback<T: DirOperations>(
+unsafe extern "C" fn mknod_callback<T: Operations>(
     idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
@@ -452,7 +463,7 @@ unsafe extern "C" fn mknod_callback<T: DirOperations>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `symlink`.
-unsafe extern "C" fn symlink_callback<T: DirOperations>(
+unsafe extern "C" fn symlink_callback<T: Operations>(
     idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     dentry: *mut bindings::dentry,
@@ -510,7 +521,7 @@ unsafe extern "C" fn link_callback<T: DirOperations>(
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `tmpfile`.
-unsafe extern "C" fn tmpfile_callback<T: DirOperations>(
+unsafe extern "C" fn tmpfile_callback<T: Operations>(
     idmap: *mut bindings::mnt_idmap,
     dir: *mut bindings::inode,
     file: *mut bindings::file,
@@ -522,15 +533,19 @@ unsafe extern "C" fn tmpfile_callback<T: DirOperations>(
         let dir = unsafe { Inode::<T>::from_raw(dir) };
         dir.super_block().live()?;
         // SAFETY: `tmpfile`'s contract: `idmap` is the live idmapping of the opening's mount.
-        let (uid, gid, mode) = unsafe { new_owner(idmap, dir, u32::from(mode)) }?;
+        let (uid, gid, mut mode) = unsafe { new_owner(idmap, dir, u32::from(mode)) }?;
+        let acls = Inherited::new(dir, &mut mode)?;
         let node = NewNode {
             mode,
             rdev: 0,
             uid,
             gid,
             link: None,
+            access_acl: acls.access_acl(),
+            default_acl: None,
         };
         let inode = T::tmpfile(dir, &node)?;
+        acls.cache(&inode);
         let inode = ARef::into_raw(inode).as_ptr().cast::<bindings::inode>();
         // SAFETY: `inode` is the new, live inode whose reference `into_raw` released. Its
         // record has no links; `d_tmpfile` drops one, so it needs one first.

@@ -57,6 +57,8 @@ pub(super) const fn common_inode_operations<T: Operations>() -> bindings::inode_
         },
         getattr: Some(getattr_callback::<T>),
         listxattr: super::xattr::listxattr_operation::<T>(),
+        get_inode_acl: super::acl::operations::<T>().get,
+        set_acl: super::acl::operations::<T>().set,
         // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
         // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
         // value: every entry not set above is NULL to the kernel.
@@ -75,8 +77,11 @@ impl<T: Operations> Tables<T> {
         ..common_inode_operations::<T>()
     };
 
+    // Symlinks have no ACLs (their permissions are never checked), as on ext4.
     const SYMLINK_OPS: bindings::inode_operations = bindings::inode_operations {
         get_link: Some(bindings::simple_get_link),
+        get_inode_acl: None,
+        set_acl: None,
         ..common_inode_operations::<T>()
     };
 }
@@ -178,6 +183,13 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
                 resize.apply(|| T::setattr(inode, &change))?
             }
             _ => T::setattr(inode, &change)?,
+        }
+        if change.perm.is_some() {
+            // SAFETY: `raw` is still the initialised inode of `T` pinned by `dentry`.
+            let mode = unsafe { Inode::<T>::from_raw(raw) }.mode();
+            // SAFETY: the live arguments of this `setattr`, whose inode's `i_rwsem` the VFS
+            // holds; `mode` is the one just stored.
+            unsafe { super::acl::chmod::<T>(idmap, dentry, mode) }?;
         }
         Ok(0)
     })

@@ -36,6 +36,15 @@ impl Param {
         })
     }
 
+    /// Flag option `name`, also accepted as `noname` ([`ParamValue::negated`]), reported to the
+    /// filesystem as `opt`.
+    pub(crate) const fn flag_no(name: &'static CStr, opt: u8) -> Self {
+        let mut p = Self::new(name, opt, None);
+        // CAST: a small flag constant into the table's 16-bit field.
+        p.0.flags = ext::LCFS_FS_PARAM_NEG_WITH_NO as u16;
+        p
+    }
+
     /// The terminating entry every table ends with.
     pub(crate) const END: Self = Self(ext::fs_parameter_spec {
         name: core::ptr::null(),
@@ -67,4 +76,6 @@ pub(crate) struct ParamValue<'a> {
     pub(crate) number: u32,
     /// The string, for options declared with [`Param::string`] (without its NUL).
     pub(crate) string: &'a [u8],
+    /// For options declared with [`Param::flag_no`]: given as `noname`.
+    pub(crate) negated: bool,
 }

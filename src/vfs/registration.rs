@@ -358,7 +358,11 @@ unsafe extern "C" fn parse_param_callback<T: FileSystem>(
     // an integer wrapper, so any member's bytes are a valid `u32`: `uint_32` is what
     // `fs_param_is_u32` fills, and for other types it is zero or unused.
     let number = unsafe { *result.__bindgen_anon_1.uint_32.as_ref() };
-    let value = ParamValue { number, string };
+    let value = ParamValue {
+        number,
+        string,
+        negated: result.negated,
+    };
     // SAFETY: `fc` has our context operations, so `init_fs_context_callback::<T>` set it up;
     // the VFS parses a context's parameters one at a time, on the task that owns the context,
     // so no other reference to its options exists while `opts` (which ends with this call)

@@ -413,6 +413,13 @@ impl<'a, T: FileSystem> NewSuperBlock<'a, T> {
         unsafe { ext::lcfs_sb_rdonly(self.sb.as_ptr().cast()) }
     }
 
+    /// Turns POSIX ACLs on or off (`SB_POSIXACL`; see [`super::XattrOperations::set_acl`]).
+    pub(crate) fn set_posix_acl(&self, on: bool) {
+        // SAFETY: a live superblock inside `fill_super` (type invariant), not visible to any
+        // other task until it returns, so the store to `s_flags` races with no reader.
+        unsafe { ext::lcfs_sb_set_posixacl(self.sb.as_ptr().cast(), on) };
+    }
+
     /// Sets the UUID reported to userspace (`FS_IOC_GETFSUUID`, `/proc/self/mountinfo` tools).
     pub(crate) fn set_uuid(&self, uuid: &[u8; 16]) {
         let sb = self.sb.as_ptr();
@@ -495,6 +502,16 @@ impl<T: FileSystem> SuperBlock<T> {
         // SAFETY: a live superblock (type invariant, kept alive by `&self`); `sb_rdonly` reads
         // `s_flags` once.
         unsafe { ext::lcfs_sb_rdonly(self.as_ptr().cast()) }
+    }
+
+    /// Turns POSIX ACLs on or off (`SB_POSIXACL`) on a mounted filesystem: for `reconfigure`,
+    /// which the VFS runs under `s_umount`. Permission checks already under way may still see
+    /// the old setting, as on ext4.
+    pub(crate) fn set_posix_acl(&self, on: bool) {
+        // SAFETY: a live superblock (type invariant); the helper changes the one flag with a
+        // single store (`WRITE_ONCE`), which lockless readers of `s_flags` see whole, and the
+        // VFS's other writers of `s_flags` run under the `s_umount` the caller holds.
+        unsafe { ext::lcfs_sb_set_posixacl(self.as_ptr().cast(), on) };
     }
 
     /// Whether the filesystem is frozen (`fsfreeze`, or a kernel freeze) and its

@@ -15,6 +15,7 @@ use kernel::bindings;
 use kernel::error::VTABLE_DEFAULT_ERROR;
 use kernel::prelude::*;
 
+use super::acl::AclKind;
 use super::inode::{Inode, Locked};
 use super::registration::FileSystem;
 
@@ -43,6 +44,23 @@ pub(crate) trait XattrOperations: FileSystem {
 
     /// Calls `f` with each extended attribute name of `inode` until it returns `false`.
     fn list_xattrs(_inode: &Inode<Self>, _f: &mut dyn FnMut(&[u8]) -> bool) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Stores ACL `kind` of `inode` as the extended attribute [`AclKind::xattr_name`] (`value`,
+    /// the VFS's encoding of it; `None` removes it, and removing a missing one succeeds), and
+    /// for an access ACL the permission bits `perm` the VFS derived from it, all at once, with a
+    /// new change time. [`Self::get_xattr`] must read the attribute back.
+    ///
+    /// With it, the filesystem has POSIX ACLs (`SB_POSIXACL`, see
+    /// [`super::NewSuperBlock::set_posix_acl`]): the VFS checks permissions with them and
+    /// new inodes inherit their directory's default ACL.
+    fn set_acl(
+        _inode: Locked<'_, Self>,
+        _kind: AclKind,
+        _value: Option<&[u8]>,
+        _perm: Option<u16>,
+    ) -> Result {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 }
@@ -244,10 +262,15 @@ unsafe extern "C" fn listxattr_callback<T: XattrOperations>(
         // itself in process context, where the VFS calls `listxattr`) and may record an audit
         // event; it takes no pointer arguments.
         let admin = unsafe { bindings::capable(cap) };
+        let acls = super::acl::enabled(inode);
         let mut total = 0usize;
         let mut overflow = false;
         T::list_xattrs(inode, &mut |name| {
             if name.starts_with(b"trusted.") && !admin {
+                return true;
+            }
+            // Stored ACLs are not there while the mount has them off (`noacl`), as on ext4.
+            if super::acl::is_acl_name(name) && !acls {
                 return true;
             }
             let end = total + name.len() + 1;

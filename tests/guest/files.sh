@@ -755,6 +755,154 @@ t_direct_io() {
 		fail "lcfs answers otherwise than ext4"
 }
 
+# POSIX ACLs (acl package's setfacl and getfacl, coreutils): named users and groups, the mask, a
+# chmod's update of the mask, default ACLs inherited by new files and directories (the umask left
+# out where one exists, applied where none does), refusals (a default ACL on a file, a change by
+# a user who does not own the file), S_ISGID dropped by an ACL change as chmod drops it, an ACL
+# equal to the mode stored as none, a 300-entry ACL, copies and renames. acl.sh prints a
+# transcript of answers; ext4 in the same guest must print the same one.
+cat >/debian/tmp/acl.sh <<'SH'
+#!/bin/bash
+set -u
+cd "$1" || exit 1
+umask 022
+as() { local u=$1; shift; /usr/bin/setpriv --reuid="$u" --regid="$u" --clear-groups "$@"; }
+facl() { /usr/bin/getfacl -cpn "$@" 2>&1 | sed '/^$/d'; }
+mode() { /usr/bin/stat -c '%n %A %a' "$@"; }
+try() { if "$@" >/dev/null 2>/tmp/try.err; then echo "ok: $*"; else echo "refused: $* ($(sed 's/.*: //' /tmp/try.err | head -1))"; fi; }
+acl_xattr() { /usr/bin/getfattr -m - -d "$1" 2>/dev/null | grep -c posix_acl; }
+chmod 755 .
+echo data >f && chmod 600 f
+echo "== named user"
+try as 1000 cat f
+/usr/bin/setfacl -m u:1000:r f
+facl f; mode f
+try as 1000 cat f
+try as 1001 cat f
+echo "== mask"
+/usr/bin/setfacl -m m::- f
+facl f; mode f
+try as 1000 cat f
+echo "== chmod sets the mask"
+chmod 640 f
+facl f; mode f
+try as 1000 cat f
+echo "== named group"
+/usr/bin/setfacl -m g:1002:rw f
+try /usr/bin/setpriv --reuid=1003 --regid=1002 --clear-groups cat f
+try /usr/bin/setpriv --reuid=1003 --regid=1003 --clear-groups cat f
+facl f; mode f
+echo "== removed"
+/usr/bin/setfacl -b f
+facl f; mode f; acl_xattr f
+echo "== equal to the mode: no ACL stored"
+/usr/bin/setfacl -m u::rw,g::r,o::- f
+mode f; acl_xattr f
+echo "== default ACL inherited"
+mkdir d
+/usr/bin/setfacl -d -m u:1000:rwx,g:1002:rx,m::rwx d
+facl d
+touch d/file; mkdir d/dir; mknod d/fifo p
+facl d/file d/dir d/fifo; mode d/file d/dir d/fifo
+(umask 077; touch d/umask077; mkdir d/umask077dir)
+mode d/umask077 d/umask077dir
+try as 1000 sh -c 'echo x >d/file'
+echo "== no default ACL: the umask"
+(umask 027; touch plain; mkdir plaindir)
+mode plain plaindir; acl_xattr plain
+echo "== a default ACL only on directories"
+try /usr/bin/setfacl -d -m u:1000:r f
+echo "== only the owner changes an ACL"
+try as 1000 /usr/bin/setfacl -m u:1000:rwx f
+mkdir own && chown 1000:1000 own && as 1000 touch own/mine
+try as 1000 /usr/bin/setfacl -m u:1001:rw own/mine
+facl own/mine
+echo "== S_ISGID dropped by an ACL change of a non-member"
+mkdir sg && chown 1000:1000 sg && chmod 777 sg
+as 1001 touch sg/g && chown 1001:1000 sg/g && chmod 2775 sg/g
+mode sg/g
+as 1001 /usr/bin/setfacl -m u:1000:r sg/g
+mode sg/g
+echo "== directory search through an ACL"
+mkdir -p locked/inner && echo in >locked/inner/x && chmod 700 locked
+try as 1000 cat locked/inner/x
+/usr/bin/setfacl -m u:1000:x locked
+try as 1000 cat locked/inner/x
+try as 1000 ls locked
+echo "== 300 entries"
+touch many
+spec=$(seq 2000 2299 | sed 's/^/u:/; s/$/:r/' | paste -sd,)
+/usr/bin/setfacl -m "$spec" many
+facl many | wc -l; facl many | md5sum
+echo "== copies and renames keep ACLs"
+cp -a d/file copy; facl copy
+mv d/dir moved; facl moved
+ln f f.link; facl f.link
+echo "== listed as xattrs"
+/usr/bin/getfattr -m - -d -e hex d | sed -n 's/=.*//p'
+SH
+acl_sh() { chroot /debian /bin/bash /tmp/acl.sh "$@"; }
+# The lcfs-only part: every ACL of the tree, with its owner and mode.
+acl_tree() { chroot /debian /usr/bin/getfacl -Rpn "$1" 2>&1; }
+
+t_acls() {
+	mkfs.lcfs -q -f "$DEV"
+	mnt
+	mkdir $M/acl
+	acl_sh $M/acl >/tmp/acl.lcfs 2>&1 || { cat /tmp/acl.lcfs; fail "acl.sh on lcfs"; }
+	cat /tmp/acl.lcfs
+	grep -q '^user:1000:r--' /tmp/acl.lcfs || fail "no named user in the transcript"
+	acl_tree $M/acl >/tmp/acl.before
+	[ "$(grep -c '^# file' /tmp/acl.before)" -ge 20 ] || fail "too few files in the tree listing"
+	drop_caches
+	acl_tree $M/acl | diff /tmp/acl.before - || fail "ACLs changed when the caches were dropped"
+	umnt
+	fsck.lcfs -n "$DEV"
+	mnt
+	acl_tree $M/acl | diff /tmp/acl.before - || fail "ACLs changed across a remount"
+	# noacl: no ACLs served or checked; the umask applies even under a default ACL. Remounting
+	# with acl brings the stored ones back.
+	mount -o remount,noacl /mnt
+	setfacl() { chroot /debian /usr/bin/setfacl "$@"; }
+	if setfacl -m u:1000:r $M/acl/plain 2>/tmp/err; then fail "setfacl worked with noacl"; fi
+	grep -q 'Operation not supported' /tmp/err || { cat /tmp/err; fail "noacl: not EOPNOTSUPP"; }
+	(umask 077 && touch $M/acl/d/noacl-file)
+	assert_eq "$(stat -c %a $M/acl/d/noacl-file)" "600" "noacl: the umask, not the default ACL"
+	assert_eq "$(chroot /debian /usr/bin/getfattr -m - -d /mnt/default/acl/f 2>/dev/null | grep -c posix_acl)" \
+		"0" "noacl: ACL names listed"
+	as_1000() { chroot /debian /usr/bin/setpriv --reuid=1000 --regid=1000 --clear-groups "$@"; }
+	if as_1000 cat /mnt/default/acl/locked/inner/x >/dev/null 2>&1; then
+		fail "noacl: the ACL still lets user 1000 in"
+	fi
+	mount -o remount,acl /mnt
+	as_1000 cat /mnt/default/acl/locked/inner/x >/dev/null || fail "acl again: user 1000 kept out"
+	rm $M/acl/d/noacl-file
+	acl_tree $M/acl | diff /tmp/acl.before - || fail "ACLs changed across noacl and back"
+	# A clone shares the ACLs and changes them on its own.
+	lcfs layer create aclbase -m /mnt
+	chroot /debian /bin/cp -a /mnt/default/acl/. /mnt/aclbase/
+	lcfs layer freeze aclbase -m /mnt
+	lcfs layer clone aclbase aclclone -m /mnt
+	acl_tree /mnt/aclbase >/tmp/acl.base
+	acl_tree /mnt/aclclone | sed 's,aclclone,aclbase,' | diff /tmp/acl.base - || fail "the clone's ACLs differ"
+	setfacl -m u:1000:rwx /mnt/aclclone/f
+	chroot /debian /usr/bin/getfacl -pn /mnt/aclclone/f | grep -q '^user:1000:rwx' || fail "clone: change"
+	if chroot /debian /usr/bin/getfacl -pn /mnt/aclbase/f | grep -q '^user:1000:rwx'; then
+		fail "clone: the parent changed"
+	fi
+	umnt
+	fsck.lcfs -n "$DEV"
+	# ext4, the reference: the same transcript (4 KiB blocks, as lcfs's: a small device would
+	# get 1 KiB ones, too small for the long ACL).
+	chroot /debian mkfs.ext4 -q -F -b 4096 "$DEV"
+	mount -t ext4 "$DEV" /mnt
+	mount --bind /mnt /debian/mnt
+	mkdir -p $M/acl
+	acl_sh $M/acl >/tmp/acl.ext4 2>&1
+	umnt
+	diff /tmp/acl.ext4 /tmp/acl.lcfs || fail "lcfs answers otherwise than ext4"
+}
+
 # mkfs.lcfs --rootdir and --tar: a tree with every kind of file, owners, modes, times, xattrs,
 # hard links and holes, copied into a new filesystem's first layer; mounted, it compares equal to
 # the source (GNU stat of every path, contents, link targets, xattrs, the hard links one inode).
@@ -839,4 +987,4 @@ t_mkfs_tar() {
 
 run_tests \
 	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate fallocate_modes file_size_limit mmap \
-	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile direct_io mkfs_rootdir mkfs_tar
+	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile direct_io acls mkfs_rootdir mkfs_tar

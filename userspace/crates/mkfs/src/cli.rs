@@ -53,8 +53,8 @@ pub(crate) struct Args {
     /// Copy the directory tree DIR into the first layer (as mkfs.ext4 -d): directories, regular
     /// files, symbolic links, device nodes, FIFOs and sockets, with their owners, permissions
     /// (setuid, setgid and sticky bits too), access, modification and change times (to the
-    /// nanosecond) and extended attributes in the user., trusted. and security. namespaces
-    /// (others, such as POSIX ACLs, are left out and counted). Names of one inode (hard links)
+    /// nanosecond), extended attributes in the user., trusted. and security. namespaces and
+    /// POSIX ACLs (other system. ones are left out and counted). Names of one inode (hard links)
     /// stay one inode. Holes of sparse files, found with SEEK_DATA and SEEK_HOLE, and all-zero
     /// blocks are not written. Symbolic links are copied, never followed. With -n the tree is
     /// read and counted, and nothing is written.

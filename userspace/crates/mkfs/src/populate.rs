@@ -93,11 +93,14 @@ pub(crate) fn encode_dev(major: u64, minor: u64) -> Option<u64> {
 }
 
 /// Whether the kernel serves extended attributes named `name` (`user.`, `trusted.` and
-/// `security.`): others (`system.` ones such as POSIX ACLs) are not copied.
+/// `security.`, and POSIX ACLs, which are stored in the VFS's xattr encoding as the source's
+/// kernel hands them out): other `system.` ones are not copied.
 pub(crate) fn xattr_supported(name: &[u8]) -> bool {
     [&b"user."[..], b"trusted.", b"security."]
         .iter()
         .any(|p| name.starts_with(p) && name.len() > p.len())
+        || name == b"system.posix_acl_access"
+        || name == b"system.posix_acl_default"
 }
 
 /// What was written (or, in a dry run, would be).

@@ -191,6 +191,21 @@ fn try_xattr(path: &Path, name: &str, value: &[u8]) -> bool {
     rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).is_ok()
 }
 
+/// POSIX ACLs are xattrs in the VFS's encoding; mkfs copies them as they are.
+const ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
+
+/// An ACL in the VFS's xattr encoding (version 2; entries of tag, permissions and id, sorted
+/// by tag and id as the kernel wants them).
+fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
 /// The xattrs of `path` that mkfs copies.
 fn source_xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -203,6 +218,7 @@ fn source_xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
         if ![&b"user."[..], b"trusted.", b"security."]
             .iter()
             .any(|p| name.starts_with(p))
+            && !ACL_NAMES.contains(&name)
         {
             continue;
         }
@@ -285,6 +301,27 @@ fn build_tree(src: &Path) -> (bool, bool) {
         && try_xattr(src, "user.root", b"r");
     if !xattrs {
         eprintln!("no user xattrs in the source tree: the filesystem does not take them");
+    }
+    // POSIX ACLs: user 1000 may read `small`; `a` hands user 1000 rwx to what it gets.
+    const UNDEF: u32 = u32::MAX;
+    let access = acl_xattr(&[
+        (0x01, 6, UNDEF),
+        (0x02, 4, 1000),
+        (0x04, 0, UNDEF),
+        (0x10, 0, UNDEF),
+        (0x20, 4, UNDEF),
+    ]);
+    let default = acl_xattr(&[
+        (0x01, 7, UNDEF),
+        (0x02, 7, 1000),
+        (0x04, 5, UNDEF),
+        (0x10, 7, UNDEF),
+        (0x20, 5, UNDEF),
+    ]);
+    let acls = try_xattr(&src.join("small"), "system.posix_acl_access", &access)
+        && try_xattr(&src.join("a"), "system.posix_acl_default", &default);
+    if !acls {
+        eprintln!("no POSIX ACLs in the source tree: the filesystem does not take them");
     }
     if root {
         assert!(try_xattr(&src.join("one_block"), "trusted.t", b"secret"));
