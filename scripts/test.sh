@@ -56,11 +56,11 @@ if [ "$soak" = 1 ]; then
 	share_fsx_ops=${LCFS_SHARE_FSX_OPS:-10000} containers=${LCFS_CONTAINERS:-20}
 else
 	fuzz_seconds=${LCFS_FUZZ_SECONDS:-10} fsx_ops=${LCFS_FSX_OPS:-2000}
-	fsx_long_ops=${LCFS_FSX_LONG_OPS:-6000} corrupt_count=${LCFS_CORRUPT_COUNT:-60}
-	crash_delays=${LCFS_CRASH_DELAYS:-0 8} stress_seconds=${LCFS_STRESS_SECONDS:-20}
-	layers_fsx_ops=${LCFS_LAYERS_FSX_OPS:-1000} conformance_reference=${LCFS_CONFORMANCE_REFERENCE-}
+	fsx_long_ops=${LCFS_FSX_LONG_OPS:-6000} corrupt_count=${LCFS_CORRUPT_COUNT:-40}
+	crash_delays=${LCFS_CRASH_DELAYS:-0 8} stress_seconds=${LCFS_STRESS_SECONDS:-12}
+	layers_fsx_ops=${LCFS_LAYERS_FSX_OPS:-600} conformance_reference=${LCFS_CONFORMANCE_REFERENCE-}
 	conformance_cases=${LCFS_CONFORMANCE_CASES:-^[^1]}
-	share_fsx_ops=${LCFS_SHARE_FSX_OPS:-1000} containers=${LCFS_CONTAINERS:-10}
+	share_fsx_ops=${LCFS_SHARE_FSX_OPS:-1000} containers=${LCFS_CONTAINERS:-6}
 fi
 
 record() { # record ok|fail NAME [detail]
