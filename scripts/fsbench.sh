@@ -1,12 +1,14 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
-# Runs the guest filesystem benchmark (tests/guest/fsbench.sh: fio and a metadata workload on
-# ext4 and lcfs, same virtual disk, same guest, in interleaved rounds) and prints a Markdown table:
+# Runs the guest filesystem benchmark (tests/guest/fsbench.sh: fio, a metadata workload and small
+# appends on ext4 and lcfs, same virtual disk, same guest, in interleaved rounds) and prints a
+# Markdown table:
 # per test the median of each filesystem's results, the lcfs/ext4 ratio of every round (each
 # round's two runs are back to back) and the median of those ratios.
 # Not a test: nothing passes or fails on the numbers. Guest settings via LCFS_GUEST_ENV, e.g.
-# "FILES=20000 SIZE=128m RUNTIME=10 ROUNDS=5". It runs on the release kernel (LCFS_KERNEL, default
-# release): KASAN and lockdep would weigh on the two filesystems' code paths unequally.
+# "FILES=20000 SIZE=128m RUNTIME=10 ROUNDS=5 APPENDS=200000 GROUPS=meta,append". It runs on the
+# release kernel (LCFS_KERNEL, default release): KASAN and lockdep would weigh on the two
+# filesystems' code paths unequally.
 set -euo pipefail
 export LCFS_KERNEL=${LCFS_KERNEL:-release}
 . "$(dirname "$0")/env.sh"
@@ -40,7 +42,7 @@ awk '
 	END {
 		print "| test | unit | ext4 (median) | lcfs (median) | lcfs / ext4 per round | median ratio |"
 		print "|------|------|-----:|-----:|------|-----:|"
-		nt = split("seq-write seq-read rand-write rand-read create stat unlink", tests, " ")
+		nt = split("seq-write seq-read rand-write rand-read create stat unlink append overwrite", tests, " ")
 		for (t = 1; t <= nt; t++) {
 			e = l = r = rs = ""
 			for (k = 1; k <= nr; k++) {

@@ -62,7 +62,9 @@ pub const SCAN_MAX: u64 = 1024;
 /// count 1 in the map), in a file without staging items. Random overwrites of a file ask
 /// [`Volume::map_write`], [`Volume::map_writeback`] and [`Volume::complete_write`] the same
 /// question for every block, and each answer costs extent, staging and reference-count lookups;
-/// ext4 keeps the same facts in memory in its extent status tree. [`Volume::map_read`] keeps the
+/// ext4 keeps the same facts in memory in its extent status tree. Unwritten blocks only the file
+/// references are kept for writes the same way ([`WriteKind::Unwritten`]): small appends write
+/// into one block many times before writeback. [`Volume::map_read`] keeps the
 /// extents it finds here too, for reads only, and answers from any entry. An entry holds only
 /// while the epoch it was found in lasts: every [`Volume::mutate`] moves it on, so nothing that
 /// moves, cuts, shares or stages blocks can leave a stale one (only inode-record rewrites keep
@@ -103,6 +105,11 @@ const RUN_WRITTEN: u64 = 2;
 /// An unwritten extent, for reads only.
 const RUN_UNWRITTEN: u64 = 3;
 
+/// Unwritten blocks only this file references, no staging items: writes go into them (until
+/// writeback completes them, which moves the epoch on). Small appends write into the same
+/// block many times before it is written back.
+const RUN_UNWRITTEN_OWN: u64 = 4;
+
 /// Words of an entry in the table.
 const IN_PLACE_WORDS: usize = 7;
 
@@ -136,18 +143,36 @@ impl InPlaceCache {
         ino: u64,
         fblock: u64,
     ) -> Option<InPlace> {
-        Self::find(store, epoch, layer, ino, fblock, true)
+        Self::find(store, epoch, layer, ino, fblock, &[RUN_IN_PLACE])
     }
 
-    /// The run of any kind covering `fblock` of `ino` (`in_place`: in-place runs only), found
-    /// in epoch `epoch`.
+    /// The run a write may use as it is (in place, or unwritten blocks of the file's own)
+    /// covering `fblock` of `ino`, found in epoch `epoch`.
+    fn get_write<S: BlockStore>(
+        store: &mut S,
+        epoch: u64,
+        layer: u64,
+        ino: u64,
+        fblock: u64,
+    ) -> Option<InPlace> {
+        Self::find(
+            store,
+            epoch,
+            layer,
+            ino,
+            fblock,
+            &[RUN_IN_PLACE, RUN_UNWRITTEN_OWN],
+        )
+    }
+
+    /// The run covering `fblock` of `ino` of one of `kinds`, found in epoch `epoch`.
     fn find<S: BlockStore>(
         store: &mut S,
         epoch: u64,
         layer: u64,
         ino: u64,
         fblock: u64,
-        in_place: bool,
+        kinds: &[u64],
     ) -> Option<InPlace> {
         let t = store.in_place_table()?;
         Self::entries(t).find_map(|s| {
@@ -158,7 +183,7 @@ impl InPlaceCache {
                 && e_layer == layer
                 && e_ino == ino
                 && fblock.checked_sub(off).is_some_and(|at| at < len)
-                && (kind == RUN_IN_PLACE || !in_place);
+                && kinds.contains(&kind);
             hit.then_some(InPlace {
                 epoch,
                 layer,
@@ -655,9 +680,10 @@ impl<S: Device> Volume<S> {
         self.refcount_run(disk, lim, true)
     }
 
-    /// For `map_write` of `fblock` over written extent `e` in a file without staging items:
-    /// finds the exclusive run of `e` from the start of `fblock`'s window, and if it covers
-    /// `fblock`, keeps it in the in-place cache (found in `epoch`) and returns the mapping.
+    /// For `map_write` of `fblock` over extent `e` (written or unwritten) in a file without
+    /// staging items: finds the exclusive run of `e` from the start of `fblock`'s window, and if
+    /// it covers `fblock`, keeps it in the in-place cache (found in `epoch`) and returns the
+    /// mapping.
     fn cache_in_place(
         &mut self,
         layer: u64,
@@ -675,6 +701,7 @@ impl<S: Device> Volume<S> {
         if start.saturating_add(run) <= fblock {
             return Ok(None);
         }
+        let unwritten = e.is_unwritten();
         let entry = InPlace {
             epoch,
             layer,
@@ -682,7 +709,11 @@ impl<S: Device> Volume<S> {
             off: start,
             len: run,
             disk: e.disk_at(start),
-            kind: RUN_IN_PLACE,
+            kind: if unwritten {
+                RUN_UNWRITTEN_OWN
+            } else {
+                RUN_IN_PLACE
+            },
         };
         InPlaceCache::put(self.store(), &entry);
         let at = sub(fblock, start)?;
@@ -690,7 +721,11 @@ impl<S: Device> Volume<S> {
             fblock,
             len: sub(run, at)?.min(max).min(SCAN_MAX),
             disk_block: e.disk_at(fblock),
-            kind: WriteKind::InPlace,
+            kind: if unwritten {
+                WriteKind::Unwritten
+            } else {
+                WriteKind::InPlace
+            },
         }))
     }
 
@@ -917,12 +952,13 @@ impl<S: Device> Volume<S> {
         // An aborted transaction still answers reads, from the trees.
         let epoch = self.epoch().ok();
         if let Some(epoch) = epoch {
-            if let Some(c) = InPlaceCache::find(self.store(), epoch, layer, ino, fblock, false) {
+            let kinds = [RUN_IN_PLACE, RUN_WRITTEN, RUN_UNWRITTEN, RUN_UNWRITTEN_OWN];
+            if let Some(c) = InPlaceCache::find(self.store(), epoch, layer, ino, fblock, &kinds) {
                 let (disk_block, left) = c.map(fblock)?;
                 return Ok(Map {
                     fblock,
                     len: left.min(max),
-                    kind: if c.kind == RUN_UNWRITTEN {
+                    kind: if c.kind == RUN_UNWRITTEN || c.kind == RUN_UNWRITTEN_OWN {
                         MapKind::Unwritten { disk_block }
                     } else {
                         MapKind::Written { disk_block }
@@ -1024,13 +1060,17 @@ impl<S: Device> Volume<S> {
     ) -> Result<WriteMap, Error> {
         let max = clip(fblock, max)?;
         let epoch = self.epoch()?;
-        if let Some(c) = InPlaceCache::get(self.store(), epoch, layer, ino, fblock) {
+        if let Some(c) = InPlaceCache::get_write(self.store(), epoch, layer, ino, fblock) {
             let (disk_block, left) = c.map(fblock)?;
             return Ok(WriteMap {
                 fblock,
                 len: left.min(max).min(SCAN_MAX),
                 disk_block,
-                kind: WriteKind::InPlace,
+                kind: if c.kind == RUN_UNWRITTEN_OWN {
+                    WriteKind::Unwritten
+                } else {
+                    WriteKind::InPlace
+                },
             });
         }
         let inode = self.data_inode(layer, ino, true)?;
@@ -1096,7 +1136,7 @@ impl<S: Device> Volume<S> {
                         }
                     }
                 }
-                if !e.is_unwritten() && !staging {
+                if !staging {
                     if let Some(w) = self.cache_in_place(layer, ino, &e, fblock, max, epoch)? {
                         return Ok(w);
                     }

@@ -268,12 +268,21 @@ fn map_writeback(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result<FileMap> {
 fn write_done(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
-    inode
-        .super_block()
-        .info()
-        .lock()
-        .complete_write(info.layer, info.ino, first, count)
-        .map_err(errno)
+    let mut vol = inode.super_block().info().lock();
+    vol.complete_write(info.layer, info.ino, first, count)
+        .map_err(errno)?;
+    // The size a buffered write grew the file to, as far as this range carries the data.
+    let cached = u64::try_from(inode.size()).unwrap_or(0);
+    let want = pos.checked_add(len).ok_or(EFBIG)?.min(cached);
+    let stored = vol.inode(info.layer, info.ino).map_err(errno)?.size;
+    if want > stored {
+        let attr = SetAttr {
+            size: Some(want),
+            ..SetAttr::default()
+        };
+        vol.set_attr(info.layer, info.ino, &attr).map_err(errno)?;
+    }
+    Ok(())
 }
 
 /// Stores the cached inode's timestamps (and its size, when given) on disk.

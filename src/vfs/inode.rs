@@ -411,7 +411,7 @@ impl<T: FileSystem> Inode<T> {
     }
 
     /// The cached size in bytes (`i_size_read`: a whole value even without `i_rwsem`).
-    pub(super) fn size(&self) -> i64 {
+    pub(crate) fn size(&self) -> i64 {
         // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_size_read` needs no
         // lock (it retries on the size's seqcount where a 64-bit load is not atomic).
         unsafe { ext::lcfs_i_size_read(self.as_ptr().cast()) }
@@ -586,10 +586,19 @@ impl<'a, T: FileSystem> Locked<'a, T> {
 
     /// Replaces the cached attributes with `params` (after a change on disk). The kind must not
     /// change.
+    ///
+    /// A regular file's cached size never shrinks here: buffered writes grow it before its
+    /// record does (the record follows when the data reaches the disk, see
+    /// [`super::DataOperations::write_done`]), and a truncation sets it before it changes the
+    /// record.
     pub(crate) fn refresh(&self, params: &InodeParams) {
+        let mut params = *params;
+        if params.kind == InodeKind::Regular {
+            params.size = params.size.max(u64::try_from(self.0.size()).unwrap_or(0));
+        }
         // SAFETY: a live inode whose attributes the current operation may change (type
         // invariant).
-        unsafe { set_attributes(self.0.as_ptr(), params) };
+        unsafe { set_attributes(self.0.as_ptr(), &params) };
     }
 }
 

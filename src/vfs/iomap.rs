@@ -53,10 +53,14 @@ pub(crate) trait DataOperations: FileSystem {
     /// Where writeback writes the range of `inode` starting at `pos` (a `Mapped` range).
     fn map_writeback(inode: &Inode<Self>, pos: u64, len: u64) -> Result<FileMap>;
 
-    /// The data of `[pos, pos + len)` of `inode` reached the disk.
+    /// The data of `[pos, pos + len)` of `inode` reached the disk. A buffered write that grew
+    /// the file stored no size: the stored size follows here, up to the end of this range or
+    /// the cached size, whichever is smaller, so that a commit never has a size that covers
+    /// data still in the page cache (as ext4's on-disk size follows writeback).
     fn write_done(inode: &Inode<Self>, pos: u64, len: u64) -> Result;
 
-    /// A write or `fallocate` made `inode` `size` bytes long: store its size and timestamps.
+    /// A direct write or `fallocate` made `inode` `size` bytes long: store its size and
+    /// timestamps.
     fn store_size(inode: &Inode<Self>, size: u64) -> Result;
 
     /// A change that may dirty folios or move blocks of regular file `inode` starts: a write,
@@ -1217,8 +1221,10 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
                         buffered
                     }
                 };
+                // A buffered write's size reaches the record with its data (`write_done`);
+                // a direct one's data is on the disk already.
                 let new = inode.size();
-                if new > old {
+                if new > old && direct {
                     if let Err(e) = T::store_size(inode, u64::try_from(new).unwrap_or(0)) {
                         if ret >= 0 {
                             ret = e.to_errno() as isize;
@@ -1421,12 +1427,7 @@ unsafe extern "C" fn remap_file_range_callback<T: Operations>(
         // held (`lock`) as the preparation expects; `len` is a local it may shorten.
         to_result(unsafe {
             bindings::generic_remap_file_range_prep(
-                file_in,
-                pos_in,
-                file_out,
-                pos_out,
-                &mut len,
-                flags,
+                file_in, pos_in, file_out, pos_out, &mut len, flags,
             )
         })?;
         if len == 0 {

@@ -1,7 +1,7 @@
 # lcfs-needs: debian-rootfs
 # lcfs-timeout: 7200
-# Filesystem benchmark (not a test): fio sequential and random read and write, and a metadata
-# workload (create, stat, unlink FILES files), on ext4 and on lcfs on the same virtual disk in the
+# Filesystem benchmark (not a test): fio sequential and random read and write, a metadata
+# workload (create, stat, unlink FILES files) and small appends (APPENDS 4-byte writes), on ext4 and on lcfs on the same virtual disk in the
 # same guest run. Prints "BENCH round=... fs=... test=... value=... unit=..." lines for
 # scripts/fsbench.sh, which turns them into ratios. Buffered I/O (ext4 and lcfs alike), caches
 # dropped before every read test.
@@ -18,6 +18,9 @@ FILES=${FILES:-100000}
 SIZE=${SIZE:-256m}
 RUNTIME=${RUNTIME:-10}
 ROUNDS=${ROUNDS:-3}
+APPENDS=${APPENDS:-1000000}
+# GROUPS: the groups to run, comma-separated (the kernel command line carries no spaces).
+GROUPS=${GROUPS:-seq,rand,meta,append}
 
 fio() { chroot /debian fio "$@"; }
 # Centiseconds since boot, from the kernel (no fork, no clock setting needed).
@@ -72,6 +75,18 @@ group_meta() {
 	bench "test=unlink value=$(rate $t2 $t3) unit=files/s"
 }
 
+# Small appends: APPENDS 4-byte O_APPEND writes to one file (a logging pattern: each grows the
+# file), then as many 4-byte overwrites of it, then an fsync.
+group_append() {
+	t0=$(cs)
+	chroot /debian dd if=/dev/zero of="$dir/log" bs=4 count="$APPENDS" oflag=append conv=notrunc status=none
+	t1=$(cs)
+	chroot /debian dd if=/dev/zero of="$dir/log" bs=4 count="$APPENDS" conv=notrunc,fsync status=none
+	t2=$(cs)
+	bench "test=append value=$((APPENDS * 100 / (t1 - t0 > 0 ? t1 - t0 : 1))) unit=writes/s"
+	bench "test=overwrite value=$((APPENDS * 100 / (t2 - t1 > 0 ? t2 - t1 : 1))) unit=writes/s"
+}
+
 # run_group GROUP FS: a fresh filesystem, the group's tests, then unmount (and fsck for lcfs).
 run_group() {
 	fs=$2
@@ -105,7 +120,7 @@ t_bench() {
 	flip=0
 	round=1
 	while [ $round -le "$ROUNDS" ]; do
-		for g in seq rand meta; do
+		for g in $(echo "$GROUPS" | tr , " "); do
 			if [ $flip = 0 ]; then first=ext4 second=lcfs; else first=lcfs second=ext4; fi
 			flip=$((1 - flip))
 			run_group $g $first
