@@ -155,6 +155,7 @@ struct iomap_ops;
 struct iomap_dio_ops;
 struct kstat;
 bool lcfs_iocb_direct(const struct kiocb *iocb);
+bool lcfs_iocb_append(const struct kiocb *iocb);
 size_t lcfs_iov_iter_count(const struct iov_iter *iter);
 ssize_t lcfs_dio_rw(struct kiocb *iocb, struct iov_iter *iter, const struct iomap_ops *ops,
 		    const struct iomap_dio_ops *dops, unsigned int dio_flags);
@@ -172,5 +173,10 @@ void lcfs_inode_unlock_shared(struct inode *inode);
 unsigned int lcfs_dio_read_align(struct block_device *bdev);
 void lcfs_fill_dio_align(struct kstat *stat, const struct inode *inode, u32 request_mask,
 			 u32 write_align);
+
+/* File attributes (chattr). */
+struct file_kattr;
+bool lcfs_fileattr_has_fsx(const struct file_kattr *fa);
+size_t lcfs_sizeof_file_kattr(void);
 
 #endif /* LCFS_HELPERS_H */

@@ -8,7 +8,8 @@
 //! family of C operation tables, which the filesystem logic in `crate::fs` implements:
 //!
 //! - [`FileSystem`]: the filesystem type, mount context and superblock operations;
-//! - [`InodeOperations`]: what every kind of inode's `inode_operations` shares (`setattr`);
+//! - [`InodeOperations`]: what every kind of inode's `inode_operations` shares (`setattr`, the
+//!   file attributes of `chattr`);
 //! - [`DirOperations`]: the `inode_operations` and `file_operations` of directories;
 //! - [`FileOperations`]: the `file_operations` of regular files (and `ioctl` of directories);
 //! - [`DataOperations`]: the address-space and iomap operations of regular files;
@@ -33,7 +34,7 @@ pub(crate) mod super_ops;
 pub(crate) mod xattr;
 
 pub(crate) use dir::{DirContext, DirEntryType, DirOperations, NewNode, Rename, RenameMode};
-pub(crate) use file::{AttrChange, InodeOperations};
+pub(crate) use file::{AttrChange, FileAttrs, InodeOperations};
 pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams, Locked, NewInode as NewVfsInode};
 pub(crate) use ioctl::{
     capable_sys_admin, FsInfo, Label, LayerCreate, LayerDiff, LayerInfo, LayerList, Output, Request,
