@@ -20,6 +20,7 @@
 //!   [`FileOperations`](crate::vfs::FileOperations) (block mapping, writeback, fsync, fallocate);
 //! - `xattr`: [`XattrOperations`](crate::vfs::XattrOperations);
 //! - `attr`: the file attributes of `chattr` (`fileattr_get`, `fileattr_set`);
+//! - `sysfs`: the attributes of each mount's `/sys/fs/lcfs/<device>/` directory;
 //! - `ioctl`: the filesystem's ioctls, checked and handed to `layers`;
 //! - `layers`: the layer operations and the per-layer count of files open for writing;
 //! - `reclaim`: freeing the space of removed layers in background chunks;
@@ -42,6 +43,7 @@ mod namespace;
 mod reclaim;
 mod share;
 mod store;
+mod sysfs;
 mod time;
 mod xattr;
 

@@ -27,6 +27,8 @@
 #include <linux/splice.h>
 #include <linux/uio.h>
 #include <linux/fileattr.h>
+#include <linux/sysfs.h>
+#include <linux/completion.h>
 #include "lcfs_helpers.h"
 #include "uapi/linux/lcfs.h"
 
@@ -572,3 +574,7 @@ void lcfs_fill_dio_align(struct kstat *stat, const struct inode *inode, u32 requ
 
 bool lcfs_fileattr_has_fsx(const struct file_kattr *fa) { return fileattr_has_fsx(fa); }
 size_t lcfs_sizeof_file_kattr(void) { return sizeof(struct file_kattr); }
+/* One lock class for every attribute of every mount, as the macro in a loop gives. */
+void lcfs_sysfs_attr_init(struct attribute *attr) { sysfs_attr_init(attr); }
+void lcfs_init_completion(struct completion *x) { init_completion(x); }
+void lcfs_super_set_sysfs_name_bdev(struct super_block *sb) { super_set_sysfs_name_bdev(sb); }

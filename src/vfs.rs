@@ -31,6 +31,7 @@ pub(crate) mod params;
 pub(crate) mod registration;
 pub(crate) mod super_block;
 pub(crate) mod super_ops;
+pub(crate) mod sysfs;
 pub(crate) mod xattr;
 
 pub(crate) use dir::{DirContext, DirEntryType, DirOperations, NewNode, Rename, RenameMode};
@@ -46,4 +47,5 @@ pub(crate) use params::{Param, ParamValue};
 pub(crate) use registration::{ARef, FileSystem, Registration};
 pub(crate) use super_block::{now, BlockDevice, NewSuperBlock, NoFsScope, SuperBlock};
 pub(crate) use super_ops::StatFs;
+pub(crate) use sysfs::SysfsOutput;
 pub(crate) use xattr::{XattrOperations, XattrSet};

@@ -218,6 +218,8 @@ unsafe extern "C" fn put_super_callback<T: FileSystem>(sb: *mut bindings::super_
         // SAFETY: a mounted superblock of `T` being shut down: all inodes are evicted and its
         // device is still open. The reference ends with this block, before the state goes.
         let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
+        // `/sys/fs/<NAME>/<device>/` goes first: no read of it runs while the state goes.
+        sb.unregister_sysfs();
         // The periodic work may kick the background work: cancel it first.
         sb.cancel_periodic();
         sb.cancel_background();
