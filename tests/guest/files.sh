@@ -1264,7 +1264,7 @@ t_file_attributes() {
 	umnt
 	fsck.lcfs -n "$DEV"
 	lcfs debug dump --items "$DEV" >/tmp/dump.out
-	assert_eq "$(grep -c ' flags ' /tmp/dump.out)" 7 "inode records with flags in the dump"
+	assert_eq "$(grep -c ' gen [0-9]* flags ' /tmp/dump.out)" 7 "inode records with flags in the dump"
 	assert_eq "$(grep -c ' flags immutable$' /tmp/dump.out)" 2 "immutable records in the dump"
 	assert_eq "$(grep -c ' flags nodump,noatime$' /tmp/dump.out)" 1 "the FIFO's record in the dump"
 	# After a remount and after the inodes were dropped from the cache: read back from disk.
