@@ -12,5 +12,6 @@
 #include <linux/statfs.h>
 #include <linux/blkdev.h>
 #include <linux/filelock.h>
+#include <linux/fileattr.h>
 #include "lcfs_helpers.h"
 #include "uapi/linux/lcfs.h"

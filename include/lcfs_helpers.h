@@ -174,6 +174,7 @@ struct iomap_ops;
 struct iomap_dio_ops;
 struct kstat;
 bool lcfs_iocb_direct(const struct kiocb *iocb);
+bool lcfs_iocb_append(const struct kiocb *iocb);
 size_t lcfs_iov_iter_count(const struct iov_iter *iter);
 ssize_t lcfs_dio_rw(struct kiocb *iocb, struct iov_iter *iter, const struct iomap_ops *ops,
 		    const struct iomap_dio_ops *dops, unsigned int dio_flags);
@@ -191,5 +192,15 @@ void lcfs_inode_unlock_shared(struct inode *inode);
 unsigned int lcfs_dio_read_align(struct block_device *bdev);
 void lcfs_fill_dio_align(struct kstat *stat, const struct inode *inode, u32 request_mask,
 			 u32 write_align);
+
+/* File attributes (chattr) and the mount's directory under /sys/fs. */
+struct file_kattr;
+struct attribute;
+struct completion;
+bool lcfs_fileattr_has_fsx(const struct file_kattr *fa);
+size_t lcfs_sizeof_file_kattr(void);
+void lcfs_sysfs_attr_init(struct attribute *attr);
+void lcfs_init_completion(struct completion *x);
+void lcfs_super_set_sysfs_name_bdev(struct super_block *sb);
 
 #endif /* LCFS_HELPERS_H */

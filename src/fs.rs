@@ -19,6 +19,8 @@
 //! - `file`: [`DataOperations`](crate::vfs::DataOperations) and
 //!   [`FileOperations`](crate::vfs::FileOperations) (block mapping, writeback, fsync, fallocate);
 //! - `xattr`: [`XattrOperations`](crate::vfs::XattrOperations);
+//! - `attr`: the file attributes of `chattr` (`fileattr_get`, `fileattr_set`);
+//! - `sysfs`: the attributes of each mount's `/sys/fs/lcfs/<device>/` directory;
 //! - `ioctl`: the filesystem's ioctls, checked and handed to `layers`;
 //! - `layers`: the layer operations and the per-layer count of files open for writing;
 //! - `reclaim`: freeing the space of removed layers in background chunks;
@@ -28,6 +30,7 @@
 
 #![deny(unsafe_code)]
 
+mod attr;
 mod commit;
 mod core_kunit;
 mod errno;
@@ -40,6 +43,7 @@ mod namespace;
 mod reclaim;
 mod share;
 mod store;
+mod sysfs;
 mod time;
 mod xattr;
 

@@ -28,6 +28,9 @@
 #include <linux/security.h>
 #include <linux/splice.h>
 #include <linux/uio.h>
+#include <linux/fileattr.h>
+#include <linux/sysfs.h>
+#include <linux/completion.h>
 #include "lcfs_helpers.h"
 #include "uapi/linux/lcfs.h"
 
@@ -551,6 +554,7 @@ long lcfs_err_ptr(const void *ptr) { return IS_ERR(ptr) ? PTR_ERR(ptr) : 0; }
 
 /* Direct I/O (iomap) */
 bool lcfs_iocb_direct(const struct kiocb *iocb) { return iocb->ki_flags & IOCB_DIRECT; }
+bool lcfs_iocb_append(const struct kiocb *iocb) { return iocb->ki_flags & IOCB_APPEND; }
 size_t lcfs_iov_iter_count(const struct iov_iter *iter) { return iov_iter_count(iter); }
 
 /*
@@ -621,3 +625,10 @@ void lcfs_fill_dio_align(struct kstat *stat, const struct inode *inode, u32 requ
 	stat->dio_offset_align = write_align;
 	stat->dio_read_offset_align = bdev_logical_block_size(bdev);
 }
+
+bool lcfs_fileattr_has_fsx(const struct file_kattr *fa) { return fileattr_has_fsx(fa); }
+size_t lcfs_sizeof_file_kattr(void) { return sizeof(struct file_kattr); }
+/* One lock class for every attribute of every mount, as the macro in a loop gives. */
+void lcfs_sysfs_attr_init(struct attribute *attr) { sysfs_attr_init(attr); }
+void lcfs_init_completion(struct completion *x) { init_completion(x); }
+void lcfs_super_set_sysfs_name_bdev(struct super_block *sb) { super_set_sysfs_name_bdev(sb); }

@@ -8,7 +8,8 @@
 //! family of C operation tables, which the filesystem logic in `crate::fs` implements:
 //!
 //! - [`FileSystem`]: the filesystem type, mount context and superblock operations;
-//! - [`InodeOperations`]: what every kind of inode's `inode_operations` shares (`setattr`);
+//! - [`InodeOperations`]: what every kind of inode's `inode_operations` shares (`setattr`, the
+//!   file attributes of `chattr`);
 //! - [`DirOperations`]: the `inode_operations` and `file_operations` of directories;
 //! - [`FileOperations`]: the `file_operations` of regular files (and `ioctl` of directories);
 //! - [`DataOperations`]: the address-space and iomap operations of regular files;
@@ -31,11 +32,12 @@ pub(crate) mod params;
 pub(crate) mod registration;
 pub(crate) mod super_block;
 pub(crate) mod super_ops;
+pub(crate) mod sysfs;
 pub(crate) mod xattr;
 
 pub(crate) use acl::AclKind;
 pub(crate) use dir::{DirContext, DirEntryType, DirOperations, NewNode, Rename, RenameMode};
-pub(crate) use file::{AttrChange, InodeOperations};
+pub(crate) use file::{AttrChange, FileAttrs, InodeOperations};
 pub(crate) use inode::{Iget, Inode, InodeKind, InodeParams, Locked, NewInode as NewVfsInode};
 pub(crate) use ioctl::{
     capable_sys_admin, FsInfo, Label, LayerCreate, LayerDiff, LayerInfo, LayerList, Output, Request,
@@ -47,4 +49,5 @@ pub(crate) use params::{Param, ParamValue};
 pub(crate) use registration::{ARef, FileSystem, Registration};
 pub(crate) use super_block::{now, BlockDevice, NewSuperBlock, NoFsScope, SuperBlock};
 pub(crate) use super_ops::StatFs;
+pub(crate) use sysfs::SysfsOutput;
 pub(crate) use xattr::{XattrOperations, XattrSet};

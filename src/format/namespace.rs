@@ -14,9 +14,10 @@
 use super::bucket::probe;
 use super::node::Key;
 use super::records::{
-    dirent_offset, file_type, inline_data, kind, mode, put_inline_data, DirentRecord, InodeRecord,
-    LinkRecord, Timespec, INODE_RECORD_SIZE, NAME_MAX,
+    dirent_offset, file_type, inline_data, inode_flags, kind, mode, put_inline_data, DirentRecord,
+    InodeRecord, LinkRecord, Timespec, INODE_RECORD_SIZE, NAME_MAX,
 };
+use super::superblock::INCOMPAT_INODE_FLAGS;
 use super::tree::Error;
 use super::volume::{inode_key, Device, LayerItems, Volume};
 use super::{FormatError, BLOCK_SIZE, ROOT_INO};
@@ -1147,6 +1148,38 @@ impl<S: Device> Volume<S> {
         } else {
             self.mutate(change)
         }
+    }
+
+    /// Sets the inode flags of `ino` ([`inode_flags`]: the file attributes of `chattr`) to
+    /// `flags` and its `ctime` to `ctime`, and returns its new record. Unknown bits are
+    /// `Invalid`; a frozen layer is `ReadOnly`. Any kind of inode may carry any flag here:
+    /// which kinds take which flags is the caller's policy. The first flag stored on a
+    /// filesystem without [`INCOMPAT_INODE_FLAGS`] sets it in the superblock, which the commit
+    /// of this change writes: no committed state has flags without the feature bit.
+    pub fn set_flags(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        flags: u32,
+        ctime: Timespec,
+    ) -> Result<InodeRecord, Error> {
+        if flags & !inode_flags::KNOWN != 0 {
+            return Err(Error::Invalid);
+        }
+        check_time(&ctime)?;
+        self.check_writable(layer)?;
+        let mut rec = self.inode(layer, ino)?;
+        self.admit_trees(OP_TREES)?;
+        // Only the record changes, as for `set_attr` without a size: the epoch stays.
+        self.mutate_keeping_epoch(|v| {
+            rec.flags = flags;
+            rec.ctime = ctime;
+            v.put_inode(layer, ino, &rec)?;
+            if flags != 0 {
+                v.sb.incompat |= INCOMPAT_INODE_FLAGS;
+            }
+            Ok(rec)
+        })
     }
 
     /// Renames `old_name` in `old_dir` to `new_name` in `new_dir` (see [`RenameMode`]), with the

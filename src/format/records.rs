@@ -123,8 +123,40 @@ pub mod mode {
     pub const S_IFIFO: u32 = 0o010_000;
 }
 
-/// Inode flags this version knows.
-pub const INODE_FLAGS_KNOWN: u32 = 0;
+/// Inode flags: the file attributes `chattr(1)` sets, in the `flags` of an [`InodeRecord`].
+///
+/// The bits are LCFS's own (not the `FS_*_FL` values of `FS_IOC_GETFLAGS`, which the kernel
+/// translates). A filesystem whose inodes may carry any of them has
+/// [`INCOMPAT_INODE_FLAGS`](super::superblock::INCOMPAT_INODE_FLAGS) set: code that does not know
+/// them must not mount it (it would ignore an immutable or append-only file's protection).
+pub mod inode_flags {
+    /// Immutable: the file's data, attributes and names cannot change (`chattr +i`).
+    pub const IMMUTABLE: u32 = 1 << 0;
+    /// Append-only: data can only be added at the end (`chattr +a`).
+    pub const APPEND: u32 = 1 << 1;
+    /// Not to be backed up by `dump(8)` (`chattr +d`); advisory, for backup tools.
+    pub const NODUMP: u32 = 1 << 2;
+    /// Access times are not updated (`chattr +A`).
+    pub const NOATIME: u32 = 1 << 3;
+    /// All known flags.
+    pub const KNOWN: u32 = IMMUTABLE | APPEND | NODUMP | NOATIME;
+
+    /// The names of the flags set in `flags`, in bit order (as `lcfs debug dump` shows them).
+    pub fn names(flags: u32) -> impl Iterator<Item = &'static str> {
+        [
+            (IMMUTABLE, "immutable"),
+            (APPEND, "append"),
+            (NODUMP, "nodump"),
+            (NOATIME, "noatime"),
+        ]
+        .into_iter()
+        .filter(move |&(bit, _)| flags & bit != 0)
+        .map(|(_, name)| name)
+    }
+}
+
+/// Inode flags this version knows ([`inode_flags`]).
+pub const INODE_FLAGS_KNOWN: u32 = inode_flags::KNOWN;
 
 /// Size of an encoded [`InodeRecord`].
 pub const INODE_RECORD_SIZE: usize = 128;
@@ -145,7 +177,7 @@ pub struct InodeRecord {
     pub gid: u32,
     /// Link count (0 only for an orphan awaiting deletion).
     pub nlink: u32,
-    /// Inode flags ([`INODE_FLAGS_KNOWN`]).
+    /// Inode flags ([`inode_flags`]).
     pub flags: u32,
     /// Device number of a device node (Linux `new_encode_dev` encoding).
     pub rdev: u64,

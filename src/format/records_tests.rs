@@ -46,6 +46,30 @@ fn inode_layout_and_round_trip() {
 }
 
 #[test]
+fn inode_flags_are_fixed_bits_at_offset_16() {
+    assert_eq!(
+        [
+            inode_flags::IMMUTABLE,
+            inode_flags::APPEND,
+            inode_flags::NODUMP,
+            inode_flags::NOATIME
+        ],
+        [1, 2, 4, 8]
+    );
+    assert_eq!(INODE_FLAGS_KNOWN, 0xf);
+    let mut r = inode();
+    r.flags = inode_flags::IMMUTABLE | inode_flags::NOATIME;
+    let mut buf = [0u8; INODE_RECORD_SIZE];
+    r.encode(&mut buf).unwrap();
+    assert_eq!(&buf[16..20], &9u32.to_le_bytes());
+    assert_eq!(InodeRecord::decode(&buf), Ok(r));
+    let names: std::vec::Vec<_> = inode_flags::names(r.flags).collect();
+    assert_eq!(names, ["immutable", "noatime"]);
+    assert_eq!(inode_flags::names(0).count(), 0);
+    assert_eq!(inode_flags::names(u32::MAX).count(), 4);
+}
+
+#[test]
 fn inode_validation() {
     let mut buf = [0u8; INODE_RECORD_SIZE];
     let mut bad = inode();
@@ -56,10 +80,15 @@ fn inode_validation() {
     bad.atime.nsec = 1_000_000_000;
     bad.encode(&mut buf).unwrap();
     assert!(InodeRecord::decode(&buf).is_err());
-    let mut bad = inode();
-    bad.flags = 1;
-    bad.encode(&mut buf).unwrap();
-    assert!(InodeRecord::decode(&buf).is_err());
+    for unknown in [1 << 4, 1 << 31] {
+        let mut bad = inode();
+        bad.flags = inode_flags::KNOWN | unknown;
+        bad.encode(&mut buf).unwrap();
+        assert_eq!(
+            InodeRecord::decode(&buf),
+            Err(FormatError::BadField("inode flags"))
+        );
+    }
     inode().encode(&mut buf).unwrap();
     buf[120] = 1;
     assert!(InodeRecord::decode(&buf).is_err());

@@ -67,8 +67,15 @@ pub const SUPERBLOCK_COPIES: u64 = 2;
 /// Smallest filesystem mkfs creates and mount accepts, in blocks (1 MiB).
 pub const MIN_BLOCKS: u64 = 256;
 
-/// Incompatible features this code knows (none yet).
-pub const INCOMPAT_SUPPORTED: u64 = 0;
+/// Incompatible feature: inode records may carry flags
+/// ([`inode_flags`](super::records::inode_flags): immutable, append-only, nodump, noatime).
+/// `mkfs.lcfs` sets it; the kernel sets it, in the same commit, when it first stores a flag on a
+/// filesystem without it. Code that does not know it must not mount the filesystem: it would
+/// ignore the protection of immutable and append-only files.
+pub const INCOMPAT_INODE_FLAGS: u64 = 1 << 0;
+
+/// Incompatible features this code knows.
+pub const INCOMPAT_SUPPORTED: u64 = INCOMPAT_INODE_FLAGS;
 
 /// Read-only-compatible features this code knows (none yet).
 pub const RO_COMPAT_SUPPORTED: u64 = 0;
@@ -560,6 +567,13 @@ mod tests {
             Superblock::decode(&encoded(&no_data_id), 1024),
             Err(FormatError::BadField("next_data_id"))
         );
+        let mut flags = sb.clone();
+        flags.incompat = INCOMPAT_INODE_FLAGS;
+        assert_eq!(
+            Superblock::decode(&encoded(&flags), 1024),
+            Ok(flags.clone())
+        );
+        assert_eq!(&encoded(&flags)[24..32], &1u64.to_le_bytes());
         let mut feat = sb.clone();
         feat.incompat = 1 << 40;
         assert_eq!(

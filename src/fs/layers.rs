@@ -124,7 +124,8 @@ pub(super) fn freeze(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     commit_locked(sb, &mut vol)
 }
 
-/// Renames layer `id` to `name`.
+/// Renames layer `id` to `name`: `EPERM` if it is read-write and its root directory immutable
+/// or append-only.
 pub(super) fn rename(sb: &SuperBlock<Lcfs>, id: u64, name: &[u8]) -> Result {
     may_change(sb)?;
     let mut old = [0u8; LAYER_NAME_MAX];
@@ -133,6 +134,7 @@ pub(super) fn rename(sb: &SuperBlock<Lcfs>, id: u64, name: &[u8]) -> Result {
         let l = vol.layer(id).map_err(errno)?;
         let n = l.name().len();
         old.get_mut(..n).ok_or(EUCLEAN)?.copy_from_slice(l.name());
+        super::attr::check_layer_root(&mut vol, id)?;
         vol.rename_layer(id, name).map_err(errno)?;
         n
     };
@@ -144,7 +146,8 @@ pub(super) fn rename(sb: &SuperBlock<Lcfs>, id: u64, name: &[u8]) -> Result {
     Ok(())
 }
 
-/// Removes layer `id`: `ENOTEMPTY` while it has children, `EBUSY` while anything uses it.
+/// Removes layer `id`: `ENOTEMPTY` while it has children, `EBUSY` while anything uses it,
+/// `EPERM` if it is read-write and its root directory immutable or append-only.
 pub(super) fn remove(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     may_change(sb)?;
     if sb.info().layer == Some(id) {
@@ -153,10 +156,14 @@ pub(super) fn remove(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     }
     let mut name = [0u8; LAYER_NAME_MAX];
     let name_len = {
-        let l = sb.info().lock().layer(id).map_err(errno)?;
+        let mut vol = sb.info().lock();
+        let l = vol.layer(id).map_err(errno)?;
         if l.children > 0 {
             return Err(ENOTEMPTY);
         }
+        // A read-write layer whose root directory is immutable or append-only: not removed
+        // (`chattr -i` first).
+        super::attr::check_layer_root(&mut vol, id)?;
         let n = l.name().len();
         name.get_mut(..n).ok_or(EUCLEAN)?.copy_from_slice(l.name());
         n

@@ -18,6 +18,7 @@ use crate::format::volume::Volume;
 use crate::format::{BLOCK_SIZE, NAME_MAX};
 use crate::vfs::{
     ARef, BlockDevice, FileSystem, Inode, NewSuperBlock, Param, ParamValue, StatFs, SuperBlock,
+    SysfsOutput,
 };
 
 use super::commit::{commit, schedule_commit, Vol};
@@ -27,7 +28,7 @@ use super::layers::LayerUses;
 use super::namespace::{self, InodeInfo};
 use super::store::BdevStore;
 use super::time::timestamp;
-use super::{file, reclaim, Lcfs};
+use super::{file, reclaim, sysfs, Lcfs};
 
 /// Per-mount state.
 pub(crate) struct MountInfo {
@@ -414,6 +415,12 @@ impl FileSystem for Lcfs {
         // Timestamps are advisory: a failure (a frozen layer, for example) keeps the cached
         // value until the next change.
         let _ = file::store_attrs(inode, None);
+    }
+
+    const SYSFS_ATTRS: &'static [&'static CStr] = sysfs::NAMES;
+
+    fn sysfs_show(sb: &SuperBlock<Self>, index: usize, out: &mut SysfsOutput<'_>) -> Result {
+        sysfs::show(sb, index, out)
     }
 }
 

@@ -67,6 +67,14 @@ impl InodeOperations for Lcfs {
     fn setattr(inode: Locked<'_, Self>, change: &AttrChange) -> Result {
         setattr(inode, change)
     }
+
+    fn fileattr_get(inode: &Inode<Self>) -> Result<crate::vfs::FileAttrs> {
+        super::attr::get(inode)
+    }
+
+    fn fileattr_set(inode: Locked<'_, Self>, attrs: crate::vfs::FileAttrs) -> Result {
+        super::attr::set(inode, attrs)
+    }
 }
 
 /// Per-inode state: which inode of which layer this is.
@@ -147,6 +155,7 @@ pub(super) fn params(rec: &InodeRecord) -> Result<InodeParams> {
         mtime: from_core(rec.mtime),
         ctime: from_core(rec.ctime),
         btime: from_core(rec.btime),
+        attrs: super::attr::attrs_of(rec.flags),
     })
 }
 
@@ -262,6 +271,7 @@ pub(crate) fn root(sb: &SuperBlock<Lcfs>) -> Result<ARef<Inode<Lcfs>>> {
                 mtime: time,
                 ctime: time,
                 btime: time,
+                attrs: crate::vfs::FileAttrs::default(),
             };
             new.init(&p, InodeInfo::new(0, ROOT_INO), None)
         }

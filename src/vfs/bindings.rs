@@ -55,6 +55,14 @@ mod tests {
     }
 
     #[test]
+    fn file_kattr_layout_matches_c() {
+        // SAFETY: the C helper returns `sizeof(struct file_kattr)`, a compile-time constant; it
+        // takes no arguments and touches no memory.
+        let c_size = unsafe { super::lcfs_sizeof_file_kattr() };
+        assert_eq!(size_of::<super::file_kattr>(), c_size);
+    }
+
+    #[test]
     fn ioctl_codes_match_c() {
         use crate::vfs::ioctl::*;
         for (nr, code) in [

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The [`InodeOperations`] every inode shares (attributes), and the `inode_operations` of
-//! non-directory inodes (regular files, symlinks, device nodes, FIFOs, sockets).
+//! The [`InodeOperations`] every inode shares (attributes, the file attributes of `chattr`), and
+//! the `inode_operations` of non-directory inodes (regular files, symlinks, device nodes, FIFOs,
+//! sockets).
 
 use core::marker::PhantomData;
 
@@ -23,6 +24,84 @@ pub(crate) trait InodeOperations: FileSystem {
     /// refreshed from disk (success or not).
     fn setattr(_inode: Locked<'_, Self>, _change: &AttrChange) -> Result {
         build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// The file attributes of `inode` (`fileattr_get`: `FS_IOC_GETFLAGS`, `FS_IOC_FSGETXATTR`,
+    /// `file_getattr`). Without it those fail (`ENOTTY`, `EOPNOTSUPP`).
+    fn fileattr_get(_inode: &Inode<Self>) -> Result<FileAttrs> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Sets the file attributes of `inode` to `attrs` (`fileattr_set`: `FS_IOC_SETFLAGS`,
+    /// `FS_IOC_FSSETXATTR`, `file_setattr`), with a new change time, and refreshes the cached
+    /// inode, whose `S_IMMUTABLE`, `S_APPEND` and `S_NOATIME` the VFS enforces. The VFS checked
+    /// that the caller owns the inode (or may act for its owner) and has `CAP_LINUX_IMMUTABLE`
+    /// if immutable or append-only change; flags other than [`FileAttrs`]' were refused with
+    /// `EOPNOTSUPP`. A regular file about to become immutable or append-only has no direct I/O
+    /// in flight and its dirty pages written back.
+    fn fileattr_set(_inode: Locked<'_, Self>, _attrs: FileAttrs) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
+
+/// The file attributes of `chattr`/`lsattr` this layer carries between the VFS and a
+/// filesystem: the `FS_*_FL` flags of `FS_IOC_GETFLAGS` (and the matching `FS_XFLAG_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FileAttrs {
+    /// `FS_IMMUTABLE_FL` (`chattr +i`): no change of data, attributes, names or links.
+    pub(crate) immutable: bool,
+    /// `FS_APPEND_FL` (`chattr +a`): data only appended; a directory's names only added.
+    pub(crate) append: bool,
+    /// `FS_NODUMP_FL` (`chattr +d`): not to be backed up by `dump(8)`.
+    pub(crate) nodump: bool,
+    /// `FS_NOATIME_FL` (`chattr +A`): no access-time updates.
+    pub(crate) noatime: bool,
+}
+
+impl FileAttrs {
+    /// Every `FS_*_FL` flag [`FileAttrs`] carries.
+    const FS_FLAGS: u32 = bindings::FS_IMMUTABLE_FL
+        | bindings::FS_APPEND_FL
+        | bindings::FS_NODUMP_FL
+        | bindings::FS_NOATIME_FL;
+
+    /// The attributes of `FS_*_FL` flags, or `None` if a flag outside [`Self::FS_FLAGS`] is set.
+    fn from_fs_flags(flags: u32) -> Option<Self> {
+        if flags & !Self::FS_FLAGS != 0 {
+            return None;
+        }
+        Some(Self {
+            immutable: flags & bindings::FS_IMMUTABLE_FL != 0,
+            append: flags & bindings::FS_APPEND_FL != 0,
+            nodump: flags & bindings::FS_NODUMP_FL != 0,
+            noatime: flags & bindings::FS_NOATIME_FL != 0,
+        })
+    }
+
+    /// The `FS_*_FL` flags of the attributes.
+    fn fs_flags(self) -> u32 {
+        [
+            (self.immutable, bindings::FS_IMMUTABLE_FL),
+            (self.append, bindings::FS_APPEND_FL),
+            (self.nodump, bindings::FS_NODUMP_FL),
+            (self.noatime, bindings::FS_NOATIME_FL),
+        ]
+        .into_iter()
+        .filter(|&(set, _)| set)
+        .fold(0, |f, (_, bit)| f | bit)
+    }
+
+    /// The VFS inode flags (`i_flags`) the attributes give: `S_IMMUTABLE`, `S_APPEND`,
+    /// `S_NOATIME`.
+    pub(super) fn inode_flags(self) -> u32 {
+        [
+            (self.immutable, bindings::S_IMMUTABLE),
+            (self.append, bindings::S_APPEND),
+            (self.noatime, bindings::S_NOATIME),
+        ]
+        .into_iter()
+        .filter(|&(set, _)| set)
+        .fold(0, |f, (_, bit)| f | bit)
     }
 }
 
@@ -59,6 +138,16 @@ pub(super) const fn common_inode_operations<T: Operations>() -> bindings::inode_
         listxattr: super::xattr::listxattr_operation::<T>(),
         get_inode_acl: super::acl::operations::<T>().get,
         set_acl: super::acl::operations::<T>().set,
+        fileattr_get: if T::HAS_FILEATTR_GET {
+            Some(fileattr_get_callback::<T>)
+        } else {
+            None
+        },
+        fileattr_set: if T::HAS_FILEATTR_SET {
+            Some(fileattr_set_callback::<T>)
+        } else {
+            None
+        },
         // SAFETY: the table's fields are `Option`s of function pointers (all-zero is `None`, by
         // the guaranteed null-pointer niche), raw pointers or integers, so all-zero is a valid
         // value: every entry not set above is NULL to the kernel.
@@ -118,6 +207,21 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
         // by `dentry`; `notify_change` holds its `i_rwsem` for the call.
         let inode = unsafe { Locked::new(Inode::<T>::from_raw(raw)) };
         inode.super_block().live()?;
+        // SAFETY: `attr` is the caller's request, live for the call and written by nobody else
+        // while the VFS holds the inode's `i_rwsem`.
+        let (asked, asked_size) = unsafe { ((*attr).ia_valid, (*attr).ia_size) };
+        // As ext4: an immutable inode takes no attribute change at all, an append-only one no
+        // change of mode, owner or explicit times, and (ours) no shrinking; the VFS checked most
+        // of it before taking the lock, and `chattr` may have run since.
+        let (immutable, append) = inode.is_immutable_or_append();
+        let shrinks = asked & bindings::ATTR_SIZE != 0 && asked_size < inode.size();
+        let owner_or_times = bindings::ATTR_MODE
+            | bindings::ATTR_UID
+            | bindings::ATTR_GID
+            | bindings::ATTR_TIMES_SET;
+        if immutable || (append && (asked & owner_or_times != 0 || shrinks)) {
+            return Err(EPERM);
+        }
         // SAFETY: the arguments are the ones the VFS passed to this `setattr`: live for the call,
         // with the inode's `i_rwsem` held as `setattr_prepare` requires. It reads the inode and
         // may clear flags in `*attr` (`ATTR_KILL_PRIV`), the caller's request, which is ours to
@@ -191,6 +295,75 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
             // holds; `mode` is the one just stored.
             unsafe { super::acl::chmod::<T>(idmap, dentry, mode) }?;
         }
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `fileattr_get`.
+unsafe extern "C" fn fileattr_get_callback<T: Operations>(
+    dentry: *mut bindings::dentry,
+    fa: *mut bindings::file_kattr,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: `fileattr_get`'s contract: `dentry` is a live, positive dentry, referenced by
+        // the caller for the call.
+        let raw = unsafe { (*dentry).d_inode };
+        // SAFETY: `raw` has our inode operations, so it is an initialised inode of `T`, pinned
+        // by `dentry` for the call.
+        let inode = unsafe { Inode::<T>::from_raw(raw) };
+        inode.super_block().live()?;
+        let attrs = T::fileattr_get(inode)?;
+        // SAFETY: `fa` is the caller's `file_kattr`, live and ours to fill for the call (the
+        // module's complete definition of the struct the kernel crate leaves opaque, from the
+        // same header); `fileattr_fill_flags` sets `flags`, the matching `fsx_xflags` and
+        // `flags_valid`.
+        unsafe { ext::fileattr_fill_flags(fa.cast(), attrs.fs_flags()) };
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called only by the kernel, with arguments that satisfy the C contract of `fileattr_set`.
+unsafe extern "C" fn fileattr_set_callback<T: Operations>(
+    _idmap: *mut bindings::mnt_idmap,
+    dentry: *mut bindings::dentry,
+    fa: *mut bindings::file_kattr,
+) -> c_int {
+    from_result(|| {
+        // SAFETY: `fileattr_set`'s contract: `dentry` is a live, positive dentry, referenced by
+        // the caller for the call.
+        let raw = unsafe { (*dentry).d_inode };
+        // SAFETY: `raw` has our inode operations, so it is an initialised inode of `T`, pinned
+        // by `dentry`; `vfs_fileattr_set` holds its `i_rwsem` for the call.
+        let inode = unsafe { Locked::new(Inode::<T>::from_raw(raw)) };
+        inode.super_block().live()?;
+        let fa = fa.cast::<ext::file_kattr>();
+        // SAFETY: `fa` is the caller's request, live for the call and not written by anyone
+        // else meanwhile; the helper reads its `fsx_*` fields. Project ids, extent size hints
+        // and `FS_XFLAG_*` flags beyond the common ones are not kept: refused, as btrfs does.
+        if unsafe { ext::lcfs_fileattr_has_fsx(fa) } {
+            return Err(EOPNOTSUPP);
+        }
+        // SAFETY: as above; `flags` is a plain integer field, which the VFS filled from the
+        // request (`FS_XFLAG_*` translated) and the current attributes.
+        let flags = unsafe { (*fa).flags };
+        // Any flag but the four (compression, `FS_SYNC_FL`, `FS_DAX_FL`, ...): `EOPNOTSUPP`, as
+        // ext4 and btrfs answer flags they do not support.
+        let attrs = FileAttrs::from_fs_flags(flags).ok_or(EOPNOTSUPP)?;
+        let (immutable, append) = inode.is_immutable_or_append();
+        if InodeKind::from_mode(inode.mode()) == Some(InodeKind::Regular)
+            && ((attrs.immutable && !immutable) || (attrs.append && !append))
+        {
+            // As ext4: no direct write still in flight, and every dirty page written back,
+            // which write-protects the file's shared mappings: a later write through one
+            // faults, and `page_mkwrite` refuses it. Writeback takes no `i_rwsem`.
+            inode.dio_wait();
+            inode.write_back()?;
+        }
+        T::fileattr_set(inode, attrs)?;
         Ok(0)
     })
 }

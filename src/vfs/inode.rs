@@ -14,6 +14,7 @@ use kernel::prelude::*;
 use kernel::types::Opaque;
 
 use super::bindings as ext;
+use super::file::FileAttrs;
 use super::registration::{ARef, FileSystem, Operations, Registration};
 use super::super_block::SuperBlock;
 
@@ -250,6 +251,9 @@ pub(crate) struct InodeParams {
     pub(crate) ctime: (i64, u32),
     /// Birth time.
     pub(crate) btime: (i64, u32),
+    /// File attributes (`chattr`): immutable, append-only and noatime become the VFS inode's
+    /// `S_IMMUTABLE`, `S_APPEND` and `S_NOATIME`, which the VFS enforces.
+    pub(crate) attrs: FileAttrs,
 }
 
 /// Writes the attributes every refresh sets.
@@ -300,7 +304,14 @@ unsafe fn set_attributes(inode: *mut bindings::inode, params: &InodeParams) {
     // SAFETY: `inode` is live and `i_generation` the caller's to change (contract); a plain
     // store.
     unsafe { (*inode).i_generation = generation };
+    // SAFETY: `inode` is live and its attribute flags the caller's to change (contract);
+    // `inode_set_flags` changes only the bits in the mask, with a compare-and-exchange, so the
+    // VFS's own flags in `i_flags` (set by others without this lock) are kept.
+    unsafe { bindings::inode_set_flags(inode, params.attrs.inode_flags(), ATTR_I_FLAGS) };
 }
+
+/// The `i_flags` bits [`FileAttrs`] decide.
+const ATTR_I_FLAGS: u32 = bindings::S_IMMUTABLE | bindings::S_APPEND | bindings::S_NOATIME;
 
 /// Nanoseconds as the C `long` the time setters take; values over a second are clamped.
 fn nsec(ns: u32) -> c_long {
@@ -390,6 +401,32 @@ impl<T: FileSystem> Inode<T> {
         // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_mode` is a plain
         // integer field, read whole.
         u32::from(unsafe { (*self.as_ptr()).i_mode })
+    }
+
+    /// `EPERM` if the inode's attributes forbid changing its data as asked: it is immutable, or
+    /// append-only and the change does not only append (`appending`), as ext4 refuses. Callers
+    /// on the write paths hold `i_rwsem`, under which [`FileAttrs`] change, so the answer holds
+    /// for their change; a write fault (no `i_rwsem`) reads the flags as ext4's does, and a
+    /// `chattr` writes the file back first, so a fault after it comes here again.
+    pub(super) fn check_data_change(&self, appending: bool) -> Result {
+        // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_flags` is a plain
+        // integer field, read whole, as `IS_IMMUTABLE` and `IS_APPEND` read it.
+        let flags = unsafe { (*self.as_ptr()).i_flags };
+        if flags & bindings::S_IMMUTABLE != 0 || (flags & bindings::S_APPEND != 0 && !appending) {
+            return Err(EPERM);
+        }
+        Ok(())
+    }
+
+    /// Whether the inode is immutable or append-only now (`S_IMMUTABLE`, `S_APPEND`).
+    pub(super) fn is_immutable_or_append(&self) -> (bool, bool) {
+        // SAFETY: a live inode (type invariant, kept alive by `&self`); `i_flags` is a plain
+        // integer field, read whole.
+        let flags = unsafe { (*self.as_ptr()).i_flags };
+        (
+            flags & bindings::S_IMMUTABLE != 0,
+            flags & bindings::S_APPEND != 0,
+        )
     }
 
     /// The link count.

@@ -755,9 +755,13 @@ unsafe extern "C" fn page_mkwrite_callback<T: Operations>(
     // SAFETY: `inode` has our file operations (its file is one of our regular files), so it is
     // an initialised inode of `T`, live while the mapping's file is.
     let typed = unsafe { Inode::<T>::from_raw(inode) };
+    // A page of an immutable or append-only file is not written through a mapping (`chattr`
+    // wrote the file back, so its pages fault here again): SIGBUS, as ext4 answers. A shared
+    // writable mapping of such a file cannot be made; this is one made before.
     let ret = match typed
         .super_block()
         .live()
+        .and_then(|()| typed.check_data_change(false))
         .and_then(|()| Change::start(typed))
     {
         // SAFETY: the live fault, with the freeze protection held (above), as `mkwrite` needs.
@@ -1164,6 +1168,15 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
     let mut ret = {
         // `i_rwsem` is taken here, as for any buffered write, and covers the size update.
         let _lock = inode.lock();
+        // SAFETY: `iocb` is live (contract); a flag read.
+        let appending = unsafe { ext::lcfs_iocb_append(iocb.cast()) };
+        // As ext4: no write to an immutable file; an append-only one takes appends only (the VFS
+        // opens it for writing only with O_APPEND, but a descriptor opened before `chattr +a`
+        // has none). Under `i_rwsem`, which a `chattr` takes too.
+        if let Err(e) = inode.check_data_change(appending) {
+            // CAST: an errno, in `ssize_t`'s range.
+            return e.to_errno() as isize;
+        }
         let _change = match Change::start(inode) {
             Ok(c) => c,
             // CAST: an errno, in `ssize_t`'s range.
@@ -1419,6 +1432,9 @@ unsafe extern "C" fn remap_file_range_callback<T: Operations>(
         }
         dst.super_block().live()?;
         let mut lock = RemapLock::new(src, dst);
+        // The preparation refuses an immutable destination; an append-only one takes no clone
+        // either (it would replace a range, not append), whatever its descriptor's O_APPEND.
+        dst.check_data_change(false)?;
         // After `i_rwsem` and before the `invalidate_lock` (`start_change`'s order).
         let _change = Change::start(dst)?;
         lock.invalidate();
@@ -1512,8 +1528,15 @@ unsafe extern "C" fn fallocate_callback<T: Operations>(
         // SAFETY: `file` is the live file of the call, open for the whole block, and `inode` its
         // inode.
         let locked = unsafe { LockedFile::new(file, inode) };
-        // After `i_rwsem` and before the `invalidate_lock` (`start_change`'s order).
-        Change::start(inode).and_then(|_change| locked.fallocate(mode, offset, len))
+        // CAST: `FALLOC_FL_KEEP_SIZE` is a small positive constant.
+        let allocate_only = mode & !(ext::FALLOC_FL_KEEP_SIZE as c_int) == 0;
+        // As the VFS checks before the lock (a `chattr` may have run since): nothing on an
+        // immutable file, only allocation on an append-only one.
+        inode
+            .check_data_change(allocate_only)
+            // After `i_rwsem` and before the `invalidate_lock` (`start_change`'s order).
+            .and_then(|()| Change::start(inode))
+            .and_then(|_change| locked.fallocate(mode, offset, len))
     };
     match r {
         Ok(()) => 0,

@@ -19,6 +19,7 @@ use super::iomap::{DataOperations, FileOperations};
 use super::params::{Param, ParamValue};
 use super::super_block::{NewSuperBlock, SbInfo, SuperBlock};
 use super::super_ops::StatFs;
+use super::sysfs::{SysfsOutput, SysfsRoot};
 use super::xattr::XattrOperations;
 use crate::format::BLOCK_SIZE;
 
@@ -132,6 +133,18 @@ pub(crate) trait FileSystem: Sized + Send + Sync + 'static {
     fn dirty_inode(_inode: &Inode<Self>) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
+
+    /// The read-only files of each mount's directory `/sys/fs/<NAME>/<device>/`, in the order
+    /// [`Self::sysfs_show`] numbers them. Empty (the default): no `/sys/fs/<NAME>/` at all, and
+    /// `FS_IOC_GETFSSYSFSPATH` is not answered.
+    const SYSFS_ATTRS: &'static [&'static CStr] = &[];
+
+    /// Writes the value of file `index` of [`Self::SYSFS_ATTRS`] of mount `sb` into `out` (a
+    /// line, at most a page), when someone reads it. Process context; the mount is live for the
+    /// call (unmount removes the directory, waiting for reads in progress, before `put_super`).
+    fn sysfs_show(_sb: &SuperBlock<Self>, _index: usize, _out: &mut SysfsOutput<'_>) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 }
 
 /// Every operation table of a filesystem: what mounting it and setting up its inodes need.
@@ -159,10 +172,13 @@ pub(crate) use kernel::sync::aref::ARef;
 /// # Invariants
 ///
 /// While this object exists, `fst` is registered with the VFS and `inode_cache` holds objects of
-/// type `InodeSlot<T>`. Fields drop after `PinnedDrop` ran, so the cache outlives the registration.
+/// type `InodeSlot<T>`. Fields drop after `PinnedDrop` ran, so the cache and the type's
+/// directory under `/sys/fs` (`sysfs`, when the filesystem has attributes) outlive the
+/// registration.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Registration<T: FileSystem> {
     inode_cache: InodeCache,
+    sysfs: Option<SysfsRoot>,
     #[pin]
     fst: Opaque<bindings::file_system_type>,
     _p: PhantomData<T>,
@@ -184,6 +200,12 @@ impl<T: Operations> Registration<T> {
     pub(crate) fn new(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             inode_cache: inode::create_cache::<T>()?,
+            // `/sys/fs/<NAME>/` before the type can be mounted.
+            sysfs: if T::SYSFS_ATTRS.is_empty() {
+                None
+            } else {
+                Some(SysfsRoot::new(T::NAME)?)
+            },
             fst <- Opaque::try_ffi_init(move |slot: *mut bindings::file_system_type| {
                 let name = T::NAME.as_char_ptr();
                 let owner = module.as_ptr();
@@ -229,6 +251,11 @@ impl<T: FileSystem> Registration<T> {
     /// The inode cache.
     pub(super) fn inode_cache(&self) -> *mut bindings::kmem_cache {
         self.inode_cache.as_ptr()
+    }
+
+    /// `/sys/fs/<NAME>/`, if the filesystem has attributes.
+    pub(super) fn sysfs(&self) -> Option<&SysfsRoot> {
+        self.sysfs.as_ref()
     }
 }
 
@@ -472,6 +499,13 @@ unsafe extern "C" fn fill_super_callback<T: Operations>(
         // (`SB_BORN` is set after it returns, under `s_umount` held by the mount), so writing
         // `s_root` races with nothing; the dentry's reference moves to the superblock.
         unsafe { (*sb).s_root = dentry };
+        // SAFETY: a superblock of `T` has the `fst` of our `Registration<T>` as its type, and
+        // the registration outlives every superblock of the type.
+        let reg = unsafe { Registration::<T>::from_fst((*sb).s_type) };
+        if let Some(root) = reg.sysfs() {
+            // A failure fails the mount: `put_super` (the root is set) frees the state.
+            sb_ref.register_sysfs(root)?;
+        }
         T::activate(sb_ref);
         Ok(0)
     })

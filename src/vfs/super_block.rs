@@ -17,6 +17,7 @@ use super::bindings as ext;
 use super::inode::{Iget, Inode, NewInode};
 use super::iomap::DataOperations;
 use super::registration::{ARef, FileSystem};
+use super::sysfs::{self, SysfsDir, SysfsRoot};
 
 /// The device name of `sb` (`s_id`), for log messages.
 ///
@@ -37,7 +38,8 @@ unsafe fn id<'a>(sb: *mut bindings::super_block) -> &'a str {
 }
 
 /// The per-mount state the VFS layer keeps in `s_fs_info`: the filesystem's state, the
-/// periodic and background work items and the writeback completion queue.
+/// periodic and background work items, the writeback completion queue and the mount's
+/// directory under `/sys/fs`.
 ///
 /// # Invariants
 ///
@@ -54,6 +56,8 @@ pub(super) struct SbInfo<T: FileSystem> {
     wb_done: AtomicPtr<ext::iomap_ioend>,
     /// Set once by [`SuperBlock::shut_down`], never cleared.
     shut_down: AtomicBool,
+    /// `/sys/fs/<NAME>/<device>/`, registered by [`SuperBlock::register_sysfs`].
+    sysfs: SysfsDir,
     sb: *mut bindings::super_block,
     info: T::Info,
 }
@@ -63,6 +67,8 @@ impl<T: FileSystem> SbInfo<T> {
     where
         T: DataOperations,
     {
+        // Before the queue: nothing to undo if it fails.
+        let sysfs = SysfsDir::new(T::SYSFS_ATTRS)?;
         // SAFETY: `sb` is live (being mounted by our `fill_super`); its `s_id` is a NUL-terminated
         // `char[32]` set before `fill_super`, which the helper only formats into the queue's
         // name.
@@ -76,6 +82,7 @@ impl<T: FileSystem> SbInfo<T> {
                 wb_queue,
                 wb_done: AtomicPtr::new(ptr::null_mut()),
                 shut_down: AtomicBool::new(false),
+                sysfs,
                 sb,
                 info,
             },
@@ -225,6 +232,54 @@ unsafe extern "C" fn background_callback<T: FileSystem>(work: *mut bindings::wor
     if more {
         sb.kick_background();
     }
+}
+
+/// The kobject type of a mount's directory under `/sys/fs`.
+struct SysfsTables<T>(PhantomData<T>);
+
+impl<T: FileSystem> SysfsTables<T> {
+    const OPS: bindings::sysfs_ops = bindings::sysfs_ops {
+        show: Some(sysfs_show_callback::<T>),
+        store: None,
+    };
+
+    const KTYPE: bindings::kobj_type = bindings::kobj_type {
+        release: Some(sysfs::release_callback),
+        sysfs_ops: &Self::OPS,
+        default_groups: ptr::null_mut(),
+        child_ns_type: None,
+        namespace: None,
+        get_ownership: None,
+    };
+}
+
+/// `show` of a file of a mount's directory under `/sys/fs`: [`FileSystem::sysfs_show`].
+///
+/// # Safety
+///
+/// Called only by sysfs, with arguments that satisfy the C contract of `sysfs_ops.show`, for a
+/// kobject of [`SysfsTables::KTYPE`].
+unsafe extern "C" fn sysfs_show_callback<T: FileSystem>(
+    kobj: *mut bindings::kobject,
+    attr: *mut bindings::attribute,
+    buf: *mut c_char,
+) -> isize {
+    // SAFETY: only the `sysfs` of an `SbInfo<T>` registers a kobject of this type, and its
+    // unregistration (`kobject_del`, at `put_super` or when a failed mount's state drops)
+    // waits for `show` calls in progress before anything of the state goes: the directory and
+    // the state around it are live for the call.
+    let dir = unsafe { SysfsDir::from_kobj(kobj) };
+    // SAFETY: `dir` is the `sysfs` field of a live `SbInfo<T>` (above); only shared references
+    // are made.
+    let info = unsafe { &*kernel::container_of!(ptr::from_ref(dir), SbInfo<T>, sysfs) };
+    // SAFETY: `info.sb` is mounted and its `s_fs_info` is `info` (type invariant of `SbInfo`)
+    // until `put_super`, which unregisters the directory (waiting for this call) first.
+    let sb = unsafe { SuperBlock::<T>::from_raw(info.sb) };
+    // SAFETY: `attr` is one of the directory's attribute files and `buf` sysfs's page for the
+    // call (`show`'s contract).
+    let (index, mut out) = unsafe { sysfs::show_args(attr, buf) };
+    let r = T::sysfs_show(sb, index, &mut out);
+    sysfs::show_result(r, &out)
 }
 
 /// Handles completed writeback ioends, oldest first.
@@ -687,6 +742,35 @@ impl<T: FileSystem> SuperBlock<T> {
     /// Waits until every completed writeback ioend has been handled.
     pub(super) fn flush_writeback(&self) {
         self.sb_info().flush_writeback();
+    }
+
+    /// Gives the mount its directory under `/sys/fs/<NAME>/` (in `root`), named after its
+    /// block device, as `super_set_sysfs_name_bdev` names it for `FS_IOC_GETFSSYSFSPATH`.
+    /// Called once, by `fill_super`, before the mount is visible.
+    pub(super) fn register_sysfs(&self, root: &SysfsRoot) -> Result {
+        let sb = self.as_ptr();
+        // SAFETY: a live block-device superblock inside `fill_super`, not visible to any other
+        // task yet: the helper writes its `s_sysfs_name` from `s_bdev`.
+        unsafe { ext::lcfs_super_set_sysfs_name_bdev(sb.cast()) };
+        // SAFETY: `s_sysfs_name` is a NUL-terminated array of the live superblock, set above and
+        // not changed while it lives.
+        let name = unsafe { (*sb).s_sysfs_name.as_ptr() };
+        // SAFETY: the directory lives in the boxed per-mount state, which does not move and is
+        // dropped only after `put_super` (which unregisters it first) or by a failed mount
+        // (whose drop unregisters it); `name` is live for the call; the ktype is static, with
+        // `sysfs::release_callback` and a `show` that finds this state through the kobject.
+        // `fill_super` calls this once.
+        unsafe {
+            self.sb_info()
+                .sysfs
+                .register(root, name, &SysfsTables::<T>::KTYPE)
+        }
+    }
+
+    /// Removes the mount's directory under `/sys/fs` (waiting for reads in progress and for
+    /// its release); nothing if it has none.
+    pub(super) fn unregister_sysfs(&self) {
+        self.sb_info().sysfs.unregister();
     }
 
     /// Cancels the periodic work and waits for a running instance to finish.

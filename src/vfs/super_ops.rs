@@ -146,7 +146,11 @@ unsafe extern "C" fn free_cached_objects_callback<T: FileSystem>(
     // SAFETY: as in `nr_cached_objects_callback` (and `s_umount` is held for reading);
     // `sc` is the caller's live shrink request for the call, read once.
     let (sb, nr) = unsafe { (SuperBlock::<T>::from_raw(sb), (*sc).nr_to_scan) };
-    c_long::try_from(T::free_cached_objects(sb, u64::try_from(nr).unwrap_or(u64::MAX))).unwrap_or(c_long::MAX)
+    c_long::try_from(T::free_cached_objects(
+        sb,
+        u64::try_from(nr).unwrap_or(u64::MAX),
+    ))
+    .unwrap_or(c_long::MAX)
 }
 
 /// # Safety
@@ -162,9 +166,7 @@ unsafe extern "C" fn freeze_fs_callback<T: FileSystem>(sb: *mut bindings::super_
 /// # Safety
 ///
 /// Called only by the kernel, with arguments that satisfy the C contract of `unfreeze_fs`.
-unsafe extern "C" fn unfreeze_fs_callback<T: FileSystem>(
-    sb: *mut bindings::super_block,
-) -> c_int {
+unsafe extern "C" fn unfreeze_fs_callback<T: FileSystem>(sb: *mut bindings::super_block) -> c_int {
     // SAFETY: `unfreeze_fs`'s contract: a live, mounted superblock with our operations, so of
     // `T`, with `s_umount` held; `s_fs_info` is set until `put_super`.
     let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
@@ -216,6 +218,8 @@ unsafe extern "C" fn put_super_callback<T: FileSystem>(sb: *mut bindings::super_
         // SAFETY: a mounted superblock of `T` being shut down: all inodes are evicted and its
         // device is still open. The reference ends with this block, before the state goes.
         let sb = unsafe { SuperBlock::<T>::from_raw(sb) };
+        // `/sys/fs/<NAME>/<device>/` goes first: no read of it runs while the state goes.
+        sb.unregister_sysfs();
         // The periodic work may kick the background work: cancel it first.
         sb.cancel_periodic();
         sb.cancel_background();

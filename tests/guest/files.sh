@@ -985,6 +985,545 @@ t_mkfs_tar() {
 	fsck.lcfs -n "$DEV"
 }
 
+# File attributes (chattr, lsattr): immutable, append-only, nodump and noatime through the VFS's
+# fileattr_get and fileattr_set (FS_IOC_GETFLAGS/SETFLAGS, FS_IOC_FSGETXATTR/FSSETXATTR). attr.py
+# makes the calls itself: "common" answers as ext4 does (the same script on ext4 in this guest,
+# and a fixed list: descriptors and shared mappings made before a file became immutable, every
+# way to change a file, a directory's names, the noatime read), "lcfs" what lcfs answers where
+# ext4 answers otherwise or cannot be asked (an append-only file's old descriptor without
+# O_APPEND, reflinks, a FIFO's attributes, flags lcfs does not keep); "sysfs" prints
+# FS_IOC_GETFSSYSFSPATH's answer.
+cat >/debian/tmp/attr.py <<'PY'
+import ctypes, errno, fcntl, mmap, os, signal, struct, sys
+
+libc = ctypes.CDLL(None, use_errno=True)
+GETFLAGS, SETFLAGS = 0x80086601, 0x40086602  # FS_IOC_GETFLAGS, FS_IOC_SETFLAGS
+FSGETXATTR, FSSETXATTR = 0x801C581F, 0x401C5820  # struct fsxattr, 28 bytes
+FICLONE = 0x40049409
+SYSFSPATH = 0x80811501  # FS_IOC_GETFSSYSFSPATH: struct fs_sysfs_path { u8 len; u8 name[128]; }
+SYNC, IMMUTABLE, APPEND, NODUMP, NOATIME = 0x8, 0x10, 0x20, 0x40, 0x80
+OURS = IMMUTABLE | APPEND | NODUMP | NOATIME
+
+
+def code(f, *a, **kw):
+    try:
+        f(*a, **kw)
+        return "ok"
+    except OSError as e:
+        # One number, two names; Python's table keeps ENOTSUP.
+        return "EOPNOTSUPP" if e.errno == errno.EOPNOTSUPP else errno.errorcode[e.errno]
+
+
+def fd_of(path):
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+
+
+def setflags(path, flags):
+    fd = fd_of(path)
+    try:
+        fcntl.ioctl(fd, SETFLAGS, struct.pack("q", flags))
+    finally:
+        os.close(fd)
+
+
+def flags(path):
+    """The four flags this test is about (ext4 shows its extents flag besides)."""
+    fd = fd_of(path)
+    try:
+        return "%#x" % (struct.unpack("i", fcntl.ioctl(fd, GETFLAGS, bytes(8))[:4])[0] & OURS)
+    finally:
+        os.close(fd)
+
+
+def fallocate(fd, mode, off, n):
+    if libc.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(n)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+        os.fsync(f.fileno())
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def mapped_write(m):
+    """A write through shared mapping `m` in a child: how it ended."""
+    pid = os.fork()
+    if pid == 0:
+        m[0:1] = b"X"
+        os._exit(0)
+    _, st = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(st):
+        return signal.Signals(os.WTERMSIG(st)).name
+    return "ok"
+
+
+def show(what, result):
+    print(what, result)
+
+
+def common(d):
+    """What ext4 and lcfs answer alike."""
+    # An immutable file, with a writable descriptor and a dirty shared mapping from before.
+    f = f"{d}/imm"
+    write_file(f, b"data")
+    w = os.open(f, os.O_RDWR)
+    m = mmap.mmap(w, 4)
+    m[0:1] = b"d"
+    show("imm set", code(setflags, f, IMMUTABLE))
+    show("imm flags", flags(f))
+    show("imm write", code(os.write, w, b"x"))
+    show("imm pwrite", code(os.pwrite, w, b"x", 100))
+    show("imm ftruncate", code(os.ftruncate, w, 0))
+    show("imm fallocate", code(fallocate, w, 0, 0, 8192))
+    show("imm mapped write", mapped_write(m))
+    show("imm open for writing", code(os.open, f, os.O_WRONLY))
+    show("imm open to append", code(os.open, f, os.O_WRONLY | os.O_APPEND))
+    show("imm truncate", code(os.truncate, f, 0))
+    show("imm unlink", code(os.unlink, f))
+    show("imm rename", code(os.rename, f, f"{d}/imm2"))
+    show("imm link", code(os.link, f, f"{d}/imm3"))
+    show("imm setxattr", code(os.setxattr, f, "user.x", b"1"))
+    show("imm chmod", code(os.chmod, f, 0o600))
+    show("imm chown", code(os.chown, f, 1, 1))
+    show("imm utime", code(os.utime, f, (1, 1)))
+    show("imm touch", code(os.utime, f, None))
+    show("imm read", read_file(f))
+    show("imm more flags", code(setflags, f, IMMUTABLE | NODUMP))
+    show("imm cleared", code(setflags, f, 0))
+    show("imm write after", code(os.pwrite, w, b"D", 0))
+    m.close()
+    os.close(w)
+    show("imm contents", read_file(f))
+
+    # An immutable directory: no names added, removed or moved; its files still writable.
+    i = f"{d}/idir"
+    os.mkdir(i)
+    write_file(f"{i}/x", b"x")
+    show("idir set", code(setflags, i, IMMUTABLE))
+    show("idir create", code(os.open, f"{i}/new", os.O_CREAT | os.O_WRONLY, 0o644))
+    show("idir tmpfile", code(os.open, i, os.O_TMPFILE | os.O_RDWR, 0o600))
+    show("idir mkdir", code(os.mkdir, f"{i}/sub"))
+    show("idir unlink", code(os.unlink, f"{i}/x"))
+    show("idir rename out", code(os.rename, f"{i}/x", f"{d}/x"))
+    show("idir rmdir", code(os.rmdir, i))
+    show("idir file write", code(write_file, f"{i}/x", b"y"))
+    show("idir cleared", code(setflags, i, 0))
+
+    # An append-only file: written at its end only, through O_APPEND descriptors.
+    a = f"{d}/app"
+    write_file(a, b"abc")
+    show("app set", code(setflags, a, APPEND))
+    show("app flags", flags(a))
+    show("app open for writing", code(os.open, a, os.O_WRONLY))
+    show("app open read-write", code(os.open, a, os.O_RDWR))
+    show("app open to truncate", code(os.open, a, os.O_WRONLY | os.O_APPEND | os.O_TRUNC))
+    fd = os.open(a, os.O_RDWR | os.O_APPEND)
+    show("app append", code(os.write, fd, b"def"))
+    show("app pwrite at 0 appends", code(os.pwrite, fd, b"Z", 0))
+    show("app ftruncate", code(os.ftruncate, fd, 0))
+    show("app truncate", code(os.truncate, a, 100))
+    show("app allocate", code(fallocate, fd, 1, 0, 8192))  # FALLOC_FL_KEEP_SIZE
+    show("app punch", code(fallocate, fd, 3, 0, 4096))  # FALLOC_FL_PUNCH_HOLE | KEEP_SIZE
+    show("app drop O_APPEND", code(fcntl.fcntl, fd, fcntl.F_SETFL, 0))
+    show("app mmap", code(mmap.mmap, fd, 4))
+    show("app unlink", code(os.unlink, a))
+    show("app rename", code(os.rename, a, f"{d}/app2"))
+    show("app link", code(os.link, a, f"{d}/app3"))
+    show("app setxattr", code(os.setxattr, a, "user.x", b"1"))
+    show("app chmod", code(os.chmod, a, 0o600))
+    show("app utime", code(os.utime, a, (1, 1)))
+    show("app touch", code(os.utime, a, None))
+    show("app contents", read_file(a))
+    os.close(fd)
+    show("app cleared", code(setflags, a, 0))
+    show("app open for writing after", code(lambda: os.close(os.open(a, os.O_WRONLY))))
+
+    # An append-only directory: names added, not removed.
+    p = f"{d}/adir"
+    os.mkdir(p)
+    write_file(f"{p}/x", b"x")
+    show("adir set", code(setflags, p, APPEND))
+    show("adir create", code(lambda: os.close(os.open(f"{p}/new", os.O_CREAT | os.O_WRONLY, 0o644))))
+    show("adir unlink", code(os.unlink, f"{p}/x"))
+    show("adir rename out", code(os.rename, f"{p}/x", f"{d}/x"))
+    show("adir cleared", code(setflags, p, 0))
+
+    # noatime: a read leaves the access time as it was.
+    n = f"{d}/noat"
+    write_file(n, b"n")
+    os.utime(n, (946684800, 946684800))
+    show("noatime set", code(setflags, n, NOATIME))
+    read_file(n)
+    show("noatime atime after a read", int(os.stat(n).st_atime))
+    show("noatime cleared", code(setflags, n, 0))
+    read_file(n)
+    show("atime after a read", "updated" if os.stat(n).st_atime > 946684800 else "kept")
+
+    # nodump, and all four together.
+    x = f"{d}/all"
+    write_file(x, b"all")
+    show("nodump set", code(setflags, x, NODUMP))
+    show("nodump flags", flags(x))
+    show("all set", code(setflags, x, OURS))
+    show("all flags", flags(x))
+    show("all cleared", code(setflags, x, 0))
+
+
+def lcfs_only(d):
+    """What lcfs answers where ext4 answers otherwise, or cannot be asked."""
+    # A descriptor opened without O_APPEND before the file became append-only: no write
+    # (ext4 lets it write anywhere).
+    a = f"{d}/app"
+    write_file(a, b"abc")
+    w = os.open(a, os.O_RDWR)
+    setflags(a, APPEND)
+    show("app old descriptor write", code(os.write, w, b"x"))
+    show("app old descriptor pwrite", code(os.pwrite, w, b"x", 1))
+    # Reflink into it (from a file of one block), through that descriptor and an O_APPEND one.
+    src = f"{d}/src"
+    write_file(src, bytes(4096))
+    s = os.open(src, os.O_RDONLY)
+    show("app clone old descriptor", code(fcntl.ioctl, w, FICLONE, s))
+    o = os.open(a, os.O_WRONLY | os.O_APPEND)
+    show("app clone O_APPEND", code(fcntl.ioctl, o, FICLONE, s))
+    os.close(o)
+    setflags(a, 0)
+    os.close(w)
+    # Reflink into an immutable file.
+    f = f"{d}/imm"
+    write_file(f, bytes(4096))
+    w = os.open(f, os.O_RDWR)
+    setflags(f, IMMUTABLE)
+    show("imm clone", code(fcntl.ioctl, w, FICLONE, s))
+    setflags(f, 0)
+    os.close(w)
+    os.close(s)
+    # A FIFO takes nodump and noatime, not immutable or append-only (ext4's rule for its other
+    # kinds; ext4 has no attributes on them at all).
+    fifo = f"{d}/fifo"
+    os.mkfifo(fifo)
+    show("fifo nodump", code(setflags, fifo, NODUMP | NOATIME))
+    show("fifo flags", flags(fifo))
+    show("fifo immutable", code(setflags, fifo, IMMUTABLE))
+    show("fifo append", code(setflags, fifo, APPEND))
+    # Flags lcfs does not keep.
+    x = f"{d}/other"
+    write_file(x, b"o")
+    show("sync flag", code(setflags, x, SYNC))
+    show("flags after", flags(x))
+    # FS_IOC_FSSETXATTR (xfs_io's chattr): immutable through FS_XFLAG_IMMUTABLE; a project id
+    # is not kept.
+    fd = fd_of(x)
+    got = fcntl.ioctl(fd, FSGETXATTR, bytes(28))
+    show("fsxattr", struct.unpack("5I", got[:20]))
+    show("fsxattr immutable", code(fcntl.ioctl, fd, FSSETXATTR, struct.pack("5I8x", 0x8, 0, 0, 0, 0)))
+    show("flags via fsxattr", flags(x))
+    show("fsxattr project", code(fcntl.ioctl, fd, FSSETXATTR, struct.pack("5I8x", 0x8, 0, 0, 5, 0)))
+    show("fsxattr cleared", code(fcntl.ioctl, fd, FSSETXATTR, struct.pack("5I8x", 0, 0, 0, 0, 0)))
+    os.close(fd)
+
+
+def sysfs_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        b = fcntl.ioctl(fd, SYSFSPATH, bytes(129))
+    finally:
+        os.close(fd)
+    print(b[1:1 + b[0]].decode())
+
+
+{"common": common, "lcfs": lcfs_only, "sysfs": sysfs_path}[sys.argv[1]](sys.argv[2])
+PY
+cat >/tmp/attr.want <<'EOF'
+imm set ok
+imm flags 0x10
+imm write EPERM
+imm pwrite EPERM
+imm ftruncate EPERM
+imm fallocate EPERM
+imm mapped write SIGBUS
+imm open for writing EPERM
+imm open to append EPERM
+imm truncate EPERM
+imm unlink EPERM
+imm rename EPERM
+imm link EPERM
+imm setxattr EPERM
+imm chmod EPERM
+imm chown EPERM
+imm utime EPERM
+imm touch EPERM
+imm read b'data'
+imm more flags EPERM
+imm cleared ok
+imm write after ok
+imm contents b'Data'
+idir set ok
+idir create EPERM
+idir tmpfile EPERM
+idir mkdir EPERM
+idir unlink EPERM
+idir rename out EPERM
+idir rmdir EPERM
+idir file write ok
+idir cleared ok
+app set ok
+app flags 0x20
+app open for writing EPERM
+app open read-write EPERM
+app open to truncate EPERM
+app append ok
+app pwrite at 0 appends ok
+app ftruncate EPERM
+app truncate EPERM
+app allocate ok
+app punch EPERM
+app drop O_APPEND EPERM
+app mmap EACCES
+app unlink EPERM
+app rename EPERM
+app link EPERM
+app setxattr EPERM
+app chmod EPERM
+app utime EPERM
+app touch ok
+app contents b'abcdefZ'
+app cleared ok
+app open for writing after ok
+adir set ok
+adir create ok
+adir unlink EPERM
+adir rename out EPERM
+adir cleared ok
+noatime set ok
+noatime atime after a read 946684800
+noatime cleared ok
+atime after a read updated
+nodump set ok
+nodump flags 0x40
+all set ok
+all flags 0xf0
+all cleared ok
+EOF
+cat >/tmp/attr-lcfs.want <<'EOF'
+app old descriptor write EPERM
+app old descriptor pwrite EPERM
+app clone old descriptor EPERM
+app clone O_APPEND EBADF
+imm clone EPERM
+fifo nodump ok
+fifo flags 0xc0
+fifo immutable EOPNOTSUPP
+fifo append EOPNOTSUPP
+sync flag EOPNOTSUPP
+flags after 0x0
+fsxattr (0, 0, 0, 0, 0)
+fsxattr immutable ok
+flags via fsxattr 0x10
+fsxattr project EOPNOTSUPP
+fsxattr cleared ok
+EOF
+attr_py() { chroot /debian /usr/bin/python3 /tmp/attr.py "$@"; }
+dchattr() { chroot /debian /usr/bin/chattr "$@"; }
+dsh() { chroot /debian /bin/sh -c "$1"; }
+asuser() { chroot /debian /usr/bin/setpriv --reuid=1000 --regid=1000 --clear-groups "$@"; }
+# has_attrs PATH LETTERS: of lsattr's i, a, d and A, PATH shows exactly LETTERS (ext4 shows its
+# extents flag e besides).
+has_attrs() {
+	_got=$(chroot /debian /usr/bin/lsattr -d "$1" | awk '{ print $1 }')
+	for _l in i a d A; do
+		case "$2" in *$_l*) _want=1 ;; *) _want=0 ;; esac
+		case "$_got" in *$_l*) _has=1 ;; *) _has=0 ;; esac
+		[ "$_want" = "$_has" ] || fail "$1: lsattr shows '$_got', expected '$2' of iadA"
+	done
+}
+# refused CMD...: CMD fails with EPERM.
+refused() {
+	if "$@" 2>/tmp/refused.err; then fail "$* succeeded"; fi
+	grep -q 'Operation not permitted' /tmp/refused.err || fail "$*: expected EPERM, got '$(cat /tmp/refused.err)'"
+}
+# attr_files DIR: i immutable, a append-only, d nodump, A noatime, dir an immutable directory,
+# mine (uid 1000's) nodump set by its owner; chattr +i and +a are not for its owner.
+attr_files() {
+	for f in i a d A mine; do echo data >"$1/$f"; done
+	mkdir "$1/dir"
+	chown 1000:1000 "$1/mine"
+	dchattr +i "$1/i"
+	dchattr +a "$1/a"
+	dchattr +d "$1/d"
+	dchattr +A "$1/A"
+	dchattr +i "$1/dir"
+	refused asuser /usr/bin/chattr +i "$1/mine"
+	refused asuser /usr/bin/chattr +a "$1/mine"
+	asuser /usr/bin/chattr +d "$1/mine" || fail "the owner's chattr +d"
+	refused asuser /usr/bin/chattr -d "$1/d"
+}
+# attr_checks DIR: lsattr shows attr_files' attributes, and what they forbid fails with EPERM.
+attr_checks() {
+	has_attrs "$1/i" i
+	has_attrs "$1/a" a
+	has_attrs "$1/d" d
+	has_attrs "$1/A" A
+	has_attrs "$1/dir" i
+	has_attrs "$1/mine" d
+	refused dsh "echo x >$1/i"
+	refused dsh "echo x >>$1/i"
+	refused chroot /debian /usr/bin/truncate -s 0 "$1/i"
+	refused chroot /debian /usr/bin/rm -f "$1/i"
+	refused chroot /debian /usr/bin/mv "$1/i" "$1/i2"
+	refused chroot /debian /usr/bin/ln "$1/i" "$1/i3"
+	refused chroot /debian /usr/bin/setfattr -n user.x -v 1 "$1/i"
+	refused chroot /debian /usr/bin/touch "$1/dir/new"
+	refused dsh "echo x >$1/a"
+	refused chroot /debian /usr/bin/truncate -s 0 "$1/a"
+	refused chroot /debian /usr/bin/rm -f "$1/a"
+	_size=$(stat -c %s "$1/a")
+	dsh "echo x >>$1/a" || fail "an append to the append-only file"
+	assert_eq "$(stat -c %s "$1/a")" $((_size + 2)) "the append-only file's size after an append"
+	dsh "echo data >$1/d" || fail "a write to the nodump file"
+	assert_eq "$(cat "$1/i")" data "the immutable file"
+	asuser /usr/bin/lsattr -d "$1/i" >/dev/null || fail "lsattr as another user"
+}
+sysfs_value() { cat "/sys/fs/lcfs/vda/$1"; }
+info_value() { lcfs info /mnt | awk -v k="$1" '$1 == k { print $2 }'; }
+
+t_file_attributes() {
+	umnt 2>/dev/null || :
+	mkfs.lcfs -q -f "$DEV"
+	lcfs debug dump "$DEV" | grep -q '^  features: inode_flags$' || fail "mkfs.lcfs without the inode flags feature"
+	mnt -o commit=3600
+	mkdir $M/common $M/only
+	attr_py common $M/common >/tmp/attr.lcfs || { cat /tmp/attr.lcfs; fail "attr.py on lcfs"; }
+	diff /tmp/attr.want /tmp/attr.lcfs || fail "lcfs answers otherwise than ext4"
+	attr_py lcfs $M/only >/tmp/attr-only.lcfs || { cat /tmp/attr-only.lcfs; fail "attr.py's lcfs part"; }
+	diff /tmp/attr-lcfs.want /tmp/attr-only.lcfs || fail "lcfs's own answers"
+	attr_files $M
+	attr_checks $M
+	# The mount root that lists the layers has no attributes to set.
+	has_attrs /mnt ""
+	refused dchattr +i /mnt
+	umnt
+	fsck.lcfs -n "$DEV"
+	lcfs debug dump --items "$DEV" >/tmp/dump.out
+	assert_eq "$(grep -c ' gen [0-9]* flags ' /tmp/dump.out)" 7 "inode records with flags in the dump"
+	assert_eq "$(grep -c ' flags immutable$' /tmp/dump.out)" 2 "immutable records in the dump"
+	assert_eq "$(grep -c ' flags nodump,noatime$' /tmp/dump.out)" 1 "the FIFO's record in the dump"
+	# After a remount and after the inodes were dropped from the cache: read back from disk.
+	mnt -o commit=3600
+	attr_checks $M
+	drop_caches
+	attr_checks $M
+	# A clone keeps them; a frozen layer's cannot change; a read-write layer whose root is
+	# immutable is neither renamed nor removed.
+	lcfs layer freeze default -m /mnt
+	lcfs layer clone default c1 -m /mnt
+	has_attrs /mnt/c1/i i
+	has_attrs /mnt/c1/a a
+	has_attrs /mnt/c1/d d
+	has_attrs /mnt/c1/A A
+	has_attrs /mnt/c1/dir i
+	refused dsh "echo x >>/mnt/c1/i"
+	dchattr -i $M/i 2>/tmp/chattr.err && fail "chattr in a frozen layer"
+	grep -q 'Read-only file system' /tmp/chattr.err || fail "chattr in a frozen layer: $(cat /tmp/chattr.err)"
+	dchattr -i /mnt/c1/i
+	dsh "echo more >>/mnt/c1/i" || fail "a write to the clone's file after chattr -i"
+	has_attrs $M/i i
+	assert_eq "$(cat $M/i)" data "the frozen layer's file"
+	dchattr +i /mnt/c1
+	refused lcfs layer rename c1 c2 -m /mnt
+	refused lcfs layer remove c1 -m /mnt
+	dchattr -i /mnt/c1
+	lcfs layer rename c1 c2 -m /mnt
+	lcfs layer remove c2 -m /mnt
+	umnt
+	fsck.lcfs -n "$DEV"
+
+	# A filesystem without the feature bit (as mkfs.lcfs made them before it): the commit that
+	# stores the first flag sets it; fsck names a flag without it; an unknown incompatible
+	# feature keeps the filesystem from mounting.
+	mkfs.lcfs -q -f "$DEV"
+	lcfs debug set-super "$DEV" incompat 0
+	mnt -o commit=3600
+	echo data >$M/f
+	sync
+	lcfs debug dump "$DEV" | grep -q '^  features: none$' || fail "the feature bit set without a flag"
+	dchattr +d $M/f
+	sync
+	lcfs debug dump "$DEV" | grep -q '^  features: inode_flags$' || fail "the flag's commit without the feature bit"
+	umnt
+	fsck.lcfs -n "$DEV"
+	lcfs debug set-super "$DEV" incompat 0
+	rc=0
+	fsck.lcfs -n "$DEV" >/tmp/fsck.out 2>&1 || rc=$?
+	cat /tmp/fsck.out
+	assert_eq "$rc" 4 "fsck's exit status for a flag without the feature"
+	grep -q 'flags 0x4 (nodump) on a filesystem without the inode_flags feature' /tmp/fsck.out ||
+		fail "fsck does not name the flag"
+	lcfs debug set-super "$DEV" incompat 1
+	fsck.lcfs -n "$DEV"
+	lcfs debug set-super "$DEV" incompat 3
+	expect_mount_error "$DEV" "Invalid argument" "unknown incompatible features 0x2"
+
+	# /sys/fs/lcfs/vda/: FS_IOC_GETFSSYSFSPATH names it; its files read as `lcfs info` and
+	# `lcfs layer list` report; it goes at the unmount.
+	mkfs.lcfs -q -f "$DEV"
+	mnt -o commit=3600
+	assert_eq "$(attr_py sysfs $M)" "lcfs/vda" "FS_IOC_GETFSSYSFSPATH"
+	assert_eq "$(ls /sys/fs/lcfs/vda | tr '\n' ' ')" \
+		"block_size cached_nodes commit_interval free_blocks generation layers reclaim_queued total_blocks " "the files"
+	assert_eq "$(stat -c %a /sys/fs/lcfs/vda/generation)" 444 "a file's mode"
+	assert_eq "$(asuser /usr/bin/cat /sys/fs/lcfs/vda/total_blocks)" "$(info_value total_blocks)" \
+		"total_blocks read by another user"
+	sync
+	for k in block_size total_blocks free_blocks generation; do
+		assert_eq "$(sysfs_value $k)" "$(info_value $k)" "$k"
+	done
+	[ "$(sysfs_value cached_nodes)" -gt 0 ] || fail "cached_nodes: $(sysfs_value cached_nodes)"
+	assert_eq "$(sysfs_value layers) $(sysfs_value reclaim_queued) $(sysfs_value commit_interval)" "1 0 3600" \
+		"layers, reclaim_queued, commit_interval"
+	generation=$(sysfs_value generation)
+	free=$(sysfs_value free_blocks)
+	lcfs layer create second -m /mnt
+	dd if=/dev/zero of=$M/big bs=1M count=8 2>/dev/null
+	sync
+	assert_eq "$(sysfs_value layers)" 2 "layers after a create"
+	for k in free_blocks generation; do
+		assert_eq "$(sysfs_value $k)" "$(info_value $k)" "$k after changes"
+	done
+	[ "$(sysfs_value generation)" -gt "$generation" ] || fail "the generation did not move on"
+	[ "$(sysfs_value free_blocks)" -lt $((free - 2048)) ] || fail "8 MiB written, free blocks $free then $(sysfs_value free_blocks)"
+	mount -o remount,commit=7 /mnt
+	assert_eq "$(sysfs_value commit_interval)" 7 "commit_interval after a remount"
+	umnt
+	[ ! -e /sys/fs/lcfs/vda ] || fail "/sys/fs/lcfs/vda is still there after the unmount"
+	[ -d /sys/fs/lcfs ] || fail "/sys/fs/lcfs went with the mount"
+	fsck.lcfs -n "$DEV"
+
+	# The same on ext4.
+	chroot /debian mkfs.ext4 -q -F "$DEV"
+	mount -t ext4 "$DEV" /mnt
+	mount --bind /mnt /debian/mnt
+	mkdir -p $M/common
+	attr_py common $M/common >/tmp/attr.ext4 || { cat /tmp/attr.ext4; fail "attr.py on ext4"; }
+	diff /tmp/attr.want /tmp/attr.ext4 || fail "ext4 answers otherwise than the list"
+	attr_files $M
+	attr_checks $M
+	assert_eq "$(attr_py sysfs $M)" "ext4/vda" "FS_IOC_GETFSSYSFSPATH on ext4"
+	umnt
+	mount -t ext4 "$DEV" /mnt
+	mount --bind /mnt /debian/mnt
+	attr_checks $M
+	umnt
+}
+
 run_tests \
 	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate fallocate_modes file_size_limit mmap \
-	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile direct_io acls mkfs_rootdir mkfs_tar
+	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile direct_io acls mkfs_rootdir mkfs_tar \
+	file_attributes

@@ -1107,7 +1107,21 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 if k.offset != 0 {
                     return Err("inode key offset".into());
                 }
-                InodeRecord::decode(v).map_err(e)?;
+                let rec = InodeRecord::decode(v).map_err(e)?;
+                // Flags are an incompatible feature: a kernel that does not know them would
+                // mount this filesystem and ignore them (an unknown bit fails the decoding).
+                // The record still counts (its layer's usage is not what is wrong).
+                if rec.flags != 0 && self.sb.incompat & superblock::INCOMPAT_INODE_FLAGS == 0 {
+                    self.report.error(format!(
+                        "inode {}: flags {:#x} ({}) on a filesystem without the inode_flags \
+                         feature",
+                        k.id,
+                        rec.flags,
+                        records::inode_flags::names(rec.flags)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ));
+                }
                 Ok(Sums {
                     inodes: 1,
                     ..Sums::default()

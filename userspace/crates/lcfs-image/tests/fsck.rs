@@ -322,3 +322,65 @@ fn fallback_with_other_damage_is_not_for_repair() {
     assert!(r.fallback.is_some());
     assert!(!r.only_fallback(), "{:?}", r.errors);
 }
+
+/// Sets `incompat` in both superblock copies, with their checksums.
+fn set_incompat(dev: &mut MemDevice, incompat: u64) {
+    for slot in 0..2 {
+        let buf = dev.blocks.get_mut(&slot).expect("copy written");
+        let mut sb = Superblock::decode(buf, u64::MAX).unwrap();
+        sb.incompat = incompat;
+        sb.encode(buf).unwrap();
+    }
+}
+
+#[test]
+fn inode_flags_without_the_feature_and_unknown_flag_bits_are_found() {
+    use lcfs_format::namespace::NewInode;
+    use lcfs_format::records::{inode_flags, mode, InodeRecord, INODE_RECORD_SIZE};
+    use lcfs_format::superblock::INCOMPAT_INODE_FLAGS;
+    use lcfs_format::volume::inode_key;
+    use lcfs_format::ROOT_INO;
+    let total = 2000;
+    let sb = Superblock::new(total, [6; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(total), sb, Some(b"base"), NOW).unwrap();
+    let file = NewInode {
+        mode: mode::S_IFREG | 0o644,
+        ..NewInode::default()
+    };
+    let f = vol.create(1, ROOT_INO, b"f", &file, NOW).unwrap();
+    vol.create(1, ROOT_INO, b"g", &file, NOW).unwrap();
+    vol.set_flags(1, f, inode_flags::IMMUTABLE | inode_flags::NODUMP, NOW)
+        .unwrap();
+    vol.commit(NOW).unwrap();
+    let mut dev = vol.into_store();
+    assert_eq!(errors(dev.clone()), Vec::<String>::new());
+    // The feature bit gone from both copies: the flagged record is an error, the other is not.
+    set_incompat(&mut dev, 0);
+    let e = errors(dev.clone());
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains(
+            "inode 2: flags 0x5 (immutable,nodump) on a filesystem without the inode_flags \
+             feature"
+        ),
+        "{e:?}"
+    );
+    // With the bit back, a record with an unknown flag bit (written past the core's checks).
+    set_incompat(&mut dev, INCOMPAT_INODE_FLAGS);
+    let mut vol = open(&dev);
+    let mut rec = vol.inode(1, f).unwrap();
+    rec.flags |= 1 << 9;
+    let mut buf = [0u8; INODE_RECORD_SIZE];
+    rec.encode(&mut buf).unwrap();
+    vol.insert(1, &inode_key(f), &buf).unwrap();
+    vol.commit(NOW).unwrap();
+    let e = errors(vol.into_store());
+    assert!(
+        e.iter().any(|m| m.contains("inode flags")),
+        "no error for an unknown flag bit: {e:?}"
+    );
+    assert_eq!(
+        InodeRecord::decode(&buf),
+        Err(lcfs_format::FormatError::BadField("inode flags"))
+    );
+}

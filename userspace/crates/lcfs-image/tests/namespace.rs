@@ -848,3 +848,62 @@ fn unnamed_files_are_orphans_until_linked() {
     vol.commit(NOW).unwrap();
     clean(vol);
 }
+
+#[test]
+fn inode_flags_set_the_feature_bit_in_their_commit_and_follow_clones() {
+    use lcfs_format::records::inode_flags;
+    use lcfs_format::superblock::INCOMPAT_INODE_FLAGS;
+    // A filesystem without the feature (as one made before it existed).
+    let sb = Superblock::new(4096, [9; 16], 1_700_000_000);
+    assert_eq!(sb.incompat, 0);
+    let mut vol = Volume::format(MemDevice::new(4096), sb, Some(b"base"), NOW).unwrap();
+    let f = vol.create(1, ROOT_INO, b"f", &file(), NOW).unwrap();
+    let d = vol.create(1, ROOT_INO, b"d", &dir(), NOW).unwrap();
+    // Clearing flags nobody set needs no feature.
+    let rec = vol.set_flags(1, f, 0, LATER).unwrap();
+    assert_eq!((rec.flags, rec.ctime), (0, LATER));
+    assert_eq!(vol.superblock().incompat, 0);
+    vol.commit(LATER).unwrap();
+    let mut vol = clean(vol);
+    assert_eq!(vol.superblock().incompat, 0);
+    // Unknown bits and bad times are refused before any change.
+    assert_eq!(vol.set_flags(1, f, 1 << 4, LATER), Err(Error::Invalid));
+    let bad = Timespec {
+        sec: 1,
+        nsec: 1_000_000_000,
+    };
+    assert_eq!(vol.set_flags(1, f, 1, bad), Err(Error::Invalid));
+    assert_eq!(vol.set_flags(1, 999, 1, LATER), Err(Error::NotFound));
+    assert!(!vol.is_aborted());
+    assert_eq!(vol.superblock().incompat, 0);
+    // The first flag sets the feature, and the commit writes both.
+    let both = inode_flags::IMMUTABLE | inode_flags::NODUMP;
+    let rec = vol.set_flags(1, f, both, LATER).unwrap();
+    assert_eq!(rec.flags, both);
+    assert_eq!(vol.inode(1, f).unwrap(), rec);
+    assert_eq!(vol.superblock().incompat, INCOMPAT_INODE_FLAGS);
+    vol.set_flags(1, d, inode_flags::APPEND | inode_flags::NOATIME, LATER)
+        .unwrap();
+    vol.commit(LATER).unwrap();
+    let mut vol = clean(vol);
+    assert_eq!(vol.superblock().incompat, INCOMPAT_INODE_FLAGS);
+    assert_eq!(vol.inode(1, f).unwrap().flags, both);
+    // A flag change is a change of the inode for diffs; a clone keeps the flags, and changing
+    // them in the clone leaves the parent's.
+    vol.freeze_layer(1).unwrap();
+    assert_eq!(vol.set_flags(1, f, 0, LATER), Err(Error::ReadOnly));
+    let c = vol.create_layer(b"clone", Some(1), LATER).unwrap();
+    assert_eq!(vol.inode(c, f).unwrap().flags, both);
+    assert_eq!(
+        vol.inode(c, d).unwrap().flags,
+        inode_flags::APPEND | inode_flags::NOATIME
+    );
+    vol.set_flags(c, f, inode_flags::NODUMP, LATER).unwrap();
+    assert_eq!(vol.inode(1, f).unwrap().flags, both);
+    assert!(diff(&mut vol, c).contains(&(PathChange::Modified, "/f".to_string())));
+    // Clearing every flag keeps the feature: older records may still carry some.
+    vol.set_flags(c, f, 0, LATER).unwrap();
+    vol.commit(LATER).unwrap();
+    let vol = clean(vol);
+    assert_eq!(vol.superblock().incompat, INCOMPAT_INODE_FLAGS);
+}

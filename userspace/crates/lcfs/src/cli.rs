@@ -61,9 +61,11 @@ pub(crate) enum DebugCommand {
     SetSuper {
         /// Block device or image file.
         device: PathBuf,
-        /// The field: `compat` (features older code may ignore) or `ro_compat` (features a
-        /// writer must know: the kernel then mounts only read-only).
-        #[arg(value_parser = ["compat", "ro_compat"])]
+        /// The field: `compat` (features older code may ignore), `ro_compat` (features a
+        /// writer must know: the kernel then mounts only read-only) or `incompat` (features a
+        /// reader must know: 0x1 is inode flags; an unknown bit makes the filesystem
+        /// unmountable and unreadable to these tools too).
+        #[arg(value_parser = ["compat", "ro_compat", "incompat"])]
         field: String,
         /// The new value: decimal, or hexadecimal with 0x.
         #[arg(value_parser = parse_u64)]

@@ -16,7 +16,7 @@ use lcfs_format::records::{
     Timespec, XattrRecord, XattrValue,
 };
 use lcfs_format::refmap::{self, LEAF_ENTRIES, NODE_ENTRIES};
-use lcfs_format::superblock::Superblock;
+use lcfs_format::superblock::{self, Superblock};
 use lcfs_format::tree::Error as TreeError;
 use lcfs_format::volume::{tree_kind, Volume};
 use lcfs_format::{FormatError, BLOCK_SIZE};
@@ -38,6 +38,8 @@ struct Dump {
 #[derive(Debug, Serialize)]
 struct SuperSummary {
     generation: u64,
+    /// Incompatible features (`incompat`): `INCOMPAT_INODE_FLAGS` is 1.
+    incompat: u64,
     total_blocks: u64,
     free_blocks: u64,
     reserve_blocks: u64,
@@ -170,8 +172,15 @@ struct TreeNode {
 fn item_str(k: &Key, v: &[u8], total: u64, times: TimeForm) -> String {
     let body = match k.kind {
         kind::INODE => InodeRecord::decode(v).map(|i| {
+            // Inode flags (`chattr`) only where there are some: `flags immutable,nodump`.
+            let flags = if i.flags == 0 {
+                String::new()
+            } else {
+                let names: Vec<&str> = records::inode_flags::names(i.flags).collect();
+                format!(" flags {}", names.join(","))
+            };
             format!(
-                "mode {:o} uid {} gid {} nlink {} size {} blocks {} mtime {} gen {}",
+                "mode {:o} uid {} gid {} nlink {} size {} blocks {} mtime {} gen {}{flags}",
                 i.mode,
                 i.uid,
                 i.gid,
@@ -682,6 +691,7 @@ pub(crate) fn dump(device: &Path, layer: Option<&str>, items: bool, json: bool) 
     let d = Dump {
         superblock: SuperSummary {
             generation: sb.generation,
+            incompat: sb.incompat,
             total_blocks: sb.total_blocks,
             free_blocks: sb.free_blocks,
             reserve_blocks: sb.reserve_blocks,
@@ -716,6 +726,24 @@ pub(crate) fn dump(device: &Path, layer: Option<&str>, items: bool, json: bool) 
     Ok(true)
 }
 
+/// The names of the `incompat` features in `incompat` (`inode_flags`), unknown bits in hex;
+/// `none` without any.
+fn features(incompat: u64) -> String {
+    let mut names = Vec::new();
+    if incompat & superblock::INCOMPAT_INODE_FLAGS != 0 {
+        names.push("inode_flags".to_owned());
+    }
+    let unknown = incompat & !superblock::INCOMPAT_SUPPORTED;
+    if unknown != 0 {
+        names.push(format!("unknown {unknown:#x}"));
+    }
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
 fn print_unreadable(indent: &str, u: &Unreadable) -> std::io::Result<()> {
     outln!(
         "{indent}node {} UNREADABLE: {}; not shown: {}{}",
@@ -748,6 +776,7 @@ fn print_text(d: &Dump) -> std::io::Result<()> {
         s.next_layer_id,
         s.next_data_id
     )?;
+    outln!("  features: {}", features(s.incompat))?;
     outln!("reference-count map:")?;
     for m in &d.map {
         let m = match m {

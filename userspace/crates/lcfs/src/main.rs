@@ -213,7 +213,8 @@ fn debug_set_super(device: &Path, field: &str, value: u64) -> Result<bool> {
         match field {
             "compat" => sb.compat = value,
             "ro_compat" => sb.ro_compat = value,
-            _ => anyhow::bail!("unknown field '{field}' (compat or ro_compat)"),
+            "incompat" => sb.incompat = value,
+            _ => anyhow::bail!("unknown field '{field}' (compat, ro_compat or incompat)"),
         }
         dev.write_superblock(&sb)
             .with_context(|| format!("writing superblock copy {slot}"))?;

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use lcfs_format::records::{self, Timespec};
-use lcfs_format::superblock::{Superblock, MIN_BLOCKS};
+use lcfs_format::superblock::{self, Superblock, MIN_BLOCKS};
 use lcfs_format::volume::Volume;
 use lcfs_format::BLOCK_SIZE;
 use lcfs_image::output::{count, ignore_broken_pipe};
@@ -233,6 +233,8 @@ fn format(args: &Args) -> Result<()> {
     // bits, so nobody can prepare names that all land in one hash bucket.
     let (k0, k1) = uuid::Uuid::new_v4().as_u64_pair();
     sb.hash_key = [k0, k1];
+    // Inode flags (`chattr`): a kernel that does not know them must not mount the filesystem.
+    sb.incompat |= superblock::INCOMPAT_INODE_FLAGS;
     if let Some(label) = &args.label {
         sb.set_label(label)
             .map_err(|_| anyhow::anyhow!("label must be at most 63 bytes without NUL"))?;

@@ -44,8 +44,14 @@ fn formats_an_image_file_with_both_superblock_copies() {
     assert_eq!(sel.sb.label(), Some("data"));
     assert_eq!(sel.sb.uuid[0], 0x01);
     assert_eq!(sel.sb.layer_count, 1);
+    // Inode flags (`chattr`) are a feature of every new filesystem.
+    assert_eq!(
+        sel.sb.incompat,
+        lcfs_format::superblock::INCOMPAT_INODE_FLAGS
+    );
     let copy1 = dev.read_superblock_copy(1).unwrap().unwrap();
     assert_eq!(copy1.generation, 1);
+    assert_eq!(copy1.incompat, sel.sb.incompat);
     // The first layer exists and fsck finds the image clean.
     let (mut vol, other) = Volume::open(dev).unwrap();
     assert_eq!(other, None);
