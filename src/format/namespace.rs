@@ -1071,6 +1071,29 @@ impl<S: Device> Volume<S> {
     /// follows) and cuts inline data to the new size. The tail of a partial last block is not
     /// zeroed here: that is the data path's job.
     pub fn set_attr(&mut self, layer: u64, ino: u64, attr: &SetAttr) -> Result<InodeRecord, Error> {
+        self.set_attr_as(layer, ino, attr, false)
+    }
+
+    /// [`Self::set_attr`] for a truncation: the blocks (and inline data) past `attr.size` go
+    /// even when the record's size is below it already. The kernel stores a buffered write's
+    /// size only when its data reaches the disk, so a file may hold blocks past its record's
+    /// size; truncating it below the size it has in memory drops them.
+    pub fn truncate_attr(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        attr: &SetAttr,
+    ) -> Result<InodeRecord, Error> {
+        self.set_attr_as(layer, ino, attr, true)
+    }
+
+    fn set_attr_as(
+        &mut self,
+        layer: u64,
+        ino: u64,
+        attr: &SetAttr,
+        truncate: bool,
+    ) -> Result<InodeRecord, Error> {
         if attr.mode.is_some_and(|m| m & !0o7777 != 0) {
             return Err(Error::Invalid);
         }
@@ -1093,7 +1116,7 @@ impl<S: Device> Volume<S> {
             if size > i64::MAX.unsigned_abs() {
                 return Err(Error::Invalid);
             }
-            if size <= rec.size {
+            if size <= rec.size || truncate {
                 drop_from = Some(size.div_ceil(u64::from(BLOCK_SIZE)));
                 let out = buf.as_mut();
                 let got = self.lookup(layer, &Key::new(ino, kind::INLINE, 0), |v| {

@@ -836,6 +836,41 @@ impl<'a> XattrRecord<'a> {
     }
 }
 
+/// Names of the extended attributes that hold POSIX ACLs.
+pub const POSIX_ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
+
+/// Checks a POSIX ACL in the VFS's xattr encoding, as the kernel decodes it
+/// (`posix_acl_from_xattr`): a version-2 header, then 8-byte entries of tag, permissions and
+/// id; known tags, permissions within `rwx`, and an id on named entries only. A value that
+/// fails here makes every permission check of its inode fail.
+pub fn check_posix_acl(value: &[u8]) -> Result<(), FormatError> {
+    const VERSION: u32 = 2;
+    const UNDEFINED_ID: u32 = u32::MAX;
+    let bad = FormatError::BadField("POSIX ACL");
+    let (head, entries) = value.split_at_checked(4).ok_or(bad)?;
+    if head != VERSION.to_le_bytes() || entries.len() % 8 != 0 {
+        return Err(bad);
+    }
+    for e in entries.chunks_exact(8) {
+        let [t0, t1, p0, p1, i0, i1, i2, i3] = *e else {
+            return Err(bad);
+        };
+        let (tag, perm) = (u16::from_le_bytes([t0, t1]), u16::from_le_bytes([p0, p1]));
+        let id = u32::from_le_bytes([i0, i1, i2, i3]);
+        let named = match tag {
+            // USER_OBJ, GROUP_OBJ, MASK, OTHER.
+            0x01 | 0x04 | 0x10 | 0x20 => false,
+            // USER, GROUP.
+            0x02 | 0x08 => true,
+            _ => return Err(bad),
+        };
+        if perm & !0o7 != 0 || (named && id == UNDEFINED_ID) {
+            return Err(bad);
+        }
+    }
+    Ok(())
+}
+
 /// Checks an extended attribute name: 1 to 255 bytes, no NUL.
 pub fn check_xattr_name(name: &[u8]) -> Result<(), FormatError> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX || name.contains(&0) {

@@ -313,3 +313,37 @@ proptest! {
         prop_assert_eq!(InodeRecord::decode(&buf), Ok(r));
     }
 }
+
+#[test]
+fn posix_acls_are_checked_as_the_kernel_decodes_them() {
+    let acl = |entries: &[(u16, u16, u32)]| {
+        let mut v = 2u32.to_le_bytes().to_vec();
+        for &(t, p, i) in entries {
+            v.extend_from_slice(&t.to_le_bytes());
+            v.extend_from_slice(&p.to_le_bytes());
+            v.extend_from_slice(&i.to_le_bytes());
+        }
+        v
+    };
+    let undef = u32::MAX;
+    let good = acl(&[
+        (1, 6, undef),
+        (2, 4, 1000),
+        (4, 4, undef),
+        (0x10, 4, undef),
+        (0x20, 0, undef),
+    ]);
+    assert!(check_posix_acl(&good).is_ok());
+    assert!(check_posix_acl(&acl(&[])).is_ok());
+    let bad = [
+        good[..good.len() - 1].to_vec(),                // a cut entry
+        [&3u32.to_le_bytes()[..], &good[4..]].concat(), // version 3
+        acl(&[(0x40, 4, undef)]),                       // unknown tag
+        acl(&[(1, 8, undef)]),                          // permissions past rwx
+        acl(&[(2, 4, undef)]),                          // a named user without an id
+        std::vec![2, 0],                                // shorter than the header
+    ];
+    for b in &bad {
+        assert!(check_posix_acl(b).is_err(), "{b:?}");
+    }
+}

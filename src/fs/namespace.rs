@@ -625,7 +625,11 @@ fn setattr(inode: Locked<'_, Lcfs>, c: &AttrChange) -> Result {
     };
     let sb = inode.super_block();
     let result = retry_for_space(sb, &mut sb.info().lock(), |v| {
-        v.set_attr(info.layer, info.ino, &attr)
+        if c.truncates {
+            v.truncate_attr(info.layer, info.ino, &attr)
+        } else {
+            v.set_attr(info.layer, info.ino, &attr)
+        }
     });
     match result {
         Ok(rec) => {

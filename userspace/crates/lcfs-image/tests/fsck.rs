@@ -384,3 +384,44 @@ fn inode_flags_without_the_feature_and_unknown_flag_bits_are_found() {
         Err(lcfs_format::FormatError::BadField("inode flags"))
     );
 }
+
+#[test]
+fn posix_acl_the_kernel_cannot_decode_is_found() {
+    use lcfs_format::namespace::NewInode;
+    use lcfs_format::records::mode;
+    use lcfs_format::ROOT_INO;
+    let total = 2000;
+    let sb = Superblock::new(total, [7; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(total), sb, Some(b"base"), NOW).unwrap();
+    let file = NewInode {
+        mode: mode::S_IFREG | 0o640,
+        ..NewInode::default()
+    };
+    let f = vol.create(1, ROOT_INO, b"f", &file, NOW).unwrap();
+    // user::rw-, user:1000:r--, group::r--, mask::r--, other::---
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 4, 1000),
+        (4, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    vol.set_xattr(1, f, b"system.posix_acl_access", &acl, NOW)
+        .unwrap();
+    vol.commit(NOW).unwrap();
+    let mut vol = open(&vol.into_store());
+    assert_eq!(errors(vol.store().clone()), Vec::<String>::new());
+    // A named user without an id: the kernel's decoding refuses it.
+    acl[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+    vol.set_xattr(1, f, b"system.posix_acl_access", &acl, NOW)
+        .unwrap();
+    vol.commit(NOW).unwrap();
+    let e = errors(vol.into_store());
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("POSIX ACL"), "{e:?}");
+}
