@@ -76,6 +76,7 @@ void *lcfs_acl_to_xattr(const struct posix_acl *acl, size_t *size);
 struct posix_acl *lcfs_acl_from_xattr(const void *value, size_t size);
 void lcfs_acl_release(struct posix_acl *acl);
 void lcfs_set_cached_acl(struct inode *inode, int type, struct posix_acl *acl);
+void lcfs_forget_cached_acl(struct inode *inode, int type);
 int lcfs_acl_update_mode(struct mnt_idmap *idmap, struct inode *inode, umode_t *mode,
 			 struct posix_acl **acl);
 int lcfs_acl_chmod(struct mnt_idmap *idmap, struct dentry *dentry, umode_t mode);

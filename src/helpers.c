@@ -357,6 +357,8 @@ void lcfs_set_cached_acl(struct inode *inode, int type, struct posix_acl *acl)
 	set_cached_acl(inode, type, acl);
 }
 
+void lcfs_forget_cached_acl(struct inode *inode, int type) { forget_cached_acl(inode, type); }
+
 int lcfs_acl_update_mode(struct mnt_idmap *idmap, struct inode *inode, umode_t *mode,
 			 struct posix_acl **acl)
 {

@@ -1071,7 +1071,40 @@ impl<S: Device> Volume<S> {
     /// follows) and cuts inline data to the new size. The tail of a partial last block is not
     /// zeroed here: that is the data path's job.
     pub fn set_attr(&mut self, layer: u64, ino: u64, attr: &SetAttr) -> Result<InodeRecord, Error> {
-        self.set_attr_as(layer, ino, attr, false)
+        self.set_attr_as(layer, ino, attr, false, false)
+    }
+
+    /// Stores `size` as the size of regular file `ino` if it is larger than the stored one (the
+    /// kernel's writeback completion: the data up to it reached the disk), and returns the
+    /// record. Like completing a write it adds no data, so it may use the metadata reserve: a
+    /// completed write never fails to record its size for want of space.
+    pub fn grow_size(&mut self, layer: u64, ino: u64, size: u64) -> Result<InodeRecord, Error> {
+        let rec = self.inode(layer, ino)?;
+        if size <= rec.size {
+            return Ok(rec);
+        }
+        let attr = SetAttr {
+            size: Some(size),
+            ..SetAttr::default()
+        };
+        self.set_attr_as(layer, ino, &attr, false, true)
+    }
+
+    /// Checks up front that there is room for `ops` namespace or attribute operations and
+    /// `xattrs` extended attributes of these value sizes, as each would check it before its
+    /// first change: a caller that makes them all in one volume-lock hold then sees none fail for
+    /// space half-way (a new inode and the ACLs it inherits, a mode and an ACL).
+    pub fn admit_with_xattrs(&self, ops: u64, xattrs: &[usize]) -> Result<(), Error> {
+        let mut trees = ops.checked_mul(OP_TREES).ok_or(Error::Invalid)?;
+        for &len in xattrs {
+            let blocks =
+                u64::try_from(len.div_ceil(BLOCK_SIZE as usize)).map_err(|_| Error::Invalid)?;
+            trees = trees
+                .checked_add(4)
+                .and_then(|t| t.checked_add(blocks))
+                .ok_or(Error::Invalid)?;
+        }
+        self.admit_trees(trees)
     }
 
     /// [`Self::set_attr`] for a truncation: the blocks (and inline data) past `attr.size` go
@@ -1084,7 +1117,7 @@ impl<S: Device> Volume<S> {
         ino: u64,
         attr: &SetAttr,
     ) -> Result<InodeRecord, Error> {
-        self.set_attr_as(layer, ino, attr, true)
+        self.set_attr_as(layer, ino, attr, true, false)
     }
 
     fn set_attr_as(
@@ -1093,6 +1126,7 @@ impl<S: Device> Volume<S> {
         ino: u64,
         attr: &SetAttr,
         truncate: bool,
+        in_reserve: bool,
     ) -> Result<InodeRecord, Error> {
         if attr.mode.is_some_and(|m| m & !0o7777 != 0) {
             return Err(Error::Invalid);
@@ -1132,7 +1166,11 @@ impl<S: Device> Volume<S> {
                 inline_len = got.transpose()?.flatten();
             }
         }
-        self.admit_trees(OP_TREES)?;
+        if in_reserve {
+            self.admit_trees_in_reserve(OP_TREES)?;
+        } else {
+            self.admit_trees(OP_TREES)?;
+        }
         let change = |v: &mut Self| {
             if let Some(first) = drop_from {
                 let dropped = v.drop_blocks_from(layer, ino, first)?;

@@ -274,14 +274,7 @@ fn write_done(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     // The size a buffered write grew the file to, as far as this range carries the data.
     let cached = u64::try_from(inode.size()).unwrap_or(0);
     let want = pos.checked_add(len).ok_or(EFBIG)?.min(cached);
-    let stored = vol.inode(info.layer, info.ino).map_err(errno)?.size;
-    if want > stored {
-        let attr = SetAttr {
-            size: Some(want),
-            ..SetAttr::default()
-        };
-        vol.set_attr(info.layer, info.ino, &attr).map_err(errno)?;
-    }
+    vol.grow_size(info.layer, info.ino, want).map_err(errno)?;
     Ok(())
 }
 

@@ -281,9 +281,6 @@ impl FileSystem for Lcfs {
         if let Some(secs) = opts.commit_secs {
             sb.info().commit_secs.store(secs, Ordering::Relaxed);
         }
-        if let Some(on) = opts.acl {
-            sb.set_posix_acl(on);
-        }
         let mut vol = sb.info().lock();
         let unknown = vol.superblock().ro_compat & !RO_COMPAT_SUPPORTED;
         if unknown != 0 && !read_only {
@@ -303,6 +300,9 @@ impl FileSystem for Lcfs {
         }
         vol.store().read_only = read_only;
         drop(vol);
+        if let Some(on) = opts.acl {
+            sb.set_posix_acl(on);
+        }
         if !read_only {
             schedule_commit(sb);
             reclaim::kick_if_queued(sb);

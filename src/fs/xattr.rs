@@ -9,7 +9,7 @@ use crate::format::namespace::SetAttr;
 use crate::format::tree::Error as CoreError;
 use crate::vfs::{AclKind, Inode, Locked, XattrOperations, XattrSet};
 
-use super::commit::retry_for_space;
+use super::commit::{retry_for_space, VolGuard};
 use super::errno::{errno, xattr_errno};
 use super::namespace::refresh;
 use super::time::timestamp;
@@ -84,15 +84,22 @@ fn set_xattr(inode: Locked<'_, Lcfs>, name: &[u8], value: Option<&[u8]>, how: Xa
             None => vol.remove_xattr(info.layer, info.ino, name, now),
         })
         .map_err(xattr_errno)?;
-        // An attribute change gives the file a page cache of its own, as a data change does,
-        // and contents of its own for good (a regular file's: `Invalid` for other kinds).
-        super::share::unshare(&inode);
-        match retry_for_space(sb, &mut vol, |vol| vol.renew_data_id(info.layer, info.ino)) {
-            Ok(_) | Err(CoreError::Invalid) => {}
-            Err(e) => return Err(errno(e)),
-        }
+        contents_of_its_own(&inode, &mut vol)?;
     }
     refresh(inode)
+}
+
+/// An attribute change gives the file a page cache of its own, as a data change does, and
+/// contents of its own for good (a regular file's: `Invalid` for other kinds).
+fn contents_of_its_own(inode: &Inode<Lcfs>, vol: &mut VolGuard<'_>) -> Result {
+    let info = inode.info();
+    super::share::unshare(inode);
+    match retry_for_space(inode.super_block(), vol, |vol| {
+        vol.renew_data_id(info.layer, info.ino)
+    }) {
+        Ok(_) | Err(CoreError::Invalid) => Ok(()),
+        Err(e) => Err(errno(e)),
+    }
 }
 
 /// An ACL is an extended attribute like any other (see `crate::vfs::AclKind`); with an access
@@ -113,7 +120,7 @@ fn set_acl(
     }
     let name = kind.xattr_name();
     let now = timestamp();
-    {
+    let stored = {
         let mut vol = sb.info().lock();
         let old_perm = vol.inode(info.layer, info.ino).map_err(errno)?.mode & 0o7777;
         let attr = |mode: u32| SetAttr {
@@ -126,6 +133,9 @@ fn set_acl(
             ctime: Some(now),
         };
         retry_for_space(sb, &mut vol, |vol| {
+            // Room for both changes before either: neither fails for space half-way.
+            let lens = value.map(<[u8]>::len);
+            vol.admit_with_xattrs(u64::from(perm.is_some()), lens.as_slice())?;
             if let Some(p) = perm {
                 vol.set_attr(info.layer, info.ino, &attr(u32::from(p)))?;
             }
@@ -137,21 +147,17 @@ fn set_acl(
                 },
             };
             if stored.is_err() && perm.is_some() {
-                // Both or neither: the bits back as they were (a record rewrite that just
-                // succeeded in the other direction).
+                // Both or neither (a failure other than space: memory, a damaged tree): the
+                // bits back as they were.
                 let _ = vol.set_attr(info.layer, info.ino, &attr(old_perm));
             }
             stored
         })
         .map_err(xattr_errno)?;
-        // As for any attribute change (see `set_xattr`).
-        super::share::unshare(&inode);
-        match retry_for_space(sb, &mut vol, |vol| vol.renew_data_id(info.layer, info.ino)) {
-            Ok(_) | Err(CoreError::Invalid) => {}
-            Err(e) => return Err(errno(e)),
-        }
-    }
-    refresh(inode)
+        contents_of_its_own(&inode, &mut vol)
+    };
+    // The cached mode follows the record whatever happened after the store.
+    stored.and(refresh(inode))
 }
 
 fn list_xattrs(inode: &Inode<Lcfs>, f: &mut dyn FnMut(&[u8]) -> bool) -> Result {

@@ -376,7 +376,12 @@ unsafe extern "C" fn set_acl_callback<T: XattrOperations>(
             // SAFETY: the caller's ACL, referenced by it for the call.
             Some(unsafe { encode(acl.cast()) }?)
         };
-        T::set_acl(inode, kind, encoded.as_ref().map(Encoded::bytes), perm)?;
+        if let Err(e) = T::set_acl(inode, kind, encoded.as_ref().map(Encoded::bytes), perm) {
+            // What is stored may be either ACL now: the next check reads it back.
+            // SAFETY: `raw` is live (pinned by `dentry`); a cache slot of its own.
+            unsafe { ext::lcfs_forget_cached_acl(raw.cast(), type_) };
+            return Err(e);
+        }
         // SAFETY: `raw` is live (pinned by `dentry`); `acl` is NULL or the caller's live ACL, on
         // which `set_cached_acl` takes a reference of its own.
         unsafe { ext::lcfs_set_cached_acl(raw.cast(), type_, acl.cast()) };
