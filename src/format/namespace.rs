@@ -1090,15 +1090,15 @@ impl<S: Device> Volume<S> {
         self.set_attr_as(layer, ino, &attr, false, true)
     }
 
-    /// Checks up front that there is room for `ops` namespace or attribute operations and
-    /// `xattrs` extended attributes of these value sizes, as each would check it before its
-    /// first change: a caller that makes them all in one volume-lock hold then sees none fail for
-    /// space half-way (a new inode and the ACLs it inherits, a mode and an ACL).
-    pub fn admit_with_xattrs(&self, ops: u64, xattrs: &[usize]) -> Result<(), Error> {
+    /// Checks up front that there is room for `ops` namespace or attribute operations and the
+    /// extended attributes of these values (`None`: not set), as each would check it before its
+    /// first change: a caller that makes them all in one volume-lock hold then sees none fail
+    /// for space half-way (a new inode and the ACLs it inherits, a mode and an ACL).
+    pub fn admit_with_xattrs(&self, ops: u64, xattrs: &[Option<&[u8]>]) -> Result<(), Error> {
         let mut trees = ops.checked_mul(OP_TREES).ok_or(Error::Invalid)?;
-        for &len in xattrs {
-            let blocks =
-                u64::try_from(len.div_ceil(BLOCK_SIZE as usize)).map_err(|_| Error::Invalid)?;
+        for value in xattrs.iter().flatten() {
+            let blocks = u64::try_from(value.len().div_ceil(BLOCK_SIZE as usize))
+                .map_err(|_| Error::Invalid)?;
             trees = trees
                 .checked_add(4)
                 .and_then(|t| t.checked_add(blocks))

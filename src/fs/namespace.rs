@@ -458,11 +458,11 @@ fn create(dir: Locked<'_, Lcfs>, name: &[u8], node: &NewNode<'_>) -> Result<ARef
     // Read before the record exists: a hold that moves the epoch on after this may share the new
     // file's `data_id` (a snapshot), and the file must then renew it before its first change.
     let epoch = super::layers::epoch(sb);
-    let acl_lens = acl_lens(node);
+    let acls = [node.access_acl, node.default_acl];
     let (ino, touched) = retry_for_space(sb, &mut sb.info().lock(), |vol| {
-        if !acl_lens.is_empty() {
+        if acls.iter().any(Option::is_some) {
             // Room for the inode and its ACLs at once: none fails half-way.
-            vol.admit_with_xattrs(1, &acl_lens)?;
+            vol.admit_with_xattrs(1, &acls)?;
         }
         let (ino, touched) = vol.create_touched(info.layer, info.ino, name, &attrs, now)?;
         let rest = match node.link {
@@ -489,38 +489,6 @@ fn create(dir: Locked<'_, Lcfs>, name: &[u8], node: &NewNode<'_>) -> Result<ARef
         .renewed
         .store(epoch, core::sync::atomic::Ordering::Relaxed);
     Ok(inode)
-}
-
-/// The sizes of the ACLs a new inode inherits (none, one or two), on the stack.
-#[derive(Default)]
-struct AclLens {
-    lens: [usize; 2],
-    n: usize,
-}
-
-impl AclLens {
-    fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-}
-
-impl core::ops::Deref for AclLens {
-    type Target = [usize];
-
-    fn deref(&self) -> &[usize] {
-        self.lens.get(..self.n).unwrap_or_default()
-    }
-}
-
-fn acl_lens(node: &NewNode<'_>) -> AclLens {
-    let mut l = AclLens::default();
-    for v in [node.access_acl, node.default_acl].into_iter().flatten() {
-        if let Some(slot) = l.lens.get_mut(l.n) {
-            *slot = v.len();
-            l.n = l.n.saturating_add(1);
-        }
-    }
-    l
 }
 
 /// Stores the ACLs a new inode inherited (see `crate::vfs::NewNode`).
@@ -556,11 +524,10 @@ fn tmpfile(dir: &Inode<Lcfs>, node: &NewNode<'_>) -> Result<ARef<Inode<Lcfs>>> {
     };
     // As for `create`: read before the record exists.
     let epoch = super::layers::epoch(sb);
-    let acl_lens = acl_lens(node);
     let (ino, rec) = retry_for_space(sb, &mut sb.info().lock(), |vol| {
         let now = timestamp();
-        if !acl_lens.is_empty() {
-            vol.admit_with_xattrs(1, &acl_lens)?;
+        if node.access_acl.is_some() {
+            vol.admit_with_xattrs(1, &[node.access_acl])?;
         }
         let (ino, rec) = vol.create_unnamed(info.layer, info.ino, &attrs, now)?;
         if let Err(e) = store_acls(vol, info.layer, ino, node, now) {

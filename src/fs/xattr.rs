@@ -125,17 +125,12 @@ fn set_acl(
         let old_perm = vol.inode(info.layer, info.ino).map_err(errno)?.mode & 0o7777;
         let attr = |mode: u32| SetAttr {
             mode: Some(mode),
-            uid: None,
-            gid: None,
-            size: None,
-            atime: None,
-            mtime: None,
             ctime: Some(now),
+            ..SetAttr::default()
         };
         retry_for_space(sb, &mut vol, |vol| {
             // Room for both changes before either: neither fails for space half-way.
-            let lens = value.map(<[u8]>::len);
-            vol.admit_with_xattrs(u64::from(perm.is_some()), lens.as_slice())?;
+            vol.admit_with_xattrs(u64::from(perm.is_some()), &[value])?;
             if let Some(p) = perm {
                 vol.set_attr(info.layer, info.ino, &attr(u32::from(p)))?;
             }

@@ -757,6 +757,33 @@ t_direct_io() {
 		fail "lcfs answers otherwise than ext4"
 }
 
+# Small appends, whose size reaches the inode record only when their data is written back: the
+# size stays whole through changes that rewrite the record before then (chmod, an xattr, a link,
+# a truncation up and one down), is on the disk after a sync, and survives a remount.
+t_appends_keep_their_size() {
+	mkfs.lcfs -q -f "$DEV"
+	mnt -o commit=3600
+	chroot /debian /bin/dd if=/dev/zero of=/mnt/default/log bs=4 count=3000 oflag=append \
+		conv=notrunc status=none
+	assert_eq "$(stat -c %s $M/log)" 12000 "size after the appends"
+	chmod 600 $M/log
+	chroot /debian /usr/bin/setfattr -n user.x -v 1 /mnt/default/log
+	ln $M/log $M/log2
+	assert_eq "$(stat -c %s $M/log)" 12000 "size after chmod, setfattr and link"
+	printf 'tail' >>$M/log
+	truncate -s 20000 $M/log
+	assert_eq "$(stat -c '%s' $M/log)" 20000 "size after a truncation up"
+	truncate -s 8000 $M/log
+	assert_eq "$(stat -c '%s %b' $M/log)" "8000 16" "size and blocks after a truncation down"
+	sync
+	umnt
+	fsck.lcfs -n "$DEV"
+	mnt
+	assert_eq "$(stat -c '%s %b' $M/log)" "8000 16" "size and blocks after a remount"
+	head -c 8000 /dev/zero | cmp - $M/log || fail "contents after a remount"
+	umnt
+}
+
 # POSIX ACLs (acl package's setfacl and getfacl, coreutils): named users and groups, the mask, a
 # chmod's update of the mask, default ACLs inherited by new files and directories (the umask left
 # out where one exists, applied where none does), refusals (a default ACL on a file, a change by
@@ -1532,4 +1559,4 @@ t_file_attributes() {
 run_tests \
 	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate fallocate_modes file_size_limit mmap \
 	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile direct_io acls mkfs_rootdir mkfs_tar \
-	file_attributes
+	file_attributes appends_keep_their_size
