@@ -165,44 +165,31 @@ fi
 trap 'for p in $kernel_build $release_build $rootfs_build; do kill -- -$p 2>/dev/null; done' EXIT
 
 # --- host tests ------------------------------------------------------------------------------
+# The harness's own verdicts first: everything after relies on them.
 if selected host; then
-	# The harness's own verdicts first: everything after relies on them.
 	while IFS= read -r line; do
 		case "$line" in
 		"ok "*) record ok "${line#ok }" ;;
 		"not ok "*) record fail "${line#not ok }" ;;
 		esac
 	done < <(scripts/harness-selftest.sh)
-	log "host: cargo test"
-	(cd userspace && cargo test --release --workspace --no-fail-fast) >"$build/logs/cargo-test.log" 2>&1
-	crc=$?
-	# Test names are prefixed with their crate and target ("lcfs_image/lib: tests::x"). Each test
-	# binary announces "running N tests" and ends with "test result:"; one that aborts (a panic
-	# outside a test, a stack overflow) stops reporting: the difference is a failure of its own.
-	while read -r status name; do
-		case "$status" in
-		ok) record ok "host: $name" ;;
-		fail) record fail "host: $name" ;;
-		short) record fail "host: ${name%% *}: every announced test reported" "${name#* }" ;;
-		esac
-	done < <(awk -f scripts/cargo-results.awk "$build/logs/cargo-test.log")
-	if [ $crc != 0 ] && ! grep -q '^not ok host: ' "$results"; then
-		tail -30 "$build/logs/cargo-test.log" >&2
-		record fail "host: cargo test" "cargo failed without a failing test, see build/logs/cargo-test.log"
-	fi
-	step "host: clippy -D warnings" "$build/logs/clippy.log" make -s clippy
-	step "host: rustfmt" "$build/logs/fmt.log" make -s fmt-check
 fi
-if selected fuzz; then
-	log "host: fuzzing ($fuzz_seconds s per target)"
-	while IFS= read -r line; do
-		case "$line" in
-		"ok "*) record ok "${line#ok }" ;;
-		"not ok "*) record fail "${line#not ok }" ;;
-		esac
-	done < <(scripts/fuzz.sh "$fuzz_seconds" 2>"$build/logs/fuzz.log")
-	grep -q '^ok fuzz: tree' "$results" || grep -q '^not ok fuzz' "$results" || record fail "fuzz: run" "see build/logs/fuzz.log"
+step "build: guest tools (musl)" "$build/logs/guest-tools.log" make -s guest-tools || finish
+# The rest of the host checks (scripts/host-tests.sh) run in the background at nice 10, beside the
+# kernel build and then the guest suites: those are mostly single-threaded, and the cargo builds
+# run on the CPU time they leave. The guest tools are built first: they share cargo's build
+# directory lock with the host job. Its results are counted when the guest suites are done.
+module_done="$build/module.done"
+rm -f "$module_done"
+host_job=""
+if selected host || selected fuzz; then
+	host_env=(HOST_TESTS=0 MODULE_DONE="$module_done")
+	! selected host || host_env[0]=HOST_TESTS=1
+	! selected fuzz || host_env+=(FUZZ_SECONDS="$fuzz_seconds")
+	env "${host_env[@]}" setsid nice -n 10 scripts/host-tests.sh >"$build/host-results.txt" &
+	host_job=$!
 fi
+trap 'for p in $kernel_build $release_build $rootfs_build $host_job; do kill -- -$p 2>/dev/null; done' EXIT
 
 # --- module ----------------------------------------------------------------------------------
 log "build: test kernel (waiting for the background build)"
@@ -211,6 +198,7 @@ if wait $kernel_build; then
 else
 	tail -30 "$build/logs/kernel.log" >&2
 	record fail "build: test kernel" "see build/logs/kernel.log"
+	echo failed >"$module_done"
 	finish
 fi
 if selected fsx-release; then
@@ -230,22 +218,11 @@ if step "build: lcfs.ko" "$build/logs/module.log" make -s module; then
 	else
 		record ok "source: unsafe only in src/vfs"
 	fi
+	echo ok >"$module_done"
 else
+	echo failed >"$module_done"
 	finish
 fi
-# make install, uninstall and the module's install targets into scratch DESTDIRs: host checks, run
-# here because install-module and DKMS need lcfs.ko and the kernel build.
-if selected host; then
-	log "host: make install"
-	while IFS= read -r line; do
-		case "$line" in
-		"ok "*) record ok "${line#ok }" ;;
-		"not ok "*) record fail "${line#not ok }" "see build/logs/install.log" ;;
-		esac
-	done < <(scripts/install-check.sh 2>"$build/logs/install.log")
-fi
-step "build: guest tools (musl)" "$build/logs/guest-tools.log" make -s guest-tools || finish
-
 # --- VM suites -------------------------------------------------------------------------------
 expected_suites=$(grep -rho 'kunit_tests([a-z_0-9]*)' src | sed 's/kunit_tests(\(.*\))/\1/' | sort -u)
 
@@ -344,6 +321,18 @@ if selected fsx-release; then
 		tail -30 "$build/logs/kernel-release.log" >&2
 		record fail "build-release: release kernel" "see build/logs/kernel-release.log"
 	fi
+fi
+if [ -n "$host_job" ]; then
+	log "host: waiting for the host checks (background)"
+	wait $host_job
+	while IFS= read -r line; do
+		case "$line" in
+		"ok "*) record ok "${line#ok }" ;;
+		"not ok "*) name=${line#not ok }; record fail "${name%% # *}" "$(case "$name" in *" # "*) echo "${name#* # }" ;; esac)" ;;
+		esac
+	done <"$build/host-results.txt"
+	grep -q '^ok host: rustfmt\|^not ok host: rustfmt' "$build/host-results.txt" || ! selected host ||
+		record fail "host: checks completed" "scripts/host-tests.sh stopped early, see its output above"
 fi
 trap - EXIT
 
