@@ -15,3 +15,9 @@
 #include <linux/fileattr.h>
 #include "lcfs_helpers.h"
 #include "uapi/linux/lcfs.h"
+
+/* kiocb flags the write path tests itself (their definitions are too involved for bindgen). */
+enum {
+	LCFS_IOCB_APPEND = IOCB_APPEND,
+	LCFS_IOCB_DIRECT = IOCB_DIRECT,
+};

@@ -330,6 +330,13 @@ impl<S: Device> Volume<S> {
         Ok(self.epoch)
     }
 
+    /// The epoch of the in-place cache's answers (see [`super::data::InPlaceCache`]), for a
+    /// caller that keeps a write mapping of its own: it holds while this stays the same. `None`
+    /// when the volume takes no changes (aborted): no mapping kept then holds.
+    pub fn map_epoch(&self) -> Option<u64> {
+        self.epoch().ok()
+    }
+
     fn txn_generation(&self) -> u64 {
         self.sb.generation.saturating_add(1)
     }

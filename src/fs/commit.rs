@@ -4,7 +4,7 @@
 //! (periodically, on `sync` and `fsync`, at unmount), and retrying an operation that found its
 //! space pinned by the transaction.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::prelude::*;
 
@@ -27,6 +27,19 @@ pub(crate) struct VolGuard<'a> {
     // Declared first: dropped (unlocked) before the allocation scope ends.
     guard: kernel::sync::MutexGuard<'a, Vol>,
     _nofs: NoFsScope,
+    /// `MountInfo::map_epoch`, published as the lock is released.
+    map_epoch: &'a AtomicU64,
+}
+
+impl Drop for VolGuard<'_> {
+    fn drop(&mut self) {
+        // Still under the lock (the guard field drops after this). Release: whoever sees the
+        // new epoch sees the changes that moved it; every change that could make a kept write
+        // mapping wrong moved it (`Volume::mutate`) before any folio it maps could be evicted
+        // or shared.
+        let epoch = self.guard.map_epoch().unwrap_or(u64::MAX);
+        self.map_epoch.store(epoch, Ordering::Release);
+    }
 }
 
 impl core::ops::Deref for VolGuard<'_> {
@@ -51,7 +64,11 @@ impl MountInfo {
         while guard.is_committing() {
             self.committed.wait(&mut guard);
         }
-        VolGuard { guard, _nofs: nofs }
+        VolGuard {
+            guard,
+            _nofs: nofs,
+            map_epoch: &self.map_epoch,
+        }
     }
 
     /// Locks the volume to read it, also while a commit's device part runs: lookups, listings,
@@ -62,6 +79,7 @@ impl MountInfo {
         VolGuard {
             guard: self.vol.lock(),
             _nofs: nofs,
+            map_epoch: &self.map_epoch,
         }
     }
 }

@@ -8,6 +8,8 @@
 //! writeback completion turns them into data (see `crate::format::data`). A crash in between
 //! leaves zeros or the old contents, never stale blocks.
 
+use core::sync::atomic::{fence, AtomicU64, Ordering};
+
 use kernel::prelude::*;
 use kernel::sync::aref::ARef;
 
@@ -21,6 +23,7 @@ use crate::vfs::{
 
 use super::commit::{commit, retry_for_space, VolGuard};
 use super::errno::errno;
+use super::layers::Started;
 use super::namespace::sectors;
 use super::time::to_core;
 use super::Lcfs;
@@ -43,20 +46,32 @@ impl DataOperations for Lcfs {
         store_attrs(inode, Some(size))
     }
 
-    fn start_change(inode: &Inode<Self>) -> Result {
-        let renew = super::layers::start_change(inode)?;
+    fn start_change(inode: &Inode<Self>) -> Result<u64> {
+        let started = super::layers::start_change(inode)?;
         super::share::unshare(inode);
-        if let Some(epoch) = renew {
+        if let Started::Locked(Some(epoch)) = started {
             if let Err(e) = renew_data_id(inode, epoch) {
-                super::layers::end_change(inode);
+                super::layers::end_change(inode, started);
                 return Err(e);
             }
         }
-        Ok(())
+        Ok(match started {
+            Started::Quick => CHANGE_QUICK,
+            Started::Locked(_) => CHANGE_LOCKED,
+        })
     }
 
-    fn end_change(inode: &Inode<Self>) {
-        super::layers::end_change(inode)
+    fn end_change(inode: &Inode<Self>, token: u64) {
+        let started = if token == CHANGE_QUICK {
+            Started::Quick
+        } else {
+            Started::Locked(None)
+        };
+        super::layers::end_change(inode, started)
+    }
+
+    fn map_valid(inode: &Inode<Self>, cookie: u64) -> bool {
+        cookie == published_epoch(inode)
     }
 }
 
@@ -136,7 +151,107 @@ fn file_map(fblock: u64, len: u64, kind: MapKind) -> Result<FileMap> {
         offset: bytes(fblock)?,
         length: bytes(len)?,
         kind,
+        cookie: 0,
     })
+}
+
+/// [`DataOperations::start_change`]'s tokens: how the change started.
+const CHANGE_LOCKED: u64 = 0;
+const CHANGE_QUICK: u64 = 1;
+
+/// The volume's map epoch as of the last release of its lock (`MountInfo::map_epoch`).
+fn published_epoch(inode: &Inode<Lcfs>) -> u64 {
+    inode.super_block().info().map_epoch.load(Ordering::Acquire)
+}
+
+/// The last write mapping [`Volume::map_write`] gave for a file, kept with the map epoch it
+/// was given in: a small append or overwrite then finds its block without the volume lock, as
+/// long as nothing in the volume changed since (the in-place cache's own rule: any
+/// `Volume::mutate` moves the epoch, so nothing that moves, shares, stages or converts blocks
+/// leaves a kept mapping standing). Only runs the file alone references are kept (unwritten
+/// blocks of its own and written blocks overwritten in place), never new or staging blocks.
+///
+/// A sequence lock in atomics: writers (a buffered write under `i_rwsem`, a write fault under
+/// the mapping's lock) may race each other, so a writer claims the odd count first and skips
+/// if another holds it; a reader retries never, it takes the locked way instead.
+///
+/// [`Volume::map_write`]: crate::format::volume::Volume
+pub(crate) struct WriteHint {
+    seq: AtomicU64,
+    epoch: AtomicU64,
+    fblock: AtomicU64,
+    /// Blocks in the run, with [`HINT_UNWRITTEN`] for an unwritten one.
+    len: AtomicU64,
+    disk_block: AtomicU64,
+}
+
+/// Set in [`WriteHint::len`] for an unwritten run.
+const HINT_UNWRITTEN: u64 = 1 << 63;
+
+impl WriteHint {
+    pub(crate) const fn new() -> Self {
+        Self {
+            seq: AtomicU64::new(0),
+            epoch: AtomicU64::new(u64::MAX),
+            fblock: AtomicU64::new(0),
+            len: AtomicU64::new(0),
+            disk_block: AtomicU64::new(0),
+        }
+    }
+
+    /// The kept run from `fblock` if it was given in `epoch`: (disk block, blocks left in the
+    /// run, unwritten).
+    fn get(&self, epoch: u64, fblock: u64) -> Option<(u64, u64, bool)> {
+        if epoch == u64::MAX {
+            return None;
+        }
+        let s1 = self.seq.load(Ordering::Acquire);
+        if s1 & 1 != 0 {
+            return None;
+        }
+        let (e, start, len, disk) = (
+            self.epoch.load(Ordering::Relaxed),
+            self.fblock.load(Ordering::Relaxed),
+            self.len.load(Ordering::Relaxed),
+            self.disk_block.load(Ordering::Relaxed),
+        );
+        fence(Ordering::Acquire);
+        if self.seq.load(Ordering::Relaxed) != s1 || e != epoch {
+            return None;
+        }
+        let into = fblock.checked_sub(start)?;
+        let left = (len & !HINT_UNWRITTEN)
+            .checked_sub(into)
+            .filter(|&l| l > 0)?;
+        Some((disk.checked_add(into)?, left, len & HINT_UNWRITTEN != 0))
+    }
+
+    /// Keeps the run `w` given in `epoch`, unless another writer is keeping one now.
+    fn set(&self, epoch: u64, w: &crate::format::data::WriteMap) {
+        let unwritten = match w.kind {
+            WriteKind::Unwritten => HINT_UNWRITTEN,
+            WriteKind::InPlace => 0,
+            _ => return,
+        };
+        if epoch == u64::MAX || w.len == 0 || w.len & HINT_UNWRITTEN != 0 {
+            return;
+        }
+        let s = self.seq.load(Ordering::Relaxed);
+        if s & 1 != 0
+            || self
+                .seq
+                .compare_exchange(s, s.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        fence(Ordering::Release);
+        self.epoch.store(epoch, Ordering::Relaxed);
+        self.fblock.store(w.fblock, Ordering::Relaxed);
+        self.len.store(w.len | unwritten, Ordering::Relaxed);
+        self.disk_block.store(w.disk_block, Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
 }
 
 fn read_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
@@ -187,12 +302,17 @@ fn report_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
 }
 
 fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileMap> {
+    // Read before anything is mapped: a mapping made from what is seen after it holds while
+    // the epoch stays (`map_valid`), and iomap finds it stale if the epoch moved. A mapping
+    // from the volume carries the epoch it was made in instead.
+    let seen = published_epoch(inode);
+    let with_seen = |m: FileMap| FileMap { cookie: seen, ..m };
     let (first, count) = blocks(pos, len)?;
     if purpose == MapFor::Read {
-        return read_map(inode, first, count);
+        return read_map(inode, first, count).map(with_seen);
     }
     if purpose == MapFor::Report {
-        return report_map(inode, first, count);
+        return report_map(inode, first, count).map(with_seen);
     }
     let mut count = count;
     if purpose == MapFor::Unshare {
@@ -200,7 +320,7 @@ fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileM
         // own blocks are left as they are.
         let m = report_map(inode, first, count)?;
         let MapKind::Shared { .. } = m.kind else {
-            return Ok(m);
+            return Ok(with_seen(m));
         };
         count = m.length >> BLOCK_SHIFT;
     }
@@ -208,7 +328,7 @@ fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileM
         // Zeroing leaves holes and unwritten blocks alone; only data needs a writable block.
         let m = read_map(inode, first, count)?;
         if !matches!(m.kind, MapKind::Mapped { .. }) {
-            return Ok(m);
+            return Ok(with_seen(m));
         }
     }
     if inode.super_block().read_only() {
@@ -216,7 +336,18 @@ fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileM
     }
     let info = inode.info();
     let sb = inode.super_block();
-    let w = {
+    if purpose == MapFor::Write {
+        if let Some((disk, left, unwritten)) = info.write_hint.get(seen, first) {
+            let addr = bytes(disk)?;
+            let kind = if unwritten {
+                MapKind::Unwritten { addr }
+            } else {
+                MapKind::Mapped { addr }
+            };
+            return file_map(first, left.min(count), kind).map(with_seen);
+        }
+    }
+    let (w, epoch) = {
         let mut vol = sb.info().lock();
         let w = retry_for_space(sb, &mut vol, |v| {
             v.map_write(info.layer, info.ino, first, count)
@@ -225,7 +356,12 @@ fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileM
         if w.kind == WriteKind::New {
             update_blocks(inode, &mut vol)?;
         }
-        w
+        // What the lock's release publishes: nothing changes the volume before then.
+        let epoch = vol.map_epoch().unwrap_or(u64::MAX);
+        if purpose == MapFor::Write {
+            info.write_hint.set(epoch, &w);
+        }
+        (w, epoch)
     };
     let addr = bytes(w.disk_block)?;
     let kind = match w.kind {
@@ -236,7 +372,9 @@ fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileM
             src: bytes(src_disk_block)?,
         },
     };
-    file_map(w.fblock, w.len, kind)
+    let mut m = file_map(w.fblock, w.len, kind)?;
+    m.cookie = epoch;
+    Ok(m)
 }
 
 fn map_writeback(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result<FileMap> {
@@ -372,4 +510,55 @@ fn clone_range(
     // Part of the range may be shared even when the rest failed.
     update_blocks(dst, &mut vol)?;
     r
+}
+
+#[kunit_tests(lcfs_write_hint)]
+mod tests {
+    use super::*;
+    use crate::format::data::WriteMap;
+
+    fn run(kind: WriteKind) -> WriteMap {
+        WriteMap {
+            fblock: 10,
+            len: 4,
+            disk_block: 100,
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_kept_run_answers_inside_it_in_its_epoch_only() {
+        let h = WriteHint::new();
+        assert_eq!(h.get(7, 10), None);
+        h.set(7, &run(WriteKind::InPlace));
+        assert_eq!(h.get(7, 10), Some((100, 4, false)));
+        assert_eq!(h.get(7, 13), Some((103, 1, false)));
+        assert_eq!(h.get(7, 14), None);
+        assert_eq!(h.get(7, 9), None);
+        assert_eq!(h.get(8, 10), None);
+        assert_eq!(h.get(6, 10), None);
+    }
+
+    #[test]
+    fn unwritten_runs_are_kept_as_unwritten() {
+        let h = WriteHint::new();
+        h.set(3, &run(WriteKind::Unwritten));
+        assert_eq!(h.get(3, 11), Some((101, 3, true)));
+        // A newer run replaces it.
+        h.set(4, &run(WriteKind::InPlace));
+        assert_eq!(h.get(3, 11), None);
+        assert_eq!(h.get(4, 11), Some((101, 3, false)));
+    }
+
+    #[test]
+    fn new_and_staging_blocks_and_dead_volumes_are_not_kept() {
+        let h = WriteHint::new();
+        h.set(5, &run(WriteKind::New));
+        assert_eq!(h.get(5, 10), None);
+        h.set(5, &run(WriteKind::Cow { src_disk_block: 50 }));
+        assert_eq!(h.get(5, 10), None);
+        // `u64::MAX` is the epoch of a volume that takes no changes.
+        h.set(u64::MAX, &run(WriteKind::InPlace));
+        assert_eq!(h.get(u64::MAX, 10), None);
+    }
 }

@@ -9,7 +9,7 @@
 //! (writes, write faults, truncates, `fallocate`) to end, make new ones wait, and write back the
 //! layer's dirty page cache, then change the tree. Other layers' I/O goes on meanwhile.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kernel::prelude::*;
 use kernel::sync::{CondVar, Mutex};
@@ -368,6 +368,24 @@ pub(crate) struct LayerUses {
     /// Signalled when a hold ends and when the last change of a held layer ends.
     #[pin]
     changed: CondVar,
+    /// Data changes in progress that started the quick way, without the lock (see
+    /// [`start_change`]), of every layer.
+    quick: AtomicU64,
+    /// Whether a hold is set (`Uses::held`): no change starts the quick way meanwhile.
+    holding: AtomicBool,
+    /// `Uses::epoch`, for changes that start the quick way. Set under the lock, before
+    /// `holding` is cleared.
+    epoch: AtomicU64,
+}
+
+/// How a data change started (see [`start_change`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Started {
+    /// Counted in its layer's `Uses::changes`; the flush epoch to renew the file's `data_id` in,
+    /// if it needs one.
+    Locked(Option<u64>),
+    /// Counted in `LayerUses::quick`: nothing to list or renew.
+    Quick,
 }
 
 /// The counts behind [`LayerUses`].
@@ -443,7 +461,27 @@ impl LayerUses {
                 epoch: 0,
             }),
             changed <- new_condvar!(),
+            quick: AtomicU64::new(0),
+            holding: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
         })
+    }
+
+    /// A change counted in `quick` is done; wakes a hold waiting for the last one.
+    fn quick_end(&self) {
+        if self.quick.fetch_sub(1, Ordering::SeqCst) == 1 && self.holding.load(Ordering::SeqCst) {
+            // Under the lock: the hold checks `quick` under it before it waits.
+            let _u = self.uses.lock();
+            self.changed.notify_all();
+        }
+    }
+}
+
+impl Uses {
+    /// Moves the flush epoch on, and its copy for the quick way.
+    fn next_epoch(&mut self, uses: &LayerUses) {
+        self.epoch = self.epoch.wrapping_add(1);
+        uses.epoch.store(self.epoch, Ordering::SeqCst);
     }
 }
 
@@ -458,7 +496,9 @@ impl Drop for Hold<'_> {
         u.held = None;
         // Again at the end: a file created while the hold cloned or snapshotted its layer read
         // the epoch after the flush moved it on, and its `data_id` may be in the copy now.
-        u.epoch = u.epoch.wrapping_add(1);
+        u.next_epoch(self.uses);
+        // After the epoch: a change that sees no hold sees the epoch it ended with.
+        self.uses.holding.store(false, Ordering::SeqCst);
         drop(u);
         self.uses.changed.notify_all();
     }
@@ -480,9 +520,14 @@ fn hold(sb: &SuperBlock<Lcfs>, id: u64, exclusive: bool) -> Result<Hold<'_>> {
         layer: id,
         exclusive,
     });
+    // Sequentially consistent with the quick way's count and look: either a change sees the
+    // hold (and takes the locked way, which waits), or the hold sees it counted and waits for
+    // it. Quick changes of other layers are waited for too: each is one call, and no new one
+    // starts while the hold is set.
+    uses.holding.store(true, Ordering::SeqCst);
     // From here on the guard ends the hold on every path.
     let hold = Hold { uses };
-    while u.changes.get(id) > 0 {
+    while u.changes.get(id) > 0 || uses.quick.load(Ordering::SeqCst) > 0 {
         uses.changed.wait(&mut u);
     }
     Ok(hold)
@@ -494,8 +539,9 @@ fn hold(sb: &SuperBlock<Lcfs>, id: u64, exclusive: bool) -> Result<Hold<'_>> {
 fn flush(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     let mut inos = KVec::new();
     let overflowed = {
-        let mut u = sb.info().uses.uses.lock();
-        u.epoch = u.epoch.wrapping_add(1);
+        let uses = &*sb.info().uses;
+        let mut u = uses.uses.lock();
+        u.next_epoch(uses);
         let mut failed = Ok(());
         u.touched.retain(|&mut (l, ino)| {
             if l != id {
@@ -552,12 +598,29 @@ pub(super) fn epoch(sb: &SuperBlock<Lcfs>) -> u64 {
     sb.info().uses.uses.lock().epoch
 }
 
-/// A data change of `inode` starts: waits while its layer is held still. Returns the flush
-/// epoch if the file has not had a `data_id` of its own since the epoch began: a clone or
-/// snapshot may share its current one, which must be renewed before the contents change.
-pub(super) fn start_change(inode: &Inode<Lcfs>) -> Result<Option<u64>> {
+/// A data change of `inode` starts: waits while its layer is held still. Returns how it
+/// started, with the flush epoch if the file has not had a `data_id` of its own since the epoch
+/// began: a clone or snapshot may share its current one, which must be renewed before the
+/// contents change.
+///
+/// The quick way takes no lock: when no hold is set and the file was listed and renewed in this
+/// epoch already (every write after the first of an epoch), there is nothing to list or renew,
+/// and the change is counted in `LayerUses::quick`, which a hold waits for as for its layer's.
+pub(super) fn start_change(inode: &Inode<Lcfs>) -> Result<Started> {
     let layer = inode.info().layer;
     let uses = &*inode.super_block().info().uses;
+    let info = inode.info();
+    uses.quick.fetch_add(1, Ordering::SeqCst);
+    if !uses.holding.load(Ordering::SeqCst) {
+        // No flush moves it before this change ends: a hold that starts now waits for it.
+        let epoch = uses.epoch.load(Ordering::SeqCst);
+        if info.listed.load(Ordering::Relaxed) == epoch
+            && info.renewed.load(Ordering::Relaxed) == epoch
+        {
+            return Ok(Started::Quick);
+        }
+    }
+    uses.quick_end();
     let mut u = uses.uses.lock();
     while u.held.is_some_and(|h| h.layer == layer) {
         uses.changed.wait(&mut u);
@@ -565,7 +628,6 @@ pub(super) fn start_change(inode: &Inode<Lcfs>) -> Result<Option<u64>> {
     u.changes.add(layer)?;
     // Listed, so that a hold's flush finds the folios this change may dirty. Under the uses
     // lock, as the flush drains the list and moves the epoch on.
-    let info = inode.info();
     if info.listed.load(Ordering::Relaxed) != u.epoch {
         let listed =
             u.touched.len() < TOUCHED_MAX && u.touched.push((layer, info.ino), GFP_KERNEL).is_ok();
@@ -580,13 +642,19 @@ pub(super) fn start_change(inode: &Inode<Lcfs>) -> Result<Option<u64>> {
         info.listed.store(u.epoch, Ordering::Relaxed);
     }
     // No hold (so no flush, which moves the epoch) starts before this change ends.
-    Ok((info.renewed.load(Ordering::Relaxed) != u.epoch).then_some(u.epoch))
+    Ok(Started::Locked(
+        (info.renewed.load(Ordering::Relaxed) != u.epoch).then_some(u.epoch),
+    ))
 }
 
-/// The data change [`start_change`] let start is done.
-pub(super) fn end_change(inode: &Inode<Lcfs>) {
+/// The data change [`start_change`] let start (as `started`) is done.
+pub(super) fn end_change(inode: &Inode<Lcfs>, started: Started) {
     let layer = inode.info().layer;
     let uses = &*inode.super_block().info().uses;
+    if started == Started::Quick {
+        uses.quick_end();
+        return;
+    }
     let mut u = uses.uses.lock();
     let left = u.changes.sub(layer);
     let waited_for = left == 0 && u.held.is_some_and(|h| h.layer == layer);

@@ -4,7 +4,7 @@
 //! recovery after a crash, and the [`FileSystem`] operations of the superblock (remount, sync,
 //! statfs, unmount).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use kernel::prelude::*;
 use kernel::sync::{CondVar, Mutex};
@@ -50,6 +50,10 @@ pub(crate) struct MountInfo {
     pub(super) io: BlockDevice,
     /// Signalled when a commit's device part ends (see `commit`).
     pub(super) committed: Pin<KBox<CondVar>>,
+    /// The volume's map epoch as of the last release of the volume lock (`u64::MAX` before the
+    /// first, and while the volume takes no changes): write mappings kept outside the lock
+    /// (`file::WriteHint`) and iomap's validity checks compare theirs with it.
+    pub(super) map_epoch: AtomicU64,
 }
 
 /// Mount options.
@@ -251,6 +255,7 @@ impl FileSystem for Lcfs {
             frozen: KBox::pin_init(FrozenLayers::new(disk.total_blocks)?, GFP_KERNEL)?,
             io: sb.block_device()?,
             committed: KBox::pin_init(new_condvar!("lcfs_committed"), GFP_KERNEL)?,
+            map_epoch: AtomicU64::new(u64::MAX),
         })
     }
 

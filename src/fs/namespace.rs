@@ -96,6 +96,8 @@ pub(crate) struct InodeInfo {
     pub(crate) share_data: core::sync::atomic::AtomicU64,
     /// For a regular file of a frozen layer: its layer's tree, read without the volume lock.
     pub(crate) frozen: Option<super::frozen::FrozenRef>,
+    /// For a regular file: the last write mapping the volume gave, while it holds.
+    pub(crate) write_hint: super::file::WriteHint,
 }
 
 impl InodeInfo {
@@ -109,6 +111,7 @@ impl InodeInfo {
             share: AtomicU64::new(super::share::UNKNOWN),
             share_data: AtomicU64::new(0),
             frozen: None,
+            write_hint: super::file::WriteHint::new(),
         }
     }
 

@@ -68,30 +68,40 @@ pub(crate) trait DataOperations: FileSystem {
     /// it wait here, to hold the file's data still (as a freeze does, for one part of the
     /// filesystem). Called holding the file's `i_rwsem` (writes, size changes, `fallocate`) or
     /// the mapping's `mmap_lock` (write faults), never the `invalidate_lock` or a folio lock.
-    /// Each success is matched by one [`Self::end_change`] once the change is done.
-    fn start_change(_inode: &Inode<Self>) -> Result {
-        Ok(())
+    /// Each success is matched by one [`Self::end_change`] once the change is done, with the
+    /// value it returned.
+    fn start_change(_inode: &Inode<Self>) -> Result<u64> {
+        Ok(0)
     }
 
-    /// The change [`Self::start_change`] let start is done: its folios are dirty or clean.
-    fn end_change(_inode: &Inode<Self>) {}
+    /// The change [`Self::start_change`] let start (returning `token`) is done: its folios are
+    /// dirty or clean.
+    fn end_change(_inode: &Inode<Self>, _token: u64) {}
+
+    /// Whether a mapping [`Self::map`] gave for a write, with [`FileMap::cookie`], still holds.
+    /// iomap asks with the folio it writes into locked (`iomap_valid`): a mapping made before
+    /// writeback completed (an unwritten block since written, whose folio was then evicted)
+    /// would zero data the block holds, so a stale one is mapped again.
+    fn map_valid(_inode: &Inode<Self>, _cookie: u64) -> bool {
+        true
+    }
 }
 
 /// A change to a file's data in progress, between [`DataOperations::start_change`] and
 /// [`DataOperations::end_change`].
-pub(super) struct Change<'a, T: Operations>(&'a Inode<T>);
+pub(super) struct Change<'a, T: Operations>(&'a Inode<T>, u64);
 
 impl<'a, T: Operations> Change<'a, T> {
     /// Starts a change of regular file `inode`, under the locks `start_change` names.
     pub(super) fn start(inode: &'a Inode<T>) -> Result<Self> {
-        T::start_change(inode)?;
-        Ok(Self(inode))
+        let token = T::start_change(inode)?;
+        Ok(Self(inode, token))
     }
 }
 
 impl<T: Operations> Drop for Change<'_, T> {
     fn drop(&mut self) {
-        T::end_change(self.0);
+        T::end_change(self.0, self.1);
     }
 }
 
@@ -206,6 +216,9 @@ pub(crate) struct FileMap {
     pub(crate) length: u64,
     /// What it maps to.
     pub(crate) kind: MapKind,
+    /// For [`DataOperations::map_valid`]: what the filesystem needs to tell whether a write's
+    /// mapping still holds.
+    pub(crate) cookie: u64,
 }
 
 /// Why a range is being mapped.
@@ -251,6 +264,14 @@ impl<T: Operations> Tables<T> {
         iomap_begin: Some(iomap_begin_callback::<T, 3>),
         iomap_end: None,
         iomap_next: None,
+    };
+
+    /// The folio hooks of buffered writes, zeroing and truncation: the validity check only.
+    const FOLIO_OPS: ext::iomap_write_ops = ext::iomap_write_ops {
+        get_folio: None,
+        put_folio: None,
+        iomap_valid: Some(iomap_valid_callback::<T>),
+        read_folio_range: None,
     };
 
     const DIO_OPS: ext::iomap_dio_ops = ext::iomap_dio_ops {
@@ -427,6 +448,7 @@ unsafe fn set_iomap(
     unsafe {
         (*map).offset = offset;
         (*map).length = m.length;
+        (*map).validity_cookie = m.cookie;
         (*map).type_ = kind;
         (*map).flags = flags;
         (*map).addr = addr;
@@ -503,6 +525,22 @@ unsafe extern "C" fn iomap_begin_callback<T: DataOperations, const WRITE: u8>(
         }
         Ok(0)
     })
+}
+
+/// # Safety
+///
+/// Called only by iomap, with arguments that satisfy the C contract of `iomap_valid`.
+unsafe extern "C" fn iomap_valid_callback<T: DataOperations>(
+    inode: *mut bindings::inode,
+    iomap: *const ext::iomap,
+) -> bool {
+    // SAFETY: `iomap_valid`'s contract: `iomap` is the live mapping of the write in progress,
+    // which our `iomap_begin` filled; a plain read.
+    let cookie = unsafe { (*iomap).validity_cookie };
+    // SAFETY: `iomap_valid`'s contract: `inode` is the live inode written to, one of our
+    // regular files (only their write operations carry this hook), referenced by the caller.
+    let file = unsafe { Inode::<T>::from_raw(inode) };
+    T::map_valid(file, cookie)
 }
 
 /// # Safety
@@ -1165,11 +1203,17 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
         // CAST: an errno, in `ssize_t`'s range.
         return e.to_errno() as isize;
     }
+    // SAFETY: `iocb` is live (contract); its flags are set by the caller before the call and
+    // read whole.
+    let iocb_flags = unsafe { (*iocb).ki_flags };
+    // CAST: the flags are non-negative bit masks of an `int` field.
+    let (appending, direct) = (
+        iocb_flags & ext::LCFS_IOCB_APPEND as c_int != 0,
+        iocb_flags & ext::LCFS_IOCB_DIRECT as c_int != 0,
+    );
     let mut ret = {
         // `i_rwsem` is taken here, as for any buffered write, and covers the size update.
         let _lock = inode.lock();
-        // SAFETY: `iocb` is live (contract); a flag read.
-        let appending = unsafe { ext::lcfs_iocb_append(iocb.cast()) };
         // As ext4: no write to an immutable file; an append-only one takes appends only (the VFS
         // opens it for writing only with O_APPEND, but a descriptor opened before `chattr +a`
         // has none). Under `i_rwsem`, which a `chattr` takes too.
@@ -1192,17 +1236,16 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
             // CAST: an errno or zero, in `ssize_t`'s range.
             ret = r as isize;
             if ret == 0 {
-                let old = inode.size();
-                // SAFETY: `iocb` is live (contract); a flag read.
-                let direct = unsafe { ext::lcfs_iocb_direct(iocb.cast()) };
+                // Only a direct write stores the size here (below).
+                let old = if direct { inode.size() } else { 0 };
                 let mut written = 0;
                 if direct {
                     // SAFETY: the live arguments of the call, checked, with `i_rwsem` held.
                     written = unsafe { direct_write::<T>(iocb, from, inode) };
                 }
                 // SAFETY: `from` is live (contract); a plain read.
-                let left = unsafe { ext::lcfs_iov_iter_count(from.cast()) };
-                ret = if written < 0 || (direct && left == 0) {
+                let done = direct && unsafe { ext::lcfs_iov_iter_count(from.cast()) } == 0;
+                ret = if written < 0 || done {
                     written
                 } else {
                     // SAFETY: `iocb` and `from` are the live arguments, checked above, with
@@ -1213,7 +1256,7 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
                             iocb.cast(),
                             from.cast(),
                             &Tables::<T>::WRITE_OPS,
-                            ptr::null(),
+                            &Tables::<T>::FOLIO_OPS,
                             ptr::null_mut(),
                         )
                     };
@@ -1236,8 +1279,8 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
                 };
                 // A buffered write's size reaches the record with its data (`write_done`);
                 // a direct one's data is on the disk already.
-                let new = inode.size();
-                if new > old && direct {
+                let new = if direct { inode.size() } else { 0 };
+                if new > old {
                     if let Err(e) = T::store_size(inode, u64::try_from(new).unwrap_or(0)) {
                         if ret >= 0 {
                             ret = e.to_errno() as isize;
@@ -1564,7 +1607,7 @@ unsafe fn zero_range<T: Operations>(inode: &Inode<T>, from: u64, to: u64) -> Res
             l,
             ptr::null_mut(),
             &Tables::<T>::WRITE_OPS,
-            ptr::null(),
+            &Tables::<T>::FOLIO_OPS,
             ptr::null_mut(),
         )
     })
@@ -1654,7 +1697,7 @@ impl<'a, T: Operations> LockedFile<'a, T> {
                     offset,
                     len,
                     &Tables::<T>::UNSHARE_OPS,
-                    ptr::null(),
+                    &Tables::<T>::FOLIO_OPS,
                 )
             });
         }
@@ -1752,7 +1795,7 @@ impl<'a, T: Operations> Resize<'a, T> {
                     self.new,
                     ptr::null_mut(),
                     &Tables::<T>::WRITE_OPS,
-                    ptr::null(),
+                    &Tables::<T>::FOLIO_OPS,
                     ptr::null_mut(),
                 )
             })?;

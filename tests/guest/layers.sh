@@ -361,6 +361,30 @@ t_snapshot_point_in_time() {
 	while [ $k -le 12 ]; do layer remove pit$k; k=$((k + 1)); done
 }
 
+# Small overwrites of a file's own written blocks go in place, and the file keeps their
+# mapping between calls without the volume lock; a snapshot shares those blocks, so the next
+# overwrite must copy them and the snapshot keep what it holds, in the page cache and on disk.
+t_overwrites_after_snapshot() {
+	layer create ow
+	head -c 65536 /dev/zero | tr '\0' a >$M/ow/f
+	sync
+	# 1,000 writes of 4 bytes into block 0: the first maps it, the rest reuse the mapping.
+	head -c 4000 /dev/zero | tr '\0' b | dd of=$M/ow/f bs=4 conv=notrunc 2>/dev/null
+	layer snapshot ow ow-snap
+	head -c 4000 /dev/zero | tr '\0' c | dd of=$M/ow/f bs=4 conv=notrunc 2>/dev/null
+	{ head -c 4000 /dev/zero | tr '\0' b; head -c 61536 /dev/zero | tr '\0' a; } >/tmp/ow.snap
+	{ head -c 4000 /dev/zero | tr '\0' c; head -c 61536 /dev/zero | tr '\0' a; } >/tmp/ow.live
+	cmp /tmp/ow.snap $M/ow-snap/f || fail "an overwrite after the snapshot changed it (page cache)"
+	cmp /tmp/ow.live $M/ow/f || fail "the overwrites after the snapshot are not in the layer (page cache)"
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	cmp /tmp/ow.snap $M/ow-snap/f || fail "an overwrite after the snapshot changed it (disk)"
+	cmp /tmp/ow.live $M/ow/f || fail "the overwrites after the snapshot are not in the layer (disk)"
+	no_writeback_errors
+	layer remove ow-snap
+	layer remove ow
+}
+
 # Layer changes need write access to the mount, as writes do: a read-only bind mount refuses
 # them, and while the filesystem is frozen (fsfreeze) they wait, writing nothing meanwhile.
 t_write_access() {
@@ -825,5 +849,5 @@ t_final_fsck() {
 
 run_tests \
 	setup create freeze_with_writer frozen_refuses_changes clone_chain cow_isolation own_bytes fsx_on_clone diff \
-	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space fiemap direct_io reflink idmapped_mount abi unprivileged \
+	snapshot_under_writes snapshot_flushes snapshot_flushes_past_the_list hold_spares_other_layers snapshot_point_in_time overwrites_after_snapshot write_access freeze_races_writers remove_races_lookups rename remove_refused remove_returns_space fiemap direct_io reflink idmapped_mount abi unprivileged \
 	persistence final_fsck
