@@ -25,7 +25,8 @@ const NOW: Timespec = Timespec {
     nsec: 0,
 };
 
-/// The populated image: layers `default` (1, frozen), `work` (2, its clone), `scratch` (3).
+/// The populated image: layers `default` (1, frozen), `work` (2, its clone), `scratch` (3), and
+/// the chain `chain1` (4) <- `chain2` (5), both frozen, <- `chain3` (6).
 fn base() -> &'static [u8] {
     static IMG: OnceLock<Vec<u8>> = OnceLock::new();
     IMG.get_or_init(|| lcfs_corrupt::base_image(2048).unwrap())
@@ -399,14 +400,14 @@ fn damaged_newest_commit_goes_back_to_the_one_before() {
             &img,
             Preen::Refuses,
             &want,
-            &format!("went back from generation {} (4 layers)", before + 1),
+            &format!("went back from generation {} (7 layers)", before + 1),
         );
         let (_, out, after) = fsck("-y", &img);
         if what == "new layer" {
             assert!(out.contains("layers lost: \"extra\""), "{out}");
         }
         let (vol, _) = Volume::open(lcfs_corrupt::device(&after)).unwrap();
-        assert_eq!(vol.superblock().layer_count, 3);
+        assert_eq!(vol.superblock().layer_count, 6);
         assert_eq!(vol.superblock().generation, before + 1);
     }
 }
