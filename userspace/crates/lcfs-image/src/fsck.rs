@@ -267,6 +267,12 @@ pub enum OpError {
     /// Neither superblock copy is LCFS.
     #[error("not an LCFS filesystem (no LCFS superblock found)")]
     NotLcfs,
+    /// The device is too small to hold both superblock copies (an image file cut short).
+    #[error(
+        "not an LCFS filesystem: the device holds {0} whole 4 KiB blocks, fewer than the two \
+         superblock copies take"
+    )]
+    TooSmall(u64),
     /// Out of memory or similar.
     #[error("{}", tree_err(*.0))]
     Other(TreeError),
@@ -429,6 +435,9 @@ pub fn check_view<S: volume::Device<Buf = Vec<u8>>>(
 ) -> Result<Report, OpError> {
     let mut report = Report::default();
     let device = store.total_blocks();
+    if device < superblock::SUPERBLOCK_COPIES {
+        return Err(OpError::TooSmall(device));
+    }
     let mut buf = vec![0u8; BLOCK_SIZE as usize];
     let mut copies = Vec::new();
     let mut tails = Vec::new();
