@@ -366,6 +366,28 @@ pub fn check(buf: &[u8], expect: &Expect) -> Result<Header, FormatError> {
     Ok(hdr)
 }
 
+/// The bytes of a node that hold nothing: a leaf's gap between its item headers and its values,
+/// or what follows an internal node's items. Writers keep them zero ([`init`] zeroes the whole
+/// node, [`leaf_remove`] and [`internal_remove`] zero what they free, inserts only write inside
+/// the items), so a node's bytes are a function of its header and items, and no stale bytes of
+/// removed items reach the disk. [`check`] does not read them (a reader has no use for them);
+/// `fsck.lcfs` reports a node where they are not zero. Fails if the header's counts do not fit
+/// the node.
+pub fn unused(buf: &[u8]) -> Result<core::ops::Range<usize>, FormatError> {
+    let buf = node(buf)?;
+    let hdr = header(buf)?;
+    let n = usize::from(hdr.nitems);
+    let (start, end) = if hdr.is_leaf() {
+        (leaf_item_at(n)?, value_start(buf)?)
+    } else {
+        (internal_item_at(n)?, NODE_SIZE)
+    };
+    if start > end || end > NODE_SIZE {
+        return Err(FormatError::BadField("node unused space"));
+    }
+    Ok(start..end)
+}
+
 // ---- item access ------------------------------------------------------------------------------
 
 fn leaf_item_at(i: usize) -> Result<usize, FormatError> {
@@ -860,6 +882,196 @@ mod tests {
         assert_eq!(
             check(&b, &expect(9, Some(1))),
             Err(FormatError::BadField("child pointer"))
+        );
+    }
+
+    /// Non-zero bytes in the unused space of node `b`.
+    fn stale(b: &[u8]) -> usize {
+        let r = unused(b).unwrap();
+        b[r].iter().filter(|&&x| x != 0).count()
+    }
+
+    /// SplitMix64, for a fixed random sequence of changes.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % n
+        }
+    }
+
+    /// Inserts, removals, value changes and moves between two sibling leaves (every key of `a`
+    /// below every key of `b`), with values of bytes that are never zero: after each change the
+    /// space between the item headers and the values is all zero, so nothing of a removed or
+    /// moved item stays in a node, and both leaves hold exactly what a model says.
+    #[test]
+    fn leaf_unused_space_stays_zero_through_every_change() {
+        let mut rng = Rng(0x5eed);
+        let (mut a, mut b) = (leaf(1), leaf(2));
+        let mut model = std::collections::BTreeMap::new();
+        let value = |id: u64, len: usize, salt: u8| -> Vec<u8> {
+            (0..len).map(|i| (id as u8 ^ i as u8 ^ salt) | 1).collect()
+        };
+        for step in 0..20_000u32 {
+            let boundary = leaf_key(&b, 0).map_or(u64::MAX, |k| k.id);
+            match rng.below(8) {
+                0..=2 => {
+                    let id = rng.below(2000);
+                    let len = rng.below(300) as usize;
+                    let buf = if id < boundary { &mut a } else { &mut b };
+                    if let Err(pos) = search(buf, &k(id)).unwrap() {
+                        if leaf_fits(buf, len).unwrap() {
+                            let v = value(id, len, 0);
+                            leaf_insert(buf, pos, &k(id), &v).unwrap();
+                            model.insert(id, v);
+                        }
+                    }
+                }
+                3 | 4 => {
+                    let buf = if rng.below(2) == 0 { &mut a } else { &mut b };
+                    let n = len(buf).unwrap() as u64;
+                    if n > 0 {
+                        let i = rng.below(n) as usize;
+                        model.remove(&leaf_key(buf, i).unwrap().id);
+                        leaf_remove(buf, i).unwrap();
+                    }
+                }
+                5 => {
+                    let buf = if rng.below(2) == 0 { &mut a } else { &mut b };
+                    let n = len(buf).unwrap() as u64;
+                    if n > 0 {
+                        let i = rng.below(n) as usize;
+                        let id = leaf_key(buf, i).unwrap().id;
+                        let v = value(id, leaf_value(buf, i).unwrap().len(), step as u8);
+                        leaf_set_value(buf, i, &v).unwrap();
+                        model.insert(id, v);
+                    }
+                }
+                6 => {
+                    // The largest items of `a` to the front of `b`, while they fit.
+                    let n = len(&a).unwrap();
+                    let from = n.saturating_sub(rng.below(4) as usize);
+                    let need: usize = (from..n)
+                        .map(|i| LEAF_ITEM_SIZE + leaf_value(&a, i).unwrap().len())
+                        .sum();
+                    if need <= leaf_free(&b).unwrap() {
+                        leaf_move_tail(&mut a, from, &mut b).unwrap();
+                    }
+                }
+                _ => {
+                    let count = (rng.below(4) as usize).min(len(&b).unwrap());
+                    let need: usize = (0..count)
+                        .map(|i| LEAF_ITEM_SIZE + leaf_value(&b, i).unwrap().len())
+                        .sum();
+                    if need <= leaf_free(&a).unwrap() {
+                        leaf_move_head(&mut b, count, &mut a).unwrap();
+                    }
+                }
+            }
+            assert_eq!((stale(&a), stale(&b)), (0, 0), "step {step}");
+        }
+        let mut held = Vec::new();
+        for (buf, nr) in [(&mut a, 1), (&mut b, 2)] {
+            seal(buf).unwrap();
+            check(buf, &expect(nr, Some(0))).unwrap();
+            for i in 0..len(buf).unwrap() {
+                held.push((
+                    leaf_key(buf, i).unwrap().id,
+                    leaf_value(buf, i).unwrap().to_vec(),
+                ));
+            }
+        }
+        assert_eq!(held, model.into_iter().collect::<Vec<_>>());
+    }
+
+    /// The same for internal nodes: what follows the items stays zero.
+    #[test]
+    fn internal_unused_space_stays_zero_through_every_change() {
+        let mut rng = Rng(0xfeed);
+        let node = |blocknr| {
+            let mut b = vec![0u8; NODE_SIZE];
+            let hdr = Header {
+                blocknr,
+                generation: 1,
+                fsid: FSID,
+                tree: 1,
+                level: 1,
+                nitems: 0,
+            };
+            init(&mut b, &hdr).unwrap();
+            b
+        };
+        let (mut a, mut b) = (node(1), node(2));
+        for step in 0..20_000u32 {
+            let boundary = internal_key(&b, 0).map_or(u64::MAX, |k| k.id);
+            match rng.below(6) {
+                0..=2 => {
+                    let id = rng.below(2000);
+                    let buf = if id < boundary { &mut a } else { &mut b };
+                    if let Err(pos) = search(buf, &k(id)).unwrap() {
+                        if len(buf).unwrap() < MAX_INTERNAL_ITEMS {
+                            internal_insert(buf, pos, &k(id), u64::MAX - id).unwrap();
+                        }
+                    }
+                }
+                3 => {
+                    let buf = if rng.below(2) == 0 { &mut a } else { &mut b };
+                    let n = len(buf).unwrap() as u64;
+                    if n > 0 {
+                        internal_remove(buf, rng.below(n) as usize).unwrap();
+                    }
+                }
+                4 => {
+                    let n = len(&a).unwrap();
+                    let from = n.saturating_sub(rng.below(8) as usize);
+                    if len(&b).unwrap() + (n - from) <= MAX_INTERNAL_ITEMS {
+                        internal_move_tail(&mut a, from, &mut b).unwrap();
+                    }
+                }
+                _ => {
+                    let count = (rng.below(8) as usize).min(len(&b).unwrap());
+                    if len(&a).unwrap() + count <= MAX_INTERNAL_ITEMS {
+                        internal_move_head(&mut b, count, &mut a).unwrap();
+                    }
+                }
+            }
+            assert_eq!((stale(&a), stale(&b)), (0, 0), "step {step}");
+        }
+    }
+
+    #[test]
+    fn unused_space_of_a_leaf_and_an_internal_node() {
+        let mut b = leaf(5);
+        assert_eq!(unused(&b).unwrap(), HEADER_SIZE..NODE_SIZE);
+        leaf_insert(&mut b, 0, &k(1), b"abc").unwrap();
+        assert_eq!(
+            unused(&b).unwrap(),
+            HEADER_SIZE + LEAF_ITEM_SIZE..NODE_SIZE - 3
+        );
+        // A header whose counts do not fit gives an error, not a panic.
+        put_u16(&mut b, off::VALUE_START, 10).unwrap();
+        assert!(unused(&b).is_err());
+        put_u16(&mut b, off::NITEMS, u16::MAX).unwrap();
+        assert!(unused(&b).is_err());
+        assert!(unused(&b[..100]).is_err());
+        let mut i = vec![0u8; NODE_SIZE];
+        let hdr = Header {
+            blocknr: 9,
+            generation: 1,
+            fsid: FSID,
+            tree: 1,
+            level: 2,
+            nitems: 0,
+        };
+        init(&mut i, &hdr).unwrap();
+        internal_insert(&mut i, 0, &k(1), 7).unwrap();
+        assert_eq!(
+            unused(&i).unwrap(),
+            HEADER_SIZE + INTERNAL_ITEM_SIZE..NODE_SIZE
         );
     }
 

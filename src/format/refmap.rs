@@ -73,6 +73,11 @@ const NODE_SIZE: usize = BLOCK_SIZE as usize;
 const ENTRY_SIZE: usize = 24;
 const _: () = assert!(HEADER_SIZE + LEAF_LEN * 4 <= NODE_SIZE);
 const _: () = assert!(HEADER_SIZE + NODE_LEN * ENTRY_SIZE <= NODE_SIZE);
+// Both bodies fill the block: a map node has no unused bytes, every byte past the header is a
+// count or an entry that [`check`] validates (a tree node's unused space is checked by fsck,
+// see `node::unused`).
+const _: () = assert!(HEADER_SIZE + LEAF_LEN * 4 == NODE_SIZE);
+const _: () = assert!(HEADER_SIZE + NODE_LEN * ENTRY_SIZE == NODE_SIZE);
 
 /// Blocks taken for map-node copies whose counts are not yet recorded (see [`RefMap`]). Each
 /// path copy adds at most `MAX_LEVEL + 1`, and they are recorded before the next path is copied.

@@ -15,8 +15,10 @@ use clap::Parser;
 /// (the safe part, with the superblock copy); directory entries naming a missing inode
 /// (removed), inodes with links but no name (named #INO in the layer's /lost+found, made with
 /// mode 0700) and inodes without links missing from the orphan index (indexed, so the next
-/// read-write mount deletes them). Damage none of these covers (a tree node that does not read,
-/// a record that does not decode, back references that disagree) is not rebuilt: -y goes back
+/// read-write mount deletes them), and bytes after the superblock record of a copy (zeroed:
+/// the repair's commits rewrite both copies). Damage none of these covers (a tree node that
+/// does not read, or holds bytes where it holds nothing, a record that does not decode, back
+/// references that disagree) is not rebuilt: -y goes back
 /// to the previous commit if it checks sound, naming what is lost (generation, layers), and
 /// otherwise leaves the filesystem as it is. A repair is tried in memory and checked first;
 /// only one whose result is clean is written, through the format's own commits, so a crash
@@ -42,7 +44,7 @@ pub(crate) struct Args {
     pub(crate) yes: bool,
 
     /// Preen: repair without asking only what is safe (the map and free count, counters, link
-    /// counts, the superblock copy); any other damage writes nothing and exits 4 ("UNEXPECTED
+    /// counts, the superblock copies); any other damage writes nothing and exits 4 ("UNEXPECTED
     /// INCONSISTENCY; RUN fsck MANUALLY"). Only one of -p, -n and -y may be given.
     #[arg(short = 'p', short_alias = 'a', conflicts_with_all = ["no", "yes"])]
     pub(crate) preen: bool,

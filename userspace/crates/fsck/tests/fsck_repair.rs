@@ -25,7 +25,8 @@ const NOW: Timespec = Timespec {
     nsec: 0,
 };
 
-/// The populated image: layers `default` (1, frozen), `work` (2, its clone), `scratch` (3).
+/// The populated image: layers `default` (1, frozen), `work` (2, its clone), `scratch` (3), and
+/// the chain `chain1` (4) <- `chain2` (5), both frozen, <- `chain3` (6).
 fn base() -> &'static [u8] {
     static IMG: OnceLock<Vec<u8>> = OnceLock::new();
     IMG.get_or_init(|| lcfs_corrupt::base_image(2048).unwrap())
@@ -399,14 +400,14 @@ fn damaged_newest_commit_goes_back_to_the_one_before() {
             &img,
             Preen::Refuses,
             &want,
-            &format!("went back from generation {} (4 layers)", before + 1),
+            &format!("went back from generation {} (7 layers)", before + 1),
         );
         let (_, out, after) = fsck("-y", &img);
         if what == "new layer" {
             assert!(out.contains("layers lost: \"extra\""), "{out}");
         }
         let (vol, _) = Volume::open(lcfs_corrupt::device(&after)).unwrap();
-        assert_eq!(vol.superblock().layer_count, 3);
+        assert_eq!(vol.superblock().layer_count, 6);
         assert_eq!(vol.superblock().generation, before + 1);
     }
 }
@@ -423,4 +424,45 @@ fn damage_no_repair_covers_is_left_as_it_is() {
         assert_eq!(code, 4, "{opt}: {out}");
         assert_eq!(after, img, "{opt} wrote");
     }
+    // Bytes in its unused space, under a valid checksum: damage of the node, which no repair
+    // rewrites.
+    let mut img = base().to_vec();
+    let at = root as usize * BLOCK;
+    let unused = lcfs_format::node::unused(&img[at..at + BLOCK]).unwrap();
+    img[at + unused.start + 3] = 0x5a;
+    lcfs_format::node::seal(&mut img[at..at + BLOCK]).unwrap();
+    for opt in ["-n", "-y", "-p"] {
+        let (code, out, after) = fsck(opt, &img);
+        assert_eq!(code, 4, "{opt}: {out}");
+        assert!(
+            out.contains(&format!("node {root}: 1 non-zero byte in its unused space")),
+            "{opt}: {out}"
+        );
+        assert_eq!(after, img, "{opt} wrote");
+    }
+}
+
+#[test]
+fn bytes_after_a_superblock_record_are_zeroed() {
+    let want = digest(base());
+    let mut img = base().to_vec();
+    img[SUPERBLOCK_SIZE + 7] = 1;
+    img[2 * BLOCK - 1] = 0xff;
+    img[2 * BLOCK - 2] = 0xff;
+    let (code, out, _) = fsck("-n", &img);
+    assert_eq!(code, 4, "{out}");
+    for want in [
+        "superblock copy 0: 1 non-zero byte after the superblock record",
+        "superblock copy 1: 2 non-zero bytes after the superblock record",
+        "fsck.lcfs -y repairs it (so does -p)",
+    ] {
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
+    repairs(
+        "superblock tails",
+        &img,
+        Preen::Repairs,
+        &want,
+        "superblock copy 1: the bytes after the superblock record are zeros again",
+    );
 }

@@ -4,16 +4,22 @@
 //! `default` with a two-level directory, files with data extents, holes, unwritten extents,
 //! hard links, symlinks, device nodes and xattrs (inline and in blocks); a read-write clone
 //! `work` that changed some of it (copy-on-write data, renames, unlinks, an orphan and a
-//! write left staged, as a crash would leave them); and an independent layer `scratch`. Small
-//! enough that the guest walks a mounted mutant in seconds, big enough for two-level trees.
+//! write left staged, as a crash would leave them); an independent layer `scratch`; and a
+//! frozen chain `chain1` <- `chain2` <- `chain3` (two frozen layers, then a read-write one, each
+//! changing what the one before holds: copied and punched data, an unlink, xattrs, a staged
+//! write, a POSIX ACL kept in blocks of its own). Small enough that the guest walks a mounted
+//! mutant in seconds, big enough for two-level trees.
 //!
 //! [`mutants`] derives mutants from it: each replaces 1 to 3 *live* metadata blocks (superblock
 //! copies, tree nodes and map nodes the committed state references, found by their reference
-//! count and magic) with a damaged copy: random bytes, bit flips, interesting values in a field,
-//! zeroed ranges, a whole block zeroed or replaced by another metadata block (a lost or
-//! misdirected write). Most damage is re-sealed with a valid checksum, so it reaches the
-//! structural and record checks behind the checksum. Everything is a function of the seed and
-//! the mutant's number, so mutant `n` is the same whatever the count.
+//! count and magic) with a damaged copy, or swaps two of them (the kinds: [`KINDS`]): random
+//! bytes, bit flips, interesting values in a field or a named superblock field, zeroed ranges,
+//! bytes where a block holds nothing, a whole block zeroed or replaced by another metadata
+//! block (a lost or misdirected write). Most damage is re-sealed with a valid checksum, so it
+//! reaches the structural and record checks behind the checksum. Everything is a function of
+//! the seed and the mutant's number, so mutant `n` is the same whatever the count.
+//! [`truncations`] lists the lengths to cut the image to, for the host tests (the guest's
+//! images are patched in place, never cut).
 //!
 //! [`exercise`] is the guest side: what a mounted mutant is put through.
 
@@ -303,7 +309,58 @@ fn populate(vol: &mut Volume<MemDevice>) -> Result<()> {
         .at("file")?;
     write_blocks(vol, scratch, s, 0, &next_tag(2), true)?;
     vol.commit(later).at("commit")?;
+
+    // A frozen chain: `chain1` (independent), its clone `chain2`, both frozen, and `chain3`, a
+    // read-write clone of `chain2`; each changes what the one before it holds (data shared
+    // down the chain, copied where changed; a hole punched; an ACL kept in blocks of its own).
+    let c1 = vol.create_layer(b"chain1", None, later).at("chain1")?;
+    let cdir = vol.create(c1, ROOT_INO, b"c", &dir, later).at("dir")?;
+    let acl = posix_acl(130);
+    vol.set_xattr(c1, cdir, b"system.posix_acl_default", &acl, later)
+        .at("acl in blocks")?;
+    let mut chain_files = Vec::new();
+    for i in 0..6u64 {
+        let f = vol
+            .create(c1, cdir, format!("f{i}").as_bytes(), &reg, later)
+            .at("file")?;
+        write_blocks(vol, c1, f, 0, &next_tag(3), true)?;
+        chain_files.push(f);
+    }
+    vol.commit(later).at("commit")?;
+    vol.freeze_layer(c1).at("freeze")?;
+    let c2 = vol.create_layer(b"chain2", Some(c1), later).at("chain2")?;
+    write_blocks(vol, c2, chain_files[0], 1, &next_tag(1), true)?;
+    vol.punch_hole(c2, chain_files[1], 1, 1).at("punch")?;
+    vol.unlink(c2, cdir, b"f2", later).at("unlink")?;
+    vol.set_xattr(c2, chain_files[3], b"user.chain", b"2", later)
+        .at("xattr")?;
+    vol.commit(later).at("commit")?;
+    vol.freeze_layer(c2).at("freeze")?;
+    let c3 = vol.create_layer(b"chain3", Some(c2), later).at("chain3")?;
+    write_blocks(vol, c3, chain_files[0], 2, &next_tag(1), true)?;
+    write_blocks(vol, c3, chain_files[4], 0, &next_tag(1), false)?;
+    vol.create(c3, cdir, b"new", &reg, later).at("file")?;
+    vol.commit(later).at("commit")?;
     Ok(())
+}
+
+/// A POSIX ACL (the VFS's xattr encoding) with `named` named users: over about 120, it is kept
+/// in blocks of its own.
+fn posix_acl(named: u32) -> Vec<u8> {
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    let mut entry = |tag: u16, perm: u16, id: u32| {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    };
+    entry(1, 7, u32::MAX);
+    for i in 0..named {
+        entry(2, 5, 2000 + i);
+    }
+    entry(4, 5, u32::MAX);
+    entry(0x10, 7, u32::MAX);
+    entry(0x20, 0, u32::MAX);
+    acl
 }
 
 fn flatten(dev: &MemDevice) -> Vec<u8> {
@@ -507,6 +564,74 @@ fn interesting(rng: &mut Rng, total: u64, own: u64, meta: &[MetaBlock]) -> u64 {
     }
 }
 
+/// The kinds of damage, as the descriptions of mutants name them (`BLOCK:WHAT:KIND(...)`).
+///
+/// - `bytes`, `bits`: 1 to 4 bytes XORed with random values, 1 to 3 bits flipped;
+/// - `field`: 1, 2, 4 or 8 bytes at a random place set to an interesting value (0, 1, all ones,
+///   a block number of the image, ...);
+/// - `sbfield`: a superblock field by name set to an interesting value or one next to its own;
+/// - `zero`: a range of up to 256 bytes zeroed;
+/// - `gap`: bytes that are not zero where the block holds nothing (a tree node's unused space,
+///   the bytes after a superblock record), as a writer leaking stale contents would leave them;
+/// - `copy-of`: another live metadata block's contents (a misdirected write);
+/// - `zero-block`: the block zeroed (a lost write to a discarded block);
+/// - `swap`: two live metadata blocks exchanged (the mutant's only damage).
+///
+/// Every kind but the last three is resealed (its checksum recomputed) three times in five
+/// (`sealed`), so that it reaches the checks behind the checksum, and otherwise left `raw`; `sbfield`
+/// nine times in ten. The image cut short is not a mutant (the guest's images are patched in
+/// place): see [`truncations`].
+pub const KINDS: [&str; 9] = [
+    "bytes",
+    "bits",
+    "field",
+    "sbfield",
+    "zero",
+    "gap",
+    "copy-of",
+    "zero-block",
+    "swap",
+];
+
+/// The superblock's fields: name, offset, width (see `lcfs_format::superblock`).
+const SB_FIELDS: [(&str, usize, usize); 22] = [
+    ("magic", 0, 8),
+    ("version", 12, 4),
+    ("sb_size", 16, 4),
+    ("block_size", 20, 4),
+    ("incompat", 24, 8),
+    ("ro_compat", 32, 8),
+    ("compat", 40, 8),
+    ("uuid", 48, 8),
+    ("generation", 64, 8),
+    ("total_blocks", 72, 8),
+    ("free_blocks", 80, 8),
+    ("commit_time", 96, 8),
+    ("root_mode", 104, 4),
+    ("root_uid", 108, 4),
+    ("label", 128, 8),
+    ("map_root", 192, 8),
+    ("map_level", 200, 4),
+    ("layer_root", 208, 8),
+    ("next_layer_id", 216, 8),
+    ("layer_count", 224, 8),
+    ("reserve_blocks", 232, 8),
+    ("next_data_id", 256, 8),
+];
+
+/// Where block `buf` of kind `kind` holds nothing: a tree node's unused space, the bytes after a
+/// superblock record (map nodes have none).
+fn unused_range(buf: &[u8], kind: Kind) -> Option<(usize, usize)> {
+    match kind {
+        Kind::Superblock => Some((SUPERBLOCK_SIZE, BLOCK)),
+        Kind::Tree { .. } => node::unused(buf)
+            .ok()
+            .filter(|r| !r.is_empty())
+            .map(|r| (r.start, r.end)),
+        Kind::Map { .. } => None,
+    }
+}
+
 /// Damages one block. Returns the new contents and a description.
 fn damage(
     rng: &mut Rng,
@@ -518,10 +643,36 @@ fn damage(
 ) -> (Vec<u8>, String) {
     let mut buf = orig.to_vec();
     let ranges = live_ranges(orig, target.kind);
-    let r = rng.below(100);
+    let mut r = rng.below(100);
+    let unused = unused_range(orig, target.kind);
+    if r >= 90 && unused.is_none() {
+        r = rng.below(90);
+    }
     let mut sealable = true;
+    let mut sealed_odds = (3, 5);
     let mut what = match r {
-        0..=24 => {
+        _ if target.kind == Kind::Superblock && rng.chance(1, 4) => {
+            let (name, at, width) = SB_FIELDS[rng.below(SB_FIELDS.len() as u64) as usize];
+            let mut old = [0u8; 8];
+            old[..width].copy_from_slice(&orig[at..at + width]);
+            let old = u64::from_le_bytes(old);
+            let v = if rng.chance(1, 2) {
+                interesting(rng, total, target.blocknr, meta)
+            } else if rng.chance(1, 2) {
+                old.wrapping_add(rng.range(1, 3))
+            } else {
+                old.wrapping_sub(rng.range(1, 3))
+            };
+            let v = if width == 8 {
+                v
+            } else {
+                v & ((1 << (8 * width)) - 1)
+            };
+            buf[at..at + width].copy_from_slice(&v.to_le_bytes()[..width]);
+            sealed_odds = (9, 10);
+            format!("sbfield({name}={v:#x})")
+        }
+        0..=21 => {
             let n = rng.range(1, 4);
             for _ in 0..n {
                 let at = pick(rng, &ranges);
@@ -529,7 +680,7 @@ fn damage(
             }
             format!("bytes({n})")
         }
-        25..=39 => {
+        22..=35 => {
             let n = rng.range(1, 3);
             for _ in 0..n {
                 let at = pick(rng, &ranges);
@@ -537,7 +688,7 @@ fn damage(
             }
             format!("bits({n})")
         }
-        40..=69 => {
+        36..=61 => {
             let width = [1usize, 2, 4, 8][rng.below(4) as usize];
             let at = pick(rng, &ranges).min(BLOCK - width);
             let v = interesting(rng, total, target.blocknr, meta);
@@ -549,13 +700,13 @@ fn damage(
             buf[at..at + width].copy_from_slice(&v.to_le_bytes()[..width]);
             format!("field(@{at},{width}B={v:#x})")
         }
-        70..=84 => {
+        62..=75 => {
             let at = pick(rng, &ranges);
             let len = (rng.range(1, 256) as usize).min(BLOCK - at);
             buf[at..at + len].fill(0);
             format!("zero(@{at}+{len})")
         }
-        85..=94 => {
+        76..=84 => {
             sealable = false;
             let others: Vec<u64> = meta
                 .iter()
@@ -567,13 +718,31 @@ fn damage(
             buf.copy_from_slice(&base[at..at + BLOCK]);
             format!("copy-of({other})")
         }
-        _ => {
+        85..=89 => {
             sealable = false;
             buf.fill(0);
             "zero-block".to_string()
         }
+        _ => {
+            // A few bytes, or a run of stale data (another block's bytes), where nothing is.
+            let (lo, hi) = unused.unwrap_or((0, BLOCK));
+            let at = rng.range(lo as u64, hi as u64 - 1) as usize;
+            let len = if rng.chance(1, 2) {
+                rng.range(1, 4) as usize
+            } else {
+                rng.range(16, 512) as usize
+            }
+            .min(hi - at);
+            let other = meta[rng.below(meta.len() as u64) as usize].blocknr as usize * BLOCK;
+            for i in 0..len {
+                let b = base[other + at + i];
+                buf[at + i] = if b == 0 { 0xa5 } else { b };
+            }
+            format!("gap(@{at}+{len})")
+        }
     };
-    let sealed = sealable && rng.chance(3, 5) && seal(&mut buf, target.kind);
+    let sealed =
+        sealable && rng.chance(sealed_odds.0, sealed_odds.1) && seal(&mut buf, target.kind);
     // Make sure the block changed (a field may already hold the value, a copy may be of itself).
     let mut tries = 0;
     while buf == orig && tries < 16 {
@@ -598,10 +767,44 @@ fn damage(
     (buf, desc)
 }
 
-/// Mutant `id` of `base` for `seed`: 1 to 3 distinct blocks of `meta` damaged.
+/// Mutant `id` of `base` for `seed`: 1 to 3 distinct blocks of `meta` damaged, or (one in
+/// twelve) two of them swapped.
 pub fn mutant(base: &[u8], meta: &[MetaBlock], seed: u64, id: u32) -> Mutant {
     let mut rng = Rng::new(seed ^ u64::from(id).wrapping_mul(0xd6e8_feb8_6659_fd93));
     let total = (base.len() / BLOCK) as u64;
+    let block = |b: u64| &base[b as usize * BLOCK..(b as usize + 1) * BLOCK];
+    if rng.chance(1, 12) {
+        // Two blocks whose contents differ (every live metadata block names itself, but a
+        // superblock copy may equal the other one).
+        let a = meta[rng.below(meta.len() as u64) as usize];
+        let others: Vec<MetaBlock> = meta
+            .iter()
+            .copied()
+            .filter(|m| block(m.blocknr) != block(a.blocknr))
+            .collect();
+        if let Some(&b) = others.get(rng.below(others.len() as u64) as usize) {
+            return Mutant {
+                id,
+                patches: vec![
+                    Patch {
+                        blocknr: a.blocknr,
+                        data: block(b.blocknr).to_vec(),
+                    },
+                    Patch {
+                        blocknr: b.blocknr,
+                        data: block(a.blocknr).to_vec(),
+                    },
+                ],
+                desc: format!(
+                    "{}:{}<->{}:{}:swap:raw",
+                    a.blocknr,
+                    a.kind.name(),
+                    b.blocknr,
+                    b.kind.name()
+                ),
+            };
+        }
+    }
     let n = rng.range(1, 3.min(meta.len() as u64));
     let mut chosen: Vec<MetaBlock> = Vec::new();
     while (chosen.len() as u64) < n {
@@ -613,8 +816,7 @@ pub fn mutant(base: &[u8], meta: &[MetaBlock], seed: u64, id: u32) -> Mutant {
     let mut patches = Vec::new();
     let mut descs = Vec::new();
     for target in chosen {
-        let at = target.blocknr as usize * BLOCK;
-        let (data, desc) = damage(&mut rng, &base[at..at + BLOCK], target, meta, base, total);
+        let (data, desc) = damage(&mut rng, block(target.blocknr), target, meta, base, total);
         patches.push(Patch {
             blocknr: target.blocknr,
             data,
@@ -626,6 +828,46 @@ pub fn mutant(base: &[u8], meta: &[MetaBlock], seed: u64, id: u32) -> Mutant {
         patches,
         desc: descs.join(" "),
     }
+}
+
+/// The kinds of damage a mutant's description names (see [`KINDS`]).
+pub fn kinds_of(desc: &str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for part in desc.split(' ') {
+        for k in KINDS {
+            let named = part.split(':').any(|f| {
+                f.strip_prefix(k)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('('))
+            });
+            if named && !out.contains(&k) {
+                out.push(k);
+            }
+        }
+    }
+    out
+}
+
+/// Lengths to cut `base` to, with what each leaves: nothing, part of the first superblock
+/// copy, one copy, both copies and nothing else, part of the metadata, all but the last block
+/// of data, all but the last block, and all but one byte. A tool given the image cut short must
+/// say so and not panic; a repair must refuse (nothing can be rebuilt past the end).
+pub fn truncations(base: &[u8]) -> Vec<(usize, &'static str)> {
+    let used = base
+        .chunks(BLOCK)
+        .rposition(|b| b.iter().any(|&x| x != 0))
+        .map_or(0, |last| last + 1);
+    vec![
+        (0, "empty"),
+        (100, "part of superblock copy 0"),
+        (SUPERBLOCK_SIZE, "superblock record 0 alone"),
+        (BLOCK, "superblock copy 0"),
+        (BLOCK + 700, "copy 0 and part of copy 1"),
+        (2 * BLOCK, "both superblock copies"),
+        (used / 2 * BLOCK, "half the blocks in use"),
+        ((used - 1) * BLOCK, "all but the last block in use"),
+        (base.len() - BLOCK, "all but the last block"),
+        (base.len() - 1, "all but the last byte"),
+    ]
 }
 
 /// Mutants `0..count` of `base` for `seed`.

@@ -3,7 +3,12 @@
 
 #![allow(clippy::cast_possible_truncation)] // Block numbers of an 8 MiB image.
 
-use lcfs_corrupt::{base_image, device, fsck_verdict, metadata_blocks, mutant, mutants, BLOCK};
+use lcfs_corrupt::{
+    base_image, device, fsck_verdict, kinds_of, metadata_blocks, mutant, mutants, truncations,
+    BLOCK, KINDS,
+};
+use lcfs_format::node;
+use lcfs_format::superblock::SUPERBLOCK_SIZE;
 use lcfs_format::volume::Volume;
 
 const BLOCKS: u64 = 2048;
@@ -66,4 +71,104 @@ fn mutants_never_panic_fsck_or_open() {
     // Nearly every mutant is damage fsck can see (a few hit an older superblock copy or bytes
     // that do not matter).
     assert!(damaged > all.len() * 3 / 4, "only {damaged} damaged");
+}
+
+#[test]
+fn base_image_has_a_frozen_chain_and_an_acl_in_blocks() {
+    let base = base_image(BLOCKS).unwrap();
+    let (mut vol, _) = Volume::open(device(&base)).unwrap();
+    let mut layers = Vec::new();
+    vol.for_each_layer(&mut |l| {
+        layers.push((
+            String::from_utf8_lossy(l.name()).into_owned(),
+            l.parent,
+            l.is_read_only(),
+        ));
+        true
+    })
+    .unwrap();
+    let names: Vec<&str> = layers.iter().map(|l| l.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["default", "work", "scratch", "chain1", "chain2", "chain3"]
+    );
+    assert_eq!((layers[4].1, layers[4].2), (4, true), "{layers:?}");
+    assert_eq!((layers[5].1, layers[5].2), (5, false), "{layers:?}");
+    let dir = vol
+        .lookup_name(4, lcfs_format::ROOT_INO, b"c")
+        .unwrap()
+        .unwrap()
+        .ino;
+    let n = vol
+        .get_xattr(4, dir, b"system.posix_acl_default", &mut [0u8; 8192])
+        .unwrap();
+    assert!(n > 1024, "an ACL of {n} bytes fits in a leaf item");
+}
+
+#[test]
+fn every_kind_of_damage_is_made_as_described() {
+    let base = base_image(BLOCKS).unwrap();
+    let all = mutants(&base, 1, 300).unwrap();
+    let block = |b: u64| &base[b as usize * BLOCK..(b as usize + 1) * BLOCK];
+    for k in KINDS {
+        let n = all
+            .iter()
+            .filter(|m| kinds_of(&m.desc).contains(&k))
+            .count();
+        assert!(n >= 3, "{k}: {n} of 300 mutants");
+    }
+    for m in &all {
+        let kinds = kinds_of(&m.desc);
+        assert!(!kinds.is_empty(), "mutant {}: {}", m.id, m.desc);
+        if kinds.contains(&"swap") {
+            assert_eq!(kinds, ["swap"], "{}", m.desc);
+            let [a, b] = &m.patches[..] else {
+                panic!("{}", m.desc)
+            };
+            assert_eq!(
+                (&a.data[..], &b.data[..]),
+                (block(b.blocknr), block(a.blocknr))
+            );
+        }
+        if kinds.contains(&"swap") {
+            continue;
+        }
+        // Bytes where a block holds nothing: only there (and in the checksum, if resealed), in
+        // a tree node's unused space or after a superblock record.
+        for (p, part) in m.patches.iter().zip(m.desc.split(' ')) {
+            let Some(g) = part.split(':').find_map(|f| f.strip_prefix("gap(@")) else {
+                continue;
+            };
+            let (at, len) = g.trim_end_matches(')').split_once('+').unwrap();
+            let (at, len): (usize, usize) = (at.parse().unwrap(), len.parse().unwrap());
+            let orig = block(p.blocknr);
+            let free = if p.blocknr < 2 {
+                SUPERBLOCK_SIZE..BLOCK
+            } else {
+                node::unused(orig).unwrap()
+            };
+            assert!(
+                free.contains(&at) && at + len <= free.end,
+                "{part}: outside {free:?}"
+            );
+            let checksum = if p.blocknr < 2 { 8..12 } else { 4..8 };
+            let changed: Vec<usize> = (0..BLOCK).filter(|&i| p.data[i] != orig[i]).collect();
+            assert!(
+                changed
+                    .iter()
+                    .all(|&i| (at..at + len).contains(&i) || checksum.contains(&i)),
+                "{part}: changed {changed:?}"
+            );
+            assert!(!changed.is_empty() || part.contains("+bit"), "{part}");
+        }
+    }
+}
+
+#[test]
+fn truncations_cut_short_at_growing_lengths() {
+    let base = base_image(BLOCKS).unwrap();
+    let t = truncations(&base);
+    assert!(t.len() >= 8);
+    assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{t:?}");
+    assert!(t.last().unwrap().0 < base.len());
 }

@@ -1,19 +1,19 @@
 //! The filesystem checker behind `fsck.lcfs`.
 //!
 //! It checks every invariant the format promises, reading each block once: both superblock
-//! copies (a damaged copy of a commit newer than the one in use is an error, [`Fallback`]);
-//! the reference-count map (node checksums and positions, every summary equal to what is
-//! below it, the free count); the layer tree and every layer tree (node checksums, levels, key
-//! order and bounds, every item decoding); the layer graph (parents exist and are older and
-//! frozen, child counts, names unique, counts in the superblock); each layer's usage counters;
-//! each layer's namespace (entries point at existing inodes of their type, back references match
-//! the entries, link counts match the names, no unnamed inodes but indexed orphans, no items
-//! without an inode; a layer without parent is
+//! copies (a damaged copy of a commit newer than the one in use is an error, [`Fallback`]; a
+//! valid copy's block holds zeros after the record); the reference-count map (node checksums
+//! and positions, every summary equal to what is below it, the free count); the layer tree and
+//! every layer tree (node checksums, levels, key order and bounds, zeros where a node holds
+//! nothing, every item decoding, POSIX ACLs inline or in blocks of their own); the layer graph
+//! (parents exist and are older and frozen, child counts, names unique, counts in the
+//! superblock); each layer's usage counters; each layer's namespace (entries point at existing
+//! inodes of their type, back references match the entries, link counts match the names, no
+//! unnamed inodes but indexed orphans, no items without an inode; a layer without parent is
 //! checked whole, a clone only where its diff against the parent shows changes, so the cost
 //! follows the changes); and finally that every block's reference count equals the references
-//! found (superblock, map
-//! nodes, tree roots, parent nodes, file extents and external xattr values) — so the allocation map is exactly the set of
-//! reachable blocks.
+//! found (superblock, map nodes, tree roots, parent nodes, file extents and external xattr
+//! values) — so the allocation map is exactly the set of reachable blocks.
 //!
 //! Shared subtrees are walked once (a visited set), so the cost is one read per block however
 //! many layers share it, and a damaged image whose nodes point many parents at one subtree
@@ -146,6 +146,12 @@ pub enum Fix {
         /// Inode.
         ino: u64,
     },
+    /// Bytes after the superblock record of a valid copy are not zero: the repair's commits
+    /// rewrite both copies, as every commit writes its copy (zeros after the record).
+    SuperblockTail {
+        /// The copy (0 or 1).
+        slot: u64,
+    },
 }
 
 impl Fix {
@@ -156,6 +162,7 @@ impl Fix {
             self,
             Fix::Fallback
                 | Fix::Map
+                | Fix::SuperblockTail { .. }
                 | Fix::LayerUsage { .. }
                 | Fix::LayerOwn { .. }
                 | Fix::LayerChildren { .. }
@@ -166,7 +173,7 @@ impl Fix {
     /// The layer it changes, if any.
     pub fn layer(&self) -> Option<u64> {
         match *self {
-            Fix::Fallback | Fix::Map => None,
+            Fix::Fallback | Fix::Map | Fix::SuperblockTail { .. } => None,
             Fix::LayerUsage { layer, .. }
             | Fix::LayerOwn { layer, .. }
             | Fix::LayerChildren { layer, .. }
@@ -260,6 +267,12 @@ pub enum OpError {
     /// Neither superblock copy is LCFS.
     #[error("not an LCFS filesystem (no LCFS superblock found)")]
     NotLcfs,
+    /// The device is too small to hold both superblock copies (an image file cut short).
+    #[error(
+        "not an LCFS filesystem: the device holds {0} whole 4 KiB blocks, fewer than the two \
+         superblock copies take"
+    )]
+    TooSmall(u64),
     /// Out of memory or similar.
     #[error("{}", tree_err(*.0))]
     Other(TreeError),
@@ -422,11 +435,18 @@ pub fn check_view<S: volume::Device<Buf = Vec<u8>>>(
 ) -> Result<Report, OpError> {
     let mut report = Report::default();
     let device = store.total_blocks();
+    if device < superblock::SUPERBLOCK_COPIES {
+        return Err(OpError::TooSmall(device));
+    }
     let mut buf = vec![0u8; BLOCK_SIZE as usize];
     let mut copies = Vec::new();
+    let mut tails = Vec::new();
     for slot in 0..superblock::SUPERBLOCK_COPIES {
         store.read(slot, &mut buf).map_err(|_| OpError::Io)?;
         copies.push(Superblock::decode(&buf, device));
+        tails.push(nonzero(
+            buf.get(superblock::SUPERBLOCK_SIZE..).unwrap_or(&[]),
+        ));
     }
     let (c1, c0) = (copies.pop(), copies.pop());
     let (Some(c0), Some(c1)) = (c0, c1) else {
@@ -449,6 +469,28 @@ pub fn check_view<S: volume::Device<Buf = Vec<u8>>>(
     if let Some((slot, e)) = selected.other_error {
         store.read(slot, &mut buf).map_err(|_| OpError::Io)?;
         superblock_damage(&mut report, &selected.sb, slot, &e, &buf);
+    }
+    // A commit writes its copy's whole block, zeros after the record; the checksum covers the
+    // record only, so damage there is seen by this alone. (A copy that is not valid is reported
+    // above, its tail with it.)
+    for (slot, tail) in (0..).zip(&tails) {
+        let valid = selected
+            .other_error
+            .as_ref()
+            .is_none_or(|(s, _)| *s != slot);
+        if let (true, Some((n, first))) = (valid, tail) {
+            report.fixable(
+                Fix::SuperblockTail { slot },
+                format!(
+                    "superblock copy {slot}: {} after the superblock record (bytes {}..{} of \
+                     the block should be zero; the first is at {})",
+                    crate::output::count(*n as u64, "non-zero byte"),
+                    superblock::SUPERBLOCK_SIZE,
+                    BLOCK_SIZE,
+                    superblock::SUPERBLOCK_SIZE + first
+                ),
+            );
+        }
     }
     // Features this code does not know: read-only-compatible ones may change what a check would
     // take for damage (the kernel mounts them read-only only); compatible ones need no care.
@@ -638,6 +680,12 @@ pub fn make_fallback_current<S: volume::Device>(
     Ok(vol)
 }
 
+/// How many bytes of `bytes` are not zero, and where the first is; `None` if all are zero.
+fn nonzero(bytes: &[u8]) -> Option<(usize, usize)> {
+    let first = bytes.iter().position(|&b| b != 0)?;
+    Some((bytes.iter().filter(|&&b| b != 0).count(), first))
+}
+
 fn err(r: &Result<Superblock, FormatError>) -> String {
     match r {
         Ok(_) => "valid".into(),
@@ -805,6 +853,22 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
             return Some(s.clone());
         }
         self.report.stats.tree_nodes += 1;
+        // No writer leaves bytes where a node holds nothing (`node::unused`): bytes there are
+        // under a valid checksum, so a writer put them there (a bug leaking stale contents, or a
+        // forged block). Damage of the node, as non-zero reserved header bytes are; not repaired,
+        // as no damaged node is.
+        if let Ok(r) = node::unused(&buf) {
+            if let Some((n, first)) = nonzero(buf.get(r.clone()).unwrap_or(&[])) {
+                self.report.error(format!(
+                    "{what}: node {block}: {} in its unused space (bytes {}..{} should be zero; the \
+                     first is at {})",
+                    crate::output::count(n as u64, "non-zero byte"),
+                    r.start,
+                    r.end,
+                    r.start + first
+                ));
+            }
+        }
         let hdr = node::header(&buf).ok()?;
         let mut sums = Sums::default();
         let mut ok = true;
@@ -1174,20 +1238,49 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                     return Err("xattr under the wrong hash".into());
                 }
                 // A POSIX ACL the kernel cannot decode fails every permission check of its
-                // inode. (Values kept in blocks of their own, over about 120 entries, are not
-                // read here.)
-                if let records::XattrValue::Inline(v) = x.value {
-                    if records::POSIX_ACL_NAMES.contains(&x.name) {
-                        records::check_posix_acl(v).map_err(e)?;
+                // inode: inline, or in blocks of its own (over about 120 entries).
+                let acl = records::POSIX_ACL_NAMES.contains(&x.name);
+                match x.value {
+                    records::XattrValue::Inline(v) => {
+                        if acl {
+                            records::check_posix_acl(v).map_err(e)?;
+                        }
                     }
-                }
-                if let records::XattrValue::External { extent, .. } = x.value {
-                    self.data(extent.disk_block, u64::from(extent.len));
+                    records::XattrValue::External { extent, len } => {
+                        // The blocks are referenced whatever the value holds.
+                        self.data(extent.disk_block, u64::from(extent.len));
+                        if acl {
+                            let value = self.external_value(&extent, len)?;
+                            records::check_posix_acl(&value).map_err(e)?;
+                        }
+                    }
                 }
                 Ok(Sums::default())
             }
             other => Err(format!("unknown item kind {other}")),
         }
+    }
+
+    /// The value of an xattr kept in blocks of its own (`len` bytes, at most 64 KiB).
+    fn external_value(&mut self, extent: &ExtentRecord, len: u32) -> Result<Vec<u8>, String> {
+        let len = usize::try_from(len).map_err(|_| "xattr value length".to_string())?;
+        let mut value = Vec::with_capacity(len);
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        for b in extent.disk_block..extent.disk_block.saturating_add(u64::from(extent.len)) {
+            if value.len() >= len {
+                break;
+            }
+            self.vol
+                .store()
+                .read(b, &mut buf)
+                .map_err(|e| format!("value block {b}: {}", tree_err(e)))?;
+            let n = (len - value.len()).min(buf.len());
+            value.extend_from_slice(&buf[..n]);
+        }
+        if value.len() != len {
+            return Err(format!("value of {len} bytes in {} blocks", extent.len));
+        }
+        Ok(value)
     }
 
     fn data(&mut self, start: u64, len: u64) {

@@ -19,6 +19,8 @@
 //!   when missing); inodes without links or names missing from the orphan index: indexed, as
 //!   the orphans they are (the next read-write mount deletes them);
 //! * a damaged newest superblock copy ([`Fix::Fallback`]): the state in use committed again;
+//! * bytes after a superblock record ([`Fix::SuperblockTail`]): zeroed by the repair's two
+//!   commits, which rewrite both copies' blocks (as every commit writes its copy's block whole);
 //! * with `-y`, damage none of these covers, when the commit before the newest checks clean
 //!   (or has only such damage): the filesystem goes back to that commit, and what the newest
 //!   changed is lost (reported).
@@ -338,6 +340,10 @@ pub fn describe(f: &Fix) -> String {
             "layer {layer}: inode {ino}, without links, goes into the orphan index (deleted at \
              the next read-write mount)"
         ),
+        Fix::SuperblockTail { slot } => format!(
+            "superblock copy {slot}: zero the bytes after the superblock record (the repair's \
+             commits rewrite both copies)"
+        ),
     }
 }
 
@@ -545,10 +551,24 @@ fn apply<S: volume::Device<Buf = Vec<u8>>>(
     for l in thawed {
         vol.freeze_layer(l).map_err(t("freeze"))?;
     }
+    // A commit writes its superblock copy's whole block (zeros after the record), so the two
+    // commits below clear both tails.
+    let tails = fixes
+        .iter()
+        .filter(|f| matches!(f, Fix::SuperblockTail { .. }))
+        .count();
+    for f in fixes {
+        if let Fix::SuperblockTail { slot } = *f {
+            actions.push(format!(
+                "repaired: superblock copy {slot}: the bytes after the superblock record are \
+                 zeros again"
+            ));
+        }
+    }
     vol.recommit(now).map_err(t("commit"))?;
     let generation = vol.superblock().generation;
     let only_copy = fixes.iter().all(|f| *f == Fix::Fallback);
-    if base == Base::Current && !only_copy {
+    if (base == Base::Current && !only_copy) || tails > 0 {
         // Both copies hold the repaired state, so a torn write of the next commit falls back
         // to it rather than to the damage.
         vol.recommit(now).map_err(t("second commit"))?;

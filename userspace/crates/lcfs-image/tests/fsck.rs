@@ -425,3 +425,212 @@ fn posix_acl_the_kernel_cannot_decode_is_found() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("POSIX ACL"), "{e:?}");
 }
+
+/// Bytes where a node holds nothing (between a leaf's item headers and its values, after an
+/// internal node's items), under a valid checksum: no writer leaves any, so they are damage of
+/// the node, reported as such (no repair rewrites a damaged node). Every byte of the space is
+/// looked at.
+#[test]
+fn nonzero_bytes_in_the_unused_space_of_a_node_are_found() {
+    let dev = sample();
+    let root = open(&dev).layer(1).unwrap().root;
+    let mut leaf = root;
+    while node::header(&dev.blocks[&leaf]).unwrap().level > 0 {
+        leaf = node::internal_child(&dev.blocks[&leaf], 0).unwrap();
+    }
+    for block in [root, leaf] {
+        let r = node::unused(&dev.blocks[&block]).unwrap();
+        assert!(r.len() > 100, "node {block}: {r:?}");
+        for at in [r.start, r.start + r.len() / 2, r.end - 1] {
+            let mut bad = dev.clone();
+            edit(&mut bad, block, |b| b[at] = 0x42);
+            let r = fsck::check(bad, &mut |_, _, _| {}).unwrap();
+            assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+            let e = &r.errors[0];
+            assert!(
+                e.contains(&format!(
+                    "node {block}: 1 non-zero byte in its unused space"
+                )) && e.contains(&format!("the first is at {at}")),
+                "{e}"
+            );
+            assert!(!r.repairable(), "{e}");
+        }
+    }
+    // The bytes right beside it are the items' own: no such error for them.
+    let r = node::unused(&dev.blocks[&leaf]).unwrap();
+    let mut bad = dev.clone();
+    edit(&mut bad, leaf, |b| b[r.end] ^= 0x42);
+    assert!(errors(bad).iter().all(|e| !e.contains("unused space")));
+}
+
+/// Bytes after the superblock record, which its checksum does not cover: every commit writes
+/// zeros there, so anything else is damage; the repair's commits (two, so both copies) clear it,
+/// and preening may (nothing changes but the copies).
+#[test]
+fn nonzero_bytes_after_a_superblock_record_are_found_and_repaired() {
+    use lcfs_format::superblock::SUPERBLOCK_SIZE;
+    use lcfs_image::repair::{self, Mode, Outcome};
+    for (mode, slots) in [
+        (Mode::Preen, &[0u64][..]),
+        (Mode::Yes, &[1][..]),
+        (Mode::Yes, &[0, 1][..]),
+    ] {
+        let mut dev = sample();
+        for &slot in slots {
+            let b = dev.blocks.get_mut(&slot).unwrap();
+            b[SUPERBLOCK_SIZE + slot as usize * 1000] = 7;
+            b[4095] = 1;
+        }
+        let r = fsck::check(dev.clone(), &mut |_, _, _| {}).unwrap();
+        assert_eq!(r.errors.len(), slots.len(), "{:?}", r.errors);
+        for (&slot, e) in slots.iter().zip(&r.errors) {
+            assert!(
+                e.contains(&format!(
+                    "superblock copy {slot}: 2 non-zero bytes after the superblock record"
+                )),
+                "{e}"
+            );
+        }
+        assert!(r.repairable() && r.fixes.iter().all(|f| f.is_safe()));
+        let out = repair::repair(&mut dev, &r, mode, NOW).unwrap();
+        let Outcome::Repaired { actions, after } = out else {
+            panic!("{slots:?}: {out:?}");
+        };
+        assert!(after.is_clean(), "{:?}", after.errors);
+        assert!(
+            actions
+                .iter()
+                .any(|a| a.contains("bytes after the superblock record are zeros again")),
+            "{actions:?}"
+        );
+        for slot in 0..2 {
+            assert!(dev.blocks[&slot][SUPERBLOCK_SIZE..].iter().all(|&b| b == 0));
+        }
+        let again = fsck::check(dev.clone(), &mut |_, _, _| {}).unwrap();
+        assert!(again.is_clean(), "{:?}", again.errors);
+        assert!(matches!(
+            repair::repair(&mut dev, &again, Mode::Yes, NOW).unwrap(),
+            Outcome::Clean
+        ));
+    }
+    // A copy that is not valid anyway: its damage is the one error, its tail not reported apart.
+    let mut dev = sample();
+    let b = dev.blocks.get_mut(&0).unwrap();
+    b[100] ^= 1;
+    b[SUPERBLOCK_SIZE] = 1;
+    let e = errors(dev);
+    assert!(
+        e.iter().all(|e| !e.contains("after the superblock record")),
+        "{e:?}"
+    );
+}
+
+/// Going back to the commit before a damaged newest one also clears the tail of the copy it
+/// goes back to: that copy is rewritten too (a second commit).
+#[test]
+fn going_back_a_commit_clears_the_tail_of_the_copy_it_goes_back_to() {
+    use lcfs_format::superblock::SUPERBLOCK_SIZE;
+    use lcfs_image::repair::{self, Mode, Outcome};
+    let (mut dev, before, after) = with_last_commit();
+    // The newest layer tree root (only the newest commit uses it) damaged: no repair but going
+    // back covers it.
+    let root = open(&dev).superblock().layer_root;
+    dev.blocks.get_mut(&root).unwrap()[200] ^= 1;
+    dev.blocks.get_mut(&(before % 2)).unwrap()[SUPERBLOCK_SIZE + 10] = 9;
+    let r = fsck::check(dev.clone(), &mut |_, _, _| {}).unwrap();
+    assert!(!r.repairable(), "{:?}", r.errors);
+    let out = repair::repair(&mut dev, &r, Mode::Yes, NOW).unwrap();
+    let Outcome::Repaired { actions, after: a } = out else {
+        panic!("{out:?}");
+    };
+    assert!(a.is_clean(), "{:?}", a.errors);
+    assert!(
+        actions[0].contains(&format!("went back from generation {after}")),
+        "{actions:?}"
+    );
+    for slot in 0..2 {
+        assert!(
+            dev.blocks[&slot][SUPERBLOCK_SIZE..].iter().all(|&b| b == 0),
+            "copy {slot}: {actions:?}"
+        );
+    }
+    assert!(fsck::check(dev, &mut |_, _, _| {}).unwrap().is_clean());
+}
+
+/// A POSIX ACL too big for a leaf item (over about 120 entries) lives in blocks of its own: it is
+/// read and checked as an inline one is.
+#[test]
+fn posix_acl_in_blocks_of_its_own_is_checked_too() {
+    use lcfs_format::namespace::NewInode;
+    use lcfs_format::records::{mode, XattrRecord, XattrValue};
+    use lcfs_format::ROOT_INO;
+    let total = 2000;
+    let sb = Superblock::new(total, [8; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(total), sb, Some(b"base"), NOW).unwrap();
+    let dir = NewInode {
+        mode: mode::S_IFDIR | 0o750,
+        ..NewInode::default()
+    };
+    let d = vol.create(1, ROOT_INO, b"d", &dir, NOW).unwrap();
+    // user::rwx, 600 named users (some 4.8 KB: two blocks), group::r-x, mask::rwx, other::---
+    let entry = |tag: u16, perm: u16, id: u32| {
+        let mut e = tag.to_le_bytes().to_vec();
+        e.extend_from_slice(&perm.to_le_bytes());
+        e.extend_from_slice(&id.to_le_bytes());
+        e
+    };
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    acl.extend(entry(1, 7, u32::MAX));
+    for id in 0..600 {
+        acl.extend(entry(2, 5, 1000 + id));
+    }
+    acl.extend(entry(4, 5, u32::MAX));
+    acl.extend(entry(0x10, 7, u32::MAX));
+    acl.extend(entry(0x20, 0, u32::MAX));
+    let name = b"system.posix_acl_default";
+    vol.set_xattr(1, d, name, &acl, NOW).unwrap();
+    vol.commit(NOW).unwrap();
+    // Stored in blocks indeed.
+    let mut external = None;
+    let mut from = Key::new(d, kind::XATTR, 0);
+    while let Some((k, x)) = vol
+        .next(1, &from, |k, v| {
+            let x = XattrRecord::decode(v, total)
+                .ok()
+                .and_then(|x| match x.value {
+                    XattrValue::External { extent, len } if x.name == name => Some((extent, len)),
+                    _ => None,
+                });
+            (*k, x)
+        })
+        .unwrap()
+    {
+        if k.id != d {
+            break;
+        }
+        external = external.or(x);
+        from = Key::new(k.id, k.kind, k.offset + 1);
+    }
+    let (extent, len) = external.expect("the ACL is kept in blocks of its own");
+    assert_eq!((extent.len, len as usize), (2, acl.len()));
+    let dev = vol.into_store();
+    assert_eq!(errors(dev.clone()), Vec::<String>::new());
+    // A named user without an id, in the second block: the kernel's decoding refuses it.
+    for at in [4 + 8 + 8 * 550 + 4, 4 + 8 + 4] {
+        let mut bad = dev.clone();
+        let (b, o) = (extent.disk_block + at as u64 / 4096, at % 4096);
+        bad.blocks.get_mut(&b).unwrap()[o..o + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let e = errors(bad);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains(&format!("item ({d} XATTR ")) && e[0].contains("POSIX ACL"),
+            "{e:?}"
+        );
+    }
+    // Another attribute's value in blocks is not an ACL: anything goes.
+    let mut vol = open(&dev);
+    vol.set_xattr(1, d, b"user.big", &vec![0xff; 5000], NOW)
+        .unwrap();
+    vol.commit(NOW).unwrap();
+    assert_eq!(errors(vol.into_store()), Vec::<String>::new());
+}
