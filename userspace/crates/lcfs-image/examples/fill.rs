@@ -35,25 +35,29 @@ fn main() -> Result<(), String> {
     let want = free / 100 * percent.min(99);
     let per_file = want / files.max(1);
     // Steps small enough for one transaction each.
-    let step = 1u64 << 20;
+    let step = 1u64 << 24;
+    let file = NewInode {
+        mode: mode::S_IFREG | 0o644,
+        ..NewInode::default()
+    };
+    let mut inodes = Vec::new();
     for f in 0..files {
-        let name = format!("fill{f}");
-        let file = NewInode {
-            mode: mode::S_IFREG | 0o644,
-            ..NewInode::default()
-        };
         let ino = vol
-            .create(layer, ROOT_INO, name.as_bytes(), &file, now)
+            .create(layer, ROOT_INO, format!("fill{f}").as_bytes(), &file, now)
             .map_err(|e| format!("create: {e}"))?;
+        inodes.push(ino);
+    }
+    vol.commit(now).map_err(|e| format!("commit: {e}"))?;
+    for (f, ino) in inodes.into_iter().enumerate() {
         let mut done = 0;
         while done < per_file {
             let len = step.min(per_file - done);
             vol.allocate(layer, ino, done, len)
-                .map_err(|e| format!("allocate: {e}"))?;
+                .map_err(|e| format!("fill{f}: allocate: {e}"))?;
             done += len;
             vol.commit(now).map_err(|e| format!("commit: {e}"))?;
         }
-        eprintln!("{name}: {per_file} blocks");
+        eprintln!("fill{f}: {per_file} blocks");
     }
     vol.commit(now).map_err(|e| format!("commit: {e}"))?;
     Ok(())
