@@ -1,6 +1,7 @@
 //! The filesystem checker behind `fsck.lcfs`.
 //!
-//! It checks every invariant the format promises, reading each block once: both superblock
+//! It checks every invariant the format promises, reading each block once (a map leaf whose
+//! counts are not all equal twice, see below): both superblock
 //! copies (a damaged copy of a commit newer than the one in use is an error, [`Fallback`]);
 //! the reference-count map (node checksums and positions, every summary equal to what is
 //! below it, the free count); the layer tree and every layer tree (node checksums, levels, key
@@ -16,8 +17,11 @@
 //! reachable blocks.
 //!
 //! Its memory follows the metadata, not the device's size: the references found are kept as
-//! runs of blocks (see [`crate::refcounts`]), and the map's leaves are compared with them in
-//! block order, one leaf at a time.
+//! runs of blocks (see [`crate::refcounts`]), and each map leaf is kept as its location and, when
+//! its counts are all equal (a full or an empty leaf), that count; the counts are then compared in
+//! block order, reading the other leaves again one at a time. Ranges of the map that are not
+//! materialised (an interior entry without a child: all free, which the entry's summary must say)
+//! are not read at all, so an empty device costs next to nothing whatever its size.
 //!
 //! Shared subtrees are walked once (a visited set), so the cost is one read per block however
 //! many layers share it, and a damaged image whose nodes point many parents at one subtree
