@@ -114,7 +114,9 @@ impl Counts {
     /// counts; `None` if they are not.
     pub fn new(runs: Vec<CountRun>) -> Option<Self> {
         let ordered = runs.iter().all(|r| r.start < r.end && r.count != 0)
-            && runs.windows(2).all(|w| w[0].end <= w[1].start);
+            && runs
+                .windows(2)
+                .all(|w| matches!(w, [a, b] if a.end <= b.start));
         ordered.then_some(Self { runs })
     }
 

@@ -819,24 +819,7 @@ fn rebuild_map<S: BlockStore<Buf = Vec<u8>>>(
         for &first in firsts {
             let block = placed(l, first).ok_or("no block for a node of the new map")?;
             refmap::init(&mut buf, block, generation, sb.fsid(), l, first, total).map_err(e)?;
-            if l == 0 {
-                let end = first.saturating_add(LEAF_ENTRIES).min(total);
-                for (run, c) in cur.pieces(first..end) {
-                    if c == 0 {
-                        continue;
-                    }
-                    for b in run {
-                        let at = b
-                            .checked_sub(first)
-                            .and_then(|i| usize::try_from(i).ok())
-                            .and_then(|i| i.checked_mul(4))
-                            .and_then(|i| i.checked_add(HEADER_SIZE))
-                            .ok_or("leaf entry")?;
-                        put_u32(&mut buf, at, c).map_err(e)?;
-                    }
-                }
-            } else {
-                let below = l - 1;
+            if let Some(below) = l.checked_sub(1) {
                 let cov = coverage(below).get();
                 for i in 0..NODE_ENTRIES {
                     let Some(cf) = i.checked_mul(cov).and_then(|o| first.checked_add(o)) else {
@@ -856,6 +839,22 @@ fn rebuild_map<S: BlockStore<Buf = Vec<u8>>>(
                         put_u64(&mut buf, at, child).map_err(e)?;
                         put_u64(&mut buf, at.saturating_add(8), free).map_err(e)?;
                         put_u64(&mut buf, at.saturating_add(16), 0).map_err(e)?;
+                    }
+                }
+            } else {
+                let end = first.saturating_add(LEAF_ENTRIES).min(total);
+                for (run, c) in cur.pieces(first..end) {
+                    if c == 0 {
+                        continue;
+                    }
+                    for b in run {
+                        let at = b
+                            .checked_sub(first)
+                            .and_then(|i| usize::try_from(i).ok())
+                            .and_then(|i| i.checked_mul(4))
+                            .and_then(|i| i.checked_add(HEADER_SIZE))
+                            .ok_or("leaf entry")?;
+                        put_u32(&mut buf, at, c).map_err(e)?;
                     }
                 }
             }
