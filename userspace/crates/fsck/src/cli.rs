@@ -24,6 +24,9 @@ use clap::Parser;
 /// only one whose result is clean is written, through the format's own commits, so a crash
 /// leaves the old state or the new one. Anything else writes nothing.
 ///
+/// Memory follows the metadata (the trees, the reference-count map's nodes, the extents), not
+/// the device's size: an empty or lightly used device of many TiB checks in a few MiB.
+///
 /// Exit status: 0 no errors, 1 errors corrected, 4 errors left uncorrected, 8 operational error
 /// (the device could not be read or written, or holds no LCFS filesystem), 16 usage error.
 #[derive(Parser, Debug)]

@@ -1,25 +1,35 @@
 //! The filesystem checker behind `fsck.lcfs`.
 //!
-//! It checks every invariant the format promises, reading each block once: both superblock
-//! copies (a damaged copy of a commit newer than the one in use is an error, [`Fallback`]; a
-//! valid copy's block holds zeros after the record); the reference-count map (node checksums
-//! and positions, every summary equal to what is below it, the free count); the layer tree and
-//! every layer tree (node checksums, levels, key order and bounds, zeros where a node holds
-//! nothing, every item decoding, POSIX ACLs inline or in blocks of their own); the layer graph
-//! (parents exist and are older and frozen, child counts, names unique, counts in the
-//! superblock); each layer's usage counters; each layer's namespace (entries point at existing
-//! inodes of their type, back references match the entries, link counts match the names, no
-//! unnamed inodes but indexed orphans, no items without an inode; a layer without parent is
+//! It checks every invariant the format promises, reading each block once (a map leaf whose
+//! counts are not all equal twice, see below): both superblock copies (a damaged copy of a
+//! commit newer than the one in use is an error, [`Fallback`]; a valid copy's block holds zeros
+//! after the record); the reference-count map (node checksums and positions, every summary
+//! equal to what is below it, the free count); the layer tree and every layer tree (node
+//! checksums, levels, key order and bounds, zeros where a node holds nothing, every item
+//! decoding, POSIX ACLs inline or in blocks of their own); the layer graph (parents exist and
+//! are older and frozen, child counts, names unique, counts in the superblock); each layer's
+//! usage counters; each layer's namespace (entries point at existing inodes of their type, back
+//! references match the entries, link counts match the names, no unnamed inodes but indexed
+//! orphans, no items without an inode; a layer without parent is
 //! checked whole, a clone only where its diff against the parent shows changes, so the cost
 //! follows the changes); and finally that every block's reference count equals the references
 //! found (superblock, map nodes, tree roots, parent nodes, file extents and external xattr
 //! values) — so the allocation map is exactly the set of reachable blocks.
 //!
+//! Its memory follows the metadata, not the device's size: the references found are kept as
+//! runs of blocks (see [`crate::refcounts`]), and each map leaf is kept as its location and, when
+//! its counts are all equal (a full or an empty leaf), that count; the counts are then compared in
+//! block order, reading the other leaves again one at a time. Ranges of the map that are not
+//! materialised (an interior entry without a child: all free, which the entry's summary must say)
+//! are not read at all, so an empty device costs next to nothing whatever its size.
+//!
 //! Shared subtrees are walked once (a visited set), so the cost is one read per block however
 //! many layers share it, and a damaged image whose nodes point many parents at one subtree
 //! cannot make it exponential.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 use lcfs_format::data::MAX_FILE_BLOCKS;
 use lcfs_format::namespace;
@@ -34,6 +44,7 @@ use lcfs_format::tree::Error as TreeError;
 use lcfs_format::volume::{self, tree_kind, Volume};
 use lcfs_format::{FormatError, BLOCK_SIZE};
 
+use crate::refcounts::{Counts, Cursor, Refs};
 use crate::store::SbView;
 use lcfs_format::tree::BlockStore;
 
@@ -189,13 +200,47 @@ impl Fix {
 #[derive(Clone, Debug, Default)]
 pub struct MapFacts {
     /// References found to each block (fixed blocks, map nodes, tree nodes, data).
-    pub expected: Vec<u32>,
-    /// Counts the map records, where a leaf was read.
-    pub found: Vec<u32>,
-    /// First block of each map leaf read.
-    pub leaves: Vec<u64>,
+    pub expected: Counts,
+    /// The map leaves read, in block order.
+    pub leaves: Vec<MapLeaf>,
     /// The map's nodes.
     pub map_nodes: Vec<u64>,
+}
+
+/// A leaf of the map as a check read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapLeaf {
+    /// First block it counts.
+    pub first: u64,
+    /// Where it is.
+    pub block: u64,
+    /// The count of each block it holds (of the filesystem's), when they are all equal: a full
+    /// or an empty leaf, most of them, need not be read again. `None`: see [`read_leaf`].
+    pub uniform: Option<u32>,
+}
+
+/// Reads map leaf `leaf` of the filesystem of `sb` again, validated as the check's walk
+/// validated it.
+pub fn read_leaf<S: BlockStore<Buf = Vec<u8>>>(
+    store: &mut S,
+    sb: &Superblock,
+    leaf: &MapLeaf,
+) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    let what = |e: String| format!("map leaf {}: {e}", leaf.block);
+    store
+        .read(leaf.block, &mut buf)
+        .map_err(|e| what(tree_err(e)))?;
+    let expect = refmap::MapExpect {
+        blocknr: leaf.block,
+        fsid: sb.fsid(),
+        level: 0,
+        first: leaf.first,
+        txn_generation: sb.generation.saturating_add(1),
+        total_blocks: sb.total_blocks,
+    };
+    refmap::check(&buf, &expect).map_err(|e| what(e.to_string()))?;
+    Ok(buf)
 }
 
 /// What a check found.
@@ -211,7 +256,8 @@ pub struct Report {
     pub fallback: Option<Fallback>,
     /// Counters.
     pub stats: Stats,
-    /// The repairs the errors call for, one per error that has one.
+    /// The repairs the errors call for, one per error that has one (a run of blocks' errors
+    /// past the listed ones adds its one fix once).
     #[serde(skip)]
     pub fixes: Vec<Fix>,
     /// Errors no repair handles.
@@ -247,6 +293,29 @@ impl Report {
     fn fixable(&mut self, fix: Fix, msg: String) {
         self.fixes.push(fix);
         self.message(msg);
+    }
+
+    /// One error per block of `blocks`, `msg(block)`, repaired by `fix` if any. The errors
+    /// past the listed ones are only counted, at once: a long run of damaged blocks costs
+    /// neither time nor memory per block.
+    fn block_errors(&mut self, blocks: Range<u64>, fix: Option<Fix>, msg: impl Fn(u64) -> String) {
+        let mut b = blocks.start;
+        while b < blocks.end && self.errors.len() < MAX_MESSAGES {
+            match &fix {
+                Some(f) => self.fixable(f.clone(), msg(b)),
+                None => self.error(msg(b)),
+            }
+            b = b.saturating_add(1);
+        }
+        let rest = blocks.end.saturating_sub(b);
+        if rest == 0 {
+            return;
+        }
+        self.more_errors = self.more_errors.saturating_add(rest);
+        match fix {
+            Some(f) => self.fixes.push(f),
+            None => self.unrepairable = self.unrepairable.saturating_add(rest),
+        }
     }
 
     fn message(&mut self, msg: String) {
@@ -339,14 +408,11 @@ struct Checker<'a, S: volume::Device<Buf = Vec<u8>>> {
     vol: Volume<S>,
     sb: Superblock,
     report: Report,
-    /// References found to each block.
-    expected: Vec<u32>,
-    /// Counts recorded in the map.
-    found: Vec<u32>,
+    /// References found.
+    refs: Refs,
     visited: HashMap<u64, Sums>,
-    data_seen: HashSet<u64>,
-    /// First block of each map leaf read.
-    leaves: Vec<u64>,
+    /// The map leaves read.
+    leaves: Vec<MapLeaf>,
     /// The map's nodes.
     map_nodes: Vec<u64>,
     progress: &'a mut dyn FnMut(Phase, u64, u64),
@@ -539,8 +605,6 @@ pub fn check_view<S: volume::Device<Buf = Vec<u8>>>(
         }
     };
     let sb = vol.superblock();
-    let total =
-        usize::try_from(sb.total_blocks).map_err(|_| OpError::Other(TreeError::NoMemory))?;
     report.stats.generation = sb.generation;
     report.stats.total_blocks = sb.total_blocks;
     report.stats.free_blocks = sb.free_blocks;
@@ -548,10 +612,8 @@ pub fn check_view<S: volume::Device<Buf = Vec<u8>>>(
         vol,
         sb,
         report,
-        expected: vec![0; total],
-        found: vec![0; total],
+        refs: Refs::default(),
         visited: HashMap::new(),
-        data_seen: HashSet::new(),
         leaves: Vec::new(),
         map_nodes: Vec::new(),
         progress,
@@ -561,8 +623,10 @@ pub fn check_view<S: volume::Device<Buf = Vec<u8>>>(
     }
     let map_ok = c.check_map();
     c.check_layers();
+    let (counts, data_blocks) = std::mem::take(&mut c.refs).into_counts();
+    c.report.stats.data_blocks = data_blocks;
     if map_ok {
-        c.compare_counts();
+        c.compare_counts(&counts);
     } else {
         c.report.fixable(
             Fix::Map,
@@ -570,8 +634,7 @@ pub fn check_view<S: volume::Device<Buf = Vec<u8>>>(
         );
     }
     c.report.map_facts = Some(MapFacts {
-        expected: std::mem::take(&mut c.expected),
-        found: std::mem::take(&mut c.found),
+        expected: counts,
         leaves: std::mem::take(&mut c.leaves),
         map_nodes: std::mem::take(&mut c.map_nodes),
     });
@@ -703,43 +766,55 @@ pub fn tree_err(e: TreeError) -> String {
 
 impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
     fn reference(&mut self, block: u64, what: &str) {
-        match usize::try_from(block)
-            .ok()
-            .and_then(|b| self.expected.get_mut(b))
-        {
-            Some(e) => *e = e.saturating_add(1),
-            None => self
-                .report
-                .error(format!("{what} references block {block} past the end")),
-        }
+        self.reference_run(block, 1, what, false);
+    }
+
+    /// One reference to each of the `len` blocks from `start`; `data` for file data.
+    fn reference_run(&mut self, start: u64, len: u64, what: &str, data: bool) {
+        let total = self.sb.total_blocks;
+        let end = start.saturating_add(len);
+        self.refs.add(start.min(total)..end.min(total), data);
+        self.report.block_errors(start.max(total)..end, None, |b| {
+            format!("{what} references block {b} past the end")
+        });
     }
 
     fn check_map(&mut self) -> bool {
         let map = *self.vol.map();
         let mut nodes = Vec::new();
-        let mut found = std::mem::take(&mut self.found);
         let total = self.sb.total_blocks;
         let progress = &mut *self.progress;
         let leaves = &mut self.leaves;
+        // The walk visits a node before it hands over its contents: a leaf's block is the last
+        // node visited (and a read of it again checks that it is, see `read_leaf`).
+        let last = Cell::new(0u64);
+        // Blocks the leaves count as used.
+        let mut used = 0u64;
         let r = map.walk(
             self.vol.store(),
-            &mut |b| nodes.push(b),
+            &mut |b| {
+                nodes.push(b);
+                last.set(b);
+            },
             &mut |first, leaf| {
                 progress(Phase::Map, first, total);
-                leaves.push(first);
-                for i in 0..LEAF_ENTRIES {
+                let span = total.saturating_sub(first).min(LEAF_ENTRIES);
+                let mut uniform = Some(refmap::leaf_get(leaf, 0)?);
+                for i in 0..span {
                     let v = refmap::leaf_get(leaf, i)?;
-                    if let Some(slot) = usize::try_from(first + i)
-                        .ok()
-                        .and_then(|b| found.get_mut(b))
-                    {
-                        *slot = v;
+                    used = used.saturating_add(u64::from(v != 0));
+                    if uniform != Some(v) {
+                        uniform = None;
                     }
                 }
+                leaves.push(MapLeaf {
+                    first,
+                    block: last.get(),
+                    uniform,
+                });
                 Ok(())
             },
         );
-        self.found = found;
         self.report.stats.map_nodes = nodes.len() as u64;
         for &b in &nodes {
             self.reference(b, "the map");
@@ -750,7 +825,7 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
                 .fixable(Fix::Map, format!("reference-count map: {}", tree_err(e)));
             return false;
         }
-        let free = self.found.iter().filter(|&&v| v == 0).count() as u64;
+        let free = total.saturating_sub(used);
         if free != self.sb.free_blocks {
             self.report.fixable(
                 Fix::Map,
@@ -1284,31 +1359,71 @@ impl<S: volume::Device<Buf = Vec<u8>>> Checker<'_, S> {
     }
 
     fn data(&mut self, start: u64, len: u64) {
-        for b in start..start.saturating_add(len) {
-            self.reference(b, "a file extent");
-            self.data_seen.insert(b);
-        }
-        self.report.stats.data_blocks = self.data_seen.len() as u64;
+        self.reference_run(start, len, "a file extent", true);
     }
 
-    fn compare_counts(&mut self) {
-        let total = self.expected.len() as u64;
-        for (b, (&want, &got)) in self.expected.iter().zip(&self.found).enumerate() {
-            if b % 65536 == 0 {
-                (self.progress)(Phase::Counts, b as u64, total);
+    /// Compares every block's count in the map with the references found, in block order:
+    /// the leaves read, and the blocks between them (which no materialised leaf holds: free).
+    fn compare_counts(&mut self, counts: &Counts) {
+        let total = self.sb.total_blocks;
+        let mut cur = counts.cursor(0);
+        let leaves = std::mem::take(&mut self.leaves);
+        let mut pos = 0u64;
+        (self.progress)(Phase::Counts, 0, total);
+        for leaf in &leaves {
+            (self.progress)(Phase::Counts, leaf.first, total);
+            self.compare_uniform(&mut cur, pos..leaf.first, 0);
+            let blocks = leaf.first.max(pos)..leaf.first.saturating_add(LEAF_ENTRIES).min(total);
+            pos = pos.max(blocks.end);
+            match leaf.uniform {
+                Some(v) => self.compare_uniform(&mut cur, blocks, v),
+                None => match read_leaf(self.vol.store(), &self.sb, leaf) {
+                    Ok(buf) => self.compare_leaf(&mut cur, blocks, leaf.first, &buf),
+                    Err(e) => self
+                        .report
+                        .fixable(Fix::Map, format!("reference-count map: {e}")),
+                },
             }
-            if want == got {
-                continue;
+        }
+        self.compare_uniform(&mut cur, pos..total, 0);
+        self.leaves = leaves;
+    }
+
+    /// Compares `blocks`, each of count `got` in the map.
+    fn compare_uniform(&mut self, cur: &mut Cursor<'_>, blocks: Range<u64>, got: u32) {
+        for (run, want) in cur.pieces(blocks) {
+            if want != got {
+                self.count_errors(run, got, want);
             }
-            let msg = match (got, want) {
+        }
+    }
+
+    /// Compares `blocks` with their counts in `leaf`, the map leaf counting from `first`.
+    fn compare_leaf(&mut self, cur: &mut Cursor<'_>, blocks: Range<u64>, first: u64, leaf: &[u8]) {
+        for (run, want) in cur.pieces(blocks) {
+            for b in run {
+                let got = b
+                    .checked_sub(first)
+                    .and_then(|i| refmap::leaf_get(leaf, i).ok());
+                // Validated: every block of the leaf's range has its count.
+                let Some(got) = got else { continue };
+                if want != got {
+                    self.count_errors(b..b.saturating_add(1), got, want);
+                }
+            }
+        }
+    }
+
+    /// Blocks whose count in the map is `got` where `want` references were found.
+    fn count_errors(&mut self, blocks: Range<u64>, got: u32, want: u32) {
+        self.report
+            .block_errors(blocks, Some(Fix::Map), |b| match (got, want) {
                 (0, w) => format!("block {b}: referenced {w} times but marked free"),
                 (g, 0) => {
                     format!("block {b}: reference count {g} but nothing references it (leaked)")
                 }
                 (g, w) => format!("block {b}: reference count {g}, references found {w}"),
-            };
-            self.report.fixable(Fix::Map, msg);
-        }
+            });
     }
 }
 

@@ -17,6 +17,7 @@ use lcfs_format::{FormatError, BLOCK_SIZE};
 pub mod fsck;
 pub mod output;
 pub mod probe;
+pub mod refcounts;
 pub mod repair;
 pub mod store;
 

@@ -44,6 +44,7 @@ use lcfs_format::volume::{self, inode_key, Volume};
 use lcfs_format::{BLOCK_SIZE, NAME_MAX, ROOT_INO};
 
 use crate::fsck::{self, tree_err, Fix, MapFacts, Report};
+use crate::refcounts::Counts;
 use crate::store::{ByRef, Event, Overlay, SbView};
 
 /// Tries of a growing plan before giving up.
@@ -668,137 +669,231 @@ fn free_offset<S: volume::Device>(
     Err("the name's hash bucket in lost+found is full".into())
 }
 
-// Block numbers are below `total_blocks`, which was checked to fit a `usize`.
-#[allow(clippy::cast_possible_truncation)]
+/// The nodes of a map: for each level from the leaves up, the first blocks of the nodes it
+/// materialises, in order.
+struct Shape {
+    levels: Vec<Vec<u64>>,
+}
+
+impl Shape {
+    /// The nodes a map of `counts` materialises: the root, and the path to each block in use.
+    fn of(counts: &Counts, level: u8) -> Self {
+        let mut levels: Vec<Vec<u64>> = (0..=level).map(|_| Vec::new()).collect();
+        for (l, firsts) in (0u8..).zip(levels.iter_mut()) {
+            if l == level {
+                firsts.push(0);
+            }
+            let cov = coverage(l);
+            // The runs are in block order, so each level's nodes come in order too.
+            for r in counts.runs() {
+                let mut first = r.start - r.start % cov;
+                while first < r.end {
+                    if firsts.last().is_none_or(|&f| f < first) {
+                        firsts.push(first);
+                    }
+                    match first.checked_add(cov.get()) {
+                        Some(f) => first = f,
+                        None => break,
+                    }
+                }
+            }
+        }
+        Self { levels }
+    }
+
+    /// Nodes.
+    fn len(&self) -> usize {
+        self.levels.iter().map(Vec::len).sum()
+    }
+
+    /// Whether the node of `level` from `first` is materialised.
+    fn contains(&self, level: u8, first: u64) -> bool {
+        self.position(level, first).is_some()
+    }
+
+    /// The node's place among those of its level.
+    fn position(&self, level: u8, first: u64) -> Option<usize> {
+        self.levels
+            .get(usize::from(level))?
+            .binary_search(&first)
+            .ok()
+    }
+
+    /// Materialises the path to block `b`.
+    fn add_path(&mut self, b: u64) {
+        for (l, firsts) in (0u8..).zip(self.levels.iter_mut()) {
+            let first = b - b % coverage(l);
+            if let Err(i) = firsts.binary_search(&first) {
+                firsts.insert(i, first);
+            }
+        }
+    }
+}
+
+/// Blocks of the filesystem of `total` blocks from `first` on, at most `cov`.
+fn span(first: u64, cov: u64, total: u64) -> u64 {
+    total.saturating_sub(first).min(cov)
+}
+
+/// Blocks for the `shape.len()` nodes of the new map (`shape` grows with the paths to them):
+/// blocks the check read as free in a leaf, that nothing references and that are not old map
+/// nodes. First those in leaves the new map has anyway, where a node adds no other; then, leaf
+/// after leaf, in others, each of which joins the new map with its path.
+fn place_nodes<S: BlockStore<Buf = Vec<u8>>>(
+    store: &mut S,
+    sb: &Superblock,
+    facts: &MapFacts,
+    shape: &mut Shape,
+) -> Result<Vec<u64>, String> {
+    let total = sb.total_blocks;
+    let mut old = facts.map_nodes.clone();
+    old.sort_unstable();
+    let mut picks = Vec::new();
+    for in_map in [true, false] {
+        for leaf in &facts.leaves {
+            if picks.len() >= shape.len() {
+                return Ok(picks);
+            }
+            // A leaf the first pass did not take from is not in the new map yet (a pick only
+            // adds its own leaf, and the second pass finishes with a leaf before the next).
+            if shape.contains(0, leaf.first) != in_map || leaf.uniform.is_some_and(|v| v != 0) {
+                continue;
+            }
+            let counted = match leaf.uniform {
+                Some(_) => None,
+                None => Some(fsck::read_leaf(store, sb, leaf)?),
+            };
+            let end = leaf.first.saturating_add(LEAF_ENTRIES).min(total);
+            let from = leaf.first.max(Superblock::FIXED_BLOCKS);
+            let mut cur = facts.expected.cursor(from);
+            for (run, want) in cur.pieces(from..end) {
+                if want != 0 {
+                    continue;
+                }
+                for b in run {
+                    let free = match &counted {
+                        None => true,
+                        Some(buf) => {
+                            b.checked_sub(leaf.first)
+                                .and_then(|i| refmap::leaf_get(buf, i).ok())
+                                == Some(0)
+                        }
+                    };
+                    if !free || old.binary_search(&b).is_ok() {
+                        continue;
+                    }
+                    picks.push(b);
+                    shape.add_path(b);
+                    if picks.len() >= shape.len() {
+                        return Ok(picks);
+                    }
+                }
+            }
+        }
+    }
+    if picks.len() >= shape.len() {
+        return Ok(picks);
+    }
+    Err("no free block known to be unused for the new map".into())
+}
+
 /// Writes a map holding `facts.expected` (the references found; the old map's nodes keep their
 /// one, for the repair's transaction to release) plus its own nodes, in blocks that neither the
-/// old map nor anything else uses, as nodes of the transaction after `sb`. Returns its root and
-/// free count.
+/// old map nor anything else uses, as nodes of the transaction after `sb`, leaf by leaf. Returns
+/// its root and free count.
 fn rebuild_map<S: BlockStore<Buf = Vec<u8>>>(
     store: &mut S,
     sb: &Superblock,
     facts: &MapFacts,
 ) -> Result<(u64, u64), String> {
-    let total = usize::try_from(sb.total_blocks).map_err(|_| "device too large")?;
-    if facts.expected.len() != total || facts.found.len() != total {
+    let total = sb.total_blocks;
+    if facts.expected.runs().last().is_some_and(|r| r.end > total) {
         return Err("the references found do not cover the filesystem".into());
     }
     let level = sb.map_level;
     let generation = sb.generation.checked_add(1).ok_or("last generation")?;
-    let mut counts = facts.expected.clone();
-    let leaf = usize::try_from(LEAF_ENTRIES).map_err(|_| "leaf")?;
-    // Blocks whose old count is known (read in a leaf): only those known free may take nodes.
-    let mut known = vec![false; total];
-    for &first in &facts.leaves {
-        let first = usize::try_from(first).map_err(|_| "leaf")?;
-        for k in known.iter_mut().skip(first).take(leaf) {
-            *k = true;
-        }
+    let mut shape = Shape::of(&facts.expected, level);
+    let picks = place_nodes(store, sb, facts, &mut shape)?;
+    let mut sorted = picks.clone();
+    sorted.sort_unstable();
+    // The new nodes have their one reference each.
+    let counts = facts
+        .expected
+        .with_blocks(&sorted)
+        .ok_or("a block for the new map is in use")?;
+    // The nodes in order of level then position take the blocks in the order picked.
+    let mut picked = picks.iter();
+    let mut place: Vec<Vec<u64>> = Vec::new();
+    for firsts in &shape.levels {
+        place.push(picked.by_ref().take(firsts.len()).copied().collect());
     }
-    let old: BTreeSet<u64> = facts.map_nodes.iter().copied().collect();
-    let fixed = Superblock::FIXED_BLOCKS;
-    // The nodes a map of `counts` materialises: (level, first block).
-    let path = |b: u64, set: &mut BTreeSet<(u8, u64)>| {
-        for l in 0..=level {
-            let cov = coverage(l).get();
-            set.insert((l, b - b % cov));
-        }
-    };
-    let mut needed = BTreeSet::new();
-    needed.insert((level, 0));
-    for (b, &c) in counts.iter().enumerate() {
-        if c != 0 {
-            path(b as u64, &mut needed);
-        }
-    }
-    let candidates: Vec<u64> = (fixed..sb.total_blocks)
-        .filter(|&b| {
-            let i = b as usize;
-            counts[i] == 0 && known[i] && facts.found[i] == 0 && !old.contains(&b)
-        })
-        .collect();
-    let mut used = vec![false; candidates.len()];
-    let mut assigned: Vec<u64> = Vec::new();
-    while assigned.len() < needed.len() {
-        // A block in a leaf already materialised adds no node of its own.
-        let pick = (0..candidates.len())
-            .find(|&i| {
-                !used[i] && needed.contains(&(0, candidates[i] - candidates[i] % LEAF_ENTRIES))
-            })
-            .or_else(|| (0..candidates.len()).find(|&i| !used[i]))
-            .ok_or("no free block known to be unused for the new map")?;
-        used[pick] = true;
-        let b = candidates[pick];
-        counts[b as usize] = 1;
-        path(b, &mut needed);
-        assigned.push(b);
-    }
-    let place: std::collections::BTreeMap<(u8, u64), u64> = needed
-        .iter()
-        .copied()
-        .zip(assigned.iter().copied())
-        .collect();
-    // Free blocks before each block, to sum any range.
-    let mut zeros = vec![0u64; total + 1];
-    for (i, &c) in counts.iter().enumerate() {
-        zeros[i + 1] = zeros[i] + u64::from(c == 0);
-    }
-    let free_in = |first: u64, cov: u64| -> u64 {
-        let a = (first as usize).min(total);
-        let b = (first.saturating_add(cov) as usize).min(total);
-        zeros[b] - zeros[a]
+    let placed = |l: u8, first: u64| -> Option<u64> {
+        let i = shape.position(l, first)?;
+        place.get(usize::from(l))?.get(i).copied()
     };
     let mut buf = vec![0u8; BLOCK_SIZE as usize];
-    for (&(l, first), &block) in &place {
-        refmap::init(
-            &mut buf,
-            block,
-            generation,
-            sb.fsid(),
-            l,
-            first,
-            sb.total_blocks,
-        )
-        .map_err(|e| e.to_string())?;
-        if l == 0 {
-            for i in 0..LEAF_ENTRIES {
-                let b = first + i;
-                if b >= sb.total_blocks {
-                    break;
+    let e = |e: lcfs_format::FormatError| e.to_string();
+    for (l, firsts) in (0u8..).zip(&shape.levels) {
+        // Leaves are written in block order, so one cursor reads their counts.
+        let mut cur = counts.cursor(0);
+        for &first in firsts {
+            let block = placed(l, first).ok_or("no block for a node of the new map")?;
+            refmap::init(&mut buf, block, generation, sb.fsid(), l, first, total).map_err(e)?;
+            if let Some(below) = l.checked_sub(1) {
+                let cov = coverage(below).get();
+                for i in 0..NODE_ENTRIES {
+                    let Some(cf) = i.checked_mul(cov).and_then(|o| first.checked_add(o)) else {
+                        break;
+                    };
+                    if cf >= total {
+                        break;
+                    }
+                    if let Some(child) = placed(below, cf) {
+                        let free = span(cf, cov, total)
+                            .saturating_sub(counts.used(cf..cf.saturating_add(cov).min(total)));
+                        let at = usize::try_from(i)
+                            .ok()
+                            .and_then(|i| i.checked_mul(24))
+                            .and_then(|i| i.checked_add(HEADER_SIZE))
+                            .ok_or("map entry")?;
+                        put_u64(&mut buf, at, child).map_err(e)?;
+                        put_u64(&mut buf, at.saturating_add(8), free).map_err(e)?;
+                        put_u64(&mut buf, at.saturating_add(16), 0).map_err(e)?;
+                    }
                 }
-                put_u32(&mut buf, HEADER_SIZE + 4 * i as usize, counts[b as usize])
-                    .map_err(|e| e.to_string())?;
+            } else {
+                let end = first.saturating_add(LEAF_ENTRIES).min(total);
+                for (run, c) in cur.pieces(first..end) {
+                    if c == 0 {
+                        continue;
+                    }
+                    for b in run {
+                        let at = b
+                            .checked_sub(first)
+                            .and_then(|i| usize::try_from(i).ok())
+                            .and_then(|i| i.checked_mul(4))
+                            .and_then(|i| i.checked_add(HEADER_SIZE))
+                            .ok_or("leaf entry")?;
+                        put_u32(&mut buf, at, c).map_err(e)?;
+                    }
+                }
             }
-        } else {
-            let cov = coverage(l - 1).get();
-            for i in 0..NODE_ENTRIES {
-                let cf = first + i * cov;
-                if cf >= sb.total_blocks {
-                    break;
-                }
-                if let Some(&child) = place.get(&(l - 1, cf)) {
-                    let at = HEADER_SIZE + 24 * i as usize;
-                    put_u64(&mut buf, at, child).map_err(|e| e.to_string())?;
-                    put_u64(&mut buf, at + 8, free_in(cf, cov)).map_err(|e| e.to_string())?;
-                    put_u64(&mut buf, at + 16, 0).map_err(|e| e.to_string())?;
-                }
-            }
+            refmap::seal(&mut buf).map_err(e)?;
+            refmap::check(
+                &buf,
+                &MapExpect {
+                    blocknr: block,
+                    fsid: sb.fsid(),
+                    level: l,
+                    first,
+                    txn_generation: generation,
+                    total_blocks: total,
+                },
+            )
+            .map_err(|e| format!("new map node {block}: {e}"))?;
+            store.write(block, &buf).map_err(tree_err)?;
         }
-        refmap::seal(&mut buf).map_err(|e| e.to_string())?;
-        refmap::check(
-            &buf,
-            &MapExpect {
-                blocknr: block,
-                fsid: sb.fsid(),
-                level: l,
-                first,
-                txn_generation: generation,
-                total_blocks: sb.total_blocks,
-            },
-        )
-        .map_err(|e| format!("new map node {block}: {e}"))?;
-        store.write(block, &buf).map_err(tree_err)?;
     }
-    let root = *place.get(&(level, 0)).ok_or("map root")?;
-    Ok((root, zeros[total]))
+    let root = placed(level, 0).ok_or("map root")?;
+    Ok((root, total.saturating_sub(counts.used(0..total))))
 }

@@ -634,3 +634,172 @@ fn posix_acl_in_blocks_of_its_own_is_checked_too() {
     vol.commit(NOW).unwrap();
     assert_eq!(errors(vol.into_store()), Vec::<String>::new());
 }
+
+// Reference counts are compared as runs against the map leaf by leaf (memory that follows the
+// metadata): the tests below pin what the per-block comparison found, at the edges of runs,
+// leaves and the device.
+
+/// A filesystem of `total` blocks whose first layer holds data from the start of the data space
+/// up to about block `upto`, in runs as long as the allocator gives (up to a leaf's worth), each
+/// an extent item of the root; returns the image and the runs.
+fn with_data(total: u64, upto: u64) -> (MemDevice, Vec<(u64, u32)>) {
+    let sb = Superblock::new(total, [8; 16], 1_700_000_000);
+    let mut vol = Volume::format(MemDevice::new(total), sb, Some(b"base"), NOW).unwrap();
+    let mut runs = Vec::new();
+    let mut off = 0u64;
+    let mut end = 0;
+    while end < upto {
+        let (b, n) = vol.alloc_data((upto - end).min(4096) as u32).unwrap();
+        end = b + u64::from(n);
+        insert_extent(&mut vol, off, b, n);
+        off += u64::from(n);
+        runs.push((b, n));
+    }
+    vol.commit(NOW).unwrap();
+    (vol.into_store(), runs)
+}
+
+/// An extent item of the root at file block `off`: `len` blocks from `disk_block`.
+fn insert_extent(vol: &mut Volume<MemDevice>, off: u64, disk_block: u64, len: u32) {
+    let mut e = [0u8; 16];
+    ExtentRecord {
+        disk_block,
+        len,
+        flags: 0,
+    }
+    .encode(&mut e)
+    .unwrap();
+    vol.insert(1, &Key::new(1, kind::EXTENT, off), &e).unwrap();
+}
+
+/// Sets the counts of blocks in a level-1 map (`(block, count)`), with the root's summaries
+/// and the superblock's free count to match: only the counts are wrong.
+fn set_counts(dev: &mut MemDevice, changes: &[(u64, u32)]) {
+    let sb = open(dev).superblock();
+    assert_eq!(sb.map_level, 1);
+    let mut dfree = 0i64;
+    for &(b, v) in changes {
+        let old = u32::from_le_bytes({
+            let (leaf, _) = map_leaf(dev, sb.map_root, b);
+            let at = refmap::HEADER_SIZE + (b % refmap::LEAF_ENTRIES) as usize * 4;
+            dev.blocks[&leaf][at..at + 4].try_into().unwrap()
+        });
+        let d = i64::from(old == 0) - i64::from(v == 0);
+        set_count(dev, sb.map_root, b, |_| v, -d);
+        dfree -= d;
+    }
+    let mut buf = vec![0u8; 4096];
+    dev.read(sb.slot(), &mut buf).unwrap();
+    let mut s2 = Superblock::decode(&buf, sb.total_blocks).unwrap();
+    s2.free_blocks = s2.free_blocks.checked_add_signed(dfree).unwrap();
+    s2.encode(&mut buf).unwrap();
+    dev.write(s2.slot(), &buf).unwrap();
+}
+
+fn check(dev: &MemDevice) -> fsck::Report {
+    fsck::check(dev.clone(), &mut |_, _, _| {}).unwrap()
+}
+
+#[test]
+fn wrong_counts_at_the_first_and_last_blocks_are_found() {
+    // Data up to near the end: the last leaf (of 976 blocks) is materialised, its last
+    // block free.
+    let (mut dev, _) = with_data(4000, 3800);
+    let r = check(&dev);
+    assert!(r.is_clean(), "{:?}", r.errors);
+    let last = r.stats.total_blocks - 1;
+    assert_eq!(open(&dev).refcount(last).unwrap(), 0);
+    set_counts(&mut dev, &[(0, 2), (last, 1)]);
+    let r = check(&dev);
+    assert_eq!(
+        r.errors,
+        [
+            "block 0: reference count 2, references found 1".to_string(),
+            format!("block {last}: reference count 1 but nothing references it (leaked)"),
+        ]
+    );
+    assert!(r.repairable());
+}
+
+#[test]
+fn wrong_counts_inside_a_long_extent_and_across_a_leaf_boundary_are_found() {
+    let (mut dev, runs) = with_data(4000, 3000);
+    let l = refmap::LEAF_ENTRIES;
+    let in_extent = |x: u64| runs.iter().any(|&(b, n)| b < x && x + 1 < b + u64::from(n));
+    assert!(in_extent(1500) && in_extent(l - 2), "{runs:?}");
+    assert!(check(&dev).is_clean());
+    set_counts(&mut dev, &[(l - 1, 0), (l, 0), (1500, 2)]);
+    let r = check(&dev);
+    assert_eq!(
+        r.errors,
+        [
+            format!("block {}: referenced 1 times but marked free", l - 1),
+            format!("block {l}: referenced 1 times but marked free"),
+            "block 1500: reference count 2, references found 1".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn a_whole_leaf_of_wrong_counts_is_listed_up_to_the_limit_and_rebuilt() {
+    let (mut dev, _) = with_data(4000, 3000);
+    // Every count of the second leaf one too high: the leaf reads as one value.
+    let l = refmap::LEAF_ENTRIES;
+    let changes: Vec<(u64, u32)> = (l..2 * l).map(|b| (b, 2)).collect();
+    set_counts(&mut dev, &changes);
+    let r = check(&dev);
+    assert_eq!(r.errors.len(), 200, "{:?}", r.errors);
+    assert_eq!(
+        r.errors[0],
+        format!("block {l}: reference count 2, references found 1")
+    );
+    assert_eq!(
+        r.errors[199],
+        format!("block {}: reference count 2, references found 1", l + 199)
+    );
+    assert_eq!(r.more_errors, l - 200);
+    assert!(r.repairable());
+    assert!(r.fixes.iter().all(|f| *f == fsck::Fix::Map));
+    // The map rebuilt from the runs found is right again.
+    let out =
+        lcfs_image::repair::repair(&mut dev, &r, lcfs_image::repair::Mode::Preen, NOW).unwrap();
+    assert!(
+        matches!(out, lcfs_image::repair::Outcome::Repaired { .. }),
+        "{out:?}"
+    );
+    let r = check(&dev);
+    assert!(r.is_clean(), "{:?}", r.errors);
+    let mut vol = open(&dev);
+    for b in [l - 1, 1500, 2 * l - 1] {
+        assert_eq!(vol.refcount(b).unwrap(), 1, "block {b}");
+    }
+}
+
+#[test]
+fn references_to_blocks_no_leaf_holds_are_found_block_by_block() {
+    // A level-1 map of 20 leaves, most of them not materialised (free).
+    let (dev, runs) = with_data(20_000, 100);
+    let data: u64 = runs.iter().map(|r| u64::from(r.1)).sum();
+    let mut vol = open(&dev);
+    // Overlapping runs of references, one starting a block before the other ends: counts 1,
+    // 2, 1 whose edges a sweep off by one would move; and the device's last block.
+    insert_extent(&mut vol, 1000, 10_000, 4);
+    insert_extent(&mut vol, 2000, 10_003, 3);
+    insert_extent(&mut vol, 3000, 19_999, 1);
+    vol.commit(NOW).unwrap();
+    let r = check(vol.store());
+    let want: Vec<String> = [
+        (10_000, 1),
+        (10_001, 1),
+        (10_002, 1),
+        (10_003, 2),
+        (10_004, 1),
+        (10_005, 1),
+        (19_999, 1),
+    ]
+    .iter()
+    .map(|(b, w)| format!("block {b}: referenced {w} times but marked free"))
+    .collect();
+    assert_eq!(r.errors, want);
+    assert_eq!(r.stats.data_blocks, data + 6 + 1);
+}
