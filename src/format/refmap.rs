@@ -79,8 +79,10 @@ const _: () = assert!(HEADER_SIZE + NODE_LEN * ENTRY_SIZE <= NODE_SIZE);
 const _: () = assert!(HEADER_SIZE + LEAF_LEN * 4 == NODE_SIZE);
 const _: () = assert!(HEADER_SIZE + NODE_LEN * ENTRY_SIZE == NODE_SIZE);
 
-/// Blocks taken for map-node copies whose counts are not yet recorded (see [`RefMap`]). Each
-/// path copy adds at most `MAX_LEVEL + 1`, and they are recorded before the next path is copied.
+/// Blocks taken or released by map-node copies whose counts are not yet recorded (see
+/// [`RefMap::make_writable`]). Each node copy adds two (the block taken, the block released), a
+/// path copy at most `2 * (MAX_LEVEL + 1)`; each is recorded and taken out as soon as its own path
+/// is copied, so the list holds a few path copies' worth however far the copies chain.
 const MAX_PENDING: usize = 64;
 
 mod off {
@@ -943,16 +945,18 @@ impl RefMap {
 
     /// Makes the path to `blocknr` writable and records every pending count, so that a change
     /// to `blocknr` can be applied without allocating.
+    ///
+    /// A pending count is recorded right after its own path is copied: copying it may take and
+    /// release more blocks (added to the list), but a copied path stays writable until commit.
+    /// Recording those first instead would keep every entry of a chain listed at once, and a
+    /// chain is long on an aged map: a released node's count lives in a leaf to copy, whose old
+    /// block's count lives in another leaf to copy, and so on, as scattered as the map's nodes.
+    /// Taken blocks go first: they lie after the cursor, mostly in a leaf already copied.
     fn make_writable<S: BlockStore>(&mut self, store: &mut S, blocknr: u64) -> Result<(), Error> {
         self.copy_path(store, blocknr)?;
-        while let Some(top) = self.npending.checked_sub(1) {
-            let (b, taken) = self.pending.get(top).copied().ok_or(Error::NoMemory)?;
-            let before = self.npending;
+        while let Some(i) = self.next_pending() {
+            let (b, taken) = self.pending.get(i).copied().ok_or(Error::NoMemory)?;
             self.copy_path(store, b)?;
-            if self.npending != before {
-                // More copies were needed on the way: record those first.
-                continue;
-            }
             let op = if taken { Op::Alloc { max: 1 } } else { Op::Dec };
             self.forget_single(store, b, 1);
             let (n, dfree, dpinned) = self.apply_rec(store, self.root, self.level, 0, b, 1, op)?;
@@ -960,9 +964,27 @@ impl RefMap {
                 return Err(Error::Corrupt(FormatError::BadField("map count")));
             }
             self.account(dfree, dpinned)?;
-            self.npending = top;
+            self.remove_pending(i);
         }
         Ok(())
+    }
+
+    /// The pending entry to record next: the newest taken block, else the newest released one.
+    fn next_pending(&self) -> Option<usize> {
+        let listed = self.pending.get(..self.npending)?;
+        listed
+            .iter()
+            .rposition(|&(_, taken)| taken)
+            .or(self.npending.checked_sub(1))
+    }
+
+    fn remove_pending(&mut self, i: usize) {
+        if let Some(rest) = self.pending.get_mut(i..self.npending) {
+            if !rest.is_empty() {
+                rest.rotate_left(1);
+                self.npending = self.npending.saturating_sub(1);
+            }
+        }
     }
 
     fn account(&mut self, dfree: i64, dpinned: i64) -> Result<(), Error> {
