@@ -19,6 +19,12 @@
 //! turns pins into free blocks (no allocation is needed for that: every node holding a pin was
 //! already copied in this transaction). A committed map never holds a pin.
 //!
+//! A commit may also be *split* ([`RefMap::split_commit`]) so that the next transaction takes
+//! changes while the device part of the commit runs: the committed map frees its pins, while the
+//! next transaction keeps them (in copies of the pinned paths) until that commit is durable
+//! ([`RefMap::commit_done`]), since until then the commit before it still uses those blocks.
+//! A pin records the parity of the generation that made it, so the two kinds are told apart.
+//!
 //! Changing the map may itself need new blocks (to copy a node). The recursion is broken in two
 //! phases: first every node on the path to the leaf is made writable, each copy being a complete
 //! map operation of its own; then the change is applied along a path that no longer allocates.
@@ -63,8 +69,20 @@ const NODE_LEN: usize = 168;
 /// Deepest map: a level-5 root covers about 1.3 * 10^14 blocks (500 PiB).
 pub const MAX_LEVEL: u8 = 5;
 
-/// Count value of a block freed in the running transaction.
+/// Count value of a block freed in a running transaction: `PINNED`, plus 1 if that
+/// transaction's generation is odd (see [`RefMap::split_commit`]). Only in memory: a committed
+/// map never holds a pin.
 pub const PINNED: u32 = 1 << 31;
+
+/// The pin a transaction of `generation` makes.
+fn pin_of(generation: u64) -> u32 {
+    PINNED | u32::from(generation % 2 == 1)
+}
+
+/// Whether count value `v` is a pin.
+pub fn is_pin(v: u32) -> bool {
+    v & PINNED != 0
+}
 
 /// Largest reference count.
 pub const MAX_REFS: u32 = PINNED - 1;
@@ -137,8 +155,11 @@ pub struct MapExpect {
     pub level: u8,
     /// First block covered.
     pub first: u64,
-    /// The running transaction: older nodes are committed and may not hold pins.
+    /// The running transaction: newer nodes cannot exist.
     pub txn_generation: u64,
+    /// The oldest generation whose nodes may hold pins: older nodes are committed. The
+    /// running transaction's, or the one before it while a split commit copies its pins.
+    pub pins_from: u64,
     /// Blocks of the filesystem.
     pub total_blocks: u64,
 }
@@ -364,7 +385,7 @@ pub fn check(buf: &[u8], e: &MapExpect) -> Result<MapHeader, FormatError> {
     if !reserved {
         return Err(FormatError::BadField("map node reserved"));
     }
-    let pins_allowed = hdr.generation == e.txn_generation;
+    let pins_allowed = hdr.generation >= e.pins_from;
     if hdr.level == 0 {
         for i in 0..LEAF_ENTRIES {
             let v = leaf_get(b, i)?;
@@ -372,7 +393,7 @@ pub fn check(buf: &[u8], e: &MapExpect) -> Result<MapHeader, FormatError> {
             if block >= e.total_blocks && v != 0 {
                 return Err(FormatError::BadField("map count past the end"));
             }
-            if v & PINNED != 0 && (v != PINNED || !pins_allowed) {
+            if is_pin(v) && (v > pin_of(1) || !pins_allowed) {
                 return Err(FormatError::BadField("map count"));
             }
         }
@@ -455,6 +476,11 @@ pub struct RefMap {
     pub generation: u64,
     /// Where the next allocation starts looking (next fit).
     pub cursor: u64,
+    /// Pins (counted in `pinned`) of the transaction before, whose commit's device part is
+    /// under way: freed by [`Self::commit_done`].
+    pub held: u64,
+    /// See [`MapExpect::pins_from`].
+    pins_from: u64,
     /// Blocks taken for map-node copies (`true`) or released by them (`false`) whose counts are
     /// not recorded yet.
     pending: [(u64, bool); MAX_PENDING],
@@ -486,6 +512,20 @@ pub struct MapParams {
     pub total_blocks: u64,
     /// Generation of the transaction that opens.
     pub generation: u64,
+}
+
+/// Free blocks a split commit leaves beyond its copies' worst case and the reserve (4 MiB): a
+/// filesystem fuller than that commits the whole way, changes waiting (see
+/// [`RefMap::split_commit`]).
+const SPLIT_MARGIN: u64 = 1024;
+
+/// The map a split commit writes (see [`RefMap::split_commit`]).
+#[derive(Clone, Copy, Debug)]
+pub struct MapCommit {
+    /// Its root.
+    pub root: u64,
+    /// Its free blocks.
+    pub free: u64,
 }
 
 impl RefMap {
@@ -550,6 +590,8 @@ impl RefMap {
             total_blocks: p.total_blocks,
             generation: p.generation,
             cursor: used,
+            held: 0,
+            pins_from: p.generation,
             pending: [(0, false); MAX_PENDING],
             npending: 0,
             writable: [0; WRITABLE_CACHE],
@@ -575,6 +617,8 @@ impl RefMap {
             total_blocks: p.total_blocks,
             generation: p.generation,
             cursor: 0,
+            held: 0,
+            pins_from: p.generation,
             pending: [(0, false); MAX_PENDING],
             npending: 0,
             writable: [0; WRITABLE_CACHE],
@@ -618,6 +662,7 @@ impl RefMap {
             level,
             first,
             txn_generation: self.generation,
+            pins_from: self.pins_from,
             total_blocks: self.total_blocks,
         })
     }
@@ -695,7 +740,7 @@ impl RefMap {
                         buf,
                         blocknr.checked_sub(first).ok_or(bad("map node range"))?,
                     )?;
-                    return Ok(Ok(if v == PINNED { 0 } else { v }));
+                    return Ok(Ok(if is_pin(v) { 0 } else { v }));
                 }
                 let (below, cov) = children_of(level)?;
                 let i = child_index(blocknr, first, cov)?;
@@ -772,7 +817,7 @@ impl RefMap {
                 let mut i = c.checked_sub(first).ok_or(bad("map node range"))?;
                 while c < leaf_end && n < lim {
                     let v = leaf_get(buf, i)?;
-                    let v = if v == PINNED { 0 } else { v };
+                    let v = if is_pin(v) { 0 } else { v };
                     if (v == 1) != one {
                         return Ok((n, true));
                     }
@@ -1036,7 +1081,7 @@ impl RefMap {
                 Op::Inc | Op::Dec => {
                     for i in start..end {
                         let v = leaf_get(buf.as_ref(), i)?;
-                        if v == 0 || v & PINNED != 0 {
+                        if v == 0 || is_pin(v) {
                             return Err(Error::Corrupt(FormatError::BadField(
                                 "reference to a free block",
                             )));
@@ -1048,7 +1093,7 @@ impl RefMap {
                             v.saturating_add(1)
                         } else if v == 1 {
                             dpinned = dpinned.saturating_add(1);
-                            PINNED
+                            pin_of(self.generation)
                         } else {
                             // Neither 0 nor 1 (checked above).
                             v.saturating_sub(1)
@@ -1345,10 +1390,14 @@ impl RefMap {
     /// Turns every pin into a free block: the last step of a commit, before the superblock is
     /// written. Every node holding a pin belongs to this transaction, so nothing is allocated.
     pub fn unpin_all<S: BlockStore>(&mut self, store: &mut S) -> Result<(), Error> {
+        if self.held != 0 {
+            // The pins of a commit still under way: not free yet.
+            return Err(Error::Busy);
+        }
         if self.pinned == 0 {
             return Ok(());
         }
-        let n = self.unpin_rec(store, self.root, self.level, 0)?;
+        let n = self.unpin_rec(store, self.root, self.level, 0, self.generation, None)?;
         if n != self.pinned {
             return Err(Error::Corrupt(FormatError::BadField("map summary")));
         }
@@ -1360,15 +1409,122 @@ impl RefMap {
         Ok(())
     }
 
+    /// Ends this transaction's map for a commit whose device part runs while the next
+    /// transaction takes changes. Returns the map to commit: its root and free count, with
+    /// every pin of this transaction freed in it. The map goes on as the next transaction's
+    /// (one generation later), which keeps those pins ([`Self::held`]) until
+    /// [`Self::commit_done`]: the commit before still uses those blocks until this one is
+    /// durable. To keep them apart from the committed nodes it copies every path that holds
+    /// one (a few blocks each, freed at the next commit), so it needs free space: `None`, and
+    /// nothing done, when less is free than the copies could take with a wide margin; the
+    /// caller then commits the whole way ([`Self::unpin_all`]) with changes waiting.
+    pub fn split_commit<S: BlockStore>(
+        &mut self,
+        store: &mut S,
+    ) -> Result<Option<MapCommit>, Error> {
+        if self.held != 0 {
+            return Err(Error::Busy);
+        }
+        let (root, level, generation, pinned) =
+            (self.root, self.level, self.generation, self.pinned);
+        let committed = MapCommit {
+            root,
+            free: self.free.checked_add(pinned).ok_or(bad("map summary"))?,
+        };
+        if pinned > 0 {
+            // Every pinned leaf's path is copied, and each copy releases a node whose count
+            // may sit in another leaf to copy: at most every leaf of the map, in chains.
+            let leaves = (self.total_blocks / LEAF_ENTRIES).saturating_add(1);
+            let paths = pinned.min(leaves).saturating_mul(u64::from(level) + 1);
+            let need = paths
+                .saturating_add(leaves.min(4096))
+                .saturating_mul(2)
+                .saturating_add(SPLIT_MARGIN);
+            if self.free < self.reserve.saturating_add(need) {
+                return Ok(None);
+            }
+        }
+        self.generation = generation.checked_add(1).ok_or(Error::Invalid)?;
+        if pinned == 0 {
+            self.pins_from = self.generation;
+            return Ok(Some(committed));
+        }
+        // The committed nodes hold pins until they are freed below.
+        self.pins_from = generation;
+        let r = self.copy_pinned(store, root, level, 0).and_then(|()| {
+            // Only the committed map's own nodes (of `generation`) hold its pins: the paths
+            // to them were all copied, so the next transaction no longer reaches them.
+            match self.unpin_rec(store, root, level, 0, generation, None)? {
+                n if n == pinned => Ok(()),
+                _ => Err(bad("map summary")),
+            }
+        });
+        self.pins_from = self.generation;
+        r?;
+        self.held = pinned;
+        Ok(Some(committed))
+    }
+
+    /// Copies into the running transaction the path to every leaf of the map at `block` that
+    /// holds a pin.
+    fn copy_pinned<S: BlockStore>(
+        &mut self,
+        store: &mut S,
+        block: u64,
+        level: u8,
+        first: u64,
+    ) -> Result<(), Error> {
+        if level == 0 {
+            return self.make_writable(store, first);
+        }
+        let (buf, _) = self.read_node(store, block, level, first)?;
+        let (below, cov) = children_of(level)?;
+        for i in 0..NODE_ENTRIES {
+            let e = entry_get(buf.as_ref(), i)?;
+            if e.pinned > 0 {
+                self.copy_pinned(store, e.child, below, child_first(first, i, cov)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees the pins [`Self::split_commit`] kept, once that commit is durable. The split copied
+    /// every node holding one into this transaction, so nothing is allocated.
+    pub fn commit_done<S: BlockStore>(&mut self, store: &mut S) -> Result<(), Error> {
+        if self.held == 0 {
+            return Ok(());
+        }
+        let before = pin_of(self.generation.wrapping_sub(1));
+        let n = self.unpin_rec(
+            store,
+            self.root,
+            self.level,
+            0,
+            self.generation,
+            Some(before),
+        )?;
+        if n != self.held {
+            return Err(bad("map summary"));
+        }
+        self.free = self.free.checked_add(n).ok_or(bad("map summary"))?;
+        self.pinned = self.pinned.checked_sub(n).ok_or(bad("map summary"))?;
+        self.held = 0;
+        Ok(())
+    }
+
+    /// Frees the pins (those equal to `only`, or all) under the map node `block`, which with
+    /// every node below holding a pin must be of `generation`; returns how many.
     fn unpin_rec<S: BlockStore>(
         &self,
         store: &mut S,
         block: u64,
         level: u8,
         first: u64,
+        generation: u64,
+        only: Option<u32>,
     ) -> Result<u64, Error> {
         let (mut buf, hdr) = self.read_node(store, block, level, first)?;
-        if hdr.generation != self.generation {
+        if hdr.generation != generation {
             return Err(Error::Corrupt(FormatError::BadField(
                 "pinned block in old node",
             )));
@@ -1376,7 +1532,8 @@ impl RefMap {
         let mut n = 0u64;
         if level == 0 {
             for i in 0..LEAF_ENTRIES {
-                if leaf_get(buf.as_ref(), i)? == PINNED {
+                let v = leaf_get(buf.as_ref(), i)?;
+                if is_pin(v) && only.is_none_or(|o| o == v) {
                     leaf_set(buf.as_mut(), i, 0)?;
                     n = n.saturating_add(1);
                 }
@@ -1388,15 +1545,23 @@ impl RefMap {
                 if e.pinned == 0 {
                     continue;
                 }
-                let got = self.unpin_rec(store, e.child, below, child_first(first, i, cov)?)?;
-                if got != e.pinned {
+                let got = self.unpin_rec(
+                    store,
+                    e.child,
+                    below,
+                    child_first(first, i, cov)?,
+                    generation,
+                    only,
+                )?;
+                if got > e.pinned || (only.is_none() && got != e.pinned) {
                     return Err(Error::Corrupt(FormatError::BadField("map summary")));
                 }
-                e.free = e
-                    .free
-                    .checked_add(e.pinned)
-                    .ok_or(Error::Corrupt(FormatError::BadField("map summary")))?;
-                e.pinned = 0;
+                if got == 0 {
+                    continue;
+                }
+                e.free = e.free.checked_add(got).ok_or(bad("map summary"))?;
+                // At most `e.pinned`, checked above.
+                e.pinned = e.pinned.saturating_sub(got);
                 entry_set(buf.as_mut(), i, e)?;
                 n = n.saturating_add(got);
             }
@@ -1440,7 +1605,7 @@ impl RefMap {
             for i in 0..span(first, 0, self.total_blocks) {
                 match leaf_get(buf.as_ref(), i)? {
                     0 => free = free.saturating_add(1),
-                    PINNED => pinned = pinned.saturating_add(1),
+                    v if is_pin(v) => pinned = pinned.saturating_add(1),
                     _ => {}
                 }
             }

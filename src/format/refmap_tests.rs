@@ -61,6 +61,8 @@ struct World {
     map: RefMap,
     model: BTreeMap<u64, u32>,
     pinned: BTreeSet<u64>,
+    /// Blocks freed by the transaction before, whose split commit is not done.
+    held: BTreeSet<u64>,
 }
 
 impl World {
@@ -75,11 +77,16 @@ impl World {
             map,
             model: BTreeMap::new(),
             pinned: BTreeSet::new(),
+            held: BTreeSet::new(),
         }
     }
 
     /// Commits and reopens from the recorded state, as mount would.
     fn commit(&mut self) {
+        if self.map.held > 0 {
+            assert_eq!(self.map.unpin_all(&mut self.store), Err(Error::Busy));
+            self.done();
+        }
         self.map.unpin_all(&mut self.store).unwrap();
         self.pinned.clear();
         let mut p = params(self.map.total_blocks, self.map.generation + 1);
@@ -119,13 +126,24 @@ impl World {
                 "map node {n} also handed out"
             );
         }
+        let pin = pin_of(self.map.generation);
         for &p in &self.pinned {
-            expected.insert(p, PINNED);
+            expected.insert(p, pin);
         }
-        // Map nodes replaced in this transaction are pinned too.
+        for &p in &self.held {
+            expected.insert(p, pin_of(self.map.generation - 1));
+        }
+        assert!(self.map.held >= self.held.len() as u64);
+        // Map nodes replaced in this transaction are pinned too, and those replaced in the one
+        // before while its split commit is not done.
+        let held = if self.map.held > 0 {
+            Some(pin_of(self.map.generation - 1))
+        } else {
+            None
+        };
         for (b, v) in &counts {
-            if *v == PINNED && !expected.contains_key(b) {
-                expected.insert(*b, PINNED);
+            if (*v == pin || Some(*v) == held) && !expected.contains_key(b) {
+                expected.insert(*b, *v);
             }
         }
         assert_eq!(counts, expected);
@@ -170,11 +188,61 @@ impl World {
                 "pinned block {x} reused before commit"
             );
             assert!(
+                !self.held.contains(&x),
+                "block {x} reused before the commit that freed it is done"
+            );
+            assert!(
                 self.model.insert(x, 1).is_none(),
                 "block {x} handed out twice"
             );
         }
         Ok((b, n))
+    }
+
+    /// A split commit: the map it commits must hold exactly the model's counts, with the
+    /// transaction's pins free; the next transaction keeps them until [`Self::done`].
+    fn split(&mut self) {
+        if self.map.held > 0 {
+            assert_eq!(
+                self.map.split_commit(&mut self.store).unwrap_err(),
+                Error::Busy
+            );
+            return;
+        }
+        let generation = self.map.generation;
+        let Some(c) = self.map.split_commit(&mut self.store).unwrap() else {
+            assert_eq!(
+                self.map.generation, generation,
+                "a refused split changes nothing"
+            );
+            return;
+        };
+        assert_eq!(self.map.generation, generation + 1);
+        // The committed map, as a mount after that commit opens it.
+        let mut p = params(self.map.total_blocks, generation + 1);
+        p.root = c.root;
+        p.level = self.map.level;
+        p.free = c.free;
+        let mut store = MemStore {
+            total: self.map.total_blocks,
+            blocks: self.store.blocks.clone(),
+        };
+        let map = RefMap::open(&mut store, &p).unwrap();
+        let mut committed = World {
+            store,
+            map,
+            model: self.model.clone(),
+            pinned: BTreeSet::new(),
+            held: BTreeSet::new(),
+        };
+        committed.check();
+        self.held = core::mem::take(&mut self.pinned);
+    }
+
+    /// The split commit is durable: its pins become free.
+    fn done(&mut self) {
+        self.map.commit_done(&mut self.store).unwrap();
+        self.held.clear();
     }
 
     fn inc(&mut self, b: u64) {
@@ -199,6 +267,8 @@ enum MapOp {
     Inc(usize),
     Dec(usize),
     Commit,
+    Split,
+    Done,
 }
 
 fn map_op() -> impl Strategy<Value = MapOp> {
@@ -207,6 +277,8 @@ fn map_op() -> impl Strategy<Value = MapOp> {
         2 => any::<usize>().prop_map(MapOp::Inc),
         3 => any::<usize>().prop_map(MapOp::Dec),
         1 => Just(MapOp::Commit),
+        1 => Just(MapOp::Split),
+        1 => Just(MapOp::Done),
     ]
 }
 
@@ -228,6 +300,8 @@ fn run(total: u64, ops: &[MapOp]) {
                 w.dec(b);
             }
             MapOp::Commit => w.commit(),
+            MapOp::Split => w.split(),
+            MapOp::Done => w.done(),
             _ => {}
         }
         w.check();

@@ -27,7 +27,7 @@
 
 use super::node::{key_after, Key};
 use super::records::{fs_leaf_refs, kind, ExtentRecord, HashKey, Timespec};
-use super::refmap::{MapParams, Purpose, RefMap};
+use super::refmap::{MapCommit, MapParams, Purpose, RefMap};
 use super::superblock::{self, Superblock, SUPERBLOCK_SIZE};
 use super::tree::{BlockStore, Change, Error, ItemVisitor, Txn};
 use super::{FormatError, BLOCK_SIZE};
@@ -56,18 +56,25 @@ pub trait Device: BlockStore {
 }
 
 /// A commit whose changes are written back but not yet durable: see [`Volume::commit_begin`].
-/// Until [`Volume::commit_end`] takes it, the volume refuses every change (`Busy`) and answers
-/// reads from the state being committed.
+/// Until [`Volume::commit_end`] takes it, no other commit starts; changes go on in the next
+/// transaction (split), or the volume refuses them (`Busy`) and answers reads from the state
+/// being committed.
 #[must_use]
 #[derive(Debug)]
 pub struct PendingCommit {
     sb: Superblock,
+    split: bool,
 }
 
 impl PendingCommit {
     /// The block the new superblock goes to (after a flush of the device, before another).
     pub fn slot(&self) -> u64 {
         self.sb.slot()
+    }
+
+    /// Whether the next transaction already takes changes (see [`Volume::commit_begin`]).
+    pub fn is_split(&self) -> bool {
+        self.split
     }
 
     /// Encodes the new superblock's block (zeros after the superblock) into `block`.
@@ -186,8 +193,10 @@ pub struct Volume<S: Device> {
     /// Entries in the reclaim queue (see [`super::reclaim`]), once counted: a volume is
     /// opened without reading the layer tree, so that fsck can open a damaged one.
     pub(super) reclaim_queued: Option<u64>,
-    /// Between [`Self::commit_begin`] and [`Self::commit_end`]: no change may be made.
+    /// Between [`Self::commit_begin`] and [`Self::commit_end`]: no other commit may start.
     committing: bool,
+    /// Also no change may be made (a commit that was not split).
+    changes_wait: bool,
 }
 
 /// Empties the in-place cache a store keeps for its volume: a new volume starts its epochs again,
@@ -240,6 +249,7 @@ impl<S: Device> Volume<S> {
             epoch_kept: false,
             reclaim_queued: Some(0),
             committing: false,
+            changes_wait: false,
         };
         if let Some(name) = first_layer {
             vol.create_layer(name, None, now)?;
@@ -287,6 +297,7 @@ impl<S: Device> Volume<S> {
             epoch_kept: false,
             reclaim_queued: None,
             committing: false,
+            changes_wait: false,
         };
         Ok((vol, sel.other_error))
     }
@@ -489,41 +500,72 @@ impl<S: Device> Volume<S> {
 
     /// The first part of a commit, split so that a caller can run the device part without
     /// holding whatever serialises the volume: ends the running transaction's changes (the
-    /// cached layer record written, pins turned into free blocks, every node written back to the
-    /// device) and returns the superblock to write; `None` without changes. The caller then
-    /// flushes the device, writes [`PendingCommit::encode`] to [`PendingCommit::slot`], flushes
-    /// again, and passes the outcome to [`Self::commit_end`]. Meanwhile reads see the state
-    /// being committed and every change fails with `Busy`: blocks this transaction freed must not
-    /// be written before the new superblock is durable, since the last commit still uses them.
+    /// cached layer record written, pins freed, every node written back to the device) and
+    /// returns the superblock to write; `None` without changes. The caller then flushes the
+    /// device, writes [`PendingCommit::encode`] to [`PendingCommit::slot`], flushes again, and
+    /// passes the outcome to [`Self::commit_end`]. A second commit meanwhile is `Busy`.
+    ///
+    /// Normally the next transaction starts right here and takes changes while the device part
+    /// runs ([`PendingCommit::is_split`]): the blocks this transaction freed stay pinned in it
+    /// until [`Self::commit_end`], since the last commit still uses them until the new
+    /// superblock is durable ([`RefMap::split_commit`]). With too little free space for that
+    /// the commit is not split: pins become free blocks at once, and every change fails with
+    /// `Busy` until `commit_end`, while reads see the state being committed.
     pub fn commit_begin(&mut self, now: Timespec) -> Result<Option<PendingCommit>, Error> {
         self.changeable()?;
+        if self.committing {
+            return Err(Error::Busy);
+        }
         if !self.dirty {
             return Ok(None);
         }
         let r = (|| {
             self.flush_layer()?;
-            self.map.unpin_all(&mut self.store)?;
+            let (map, split) = match self.map.split_commit(&mut self.store)? {
+                Some(m) => (m, true),
+                None => {
+                    self.map.unpin_all(&mut self.store)?;
+                    let m = MapCommit {
+                        root: self.map.root,
+                        free: self.map.free,
+                    };
+                    (m, false)
+                }
+            };
             self.store.write_back()?;
-            let mut sb = self.superblock();
+            let mut sb = self.sb.clone();
+            sb.free_blocks = map.free;
+            sb.map_root = map.root;
             sb.generation = self.txn_generation();
             sb.commit_time = u64::try_from(now.sec).unwrap_or(0);
-            Ok(sb)
+            Ok((sb, split))
         })();
-        let sb = self.abort_on_error(r)?;
+        let (sb, split) = self.abort_on_error(r)?;
         self.committing = true;
-        Ok(Some(PendingCommit { sb }))
+        self.changes_wait = !split;
+        if split {
+            // The next transaction, from the state being committed.
+            self.sb = sb.clone();
+            self.dirty = false;
+        }
+        Ok(Some(PendingCommit { sb, split }))
     }
 
     /// Ends a commit [`Self::commit_begin`] started, with the outcome of its device part: the new
-    /// superblock is the committed one, or (the device failed) the transaction is aborted and
-    /// the last commit stays on the medium.
+    /// superblock is the committed one (the blocks its transaction freed are free now), or (the
+    /// device failed) the transaction is aborted and the last commit stays on the medium.
     pub fn commit_end(
         &mut self,
         pending: PendingCommit,
         written: Result<(), Error>,
     ) -> Result<(), Error> {
         self.committing = false;
+        self.changes_wait = false;
         self.abort_on_error(written)?;
+        if pending.split {
+            let r = self.map.commit_done(&mut self.store);
+            return self.abort_on_error(r);
+        }
         self.sb = pending.sb;
         self.map.generation = self.sb.generation.saturating_add(1);
         self.dirty = false;
@@ -553,10 +595,15 @@ impl<S: Device> Volume<S> {
         self.committing
     }
 
+    /// Whether changes wait for the commit under way (it was not split).
+    pub fn changes_wait(&self) -> bool {
+        self.changes_wait
+    }
+
     /// Refuses a change while a commit's device part is under way.
     pub(super) fn changeable(&self) -> Result<(), Error> {
         self.live()?;
-        if self.committing {
+        if self.changes_wait {
             return Err(Error::Busy);
         }
         Ok(())

@@ -56,12 +56,13 @@ impl core::ops::DerefMut for VolGuard<'_> {
 }
 
 impl MountInfo {
-    /// Locks the volume to change it: waits while a commit's device part runs (that
-    /// transaction takes no more changes, and the next one starts when it ends).
+    /// Locks the volume to change it. Changes go on while a commit's device part runs (they
+    /// belong to the next transaction), except during a commit that could not be split for
+    /// want of space: then this waits for its end.
     pub(crate) fn lock(&self) -> VolGuard<'_> {
         let nofs = NoFsScope::enter();
         let mut guard = self.vol.lock();
-        while guard.is_committing() {
+        while guard.changes_wait() {
             self.committed.wait(&mut guard);
         }
         VolGuard {
@@ -71,9 +72,16 @@ impl MountInfo {
         }
     }
 
-    /// Locks the volume to read it, also while a commit's device part runs: lookups, listings,
-    /// inode reads and block maps then see the state being committed, which nothing changes
-    /// meanwhile. A change tried through this guard during a commit fails (`Busy`).
+    /// Waits, with the volume locked, until no commit's device part runs: one commit at a time.
+    pub(crate) fn wait_commit(&self, vol: &mut VolGuard<'_>) {
+        while vol.guard.is_committing() {
+            self.committed.wait(&mut vol.guard);
+        }
+    }
+
+    /// Locks the volume to read it, also while a commit that was not split runs its device
+    /// part: lookups, listings, inode reads and block maps then see the state being committed,
+    /// which nothing changes meanwhile. A change tried through this guard then fails (`Busy`).
     pub(crate) fn lock_read(&self) -> VolGuard<'_> {
         let nofs = NoFsScope::enter();
         VolGuard {
@@ -95,6 +103,8 @@ pub(crate) fn retry_for_space<R>(
 ) -> core::result::Result<R, CoreError> {
     match op(vol) {
         Err(CoreError::NoSpace) if vol.map().pinned > 0 => {
+            // Pins of a commit under way become free at its end.
+            sb.info().wait_commit(vol);
             vol.commit(timestamp()).inspect_err(|e| {
                 pr_err!(
                     "{}: commit to free space failed ({:?}); the last committed state stays on disk\n",
@@ -112,15 +122,17 @@ pub(crate) fn retry_for_space<R>(
 /// (the transaction is then aborted and the filesystem answers EIO until it is remounted).
 ///
 /// The device part (two flushes and the superblock write between them) runs without the volume
-/// lock: readers of any layer go on meanwhile ([`MountInfo::lock_read`]); changes wait for its
-/// end ([`MountInfo::lock`]), because blocks the transaction freed are still used by the last
-/// commit until the new superblock is durable.
+/// lock: readers and changes of every layer go on meanwhile, changes in the next transaction,
+/// which keeps the blocks this one freed until the new superblock is durable (the last commit
+/// still uses them). Only a commit that found too little free space for that makes changes wait
+/// for its end ([`MountInfo::lock`]). Commits run one at a time.
 pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
     if sb.read_only() || sb.frozen() {
         return Ok(());
     }
     let info = sb.info();
     let mut vol = info.lock();
+    info.wait_commit(&mut vol);
     if !committable(sb, &mut vol)? {
         return Ok(());
     }
@@ -130,7 +142,8 @@ pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
         Err(e) => return Err(failed(sb, e)),
     };
     drop(vol);
-    // From here every path must reach `commit_end`: until it runs, every `lock()` waits.
+    // From here every path must reach `commit_end`: until it runs, every other commit waits
+    // (and every change, if the commit was not split).
     // As under the lock: an allocation here must not recurse into this filesystem, whose
     // changes wait for this commit.
     let nofs = NoFsScope::enter();
@@ -182,6 +195,7 @@ fn failed(sb: &SuperBlock<Lcfs>, e: CoreError) -> Error {
 /// [`commit`] with the volume already locked, whole under the lock, for a change that must be on
 /// the medium before anyone else sees it (a layer's freeze: see `frozen`).
 pub(crate) fn commit_locked(sb: &SuperBlock<Lcfs>, vol: &mut VolGuard<'_>) -> Result {
+    sb.info().wait_commit(vol);
     if !committable(sb, vol)? {
         return Ok(());
     }

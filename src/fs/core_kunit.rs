@@ -275,7 +275,10 @@ mod volume_tests {
         assert!(vol.reclaim_queued().map_err(|_| EIO)? > 0);
         assert_eq!(vol.reclaim(u32::MAX), Ok(0));
         vol.commit(NOW).map_err(|_| EIO)?;
-        // Everything but the first layer's root tree node and the layer tree came back.
+        // Everything but the first layer's root tree node and the layer tree came back, in
+        // the committed state (the running transaction keeps copies of the map paths that
+        // held the freed blocks until the next commit).
+        let (vol, _) = Volume::open(vol.into_store()).map_err(|_| EIO)?;
         assert_eq!(vol.superblock().free_blocks, free0 + 2);
         Ok(())
     }

@@ -17,7 +17,8 @@
 # creates part: $CREATES empty files created in one layer alone, then in each of two layers at
 # once (lcfs read-write layers, btrfs subvolumes, ext4 directories). The latency part: cold
 # stats and 4 KiB reads of $LAT_FILES files in a clone of a frozen image (a btrfs snapshot, an
-# ext4 directory) with another layer idle and with it running a write-and-fsync loop. $PARTS
+# ext4 directory), and as many creates of 100-byte files in it, with another layer idle and with
+# it running a write-and-fsync loop. $PARTS
 # picks parts (default: all of layers,cow,depth,pagecache,parallel,creates,latency).
 import ctypes
 import fcntl
@@ -621,7 +622,8 @@ def percentile(values, p):
 
 
 def latency():
-    """p99 of cold stats and reads in layer B, with layer A idle and with A in an fsync loop.
+    """p99 of cold stats and reads, and of small file creates, in layer B, with layer A idle and
+    with A in an fsync loop.
     The guest clock of a TCG run moves in coarse steps (see mean_ms): single calls below a few
     milliseconds read as 0 or one step, so the p99 shows stalls, not fast-path costs."""
 
@@ -638,24 +640,35 @@ def latency():
             with open(p, "wb") as f:
                 f.write(data)
 
-    def probe(root):
+    def create(path):
+        with open(path, "wb") as f:
+            f.write(b"x" * 100)
+
+    def probe(root, tag):
         drop_caches()
-        stats, reads = [], []
-        for p in files(root):
+        new = f"{root}/new-{tag}"
+        os.makedirs(new)
+        stats, reads, creates = [], [], []
+        for n, p in enumerate(files(root)):
             stats.append(timed(lambda: os.stat(p)))
             reads.append(timed(lambda: open(p, "rb").read(4096)))
-        return stats, reads
+            creates.append(timed(lambda: create(f"{new}/{n}")))
+        return stats, reads, creates
 
     def measure(fs, b_root, a_file):
-        idle = probe(b_root)
+        idle = probe(b_root, "idle")
         busy_proc = subprocess.Popen([sys.executable, "-c", FSYNC_CODE, a_file])
         time.sleep(1)
         try:
-            busy = probe(b_root)
+            busy = probe(b_root, "busy")
         finally:
             busy_proc.kill()
             busy_proc.wait()
-        for name, i, b in (("stat", idle[0], busy[0]), ("read", idle[1], busy[1])):
+        for name, i, b in (
+            ("stat", idle[0], busy[0]),
+            ("read", idle[1], busy[1]),
+            ("create", idle[2], busy[2]),
+        ):
             p_idle, p_busy = percentile(i, 99), percentile(b, 99)
             bench(f"p99-{name}-idle", fs, LAT_FILES, p_idle, "ms")
             bench(f"p99-{name}-fsync", fs, LAT_FILES, p_busy, "ms")

@@ -237,6 +237,7 @@ pub fn read_leaf<S: BlockStore<Buf = Vec<u8>>>(
         level: 0,
         first: leaf.first,
         txn_generation: sb.generation.saturating_add(1),
+        pins_from: sb.generation.saturating_add(1),
         total_blocks: sb.total_blocks,
     };
     refmap::check(&buf, &expect).map_err(|e| what(e.to_string()))?;
@@ -473,6 +474,7 @@ fn root_free<S: volume::Device<Buf = Vec<u8>>>(store: &mut S, sb: &Superblock) -
         level: sb.map_level,
         first: 0,
         txn_generation: sb.generation.checked_add(1)?,
+        pins_from: sb.generation.checked_add(1)?,
         total_blocks: sb.total_blocks,
     };
     refmap::check(&buf, &expect).ok()?;

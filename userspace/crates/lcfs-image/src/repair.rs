@@ -887,6 +887,7 @@ fn rebuild_map<S: BlockStore<Buf = Vec<u8>>>(
                     level: l,
                     first,
                     txn_generation: generation,
+                    pins_from: generation,
                     total_blocks: total,
                 },
             )

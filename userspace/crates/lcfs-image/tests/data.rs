@@ -2153,17 +2153,99 @@ fn frozen_tree_reads_names_as_the_volume_does() {
     ));
 }
 
-/// A commit in two parts, as the kernel runs it with its device part outside the volume lock:
-/// between `commit_begin` and `commit_end` every read answers from the state being committed and
-/// every change is refused (`Busy`) without changing anything; the state is committed once the
+/// A commit in two parts, as the kernel runs it with its device part outside the volume lock,
+/// split: the next transaction takes changes while the device part runs. Blocks the committing
+/// transaction freed stay out of reach until `commit_end`, because the commit before still uses
+/// them: here a file removed in that transaction keeps its data on the medium while the next
+/// transaction writes over all the free space, so a crash before the new superblock is durable
+/// finds the commit before whole (and fsck clean), one after it finds the new commit, and the
+/// commit after that holds what was changed meanwhile.
+#[test]
+fn split_commit_takes_changes_while_the_device_part_runs() {
+    let (mut vol, ino) = with_file(4096);
+    let tags: Vec<u64> = (1..=40).collect();
+    write(&mut vol, 1, ino, 0, &tags, true).unwrap();
+    vol.commit(NOW).unwrap();
+    let gen = vol.superblock().generation;
+    vol.unlink(1, ROOT_INO, b"f", NOW).unwrap();
+    let pending = vol.commit_begin(NOW).unwrap().expect("changes to commit");
+    assert!(pending.is_split() && vol.is_committing());
+    assert_eq!(vol.commit_begin(NOW).unwrap_err(), Error::Busy);
+    let free_next = vol.map().free;
+    // The next transaction: a file written over all the free space, one block at a time.
+    let g = vol.create(1, ROOT_INO, b"g", &regular(), NOW).unwrap();
+    let mut n = 0u64;
+    while write(&mut vol, 1, g, n, &[1000 + n], true).is_ok() {
+        n += 1;
+    }
+    assert!(!vol.is_aborted());
+    assert!(n > 3000, "{n} blocks written");
+    // A crash before the superblock write: the commit before, whole.
+    let dev = vol.store().clone();
+    let (mut before, _) = Volume::open(dev.clone()).unwrap();
+    assert_eq!(before.superblock().generation, gen);
+    let f = before.lookup_name(1, ROOT_INO, b"f").unwrap().unwrap().ino;
+    let want: Vec<Vec<u8>> = tags.iter().map(|&t| pattern(t)).collect();
+    assert_eq!(
+        read(&mut before, 1, f, 40),
+        want,
+        "data of the commit before overwritten"
+    );
+    fsck_clean(dev);
+    // The device part (the nodes are on the medium already) and a crash right after it.
+    let mut block = vec![0u8; BS as usize];
+    pending.encode(&mut block).unwrap();
+    vol.store().write(pending.slot(), &block).unwrap();
+    let dev = vol.store().clone();
+    let free = vol.map().free;
+    vol.commit_end(pending, Ok(())).unwrap();
+    assert!(!vol.is_committing());
+    assert!(
+        vol.map().free >= free + 40,
+        "the removed file's blocks are free now"
+    );
+    let (mut after, _) = Volume::open(dev.clone()).unwrap();
+    assert_eq!(after.superblock().generation, gen + 1);
+    assert!(
+        after.superblock().free_blocks >= free_next + 40,
+        "the next transaction was given the blocks the commit freed"
+    );
+    assert_eq!(after.lookup_name(1, ROOT_INO, b"f").unwrap(), None);
+    assert_eq!(after.lookup_name(1, ROOT_INO, b"g").unwrap(), None);
+    fsck_clean(dev);
+    // They take new data, and the next commit holds everything written meanwhile.
+    write(&mut vol, 1, g, n, &[1000 + n], true).unwrap();
+    vol.commit(NOW).unwrap();
+    let dev = vol.into_store();
+    let (mut next, _) = Volume::open(dev.clone()).unwrap();
+    assert_eq!(next.superblock().generation, gen + 2);
+    let g = next.lookup_name(1, ROOT_INO, b"g").unwrap().unwrap().ino;
+    let want: Vec<Vec<u8>> = (0..=n).map(|i| pattern(1000 + i)).collect();
+    assert_eq!(read(&mut next, 1, g, n + 1), want);
+    fsck_clean(dev);
+}
+
+/// A commit that cannot be split (too little free space to keep the freed blocks apart): between
+/// `commit_begin` and `commit_end` every read answers from the state being committed and every
+/// change is refused (`Busy`) without changing anything; the state is committed once the
 /// caller has flushed, written the new superblock and flushed again, and a failed device part
 /// aborts the transaction, leaving the last commit on the medium.
 #[test]
-fn commit_in_two_parts_reads_and_refuses_changes() {
+fn commit_in_two_parts_without_room_reads_and_refuses_changes() {
     let (mut vol, ino) = with_file(4096);
     write(&mut vol, 1, ino, 0, &[5, 6, 7], true).unwrap();
+    // Full: a second file takes every block data may take.
+    let h = vol.create(1, ROOT_INO, b"h", &regular(), NOW).unwrap();
+    let mut n = 0u64;
+    while write(&mut vol, 1, h, n, &[100 + n], true).is_ok() {
+        n += 1;
+    }
+    vol.commit(NOW).unwrap();
+    // Blocks freed: the commit must keep them from the next transaction, and has no room to.
+    vol.punch_hole(1, h, 0, 10).unwrap();
     let gen = vol.superblock().generation;
     let pending = vol.commit_begin(NOW).unwrap().expect("changes to commit");
+    assert!(!pending.is_split());
     assert!(vol.is_committing());
     // Reads.
     assert_eq!(
@@ -2177,7 +2259,7 @@ fn commit_in_two_parts_reads_and_refuses_changes() {
         true
     })
     .unwrap();
-    assert_eq!(names, [b"f".to_vec()]);
+    assert_eq!(names, [b"f".to_vec(), b"h".to_vec()]);
     assert!(matches!(
         vol.map_read(1, ino, 0, 3).unwrap().kind,
         MapKind::Written { .. }

@@ -325,6 +325,7 @@ fn dump_map(src: &mut Source, sb: &Superblock, problems: &mut Problems) -> Vec<M
                     // As the volume opens it: the committed state is older than the running
                     // transaction.
                     txn_generation: sb.generation.saturating_add(1),
+                    pins_from: sb.generation.saturating_add(1),
                     total_blocks: total,
                 },
             )
