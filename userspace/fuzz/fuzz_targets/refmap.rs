@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
         level,
         first,
         txn_generation: u64::from(data.get(17).copied().unwrap_or(0)),
+        // The running transaction's nodes, or also the one before (a split commit's copies).
+        pins_from: u64::from(data.get(17).copied().unwrap_or(0))
+            .saturating_sub(u64::from(data.get(18).copied().unwrap_or(0) & 1)),
         total_blocks: u64::from(data.get(2).copied().unwrap_or(0)) << 20,
     };
     if refmap::check(&block, &expect).is_ok() {
