@@ -674,6 +674,9 @@ def latency():
             bench(f"p99-{name}-fsync", fs, LAT_FILES, p_busy, "ms")
             # One clock step stands in for a p99 that read as 0.
             bench(f"p99-{name}-ratio", fs, LAT_FILES, p_busy / max(p_idle, 4.0), "x")
+            # Calls of two clock steps or more: the stalls a p99 of one step hides.
+            bench(f"stalls-{name}-idle", fs, LAT_FILES, sum(v >= 7.5 for v in i), "calls")
+            bench(f"stalls-{name}-fsync", fs, LAT_FILES, sum(v >= 7.5 for v in b), "calls")
 
     fd = mount_lcfs()
     img = lcfs_create(fd, "img")
