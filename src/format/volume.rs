@@ -470,9 +470,11 @@ impl<S: Device> Volume<S> {
         2 * 6 * (u64::from(self.map.level) + 2)
     }
 
-    /// Commits the running transaction (nothing happens if it has no changes).
+    /// Commits the running transaction (nothing happens if it has no changes). Nothing else runs
+    /// meanwhile, so the commit is never split (see [`Self::commit_begin`]): every pin is free
+    /// when it returns.
     pub fn commit(&mut self, now: Timespec) -> Result<(), Error> {
-        let Some(pending) = self.commit_begin(now)? else {
+        let Some(pending) = self.begin(now, false)? else {
             return Ok(());
         };
         let r = self.commit_write(&pending);
@@ -512,6 +514,11 @@ impl<S: Device> Volume<S> {
     /// the commit is not split: pins become free blocks at once, and every change fails with
     /// `Busy` until `commit_end`, while reads see the state being committed.
     pub fn commit_begin(&mut self, now: Timespec) -> Result<Option<PendingCommit>, Error> {
+        self.begin(now, true)
+    }
+
+    /// [`Self::commit_begin`], split only if `split` allows.
+    fn begin(&mut self, now: Timespec, split: bool) -> Result<Option<PendingCommit>, Error> {
         self.changeable()?;
         if self.committing {
             return Err(Error::Busy);
@@ -521,7 +528,12 @@ impl<S: Device> Volume<S> {
         }
         let r = (|| {
             self.flush_layer()?;
-            let (map, split) = match self.map.split_commit(&mut self.store)? {
+            let kept = if split {
+                self.map.split_commit(&mut self.store)?
+            } else {
+                None
+            };
+            let (map, split) = match kept {
                 Some(m) => (m, true),
                 None => {
                     self.map.unpin_all(&mut self.store)?;

@@ -145,7 +145,7 @@ pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
     // From here every path must reach `commit_end`: until it runs, every other commit waits
     // (and every change, if the commit was not split).
     // As under the lock: an allocation here must not recurse into this filesystem, whose
-    // changes wait for this commit.
+    // commits (and changes, if this commit was not split) wait for this one.
     let nofs = NoFsScope::enter();
     let written = write_commit(&info.io, &pending);
     drop(nofs);
