@@ -43,6 +43,7 @@ mod namespace;
 mod reclaim;
 mod share;
 mod store;
+mod shared;
 mod sysfs;
 mod time;
 mod xattr;

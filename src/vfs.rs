@@ -30,6 +30,7 @@ pub(crate) mod ioctl;
 pub(crate) mod iomap;
 pub(crate) mod params;
 pub(crate) mod registration;
+pub(crate) mod rwsem;
 pub(crate) mod super_block;
 pub(crate) mod super_ops;
 pub(crate) mod sysfs;
@@ -47,6 +48,7 @@ pub(crate) use ioctl::{
 pub(crate) use iomap::{DataOperations, FileMap, FileOperations, MapFor, MapKind};
 pub(crate) use params::{Param, ParamValue};
 pub(crate) use registration::{ARef, FileSystem, Registration};
+pub(crate) use rwsem::{new_rwsem, ReadGuard, RwSem, WriteGuard};
 pub(crate) use super_block::{now, BlockDevice, NewSuperBlock, NoFsScope, SuperBlock};
 pub(crate) use super_ops::StatFs;
 pub(crate) use sysfs::SysfsOutput;

@@ -45,6 +45,7 @@ use super::records::{
     extent_flags, inline_data, kind, mode, put_inline_data, ExtentRecord, HashKey, InodeRecord,
     Timespec, EXTENT_RECORD_SIZE, INLINE_CHUNK, INODE_RECORD_SIZE, SYMLINK_CHUNKS, SYMLINK_MAX,
 };
+use super::refmap::MapAccess;
 use super::tree::{Allocator, BlockStore, Change, Error, ItemVisitor, Txn};
 use super::volume::{inode_key, tree_kind, Device, LayerItems, Volume};
 use super::{FormatError, BLOCK_SHIFT};
@@ -594,7 +595,7 @@ impl<S: BlockStore> LayerItems for FrozenItems<'_, S> {
     }
 }
 
-impl<S: Device> Volume<S> {
+impl<S: Device, M: MapAccess<S>> Volume<S, M> {
     // ---- lookups ----
 
     /// The item of kind `k` of `ino` with the largest offset at most `fblock`.

@@ -15,9 +15,9 @@ use super::records::{
     kind, layer_flags, InodeRecord, LayerNameRecord, LayerRecord, Timespec, INODE_RECORD_SIZE,
     LAYER_NAME_INDEX, LAYER_NAME_MAX, LAYER_RECORD_MAX,
 };
-use super::refmap::RefMap;
+use super::refmap::MapAccess;
 use super::tree::{Error, Txn};
-use super::volume::{inode_key, tree_kind, Device, Volume};
+use super::volume::{inode_key, tree_kind, Device, Scope, Volume};
 use super::{FormatError, ROOT_INO};
 
 /// A decoded layer record, owned.
@@ -131,8 +131,9 @@ enum Source {
     Snapshot(LayerInfo),
 }
 
-impl<S: Device> Volume<S> {
-    /// The layer with id `id`.
+impl<S: Device, M: MapAccess<S>> Volume<S, M> {
+    /// The layer with id `id`. A volume limited to one layer ([`Scope::Layer`]) reads only
+    /// that layer and read-only ones (`Busy` for another read-write layer).
     pub fn layer(&mut self, id: u64) -> Result<LayerInfo, Error> {
         self.live()?;
         if let Some((l, _)) = self.layer_cache {
@@ -140,7 +141,15 @@ impl<S: Device> Volume<S> {
                 return Ok(l);
             }
         }
-        self.flush_layer()?;
+        let own = match self.scope() {
+            Scope::Whole => {
+                self.flush_layer()?;
+                true
+            }
+            // Its own record is in the layer tree as its last holder left it: the caller keeps
+            // a changed one in the cache until a whole volume writes it.
+            Scope::Layer(own) => own == id,
+        };
         let root = self.sb.layer_root;
         let total = self.sb.total_blocks;
         let got = self
@@ -148,18 +157,23 @@ impl<S: Device> Volume<S> {
             .lookup(root, &layer_key(id), |v| {
                 LayerRecord::decode(v, id, total).and_then(|r| LayerInfo::from_record(id, &r))
             })?;
-        match got {
-            Some(info) => {
-                let info = info?;
-                self.layer_cache = Some((info, false));
-                Ok(info)
-            }
-            None => Err(Error::NotFound),
+        let info = got.ok_or(Error::NotFound)??;
+        if own {
+            self.layer_cache = Some((info, false));
+        } else if !info.is_read_only() {
+            return Err(Error::Busy);
         }
+        Ok(info)
     }
 
-    /// Changes a layer record (in the cache; see `layer_cache`).
+    /// Changes a layer record (in the cache; see `layer_cache`). A volume limited to one layer
+    /// changes only that one's.
     pub(super) fn put_layer(&mut self, info: &LayerInfo) -> Result<(), Error> {
+        if let Scope::Layer(own) = self.scope() {
+            if own != info.id {
+                return Err(Error::Busy);
+            }
+        }
         if matches!(self.layer_cache, Some((l, _)) if l.id != info.id) {
             self.flush_layer()?;
         }
@@ -167,19 +181,28 @@ impl<S: Device> Volume<S> {
         Ok(())
     }
 
+    /// Takes `info`, a changed record a volume limited to its layer kept (see [`Scope::Layer`]),
+    /// to write into the layer tree. Whole volumes only.
+    pub fn keep_layer_record(&mut self, info: &LayerInfo) -> Result<(), Error> {
+        self.whole()?;
+        self.put_layer(info)
+    }
+
     /// Writes a changed cached layer record into the layer tree: before anything else reads
-    /// the layer tree, and before a commit.
+    /// the layer tree, and before a commit. Only a whole volume writes the layer tree.
     pub(super) fn flush_layer(&mut self) -> Result<(), Error> {
         let Some((info, true)) = self.layer_cache else {
             return Ok(());
         };
         self.changeable()?;
+        self.whole()?;
         self.layer_cache = Some((info, false));
         let r = self.write_layer(&info);
         self.abort_on_error(r)
     }
 
     fn write_layer(&mut self, info: &LayerInfo) -> Result<(), Error> {
+        self.whole()?;
         let mut buf = [0u8; LAYER_RECORD_MAX];
         let n = info.record().encode(&mut buf)?;
         let root = self.sb.layer_root;
@@ -203,6 +226,7 @@ impl<S: Device> Volume<S> {
         f: &mut dyn FnMut(&LayerInfo) -> bool,
     ) -> Result<(), Error> {
         self.live()?;
+        self.whole()?;
         self.flush_layer()?;
         let root = self.sb.layer_root;
         let total = self.sb.total_blocks;
@@ -233,6 +257,7 @@ impl<S: Device> Volume<S> {
     /// Looks `name` up in the layer-name index: the layer id and the entry's key offset, and the
     /// first free offset of the name's hash bucket.
     fn find_layer_name(&mut self, name: &[u8]) -> Result<NameSlot, Error> {
+        self.whole()?;
         self.flush_layer()?;
         let hash = self.hash_key().hash(name);
         let root = self.sb.layer_root;
@@ -293,6 +318,7 @@ impl<S: Device> Volume<S> {
     }
 
     fn new_layer(&mut self, name: &[u8], source: Source, now: Timespec) -> Result<u64, Error> {
+        self.whole()?;
         self.live()?;
         super::records::check_layer_name(name)?;
         self.admit(4, true)?;
@@ -392,6 +418,7 @@ impl<S: Device> Volume<S> {
 
     /// Renames layer `id` to `name`.
     pub fn rename_layer(&mut self, id: u64, name: &[u8]) -> Result<(), Error> {
+        self.whole()?;
         self.live()?;
         super::records::check_layer_name(name)?;
         let mut l = self.layer(id)?;
@@ -433,6 +460,7 @@ impl<S: Device> Volume<S> {
     /// layer's flag for the time of its own changes). `NotFound` for a layer that does not
     /// exist.
     pub fn set_layer_record(&mut self, info: &LayerInfo) -> Result<(), Error> {
+        self.whole()?;
         let mut l = self.layer(info.id)?;
         self.admit(1, false)?;
         l.bytes_used = info.bytes_used;
@@ -446,6 +474,7 @@ impl<S: Device> Volume<S> {
 
     /// Freezes a layer: read-only from now on, and cloneable.
     pub fn freeze_layer(&mut self, id: u64) -> Result<(), Error> {
+        self.whole()?;
         let mut l = self.layer(id)?;
         if l.is_read_only() {
             return Ok(());
@@ -461,6 +490,7 @@ impl<S: Device> Volume<S> {
     /// goes onto the reclaim queue, whose steps ([`Self::reclaim`]) free every block only it
     /// referenced. Uses the metadata reserve: a removal never fails for the space it frees.
     pub fn remove_layer(&mut self, id: u64) -> Result<(), Error> {
+        self.whole()?;
         let l = self.layer(id)?;
         if l.children > 0 {
             return Err(Error::Busy);
@@ -508,7 +538,7 @@ impl<S: Device> Volume<S> {
     /// Runs `f` on a transaction over the layer tree, for read-only walks.
     pub fn with_layer_tree<R>(
         &mut self,
-        f: impl FnOnce(&mut Txn<'_, S, RefMap>, u64) -> R,
+        f: impl FnOnce(&mut Txn<'_, S, M>, u64) -> R,
     ) -> Result<R, Error> {
         self.flush_layer()?;
         let root = self.sb.layer_root;

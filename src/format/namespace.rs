@@ -17,6 +17,7 @@ use super::records::{
     dirent_offset, file_type, inline_data, inode_flags, kind, mode, put_inline_data, DirentRecord,
     InodeRecord, LinkRecord, Timespec, INODE_RECORD_SIZE, NAME_MAX,
 };
+use super::refmap::MapAccess;
 use super::superblock::INCOMPAT_INODE_FLAGS;
 use super::tree::Error;
 use super::volume::{inode_key, Device, LayerItems, Volume};
@@ -335,7 +336,7 @@ pub(super) fn readdir_in(
     Ok(())
 }
 
-impl<S: Device> Volume<S> {
+impl<S: Device, M: MapAccess<S>> Volume<S, M> {
     /// The inode record of `ino` in `layer`.
     pub fn inode(&mut self, layer: u64, ino: u64) -> Result<InodeRecord, Error> {
         read_inode(&mut self.items(layer), ino)
@@ -1094,7 +1095,7 @@ impl<S: Device> Volume<S> {
     /// extended attributes of these values (`None`: not set), as each would check it before its
     /// first change: a caller that makes them all in one volume-lock hold then sees none fail
     /// for space half-way (a new inode and the ACLs it inherits, a mode and an ACL).
-    pub fn admit_with_xattrs(&self, ops: u64, xattrs: &[Option<&[u8]>]) -> Result<(), Error> {
+    pub fn admit_with_xattrs(&mut self, ops: u64, xattrs: &[Option<&[u8]>]) -> Result<(), Error> {
         let mut trees = ops.checked_mul(OP_TREES).ok_or(Error::Invalid)?;
         for value in xattrs.iter().flatten() {
             let blocks = u64::try_from(value.len().div_ceil(BLOCK_SIZE as usize))
@@ -1229,6 +1230,10 @@ impl<S: Device> Volume<S> {
         }
         check_time(&ctime)?;
         self.check_writable(layer)?;
+        if flags != 0 && self.sb.incompat & INCOMPAT_INODE_FLAGS == 0 {
+            // The feature bit goes into the superblock, which only a whole volume changes.
+            self.whole()?;
+        }
         let mut rec = self.inode(layer, ino)?;
         self.admit_trees(OP_TREES)?;
         // Only the record changes, as for `set_attr` without a size: the epoch stays.

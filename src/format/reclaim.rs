@@ -19,6 +19,7 @@
 
 use super::node::{key_after, Key};
 use super::records::{kind, ReclaimRecord, RECLAIM_QUEUE, RECLAIM_RECORD_SIZE};
+use super::refmap::MapAccess;
 use super::tree::{DropStep, Error};
 use super::volume::{tree_kind, Device, Volume};
 use super::FormatError;
@@ -28,11 +29,12 @@ fn queue_key(place: u64) -> Key {
     Key::new(RECLAIM_QUEUE, kind::RECLAIM, place)
 }
 
-impl<S: Device> Volume<S> {
+impl<S: Device, M: MapAccess<S>> Volume<S, M> {
     /// Entries in the reclaim queue: 0 once every removed layer's space is free (after the
     /// next commit). The first call after opening counts them (the queue is short: a few
     /// entries per removed layer).
     pub fn reclaim_queued(&mut self) -> Result<u64, Error> {
+        self.whole()?;
         match self.reclaim_queued {
             Some(n) => Ok(n),
             None => {
@@ -108,6 +110,7 @@ impl<S: Device> Volume<S> {
     /// Pushes the tree under `root` (a reference the caller hands over) onto the queue; part of
     /// a change that admitted one layer-tree update.
     pub(super) fn reclaim_push_tree(&mut self, root: u64) -> Result<(), Error> {
+        self.whole()?;
         if root == 0 {
             return Ok(());
         }
@@ -133,6 +136,7 @@ impl<S: Device> Volume<S> {
     /// with `NoSpace`, having changed nothing more, when even the metadata reserve cannot take
     /// the queue's next update: a commit frees what earlier steps released.
     pub fn reclaim(&mut self, steps: u32) -> Result<u64, Error> {
+        self.whole()?;
         self.live()?;
         for _ in 0..steps {
             if self.reclaim_queued()? == 0 {

@@ -697,19 +697,17 @@ impl RefMap {
         f: impl FnOnce(&[u8]) -> Result<R, Error>,
     ) -> Result<R, Error> {
         let expect = self.expect(blocknr, level, first)?;
-        let verified = store.is_verified(blocknr);
-        let (checked, r) = store.with_block(blocknr, |buf| {
-            if verified {
-                check_placement(buf, &expect)?;
+        store.with_verified_block(blocknr, |buf, verified| {
+            let checked = if verified {
+                check_placement(buf, &expect)
             } else {
-                check(buf, &expect)?;
+                check(buf, &expect)
+            };
+            match checked {
+                Ok(_) => (!verified, f(buf)),
+                Err(e) => (false, Err(e.into())),
             }
-            Ok::<_, Error>((!verified, f(buf)))
-        })??;
-        if checked {
-            store.set_verified(blocknr);
-        }
-        r
+        })?
     }
 
     fn write_node<S: BlockStore>(
@@ -1299,6 +1297,16 @@ impl RefMap {
         Ok(self.alloc_run(store, purpose, 1)?.0)
     }
 
+    /// Blocks one tree update may take: it copies and splits at most two nodes per level (up
+    /// to 6 levels in practice), and each new or freed block may copy a map path.
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "the map level is a u8: (255 + 2) * 12 is small"
+    )]
+    pub fn blocks_per_tree(&self) -> u64 {
+        2 * 6 * (u64::from(self.level) + 2)
+    }
+
     /// Allocates a block for a tree node (count 1) and remembers its count (see
     /// [`BlockStore::single_table`]).
     pub fn alloc_node<S: BlockStore>(&mut self, store: &mut S) -> Result<u64, Error> {
@@ -1626,6 +1634,157 @@ impl RefMap {
             pinned = pinned.saturating_add(e.pinned);
         }
         Ok((free, pinned))
+    }
+}
+
+/// The reference-count map as a [`super::volume::Volume`] reaches it: owned by the volume (the
+/// tools, one volume alone), or shared by the volumes of several layers changed at once (the
+/// kernel), which take a lock of the map's own around each call. Space for an operation is
+/// admitted here too, so that operations running at once cannot all be admitted against the same
+/// free blocks.
+pub trait MapAccess<S: BlockStore>: super::tree::Allocator<S> {
+    /// Runs `f` on the map, with `store` as the map reaches it.
+    fn with<R>(
+        &mut self,
+        store: &mut S,
+        f: impl for<'x> FnOnce(&mut RefMap, &mut MapStore<'x, S>) -> R,
+    ) -> R;
+
+    /// Admits an operation of `trees` tree updates ([`RefMap::blocks_per_tree`] each),
+    /// leaving the metadata reserve free if `keep_reserve`: `NoSpace` unless the free blocks
+    /// cover that beside what the other operations running at once were admitted for. A shared
+    /// map keeps the blocks for this volume until the kernel's view of it ends.
+    fn admit(&mut self, trees: u64, keep_reserve: bool) -> Result<(), Error>;
+
+    /// Free blocks beyond the metadata reserve, what `trees` tree updates may take, and what
+    /// other operations running at once were admitted for.
+    fn room(&mut self, trees: u64) -> u64;
+
+    /// Free blocks and the root node: what the next commit's superblock records of the map.
+    fn free_and_root(&self) -> (u64, u64);
+
+    /// Takes the next `data_id`. `next` is the superblock's counter, which an owned map
+    /// advances; a shared map keeps the counter of its own, under its lock.
+    fn alloc_data_id(&mut self, next: &mut u64) -> Result<u64, Error>;
+}
+
+/// Takes `data_id` `*next` and moves the counter on: ids stay below the inode number limit.
+pub fn take_data_id(next: &mut u64) -> Result<u64, Error> {
+    let id = *next;
+    if id >= super::INO_LIMIT {
+        return Err(Error::NoSpace);
+    }
+    *next = id.checked_add(1).ok_or(Error::NoSpace)?;
+    Ok(id)
+}
+
+impl<S: BlockStore> MapAccess<S> for RefMap {
+    fn with<R>(
+        &mut self,
+        store: &mut S,
+        f: impl for<'x> FnOnce(&mut RefMap, &mut MapStore<'x, S>) -> R,
+    ) -> R {
+        f(self, &mut MapStore::new(store, None))
+    }
+
+    fn admit(&mut self, trees: u64, keep_reserve: bool) -> Result<(), Error> {
+        let need = trees.saturating_mul(self.blocks_per_tree());
+        let floor = if keep_reserve { self.reserve } else { 0 };
+        if self.free < floor.saturating_add(need) {
+            return Err(Error::NoSpace);
+        }
+        Ok(())
+    }
+
+    fn room(&mut self, trees: u64) -> u64 {
+        let keep = trees.saturating_mul(self.blocks_per_tree());
+        self.free.saturating_sub(self.reserve).saturating_sub(keep)
+    }
+
+    fn free_and_root(&self) -> (u64, u64) {
+        (self.free, self.root)
+    }
+
+    fn alloc_data_id(&mut self, next: &mut u64) -> Result<u64, Error> {
+        take_data_id(next)
+    }
+}
+
+/// A block store as the map reaches it: `store`, with the map's table of blocks with count 1
+/// ([`BlockStore::single_table`]) kept beside it by a map shared between volumes.
+pub struct MapStore<'x, S> {
+    store: &'x mut S,
+    single: Option<&'x mut [u64]>,
+}
+
+impl<'x, S: BlockStore> MapStore<'x, S> {
+    /// `store`, with `single` as its table of blocks with count 1 if given (otherwise the
+    /// store's own).
+    pub fn new(store: &'x mut S, single: Option<&'x mut [u64]>) -> Self {
+        Self { store, single }
+    }
+}
+
+impl<S: BlockStore> BlockStore for MapStore<'_, S> {
+    type Buf = S::Buf;
+
+    fn alloc_buf(&mut self) -> Result<Self::Buf, Error> {
+        self.store.alloc_buf()
+    }
+
+    fn read(&mut self, blocknr: u64, buf: &mut Self::Buf) -> Result<(), Error> {
+        self.store.read(blocknr, buf)
+    }
+
+    fn write(&mut self, blocknr: u64, buf: &Self::Buf) -> Result<(), Error> {
+        self.store.write(blocknr, buf)
+    }
+
+    fn write_node(&mut self, blocknr: u64, buf: &mut Self::Buf) -> Result<(), Error> {
+        self.store.write_node(blocknr, buf)
+    }
+
+    fn read_new(&mut self, blocknr: u64) -> Result<Self::Buf, Error> {
+        self.store.read_new(blocknr)
+    }
+
+    fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, Error> {
+        self.store.with_block(blocknr, f)
+    }
+
+    fn with_verified_block<R>(
+        &mut self,
+        blocknr: u64,
+        f: impl FnOnce(&[u8], bool) -> (bool, R),
+    ) -> Result<R, Error> {
+        self.store.with_verified_block(blocknr, f)
+    }
+
+    fn update_node<R>(&mut self, blocknr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        self.store.update_node(blocknr, f)
+    }
+
+    fn total_blocks(&self) -> u64 {
+        self.store.total_blocks()
+    }
+
+    fn is_verified(&mut self, blocknr: u64) -> bool {
+        self.store.is_verified(blocknr)
+    }
+
+    fn single_table(&mut self) -> Option<&mut [u64]> {
+        match &mut self.single {
+            Some(t) => Some(&mut **t),
+            None => self.store.single_table(),
+        }
+    }
+
+    fn in_place_table(&mut self) -> Option<&mut [u64]> {
+        self.store.in_place_table()
+    }
+
+    fn set_verified(&mut self, blocknr: u64) {
+        self.store.set_verified(blocknr)
     }
 }
 

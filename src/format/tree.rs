@@ -127,6 +127,23 @@ pub trait BlockStore {
         Ok(f(buf.as_ref()))
     }
 
+    /// Calls `f` with the contents of block `blocknr` and whether it passed full validation
+    /// already ([`Self::is_verified`]); if `f` returns `true` with its result, the block passed
+    /// it now ([`Self::set_verified`]). One call for what a tree walk asks of every node it
+    /// visits, so that a store behind a lock takes it once.
+    fn with_verified_block<R>(
+        &mut self,
+        blocknr: u64,
+        f: impl FnOnce(&[u8], bool) -> (bool, R),
+    ) -> Result<R, Error> {
+        let verified = self.is_verified(blocknr);
+        let (checked, r) = self.with_block(blocknr, |b| f(b, verified))?;
+        if checked {
+            self.set_verified(blocknr);
+        }
+        Ok(r)
+    }
+
     /// Calls `f` to change node `blocknr` in place, if the store still holds it unsealed as
     /// this transaction wrote it with [`Self::write_node`]; the change then goes with that write.
     /// `None` if it holds no such node: the caller reads, changes and writes the node instead.
@@ -319,23 +336,22 @@ impl<S: BlockStore, A: Allocator<S>> Txn<'_, S, A> {
             return Err(Error::Corrupt(FormatError::BadField("block number")));
         }
         let expect = self.expect(blocknr, level);
-        let verified = self.store.is_verified(blocknr);
         let generation = self.generation;
-        let (checked, r) = self.store.with_block(blocknr, |buf| {
+        self.store.with_verified_block(blocknr, |buf, verified| {
             let hdr = if verified {
-                node::check_placement(buf, &expect)?
+                node::check_placement(buf, &expect)
             } else {
-                node::check(buf, &expect)?
+                node::check(buf, &expect)
             };
-            if hdr.generation > generation {
-                return Err(Error::Corrupt(FormatError::BadField("node generation")));
+            match hdr {
+                Ok(hdr) if hdr.generation > generation => (
+                    false,
+                    Err(Error::Corrupt(FormatError::BadField("node generation"))),
+                ),
+                Ok(hdr) => (!verified, f(buf, &hdr)),
+                Err(e) => (false, Err(e.into())),
             }
-            Ok((!verified, f(buf, &hdr)))
-        })??;
-        if checked {
-            self.store.set_verified(blocknr);
-        }
-        r
+        })?
     }
 
     /// From the root down to the leaf that holds (or would hold) `key`, without copying nodes:

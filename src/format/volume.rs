@@ -27,7 +27,7 @@
 
 use super::node::{key_after, Key};
 use super::records::{fs_leaf_refs, kind, ExtentRecord, HashKey, Timespec};
-use super::refmap::{MapCommit, MapParams, Purpose, RefMap};
+use super::refmap::{MapAccess, MapCommit, MapParams, Purpose, RefMap};
 use super::superblock::{self, Superblock, SUPERBLOCK_SIZE};
 use super::tree::{BlockStore, Change, Error, ItemVisitor, Txn};
 use super::{FormatError, BLOCK_SIZE};
@@ -103,12 +103,12 @@ pub trait LayerItems {
 }
 
 /// [`LayerItems`] of a layer, read through the volume (see [`Volume::items`]).
-pub struct InLayer<'a, S: Device> {
-    vol: &'a mut Volume<S>,
+pub struct InLayer<'a, S: Device, M: MapAccess<S>> {
+    vol: &'a mut Volume<S, M>,
     layer: u64,
 }
 
-impl<S: Device> LayerItems for InLayer<'_, S> {
+impl<S: Device, M: MapAccess<S>> LayerItems for InLayer<'_, S, M> {
     fn lookup<R>(&mut self, key: &Key, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, Error> {
         self.vol.lookup(self.layer, key, f)
     }
@@ -172,12 +172,87 @@ struct Usage {
     own: i64,
 }
 
+/// What a [`Volume`] may do: everything, or only what concerns one layer, so that volumes of
+/// different layers can run at once over a shared store and map (the kernel's concurrent
+/// layers; see `Documentation/design.md`, Locking).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole filesystem: the only volume at the time.
+    Whole,
+    /// Changes and reads of read-write layer `id` (none if 0) and reads of read-only layers.
+    /// Other volumes may change other read-write layers meanwhile, so this one neither changes
+    /// the layer tree nor the superblock (a changed record of layer `id` stays in the layer
+    /// cache for the caller to keep), nor reads another read-write layer (`Busy`): its record
+    /// may be out of date and its tree changing.
+    Layer(u64),
+}
+
+/// A volume's state besides its store and map, for a caller that keeps the parts apart between
+/// operations (see [`Volume::from_parts`]).
+#[derive(Clone, Debug)]
+pub struct VolumeState {
+    /// See [`Volume::superblock`]: the committed superblock, changed by the running transaction.
+    pub sb: Superblock,
+    /// Whether the running transaction has changes.
+    pub dirty: bool,
+    /// Whether the running transaction was aborted.
+    pub aborted: bool,
+    /// The cached layer record, and whether the layer tree holds an older version of it.
+    pub layer_cache: Option<(LayerInfo, bool)>,
+    /// See [`Volume::map_epoch`].
+    pub epoch: u64,
+    /// Entries of the reclaim queue, once counted.
+    pub reclaim_queued: Option<u64>,
+    /// Whether a commit's device part is under way.
+    pub committing: bool,
+    /// Whether changes wait for it (a commit that was not split).
+    pub changes_wait: bool,
+}
+
+/// The inodes whose items a volume changed since its state was last set (see
+/// [`Volume::touched`]): a few, or many.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Touched {
+    ids: [u64; TOUCHED_IDS],
+    n: usize,
+    many: bool,
+}
+
+/// Inode numbers a [`Touched`] lists before it only says "many".
+const TOUCHED_IDS: usize = 8;
+
+impl Touched {
+    fn note(&mut self, id: u64) {
+        if self.many || self.ids.iter().take(self.n).any(|&i| i == id) {
+            return;
+        }
+        match self.ids.get_mut(self.n) {
+            Some(slot) => {
+                *slot = id;
+                self.n = self.n.saturating_add(1);
+            }
+            None => self.many = true,
+        }
+    }
+
+    /// The inode numbers, unless there were too many to list (`None`).
+    pub fn ids(&self) -> Option<&[u64]> {
+        (!self.many).then(|| self.ids.get(..self.n).unwrap_or(&[]))
+    }
+
+    /// Whether any inode was changed.
+    pub fn any(&self) -> bool {
+        self.many || self.n > 0
+    }
+}
+
 /// An open filesystem and its running transaction.
-pub struct Volume<S: Device> {
+pub struct Volume<S: Device, M: MapAccess<S> = RefMap> {
     store: S,
     /// The committed superblock, updated in memory by the running transaction.
     pub(super) sb: Superblock,
-    map: RefMap,
+    map: M,
+    scope: Scope,
     dirty: bool,
     aborted: bool,
     /// The layer record last read or changed, and whether the layer tree still holds an older
@@ -197,6 +272,8 @@ pub struct Volume<S: Device> {
     committing: bool,
     /// Also no change may be made (a commit that was not split).
     changes_wait: bool,
+    /// Inodes whose items changed since the state was last set.
+    touched: Touched,
 }
 
 /// Empties the in-place cache a store keeps for its volume: a new volume starts its epochs again,
@@ -250,6 +327,8 @@ impl<S: Device> Volume<S> {
             reclaim_queued: Some(0),
             committing: false,
             changes_wait: false,
+            scope: Scope::Whole,
+            touched: Touched::default(),
         };
         if let Some(name) = first_layer {
             vol.create_layer(name, None, now)?;
@@ -264,6 +343,9 @@ impl<S: Device> Volume<S> {
 
     /// Opens the filesystem on `store` at its last commit. Also returns the error of the other
     /// superblock copy if it is damaged (redundancy is lost; worth a warning).
+    // Not inlined: the kernel opens a volume deep in a mount, on a 16 KiB stack, and the
+    // caller's frame should not carry this one's locals.
+    #[inline(never)]
     pub fn open(mut store: S) -> Result<(Self, Option<(u64, FormatError)>), Error> {
         let mut buf = store.alloc_buf()?;
         let device = store.total_blocks();
@@ -298,21 +380,127 @@ impl<S: Device> Volume<S> {
             reclaim_queued: None,
             committing: false,
             changes_wait: false,
+            scope: Scope::Whole,
+            touched: Touched::default(),
         };
         Ok((vol, sel.other_error))
-    }
-
-    /// The superblock as the next commit will write it (free count of the running transaction).
-    pub fn superblock(&self) -> Superblock {
-        let mut sb = self.sb.clone();
-        sb.free_blocks = self.map.free;
-        sb.map_root = self.map.root;
-        sb
     }
 
     /// The reference-count map.
     pub fn map(&self) -> &RefMap {
         &self.map
+    }
+}
+
+impl<S: Device, M: MapAccess<S>> Volume<S, M> {
+    /// A volume made of parts kept apart since [`Self::into_parts`], limited to `scope`.
+    pub fn from_parts(store: S, map: M, state: VolumeState, scope: Scope) -> Self {
+        Self {
+            store,
+            sb: state.sb,
+            map,
+            scope,
+            dirty: state.dirty,
+            aborted: state.aborted,
+            layer_cache: state.layer_cache,
+            epoch: state.epoch,
+            epoch_kept: false,
+            reclaim_queued: state.reclaim_queued,
+            committing: state.committing,
+            changes_wait: state.changes_wait,
+            touched: Touched::default(),
+        }
+    }
+
+    /// Takes the volume apart: its store, its map and the rest.
+    pub fn into_parts(self) -> (S, M, VolumeState) {
+        let state = VolumeState {
+            sb: self.sb,
+            dirty: self.dirty,
+            aborted: self.aborted,
+            layer_cache: self.layer_cache,
+            epoch: self.epoch,
+            reclaim_queued: self.reclaim_queued,
+            committing: self.committing,
+            changes_wait: self.changes_wait,
+        };
+        (self.store, self.map, state)
+    }
+
+    /// Takes the volume's state out (for a caller that keeps it apart between operations,
+    /// see [`Self::set_state`]); the volume refuses everything until it gets one again.
+    pub fn take_state(&mut self) -> VolumeState {
+        let state = VolumeState {
+            sb: self.sb.clone(),
+            dirty: self.dirty,
+            aborted: self.aborted,
+            layer_cache: self.layer_cache.take(),
+            epoch: self.epoch,
+            reclaim_queued: self.reclaim_queued,
+            committing: self.committing,
+            changes_wait: self.changes_wait,
+        };
+        self.aborted = true;
+        state
+    }
+
+    /// Makes this volume one of `scope` with `state`, over the same store and map.
+    pub fn set_state(&mut self, state: VolumeState, scope: Scope) {
+        self.sb = state.sb;
+        self.dirty = state.dirty;
+        self.aborted = state.aborted;
+        self.layer_cache = state.layer_cache;
+        self.epoch = state.epoch;
+        self.epoch_kept = false;
+        self.reclaim_queued = state.reclaim_queued;
+        self.committing = state.committing;
+        self.changes_wait = state.changes_wait;
+        self.scope = scope;
+        self.touched = Touched::default();
+    }
+
+    /// The inodes (of the layers this volume changed) whose items changed since the volume was
+    /// made or its state last set: what an `fsync` of one of them must see committed.
+    pub fn touched(&self) -> Touched {
+        self.touched
+    }
+
+    /// The generation the running transaction will commit as.
+    pub fn running_generation(&self) -> u64 {
+        self.txn_generation()
+    }
+
+    /// The map, as this volume reaches it.
+    pub fn map_mut(&mut self) -> &mut M {
+        &mut self.map
+    }
+
+    /// What this volume may do.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// Fails with `Busy` unless this volume is the whole filesystem's: for a step that changes
+    /// the layer tree or the superblock, or reads every layer.
+    pub(super) fn whole(&self) -> Result<(), Error> {
+        match self.scope {
+            Scope::Whole => Ok(()),
+            Scope::Layer(_) => Err(Error::Busy),
+        }
+    }
+
+    /// The superblock as the next commit will write it (free count of the running transaction).
+    pub fn superblock(&self) -> Superblock {
+        let mut sb = self.sb.clone();
+        let (free, root) = self.map.free_and_root();
+        sb.free_blocks = free;
+        sb.map_root = root;
+        sb
+    }
+
+    /// Blocks freed in the running transaction (free once it commits).
+    pub fn pinned(&mut self) -> u64 {
+        self.map.with(&mut self.store, |m, _| m.pinned)
     }
 
     /// The device.
@@ -352,7 +540,7 @@ impl<S: Device> Volume<S> {
         self.sb.generation.saturating_add(1)
     }
 
-    pub(super) fn txn(&mut self, tree: u8) -> Txn<'_, S, RefMap> {
+    pub(super) fn txn(&mut self, tree: u8) -> Txn<'_, S, M> {
         let generation = self.sb.generation.saturating_add(1);
         let fsid = self.sb.fsid();
         Txn {
@@ -427,25 +615,20 @@ impl<S: Device> Volume<S> {
 
     /// Fails with `NoSpace` unless the blocks `trees` tree updates may need are free.
     /// Operations that add data keep out of the metadata reserve; removals may use it.
-    pub(super) fn admit(&self, trees: u64, grows: bool) -> Result<(), Error> {
-        let per_tree = self.blocks_per_tree();
-        let floor = if grows { self.map.reserve } else { 0 };
-        if self.map.free < floor.saturating_add(trees.saturating_mul(per_tree)) {
-            return Err(Error::NoSpace);
-        }
-        Ok(())
+    pub(super) fn admit(&mut self, trees: u64, grows: bool) -> Result<(), Error> {
+        self.map.admit(trees, grows)
     }
 
     /// Fails with `NoSpace` unless `trees` tree updates that add data fit: operations made of
     /// several updates check their total before the first, so a refused one changes nothing.
-    pub(super) fn admit_trees(&self, trees: u64) -> Result<(), Error> {
+    pub(super) fn admit_trees(&mut self, trees: u64) -> Result<(), Error> {
         self.live()?;
         self.admit(trees, true)
     }
 
     /// [`Self::admit_trees`] for an operation that adds no data (converting written data into
     /// place, dropping data): like a removal, it may use the metadata reserve.
-    pub(super) fn admit_trees_in_reserve(&self, trees: u64) -> Result<(), Error> {
+    pub(super) fn admit_trees_in_reserve(&mut self, trees: u64) -> Result<(), Error> {
         self.live()?;
         self.admit(trees, false)
     }
@@ -453,21 +636,8 @@ impl<S: Device> Volume<S> {
     /// Data blocks an operation that makes `trees` tree updates after allocating may take: the
     /// free blocks above the metadata reserve and the space [`Self::admit_trees`] keeps for the
     /// updates.
-    pub fn data_room(&self, trees: u64) -> u64 {
-        self.map
-            .free
-            .saturating_sub(self.map.reserve)
-            .saturating_sub(trees.saturating_mul(self.blocks_per_tree()))
-    }
-
-    /// Blocks one tree update may take: it copies and splits at most two nodes per level (up
-    /// to 6 levels in practice), and each new or freed block may copy a map path.
-    #[expect(
-        clippy::arithmetic_side_effects,
-        reason = "the map level is a u8: (255 + 2) * 12 is small"
-    )]
-    fn blocks_per_tree(&self) -> u64 {
-        2 * 6 * (u64::from(self.map.level) + 2)
+    pub fn data_room(&mut self, trees: u64) -> u64 {
+        self.map.room(trees)
     }
 
     /// Commits the running transaction (nothing happens if it has no changes). Nothing else runs
@@ -520,6 +690,7 @@ impl<S: Device> Volume<S> {
     /// [`Self::commit_begin`], split only if `split` allows.
     fn begin(&mut self, now: Timespec, split: bool) -> Result<Option<PendingCommit>, Error> {
         self.changeable()?;
+        self.whole()?;
         if self.committing {
             return Err(Error::Busy);
         }
@@ -529,18 +700,19 @@ impl<S: Device> Volume<S> {
         let r = (|| {
             self.flush_layer()?;
             let kept = if split {
-                self.map.split_commit(&mut self.store)?
+                self.map.with(&mut self.store, |m, s| m.split_commit(s))?
             } else {
                 None
             };
             let (map, split) = match kept {
                 Some(m) => (m, true),
                 None => {
-                    self.map.unpin_all(&mut self.store)?;
-                    let m = MapCommit {
-                        root: self.map.root,
-                        free: self.map.free,
-                    };
+                    let m = self.map.with(&mut self.store, |m, s| {
+                        m.unpin_all(s).map(|()| MapCommit {
+                            root: m.root,
+                            free: m.free,
+                        })
+                    })?;
                     (m, false)
                 }
             };
@@ -575,11 +747,13 @@ impl<S: Device> Volume<S> {
         self.changes_wait = false;
         self.abort_on_error(written)?;
         if pending.split {
-            let r = self.map.commit_done(&mut self.store);
+            let r = self.map.with(&mut self.store, |m, s| m.commit_done(s));
             return self.abort_on_error(r);
         }
         self.sb = pending.sb;
-        self.map.generation = self.sb.generation.saturating_add(1);
+        let generation = self.sb.generation.saturating_add(1);
+        self.map
+            .with(&mut self.store, |m, _| m.generation = generation);
         self.dirty = false;
         Ok(())
     }
@@ -588,6 +762,7 @@ impl<S: Device> Volume<S> {
     /// otherwise), written with the running transaction's commit.
     pub fn set_label(&mut self, label: &str) -> Result<(), Error> {
         self.changeable()?;
+        self.whole()?;
         let mut sb = self.sb.clone();
         sb.set_label(label).map_err(|_| Error::Invalid)?;
         self.sb.label = sb.label;
@@ -659,7 +834,7 @@ impl<S: Device> Volume<S> {
     }
 
     /// The items of layer `layer`, read through the volume.
-    pub(super) fn items(&mut self, layer: u64) -> InLayer<'_, S> {
+    pub(super) fn items(&mut self, layer: u64) -> InLayer<'_, S, M> {
         InLayer { vol: self, layer }
     }
 
@@ -721,6 +896,7 @@ impl<S: Device> Volume<S> {
             // What such an item accounts for depends on its key alone: whether the insert
             // replaced one is all the accounting needs, and the tree walk tells that.
             return self.mutate(|v| {
+                v.touched.note(key.id);
                 let (root, replaced) = v.txn(tree_kind::FS).insert_replacing(l.root, key, value)?;
                 l.root = root;
                 let sub = if replaced { add } else { Usage::default() };
@@ -734,9 +910,10 @@ impl<S: Device> Volume<S> {
             .lookup(l.root, key, |v| item_usage(key, v, total, birth))?;
         let (sub, old_refs) = old.transpose()?.unwrap_or_default();
         self.mutate(|v| {
+            v.touched.note(key.id);
             l.root = v.txn(tree_kind::FS).insert(l.root, key, value)?;
             if let Some((b, n)) = old_refs {
-                v.map.dec_range(&mut v.store, b, n)?;
+                v.map.with(&mut v.store, |m, s| m.dec_range(s, b, n))?;
             }
             Self::account_item(&mut l, key, add, sub)?;
             v.put_layer(&l)
@@ -796,9 +973,10 @@ impl<S: Device> Volume<S> {
         let mut l = self.writable_layer(layer)?;
         self.admit(2, false)?;
         self.mutate(|v| {
+            v.touched.note(key.id);
             l.root = v.txn(tree_kind::FS).remove_present(l.root, key)?;
             if let Some((b, n)) = refs {
-                v.map.dec_range(&mut v.store, b, n)?;
+                v.map.with(&mut v.store, |m, s| m.dec_range(s, b, n))?;
             }
             Self::apply_usage(&mut l, Usage::default(), sub)?;
             v.put_layer(&l)
@@ -863,12 +1041,8 @@ impl<S: Device> Volume<S> {
     /// Takes a new `data_id` for new or changed file contents.
     pub(super) fn alloc_data_id(&mut self) -> Result<u64, Error> {
         self.changeable()?;
-        let id = self.sb.next_data_id;
-        if id >= super::INO_LIMIT {
-            return Err(Error::NoSpace);
-        }
+        let id = self.map.alloc_data_id(&mut self.sb.next_data_id)?;
         self.dirty = true;
-        self.sb.next_data_id = id.checked_add(1).ok_or(Error::NoSpace)?;
         Ok(id)
     }
 
@@ -928,33 +1102,44 @@ impl<S: Device> Volume<S> {
     /// with `NoSpace` when only the metadata reserve is left.
     pub fn alloc_data(&mut self, max: u32) -> Result<(u64, u32), Error> {
         self.live()?;
-        if self.map.free <= self.map.reserve {
+        if self.map.room(0) == 0 {
             return Err(Error::NoSpace);
         }
-        self.mutate(|v| v.map.alloc_run(&mut v.store, Purpose::Data, max))
+        self.mutate(|v| {
+            v.map
+                .with(&mut v.store, |m, s| m.alloc_run(s, Purpose::Data, max))
+        })
     }
 
     /// Drops one reference from each of `len` blocks.
     pub fn release(&mut self, blocknr: u64, len: u64) -> Result<(), Error> {
-        self.mutate(|v| v.map.dec_range(&mut v.store, blocknr, len))
+        self.mutate(|v| {
+            v.map
+                .with(&mut v.store, |m, s| m.dec_range(s, blocknr, len))
+        })
     }
 
     /// Adds one reference to each of `len` blocks in use: a tree item about to take a share of
     /// blocks another item holds (an extent shortened in place keeps its head this way).
     pub fn add_block_refs(&mut self, blocknr: u64, len: u64) -> Result<(), Error> {
-        self.mutate(|v| v.map.inc_range(&mut v.store, blocknr, len))
+        self.mutate(|v| {
+            v.map
+                .with(&mut v.store, |m, s| m.inc_range(s, blocknr, len))
+        })
     }
 
     /// Reference count of a block.
     pub fn refcount(&mut self, blocknr: u64) -> Result<u32, Error> {
         self.live()?;
-        self.map.refcount(&mut self.store, blocknr)
+        self.map
+            .with(&mut self.store, |m, s| m.refcount(s, blocknr))
     }
 
     /// Leading blocks of `[start, start + lim)` whose reference count is 1 (`one`) or is not.
     pub(super) fn refcount_run(&mut self, start: u64, lim: u64, one: bool) -> Result<u64, Error> {
         self.live()?;
-        self.map.count_run(&mut self.store, start, lim, one)
+        self.map
+            .with(&mut self.store, |m, s| m.count_run(s, start, lim, one))
     }
 
     /// Calls `f` for each item that differs between layer `layer` and its parent (or an empty
@@ -975,7 +1160,7 @@ impl<S: Device> Volume<S> {
     }
 
     /// Runs `f` on a transaction over layer `layer`'s tree, for read-only walks (fsck, dump).
-    pub fn with_tree<R>(&mut self, f: impl FnOnce(&mut Txn<'_, S, RefMap>) -> R) -> R {
+    pub fn with_tree<R>(&mut self, f: impl FnOnce(&mut Txn<'_, S, M>) -> R) -> R {
         f(&mut self.txn(tree_kind::FS))
     }
 }

@@ -11,6 +11,7 @@ use super::node::{key_after, Key};
 use super::records::{
     check_xattr_name, kind, ExtentRecord, Timespec, XattrRecord, XattrValue, XATTR_VALUE_MAX,
 };
+use super::refmap::MapAccess;
 use super::tree::Error;
 use super::volume::{Device, Volume};
 use super::{FormatError, BLOCK_SIZE};
@@ -20,7 +21,7 @@ fn inline_xattr_fits(name: &[u8], len: usize) -> bool {
     XattrRecord::fits_inline(name, len)
 }
 
-impl<S: Device> Volume<S> {
+impl<S: Device, M: MapAccess<S>> Volume<S, M> {
     /// Finds xattr `name` of `ino`: its key and whether it exists, or the first free key of the
     /// name's hash bucket.
     fn find_xattr(

@@ -56,7 +56,7 @@ pub(super) fn get(inode: &Inode<Lcfs>) -> Result<FileAttrs> {
     let rec = inode
         .super_block()
         .info()
-        .lock_read()
+        .read_layer(info.layer)
         .inode(info.layer, info.ino)
         .map_err(errno)?;
     Ok(attrs_of(rec.flags))
@@ -79,6 +79,7 @@ pub(super) fn set(inode: Locked<'_, Lcfs>, attrs: FileAttrs) -> Result {
     }
     let flags = flags_of(attrs);
     let rec = {
+        // The whole volume: the first flag stored sets a feature bit in the superblock.
         let mut vol = sb.info().lock();
         if vol.layer(info.layer).map_err(errno)?.is_read_only() {
             return Err(EROFS);

@@ -1,94 +1,52 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The running transaction: the volume behind the mount's one metadata lock, committing it
-//! (periodically, on `sync` and `fsync`, at unmount), and retrying an operation that found its
-//! space pinned by the transaction.
+//! The running transaction: committing it (periodically, on `sync` and `fsync`, at unmount),
+//! and retrying an operation that found its space pinned by the transaction. The volume and its
+//! locks are in [`super::shared`].
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
 
 use crate::format::tree::Error as CoreError;
-use crate::format::volume::{PendingCommit, Volume};
+use crate::format::volume::PendingCommit;
 use crate::format::BLOCK_SIZE;
 use crate::vfs::{BlockDevice, NoFsScope, SuperBlock};
 
 use super::errno::errno;
 use super::mount::MountInfo;
-use super::store::BdevStore;
 use super::time::timestamp;
 use super::Lcfs;
 
-/// The mounted volume: the format core over the device, behind the mount's one metadata lock.
-pub(crate) type Vol = Volume<BdevStore>;
-
-/// The volume locked, with allocations kept out of filesystem reclaim while it is.
-pub(crate) struct VolGuard<'a> {
-    // Declared first: dropped (unlocked) before the allocation scope ends.
-    guard: kernel::sync::MutexGuard<'a, Vol>,
-    _nofs: NoFsScope,
-    /// `MountInfo::map_epoch`, published as the lock is released.
-    map_epoch: &'a AtomicU64,
-}
-
-impl Drop for VolGuard<'_> {
-    fn drop(&mut self) {
-        // Still under the lock (the guard field drops after this). Release: whoever sees the
-        // new epoch sees the changes that moved it; every change that could make a kept write
-        // mapping wrong moved it (`Volume::mutate`) before any folio it maps could be evicted
-        // or shared.
-        let epoch = self.guard.map_epoch().unwrap_or(u64::MAX);
-        self.map_epoch.store(epoch, Ordering::Release);
-    }
-}
-
-impl core::ops::Deref for VolGuard<'_> {
-    type Target = Vol;
-    fn deref(&self) -> &Vol {
-        &self.guard
-    }
-}
-
-impl core::ops::DerefMut for VolGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Vol {
-        &mut self.guard
-    }
-}
+pub(crate) use super::shared::{Vol, VolGuard};
 
 impl MountInfo {
-    /// Locks the volume to change it. Changes go on while a commit's device part runs (they
-    /// belong to the next transaction), except during a commit that could not be split for
-    /// want of space: then this waits for its end.
+    /// Locks the whole volume to change it: see [`super::shared::Shared::lock`].
     pub(crate) fn lock(&self) -> VolGuard<'_> {
-        let nofs = NoFsScope::enter();
-        let mut guard = self.vol.lock();
-        while guard.changes_wait() {
-            self.committed.wait(&mut guard);
-        }
-        VolGuard {
-            guard,
-            _nofs: nofs,
-            map_epoch: &self.map_epoch,
-        }
+        self.vol.lock()
     }
 
-    /// Waits, with the volume locked, until no commit's device part runs: one commit at a time.
-    pub(crate) fn wait_commit(&self, vol: &mut VolGuard<'_>) {
-        while vol.guard.is_committing() {
-            self.committed.wait(&mut vol.guard);
-        }
-    }
-
-    /// Locks the volume to read it, also while a commit that was not split runs its device
-    /// part: lookups, listings, inode reads and block maps then see the state being committed,
-    /// which nothing changes meanwhile. A change tried through this guard then fails (`Busy`).
+    /// Locks the whole volume to read it, also while a commit's device part runs: lookups,
+    /// listings, inode reads and block maps then see the state being committed. A change tried
+    /// through this guard meanwhile fails (`Busy`).
     pub(crate) fn lock_read(&self) -> VolGuard<'_> {
-        let nofs = NoFsScope::enter();
-        VolGuard {
-            guard: self.vol.lock(),
-            _nofs: nofs,
-            map_epoch: &self.map_epoch,
-        }
+        self.vol.lock_read()
+    }
+
+    /// Locks read-write layer `layer` to change it, beside other layers' changes.
+    pub(crate) fn lock_layer(&self, layer: u64) -> VolGuard<'_> {
+        self.vol.lock_layer(layer)
+    }
+
+    /// Locks read-write layer `layer` to read it, beside other layers' changes.
+    pub(crate) fn read_layer(&self, layer: u64) -> VolGuard<'_> {
+        self.vol.read_layer(layer)
+    }
+
+    /// Locks the whole volume with no commit under way or starting: for a change that must be
+    /// committed under the same hold ([`commit_locked`]).
+    pub(crate) fn lock_for_commit(&self) -> VolGuard<'_> {
+        self.vol.lock_for_commit()
     }
 }
 
@@ -96,16 +54,24 @@ impl MountInfo {
 /// transaction are pinned (they become free only when it commits), commits and runs it once
 /// more. Every operation admits its space before its first change, so the refused run changed
 /// nothing, or (a multi-step data operation) left a consistent state the second run continues.
+/// The commit runs with the guard's locks let go, and the second run starts from the state as
+/// it is then.
 pub(crate) fn retry_for_space<R>(
     sb: &SuperBlock<Lcfs>,
     vol: &mut VolGuard<'_>,
-    mut op: impl FnMut(&mut Vol) -> core::result::Result<R, CoreError>,
+    mut op: impl FnMut(&mut Vol<'_>) -> core::result::Result<R, CoreError>,
 ) -> core::result::Result<R, CoreError> {
     match op(vol) {
-        Err(CoreError::NoSpace) if vol.map().pinned > 0 => {
-            // Pins of a commit under way become free at its end.
-            sb.info().wait_commit(vol);
-            vol.commit(timestamp()).inspect_err(|e| {
+        Err(CoreError::NoSpace) if vol.pinned() > 0 => {
+            let committed = if vol.holds_commit() {
+                vol.commit(timestamp())
+            } else {
+                vol.release_while(|| {
+                    let mut whole = sb.info().lock_for_commit();
+                    whole.commit(timestamp())
+                })
+            };
+            committed.inspect_err(|e| {
                 pr_err!(
                     "{}: commit to free space failed ({:?}); the last committed state stays on disk\n",
                     sb.id(),
@@ -121,18 +87,49 @@ pub(crate) fn retry_for_space<R>(
 /// Commits the running transaction of `sb`'s volume if it has changes, logging a failure once
 /// (the transaction is then aborted and the filesystem answers EIO until it is remounted).
 ///
-/// The device part (two flushes and the superblock write between them) runs without the volume
-/// lock: readers and changes of every layer go on meanwhile, changes in the next transaction,
-/// which keeps the blocks this one freed until the new superblock is durable (the last commit
-/// still uses them). Only a commit that found too little free space for that makes changes wait
-/// for its end ([`MountInfo::lock`]). Commits run one at a time.
+/// The device part (two flushes and the superblock write between them) runs without the
+/// volume's locks: readers and changes of every layer go on meanwhile, changes in the next
+/// transaction, which keeps the blocks this one freed until the new superblock is durable (the
+/// last commit still uses them). Only a commit that found too little free space for that makes
+/// changes wait for its end. Commits run one at a time.
 pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
+    commit_upto(sb, u64::MAX)
+}
+
+/// Makes inode `ino` of `layer` durable after an `fsync` wrote its data back: commits only if
+/// a transaction not yet durable changed it (its data written in place then only needs the
+/// device's cache flushed), and only until that transaction is durable, so that an `fsync`
+/// does not commit other layers' changes on its behalf when its own are on the medium, and
+/// waits for a commit under way that holds them rather than starting another. A transaction
+/// still commits every layer's changes made in it (as jbd2's do).
+pub(crate) fn fsync(sb: &SuperBlock<Lcfs>, layer: u64, ino: u64) -> Result {
+    let info = sb.info();
+    // The layer list (layer 0) changes only through whole-volume operations: commit.
+    let need = if layer == 0 {
+        u64::MAX
+    } else {
+        info.vol.last_change(layer, ino)
+    };
+    if need <= info.vol.durable() {
+        if sb.read_only() {
+            return Ok(());
+        }
+        return info.io.flush();
+    }
+    commit_upto(sb, need)
+}
+
+/// [`commit`], unless the commit of generation `need` is durable once no other commit runs.
+fn commit_upto(sb: &SuperBlock<Lcfs>, need: u64) -> Result {
     if sb.read_only() || sb.frozen() {
         return Ok(());
     }
     let info = sb.info();
-    let mut vol = info.lock();
-    info.wait_commit(&mut vol);
+    let mut vol = info.lock_for_commit();
+    if need <= info.vol.durable() {
+        // The commit that held it ended while this one waited for the lock.
+        return Ok(());
+    }
     if !committable(sb, &mut vol)? {
         return Ok(());
     }
@@ -141,16 +138,17 @@ pub(crate) fn commit(sb: &SuperBlock<Lcfs>) -> Result {
         Ok(None) => return Ok(()),
         Err(e) => return Err(failed(sb, e)),
     };
-    drop(vol);
     // From here every path must reach `commit_end`: until it runs, every other commit waits
     // (and every change, if the commit was not split).
-    // As under the lock: an allocation here must not recurse into this filesystem, whose
-    // commits (and changes, if this commit was not split) wait for this one.
-    let nofs = NoFsScope::enter();
-    let written = write_commit(&info.io, &pending);
-    drop(nofs);
-    let ended = info.lock_read().commit_end(pending, written);
-    info.committed.notify_all();
+    let ended = vol.release_while(|| {
+        // As under the locks: an allocation here must not recurse into this filesystem, whose
+        // commits (and changes, if this commit was not split) wait for this one.
+        let nofs = NoFsScope::enter();
+        let written = write_commit(&info.io, &pending);
+        drop(nofs);
+        written
+    });
+    let ended = vol.commit_end(pending, ended);
     ended.map_err(|e| failed(sb, e))
 }
 
@@ -180,7 +178,7 @@ fn committable(sb: &SuperBlock<Lcfs>, vol: &mut VolGuard<'_>) -> Result<bool> {
     if vol.is_aborted() {
         return Err(EIO);
     }
-    Ok(!vol.store().read_only)
+    Ok(!sb.info().vol.read_only())
 }
 
 fn failed(sb: &SuperBlock<Lcfs>, e: CoreError) -> Error {
@@ -192,10 +190,14 @@ fn failed(sb: &SuperBlock<Lcfs>, e: CoreError) -> Error {
     errno(e)
 }
 
-/// [`commit`] with the volume already locked, whole under the lock, for a change that must be on
-/// the medium before anyone else sees it (a layer's freeze: see `frozen`).
+/// [`commit`] whole under the hold of `vol` (from [`MountInfo::lock_for_commit`]), for a change
+/// that must be on the medium before anyone else sees it (a layer's freeze: see `frozen`).
 pub(crate) fn commit_locked(sb: &SuperBlock<Lcfs>, vol: &mut VolGuard<'_>) -> Result {
-    sb.info().wait_commit(vol);
+    if !vol.holds_commit() {
+        // A caller's mistake, not the filesystem's: nothing is changed.
+        pr_err!("{}: commit_locked without the commit lock\n", sb.id());
+        return Err(EINVAL);
+    }
     if !committable(sb, vol)? {
         return Ok(());
     }

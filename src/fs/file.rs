@@ -21,7 +21,7 @@ use crate::vfs::{
     DataOperations, FileMap, FileOperations, Inode, MapFor, MapKind, Output, Request,
 };
 
-use super::commit::{commit, retry_for_space, VolGuard};
+use super::commit::{retry_for_space, VolGuard};
 use super::errno::errno;
 use super::layers::Started;
 use super::namespace::sectors;
@@ -78,7 +78,8 @@ impl DataOperations for Lcfs {
 #[vtable]
 impl FileOperations for Lcfs {
     fn fsync(inode: &Inode<Self>) -> Result {
-        commit(inode.super_block())
+        let info = inode.info();
+        super::commit::fsync(inode.super_block(), info.layer, info.ino)
     }
 
     fn allocate(inode: &Inode<Self>, pos: u64, len: u64) -> Result {
@@ -127,7 +128,7 @@ impl FileOperations for Lcfs {
 fn renew_data_id(inode: &Inode<Lcfs>, epoch: u64) -> Result {
     let info = inode.info();
     let sb = inode.super_block();
-    let mut vol = sb.info().lock();
+    let mut vol = sb.info().lock_layer(info.layer);
     retry_for_space(sb, &mut vol, |v| v.renew_data_id(info.layer, info.ino)).map_err(errno)?;
     info.renewed
         .store(epoch, core::sync::atomic::Ordering::Relaxed);
@@ -161,7 +162,12 @@ const CHANGE_QUICK: u64 = 1;
 
 /// The volume's map epoch as of the last release of its lock (`MountInfo::map_epoch`).
 fn published_epoch(inode: &Inode<Lcfs>) -> u64 {
-    inode.super_block().info().map_epoch.load(Ordering::Acquire)
+    inode
+        .super_block()
+        .info()
+        .vol
+        .map_epoch
+        .load(Ordering::Acquire)
 }
 
 /// The last write mapping [`Volume::map_write`] gave for a file, kept with the map epoch it
@@ -265,7 +271,7 @@ fn read_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
         Some(m) => m?,
         None => sb
             .info()
-            .lock_read()
+            .read_layer(info.layer)
             .map_read(info.layer, info.ino, first, count)
             .map_err(errno)?,
     };
@@ -295,7 +301,7 @@ fn report_map(inode: &Inode<Lcfs>, first: u64, count: u64) -> Result<FileMap> {
     let (m, shared) = inode
         .super_block()
         .info()
-        .lock_read()
+        .read_layer(info.layer)
         .map_report(info.layer, info.ino, first, count)
         .map_err(errno)?;
     file_map(m.fblock, m.len, map_kind(m.kind, shared)?)
@@ -348,7 +354,7 @@ fn map(inode: &Inode<Lcfs>, pos: u64, len: u64, purpose: MapFor) -> Result<FileM
         }
     }
     let (w, epoch) = {
-        let mut vol = sb.info().lock();
+        let mut vol = sb.info().lock_layer(info.layer);
         let w = retry_for_space(sb, &mut vol, |v| {
             v.map_write(info.layer, info.ino, first, count)
         })
@@ -383,7 +389,7 @@ fn map_writeback(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result<FileMap> {
     let (disk, n) = inode
         .super_block()
         .info()
-        .lock()
+        .lock_layer(info.layer)
         .map_writeback(info.layer, info.ino, first, count)
         .map_err(|e| {
             // An aborted (or shut down) filesystem writes nothing more: no news.
@@ -406,7 +412,7 @@ fn map_writeback(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result<FileMap> {
 fn write_done(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
-    let mut vol = inode.super_block().info().lock();
+    let mut vol = inode.super_block().info().lock_layer(info.layer);
     vol.complete_write(info.layer, info.ino, first, count)
         .map_err(errno)?;
     // The size a buffered write grew the file to, as far as this range carries the data.
@@ -433,7 +439,7 @@ pub(crate) fn store_attrs(inode: &Inode<Lcfs>, size: Option<u64>) -> Result {
         ctime: Some(to_core(ctime)),
         ..SetAttr::default()
     };
-    retry_for_space(sb, &mut sb.info().lock(), |v| {
+    retry_for_space(sb, &mut sb.info().lock_layer(info.layer), |v| {
         v.set_attr(info.layer, info.ino, &attr)
     })
     .map(|_| ())
@@ -452,7 +458,7 @@ fn allocate(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
     let sb = inode.super_block();
-    let mut vol = sb.info().lock();
+    let mut vol = sb.info().lock_layer(info.layer);
     let r = retry_for_space(sb, &mut vol, |v| {
         v.allocate(info.layer, info.ino, first, count)
     })
@@ -465,7 +471,7 @@ fn allocate(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
 fn punch(inode: &Inode<Lcfs>, pos: u64, len: u64) -> Result {
     let (first, count) = blocks(pos, len)?;
     let info = inode.info();
-    let mut vol = inode.super_block().info().lock();
+    let mut vol = inode.super_block().info().lock_layer(info.layer);
     let r = vol
         .punch_hole(info.layer, info.ino, first, count)
         .map_err(errno);
@@ -489,7 +495,12 @@ fn clone_range(
     let (s, d) = (src.info(), dst.info());
     let (src_first, count) = blocks(src_pos, len)?;
     let (dst_first, _) = blocks(dst_pos, len)?;
-    let mut vol = sb.info().lock();
+    // Within a layer beside other layers' changes; across layers on the whole volume.
+    let mut vol = if s.layer == d.layer {
+        sb.info().lock_layer(d.layer)
+    } else {
+        sb.info().lock()
+    };
     let mut done = 0;
     let r = loop {
         if done >= count {

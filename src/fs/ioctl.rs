@@ -84,8 +84,12 @@ pub(crate) fn ioctl(inode: &Inode<Lcfs>, request: Request, out: Output) -> Resul
         Request::FsInfo => {
             let (disk, queued, cached) = {
                 let mut vol = sb.info().lock();
-                let cached = vol.store().cached_nodes();
-                (vol.superblock(), vol.reclaim_queued().map_err(errno)?, cached)
+                let cached = sb.info().vol.cached_nodes();
+                (
+                    vol.superblock(),
+                    vol.reclaim_queued().map_err(errno)?,
+                    cached,
+                )
             };
             let mut info = fs_info(&disk);
             info.reclaim_queued = queued;
@@ -112,7 +116,8 @@ pub(crate) fn ioctl(inode: &Inode<Lcfs>, request: Request, out: Output) -> Resul
             // Every field but the id and the name is output only.
             let outputs = [i.parent, i.inodes, i.bytes, i.own_bytes];
             let small = [i.flags, i.children, i.create_nsec, i.valid];
-            if outputs.iter().any(|&v| v != 0) || small.iter().any(|&v| v != 0) || i.create_sec != 0 {
+            if outputs.iter().any(|&v| v != 0) || small.iter().any(|&v| v != 0) || i.create_sec != 0
+            {
                 return Err(EINVAL);
             }
             let named = i.name.first().is_some_and(|&b| b != 0);

@@ -74,7 +74,7 @@ fn root_lists_layers(sb: &SuperBlock<Lcfs>) -> bool {
 pub(super) fn create(sb: &SuperBlock<Lcfs>, name: &[u8], source: Source) -> Result<u64> {
     may_change(sb)?;
     let make = || -> Result<u64> {
-        let mut vol = sb.info().lock();
+        let mut vol = sb.info().lock_for_commit();
         let now = timestamp();
         let id = match source {
             Source::Empty => vol.create_layer(name, None, now),
@@ -118,7 +118,7 @@ pub(super) fn freeze(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     may_change(sb)?;
     let _hold = hold(sb, id, true)?;
     flush(sb, id)?;
-    let mut vol = sb.info().lock();
+    let mut vol = sb.info().lock_for_commit();
     vol.freeze_layer(id).map_err(errno)?;
     // Under the same hold: a layer is never seen frozen before its tree is committed.
     commit_locked(sb, &mut vol)
@@ -580,7 +580,13 @@ pub(super) fn open_writer(inode: &Inode<Lcfs>) -> Result {
         uses.changed.wait(&mut u);
     }
     // Lock order: the uses lock, then the volume lock.
-    if sb.info().lock().layer(layer).map_err(errno)?.is_read_only() {
+    if sb
+        .info()
+        .read_layer(layer)
+        .layer(layer)
+        .map_err(errno)?
+        .is_read_only()
+    {
         return Err(EROFS);
     }
     u.writers.add(layer)

@@ -4,16 +4,15 @@
 //! recovery after a crash, and the [`FileSystem`] operations of the superblock (remount, sync,
 //! statfs, unmount).
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use kernel::prelude::*;
-use kernel::sync::{CondVar, Mutex};
-use kernel::{new_condvar, new_mutex};
 
 use crate::format::bytes::get_u32;
 use crate::format::data::STEP_TREES;
 use crate::format::records::LAYER_NAME_MAX;
 use crate::format::superblock::{self, Superblock, RO_COMPAT_SUPPORTED, SUPERBLOCK_COPIES};
+use crate::format::tree::Error as CoreError;
 use crate::format::volume::Volume;
 use crate::format::{BLOCK_SIZE, NAME_MAX};
 use crate::vfs::{
@@ -21,20 +20,21 @@ use crate::vfs::{
     SysfsOutput,
 };
 
-use super::commit::{commit, schedule_commit, Vol};
+use super::commit::{commit, schedule_commit};
 use super::errno::{format_errno, mount_errno};
 use super::frozen::FrozenLayers;
 use super::layers::LayerUses;
 use super::namespace::{self, InodeInfo};
+use super::shared::Shared;
 use super::store::BdevStore;
 use super::time::timestamp;
 use super::{file, reclaim, sysfs, Lcfs};
 
 /// Per-mount state.
 pub(crate) struct MountInfo {
-    /// The volume and its running transaction. Lock order: VFS locks (`i_rwsem`) before this;
-    /// never take a file folio lock while holding it.
-    pub(super) vol: Pin<KBox<Mutex<Vol>>>,
+    /// The volume and its running transaction, with its locks (see `shared`). Lock order: VFS
+    /// locks (`i_rwsem`) before these; never take a file folio lock while holding one.
+    pub(super) vol: Pin<KBox<Shared>>,
     /// Seconds between periodic commits (`commit=`).
     pub(super) commit_secs: AtomicU32,
     /// The layer mounted as the root (`layer=`), or `None` for the list of layers.
@@ -48,12 +48,6 @@ pub(crate) struct MountInfo {
     /// A handle to the device for I/O without the volume lock: frozen layers' reads, a commit's
     /// flushes and superblock write.
     pub(super) io: BlockDevice,
-    /// Signalled when a commit's device part ends (see `commit`).
-    pub(super) committed: Pin<KBox<CondVar>>,
-    /// The volume's map epoch as of the last release of the volume lock (`u64::MAX` before the
-    /// first, and while the volume takes no changes): write mappings kept outside the lock
-    /// (`file::WriteHint`) and iomap's validity checks compare theirs with it.
-    pub(super) map_epoch: AtomicU64,
 }
 
 /// Mount options.
@@ -117,6 +111,28 @@ fn read_superblock(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Superblock> {
     }
 }
 
+/// The volume opened at its last commit, its parts on the heap. Not inlined: the volume passes
+/// through this frame (a few KiB) on its way there, and the layer walk that follows must not
+/// have that frame under it.
+#[inline(never)]
+fn open_shared(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Pin<KBox<Shared>>> {
+    let store = BdevStore::new(
+        sb.block_device()?,
+        sb.device_bytes() / u64::from(BLOCK_SIZE),
+        sb.read_only(),
+    )?;
+    let vol = open_boxed(store).map_err(|e| mount_errno(sb, "reference-count map", e))?;
+    Shared::new(vol)
+}
+
+/// [`Volume::open`] into a box, in a frame of its own (see [`open_shared`]).
+#[inline(never)]
+fn open_boxed(store: BdevStore) -> core::result::Result<KBox<Volume<BdevStore>>, CoreError> {
+    let slot =
+        KBox::<Volume<BdevStore>>::new_uninit(GFP_KERNEL).map_err(|_| CoreError::NoMemory)?;
+    Ok(KBox::write(slot, Volume::open(store)?.0))
+}
+
 /// Opens the filesystem through the format core: the reference-count map's root must agree with
 /// the superblock, and the layer tree must be readable. Returns the volume, already on the heap
 /// (a `Volume` is about 2 KiB: every copy on the stack counts), and its number of layers.
@@ -124,14 +140,8 @@ fn read_superblock(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Superblock> {
 fn open_volume(
     sb: &NewSuperBlock<'_, Lcfs>,
     disk: &Superblock,
-) -> Result<(Pin<KBox<Mutex<Vol>>>, u64)> {
-    let store = BdevStore::new(
-        sb.block_device()?,
-        sb.device_bytes() / u64::from(BLOCK_SIZE),
-        sb.read_only(),
-    )?;
-    let (vol, _) = Volume::open(store).map_err(|e| mount_errno(sb, "reference-count map", e))?;
-    let vol = KBox::pin_init(new_mutex!(vol), GFP_KERNEL)?;
+) -> Result<(Pin<KBox<Shared>>, u64)> {
+    let vol = open_shared(sb)?;
     let mut layers = 0u64;
     vol.lock()
         .for_each_layer(&mut |_| {
@@ -254,8 +264,6 @@ impl FileSystem for Lcfs {
             uses: KBox::pin_init(LayerUses::new(), GFP_KERNEL)?,
             frozen: KBox::pin_init(FrozenLayers::new(disk.total_blocks)?, GFP_KERNEL)?,
             io: sb.block_device()?,
-            committed: KBox::pin_init(new_condvar!("lcfs_committed"), GFP_KERNEL)?,
-            map_epoch: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -286,7 +294,7 @@ impl FileSystem for Lcfs {
         if let Some(secs) = opts.commit_secs {
             sb.info().commit_secs.store(secs, Ordering::Relaxed);
         }
-        let mut vol = sb.info().lock();
+        let vol = sb.info().lock();
         let unknown = vol.superblock().ro_compat & !RO_COMPAT_SUPPORTED;
         if unknown != 0 && !read_only {
             pr_err!(
@@ -303,8 +311,8 @@ impl FileSystem for Lcfs {
             );
             return Err(EIO);
         }
-        vol.store().read_only = read_only;
         drop(vol);
+        sb.info().vol.set_read_only(read_only);
         if let Some(on) = opts.acl {
             sb.set_posix_acl(on);
         }
@@ -351,8 +359,7 @@ impl FileSystem for Lcfs {
         // Never waits: reclaim must not stall behind a commit. A busy volume reports none.
         sb.info()
             .vol
-            .try_lock()
-            .map_or(0, |mut v| v.store().cached_nodes())
+            .try_cached_nodes()
             .try_into()
             .unwrap_or(u64::MAX)
     }
@@ -361,8 +368,7 @@ impl FileSystem for Lcfs {
         let nr = usize::try_from(nr).unwrap_or(usize::MAX);
         sb.info()
             .vol
-            .try_lock()
-            .map_or(0, |mut v| v.store().shrink_nodes(nr))
+            .shrink_nodes(nr)
             .try_into()
             .unwrap_or(u64::MAX)
     }
@@ -391,7 +397,7 @@ impl FileSystem for Lcfs {
 
     fn statfs(sb: &SuperBlock<Self>) -> Result<StatFs> {
         let (disk, room) = {
-            let vol = sb.info().lock_read();
+            let mut vol = sb.info().lock_read();
             (vol.superblock(), vol.data_room(STEP_TREES))
         };
         let disk = &disk;

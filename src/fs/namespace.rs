@@ -208,7 +208,7 @@ fn read_in(
     ino: u64,
 ) -> Result<ARef<Inode<Lcfs>>> {
     // Dropping `new` on an error path marks the inode bad and unlocks it.
-    let mut vol = sb.info().lock_read();
+    let mut vol = sb.info().read_layer(layer);
     let rec = vol.inode(layer, ino).map_err(errno)?;
     let p = params(&rec)?;
     let mut target = None;
@@ -290,7 +290,7 @@ pub(crate) fn refresh(inode: Locked<'_, Lcfs>) -> Result {
     let rec = inode
         .super_block()
         .info()
-        .lock()
+        .read_layer(info.layer)
         .inode(info.layer, info.ino);
     inode.refresh(&params(&rec.map_err(errno)?)?);
     Ok(())
@@ -311,13 +311,15 @@ fn lookup(dir: &Inode<Lcfs>, name: &[u8]) -> Result<Option<ARef<Inode<Lcfs>>>> {
         }
     }
     let found = {
-        let mut vol = sb.info().lock_read();
         if info.layer == 0 {
+            let mut vol = sb.info().lock_read();
             vol.find_layer(name)
                 .map_err(errno)?
                 .map(|l: LayerInfo| (l.id, ROOT_INO))
         } else {
-            vol.lookup_name(info.layer, info.ino, name)
+            sb.info()
+                .read_layer(info.layer)
+                .lookup_name(info.layer, info.ino, name)
                 .map_err(errno)?
                 .map(|e| (info.layer, e.ino))
         }
@@ -415,7 +417,11 @@ fn readdir(dir: &Inode<Lcfs>, ctx: &mut DirContext<'_>) -> Result {
         if let Some(r) = unlocked {
             r?;
         } else {
-            let mut vol = sb.info().lock_read();
+            let mut vol = if info.layer == 0 {
+                sb.info().lock_read()
+            } else {
+                sb.info().read_layer(info.layer)
+            };
             if info.layer == 0 {
                 // Layer ids are the cookies (offset by the two dot entries).
                 vol.for_each_layer(&mut |l| {
@@ -462,7 +468,7 @@ fn create(dir: Locked<'_, Lcfs>, name: &[u8], node: &NewNode<'_>) -> Result<ARef
     // file's `data_id` (a snapshot), and the file must then renew it before its first change.
     let epoch = super::layers::epoch(sb);
     let acls = [node.access_acl, node.default_acl];
-    let (ino, touched) = retry_for_space(sb, &mut sb.info().lock(), |vol| {
+    let (ino, touched) = retry_for_space(sb, &mut sb.info().lock_layer(info.layer), |vol| {
         if acls.iter().any(Option::is_some) {
             // Room for the inode and its ACLs at once: none fails half-way.
             vol.admit_with_xattrs(1, &acls)?;
@@ -496,7 +502,7 @@ fn create(dir: Locked<'_, Lcfs>, name: &[u8], node: &NewNode<'_>) -> Result<ARef
 
 /// Stores the ACLs a new inode inherited (see `crate::vfs::NewNode`).
 fn store_acls(
-    vol: &mut Vol,
+    vol: &mut Vol<'_>,
     layer: u64,
     ino: u64,
     node: &NewNode<'_>,
@@ -527,7 +533,7 @@ fn tmpfile(dir: &Inode<Lcfs>, node: &NewNode<'_>) -> Result<ARef<Inode<Lcfs>>> {
     };
     // As for `create`: read before the record exists.
     let epoch = super::layers::epoch(sb);
-    let (ino, rec) = retry_for_space(sb, &mut sb.info().lock(), |vol| {
+    let (ino, rec) = retry_for_space(sb, &mut sb.info().lock_layer(info.layer), |vol| {
         let now = timestamp();
         if node.access_acl.is_some() {
             vol.admit_with_xattrs(1, &[node.access_acl])?;
@@ -560,7 +566,7 @@ fn link(dir: Locked<'_, Lcfs>, inode: Locked<'_, Lcfs>, name: &[u8]) -> Result {
     // The VFS links an inode without links only if it is an `O_TMPFILE` file made without
     // `O_EXCL` (`I_LINKABLE`).
     let unnamed = inode.nlink() == 0;
-    retry_for_space(sb, &mut sb.info().lock(), |v| {
+    retry_for_space(sb, &mut sb.info().lock_layer(d.layer), |v| {
         if unnamed {
             v.name_unnamed(d.layer, i.ino, d.ino, name, timestamp())
         } else {
@@ -576,7 +582,7 @@ fn unlink(dir: Locked<'_, Lcfs>, name: &[u8], inode: Locked<'_, Lcfs>) -> Result
     writable(&dir)?;
     let d = dir.info();
     let sb = dir.super_block();
-    let (_, touched) = retry_for_space(sb, &mut sb.info().lock(), |v| {
+    let (_, touched) = retry_for_space(sb, &mut sb.info().lock_layer(d.layer), |v| {
         v.unlink_keep_touched(d.layer, d.ino, name, timestamp())
     })
     .map_err(errno)?;
@@ -599,7 +605,7 @@ fn rename(r: &Rename<'_, Lcfs>) -> Result {
         RenameMode::Whiteout => CoreRename::Whiteout,
     };
     let sb = r.old_dir.super_block();
-    retry_for_space(sb, &mut sb.info().lock(), |v| {
+    retry_for_space(sb, &mut sb.info().lock_layer(layer), |v| {
         v.rename(
             layer,
             r.old_dir.info().ino,
@@ -635,7 +641,7 @@ fn setattr(inode: Locked<'_, Lcfs>, c: &AttrChange) -> Result {
         ctime: c.ctime.map(to_core),
     };
     let sb = inode.super_block();
-    let result = retry_for_space(sb, &mut sb.info().lock(), |v| {
+    let result = retry_for_space(sb, &mut sb.info().lock_layer(info.layer), |v| {
         if c.truncates {
             v.truncate_attr(info.layer, info.ino, &attr)
         } else {
@@ -662,7 +668,11 @@ pub(crate) fn evict(inode: &Inode<Lcfs>) {
         // A read-only mount leaves the orphan for the next read-write mount to delete.
         return;
     }
-    if let Err(e) = sb.info().lock().delete_orphan(info.layer, info.ino) {
+    if let Err(e) = sb
+        .info()
+        .lock_layer(info.layer)
+        .delete_orphan(info.layer, info.ino)
+    {
         if !matches!(e, CoreError::Aborted) {
             pr_err!(
                 "{}: cannot delete unlinked inode {} of layer {}: {:?}\n",
@@ -678,7 +688,7 @@ pub(crate) fn evict(inode: &Inode<Lcfs>) {
 /// Deletes the orphans (unlinked while open) and unfinished writes a crash left in every
 /// read-write layer; called at a read-write mount. Returns how many orphans were deleted.
 #[inline(never)] // Called by `fill_super`, whose frame must stay small (see `mount.rs`).
-pub(crate) fn recover(vol: &mut Vol) -> core::result::Result<u64, CoreError> {
+pub(crate) fn recover(vol: &mut Vol<'_>) -> core::result::Result<u64, CoreError> {
     let mut ids = KVec::new();
     let mut failed = false;
     vol.for_each_layer(&mut |l| {

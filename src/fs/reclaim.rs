@@ -64,7 +64,7 @@ pub(super) fn kick_if_queued(sb: &SuperBlock<Lcfs>) -> u64 {
 pub(super) fn chunk(sb: &SuperBlock<Lcfs>) -> bool {
     let left = {
         let mut vol = sb.info().lock();
-        if vol.is_aborted() || vol.store().read_only {
+        if vol.is_aborted() || sb.info().vol.read_only() {
             return false;
         }
         retry_for_space(sb, &mut vol, |v| v.reclaim(CHUNK))

@@ -136,6 +136,14 @@ impl BdevStore {
     }
 }
 
+impl BdevStore {
+    /// Takes the map's table of blocks with count 1 away from the store: a map shared between
+    /// volumes keeps it beside itself (see `super::shared`).
+    pub(crate) fn take_single_table(&mut self) -> KVec<u64> {
+        core::mem::take(&mut self.single)
+    }
+}
+
 /// Blocks recently validated in full (checksum and structure), as ext4's `buffer_verified`: a
 /// direct-mapped table, so a hot metadata block is checksummed once rather than on every visit
 /// (placement is still checked on every visit). A slot holds `blocknr + 1`; 0 is empty.

@@ -77,7 +77,9 @@ pub(super) fn show(sb: &SuperBlock<Lcfs>, index: usize, out: &mut SysfsOutput<'_
                 Attr::Generation => disk.generation,
                 Attr::Layers => disk.layer_count,
                 Attr::ReclaimQueued => vol.reclaim_queued().map_err(errno)?,
-                Attr::CachedNodes => u64::try_from(vol.store().cached_nodes()).unwrap_or(u64::MAX),
+                Attr::CachedNodes => {
+                    u64::try_from(sb.info().vol.cached_nodes()).unwrap_or(u64::MAX)
+                }
                 Attr::BlockSize | Attr::CommitInterval => 0,
             }
         }

@@ -52,7 +52,7 @@ fn get_xattr(inode: &Inode<Lcfs>, name: &[u8], buf: &mut [u8]) -> Result<usize> 
     inode
         .super_block()
         .info()
-        .lock()
+        .read_layer(info.layer)
         .get_xattr(info.layer, info.ino, name, buf)
         .map_err(xattr_errno)
 }
@@ -68,7 +68,7 @@ fn set_xattr(inode: Locked<'_, Lcfs>, name: &[u8], value: Option<&[u8]>, how: Xa
     }
     let now = timestamp();
     {
-        let mut vol = sb.info().lock();
+        let mut vol = sb.info().lock_layer(info.layer);
         let exists = match vol.get_xattr(info.layer, info.ino, name, &mut []) {
             Ok(_) => true,
             Err(CoreError::NotFound) => false,
@@ -121,7 +121,7 @@ fn set_acl(
     let name = kind.xattr_name();
     let now = timestamp();
     let stored = {
-        let mut vol = sb.info().lock();
+        let mut vol = sb.info().lock_layer(info.layer);
         let old_perm = vol.inode(info.layer, info.ino).map_err(errno)?.mode & 0o7777;
         let attr = |mode: u32| SetAttr {
             mode: Some(mode),
@@ -163,7 +163,7 @@ fn list_xattrs(inode: &Inode<Lcfs>, f: &mut dyn FnMut(&[u8]) -> bool) -> Result 
     inode
         .super_block()
         .info()
-        .lock()
+        .read_layer(info.layer)
         .list_xattrs(info.layer, info.ino, f)
         .map_err(errno)
 }

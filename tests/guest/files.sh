@@ -257,6 +257,34 @@ t_dir_fsync() {
 	mnt
 }
 
+# fsync makes durable what its file needs, not everything: an fsync of a file unchanged since
+# the last commit commits nothing, even while another layer has changes (they are not
+# committed on its behalf); once the file changes, its fsync commits, and the data is on the
+# device when it returns.
+t_fsync_own_changes() {
+	umnt
+	mnt -o commit=86400
+	lcfs layer create other -m /mnt
+	echo data >$M/quiet
+	sync
+	gen0=$(generation)
+	echo busy >/mnt/other/busy
+	xfs_io -r -c fsync $M/quiet
+	gen1=$(generation)
+	assert_eq "$gen1" "$gen0" "generation after an fsync of a file unchanged since the commit"
+	xfs_io -c 'pwrite -i /tmp/rand 0 8k' -c fsync $M/quiet >/dev/null
+	gen2=$(generation)
+	[ "$gen2" -gt "$gen1" ] || fail "the fsync of a changed file made no commit (generation $gen1, then $gen2)"
+	device_copy
+	rc=0
+	head -c 8192 /tmp/rand | cmp - /tmp/copy/default/quiet || rc=$?
+	device_copy_done
+	assert_eq "$rc" 0 "the fsynced data in the device copy"
+	lcfs layer remove other -m /mnt
+	umnt
+	mnt
+}
+
 t_remount() {
 	for f in rand trunc falloc punch mapped holes; do sum $M/$f; done >/tmp/sums.before
 	stat -c '%n %s %b' $M/* >/tmp/stat.before
@@ -1562,5 +1590,5 @@ t_file_attributes() {
 
 run_tests \
 	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate fallocate_modes file_size_limit mmap \
-	fsync dir_fsync remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile direct_io acls mkfs_rootdir mkfs_tar \
+	fsync dir_fsync fsync_own_changes remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile direct_io acls mkfs_rootdir mkfs_tar \
 	file_attributes appends_keep_their_size

@@ -1,4 +1,5 @@
 # lcfs-needs: debian-rootfs
+# lcfs-needs: guest-tools
 # Concurrency suite on the 2-vCPU guest (lockdep, KASAN and the other debug options of the test
 # kernel report any locking or memory error, which fails the run): stress-ng stressors that
 # create, rename, link, unlink, write and read in parallel, and shell workers that race on the
@@ -192,6 +193,93 @@ t_layers_under_reads() {
 	assert_eq "$(ls -A /mnt)" "default" "layers left"
 }
 
+# Writers in several layers at once (each layer's changes run beside the others', see
+# Documentation/design.md, Locking): fsx in two layers, metadata churn in two others (one of
+# them snapshotted again and again, each snapshot walked twice a second apart), clones of a
+# frozen image made, written, snapshotted and removed, and sync and cache drops, all at once.
+# Every worker checks its own results; fsck runs at the end of the suite.
+setfattr() { chroot /debian setfattr "$@"; }
+getfattr() { chroot /debian getfattr "$@"; }
+meta_churn() {
+	d=/mnt/$1
+	i=0
+	while [ "$(date +%s)" -lt "$end" ]; do
+		mkdir "$d/dir$i" || return 1
+		for f in a b c d; do echo "$1 $i $f" >"$d/dir$i/$f" || return 1; done
+		mv "$d/dir$i/a" "$d/dir$i/e" || return 1
+		ln "$d/dir$i/b" "$d/dir$i/f" || return 1
+		ln -s e "$d/dir$i/g" || return 1
+		setfattr -n user.n -v "$i" "$d/dir$i/c" || return 1
+		rm "$d/dir$i/d" || return 1
+		[ "$(cat "$d/dir$i/g")" = "$1 $i a" ] || { echo "churn in $1: dir$i/g reads $(cat "$d/dir$i/g")"; return 1; }
+		[ "$(getfattr --absolute-names --only-values -n user.n "$d/dir$i/c")" = "$i" ] || { echo "churn in $1: xattr of dir$i/c"; return 1; }
+		[ $((i % 3)) != 2 ] || rm -r "$d/dir$((i - 2))" || return 1
+		i=$((i + 1))
+	done
+	echo "churn in $1: $i rounds"
+	# What is left: the directories not removed, each with its five names.
+	n=$(find "$d" -mindepth 2 | wc -l)
+	want=0
+	j=0
+	while [ $j -lt $i ]; do
+		if [ $((j % 3)) = 0 ] && [ $((j + 2)) -lt $i ]; then :; else want=$((want + 5)); fi
+		j=$((j + 1))
+	done
+	[ "$n" = "$want" ] || { echo "churn in $1: $n names left, expected $want"; return 1; }
+	[ $i -gt 0 ]
+}
+# Snapshots of a layer under churn stay as they were taken.
+snapshot_watch() {
+	i=0
+	while [ "$(date +%s)" -lt "$end" ]; do
+		lcfs layer snapshot $1 snap$i -m /mnt || return 1
+		t=$(tree_of snap$i)
+		sleep 1
+		[ "$(tree_of snap$i)" = "$t" ] || { echo "snapshot snap$i of $1 changed after it was taken"; return 1; }
+		lcfs layer remove snap$i -m /mnt || return 1
+		i=$((i + 1))
+	done
+	echo "snapshots of $1: $i"
+	[ $i -gt 0 ]
+}
+layer_fsx() {
+	mkdir -p /tmp/fsx-$1
+	fsx -f /tests/fsx.toml -N "${STRESS_FSX_OPS:-1500}" -S "$2" -P /tmp/fsx-$1 /mnt/$1/fsx >/tmp/fsx-$1/out 2>&1 ||
+		{ tail -40 /tmp/fsx-$1/out; echo "fsx in $1 failed"; return 1; }
+	grep -q 'All operations completed A-OK' /tmp/fsx-$1/out || { echo "fsx in $1 did not complete"; return 1; }
+	echo "fsx in $1: $(grep -c . /tmp/fsx-$1/out) lines of output, A-OK"
+}
+t_writers_in_layers() {
+	for l in w1 w2 m1 m2; do lcfs layer create $l -m /mnt; done
+	lcfs layer create img -m /mnt
+	head -c $((1 << 20)) /dev/urandom >/mnt/img/f
+	want=$(md5sum </mnt/img/f | cut -d' ' -f1)
+	tree=$(tree_of img)
+	lcfs layer freeze img -m /mnt
+	end=$(stop_at)
+	pids=""
+	layer_fsx w1 1 &
+	pids="$pids $!"
+	layer_fsx w2 2 &
+	pids="$pids $!"
+	for l in m1 m2; do
+		meta_churn $l &
+		pids="$pids $!"
+	done
+	snapshot_watch m1 &
+	pids="$pids $!"
+	layer_churn &
+	pids="$pids $!"
+	cache_dropper &
+	dropper=$!
+	bad=0
+	for p in $pids; do wait "$p" || bad=$((bad + 1)); done
+	wait $dropper
+	assert_eq "$bad" 0 "failed workers"
+	for l in w1 w2 m1 m2 img; do lcfs layer remove --wait $l -m /mnt; done
+	assert_eq "$(ls -A /mnt)" "default" "layers left"
+}
+
 # The node cache (copies of metadata blocks, up to 16 MiB a mount) gives its memory back to the
 # superblock shrinker: after 6,000 creates, a commit and a walk that reads every inode back, the
 # cache holds at least 500 clean copies (`cached_nodes` of LCFS_IOC_FS_INFO, through `lcfs
@@ -230,4 +318,5 @@ t_fsck_after_stress() {
 }
 
 run_tests \
-	setup stress_ng shared_directories layers_under_reads node_cache_shrinks fsck_after_stress
+	setup stress_ng shared_directories layers_under_reads writers_in_layers node_cache_shrinks \
+	fsck_after_stress

@@ -1,0 +1,880 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The mounted volume, shared by operations of different layers at once.
+//!
+//! The format core's [`Volume`] is one thread's view of the filesystem. The mount keeps its
+//! parts apart ([`Shared`]) and gives each operation a volume made of them for as long as it
+//! holds a [`VolGuard`]: limited to one read-write layer ([`Scope::Layer`]), or the whole
+//! filesystem ([`Scope::Whole`]). Locks, outermost first (after the VFS's and the layer uses'):
+//!
+//! 1. `commit`: one commit at a time, held across its device part; a change waiting for a
+//!    commit that could not be split waits on it. Never taken while holding a lock below.
+//! 2. `core`, a reader-writer semaphore around the superblock and the commit state: read-held
+//!    by layer-scoped volumes (any number at once), write-held by a whole volume (alone).
+//! 3. The layer slot of a layer-scoped volume: one of [`LAYER_SLOTS`] mutexes, chosen by layer
+//!    id, so operations of one layer run one at a time and two layers whose ids fall in
+//!    different slots run at once. A slot keeps the changed layer records of its layers (only
+//!    a whole volume writes the layer tree) and their in-place cache.
+//! 4. `map`: the reference-count map, for each allocation, count change and admission.
+//! 5. `store`: the node cache and the device, for each block read or written.
+//!
+//! Why layers can change at once: a layer-scoped volume changes only its own layer's tree
+//! (every other read-write layer is refused, `Busy`, by the format core) and never the layer
+//! tree or the superblock. Its tree's nodes are its own once copied; a node it shares with
+//! another tree (a frozen parent's, say) has a count above one and is copied before any change,
+//! and only a whole volume makes a tree share nodes (clone, snapshot). Counts change under the
+//! map lock, each block's bytes under the store lock, and admission reserves the space an
+//! operation may take in the map (see [`MapHandle`]), so two operations cannot both be admitted
+//! against the same free blocks.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::sync::{Mutex, MutexGuard};
+
+use crate::format::data::IN_PLACE_TABLE;
+use crate::format::layers::LayerInfo;
+use crate::format::refmap::{take_data_id, MapAccess, MapStore, RefMap};
+use crate::format::superblock::Superblock;
+use crate::format::tree::{Allocator, BlockStore, Error as CoreError};
+use crate::format::volume::{Device, Scope, Volume, VolumeState};
+use crate::vfs::{new_rwsem, NoFsScope, ReadGuard, RwSem, WriteGuard};
+
+use super::store::{BdevStore, KBlock};
+
+/// A thread's volume over the mount's shared parts.
+pub(crate) type Vol<'a> = Volume<StoreHandle<'a>, MapHandle<'a>>;
+
+/// Layer slots per mount: layers whose ids differ modulo this change at once.
+pub(crate) const LAYER_SLOTS: usize = 64;
+
+/// The superblock and commit state: what a whole volume changes and a layer-scoped one reads.
+pub(crate) struct Core {
+    sb: Superblock,
+    reclaim_queued: Option<u64>,
+    committing: bool,
+    changes_wait: bool,
+}
+
+/// The reference-count map and what goes with it.
+pub(crate) struct MapState {
+    map: RefMap,
+    /// The map's table of blocks with count 1 ([`BlockStore::single_table`]).
+    single: KVec<u64>,
+    /// Blocks admitted for operations under way ([`MapAccess::admit`]).
+    reserved: u64,
+    /// The next `data_id` (the superblock's `next_data_id`).
+    next_data_id: u64,
+}
+
+/// What a layer slot keeps between operations.
+#[derive(Default)]
+pub(crate) struct SlotState {
+    /// Changed (`true`) or clean records of the slot's layers not yet in the layer tree.
+    records: KVec<(LayerInfo, bool)>,
+    /// The slot's in-place cache ([`BlockStore::in_place_table`]), allocated at first use.
+    in_place: Option<KVec<u64>>,
+    /// The slot's tree nodes known to have count 1 (see [`CountMemo`]), allocated at first use.
+    memo: Option<KVec<u64>>,
+    /// The transactions that last changed its layers' inodes (see [`Changed`]).
+    changed: Changed,
+}
+
+/// The transaction (generation) that last changed each inode of a slot's layers, as far as an
+/// `fsync` needs to know: direct-mapped entries of (layer, inode, generation), and for every
+/// inode without an entry (never changed, pushed out by another, or one of too many changed at
+/// once) the latest generation such an inode may have changed in.
+#[derive(Default)]
+struct Changed {
+    entries: KVec<[u64; 3]>,
+    others: u64,
+}
+
+/// Entries of a [`Changed`] table (3 KiB per slot once allocated).
+const CHANGED_ENTRIES: usize = 128;
+
+impl Changed {
+    fn index(layer: u64, ino: u64) -> usize {
+        let h = ino.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ layer;
+        // The remainder is below `CHANGED_ENTRIES`, which fits `usize`.
+        usize::try_from(h % CHANGED_ENTRIES as u64).unwrap_or(0)
+    }
+
+    /// Records that `ino` of `layer` changed in transaction `generation`.
+    fn note(&mut self, layer: u64, ino: u64, generation: u64) {
+        if self.entries.is_empty()
+            && self
+                .entries
+                .extend_from_slice(&[[0u64; 3]; CHANGED_ENTRIES], GFP_KERNEL)
+                .is_err()
+        {
+            // Without memory every inode of the slot counts as changed now.
+            self.others = self.others.max(generation);
+            return;
+        }
+        if let Some(e) = self.entries.get_mut(Self::index(layer, ino)) {
+            if e[0] != layer || e[1] != ino {
+                // The entry it replaces joins the inodes without one.
+                self.others = self.others.max(e[2]);
+            }
+            *e = [layer, ino, generation];
+        }
+    }
+
+    /// Records that inodes too many to list changed in transaction `generation`.
+    fn note_all(&mut self, generation: u64) {
+        self.others = self.others.max(generation);
+    }
+
+    /// The latest transaction `ino` of `layer` may have changed in.
+    fn last(&self, layer: u64, ino: u64) -> u64 {
+        match self.entries.get(Self::index(layer, ino)) {
+            Some(&[l, i, g]) if l == layer && i == ino => g.max(self.others),
+            _ => self.others,
+        }
+    }
+}
+
+/// Tree nodes of a slot's layers known to have reference count 1, so that copy-on-write's
+/// question for every node on a changed path (may it change this node in place?) needs no map
+/// lock: word 0 holds the [`Shared::whole_holds`] count the entries belong to, the others
+/// `blocknr + 1`, direct-mapped.
+///
+/// Why the entries stay true: a node with count 1 is reached by one tree only, and only that
+/// tree's layer changes it, through volumes that hold the slot and keep the memo up to date
+/// (their count changes go through [`MapHandle`], which forgets the blocks they touch). Other
+/// layers cannot reach the node, so they cannot change its count; only a whole volume can (a
+/// clone or snapshot shares trees, a commit starts a new transaction), and every whole hold
+/// moves `whole_holds` on, which empties the memo at the slot's next hold.
+struct CountMemo;
+
+/// Entries of a [`CountMemo`] (about 2 KiB per slot).
+const MEMO_SLOTS: usize = 255;
+
+impl CountMemo {
+    fn slot(blocknr: u64) -> usize {
+        // `MEMO_SLOTS` fits in u64 and the remainder below it fits in usize.
+        usize::try_from(blocknr % MEMO_SLOTS as u64)
+            .unwrap_or(0)
+            .saturating_add(1)
+    }
+
+    /// Whether the memo `t` knows `blocknr` to have count 1.
+    fn knows(t: &[u64], blocknr: u64) -> bool {
+        t.get(Self::slot(blocknr)) == Some(&blocknr.wrapping_add(1))
+    }
+
+    fn note(t: &mut [u64], blocknr: u64) {
+        if let Some(e) = t.get_mut(Self::slot(blocknr)) {
+            *e = blocknr.wrapping_add(1);
+        }
+    }
+
+    /// Forgets `[blocknr, blocknr + len)`: their counts change.
+    fn forget(t: &mut [u64], blocknr: u64, len: u64) {
+        if len >= MEMO_SLOTS as u64 {
+            if let Some((_, rest)) = t.split_first_mut() {
+                rest.fill(0);
+            }
+            return;
+        }
+        for b in blocknr..blocknr.saturating_add(len) {
+            if let Some(e) = t.get_mut(Self::slot(b)) {
+                if *e == b.wrapping_add(1) {
+                    *e = 0;
+                }
+            }
+        }
+    }
+}
+
+/// The mounted volume's parts.
+#[pin_data]
+pub(crate) struct Shared {
+    #[pin]
+    commit: Mutex<()>,
+    #[pin]
+    core: RwSem<Core>,
+    slots: KVec<Pin<KBox<Mutex<SlotState>>>>,
+    #[pin]
+    map: Mutex<MapState>,
+    #[pin]
+    store: Mutex<BdevStore>,
+    total_blocks: u64,
+    dirty: AtomicBool,
+    aborted: AtomicBool,
+    epoch: AtomicU64,
+    /// Whole holds so far (see [`CountMemo`]).
+    whole_holds: AtomicU64,
+    /// The generation of the last commit known durable.
+    durable: AtomicU64,
+    /// The last transaction a whole volume changed inodes in (any inode: see [`Changed`]).
+    whole_changed: AtomicU64,
+    /// The largest map epoch a volume ended with ([`Volume::map_epoch`]), `u64::MAX` once the
+    /// transaction is aborted, 0 before the first: write mappings kept outside the locks
+    /// (`file::WriteHint`) and iomap's validity checks compare theirs with it. It only grows,
+    /// and every change of a layer ends above every value published before the change began
+    /// (a volume starts from `epoch`, which is never below it), so a mapping made before a
+    /// change never matches after it.
+    pub(crate) map_epoch: AtomicU64,
+}
+
+impl Shared {
+    /// The parts of `vol`, just opened, on the heap. Not inlined: the parts pass through this
+    /// frame (a few KiB), which must not be under the caller's deeper calls.
+    #[inline(never)]
+    pub(crate) fn new(vol: KBox<Volume<BdevStore>>) -> Result<Pin<KBox<Self>>> {
+        let (mut store, map, state) = KBox::into_inner(vol).into_parts();
+        let single = store.take_single_table();
+        let total_blocks = store.total_blocks();
+        let mut slots = KVec::with_capacity(LAYER_SLOTS, GFP_KERNEL)?;
+        for _ in 0..LAYER_SLOTS {
+            slots.push(
+                KBox::pin_init(
+                    new_mutex!(SlotState::default(), "lcfs_layer_slot"),
+                    GFP_KERNEL,
+                )?,
+                GFP_KERNEL,
+            )?;
+        }
+        let next_data_id = state.sb.next_data_id;
+        let generation = state.sb.generation;
+        KBox::pin_init(
+            try_pin_init!(Self {
+            commit <- new_mutex!((), "lcfs_commit"),
+            core <- new_rwsem!(
+                Core {
+                    sb: state.sb,
+                    reclaim_queued: state.reclaim_queued,
+                    committing: false,
+                    changes_wait: false,
+                },
+                "lcfs_core"
+            ),
+            slots,
+            map <- new_mutex!(
+                MapState {
+                    map,
+                    single,
+                    reserved: 0,
+                    next_data_id,
+                },
+                "lcfs_map"
+            ),
+            store <- new_mutex!(store, "lcfs_store"),
+            total_blocks,
+            dirty: AtomicBool::new(state.dirty),
+            aborted: AtomicBool::new(state.aborted),
+            epoch: AtomicU64::new(state.epoch),
+            whole_holds: AtomicU64::new(1),
+            durable: AtomicU64::new(generation),
+            whole_changed: AtomicU64::new(0),
+            map_epoch: AtomicU64::new(0),
+        }? Error),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Locks the whole volume to change it, waiting for a commit that could not be split.
+    pub(crate) fn lock(&self) -> VolGuard<'_> {
+        VolGuard::new(self, Scope::Whole, true, None)
+    }
+
+    /// Locks the whole volume to read it, also while a commit's device part runs.
+    pub(crate) fn lock_read(&self) -> VolGuard<'_> {
+        VolGuard::new(self, Scope::Whole, false, None)
+    }
+
+    /// Locks read-write layer `layer` to change it, beside other layers' operations.
+    pub(crate) fn lock_layer(&self, layer: u64) -> VolGuard<'_> {
+        VolGuard::new(self, Scope::Layer(layer), true, None)
+    }
+
+    /// Locks read-write layer `layer` to read it, beside other layers' operations.
+    pub(crate) fn read_layer(&self, layer: u64) -> VolGuard<'_> {
+        VolGuard::new(self, Scope::Layer(layer), false, None)
+    }
+
+    /// Locks the whole volume with no commit under way and none starting until the guard is
+    /// dropped: for a commit, or a change that must be committed under the same hold.
+    pub(crate) fn lock_for_commit(&self) -> VolGuard<'_> {
+        let one = self.commit.lock();
+        VolGuard::new(self, Scope::Whole, false, Some(one))
+    }
+
+    /// Waits for the end of the commit under way, if any (one that could not be split makes
+    /// changes wait for it). Takes no other lock of the volume.
+    fn wait_commit(&self) {
+        drop(self.commit.lock());
+    }
+
+    /// Clean node copies held.
+    pub(crate) fn cached_nodes(&self) -> usize {
+        self.store.lock().cached_nodes()
+    }
+
+    /// Clean node copies the shrinker may free; none if the store is busy (reclaim never
+    /// waits for it).
+    pub(crate) fn try_cached_nodes(&self) -> usize {
+        self.store.try_lock().map_or(0, |s| s.cached_nodes())
+    }
+
+    /// Frees up to `nr` clean node copies, unless the store is busy (reclaim never waits for
+    /// it); returns how many were freed.
+    pub(crate) fn shrink_nodes(&self, nr: usize) -> usize {
+        self.store.try_lock().map_or(0, |mut s| s.shrink_nodes(nr))
+    }
+
+    /// The latest transaction inode `ino` of `layer` may have changed in: what an `fsync` of it
+    /// waits for (every change of the whole volume counts for every inode).
+    pub(crate) fn last_change(&self, layer: u64, ino: u64) -> u64 {
+        let index = usize::try_from(layer % LAYER_SLOTS as u64).unwrap_or(0);
+        let own = self
+            .slots
+            .get(index)
+            .map_or(u64::MAX, |s| s.lock().changed.last(layer, ino));
+        own.max(self.whole_changed.load(Ordering::Acquire))
+    }
+
+    /// The generation of the last commit known durable.
+    pub(crate) fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Whether the store refuses writes (a read-only mount).
+    pub(crate) fn read_only(&self) -> bool {
+        self.store.lock().read_only
+    }
+
+    /// Makes the store refuse writes, or take them again.
+    pub(crate) fn set_read_only(&self, read_only: bool) {
+        self.store.lock().read_only = read_only;
+    }
+}
+
+/// The store as a thread's volume reaches it: each call under the store lock.
+pub(crate) struct StoreHandle<'a> {
+    store: &'a Mutex<BdevStore>,
+    total_blocks: u64,
+    /// The in-place cache of the layer slot the volume holds (none for a whole volume).
+    in_place: Option<KVec<u64>>,
+}
+
+impl BlockStore for StoreHandle<'_> {
+    type Buf = KBlock;
+
+    fn alloc_buf(&mut self) -> Result<KBlock, CoreError> {
+        self.store.lock().alloc_buf()
+    }
+
+    fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
+        self.store.lock().read(blocknr, buf)
+    }
+
+    fn write(&mut self, blocknr: u64, buf: &KBlock) -> Result<(), CoreError> {
+        self.store.lock().write(blocknr, buf)
+    }
+
+    fn write_node(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
+        self.store.lock().write_node(blocknr, buf)
+    }
+
+    fn read_new(&mut self, blocknr: u64) -> Result<KBlock, CoreError> {
+        self.store.lock().read_new(blocknr)
+    }
+
+    fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, CoreError> {
+        self.store.lock().with_block(blocknr, f)
+    }
+
+    fn with_verified_block<R>(
+        &mut self,
+        blocknr: u64,
+        f: impl FnOnce(&[u8], bool) -> (bool, R),
+    ) -> Result<R, CoreError> {
+        self.store.lock().with_verified_block(blocknr, f)
+    }
+
+    fn update_node<R>(&mut self, blocknr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        self.store.lock().update_node(blocknr, f)
+    }
+
+    fn total_blocks(&self) -> u64 {
+        self.total_blocks
+    }
+
+    fn is_verified(&mut self, blocknr: u64) -> bool {
+        self.store.lock().is_verified(blocknr)
+    }
+
+    fn set_verified(&mut self, blocknr: u64) {
+        self.store.lock().set_verified(blocknr)
+    }
+
+    fn in_place_table(&mut self) -> Option<&mut [u64]> {
+        self.in_place.as_deref_mut()
+    }
+}
+
+impl Device for StoreHandle<'_> {
+    fn flush(&mut self) -> Result<(), CoreError> {
+        self.store.lock().flush()
+    }
+
+    fn write_back(&mut self) -> Result<(), CoreError> {
+        self.store.lock().write_back()
+    }
+}
+
+/// The map as a thread's volume reaches it: each call under the map lock. Admission
+/// ([`MapAccess::admit`]) reserves blocks for the volume until its guard is dropped, so that
+/// operations running at once are admitted against different free blocks: an admitted
+/// operation never runs out of space half-way, which would abort the transaction.
+pub(crate) struct MapHandle<'a> {
+    state: &'a Mutex<MapState>,
+    /// Blocks this volume reserved.
+    mine: u64,
+    /// The count memo of the layer slot the volume holds (none for a whole volume).
+    memo: Option<KVec<u64>>,
+}
+
+impl MapHandle<'_> {
+    /// Gives back what this volume reserved.
+    fn release(&mut self) {
+        if self.mine > 0 {
+            let mut st = self.state.lock();
+            st.reserved = st.reserved.saturating_sub(self.mine);
+            self.mine = 0;
+        }
+    }
+}
+
+impl<'a> Allocator<StoreHandle<'a>> for MapHandle<'a> {
+    fn alloc(&mut self, store: &mut StoreHandle<'a>) -> Result<u64, CoreError> {
+        let b = self.with(store, |m, s| m.alloc_node(s))?;
+        if let Some(t) = self.memo.as_deref_mut() {
+            CountMemo::note(t, b);
+        }
+        Ok(b)
+    }
+
+    fn refcount(&mut self, store: &mut StoreHandle<'a>, blocknr: u64) -> Result<u32, CoreError> {
+        if self
+            .memo
+            .as_deref()
+            .is_some_and(|t| CountMemo::knows(t, blocknr))
+        {
+            return Ok(1);
+        }
+        let n = self.with(store, |m, s| m.node_refcount(s, blocknr))?;
+        if n == 1 {
+            if let Some(t) = self.memo.as_deref_mut() {
+                CountMemo::note(t, blocknr);
+            }
+        }
+        Ok(n)
+    }
+
+    fn inc_ref(
+        &mut self,
+        store: &mut StoreHandle<'a>,
+        blocknr: u64,
+        len: u64,
+    ) -> Result<(), CoreError> {
+        if let Some(t) = self.memo.as_deref_mut() {
+            CountMemo::forget(t, blocknr, len);
+        }
+        self.with(store, |m, s| m.inc_range(s, blocknr, len))
+    }
+
+    fn dec_ref(
+        &mut self,
+        store: &mut StoreHandle<'a>,
+        blocknr: u64,
+        len: u64,
+    ) -> Result<(), CoreError> {
+        if let Some(t) = self.memo.as_deref_mut() {
+            CountMemo::forget(t, blocknr, len);
+        }
+        self.with(store, |m, s| m.dec_range(s, blocknr, len))
+    }
+}
+
+impl<'a> MapAccess<StoreHandle<'a>> for MapHandle<'a> {
+    fn with<R>(
+        &mut self,
+        store: &mut StoreHandle<'a>,
+        f: impl for<'x> FnOnce(&mut RefMap, &mut MapStore<'x, StoreHandle<'a>>) -> R,
+    ) -> R {
+        let mut st = self.state.lock();
+        let MapState { map, single, .. } = &mut *st;
+        f(map, &mut MapStore::new(store, Some(single)))
+    }
+
+    fn admit(&mut self, trees: u64, keep_reserve: bool) -> Result<(), CoreError> {
+        let mut st = self.state.lock();
+        let need = trees.saturating_mul(st.map.blocks_per_tree());
+        let others = st.reserved.saturating_sub(self.mine);
+        let floor = if keep_reserve { st.map.reserve } else { 0 };
+        if st.map.free < floor.saturating_add(others).saturating_add(need) {
+            return Err(CoreError::NoSpace);
+        }
+        st.reserved = st.reserved.saturating_add(need);
+        self.mine = self.mine.saturating_add(need);
+        Ok(())
+    }
+
+    fn room(&mut self, trees: u64) -> u64 {
+        let st = self.state.lock();
+        let keep = trees.saturating_mul(st.map.blocks_per_tree());
+        let others = st.reserved.saturating_sub(self.mine);
+        st.map
+            .free
+            .saturating_sub(st.map.reserve)
+            .saturating_sub(others)
+            .saturating_sub(keep)
+    }
+
+    fn free_and_root(&self) -> (u64, u64) {
+        let st = self.state.lock();
+        (st.map.free, st.map.root)
+    }
+
+    fn alloc_data_id(&mut self, next: &mut u64) -> Result<u64, CoreError> {
+        let mut st = self.state.lock();
+        let id = take_data_id(&mut st.next_data_id)?;
+        // The volume's superblock follows, for a commit in this volume.
+        *next = st.next_data_id;
+        Ok(id)
+    }
+}
+
+/// What a [`VolGuard`] holds.
+enum Held<'a> {
+    /// A layer-scoped volume: `core` read-held and the layer's slot, with the index of the
+    /// layer's record in the slot (`None`: room for it is reserved).
+    Layer(
+        ReadGuard<'a, Core>,
+        MutexGuard<'a, SlotState>,
+        Option<usize>,
+    ),
+    /// A whole volume: `core` write-held.
+    Whole(WriteGuard<'a, Core>),
+    /// Nothing (between a release and the next hold).
+    Nothing,
+}
+
+/// A thread's volume over the mount's shared parts, and the locks that make it safe: see the
+/// module comment. Dropping it gives the volume's state back to the shared parts.
+pub(crate) struct VolGuard<'a> {
+    vol: Vol<'a>,
+    held: Held<'a>,
+    shared: &'a Shared,
+    scope: Scope,
+    change: bool,
+    /// The commit lock, for a guard that commits under its own hold.
+    commit: Option<MutexGuard<'a, ()>>,
+    // Last: allocations stay out of filesystem reclaim until every lock above is released.
+    _nofs: NoFsScope,
+}
+
+impl<'a> VolGuard<'a> {
+    fn new(
+        shared: &'a Shared,
+        scope: Scope,
+        change: bool,
+        commit: Option<MutexGuard<'a, ()>>,
+    ) -> Self {
+        let nofs = NoFsScope::enter();
+        let Hold {
+            held,
+            state,
+            scope,
+            in_place,
+            memo,
+        } = hold(shared, scope, change, commit.is_some());
+        let mut vol = Volume::from_parts(
+            StoreHandle {
+                store: &shared.store,
+                total_blocks: shared.total_blocks,
+                in_place,
+            },
+            MapHandle {
+                state: &shared.map,
+                mine: 0,
+                memo,
+            },
+            state,
+            scope,
+        );
+        take_slot_records(shared, &mut vol);
+        Self {
+            vol,
+            held,
+            shared,
+            scope,
+            change,
+            commit,
+            _nofs: nofs,
+        }
+    }
+
+    /// Whether this guard holds the commit lock ([`Shared::lock_for_commit`]).
+    pub(crate) fn holds_commit(&self) -> bool {
+        self.commit.is_some()
+    }
+
+    /// Lets go of every lock, runs `f` (a commit, which takes them itself), and takes the same
+    /// hold again: the volume then starts from the shared state as it is.
+    pub(crate) fn release_while<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        release(self.shared, &mut self.vol, &mut self.held);
+        let r = f();
+        let locked = self.commit.is_some();
+        let h = hold(self.shared, self.scope, self.change, locked);
+        self.vol.store().in_place = h.in_place;
+        self.vol.map_mut().memo = h.memo;
+        self.vol.set_state(h.state, h.scope);
+        self.held = h.held;
+        take_slot_records(self.shared, &mut self.vol);
+        r
+    }
+}
+
+impl Drop for VolGuard<'_> {
+    fn drop(&mut self) {
+        release(self.shared, &mut self.vol, &mut self.held);
+    }
+}
+
+impl<'a> core::ops::Deref for VolGuard<'a> {
+    type Target = Vol<'a>;
+    fn deref(&self) -> &Vol<'a> {
+        &self.vol
+    }
+}
+
+impl<'a> core::ops::DerefMut for VolGuard<'a> {
+    fn deref_mut(&mut self) -> &mut Vol<'a> {
+        &mut self.vol
+    }
+}
+
+/// What [`hold`] took: the locks, the volume state, its scope (a layer whose slot had no room
+/// gets a whole volume) and the slot's in-place cache.
+struct Hold<'a> {
+    held: Held<'a>,
+    state: VolumeState,
+    scope: Scope,
+    in_place: Option<KVec<u64>>,
+    memo: Option<KVec<u64>>,
+}
+
+/// Takes the locks of `scope` and the state of a volume of that scope. A change waits for a
+/// commit that could not be split (unless `committing`: the caller holds the commit lock, so
+/// none runs). A layer whose slot has no room for its record gets a whole volume instead
+/// (which writes every slot's records into the layer tree: see [`flush_slots`]).
+fn hold(shared: &Shared, scope: Scope, change: bool, committing: bool) -> Hold<'_> {
+    loop {
+        let h = match scope {
+            Scope::Layer(id) => hold_layer(shared, id),
+            Scope::Whole => None,
+        };
+        let h = match h {
+            Some(h) => h,
+            None => hold_whole(shared),
+        };
+        if change && !committing && h.state.changes_wait {
+            drop(h);
+            shared.wait_commit();
+            continue;
+        }
+        return h;
+    }
+}
+
+/// [`hold`] of layer `id`; `None` if its slot has no room for the layer's record.
+fn hold_layer(shared: &Shared, id: u64) -> Option<Hold<'_>> {
+    let core = shared.core.read();
+    let index = usize::try_from(id % LAYER_SLOTS as u64).unwrap_or(0);
+    let mut slot = shared.slots.get(index)?.lock();
+    let at = slot.records.iter().position(|(l, _)| l.id == id);
+    if at.is_none() && slot.records.reserve(1, GFP_KERNEL).is_err() {
+        return None;
+    }
+    let layer_cache = at.and_then(|i| slot.records.get(i).copied());
+    if slot.in_place.is_none() {
+        // Without memory the layer only goes without its in-place cache.
+        slot.in_place = KVec::from_elem(0u64, IN_PLACE_TABLE, GFP_KERNEL).ok();
+    }
+    let in_place = slot.in_place.take();
+    if slot.memo.is_none() {
+        slot.memo = KVec::from_elem(0u64, MEMO_SLOTS.saturating_add(1), GFP_KERNEL).ok();
+    }
+    let mut memo = slot.memo.take();
+    let whole = shared.whole_holds.load(Ordering::Acquire);
+    if let Some((tag, rest)) = memo.as_deref_mut().and_then(|t| t.split_first_mut()) {
+        if *tag != whole {
+            rest.fill(0);
+            *tag = whole;
+        }
+    }
+    let state = VolumeState {
+        // Its `next_data_id` is not used: a layer's volume takes ids from the map's counter.
+        sb: core.sb.clone(),
+        dirty: false,
+        aborted: shared.aborted.load(Ordering::Acquire),
+        layer_cache,
+        epoch: shared.epoch.load(Ordering::Acquire),
+        reclaim_queued: None,
+        committing: core.committing,
+        changes_wait: core.changes_wait,
+    };
+    Some(Hold {
+        held: Held::Layer(core, slot, at),
+        state,
+        scope: Scope::Layer(id),
+        in_place,
+        memo,
+    })
+}
+
+/// [`hold`] of the whole volume.
+fn hold_whole(shared: &Shared) -> Hold<'_> {
+    let core = shared.core.write();
+    // Under the write hold, before any count changes: no layer volume runs meanwhile.
+    shared.whole_holds.fetch_add(1, Ordering::AcqRel);
+    let mut sb = core.sb.clone();
+    // A commit in this volume writes the map's counter.
+    sb.next_data_id = shared.map.lock().next_data_id;
+    let state = VolumeState {
+        sb,
+        dirty: shared.dirty.load(Ordering::Acquire),
+        aborted: shared.aborted.load(Ordering::Acquire),
+        layer_cache: None,
+        epoch: shared.epoch.load(Ordering::Acquire),
+        reclaim_queued: core.reclaim_queued,
+        committing: core.committing,
+        changes_wait: core.changes_wait,
+    };
+    Hold {
+        held: Held::Whole(core),
+        state,
+        scope: Scope::Whole,
+        in_place: None,
+        memo: None,
+    }
+}
+
+/// Makes a whole volume take the layer records the slots keep, to write into the layer tree
+/// (unless a commit's device part runs, during which nothing changed them).
+fn take_slot_records<'a>(shared: &'a Shared, vol: &mut Vol<'a>) {
+    if vol.scope() == Scope::Whole && !vol.changes_wait() {
+        for slot in shared.slots.iter() {
+            let mut slot = slot.lock();
+            for (l, changed) in slot.records.iter() {
+                if *changed {
+                    // A failure aborts the transaction: later operations fail with EIO.
+                    let _ = vol.keep_layer_record(l);
+                }
+            }
+            slot.records.clear();
+        }
+    }
+}
+
+/// Gives `vol`'s state back to the shared parts and lets go of `held`.
+fn release<'a>(shared: &'a Shared, vol: &mut Vol<'a>, held: &mut Held<'a>) {
+    let touched = vol.touched();
+    let running = vol.running_generation();
+    let scope = vol.scope();
+    let state = vol.take_state();
+    vol.map_mut().release();
+    let in_place = vol.store().in_place.take();
+    let memo = vol.map_mut().memo.take();
+    if state.dirty {
+        shared.dirty.store(true, Ordering::Release);
+    }
+    if state.aborted {
+        shared.aborted.store(true, Ordering::Release);
+    }
+    shared.epoch.fetch_max(state.epoch, Ordering::AcqRel);
+    match core::mem::replace(held, Held::Nothing) {
+        Held::Layer(core, mut slot, at) => {
+            let sb = &core.sb;
+            if (state.sb.incompat, state.sb.ro_compat, state.sb.compat)
+                != (sb.incompat, sb.ro_compat, sb.compat)
+            {
+                // A layer's volume changed the superblock, which it does not give back: the
+                // transaction would commit without that change, so it must not commit.
+                pr_err!("lcfs: a layer's operation changed the superblock's features; aborting\n");
+                shared.aborted.store(true, Ordering::Release);
+            }
+            slot.in_place = in_place;
+            slot.memo = memo;
+            if let Scope::Layer(layer) = scope {
+                match touched.ids() {
+                    Some(ids) => {
+                        for &ino in ids {
+                            slot.changed.note(layer, ino, running);
+                        }
+                    }
+                    None => slot.changed.note_all(running),
+                }
+            } else if touched.any() {
+                slot.changed.note_all(running);
+            }
+            if let Some(rec) = state.layer_cache {
+                match at.and_then(|i| slot.records.get_mut(i)) {
+                    Some(r) => *r = rec,
+                    // Room was reserved when the slot was taken.
+                    None => {
+                        let _ = slot.records.push_within_capacity(rec);
+                    }
+                }
+            }
+            drop(slot);
+            drop(core);
+        }
+        Held::Whole(mut core) => {
+            if !state.aborted {
+                // Only this volume ran: its view of these is the truth.
+                shared.dirty.store(state.dirty, Ordering::Release);
+            }
+            if touched.any() {
+                shared.whole_changed.fetch_max(running, Ordering::AcqRel);
+            }
+            if !state.committing && !state.aborted {
+                // Not committing: the superblock is the last commit's, on the medium.
+                shared
+                    .durable
+                    .fetch_max(state.sb.generation, Ordering::AcqRel);
+            }
+            core.sb = state.sb;
+            core.reclaim_queued = state.reclaim_queued;
+            core.committing = state.committing;
+            core.changes_wait = state.changes_wait;
+            if let Some((l, true)) = state.layer_cache {
+                let index = usize::try_from(l.id % LAYER_SLOTS as u64).unwrap_or(0);
+                if let Some(slot) = shared.slots.get(index) {
+                    let mut slot = slot.lock();
+                    if let Some(r) = slot.records.iter_mut().find(|(r, _)| r.id == l.id) {
+                        *r = (l, true);
+                    } else if slot.records.push((l, true), GFP_KERNEL).is_err() {
+                        // No memory to keep the changed record: the transaction cannot commit
+                        // it, so it must not commit at all.
+                        shared.aborted.store(true, Ordering::Release);
+                    }
+                }
+            }
+            drop(core);
+        }
+        Held::Nothing => {}
+    }
+    let published = if shared.aborted.load(Ordering::Acquire) {
+        u64::MAX
+    } else {
+        shared.epoch.load(Ordering::Acquire)
+    };
+    shared.map_epoch.fetch_max(published, Ordering::AcqRel);
+}
