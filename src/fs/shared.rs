@@ -440,6 +440,13 @@ pub(crate) struct MapHandle<'a> {
 }
 
 impl MapHandle<'_> {
+    /// Forgets what the memo knows of `[blocknr, blocknr + len)`: their counts change.
+    fn forget(&mut self, blocknr: u64, len: u64) {
+        if let Some(t) = self.memo.as_deref_mut() {
+            CountMemo::forget(t, blocknr, len);
+        }
+    }
+
     /// Gives back what this volume reserved.
     fn release(&mut self) {
         if self.mine > 0 {
@@ -482,9 +489,7 @@ impl<'a> Allocator<StoreHandle<'a>> for MapHandle<'a> {
         blocknr: u64,
         len: u64,
     ) -> Result<(), CoreError> {
-        if let Some(t) = self.memo.as_deref_mut() {
-            CountMemo::forget(t, blocknr, len);
-        }
+        self.forget(blocknr, len);
         self.with(store, |m, s| m.inc_range(s, blocknr, len))
     }
 
@@ -494,9 +499,7 @@ impl<'a> Allocator<StoreHandle<'a>> for MapHandle<'a> {
         blocknr: u64,
         len: u64,
     ) -> Result<(), CoreError> {
-        if let Some(t) = self.memo.as_deref_mut() {
-            CountMemo::forget(t, blocknr, len);
-        }
+        self.forget(blocknr, len);
         self.with(store, |m, s| m.dec_range(s, blocknr, len))
     }
 }

@@ -145,6 +145,17 @@ cache_dropper() {
 	done
 }
 
+# Runs the cache dropper beside the workers `$1` (their pids) until they are done; fails unless
+# every worker succeeded.
+wait_workers() {
+	cache_dropper &
+	dropper=$!
+	bad=0
+	for p in $1; do wait "$p" || bad=$((bad + 1)); done
+	wait $dropper
+	assert_eq "$bad" 0 "failed workers"
+}
+
 t_layers_under_reads() {
 	lcfs layer create img -m /mnt
 	head -c $((8 << 20)) /dev/urandom >/mnt/img/f
@@ -181,13 +192,8 @@ t_layers_under_reads() {
 	pids="$pids $!"
 	img_walker &
 	pids="$pids $!"
-	cache_dropper &
-	dropper=$!
-	bad=0
-	for p in $pids; do wait "$p" || bad=$((bad + 1)); done
-	wait $dropper
-	assert_eq "$bad" 0 "failed workers"
-	# --wait: the background reclaim of the removed trees holds the volume lock in bursts, which
+	wait_workers "$pids"
+	# --wait: the background reclaim of the removed trees holds the whole volume in bursts, which
 	# the next test's shrinker measurement must not meet.
 	for l in r1 r2 img; do lcfs layer remove --wait $l -m /mnt; done
 	assert_eq "$(ls -A /mnt)" "default" "layers left"
@@ -270,12 +276,7 @@ t_writers_in_layers() {
 	pids="$pids $!"
 	layer_churn &
 	pids="$pids $!"
-	cache_dropper &
-	dropper=$!
-	bad=0
-	for p in $pids; do wait "$p" || bad=$((bad + 1)); done
-	wait $dropper
-	assert_eq "$bad" 0 "failed workers"
+	wait_workers "$pids"
 	for l in w1 w2 m1 m2 img; do lcfs layer remove --wait $l -m /mnt; done
 	assert_eq "$(ls -A /mnt)" "default" "layers left"
 }
