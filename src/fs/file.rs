@@ -73,6 +73,13 @@ impl DataOperations for Lcfs {
     fn map_valid(inode: &Inode<Self>, cookie: u64) -> bool {
         cookie == published_epoch(inode)
     }
+
+    /// By layer: completions of one layer hold its slot one at a time anyway, and those of
+    /// different layers then record their writes at once.
+    fn completion_lane(inode: &Inode<Self>) -> usize {
+        // Truncating the id only chooses among the lanes.
+        inode.info().layer as usize
+    }
 }
 
 #[vtable]

@@ -122,7 +122,7 @@ fn open_shared(sb: &NewSuperBlock<'_, Lcfs>) -> Result<Pin<KBox<Shared>>> {
         sb.read_only(),
     )?;
     let vol = open_boxed(store).map_err(|e| mount_errno(sb, "reference-count map", e))?;
-    Shared::new(vol)
+    Shared::new(vol, sb.block_device()?)
 }
 
 /// [`Volume::open`] into a box, in a frame of its own (see [`open_shared`]).

@@ -16,7 +16,8 @@
 //!    different slots run at once. A slot keeps the changed layer records of its layers (only
 //!    a whole volume writes the layer tree) and their in-place cache.
 //! 4. `map`: the reference-count map, for each allocation, count change and admission.
-//! 5. `store`: the node cache and the device, for each block read or written.
+//! 5. `store`: the node cache and the device, for each block read or written; never across a
+//!    device read (see [`StoreHandle`]).
 //!
 //! Why layers can change at once: a layer-scoped volume changes only its own layer's tree
 //! (every other read-write layer is refused, `Busy`, by the format core) and never the layer
@@ -31,7 +32,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kernel::new_mutex;
 use kernel::prelude::*;
-use kernel::sync::{Mutex, MutexGuard};
+use kernel::sync::{Arc, Mutex, MutexGuard};
 
 use crate::format::data::IN_PLACE_TABLE;
 use crate::format::layers::LayerInfo;
@@ -39,9 +40,9 @@ use crate::format::refmap::{take_data_id, MapAccess, MapStore, RefMap};
 use crate::format::superblock::Superblock;
 use crate::format::tree::{Allocator, BlockStore, Error as CoreError};
 use crate::format::volume::{Device, Scope, Volume, VolumeState};
-use crate::vfs::{new_rwsem, NoFsScope, ReadGuard, RwSem, WriteGuard};
+use crate::vfs::{new_rwsem, BlockDevice, NoFsScope, ReadGuard, RwSem, WriteGuard};
 
-use super::store::{BdevStore, KBlock};
+use super::store::{BdevStore, BufPool, KBlock};
 
 /// A thread's volume over the mount's shared parts.
 pub(crate) type Vol<'a> = Volume<StoreHandle<'a>, MapHandle<'a>>;
@@ -201,6 +202,10 @@ pub(crate) struct Shared {
     map: Mutex<MapState>,
     #[pin]
     store: Mutex<BdevStore>,
+    /// The device, for node reads without the store lock.
+    io: BlockDevice,
+    /// The store's buffer pool.
+    pool: Arc<BufPool>,
     total_blocks: u64,
     dirty: AtomicBool,
     aborted: AtomicBool,
@@ -224,9 +229,10 @@ impl Shared {
     /// The parts of `vol`, just opened, on the heap. Not inlined: the parts pass through this
     /// frame (a few KiB), which must not be under the caller's deeper calls.
     #[inline(never)]
-    pub(crate) fn new(vol: KBox<Volume<BdevStore>>) -> Result<Pin<KBox<Self>>> {
+    pub(crate) fn new(vol: KBox<Volume<BdevStore>>, io: BlockDevice) -> Result<Pin<KBox<Self>>> {
         let (mut store, map, state) = KBox::into_inner(vol).into_parts();
         let single = store.take_single_table();
+        let pool = store.pool();
         let total_blocks = store.total_blocks();
         let mut slots = KVec::with_capacity(LAYER_SLOTS, GFP_KERNEL)?;
         for _ in 0..LAYER_SLOTS {
@@ -263,6 +269,8 @@ impl Shared {
                 "lcfs_map"
             ),
             store <- new_mutex!(store, "lcfs_store"),
+            io,
+            pool,
             total_blocks,
             dirty: AtomicBool::new(state.dirty),
             aborted: AtomicBool::new(state.aborted),
@@ -353,23 +361,62 @@ impl Shared {
     }
 }
 
-/// The store as a thread's volume reaches it: each call under the store lock.
+/// The store as a thread's volume reaches it: each call under the store lock, except a cache
+/// miss's read of the device (see [`StoreHandle::read_outside`]).
 pub(crate) struct StoreHandle<'a> {
     store: &'a Mutex<BdevStore>,
+    /// The device, for reads without the store lock.
+    io: &'a BlockDevice,
+    /// The store's buffer pool, reached without the store lock.
+    pool: &'a Arc<BufPool>,
     total_blocks: u64,
     /// The in-place cache of the layer slot the volume holds (none for a whole volume).
     in_place: Option<KVec<u64>>,
+}
+
+impl StoreHandle<'_> {
+    /// Calls `f` with block `blocknr` and whether it is verified, marking it verified if `f`
+    /// says so: from the node cache under the store lock, or else read from the device (its
+    /// page cache, or the disk) and checked without it, so that a miss does not hold up the
+    /// other layers' node visits for a device read or a checksum.
+    fn read_outside<R>(
+        &mut self,
+        blocknr: u64,
+        f: impl FnOnce(&[u8], bool) -> (bool, R),
+    ) -> Result<R, CoreError> {
+        let (f, seq) = match self.store.lock().try_cached(blocknr, f)? {
+            Ok(r) => return Ok(r),
+            Err(missed) => missed,
+        };
+        // The copy below overwrites the whole block (or the buffer goes back on an error).
+        let mut buf = self.pool.get_dirty()?;
+        self.io
+            .read(blocknr, |b| buf.as_mut().copy_from_slice(b))
+            .map_err(|_| CoreError::Io)?;
+        let verified = {
+            let mut store = self.store.lock();
+            store.fill_read(blocknr, buf.as_ref(), seq) && store.verified_at(blocknr, seq)
+        };
+        let (checked, r) = f(buf.as_ref(), verified);
+        if checked && !verified {
+            self.store.lock().set_verified_at(blocknr, seq);
+        }
+        Ok(r)
+    }
 }
 
 impl BlockStore for StoreHandle<'_> {
     type Buf = KBlock;
 
     fn alloc_buf(&mut self) -> Result<KBlock, CoreError> {
-        self.store.lock().alloc_buf()
+        self.pool.get()
     }
 
     fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
-        self.store.lock().read(blocknr, buf)
+        self.read_outside(blocknr, |b, _| {
+            buf.as_mut().copy_from_slice(b);
+            (false, ())
+        })
     }
 
     fn write(&mut self, blocknr: u64, buf: &KBlock) -> Result<(), CoreError> {
@@ -381,11 +428,14 @@ impl BlockStore for StoreHandle<'_> {
     }
 
     fn read_new(&mut self, blocknr: u64) -> Result<KBlock, CoreError> {
-        self.store.lock().read_new(blocknr)
+        // The copy overwrites the whole block (or the buffer goes back on an error).
+        let mut buf = self.pool.get_dirty()?;
+        self.read(blocknr, &mut buf)?;
+        Ok(buf)
     }
 
     fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, CoreError> {
-        self.store.lock().with_block(blocknr, f)
+        self.read_outside(blocknr, |b, _| (false, f(b)))
     }
 
     fn with_verified_block<R>(
@@ -393,7 +443,7 @@ impl BlockStore for StoreHandle<'_> {
         blocknr: u64,
         f: impl FnOnce(&[u8], bool) -> (bool, R),
     ) -> Result<R, CoreError> {
-        self.store.lock().with_verified_block(blocknr, f)
+        self.read_outside(blocknr, f)
     }
 
     fn update_node<R>(&mut self, blocknr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
@@ -600,6 +650,8 @@ impl<'a> VolGuard<'a> {
         let mut vol = Volume::from_parts(
             StoreHandle {
                 store: &shared.store,
+                io: &shared.io,
+                pool: &shared.pool,
                 total_blocks: shared.total_blocks,
                 in_place,
             },

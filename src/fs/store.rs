@@ -142,6 +142,67 @@ impl BdevStore {
     pub(crate) fn take_single_table(&mut self) -> KVec<u64> {
         core::mem::take(&mut self.single)
     }
+
+    /// The store's buffer pool, for buffers taken without the store lock.
+    pub(crate) fn pool(&self) -> Arc<BufPool> {
+        self.pool.clone()
+    }
+
+    /// Calls `f` with the cached copy of block `blocknr` and whether it is verified, then marks
+    /// it verified if `f` says so ([`BlockStore::with_verified_block`]). Without a cached copy
+    /// `f` comes back, with what [`Self::fill_read`] needs to know about the slot: the caller
+    /// reads the block without the store lock.
+    pub(crate) fn try_cached<R, F: FnOnce(&[u8], bool) -> (bool, R)>(
+        &mut self,
+        blocknr: u64,
+        f: F,
+    ) -> Result<Result<R, (F, u64)>, CoreError> {
+        if blocknr >= self.total_blocks {
+            return Err(CoreError::Io);
+        }
+        let verified = self.is_verified(blocknr);
+        let (checked, r) = match self.nodes.slot(blocknr) {
+            Some(s) if s.tag == blocknr.wrapping_add(1) => f(&s.data, verified),
+            Some(s) => return Ok(Err((f, s.seq))),
+            None => return Ok(Err((f, 0))),
+        };
+        if checked {
+            self.set_verified(blocknr);
+        }
+        Ok(Ok(r))
+    }
+
+    /// Block `blocknr`, read from the device without the store lock into `data`, where
+    /// [`Self::try_cached`] left its slot at `seq`: cached clean if no write to a block of the
+    /// slot came in between (and the slot holds no dirty node). Returns whether none came, and
+    /// so whether `data` is the block as the store has it; otherwise the caller's higher locks
+    /// must have made the block its own to read (a block is never read and written by two
+    /// volumes at once), and only the cache would be wrong.
+    pub(crate) fn fill_read(&mut self, blocknr: u64, data: &[u8], seq: u64) -> bool {
+        match self.nodes.slot(blocknr) {
+            Some(s) if s.seq == seq => {
+                // Reading never writes: a dirty node stays.
+                if !s.dirty {
+                    s.hold(blocknr, data, false);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether block `blocknr` is still verified, if its slot is still at `seq`.
+    pub(crate) fn verified_at(&mut self, blocknr: u64, seq: u64) -> bool {
+        self.nodes.slot(blocknr).is_some_and(|s| s.seq == seq) && self.is_verified(blocknr)
+    }
+
+    /// Marks block `blocknr` verified, if its slot is still at `seq` (no write came since the
+    /// copy that was checked was read).
+    pub(crate) fn set_verified_at(&mut self, blocknr: u64, seq: u64) {
+        if self.nodes.slot(blocknr).is_some_and(|s| s.seq == seq) {
+            self.set_verified(blocknr);
+        }
+    }
 }
 
 /// Blocks recently validated in full (checksum and structure), as ext4's `buffer_verified`: a
@@ -194,6 +255,10 @@ struct NodeCache(KVec<NodeSlot>);
 struct NodeSlot {
     /// `blocknr + 1`; 0 is empty.
     tag: u64,
+    /// Counts the writes to blocks of this slot and the changes of what it holds: a read
+    /// made without the store lock fills the slot only if this did not move meanwhile
+    /// ([`BdevStore::fill_read`]).
+    seq: u64,
     /// Written by `write_node` and not yet sealed and copied to the page cache.
     dirty: bool,
     data: KVec<u8>,
@@ -203,6 +268,7 @@ impl NodeSlot {
     /// Makes the slot hold `data` as block `blocknr`, dropping what it held (the caller wrote
     /// back a dirty node first). `false` if there was no memory for the copy: the slot is empty.
     fn hold(&mut self, blocknr: u64, data: &[u8], dirty: bool) -> bool {
+        self.seq = self.seq.wrapping_add(1);
         self.tag = 0;
         self.dirty = false;
         if self.data.len() != data.len() {
@@ -235,6 +301,7 @@ impl NodeCache {
             slots.push(
                 NodeSlot {
                     tag: 0,
+                    seq: 0,
                     dirty: false,
                     data: KVec::new(),
                 },
@@ -433,8 +500,10 @@ impl BlockStore for BdevStore {
             .bdev
             .write(blocknr, &buf.data)
             .map_err(|_| CoreError::Io);
-        // A copy of the block in the cache (dirty or not) is older than this write.
+        // A copy of the block in the cache (dirty or not) is older than this write, and so is a
+        // copy being read without the store lock.
         if let Some(s) = self.nodes.slot(blocknr) {
+            s.seq = s.seq.wrapping_add(1);
             if s.tag == tag {
                 s.dirty = false;
                 if r.is_ok() && s.data.len() == buf.data.len() {

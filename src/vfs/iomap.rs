@@ -85,6 +85,14 @@ pub(crate) trait DataOperations: FileSystem {
     fn map_valid(_inode: &Inode<Self>, _cookie: u64) -> bool {
         true
     }
+
+    /// The writeback completion lane of `inode`'s written ranges: completions in different
+    /// lanes run at once, those in one lane one at a time, oldest first. Called in interrupt
+    /// context (a bio's end), so it must not sleep or take a lock; the same inode must always
+    /// get the same lane.
+    fn completion_lane(_inode: &Inode<Self>) -> usize {
+        0
+    }
 }
 
 /// A change to a file's data in progress, between [`DataOperations::start_change`] and
@@ -684,7 +692,7 @@ unsafe extern "C" fn writeback_submit_callback<T: Operations>(
 ///
 /// Called only by the block layer, for the bio of an ioend submitted by
 /// `writeback_submit_callback::<T>`.
-unsafe extern "C" fn writeback_end_io<T: FileSystem>(bio: *mut bindings::bio) {
+unsafe extern "C" fn writeback_end_io<T: DataOperations>(bio: *mut bindings::bio) {
     // Once `queue_written` publishes the ioend, a running worker may end its writeback and the
     // filesystem may unmount before this function returns; `put_super` waits for an RCU grace
     // period, so the per-mount state outlives this read-side section.
@@ -708,10 +716,13 @@ unsafe extern "C" fn writeback_end_io<T: FileSystem>(bio: *mut bindings::bio) {
     // mounted superblock, whose `s_fs_info` (a `SbInfo<T>`: the ioend is of a file of `T`) stays
     // until `put_super`; after that, the RCU section does. Only a shared reference is made.
     let info = unsafe { &*(*sb).s_fs_info.cast::<SbInfo<T>>() };
+    // SAFETY: the ioend's inode is an initialised regular file of `T` (its writeback was
+    // submitted by `writeback_submit_callback::<T>`), pinned by the folios under writeback.
+    let lane = T::completion_lane(unsafe { Inode::<T>::from_raw(inode.cast()) });
     // SAFETY: a completed ioend of a file of this superblock, submitted by
     // `writeback_submit_callback::<T>` (the only place this handler is installed) and no longer
     // used by the block layer; the RCU read lock is held: `queue_written`'s contract.
-    unsafe { info.queue_written(ioend) };
+    unsafe { info.queue_written(ioend, lane) };
 }
 
 /// A completed writeback ioend of a file of `T`, to be recorded and finished.

@@ -37,23 +37,38 @@ unsafe fn id<'a>(sb: *mut bindings::super_block) -> &'a str {
         .unwrap_or("?")
 }
 
-/// The per-mount state the VFS layer keeps in `s_fs_info`: the filesystem's state, the
-/// periodic and background work items, the writeback completion queue and the mount's
-/// directory under `/sys/fs`.
+/// Writeback completion lanes per mount: completions of files in different lanes (see
+/// [`DataOperations::completion_lane`]) are handled by different workers at once.
+pub(crate) const WB_LANES: usize = 8;
+
+/// One writeback completion lane: a list of completed ioends and the work item that handles
+/// them, oldest first.
 ///
 /// # Invariants
 ///
-/// `work` was initialised with `periodic_callback::<T>`, `bg_work` with
-/// `background_callback::<T>` and `wb_work` with `writeback_done_callback::<T>`; `wb_queue` is a
-/// live workqueue owned by this object; `wb_done` is null or the first of a list of submitted,
-/// completed ioends of files of `sb`, linked through `io_private`; `sb` is the superblock whose
-/// `s_fs_info` points here. The object is boxed and never moves.
+/// `work` was initialised with `writeback_done_callback::<T>` for the `T` of the [`SbInfo`]
+/// holding the lane; `done` is null or the first of a list of submitted, completed ioends of
+/// files of that mount, linked through `io_private`.
+struct WbLane {
+    work: Opaque<bindings::work_struct>,
+    done: AtomicPtr<ext::iomap_ioend>,
+}
+
+/// The per-mount state the VFS layer keeps in `s_fs_info`: the filesystem's state, the
+/// periodic and background work items, the writeback completion queue and its lanes, and the
+/// mount's directory under `/sys/fs`.
+///
+/// # Invariants
+///
+/// `work` was initialised with `periodic_callback::<T>` and `bg_work` with
+/// `background_callback::<T>`; the `wb_lanes` are lanes of `T`; `wb_queue` is a live workqueue
+/// owned by this object; `sb` is the superblock whose `s_fs_info` points here. The object is
+/// boxed and never moves.
 pub(super) struct SbInfo<T: FileSystem> {
     work: Opaque<bindings::delayed_work>,
     bg_work: Opaque<bindings::work_struct>,
-    wb_work: Opaque<bindings::work_struct>,
+    wb_lanes: [WbLane; WB_LANES],
     wb_queue: NonNull<bindings::workqueue_struct>,
-    wb_done: AtomicPtr<ext::iomap_ioend>,
     /// Set once by [`SuperBlock::shut_down`], never cleared.
     shut_down: AtomicBool,
     /// `/sys/fs/<NAME>/<device>/`, registered by [`SuperBlock::register_sysfs`].
@@ -78,9 +93,11 @@ impl<T: FileSystem> SbInfo<T> {
             Self {
                 work: Opaque::uninit(),
                 bg_work: Opaque::uninit(),
-                wb_work: Opaque::uninit(),
+                wb_lanes: core::array::from_fn(|_| WbLane {
+                    work: Opaque::uninit(),
+                    done: AtomicPtr::new(ptr::null_mut()),
+                }),
                 wb_queue,
-                wb_done: AtomicPtr::new(ptr::null_mut()),
                 shut_down: AtomicBool::new(false),
                 sysfs,
                 sb,
@@ -97,20 +114,20 @@ impl<T: FileSystem> SbInfo<T> {
         // SAFETY: `bg_work` lives in the box, at an address that never changes, and nobody can
         // queue it before `SbInfo::new` returns.
         unsafe { ext::lcfs_init_work(this.bg_work.get().cast(), Some(background_callback::<T>)) };
-        // SAFETY: `wb_work` lives in the box, at an address that never changes, and nobody can
-        // queue it before `SbInfo::new` returns.
-        unsafe {
-            ext::lcfs_init_work(
-                this.wb_work.get().cast(),
-                Some(writeback_done_callback::<T>),
-            )
-        };
+        for lane in &this.wb_lanes {
+            // SAFETY: the lane's `work` lives in the box, at an address that never changes, and
+            // nobody can queue it before `SbInfo::new` returns.
+            unsafe {
+                ext::lcfs_init_work(lane.work.get().cast(), Some(writeback_done_callback::<T>))
+            };
+        }
         // INVARIANT: initialised with our callbacks; `sb` is the caller's superblock.
         Ok(this)
     }
 
-    /// Queues `ioend`, whose bio completed, for [`FileSystem::write_done`] and the end of
-    /// writeback in process context. Safe to call from interrupt context: a lock-free push.
+    /// Queues `ioend`, whose bio completed, on completion lane `lane` (any number: taken modulo
+    /// [`WB_LANES`]) for [`FileSystem::write_done`] and the end of writeback in process context.
+    /// Safe to call from interrupt context: a lock-free push.
     ///
     /// # Safety
     ///
@@ -118,14 +135,16 @@ impl<T: FileSystem> SbInfo<T> {
     /// `writeback_submit_callback::<T>`, and no longer used by anyone else. The caller holds the
     /// RCU read lock: once the ioend is published, only `put_super`'s grace period keeps `self`
     /// alive.
-    pub(super) unsafe fn queue_written(&self, ioend: *mut ext::iomap_ioend) {
-        let mut head = self.wb_done.load(Ordering::Relaxed);
+    pub(super) unsafe fn queue_written(&self, ioend: *mut ext::iomap_ioend, lane: usize) {
+        // `WB_LANES` is not 0, so the remainder indexes the array.
+        let lane = &self.wb_lanes[lane % WB_LANES];
+        let mut head = lane.done.load(Ordering::Relaxed);
         loop {
             // SAFETY: the ioend is completed and no longer used by anyone else (function
             // contract), so it is ours until the exchange below publishes it; `io_private` is
             // the field iomap leaves to the filesystem.
             unsafe { (*ioend).io_private = head.cast() };
-            match self.wb_done.compare_exchange_weak(
+            match lane.done.compare_exchange_weak(
                 head,
                 ioend,
                 Ordering::Release,
@@ -135,11 +154,11 @@ impl<T: FileSystem> SbInfo<T> {
                 Err(now) => head = now,
             }
         }
-        // SAFETY: `wb_work` was initialised in `new` and `wb_queue` is live (type invariants),
-        // and both stay so until `put_super` has waited for the caller's RCU section (function
-        // contract); queueing an already queued item does nothing, and a running one is queued
-        // again. `queue_work` may be called from interrupt context.
-        unsafe { ext::lcfs_queue_work(self.wb_queue.as_ptr().cast(), self.wb_work.get().cast()) };
+        // SAFETY: the lane's `work` was initialised in `new` and `wb_queue` is live (type
+        // invariants), and both stay so until `put_super` has waited for the caller's RCU
+        // section (function contract); queueing an already queued item does nothing, and a
+        // running one is queued again. `queue_work` may be called from interrupt context.
+        unsafe { ext::lcfs_queue_work(self.wb_queue.as_ptr().cast(), lane.work.get().cast()) };
     }
 
     /// Waits until every queued writeback completion has been handled.
@@ -286,19 +305,19 @@ unsafe extern "C" fn sysfs_show_callback<T: FileSystem>(
 ///
 /// # Safety
 ///
-/// Called only by the workqueue, for the `wb_work` of a live `SbInfo<T>`.
+/// Called only by the workqueue, for the `work` of a lane of a live `SbInfo<T>`.
 unsafe extern "C" fn writeback_done_callback<T: DataOperations>(work: *mut bindings::work_struct) {
-    // SAFETY: the work item is the `wb_work` field of an `SbInfo<T>`, which destroys its queue
-    // (waiting for this) before it goes away.
-    let info = unsafe {
+    // SAFETY: the work item is the `work` field of a `WbLane` of an `SbInfo<T>`, which destroys
+    // its queue (waiting for this) before it goes away.
+    let lane = unsafe {
         &*kernel::container_of!(
             Opaque::cast_from(work.cast::<bindings::work_struct>()),
-            SbInfo<T>,
-            wb_work
+            WbLane,
+            work
         )
     };
     loop {
-        let mut list = info.wb_done.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut list = lane.done.swap(ptr::null_mut(), Ordering::Acquire);
         if list.is_null() {
             return;
         }
