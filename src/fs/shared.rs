@@ -16,8 +16,9 @@
 //!    different slots run at once. A slot keeps the changed layer records of its layers (only
 //!    a whole volume writes the layer tree) and their in-place cache.
 //! 4. `map`: the reference-count map, for each allocation, count change and admission.
-//! 5. `store`: the node cache and the device, for each block read or written; never across a
-//!    device read (see [`StoreHandle`]).
+//! 5. `shards`: the node cache and verified table, in [`STORE_SHARDS`] mutexes by block, one
+//!    taken for each block read or written; never across a device read (see [`read_through`]).
+//!    A write copies into the device's page cache under it.
 //!
 //! Why layers can change at once: a layer-scoped volume changes only its own layer's tree
 //! (every other read-write layer is refused, `Busy`, by the format core) and never the layer
@@ -42,7 +43,10 @@ use crate::format::tree::{Allocator, BlockStore, Error as CoreError};
 use crate::format::volume::{Device, Scope, Volume, VolumeState};
 use crate::vfs::{new_rwsem, BlockDevice, NoFsScope, ReadGuard, RwSem, WriteGuard};
 
-use super::store::{BdevStore, BufPool, KBlock};
+use super::store::{
+    read_device, read_through, shard_of, BdevStore, BufPool, KBlock, Shards, StoreShard,
+    STORE_SHARDS,
+};
 
 /// A thread's volume over the mount's shared parts.
 pub(crate) type Vol<'a> = Volume<StoreHandle<'a>, MapHandle<'a>>;
@@ -63,8 +67,6 @@ pub(crate) struct MapState {
     map: RefMap,
     /// The map's table of blocks with count 1 ([`BlockStore::single_table`]).
     single: KVec<u64>,
-    /// Blocks admitted for operations under way ([`MapAccess::admit`]).
-    reserved: u64,
     /// The next `data_id` (the superblock's `next_data_id`).
     next_data_id: u64,
 }
@@ -190,6 +192,39 @@ impl CountMemo {
     }
 }
 
+/// The map's space as admission sees it without the map lock ([`MapAccess::admit`]).
+pub(crate) struct Space {
+    /// Blocks admitted for operations under way.
+    reserved: AtomicU64,
+    /// The map's free blocks, published by every map change before its lock is let go.
+    free: AtomicU64,
+    /// The map's reserve for metadata ([`RefMap::reserve`]), published likewise.
+    floor: AtomicU64,
+    /// [`RefMap::blocks_per_tree`], published likewise.
+    per_tree: AtomicU64,
+}
+
+impl Space {
+    fn new(map: &RefMap) -> Self {
+        let space = Self {
+            reserved: AtomicU64::new(0),
+            free: AtomicU64::new(0),
+            floor: AtomicU64::new(0),
+            per_tree: AtomicU64::new(0),
+        };
+        space.publish(map);
+        space
+    }
+
+    /// Publishes what `map` has now; called under the map lock.
+    fn publish(&self, map: &RefMap) {
+        self.floor.store(map.reserve, Ordering::Release);
+        self.per_tree
+            .store(map.blocks_per_tree(), Ordering::Release);
+        self.free.store(map.free, Ordering::Release);
+    }
+}
+
 /// The mounted volume's parts.
 #[pin_data]
 pub(crate) struct Shared {
@@ -200,10 +235,14 @@ pub(crate) struct Shared {
     slots: KVec<Pin<KBox<Mutex<SlotState>>>>,
     #[pin]
     map: Mutex<MapState>,
-    #[pin]
-    store: Mutex<BdevStore>,
-    /// The device, for node reads without the store lock.
+    /// The map's space, for admission.
+    space: Space,
+    /// The store's shards, by [`shard_of`].
+    shards: KVec<Pin<KBox<Mutex<StoreShard>>>>,
+    /// The device, through its page cache.
     io: BlockDevice,
+    /// The store refuses writes (a read-only mount).
+    read_only: AtomicBool,
     /// The store's buffer pool.
     pool: Arc<BufPool>,
     total_blocks: u64,
@@ -234,6 +273,19 @@ impl Shared {
         let single = store.take_single_table();
         let pool = store.pool();
         let total_blocks = store.total_blocks();
+        let read_only = store.read_only;
+        let mut shards = KVec::with_capacity(STORE_SHARDS, GFP_KERNEL)?;
+        for shard in store.take_shards() {
+            shards.push(
+                KBox::pin_init(new_mutex!(shard, "lcfs_store_shard"), GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
+        }
+        // The shards are taken from every operation by index: a store without all of them
+        // would fail every access to some blocks.
+        if shards.len() != STORE_SHARDS {
+            return Err(EINVAL);
+        }
         let mut slots = KVec::with_capacity(LAYER_SLOTS, GFP_KERNEL)?;
         for _ in 0..LAYER_SLOTS {
             slots.push(
@@ -245,6 +297,7 @@ impl Shared {
             )?;
         }
         let next_data_id = state.sb.next_data_id;
+        let space = Space::new(&map);
         let generation = state.sb.generation;
         KBox::pin_init(
             try_pin_init!(Self {
@@ -259,17 +312,18 @@ impl Shared {
                 "lcfs_core"
             ),
             slots,
+            space,
             map <- new_mutex!(
                 MapState {
                     map,
                     single,
-                    reserved: 0,
                     next_data_id,
                 },
                 "lcfs_map"
             ),
-            store <- new_mutex!(store, "lcfs_store"),
+            shards,
             io,
+            read_only: AtomicBool::new(read_only),
             pool,
             total_blocks,
             dirty: AtomicBool::new(state.dirty),
@@ -319,19 +373,32 @@ impl Shared {
 
     /// Clean node copies held.
     pub(crate) fn cached_nodes(&self) -> usize {
-        self.store.lock().cached_nodes()
+        self.shards
+            .iter()
+            .fold(0, |n, s| n.saturating_add(s.lock().cached_nodes()))
     }
 
-    /// Clean node copies the shrinker may free; none if the store is busy (reclaim never
-    /// waits for it).
+    /// Clean node copies the shrinker may free, in the shards not busy (reclaim never waits
+    /// for one).
     pub(crate) fn try_cached_nodes(&self) -> usize {
-        self.store.try_lock().map_or(0, |s| s.cached_nodes())
+        self.shards.iter().fold(0, |n, s| {
+            n.saturating_add(s.try_lock().map_or(0, |s| s.cached_nodes()))
+        })
     }
 
-    /// Frees up to `nr` clean node copies, unless the store is busy (reclaim never waits for
-    /// it); returns how many were freed.
+    /// Frees up to `nr` clean node copies in the shards not busy (reclaim never waits for
+    /// one), taking from each in turn; returns how many were freed.
     pub(crate) fn shrink_nodes(&self, nr: usize) -> usize {
-        self.store.try_lock().map_or(0, |mut s| s.shrink_nodes(nr))
+        let per_shard = nr.div_ceil(STORE_SHARDS);
+        let mut freed = 0usize;
+        for s in self.shards.iter() {
+            if freed >= nr {
+                break;
+            }
+            let want = per_shard.min(nr.saturating_sub(freed));
+            freed = freed.saturating_add(s.try_lock().map_or(0, |mut s| s.shrink_nodes(want)));
+        }
+        freed
     }
 
     /// The latest transaction inode `ino` of `layer` may have changed in: what an `fsync` of it
@@ -352,56 +419,62 @@ impl Shared {
 
     /// Whether the store refuses writes (a read-only mount).
     pub(crate) fn read_only(&self) -> bool {
-        self.store.lock().read_only
+        self.read_only.load(Ordering::Acquire)
     }
 
     /// Makes the store refuse writes, or take them again.
     pub(crate) fn set_read_only(&self, read_only: bool) {
-        self.store.lock().read_only = read_only;
+        self.read_only.store(read_only, Ordering::Release);
     }
 }
 
-/// The store as a thread's volume reaches it: each call under the store lock, except a cache
-/// miss's read of the device (see [`StoreHandle::read_outside`]).
+/// The store as a thread's volume reaches it: each block under its shard's lock, except a
+/// cache miss's device read ([`read_through`]).
 pub(crate) struct StoreHandle<'a> {
-    store: &'a Mutex<BdevStore>,
-    /// The device, for reads without the store lock.
-    io: &'a BlockDevice,
-    /// The store's buffer pool, reached without the store lock.
-    pool: &'a Arc<BufPool>,
-    total_blocks: u64,
+    shared: &'a Shared,
     /// The in-place cache of the layer slot the volume holds (none for a whole volume).
     in_place: Option<KVec<u64>>,
 }
 
 impl StoreHandle<'_> {
-    /// Calls `f` with block `blocknr` and whether it is verified, marking it verified if `f`
-    /// says so: from the node cache under the store lock, or else read from the device (its
-    /// page cache, or the disk) and checked without it, so that a miss does not hold up the
-    /// other layers' node visits for a device read or a checksum.
-    fn read_outside<R>(
+    /// The locked shard of `blocknr`, a block of the device.
+    fn shard(&self, blocknr: u64) -> Result<MutexGuard<'_, StoreShard>, CoreError> {
+        if blocknr >= self.shared.total_blocks {
+            return Err(CoreError::Io);
+        }
+        let shard = self
+            .shared
+            .shards
+            .get(shard_of(blocknr))
+            .ok_or(CoreError::Io)?;
+        Ok(shard.lock())
+    }
+
+    /// The locked shard of `blocknr`, to write it.
+    fn shard_to_write(&self, blocknr: u64) -> Result<MutexGuard<'_, StoreShard>, CoreError> {
+        if self.shared.read_only() {
+            return Err(CoreError::ReadOnly);
+        }
+        self.shard(blocknr)
+    }
+}
+
+impl Shards for StoreHandle<'_> {
+    fn with_shard<R>(
         &mut self,
         blocknr: u64,
-        f: impl FnOnce(&[u8], bool) -> (bool, R),
+        f: impl FnOnce(&mut StoreShard) -> R,
     ) -> Result<R, CoreError> {
-        let (f, seq) = match self.store.lock().try_cached(blocknr, f)? {
-            Ok(r) => return Ok(r),
-            Err(missed) => missed,
-        };
-        // The copy below overwrites the whole block (or the buffer goes back on an error).
-        let mut buf = self.pool.get_dirty()?;
-        self.io
-            .read(blocknr, |b| buf.as_mut().copy_from_slice(b))
-            .map_err(|_| CoreError::Io)?;
-        let verified = {
-            let mut store = self.store.lock();
-            store.fill_read(blocknr, buf.as_ref(), seq) && store.verified_at(blocknr, seq)
-        };
-        let (checked, r) = f(buf.as_ref(), verified);
-        if checked && !verified {
-            self.store.lock().set_verified_at(blocknr, seq);
-        }
-        Ok(r)
+        let mut shard = self.shard(blocknr)?;
+        Ok(f(&mut shard))
+    }
+
+    fn read_device(&mut self, blocknr: u64, out: &mut [u8]) -> Result<(), CoreError> {
+        read_device(&self.shared.io, blocknr, out)
+    }
+
+    fn buffer(&mut self) -> Result<KBlock, CoreError> {
+        self.shared.pool.get_dirty()
     }
 }
 
@@ -409,33 +482,35 @@ impl BlockStore for StoreHandle<'_> {
     type Buf = KBlock;
 
     fn alloc_buf(&mut self) -> Result<KBlock, CoreError> {
-        self.pool.get()
+        self.shared.pool.get()
     }
 
     fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
-        self.read_outside(blocknr, |b, _| {
+        read_through(self, blocknr, |b, _| {
             buf.as_mut().copy_from_slice(b);
             (false, ())
         })
     }
 
     fn write(&mut self, blocknr: u64, buf: &KBlock) -> Result<(), CoreError> {
-        self.store.lock().write(blocknr, buf)
+        self.shard_to_write(blocknr)?
+            .write(&self.shared.io, blocknr, buf.as_ref())
     }
 
     fn write_node(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
-        self.store.lock().write_node(blocknr, buf)
+        self.shard_to_write(blocknr)?
+            .write_node(&self.shared.io, blocknr, buf)
     }
 
     fn read_new(&mut self, blocknr: u64) -> Result<KBlock, CoreError> {
         // The copy overwrites the whole block (or the buffer goes back on an error).
-        let mut buf = self.pool.get_dirty()?;
+        let mut buf = self.shared.pool.get_dirty()?;
         self.read(blocknr, &mut buf)?;
         Ok(buf)
     }
 
     fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, CoreError> {
-        self.read_outside(blocknr, |b, _| (false, f(b)))
+        read_through(self, blocknr, |b, _| (false, f(b)))
     }
 
     fn with_verified_block<R>(
@@ -443,23 +518,26 @@ impl BlockStore for StoreHandle<'_> {
         blocknr: u64,
         f: impl FnOnce(&[u8], bool) -> (bool, R),
     ) -> Result<R, CoreError> {
-        self.read_outside(blocknr, f)
+        read_through(self, blocknr, f)
     }
 
     fn update_node<R>(&mut self, blocknr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
-        self.store.lock().update_node(blocknr, f)
+        self.shard(blocknr).ok()?.update_node(blocknr, f)
     }
 
     fn total_blocks(&self) -> u64 {
-        self.total_blocks
+        self.shared.total_blocks
     }
 
     fn is_verified(&mut self, blocknr: u64) -> bool {
-        self.store.lock().is_verified(blocknr)
+        self.shard(blocknr)
+            .is_ok_and(|mut s| s.is_verified(blocknr))
     }
 
     fn set_verified(&mut self, blocknr: u64) {
-        self.store.lock().set_verified(blocknr)
+        if let Ok(mut s) = self.shard(blocknr) {
+            s.set_verified(blocknr);
+        }
     }
 
     fn in_place_table(&mut self) -> Option<&mut [u64]> {
@@ -468,12 +546,23 @@ impl BlockStore for StoreHandle<'_> {
 }
 
 impl Device for StoreHandle<'_> {
+    /// Writes back every shard's dirty nodes, then flushes the device with no lock held.
     fn flush(&mut self) -> Result<(), CoreError> {
-        self.store.lock().flush()
+        if self.shared.read_only() {
+            return Ok(());
+        }
+        self.write_back()?;
+        self.shared.io.flush().map_err(|_| CoreError::Io)
     }
 
     fn write_back(&mut self) -> Result<(), CoreError> {
-        self.store.lock().write_back()
+        if self.shared.read_only() {
+            return Ok(());
+        }
+        for s in self.shared.shards.iter() {
+            s.lock().write_back_all(&self.shared.io)?;
+        }
+        Ok(())
     }
 }
 
@@ -483,6 +572,8 @@ impl Device for StoreHandle<'_> {
 /// operation never runs out of space half-way, which would abort the transaction.
 pub(crate) struct MapHandle<'a> {
     state: &'a Mutex<MapState>,
+    /// What admission reads without the map lock.
+    space: &'a Space,
     /// Blocks this volume reserved.
     mine: u64,
     /// The count memo of the layer slot the volume holds (none for a whole volume).
@@ -500,10 +591,31 @@ impl MapHandle<'_> {
     /// Gives back what this volume reserved.
     fn release(&mut self) {
         if self.mine > 0 {
-            let mut st = self.state.lock();
-            st.reserved = st.reserved.saturating_sub(self.mine);
+            let mine = self.mine;
+            // The closure always returns `Some`.
+            let _ = self
+                .space
+                .reserved
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                    Some(r.saturating_sub(mine))
+                });
             self.mine = 0;
         }
+    }
+
+    /// Blocks free beyond what other volumes reserved and `floor`, with `reserved` the
+    /// reservations' total as last loaded (loaded before the free count, which a map change
+    /// publishes before its volume gives its reservation back: a reservation seen given back
+    /// comes with the blocks it took).
+    fn unreserved(&self, reserved: u64, keep_reserve: bool) -> u64 {
+        let free = self.space.free.load(Ordering::Acquire);
+        let floor = if keep_reserve {
+            self.space.floor.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        free.saturating_sub(floor)
+            .saturating_sub(reserved.saturating_sub(self.mine))
     }
 }
 
@@ -562,31 +674,40 @@ impl<'a> MapAccess<StoreHandle<'a>> for MapHandle<'a> {
     ) -> R {
         let mut st = self.state.lock();
         let MapState { map, single, .. } = &mut *st;
-        f(map, &mut MapStore::new(store, Some(single)))
+        let r = f(map, &mut MapStore::new(store, Some(single)));
+        self.space.publish(map);
+        r
     }
 
+    /// Without the map lock, which other layers' map changes hold: the reservations are an
+    /// atomic counter, and the free count the one the last map change published.
     fn admit(&mut self, trees: u64, keep_reserve: bool) -> Result<(), CoreError> {
-        let mut st = self.state.lock();
-        let need = trees.saturating_mul(st.map.blocks_per_tree());
-        let others = st.reserved.saturating_sub(self.mine);
-        let floor = if keep_reserve { st.map.reserve } else { 0 };
-        if st.map.free < floor.saturating_add(others).saturating_add(need) {
-            return Err(CoreError::NoSpace);
+        let need = trees.saturating_mul(self.space.per_tree.load(Ordering::Acquire));
+        let mut reserved = self.space.reserved.load(Ordering::Acquire);
+        loop {
+            if self.unreserved(reserved, keep_reserve) < need {
+                return Err(CoreError::NoSpace);
+            }
+            match self.space.reserved.compare_exchange_weak(
+                reserved,
+                reserved.saturating_add(need),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                // Another volume reserved or gave back meanwhile: check again, with the free
+                // count as it is now.
+                Err(now) => reserved = now,
+            }
         }
-        st.reserved = st.reserved.saturating_add(need);
         self.mine = self.mine.saturating_add(need);
         Ok(())
     }
 
     fn room(&mut self, trees: u64) -> u64 {
-        let st = self.state.lock();
-        let keep = trees.saturating_mul(st.map.blocks_per_tree());
-        let others = st.reserved.saturating_sub(self.mine);
-        st.map
-            .free
-            .saturating_sub(st.map.reserve)
-            .saturating_sub(others)
-            .saturating_sub(keep)
+        let keep = trees.saturating_mul(self.space.per_tree.load(Ordering::Acquire));
+        let reserved = self.space.reserved.load(Ordering::Acquire);
+        self.unreserved(reserved, true).saturating_sub(keep)
     }
 
     fn free_and_root(&self) -> (u64, u64) {
@@ -648,15 +769,10 @@ impl<'a> VolGuard<'a> {
             memo,
         } = hold(shared, scope, change, commit.is_some());
         let mut vol = Volume::from_parts(
-            StoreHandle {
-                store: &shared.store,
-                io: &shared.io,
-                pool: &shared.pool,
-                total_blocks: shared.total_blocks,
-                in_place,
-            },
+            StoreHandle { shared, in_place },
             MapHandle {
                 state: &shared.map,
+                space: &shared.space,
                 mine: 0,
                 memo,
             },

@@ -101,84 +101,215 @@ impl BufPool {
 
 /// The mounted device, through its page cache. Writes land in the page cache and reach the disk
 /// at the next flush, which is what the commit protocol orders.
+///
+/// Its node cache and verified table are split into [`STORE_SHARDS`] shards by block: a
+/// mounted volume locks only the shard of the block it reads or writes (see `super::shared`),
+/// so two layers walking their own trees rarely wait for each other.
 pub(crate) struct BdevStore {
     pub(crate) bdev: BlockDevice,
     pub(crate) total_blocks: u64,
     /// Refuses writes (a read-only mount).
     pub(crate) read_only: bool,
-    verified: VerifiedBlocks,
-    nodes: NodeCache,
+    shards: KVec<StoreShard>,
     /// The map's table of node blocks with count 1 ([`BlockStore::single_table`]).
     single: KVec<u64>,
     /// The volume's in-place cache ([`BlockStore::in_place_table`]).
     in_place: KVec<u64>,
     pool: Arc<BufPool>,
-    /// Where [`Self::shrink_nodes`] goes on from.
-    shrink_at: usize,
 }
 
 /// Entries of the table behind [`BlockStore::single_table`] (1 KiB).
 const SINGLE_SLOTS: usize = 129;
 
+/// Shards of a store (a power of two).
+pub(crate) const STORE_SHARDS: usize = 1 << SHARD_BITS;
+
+/// Bits of a shard index.
+const SHARD_BITS: u32 = 6;
+
+/// The shard of block `blocknr`: the top bits of the hash that places it in the node cache and
+/// the verified table, so each shard holds whole parts of both.
+pub(crate) fn shard_of(blocknr: u64) -> usize {
+    slot_index(blocknr, SHARD_BITS)
+}
+
 impl BdevStore {
     pub(crate) fn new(bdev: BlockDevice, total_blocks: u64, read_only: bool) -> Result<Self> {
+        let mut shards = KVec::with_capacity(STORE_SHARDS, GFP_KERNEL)?;
+        for _ in 0..STORE_SHARDS {
+            shards.push(StoreShard::new()?, GFP_KERNEL)?;
+        }
         Ok(Self {
             bdev,
             total_blocks,
             read_only,
-            verified: VerifiedBlocks::new()?,
-            nodes: NodeCache::new()?,
+            shards,
             single: KVec::from_elem(0u64, SINGLE_SLOTS, GFP_KERNEL)?,
             in_place: KVec::from_elem(0u64, IN_PLACE_TABLE, GFP_KERNEL)?,
             pool: BufPool::new()?,
-            shrink_at: 0,
         })
     }
-}
 
-impl BdevStore {
     /// Takes the map's table of blocks with count 1 away from the store: a map shared between
     /// volumes keeps it beside itself (see `super::shared`).
     pub(crate) fn take_single_table(&mut self) -> KVec<u64> {
         core::mem::take(&mut self.single)
     }
 
-    /// The store's buffer pool, for buffers taken without the store lock.
+    /// The store's buffer pool, for buffers taken without the store's locks.
     pub(crate) fn pool(&self) -> Arc<BufPool> {
         self.pool.clone()
+    }
+
+    /// Takes the shards away from the store, for a mount that locks each on its own.
+    pub(crate) fn take_shards(&mut self) -> KVec<StoreShard> {
+        core::mem::take(&mut self.shards)
+    }
+
+    /// The shard of `blocknr`, which must be a block of the device.
+    fn shard(&mut self, blocknr: u64) -> Result<&mut StoreShard, CoreError> {
+        if blocknr >= self.total_blocks {
+            return Err(CoreError::Io);
+        }
+        self.shards.get_mut(shard_of(blocknr)).ok_or(CoreError::Io)
+    }
+}
+
+/// A store whose shards are reached one at a time ([`BdevStore`] itself, or a mount's locked
+/// shards): what [`read_through`] needs.
+pub(crate) trait Shards {
+    /// Calls `f` with the shard of `blocknr`, a block of the device.
+    fn with_shard<R>(
+        &mut self,
+        blocknr: u64,
+        f: impl FnOnce(&mut StoreShard) -> R,
+    ) -> Result<R, CoreError>;
+
+    /// Copies block `blocknr` from the device (its page cache, or the disk) into `out`.
+    fn read_device(&mut self, blocknr: u64, out: &mut [u8]) -> Result<(), CoreError>;
+
+    /// A buffer for a block read from the device (contents undefined).
+    fn buffer(&mut self) -> Result<KBlock, CoreError>;
+}
+
+/// [`BlockStore::with_verified_block`] over shards: `f` gets the cached copy of block `blocknr`
+/// under its shard's lock, or else a copy read from the device and checked with no lock held,
+/// so that a miss holds nobody up for a device read or a checksum. The copy is cached (and
+/// marked verified if `f` says so) only if no write to a block of its slot came in between.
+pub(crate) fn read_through<S: Shards, R>(
+    store: &mut S,
+    blocknr: u64,
+    f: impl FnOnce(&[u8], bool) -> (bool, R),
+) -> Result<R, CoreError> {
+    let (f, seq) = match store.with_shard(blocknr, |s| s.try_cached(blocknr, f))? {
+        Ok(r) => return Ok(r),
+        Err(missed) => missed,
+    };
+    let mut buf = store.buffer()?;
+    store.read_device(blocknr, buf.as_mut())?;
+    let verified = store.with_shard(blocknr, |s| {
+        s.fill_read(blocknr, buf.as_ref(), seq) && s.verified_at(blocknr, seq)
+    })?;
+    let (checked, r) = f(buf.as_ref(), verified);
+    if checked && !verified {
+        store.with_shard(blocknr, |s| s.set_verified_at(blocknr, seq))?;
+    }
+    Ok(r)
+}
+
+impl Shards for BdevStore {
+    fn with_shard<R>(
+        &mut self,
+        blocknr: u64,
+        f: impl FnOnce(&mut StoreShard) -> R,
+    ) -> Result<R, CoreError> {
+        Ok(f(self.shard(blocknr)?))
+    }
+
+    fn read_device(&mut self, blocknr: u64, out: &mut [u8]) -> Result<(), CoreError> {
+        read_device(&self.bdev, blocknr, out)
+    }
+
+    fn buffer(&mut self) -> Result<KBlock, CoreError> {
+        self.pool.get_dirty()
+    }
+}
+
+/// Copies block `blocknr` of `bdev` into `out` (a block's size).
+pub(crate) fn read_device(
+    bdev: &BlockDevice,
+    blocknr: u64,
+    out: &mut [u8],
+) -> Result<(), CoreError> {
+    bdev.read(blocknr, |b| {
+        if let Some(o) = out.get_mut(..b.len()) {
+            o.copy_from_slice(b);
+        }
+    })
+    .map_err(|_| CoreError::Io)
+}
+
+/// One shard of a store's node cache and verified table: the blocks whose [`shard_of`] is its
+/// index.
+pub(crate) struct StoreShard {
+    verified: VerifiedBlocks,
+    nodes: NodeCache,
+    /// Where [`Self::shrink_nodes`] goes on from.
+    shrink_at: usize,
+}
+
+impl StoreShard {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            verified: VerifiedBlocks::new()?,
+            nodes: NodeCache::new()?,
+            shrink_at: 0,
+        })
+    }
+
+    /// Whether `blocknr` passed full validation since it last came from the medium
+    /// ([`BlockStore::is_verified`]).
+    pub(crate) fn is_verified(&mut self, blocknr: u64) -> bool {
+        let tag = blocknr.wrapping_add(1);
+        // A dirty node was written by the format code, which writes only valid nodes; its
+        // checksum is not computed yet.
+        self.verified.slot(blocknr).is_some_and(|s| *s == tag) || self.nodes.is_dirty(blocknr)
+    }
+
+    pub(crate) fn set_verified(&mut self, blocknr: u64) {
+        if let Some(s) = self.verified.slot(blocknr) {
+            *s = blocknr.wrapping_add(1);
+        }
     }
 
     /// Calls `f` with the cached copy of block `blocknr` and whether it is verified, then marks
     /// it verified if `f` says so ([`BlockStore::with_verified_block`]). Without a cached copy
     /// `f` comes back, with what [`Self::fill_read`] needs to know about the slot: the caller
-    /// reads the block without the store lock.
-    pub(crate) fn try_cached<R, F: FnOnce(&[u8], bool) -> (bool, R)>(
+    /// reads the block without the shard's lock.
+    fn try_cached<R, F: FnOnce(&[u8], bool) -> (bool, R)>(
         &mut self,
         blocknr: u64,
         f: F,
-    ) -> Result<Result<R, (F, u64)>, CoreError> {
-        if blocknr >= self.total_blocks {
-            return Err(CoreError::Io);
-        }
+    ) -> Result<R, (F, u64)> {
         let verified = self.is_verified(blocknr);
         let (checked, r) = match self.nodes.slot(blocknr) {
             Some(s) if s.tag == blocknr.wrapping_add(1) => f(&s.data, verified),
-            Some(s) => return Ok(Err((f, s.seq))),
-            None => return Ok(Err((f, 0))),
+            Some(s) => return Err((f, s.seq)),
+            None => return Err((f, 0)),
         };
         if checked {
             self.set_verified(blocknr);
         }
-        Ok(Ok(r))
+        Ok(r)
     }
 
-    /// Block `blocknr`, read from the device without the store lock into `data`, where
+    /// Block `blocknr`, read from the device without the shard's lock into `data`, where
     /// [`Self::try_cached`] left its slot at `seq`: cached clean if no write to a block of the
     /// slot came in between (and the slot holds no dirty node). Returns whether none came, and
     /// so whether `data` is the block as the store has it; otherwise the caller's higher locks
     /// must have made the block its own to read (a block is never read and written by two
     /// volumes at once), and only the cache would be wrong.
-    pub(crate) fn fill_read(&mut self, blocknr: u64, data: &[u8], seq: u64) -> bool {
+    fn fill_read(&mut self, blocknr: u64, data: &[u8], seq: u64) -> bool {
         match self.nodes.slot(blocknr) {
             Some(s) if s.seq == seq => {
                 // Reading never writes: a dirty node stays.
@@ -192,22 +323,136 @@ impl BdevStore {
     }
 
     /// Whether block `blocknr` is still verified, if its slot is still at `seq`.
-    pub(crate) fn verified_at(&mut self, blocknr: u64, seq: u64) -> bool {
+    fn verified_at(&mut self, blocknr: u64, seq: u64) -> bool {
         self.nodes.slot(blocknr).is_some_and(|s| s.seq == seq) && self.is_verified(blocknr)
     }
 
     /// Marks block `blocknr` verified, if its slot is still at `seq` (no write came since the
     /// copy that was checked was read).
-    pub(crate) fn set_verified_at(&mut self, blocknr: u64, seq: u64) {
+    fn set_verified_at(&mut self, blocknr: u64, seq: u64) {
         if self.nodes.slot(blocknr).is_some_and(|s| s.seq == seq) {
             self.set_verified(blocknr);
         }
+    }
+
+    /// Writes `data` as block `blocknr` of `bdev` (through its page cache), keeping the cached
+    /// copy in step.
+    pub(crate) fn write(
+        &mut self,
+        bdev: &BlockDevice,
+        blocknr: u64,
+        data: &[u8],
+    ) -> Result<(), CoreError> {
+        let tag = blocknr.wrapping_add(1);
+        if let Some(s) = self.verified.slot(blocknr) {
+            if *s == tag {
+                *s = 0;
+            }
+        }
+        let r = bdev.write(blocknr, data).map_err(|_| CoreError::Io);
+        // A copy of the block in the cache (dirty or not) is older than this write, and so is a
+        // copy being read without the shard's lock.
+        if let Some(s) = self.nodes.slot(blocknr) {
+            s.seq = s.seq.wrapping_add(1);
+            if s.tag == tag {
+                s.dirty = false;
+                if r.is_ok() && s.data.len() == data.len() {
+                    s.data.copy_from_slice(data);
+                } else {
+                    s.tag = 0;
+                }
+            }
+        }
+        r
+    }
+
+    /// [`BlockStore::write_node`]: kept dirty in the cache, or else sealed and written.
+    pub(crate) fn write_node(
+        &mut self,
+        bdev: &BlockDevice,
+        blocknr: u64,
+        buf: &mut KBlock,
+    ) -> Result<(), CoreError> {
+        if self.cache_dirty(bdev, blocknr, &buf.data)? {
+            return Ok(());
+        }
+        crate::format::node::seal(&mut buf.data)?;
+        self.write(bdev, blocknr, &buf.data)
+    }
+
+    /// [`BlockStore::update_node`].
+    pub(crate) fn update_node<R>(
+        &mut self,
+        blocknr: u64,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Option<R> {
+        // Only a dirty slot: its node is unsealed and reaches the page cache (sealed) from
+        // here, so changing it here is changing that write.
+        match self.nodes.slot(blocknr) {
+            Some(s) if s.dirty && s.tag == blocknr.wrapping_add(1) => Some(f(&mut s.data)),
+            _ => None,
+        }
+    }
+
+    /// Makes the slot of `blocknr` hold the node write `data`, dirty, first writing back the
+    /// dirty node the slot holds for another block. `false` if the block was not cached.
+    fn cache_dirty(
+        &mut self,
+        bdev: &BlockDevice,
+        blocknr: u64,
+        data: &[u8],
+    ) -> Result<bool, CoreError> {
+        let Some(s) = self.nodes.slot(blocknr) else {
+            return Ok(false);
+        };
+        if s.tag != blocknr.wrapping_add(1) {
+            write_back(bdev, s)?;
+        }
+        Ok(s.hold(blocknr, data, true))
+    }
+
+    /// Clean node copies held: memory the superblock shrinker may take back.
+    pub(crate) fn cached_nodes(&self) -> usize {
+        self.nodes
+            .0
+            .iter()
+            .filter(|s| !s.dirty && s.data.capacity() > 0)
+            .count()
+    }
+
+    /// Frees up to `nr` clean node copies (dirty ones wait for the commit), going round the
+    /// slots from where the last call stopped; returns how many were freed.
+    pub(crate) fn shrink_nodes(&mut self, nr: usize) -> usize {
+        let n = self.nodes.0.len();
+        let (mut freed, mut seen) = (0usize, 0usize);
+        while freed < nr && seen < n {
+            let i = self.shrink_at;
+            self.shrink_at = i.wrapping_add(1).checked_rem(n).unwrap_or(0);
+            seen = seen.saturating_add(1);
+            if let Some(s) = self.nodes.0.get_mut(i) {
+                if !s.dirty && s.data.capacity() > 0 {
+                    s.tag = 0;
+                    s.data = KVec::new();
+                    freed = freed.saturating_add(1);
+                }
+            }
+        }
+        freed
+    }
+
+    /// Seals every dirty node and copies it to the page cache.
+    pub(crate) fn write_back_all(&mut self, bdev: &BlockDevice) -> Result<(), CoreError> {
+        for s in self.nodes.0.iter_mut() {
+            write_back(bdev, s)?;
+        }
+        Ok(())
     }
 }
 
 /// Blocks recently validated in full (checksum and structure), as ext4's `buffer_verified`: a
 /// direct-mapped table, so a hot metadata block is checksummed once rather than on every visit
-/// (placement is still checked on every visit). A slot holds `blocknr + 1`; 0 is empty.
+/// (placement is still checked on every visit). A slot holds `blocknr + 1`; 0 is empty. This is
+/// one shard's part of the table.
 struct VerifiedBlocks(KVec<u64>);
 
 /// Bits of a slot index.
@@ -216,13 +461,22 @@ pub(super) const VERIFIED_SLOT_BITS: u32 = 15;
 /// Slots in the table (256 KiB per mount): more than the metadata blocks of 100,000 files.
 pub(super) const VERIFIED_SLOTS: usize = 1 << VERIFIED_SLOT_BITS;
 
+/// Slots of the table in each shard.
+const SHARD_VERIFIED_SLOTS: usize = VERIFIED_SLOTS / STORE_SHARDS;
+
 impl VerifiedBlocks {
     fn new() -> Result<Self> {
-        Ok(Self(KVec::from_elem(0u64, VERIFIED_SLOTS, GFP_KERNEL)?))
+        Ok(Self(KVec::from_elem(
+            0u64,
+            SHARD_VERIFIED_SLOTS,
+            GFP_KERNEL,
+        )?))
     }
 
     fn slot(&mut self, blocknr: u64) -> Option<&mut u64> {
-        self.0.get_mut(slot_index(blocknr, VERIFIED_SLOT_BITS))
+        // The shard is the index's top bits; the rest places the block in the shard.
+        self.0
+            .get_mut(slot_index(blocknr, VERIFIED_SLOT_BITS) & (SHARD_VERIFIED_SLOTS - 1))
     }
 }
 
@@ -288,16 +542,19 @@ impl NodeSlot {
 /// Bits of a slot index.
 const NODE_SLOT_BITS: u32 = 12;
 
-/// Slots in the cache (up to 16 MiB per mount once all are used): enough for the nodes a busy
+/// Slots in the cache, over all shards (up to 16 MiB per mount once all are used): enough for the nodes a busy
 /// transaction keeps changing (directory, inode and orphan leaves of tens of thousands of
 /// files), which would otherwise be sealed, written back and read again at every slot
 /// collision (the measurements behind the size are in `Documentation/benchmarks.md`).
 const NODE_SLOTS: usize = 1 << NODE_SLOT_BITS;
 
+/// Slots of the cache in each shard.
+const SHARD_NODE_SLOTS: usize = NODE_SLOTS / STORE_SHARDS;
+
 impl NodeCache {
     fn new() -> Result<Self> {
-        let mut slots = KVec::with_capacity(NODE_SLOTS, GFP_KERNEL)?;
-        for _ in 0..NODE_SLOTS {
+        let mut slots = KVec::with_capacity(SHARD_NODE_SLOTS, GFP_KERNEL)?;
+        for _ in 0..SHARD_NODE_SLOTS {
             slots.push(
                 NodeSlot {
                     tag: 0,
@@ -312,35 +569,9 @@ impl NodeCache {
     }
 
     fn slot(&mut self, blocknr: u64) -> Option<&mut NodeSlot> {
-        self.0.get_mut(slot_index(blocknr, NODE_SLOT_BITS))
-    }
-
-    /// Copies the cached block into `out`; `false` if it is not cached.
-    fn get(&mut self, blocknr: u64, out: &mut [u8]) -> bool {
-        match self.slot(blocknr) {
-            Some(s) if s.tag == blocknr.wrapping_add(1) && s.data.len() == out.len() => {
-                out.copy_from_slice(&s.data);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// The cached copy of `blocknr`, if there is one.
-    fn cached(&mut self, blocknr: u64) -> Option<&[u8]> {
-        match self.slot(blocknr) {
-            Some(s) if s.tag == blocknr.wrapping_add(1) => Some(&s.data),
-            _ => None,
-        }
-    }
-
-    /// Caches `data`, just read from the page cache, as the clean copy of `blocknr`, unless its
-    /// slot holds a dirty node (reading never writes). `false` if it was not cached.
-    fn fill(&mut self, blocknr: u64, data: &[u8]) -> bool {
-        let Some(s) = self.slot(blocknr) else {
-            return false;
-        };
-        !s.dirty && s.hold(blocknr, data, false)
+        // The shard is the index's top bits; the rest places the block in the shard.
+        self.0
+            .get_mut(slot_index(blocknr, NODE_SLOT_BITS) & (SHARD_NODE_SLOTS - 1))
     }
 
     /// Whether `blocknr` is cached dirty.
@@ -362,70 +593,16 @@ fn write_back(bdev: &BlockDevice, slot: &mut NodeSlot) -> Result<(), CoreError> 
     Ok(())
 }
 
-impl BdevStore {
-    /// Makes the slot of `blocknr` hold the node write `data`, dirty, first writing back the
-    /// dirty node the slot holds for another block. `false` if the block was not cached.
-    fn cache_dirty(&mut self, blocknr: u64, data: &[u8]) -> Result<bool, CoreError> {
-        let Some(s) = self.nodes.slot(blocknr) else {
-            return Ok(false);
-        };
-        if s.tag != blocknr.wrapping_add(1) {
-            write_back(&self.bdev, s)?;
-        }
-        Ok(s.hold(blocknr, data, true))
-    }
-
-    /// Clean node copies held: memory the superblock shrinker may take back.
-    pub(crate) fn cached_nodes(&self) -> usize {
-        self.nodes
-            .0
-            .iter()
-            .filter(|s| !s.dirty && s.data.capacity() > 0)
-            .count()
-    }
-
-    /// Frees up to `nr` clean node copies (dirty ones wait for the commit), going round the
-    /// slots from where the last call stopped; returns how many were freed.
-    pub(crate) fn shrink_nodes(&mut self, nr: usize) -> usize {
-        let n = self.nodes.0.len();
-        let (mut freed, mut seen) = (0usize, 0usize);
-        while freed < nr && seen < n {
-            let i = self.shrink_at;
-            self.shrink_at = i.wrapping_add(1).checked_rem(n).unwrap_or(0);
-            seen = seen.saturating_add(1);
-            if let Some(s) = self.nodes.0.get_mut(i) {
-                if !s.dirty && s.data.capacity() > 0 {
-                    s.tag = 0;
-                    s.data = KVec::new();
-                    freed = freed.saturating_add(1);
-                }
-            }
-        }
-        freed
-    }
-
-    /// Seals every dirty node and copies it to the page cache.
-    fn write_back_all(&mut self) -> Result<(), CoreError> {
-        for s in self.nodes.0.iter_mut() {
-            write_back(&self.bdev, s)?;
-        }
-        Ok(())
-    }
-}
-
 impl BlockStore for BdevStore {
     type Buf = KBlock;
 
     fn is_verified(&mut self, blocknr: u64) -> bool {
-        let tag = blocknr.wrapping_add(1);
-        // A dirty node was written by the format code, which writes only valid nodes; its
-        // checksum is not computed yet.
-        self.verified.slot(blocknr).is_some_and(|s| *s == tag) || self.nodes.is_dirty(blocknr)
+        self.shard(blocknr).is_ok_and(|s| s.is_verified(blocknr))
     }
 
     fn set_verified(&mut self, blocknr: u64) {
-        if let Some(s) = self.verified.slot(blocknr) {
-            *s = blocknr.wrapping_add(1);
+        if let Ok(s) = self.shard(blocknr) {
+            s.set_verified(blocknr);
         }
     }
 
@@ -442,38 +619,22 @@ impl BlockStore for BdevStore {
     }
 
     fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
-        if blocknr >= self.total_blocks {
-            return Err(CoreError::Io);
-        }
-        if self.nodes.get(blocknr, &mut buf.data) {
-            return Ok(());
-        }
-        self.bdev
-            .read(blocknr, |b| buf.data.copy_from_slice(b))
-            .map_err(|_| CoreError::Io)?;
-        // Not caching it (no room for a copy, or the slot holds a dirty node) costs only time.
-        self.nodes.fill(blocknr, &buf.data);
-        Ok(())
+        read_through(self, blocknr, |b, _| {
+            buf.data.copy_from_slice(b);
+            (false, ())
+        })
     }
 
     fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, CoreError> {
-        if blocknr >= self.total_blocks {
-            return Err(CoreError::Io);
-        }
-        // `f` parses a private copy, never the page cache itself (which another opener of the
-        // device could write meanwhile): the cached one, or a new one kept for the next visit.
-        if self.nodes.cached(blocknr).is_none() {
-            let nodes = &mut self.nodes;
-            self.bdev
-                .read(blocknr, |b| nodes.fill(blocknr, b))
-                .map_err(|_| CoreError::Io)?;
-        }
-        if let Some(data) = self.nodes.cached(blocknr) {
-            return Ok(f(data));
-        }
-        // No room in the cache (its slot holds a dirty node, or no memory).
-        let buf = self.read_new(blocknr)?;
-        Ok(f(&buf.data))
+        read_through(self, blocknr, |b, _| (false, f(b)))
+    }
+
+    fn with_verified_block<R>(
+        &mut self,
+        blocknr: u64,
+        f: impl FnOnce(&[u8], bool) -> (bool, R),
+    ) -> Result<R, CoreError> {
+        read_through(self, blocknr, f)
     }
 
     fn read_new(&mut self, blocknr: u64) -> Result<KBlock, CoreError> {
@@ -490,39 +651,15 @@ impl BlockStore for BdevStore {
         if blocknr >= self.total_blocks {
             return Err(CoreError::Io);
         }
-        let tag = blocknr.wrapping_add(1);
-        if let Some(s) = self.verified.slot(blocknr) {
-            if *s == tag {
-                *s = 0;
-            }
-        }
-        let r = self
-            .bdev
-            .write(blocknr, &buf.data)
-            .map_err(|_| CoreError::Io);
-        // A copy of the block in the cache (dirty or not) is older than this write, and so is a
-        // copy being read without the store lock.
-        if let Some(s) = self.nodes.slot(blocknr) {
-            s.seq = s.seq.wrapping_add(1);
-            if s.tag == tag {
-                s.dirty = false;
-                if r.is_ok() && s.data.len() == buf.data.len() {
-                    s.data.copy_from_slice(&buf.data);
-                } else {
-                    s.tag = 0;
-                }
-            }
-        }
-        r
+        let shard = self
+            .shards
+            .get_mut(shard_of(blocknr))
+            .ok_or(CoreError::Io)?;
+        shard.write(&self.bdev, blocknr, &buf.data)
     }
 
     fn update_node<R>(&mut self, blocknr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
-        // Only a dirty slot: its node is unsealed and reaches the page cache (sealed) from
-        // here, so changing it here is changing that write.
-        match self.nodes.slot(blocknr) {
-            Some(s) if s.dirty && s.tag == blocknr.wrapping_add(1) => Some(f(&mut s.data)),
-            _ => None,
-        }
+        self.shard(blocknr).ok()?.update_node(blocknr, f)
     }
 
     fn write_node(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
@@ -532,11 +669,11 @@ impl BlockStore for BdevStore {
         if blocknr >= self.total_blocks {
             return Err(CoreError::Io);
         }
-        if self.cache_dirty(blocknr, &buf.data)? {
-            return Ok(());
-        }
-        crate::format::node::seal(&mut buf.data)?;
-        self.write(blocknr, buf)
+        let shard = self
+            .shards
+            .get_mut(shard_of(blocknr))
+            .ok_or(CoreError::Io)?;
+        shard.write_node(&self.bdev, blocknr, buf)
     }
 
     fn total_blocks(&self) -> u64 {
@@ -549,7 +686,7 @@ impl Device for BdevStore {
         if self.read_only {
             return Ok(());
         }
-        self.write_back_all()?;
+        self.write_back()?;
         self.bdev.flush().map_err(|_| CoreError::Io)
     }
 
@@ -557,6 +694,9 @@ impl Device for BdevStore {
         if self.read_only {
             return Ok(());
         }
-        self.write_back_all()
+        for s in self.shards.iter_mut() {
+            s.write_back_all(&self.bdev)?;
+        }
+        Ok(())
     }
 }

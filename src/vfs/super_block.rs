@@ -144,12 +144,10 @@ impl<T: FileSystem> SbInfo<T> {
             // contract), so it is ours until the exchange below publishes it; `io_private` is
             // the field iomap leaves to the filesystem.
             unsafe { (*ioend).io_private = head.cast() };
-            match lane.done.compare_exchange_weak(
-                head,
-                ioend,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            match lane
+                .done
+                .compare_exchange_weak(head, ioend, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => break,
                 Err(now) => head = now,
             }
