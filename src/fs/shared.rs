@@ -44,8 +44,8 @@ use crate::format::volume::{Device, Scope, Volume, VolumeState};
 use crate::vfs::{new_rwsem, BlockDevice, NoFsScope, ReadGuard, RwSem, WriteGuard};
 
 use super::store::{
-    read_device, read_through, shard_of, BdevStore, BufPool, KBlock, Shards, StoreShard,
-    STORE_SHARDS,
+    copy_block, read_device, read_through, shard_of, BdevStore, BufPool, KBlock, Shards,
+    StoreShard, STORE_SHARDS,
 };
 
 /// A thread's volume over the mount's shared parts.
@@ -486,10 +486,7 @@ impl BlockStore for StoreHandle<'_> {
     }
 
     fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
-        read_through(self, blocknr, |b, _| {
-            buf.as_mut().copy_from_slice(b);
-            (false, ())
-        })
+        read_through(self, blocknr, |b, _| (false, copy_block(buf.as_mut(), b)))?
     }
 
     fn write(&mut self, blocknr: u64, buf: &KBlock) -> Result<(), CoreError> {

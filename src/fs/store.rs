@@ -235,18 +235,23 @@ impl Shards for BdevStore {
     }
 }
 
+/// Copies block `b` into `out`, which must be as long.
+pub(crate) fn copy_block(out: &mut [u8], b: &[u8]) -> Result<(), CoreError> {
+    if out.len() != b.len() {
+        return Err(CoreError::Io);
+    }
+    out.copy_from_slice(b);
+    Ok(())
+}
+
 /// Copies block `blocknr` of `bdev` into `out` (a block's size).
 pub(crate) fn read_device(
     bdev: &BlockDevice,
     blocknr: u64,
     out: &mut [u8],
 ) -> Result<(), CoreError> {
-    bdev.read(blocknr, |b| {
-        if let Some(o) = out.get_mut(..b.len()) {
-            o.copy_from_slice(b);
-        }
-    })
-    .map_err(|_| CoreError::Io)
+    bdev.read(blocknr, |b| copy_block(out, b))
+        .map_err(|_| CoreError::Io)?
 }
 
 /// One shard of a store's node cache and verified table: the blocks whose [`shard_of`] is its
@@ -619,10 +624,7 @@ impl BlockStore for BdevStore {
     }
 
     fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
-        read_through(self, blocknr, |b, _| {
-            buf.data.copy_from_slice(b);
-            (false, ())
-        })
+        read_through(self, blocknr, |b, _| (false, copy_block(buf.as_mut(), b)))?
     }
 
     fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, CoreError> {
