@@ -545,12 +545,13 @@ impl NodeSlot {
 }
 
 /// Bits of a slot index.
-const NODE_SLOT_BITS: u32 = 12;
+const NODE_SLOT_BITS: u32 = 13;
 
-/// Slots in the cache, over all shards (up to 16 MiB per mount once all are used): enough for the nodes a busy
-/// transaction keeps changing (directory, inode and orphan leaves of tens of thousands of
-/// files), which would otherwise be sealed, written back and read again at every slot
-/// collision (the measurements behind the size are in `Documentation/benchmarks.md`).
+/// Slots in the cache, over all shards (up to 32 MiB per mount once all are used): enough for
+/// the nodes busy transactions keep changing (directory, inode and orphan leaves of about a
+/// hundred thousand files, in one layer or several), which would otherwise be sealed, written
+/// back and read again at every slot collision (the measurements behind the size are in
+/// `Documentation/benchmarks.md`).
 const NODE_SLOTS: usize = 1 << NODE_SLOT_BITS;
 
 /// Slots of the cache in each shard.
