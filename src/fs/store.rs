@@ -348,27 +348,32 @@ impl StoreShard {
         blocknr: u64,
         data: &[u8],
     ) -> Result<(), CoreError> {
+        let r = bdev.write(blocknr, data).map_err(|_| CoreError::Io);
+        self.note_write(blocknr, r.is_ok().then_some(data));
+        r
+    }
+
+    /// Block `blocknr` was written with `data` (`None`: the write failed, and what the device
+    /// holds is not known): its verified mark goes, its cached copy follows, and so does the
+    /// write count of its slot, which keeps a copy being read without the shard's lock out of
+    /// the cache.
+    fn note_write(&mut self, blocknr: u64, data: Option<&[u8]>) {
         let tag = blocknr.wrapping_add(1);
         if let Some(s) = self.verified.slot(blocknr) {
             if *s == tag {
                 *s = 0;
             }
         }
-        let r = bdev.write(blocknr, data).map_err(|_| CoreError::Io);
-        // A copy of the block in the cache (dirty or not) is older than this write, and so is a
-        // copy being read without the shard's lock.
         if let Some(s) = self.nodes.slot(blocknr) {
             s.seq = s.seq.wrapping_add(1);
             if s.tag == tag {
                 s.dirty = false;
-                if r.is_ok() && s.data.len() == data.len() {
-                    s.data.copy_from_slice(data);
-                } else {
-                    s.tag = 0;
+                match data {
+                    Some(d) if s.data.len() == d.len() => s.data.copy_from_slice(d),
+                    _ => s.tag = 0,
                 }
             }
         }
-        r
     }
 
     /// [`BlockStore::write_node`]: kept dirty in the cache, or else sealed and written.
@@ -514,9 +519,9 @@ struct NodeCache(KVec<NodeSlot>);
 struct NodeSlot {
     /// `blocknr + 1`; 0 is empty.
     tag: u64,
-    /// Counts the writes to blocks of this slot and the changes of what it holds: a read
-    /// made without the store lock fills the slot only if this did not move meanwhile
-    /// ([`BdevStore::fill_read`]).
+    /// Counts the writes to blocks of this slot (node writes kept here included): a copy read
+    /// without the shard's lock fills the slot only if this did not move meanwhile
+    /// ([`StoreShard::fill_read`]). Filling it with a clean copy does not move it.
     seq: u64,
     /// Written by `write_node` and not yet sealed and copied to the page cache.
     dirty: bool,
@@ -527,7 +532,11 @@ impl NodeSlot {
     /// Makes the slot hold `data` as block `blocknr`, dropping what it held (the caller wrote
     /// back a dirty node first). `false` if there was no memory for the copy: the slot is empty.
     fn hold(&mut self, blocknr: u64, data: &[u8], dirty: bool) -> bool {
-        self.seq = self.seq.wrapping_add(1);
+        if dirty {
+            // A node write: a copy of a block of the slot being read without the shard's lock
+            // is older than it (or of another block, which only costs the fill).
+            self.seq = self.seq.wrapping_add(1);
+        }
         self.tag = 0;
         self.dirty = false;
         if self.data.len() != data.len() {
@@ -701,5 +710,95 @@ impl Device for BdevStore {
             s.write_back_all(&self.bdev)?;
         }
         Ok(())
+    }
+}
+
+#[kunit_tests(lcfs_store_shard)]
+mod tests {
+    use super::*;
+
+    /// A block's worth of `byte`.
+    fn block(byte: u8) -> KVec<u8> {
+        KVec::from_elem(byte, BLOCK_SIZE as usize, GFP_KERNEL).unwrap()
+    }
+
+    /// The first byte of the cached copy of `blocknr`, or `None` on a miss (with its slot's
+    /// write count).
+    fn cached(shard: &mut StoreShard, blocknr: u64) -> Result<u8, u64> {
+        shard
+            .try_cached(blocknr, |b, _| (false, b.first().copied().unwrap_or(0)))
+            .map_err(|(_, seq)| seq)
+    }
+
+    #[test]
+    fn a_block_and_its_slots_share_a_shard() {
+        for b in Iterator::chain(0..200_000u64, [u64::MAX - 1]) {
+            let shard = shard_of(b);
+            assert!(shard < STORE_SHARDS);
+            assert_eq!(
+                shard,
+                slot_index(b, NODE_SLOT_BITS) >> (NODE_SLOT_BITS - SHARD_BITS)
+            );
+            assert_eq!(
+                shard,
+                slot_index(b, VERIFIED_SLOT_BITS) >> (VERIFIED_SLOT_BITS - SHARD_BITS)
+            );
+        }
+    }
+
+    #[test]
+    fn a_read_outside_the_lock_is_cached_when_no_write_came_between() {
+        let mut shard = StoreShard::new().unwrap();
+        let seq = cached(&mut shard, 7).unwrap_err();
+        assert!(shard.fill_read(7, &block(0xaa), seq));
+        assert_eq!(cached(&mut shard, 7), Ok(0xaa));
+        // Checked while unlocked: marked, as the slot did not change.
+        assert!(!shard.is_verified(7));
+        shard.set_verified_at(7, seq);
+        assert!(shard.is_verified(7));
+    }
+
+    #[test]
+    fn a_write_between_keeps_the_old_copy_out() {
+        let mut shard = StoreShard::new().unwrap();
+        let seq = cached(&mut shard, 7).unwrap_err();
+        // Another volume writes the block (or one of its slot) while the copy is read.
+        shard.note_write(7, Some(&block(0xbb)));
+        assert!(!shard.fill_read(7, &block(0xaa), seq));
+        assert!(!shard.verified_at(7, seq));
+        shard.set_verified_at(7, seq);
+        assert!(!shard.is_verified(7));
+        assert!(cached(&mut shard, 7).is_err());
+    }
+
+    #[test]
+    fn a_node_write_between_keeps_the_old_copy_out() {
+        let mut shard = StoreShard::new().unwrap();
+        let seq = cached(&mut shard, 7).unwrap_err();
+        // A node write kept dirty in the slot (`cache_dirty`), of another block of the slot.
+        let other = (8..u64::MAX)
+            .find(|&b| slot_index(b, NODE_SLOT_BITS) == slot_index(7, NODE_SLOT_BITS))
+            .unwrap();
+        assert!(shard
+            .nodes
+            .slot(other)
+            .unwrap()
+            .hold(other, &block(3), true));
+        assert!(!shard.fill_read(7, &block(0xaa), seq));
+        assert_eq!(cached(&mut shard, other), Ok(3));
+        assert!(shard.is_verified(other));
+    }
+
+    #[test]
+    fn a_write_updates_or_drops_the_cached_copy() {
+        let mut shard = StoreShard::new().unwrap();
+        let seq = cached(&mut shard, 9).unwrap_err();
+        assert!(shard.fill_read(9, &block(1), seq));
+        shard.set_verified(9);
+        shard.note_write(9, Some(&block(2)));
+        assert_eq!(cached(&mut shard, 9), Ok(2));
+        assert!(!shard.is_verified(9));
+        shard.note_write(9, None);
+        assert!(cached(&mut shard, 9).is_err());
     }
 }
