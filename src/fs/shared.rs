@@ -44,8 +44,8 @@ use crate::format::volume::{Device, Scope, Volume, VolumeState};
 use crate::vfs::{new_rwsem, BlockDevice, NoFsScope, ReadGuard, RwSem, WriteGuard};
 
 use super::store::{
-    copy_block, read_device, read_through, shard_of, BdevStore, BufPool, KBlock, Shards,
-    StoreShard, STORE_SHARDS,
+    copy_block, read_device, read_through, shard_of, shard_reads, BdevStore, BufPool, KBlock,
+    Shards, StoreShard, STORE_SHARDS,
 };
 
 /// A thread's volume over the mount's shared parts.
@@ -481,12 +481,10 @@ impl Shards for StoreHandle<'_> {
 impl BlockStore for StoreHandle<'_> {
     type Buf = KBlock;
 
+    shard_reads!();
+
     fn alloc_buf(&mut self) -> Result<KBlock, CoreError> {
         self.shared.pool.get()
-    }
-
-    fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
-        read_through(self, blocknr, |b, _| (false, copy_block(buf.as_mut(), b)))?
     }
 
     fn write(&mut self, blocknr: u64, buf: &KBlock) -> Result<(), CoreError> {
@@ -497,25 +495,6 @@ impl BlockStore for StoreHandle<'_> {
     fn write_node(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
         self.shard_to_write(blocknr)?
             .write_node(&self.shared.io, blocknr, buf)
-    }
-
-    fn read_new(&mut self, blocknr: u64) -> Result<KBlock, CoreError> {
-        // The copy overwrites the whole block (or the buffer goes back on an error).
-        let mut buf = self.shared.pool.get_dirty()?;
-        self.read(blocknr, &mut buf)?;
-        Ok(buf)
-    }
-
-    fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, CoreError> {
-        read_through(self, blocknr, |b, _| (false, f(b)))
-    }
-
-    fn with_verified_block<R>(
-        &mut self,
-        blocknr: u64,
-        f: impl FnOnce(&[u8], bool) -> (bool, R),
-    ) -> Result<R, CoreError> {
-        read_through(self, blocknr, f)
     }
 
     fn update_node<R>(&mut self, blocknr: u64, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {

@@ -175,6 +175,41 @@ impl BdevStore {
     }
 }
 
+/// The block reads of a [`BlockStore`] made of [`Shards`], every one through [`read_through`]:
+/// expanded inside both stores' `impl BlockStore` blocks (the mount-time store and a mounted
+/// volume's handle), which need `read_through`, `copy_block` and `Shards` in scope.
+macro_rules! shard_reads {
+    () => {
+        fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
+            read_through(self, blocknr, |b, _| (false, copy_block(buf.as_mut(), b)))?
+        }
+
+        fn read_new(&mut self, blocknr: u64) -> Result<KBlock, CoreError> {
+            // The copy overwrites the whole block (or the buffer goes back on an error).
+            let mut buf = Shards::buffer(self)?;
+            self.read(blocknr, &mut buf)?;
+            Ok(buf)
+        }
+
+        fn with_block<R>(
+            &mut self,
+            blocknr: u64,
+            f: impl FnOnce(&[u8]) -> R,
+        ) -> Result<R, CoreError> {
+            read_through(self, blocknr, |b, _| (false, f(b)))
+        }
+
+        fn with_verified_block<R>(
+            &mut self,
+            blocknr: u64,
+            f: impl FnOnce(&[u8], bool) -> (bool, R),
+        ) -> Result<R, CoreError> {
+            read_through(self, blocknr, f)
+        }
+    };
+}
+pub(crate) use shard_reads;
+
 /// A store whose shards are reached one at a time ([`BdevStore`] itself, or a mount's locked
 /// shards): what [`read_through`] needs.
 pub(crate) trait Shards {
@@ -611,6 +646,8 @@ fn write_back(bdev: &BlockDevice, slot: &mut NodeSlot) -> Result<(), CoreError> 
 impl BlockStore for BdevStore {
     type Buf = KBlock;
 
+    shard_reads!();
+
     fn is_verified(&mut self, blocknr: u64) -> bool {
         self.shard(blocknr).is_ok_and(|s| s.is_verified(blocknr))
     }
@@ -631,29 +668,6 @@ impl BlockStore for BdevStore {
 
     fn alloc_buf(&mut self) -> Result<KBlock, CoreError> {
         self.pool.get()
-    }
-
-    fn read(&mut self, blocknr: u64, buf: &mut KBlock) -> Result<(), CoreError> {
-        read_through(self, blocknr, |b, _| (false, copy_block(buf.as_mut(), b)))?
-    }
-
-    fn with_block<R>(&mut self, blocknr: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R, CoreError> {
-        read_through(self, blocknr, |b, _| (false, f(b)))
-    }
-
-    fn with_verified_block<R>(
-        &mut self,
-        blocknr: u64,
-        f: impl FnOnce(&[u8], bool) -> (bool, R),
-    ) -> Result<R, CoreError> {
-        read_through(self, blocknr, f)
-    }
-
-    fn read_new(&mut self, blocknr: u64) -> Result<KBlock, CoreError> {
-        // The copy below overwrites the whole block (or the buffer goes back on an error).
-        let mut buf = self.pool.get_dirty()?;
-        self.read(blocknr, &mut buf)?;
-        Ok(buf)
     }
 
     fn write(&mut self, blocknr: u64, buf: &KBlock) -> Result<(), CoreError> {
