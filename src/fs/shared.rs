@@ -193,9 +193,17 @@ impl CountMemo {
 }
 
 /// The map's space as admission sees it without the map lock ([`MapAccess::admit`]).
+///
+/// Admissions and give-backs are two counters that only grow (wrapping), so that the blocks
+/// reserved now are their difference, and an admission's compare-and-swap on `admitted` fails
+/// whenever another admission came in between, even one already given back (a single counter
+/// of what is reserved now could come back to the value an admission loaded, and let it
+/// reserve against a free count from before the blocks were taken).
 pub(crate) struct Space {
-    /// Blocks admitted for operations under way.
-    reserved: AtomicU64,
+    /// Blocks admitted so far.
+    admitted: AtomicU64,
+    /// Blocks given back so far (each admission's, once its volume is released).
+    released: AtomicU64,
     /// The map's free blocks, published by every map change before its lock is let go.
     free: AtomicU64,
     /// The map's reserve for metadata ([`RefMap::reserve`]), published likewise.
@@ -207,7 +215,8 @@ pub(crate) struct Space {
 impl Space {
     fn new(map: &RefMap) -> Self {
         let space = Self {
-            reserved: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            released: AtomicU64::new(0),
             free: AtomicU64::new(0),
             floor: AtomicU64::new(0),
             per_tree: AtomicU64::new(0),
@@ -222,6 +231,15 @@ impl Space {
         self.per_tree
             .store(map.blocks_per_tree(), Ordering::Release);
         self.free.store(map.free, Ordering::Release);
+    }
+
+    /// Blocks reserved now, and what `admitted` was: `released` is loaded first, so every
+    /// admission it counts given back is in `admitted` too, and the difference is never below
+    /// what is reserved (a give-back counted late only overstates it).
+    fn reserved(&self) -> (u64, u64) {
+        let released = self.released.load(Ordering::Acquire);
+        let admitted = self.admitted.load(Ordering::Acquire);
+        (admitted.wrapping_sub(released), admitted)
     }
 }
 
@@ -567,14 +585,9 @@ impl MapHandle<'_> {
     /// Gives back what this volume reserved.
     fn release(&mut self) {
         if self.mine > 0 {
-            let mine = self.mine;
-            // The closure always returns `Some`.
-            let _ = self
-                .space
-                .reserved
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
-                    Some(r.saturating_sub(mine))
-                });
+            // After every map change of this volume published its free count (each under the
+            // map lock, which this volume no longer holds).
+            self.space.released.fetch_add(self.mine, Ordering::AcqRel);
             self.mine = 0;
         }
     }
@@ -582,7 +595,8 @@ impl MapHandle<'_> {
     /// Blocks free beyond what other volumes reserved and `floor`, with `reserved` the
     /// reservations' total as last loaded (loaded before the free count, which a map change
     /// publishes before its volume gives its reservation back: a reservation seen given back
-    /// comes with the blocks it took).
+    /// comes with the blocks it took, and one not seen is still counted, while the blocks it
+    /// took since are at most what it reserved).
     fn unreserved(&self, reserved: u64, keep_reserve: bool) -> u64 {
         let free = self.space.free.load(Ordering::Acquire);
         let floor = if keep_reserve {
@@ -659,30 +673,36 @@ impl<'a> MapAccess<StoreHandle<'a>> for MapHandle<'a> {
     /// atomic counter, and the free count the one the last map change published.
     fn admit(&mut self, trees: u64, keep_reserve: bool) -> Result<(), CoreError> {
         let need = trees.saturating_mul(self.space.per_tree.load(Ordering::Acquire));
-        let mut reserved = self.space.reserved.load(Ordering::Acquire);
         loop {
+            let (reserved, admitted) = self.space.reserved();
             if self.unreserved(reserved, keep_reserve) < need {
                 return Err(CoreError::NoSpace);
             }
-            match self.space.reserved.compare_exchange_weak(
-                reserved,
-                reserved.saturating_add(need),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                // Another volume reserved or gave back meanwhile: check again, with the free
-                // count as it is now.
-                Err(now) => reserved = now,
+            // Fails if any other admission came since `admitted` was loaded: then everything is
+            // loaded again, in the same order.
+            if self
+                .space
+                .admitted
+                .compare_exchange(
+                    admitted,
+                    admitted.wrapping_add(need),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                break;
             }
         }
-        self.mine = self.mine.saturating_add(need);
+        // `need` is below the free count, so the sum of a volume's admissions stays far from
+        // wrapping, and `released` gets back exactly what `admitted` got.
+        self.mine = self.mine.wrapping_add(need);
         Ok(())
     }
 
     fn room(&mut self, trees: u64) -> u64 {
         let keep = trees.saturating_mul(self.space.per_tree.load(Ordering::Acquire));
-        let reserved = self.space.reserved.load(Ordering::Acquire);
+        let (reserved, _) = self.space.reserved();
         self.unreserved(reserved, true).saturating_sub(keep)
     }
 
