@@ -233,13 +233,63 @@ impl Space {
         self.free.store(map.free, Ordering::Release);
     }
 
-    /// Blocks reserved now, and what `admitted` was: `released` is loaded first, so every
-    /// admission it counts given back is in `admitted` too, and the difference is never below
-    /// what is reserved (a give-back counted late only overstates it).
-    fn reserved(&self) -> (u64, u64) {
+    /// What an admission decides on, loaded in this order: `released` first, so every
+    /// admission it counts given back is in `admitted` too, and their difference is never
+    /// below what is reserved (a give-back loaded late only overstates it); the free count
+    /// last, which a map change publishes before its volume gives its reservation back: a
+    /// give-back seen comes with the blocks it took, and one not seen is still counted, while
+    /// the blocks its volume took since are at most what it reserved.
+    fn snapshot(&self, keep_reserve: bool) -> Snapshot {
         let released = self.released.load(Ordering::Acquire);
         let admitted = self.admitted.load(Ordering::Acquire);
-        (admitted.wrapping_sub(released), admitted)
+        let free = self.free.load(Ordering::Acquire);
+        let floor = if keep_reserve {
+            self.floor.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        Snapshot {
+            reserved: admitted.wrapping_sub(released),
+            admitted,
+            free,
+            floor,
+        }
+    }
+
+    /// Reserves `need` blocks on what `snap` saw; `false` if any other admission came since it
+    /// was loaded (even one already given back): the caller loads everything again.
+    fn reserve(&self, snap: &Snapshot, need: u64) -> bool {
+        self.admitted
+            .compare_exchange(
+                snap.admitted,
+                snap.admitted.wrapping_add(need),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Gives back `n` reserved blocks, after every map change of the volume that reserved them
+    /// published its free count.
+    fn give_back(&self, n: u64) {
+        self.released.fetch_add(n, Ordering::AcqRel);
+    }
+}
+
+/// What [`Space::snapshot`] loaded.
+struct Snapshot {
+    reserved: u64,
+    admitted: u64,
+    free: u64,
+    floor: u64,
+}
+
+impl Snapshot {
+    /// Blocks free beyond the floor and what volumes other than one holding `mine` reserved.
+    fn unreserved(&self, mine: u64) -> u64 {
+        self.free
+            .saturating_sub(self.floor)
+            .saturating_sub(self.reserved.saturating_sub(mine))
     }
 }
 
@@ -587,25 +637,9 @@ impl MapHandle<'_> {
         if self.mine > 0 {
             // After every map change of this volume published its free count (each under the
             // map lock, which this volume no longer holds).
-            self.space.released.fetch_add(self.mine, Ordering::AcqRel);
+            self.space.give_back(self.mine);
             self.mine = 0;
         }
-    }
-
-    /// Blocks free beyond what other volumes reserved and `floor`, with `reserved` the
-    /// reservations' total as last loaded (loaded before the free count, which a map change
-    /// publishes before its volume gives its reservation back: a reservation seen given back
-    /// comes with the blocks it took, and one not seen is still counted, while the blocks it
-    /// took since are at most what it reserved).
-    fn unreserved(&self, reserved: u64, keep_reserve: bool) -> u64 {
-        let free = self.space.free.load(Ordering::Acquire);
-        let floor = if keep_reserve {
-            self.space.floor.load(Ordering::Acquire)
-        } else {
-            0
-        };
-        free.saturating_sub(floor)
-            .saturating_sub(reserved.saturating_sub(self.mine))
     }
 }
 
@@ -674,23 +708,11 @@ impl<'a> MapAccess<StoreHandle<'a>> for MapHandle<'a> {
     fn admit(&mut self, trees: u64, keep_reserve: bool) -> Result<(), CoreError> {
         let need = trees.saturating_mul(self.space.per_tree.load(Ordering::Acquire));
         loop {
-            let (reserved, admitted) = self.space.reserved();
-            if self.unreserved(reserved, keep_reserve) < need {
+            let snap = self.space.snapshot(keep_reserve);
+            if snap.unreserved(self.mine) < need {
                 return Err(CoreError::NoSpace);
             }
-            // Fails if any other admission came since `admitted` was loaded: then everything is
-            // loaded again, in the same order.
-            if self
-                .space
-                .admitted
-                .compare_exchange(
-                    admitted,
-                    admitted.wrapping_add(need),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-            {
+            if self.space.reserve(&snap, need) {
                 break;
             }
         }
@@ -702,8 +724,10 @@ impl<'a> MapAccess<StoreHandle<'a>> for MapHandle<'a> {
 
     fn room(&mut self, trees: u64) -> u64 {
         let keep = trees.saturating_mul(self.space.per_tree.load(Ordering::Acquire));
-        let (reserved, _) = self.space.reserved();
-        self.unreserved(reserved, true).saturating_sub(keep)
+        self.space
+            .snapshot(true)
+            .unreserved(self.mine)
+            .saturating_sub(keep)
     }
 
     fn free_and_root(&self) -> (u64, u64) {
@@ -1044,4 +1068,61 @@ fn release<'a>(shared: &'a Shared, vol: &mut Vol<'a>, held: &mut Held<'a>) {
         shared.epoch.load(Ordering::Acquire)
     };
     shared.map_epoch.fetch_max(published, Ordering::AcqRel);
+}
+
+#[kunit_tests(lcfs_admission)]
+mod tests {
+    use super::*;
+
+    fn space(free: u64) -> Space {
+        Space {
+            admitted: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            free: AtomicU64::new(free),
+            floor: AtomicU64::new(10),
+            per_tree: AtomicU64::new(36),
+        }
+    }
+
+    #[test]
+    fn an_admission_that_came_and_went_in_between_makes_the_reservation_fail() {
+        let s = space(200);
+        // A loads what it decides on and passes the check...
+        let a = s.snapshot(false);
+        assert!(a.unreserved(0) >= 144);
+        // ...then C is admitted for as much, takes 100 blocks and gives its reservation back:
+        // what is reserved is back at the value A loaded.
+        let c = s.snapshot(false);
+        assert!(s.reserve(&c, 144));
+        s.free.store(100, Ordering::Release);
+        s.give_back(144);
+        // A must not reserve on the free count it loaded: it loads again, and finds too little.
+        assert!(!s.reserve(&a, 144));
+        assert!(s.snapshot(false).unreserved(0) < 144);
+    }
+
+    #[test]
+    fn other_volumes_reservations_count_and_the_own_does_not() {
+        let s = space(200);
+        let x = s.snapshot(false);
+        assert!(s.reserve(&x, 100));
+        assert_eq!(s.snapshot(false).unreserved(0), 100);
+        assert_eq!(s.snapshot(false).unreserved(100), 200);
+        // The floor counts only where asked for.
+        assert_eq!(s.snapshot(true).unreserved(100), 190);
+        s.give_back(100);
+        assert_eq!(s.snapshot(false).unreserved(0), 200);
+    }
+
+    #[test]
+    fn counters_that_wrap_still_give_what_is_reserved() {
+        let s = space(200);
+        s.admitted.store(u64::MAX - 5, Ordering::Release);
+        s.released.store(u64::MAX - 5, Ordering::Release);
+        let x = s.snapshot(false);
+        assert!(s.reserve(&x, 50));
+        assert_eq!(s.snapshot(false).unreserved(0), 150);
+        s.give_back(50);
+        assert_eq!(s.snapshot(false).unreserved(0), 200);
+    }
 }
