@@ -1660,14 +1660,6 @@ pub trait MapAccess<S: BlockStore>: super::tree::Allocator<S> {
     /// other operations running at once were admitted for.
     fn room(&mut self, trees: u64) -> u64;
 
-    /// Allocates a run of up to `max` data blocks ([`RefMap::alloc_run`]). A map shared by
-    /// operations running at once takes them only from the free blocks beyond every admitted
-    /// operation's reservation, the caller's own included (fewer, or `NoSpace`, if that is
-    /// less), so that data never takes blocks an admitted operation may need.
-    fn alloc_data(&mut self, store: &mut S, max: u32) -> Result<(u64, u32), Error> {
-        self.with(store, |m, s| m.alloc_run(s, Purpose::Data, max))
-    }
-
     /// Free blocks and the root node: what the next commit's superblock records of the map.
     fn free_and_root(&self) -> (u64, u64);
 

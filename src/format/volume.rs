@@ -27,7 +27,7 @@
 
 use super::node::{key_after, Key};
 use super::records::{fs_leaf_refs, kind, ExtentRecord, HashKey, Timespec};
-use super::refmap::{MapAccess, MapCommit, MapParams, RefMap};
+use super::refmap::{MapAccess, MapCommit, MapParams, Purpose, RefMap};
 use super::superblock::{self, Superblock, SUPERBLOCK_SIZE};
 use super::tree::{BlockStore, Change, Error, ItemVisitor, Txn};
 use super::{FormatError, BLOCK_SIZE};
@@ -1105,7 +1105,10 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         if self.map.room(0) == 0 {
             return Err(Error::NoSpace);
         }
-        self.mutate(|v| v.map.alloc_data(&mut v.store, max))
+        self.mutate(|v| {
+            v.map
+                .with(&mut v.store, |m, s| m.alloc_run(s, Purpose::Data, max))
+        })
     }
 
     /// Drops one reference from each of `len` blocks.

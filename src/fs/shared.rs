@@ -37,7 +37,7 @@ use kernel::sync::{Arc, Mutex, MutexGuard};
 
 use crate::format::data::IN_PLACE_TABLE;
 use crate::format::layers::LayerInfo;
-use crate::format::refmap::{take_data_id, MapAccess, MapStore, Purpose, RefMap};
+use crate::format::refmap::{take_data_id, MapAccess, MapStore, RefMap};
 use crate::format::superblock::Superblock;
 use crate::format::tree::{Allocator, BlockStore, Error as CoreError};
 use crate::format::volume::{Device, Scope, Volume, VolumeState};
@@ -728,31 +728,6 @@ impl<'a> MapAccess<StoreHandle<'a>> for MapHandle<'a> {
             .snapshot(true)
             .unreserved(self.mine)
             .saturating_sub(keep)
-    }
-
-    /// Reserves the run before taking it, against what every admitted operation reserved
-    /// (this one's too: its tree updates still need their blocks), and gives the reservation
-    /// back once the map published the smaller free count.
-    fn alloc_data(
-        &mut self,
-        store: &mut StoreHandle<'a>,
-        max: u32,
-    ) -> Result<(u64, u32), CoreError> {
-        let want = loop {
-            let snap = self.space.snapshot(true);
-            let want = snap.unreserved(0).min(u64::from(max));
-            if want == 0 {
-                return Err(CoreError::NoSpace);
-            }
-            if self.space.reserve(&snap, want) {
-                break want;
-            }
-        };
-        // `want` is at most `max`.
-        let n = u32::try_from(want).unwrap_or(max);
-        let r = self.with(store, |m, s| m.alloc_run(s, Purpose::Data, n));
-        self.space.give_back(want);
-        r
     }
 
     fn free_and_root(&self) -> (u64, u64) {
