@@ -921,11 +921,8 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         inode: Option<InodeRecord>,
     ) -> Result<(u64, u64), Error> {
         self.admit_trees(STEP_TREES)?;
-        let want = n.min(self.data_room(STEP_TREES)).min(u64::from(u32::MAX));
+        let want = self.admit_data(STEP_TREES, n.min(u64::from(u32::MAX)))?;
         let want = u32::try_from(want).map_err(|_| Error::Invalid)?;
-        if want == 0 {
-            return Err(Error::NoSpace);
-        }
         self.mutate(|v| {
             let (disk, got) = v.alloc_data(want)?;
             let got = u64::from(got);

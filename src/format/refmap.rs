@@ -1660,6 +1660,17 @@ pub trait MapAccess<S: BlockStore>: super::tree::Allocator<S> {
     /// other operations running at once were admitted for.
     fn room(&mut self, trees: u64) -> u64;
 
+    /// Admits up to `max` data blocks for an operation that then makes `trees` tree updates
+    /// (already admitted): as many as [`Self::room`] leaves, `NoSpace` if none. A shared map
+    /// reserves them for this volume like [`Self::admit`], so that an operation admitted
+    /// meanwhile is never left short by this one's data.
+    fn admit_data(&mut self, trees: u64, max: u64) -> Result<u64, Error> {
+        match max.min(self.room(trees)) {
+            0 => Err(Error::NoSpace),
+            n => Ok(n),
+        }
+    }
+
     /// Free blocks and the root node: what the next commit's superblock records of the map.
     fn free_and_root(&self) -> (u64, u64);
 

@@ -633,6 +633,13 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         self.admit(trees, false)
     }
 
+    /// Admits up to `max` data blocks for an operation that makes `trees` (admitted) tree
+    /// updates after allocating them ([`MapAccess::admit_data`]); `NoSpace` if none fit.
+    pub(super) fn admit_data(&mut self, trees: u64, max: u64) -> Result<u64, Error> {
+        self.live()?;
+        self.map.admit_data(trees, max)
+    }
+
     /// Data blocks an operation that makes `trees` tree updates after allocating may take: the
     /// free blocks above the metadata reserve and the space [`Self::admit_trees`] keeps for the
     /// updates.

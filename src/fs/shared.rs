@@ -243,16 +243,19 @@ impl Space {
         let released = self.released.load(Ordering::Acquire);
         let admitted = self.admitted.load(Ordering::Acquire);
         let free = self.free.load(Ordering::Acquire);
+        // Published before `free`: as new as the free count.
         let floor = if keep_reserve {
             self.floor.load(Ordering::Acquire)
         } else {
             0
         };
+        let per_tree = self.per_tree.load(Ordering::Acquire);
         Snapshot {
             reserved: admitted.wrapping_sub(released),
             admitted,
             free,
             floor,
+            per_tree,
         }
     }
 
@@ -269,6 +272,39 @@ impl Space {
             .is_ok()
     }
 
+    /// Reserves what `trees` tree updates may take for a volume that holds `mine` already
+    /// ([`MapAccess::admit`]): the blocks reserved, or `None` if they are not free beside
+    /// what other volumes reserved.
+    fn admit(&self, mine: u64, trees: u64, keep_reserve: bool) -> Option<u64> {
+        loop {
+            let snap = self.snapshot(keep_reserve);
+            let need = trees.saturating_mul(snap.per_tree);
+            if snap.unreserved(mine) < need {
+                return None;
+            }
+            if self.reserve(&snap, need) {
+                return Some(need);
+            }
+        }
+    }
+
+    /// Reserves up to `max` data blocks for a volume that holds `mine` already, of which what
+    /// its `trees` tree updates may take stays free ([`MapAccess::admit_data`]): the blocks
+    /// reserved, or `None` if there are none.
+    fn admit_data(&self, mine: u64, trees: u64, max: u64) -> Option<u64> {
+        loop {
+            let snap = self.snapshot(true);
+            let keep = trees.saturating_mul(snap.per_tree);
+            let want = snap.unreserved(mine).saturating_sub(keep).min(max);
+            if want == 0 {
+                return None;
+            }
+            if self.reserve(&snap, want) {
+                return Some(want);
+            }
+        }
+    }
+
     /// Gives back `n` reserved blocks, after every map change of the volume that reserved them
     /// published its free count.
     fn give_back(&self, n: u64) {
@@ -282,6 +318,7 @@ struct Snapshot {
     admitted: u64,
     free: u64,
     floor: u64,
+    per_tree: u64,
 }
 
 impl Snapshot {
@@ -703,31 +740,36 @@ impl<'a> MapAccess<StoreHandle<'a>> for MapHandle<'a> {
         r
     }
 
-    /// Without the map lock, which other layers' map changes hold: the reservations are an
-    /// atomic counter, and the free count the one the last map change published.
+    /// Without the map lock, which other layers' map changes hold: the reservations are
+    /// atomic counters, and the free count the one the last map change published (see
+    /// [`Space`]).
     fn admit(&mut self, trees: u64, keep_reserve: bool) -> Result<(), CoreError> {
-        let need = trees.saturating_mul(self.space.per_tree.load(Ordering::Acquire));
-        loop {
-            let snap = self.space.snapshot(keep_reserve);
-            if snap.unreserved(self.mine) < need {
-                return Err(CoreError::NoSpace);
-            }
-            if self.space.reserve(&snap, need) {
-                break;
-            }
-        }
+        let need = self
+            .space
+            .admit(self.mine, trees, keep_reserve)
+            .ok_or(CoreError::NoSpace)?;
         // `need` is below the free count, so the sum of a volume's admissions stays far from
         // wrapping, and `released` gets back exactly what `admitted` got.
         self.mine = self.mine.wrapping_add(need);
         Ok(())
     }
 
+    /// Reserved like an admission, before the data is taken (and kept with the volume's other
+    /// reservations until its guard is dropped): an admission that runs between this and the
+    /// allocation then counts these blocks.
+    fn admit_data(&mut self, trees: u64, max: u64) -> Result<u64, CoreError> {
+        let want = self
+            .space
+            .admit_data(self.mine, trees, max)
+            .ok_or(CoreError::NoSpace)?;
+        self.mine = self.mine.wrapping_add(want);
+        Ok(want)
+    }
+
     fn room(&mut self, trees: u64) -> u64 {
-        let keep = trees.saturating_mul(self.space.per_tree.load(Ordering::Acquire));
-        self.space
-            .snapshot(true)
-            .unreserved(self.mine)
-            .saturating_sub(keep)
+        let snap = self.space.snapshot(true);
+        snap.unreserved(self.mine)
+            .saturating_sub(trees.saturating_mul(snap.per_tree))
     }
 
     fn free_and_root(&self) -> (u64, u64) {
@@ -1112,6 +1154,22 @@ mod tests {
         assert_eq!(s.snapshot(true).unreserved(100), 190);
         s.give_back(100);
         assert_eq!(s.snapshot(false).unreserved(0), 200);
+    }
+
+    #[test]
+    fn data_admitted_by_one_volume_counts_for_the_next_admission() {
+        // 190 blocks above the floor; a tree update may take 36.
+        let s = space(200);
+        let a = s.admit(0, 1, true).unwrap();
+        assert_eq!(a, 36);
+        // A's data: everything but what its own tree update keeps.
+        let data = s.admit_data(a, 1, 1000).unwrap();
+        assert_eq!(data, 154);
+        // B finds nothing left, before A even takes its blocks.
+        assert_eq!(s.admit(0, 1, true), None);
+        assert_eq!(s.admit_data(0, 0, 1), None);
+        s.give_back(a + data);
+        assert_eq!(s.admit(0, 1, true), Some(36));
     }
 
     #[test]
