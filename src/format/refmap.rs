@@ -1671,6 +1671,19 @@ pub trait MapAccess<S: BlockStore>: super::tree::Allocator<S> {
         }
     }
 
+    /// Whether data blocks are admitted ([`Self::admit_data`]) and not taken yet: a shared map
+    /// keeps them for this volume. An owned map keeps nothing (its room is all its own).
+    fn data_admitted(&self) -> bool {
+        false
+    }
+
+    /// Allocates a run of up to `max` data blocks ([`RefMap::alloc_run`]): the data
+    /// [`Self::admit_data`] admitted, whose reservation a shared map gives back once the
+    /// blocks are taken.
+    fn alloc_data(&mut self, store: &mut S, max: u32) -> Result<(u64, u32), Error> {
+        self.with(store, |m, s| m.alloc_run(s, Purpose::Data, max))
+    }
+
     /// Free blocks and the root node: what the next commit's superblock records of the map.
     fn free_and_root(&self) -> (u64, u64);
 

@@ -27,7 +27,7 @@
 
 use super::node::{key_after, Key};
 use super::records::{fs_leaf_refs, kind, ExtentRecord, HashKey, Timespec};
-use super::refmap::{MapAccess, MapCommit, MapParams, Purpose, RefMap};
+use super::refmap::{MapAccess, MapCommit, MapParams, RefMap};
 use super::superblock::{self, Superblock, SUPERBLOCK_SIZE};
 use super::tree::{BlockStore, Change, Error, ItemVisitor, Txn};
 use super::{FormatError, BLOCK_SIZE};
@@ -1109,13 +1109,12 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
     /// with `NoSpace` when only the metadata reserve is left.
     pub fn alloc_data(&mut self, max: u32) -> Result<(u64, u32), Error> {
         self.live()?;
-        if self.map.room(0) == 0 {
+        // Admitted data has its blocks kept for it; room beside other operations' reservations
+        // may be gone meanwhile without that mattering.
+        if !self.map.data_admitted() && self.map.room(0) == 0 {
             return Err(Error::NoSpace);
         }
-        self.mutate(|v| {
-            v.map
-                .with(&mut v.store, |m, s| m.alloc_run(s, Purpose::Data, max))
-        })
+        self.mutate(|v| v.map.alloc_data(&mut v.store, max))
     }
 
     /// Drops one reference from each of `len` blocks.

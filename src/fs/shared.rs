@@ -37,7 +37,7 @@ use kernel::sync::{Arc, Mutex, MutexGuard};
 
 use crate::format::data::IN_PLACE_TABLE;
 use crate::format::layers::LayerInfo;
-use crate::format::refmap::{take_data_id, MapAccess, MapStore, RefMap};
+use crate::format::refmap::{take_data_id, MapAccess, MapStore, Purpose, RefMap};
 use crate::format::superblock::Superblock;
 use crate::format::tree::{Allocator, BlockStore, Error as CoreError};
 use crate::format::volume::{Device, Scope, Volume, VolumeState};
@@ -657,6 +657,8 @@ pub(crate) struct MapHandle<'a> {
     space: &'a Space,
     /// Blocks this volume reserved.
     mine: u64,
+    /// Of those, data blocks admitted ([`MapAccess::admit_data`]) and not yet taken.
+    data: u64,
     /// The count memo of the layer slot the volume holds (none for a whole volume).
     memo: Option<KVec<u64>>,
 }
@@ -676,6 +678,7 @@ impl MapHandle<'_> {
             // map lock, which this volume no longer holds).
             self.space.give_back(self.mine);
             self.mine = 0;
+            self.data = 0;
         }
     }
 }
@@ -754,16 +757,38 @@ impl<'a> MapAccess<StoreHandle<'a>> for MapHandle<'a> {
         Ok(())
     }
 
-    /// Reserved like an admission, before the data is taken (and kept with the volume's other
-    /// reservations until its guard is dropped): an admission that runs between this and the
-    /// allocation then counts these blocks.
+    /// Reserved like an admission, before the change that takes the data, until the
+    /// allocation ([`Self::alloc_data`]): an admission that runs in between counts these
+    /// blocks.
     fn admit_data(&mut self, trees: u64, max: u64) -> Result<u64, CoreError> {
         let want = self
             .space
             .admit_data(self.mine, trees, max)
             .ok_or(CoreError::NoSpace)?;
         self.mine = self.mine.wrapping_add(want);
+        self.data = self.data.wrapping_add(want);
         Ok(want)
+    }
+
+    fn data_admitted(&self) -> bool {
+        self.data > 0
+    }
+
+    /// Gives the data reservation back as soon as the run is taken (the map published the
+    /// smaller free count), with what the run did not use: kept until the guard drops, blocks
+    /// both taken and reserved would count twice against other layers' room.
+    fn alloc_data(
+        &mut self,
+        store: &mut StoreHandle<'a>,
+        max: u32,
+    ) -> Result<(u64, u32), CoreError> {
+        let r = self.with(store, |m, s| m.alloc_run(s, Purpose::Data, max));
+        if self.data > 0 {
+            self.space.give_back(self.data);
+            self.mine = self.mine.wrapping_sub(self.data);
+            self.data = 0;
+        }
+        r
     }
 
     fn room(&mut self, trees: u64) -> u64 {
@@ -835,6 +860,7 @@ impl<'a> VolGuard<'a> {
             MapHandle {
                 state: &shared.map,
                 space: &shared.space,
+                data: 0,
                 mine: 0,
                 memo,
             },
