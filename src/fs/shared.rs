@@ -761,9 +761,10 @@ impl<'a> MapAccess<StoreHandle<'a>> for MapHandle<'a> {
     /// allocation ([`Self::alloc_data`]): an admission that runs in between counts these
     /// blocks.
     fn admit_data(&mut self, trees: u64, max: u64) -> Result<u64, CoreError> {
+        // Data admitted before and not taken yet is not this step's to count on.
         let want = self
             .space
-            .admit_data(self.mine, trees, max)
+            .admit_data(self.mine.wrapping_sub(self.data), trees, max)
             .ok_or(CoreError::NoSpace)?;
         self.mine = self.mine.wrapping_add(want);
         self.data = self.data.wrapping_add(want);
@@ -782,7 +783,15 @@ impl<'a> MapAccess<StoreHandle<'a>> for MapHandle<'a> {
         store: &mut StoreHandle<'a>,
         max: u32,
     ) -> Result<(u64, u32), CoreError> {
-        let r = self.with(store, |m, s| m.alloc_run(s, Purpose::Data, max));
+        let r = if self.data > 0 {
+            // Every admission since counted these blocks, those that may use the metadata
+            // reserve too (removals): what they took may be reserve blocks the data was
+            // counting on, so the admitted run may take reserve blocks, up to its size.
+            let n = max.min(u32::try_from(self.data).unwrap_or(u32::MAX));
+            self.with(store, |m, s| m.alloc_run(s, Purpose::Metadata, n))
+        } else {
+            self.with(store, |m, s| m.alloc_run(s, Purpose::Data, max))
+        };
         if self.data > 0 {
             self.space.give_back(self.data);
             self.mine = self.mine.wrapping_sub(self.data);
