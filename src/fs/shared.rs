@@ -15,7 +15,8 @@
 //!    id, so operations of one layer run one at a time and two layers whose ids fall in
 //!    different slots run at once. A slot keeps the changed layer records of its layers (only
 //!    a whole volume writes the layer tree) and their in-place cache.
-//! 4. `map`: the reference-count map, for each allocation, count change and admission.
+//! 4. `map`: the reference-count map, for each allocation and count change (admission takes
+//!    no lock: see [`Space`]).
 //! 5. `shards`: the node cache and verified table, in [`STORE_SHARDS`] mutexes by block, one
 //!    taken for each block read or written; never across a device read (see [`read_through`]).
 //!    A write copies into the device's page cache under it.
@@ -647,10 +648,11 @@ impl Device for StoreHandle<'_> {
     }
 }
 
-/// The map as a thread's volume reaches it: each call under the map lock. Admission
-/// ([`MapAccess::admit`]) reserves blocks for the volume until its guard is dropped, so that
-/// operations running at once are admitted against different free blocks: an admitted
-/// operation never runs out of space half-way, which would abort the transaction.
+/// The map as a thread's volume reaches it: each change under the map lock. Admission
+/// ([`MapAccess::admit`], without the lock: see [`Space`]) reserves blocks for the volume until
+/// its guard is dropped (admitted data until its run is taken), so that operations running at
+/// once are admitted against different free blocks: an admitted operation never runs out of
+/// space half-way, which would abort the transaction.
 pub(crate) struct MapHandle<'a> {
     state: &'a Mutex<MapState>,
     /// What admission reads without the map lock.
