@@ -24,6 +24,8 @@ size_t lcfs_folio_size(struct folio *folio);
 void *lcfs_kmap_local_folio(struct folio *folio, size_t offset);
 void lcfs_kunmap_local(const void *addr);
 void lcfs_folio_put(struct folio *folio);
+struct folio *lcfs_lock_dirty_folio(struct address_space *mapping, pgoff_t index);
+size_t lcfs_copy_to_folio(struct folio *folio, size_t offset, size_t bytes, struct iov_iter *from);
 struct folio *lcfs_grab_block_folio(struct address_space *mapping, pgoff_t index);
 void lcfs_folio_lock(struct folio *folio);
 bool lcfs_folio_test_uptodate(struct folio *folio);

@@ -52,6 +52,37 @@ struct folio *lcfs_grab_block_folio(struct address_space *mapping, pgoff_t index
 }
 
 void lcfs_folio_lock(struct folio *folio) { folio_lock(folio); }
+
+/*
+ * A buffered write's folio at @index, locked, when it is small, uptodate, dirty and not under
+ * writeback; NULL otherwise (absent too). Those flags change only under the folio lock (dirty is
+ * cleared, and writeback set, by writeback holding it), so they hold until the caller unlocks.
+ */
+struct folio *lcfs_lock_dirty_folio(struct address_space *mapping, pgoff_t index)
+{
+	struct folio *folio = filemap_lock_folio(mapping, index);
+
+	if (IS_ERR(folio))
+		return NULL;
+	if (!folio_test_large(folio) && folio_test_uptodate(folio) && folio_test_dirty(folio) &&
+	    !folio_test_writeback(folio))
+		return folio;
+	folio_unlock(folio);
+	folio_put(folio);
+	return NULL;
+}
+
+/* generic_perform_write()'s copy into a locked folio, with its cache flushes for aliasing. */
+size_t lcfs_copy_to_folio(struct folio *folio, size_t offset, size_t bytes, struct iov_iter *from)
+{
+	size_t copied;
+
+	if (mapping_writably_mapped(folio->mapping))
+		flush_dcache_folio(folio);
+	copied = copy_folio_from_iter_atomic(folio, offset, bytes, from);
+	flush_dcache_folio(folio);
+	return copied;
+}
 bool lcfs_folio_test_uptodate(struct folio *folio) { return folio_test_uptodate(folio); }
 void lcfs_folio_mark_uptodate(struct folio *folio) { folio_mark_uptodate(folio); }
 

@@ -80,6 +80,13 @@ impl DataOperations for Lcfs {
         // Truncating the id only chooses among the lanes.
         inode.info().layer as usize
     }
+
+    /// A dirty folio's block is the file's own (an exclusive run or a staging run, which
+    /// writeback finds again), and everything that would share or move it writes the folio
+    /// back first, under the file's `i_rwsem` or a layer hold that waits for changes:
+    /// snapshots and clones (their flush), reflinks (the source range written back),
+    /// truncation and hole punches (the folio dropped).
+    const DIRTY_KEEPS_MAPPING: bool = true;
 }
 
 #[vtable]

@@ -93,6 +93,13 @@ pub(crate) trait DataOperations: FileSystem {
     fn completion_lane(_inode: &Inode<Self>) -> usize {
         0
     }
+
+    /// Whether a folio dirtied by a write that mapped its block ([`Self::map`] for
+    /// [`MapFor::Write`], or a write fault's) keeps that mapping until writeback cleans it:
+    /// nothing moves or shares the block of a dirty folio without writing the folio back first.
+    /// A buffered write into such a folio, uptodate, then copies its bytes without mapping
+    /// again, as `generic_perform_write` does into a folio whose buffers are mapped.
+    const DIRTY_KEEPS_MAPPING: bool = false;
 }
 
 /// A change to a file's data in progress, between [`DataOperations::start_change`] and
@@ -1259,17 +1266,40 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
                 ret = if written < 0 || done {
                     written
                 } else {
-                    // SAFETY: `iocb` and `from` are the live arguments, checked above, with
-                    // `i_rwsem` held (`_lock`) as buffered writes need; the operations are
-                    // static.
-                    let buffered = unsafe {
-                        ext::iomap_file_buffered_write(
-                            iocb.cast(),
-                            from.cast(),
-                            &Tables::<T>::WRITE_OPS,
-                            &Tables::<T>::FOLIO_OPS,
-                            ptr::null_mut(),
-                        )
+                    let quick = T::DIRTY_KEEPS_MAPPING
+                        && !direct
+                        && iocb_flags & (ext::LCFS_IOCB_NOWAIT | ext::LCFS_IOCB_DONTCACHE) as c_int
+                            == 0;
+                    let copied = if quick {
+                        // SAFETY: `iocb` and `from` are the live arguments of a buffered write,
+                        // checked above, with `i_rwsem` held (`_lock`) and the change started
+                        // (`_change`); `T` keeps dirty folios' mappings (`quick`).
+                        unsafe { write_dirty_folio(iocb, from, inode) }
+                    } else {
+                        0
+                    };
+                    // SAFETY: `from` is live (contract); a plain read.
+                    let left = unsafe { ext::lcfs_iov_iter_count(from.cast()) };
+                    let buffered = if left == 0 {
+                        copied
+                    } else {
+                        // SAFETY: `iocb` and `from` are the live arguments, checked above, with
+                        // `i_rwsem` held (`_lock`) as buffered writes need; the operations are
+                        // static. `ki_pos` and `from` are past what was copied already.
+                        let more = unsafe {
+                            ext::iomap_file_buffered_write(
+                                iocb.cast(),
+                                from.cast(),
+                                &Tables::<T>::WRITE_OPS,
+                                &Tables::<T>::FOLIO_OPS,
+                                ptr::null_mut(),
+                            )
+                        };
+                        match (copied, more) {
+                            (0, m) => m,
+                            (c, m) if m < 0 => c,
+                            (c, m) => c.saturating_add(m),
+                        }
                     };
                     if direct {
                         // What direct I/O left to the page cache is written back and dropped
@@ -1308,6 +1338,75 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
         ret = unsafe { ext::lcfs_generic_write_sync(iocb.cast(), ret) };
     }
     ret
+}
+
+/// A buffered write that falls within one cached folio which an earlier write of the file
+/// dirtied: copied there without mapping its block again (see
+/// [`DataOperations::DIRTY_KEEPS_MAPPING`]). Small appends and rewrites of a log are mostly
+/// such writes. Returns the bytes copied, with `ki_pos` and `from` advanced past them: 0 when the
+/// write does not qualify (the folio absent, clean, under writeback or not uptodate, the write
+/// across a folio's end or starting past the end of the file), less than asked when the copy
+/// faulted. The caller writes the rest through iomap.
+///
+/// # Safety
+///
+/// `iocb` and `from` are the live arguments of a buffered `write_iter` call on a regular file of
+/// ours whose inode is `inode`, checked by `generic_write_checks`, with `i_rwsem` held by this
+/// task and the change started; `T::DIRTY_KEEPS_MAPPING` is true.
+unsafe fn write_dirty_folio<T: Operations>(
+    iocb: *mut bindings::kiocb,
+    from: *mut bindings::iov_iter,
+    inode: &Inode<T>,
+) -> isize {
+    // Folio offsets below are block offsets: one block per small folio.
+    if BS != kernel::page::PAGE_SIZE as u64 {
+        return 0;
+    }
+    // SAFETY: `iocb` and `from` are live (contract); plain reads.
+    let (pos, count) = unsafe { ((*iocb).ki_pos, ext::lcfs_iov_iter_count(from.cast())) };
+    let (Ok(pos_u), Ok(count_u)) = (u64::try_from(pos), u64::try_from(count)) else {
+        return 0;
+    };
+    let offset = pos_u % BS;
+    // Not past the end: the gap would have to read as zeros, and a shared mapping may have
+    // written past the end in that folio (iomap's path zeroes it).
+    if count_u == 0 || offset.saturating_add(count_u) > BS || pos > inode.size() {
+        return 0;
+    }
+    let (Ok(index), Ok(offset)) = (c_ulong::try_from(pos_u / BS), usize::try_from(offset)) else {
+        return 0;
+    };
+    let mapping = inode.mapping();
+    // SAFETY: `mapping` is the live inode's own mapping; no lock is held that writeback needs
+    // (`i_rwsem` is not one), as for iomap, which calls it before each folio too.
+    unsafe { bindings::balance_dirty_pages_ratelimited(mapping) };
+    // SAFETY: `mapping` is live; the folio returned, if any, is locked and referenced for us.
+    let folio = unsafe { ext::lcfs_lock_dirty_folio(mapping.cast(), index) };
+    if folio.is_null() {
+        return 0;
+    }
+    // Dirty, so a write mapped its block since its last writeback, and that mapping stays
+    // (`DIRTY_KEEPS_MAPPING`): nothing to map. Uptodate: nothing to read. Locked: writeback
+    // cannot clean it before the copy is in, and it stays dirty without being marked again.
+    // SAFETY: `folio` is locked and referenced; `offset + count` is within its one page
+    // (checked above); `from` is live and copies out of user memory with faults disabled.
+    let copied = unsafe { ext::lcfs_copy_to_folio(folio, offset, count, from.cast()) };
+    // CAST: at most `count`, which is at most a block.
+    let end = pos + copied as bindings::loff_t;
+    if end > inode.size() {
+        // SAFETY: `i_rwsem` is held (contract), which serialises `i_size_write`rs as it
+        // requires; the folio with the new bytes is still locked, as iomap has it.
+        unsafe { ext::lcfs_i_size_write(inode.as_ptr().cast(), end) };
+    }
+    // SAFETY: `folio` is ours, locked and referenced (above); released once each.
+    unsafe {
+        bindings::folio_unlock(folio.cast());
+        ext::lcfs_folio_put(folio);
+    }
+    // SAFETY: `iocb` is live (contract); its position is ours to move, under `i_rwsem`.
+    unsafe { (*iocb).ki_pos = end };
+    // CAST: at most a block.
+    copied as isize
 }
 
 /// The direct part of an O_DIRECT write: the bytes written (the iterator advanced past them),

@@ -381,6 +381,23 @@ t_overwrites_after_snapshot() {
 	cmp /tmp/ow.snap $M/ow-snap/f || fail "an overwrite after the snapshot changed it (disk)"
 	cmp /tmp/ow.live $M/ow/f || fail "the overwrites after the snapshot are not in the layer (disk)"
 	no_writeback_errors
+	# The same for appends, which mostly copy into the dirty last folio without mapping it: the
+	# snapshot cleans that folio, and the next append must map (and copy) its block again.
+	layer remove ow-snap
+	head -c 2000 /dev/zero | tr '\0' a | dd of=$M/ow/log bs=4 oflag=append conv=notrunc 2>/dev/null
+	sync
+	head -c 2000 /dev/zero | tr '\0' b | dd of=$M/ow/log bs=4 oflag=append conv=notrunc 2>/dev/null
+	layer snapshot ow ow-snap
+	head -c 4000 /dev/zero | tr '\0' c | dd of=$M/ow/log bs=4 oflag=append conv=notrunc 2>/dev/null
+	{ head -c 2000 /dev/zero | tr '\0' a; head -c 2000 /dev/zero | tr '\0' b; } >/tmp/ow.snap
+	{ cat /tmp/ow.snap; head -c 4000 /dev/zero | tr '\0' c; } >/tmp/ow.live
+	cmp /tmp/ow.snap $M/ow-snap/log || fail "an append after the snapshot changed it (page cache)"
+	cmp /tmp/ow.live $M/ow/log || fail "the appends after the snapshot are not in the layer (page cache)"
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	cmp /tmp/ow.snap $M/ow-snap/log || fail "an append after the snapshot changed it (disk)"
+	cmp /tmp/ow.live $M/ow/log || fail "the appends after the snapshot are not in the layer (disk)"
+	no_writeback_errors
 	layer remove ow-snap
 	layer remove ow
 }
