@@ -158,6 +158,17 @@ pub struct Touched {
     pub inode: InodeRecord,
 }
 
+/// What a removal does with an inode whose last name goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Last {
+    /// Deletes it with its items.
+    Delete,
+    /// Keeps it as an orphan, in the orphan index.
+    Index,
+    /// Keeps it with link count 0, for the caller to delete or index.
+    Unindexed,
+}
+
 /// Key of the orphan-index item of inode `ino`: `(0, ORPHAN, ino)`, empty value.
 pub fn orphan_key(ino: u64) -> Key {
     Key::new(0, kind::ORPHAN, ino)
@@ -711,7 +722,8 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         name: &[u8],
         now: Timespec,
     ) -> Result<(), Error> {
-        self.remove_name(layer, dir, name, now, false).map(|_| ())
+        self.remove_name(layer, dir, name, now, Last::Delete)
+            .map(|_| ())
     }
 
     /// Like [`Self::unlink`] (files and empty directories alike), but an inode whose last name
@@ -725,7 +737,7 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         name: &[u8],
         now: Timespec,
     ) -> Result<Option<u64>, Error> {
-        self.remove_name(layer, dir, name, now, true)
+        self.remove_name(layer, dir, name, now, Last::Index)
             .map(|(orphan, _)| orphan)
     }
 
@@ -738,7 +750,23 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         name: &[u8],
         now: Timespec,
     ) -> Result<(Option<u64>, Touched), Error> {
-        self.remove_name(layer, dir, name, now, true)
+        self.remove_name(layer, dir, name, now, Last::Index)
+    }
+
+    /// [`Self::unlink_keep_touched`] without the orphan-index item: an inode whose last name
+    /// goes keeps link count 0 only. The caller deletes it with [`Self::delete_unlinked`], or
+    /// adds the item with [`Self::index_orphan`], before the layer's tree is committed or
+    /// shared: a tree with an unlisted orphan would leak it at the next crash. Most unlinked
+    /// inodes are deleted right after (their last user was the name), and then neither adding
+    /// the item nor looking it up and removing it again is needed.
+    pub fn unlink_unindexed_touched(
+        &mut self,
+        layer: u64,
+        dir: u64,
+        name: &[u8],
+        now: Timespec,
+    ) -> Result<(Option<u64>, Touched), Error> {
+        self.remove_name(layer, dir, name, now, Last::Unindexed)
     }
 
     fn remove_name(
@@ -747,7 +775,7 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         dir: u64,
         name: &[u8],
         now: Timespec,
-        keep: bool,
+        last_name: Last,
     ) -> Result<(Option<u64>, Touched), Error> {
         check_name(name)?;
         check_time(&now)?;
@@ -784,13 +812,24 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
                 target.ctime = now;
                 v.put_inode(layer, entry.ino, &target)?;
                 None
-            } else if keep {
-                v.make_orphan(layer, entry.ino, &mut target, now)?;
-                Some(entry.ino)
             } else {
-                v.delete_items(layer, entry.ino)?;
-                target.nlink = 0;
-                None
+                match last_name {
+                    Last::Index => {
+                        v.make_orphan(layer, entry.ino, &mut target, now)?;
+                        Some(entry.ino)
+                    }
+                    Last::Unindexed => {
+                        target.nlink = 0;
+                        target.ctime = now;
+                        v.put_inode(layer, entry.ino, &target)?;
+                        Some(entry.ino)
+                    }
+                    Last::Delete => {
+                        v.delete_items(layer, entry.ino)?;
+                        target.nlink = 0;
+                        None
+                    }
+                }
             };
             Ok((
                 orphan,
@@ -820,6 +859,33 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
     /// inside [`Volume::mutate`].
     fn delete_items(&mut self, layer: u64, ino: u64) -> Result<(), Error> {
         self.remove_all_of(layer, ino)
+    }
+
+    /// Adds the orphan-index item of `ino`, which [`Self::unlink_unindexed_touched`] left out
+    /// (link count 0, still in use). Admits nothing: the caller holds what the unlink that left
+    /// it out admitted for it, [`super::volume::INSERT_TREES`] tree updates' worth, which a
+    /// commit must not be refused for. Any failure aborts the transaction, which must not
+    /// commit without the item.
+    pub fn index_orphan(&mut self, layer: u64, ino: u64) -> Result<(), Error> {
+        self.mutate(|v| {
+            v.check_writable(layer)?;
+            if ino == 0 {
+                return Err(Error::NotFound);
+            }
+            v.insert_admitted(layer, &orphan_key(ino), &[])
+        })
+    }
+
+    /// Deletes `ino`, which [`Self::unlink_unindexed_touched`] left with link count 0 and no
+    /// orphan-index item, with all its items and its data: [`Self::delete_orphan`] for it.
+    pub fn delete_unlinked(&mut self, layer: u64, ino: u64) -> Result<(), Error> {
+        self.check_writable(layer)?;
+        let rec = self.inode(layer, ino)?;
+        if rec.nlink != 0 {
+            return Err(corrupt("unlinked inode with links"));
+        }
+        self.admit_trees(OP_TREES)?;
+        self.mutate(|v| v.delete_items(layer, ino))
     }
 
     /// Deletes orphan `ino` (link count 0, in the orphan index) with all its items and its data:

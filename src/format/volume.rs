@@ -221,6 +221,9 @@ pub struct Touched {
 /// Inode numbers a [`Touched`] lists before it only says "many".
 const TOUCHED_IDS: usize = 8;
 
+/// Tree updates one item insert may make: the layer's tree and its record in the layer tree.
+pub const INSERT_TREES: u64 = 2;
+
 impl Touched {
     fn note(&mut self, id: u64) {
         if self.many || self.ids.iter().take(self.n).any(|&i| i == id) {
@@ -874,7 +877,18 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
     /// extent) hands the caller's reference to the tree; a replaced item's references are
     /// dropped. `next_ino` moves past the key's inode number.
     pub fn insert(&mut self, layer: u64, key: &Key, value: &[u8]) -> Result<(), Error> {
-        self.insert_item(layer, key, value, true)
+        self.insert_item(layer, key, value, Some(true))
+    }
+
+    /// [`Self::insert`] of an item whose space the caller admitted beforehand, and holds:
+    /// [`INSERT_TREES`] tree updates. It admits nothing itself.
+    pub(super) fn insert_admitted(
+        &mut self,
+        layer: u64,
+        key: &Key,
+        value: &[u8],
+    ) -> Result<(), Error> {
+        self.insert_item(layer, key, value, None)
     }
 
     /// [`Self::insert`] as a step of an operation that adds no data (converting or dropping file
@@ -885,20 +899,24 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         key: &Key,
         value: &[u8],
     ) -> Result<(), Error> {
-        self.insert_item(layer, key, value, false)
+        self.insert_item(layer, key, value, Some(false))
     }
 
+    /// `admit`: `Some(grows)` admits [`INSERT_TREES`] tree updates (`grows`: keeping the
+    /// metadata reserve), `None` leaves them to the caller.
     fn insert_item(
         &mut self,
         layer: u64,
         key: &Key,
         value: &[u8],
-        grows: bool,
+        admit: Option<bool>,
     ) -> Result<(), Error> {
         let mut l = self.writable_layer(layer)?;
         let total = self.sb.total_blocks;
         let (add, _) = item_usage(key, value, total, l.own_birth)?;
-        self.admit(2, grows)?;
+        if let Some(grows) = admit {
+            self.admit(INSERT_TREES, grows)?;
+        }
         if !matches!(key.kind, kind::EXTENT | kind::COW | kind::XATTR) {
             // What such an item accounts for depends on its key alone: whether the insert
             // replaced one is all the accounting needs, and the tree walk tells that.

@@ -51,7 +51,8 @@ impl MountInfo {
 }
 
 /// Runs `op` on the locked volume; if it fails for space while blocks freed in the running
-/// transaction are pinned (they become free only when it commits), commits and runs it once
+/// transaction are pinned (they become free only when it commits), or kept reserved for
+/// unlinked inodes' orphan-index items (which the commit adds), commits and runs it once
 /// more. Every operation admits its space before its first change, so the refused run changed
 /// nothing, or (a multi-step data operation) left a consistent state the second run continues.
 /// The commit runs with the guard's locks let go, and the second run starts from the state as
@@ -62,7 +63,7 @@ pub(crate) fn retry_for_space<R>(
     mut op: impl FnMut(&mut Vol<'_>) -> core::result::Result<R, CoreError>,
 ) -> core::result::Result<R, CoreError> {
     match op(vol) {
-        Err(CoreError::NoSpace) if vol.pinned() > 0 => {
+        Err(CoreError::NoSpace) if vol.pinned() > 0 || vol.unindexed_reserved() => {
             let committed = if vol.holds_commit() {
                 vol.commit(timestamp())
             } else {

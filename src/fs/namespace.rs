@@ -582,10 +582,39 @@ fn unlink(dir: Locked<'_, Lcfs>, name: &[u8], inode: Locked<'_, Lcfs>) -> Result
     writable(&dir)?;
     let d = dir.info();
     let sb = dir.super_block();
-    let (_, touched) = retry_for_space(sb, &mut sb.info().lock_layer(d.layer), |v| {
-        v.unlink_keep_touched(d.layer, d.ino, name, timestamp())
-    })
-    .map_err(errno)?;
+    let mut vol = sb.info().lock_layer(d.layer);
+    // An inode losing its last name gets no orphan-index item while its layer's slot can keep
+    // it: its eviction, nearly always right after, then deletes it without adding the item and
+    // looking it up and removing it again (see `shared::Unindexed`).
+    let quick = if vol.unindexed_room() {
+        match vol.unlink_unindexed_touched(d.layer, d.ino, name, timestamp()) {
+            // Refused for space (at admission, before any change; a refusal inside aborted
+            // the transaction, which the way below then reports): that way may commit first.
+            Err(CoreError::NoSpace) => None,
+            r => Some(r.map_err(errno)?),
+        }
+    } else {
+        None
+    };
+    let touched = match quick {
+        Some((orphan, touched)) => {
+            if let Some(ino) = orphan {
+                // The room was seen under the same slot lock; without it, the item now.
+                if !vol.keep_unindexed(ino) {
+                    vol.index_orphan(d.layer, ino).map_err(errno)?;
+                }
+            }
+            touched
+        }
+        None => {
+            retry_for_space(sb, &mut vol, |v| {
+                v.unlink_keep_touched(d.layer, d.ino, name, timestamp())
+            })
+            .map_err(errno)?
+            .1
+        }
+    };
+    drop(vol);
     dir.refresh(&params(&touched.dir)?);
     inode.refresh(&params(&touched.inode)?);
     Ok(())
@@ -668,11 +697,27 @@ pub(crate) fn evict(inode: &Inode<Lcfs>) {
         // A read-only mount leaves the orphan for the next read-write mount to delete.
         return;
     }
-    if let Err(e) = sb
-        .info()
-        .lock_layer(info.layer)
-        .delete_orphan(info.layer, info.ino)
-    {
+    let mut vol = sb.info().lock_layer(info.layer);
+    let deleted = if vol.take_unindexed(info.ino) {
+        let r = vol.delete_unlinked(info.layer, info.ino);
+        // Not deleted (for space, say): kept again (the entry it had is free), to be listed
+        // before the next commit, since an inode without links must be deleted or listed. Not
+        // an inode that is gone or has links (damage), nor after an abort.
+        if let Err(e) = &r {
+            if !matches!(
+                e,
+                CoreError::Corrupt(_) | CoreError::NotFound | CoreError::Aborted
+            ) && !vol.keep_unindexed(info.ino)
+            {
+                let _ = vol.index_orphan(info.layer, info.ino);
+            }
+        }
+        r
+    } else {
+        vol.delete_orphan(info.layer, info.ino)
+    };
+    drop(vol);
+    if let Err(e) = deleted {
         if !matches!(e, CoreError::Aborted) {
             pr_err!(
                 "{}: cannot delete unlinked inode {} of layer {}: {:?}\n",

@@ -41,7 +41,7 @@ use crate::format::layers::LayerInfo;
 use crate::format::refmap::{take_data_id, MapAccess, MapStore, Purpose, RefMap};
 use crate::format::superblock::Superblock;
 use crate::format::tree::{Allocator, BlockStore, Error as CoreError};
-use crate::format::volume::{Device, Scope, Volume, VolumeState};
+use crate::format::volume::{Device, Scope, Volume, VolumeState, INSERT_TREES};
 use crate::vfs::{new_rwsem, BlockDevice, NoFsScope, ReadGuard, RwSem, WriteGuard};
 
 use super::store::{
@@ -83,7 +83,26 @@ pub(crate) struct SlotState {
     memo: Option<KVec<u64>>,
     /// The transactions that last changed its layers' inodes (see [`Changed`]).
     changed: Changed,
+    /// Inodes of its layers unlinked without an orphan-index item (see [`Unindexed`]).
+    unindexed: [Option<Unindexed>; UNINDEXED_MAX],
 }
+
+/// An inode whose last name an unlink removed without adding its orphan-index item
+/// (`Volume::unlink_unindexed_touched`), with the blocks that unlink admitted for the item and
+/// kept reserved. Its eviction, which usually follows at once, deletes it without the item
+/// ([`VolGuard::take_unindexed`]); the next whole volume adds the item first
+/// ([`take_slot_records`]), since only a whole volume commits or shares a layer's tree, and a
+/// committed tree must list every inode without links for the next mount to delete it.
+#[derive(Clone, Copy)]
+struct Unindexed {
+    layer: u64,
+    ino: u64,
+    reserved: u64,
+}
+
+/// Unindexed inodes a slot keeps; an unlink finding them all taken adds the item at once. An
+/// inode is only kept while still open after its unlink, or until its eviction a moment later.
+const UNINDEXED_MAX: usize = 8;
 
 /// The transaction (generation) that last changed each inode of a slot's layers, as far as an
 /// `fsync` needs to know: direct-mapped entries of (layer, inode, generation), and for every
@@ -306,6 +325,11 @@ impl Space {
         }
     }
 
+    /// The blocks one tree update may take, as last published.
+    fn per_tree(&self) -> u64 {
+        self.per_tree.load(Ordering::Acquire)
+    }
+
     /// Gives back `n` reserved blocks, after every map change of the volume that reserved them
     /// published its free count.
     fn give_back(&self, n: u64) {
@@ -357,6 +381,9 @@ pub(crate) struct Shared {
     epoch: AtomicU64,
     /// Whole holds so far (see [`CountMemo`]).
     whole_holds: AtomicU64,
+    /// Blocks kept reserved for unindexed inodes' items (see [`Unindexed`]), which the next
+    /// whole volume gives back.
+    unindexed_reserved: AtomicU64,
     /// The generation of the last commit known durable.
     durable: AtomicU64,
     /// The last transaction a whole volume changed inodes in (any inode: see [`Changed`]).
@@ -436,6 +463,7 @@ impl Shared {
             aborted: AtomicBool::new(state.aborted),
             epoch: AtomicU64::new(state.epoch),
             whole_holds: AtomicU64::new(1),
+            unindexed_reserved: AtomicU64::new(0),
             durable: AtomicU64::new(generation),
             whole_changed: AtomicU64::new(0),
             map_epoch: AtomicU64::new(0),
@@ -673,6 +701,22 @@ impl MapHandle<'_> {
         }
     }
 
+    /// Takes up to `trees` tree updates' worth of this volume's reservation out of it, to stay
+    /// reserved after the volume is released: the blocks taken.
+    fn keep_trees(&mut self, trees: u64) -> u64 {
+        // Admitted data is the run's to take, not the tree updates'.
+        let n = trees
+            .saturating_mul(self.space.per_tree())
+            .min(self.mine.wrapping_sub(self.data));
+        self.mine = self.mine.wrapping_sub(n);
+        n
+    }
+
+    /// Makes `n` blocks kept reserved by [`Self::keep_trees`] this volume's again.
+    fn adopt(&mut self, n: u64) {
+        self.mine = self.mine.wrapping_add(n);
+    }
+
     /// Gives back what this volume reserved.
     fn release(&mut self) {
         if self.mine > 0 {
@@ -895,6 +939,81 @@ impl<'a> VolGuard<'a> {
         self.commit.is_some()
     }
 
+    /// The slot and layer of a layer-scoped guard.
+    fn slot(&mut self) -> Option<(&mut SlotState, u64)> {
+        match (&mut self.held, self.scope) {
+            (Held::Layer(_, slot, _), Scope::Layer(layer)) => Some((&mut **slot, layer)),
+            _ => None,
+        }
+    }
+
+    /// Whether an unlink in this guard may leave its inode's orphan-index item out: a layer's
+    /// guard whose slot has room to keep the inode (see [`Unindexed`]).
+    pub(crate) fn unindexed_room(&mut self) -> bool {
+        self.slot()
+            .is_some_and(|(s, _)| s.unindexed.iter().any(Option::is_none))
+    }
+
+    /// Keeps `ino`, which an unlink in this guard left with no links and no orphan-index item,
+    /// with one tree update of the unlink's reservation for the item. `false` if the slot has
+    /// no room (the caller then adds the item).
+    pub(crate) fn keep_unindexed(&mut self, ino: u64) -> bool {
+        let Some((slot, layer)) = self.slot() else {
+            return false;
+        };
+        let Some(at) = slot.unindexed.iter().position(Option::is_none) else {
+            return false;
+        };
+        // What the item's insert takes (`Volume::index_orphan` admits nothing): the unlink
+        // admitted more than that.
+        let reserved = self.vol.map_mut().keep_trees(INSERT_TREES);
+        // The same slot, still held, with the entry found free above.
+        match self.slot().and_then(|(s, _)| s.unindexed.get_mut(at)) {
+            Some(e) => {
+                *e = Some(Unindexed {
+                    layer,
+                    ino,
+                    reserved,
+                });
+                self.shared
+                    .unindexed_reserved
+                    .fetch_add(reserved, Ordering::Relaxed);
+                true
+            }
+            None => {
+                self.vol.map_mut().adopt(reserved);
+                false
+            }
+        }
+    }
+
+    /// Takes `ino` of this guard's layer out of the kept unindexed inodes, with its
+    /// reservation: `true` if it was kept (it has no orphan-index item then).
+    pub(crate) fn take_unindexed(&mut self, ino: u64) -> bool {
+        let Some((slot, layer)) = self.slot() else {
+            return false;
+        };
+        let Some(e) = slot
+            .unindexed
+            .iter_mut()
+            .find(|e| e.is_some_and(|u| u.layer == layer && u.ino == ino))
+        else {
+            return false;
+        };
+        let reserved = e.take().map_or(0, |u| u.reserved);
+        self.vol.map_mut().adopt(reserved);
+        self.shared
+            .unindexed_reserved
+            .fetch_sub(reserved, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether unindexed inodes keep blocks reserved: the next whole volume gives them back
+    /// (a retry for space commits for them).
+    pub(crate) fn unindexed_reserved(&self) -> bool {
+        self.shared.unindexed_reserved.load(Ordering::Relaxed) > 0
+    }
+
     /// Lets go of every lock, runs `f` (a commit, which takes them itself), and takes the same
     /// hold again: the volume then starts from the shared state as it is.
     pub(crate) fn release_while<R>(&mut self, f: impl FnOnce() -> R) -> R {
@@ -1049,6 +1168,25 @@ fn take_slot_records<'a>(shared: &'a Shared, vol: &mut Vol<'a>) {
                 }
             }
             slot.records.clear();
+            // Every unindexed inode gets its orphan-index item before this volume can commit
+            // or share its layer's tree, on the blocks its unlink kept reserved for it.
+            for u in slot.unindexed.iter_mut().filter_map(Option::take) {
+                vol.map_mut().adopt(u.reserved);
+                shared
+                    .unindexed_reserved
+                    .fetch_sub(u.reserved, Ordering::Relaxed);
+                if let Err(e) = vol.index_orphan(u.layer, u.ino) {
+                    // The change failed, which aborted the transaction: nothing commits.
+                    if !matches!(e, CoreError::Aborted) {
+                        pr_err!(
+                            "lcfs: cannot list unlinked inode {} of layer {}: {:?}\n",
+                            u.ino,
+                            u.layer,
+                            e
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -614,6 +614,69 @@ EOF
 	fsck.lcfs -n "$DEV"
 }
 
+# Files unlinked while open: a layer keeps up to 8 of them without their orphan-index item until
+# their last close deletes them (see design.md, "Unlinked inodes"), so whatever commits or shares
+# the layer's tree first lists them. Twelve open files are unlinked (the last four listed at
+# once), then a layer snapshot and a commit, each with the files still open: fsck finds every
+# inode without links listed, in a copy of the device (the snapshot's too); their last close
+# then deletes them from the layer. Then eight more, and the disk filled before the commit.
+cat >/debian/tmp/holdopen.py <<'PY'
+import os, sys, time
+
+d, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fds = [os.open(f"{d}/{prefix}{i}", os.O_RDONLY) for i in range(n)]
+for i in range(n):
+    os.unlink(f"{d}/{prefix}{i}")
+open("/tmp/unlinked", "w").close()
+while not os.path.exists("/tmp/release"):
+    time.sleep(0.05)
+for fd in fds:
+    os.close(fd)
+PY
+
+# hold_unlinked PREFIX N: N files PREFIX0.. of 64 KiB, held open by python3 and unlinked.
+hold_unlinked() {
+	i=0
+	while [ $i -lt "$2" ]; do head -c 65536 /tmp/rand >$M/$1$i && i=$((i + 1)); done
+	sync
+	rm -f /debian/tmp/unlinked /debian/tmp/release
+	chroot /debian /usr/bin/python3 /tmp/holdopen.py /mnt/default "$1" "$2" &
+	holder=$!
+	while [ ! -e /debian/tmp/unlinked ]; do sleep 0.1; done
+}
+release_unlinked() {
+	touch /debian/tmp/release
+	wait $holder
+}
+
+t_unlinked_open_listed() {
+	# No periodic commit: the snapshot is the first to see the unlinks.
+	mnt -o commit=86400
+	hold_unlinked u 12
+	lcfs layer snapshot default unlinked-snap -m /mnt
+	assert_eq "$(ls /mnt/unlinked-snap | grep -c '^u[0-9]' || :)" 0 "unlinked names in the snapshot"
+	sync
+	device_copy
+	device_copy_done
+	release_unlinked
+	sync
+	lcfs layer remove unlinked-snap -m /mnt
+	# Again with the disk filled up meanwhile: the commit lists the kept inodes on the blocks
+	# their unlinks kept reserved, and is not refused for space.
+	hold_unlinked v 8
+	if dd if=/dev/zero of=$M/fill bs=1M 2>/tmp/err; then fail "the disk filled without ENOSPC"; fi
+	grep -q 'No space left' /tmp/err || fail "filling: $(cat /tmp/err)"
+	sync
+	device_copy
+	device_copy_done
+	rm $M/fill || fail "a commit since the fill aborted: $(dmesg | grep lcfs | tail -3)"
+	release_unlinked
+	sync
+	! dmesg | grep -qE 'cannot (delete|list) unlinked inode' || fail "$(dmesg | grep 'unlinked inode' | tail -3)"
+	umnt
+	fsck.lcfs -n "$DEV"
+}
+
 # Direct I/O (O_DIRECT through iomap). dio.py's checks: statx's alignment; direct writes read
 # back buffered and direct; coherence with dirty, cached and mapped pages; a write past the end;
 # requests direct I/O cannot serve (a write in sectors, a read in bytes) served through the page
@@ -1590,5 +1653,5 @@ t_file_attributes() {
 
 run_tests \
 	setup small_files big_file overwrite sparse_over_4g seek_hole_data truncate fallocate fallocate_modes file_size_limit mmap \
-	fsync dir_fsync fsync_own_changes remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile direct_io acls mkfs_rootdir mkfs_tar \
+	fsync dir_fsync fsync_own_changes remount parallel_writers xattrs enospc final_fsck label shutdown tmpfile unlinked_open_listed direct_io acls mkfs_rootdir mkfs_tar \
 	file_attributes appends_keep_their_size

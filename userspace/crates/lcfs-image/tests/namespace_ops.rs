@@ -493,6 +493,60 @@ fn orphans_keep_data_until_deleted() {
     assert_clean(&mut vol);
 }
 
+/// An unlink that leaves the orphan-index item out: the inode keeps link count 0 and its data,
+/// and fsck finds the unlisted orphan until the item is added or the inode deleted.
+#[test]
+fn unindexed_orphans_are_deleted_or_indexed() {
+    let mut vol = fresh(4096, 6);
+    let d = vol.create(1, ROOT_INO, b"d", &dir(), NOW).unwrap();
+    let f = vol.create(1, d, b"f", &file(), NOW).unwrap();
+    add_extent(&mut vol, 1, f, 0, 4);
+    let g = vol.create(1, d, b"g", &file(), NOW).unwrap();
+    let e = vol.create(1, d, b"e", &dir(), NOW).unwrap();
+    let (orphan, touched) = vol.unlink_unindexed_touched(1, d, b"f", LATER).unwrap();
+    assert_eq!(orphan, Some(f));
+    assert_eq!(touched.inode, vol.inode(1, f).unwrap());
+    assert_eq!(touched.inode.nlink, 0);
+    assert_eq!(touched.inode.ctime, LATER);
+    assert_eq!(extents(&mut vol, 1, f).len(), 1);
+    assert!(!vol.is_orphan(1, f).unwrap());
+    assert!(fsck_errors(&mut vol)
+        .iter()
+        .any(|e| e.contains(&format!("inode {f}: link count 0 but no orphan item"))));
+    // Deleted: its items and blocks go, and it is not an orphan to delete any more.
+    vol.delete_unlinked(1, f).unwrap();
+    assert_eq!(vol.inode(1, f), Err(Error::NotFound));
+    assert_eq!(vol.delete_orphan(1, f), Err(Error::NotFound));
+    assert_clean(&mut vol);
+    // Indexed: an orphan like any other (an empty directory too), deleted as one.
+    assert_eq!(
+        vol.unlink_unindexed_touched(1, d, b"g", LATER).unwrap().0,
+        Some(g)
+    );
+    assert_eq!(
+        vol.unlink_unindexed_touched(1, d, b"e", LATER).unwrap().0,
+        Some(e)
+    );
+    assert_eq!(vol.inode(1, d).unwrap().nlink, 2);
+    vol.index_orphan(1, g).unwrap();
+    vol.index_orphan(1, e).unwrap();
+    assert!(vol.is_orphan(1, g).unwrap());
+    assert_clean(&mut vol);
+    vol.delete_orphan(1, g).unwrap();
+    assert_eq!(vol.reap_orphans(1).unwrap(), 1);
+    assert_eq!(vol.inode(1, e), Err(Error::NotFound));
+    assert_clean(&mut vol);
+    // Only an inode without links is deleted so.
+    let h = vol.create(1, d, b"h", &file(), NOW).unwrap();
+    assert!(matches!(vol.delete_unlinked(1, h), Err(Error::Corrupt(_))));
+    assert_eq!(vol.inode(1, h).unwrap().nlink, 1);
+    assert_eq!(vol.delete_unlinked(1, 12345), Err(Error::NotFound));
+    assert_clean(&mut vol);
+    // An item that cannot be added leaves nothing to commit without it.
+    assert_eq!(vol.index_orphan(1, 0), Err(Error::NotFound));
+    assert_eq!(vol.commit(LATER), Err(Error::Aborted));
+}
+
 #[test]
 fn deleting_an_inode_removes_items_over_several_leaves() {
     let mut vol = fresh(8192, 9);
