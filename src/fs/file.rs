@@ -85,8 +85,12 @@ impl DataOperations for Lcfs {
     /// writeback finds again), and everything that would share or move it writes the folio
     /// back first, under the file's `i_rwsem` or a layer hold that waits for changes:
     /// snapshots and clones (their flush), reflinks (the source range written back),
-    /// truncation and hole punches (the folio dropped).
-    const DIRTY_KEEPS_MAPPING: bool = true;
+    /// truncation and hole punches (whole blocks' folios dropped). Not on a read-only mount,
+    /// nor after the transaction aborted (the published epoch is then `u64::MAX`), where
+    /// `map` refuses writes.
+    fn dirty_keeps_mapping(inode: &Inode<Self>) -> bool {
+        !inode.super_block().read_only() && published_epoch(inode) != u64::MAX
+    }
 }
 
 #[vtable]

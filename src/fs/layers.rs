@@ -538,9 +538,11 @@ fn hold(sb: &SuperBlock<Lcfs>, id: u64, exclusive: bool) -> Result<Hold<'_>> {
 /// those are written back, unless the list overflowed, when every cached inode is looked at.
 fn flush(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
     let mut inos = KVec::new();
+    let uses = &*sb.info().uses;
     let overflowed = {
-        let uses = &*sb.info().uses;
         let mut u = uses.uses.lock();
+        // Room to mark the layer overflowed again if the writeback fails (below).
+        u.overflowed.reserve(1, GFP_KERNEL)?;
         u.next_epoch(uses);
         let mut failed = Ok(());
         u.touched.retain(|&mut (l, ino)| {
@@ -557,16 +559,29 @@ fn flush(sb: &SuperBlock<Lcfs>, id: u64) -> Result {
         // Out of memory for the copy: the walk finds them all the same.
         overflowed || failed.is_err()
     };
-    for &ino in &inos {
-        // Not cached any more: evicted, its folios written back then.
-        if let Some(inode) = sb.ilookup(super::namespace::vfs_ino(id, ino)?) {
-            inode.write_back()?;
+    let written = (|| {
+        for &ino in &inos {
+            // Not cached any more: evicted, its folios written back then.
+            if let Some(inode) = sb.ilookup(super::namespace::vfs_ino(id, ino)?) {
+                inode.write_back()?;
+            }
+        }
+        if overflowed {
+            sb.write_back_inodes(|inode| inode.info().layer == id)?;
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        // The files not written back are listed no more: the layer's next flush walks every
+        // cached inode instead. (Their dirty folios keep their blocks' mappings, which must
+        // not be shared before they are written back.)
+        let mut u = uses.uses.lock();
+        // Room was reserved above, unless other layers' marks took it since.
+        if !u.overflowed.contains(&id) && u.overflowed.push_within_capacity(id).is_err() {
+            let _ = u.overflowed.push(id, GFP_KERNEL);
         }
     }
-    if overflowed {
-        sb.write_back_inodes(|inode| inode.info().layer == id)?;
-    }
-    Ok(())
+    written
 }
 
 /// Counts a file of `inode`'s layer opened for writing; `EROFS` if the layer is frozen.

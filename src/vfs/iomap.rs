@@ -94,12 +94,16 @@ pub(crate) trait DataOperations: FileSystem {
         0
     }
 
-    /// Whether a folio dirtied by a write that mapped its block ([`Self::map`] for
-    /// [`MapFor::Write`], or a write fault's) keeps that mapping until writeback cleans it:
-    /// nothing moves or shares the block of a dirty folio without writing the folio back first.
-    /// A buffered write into such a folio, uptodate, then copies its bytes without mapping
-    /// again, as `generic_perform_write` does into a folio whose buffers are mapped.
-    const DIRTY_KEEPS_MAPPING: bool = false;
+    /// Whether a buffered write into a dirty, uptodate folio of `inode` may copy its bytes
+    /// without mapping its block again, as `generic_perform_write` does into a folio whose
+    /// buffers are mapped: a folio dirtied by a write that mapped its block ([`Self::map`] for
+    /// [`MapFor::Write`], or a write fault's) keeps that mapping until writeback cleans it
+    /// (nothing moves or shares the block of a dirty folio without writing the folio back
+    /// first), and the filesystem takes writes now (what [`Self::map`] checks for a write
+    /// beyond the block: not read-only, not failed). Called with `i_rwsem` held.
+    fn dirty_keeps_mapping(_inode: &Inode<Self>) -> bool {
+        false
+    }
 }
 
 /// A change to a file's data in progress, between [`DataOperations::start_change`] and
@@ -1266,14 +1270,16 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
                 ret = if written < 0 || done {
                     written
                 } else {
-                    let quick = T::DIRTY_KEEPS_MAPPING
-                        && !direct
+                    // Under `i_rwsem`: a shutdown since the check on entry is seen here.
+                    let quick = !direct
                         && iocb_flags & (ext::LCFS_IOCB_NOWAIT | ext::LCFS_IOCB_DONTCACHE) as c_int
-                            == 0;
+                            == 0
+                        && inode.super_block().live().is_ok()
+                        && T::dirty_keeps_mapping(inode);
                     let copied = if quick {
                         // SAFETY: `iocb` and `from` are the live arguments of a buffered write,
                         // checked above, with `i_rwsem` held (`_lock`) and the change started
-                        // (`_change`); `T` keeps dirty folios' mappings (`quick`).
+                        // (`_change`); `T` keeps this file's dirty folios' mappings (`quick`).
                         unsafe { write_dirty_folio(iocb, from, inode) }
                     } else {
                         0
@@ -1342,7 +1348,7 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
 
 /// A buffered write that falls within one cached folio which an earlier write of the file
 /// dirtied: copied there without mapping its block again (see
-/// [`DataOperations::DIRTY_KEEPS_MAPPING`]). Small appends and rewrites of a log are mostly
+/// [`DataOperations::dirty_keeps_mapping`]). Small appends and rewrites of a log are mostly
 /// such writes. Returns the bytes copied, with `ki_pos` and `from` advanced past them: 0 when the
 /// write does not qualify (the folio absent, clean, under writeback or not uptodate, the write
 /// across a folio's end or starting past the end of the file), less than asked when the copy
@@ -1352,7 +1358,7 @@ unsafe extern "C" fn write_iter_callback<T: Operations>(
 ///
 /// `iocb` and `from` are the live arguments of a buffered `write_iter` call on a regular file of
 /// ours whose inode is `inode`, checked by `generic_write_checks`, with `i_rwsem` held by this
-/// task and the change started; `T::DIRTY_KEEPS_MAPPING` is true.
+/// task and the change started; `T::dirty_keeps_mapping` said yes for `inode`.
 unsafe fn write_dirty_folio<T: Operations>(
     iocb: *mut bindings::kiocb,
     from: *mut bindings::iov_iter,
@@ -1369,7 +1375,7 @@ unsafe fn write_dirty_folio<T: Operations>(
     };
     let offset = pos_u % BS;
     // Not past the end: the gap would have to read as zeros, and a shared mapping may have
-    // written past the end in that folio (iomap's path zeroes it).
+    // written past the end in that folio (left to iomap's path).
     if count_u == 0 || offset.saturating_add(count_u) > BS || pos > inode.size() {
         return 0;
     }
@@ -1386,7 +1392,7 @@ unsafe fn write_dirty_folio<T: Operations>(
         return 0;
     }
     // Dirty, so a write mapped its block since its last writeback, and that mapping stays
-    // (`DIRTY_KEEPS_MAPPING`): nothing to map. Uptodate: nothing to read. Locked: writeback
+    // (`dirty_keeps_mapping`): nothing to map. Uptodate: nothing to read. Locked: writeback
     // cannot clean it before the copy is in, and it stays dirty without being marked again.
     // SAFETY: `folio` is locked and referenced; `offset + count` is within its one page
     // (checked above); `from` is live and copies out of user memory with faults disabled.
