@@ -158,6 +158,16 @@ pub struct Touched {
     pub inode: InodeRecord,
 }
 
+/// Whether [`Volume::unlink_touched`] adds the orphan-index item of an inode whose last name
+/// goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrphanItem {
+    /// Adds it, as [`Volume::unlink_keep`] does.
+    Add,
+    /// Leaves it to the caller.
+    Leave,
+}
+
 /// What a removal does with an inode whose last name goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Last {
@@ -742,31 +752,26 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
     }
 
     /// [`Self::unlink_keep`], also returning the records it wrote: the directory's and the
-    /// inode's that lost the name (link count 0 if it is now an orphan).
-    pub fn unlink_keep_touched(
+    /// inode's that lost the name (link count 0 if it is now an orphan). With
+    /// [`OrphanItem::Leave`], an inode whose last name goes keeps link count 0 without its
+    /// orphan-index item: the caller deletes it with [`Self::delete_unlinked`], or adds the item
+    /// with [`Self::index_orphan`], before the layer's tree is committed or shared (a tree with
+    /// an unlisted orphan would leak it at the next crash). Most unlinked inodes are deleted
+    /// right after (their last user was the name), and then neither adding the item nor looking
+    /// it up and removing it again is needed.
+    pub fn unlink_touched(
         &mut self,
         layer: u64,
         dir: u64,
         name: &[u8],
         now: Timespec,
+        item: OrphanItem,
     ) -> Result<(Option<u64>, Touched), Error> {
-        self.remove_name(layer, dir, name, now, Last::Index)
-    }
-
-    /// [`Self::unlink_keep_touched`] without the orphan-index item: an inode whose last name
-    /// goes keeps link count 0 only. The caller deletes it with [`Self::delete_unlinked`], or
-    /// adds the item with [`Self::index_orphan`], before the layer's tree is committed or
-    /// shared: a tree with an unlisted orphan would leak it at the next crash. Most unlinked
-    /// inodes are deleted right after (their last user was the name), and then neither adding
-    /// the item nor looking it up and removing it again is needed.
-    pub fn unlink_unindexed_touched(
-        &mut self,
-        layer: u64,
-        dir: u64,
-        name: &[u8],
-        now: Timespec,
-    ) -> Result<(Option<u64>, Touched), Error> {
-        self.remove_name(layer, dir, name, now, Last::Unindexed)
+        let last = match item {
+            OrphanItem::Add => Last::Index,
+            OrphanItem::Leave => Last::Unindexed,
+        };
+        self.remove_name(layer, dir, name, now, last)
     }
 
     fn remove_name(
@@ -861,7 +866,7 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         self.remove_all_of(layer, ino)
     }
 
-    /// Adds the orphan-index item of `ino`, which [`Self::unlink_unindexed_touched`] left out
+    /// Adds the orphan-index item of `ino`, which [`Self::unlink_touched`] with [`OrphanItem::Leave`] left out
     /// (link count 0, still in use). Admits nothing: the caller holds what the unlink that left
     /// it out admitted for it, [`super::volume::INSERT_TREES`] tree updates' worth, which a
     /// commit must not be refused for. Any failure aborts the transaction, which must not
@@ -876,7 +881,7 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         })
     }
 
-    /// Deletes `ino`, which [`Self::unlink_unindexed_touched`] left with link count 0 and no
+    /// Deletes `ino`, which [`Self::unlink_touched`] with [`OrphanItem::Leave`] left with link count 0 and no
     /// orphan-index item, with all its items and its data: [`Self::delete_orphan`] for it.
     pub fn delete_unlinked(&mut self, layer: u64, ino: u64) -> Result<(), Error> {
         self.check_writable(layer)?;

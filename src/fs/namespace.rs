@@ -15,7 +15,7 @@
 
 use kernel::prelude::*;
 
-use crate::format::namespace::{DirEntry, NewInode, RenameMode as CoreRename, SetAttr};
+use crate::format::namespace::{DirEntry, NewInode, OrphanItem, RenameMode as CoreRename, SetAttr};
 use crate::format::records::{InodeRecord, Timespec};
 use crate::format::tree::Error as CoreError;
 use crate::format::volume::LayerInfo;
@@ -587,7 +587,7 @@ fn unlink(dir: Locked<'_, Lcfs>, name: &[u8], inode: Locked<'_, Lcfs>) -> Result
     // it: its eviction, nearly always right after, then deletes it without adding the item and
     // looking it up and removing it again (see `shared::Unindexed`).
     let quick = if vol.unindexed_room() {
-        match vol.unlink_unindexed_touched(d.layer, d.ino, name, timestamp()) {
+        match vol.unlink_touched(d.layer, d.ino, name, timestamp(), OrphanItem::Leave) {
             // Refused for space (at admission, before any change; a refusal inside aborted
             // the transaction, which the way below then reports): that way may commit first.
             Err(CoreError::NoSpace) => None,
@@ -608,7 +608,7 @@ fn unlink(dir: Locked<'_, Lcfs>, name: &[u8], inode: Locked<'_, Lcfs>) -> Result
         }
         None => {
             retry_for_space(sb, &mut vol, |v| {
-                v.unlink_keep_touched(d.layer, d.ino, name, timestamp())
+                v.unlink_touched(d.layer, d.ino, name, timestamp(), OrphanItem::Add)
             })
             .map_err(errno)?
             .1

@@ -88,7 +88,7 @@ pub(crate) struct SlotState {
 }
 
 /// An inode whose last name an unlink removed without adding its orphan-index item
-/// (`Volume::unlink_unindexed_touched`), with the blocks that unlink admitted for the item and
+/// (`Volume::unlink_touched` with `OrphanItem::Leave`), with the blocks that unlink admitted for the item and
 /// kept reserved. Its eviction, which usually follows at once, deletes it without the item
 /// ([`VolGuard::take_unindexed`]); the next whole volume adds the item first
 /// ([`take_slot_records`]), since only a whole volume commits or shares a layer's tree, and a

@@ -364,6 +364,20 @@ t_snapshot_point_in_time() {
 # Small overwrites of a file's own written blocks go in place, and the file keeps their
 # mapping between calls without the volume lock; a snapshot shares those blocks, so the next
 # overwrite must copy them and the snapshot keep what it holds, in the page cache and on disk.
+# ow_check FILE WRITE: ow-snap's FILE is /tmp/ow.snap and ow's /tmp/ow.live, in the page cache and
+# after a sync and a drop of caches; writeback found every block (WRITE: what changed them).
+ow_check() {
+	for where in "page cache" disk; do
+		if [ "$where" = disk ]; then
+			sync
+			echo 3 >/proc/sys/vm/drop_caches
+		fi
+		cmp /tmp/ow.snap $M/ow-snap/$1 || fail "an $2 after the snapshot changed it ($where)"
+		cmp /tmp/ow.live $M/ow/$1 || fail "the ${2}s after the snapshot are not in the layer ($where)"
+	done
+	no_writeback_errors
+}
+
 t_overwrites_after_snapshot() {
 	layer create ow
 	head -c 65536 /dev/zero | tr '\0' a >$M/ow/f
@@ -374,13 +388,7 @@ t_overwrites_after_snapshot() {
 	head -c 4000 /dev/zero | tr '\0' c | dd of=$M/ow/f bs=4 conv=notrunc 2>/dev/null
 	{ head -c 4000 /dev/zero | tr '\0' b; head -c 61536 /dev/zero | tr '\0' a; } >/tmp/ow.snap
 	{ head -c 4000 /dev/zero | tr '\0' c; head -c 61536 /dev/zero | tr '\0' a; } >/tmp/ow.live
-	cmp /tmp/ow.snap $M/ow-snap/f || fail "an overwrite after the snapshot changed it (page cache)"
-	cmp /tmp/ow.live $M/ow/f || fail "the overwrites after the snapshot are not in the layer (page cache)"
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
-	cmp /tmp/ow.snap $M/ow-snap/f || fail "an overwrite after the snapshot changed it (disk)"
-	cmp /tmp/ow.live $M/ow/f || fail "the overwrites after the snapshot are not in the layer (disk)"
-	no_writeback_errors
+	ow_check f overwrite
 	# The same for appends, which mostly copy into the dirty last folio without mapping it: the
 	# snapshot cleans that folio, and the next append must map (and copy) its block again.
 	layer remove ow-snap
@@ -391,13 +399,7 @@ t_overwrites_after_snapshot() {
 	head -c 4000 /dev/zero | tr '\0' c | dd of=$M/ow/log bs=4 oflag=append conv=notrunc 2>/dev/null
 	{ head -c 2000 /dev/zero | tr '\0' a; head -c 2000 /dev/zero | tr '\0' b; } >/tmp/ow.snap
 	{ cat /tmp/ow.snap; head -c 4000 /dev/zero | tr '\0' c; } >/tmp/ow.live
-	cmp /tmp/ow.snap $M/ow-snap/log || fail "an append after the snapshot changed it (page cache)"
-	cmp /tmp/ow.live $M/ow/log || fail "the appends after the snapshot are not in the layer (page cache)"
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
-	cmp /tmp/ow.snap $M/ow-snap/log || fail "an append after the snapshot changed it (disk)"
-	cmp /tmp/ow.live $M/ow/log || fail "the appends after the snapshot are not in the layer (disk)"
-	no_writeback_errors
+	ow_check log append
 	layer remove ow-snap
 	layer remove ow
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use lcfs_format::namespace::{NewInode, PathChange, RenameMode, RenameResult, SetAttr};
+use lcfs_format::namespace::{NewInode, OrphanItem, PathChange, RenameMode, RenameResult, SetAttr};
 use lcfs_format::node::Key;
 use lcfs_format::records::{kind, mode, ExtentRecord, InodeRecord, Timespec};
 use lcfs_format::superblock::Superblock;
@@ -503,7 +503,9 @@ fn unindexed_orphans_are_deleted_or_indexed() {
     add_extent(&mut vol, 1, f, 0, 4);
     let g = vol.create(1, d, b"g", &file(), NOW).unwrap();
     let e = vol.create(1, d, b"e", &dir(), NOW).unwrap();
-    let (orphan, touched) = vol.unlink_unindexed_touched(1, d, b"f", LATER).unwrap();
+    let (orphan, touched) = vol
+        .unlink_touched(1, d, b"f", LATER, OrphanItem::Leave)
+        .unwrap();
     assert_eq!(orphan, Some(f));
     assert_eq!(touched.inode, vol.inode(1, f).unwrap());
     assert_eq!(touched.inode.nlink, 0);
@@ -520,11 +522,15 @@ fn unindexed_orphans_are_deleted_or_indexed() {
     assert_clean(&mut vol);
     // Indexed: an orphan like any other (an empty directory too), deleted as one.
     assert_eq!(
-        vol.unlink_unindexed_touched(1, d, b"g", LATER).unwrap().0,
+        vol.unlink_touched(1, d, b"g", LATER, OrphanItem::Leave)
+            .unwrap()
+            .0,
         Some(g)
     );
     assert_eq!(
-        vol.unlink_unindexed_touched(1, d, b"e", LATER).unwrap().0,
+        vol.unlink_touched(1, d, b"e", LATER, OrphanItem::Leave)
+            .unwrap()
+            .0,
         Some(e)
     );
     assert_eq!(vol.inode(1, d).unwrap().nlink, 2);
@@ -567,7 +573,9 @@ fn deleting_an_inode_removes_items_over_several_leaves() {
     vol.commit(NOW).unwrap();
     let free = vol.superblock().free_blocks;
     let used = vol.layer(1).unwrap();
-    let (orphan, touched) = vol.unlink_keep_touched(1, d, b"f", LATER).unwrap();
+    let (orphan, touched) = vol
+        .unlink_touched(1, d, b"f", LATER, OrphanItem::Add)
+        .unwrap();
     assert_eq!(orphan, Some(f));
     // The records handed back are the ones stored.
     assert_eq!(touched.dir, vol.inode(1, d).unwrap());
