@@ -149,6 +149,13 @@ stamps=""
 [ "$suite" != demo ] || stamps="printk.time=1 "
 accel=tcg
 [ "${LCFS_KVM:-0}" = 1 ] && accel=kvm
+# The scratch disk. LCFS_DISK_IOTHREAD=1 (benchmarks of readers at once): its requests served by
+# an I/O thread of their own, two queues, instead of QEMU's main loop, which serves one request
+# at a time for every vCPU.
+disk_opts=(-drive "file=$disk,if=virtio,format=raw,cache=unsafe")
+[ "${LCFS_DISK_IOTHREAD:-0}" = 1 ] &&
+	disk_opts=(-object iothread,id=io0 -drive "file=$disk,if=none,id=d0,format=raw,cache=unsafe,aio=threads"
+		-device virtio-blk-pci,drive=d0,iothread=io0,num-queues=2)
 # no5lvl: four-level paging. With QEMU's "max" CPU the kernel otherwise enables five levels, and
 # twice in many runs an interrupt taken during early boot (identify_cpu) was reported by KASAN as a
 # wild access to its descriptor's lock in the five-level direct map, before any module loaded.
@@ -156,7 +163,7 @@ accel=tcg
 # CPU per socket, so "-smp 2" alone boots a single CPU.
 qemu=(qemu-system-x86_64 -accel "$accel" -cpu max -smp 2,sockets=2 -m 2G -nographic -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$build/initramfs.cpio.gz"
-	-drive "file=$disk,if=virtio,format=raw,cache=unsafe"
+	"${disk_opts[@]}"
 	-append "console=ttyS0 panic=-1 loglevel=7 kasan.fault=report no5lvl $stamps$leaks${LCFS_KERNEL_ARGS:-} $kunit lcfs_suite=$suite lcfs_rootfs=$rootfs${guest_env[*]:+ ${guest_env[*]}}")
 if [ "$rootfs" != 0 ]; then
 	# Read-only for the guest: writes go to a temporary overlay that QEMU discards.
