@@ -184,11 +184,24 @@ SLACK=$((4 << 20))
 
 no_snapshots() { [ -z "$(snaps)" ]; }
 
+# One more garbage collection by containerd: a lease deleted synchronously runs one.
+collect_garbage() {
+	_lease=$(ctr leases create | awk 'NR == 1 { print $1 }') && [ -n "$_lease" ] &&
+		ctr leases delete --sync "$_lease" >/dev/null
+}
+
 t_image_rm_returns_space() {
 	ctr image rm --sync $DEBIAN
-	# Seen once: the image's two snapshots were still listed right after the synchronous removal
-	# (no lease, container or other snapshot listed). What holds them is shown if they stay.
-	if ! wait_for 60 no_snapshots; then
+	# Seen twice: the image's two snapshots still listed a minute after the synchronous removal,
+	# with no lease, container, content or other snapshot left to hold them, and the snapshotter
+	# never asked to remove them (containerd's collection had run while the previous test's
+	# containers were still going). Another collection is asked for then, and said; what holds
+	# them is shown if they stay even so.
+	if ! wait_for 30 no_snapshots; then
+		echo "LCFS-INFO: the image's snapshots stayed 30 s after its removal; one more collection" >&3
+		collect_garbage || echo "LCFS-INFO: the collection failed" >&3
+	fi
+	if ! wait_for 30 no_snapshots; then
 		echo "images:"; ctr images ls -q
 		echo "leases:"; ctr leases ls
 		echo "containers:"; ctr containers ls -q
