@@ -194,9 +194,9 @@ t_image_rm_returns_space() {
 	ctr image rm --sync $DEBIAN
 	# Seen twice: the image's two snapshots still listed a minute after the synchronous removal,
 	# with no lease, container, content or other snapshot left to hold them, and the snapshotter
-	# never asked to remove them (containerd's collection had run while the previous test's
-	# containers were still going). Another collection is asked for then, and said; what holds
-	# them is shown if they stay even so.
+	# never asked to remove them (perhaps the collection ran while the previous test's
+	# containers were still going away). Another collection is asked for then, and said; what
+	# holds them is shown if they stay even so.
 	if ! wait_for 30 no_snapshots; then
 		echo "LCFS-INFO: the image's snapshots stayed 30 s after its removal; one more collection" >&3
 		collect_garbage || echo "LCFS-INFO: the collection failed" >&3
