@@ -52,6 +52,8 @@ struct folio *lcfs_grab_block_folio(struct address_space *mapping, pgoff_t index
 }
 
 void lcfs_folio_lock(struct folio *folio) { folio_lock(folio); }
+bool lcfs_folio_test_uptodate(struct folio *folio) { return folio_test_uptodate(folio); }
+void lcfs_folio_mark_uptodate(struct folio *folio) { folio_mark_uptodate(folio); }
 
 /*
  * A buffered write's folio at @index, locked, when it is small, uptodate, dirty and not under
@@ -83,8 +85,6 @@ size_t lcfs_copy_to_folio(struct folio *folio, size_t offset, size_t bytes, stru
 	flush_dcache_folio(folio);
 	return copied;
 }
-bool lcfs_folio_test_uptodate(struct folio *folio) { return folio_test_uptodate(folio); }
-void lcfs_folio_mark_uptodate(struct folio *folio) { folio_mark_uptodate(folio); }
 
 void lcfs_init_delayed_work(struct delayed_work *dwork, lcfs_work_fn fn) { INIT_DELAYED_WORK(dwork, fn); }
 

@@ -866,8 +866,8 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         self.remove_all_of(layer, ino)
     }
 
-    /// Adds the orphan-index item of `ino`, which [`Self::unlink_touched`] with [`OrphanItem::Leave`] left out
-    /// (link count 0, still in use). Admits nothing: the caller holds what the unlink that left
+    /// Adds the orphan-index item of `ino`, which [`Self::unlink_touched`] with
+    /// [`OrphanItem::Leave`] left out (link count 0, still in use). Admits nothing: the caller holds what the unlink that left
     /// it out admitted for it, [`super::volume::INSERT_TREES`] tree updates' worth, which a
     /// commit must not be refused for. Any failure aborts the transaction, which must not
     /// commit without the item.
@@ -881,8 +881,9 @@ impl<S: Device, M: MapAccess<S>> Volume<S, M> {
         })
     }
 
-    /// Deletes `ino`, which [`Self::unlink_touched`] with [`OrphanItem::Leave`] left with link count 0 and no
-    /// orphan-index item, with all its items and its data: [`Self::delete_orphan`] for it.
+    /// Deletes `ino`, which [`Self::unlink_touched`] with [`OrphanItem::Leave`] left with link
+    /// count 0 and no orphan-index item, with all its items and its data: [`Self::delete_orphan`]
+    /// for it.
     pub fn delete_unlinked(&mut self, layer: u64, ino: u64) -> Result<(), Error> {
         self.check_writable(layer)?;
         let rec = self.inode(layer, ino)?;

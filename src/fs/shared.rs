@@ -88,8 +88,8 @@ pub(crate) struct SlotState {
 }
 
 /// An inode whose last name an unlink removed without adding its orphan-index item
-/// (`Volume::unlink_touched` with `OrphanItem::Leave`), with the blocks that unlink admitted for the item and
-/// kept reserved. Its eviction, which usually follows at once, deletes it without the item
+/// (`Volume::unlink_touched` with `OrphanItem::Leave`), with the blocks that unlink admitted
+/// for the item and kept reserved. Its eviction, which usually follows at once, deletes it without the item
 /// ([`VolGuard::take_unindexed`]); the next whole volume adds the item first
 /// ([`take_slot_records`]), since only a whole volume commits or shares a layer's tree, and a
 /// committed tree must list every inode without links for the next mount to delete it.
@@ -955,8 +955,8 @@ impl<'a> VolGuard<'a> {
     }
 
     /// Keeps `ino`, which an unlink in this guard left with no links and no orphan-index item,
-    /// with one tree update of the unlink's reservation for the item. `false` if the slot has
-    /// no room (the caller then adds the item).
+    /// with what the item's insert may take of the unlink's reservation. `false` if the slot
+    /// has no room (the caller then adds the item).
     pub(crate) fn keep_unindexed(&mut self, ino: u64) -> bool {
         let Some((slot, layer)) = self.slot() else {
             return false;

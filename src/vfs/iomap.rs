@@ -1398,7 +1398,7 @@ unsafe fn write_dirty_folio<T: Operations>(
     // (checked above); `from` is live and copies out of user memory with faults disabled.
     let copied = unsafe { ext::lcfs_copy_to_folio(folio, offset, count, from.cast()) };
     // CAST: at most `count`, which is at most a block.
-    let end = pos + copied as bindings::loff_t;
+    let end = pos.saturating_add(copied as bindings::loff_t);
     if end > inode.size() {
         // SAFETY: `i_rwsem` is held (contract), which serialises `i_size_write`rs as it
         // requires; the folio with the new bytes is still locked, as iomap has it.
